@@ -1,0 +1,132 @@
+"""Value types of the pure accounting core (stdlib only).
+
+The service layer (accounting/services.py, via accounting/mappers.py) builds these from ORM
+rows, calls the pure functions, and writes the results back as ledger rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+METHOD_VERSION = "2026.11-1"
+
+
+class Quality(str, Enum):
+    MEASURED = "measured"  # NVML energy counter delta / RAPL counter
+    INTEGRATED = "integrated"  # trapezoidal integration of power samples
+    INTERPOLATED = "interpolated"  # short gap filled from neighbours (bounded)
+    MODELLED = "modelled"  # from a model (TDP x load, W/GB), not a sensor
+
+
+# Worst-first order: an aggregate of windows carries the worst quality among them.
+QUALITY_RANK = {Quality.MEASURED: 0, Quality.INTEGRATED: 1, Quality.INTERPOLATED: 2, Quality.MODELLED: 3}
+
+
+class Account(str, Enum):
+    JOB = "job"
+    FLEET_OVERHEAD = "fleet_overhead"
+
+
+class Component(str, Enum):
+    GPU_ACTIVE = "gpu_active"
+    GPU_IDLE = "gpu_idle"
+    HOST_CPU = "host_cpu"
+    HOST_DRAM = "host_dram"
+    HOST_UNMEASURED = "host_unmeasured"
+    FACILITY = "facility"
+
+
+@dataclass(frozen=True)
+class ProcessSample:
+    """A GPU process seen by the agent during a window, mapped to a job key if known."""
+
+    pid: int
+    sm_util_pct: float
+    job_key: str | None = None  # e.g. "slurm:4242", "k8s:<pod-uid>", "env:<value>"
+
+
+@dataclass(frozen=True)
+class GpuWindowIn:
+    device_id: int
+    seq: int
+    start: datetime
+    end: datetime
+    energy_j: float
+    avg_power_w: float
+    util_pct: float
+    quality: Quality
+    idle_power_w: float  # catalog idle power of the device model (baseline for idle split)
+    processes: tuple[ProcessSample, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostWindowIn:
+    seq: int
+    start: datetime
+    end: datetime
+    cpu_energy_j: float
+    dram_energy_j: float
+    quality: Quality
+    wall_energy_j: float | None = None
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """A job holds a device (or a fraction of it) over [start, end); end None = still held."""
+
+    job_id: int
+    device_id: int
+    start: datetime
+    end: datetime | None
+    fraction: float = 1.0
+    job_keys: frozenset[str] = frozenset()  # keys the agent may report for this job's processes
+    mig_instance: str = ""
+
+
+@dataclass(frozen=True)
+class EnergyShare:
+    """Energy of one component attributed to one account, for one device (None: host-level) and hour."""
+
+    account: Account
+    job_id: int | None
+    device_id: int | None
+    component: Component
+    hour: datetime
+    energy_j: float
+    held_s: float  # device-seconds held by the account within the hour (embodied basis)
+    quality: Quality
+
+
+@dataclass(frozen=True)
+class IntensityPoint:
+    intensity_g_per_kwh: float
+    source: str  # "hourly:electricitymaps", "annual:codecarbon", ...
+    marginal_g_per_kwh: float | None = None
+    low_g_per_kwh: float | None = None
+    high_g_per_kwh: float | None = None
+    version: int = 1
+
+
+@dataclass(frozen=True)
+class LedgerLine:
+    """An EnergyShare with carbon: what becomes a LedgerEntry row."""
+
+    account: Account
+    job_id: int | None
+    device_id: int | None
+    component: Component
+    hour: datetime
+    energy_j: float
+    held_s: float
+    co2e_operational_g: float
+    co2e_operational_marginal_g: float | None
+    co2e_embodied_g: float
+    co2e_low_g: float
+    co2e_high_g: float
+    intensity_g_per_kwh: float
+    intensity_source: str
+    pue: float
+    quality: Quality
+    factor_versions: dict[str, int] = field(default_factory=dict)

@@ -1,0 +1,562 @@
+"""Accounting data model: tenancy, fleet, factors, jobs, allocations and the carbon ledger.
+
+Units live in field names (``energy_j``, ``co2e_g``, ``power_w``, ``lifetime_h``). All
+datetimes are aware UTC. Factor rows are versioned; every ledger row records the method
+version and the factor versions it used so an auditor can re-derive it.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Organization(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(unique=True)
+    # Policy for redistributing the fleet-overhead account in reports (declared, never hidden).
+    overhead_policy = models.CharField(
+        max_length=20,
+        choices=[("separate", "Report separately"), ("pro_rata", "Redistribute pro rata by energy")],
+        default="separate",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Team(models.Model):
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="teams")
+    name = models.CharField(max_length=200)
+    slug = models.SlugField()
+    report_email = models.EmailField(blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["org", "slug"], name="team_org_slug_uniq")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        ADMIN = "admin", "Organisation admin"
+        MEMBER = "member", "Team member"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
+    # Null team with role=admin: sees the whole organisation.
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, null=True, blank=True, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "org", "team"], name="membership_uniq"),
+        ]
+
+
+class CarbonBudget(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="budgets")
+    period_start = models.DateField()
+    period_end = models.DateField()  # exclusive
+    co2e_budget_g = models.FloatField()
+    note = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "period_start"], name="budget_team_period_uniq"),
+            models.CheckConstraint(condition=Q(co2e_budget_g__gte=0), name="budget_nonneg"),
+        ]
+
+
+# --- factors -------------------------------------------------------------------------------
+
+
+class FactorSource(models.TextChoices):
+    CODECARBON = "codecarbon", "codecarbon shipped data"
+    ELECTRICITYMAPS = "electricitymaps", "Electricity Maps"
+    WATTTIME = "watttime", "WattTime"
+    OPERATOR = "operator", "Operator entry"
+    PUBLISHED = "published", "Published figure"
+    ESTIMATE = "estimate", "Architecture-level estimate"
+
+
+class GridZone(models.Model):
+    """A grid region with an annual average intensity (fallback when no hourly data)."""
+
+    code = models.CharField(max_length=64, unique=True)  # e.g. "FR", "US-WA", "CA-QC", "gcp:europe-west1"
+    name = models.CharField(max_length=200)
+    annual_intensity_g_per_kwh = models.FloatField()
+    annual_marginal_g_per_kwh = models.FloatField(null=True, blank=True)
+    source = models.CharField(max_length=40, choices=FactorSource.choices)
+    source_detail = models.CharField(max_length=300, blank=True)  # file, dataset, URL
+    vintage = models.CharField(max_length=40, blank=True)  # year or dataset release
+    version = models.PositiveIntegerField(default=1)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(annual_intensity_g_per_kwh__gte=0), name="zone_intensity_nonneg"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.code} ({self.annual_intensity_g_per_kwh:.0f} g/kWh)"
+
+
+class IntensitySignal(models.TextChoices):
+    AVERAGE = "average", "Location-based average"
+    MARGINAL = "marginal", "Marginal"
+
+
+class HourlyIntensity(models.Model):
+    """Hourly grid intensity for a zone (imported or fetched)."""
+
+    zone = models.ForeignKey(GridZone, on_delete=models.CASCADE, related_name="hourly")
+    hour = models.DateTimeField()  # start of the hour, UTC
+    signal = models.CharField(max_length=10, choices=IntensitySignal.choices, default=IntensitySignal.AVERAGE)
+    intensity_g_per_kwh = models.FloatField()
+    is_forecast = models.BooleanField(default=False)
+    # True when the provider was unreachable and the value was carried from the last good
+    # value or the annual factor.
+    is_fallback = models.BooleanField(default=False)
+    source = models.CharField(max_length=40, choices=FactorSource.choices)
+    version = models.PositiveIntegerField(default=1)
+    fetched_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["zone", "signal", "hour", "is_forecast"], name="hourly_intensity_uniq"),
+            models.CheckConstraint(condition=Q(intensity_g_per_kwh__gte=0), name="hourly_intensity_nonneg"),
+        ]
+        indexes = [models.Index(fields=["zone", "signal", "hour"])]
+
+
+class HardwareModel(models.Model):
+    """Catalog entry: an accelerator or host component, with specs and embodied carbon."""
+
+    class Kind(models.TextChoices):
+        GPU = "gpu", "Accelerator"
+        CPU = "cpu", "CPU"
+        DRAM = "dram", "DRAM (per GB)"
+        SSD = "ssd", "SSD (per GB)"
+        CHASSIS = "chassis", "Server chassis"
+
+    class EmbodiedKind(models.TextChoices):
+        LCA = "lca", "Published LCA"
+        ESTIMATE = "estimate", "Architecture-level estimate"
+
+    key = models.SlugField(max_length=64, unique=True)  # e.g. "h100-sxm-80gb"
+    name = models.CharField(max_length=200)
+    vendor = models.CharField(max_length=40)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.GPU)
+    # Substrings of the NVML/vendor name that identify this model (for devices seen on hosts).
+    match_names = models.JSONField(default=list, blank=True)
+    idle_power_w = models.FloatField(null=True, blank=True)
+    max_power_w = models.FloatField(null=True, blank=True)
+    # {"fp64": 3.4e13, "bf16": 9.89e14, ...} FLOP/s, dense.
+    peak_flops = models.JSONField(default=dict, blank=True)
+    memory_gb = models.FloatField(null=True, blank=True)
+    memory_bandwidth_gb_s = models.FloatField(null=True, blank=True)
+    interconnect_gb_s = models.FloatField(null=True, blank=True)
+    process_node_nm = models.FloatField(null=True, blank=True)
+    die_area_mm2 = models.FloatField(null=True, blank=True)
+    release_year = models.PositiveIntegerField(null=True, blank=True)
+    embodied_kg = models.FloatField()
+    embodied_low_kg = models.FloatField()
+    embodied_high_kg = models.FloatField()
+    embodied_kind = models.CharField(max_length=10, choices=EmbodiedKind.choices)
+    embodied_source = models.CharField(max_length=500)
+    lifetime_years = models.FloatField(default=5.0)
+    expected_utilisation = models.FloatField(default=0.8)
+    # {"max_power_w": "NVIDIA H100 datasheet 2023", ...}
+    sources = models.JSONField(default=dict, blank=True)
+    version = models.PositiveIntegerField(default=1)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(embodied_low_kg__lte=models.F("embodied_kg"))
+                & Q(embodied_kg__lte=models.F("embodied_high_kg")),
+                name="hw_embodied_range_ordered",
+            ),
+            models.CheckConstraint(condition=Q(lifetime_years__gt=0), name="hw_lifetime_pos"),
+            models.CheckConstraint(
+                condition=Q(expected_utilisation__gt=0) & Q(expected_utilisation__lte=1), name="hw_util_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class FactorChange(models.Model):
+    """Audit trail of every factor edit: who, why, before/after; drives recomputes."""
+
+    changed_at = models.DateTimeField(auto_now_add=True)
+    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    reason = models.CharField(max_length=500)
+    factor_type = models.CharField(max_length=40)  # "zone", "hourly_intensity", "pue", "hardware"
+    factor_key = models.CharField(max_length=200)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    # Period of ledger rows the change affects (null = all).
+    affects_from = models.DateTimeField(null=True, blank=True)
+    affects_to = models.DateTimeField(null=True, blank=True)
+    recompute_status = models.CharField(
+        max_length=12,
+        choices=[("pending", "pending"), ("running", "running"), ("done", "done"), ("none", "not needed")],
+        default="pending",
+    )
+
+
+# --- fleet ---------------------------------------------------------------------------------
+
+
+class Site(models.Model):
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="sites")
+    name = models.CharField(max_length=200)
+    slug = models.SlugField()
+    zone = models.ForeignKey(GridZone, on_delete=models.PROTECT, related_name="sites")
+    pue = models.FloatField(default=1.4)
+    pue_source = models.CharField(max_length=300, default="operator estimate")
+    pue_version = models.PositiveIntegerField(default=1)
+    wue_l_per_kwh = models.FloatField(null=True, blank=True)
+    # Per-site overrides of catalog lifetime/utilisation: {"h100-sxm-80gb": {"lifetime_years": 4}}
+    hardware_overrides = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["org", "slug"], name="site_org_slug_uniq"),
+            models.CheckConstraint(condition=Q(pue__gte=1.0), name="site_pue_ge_1"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SitePue(models.Model):
+    """PUE time series / history for a site; the newest row at or before t applies."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="pue_series")
+    valid_from = models.DateTimeField()
+    pue = models.FloatField()
+    source = models.CharField(max_length=300)
+    version = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["site", "valid_from"], name="site_pue_uniq"),
+            models.CheckConstraint(condition=Q(pue__gte=1.0), name="site_pue_series_ge_1"),
+        ]
+
+
+class Cluster(models.Model):
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="clusters")
+    name = models.CharField(max_length=200)
+    slug = models.SlugField()
+    scheduler = models.CharField(
+        max_length=20, choices=[("slurm", "Slurm"), ("kubernetes", "Kubernetes"), ("other", "Other")], default="slurm"
+    )
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["site", "slug"], name="cluster_site_slug_uniq")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Host(models.Model):
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="hosts")
+    hostname = models.CharField(max_length=253)
+    cpu_model = models.CharField(max_length=200, blank=True)
+    cpu_tdp_w = models.FloatField(null=True, blank=True)
+    dram_gb = models.FloatField(default=0)
+    ssd_gb = models.FloatField(default=0)
+    gpu_slots = models.PositiveIntegerField(default=8)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    last_seq = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["cluster", "hostname"], name="host_cluster_name_uniq")]
+
+    def __str__(self) -> str:
+        return self.hostname
+
+
+class Device(models.Model):
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="devices")
+    uuid = models.CharField(max_length=100, unique=True)  # NVML UUID ("GPU-..." or "MIG-...")
+    index = models.PositiveIntegerField(default=0)
+    reported_name = models.CharField(max_length=200, blank=True)
+    hardware_model = models.ForeignKey(HardwareModel, on_delete=models.PROTECT, null=True, blank=True)
+    deployed_on = models.DateField(null=True, blank=True)
+    lifetime_years = models.FloatField(null=True, blank=True)  # override of the catalog
+    power_limit_w = models.FloatField(null=True, blank=True)
+    first_seen_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.host.hostname}/{self.index} {self.reported_name}"
+
+
+# --- jobs ----------------------------------------------------------------------------------
+
+
+class Job(models.Model):
+    class Kind(models.TextChoices):
+        TRAINING = "training", "Training"
+        INFERENCE = "inference", "Inference"
+
+    class Family(models.TextChoices):
+        RECOMMENDER = "recommender", "Recommender"
+        LLM = "llm", "LLM"
+        MOE = "moe", "Mixture-of-Experts"
+        OTHER = "other", "Other"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+        PREEMPTED = "preempted", "Preempted"
+        CANCELLED = "cancelled", "Cancelled"
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="jobs")
+    cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="jobs")
+    scheduler_job_id = models.CharField(max_length=200)
+    name = models.CharField(max_length=300, blank=True)
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="jobs")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    username = models.CharField(max_length=150, blank=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    family = models.CharField(max_length=12, choices=Family.choices, default=Family.OTHER)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    requested_s = models.FloatField(null=True, blank=True)
+    # {"parameters": 7e9, "active_parameters": ..., "precision": "bf16", "batch_size": 32, ...}
+    model_meta = models.JSONField(default=dict, blank=True)
+    # Functional units reported by the job: {"tokens": 1.2e9, "samples": ..., "queries": ...}
+    units = models.JSONField(default=dict, blank=True)
+    primary_unit = models.CharField(max_length=20, blank=True)  # which key of units SCI uses
+    quality_metric = models.CharField(max_length=60, blank=True)
+    quality_value = models.FloatField(null=True, blank=True)
+    power_cap_w = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["cluster", "scheduler_job_id"], name="job_cluster_schedid_uniq"),
+        ]
+        indexes = [
+            models.Index(fields=["org", "started_at"]),
+            models.Index(fields=["team", "started_at"]),
+            models.Index(fields=["status"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scheduler_job_id} {self.name}"
+
+
+class JobAllocation(models.Model):
+    """A job holds a device (or a MIG slice / shared share of it) over [start, end)."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="allocations")
+    device = models.ForeignKey(Device, on_delete=models.PROTECT, related_name="allocations")
+    start = models.DateTimeField()
+    end = models.DateTimeField(null=True, blank=True)  # null = still held
+    # Fraction of the device the allocation holds when sliced (MIG 1g of 7 = 1/7); 1 = whole.
+    fraction = models.FloatField(default=1.0)
+    mig_instance = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["device", "start"])]
+        constraints = [
+            models.CheckConstraint(condition=Q(fraction__gt=0) & Q(fraction__lte=1), name="alloc_fraction_range"),
+            models.CheckConstraint(condition=Q(end__isnull=True) | Q(end__gt=models.F("start")), name="alloc_end_after_start"),
+        ]
+
+
+# --- ledger --------------------------------------------------------------------------------
+
+
+class LedgerAccount(models.TextChoices):
+    JOB = "job", "Job"
+    FLEET_OVERHEAD = "fleet_overhead", "Fleet overhead (unallocated)"
+
+
+class EnergyComponent(models.TextChoices):
+    GPU_ACTIVE = "gpu_active", "GPU active"
+    GPU_IDLE = "gpu_idle", "GPU idle baseline"
+    HOST_CPU = "host_cpu", "Host CPU"
+    HOST_DRAM = "host_dram", "Host DRAM"
+    HOST_UNMEASURED = "host_unmeasured", "Wall power not explained by components"
+    FACILITY = "facility", "Facility overhead (PUE)"
+
+
+class LedgerEntry(models.Model):
+    """Energy and carbon attributed to one account for one device (or host) and hour, from one batch.
+
+    Rebuilt whole per batch inside one transaction (delete + insert), so attributing a batch
+    twice yields identical rows. Conservation: for every batch, the entries' IT energy sums
+    to the batch's measured device + host energy.
+    """
+
+    batch = models.ForeignKey("telemetry.TelemetryBatch", on_delete=models.CASCADE, related_name="ledger_entries")
+    account = models.CharField(max_length=20, choices=LedgerAccount.choices)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, null=True, blank=True, related_name="ledger_entries")
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, null=True, blank=True)
+    site = models.ForeignKey(Site, on_delete=models.CASCADE)
+    host = models.ForeignKey(Host, on_delete=models.CASCADE)
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, null=True, blank=True)
+    component = models.CharField(max_length=20, choices=EnergyComponent.choices)
+    hour = models.DateTimeField()
+    energy_j = models.FloatField()
+    held_s = models.FloatField(default=0)  # device-seconds held (for embodied)
+    co2e_operational_g = models.FloatField()
+    co2e_operational_marginal_g = models.FloatField(null=True, blank=True)
+    co2e_embodied_g = models.FloatField(default=0)
+    co2e_low_g = models.FloatField()
+    co2e_high_g = models.FloatField()
+    intensity_g_per_kwh = models.FloatField()
+    intensity_source = models.CharField(max_length=80)
+    pue = models.FloatField()
+    quality = models.CharField(max_length=12)
+    method_version = models.CharField(max_length=20)
+    factor_versions = models.JSONField(default=dict)
+    computed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["job", "hour"]),
+            models.Index(fields=["org", "hour"]),
+            models.Index(fields=["batch"]),
+            models.Index(fields=["device", "hour"]),
+        ]
+
+
+class JobFootprint(models.Model):
+    """Cached per-job totals, rebuilt from ledger entries (live while running, final at end)."""
+
+    job = models.OneToOneField(Job, on_delete=models.CASCADE, related_name="footprint", primary_key=True)
+    energy_j = models.FloatField(default=0)
+    gpu_energy_j = models.FloatField(default=0)
+    gpu_idle_energy_j = models.FloatField(default=0)
+    host_energy_j = models.FloatField(default=0)
+    facility_energy_j = models.FloatField(default=0)
+    co2e_operational_g = models.FloatField(default=0)
+    co2e_embodied_g = models.FloatField(default=0)
+    co2e_low_g = models.FloatField(default=0)
+    co2e_high_g = models.FloatField(default=0)
+    device_hours = models.FloatField(default=0)
+    measured_fraction = models.FloatField(default=0)  # share of GPU energy that was measured
+    is_final = models.BooleanField(default=False)
+    method_version = models.CharField(max_length=20, blank=True)
+    last_window_end = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    @property
+    def co2e_g(self) -> float:
+        return self.co2e_operational_g + self.co2e_embodied_g
+
+
+class FootprintRevision(models.Model):
+    """Audit trail: a job's totals before a recompute replaced them."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="footprint_revisions")
+    revised_at = models.DateTimeField(auto_now_add=True)
+    reason = models.CharField(max_length=500)
+    factor_change = models.ForeignKey(FactorChange, on_delete=models.SET_NULL, null=True, blank=True)
+    energy_j = models.FloatField()
+    co2e_operational_g = models.FloatField()
+    co2e_embodied_g = models.FloatField()
+    method_version = models.CharField(max_length=20)
+
+
+class TeamDay(models.Model):
+    """Aggregate per team (or fleet overhead when team is null), site and day: kept indefinitely."""
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, null=True, blank=True)
+    site = models.ForeignKey(Site, on_delete=models.CASCADE)
+    day = models.DateField()
+    energy_j = models.FloatField(default=0)
+    gpu_idle_energy_j = models.FloatField(default=0)
+    co2e_operational_g = models.FloatField(default=0)
+    co2e_embodied_g = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["org", "team", "site", "day"], name="teamday_uniq", nulls_distinct=False)]
+        indexes = [models.Index(fields=["org", "day"])]
+
+
+class DeviceHour(models.Model):
+    """Aggregate per device and hour: energy, held time, utilisation; kept indefinitely."""
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE)
+    hour = models.DateTimeField()
+    energy_j = models.FloatField(default=0)
+    idle_energy_j = models.FloatField(default=0)
+    allocated_s = models.FloatField(default=0)
+    observed_s = models.FloatField(default=0)
+    avg_util_pct = models.FloatField(default=0)
+    avg_power_w = models.FloatField(default=0)
+    co2e_operational_g = models.FloatField(default=0)
+    co2e_embodied_g = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["device", "hour"], name="devicehour_uniq")]
+
+
+class JobHour(models.Model):
+    """Aggregate per job and hour: kept indefinitely (the job detail page reads this)."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="hours")
+    hour = models.DateTimeField()
+    energy_j = models.FloatField(default=0)
+    gpu_energy_j = models.FloatField(default=0)
+    co2e_operational_g = models.FloatField(default=0)
+    co2e_embodied_g = models.FloatField(default=0)
+    intensity_g_per_kwh = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "hour"], name="jobhour_uniq")]
+
+
+# --- API tokens ----------------------------------------------------------------------------
+
+
+class ApiToken(models.Model):
+    """High-entropy bearer token stored as a SHA-256 digest (never the secret itself)."""
+
+    class Scope(models.TextChoices):
+        HOST = "host", "Host (ingest for one host)"
+        SCHEDULER = "scheduler", "Scheduler (jobs of one cluster)"
+        USER = "user", "User (read what the user may see)"
+        ADMIN = "admin", "Admin (whole organisation)"
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="tokens")
+    name = models.CharField(max_length=200)
+    scope = models.CharField(max_length=10, choices=Scope.choices)
+    prefix = models.CharField(max_length=16)  # first characters, shown to identify the token
+    digest = models.CharField(max_length=64, unique=True)  # sha256 hex of the full token
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, null=True, blank=True)
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, null=True, blank=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(scope="host") | Q(host__isnull=False), name="token_host_scope_needs_host"
+            ),
+            models.CheckConstraint(
+                condition=~Q(scope="scheduler") | Q(cluster__isnull=False), name="token_sched_scope_needs_cluster"
+            ),
+        ]

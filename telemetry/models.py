@@ -1,0 +1,92 @@
+"""Telemetry storage: received batches (the durable unit of work) and raw windows.
+
+Raw windows live in natively partitioned PostgreSQL tables (daily range partitions on
+``start_at``, created by migration 0002 and ``telemetry.partitions``); they are dropped after
+the retention period, while the ledger and its aggregates are kept indefinitely.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class TelemetryBatch(models.Model):
+    """One agent batch, committed before the HTTP response; the unit of attribution work."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for attribution"
+        CLAIMED = "claimed", "Being attributed"
+        DONE = "done", "Attributed"
+        FAILED = "failed", "Failed (see error)"
+
+    host = models.ForeignKey("accounting.Host", on_delete=models.CASCADE, related_name="batches")
+    batch_id = models.UUIDField()
+    received_at = models.DateTimeField()
+    sent_at = models.DateTimeField(null=True, blank=True)
+    agent_version = models.CharField(max_length=40, blank=True)
+    first_start = models.DateTimeField()
+    last_end = models.DateTimeField()
+    first_seq = models.BigIntegerField()
+    last_seq = models.BigIntegerField()
+    gpu_window_count = models.PositiveIntegerField()
+    host_window_count = models.PositiveIntegerField()
+    gpu_energy_j = models.FloatField()
+    host_energy_j = models.FloatField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    attributed_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["host", "batch_id"], name="batch_host_id_uniq")]
+        indexes = [
+            models.Index(fields=["status", "received_at"]),
+            models.Index(fields=["host", "first_start"]),
+        ]
+
+
+class GpuWindow(models.Model):
+    """Raw per-GPU window (partitioned table; managed by raw SQL migrations)."""
+
+    pk = models.CompositePrimaryKey("device_id", "start_at", "seq")
+    batch_id = models.BigIntegerField()
+    host_id = models.BigIntegerField()
+    device_id = models.BigIntegerField()
+    seq = models.BigIntegerField()
+    start_at = models.DateTimeField()
+    end_at = models.DateTimeField()
+    energy_j = models.FloatField()
+    counter_mj = models.BigIntegerField(null=True)
+    avg_power_w = models.FloatField()
+    max_power_w = models.FloatField()
+    util_pct = models.FloatField()
+    mem_util_pct = models.FloatField()
+    mem_used_mib = models.FloatField()
+    power_limit_w = models.FloatField(null=True)
+    quality = models.CharField(max_length=12)
+    processes = models.JSONField(default=list)
+
+    class Meta:
+        managed = False
+        db_table = "telemetry_gpuwindow"
+
+
+class HostWindow(models.Model):
+    """Raw per-host window: CPU and DRAM energy, optional wall power (partitioned table)."""
+
+    pk = models.CompositePrimaryKey("host_id", "start_at", "seq")
+    batch_id = models.BigIntegerField()
+    host_id = models.BigIntegerField()
+    seq = models.BigIntegerField()
+    start_at = models.DateTimeField()
+    end_at = models.DateTimeField()
+    cpu_energy_j = models.FloatField()
+    dram_energy_j = models.FloatField()
+    wall_energy_j = models.FloatField(null=True)
+    cpu_util_pct = models.FloatField()
+    quality = models.CharField(max_length=12)
+
+    class Meta:
+        managed = False
+        db_table = "telemetry_hostwindow"
