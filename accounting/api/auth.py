@@ -1,0 +1,56 @@
+"""DRF authentication by bearer API token (``Authorization: Bearer clk_...``)."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AnonymousUser
+from rest_framework import authentication, exceptions
+
+from accounting.models import ApiToken
+from accounting.tokens import token_lookup
+
+
+class TokenPrincipal:
+    """request.user for token-authenticated requests without a human user (host, scheduler)."""
+
+    is_authenticated = True
+    is_anonymous = False
+    is_staff = False
+    is_superuser = False
+
+    def __init__(self, token: ApiToken) -> None:
+        self.token = token
+        self.pk = None
+        self.id = None
+        self.username = f"token:{token.prefix}"
+
+    def __str__(self) -> str:
+        return self.username
+
+
+class ApiTokenAuthentication(authentication.BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        if not header:
+            return None
+        parts = header.split()
+        if parts[0] != self.keyword:
+            return None
+        if len(parts) != 2:
+            raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <token>'.")
+        token = token_lookup(raw=parts[1])
+        if token is None:
+            raise exceptions.AuthenticationFailed("Invalid or revoked API token.")
+        user = token.user if token.user is not None else TokenPrincipal(token)
+        if isinstance(user, AnonymousUser):  # pragma: no cover - defensive
+            raise exceptions.AuthenticationFailed("Token has no principal.")
+        return (user, token)
+
+    def authenticate_header(self, request) -> str:
+        return self.keyword
+
+
+def request_token(request) -> ApiToken | None:
+    auth = getattr(request, "auth", None)
+    return auth if isinstance(auth, ApiToken) else None

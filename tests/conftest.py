@@ -1,0 +1,1 @@
+"""Shared fixtures. Tests run against real PostgreSQL (DATABASE_URL); there is no SQLite path."""
