@@ -37,6 +37,10 @@ class TelemetryBatch(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     attributed_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
+    # Gaps found and how they were resolved (counter / interpolated / unfilled), and other
+    # attribution diagnostics (e.g. wall power below the component sum): reported, never hidden.
+    gaps = models.JSONField(default=list, blank=True)
+    diagnostics = models.JSONField(default=list, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["host", "batch_id"], name="batch_host_id_uniq")]

@@ -1,4 +1,4 @@
-"""The Celery application: broker from settings, tasks discovered in the Django apps."""
+"""The Celery application: broker from settings, tasks in workers/tasks.py, beat schedule."""
 
 from __future__ import annotations
 
@@ -11,3 +11,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("carbonledger")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["workers"], related_name="tasks")
+
+
+@app.on_after_configure.connect
+def _beat_schedule(sender, **kwargs) -> None:
+    from django.conf import settings
+
+    sender.conf.beat_schedule = {
+        "sweep-pending-batches": {"task": "ledger.sweep", "schedule": settings.SWEEPER_INTERVAL_S},
+        "maintain-partitions": {"task": "telemetry.maintain_partitions", "schedule": 3600.0},
+    }

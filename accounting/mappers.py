@@ -1,0 +1,168 @@
+"""Mappers: the one place ORM rows (and raw window rows) become domain dataclasses."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+
+from django.db import connection
+from django.db.models import Q
+
+from accounting.domain.carbon import EmbodiedRate, embodied_rate_g_per_s
+from accounting.domain.types import Allocation, GpuWindowIn, HostWindowIn, PreviousWindow, ProcessSample, Quality
+from accounting.models import Device, HardwareModel, JobAllocation, Site
+
+# Without a catalog entry the idle baseline is unknown; 0 W puts all energy in "active", which
+# overstates nothing (total energy is unchanged) and is visible as a device with no model.
+DEFAULT_IDLE_POWER_W = 0.0
+# Device-class defaults when a device has no catalog model: no embodied is charged rather than
+# a guess; the device list in the dashboard flags "unknown model".
+ZERO_RATE = EmbodiedRate(central_g_per_s=0.0, low_g_per_s=0.0, high_g_per_s=0.0, version=0)
+
+
+@dataclass(frozen=True)
+class GpuWindowRow:
+    window: GpuWindowIn
+    counter_mj: int | None
+
+
+def _device_idle_power(device_ids: list[int]) -> dict[int, float]:
+    rows = Device.objects.filter(pk__in=device_ids).values_list("pk", "hardware_model__idle_power_w")
+    return {pk: (idle if idle is not None else DEFAULT_IDLE_POWER_W) for pk, idle in rows}
+
+
+def gpu_windows_for_batch(*, batch_pk: int) -> list[GpuWindowRow]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT device_id, seq, start_at, end_at, energy_j, avg_power_w, util_pct, quality, processes, counter_mj "
+            "FROM telemetry_gpuwindow WHERE batch_id = %s ORDER BY device_id, start_at",
+            [batch_pk],
+        )
+        raw = cursor.fetchall()
+    idle = _device_idle_power(sorted({r[0] for r in raw}))
+    out = []
+    for device_id, seq, start, end, energy_j, avg_power_w, util_pct, quality, processes, counter_mj in raw:
+        if isinstance(processes, str):
+            processes = json.loads(processes)
+        out.append(
+            GpuWindowRow(
+                window=GpuWindowIn(
+                    device_id=device_id,
+                    seq=seq,
+                    start=start,
+                    end=end,
+                    energy_j=energy_j,
+                    avg_power_w=avg_power_w,
+                    util_pct=util_pct,
+                    quality=Quality(quality),
+                    idle_power_w=idle.get(device_id, DEFAULT_IDLE_POWER_W),
+                    processes=tuple(
+                        ProcessSample(pid=p["pid"], sm_util_pct=p["sm_util_pct"], job_key=p.get("job_key"))
+                        for p in processes or []
+                    ),
+                ),
+                counter_mj=counter_mj,
+            )
+        )
+    return out
+
+
+def host_windows_for_batch(*, batch_pk: int) -> list[HostWindowIn]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT seq, start_at, end_at, cpu_energy_j, dram_energy_j, wall_energy_j, quality "
+            "FROM telemetry_hostwindow WHERE batch_id = %s ORDER BY start_at",
+            [batch_pk],
+        )
+        return [
+            HostWindowIn(seq=seq, start=start, end=end, cpu_energy_j=cpu, dram_energy_j=dram,
+                         wall_energy_j=wall, quality=Quality(quality))
+            for seq, start, end, cpu, dram, wall, quality in cursor.fetchall()
+        ]
+
+
+def previous_windows_for(*, device_ids: list[int], before: dt.datetime) -> dict[int, PreviousWindow]:
+    """Each device's last stored window ending at or before ``before`` (looked up within a day,
+    so partition pruning keeps this cheap; an older neighbour is a long gap anyway)."""
+    if not device_ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT ON (device_id) device_id, end_at, avg_power_w, counter_mj, util_pct "
+            "FROM telemetry_gpuwindow WHERE device_id = ANY(%s) AND start_at < %s AND start_at >= %s "
+            "AND end_at <= %s ORDER BY device_id, start_at DESC",
+            [device_ids, before, before - dt.timedelta(days=1), before],
+        )
+        return {
+            device_id: PreviousWindow(end=end, avg_power_w=power, counter_mj=counter, util_pct=util)
+            for device_id, end, power, counter, util in cursor.fetchall()
+        }
+
+
+def job_keys(*, scheduler_job_id: str) -> frozenset[str]:
+    """Keys the agent may report for a job's processes (see telemetry/agent job mapping)."""
+    return frozenset({f"slurm:{scheduler_job_id}", f"k8s:{scheduler_job_id}", f"env:{scheduler_job_id}"})
+
+
+def allocations_for(*, device_ids: list[int], start: dt.datetime, end: dt.datetime) -> list[Allocation]:
+    rows = (
+        JobAllocation.objects.filter(device_id__in=device_ids, start__lt=end)
+        .filter(Q(end__isnull=True) | Q(end__gt=start))
+        .values_list("job_id", "device_id", "start", "end", "fraction", "mig_instance", "job__scheduler_job_id")
+    )
+    return [
+        Allocation(job_id=job_id, device_id=device_id, start=a_start, end=a_end, fraction=fraction,
+                   job_keys=job_keys(scheduler_job_id=sched_id), mig_instance=mig)
+        for job_id, device_id, a_start, a_end, fraction, mig, sched_id in rows
+    ]
+
+
+def _lifetime_and_util(hw: HardwareModel, *, site: Site, device_lifetime_years: float | None) -> tuple[float, float]:
+    override = (site.hardware_overrides or {}).get(hw.key, {})
+    lifetime = device_lifetime_years or override.get("lifetime_years") or hw.lifetime_years
+    util = override.get("expected_utilisation") or hw.expected_utilisation
+    return float(lifetime), float(util)
+
+
+def host_embodied_kg(*, host) -> tuple[float, float, float]:
+    """Host components' embodied carbon (CPU, DRAM, SSD, chassis) from the catalog's host rows.
+
+    Host rows are keyed by kind; per-GB kinds multiply by the host's capacity."""
+    rows = {hw.kind: hw for hw in HardwareModel.objects.filter(kind__in=["chassis", "dram", "ssd", "cpu"])}
+    central = low = high = 0.0
+    for kind, hw in rows.items():
+        scale = host.dram_gb if kind == "dram" else host.ssd_gb if kind == "ssd" else 1.0
+        central += hw.embodied_kg * scale
+        low += hw.embodied_low_kg * scale
+        high += hw.embodied_high_kg * scale
+    return central, low, high
+
+
+def embodied_rates_for(*, device_ids: list[int], site: Site) -> dict[int, EmbodiedRate]:
+    """Embodied g per held device-second: the device's own share plus its slot share of the host."""
+    devices = Device.objects.filter(pk__in=device_ids).select_related("hardware_model", "host")
+    host_cache: dict[int, tuple[float, float, float]] = {}
+    rates: dict[int, EmbodiedRate] = {}
+    for device in devices:
+        hw = device.hardware_model
+        if hw is None:
+            rates[device.pk] = ZERO_RATE
+            continue
+        lifetime, util = _lifetime_and_util(hw, site=site, device_lifetime_years=device.lifetime_years)
+        if device.host_id not in host_cache:
+            host_cache[device.host_id] = host_embodied_kg(host=device.host)
+        host_c, host_l, host_h = host_cache[device.host_id]
+        slots = max(device.host.gpu_slots, 1)
+
+        def rate(kg: float, host_kg: float, *, lifetime=lifetime, util=util, slots=slots) -> float:
+            return embodied_rate_g_per_s(embodied_kg=kg + host_kg / slots, lifetime_years=lifetime,
+                                         expected_utilisation=util)
+
+        rates[device.pk] = EmbodiedRate(
+            central_g_per_s=rate(hw.embodied_kg, host_c),
+            low_g_per_s=rate(hw.embodied_low_kg, host_l),
+            high_g_per_s=rate(hw.embodied_high_kg, host_h),
+            version=hw.version,
+        )
+    return rates

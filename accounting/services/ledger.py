@@ -1,0 +1,390 @@
+"""The carbon ledger: attribute stored telemetry batches to accounts, then roll up aggregates.
+
+Work unit: a TelemetryBatch. Attribution of a batch is idempotent: its ledger entries are
+deleted and rebuilt in one transaction from the raw windows, allocations and factors, so a
+batch attributed twice (retry, duplicate message, recompute) yields identical rows.
+
+States: pending -> claimed -> done. A claim older than ATTRIBUTION_CLAIM_TIMEOUT_S is taken
+to be abandoned (worker killed) and may be claimed again; the sweeper re-nudges pending work.
+Aggregates (JobFootprint, JobHour, DeviceHour, TeamDay) are recomputed from committed ledger
+entries under one advisory lock, so concurrent workers never lose each other's rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q
+
+from accounting.domain.attribution import attribute
+from accounting.domain.carbon import carbonize
+from accounting.domain.energy import fill_gaps
+from accounting.domain.types import METHOD_VERSION, GpuWindowIn, PreviousWindow
+from accounting.mappers import (
+    allocations_for,
+    embodied_rates_for,
+    gpu_windows_for_batch,
+    host_windows_for_batch,
+    previous_windows_for,
+)
+from accounting.models import Device, Job, LedgerEntry
+from accounting.selectors.factor_lookup import factor_lookups_for_site
+from telemetry.models import TelemetryBatch
+
+log = logging.getLogger(__name__)
+
+ROLLUP_LOCK_KEY = 7_214_001  # pg advisory lock id for aggregate rollups
+MAX_INTERPOLATE_S = 60.0  # a gap longer than a minute is reported, not invented
+
+
+@dataclass(frozen=True)
+class AttributionOutcome:
+    attributed: list[int]
+    skipped: list[int]
+    failed: list[int]
+
+
+def batches_claim(*, batch_pks: Iterable[int], now: dt.datetime, extra: int = 0) -> list[int]:
+    """Claim the given batches (and up to ``extra`` other pending ones) for attribution."""
+    stale_before = now - dt.timedelta(seconds=settings.ATTRIBUTION_CLAIM_TIMEOUT_S)
+    claimable = Q(status=TelemetryBatch.Status.PENDING) | Q(
+        status=TelemetryBatch.Status.CLAIMED, claimed_at__lt=stale_before
+    )
+    with transaction.atomic():
+        wanted = list(
+            TelemetryBatch.objects.select_for_update(skip_locked=True)
+            .filter(claimable, pk__in=list(batch_pks))
+            .values_list("pk", flat=True)
+        )
+        if extra > 0:
+            wanted += list(
+                TelemetryBatch.objects.select_for_update(skip_locked=True)
+                .filter(claimable)
+                .exclude(pk__in=wanted)
+                .order_by("received_at")
+                .values_list("pk", flat=True)[:extra]
+            )
+        if wanted:
+            TelemetryBatch.objects.filter(pk__in=wanted).update(status=TelemetryBatch.Status.CLAIMED, claimed_at=now)
+    return sorted(wanted)
+
+
+def _attribute_one(*, batch: TelemetryBatch) -> set[tuple[int | None, int | None]]:
+    """Rebuild one batch's ledger entries (caller holds a transaction). Returns touched (job, device)."""
+    host = batch.host
+    site = host.cluster.site
+    gpu_rows = gpu_windows_for_batch(batch_pk=batch.pk)
+    host_rows = host_windows_for_batch(batch_pk=batch.pk)
+    device_ids = sorted({row.window.device_id for row in gpu_rows})
+    previous = previous_windows_for(device_ids=device_ids, before=batch.first_start)
+
+    by_device: dict[int, list[GpuWindowIn]] = defaultdict(list)
+    counters: dict[int, dict[int, int | None]] = defaultdict(dict)
+    for row in gpu_rows:
+        by_device[row.window.device_id].append(row.window)
+        counters[row.window.device_id][row.window.seq] = row.counter_mj
+    filled: list[GpuWindowIn] = []
+    gaps = []
+    for device_id in device_ids:
+        prev: PreviousWindow | None = previous.get(device_id)
+        result = fill_gaps(
+            windows=by_device[device_id], previous=prev, counters=counters[device_id],
+            max_interpolate_s=MAX_INTERPOLATE_S,
+        )
+        filled.extend(result.windows)
+        gaps.extend(result.gaps)
+    window_start = min([batch.first_start] + [w.start for w in filled])
+    allocations = allocations_for(device_ids=device_ids, start=window_start, end=batch.last_end)
+    attribution = attribute(
+        gpu_windows=filled, host_windows=host_rows, allocations=allocations, host_gpu_slots=host.gpu_slots
+    )
+    lookups = factor_lookups_for_site(site=site, start=window_start, end=batch.last_end)
+    rates = embodied_rates_for(device_ids=device_ids, site=site)
+    lines = carbonize(
+        shares=attribution.shares,
+        pue_at=lookups.pue_at,
+        intensity_at=lookups.intensity_at,
+        embodied_rates=rates,
+        factor_versions={"method": 1},
+    )
+    job_team = dict(Job.objects.filter(pk__in={ln.job_id for ln in lines if ln.job_id}).values_list("pk", "team_id"))
+    LedgerEntry.objects.filter(batch_id=batch.pk).delete()
+    LedgerEntry.objects.bulk_create(
+        [
+            LedgerEntry(
+                batch_id=batch.pk,
+                account=line.account.value,
+                job_id=line.job_id,
+                org_id=site.org_id,
+                team_id=job_team.get(line.job_id) if line.job_id else None,
+                site_id=site.pk,
+                host_id=host.pk,
+                device_id=line.device_id,
+                component=line.component.value,
+                hour=line.hour,
+                energy_j=line.energy_j,
+                held_s=line.held_s,
+                co2e_operational_g=line.co2e_operational_g,
+                co2e_operational_marginal_g=line.co2e_operational_marginal_g,
+                co2e_embodied_g=line.co2e_embodied_g,
+                co2e_low_g=line.co2e_low_g,
+                co2e_high_g=line.co2e_high_g,
+                intensity_g_per_kwh=line.intensity_g_per_kwh,
+                intensity_source=line.intensity_source,
+                pue=line.pue,
+                quality=line.quality.value,
+                method_version=METHOD_VERSION,
+                factor_versions=line.factor_versions,
+            )
+            for line in lines
+        ],
+        batch_size=2000,
+    )
+    batch.gaps = [
+        {"device_id": g.device_id, "start": g.start.isoformat(), "end": g.end.isoformat(),
+         "duration_s": g.duration_s, "resolution": g.resolution.value, "energy_j": g.energy_j}
+        for g in gaps
+    ]
+    batch.diagnostics = [_jsonable(asdict(d)) for d in attribution.diagnostics]
+    return {(line.job_id, line.device_id) for line in lines}
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if hasattr(value, "value"):
+        return value.value
+    return value
+
+
+def batches_attribute(*, batch_pks: Iterable[int], now: dt.datetime, extra: int = 0) -> AttributionOutcome:
+    """Claim and attribute batches, then roll up the aggregates they touched."""
+    claimed = batches_claim(batch_pks=batch_pks, now=now, extra=extra)
+    requested = set(batch_pks)
+    attributed: list[int] = []
+    failed: list[int] = []
+    jobs: set[int] = set()
+    for pk in claimed:
+        batch = TelemetryBatch.objects.select_related("host__cluster__site").get(pk=pk)
+        try:
+            with transaction.atomic():
+                touched = _attribute_one(batch=batch)
+                batch.attempts += 1
+                batch.error = ""
+                batch.save(update_fields=["gaps", "diagnostics", "attempts", "error"])
+        except Exception as exc:
+            log.exception("attribution failed batch_pk=%d", pk)
+            attempts = batch.attempts + 1
+            status = TelemetryBatch.Status.FAILED if attempts >= 5 else TelemetryBatch.Status.PENDING
+            TelemetryBatch.objects.filter(pk=pk).update(status=status, attempts=attempts, error=repr(exc)[:2000])
+            failed.append(pk)
+            continue
+        jobs.update(job_id for job_id, _ in touched if job_id is not None)
+        attributed.append(pk)
+    if attributed:
+        aggregates_rollup(batch_pks=attributed, job_ids=sorted(jobs))
+    skipped = sorted(requested - set(claimed))
+    return AttributionOutcome(attributed=attributed, skipped=skipped, failed=failed)
+
+
+def _hour_floor(value: dt.datetime) -> dt.datetime:
+    return value.replace(minute=0, second=0, microsecond=0)
+
+
+def aggregates_rollup(*, batch_pks: list[int], job_ids: list[int]) -> None:
+    """Recompute the aggregates touched by these batches from committed ledger entries, then
+    mark the batches done. Serialised by an advisory lock: each rollup sees every entry
+    committed before it, so the last one to run is always complete."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ROLLUP_LOCK_KEY])
+        # Which (device, hour), (job, hour) and (org, team, site, day) keys the batches touch.
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS _rollup_batches (id bigint PRIMARY KEY) ON COMMIT DELETE ROWS"
+        )
+        cursor.execute("INSERT INTO _rollup_batches SELECT unnest(%s::bigint[]) ON CONFLICT DO NOTHING", [batch_pks])
+        cursor.execute(_JOB_FOOTPRINT_SQL, [job_ids])
+        cursor.execute(_JOB_HOUR_SQL)
+        cursor.execute(_DEVICE_HOUR_SQL)
+        cursor.execute(_TEAM_DAY_SQL)
+        cursor.execute(
+            "UPDATE telemetry_telemetrybatch SET status = 'done', attributed_at = now() "
+            "WHERE id = ANY(%s) AND status = 'claimed'",
+            [batch_pks],
+        )
+
+
+# Facility lines have device NULL; GPU energy = active + idle; host = cpu + dram + unmeasured.
+_SUMS = """
+    COALESCE(SUM(e.energy_j), 0),
+    COALESCE(SUM(e.energy_j) FILTER (WHERE e.component IN ('gpu_active', 'gpu_idle')), 0),
+    COALESCE(SUM(e.energy_j) FILTER (WHERE e.component = 'gpu_idle'), 0),
+    COALESCE(SUM(e.energy_j) FILTER (WHERE e.component IN ('host_cpu', 'host_dram', 'host_unmeasured')), 0),
+    COALESCE(SUM(e.energy_j) FILTER (WHERE e.component = 'facility'), 0),
+    COALESCE(SUM(e.co2e_operational_g), 0),
+    COALESCE(SUM(e.co2e_embodied_g), 0),
+    COALESCE(SUM(e.co2e_low_g), 0),
+    COALESCE(SUM(e.co2e_high_g), 0),
+    COALESCE(SUM(e.held_s), 0) / 3600.0,
+    COALESCE(SUM(e.energy_j) FILTER (WHERE e.component IN ('gpu_active', 'gpu_idle') AND e.quality = 'measured'), 0)
+        / NULLIF(SUM(e.energy_j) FILTER (WHERE e.component IN ('gpu_active', 'gpu_idle')), 0)
+"""
+
+_JOB_FOOTPRINT_SQL = f"""
+INSERT INTO accounting_jobfootprint AS f (
+    job_id, energy_j, gpu_energy_j, gpu_idle_energy_j, host_energy_j, facility_energy_j,
+    co2e_operational_g, co2e_embodied_g, co2e_low_g, co2e_high_g, device_hours, measured_fraction,
+    is_final, method_version, last_window_end, updated_at)
+SELECT j.id, {_SUMS},
+    j.status NOT IN ('running', 'pending'), '{METHOD_VERSION}',
+    (SELECT MAX(b.last_end) FROM telemetry_telemetrybatch b
+       JOIN accounting_ledgerentry e2 ON e2.batch_id = b.id WHERE e2.job_id = j.id),
+    now()
+FROM accounting_job j LEFT JOIN accounting_ledgerentry e ON e.job_id = j.id
+WHERE j.id = ANY(%s)
+GROUP BY j.id
+ON CONFLICT (job_id) DO UPDATE SET
+    energy_j = EXCLUDED.energy_j, gpu_energy_j = EXCLUDED.gpu_energy_j,
+    gpu_idle_energy_j = EXCLUDED.gpu_idle_energy_j, host_energy_j = EXCLUDED.host_energy_j,
+    facility_energy_j = EXCLUDED.facility_energy_j, co2e_operational_g = EXCLUDED.co2e_operational_g,
+    co2e_embodied_g = EXCLUDED.co2e_embodied_g, co2e_low_g = EXCLUDED.co2e_low_g,
+    co2e_high_g = EXCLUDED.co2e_high_g, device_hours = EXCLUDED.device_hours,
+    measured_fraction = COALESCE(EXCLUDED.measured_fraction, 0), is_final = EXCLUDED.is_final,
+    method_version = EXCLUDED.method_version, last_window_end = EXCLUDED.last_window_end,
+    updated_at = EXCLUDED.updated_at
+"""
+
+_JOB_HOUR_SQL = """
+WITH keys AS (
+    SELECT DISTINCT e.job_id, e.hour FROM accounting_ledgerentry e
+    JOIN _rollup_batches rb ON rb.id = e.batch_id WHERE e.job_id IS NOT NULL
+)
+INSERT INTO accounting_jobhour (job_id, hour, energy_j, gpu_energy_j, co2e_operational_g, co2e_embodied_g,
+                                intensity_g_per_kwh)
+SELECT k.job_id, k.hour, SUM(e.energy_j),
+       COALESCE(SUM(e.energy_j) FILTER (WHERE e.component IN ('gpu_active', 'gpu_idle')), 0),
+       SUM(e.co2e_operational_g), SUM(e.co2e_embodied_g),
+       COALESCE(SUM(e.intensity_g_per_kwh * e.energy_j) / NULLIF(SUM(e.energy_j), 0), MAX(e.intensity_g_per_kwh))
+FROM keys k JOIN accounting_ledgerentry e ON e.job_id = k.job_id AND e.hour = k.hour
+GROUP BY k.job_id, k.hour
+ON CONFLICT (job_id, hour) DO UPDATE SET
+    energy_j = EXCLUDED.energy_j, gpu_energy_j = EXCLUDED.gpu_energy_j,
+    co2e_operational_g = EXCLUDED.co2e_operational_g, co2e_embodied_g = EXCLUDED.co2e_embodied_g,
+    intensity_g_per_kwh = EXCLUDED.intensity_g_per_kwh
+"""
+
+_DEVICE_HOUR_SQL = """
+WITH keys AS (
+    SELECT DISTINCT e.device_id, e.hour FROM accounting_ledgerentry e
+    JOIN _rollup_batches rb ON rb.id = e.batch_id WHERE e.device_id IS NOT NULL
+), ledger AS (
+    SELECT k.device_id, k.hour,
+           COALESCE(SUM(e.energy_j) FILTER (WHERE e.component IN ('gpu_active', 'gpu_idle')), 0) AS energy_j,
+           COALESCE(SUM(e.energy_j) FILTER (WHERE e.component = 'gpu_idle'), 0) AS idle_energy_j,
+           COALESCE(SUM(e.held_s) FILTER (WHERE e.account = 'job'), 0) AS allocated_s,
+           COALESCE(SUM(e.held_s), 0) AS observed_s,
+           COALESCE(SUM(e.co2e_operational_g), 0) AS co2e_operational_g,
+           COALESCE(SUM(e.co2e_embodied_g), 0) AS co2e_embodied_g
+    FROM keys k JOIN accounting_ledgerentry e ON e.device_id = k.device_id AND e.hour = k.hour
+    GROUP BY k.device_id, k.hour
+), raw AS (
+    SELECT l.device_id, l.hour,
+           SUM(w.util_pct * EXTRACT(EPOCH FROM (w.end_at - w.start_at)))
+               / NULLIF(SUM(EXTRACT(EPOCH FROM (w.end_at - w.start_at))), 0) AS avg_util_pct,
+           SUM(w.energy_j) / NULLIF(SUM(EXTRACT(EPOCH FROM (w.end_at - w.start_at))), 0) AS avg_power_w
+    FROM ledger l JOIN telemetry_gpuwindow w
+      ON w.device_id = l.device_id AND w.start_at >= l.hour AND w.start_at < l.hour + interval '1 hour'
+    GROUP BY l.device_id, l.hour
+)
+INSERT INTO accounting_devicehour (device_id, hour, energy_j, idle_energy_j, allocated_s, observed_s,
+                                   avg_util_pct, avg_power_w, co2e_operational_g, co2e_embodied_g)
+SELECT l.device_id, l.hour, l.energy_j, l.idle_energy_j, l.allocated_s, l.observed_s,
+       COALESCE(r.avg_util_pct, 0), COALESCE(r.avg_power_w, 0), l.co2e_operational_g, l.co2e_embodied_g
+FROM ledger l LEFT JOIN raw r ON r.device_id = l.device_id AND r.hour = l.hour
+ON CONFLICT (device_id, hour) DO UPDATE SET
+    energy_j = EXCLUDED.energy_j, idle_energy_j = EXCLUDED.idle_energy_j, allocated_s = EXCLUDED.allocated_s,
+    observed_s = EXCLUDED.observed_s, avg_util_pct = EXCLUDED.avg_util_pct, avg_power_w = EXCLUDED.avg_power_w,
+    co2e_operational_g = EXCLUDED.co2e_operational_g, co2e_embodied_g = EXCLUDED.co2e_embodied_g
+"""
+
+_TEAM_DAY_SQL = """
+WITH keys AS (
+    SELECT DISTINCT e.org_id, e.team_id, e.site_id, (e.hour AT TIME ZONE 'UTC')::date AS day
+    FROM accounting_ledgerentry e JOIN _rollup_batches rb ON rb.id = e.batch_id
+)
+INSERT INTO accounting_teamday (org_id, team_id, site_id, day, energy_j, gpu_idle_energy_j,
+                                co2e_operational_g, co2e_embodied_g)
+SELECT k.org_id, k.team_id, k.site_id, k.day, SUM(e.energy_j),
+       COALESCE(SUM(e.energy_j) FILTER (WHERE e.component = 'gpu_idle'), 0),
+       SUM(e.co2e_operational_g), SUM(e.co2e_embodied_g)
+FROM keys k JOIN accounting_ledgerentry e
+  ON e.org_id = k.org_id AND e.team_id IS NOT DISTINCT FROM k.team_id AND e.site_id = k.site_id
+ AND e.hour >= (k.day::timestamp AT TIME ZONE 'UTC') AND e.hour < ((k.day + 1)::timestamp AT TIME ZONE 'UTC')
+GROUP BY k.org_id, k.team_id, k.site_id, k.day
+ON CONFLICT (org_id, team_id, site_id, day) DO UPDATE SET
+    energy_j = EXCLUDED.energy_j, gpu_idle_energy_j = EXCLUDED.gpu_idle_energy_j,
+    co2e_operational_g = EXCLUDED.co2e_operational_g, co2e_embodied_g = EXCLUDED.co2e_embodied_g
+"""
+
+
+def ledger_mark_dirty(*, device_ids: list[int], start: dt.datetime, end: dt.datetime | None) -> int:
+    """Allocations changed for these devices over [start, end): re-attribute the batches there.
+
+    Called by the jobs service on register/update/end. The batches go back to pending and a
+    nudge is sent on commit; attribution rebuilds their entries, so nothing is counted twice."""
+    if not device_ids:
+        return 0
+    host_ids = list(Device.objects.filter(pk__in=device_ids).values_list("host_id", flat=True).distinct())
+    batches = TelemetryBatch.objects.filter(host_id__in=host_ids, last_end__gt=start).exclude(
+        status=TelemetryBatch.Status.PENDING
+    )
+    if end is not None:
+        batches = batches.filter(first_start__lt=end)
+    pks = list(batches.values_list("pk", flat=True))
+    if not pks:
+        return 0
+    TelemetryBatch.objects.filter(pk__in=pks).update(status=TelemetryBatch.Status.PENDING, claimed_at=None)
+    transaction.on_commit(lambda: _nudge_many(pks))
+    return len(pks)
+
+
+def _nudge_many(pks: list[int]) -> None:
+    from workers.tasks import attribute_batch
+
+    for pk in pks:
+        try:
+            attribute_batch.apply_async(args=[pk], retry=False)
+        except Exception as exc:  # broker down: the sweeper will find the pending batches
+            log.warning("nudge failed batch_pk=%d error=%s", pk, exc)
+            return
+
+
+def job_footprint_finalize(*, job_id: int) -> None:
+    """A job ended: recompute its footprint from the ledger and mark it final."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ROLLUP_LOCK_KEY])
+        cursor.execute(_JOB_FOOTPRINT_SQL, [[job_id]])
+
+
+def batches_sweep(*, now: dt.datetime, limit: int = 500) -> list[int]:
+    """Find stored work whose nudge was lost (or whose worker died) and return it for re-nudging."""
+    stale_before = now - dt.timedelta(seconds=settings.ATTRIBUTION_CLAIM_TIMEOUT_S)
+    # Pending batches older than a few seconds: a live nudge would normally have taken them.
+    pending_before = now - dt.timedelta(seconds=5)
+    return list(
+        TelemetryBatch.objects.filter(
+            Q(status=TelemetryBatch.Status.PENDING, received_at__lt=pending_before)
+            | Q(status=TelemetryBatch.Status.CLAIMED, claimed_at__lt=stale_before)
+        )
+        .order_by("received_at")
+        .values_list("pk", flat=True)[:limit]
+    )

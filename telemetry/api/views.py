@@ -1,0 +1,90 @@
+"""Ingest endpoint for agent batches (thin: parse, authorise, call the service)."""
+
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.permissions import BasePermission
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounting.api.auth import ApiTokenAuthentication, request_token
+from accounting.api.errors import problem_response
+from accounting.models import ApiToken
+from telemetry.parsing import BatchError, decompress, parse_batch
+from telemetry.services import batch_ingest
+
+
+class IsHostToken(BasePermission):
+    message = "Only host tokens may post telemetry."
+
+    def has_permission(self, request, view) -> bool:
+        token = request_token(request)
+        return token is not None and token.scope == ApiToken.Scope.HOST
+
+
+class IngestAckSerializer(serializers.Serializer):
+    batch_id = serializers.UUIDField()
+    accepted_windows = serializers.IntegerField()
+    duplicate = serializers.BooleanField()
+
+
+class BatchIngestView(APIView):
+    authentication_classes = [ApiTokenAuthentication]
+    permission_classes = [IsHostToken]
+    parser_classes: list = []  # the body is read raw: it may be gzip
+    throttle_classes: list = []
+
+    @extend_schema(
+        summary="Post a batch of telemetry windows (agent)",
+        description="See docs/wire-format.md. Body may be gzip (Content-Encoding: gzip). A re-sent batch_id is "
+        "acknowledged with duplicate=true and changes nothing.",
+        request={"application/json": {"type": "object"}},
+        responses={
+            202: IngestAckSerializer,
+            200: OpenApiResponse(IngestAckSerializer, description="Duplicate batch: already stored"),
+            400: OpenApiResponse(description="Invalid batch; problem details name the field"),
+            409: OpenApiResponse(description="Windows overlap telemetry already ingested"),
+            413: OpenApiResponse(description="Body too large (after decompression)"),
+        },
+        examples=[OpenApiExample("ack", value={"batch_id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+                                               "accepted_windows": 80, "duplicate": False}, response_only=True)],
+    )
+    def post(self, request):
+        max_bytes = settings.INGEST_MAX_BODY_BYTES
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            declared = 0
+        try:
+            if declared > max_bytes:
+                raise BatchError(413, "body", f"body exceeds {max_bytes} bytes")
+            raw = decompress(body=request.body, encoding=request.META.get("HTTP_CONTENT_ENCODING", ""),
+                             max_bytes=max_bytes)
+            try:
+                data = json.loads(raw)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise BatchError(400, "body", f"not valid JSON: {exc}") from exc
+            now = timezone.now()
+            batch = parse_batch(
+                data=data,
+                now=now,
+                clock_skew_s=settings.INGEST_CLOCK_SKEW_S,
+                retention_days=settings.TELEMETRY_RETENTION_DAYS,
+                max_windows=settings.INGEST_MAX_WINDOWS_PER_BATCH,
+            )
+            result = batch_ingest(token=request.auth, batch=batch, now=now)
+        except BatchError as exc:
+            return problem_response(
+                status_code=exc.status,
+                title="Batch rejected",
+                detail=f"{exc.field}: {exc.message}",
+                errors=[{"field": exc.field, "message": exc.message}],
+            )
+        body = {"batch_id": result.batch_id, "accepted_windows": result.accepted_windows,
+                "duplicate": result.duplicate}
+        return Response(body, status=status.HTTP_200_OK if result.duplicate else status.HTTP_202_ACCEPTED)

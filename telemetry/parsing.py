@@ -1,0 +1,321 @@
+"""Strict parsing of agent batches (docs/wire-format.md) into plain rows.
+
+Hand-written rather than a DRF serializer: a batch carries thousands of windows and this
+runs on the hot ingest path (a serializer per window costs ~20x more). Every error names
+the offending field with its JSON path, e.g. ``windows[3].gpus[1].energy_j``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+import math
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+QUALITIES = frozenset({"measured", "integrated", "interpolated", "modelled"})
+MAX_PROCESSES = 256
+
+
+class BatchError(Exception):
+    """A rejected batch: HTTP status, the field path and a message for the problem response."""
+
+    def __init__(self, status: int, field_path: str, message: str) -> None:
+        super().__init__(f"{field_path}: {message}")
+        self.status = status
+        self.field = field_path
+        self.message = message
+
+
+def decompress(*, body: bytes, encoding: str, max_bytes: int) -> bytes:
+    """Inflate a gzip body without ever holding more than max_bytes (refuses gzip bombs)."""
+    encoding = (encoding or "identity").strip().lower()
+    if encoding in ("", "identity"):
+        if len(body) > max_bytes:
+            raise BatchError(413, "body", f"body exceeds {max_bytes} bytes")
+        return body
+    if encoding != "gzip":
+        raise BatchError(415, "Content-Encoding", f"unsupported content encoding {encoding!r}; use gzip or identity")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, max_bytes + 1)
+    except zlib.error as exc:
+        raise BatchError(400, "body", f"invalid gzip data: {exc}") from exc
+    if len(out) > max_bytes or inflater.unconsumed_tail:
+        raise BatchError(413, "body", f"decompressed body exceeds {max_bytes} bytes")
+    if not inflater.eof:
+        raise BatchError(400, "body", "truncated gzip data")
+    return out
+
+
+def gzip_json(payload: Any) -> bytes:
+    return gzip.compress(json.dumps(payload, separators=(",", ":")).encode("utf-8"), compresslevel=5)
+
+
+@dataclass
+class GpuRow:
+    uuid: str
+    index: int
+    name: str
+    seq: int
+    start: dt.datetime
+    end: dt.datetime
+    energy_j: float
+    counter_mj: int | None
+    avg_power_w: float
+    max_power_w: float
+    util_pct: float
+    mem_util_pct: float
+    mem_used_mib: float
+    power_limit_w: float | None
+    quality: str
+    processes: list[dict[str, Any]]
+
+
+@dataclass
+class HostRow:
+    seq: int
+    start: dt.datetime
+    end: dt.datetime
+    cpu_energy_j: float
+    dram_energy_j: float
+    wall_energy_j: float | None
+    cpu_util_pct: float
+    quality: str
+
+
+@dataclass
+class ParsedBatch:
+    batch_id: uuid.UUID
+    hostname: str
+    agent_version: str
+    sent_at: dt.datetime | None
+    gpu_rows: list[GpuRow] = field(default_factory=list)
+    host_rows: list[HostRow] = field(default_factory=list)
+
+    @property
+    def first_start(self) -> dt.datetime:
+        return self.host_rows[0].start
+
+    @property
+    def last_end(self) -> dt.datetime:
+        return self.host_rows[-1].end
+
+    @property
+    def first_seq(self) -> int:
+        return self.host_rows[0].seq
+
+    @property
+    def last_seq(self) -> int:
+        return self.host_rows[-1].seq
+
+
+def _bad(path: str, message: str) -> BatchError:
+    return BatchError(400, path, message)
+
+
+def _obj(value: Any, path: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _bad(path, "must be an object")
+    return value
+
+
+def _num(obj: dict[str, Any], key: str, path: str, *, minimum: float | None = 0.0, maximum: float | None = None,
+         optional: bool = False) -> float | None:
+    value = obj.get(key)
+    if value is None:
+        if optional:
+            return None
+        raise _bad(f"{path}.{key}", "is required")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _bad(f"{path}.{key}", "must be a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise _bad(f"{path}.{key}", "must be finite (no NaN or infinity)")
+    if minimum is not None and number < minimum:
+        raise _bad(f"{path}.{key}", f"must be >= {minimum:g}")
+    if maximum is not None and number > maximum:
+        raise _bad(f"{path}.{key}", f"must be <= {maximum:g}")
+    return number
+
+
+def _int(obj: dict[str, Any], key: str, path: str, *, minimum: int = 0, optional: bool = False) -> int | None:
+    value = obj.get(key)
+    if value is None:
+        if optional:
+            return None
+        raise _bad(f"{path}.{key}", "is required")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(f"{path}.{key}", "must be an integer")
+    if value < minimum or value > 2**63 - 1:
+        raise _bad(f"{path}.{key}", f"must be between {minimum} and 2^63-1")
+    return value
+
+
+def _str(obj: dict[str, Any], key: str, path: str, *, max_len: int = 200, optional: bool = False) -> str:
+    value = obj.get(key)
+    if value is None:
+        if optional:
+            return ""
+        raise _bad(f"{path}.{key}", "is required")
+    if not isinstance(value, str) or not value.strip():
+        raise _bad(f"{path}.{key}", "must be a non-empty string")
+    if len(value) > max_len:
+        raise _bad(f"{path}.{key}", f"must be at most {max_len} characters")
+    return value
+
+
+_time_cache: dict[str, dt.datetime] = {}
+
+
+def _time(obj: dict[str, Any], key: str, path: str, *, optional: bool = False) -> dt.datetime | None:
+    value = obj.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise _bad(f"{path}.{key}", "must be an ISO 8601 timestamp string")
+    cached = _time_cache.get(value)
+    if cached is not None:
+        return cached
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise _bad(f"{path}.{key}", f"{value[:40]!r} is not an ISO 8601 timestamp") from None
+    if parsed.tzinfo is None:
+        raise _bad(f"{path}.{key}", "must carry a UTC offset (e.g. 'Z')")
+    parsed = parsed.astimezone(dt.UTC)
+    if len(_time_cache) > 100_000:
+        _time_cache.clear()
+    _time_cache[value] = parsed
+    return parsed
+
+
+def _quality(obj: dict[str, Any], path: str) -> str:
+    value = obj.get("quality")
+    if value not in QUALITIES:
+        raise _bad(f"{path}.quality", f"must be one of {sorted(QUALITIES)}")
+    return str(value)
+
+
+def _processes(value: Any, path: str) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _bad(path, "must be a list")
+    if len(value) > MAX_PROCESSES:
+        raise _bad(path, f"at most {MAX_PROCESSES} processes per GPU window")
+    out = []
+    for index, raw in enumerate(value):
+        ppath = f"{path}[{index}]"
+        proc = _obj(raw, ppath)
+        pid = _int(proc, "pid", ppath)
+        sm = _num(proc, "sm_util_pct", ppath, maximum=100.0)
+        job_key = proc.get("job_key")
+        if job_key is not None and (not isinstance(job_key, str) or len(job_key) > 200):
+            raise _bad(f"{ppath}.job_key", "must be a string of at most 200 characters or null")
+        out.append({"pid": pid, "sm_util_pct": sm, "job_key": job_key})
+    return out
+
+
+def parse_batch(*, data: Any, now: dt.datetime, clock_skew_s: float, retention_days: int,
+                max_windows: int) -> ParsedBatch:
+    """Validate a decoded batch; raise BatchError naming the first offending field."""
+    root = _obj(data, "body")
+    raw_id = root.get("batch_id")
+    try:
+        batch_id = uuid.UUID(str(raw_id)) if isinstance(raw_id, str) else None
+    except ValueError:
+        batch_id = None
+    if batch_id is None:
+        raise _bad("batch_id", "must be a UUID string")
+    hostname = _str(root, "hostname", "body", max_len=253)
+    agent_version = _str(root, "agent_version", "body", max_len=40, optional=True)
+    sent_at = _time(root, "sent_at", "body", optional=True)
+    windows = root.get("windows")
+    if not isinstance(windows, list) or not windows:
+        raise _bad("windows", "must be a non-empty list")
+    latest_allowed = now + dt.timedelta(seconds=clock_skew_s)
+    oldest_allowed = now - dt.timedelta(days=retention_days)
+    batch = ParsedBatch(batch_id=batch_id, hostname=hostname, agent_version=agent_version, sent_at=sent_at)
+    gpu_count = 0
+    prev_seq: int | None = None
+    prev_end: dt.datetime | None = None
+    for w_index, raw_window in enumerate(windows):
+        wpath = f"windows[{w_index}]"
+        window = _obj(raw_window, wpath)
+        seq = _int(window, "seq", wpath)
+        start = _time(window, "start", wpath)
+        end = _time(window, "end", wpath)
+        assert seq is not None and start is not None and end is not None
+        if end <= start:
+            raise _bad(f"{wpath}.end", "must be after start")
+        if (end - start).total_seconds() > 3600:
+            raise _bad(f"{wpath}.end", "a window may span at most 3600 s")
+        if end > latest_allowed:
+            raise _bad(f"{wpath}.end", f"is in the future beyond the {clock_skew_s:g} s clock-skew allowance")
+        if start < oldest_allowed:
+            raise _bad(f"{wpath}.start", f"is older than the {retention_days}-day raw telemetry retention")
+        if prev_seq is not None and seq <= prev_seq:
+            raise _bad(f"{wpath}.seq", "windows must be in strictly increasing seq order")
+        if prev_end is not None and start < prev_end:
+            raise _bad(f"{wpath}.start", "overlaps the previous window")
+        prev_seq, prev_end = seq, end
+        host = _obj(window.get("host"), f"{wpath}.host")
+        hpath = f"{wpath}.host"
+        batch.host_rows.append(
+            HostRow(
+                seq=seq,
+                start=start,
+                end=end,
+                cpu_energy_j=_num(host, "cpu_energy_j", hpath) or 0.0,
+                dram_energy_j=_num(host, "dram_energy_j", hpath) or 0.0,
+                wall_energy_j=_num(host, "wall_energy_j", hpath, optional=True),
+                cpu_util_pct=_num(host, "cpu_util_pct", hpath, maximum=100.0) or 0.0,
+                quality=_quality(host, hpath),
+            )
+        )
+        gpus = window.get("gpus")
+        if not isinstance(gpus, list):
+            raise _bad(f"{wpath}.gpus", "must be a list")
+        seen: set[str] = set()
+        for g_index, raw_gpu in enumerate(gpus):
+            gpath = f"{wpath}.gpus[{g_index}]"
+            gpu = _obj(raw_gpu, gpath)
+            gpu_uuid = _str(gpu, "uuid", gpath, max_len=100)
+            if gpu_uuid in seen:
+                raise _bad(f"{gpath}.uuid", "appears twice in the same window")
+            seen.add(gpu_uuid)
+            energy_j = _num(gpu, "energy_j", gpath)
+            duration_s = (end - start).total_seconds()
+            max_power_w = _num(gpu, "max_power_w", gpath, maximum=5000.0)
+            assert energy_j is not None and max_power_w is not None
+            # A GPU cannot draw more than 5 kW: an energy implying more is a unit error (mJ sent as J).
+            if energy_j > 5000.0 * duration_s:
+                raise _bad(f"{gpath}.energy_j", f"{energy_j:g} J in {duration_s:g} s implies over 5 kW; check units (J)")
+            batch.gpu_rows.append(
+                GpuRow(
+                    uuid=gpu_uuid,
+                    index=_int(gpu, "index", gpath) or 0,
+                    name=_str(gpu, "name", gpath, optional=True),
+                    seq=seq,
+                    start=start,
+                    end=end,
+                    energy_j=energy_j,
+                    counter_mj=_int(gpu, "counter_mj", gpath, optional=True),
+                    avg_power_w=_num(gpu, "avg_power_w", gpath, maximum=5000.0) or 0.0,
+                    max_power_w=max_power_w,
+                    util_pct=_num(gpu, "util_pct", gpath, maximum=100.0) or 0.0,
+                    mem_util_pct=_num(gpu, "mem_util_pct", gpath, maximum=100.0) or 0.0,
+                    mem_used_mib=_num(gpu, "mem_used_mib", gpath) or 0.0,
+                    power_limit_w=_num(gpu, "power_limit_w", gpath, optional=True, maximum=5000.0),
+                    quality=_quality(gpu, gpath),
+                    processes=_processes(gpu.get("processes"), f"{gpath}.processes"),
+                )
+            )
+            gpu_count += 1
+            if gpu_count > max_windows:
+                raise BatchError(413, "windows", f"a batch may carry at most {max_windows} GPU windows")
+    return batch
