@@ -1,0 +1,176 @@
+"""Real processes for integration tests: a private Redis, Celery workers and beat.
+
+Each test here runs with committed transactions (the worker is another process) against the
+pytest-django test database. Redis is started privately on a free port so that a test may
+stop and restart it without touching anything else on the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parents[2]
+VAR = ROOT / "var" / "integration"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], bool], *, timeout_s: float, interval_s: float = 0.2, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}")
+
+
+class RedisServer:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed (apt-get install redis-server)")
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for(self._ping, timeout_s=10, what="redis")
+
+    def _ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer(_free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+class Processes:
+    """Starts Celery worker/beat processes against the test database and the private Redis."""
+
+    def __init__(self, redis: RedisServer, db_name: str) -> None:
+        self.redis = redis
+        self.db_name = db_name
+        self.procs: list[subprocess.Popen] = []
+        VAR.mkdir(parents=True, exist_ok=True)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            DJANGO_SETTINGS_MODULE="config.settings_test",
+            DJANGO_DEBUG="true",
+            DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{self.db_name}",
+            REDIS_URL=self.redis.url,
+            CARBONLEDGER_SKIP_NUDGE="false",
+            CARBONLEDGER_CLAIM_TIMEOUT_S="5",
+            CARBONLEDGER_SWEEPER_INTERVAL_S="1",
+            DATABASE_CONN_MAX_AGE="0",
+        )
+        return env
+
+    def worker(self, name: str, concurrency: int = 1) -> subprocess.Popen:
+        log = open(VAR / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-n", f"{name}@%h", "-c", str(concurrency),
+             "--pool", "prefork", "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO"],
+            cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def beat(self) -> subprocess.Popen:
+        log = open(VAR / "beat.log", "w")  # noqa: SIM115
+        schedule = VAR / "beat-schedule"
+        for leftover in VAR.glob("beat-schedule*"):
+            leftover.unlink()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "beat", "-s", str(schedule), "-l", "INFO"],
+            cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    @staticmethod
+    def kill9(proc: subprocess.Popen) -> None:
+        """SIGKILL the process group: the prefork parent and its children die at once."""
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.wait(timeout=15)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    self.kill9(proc)
+
+
+def _reset_celery_connections(app) -> None:
+    """Drop pooled broker connections so the next publish connects to the configured URL."""
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    app.amqp._producer_pool = None
+
+
+@pytest.fixture
+def processes(redis_server, transactional_db, settings) -> Iterator[Processes]:
+    from workers.app import app
+
+    settings.CARBONLEDGER_SKIP_NUDGE = False
+    settings.CELERY_BROKER_URL = redis_server.url
+    app.conf.broker_url = redis_server.url
+    app.conf.result_backend = redis_server.url
+    _reset_celery_connections(app)
+    procs = Processes(redis_server, connection.settings_dict["NAME"])
+    yield procs
+    procs.stop_all()
+
+
+@pytest.fixture(autouse=True)
+def _truncate_raw_windows(request):
+    """Django's flush skips unmanaged tables: clear the partitioned raw windows ourselves."""
+    yield
+    if "transactional_db" in request.fixturenames or "processes" in request.fixturenames:
+        with connection.cursor() as cursor:
+            cursor.execute("TRUNCATE telemetry_gpuwindow, telemetry_hostwindow")
