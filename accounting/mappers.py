@@ -11,13 +11,14 @@ from django.db.models import Q
 
 from accounting.domain.carbon import EmbodiedRate, embodied_rate_g_per_s
 from accounting.domain.types import Allocation, GpuWindowIn, HostWindowIn, PreviousWindow, ProcessSample, Quality
-from accounting.models import Device, HardwareModel, JobAllocation, Site
+from accounting.models import Device, JobAllocation, Site
+from accounting.selectors.factors import embodied_for_device, embodied_for_host
 
 # Without a catalog entry the idle baseline is unknown; 0 W puts all energy in "active", which
 # overstates nothing (total energy is unchanged) and is visible as a device with no model.
 DEFAULT_IDLE_POWER_W = 0.0
-# Device-class defaults when a device has no catalog model: no embodied is charged rather than
-# a guess; the device list in the dashboard flags "unknown model".
+# A device with no catalog model is charged no embodied carbon rather than a guess; the
+# devices page flags "unknown model".
 ZERO_RATE = EmbodiedRate(central_g_per_s=0.0, low_g_per_s=0.0, high_g_per_s=0.0, version=0)
 
 
@@ -118,51 +119,40 @@ def allocations_for(*, device_ids: list[int], start: dt.datetime, end: dt.dateti
     ]
 
 
-def _lifetime_and_util(hw: HardwareModel, *, site: Site, device_lifetime_years: float | None) -> tuple[float, float]:
-    override = (site.hardware_overrides or {}).get(hw.key, {})
-    lifetime = device_lifetime_years or override.get("lifetime_years") or hw.lifetime_years
-    util = override.get("expected_utilisation") or hw.expected_utilisation
-    return float(lifetime), float(util)
-
-
-def host_embodied_kg(*, host) -> tuple[float, float, float]:
-    """Host components' embodied carbon (CPU, DRAM, SSD, chassis) from the catalog's host rows.
-
-    Host rows are keyed by kind; per-GB kinds multiply by the host's capacity."""
-    rows = {hw.kind: hw for hw in HardwareModel.objects.filter(kind__in=["chassis", "dram", "ssd", "cpu"])}
-    central = low = high = 0.0
-    for kind, hw in rows.items():
-        scale = host.dram_gb if kind == "dram" else host.ssd_gb if kind == "ssd" else 1.0
-        central += hw.embodied_kg * scale
-        low += hw.embodied_low_kg * scale
-        high += hw.embodied_high_kg * scale
-    return central, low, high
+def _rate_g_per_s(kg: float, *, lifetime_years: float, expected_utilisation: float) -> float:
+    return embodied_rate_g_per_s(embodied_kg=kg, lifetime_years=lifetime_years,
+                                 expected_utilisation=expected_utilisation)
 
 
 def embodied_rates_for(*, device_ids: list[int], site: Site) -> dict[int, EmbodiedRate]:
-    """Embodied g per held device-second: the device's own share plus its slot share of the host."""
-    devices = Device.objects.filter(pk__in=device_ids).select_related("hardware_model", "host")
-    host_cache: dict[int, tuple[float, float, float]] = {}
+    """Embodied g per held device-second: the device's own amortisation plus its slot share of
+    the host's components (CPU, DRAM, SSD, chassis), each with its own lifetime policy."""
+    devices = Device.objects.filter(pk__in=device_ids).select_related("hardware_model", "host__cluster__site")
+    host_rates: dict[int, tuple[float, float, float, int]] = {}
     rates: dict[int, EmbodiedRate] = {}
     for device in devices:
-        hw = device.hardware_model
-        if hw is None:
+        terms = embodied_for_device(device=device)
+        if terms is None:
             rates[device.pk] = ZERO_RATE
             continue
-        lifetime, util = _lifetime_and_util(hw, site=site, device_lifetime_years=device.lifetime_years)
-        if device.host_id not in host_cache:
-            host_cache[device.host_id] = host_embodied_kg(host=device.host)
-        host_c, host_l, host_h = host_cache[device.host_id]
-        slots = max(device.host.gpu_slots, 1)
-
-        def rate(kg: float, host_kg: float, *, lifetime=lifetime, util=util, slots=slots) -> float:
-            return embodied_rate_g_per_s(embodied_kg=kg + host_kg / slots, lifetime_years=lifetime,
-                                         expected_utilisation=util)
-
+        if device.host_id not in host_rates:
+            slots = max(device.host.gpu_slots, 1)
+            parts = embodied_for_host(host=device.host)
+            host_rates[device.host_id] = (
+                sum(_rate_g_per_s(t.embodied_kg, lifetime_years=t.lifetime_years,
+                                  expected_utilisation=t.expected_utilisation) for t in parts) / slots,
+                sum(_rate_g_per_s(t.low_kg, lifetime_years=t.lifetime_years,
+                                  expected_utilisation=t.expected_utilisation) for t in parts) / slots,
+                sum(_rate_g_per_s(t.high_kg, lifetime_years=t.lifetime_years,
+                                  expected_utilisation=t.expected_utilisation) for t in parts) / slots,
+                max((t.version for t in parts), default=0),
+            )
+        host_c, host_l, host_h, host_version = host_rates[device.host_id]
+        policy = {"lifetime_years": terms.lifetime_years, "expected_utilisation": terms.expected_utilisation}
         rates[device.pk] = EmbodiedRate(
-            central_g_per_s=rate(hw.embodied_kg, host_c),
-            low_g_per_s=rate(hw.embodied_low_kg, host_l),
-            high_g_per_s=rate(hw.embodied_high_kg, host_h),
-            version=hw.version,
+            central_g_per_s=_rate_g_per_s(terms.embodied_kg, **policy) + host_c,
+            low_g_per_s=_rate_g_per_s(terms.low_kg, **policy) + host_l,
+            high_g_per_s=_rate_g_per_s(terms.high_kg, **policy) + host_h,
+            version=max(terms.version, host_version),
         )
     return rates

@@ -40,6 +40,7 @@ cleanup() {
     done
     for pid in "${PIDS[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
     log "stopped"
+    exit 0
 }
 trap cleanup INT TERM EXIT
 

@@ -20,4 +20,6 @@ def _beat_schedule(sender, **kwargs) -> None:
     sender.conf.beat_schedule = {
         "sweep-pending-batches": {"task": "ledger.sweep", "schedule": settings.SWEEPER_INTERVAL_S},
         "maintain-partitions": {"task": "telemetry.maintain_partitions", "schedule": 3600.0},
+        "recompute-factor-changes": {"task": "ledger.recompute_factor_changes", "schedule": 60.0},
+        "fetch-grid-intensity": {"task": "accounting.intensity_fetch_latest", "schedule": 3600.0},
     }

@@ -55,3 +55,25 @@ def maintain_partitions() -> list[str]:
     today = timezone.now().date()
     ensure_partitions(days=[today, today + dt.timedelta(days=1)])
     return drop_expired_partitions(today=today, retention_days=settings.TELEMETRY_RETENTION_DAYS)
+
+
+@shared_task(name="ledger.recompute_factor_changes", acks_late=True)
+def recompute_factor_changes() -> int:
+    """Rebuild the ledger rows affected by pending factor corrections (claimed per change)."""
+    from accounting.services.recompute import factor_changes_recompute
+
+    return factor_changes_recompute(now=timezone.now())
+
+
+@shared_task(
+    name="accounting.intensity_fetch_latest",
+    acks_late=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=5,
+    max_retries=3,
+)
+def intensity_fetch_latest() -> dict:
+    """Hourly: the live provider's intensity per zone in use, with fallback rows marked."""
+    from accounting.services.factors import intensity_fetch_latest as fetch
+
+    return fetch(now=timezone.now())

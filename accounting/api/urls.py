@@ -1,5 +1,28 @@
+"""v1 API routes (mounted at /api/v1/). The what-if routes are owned by accounting.api.whatif_urls."""
+
 from django.urls import include, path
+
+from accounting.api import views
+from accounting.api.metrics import PrometheusMetricsView
 
 urlpatterns = [
     path("", include("accounting.api.whatif_urls")),
+    path("jobs/", views.JobCollectionView.as_view(), name="api-jobs"),
+    path("jobs/<int:pk>/", views.JobDetailByIdView.as_view(), name="api-job"),
+    path("jobs/<int:pk>/end/", views.JobEndByIdView.as_view(), name="api-job-end"),
+    path("jobs/<int:pk>/footprint/", views.JobFootprintByIdView.as_view(), name="api-job-footprint"),
+    path("jobs/<int:pk>/units/", views.JobUnitsByIdView.as_view(), name="api-job-units"),
+    path("jobs/by-key/<str:scheduler_job_id>/", views.JobDetailByKeyView.as_view(), name="api-job-by-key"),
+    path("jobs/by-key/<str:scheduler_job_id>/end/", views.JobEndByKeyView.as_view(), name="api-job-end-by-key"),
+    path(
+        "jobs/by-key/<str:scheduler_job_id>/footprint/",
+        views.JobFootprintByKeyView.as_view(),
+        name="api-job-footprint-by-key",
+    ),
+    path("jobs/by-key/<str:scheduler_job_id>/units/", views.JobUnitsByKeyView.as_view(), name="api-job-units-by-key"),
+    path("budgets/", views.BudgetCollectionView.as_view(), name="api-budgets"),
+    path("budgets/check/", views.BudgetCheckView.as_view(), name="api-budget-check"),
+    path("budgets/<int:pk>/", views.BudgetDetailView.as_view(), name="api-budget"),
+    path("advice/", views.AdviceView.as_view(), name="api-advice"),
+    path("metrics", PrometheusMetricsView.as_view(), name="api-metrics"),
 ]

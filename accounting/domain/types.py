@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import Enum, StrEnum
 
 METHOD_VERSION = "2026.11-1"
 
@@ -130,3 +130,51 @@ class LedgerLine:
     pue: float
     quality: Quality
     factor_versions: dict[str, int] = field(default_factory=dict)
+
+
+# --- gap filling (accounting/domain/energy.py) ---------------------------------------------
+
+# Sequence number of a window synthesized to fill a telemetry gap. Agents number windows from
+# 0 upwards, so a negative seq can never collide with a reported window.
+SYNTHETIC_SEQ = -1
+
+
+@dataclass(frozen=True)
+class PreviousWindow:
+    """The device's last window before the batch being filled (the left neighbour of a first gap)."""
+
+    end: datetime
+    avg_power_w: float
+    counter_mj: int | None = None  # NVML total-energy counter at `end`, when the device has one
+    util_pct: float | None = None  # None: the synthesized window takes the right neighbour's
+
+
+class GapResolution(StrEnum):
+    COUNTER = "counter"  # energy from the NVML counter across the gap (a measurement)
+    INTERPOLATED = "interpolated"  # short gap: mean neighbour power x gap length
+    UNFILLED = "unfilled"  # too long to interpolate and no usable counter: no energy invented
+
+
+@dataclass(frozen=True)
+class Gap:
+    device_id: int
+    start: datetime
+    end: datetime
+    duration_s: float
+    resolution: GapResolution
+    energy_j: float | None  # None when UNFILLED: unknown, not zero
+
+
+# --- attribution diagnostics (accounting/domain/attribution.py) ---------------------------
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """Something the attribution noticed and reports instead of silently correcting."""
+
+    code: str  # "wall_below_measured", "gpu_oversubscribed", "host_slots_exceeded"
+    message: str
+    start: datetime
+    end: datetime
+    device_id: int | None = None
+    energy_j: float | None = None

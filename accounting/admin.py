@@ -1,0 +1,405 @@
+"""Admin for the accounting app.
+
+Factor models (grid zones, hardware models, sites, PUE series) save through
+accounting.services.factors, so every admin edit is versioned and audited like an API edit:
+the change form carries a required "reason", versions are read-only, and a FactorChange row
+records who changed what and why. Ledger and aggregate rows are computed: read-only here.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+from django.core.exceptions import ValidationError
+
+from accounting import models as m
+from accounting.services import factors as factor_services
+
+REASON_HELP = "Why this change? Recorded with your user on the factor's audit trail (required)."
+
+
+class ReasonModelForm(forms.ModelForm):
+    reason = forms.CharField(
+        max_length=500, required=True, help_text=REASON_HELP, widget=forms.TextInput(attrs={"size": 80})
+    )
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Computed rows: browse and filter, never edit by hand."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class FactorAdmin(admin.ModelAdmin):
+    """Saves route through a service; deletion is off (history and ledger references stay)."""
+
+    form = ReasonModelForm
+    factor_type = ""
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def _changes(self, form) -> dict:
+        return {f: form.cleaned_data[f] for f in form.changed_data if f != "reason"}
+
+    def _created(self, request, obj, form):
+        obj.save()
+        factor_services.factor_record_created(
+            obj=obj,
+            factor_type=self.factor_type,
+            factor_key=self.factor_key(obj),
+            after={f: form.cleaned_data[f] for f in form.changed_data if f != "reason"},
+            reason=form.cleaned_data["reason"],
+            user=request.user,
+        )
+
+    def factor_key(self, obj) -> str:
+        return str(obj.pk)
+
+
+# --- factors -------------------------------------------------------------------------------
+
+
+@admin.register(m.GridZone)
+class GridZoneAdmin(FactorAdmin):
+    factor_type = "zone"
+    list_display = (
+        "code",
+        "name",
+        "annual_intensity_g_per_kwh",
+        "annual_marginal_g_per_kwh",
+        "source",
+        "vintage",
+        "version",
+        "updated_at",
+    )
+    list_filter = ("source", "vintage")
+    search_fields = ("code", "name")
+    readonly_fields = ("version", "updated_at")
+    fields = (
+        "code",
+        "name",
+        "annual_intensity_g_per_kwh",
+        "annual_marginal_g_per_kwh",
+        "source",
+        "source_detail",
+        "vintage",
+        "version",
+        "updated_at",
+        "reason",
+    )
+
+    def get_readonly_fields(self, request, obj=None):
+        # The code is the join key for imports and the live provider: fixed once created.
+        return self.readonly_fields + (("code",) if obj else ())
+
+    def factor_key(self, obj):
+        return obj.code
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            self._created(request, obj, form)
+            return
+        original = m.GridZone.objects.get(pk=obj.pk)
+        factor_services.zone_update(
+            zone=original, changes=self._changes(form), reason=form.cleaned_data["reason"], user=request.user
+        )
+
+
+@admin.register(m.HardwareModel)
+class HardwareModelAdmin(FactorAdmin):
+    factor_type = "hardware"
+    list_display = (
+        "key",
+        "name",
+        "vendor",
+        "kind",
+        "embodied_kg",
+        "embodied_low_kg",
+        "embodied_high_kg",
+        "embodied_kind",
+        "lifetime_years",
+        "expected_utilisation",
+        "version",
+    )
+    list_filter = ("kind", "vendor", "embodied_kind")
+    search_fields = ("key", "name")
+    readonly_fields = ("version", "updated_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields + (("key",) if obj else ())
+
+    def factor_key(self, obj):
+        return obj.key
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            self._created(request, obj, form)
+            return
+        original = m.HardwareModel.objects.get(pk=obj.pk)
+        factor_services.hardware_update(
+            hardware=original, changes=self._changes(form), reason=form.cleaned_data["reason"], user=request.user
+        )
+
+
+class SitePueInline(admin.TabularInline):
+    model = m.SitePue
+    extra = 0
+    fields = ("valid_from", "pue", "source", "version")
+    readonly_fields = fields
+    can_delete = False
+    ordering = ("-valid_from",)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(m.Site)
+class SiteAdmin(FactorAdmin):
+    factor_type = "site"
+    list_display = ("name", "org", "zone", "pue", "pue_version", "wue_l_per_kwh")
+    list_filter = ("org", "zone")
+    search_fields = ("name", "slug")
+    readonly_fields = ("pue_version",)
+    inlines = (SitePueInline,)
+
+    def factor_key(self, obj):
+        return f"{obj.org_id}/{obj.slug}"
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            self._created(request, obj, form)
+            return
+        original = m.Site.objects.get(pk=obj.pk)
+        changes = self._changes(form)
+        reason, user = form.cleaned_data["reason"], request.user
+        plain = {f: changes.pop(f) for f in list(changes) if f in ("name", "slug", "org")}
+        if plain:
+            m.Site.objects.filter(pk=obj.pk).update(**plain)
+        if "pue" in changes or "pue_source" in changes:
+            factor_services.site_set_pue(
+                site=original,
+                pue=changes.pop("pue", original.pue),
+                valid_from=None,
+                source=changes.pop("pue_source", original.pue_source),
+                reason=reason,
+                user=user,
+            )
+        if changes:
+            factor_services.site_update_factors(site=original, changes=changes, reason=reason, user=user)
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+
+        def clean_hardware_overrides(self_form):
+            from accounting.domain.embodied import validate_hardware_overrides
+
+            value = self_form.cleaned_data.get("hardware_overrides") or {}
+            try:
+                validate_hardware_overrides(value)
+            except ValueError as exc:
+                raise ValidationError(str(exc))
+            return value
+
+        form.clean_hardware_overrides = clean_hardware_overrides
+        return form
+
+
+class SitePueForm(ReasonModelForm):
+    class Meta:
+        model = m.SitePue
+        fields = ("site", "valid_from", "pue", "source")
+
+
+@admin.register(m.SitePue)
+class SitePueAdmin(FactorAdmin):
+    form = SitePueForm
+    list_display = ("site", "valid_from", "pue", "source", "version")
+    list_filter = ("site",)
+    date_hierarchy = "valid_from"
+    readonly_fields = ("version",)
+
+    def get_readonly_fields(self, request, obj=None):
+        # A row is identified by (site, valid_from); a new start time is a new row.
+        return self.readonly_fields + (("site", "valid_from") if obj else ())
+
+    def save_model(self, request, obj, form, change):
+        site = m.Site.objects.get(pk=obj.site_id)
+        factor_services.site_set_pue(
+            site=site,
+            pue=obj.pue,
+            valid_from=obj.valid_from,
+            source=obj.source,
+            reason=form.cleaned_data["reason"],
+            user=request.user,
+        )
+        saved = m.SitePue.objects.get(site=site, valid_from=obj.valid_from)
+        obj.pk, obj.version = saved.pk, saved.version
+
+
+@admin.register(m.HourlyIntensity)
+class HourlyIntensityAdmin(ReadOnlyAdmin):
+    """Imported (import_intensity) or fetched (beat); fallback rows are flagged."""
+
+    list_display = (
+        "zone",
+        "hour",
+        "signal",
+        "intensity_g_per_kwh",
+        "is_forecast",
+        "is_fallback",
+        "source",
+        "version",
+        "fetched_at",
+    )
+    list_filter = ("signal", "is_forecast", "is_fallback", "source", "zone")
+    date_hierarchy = "hour"
+    list_select_related = ("zone",)
+
+
+@admin.register(m.FactorChange)
+class FactorChangeAdmin(ReadOnlyAdmin):
+    list_display = (
+        "changed_at",
+        "factor_type",
+        "factor_key",
+        "changed_by",
+        "reason",
+        "affects_from",
+        "affects_to",
+        "recompute_status",
+    )
+    list_filter = ("factor_type", "recompute_status")
+    search_fields = ("factor_key", "reason")
+    date_hierarchy = "changed_at"
+
+
+# --- tenancy and fleet ---------------------------------------------------------------------
+
+
+@admin.register(m.Organization)
+class OrganizationAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "overhead_policy", "created_at")
+    search_fields = ("name", "slug")
+    prepopulated_fields = {"slug": ("name",)}
+
+
+@admin.register(m.Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ("name", "org", "slug", "report_email")
+    list_filter = ("org",)
+    search_fields = ("name", "slug")
+
+
+@admin.register(m.Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ("user", "org", "team", "role")
+    list_filter = ("org", "role")
+    search_fields = ("user__username",)
+
+
+@admin.register(m.CarbonBudget)
+class CarbonBudgetAdmin(admin.ModelAdmin):
+    list_display = ("team", "period_start", "period_end", "co2e_budget_g")
+    list_filter = ("team__org",)
+
+
+@admin.register(m.Cluster)
+class ClusterAdmin(admin.ModelAdmin):
+    list_display = ("name", "site", "scheduler")
+    list_filter = ("scheduler", "site")
+
+
+@admin.register(m.Host)
+class HostAdmin(admin.ModelAdmin):
+    list_display = ("hostname", "cluster", "cpu_model", "dram_gb", "ssd_gb", "gpu_slots", "last_seen_at")
+    list_filter = ("cluster",)
+    search_fields = ("hostname",)
+    readonly_fields = ("last_seen_at", "last_seq")
+
+
+@admin.register(m.Device)
+class DeviceAdmin(admin.ModelAdmin):
+    list_display = ("uuid", "host", "index", "reported_name", "hardware_model", "lifetime_years")
+    list_filter = ("hardware_model",)
+    search_fields = ("uuid", "host__hostname", "reported_name")
+    list_select_related = ("host", "hardware_model")
+
+
+# --- jobs and ledger (computed) ----------------------------------------------------------
+
+
+@admin.register(m.Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ("scheduler_job_id", "name", "org", "team", "kind", "family", "status", "started_at", "ended_at")
+    list_filter = ("status", "kind", "family", "org")
+    search_fields = ("scheduler_job_id", "name", "username")
+    date_hierarchy = "started_at"
+
+
+@admin.register(m.JobAllocation)
+class JobAllocationAdmin(ReadOnlyAdmin):
+    list_display = ("job", "device", "start", "end", "fraction")
+
+
+@admin.register(m.LedgerEntry)
+class LedgerEntryAdmin(ReadOnlyAdmin):
+    list_display = (
+        "hour",
+        "account",
+        "job",
+        "site",
+        "component",
+        "energy_j",
+        "co2e_operational_g",
+        "co2e_embodied_g",
+        "method_version",
+    )
+    list_filter = ("account", "component", "method_version", "site")
+    date_hierarchy = "hour"
+
+
+@admin.register(m.JobFootprint)
+class JobFootprintAdmin(ReadOnlyAdmin):
+    list_display = ("job", "energy_j", "co2e_operational_g", "co2e_embodied_g", "is_final", "method_version")
+    list_filter = ("is_final", "method_version")
+
+
+@admin.register(m.FootprintRevision)
+class FootprintRevisionAdmin(ReadOnlyAdmin):
+    list_display = ("job", "revised_at", "reason", "factor_change", "method_version")
+
+
+@admin.register(m.TeamDay)
+class TeamDayAdmin(ReadOnlyAdmin):
+    list_display = ("day", "org", "team", "site", "energy_j", "co2e_operational_g", "co2e_embodied_g")
+    list_filter = ("org", "site")
+    date_hierarchy = "day"
+
+
+@admin.register(m.DeviceHour)
+class DeviceHourAdmin(ReadOnlyAdmin):
+    list_display = ("hour", "device", "energy_j", "allocated_s", "avg_util_pct")
+    date_hierarchy = "hour"
+
+
+@admin.register(m.JobHour)
+class JobHourAdmin(ReadOnlyAdmin):
+    list_display = ("hour", "job", "energy_j", "co2e_operational_g", "co2e_embodied_g", "intensity_g_per_kwh")
+    date_hierarchy = "hour"
+
+
+@admin.register(m.ApiToken)
+class ApiTokenAdmin(ReadOnlyAdmin):
+    """Tokens are issued through the API (the secret is shown once); the admin shows metadata."""
+
+    list_display = ("name", "org", "scope", "prefix", "created_at", "revoked_at", "last_used_at")
+    list_filter = ("scope", "org")
+    exclude = ("digest",)

@@ -1,0 +1,498 @@
+"""Request validation and response shapes of the v1 scheduler/integration API.
+
+Serializers only validate and shape; the writes happen in ``accounting.services``. Every
+number that reaches the database or a JSON response is finite, every datetime is aware and
+within a sane range, and free-form keys are restricted so PostgreSQL never sees a NUL byte.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from accounting.domain.catalog import PRECISIONS
+from accounting.domain.whatif.common import FAMILIES, KINDS
+from accounting.models import Job, JobAllocation
+from accounting.services.jobs import PENDING_UUID_PREFIX, AllocationSpec
+
+EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+SCHEDULER_JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:+@\-]{0,199}$"
+HOSTNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,252}$"
+UNIT_KEY_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
+# The what-if API uses the same value lists: one enum per concept in the OpenAPI schema.
+assert set(KINDS) == set(Job.Kind.values) and set(FAMILIES) == set(Job.Family.values)
+EXIT_STATES = [Job.Status.COMPLETED, Job.Status.FAILED, Job.Status.PREEMPTED, Job.Status.CANCELLED]
+
+
+class FiniteFloatField(serializers.FloatField):
+    """A float that is finite (NaN/inf would break JSON rendering and every sum)."""
+
+    default_error_messages = {"non_finite": "Must be a finite number."}
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not math.isfinite(value):
+            self.fail("non_finite")
+        return value
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """ISO 8601 with an explicit offset, converted to UTC, between 2000 and 2100."""
+
+    default_error_messages = {
+        "naive": "Must include a UTC offset (e.g. 2026-11-26T10:00:00Z).",
+        "range": "Must be between 2000-01-01 and 2100-01-01.",
+    }
+
+    def to_internal_value(self, value):
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
+            self.fail("invalid", format="ISO 8601")
+        try:
+            parsed = super().to_internal_value(value)
+        except (OverflowError, ValueError):
+            self.fail("range")
+        if timezone.is_naive(parsed):
+            self.fail("naive")
+        try:
+            parsed = parsed.astimezone(dt.UTC)
+        except (OverflowError, ValueError):
+            self.fail("range")
+        if not EARLIEST <= parsed < LATEST:
+            self.fail("range")
+        return parsed
+
+    def enforce_timezone(self, value):
+        # Keep offsets as given (checked above); a naive value is an error, not local time.
+        return value
+
+
+class UnitsField(serializers.DictField):
+    """Functional units: {"tokens": 1.2e9, "samples": 5e6}; keys lower-case identifiers."""
+
+    child = FiniteFloatField(min_value=0)
+
+    def to_internal_value(self, data):
+        values = super().to_internal_value(data)
+        validator = serializers.RegexField(UNIT_KEY_PATTERN)
+        for key in values:
+            try:
+                validator.run_validation(key)
+            except serializers.ValidationError:
+                raise serializers.ValidationError({key: [f"Unit names must match {UNIT_KEY_PATTERN}."]})
+        if len(values) > 20:
+            raise serializers.ValidationError("At most 20 units.")
+        return values
+
+
+class ProblemFieldSerializer(serializers.Serializer):
+    field = serializers.CharField(help_text="Dotted path of the offending field, e.g. allocation[0].gpus.")
+    message = serializers.CharField()
+
+
+class ProblemSerializer(serializers.Serializer):
+    """RFC 9457 problem details, as every error of this API is shaped."""
+
+    type = serializers.CharField()
+    title = serializers.CharField()
+    status = serializers.IntegerField()
+    detail = serializers.CharField()
+    errors = ProblemFieldSerializer(many=True, required=False)
+
+
+# --- jobs: requests ------------------------------------------------------------------------
+
+
+class AllocationItemSerializer(serializers.Serializer):
+    host = serializers.RegexField(HOSTNAME_PATTERN, required=False, help_text="Hostname as the scheduler knows it.")
+    gpus = serializers.ListField(
+        child=serializers.IntegerField(min_value=0, max_value=1023),
+        required=False,
+        min_length=1,
+        max_length=64,
+        help_text="GPU indices on the host (as in CUDA_VISIBLE_DEVICES / SLURM_JOB_GPUS).",
+    )
+    gpu_uuid = serializers.RegexField(
+        r"^(GPU|MIG)-[A-Za-z0-9\-/]{1,96}$", required=False, help_text="NVML UUID of a GPU already reported by an agent."
+    )
+    fraction = FiniteFloatField(
+        required=False, default=1.0, min_value=0.0, max_value=1.0,
+        help_text="Share of the device held (MIG slice or shared GPU); 1 = whole device.",
+    )
+
+    def validate_fraction(self, value: float) -> float:
+        if value <= 0:
+            raise serializers.ValidationError("Must be greater than 0.")
+        return value
+
+    def validate(self, attrs):
+        by_uuid = "gpu_uuid" in attrs
+        by_host = "host" in attrs or "gpus" in attrs
+        if by_uuid == by_host:
+            raise serializers.ValidationError("Give either host and gpus, or gpu_uuid.")
+        if by_host:
+            if "host" not in attrs:
+                raise serializers.ValidationError({"host": ["This field is required with gpus."]})
+            if "gpus" not in attrs:
+                raise serializers.ValidationError({"gpus": ["This field is required with host."]})
+            if len(set(attrs["gpus"])) != len(attrs["gpus"]):
+                raise serializers.ValidationError({"gpus": ["GPU indices must be unique."]})
+        return attrs
+
+    @staticmethod
+    def to_spec(item: dict) -> AllocationSpec:
+        return AllocationSpec(
+            host=item.get("host"),
+            gpus=tuple(item.get("gpus", ())),
+            gpu_uuid=item.get("gpu_uuid"),
+            fraction=item.get("fraction", 1.0),
+        )
+
+
+class ModelMetaSerializer(serializers.Serializer):
+    parameters = FiniteFloatField(required=False, min_value=0, help_text="Total parameters.")
+    active_parameters = FiniteFloatField(required=False, min_value=0, help_text="Active per token (MoE).")
+    precision = serializers.ChoiceField(required=False, choices=PRECISIONS)
+    batch_size = serializers.IntegerField(required=False, min_value=1, max_value=10**9)
+    sequence_length = serializers.IntegerField(required=False, min_value=1, max_value=10**9)
+    dataset_tokens = FiniteFloatField(required=False, min_value=0, help_text="Training tokens planned.")
+    experts = serializers.IntegerField(required=False, min_value=1, max_value=100_000)
+    embedding_tables_gb = FiniteFloatField(required=False, min_value=0, help_text="Recommenders.")
+    framework = serializers.RegexField(r"^[A-Za-z0-9 ._+\-]{1,60}$", required=False)
+
+
+class JobRegisterSerializer(serializers.Serializer):
+    scheduler_job_id = serializers.RegexField(
+        SCHEDULER_JOB_ID_PATTERN, help_text="The scheduler's job id (Slurm job id, Kubernetes pod uid)."
+    )
+    cluster = serializers.IntegerField(
+        required=False, min_value=1, max_value=2**63 - 1,
+        help_text="Cluster id. Implied by a scheduler token (must match if given); required for admin tokens.",
+    )
+    team = serializers.SlugField(max_length=50, help_text="Team slug in the token's organisation.")
+    user = serializers.RegexField(r"^[A-Za-z0-9._@+\-]{1,150}$", required=False, help_text="Username that ran the job.")
+    name = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
+    kind = serializers.ChoiceField(choices=KINDS)
+    family = serializers.ChoiceField(choices=FAMILIES, required=False, default=Job.Family.OTHER)
+    started_at = AwareDateTimeField(required=False, help_text="Default: now.")
+    requested_s = FiniteFloatField(required=False, min_value=0, max_value=10**9, help_text="Requested wall time (s).")
+    power_cap_w = FiniteFloatField(required=False, min_value=1, max_value=10_000)
+    model_meta = ModelMetaSerializer(required=False)
+    allocation = AllocationItemSerializer(many=True, required=False, max_length=512)
+
+
+class JobUpdateSerializer(serializers.Serializer):
+    allocation = AllocationItemSerializer(
+        many=True, required=False, max_length=512,
+        help_text="The complete allocation from effective_at on (devices not named are released).",
+    )
+    effective_at = AwareDateTimeField(required=False, help_text="When the allocation change happened. Default: now.")
+    name = serializers.CharField(max_length=300, required=False, allow_blank=True)
+    requested_s = FiniteFloatField(required=False, min_value=0, max_value=10**9)
+    power_cap_w = FiniteFloatField(required=False, min_value=1, max_value=10_000)
+    model_meta = ModelMetaSerializer(required=False, help_text="Merged key by key into the stored metadata.")
+    units = UnitsField(required=False, help_text="Functional units so far (cumulative totals), merged by key.")
+    primary_unit = serializers.RegexField(UNIT_KEY_PATTERN, required=False, help_text="Unit SCI is reported per.")
+    quality_metric = serializers.RegexField(r"^[A-Za-z0-9 ._/@%+\-]{1,60}$", required=False)
+    quality_value = FiniteFloatField(required=False)
+
+    def validate(self, attrs):
+        if "effective_at" in attrs and "allocation" not in attrs:
+            raise serializers.ValidationError({"effective_at": ["Only meaningful with allocation."]})
+        return attrs
+
+
+class JobEndSerializer(serializers.Serializer):
+    exit_state = serializers.ChoiceField(choices=EXIT_STATES)
+    ended_at = AwareDateTimeField(required=False, help_text="Default: now.")
+
+
+class JobUnitsSerializer(serializers.Serializer):
+    units = UnitsField(help_text='Counts per unit, e.g. {"tokens": 1.2e9}.')
+    mode = serializers.ChoiceField(
+        choices=["set", "add"], required=False, default="set",
+        help_text="set: cumulative totals (retry-safe); add: increments since the last report.",
+    )
+    primary_unit = serializers.RegexField(UNIT_KEY_PATTERN, required=False)
+    quality_metric = serializers.RegexField(r"^[A-Za-z0-9 ._/@%+\-]{1,60}$", required=False)
+    quality_value = FiniteFloatField(required=False)
+
+    def validate_units(self, value):
+        if not value:
+            raise serializers.ValidationError("At least one unit.")
+        return value
+
+
+class JobListQuerySerializer(serializers.Serializer):
+    team = serializers.SlugField(max_length=50, required=False)
+    status = serializers.ChoiceField(choices=Job.Status.choices, required=False)
+    family = serializers.ChoiceField(choices=FAMILIES, required=False)
+    kind = serializers.ChoiceField(choices=KINDS, required=False)
+    user = serializers.RegexField(r"^[A-Za-z0-9._@+\-]{1,150}$", required=False)
+    cluster = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+    started_after = AwareDateTimeField(required=False, help_text="started_at >= this")
+    started_before = AwareDateTimeField(required=False, help_text="started_at < this")
+
+
+class ClusterQuerySerializer(serializers.Serializer):
+    cluster = serializers.IntegerField(
+        required=False, min_value=1, max_value=2**63 - 1,
+        help_text="Cluster id; implied by a scheduler token, required otherwise.",
+    )
+
+
+# --- jobs: responses -----------------------------------------------------------------------
+
+
+class AllocationOutSerializer(serializers.ModelSerializer):
+    host = serializers.CharField(source="device.host.hostname")
+    gpu_index = serializers.IntegerField(source="device.index")
+    gpu_uuid = serializers.CharField(source="device.uuid")
+    pending_device = serializers.SerializerMethodField(
+        help_text="True while the agent has not reported this GPU yet (placeholder uuid)."
+    )
+
+    class Meta:
+        model = JobAllocation
+        fields = ["host", "gpu_index", "gpu_uuid", "pending_device", "fraction", "start", "end"]
+
+    def get_pending_device(self, obj: JobAllocation) -> bool:
+        return obj.device.uuid.startswith(PENDING_UUID_PREFIX)
+
+
+class JobSerializer(serializers.ModelSerializer):
+    cluster = serializers.IntegerField(source="cluster_id")
+    cluster_slug = serializers.CharField(source="cluster.slug")
+    team = serializers.CharField(source="team.slug")
+    user = serializers.CharField(source="username")
+    allocations = AllocationOutSerializer(many=True)
+    model_meta = serializers.DictField()
+    units = serializers.DictField(child=serializers.FloatField())
+    kind = serializers.ChoiceField(choices=KINDS)
+    family = serializers.ChoiceField(choices=FAMILIES)
+
+    class Meta:
+        model = Job
+        fields = [
+            "id", "scheduler_job_id", "cluster", "cluster_slug", "team", "user", "name", "kind", "family",
+            "status", "started_at", "ended_at", "requested_s", "power_cap_w", "model_meta", "units",
+            "primary_unit", "quality_metric", "quality_value", "allocations", "created_at", "updated_at",
+        ]
+
+
+class EnergyBreakdownSerializer(serializers.Serializer):
+    total_j = serializers.FloatField(source="energy_j")
+    total_kwh = serializers.SerializerMethodField()
+    gpu_j = serializers.FloatField(source="gpu_energy_j")
+    gpu_active_j = serializers.FloatField(source="gpu_active_energy_j")
+    gpu_idle_j = serializers.FloatField(source="gpu_idle_energy_j")
+    host_j = serializers.FloatField(source="host_energy_j")
+    facility_j = serializers.FloatField(source="facility_energy_j")
+
+    def get_total_kwh(self, obj) -> float:
+        return obj.energy_j / 3.6e6
+
+
+class CarbonSerializer(serializers.Serializer):
+    operational_g = serializers.FloatField(source="co2e_operational_g")
+    embodied_g = serializers.FloatField(source="co2e_embodied_g")
+    total_g = serializers.FloatField(source="co2e_g")
+    low_g = serializers.FloatField(source="co2e_low_g")
+    high_g = serializers.FloatField(source="co2e_high_g")
+
+
+class UnitEfficiencySerializer(serializers.Serializer):
+    unit = serializers.CharField()
+    count = serializers.FloatField()
+    energy_j_per_unit = serializers.FloatField()
+    co2e_g_per_unit = serializers.FloatField()
+
+
+class JobFootprintSerializer(serializers.Serializer):
+    job = serializers.IntegerField(source="job.id")
+    scheduler_job_id = serializers.CharField(source="job.scheduler_job_id")
+    status = serializers.CharField(source="job.status")
+    is_final = serializers.BooleanField()
+    has_ledger = serializers.BooleanField(help_text="False until the first telemetry is attributed (all zeros).")
+    method_version = serializers.CharField()
+    energy = EnergyBreakdownSerializer(source="*")
+    co2e = CarbonSerializer(source="*")
+    device_hours = serializers.FloatField()
+    measured_fraction = serializers.FloatField(help_text="Share of GPU energy from energy counters.")
+    efficiency = UnitEfficiencySerializer(many=True)
+    primary_unit = serializers.CharField(source="job.primary_unit")
+    sci_g_per_unit = serializers.FloatField(allow_null=True, help_text="(operational + embodied) / primary unit.")
+    last_window_end = serializers.DateTimeField(allow_null=True)
+    updated_at = serializers.DateTimeField(allow_null=True)
+
+
+# --- budgets -------------------------------------------------------------------------------
+
+
+class BudgetCheckSerializer(serializers.Serializer):
+    team = serializers.SlugField(max_length=50)
+    co2e_g = FiniteFloatField(min_value=0, max_value=1e15, help_text="The job's estimated footprint (gCO2e).")
+    at = AwareDateTimeField(required=False, help_text="Planned start; selects the budget period. Default: now.")
+
+
+class BudgetSetSerializer(serializers.Serializer):
+    team = serializers.SlugField(max_length=50)
+    period_start = serializers.DateField()
+    period_end = serializers.DateField(help_text="Exclusive.")
+    co2e_budget_g = FiniteFloatField(min_value=0, max_value=1e15)
+    note = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
+
+    def validate(self, attrs):
+        for name in ("period_start", "period_end"):
+            if not dt.date(2000, 1, 1) <= attrs[name] < dt.date(2100, 1, 1):
+                raise serializers.ValidationError({name: ["Must be between 2000-01-01 and 2100-01-01."]})
+        if attrs["period_end"] <= attrs["period_start"]:
+            raise serializers.ValidationError({"period_end": ["Must be after period_start."]})
+        return attrs
+
+
+class BudgetListQuerySerializer(serializers.Serializer):
+    team = serializers.SlugField(max_length=50, required=False)
+    active = serializers.BooleanField(required=False, allow_null=True, default=None,
+                                      help_text="Only budgets whose period contains today.")
+
+
+class BudgetStatusSerializer(serializers.Serializer):
+    id = serializers.IntegerField(source="budget.id")
+    team = serializers.CharField(source="budget.team.slug")
+    period_start = serializers.DateField(source="budget.period_start")
+    period_end = serializers.DateField(source="budget.period_end")
+    co2e_budget_g = serializers.FloatField(source="budget.co2e_budget_g")
+    note = serializers.CharField(source="budget.note")
+    as_of = serializers.DateTimeField()
+    spent_g = serializers.FloatField()
+    forecast_g = serializers.FloatField(help_text="Spent extrapolated linearly to the period end.")
+    remaining_g = serializers.FloatField()
+    used_fraction = serializers.FloatField(allow_null=True)
+    elapsed_fraction = serializers.FloatField()
+
+
+class ThresholdsSerializer(serializers.Serializer):
+    warn_fraction = serializers.FloatField()
+    hold_fraction = serializers.FloatField()
+
+
+class BudgetDecisionSerializer(serializers.Serializer):
+    decision = serializers.ChoiceField(choices=["ok", "warn", "hold"])
+    team = serializers.CharField(source="team.slug")
+    estimate_g = serializers.FloatField()
+    projected_g = serializers.FloatField(help_text="Spent so far in the period + this estimate.")
+    projected_fraction = serializers.FloatField(allow_null=True, help_text="projected / budget (null: no budget or 0).")
+    thresholds = ThresholdsSerializer(source="*")
+    budget = BudgetStatusSerializer(source="status", allow_null=True)
+
+
+# --- advice --------------------------------------------------------------------------------
+
+
+class AdviceRequestSerializer(serializers.Serializer):
+    hardware_model = serializers.SlugField(
+        max_length=64, help_text="Device key of the what-if catalog (e.g. h100-sxm5-80gb) or an inventory model."
+    )
+    gpu_count = serializers.IntegerField(min_value=1, max_value=100_000)
+    hours = FiniteFloatField(min_value=0.01, max_value=2160, help_text="Expected run time in hours.")
+    avg_power_w = FiniteFloatField(required=False, min_value=1, max_value=10_000, help_text="Average draw per GPU.")
+    utilisation = FiniteFloatField(
+        required=False, min_value=0, max_value=1,
+        help_text="Average utilisation (power = idle + (max - idle) x u); default 0.8 when no avg_power_w.",
+    )
+    clusters = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=2**63 - 1), required=False, min_length=1, max_length=50,
+        help_text="Candidate cluster ids (default: all of the organisation's; a scheduler's own cluster first).",
+    )
+    earliest_start = AwareDateTimeField(required=False, help_text="Default: now.")
+    deadline = AwareDateTimeField(required=False, help_text="Latest end. Default: earliest_start + hours + 24 h.")
+
+    def validate_clusters(self, value):
+        if len(set(value)) != len(value):
+            raise serializers.ValidationError("Cluster ids must be unique.")
+        return value
+
+    def validate(self, attrs):
+        if "avg_power_w" in attrs and "utilisation" in attrs:
+            raise serializers.ValidationError({"utilisation": ["Give avg_power_w or utilisation, not both."]})
+        return attrs
+
+
+class AdviceTimingSerializer(serializers.Serializer):
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    co2e_operational_g = serializers.FloatField()
+    intensity_g_per_kwh = serializers.FloatField(help_text="Mean over the run.")
+
+
+class AdviceCandidateSerializer(serializers.Serializer):
+    cluster = serializers.IntegerField(source="cluster.id")
+    cluster_slug = serializers.CharField(source="cluster.slug")
+    site = serializers.CharField(source="cluster.site.slug")
+    zone = serializers.CharField(source="cluster.site.zone.code")
+    pue = serializers.FloatField(source="estimate.footprint.pue")
+    avg_power_w = serializers.FloatField(source="estimate.footprint.avg_power_w", help_text="Per GPU.")
+    it_energy_kwh = serializers.SerializerMethodField()
+    total_energy_kwh = serializers.SerializerMethodField(help_text="IT x PUE.")
+    annual_intensity_g_per_kwh = serializers.FloatField(source="estimate.footprint.intensity_g_per_kwh")
+    co2e_operational_annual_g = serializers.FloatField(
+        source="estimate.footprint.operational_co2e_g", help_text="On the zone's annual factor."
+    )
+    co2e_embodied_g = serializers.FloatField()
+    co2e_low_g = serializers.FloatField(source="estimate.footprint.co2e_low_g")
+    co2e_high_g = serializers.FloatField(source="estimate.footprint.co2e_high_g")
+    at_earliest = AdviceTimingSerializer()
+    best = AdviceTimingSerializer()
+    saving_g = serializers.FloatField(help_text="at_earliest - best (operational).")
+    window_source = serializers.ChoiceField(choices=["hourly", "annual"])
+    window_candidates = serializers.IntegerField(help_text="Start times compared.")
+
+    def get_it_energy_kwh(self, obj) -> float:
+        return obj.estimate.footprint.it_energy_j / 3.6e6
+
+    def get_total_energy_kwh(self, obj) -> float:
+        return obj.estimate.footprint.total_energy_j / 3.6e6
+
+
+class AdviceRecommendationSerializer(serializers.Serializer):
+    cluster = serializers.IntegerField()
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    co2e_g = serializers.FloatField(help_text="Operational + embodied.")
+    baseline_co2e_g = serializers.FloatField(help_text="First candidate, starting at earliest_start.")
+    saving_g = serializers.FloatField()
+    saving_fraction = serializers.FloatField()
+
+
+class AdviceResponseSerializer(serializers.Serializer):
+    hardware_model = serializers.CharField()
+    gpu_count = serializers.IntegerField()
+    hours = serializers.FloatField()
+    earliest_start = serializers.DateTimeField()
+    deadline = serializers.DateTimeField()
+    candidates = AdviceCandidateSerializer(many=True)
+    recommendation = serializers.SerializerMethodField()
+    assumptions = serializers.ListField(child=serializers.CharField())
+
+    @extend_schema_field(AdviceRecommendationSerializer)
+    def get_recommendation(self, obj) -> dict:
+        best = obj.recommended
+        baseline = obj.baseline
+        baseline_g = baseline.at_earliest.co2e_operational_g + baseline.co2e_embodied_g
+        best_g = best.best_total_g
+        return AdviceRecommendationSerializer(
+            {
+                "cluster": best.cluster.id,
+                "start": best.best.start,
+                "end": best.best.end,
+                "co2e_g": best_g,
+                "baseline_co2e_g": baseline_g,
+                "saving_g": baseline_g - best_g,
+                "saving_fraction": (baseline_g - best_g) / baseline_g if baseline_g > 0 else 0.0,
+            }
+        ).data

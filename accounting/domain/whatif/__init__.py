@@ -1,0 +1,86 @@
+"""What-if engine (pure Python, stdlib only; time is an argument).
+
+Every scenario returns a frozen dataclass with its inputs, the projected footprint(s) and the
+assumptions spelled out; ``Footprint`` carries runtime, IT and facility energy, operational and
+embodied carbon, per-unit figures and a low/high band."""
+
+from .calibration import Calibration, MeasuredJob, calibrate
+from .common import (
+    FAMILY_SPLITS,
+    CarbonContext,
+    EmbodiedPolicy,
+    Footprint,
+    WhatIfInputError,
+    build_footprint,
+)
+from .consolidation import ConsolidationSaving, idle_consolidation
+from .estimator import EstimateResult, estimate_job
+from .families import (
+    BatchPoint,
+    InferenceConfig,
+    InferenceResult,
+    MoeOffloadComparison,
+    RecommenderServing,
+    decode_batch_sweep,
+    llm_inference,
+    llm_training,
+    moe_offload_comparison,
+    recommender_inference,
+)
+from .fleet import FleetPlan, FleetWorkload, plan_fleet_upgrade, workloads_from_jobs
+from .hardware import HardwareProjection, MemoryRequirement, inference_memory_gb, project_hardware, roofline_time_ratio
+from .parallel import ParallelScaling, ScalingPoint, compute_device_s_from_job, parallel_scaling
+from .place_time import StartWindow, ZoneShift, best_start_window, zone_shift
+from .power_cap import CapPoint, CapRun, PowerCapCurve, fit_alpha, power_cap_curve
+from .tradeoffs import JobPoint, TradeoffSummary, pareto_front
+
+__all__ = [
+    "FAMILY_SPLITS",
+    "BatchPoint",
+    "Calibration",
+    "CapPoint",
+    "CapRun",
+    "CarbonContext",
+    "ConsolidationSaving",
+    "EmbodiedPolicy",
+    "EstimateResult",
+    "FleetPlan",
+    "FleetWorkload",
+    "Footprint",
+    "HardwareProjection",
+    "InferenceConfig",
+    "InferenceResult",
+    "JobPoint",
+    "MeasuredJob",
+    "MemoryRequirement",
+    "MoeOffloadComparison",
+    "ParallelScaling",
+    "PowerCapCurve",
+    "RecommenderServing",
+    "ScalingPoint",
+    "StartWindow",
+    "TradeoffSummary",
+    "WhatIfInputError",
+    "ZoneShift",
+    "best_start_window",
+    "build_footprint",
+    "calibrate",
+    "compute_device_s_from_job",
+    "decode_batch_sweep",
+    "estimate_job",
+    "fit_alpha",
+    "idle_consolidation",
+    "inference_memory_gb",
+    "llm_inference",
+    "llm_training",
+    "moe_offload_comparison",
+    "parallel_scaling",
+    "pareto_front",
+    "plan_fleet_upgrade",
+    "power_cap_curve",
+    "project_hardware",
+    "recommender_inference",
+    "roofline_time_ratio",
+    "workloads_from_jobs",
+    "zone_shift",
+]

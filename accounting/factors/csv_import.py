@@ -1,0 +1,217 @@
+"""Parsers for provider CSV exports and PUE series. They validate row by row: a bad row is
+reported (file line number + reason) and skipped, good rows are kept. No database access.
+
+Formats
+- Electricity Maps historical export (hourly): "Datetime (UTC)", "Zone Id",
+  "Carbon Intensity gCO₂eq/kWh (direct)", "Carbon Intensity gCO₂eq/kWh (LCA)", ... We store the
+  LCA (life-cycle) column as the average signal by default: it matches the life-cycle basis of
+  codecarbon's annual factors and Electricity Maps' own API default.
+- WattTime historical export: point_time, value (+ optional frequency, market, ba, datatype,
+  version, unit). MOER values are marginal, in lbs/MWh unless a unit column or the caller says
+  otherwise; 5-minute points are averaged into the hour that contains them.
+- PUE: site, valid_from, pue (+ optional source, wue_l_per_kwh).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from accounting.factors.codecarbon_data import LBS_PER_MWH_TO_G_PER_KWH
+
+EM_DATETIME = "Datetime (UTC)"
+EM_ZONE = "Zone Id"
+EM_DIRECT = "Carbon Intensity gCO₂eq/kWh (direct)"
+EM_LCA = "Carbon Intensity gCO₂eq/kWh (LCA)"
+
+# A physically plausible ceiling: the dirtiest lignite plants emit about 1,200-1,400 g/kWh;
+# anything far above is a unit mistake (e.g. lbs/MWh read as g/kWh), not a grid.
+MAX_PLAUSIBLE_G_PER_KWH = 2000.0
+
+UNIT_FACTORS_TO_G_PER_KWH = {
+    "g/kwh": 1.0,
+    "gco2/kwh": 1.0,
+    "gco2e/kwh": 1.0,
+    "gco2eq/kwh": 1.0,
+    "kg/mwh": 1.0,
+    "lbs/mwh": LBS_PER_MWH_TO_G_PER_KWH,
+    "lb/mwh": LBS_PER_MWH_TO_G_PER_KWH,
+    "lbs_co2_per_mwh": LBS_PER_MWH_TO_G_PER_KWH,
+}
+
+
+@dataclass(frozen=True)
+class Reject:
+    row: int  # line number in the file (the header is line 1)
+    reason: str
+
+
+@dataclass(frozen=True)
+class HourlyRow:
+    zone_code: str
+    hour: datetime
+    intensity_g_per_kwh: float
+
+
+@dataclass(frozen=True)
+class PueRow:
+    row: int
+    site_slug: str
+    valid_from: datetime
+    pue: float
+    source: str
+    wue_l_per_kwh: float | None = None
+
+
+@dataclass
+class ParseResult:
+    rows: list = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    total: int = 0  # data rows seen
+
+
+class CsvFormatError(ValueError):
+    """The file as a whole is unusable (missing columns, empty): nothing is imported."""
+
+
+def parse_utc(text: str) -> datetime:
+    """ISO 8601 / "YYYY-MM-DD HH:MM[:SS]" to an aware UTC datetime; naive means UTC (both
+    providers export UTC columns), an explicit offset is converted."""
+    s = text.strip()
+    if not s:
+        raise ValueError("empty timestamp")
+    if s.endswith("Z"):
+        s = s[:-1] + "+00:00"
+    dt = datetime.fromisoformat(s)
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
+
+
+def _number(text: str | None, what: str) -> float:
+    if text is None or not text.strip():
+        raise ValueError(f"missing {what}")
+    try:
+        v = float(text.strip())
+    except ValueError:
+        raise ValueError(f"{what} is not a number: {text.strip()!r}")
+    if not math.isfinite(v):
+        raise ValueError(f"{what} is not finite: {text.strip()!r}")
+    return v
+
+
+def _reader(text_or_lines: str | Iterable[str]) -> csv.DictReader:
+    if isinstance(text_or_lines, str):
+        text_or_lines = io.StringIO(text_or_lines.lstrip("\ufeff"))
+    return csv.DictReader(text_or_lines)
+
+
+def _require(reader: csv.DictReader, columns: Iterable[str]) -> None:
+    header = reader.fieldnames or []
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise CsvFormatError(f"missing column(s) {missing}; header is {header}")
+
+
+def _check_intensity(v: float) -> None:
+    if v < 0:
+        raise ValueError(f"negative intensity {v}")
+    if v > MAX_PLAUSIBLE_G_PER_KWH:
+        raise ValueError(f"intensity {v:g} g/kWh above plausible maximum {MAX_PLAUSIBLE_G_PER_KWH:g} g/kWh (unit?)")
+
+
+def parse_electricitymaps(
+    text_or_lines: str | Iterable[str], *, zone_override: str | None = None, column: str = "lca"
+) -> ParseResult:
+    """Hourly rows from an Electricity Maps export; ``column`` is "lca" or "direct"."""
+    if column not in ("lca", "direct"):
+        raise ValueError("column must be 'lca' or 'direct'")
+    value_col = EM_LCA if column == "lca" else EM_DIRECT
+    reader = _reader(text_or_lines)
+    _require(reader, [EM_DATETIME, value_col] + ([] if zone_override else [EM_ZONE]))
+    result = ParseResult()
+    seen: dict[tuple[str, datetime], int] = {}
+    for line_no, raw in enumerate(reader, start=2):
+        result.total += 1
+        try:
+            hour = parse_utc(raw.get(EM_DATETIME) or "")
+            if (hour.minute, hour.second, hour.microsecond) != (0, 0, 0):
+                raise ValueError(f"timestamp {raw[EM_DATETIME]!r} is not on the hour")
+            zone = zone_override or (raw.get(EM_ZONE) or "").strip()
+            if not zone:
+                raise ValueError("missing zone id")
+            value = _number(raw.get(value_col), value_col)
+            _check_intensity(value)
+            if (zone, hour) in seen:
+                raise ValueError(f"duplicate of row {seen[(zone, hour)]} ({zone} {hour.isoformat()})")
+        except ValueError as exc:
+            result.rejects.append(Reject(line_no, str(exc)))
+            continue
+        seen[(zone, hour)] = line_no
+        result.rows.append(HourlyRow(zone, hour, value))
+    return result
+
+
+def parse_watttime(text_or_lines: str | Iterable[str], *, zone: str, unit: str = "lbs/MWh") -> ParseResult:
+    """Hourly marginal rows (g/kWh) from a WattTime export: points averaged within each hour."""
+    reader = _reader(text_or_lines)
+    _require(reader, ["point_time", "value"])
+    has_unit_col = "unit" in (reader.fieldnames or []) or "units" in (reader.fieldnames or [])
+    result = ParseResult()
+    buckets: dict[datetime, list[float]] = {}
+    seen: dict[datetime, int] = {}
+    for line_no, raw in enumerate(reader, start=2):
+        result.total += 1
+        try:
+            point = parse_utc(raw.get("point_time") or "")
+            row_unit = (raw.get("unit") or raw.get("units") or "").strip() if has_unit_col else ""
+            factor = UNIT_FACTORS_TO_G_PER_KWH.get((row_unit or unit).strip().lower())
+            if factor is None:
+                raise ValueError(f"unknown unit {(row_unit or unit)!r}")
+            value = _number(raw.get("value"), "value") * factor
+            _check_intensity(value)
+            if point in seen:
+                raise ValueError(f"duplicate of row {seen[point]} ({point.isoformat()})")
+        except ValueError as exc:
+            result.rejects.append(Reject(line_no, str(exc)))
+            continue
+        seen[point] = line_no
+        buckets.setdefault(point.replace(minute=0, second=0, microsecond=0), []).append(value)
+    result.rows = [HourlyRow(zone, h, sum(v) / len(v)) for h, v in sorted(buckets.items())]
+    return result
+
+
+def parse_pue(text_or_lines: str | Iterable[str], *, default_source: str = "operator CSV import") -> ParseResult:
+    reader = _reader(text_or_lines)
+    _require(reader, ["site", "valid_from", "pue"])
+    result = ParseResult()
+    seen: dict[tuple[str, datetime], int] = {}
+    for line_no, raw in enumerate(reader, start=2):
+        result.total += 1
+        try:
+            site = (raw.get("site") or "").strip()
+            if not site:
+                raise ValueError("missing site")
+            valid_from = parse_utc(raw.get("valid_from") or "")
+            pue = _number(raw.get("pue"), "pue")
+            if pue < 1.0:
+                raise ValueError(f"PUE {pue:g} below 1.0 (facility energy cannot be less than IT energy)")
+            if pue > 5.0:
+                raise ValueError(f"PUE {pue:g} above 5.0 (implausible; check the column)")
+            wue_text = (raw.get("wue_l_per_kwh") or "").strip()
+            wue = _number(wue_text, "wue_l_per_kwh") if wue_text else None
+            if wue is not None and wue < 0:
+                raise ValueError(f"negative WUE {wue:g}")
+            if (site, valid_from) in seen:
+                raise ValueError(f"duplicate of row {seen[(site, valid_from)]} ({site} {valid_from.isoformat()})")
+        except ValueError as exc:
+            result.rejects.append(Reject(line_no, str(exc)))
+            continue
+        seen[(site, valid_from)] = line_no
+        source = (raw.get("source") or "").strip() or default_source
+        result.rows.append(PueRow(line_no, site, valid_from, pue, source, wue))
+    return result

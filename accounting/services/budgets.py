@@ -1,0 +1,43 @@
+"""Writes of team carbon budgets (admin tokens and the admin site)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db import transaction
+
+from accounting.models import CarbonBudget, Team
+
+
+class BudgetInputError(ValueError):
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field_name
+        self.message = message
+
+
+@transaction.atomic
+def budget_set(
+    *, team: Team, period_start: dt.date, period_end: dt.date, co2e_budget_g: float, note: str = ""
+) -> tuple[CarbonBudget, bool]:
+    """Create or replace the team's budget for the period starting ``period_start``.
+
+    Periods of one team may not overlap: a day belongs to at most one budget, so the check
+    endpoint never has to choose between two."""
+    if period_end <= period_start:
+        raise BudgetInputError("period_end", "must be after period_start")
+    if co2e_budget_g < 0:
+        raise BudgetInputError("co2e_budget_g", "must be >= 0")
+    overlapping = (
+        CarbonBudget.objects.select_for_update()
+        .filter(team=team, period_start__lt=period_end, period_end__gt=period_start)
+        .exclude(period_start=period_start)
+    )
+    if overlapping.exists():
+        raise BudgetInputError("period_start", "overlaps another budget period of this team")
+    budget, created = CarbonBudget.objects.update_or_create(
+        team=team,
+        period_start=period_start,
+        defaults={"period_end": period_end, "co2e_budget_g": co2e_budget_g, "note": note},
+    )
+    return budget, created

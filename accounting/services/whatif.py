@@ -1,0 +1,350 @@
+"""What-if service: builds pure-engine inputs from ORM rows (Job, JobFootprint, HardwareModel,
+Site, GridZone, HourlyIntensity) and calls accounting.domain.whatif. Keyword-only arguments;
+raises WhatIfInputError (naming the field) for anything the caller can fix."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from enum import Enum
+from typing import Any
+
+from accounting.domain.catalog import CATALOG, DeviceSpec
+from accounting.domain.whatif import (
+    CarbonContext,
+    EmbodiedPolicy,
+    EstimateResult,
+    FleetPlan,
+    FleetWorkload,
+    HardwareProjection,
+    MeasuredJob,
+    StartWindow,
+    WhatIfInputError,
+    best_start_window,
+    estimate_job,
+    plan_fleet_upgrade,
+    project_hardware,
+)
+from accounting.domain.whatif.common import H_PER_YEAR
+from accounting.models import GridZone, HardwareModel, HourlyIntensity, IntensitySignal, Job
+
+
+def whatif_device_specs() -> Mapping[str, DeviceSpec]:
+    """The catalog, plus inventory rows (HardwareModel) for devices it lacks when they carry the
+    figures the engine needs. Catalog entries win: their figures are cited datasheet data."""
+    specs: dict[str, DeviceSpec] = dict(CATALOG)
+    rows = HardwareModel.objects.exclude(key__in=list(CATALOG)).filter(
+        kind=HardwareModel.Kind.GPU,
+        idle_power_w__isnull=False,
+        max_power_w__isnull=False,
+        memory_gb__isnull=False,
+        memory_bandwidth_gb_s__isnull=False,
+    )
+    for row in rows:
+        flops = {k: float(v) for k, v in (row.peak_flops or {}).items() if isinstance(v, (int, float)) and v > 0}
+        if "fp32" not in flops or row.max_power_w <= row.idle_power_w:
+            continue
+        specs[row.key] = DeviceSpec(
+            key=row.key,
+            name=row.name,
+            vendor=row.vendor,
+            match_names=tuple(row.match_names or ()),
+            idle_power_w=row.idle_power_w,
+            max_power_w=row.max_power_w,
+            peak_flops=flops,
+            memory_gb=row.memory_gb,
+            memory_bandwidth_gb_s=row.memory_bandwidth_gb_s,
+            interconnect_gb_s=row.interconnect_gb_s or 0.0,
+            pcie_gb_s=64.0,
+            process_node_nm=row.process_node_nm or 0.0,
+            die_area_mm2=row.die_area_mm2 or 0.0,
+            release_year=row.release_year or 0,
+            sources=dict(row.sources or {}),
+        )
+    return specs
+
+
+def whatif_embodied_for(*, device_key: str) -> EmbodiedPolicy | None:
+    row = HardwareModel.objects.filter(key=device_key).first()
+    if row is None:
+        return None
+    return _policy_from_row(row)
+
+
+def _policy_from_row(row: HardwareModel) -> EmbodiedPolicy:
+    return EmbodiedPolicy(
+        embodied_kg=row.embodied_kg,
+        embodied_low_kg=row.embodied_low_kg,
+        embodied_high_kg=row.embodied_high_kg,
+        lifetime_h=row.lifetime_years * H_PER_YEAR,
+        expected_utilisation=row.expected_utilisation,
+        source=f"HardwareModel {row.key} v{row.version}: {row.embodied_source}",
+    )
+
+
+def _embodied_from_args(args: Mapping[str, Any] | None, field_name: str) -> EmbodiedPolicy | None:
+    if not args:
+        return None
+    kg = args["embodied_kg"]
+    return EmbodiedPolicy(
+        embodied_kg=kg,
+        embodied_low_kg=args.get("embodied_low_kg", kg),
+        embodied_high_kg=args.get("embodied_high_kg", kg),
+        lifetime_h=args.get("lifetime_years", 5.0) * H_PER_YEAR,
+        expected_utilisation=args.get("expected_utilisation", 1.0),
+        source="given in request",
+    ).checked(field_name)
+
+
+def whatif_carbon_context(
+    *,
+    pue: float | None,
+    intensity_g_per_kwh: float | None,
+    zone_code: str | None,
+    default_pue: float | None = None,
+    field_prefix: str = "",
+    zone_obj: GridZone | None = None,
+) -> CarbonContext:
+    """Intensity given, or the zone's annual factor (with its marginal as the high end when higher)."""
+    if intensity_g_per_kwh is None and not zone_code and zone_obj is None:
+        raise WhatIfInputError(f"{field_prefix}intensity_g_per_kwh", "give intensity_g_per_kwh or zone_code")
+    low = high = None
+    source = "given in request"
+    if intensity_g_per_kwh is None:
+        zone = zone_obj if zone_obj is not None else GridZone.objects.filter(code=zone_code).first()
+        if zone is None:
+            raise WhatIfInputError(f"{field_prefix}zone_code", f"unknown grid zone {zone_code!r}")
+        intensity_g_per_kwh = zone.annual_intensity_g_per_kwh
+        if zone.annual_marginal_g_per_kwh and zone.annual_marginal_g_per_kwh > intensity_g_per_kwh:
+            high = zone.annual_marginal_g_per_kwh
+        source = f"zone {zone.code} annual ({zone.source} {zone.vintage} v{zone.version})"
+    final_pue = pue if pue is not None else default_pue
+    if final_pue is None:
+        raise WhatIfInputError(f"{field_prefix}pue", "give pue")
+    return CarbonContext(
+        pue=final_pue,
+        intensity_g_per_kwh=intensity_g_per_kwh,
+        intensity_low_g_per_kwh=low,
+        intensity_high_g_per_kwh=high,
+        source=source,
+    ).checked()
+
+
+def whatif_estimate(
+    *,
+    device_key: str,
+    device_count: int,
+    pue: float,
+    intensity_g_per_kwh: float | None = None,
+    zone_code: str | None = None,
+    hours: float | None = None,
+    flops: float | None = None,
+    efficiency: float | None = None,
+    precision: str = "bf16",
+    avg_power_w: float | None = None,
+    utilisation: float | None = None,
+    embodied: Mapping[str, Any] | None = None,
+    units: Mapping[str, float] | None = None,
+    specs: Mapping[str, DeviceSpec] | None = None,
+) -> EstimateResult:
+    specs = specs if specs is not None else whatif_device_specs()
+    carbon = whatif_carbon_context(pue=pue, intensity_g_per_kwh=intensity_g_per_kwh, zone_code=zone_code)
+    policy = _embodied_from_args(embodied, "embodied") if embodied else whatif_embodied_for(device_key=device_key)
+    return estimate_job(
+        device_key=device_key,
+        device_count=device_count,
+        carbon=carbon,
+        hours=hours,
+        flops=flops,
+        efficiency=efficiency,
+        precision=precision,
+        avg_power_w=avg_power_w,
+        utilisation=utilisation,
+        embodied=policy,
+        units=units,
+        specs=specs,
+    )
+
+
+def whatif_measured_job(*, job: Job) -> MeasuredJob:
+    """A finished (or running) job as the engine sees it: device model and count from its
+    allocations, runtime from its timestamps, GPU energy from its JobFootprint."""
+    rows = list(job.allocations.values_list("device_id", "device__hardware_model__key"))
+    if not rows:
+        raise WhatIfInputError("job", "has no device allocations")
+    models = Counter(key for _, key in rows if key)
+    if not models:
+        raise WhatIfInputError("job", "its devices have no hardware model")
+    device_key = models.most_common(1)[0][0]
+    count = len({device_id for device_id, _ in rows})
+    try:
+        footprint = job.footprint
+    except Job.footprint.RelatedObjectDoesNotExist:  # type: ignore[attr-defined]
+        footprint = None
+    if footprint is None or footprint.gpu_energy_j <= 0:
+        raise WhatIfInputError("job", "has no measured GPU energy yet")
+    if job.ended_at is not None:
+        runtime_s = (job.ended_at - job.started_at).total_seconds()
+    else:
+        runtime_s = footprint.device_hours * 3600 / count
+    if runtime_s <= 0:
+        raise WhatIfInputError("job", "has no measured runtime yet")
+    meta = dict(job.model_meta or {})
+    precision = str(meta.get("precision", "bf16"))
+    util = meta.get("avg_util")
+    split = meta.get("time_split")
+    return MeasuredJob(
+        device_key=device_key,
+        device_count=count,
+        runtime_s=runtime_s,
+        gpu_energy_j=footprint.gpu_energy_j,
+        family=job.family,
+        kind=job.kind,
+        precision=precision,
+        avg_util=float(util) if isinstance(util, (int, float)) and 0 <= util <= 1 else None,
+        units={k: float(v) for k, v in (job.units or {}).items() if isinstance(v, (int, float)) and v > 0},
+        split=tuple(float(x) for x in split) if isinstance(split, (list, tuple)) and len(split) == 3 else None,  # type: ignore[arg-type]
+        model_meta=meta,
+        power_cap_w=job.power_cap_w,
+        job_id=job.pk,
+    )
+
+
+def whatif_project_job(
+    *,
+    job: Job,
+    target_key: str,
+    target_count: int | None = None,
+    target_precision: str | None = None,
+    target_power_cap_w: float | None = None,
+    target_zone_code: str | None = None,
+    target_pue: float | None = None,
+    specs: Mapping[str, DeviceSpec] | None = None,
+) -> HardwareProjection:
+    site = job.cluster.site
+    carbon = whatif_carbon_context(pue=site.pue, intensity_g_per_kwh=None, zone_code=None, zone_obj=site.zone)
+    target_carbon = None
+    if target_zone_code or target_pue is not None:
+        target_carbon = whatif_carbon_context(
+            pue=target_pue,
+            intensity_g_per_kwh=None if target_zone_code else carbon.intensity_g_per_kwh,
+            zone_code=target_zone_code,
+            default_pue=site.pue,
+            field_prefix="target_",
+        )
+    measured = whatif_measured_job(job=job)
+    policies = {
+        row.key: _policy_from_row(row)
+        for row in HardwareModel.objects.filter(key__in={measured.device_key, target_key})
+    }
+    return project_hardware(
+        job=measured,
+        target_key=target_key,
+        carbon=carbon,
+        target_count=target_count,
+        target_precision=target_precision,
+        target_power_cap_w=target_power_cap_w,
+        source_embodied=policies.get(measured.device_key),
+        target_embodied=policies.get(target_key),
+        target_carbon=target_carbon,
+        specs=specs if specs is not None else whatif_device_specs(),
+    )
+
+
+def whatif_fleet_plan(
+    *,
+    old_key: str,
+    old_count: int,
+    new_key: str,
+    new_count: int,
+    workloads: Sequence[Mapping[str, Any]],
+    pue: float,
+    intensity_g_per_kwh: float | None = None,
+    zone_code: str | None = None,
+    old_age_years: float = 0.0,
+    old_embodied: Mapping[str, Any] | None = None,
+    new_embodied: Mapping[str, Any] | None = None,
+    specs: Mapping[str, DeviceSpec] | None = None,
+) -> FleetPlan:
+    carbon = whatif_carbon_context(pue=pue, intensity_g_per_kwh=intensity_g_per_kwh, zone_code=zone_code)
+    old_policy = _embodied_from_args(old_embodied, "old_embodied") or whatif_embodied_for(device_key=old_key)
+    new_policy = _embodied_from_args(new_embodied, "new_embodied") or whatif_embodied_for(device_key=new_key)
+    if old_policy is None:
+        raise WhatIfInputError("old_embodied", f"no HardwareModel row for {old_key!r}: give embodied figures")
+    if new_policy is None:
+        raise WhatIfInputError("new_embodied", f"no HardwareModel row for {new_key!r}: give embodied figures")
+    return plan_fleet_upgrade(
+        old_key=old_key,
+        old_count=old_count,
+        new_key=new_key,
+        new_count=new_count,
+        workloads=[FleetWorkload(**dict(w)) for w in workloads],
+        carbon=carbon,
+        old_embodied=old_policy,
+        new_embodied=new_policy,
+        old_age_years=old_age_years,
+        specs=specs if specs is not None else whatif_device_specs(),
+    )
+
+
+def whatif_best_window(
+    *,
+    duration_s: float,
+    earliest_start: dt.datetime,
+    deadline: dt.datetime,
+    forecast: Sequence[tuple[dt.datetime, float]] | None = None,
+    zone_code: str | None = None,
+    energy_j: float | None = None,
+    pue: float = 1.0,
+) -> StartWindow:
+    """Forecast from the request, or the zone's stored hourly average series (measured values
+    win over forecasts for the same hour)."""
+    if not forecast:
+        if not zone_code:
+            raise WhatIfInputError("forecast", "give forecast points or zone_code")
+        zone = GridZone.objects.filter(code=zone_code).first()
+        if zone is None:
+            raise WhatIfInputError("zone_code", f"unknown grid zone {zone_code!r}")
+        series: dict[dt.datetime, tuple[bool, float]] = {}
+        rows = HourlyIntensity.objects.filter(
+            zone=zone,
+            signal=IntensitySignal.AVERAGE,
+            hour__gte=earliest_start - dt.timedelta(hours=1),
+            hour__lt=deadline,
+        ).values_list("hour", "is_forecast", "intensity_g_per_kwh")
+        for hour, is_forecast, value in rows:
+            if hour not in series or series[hour][0]:
+                series[hour] = (is_forecast, value)
+        forecast = [(h, v) for h, (_, v) in sorted(series.items())]
+        if not forecast:
+            raise WhatIfInputError("zone_code", f"zone {zone_code!r} has no hourly intensity in the window")
+    return best_start_window(
+        forecast=forecast,
+        duration_s=duration_s,
+        earliest_start=earliest_start,
+        deadline=deadline,
+        energy_j=energy_j,
+        pue=pue,
+    )
+
+
+def whatif_jsonable(value: Any) -> Any:
+    """Dataclass results as JSON-ready data: datetimes as ISO strings, non-finite floats as None."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: whatif_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): whatif_jsonable(v) for k, v in value.items()}
+    if isinstance(value, Mapping):
+        return {str(k): whatif_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [whatif_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    return value

@@ -1,0 +1,176 @@
+"""Agent overhead vs codecarbon (a benchmark, not a test).
+
+Runs, side by side and for the same time, in two subprocesses:
+  * the CarbonLedger agent at 1 s ticks / 10 s windows on 8 simulated H100s (the real reader,
+    job mapper, host-power model, spool and HTTP sender; batches go to a loopback sink), and
+  * codecarbon's OfflineEmissionsTracker(country_iso_code="FRA", measure_power_secs=1),
+and reports each one's CPU time (user+sys, from wait4) as % of one core and peak RSS.
+Target: agent < 0.5 % of one core and < 60 MB RSS.
+
+    .venv/bin/python benchmarks/agent_overhead.py            # 60 s
+    .venv/bin/python benchmarks/agent_overhead.py --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CODECARBON = """
+import sys, time, logging
+from codecarbon import OfflineEmissionsTracker
+t = OfflineEmissionsTracker(country_iso_code="FRA", measure_power_secs=1, save_to_file=False,
+                            log_level="error", tracking_mode="machine")
+t.start()
+time.sleep(float(sys.argv[1]))
+t.stop()
+"""
+
+
+class Sink(BaseHTTPRequestHandler):
+    posts = 0
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        Sink.posts += 1
+        body = b'{"accepted_windows": 1, "duplicate": false}'
+        self.send_response(202)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def proc_cpu_s(pid: int) -> float | None:
+    """utime+stime of a live process from /proc/<pid>/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def steady_state(pids: dict[str, int], seconds: float) -> dict[str, float]:
+    """% of one core between t=5 s (start-up done) and 2 s before the end, per process."""
+    t_a, t_b = 5.0, seconds - 2.0
+    if t_b - t_a < 5.0:
+        return {}
+    time.sleep(t_a)
+    a = {k: proc_cpu_s(p) for k, p in pids.items()}
+    start = time.monotonic()
+    time.sleep(t_b - t_a)
+    b = {k: proc_cpu_s(p) for k, p in pids.items()}
+    span = time.monotonic() - start
+    return {k: 100.0 * (b[k] - a[k]) / span for k in pids if a[k] is not None and b[k] is not None}
+
+
+def measure(popen: subprocess.Popen) -> tuple[float, float, int]:
+    """(cpu_s, wall_s, max_rss_kb) of a child, from wait4 (so it counts only that child)."""
+    start = time.monotonic()
+    _pid, status, ru = os.wait4(popen.pid, 0)
+    popen.returncode = os.waitstatus_to_exitcode(status)
+    return ru.ru_utime + ru.ru_stime, time.monotonic() - start, ru.ru_maxrss
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--gpus", type=int, default=8)
+    args = parser.parse_args()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    work = Path(tempfile.mkdtemp(prefix="clagent-bench-"))
+    cfg = work / "agent.toml"
+    gpus = ",\n".join(
+        f'  {{model = "H100", workload = "llm_training", job_key = "slurm:{1000 + i // 4}"}}' for i in range(args.gpus)
+    )
+    cfg.write_text(
+        f'server_url = "http://127.0.0.1:{httpd.server_address[1]}"\ntoken = "bench"\nhostname = "bench-host"\n'
+        f'tick_s = 1.0\nwindow_s = 10.0\nbackend = "sim"\nspool_dir = "{work / "spool"}"\n'
+        f'proc_root = "{work / "proc"}"\nlog_level = "WARNING"\nsim_gpus = [\n{gpus}\n]\n'
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    t0 = time.monotonic()
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "telemetry.agent.cli", "run", "--config", str(cfg), "--duration", str(args.seconds)],
+        env=env,
+        cwd=ROOT,
+    )
+    cc = subprocess.Popen(
+        [sys.executable, "-c", CODECARBON, str(args.seconds)],
+        env=env,
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    steady = steady_state({"agent": agent.pid, "codecarbon": cc.pid}, args.seconds)
+    results = {}
+    results["agent"] = measure(agent)
+    results["codecarbon"] = measure(cc)
+    wall = time.monotonic() - t0
+    httpd.shutdown()
+    if agent.returncode or cc.returncode:
+        print(f"agent rc={agent.returncode} codecarbon rc={cc.returncode}", file=sys.stderr)
+        return 1
+
+    print(
+        f"host: {os.cpu_count()} CPUs, python {sys.version.split()[0]}, measured {args.seconds:.0f} s "
+        f"(both running side by side, {wall:.1f} s wall incl. start-up)"
+    )
+    print(f"{'process':<34}{'CPU s':>8}{'% of 1 core':>13}{'steady %':>10}{'peak RSS MB':>13}")
+    rows = {}
+    for name, label in (
+        ("agent", f"carbonledger-agent ({args.gpus} sim GPUs)"),
+        ("codecarbon", "codecarbon Offline (FRA, 1s)"),
+    ):
+        cpu_s, _w, rss_kb = results[name]
+        pct = 100.0 * cpu_s / args.seconds
+        rows[name] = (cpu_s, pct, rss_kb / 1024.0)
+        st = steady.get(name)
+        st_text = f"{st:>9.2f}%" if st is not None else f"{'n/a':>10}"
+        print(f"{label:<34}{cpu_s:>8.2f}{pct:>12.2f}%{st_text}{rss_kb / 1024.0:>13.1f}")
+    a, c = rows["agent"], rows["codecarbon"]
+    print(f"ratio agent/codecarbon: CPU {a[0] / c[0]:.2f}x, RSS {a[2] / c[2]:.2f}x")
+    print(f"agent batches received by the loopback sink: {Sink.posts}")
+    print(
+        "CPU s / % of 1 core: whole process life incl. interpreter start-up and imports, over the run length;"
+        " steady %: from t=5 s to 2 s before the end"
+    )
+    a_steady = steady.get("agent")
+    ok_total = a[1] < 0.5 and a[2] < 60.0
+    ok_steady = a_steady is not None and a_steady < 0.5 and a[2] < 60.0
+    print(
+        f"target (< 0.5 % of one core, < 60 MB RSS): whole run {'met' if ok_total else 'NOT met'}, "
+        f"steady state {'met' if ok_steady else 'NOT met'}"
+    )
+    print(
+        json.dumps(
+            {
+                "agent_cpu_pct": round(a[1], 3),
+                "agent_steady_cpu_pct": None if a_steady is None else round(a_steady, 3),
+                "agent_rss_mb": round(a[2], 1),
+                "codecarbon_cpu_pct": round(c[1], 3),
+                "codecarbon_steady_cpu_pct": None if "codecarbon" not in steady else round(steady["codecarbon"], 3),
+                "codecarbon_rss_mb": round(c[2], 1),
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

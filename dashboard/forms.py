@@ -1,0 +1,91 @@
+"""Filter forms of the dashboard pages (GET parameters, validated; bad input falls back to defaults)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django import forms
+
+from accounting.models import Job
+from accounting.selectors.dashboard import GROUP_BY_CHOICES, Period
+
+PERIOD_CHOICES = [("7d", "Last 7 days"), ("30d", "Last 30 days"), ("90d", "Last 90 days"),
+                  ("mtd", "Month to date"), ("custom", "Custom range")]
+MAX_RANGE_DAYS = 400
+
+
+class PeriodTeamForm(forms.Form):
+    period = forms.ChoiceField(choices=PERIOD_CHOICES, required=False)
+    start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}),
+                          help_text="inclusive")
+    team = forms.TypedChoiceField(coerce=int, required=False, empty_value=None)
+
+    def __init__(self, *args, teams: list[dict], default_period: str = "30d", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.default_period = default_period
+        self.fields["period"].initial = default_period
+        self.fields["team"].choices = [("", "All teams")] + [(t["id"], t["name"]) for t in teams]
+
+    def clean(self):
+        data = super().clean()
+        if data.get("period") == "custom":
+            start, end = data.get("start"), data.get("end")
+            if not start or not end:
+                raise forms.ValidationError("A custom range needs a start and an end date.")
+            if end < start:
+                raise forms.ValidationError("The end date is before the start date.")
+            if (end - start).days + 1 > MAX_RANGE_DAYS:
+                raise forms.ValidationError(f"Pick at most {MAX_RANGE_DAYS} days.")
+        return data
+
+    def resolved(self, *, today: dt.date) -> tuple[Period, int | None]:
+        data = self.cleaned_data if self.is_valid() else {}
+        key = data.get("period") or self.default_period
+        tomorrow = today + dt.timedelta(days=1)
+        if key == "custom" and data.get("start") and data.get("end"):
+            period = Period(start=data["start"], end=data["end"] + dt.timedelta(days=1))
+        elif key == "mtd":
+            period = Period(start=today.replace(day=1), end=tomorrow)
+        else:
+            days = {"7d": 7, "30d": 30, "90d": 90}.get(key, 30)
+            period = Period(start=tomorrow - dt.timedelta(days=days), end=tomorrow)
+        return period, data.get("team")
+
+
+class OverviewForm(PeriodTeamForm):
+    group_by = forms.ChoiceField(
+        choices=[(c, {"device_model": "Device model"}.get(c, c.title())) for c in GROUP_BY_CHOICES], required=False
+    )
+
+
+def _choices(enum, blank: str):
+    return [("", blank)] + list(enum.choices)
+
+
+class JobFilterForm(forms.Form):
+    q = forms.CharField(required=False, max_length=100, label="Search",
+                        widget=forms.TextInput(attrs={"placeholder": "name or scheduler id"}))
+    team = forms.TypedChoiceField(coerce=int, required=False, empty_value=None)
+    user = forms.CharField(required=False, max_length=150)
+    family = forms.ChoiceField(choices=_choices(Job.Family, "Any family"), required=False)
+    kind = forms.ChoiceField(choices=_choices(Job.Kind, "Any kind"), required=False)
+    device = forms.ChoiceField(required=False)
+    status = forms.ChoiceField(choices=_choices(Job.Status, "Any status"), required=False)
+    start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), label="Started from")
+    end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), label="to (inclusive)")
+    sort = forms.CharField(required=False, max_length=20, widget=forms.HiddenInput)
+
+    def __init__(self, *args, teams: list[dict], devices: list[dict], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["team"].choices = [("", "All teams")] + [(t["id"], t["name"]) for t in teams]
+        self.fields["device"].choices = [("", "Any device")] + [(d["key"], d["name"]) for d in devices]
+
+
+class TradeoffForm(PeriodTeamForm):
+    family = forms.ChoiceField(choices=[c for c in Job.Family.choices], required=False)
+    kind = forms.ChoiceField(choices=Job.Kind.choices, required=False)
+    x = forms.ChoiceField(choices=[("throughput", "Throughput"), ("quality", "Quality")], required=False,
+                          label="X axis")
+    colour = forms.ChoiceField(choices=[("device", "Device"), ("zone", "Zone"), ("team", "Team")], required=False,
+                               label="Colour by")

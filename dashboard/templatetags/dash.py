@@ -1,0 +1,78 @@
+"""Number formatting for the dashboard: thousands separators, units that scale, signed changes."""
+
+from __future__ import annotations
+
+from django import template
+
+register = template.Library()
+
+
+def _fmt(value: float, digits: int) -> str:
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:,.1f}"
+    return f"{value:,.{digits}f}"
+
+
+@register.filter
+def num(value, digits: int = 2) -> str:
+    if value is None or value == "":
+        return "—"
+    return _fmt(float(value), int(digits))
+
+
+@register.filter
+def energy(kwh) -> str:
+    """kWh, switching to MWh / GWh for large values."""
+    if kwh is None:
+        return "—"
+    kwh = float(kwh)
+    if abs(kwh) >= 1e6:
+        return f"{_fmt(kwh / 1e6, 2)} GWh"
+    if abs(kwh) >= 1e3:
+        return f"{_fmt(kwh / 1e3, 2)} MWh"
+    return f"{_fmt(kwh, 2)} kWh"
+
+
+@register.filter
+def mass(kg) -> str:
+    """kgCO2e, switching to tCO2e for large values and gCO2e for small ones."""
+    if kg is None:
+        return "—"
+    kg = float(kg)
+    if abs(kg) >= 1e3:
+        return f"{_fmt(kg / 1e3, 2)} tCO2e"
+    if 0 < abs(kg) < 1:
+        return f"{_fmt(kg * 1e3, 1)} gCO2e"
+    return f"{_fmt(kg, 2)} kgCO2e"
+
+
+@register.filter
+def pct(fraction, digits: int = 1) -> str:
+    if fraction is None:
+        return "—"
+    return f"{float(fraction) * 100:.{int(digits)}f} %"
+
+
+@register.filter
+def change(percent) -> str:
+    if percent is None:
+        return "no previous data"
+    p = float(percent)
+    arrow = "▲" if p > 0 else ("▼" if p < 0 else "=")
+    return f"{arrow} {abs(p):.1f} % vs previous period"
+
+
+@register.filter
+def change_class(percent) -> str:
+    if percent is None:
+        return "neutral"
+    return "up" if float(percent) > 0 else ("down" if float(percent) < 0 else "neutral")
+
+
+@register.filter
+def sig(value, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    return f"{float(value):.{int(digits)}g}"

@@ -1,0 +1,340 @@
+"""Dashboard pages: thin views over accounting.selectors.dashboard / fleet and dashboard.figures.
+
+Every view is login-protected and derives a ``ViewerScope`` from the user first; selectors
+filter by it, so a page, a JSON endpoint and the CSV export all apply the same access rule.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import gzip
+import hashlib
+from functools import cache
+from pathlib import Path
+
+import plotly
+from django.contrib.auth.decorators import login_required
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotModified,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from accounting.models import HardwareModel, Job
+from accounting.selectors import dashboard as sel
+from accounting.selectors import fleet as fleet_sel
+from dashboard import figures
+from dashboard.forms import JobFilterForm, OverviewForm, PeriodTeamForm, TradeoffForm
+
+PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+PLOTLY_VERSION = plotly.__version__
+LIVE_REFRESH_S = 5
+JOBS_PAGE_SIZE = 50
+
+
+def _render(request: HttpRequest, template: str, nav: str, context: dict) -> HttpResponse:
+    context.update({"nav": nav, "plotly_version": PLOTLY_VERSION})
+    return render(request, template, context)
+
+
+def _scope(request: HttpRequest) -> sel.ViewerScope:
+    return sel.viewer_scope_get(user=request.user)
+
+
+def _today() -> dt.date:
+    return timezone.now().astimezone(dt.UTC).date()
+
+
+def _query_without(request: HttpRequest, *keys: str) -> str:
+    params = request.GET.copy()
+    for key in keys:
+        params.pop(key, None)
+    return params.urlencode()
+
+
+# --- plotly.js from the installed package ---------------------------------------------------
+
+
+@cache
+def _plotly_gzip() -> tuple[bytes, str]:
+    raw = PLOTLY_JS.read_bytes()
+    return gzip.compress(raw, compresslevel=6, mtime=0), hashlib.sha256(raw).hexdigest()[:16]
+
+
+@require_GET
+def plotly_js(request: HttpRequest, version: str) -> HttpResponse:
+    """plotly.min.js from the installed plotly package (never a CDN), versioned URL, cached for a year."""
+    if version != PLOTLY_VERSION:
+        raise Http404("unknown plotly.js version")
+    body, digest = _plotly_gzip()
+    etag = f'"{digest}"'
+    if request.headers.get("If-None-Match") == etag:
+        response: HttpResponse = HttpResponseNotModified()
+    elif "gzip" in request.headers.get("Accept-Encoding", ""):
+        response = HttpResponse(body, content_type="text/javascript; charset=utf-8")
+        response["Content-Encoding"] = "gzip"
+    else:
+        response = FileResponse(PLOTLY_JS.open("rb"), content_type="text/javascript; charset=utf-8")
+    response["Cache-Control"] = "public, max-age=31536000, immutable"
+    response["ETag"] = etag
+    response["Vary"] = "Accept-Encoding"
+    return response
+
+
+# --- overview ------------------------------------------------------------------------------
+
+
+@login_required
+def overview(request: HttpRequest) -> HttpResponse:
+    scope = _scope(request)
+    teams = sel.team_option_list(scope=scope)
+    form = OverviewForm(request.GET or None, teams=teams)
+    period, team_id = form.resolved(today=_today())
+    group_by = (form.cleaned_data.get("group_by") if form.is_bound and form.is_valid() else "") or "team"
+    data = sel.overview_get(scope=scope, period=period, team_id=team_id, group_by=group_by)
+    label = dict(form.fields["group_by"].choices)[group_by]
+    figs = {
+        "energy": figures.stacked_daily_figure(days=data.days, groups=data.groups, metric="energy_kwh",
+                                               title=f"Energy by {label.lower()}", group_label=label),
+        "operational": figures.stacked_daily_figure(days=data.days, groups=data.groups, metric="co2e_operational_kg",
+                                                    title=f"Operational carbon by {label.lower()}", group_label=label),
+        "embodied": figures.stacked_daily_figure(days=data.days, groups=data.groups, metric="co2e_embodied_kg",
+                                                 title=f"Embodied carbon by {label.lower()}", group_label=label),
+        "split": figures.share_donut_figure(values=data.energy_split_kwh, title="Where the energy went", unit="kWh"),
+    }
+    return _render(request, "dashboard/overview.html", "overview",
+                   {"form": form, "data": data, "figs": figs, "period": period, "group_label": label})
+
+
+# --- sites ---------------------------------------------------------------------------------
+
+
+@login_required
+def sites(request: HttpRequest) -> HttpResponse:
+    scope = _scope(request)
+    form = PeriodTeamForm(request.GET or None, teams=sel.team_option_list(scope=scope), default_period="7d")
+    period, team_id = form.resolved(today=_today())
+    data = fleet_sel.site_overview_get(scope=scope, period=period, team_id=team_id)
+    figs = {
+        "intensity": figures.intensity_curves_figure(curves=data.intensity),
+        "heatmap": figures.energy_heatmap_figure(site_names=data.heatmap_site_names, matrix=data.heatmap_kwh),
+        "carbon": figures.site_carbon_figure(sites=data.sites),
+    }
+    return _render(request, "dashboard/sites.html", "sites", {"form": form, "data": data, "figs": figs,
+                                                              "period": period})
+
+
+# --- devices -------------------------------------------------------------------------------
+
+
+@login_required
+def devices(request: HttpRequest) -> HttpResponse:
+    scope = _scope(request)
+    form = PeriodTeamForm(request.GET or None, teams=sel.team_option_list(scope=scope), default_period="7d")
+    period, team_id = form.resolved(today=_today())
+    data = fleet_sel.device_overview_get(scope=scope, period=period, now=timezone.now(), team_id=team_id)
+    figs = {
+        "hours": figures.model_hours_figure(models=data.models),
+        "util": figures.model_util_power_figure(models=data.models),
+        "embodied": figures.embodied_figure(rows=data.embodied),
+    }
+    return _render(request, "dashboard/devices.html", "devices", {
+        "form": form, "data": data, "figs": figs, "period": period,
+        "summary": fleet_sel.device_usage_summary(rows=data.models),
+    })
+
+
+# --- jobs ----------------------------------------------------------------------------------
+
+
+def _job_filters(request: HttpRequest, scope: sel.ViewerScope) -> tuple[JobFilterForm, sel.JobListFilters, str]:
+    devices = list(HardwareModel.objects.filter(kind=HardwareModel.Kind.GPU).order_by("name").values("key", "name"))
+    form = JobFilterForm(request.GET or None, teams=sel.team_option_list(scope=scope), devices=devices)
+    data = form.cleaned_data if form.is_bound and form.is_valid() else {}
+    end = data.get("end")
+    filters = sel.JobListFilters(
+        team_id=data.get("team"), username=data.get("user") or "", family=data.get("family") or "",
+        kind=data.get("kind") or "", device_model=data.get("device") or "", status=data.get("status") or "",
+        start=data.get("start"), end=end + dt.timedelta(days=1) if end else None, q=(data.get("q") or "").strip(),
+    )
+    sort = data.get("sort") or "-started"
+    if sort.lstrip("-") not in sel.SORT_FIELDS:
+        sort = "-started"
+    return form, filters, sort
+
+
+@login_required
+def job_list(request: HttpRequest) -> HttpResponse:
+    scope = _scope(request)
+    form, filters, sort = _job_filters(request, scope)
+    try:
+        page = int(request.GET.get("page", "1"))
+    except ValueError:
+        page = 1
+    result = sel.job_list(scope=scope, filters=filters, sort=sort, page=page, page_size=JOBS_PAGE_SIZE)
+    columns = [("name", "Job"), ("team", "Team"), ("status", "Status"), ("started", "Started (UTC)"),
+               ("gpu_hours", "GPU-h"), ("energy", "Energy (kWh)"), ("co2e", "CO2e (kg)")]
+    return _render(request, "dashboard/jobs.html", "jobs", {
+        "form": form, "page": result, "columns": columns,
+        "query_no_page": _query_without(request, "page"), "query_no_sort": _query_without(request, "page", "sort"),
+        "query": request.GET.urlencode(),
+    })
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+@login_required
+def job_export(request: HttpRequest) -> StreamingHttpResponse:
+    scope = _scope(request)
+    _form, filters, sort = _job_filters(request, scope)
+    writer = csv.writer(_Echo())
+    rows = (writer.writerow(r) for r in sel.job_export_rows(scope=scope, filters=filters, sort=sort))
+    stamp = timezone.now().strftime("%Y%m%dT%H%M")
+    response = StreamingHttpResponse(rows, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="carbonledger-jobs-{stamp}.csv"'
+    return response
+
+
+@login_required
+def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    scope = _scope(request)
+    data = sel.job_detail_get(scope=scope, job_id=pk)
+    if data is None:
+        raise Http404("No such job")
+    figs = {
+        "trace": figures.job_trace_figure(traces=data["device_traces"]),
+        "hours": figures.job_hours_figure(hours=data["hours"]),
+        "energy": figures.breakdown_figure(values=data["breakdown_energy_kwh"], title="Energy breakdown",
+                                           unit="kWh"),
+        "carbon": figures.breakdown_figure(values=data["breakdown_co2e_kg"], title="Carbon breakdown",
+                                           unit="kgCO2e"),
+    }
+    job: Job = data["job"]
+    deadline = job.started_at + dt.timedelta(hours=(data["duration_h"] or 1.0) + 24)
+    return _render(request, "dashboard/job_detail.html", "jobs", {
+        "d": data, "job": job, "figs": figs, "options": sel.whatif_option_get(), "deadline": deadline,
+        "project_url": f"/api/v1/jobs/{job.pk}/project/",
+    })
+
+
+# --- live ----------------------------------------------------------------------------------
+
+
+@login_required
+def live(request: HttpRequest) -> HttpResponse:
+    scope = _scope(request)
+    return _render(request, "dashboard/live.html", "live", {
+        "initial": sel.running_job_list(scope=scope, now=timezone.now()), "refresh_s": LIVE_REFRESH_S,
+    })
+
+
+@login_required
+@require_GET
+def live_data(request: HttpRequest) -> JsonResponse:
+    scope = _scope(request)
+    response = JsonResponse(sel.running_job_list(scope=scope, now=timezone.now()))
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+# --- trade-offs ----------------------------------------------------------------------------
+
+
+@login_required
+def tradeoffs(request: HttpRequest) -> HttpResponse:
+    scope = _scope(request)
+    form = TradeoffForm(request.GET or None, teams=sel.team_option_list(scope=scope), default_period="90d")
+    period, team_id = form.resolved(today=_today())
+    cd = form.cleaned_data if form.is_bound and form.is_valid() else {}
+    family = cd.get("family") or Job.Family.LLM
+    kind = cd.get("kind") or Job.Kind.TRAINING
+    x_metric = cd.get("x") or "throughput"
+    colour = cd.get("colour") or "device"
+    data = sel.tradeoff_point_list(scope=scope, period=period, family=family, kind=kind, x_metric=x_metric,
+                                   team_id=team_id)
+    fig = figures.tradeoff_figure(data=data, colour_by=colour)
+    return _render(request, "dashboard/tradeoffs.html", "tradeoffs", {
+        "form": form, "data": data, "fig": fig, "period": period,
+        "family_label": Job.Family(family).label, "kind_label": Job.Kind(kind).label,
+    })
+
+
+# --- what-if planner -----------------------------------------------------------------------
+
+
+@login_required
+def planner(request: HttpRequest) -> HttpResponse:
+    scope = _scope(request)
+    defaults = fleet_sel.planner_default_get(scope=scope, now=timezone.now())
+    fam, kind = dict(Job.Family.choices), dict(Job.Kind.choices)
+    for w in defaults["workloads"]:
+        w["label"] = f"{fam.get(w['family'], w['family'])} {kind.get(w['kind'], w['kind']).lower()}"
+    return _render(request, "dashboard/planner.html", "planner", {
+        "options": sel.whatif_option_get(), "defaults": defaults,
+    })
+
+
+# --- budgets -------------------------------------------------------------------------------
+
+
+@login_required
+def budgets(request: HttpRequest) -> HttpResponse:
+    scope = _scope(request)
+    now = timezone.now()
+    on = None
+    raw = request.GET.get("on", "")
+    if raw:
+        try:
+            on = dt.date.fromisoformat(raw)
+        except ValueError:
+            on = None
+    rows = sel.team_budget_list(scope=scope, now=now, on=on)
+    charts = [(r, figures.burndown_figure(row=r)) for r in rows]
+    return _render(request, "dashboard/budgets.html", "budgets", {"rows": rows, "charts": charts, "on": on or now.date()})
+
+
+# --- methodology ---------------------------------------------------------------------------
+
+
+@login_required
+def methodology(request: HttpRequest) -> HttpResponse:
+    return _render(request, "dashboard/methodology.html", "methodology",
+                   {"data": sel.methodology_factor_list(scope=_scope(request))})
+
+
+# --- reports -------------------------------------------------------------------------------
+
+
+@login_required
+def reports(request: HttpRequest) -> HttpResponse:
+    return _render(request, "dashboard/reports.html", "reports", {"months": sel.report_month_list(scope=_scope(request))})
+
+
+@login_required
+def report_month(request: HttpRequest, year: int, month: int) -> HttpResponse:
+    if not (1 <= month <= 12 and 2000 <= year <= 2100):
+        raise Http404("No such month")
+    scope = _scope(request)
+    teams = sel.team_option_list(scope=scope)
+    try:
+        team_id = int(request.GET["team"]) if request.GET.get("team") else None
+    except ValueError:
+        team_id = None
+    if team_id is not None and team_id not in {t["id"] for t in teams}:
+        raise Http404("No such team")
+    data = sel.report_month_get(scope=scope, month=dt.date(year, month, 1), team_id=team_id)
+    return _render(request, "dashboard/report_month.html", "reports", {
+        "data": data, "fig": figures.report_team_figure(teams=data["teams"]), "teams": teams, "team_id": team_id,
+        "month": dt.date(year, month, 1),
+    })

@@ -1,0 +1,264 @@
+"""The agent loop: tick -> window -> spool -> sender."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from telemetry.agent import __version__
+from telemetry.agent.config import AgentConfig
+from telemetry.agent.gpu import NvmlReader
+from telemetry.agent.host import HostPower, IpmiWall, RedfishWall
+from telemetry.agent.jobs import JobMapper
+from telemetry.agent.log import kv
+from telemetry.agent.sender import Sender
+from telemetry.agent.spool import Spool
+from telemetry.agent.window import WindowBuilder, iso_utc
+
+logger = logging.getLogger("carbonledger.agent")
+
+
+def build_host_power(config: AgentConfig) -> HostPower:
+    wall: IpmiWall | RedfishWall | None = None
+    if config.redfish_url:
+        wall = RedfishWall(config.redfish_url, config.redfish_user, config.redfish_password, ca_file=config.ca_file)
+    elif config.ipmi:
+        wall = IpmiWall(config.ipmi_command)
+    return HostPower(
+        powercap_root=config.powercap_root,
+        proc_root=config.proc_root,
+        cpu_tdp_w=config.cpu_tdp_w,
+        default_cpu_tdp_w=config.default_cpu_tdp_w,
+        dram_w_per_gb=config.dram_w_per_gb,
+        wall=wall,
+    )
+
+
+def load_nvml(config: AgentConfig) -> Any:
+    """The nvml module-like object for the configured backend."""
+    if config.backend == "nvml":
+        import pynvml
+
+        return pynvml
+    from telemetry.agent.sim import SimProcTree
+
+    tree = SimProcTree(config.proc_root) if config.proc_root != "/proc" else None
+    if config.backend == "sim":
+        from telemetry.agent.sim import FakeNvml
+
+        return FakeNvml(
+            config.sim_gpus or [{"model": "H100", "workload": "idle"}],
+            hostname=config.hostname,
+            seed=config.sim_seed,
+            proc_tree=tree,
+        )
+    from telemetry.agent.replay import ReplayNvml
+
+    return ReplayNvml(config.replay_file, speed=config.replay_speed, loop=config.replay_loop, proc_tree=tree)
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        nvml: Any = None,
+        host_power: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.nvml = nvml if nvml is not None else load_nvml(config)
+        self.reader = NvmlReader(self.nvml, clock=clock)
+        self.jobs = JobMapper(config.proc_root)
+        self.host_power = host_power if host_power is not None else build_host_power(config)
+        self.spool = Spool(config.spool_dir, max_windows=config.spool_max_windows)
+        self.builder = WindowBuilder()
+        self.sender: Sender | None = None
+        if config.server_url:
+            self.sender = Sender(
+                self.spool,
+                server_url=config.server_url,
+                token=config.token,
+                hostname=config.hostname,
+                max_batch_windows=config.max_batch_windows,
+                timeout_s=config.http_timeout_s,
+                backoff_base_s=config.backoff_base_s,
+                backoff_max_s=config.backoff_max_s,
+                ca_file=config.ca_file,
+            )
+        self.stop_event = threading.Event()
+        self.windows_closed = 0
+        self.last_seq: int | None = None
+        self._next_boundary: float | None = None
+        self._sender_thread: threading.Thread | None = None
+
+    # -- one tick ----------------------------------------------------------------------------
+    def tick(self) -> dict[str, Any] | None:
+        """Sample once; returns the window closed by this tick, if any (already spooled)."""
+        samples = self.reader.sample()
+        wall = self.wall_clock()
+        live: set[int] = set()
+        for s in samples:
+            live.update(s.processes)
+        jobs = {pid: self.jobs.resolve(pid) for pid in live}
+        self.jobs.forget_except(live)
+        host = self.host_power.read()
+        self.builder.add_tick(wall_s=wall, gpus=samples, host=host, jobs=jobs)
+        w = self.config.window_s
+        if self._next_boundary is None:
+            self._next_boundary = (math.floor(wall / w + 1e-9) + 1) * w
+            return None
+        # Half a tick of tolerance: a tick scheduled at the boundary may wake a hair early.
+        if wall + 0.5 * self.config.tick_s >= self._next_boundary:
+            while self._next_boundary <= wall + 0.5 * self.config.tick_s:
+                self._next_boundary += w
+            return self.close_window(wall)
+        return None
+
+    def close_window(self, end_wall: float) -> dict[str, Any] | None:
+        window = self.builder.close(end_wall_s=end_wall)
+        if window is None:
+            return None
+        seq = self.spool.add_window(window)
+        window = {"seq": seq, **window}
+        self.windows_closed += 1
+        self.last_seq = seq
+        gpu_j = sum(g["energy_j"] for g in window["gpus"])
+        kv(
+            logger,
+            logging.INFO,
+            "window_closed",
+            host=self.config.hostname,
+            seq=seq,
+            start=window["start"],
+            end=window["end"],
+            gpus=len(window["gpus"]),
+            gpu_energy_j=round(gpu_j, 3),
+            cpu_energy_j=window["host"]["cpu_energy_j"],
+            quality=",".join(sorted({g["quality"] for g in window["gpus"]})),
+        )
+        if self.sender is not None:
+            self.sender.wake.set()
+        self.write_status()
+        return window
+
+    def write_status(self) -> None:
+        status = {
+            "hostname": self.config.hostname,
+            "agent_version": __version__,
+            "backend": self.config.backend,
+            "pid": os.getpid(),
+            "updated_at": iso_utc(self.wall_clock()),
+            "driver_version": self.reader.driver_version,
+            "gpus": [
+                {
+                    "index": d.index,
+                    "uuid": d.uuid,
+                    "name": d.name,
+                    "power_limit_w": d.power_limit_w,
+                    "energy_counter": d.has_counter,
+                    "mig": d.mig_enabled,
+                }
+                for d in self.reader.devices
+            ],
+            "host_power_source": getattr(self.host_power, "source", "unknown"),
+            "last_seq": self.last_seq,
+        }
+        path = os.path.join(self.config.spool_dir, "status.json")
+        tmp = path + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(status, fh, indent=2)
+        os.replace(tmp, path)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self.reader.open()
+        kv(
+            logger,
+            logging.INFO,
+            "agent_started",
+            host=self.config.hostname,
+            version=__version__,
+            backend=self.config.backend,
+            gpus=len(self.reader.devices),
+            tick_s=self.config.tick_s,
+            window_s=self.config.window_s,
+            spool=self.spool.path,
+            server=self.config.server_url or "none",
+            **{k: v for k, v in self.spool.stats().items() if k in ("depth_windows", "next_seq", "dropped_windows")},
+        )
+        self.write_status()
+        if self.sender is not None:
+            self._sender_thread = threading.Thread(
+                target=self.sender.run, args=(self.stop_event,), name=f"sender-{self.config.hostname}", daemon=True
+            )
+            self._sender_thread.start()
+
+    def run(self, *, duration_s: float | None = None, should_stop: Callable[[], bool] | None = None) -> None:
+        """Tick on the wall-clock grid until stopped (or for ``duration_s``), then shut down."""
+        self.start()
+        deadline = None if duration_s is None else self.clock() + duration_s
+        tick_s = self.config.tick_s
+        try:
+            while not self.stop_event.is_set():
+                self.tick()
+                if should_stop is not None and should_stop():
+                    break
+                now_wall = self.wall_clock()
+                next_tick = (math.floor(now_wall / tick_s + 1e-9) + 1) * tick_s
+                wait = max(0.0, next_tick - now_wall)
+                if deadline is not None:
+                    left = deadline - self.clock()
+                    if left <= 0:
+                        break
+                    wait = min(wait, left)
+                self.stop_event.wait(wait)
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        self.stop_event.set()
+        try:
+            # The partial window holds real energy: close it rather than lose it.
+            self.tick_final()
+        except Exception as exc:  # a failing device must not stop the flush below
+            kv(logger, logging.WARNING, "final_tick_failed", error=str(exc))
+        if self._sender_thread is not None:
+            self._sender_thread.join(timeout=5.0)
+            if self.sender is not None and self.config.shutdown_flush_s > 0:
+                flush_stop = threading.Event()
+                self.sender.drain(flush_stop, deadline=time.monotonic() + self.config.shutdown_flush_s)
+        self.reader.close()
+        stats = self.spool.stats()
+        kv(
+            logger,
+            logging.INFO,
+            "agent_stopped",
+            host=self.config.hostname,
+            windows=self.windows_closed,
+            depth_windows=stats["depth_windows"],
+            dropped_windows=stats["dropped_windows"],
+        )
+        self.spool.close()
+
+    def tick_final(self) -> None:
+        if not self.builder.started:
+            return
+        samples = self.reader.sample()
+        wall = self.wall_clock()
+        live = {pid for s in samples for pid in s.processes}
+        jobs = {pid: self.jobs.resolve(pid) for pid in live}
+        self.builder.add_tick(wall_s=wall, gpus=samples, host=self.host_power.read(), jobs=jobs)
+        self.close_window(wall)
+
+    def stop(self) -> None:
+        self.stop_event.set()

@@ -1,0 +1,156 @@
+"""Agent configuration: a TOML file (tomllib) overlaid by CARBONLEDGER_* environment variables.
+
+Parsing is strict: an unknown key or a malformed value stops the agent with a message naming it,
+because a silently ignored typo in a telemetry agent shows up weeks later as missing data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BACKENDS = ("nvml", "sim", "replay")
+MIN_TICK_S = 0.1  # NVML's energy counter updates about every 100 ms: faster ticks read the same value
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class AgentConfig:
+    server_url: str = ""
+    token: str = ""
+    hostname: str = field(default_factory=socket.gethostname)
+    tick_s: float = 1.0
+    window_s: float = 10.0
+    spool_dir: str = "/var/lib/carbonledger-agent"
+    backend: str = "nvml"
+    # Host introspection roots, configurable so tests (and containers) can point elsewhere.
+    proc_root: str = "/proc"
+    powercap_root: str = "/sys/class/powercap"
+    # CPU model when RAPL is not readable: TDP from codecarbon's table, else this value.
+    cpu_tdp_w: float | None = None
+    default_cpu_tdp_w: float = 100.0
+    dram_w_per_gb: float = 0.375  # codecarbon's 3 W per 8 GB DIMM
+    # Wall/BMC power (optional).
+    ipmi: bool = False
+    ipmi_command: str = "ipmitool dcmi power reading"
+    redfish_url: str = ""  # full URL of the Chassis Power resource
+    redfish_user: str = ""
+    redfish_password: str = ""
+    # Delivery.
+    max_batch_windows: int = 30
+    spool_max_windows: int = 100_000
+    http_timeout_s: float = 10.0
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 300.0
+    ca_file: str = ""
+    shutdown_flush_s: float = 5.0
+    # Simulation / replay.
+    sim_gpus: list[dict[str, Any]] = field(default_factory=list)
+    sim_seed: int = 0
+    replay_file: str = ""
+    replay_speed: float = 1.0
+    replay_loop: bool = False
+    log_level: str = "INFO"
+
+    def validate(self, *, min_tick_s: float = MIN_TICK_S) -> AgentConfig:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend: must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if not self.tick_s >= min_tick_s:
+            raise ConfigError(f"tick_s: must be >= {min_tick_s}, got {self.tick_s}")
+        if not self.window_s >= self.tick_s:
+            raise ConfigError(f"window_s: must be >= tick_s ({self.tick_s}), got {self.window_s}")
+        if self.server_url and not self.server_url.startswith(("http://", "https://")):
+            raise ConfigError(f"server_url: must start with http:// or https://, got {self.server_url!r}")
+        if self.max_batch_windows < 1:
+            raise ConfigError("max_batch_windows: must be >= 1")
+        if self.spool_max_windows < 1:
+            raise ConfigError("spool_max_windows: must be >= 1")
+        if self.backend == "replay" and not self.replay_file:
+            raise ConfigError("replay_file: required with backend=replay")
+        if not self.hostname:
+            raise ConfigError("hostname: must not be empty")
+        return self
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(AgentConfig)}
+_BOOL_TRUE = {"1", "true", "yes", "on"}
+_BOOL_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = _FIELDS[name].type
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _BOOL_TRUE:
+                return True
+            if text in _BOOL_FALSE:
+                return False
+            raise ValueError(value)
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if kind in ("float", "float | None"):
+            if value is None or (isinstance(value, str) and value.strip() == "" and kind == "float | None"):
+                return None
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if kind == "str":
+            if not isinstance(value, str):
+                raise ValueError(value)
+            return value
+        if kind.startswith("list"):
+            if not isinstance(value, list):
+                raise ValueError(value)
+            return value
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: cannot parse {value!r} as {kind}")
+    raise ConfigError(f"{name}: unsupported type {kind}")
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> AgentConfig:
+    """File < environment (CARBONLEDGER_<KEY>) < explicit overrides (CLI flags)."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    file_path = path or env.get("CARBONLEDGER_CONFIG")
+    if file_path:
+        try:
+            data = tomllib.loads(Path(file_path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {file_path}")
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {file_path}: {exc}")
+        section = data.get("agent", data)
+        for key, value in section.items():
+            if key not in _FIELDS:
+                raise ConfigError(f"{file_path}: unknown key {key!r}")
+            values[key] = _coerce(key, value)
+    for key in _FIELDS:
+        env_key = f"CARBONLEDGER_{key.upper()}"
+        if env_key in env and not _FIELDS[key].type.startswith("list"):
+            values[key] = _coerce(key, env[env_key])
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in _FIELDS:
+            raise ConfigError(f"unknown option {key!r}")
+        values[key] = _coerce(key, value)
+    return AgentConfig(**values).validate()

@@ -1,0 +1,229 @@
+"""GPU reader over an ``nvml`` module-like object: the real ``pynvml`` or a test double.
+
+The same code runs on a GPU host (real pynvml) and in CI (``telemetry.agent.sim.FakeNvml`` /
+``telemetry.agent.replay.ReplayNvml``), which raise pynvml's own error classes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from telemetry.agent.log import kv
+
+logger = logging.getLogger("carbonledger.agent.gpu")
+
+
+@dataclass(frozen=True)
+class MigSample:
+    uuid: str
+    gpu_instance_id: int | None
+    mem_used_mib: float | None
+    pids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class GpuSample:
+    index: int
+    uuid: str
+    name: str
+    mono_s: float
+    power_w: float | None
+    energy_mj: int | None  # None: the device has no total-energy counter
+    util_pct: float | None
+    mem_util_pct: float | None
+    mem_used_mib: float | None
+    power_limit_w: float | None
+    # pid -> SM utilisation (%) from nvmlDeviceGetProcessUtilization, None where not reported.
+    processes: dict[int, float | None] = field(default_factory=dict)
+    mig: tuple[MigSample, ...] = ()
+
+
+@dataclass
+class _Device:
+    index: int
+    handle: Any
+    uuid: str
+    name: str
+    power_limit_w: float | None
+    has_counter: bool = True
+    has_process_util: bool = True
+    has_util: bool = True
+    last_proc_ts_us: int = 0
+    mig_enabled: bool = False
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class NvmlReader:
+    """Discovers devices once, then samples them each tick."""
+
+    def __init__(self, nvml: Any, *, clock=time.monotonic) -> None:
+        self.nvml = nvml
+        self.clock = clock
+        self.devices: list[_Device] = []
+        self.driver_version: str | None = None
+        self._opened = False
+
+    def open(self) -> None:
+        nvml = self.nvml
+        nvml.nvmlInit()  # raises pynvml.NVMLError_LibraryNotFound without a driver
+        self._opened = True
+        try:
+            self.driver_version = _text(nvml.nvmlSystemGetDriverVersion())
+        except nvml.NVMLError:
+            self.driver_version = None
+        self.devices = []
+        for index in range(nvml.nvmlDeviceGetCount()):
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            try:
+                limit_w: float | None = nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0
+            except nvml.NVMLError:
+                limit_w = None
+            device = _Device(
+                index=index,
+                handle=handle,
+                uuid=_text(nvml.nvmlDeviceGetUUID(handle)),
+                name=_text(nvml.nvmlDeviceGetName(handle)),
+                power_limit_w=limit_w,
+            )
+            try:
+                current, _pending = nvml.nvmlDeviceGetMigMode(handle)
+                device.mig_enabled = current == nvml.NVML_DEVICE_MIG_ENABLE
+            except nvml.NVMLError:
+                device.mig_enabled = False  # NotSupported on pre-Ampere devices
+            try:
+                nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+            except nvml.NVMLError_NotSupported:
+                device.has_counter = False
+                kv(logger, logging.WARNING, "energy_counter_unsupported", gpu=device.uuid, fallback="integrated")
+            self.devices.append(device)
+            kv(
+                logger,
+                logging.INFO,
+                "gpu_discovered",
+                index=index,
+                uuid=device.uuid,
+                name=device.name,
+                power_limit_w=limit_w,
+                energy_counter=device.has_counter,
+                mig=device.mig_enabled,
+            )
+
+    def close(self) -> None:
+        if self._opened:
+            try:
+                self.nvml.nvmlShutdown()
+            except self.nvml.NVMLError:
+                pass
+            self._opened = False
+
+    def _processes(self, device: _Device, handle: Any) -> list[int]:
+        nvml = self.nvml
+        try:
+            return [int(p.pid) for p in nvml.nvmlDeviceGetComputeRunningProcesses(handle)]
+        except nvml.NVMLError_NotSupported:
+            return []
+
+    def _process_util(self, device: _Device) -> dict[int, float]:
+        nvml = self.nvml
+        if not device.has_process_util:
+            return {}
+        try:
+            samples = nvml.nvmlDeviceGetProcessUtilization(device.handle, device.last_proc_ts_us)
+        except nvml.NVMLError_NotFound:
+            return {}  # no sample since the last timestamp: no process was scheduled
+        except nvml.NVMLError_NotSupported:
+            device.has_process_util = False
+            return {}
+        utils: dict[int, float] = {}
+        for s in samples:
+            device.last_proc_ts_us = max(device.last_proc_ts_us, int(s.timeStamp))
+            utils[int(s.pid)] = max(utils.get(int(s.pid), 0.0), float(s.smUtil))
+        return utils
+
+    def _mig(self, device: _Device) -> tuple[MigSample, ...]:
+        nvml = self.nvml
+        out = []
+        for i in range(nvml.nvmlDeviceGetMaxMigDeviceCount(device.handle)):
+            try:
+                mh = nvml.nvmlDeviceGetMigDeviceHandleByIndex(device.handle, i)
+            except nvml.NVMLError_NotFound:
+                continue  # empty slot
+            try:
+                gi: int | None = int(nvml.nvmlDeviceGetGpuInstanceId(mh))
+            except nvml.NVMLError:
+                gi = None
+            try:
+                mem: float | None = nvml.nvmlDeviceGetMemoryInfo(mh).used / 2**20
+            except nvml.NVMLError:
+                mem = None
+            out.append(
+                MigSample(
+                    uuid=_text(nvml.nvmlDeviceGetUUID(mh)),
+                    gpu_instance_id=gi,
+                    mem_used_mib=mem,
+                    pids=tuple(self._processes(device, mh)),
+                )
+            )
+        return tuple(out)
+
+    def sample_device(self, device: _Device) -> GpuSample:
+        nvml = self.nvml
+        h = device.handle
+        energy: int | None = None
+        if device.has_counter:
+            try:
+                energy = int(nvml.nvmlDeviceGetTotalEnergyConsumption(h))
+            except nvml.NVMLError_NotSupported:
+                device.has_counter = False
+                kv(logger, logging.WARNING, "energy_counter_unsupported", gpu=device.uuid, fallback="integrated")
+        try:
+            power: float | None = nvml.nvmlDeviceGetPowerUsage(h) / 1000.0
+        except nvml.NVMLError_NotSupported:
+            power = None
+        util = mem_util = None
+        if device.has_util:
+            try:
+                rates = nvml.nvmlDeviceGetUtilizationRates(h)
+                util, mem_util = float(rates.gpu), float(rates.memory)
+            except nvml.NVMLError_NotSupported:
+                device.has_util = False  # MIG-enabled GPUs report no device utilisation
+        try:
+            mem_used: float | None = nvml.nvmlDeviceGetMemoryInfo(h).used / 2**20
+        except nvml.NVMLError_NotSupported:
+            mem_used = None
+        mig = self._mig(device) if device.mig_enabled else ()
+        pids = self._processes(device, h)
+        for m in mig:
+            pids.extend(m.pids)
+        sm = self._process_util(device)
+        processes: dict[int, float | None] = {pid: sm.get(pid) for pid in pids}
+        return GpuSample(
+            index=device.index,
+            uuid=device.uuid,
+            name=device.name,
+            mono_s=self.clock(),
+            power_w=power,
+            energy_mj=energy,
+            util_pct=util,
+            mem_util_pct=mem_util,
+            mem_used_mib=mem_used,
+            power_limit_w=device.power_limit_w,
+            processes=processes,
+            mig=mig,
+        )
+
+    def sample(self) -> list[GpuSample]:
+        out = []
+        for device in self.devices:
+            try:
+                out.append(self.sample_device(device))
+            except self.nvml.NVMLError as exc:
+                # One sick device (GPU lost, ECC storm) must not stop the others being measured.
+                kv(logger, logging.WARNING, "gpu_sample_failed", gpu=device.uuid, error=str(exc))
+        return out

@@ -1,0 +1,140 @@
+"""Process -> job mapping from /proc/<pid>/cgroup and /proc/<pid>/environ.
+
+Precedence: the scheduler's cgroup (cannot be changed by the job), then its environment
+(SLURM_JOB_ID), then a Kubernetes pod cgroup, then an explicit CARBONLEDGER_JOB label for hosts
+without a scheduler. job_key: "slurm:<id>", "k8s:<pod-uid>", "env:<value>".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+
+from telemetry.agent.log import kv
+
+logger = logging.getLogger("carbonledger.agent.jobs")
+
+# cgroup v1 ".../slurm/uid_1000/job_4242/step_0", cgroup v2 "/system.slice/slurmstepd.scope/job_4242/..."
+_SLURM_CGROUP = re.compile(r"/(?:slurm[^/]*|slurmstepd\.scope)/(?:uid_\d+/)?job_(\d+)(?:/|$)")
+# cgroupfs driver ".../kubepods/burstable/pod<uid>/<container>"
+_K8S_CGROUPFS = re.compile(
+    r"/kubepods(?:/[a-z-]+)?/pod([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(?:/|$)"
+)
+# systemd driver "kubepods-burstable-pod<uid with underscores>.slice"
+_K8S_SYSTEMD = re.compile(
+    r"kubepods(?:-[a-z]+)?-pod([0-9a-f]{8}_[0-9a-f]{4}_[0-9a-f]{4}_[0-9a-f]{4}_[0-9a-f]{12})\.slice"
+)
+
+
+def job_from_cgroup(text: str) -> str | None:
+    for line in text.splitlines():
+        path = line.split(":", 2)[-1]
+        m = _SLURM_CGROUP.search(path)
+        if m:
+            return f"slurm:{m.group(1)}"
+    for line in text.splitlines():
+        path = line.split(":", 2)[-1]
+        m = _K8S_CGROUPFS.search(path)
+        if m:
+            return f"k8s:{m.group(1)}"
+        m = _K8S_SYSTEMD.search(path)
+        if m:
+            return f"k8s:{m.group(1).replace('_', '-')}"
+    return None
+
+
+def parse_environ(raw: bytes) -> dict[str, str]:
+    env = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep:
+            env[key.decode(errors="replace")] = value.decode(errors="replace")
+    return env
+
+
+def parse_visible_devices(value: str | None) -> tuple[str, ...] | None:
+    """CUDA_VISIBLE_DEVICES as a tuple of entries (indices, GPU-/MIG- UUIDs); None when unset."""
+    if value is None:
+        return None
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def visible_includes(visible: tuple[str, ...] | None, *, uuid: str) -> bool | None:
+    """Whether CUDA_VISIBLE_DEVICES lets the process see the device; None when it cannot be told.
+
+    Index lists are relative to the job's cgroup under Slurm and in containers (device 0 inside a
+    job is not host device 0), so only UUID entries decide; an index list says nothing here.
+    """
+    if visible is None:
+        return None
+    uuids = [v for v in visible if v.startswith(("GPU-", "MIG-"))]
+    if not uuids:
+        return None
+    return any(uuid.startswith(v) or v.startswith(uuid) for v in uuids)
+
+
+@dataclass(frozen=True)
+class ProcessJob:
+    pid: int
+    job_key: str | None
+    visible_devices: tuple[str, ...] | None
+    source: str  # "slurm_cgroup" | "slurm_env" | "k8s_cgroup" | "env" | "none" | "gone"
+
+
+class JobMapper:
+    def __init__(self, proc_root: str = "/proc") -> None:
+        self.proc_root = proc_root
+        self._cache: dict[int, tuple[str | None, ProcessJob]] = {}
+
+    def _read(self, pid: int, name: str) -> bytes | None:
+        try:
+            with open(os.path.join(self.proc_root, str(pid), name), "rb") as fh:
+                return fh.read()
+        except OSError:
+            return None
+
+    def _start_time(self, pid: int) -> str | None:
+        raw = self._read(pid, "stat")
+        if raw is None:
+            return None
+        # Field 22 (starttime) after the parenthesised comm, which may contain spaces.
+        rest = raw.rsplit(b")", 1)[-1].split()
+        return rest[19].decode() if len(rest) > 19 else ""
+
+    def resolve(self, pid: int) -> ProcessJob:
+        start = self._start_time(pid)
+        cached = self._cache.get(pid)
+        if cached is not None and cached[0] == start:
+            return cached[1]  # same process (pid not reused): environ and cgroup do not change
+        result = self._resolve_uncached(pid)
+        self._cache[pid] = (start, result)
+        return result
+
+    def _resolve_uncached(self, pid: int) -> ProcessJob:
+        cgroup_raw = self._read(pid, "cgroup")
+        environ_raw = self._read(pid, "environ")
+        if cgroup_raw is None and environ_raw is None:
+            return ProcessJob(pid, None, None, "gone")
+        env = parse_environ(environ_raw) if environ_raw is not None else {}
+        visible = parse_visible_devices(env.get("CUDA_VISIBLE_DEVICES"))
+        cgroup = cgroup_raw.decode(errors="replace") if cgroup_raw is not None else ""
+        job = job_from_cgroup(cgroup)
+        if job is not None and job.startswith("slurm:"):
+            return ProcessJob(pid, job, visible, "slurm_cgroup")
+        if env.get("SLURM_JOB_ID", "").strip().isdigit():
+            return ProcessJob(pid, f"slurm:{env['SLURM_JOB_ID'].strip()}", visible, "slurm_env")
+        if job is not None:
+            return ProcessJob(pid, job, visible, "k8s_cgroup")
+        label = env.get("CARBONLEDGER_JOB", "").strip()
+        if label:
+            return ProcessJob(pid, f"env:{label}", visible, "env")
+        if environ_raw is None:
+            kv(logger, logging.DEBUG, "environ_unreadable", pid=pid)
+        return ProcessJob(pid, None, visible, "none")
+
+    def forget_except(self, live_pids: set[int]) -> None:
+        for pid in list(self._cache):
+            if pid not in live_pids:
+                del self._cache[pid]

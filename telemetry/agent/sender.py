@@ -1,0 +1,177 @@
+"""Delivers spooled batches in seq order over HTTP(S): gzip, bearer token, backoff with jitter."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import random
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+from telemetry.agent import __version__
+from telemetry.agent.log import kv
+from telemetry.agent.spool import Batch, Spool
+from telemetry.agent.window import iso_utc
+
+logger = logging.getLogger("carbonledger.agent.sender")
+
+INGEST_PATH = "/api/v1/ingest/batches"
+_RETRYABLE_4XX = {408, 429}
+# 401/403 say the host's token is wrong, not that this batch is: every later batch would fail
+# the same way, so keep them in order in the spool (retrying with backoff) rather than
+# dead-lettering the whole stream while an operator fixes the token.
+_AUTH = {401, 403}
+_PROBLEM_MAX = 4000
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str  # "acked" | "duplicate" | "dead" | "retry"
+    status: int | None
+    retry_after_s: float | None = None
+
+
+class Sender:
+    def __init__(
+        self,
+        spool: Spool,
+        *,
+        server_url: str,
+        token: str,
+        hostname: str,
+        max_batch_windows: int = 30,
+        timeout_s: float = 10.0,
+        backoff_base_s: float = 1.0,
+        backoff_max_s: float = 300.0,
+        ca_file: str = "",
+        rng: random.Random | None = None,
+    ) -> None:
+        self.spool = spool
+        if not server_url.startswith(("http://", "https://")):
+            raise ValueError(f"server_url: must be http(s), got {server_url!r}")
+        self.url = server_url.rstrip("/") + INGEST_PATH
+        self.token = token
+        self.hostname = hostname
+        self.max_batch_windows = max_batch_windows
+        self.timeout_s = timeout_s
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.rng = rng or random.Random()
+        self.context = ssl.create_default_context(cafile=ca_file or None) if self.url.startswith("https") else None
+        self.wake = threading.Event()
+        self.failures = 0
+        self.sent_batches = 0
+
+    def body(self, batch: Batch, *, sent_at: float) -> bytes:
+        doc = {
+            "batch_id": batch.batch_id,
+            "hostname": self.hostname,
+            "agent_version": __version__,
+            "sent_at": iso_utc(sent_at),
+            "windows": batch.windows,
+        }
+        return gzip.compress(json.dumps(doc, separators=(",", ":"), allow_nan=False).encode(), compresslevel=6)
+
+    def send_once(self, batch: Batch) -> Outcome:
+        self.spool.record_attempt(batch)
+        sent_at = time.time()
+        request = urllib.request.Request(  # noqa: S310 (server_url is validated as http(s) in config)
+            self.url,
+            data=self.body(batch, sent_at=sent_at),
+            method="POST",
+            headers={
+                "Authorization": f"Bearer {self.token}",
+                "Content-Type": "application/json",
+                "Content-Encoding": "gzip",
+                "User-Agent": f"carbonledger-agent/{__version__}",
+            },
+        )
+        fields = {
+            "batch_id": batch.batch_id,
+            "first_seq": batch.first_seq,
+            "last_seq": batch.last_seq,
+            "windows": len(batch.windows),
+            "attempt": batch.attempts + 1,
+        }
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s, context=self.context) as resp:  # noqa: S310
+                status = resp.status
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+            problem = exc.read()[:_PROBLEM_MAX].decode(errors="replace")
+            retry_after = _retry_after(exc.headers.get("Retry-After"))
+            if 400 <= status < 500 and status not in _RETRYABLE_4XX and status not in _AUTH:
+                self.spool.dead_letter(batch, status=status, problem=problem)
+                kv(logger, logging.ERROR, "batch_dead_lettered", status=status, problem=problem, **fields)
+                return Outcome("dead", status)
+            kv(logger, logging.WARNING, "batch_send_failed", status=status, problem=problem[:500], **fields)
+            return Outcome("retry", status, retry_after)
+        except (OSError, ValueError) as exc:  # URLError, timeouts, connection refused/reset
+            kv(logger, logging.WARNING, "batch_send_failed", status="none", error=str(exc), **fields)
+            return Outcome("retry", None)
+        if not 200 <= status < 300:
+            kv(logger, logging.WARNING, "batch_send_failed", status=status, **fields)
+            return Outcome("retry", status)
+        duplicate = False
+        try:
+            duplicate = bool(json.loads(raw or b"{}").get("duplicate", False))
+        except (ValueError, AttributeError):
+            pass
+        self.spool.ack(batch, sent_at=sent_at)
+        self.sent_batches += 1
+        kv(logger, logging.INFO, "batch_sent", status=status, duplicate=duplicate, **fields)
+        return Outcome("duplicate" if duplicate else "acked", status)
+
+    def backoff_s(self, retry_after_s: float | None = None) -> float:
+        """Exponential backoff with jitter (half fixed, half random) so a fleet coming back after
+        an outage does not hit the server in lockstep; a server's Retry-After is a floor."""
+        ceiling = min(self.backoff_max_s, self.backoff_base_s * (2 ** min(self.failures, 30)))
+        delay = ceiling * (0.5 + 0.5 * self.rng.random())
+        if retry_after_s is not None:
+            delay = max(delay, min(retry_after_s, self.backoff_max_s))
+        return delay
+
+    def run(self, stop: threading.Event, *, idle_wait_s: float = 1.0) -> None:
+        while not stop.is_set():
+            if not self.drain(stop):
+                self.wake.wait(idle_wait_s)
+                self.wake.clear()
+
+    def drain(self, stop: threading.Event, *, deadline: float | None = None) -> bool:
+        """Send until the spool is empty (True), or stop/deadline/a failure's backoff ends early.
+
+        Returns False when nothing was left to send."""
+        did_work = False
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            batch = self.spool.next_batch(self.max_batch_windows)
+            if batch is None:
+                return did_work
+            did_work = True
+            outcome = self.send_once(batch)
+            if outcome.kind == "retry":
+                self.failures += 1
+                delay = self.backoff_s(outcome.retry_after_s)
+                if deadline is not None:
+                    delay = min(delay, max(0.0, deadline - time.monotonic()))
+                kv(logger, logging.INFO, "backoff", seconds=round(delay, 3), failures=self.failures)
+                stop.wait(delay)
+            else:
+                if self.failures:
+                    kv(logger, logging.INFO, "delivery_resumed", after_failures=self.failures)
+                self.failures = 0
+        return did_work
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

@@ -1,0 +1,522 @@
+"""Simulated NVML: a test double of the pynvml subset the agent calls, with realistic traces.
+
+It raises pynvml's own error classes (``pynvml.NVMLError(code)`` builds the matching subclass)
+and returns pynvml's own ctypes structs, so ``telemetry.agent.gpu.NvmlReader`` runs unchanged.
+The energy counter integrates the very power the device reports, in 100 ms steps (NVML's own
+update period), so counter deltas and power samples agree the way they do on hardware.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import random
+import threading
+import time
+import uuid as uuid_mod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pynvml
+
+STEP_S = 0.1
+
+
+@dataclass(frozen=True)
+class GpuModel:
+    name: str
+    idle_w: float
+    max_w: float
+    mem_gib: int
+
+
+GPU_MODELS: dict[str, GpuModel] = {
+    "V100": GpuModel("Tesla V100-SXM2-32GB", 35.0, 300.0, 32),
+    "A100": GpuModel("NVIDIA A100-SXM4-80GB", 50.0, 400.0, 80),
+    "H100": GpuModel("NVIDIA H100 80GB HBM3", 70.0, 700.0, 80),
+    "H200": GpuModel("NVIDIA H200", 75.0, 700.0, 141),
+    "L4": GpuModel("NVIDIA L4", 16.0, 72.0, 24),
+}
+
+MIG_PROFILES = {"1g.10gb": 1, "2g.20gb": 2, "3g.40gb": 3, "4g.40gb": 4, "7g.80gb": 7}
+
+
+def daily_load(wall_s: float) -> float:
+    """Interactive traffic: trough around 04:00 UTC (0.2), peak around 16:00 UTC (0.9)."""
+    hour = (wall_s % 86400.0) / 3600.0
+    return 0.55 - 0.35 * math.cos(2 * math.pi * (hour - 4.0) / 24.0)
+
+
+@dataclass
+class Activity:
+    power_frac: float  # 0 = idle power, 1 = peak power
+    util_pct: float
+    mem_util_pct: float
+    mem_frac: float
+
+
+class Workload:
+    """Per-step activity of a workload family; ``t`` is seconds since the job started."""
+
+    name = "idle"
+    busy = False
+
+    def step(self, t: float, wall_s: float, rng: random.Random) -> Activity:
+        return Activity(max(0.0, rng.gauss(0.0, 0.005)), 0.0, 0.0, 0.005)
+
+
+class LlmTraining(Workload):
+    """Steady near-peak compute; an all-reduce dip each ~1.2 s step; a checkpoint every 10 min
+    (25 s of near-idle GPUs while weights go to storage)."""
+
+    name, busy = "llm_training", True
+    checkpoint_every_s, checkpoint_s, step_s = 600.0, 25.0, 1.2
+
+    def step(self, t, wall_s, rng):
+        if t % self.checkpoint_every_s >= self.checkpoint_every_s - self.checkpoint_s:
+            return Activity(0.12 + rng.gauss(0, 0.01), 3.0, 2.0, 0.92)
+        if t % self.step_s < 0.2:
+            return Activity(0.70 + rng.gauss(0, 0.02), 92.0, 30.0, 0.92)
+        return Activity(0.93 + rng.gauss(0, 0.02), 99.0, 42.0 + rng.gauss(0, 2), 0.92)
+
+
+class LlmInference(Workload):
+    """Prefill bursts (compute-bound, near peak) on top of decode (bandwidth-bound, lower power);
+    request rate follows the daily curve."""
+
+    name, busy = "llm_inference", True
+    burst_left = 0
+
+    def step(self, t, wall_s, rng):
+        load = daily_load(wall_s)
+        if self.burst_left > 0 or rng.random() < 0.25 * load:
+            if self.burst_left <= 0:
+                self.burst_left = rng.randint(1, 3)
+            self.burst_left -= 1
+            return Activity(0.85 + rng.gauss(0, 0.03), 100.0, 30.0, 0.85)
+        return Activity(0.30 + 0.30 * load + rng.gauss(0, 0.02), 60.0 + 35.0 * load, 50.0 + 35.0 * load, 0.85)
+
+
+class MoeInference(Workload):
+    """Like dense inference but burstier (expert routing imbalance) and lower average SM use;
+    memory nearly full with all experts resident."""
+
+    name, busy = "moe_inference", True
+
+    def step(self, t, wall_s, rng):
+        load = daily_load(wall_s)
+        if rng.random() < 0.2 * load:
+            return Activity(0.75 + rng.gauss(0, 0.05), 95.0, 35.0, 0.93)
+        return Activity(0.25 + 0.25 * load + rng.gauss(0, 0.06), 45.0 + 40.0 * load, 55.0 + 30.0 * load, 0.93)
+
+
+class RecsysTraining(Workload):
+    """Embedding lookups dominate: memory-bound (high memory utilisation, moderate SM), with an
+    evaluation pass every 5 min."""
+
+    name, busy = "recsys_training", True
+
+    def step(self, t, wall_s, rng):
+        if t % 300.0 >= 290.0:
+            return Activity(0.30 + rng.gauss(0, 0.02), 35.0, 50.0, 0.75)
+        return Activity(0.55 + rng.gauss(0, 0.03), 55.0 + rng.gauss(0, 5), 85.0 + rng.gauss(0, 3), 0.75)
+
+
+class RecsysInference(Workload):
+    name, busy = "recsys_inference", True
+
+    def step(self, t, wall_s, rng):
+        load = daily_load(wall_s)
+        return Activity(0.25 + 0.20 * load + rng.gauss(0, 0.02), 25.0 + 20.0 * load, 60.0 + 25.0 * load, 0.6)
+
+
+WORKLOADS: dict[str, type[Workload]] = {
+    w.name: w for w in (Workload, LlmTraining, LlmInference, MoeInference, RecsysTraining, RecsysInference)
+}
+
+
+def _stable_uuid(*parts: Any) -> str:
+    return str(uuid_mod.UUID(bytes=hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:16], version=4))
+
+
+@dataclass
+class SimProcess:
+    pid: int
+    job_key: str | None
+    mig_uuid: str | None = None
+
+
+@dataclass
+class SimMig:
+    parent: SimGpu
+    slot: int
+    uuid: str
+    profile: str
+    slices: int
+    gpu_instance_id: int
+    job_key: str | None = None
+
+
+@dataclass
+class SimGpu:
+    index: int
+    model: GpuModel
+    uuid: str
+    workload: Workload
+    rng: random.Random
+    energy_counter: bool = True
+    counter_mj: float = 0.0
+    power_w: float = 0.0
+    activity: Activity = field(default_factory=lambda: Activity(0.0, 0.0, 0.0, 0.0))
+    t_mono: float = 0.0
+    job_start_mono: float = 0.0
+    processes: list[SimProcess] = field(default_factory=list)
+    mig: list[SimMig] = field(default_factory=list)
+
+    @property
+    def power_limit_w(self) -> float:
+        return self.model.max_w
+
+
+class SimProcTree:
+    """Writes /proc/<pid>/{environ,cgroup,stat} for simulated processes, so the agent's real
+    JobMapper maps them (Slurm cgroup v2 layout, Kubernetes systemd-driver slice, or env label)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def add(self, pid: int, job_key: str | None, visible: str) -> None:
+        d = self.root / str(pid)
+        d.mkdir(parents=True, exist_ok=True)
+        env = {"CUDA_VISIBLE_DEVICES": visible, "PATH": "/usr/bin"}
+        cgroup = "0::/user.slice/user-1000.slice/session-1.scope\n"
+        if job_key and job_key.startswith("slurm:"):
+            jid = job_key.split(":", 1)[1]
+            env["SLURM_JOB_ID"] = jid
+            cgroup = f"0::/system.slice/slurmstepd.scope/job_{jid}/step_0/user/task_0\n"
+        elif job_key and job_key.startswith("k8s:"):
+            uid = job_key.split(":", 1)[1].replace("-", "_")
+            cgroup = (
+                f"0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid}.slice/"
+                f"cri-containerd-{pid:064x}.scope\n"
+            )
+        elif job_key and job_key.startswith("env:"):
+            env["CARBONLEDGER_JOB"] = job_key.split(":", 1)[1]
+        (d / "environ").write_bytes(b"".join(f"{k}={v}\0".encode() for k, v in env.items()))
+        (d / "cgroup").write_text(cgroup)
+        (d / "stat").write_text(f"{pid} (python) S 1 {pid} {pid} 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 8 0 {pid * 7} 0 0\n")
+
+    def remove(self, pid: int) -> None:
+        d = self.root / str(pid)
+        for name in ("environ", "cgroup", "stat"):
+            try:
+                (d / name).unlink()
+            except FileNotFoundError:
+                pass
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+
+
+class FakeNvml:
+    """Module-like stand-in for ``pynvml`` backed by simulated devices."""
+
+    def __init__(
+        self,
+        gpus: list[dict[str, Any]],
+        *,
+        hostname: str = "sim-host",
+        seed: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        proc_tree: SimProcTree | None = None,
+        init_error: int | None = None,
+        pid_base: int = 20000,
+    ) -> None:
+        self._clock = clock
+        self._wall0 = wall_clock()
+        self._mono0 = clock()
+        self._init_error = init_error
+        self._initialised = False
+        self._lock = threading.Lock()
+        self.proc_tree = proc_tree
+        self._next_pid = pid_base
+        self.devices: list[SimGpu] = []
+        for index, spec in enumerate(gpus):
+            model_name = spec.get("model", "H100")
+            if model_name not in GPU_MODELS:
+                raise ValueError(f"gpus[{index}].model: unknown {model_name!r} (known: {', '.join(GPU_MODELS)})")
+            model = GPU_MODELS[model_name]
+            rng = random.Random(f"{seed}/{hostname}/{index}")
+            dev = SimGpu(
+                index=index,
+                model=model,
+                uuid=spec.get("uuid") or "GPU-" + _stable_uuid(hostname, index, model_name),
+                workload=Workload(),
+                rng=rng,
+                energy_counter=bool(spec.get("energy_counter", True)),
+                # Counter since driver load: days of uptime already on it.
+                counter_mj=float(rng.randint(1, 30) * 86400 * model.idle_w * 1000),
+                t_mono=self._mono0,
+            )
+            self.devices.append(dev)
+            for slot, mig_spec in enumerate(spec.get("mig", [])):
+                profile = mig_spec.get("profile", "1g.10gb")
+                if profile not in MIG_PROFILES:
+                    raise ValueError(f"gpus[{index}].mig[{slot}].profile: unknown {profile!r}")
+                dev.mig.append(
+                    SimMig(
+                        dev,
+                        slot,
+                        "MIG-" + _stable_uuid(dev.uuid, slot),
+                        profile,
+                        MIG_PROFILES[profile],
+                        gpu_instance_id=slot + 1,
+                        job_key=mig_spec.get("job_key"),
+                    )
+                )
+            self.assign(index, spec.get("workload", "idle"), spec.get("job_key"))
+
+    # -- simulation control ------------------------------------------------------------------
+    def _wall(self, mono: float) -> float:
+        return self._wall0 + (mono - self._mono0)
+
+    def assign(self, index: int, workload: str, job_key: str | list[str] | None) -> None:
+        """Put a (new) job on a device: its old processes exit, new ones start."""
+        if workload not in WORKLOADS:
+            raise ValueError(f"workload: unknown {workload!r} (known: {', '.join(WORKLOADS)})")
+        with self._lock:
+            dev = self.devices[index]
+            self._advance(dev, self._clock())
+            for p in dev.processes:
+                if self.proc_tree is not None:
+                    self.proc_tree.remove(p.pid)
+            dev.processes = []
+            dev.workload = WORKLOADS[workload]()
+            dev.job_start_mono = dev.t_mono
+            keys = job_key if isinstance(job_key, list) else [job_key]
+            if dev.mig:
+                targets = [(m.job_key, m.uuid) for m in dev.mig if m.job_key] if dev.workload.busy else []
+            elif dev.workload.busy:
+                targets = [(k, None) for k in keys]
+            else:
+                targets = []
+            for key, mig_uuid in targets:
+                pid = self._next_pid
+                self._next_pid += 1
+                dev.processes.append(SimProcess(pid, key, mig_uuid))
+                if self.proc_tree is not None:
+                    self.proc_tree.add(pid, key, mig_uuid or dev.uuid)
+
+    def set_counter(self, index: int, value_mj: int) -> None:
+        """Test hook: jump the energy counter (driver reload -> reset, or near 2**64 -> wrap)."""
+        with self._lock:
+            dev = self.devices[index]
+            self._advance(dev, self._clock())
+            dev.counter_mj = float(value_mj)
+
+    def _advance(self, dev: SimGpu, now: float) -> None:
+        n = int((now - dev.t_mono) / STEP_S + 1e-9)
+        if n <= 0:
+            return
+        if n > 36000:  # a suspended process woke up: jump, keeping the counter consistent
+            skip = n - 36000
+            dev.counter_mj += dev.power_w * skip * STEP_S * 1000.0
+            dev.t_mono += skip * STEP_S
+            n = 36000
+        model = dev.model
+        span = model.max_w - model.idle_w
+        mig_scale = 1.0
+        if dev.mig:
+            mig_scale = sum(m.slices for m in dev.mig if m.job_key) / 7.0
+        for _ in range(n):
+            act = dev.workload.step(dev.t_mono - dev.job_start_mono, self._wall(dev.t_mono), dev.rng)
+            frac = min(1.0, max(0.0, act.power_frac)) * mig_scale
+            dev.power_w = min(model.max_w, max(0.0, model.idle_w + span * frac + dev.rng.gauss(0, 0.3)))
+            dev.activity = act
+            dev.counter_mj = (dev.counter_mj + dev.power_w * STEP_S * 1000.0) % 2**64
+            dev.t_mono += STEP_S
+
+    # -- pynvml surface ----------------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        # Error classes and constants are pynvml's own, so `except nvml.NVMLError_NotSupported`
+        # catches what the real library raises.
+        if name.startswith(("NVMLError", "NVML_")):
+            return getattr(pynvml, name)
+        raise AttributeError(name)
+
+    def _check(self) -> None:
+        if not self._initialised:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_UNINITIALIZED)
+
+    def _dev(self, handle: Any) -> SimGpu:
+        self._check()
+        if not isinstance(handle, SimGpu):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        with self._lock:
+            self._advance(handle, self._clock())
+        return handle
+
+    def nvmlInit(self) -> None:
+        if self._init_error is not None:
+            raise pynvml.NVMLError(self._init_error)
+        self._initialised = True
+
+    def nvmlShutdown(self) -> None:
+        self._check()
+        self._initialised = False
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        self._check()
+        return "550.54.15-sim"
+
+    def nvmlDeviceGetCount(self) -> int:
+        self._check()
+        return len(self.devices)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> SimGpu:
+        self._check()
+        if not 0 <= index < len(self.devices):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return self.devices[index]
+
+    def nvmlDeviceGetUUID(self, handle: Any) -> str:
+        self._check()
+        return handle.uuid
+
+    def nvmlDeviceGetName(self, handle: Any) -> str:
+        return self._dev(handle).model.name
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: Any) -> int:
+        return int(self._dev(handle).power_limit_w * 1000)
+
+    def nvmlDeviceGetMigMode(self, handle: Any) -> list[int]:
+        dev = self._dev(handle)
+        if dev.model.name.startswith("Tesla V100"):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        mode = pynvml.NVML_DEVICE_MIG_ENABLE if dev.mig else pynvml.NVML_DEVICE_MIG_DISABLE
+        return [mode, mode]
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle: Any) -> int:
+        self._dev(handle)
+        return 7
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: Any, index: int) -> SimMig:
+        dev = self._dev(handle)
+        if index >= len(dev.mig):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+        return dev.mig[index]
+
+    def nvmlDeviceGetGpuInstanceId(self, handle: Any) -> int:
+        self._check()
+        if not isinstance(handle, SimMig):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return handle.gpu_instance_id
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
+        dev = self._dev(handle)
+        if not dev.energy_counter:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return int(dev.counter_mj)
+
+    def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:
+        return round(self._dev(handle).power_w * 1000)
+
+    def nvmlDeviceGetUtilizationRates(self, handle: Any) -> Any:
+        dev = self._dev(handle)
+        if dev.mig:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        out = pynvml.c_nvmlUtilization_t()
+        out.gpu = round(min(100.0, max(0.0, dev.activity.util_pct)))
+        out.memory = round(min(100.0, max(0.0, dev.activity.mem_util_pct)))
+        return out
+
+    def nvmlDeviceGetMemoryInfo(self, handle: Any, version: Any = None) -> Any:
+        out = pynvml.c_nvmlMemory_t()
+        if isinstance(handle, SimMig):
+            self._check()
+            total = handle.parent.model.mem_gib * 2**30 * handle.slices // 8
+            used = int(total * (0.8 if handle.job_key and handle.parent.workload.busy else 0.0))
+        else:
+            dev = self._dev(handle)
+            total = dev.model.mem_gib * 2**30
+            used = int(total * min(1.0, dev.activity.mem_frac)) if dev.processes or not dev.workload.busy else 0
+        out.total, out.used, out.free = total, used, total - used
+        return out
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[Any]:
+        if isinstance(handle, SimMig):
+            self._check()
+            procs = [p for p in handle.parent.processes if p.mig_uuid == handle.uuid]
+            per = handle.parent.model.mem_gib * 2**30 // 10
+        else:
+            dev = self._dev(handle)
+            procs = [p for p in dev.processes if p.mig_uuid is None]
+            per = int(dev.model.mem_gib * 2**30 * dev.activity.mem_frac / max(1, len(procs)))
+        out = []
+        for p in procs:
+            info = pynvml.c_nvmlProcessInfo_v3_t()
+            info.pid, info.usedGpuMemory = p.pid, per
+            info.gpuInstanceId = info.computeInstanceId = 0xFFFFFFFF
+            out.append(pynvml.nvmlStructToFriendlyObject(info))
+        return out
+
+    def nvmlDeviceGetProcessUtilization(self, handle: Any, timeStamp: int) -> list[Any]:
+        dev = self._dev(handle)
+        now_us = int(self._wall(dev.t_mono) * 1e6)
+        if not dev.processes or now_us <= timeStamp:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+        share = dev.activity.util_pct / len(dev.processes)
+        out = []
+        for p in dev.processes:
+            s = pynvml.c_nvmlProcessUtilizationSample_t()
+            s.pid, s.timeStamp = p.pid, now_us
+            s.smUtil = round(min(100.0, share))
+            s.memUtil = round(dev.activity.mem_util_pct / len(dev.processes))
+            out.append(s)
+        return out
+
+
+class SimHostPower:
+    """Host CPU/DRAM and wall power of a simulated host, following its GPUs' activity: input
+    pipelines and NCCL proxies keep CPUs busier when GPUs are. Quality 'modelled'."""
+
+    quality = "modelled"
+    source = "sim"
+
+    def __init__(
+        self,
+        nvml: FakeNvml,
+        *,
+        cpu_tdp_w: float = 2 * 205.0,
+        mem_gb: float = 1024.0,
+        dram_w_per_gb: float = 0.375,
+        overhead_w: float = 180.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall: bool = True,
+    ) -> None:
+        self.nvml = nvml
+        self.cpu_tdp_w = cpu_tdp_w
+        self.dram_w = dram_w_per_gb * mem_gb
+        self.overhead_w = overhead_w  # fans, NICs, storage, PSU losses: what only the BMC sees
+        self.clock = clock
+        self.wall = wall
+        self._last = clock()
+
+    def read(self) -> Any:
+        from telemetry.agent.host import HostReading
+
+        now = self.clock()
+        dt, self._last = max(0.0, now - self._last), now
+        devs = self.nvml.devices
+        busy = sum(d.activity.util_pct for d in devs) / (100.0 * len(devs)) if devs else 0.0
+        load = min(1.0, 0.08 + 0.45 * busy)
+        cpu_w = self.cpu_tdp_w * load
+        gpu_w = sum(d.power_w for d in devs)
+        wall_w = (gpu_w + cpu_w + self.dram_w) * 1.06 + self.overhead_w if self.wall else None
+        return HostReading(cpu_w * dt, self.dram_w * dt, load * 100.0, wall_w, self.quality)

@@ -1,0 +1,258 @@
+"""Aggregates ticks into windows shaped as the ingest wire format (docs/wire-format.md)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from telemetry.agent.energy import nvml_counter_delta_mj
+from telemetry.agent.gpu import GpuSample
+from telemetry.agent.host import HostReading
+from telemetry.agent.jobs import ProcessJob, visible_includes
+from telemetry.agent.log import kv
+
+logger = logging.getLogger("carbonledger.agent.window")
+
+# A counter step larger than this many times the power limit (x interval) is not energy the
+# device drew: it is a reset seen as an increase (e.g. counter restarted above the old value).
+# The counter advances in ~100 ms updates, so short intervals get a second of slack.
+_PLAUSIBLE_FACTOR = 2.0
+_COUNTER_SLACK_S = 1.0
+_FALLBACK_MAX_W = 2000.0
+
+
+def iso_utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class _ProcAcc:
+    sm_sum: float = 0.0
+    sm_reported: bool = False
+    job_key: str | None = None
+
+
+@dataclass
+class _MigAcc:
+    uuid: str
+    gpu_instance_id: int | None
+    mem_max_mib: float | None = None
+    pids: set[int] = field(default_factory=set)
+
+
+@dataclass
+class _GpuAcc:
+    index: int
+    uuid: str
+    name: str
+    power_limit_w: float | None = None
+    energy_j: float = 0.0
+    integrated: bool = False
+    ticks: int = 0
+    power_sum: float = 0.0
+    power_n: int = 0
+    power_max: float | None = None
+    util_sum: float = 0.0
+    util_n: int = 0
+    mem_util_sum: float = 0.0
+    mem_util_n: int = 0
+    mem_max: float | None = None
+    counter_mj: int | None = None
+    procs: dict[int, _ProcAcc] = field(default_factory=dict)
+    mig: dict[str, _MigAcc] = field(default_factory=dict)
+
+
+class WindowBuilder:
+    """Energy of the interval between two ticks lands in the window holding the later tick; the
+    boundary tick closes one window and opens the next, so windows abut with no gap or overlap."""
+
+    def __init__(self) -> None:
+        self._prev: dict[str, GpuSample] = {}
+        self._gpus: dict[str, _GpuAcc] = {}
+        self._start_wall: float | None = None
+        self._host_cpu_j = 0.0
+        self._host_dram_j = 0.0
+        self._host_util_sum = 0.0
+        self._host_n = 0
+        self._host_quality = "modelled"
+        self._wall_sum = 0.0
+        self._wall_n = 0
+        self._warned_visible: set[tuple[int, str]] = set()
+
+    @property
+    def started(self) -> bool:
+        return self._start_wall is not None
+
+    @property
+    def start_wall(self) -> float | None:
+        return self._start_wall
+
+    def add_tick(
+        self,
+        *,
+        wall_s: float,
+        gpus: list[GpuSample],
+        host: HostReading | None,
+        jobs: dict[int, ProcessJob],
+    ) -> None:
+        first = self._start_wall is None
+        if first:
+            self._start_wall = wall_s
+        for sample in gpus:
+            self._add_gpu(sample, jobs)
+        if host is not None and not first:
+            # The first reading covers the time before the first tick: it belongs to no window.
+            self._host_cpu_j += host.cpu_energy_j
+            self._host_dram_j += host.dram_energy_j
+            self._host_util_sum += host.cpu_util_pct
+            self._host_n += 1
+            self._host_quality = host.quality
+            if host.wall_power_w is not None:
+                self._wall_sum += host.wall_power_w
+                self._wall_n += 1
+
+    def _add_gpu(self, s: GpuSample, jobs: dict[int, ProcessJob]) -> None:
+        acc = self._gpus.get(s.uuid)
+        if acc is None:
+            acc = self._gpus[s.uuid] = _GpuAcc(index=s.index, uuid=s.uuid, name=s.name)
+        acc.power_limit_w = s.power_limit_w
+        prev = self._prev.get(s.uuid)
+        if prev is not None:
+            dt = s.mono_s - prev.mono_s
+            energy_j: float | None = None
+            if s.energy_mj is not None and prev.energy_mj is not None:
+                limit = s.power_limit_w or _FALLBACK_MAX_W
+                delta = nvml_counter_delta_mj(
+                    prev.energy_mj,
+                    s.energy_mj,
+                    max_delta_mj=limit * _PLAUSIBLE_FACTOR * (max(0.0, dt) + _COUNTER_SLACK_S) * 1000.0,
+                )
+                if delta is None:
+                    kv(
+                        logger,
+                        logging.WARNING,
+                        "energy_counter_reset",
+                        gpu=s.uuid,
+                        prev_mj=prev.energy_mj,
+                        cur_mj=s.energy_mj,
+                        fallback="integrated",
+                    )
+                else:
+                    energy_j = delta / 1000.0
+            if energy_j is None:
+                acc.integrated = True
+                if s.power_w is not None and prev.power_w is not None:
+                    energy_j = (s.power_w + prev.power_w) * 0.5 * dt
+                else:
+                    energy_j = 0.0
+            acc.energy_j += max(0.0, energy_j)
+        self._prev[s.uuid] = s
+        acc.ticks += 1
+        if s.energy_mj is not None:
+            acc.counter_mj = s.energy_mj
+        if s.power_w is not None:
+            acc.power_sum += s.power_w
+            acc.power_n += 1
+            acc.power_max = s.power_w if acc.power_max is None else max(acc.power_max, s.power_w)
+        if s.util_pct is not None:
+            acc.util_sum += s.util_pct
+            acc.util_n += 1
+        if s.mem_util_pct is not None:
+            acc.mem_util_sum += s.mem_util_pct
+            acc.mem_util_n += 1
+        if s.mem_used_mib is not None:
+            acc.mem_max = s.mem_used_mib if acc.mem_max is None else max(acc.mem_max, s.mem_used_mib)
+        for pid, sm in s.processes.items():
+            p = acc.procs.get(pid)
+            if p is None:
+                p = acc.procs[pid] = _ProcAcc()
+            if sm is not None:
+                p.sm_sum += sm
+                p.sm_reported = True
+            pj = jobs.get(pid)
+            if pj is not None:
+                if pj.job_key is not None:
+                    p.job_key = pj.job_key
+                if (
+                    visible_includes(pj.visible_devices, uuid=s.uuid) is False
+                    and (pid, s.uuid) not in self._warned_visible
+                ):
+                    self._warned_visible.add((pid, s.uuid))
+                    kv(
+                        logger,
+                        logging.WARNING,
+                        "visible_devices_mismatch",
+                        pid=pid,
+                        gpu=s.uuid,
+                        cuda_visible_devices=",".join(pj.visible_devices or ()),
+                        job_key=pj.job_key,
+                    )
+        for m in s.mig:
+            ma = acc.mig.get(m.uuid)
+            if ma is None:
+                ma = acc.mig[m.uuid] = _MigAcc(uuid=m.uuid, gpu_instance_id=m.gpu_instance_id)
+            if m.mem_used_mib is not None:
+                ma.mem_max_mib = m.mem_used_mib if ma.mem_max_mib is None else max(ma.mem_max_mib, m.mem_used_mib)
+            ma.pids.update(m.pids)
+
+    def close(self, *, end_wall_s: float) -> dict[str, Any] | None:
+        """The finished window (without seq: the spool assigns it), or None if it is empty.
+
+        The builder restarts with the next window starting at ``end_wall_s``."""
+        start = self._start_wall
+        if start is None or iso_utc(end_wall_s) <= iso_utc(start):
+            return None  # the wire format has millisecond times and needs end > start
+        duration = end_wall_s - start
+        gpus = []
+        for acc in sorted(self._gpus.values(), key=lambda a: a.index):
+            processes = []
+            for pid in sorted(acc.procs):
+                p = acc.procs[pid]
+                sm = round(p.sm_sum / acc.ticks, 3) if p.sm_reported else None
+                processes.append({"pid": pid, "sm_util_pct": sm, "job_key": p.job_key})
+            gpu: dict[str, Any] = {
+                "uuid": acc.uuid,
+                "index": acc.index,
+                "name": acc.name,
+                "energy_j": round(acc.energy_j, 3),
+                "counter_mj": acc.counter_mj,
+                "avg_power_w": round(acc.energy_j / duration, 3),
+                "max_power_w": None if acc.power_max is None else round(acc.power_max, 3),
+                "util_pct": round(acc.util_sum / acc.util_n, 3) if acc.util_n else None,
+                "mem_util_pct": round(acc.mem_util_sum / acc.mem_util_n, 3) if acc.mem_util_n else None,
+                "mem_used_mib": None if acc.mem_max is None else round(acc.mem_max, 3),
+                "power_limit_w": acc.power_limit_w,
+                "quality": "integrated" if acc.integrated else "measured",
+                "processes": processes,
+            }
+            if acc.mig:
+                gpu["mig_instances"] = [
+                    {
+                        "uuid": m.uuid,
+                        "gpu_instance_id": m.gpu_instance_id,
+                        "mem_used_mib": None if m.mem_max_mib is None else round(m.mem_max_mib, 3),
+                        "pids": sorted(m.pids),
+                    }
+                    for m in sorted(acc.mig.values(), key=lambda m: m.uuid)
+                ]
+            gpus.append(gpu)
+        wall_j = round(self._wall_sum / self._wall_n * duration, 3) if self._wall_n else None
+        window = {
+            "start": iso_utc(start),
+            "end": iso_utc(end_wall_s),
+            "host": {
+                "cpu_energy_j": round(self._host_cpu_j, 3),
+                "dram_energy_j": round(self._host_dram_j, 3),
+                "wall_energy_j": wall_j,
+                "cpu_util_pct": round(self._host_util_sum / self._host_n, 3) if self._host_n else 0.0,
+                "quality": self._host_quality,
+            },
+            "gpus": gpus,
+        }
+        self._gpus = {}
+        self._host_cpu_j = self._host_dram_j = self._host_util_sum = self._wall_sum = 0.0
+        self._host_n = self._wall_n = 0
+        self._start_wall = end_wall_s
+        return window

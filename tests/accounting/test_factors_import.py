@@ -1,0 +1,207 @@
+"""Hourly intensity and PUE CSV imports, and the batch lookups the ledger uses."""
+
+import io
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from accounting.factors.csv_import import CsvFormatError, parse_electricitymaps, parse_watttime
+from accounting.models import FactorChange, HourlyIntensity, SitePue
+from accounting.selectors.factors import intensity_at, intensity_lookup, pue_at, pue_lookup
+from tests.factories import GridZoneFactory, OrganizationFactory, SiteFactory
+
+DATA = Path(__file__).parent / "data"
+H = timedelta(hours=1)
+T = datetime(2024, 1, 1, tzinfo=UTC)
+
+# File line numbers: the header is line 1, so the first data row is line 2.
+EM_EXPECTED_REJECTS = [
+    (5, "Carbon Intensity gCO₂eq/kWh (LCA) is not a number: 'n/a'"),
+    (6, "negative intensity -3.0"),
+    (7, "timestamp '2024-01-01 05:30:00' is not on the hour"),
+    (8, "Invalid isoformat string: 'not-a-date'"),
+    (9, "duplicate of row 3 (DE 2024-01-01T01:00:00+00:00)"),
+    (11, "intensity 2450 g/kWh above plausible maximum 2000 g/kWh (unit?)"),
+]
+
+
+def test_electricitymaps_parser_reports_each_bad_row():
+    parsed = parse_electricitymaps((DATA / "electricitymaps_DE_hourly.csv").read_text(encoding="utf-8"))
+    assert parsed.total == 10
+    assert [(r.row, r.reason) for r in parsed.rejects] == EM_EXPECTED_REJECTS
+    assert [(r.zone_code, r.hour, r.intensity_g_per_kwh) for r in parsed.rows] == [
+        ("DE", T, 253.18),
+        ("DE", T + H, 247.55),
+        ("DE", T + 2 * H, 241.3),  # LCA present although the direct column is empty
+        ("DE", T + 6 * H, 240.91),
+    ]
+    direct = parse_electricitymaps(
+        (DATA / "electricitymaps_DE_hourly.csv").read_text(encoding="utf-8"), column="direct"
+    )
+    assert direct.rows[0].intensity_g_per_kwh == 203.41
+    assert 4 in {r.row for r in direct.rejects}  # the empty direct value
+
+
+def test_missing_columns_reject_the_whole_file():
+    with pytest.raises(CsvFormatError):
+        parse_electricitymaps("Datetime (UTC),value\n2024-01-01 00:00:00,1\n")
+
+
+def test_watttime_moer_lbs_per_mwh_averaged_into_hours():
+    parsed = parse_watttime((DATA / "watttime_CAISO_NORTH_moer.csv").read_text(), zone="US-CA")
+    assert {(r.row, r.reason) for r in parsed.rejects} == {
+        (4, "missing value"),
+        (7, "value is not a number: 'abc'"),
+        (8, "duplicate of row 6 (2024-03-01T01:00:00+00:00)"),
+    }
+    lb = 0.45359237
+    assert [(r.hour, r.intensity_g_per_kwh) for r in parsed.rows] == [
+        (datetime(2024, 3, 1, 0, tzinfo=UTC), pytest.approx((850.0 + 870.0 + 880.0) / 3 * lb, rel=1e-12)),
+        (datetime(2024, 3, 1, 1, tzinfo=UTC), pytest.approx(900.0 * lb, rel=1e-12)),
+    ]
+
+
+@pytest.mark.django_db
+def test_import_command_keeps_good_rows_and_is_idempotent():
+    zone = GridZoneFactory(code="DE", annual_intensity_g_per_kwh=380.95)
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as exit_info:
+        call_command(
+            "import_intensity",
+            str(DATA / "electricitymaps_DE_hourly.csv"),
+            "--format",
+            "electricitymaps",
+            "--no-progress",
+            stdout=out,
+        )
+    assert exit_info.value.code == 1
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "10 data rows read, 6 rejected; 4 hours: 4 created, 0 updated, 0 unchanged"
+    assert lines[1:] == [f"row {n}: {reason}" for n, reason in EM_EXPECTED_REJECTS]
+    rows = list(
+        HourlyIntensity.objects.filter(zone=zone)
+        .order_by("hour")
+        .values_list("hour", "intensity_g_per_kwh", "signal", "version", "source")
+    )
+    assert rows == [
+        (T, 253.18, "average", 1, "electricitymaps"),
+        (T + H, 247.55, "average", 1, "electricitymaps"),
+        (T + 2 * H, 241.3, "average", 1, "electricitymaps"),
+        (T + 6 * H, 240.91, "average", 1, "electricitymaps"),
+    ]
+    fc = FactorChange.objects.get()
+    assert (fc.factor_type, fc.factor_key, fc.affects_from, fc.affects_to, fc.recompute_status) == (
+        "hourly_intensity",
+        "DE/average",
+        T,
+        T + 7 * H,
+        "pending",
+    )
+
+    out = io.StringIO()
+    with pytest.raises(SystemExit):
+        call_command(
+            "import_intensity",
+            str(DATA / "electricitymaps_DE_hourly.csv"),
+            "--format",
+            "electricitymaps",
+            "--no-progress",
+            stdout=out,
+        )
+    assert out.getvalue().splitlines()[0] == "10 data rows read, 6 rejected; 4 hours: 0 created, 0 updated, 4 unchanged"
+    assert FactorChange.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_revised_value_bumps_version_and_unknown_zone_is_reported(tmp_path):
+    GridZoneFactory(code="DE")
+    csv_text = (
+        "Datetime (UTC),Zone Id,Carbon Intensity gCO₂eq/kWh (direct),Carbon Intensity gCO₂eq/kWh (LCA)\n"
+        "2024-01-01 00:00:00,DE,200,250\n"
+    )
+    f = tmp_path / "a.csv"
+    f.write_text(csv_text, encoding="utf-8")
+    call_command("import_intensity", str(f), "--format", "electricitymaps", "--no-progress", stdout=io.StringIO())
+    f.write_text(csv_text.replace("200,250", "200,260") + "2024-01-01 00:00:00,XX,1,2\n", encoding="utf-8")
+    out = io.StringIO()
+    with pytest.raises(SystemExit):
+        call_command("import_intensity", str(f), "--format", "electricitymaps", "--no-progress", stdout=out)
+    assert "skipped 1 hours for unknown zone 'XX' (create it first, e.g. load_factors)" in out.getvalue()
+    row = HourlyIntensity.objects.get(zone__code="DE", hour=T)
+    assert (row.intensity_g_per_kwh, row.version) == (260.0, 2)
+
+
+@pytest.mark.django_db
+def test_watttime_import_is_marginal_signal():
+    zone = GridZoneFactory(code="US-CA")
+    with pytest.raises(SystemExit):
+        call_command(
+            "import_intensity",
+            str(DATA / "watttime_CAISO_NORTH_moer.csv"),
+            "--format",
+            "watttime",
+            "--zone",
+            "US-CA",
+            "--no-progress",
+            stdout=io.StringIO(),
+        )
+    v = intensity_at(zone=zone, hour=datetime(2024, 3, 1, 1, 30, tzinfo=UTC), signal="marginal")
+    assert (v.intensity_g_per_kwh, v.source, v.is_hourly) == (pytest.approx(900.0 * 0.45359237), "watttime", True)
+
+
+@pytest.mark.django_db
+def test_intensity_batch_lookup_one_query_and_annual_fallback():
+    zone = GridZoneFactory(code="FR", annual_intensity_g_per_kwh=56.039, vintage="2023")
+    HourlyIntensity.objects.bulk_create(
+        [
+            HourlyIntensity(zone=zone, hour=T + i * H, intensity_g_per_kwh=40.0 + i, source="electricitymaps")
+            for i in range(48)
+        ]
+    )
+    HourlyIntensity.objects.create(
+        zone=zone, hour=T + 2 * H, intensity_g_per_kwh=999.0, is_forecast=True, source="electricitymaps"
+    )
+    with CaptureQueriesContext(connection) as ctx:
+        lookup = intensity_lookup(zone=zone, start=T, end=T + 72 * H)
+        values = [lookup(T + i * H + timedelta(minutes=30)) for i in range(72)]
+    assert len(ctx.captured_queries) == 1
+    assert values[2].intensity_g_per_kwh == 42.0  # the actual, never the forecast
+    assert values[47].intensity_g_per_kwh == 87.0
+    assert (values[48].intensity_g_per_kwh, values[48].is_hourly, values[48].vintage) == (56.039, False, "2023")
+    assert intensity_at(zone=zone, hour=T + 48 * H, signal="marginal") is None
+
+
+@pytest.mark.django_db
+def test_import_pue_series_and_pue_lookup():
+    org = OrganizationFactory()
+    site = SiteFactory(org=org, slug="dc-paris", pue=1.5)
+    out = io.StringIO()
+    with pytest.raises(SystemExit):
+        call_command("import_pue", str(DATA / "pue_series.csv"), "--no-progress", stdout=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "6 data rows read, 3 rejected; 3 created, 0 updated, 0 unchanged"
+    assert lines[1:] == [
+        "row 4: PUE 0.95 below 1.0 (facility energy cannot be less than IT energy)",
+        "row 5: unknown site 'nowhere'",
+        "row 7: duplicate of row 3 (dc-paris 2024-02-01T00:00:00+00:00)",
+    ]
+    assert list(SitePue.objects.filter(site=site).order_by("valid_from").values_list("pue", "source")) == [
+        (1.32, "BMS monthly report"),
+        (1.28, "BMS monthly report"),
+        (1.25, "import_pue pue_series.csv"),
+    ]
+    site.refresh_from_db()
+    assert site.wue_l_per_kwh == 1.8
+    before = pue_at(site=site, at=datetime(2023, 12, 31, 23, tzinfo=UTC))
+    assert (before.pue, before.valid_from) == (1.5, None)
+    feb = pue_at(site=site, at=datetime(2024, 2, 1, tzinfo=UTC))
+    assert (feb.pue, feb.version, feb.source) == (1.28, 1, "BMS monthly report")
+    with CaptureQueriesContext(connection) as ctx:
+        lookup = pue_lookup(site=site, start=datetime(2024, 1, 15, tzinfo=UTC), end=datetime(2024, 5, 1, tzinfo=UTC))
+        got = [lookup(datetime(2024, m, 20, tzinfo=UTC)).pue for m in (1, 2, 3, 4)]
+    assert got == [1.32, 1.28, 1.28, 1.25]
+    assert len(ctx.captured_queries) == 2

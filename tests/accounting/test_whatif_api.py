@@ -1,0 +1,352 @@
+"""What-if API: success paths, 400s naming fields, 403/404 isolation."""
+
+import datetime as dt
+
+import pytest
+from rest_framework.test import APIClient
+
+from accounting import models as m
+from accounting.tokens import token_create
+from tests.factories import (
+    ClusterFactory,
+    DeviceFactory,
+    GridZoneFactory,
+    HardwareModelFactory,
+    HostFactory,
+    JobAllocationFactory,
+    JobFactory,
+    MembershipFactory,
+    OrganizationFactory,
+    SiteFactory,
+    TeamFactory,
+    UserFactory,
+)
+
+pytestmark = pytest.mark.django_db
+UTC = dt.UTC
+
+
+@pytest.fixture
+def world():
+    org = OrganizationFactory()
+    zone = GridZoneFactory(code="ZZ-WHATIF", annual_intensity_g_per_kwh=400.0)
+    site = SiteFactory(org=org, zone=zone, pue=1.5)
+    cluster = ClusterFactory(site=site)
+    host = HostFactory(cluster=cluster)
+    a100 = HardwareModelFactory(
+        key="a100-sxm4-80gb",
+        name="A100",
+        idle_power_w=55.0,
+        max_power_w=400.0,
+        embodied_kg=100.0,
+        embodied_low_kg=80.0,
+        embodied_high_kg=120.0,
+    )
+    HardwareModelFactory(key="h100-sxm5-80gb")
+    team = TeamFactory(org=org)
+    job = JobFactory(
+        cluster=cluster,
+        team=team,
+        family=m.Job.Family.LLM,
+        kind=m.Job.Kind.TRAINING,
+        status=m.Job.Status.COMPLETED,
+        started_at=dt.datetime(2026, 11, 1, 0, 0, tzinfo=UTC),
+        ended_at=dt.datetime(2026, 11, 1, 10, 0, tzinfo=UTC),
+        units={"tokens": 1.0e9},
+        model_meta={"precision": "bf16", "avg_util": 0.9},
+    )
+    for _ in range(4):
+        JobAllocationFactory(
+            job=job, device=DeviceFactory(host=host, hardware_model=a100), start=job.started_at, end=job.ended_at
+        )
+    m.JobFootprint.objects.create(
+        job=job, gpu_energy_j=4 * 300.0 * 36000, energy_j=4 * 300.0 * 36000, device_hours=40.0, is_final=True
+    )
+    other_team = TeamFactory(org=org)
+    return {
+        "org": org,
+        "zone": zone,
+        "site": site,
+        "cluster": cluster,
+        "job": job,
+        "team": team,
+        "other_team": other_team,
+    }
+
+
+def client_for(user):
+    c = APIClient()
+    c.force_authenticate(user=user)
+    return c
+
+
+def member_of(team):
+    user = UserFactory()
+    MembershipFactory(user=user, org=team.org, team=team)
+    return user
+
+
+def fields_of(resp):
+    return {e["field"] for e in resp.json().get("errors", [])}
+
+
+ESTIMATE = {
+    "device_key": "h100-sxm5-80gb",
+    "device_count": 8,
+    "hours": 10,
+    "avg_power_w": 500,
+    "pue": 1.2,
+    "intensity_g_per_kwh": 300,
+    "units": {"tokens": 1e9},
+}
+
+
+def test_estimate_exact_values(world):
+    resp = client_for(member_of(world["team"])).post("/api/v1/estimate/", ESTIMATE, format="json")
+    assert resp.status_code == 200, resp.content
+    fp = resp.json()["footprint"]
+    # 8 × 500 W × 36,000 s = 144 MJ = 40 kWh IT; 48 kWh with PUE 1.2; 14.4 kg at 300 g/kWh.
+    assert fp["it_energy_j"] == pytest.approx(1.44e8)
+    assert fp["facility_energy_j"] == pytest.approx(0.2 * 1.44e8)
+    assert fp["operational_co2e_g"] == pytest.approx(14400.0)
+    # Embodied from the HardwareModel row: 80 device-h × 150 kg / (5 × 8760 h × 0.8).
+    assert fp["embodied_co2e_g"] == pytest.approx(80 * 150_000 / (5 * 8760 * 0.8))
+    assert fp["energy_per_unit_j"]["tokens"] == pytest.approx(0.144)
+    assert resp.json()["assumptions"]
+
+
+def test_estimate_with_zone_code(world):
+    body = {**ESTIMATE, "zone_code": "ZZ-WHATIF"}
+    del body["intensity_g_per_kwh"]
+    resp = client_for(member_of(world["team"])).post("/api/v1/estimate/", body, format="json")
+    assert resp.status_code == 200
+    assert resp.json()["footprint"]["intensity_g_per_kwh"] == 400.0
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"device_key": "tpu-v9"}, "device_key"),
+        ({"device_count": 0}, "device_count"),
+        ({"pue": 0.5}, "pue"),
+        ({"flops": 1e20}, "hours"),
+        ({"utilisation": 0.5}, "avg_power_w"),
+        ({"intensity_g_per_kwh": None}, "intensity_g_per_kwh"),
+        ({"precision": "fp3"}, "precision"),
+        ({"hours": "NaN"}, "hours"),
+        ({"units": {"tokens": -1}}, "units.tokens"),
+        ({"embodied": {"embodied_kg": 10, "embodied_low_kg": 20}}, "embodied.embodied_low_kg"),
+    ],
+)
+def test_estimate_bad_input_is_400_naming_the_field(world, patch, field):
+    body = {**ESTIMATE, **patch}
+    body = {k: v for k, v in body.items() if v is not None}
+    resp = client_for(member_of(world["team"])).post("/api/v1/estimate/", body, format="json")
+    assert resp.status_code == 400, resp.content
+    assert field in fields_of(resp), resp.json()
+
+
+def test_estimate_unknown_zone_is_400(world):
+    body = {**ESTIMATE, "zone_code": "NOPE"}
+    del body["intensity_g_per_kwh"]
+    resp = client_for(member_of(world["team"])).post("/api/v1/estimate/", body, format="json")
+    assert resp.status_code == 400 and "zone_code" in fields_of(resp)
+
+
+def test_unauthenticated_is_rejected(world):
+    resp = APIClient().post("/api/v1/estimate/", ESTIMATE, format="json")
+    assert resp.status_code in (401, 403)
+
+
+def test_project_job_for_team_member(world):
+    job = world["job"]
+    before = m.JobFootprint.objects.get(job=job).gpu_energy_j
+    resp = client_for(member_of(world["team"])).post(
+        f"/api/v1/jobs/{job.pk}/project/", {"target_key": "h100-sxm5-80gb"}, format="json"
+    )
+    assert resp.status_code == 200, resp.content
+    body = resp.json()
+    assert body["baseline"]["device_key"] == "a100-sxm4-80gb" and body["baseline"]["device_count"] == 4
+    assert body["baseline"]["runtime_s"] == 36000.0 and body["baseline"]["basis"] == "measured"
+    assert body["projected"]["device_key"] == "h100-sxm5-80gb" and body["projected"]["basis"] == "modelled"
+    assert body["speedup"] > 1.5 and body["method"] == "roofline"
+    assert body["baseline"]["intensity_g_per_kwh"] == 400.0 and body["baseline"]["pue"] == 1.5
+    assert m.JobFootprint.objects.get(job=job).gpu_energy_j == before  # read-only
+
+
+def test_project_job_visible_to_org_admin_and_superuser(world):
+    admin = UserFactory()
+    MembershipFactory(user=admin, org=world["org"], team=None, role=m.Membership.Role.ADMIN)
+    superuser = UserFactory(is_superuser=True)
+    for user in (admin, superuser):
+        resp = client_for(user).post(
+            f"/api/v1/jobs/{world['job'].pk}/project/", {"target_key": "h100-sxm5-80gb"}, format="json"
+        )
+        assert resp.status_code == 200
+
+
+def test_project_job_hidden_from_other_team_and_other_org(world):
+    other_member = member_of(world["other_team"])
+    outsider = member_of(TeamFactory())
+    plain_member_admin_elsewhere = UserFactory()
+    MembershipFactory(
+        user=plain_member_admin_elsewhere, org=OrganizationFactory(), team=None, role=m.Membership.Role.ADMIN
+    )
+    for user in (other_member, outsider, plain_member_admin_elsewhere):
+        resp = client_for(user).post(
+            f"/api/v1/jobs/{world['job'].pk}/project/", {"target_key": "h100-sxm5-80gb"}, format="json"
+        )
+        assert resp.status_code == 404
+
+
+def test_project_job_missing_is_404_and_bad_target_400(world):
+    c = client_for(member_of(world["team"]))
+    assert c.post("/api/v1/jobs/999999/project/", {"target_key": "h100-sxm5-80gb"}, format="json").status_code == 404
+    resp = c.post(f"/api/v1/jobs/{world['job'].pk}/project/", {"target_key": "nope"}, format="json")
+    assert resp.status_code == 400 and "target_key" in fields_of(resp)
+    resp = c.post(
+        f"/api/v1/jobs/{world['job'].pk}/project/", {"target_key": "h100-sxm5-80gb", "target_count": 0}, format="json"
+    )
+    assert resp.status_code == 400 and "target_count" in fields_of(resp)
+
+
+def test_project_job_without_footprint_is_400(world):
+    job = JobFactory(cluster=world["cluster"], team=world["team"])
+    resp = client_for(member_of(world["team"])).post(
+        f"/api/v1/jobs/{job.pk}/project/", {"target_key": "h100-sxm5-80gb"}, format="json"
+    )
+    assert resp.status_code == 400 and "job" in fields_of(resp)
+
+
+def _bearer(secret):
+    c = APIClient()
+    c.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    return c
+
+
+def test_token_scopes(world):
+    job = world["job"]
+    url = f"/api/v1/jobs/{job.pk}/project/"
+    body = {"target_key": "h100-sxm5-80gb"}
+    admin = token_create(org=world["org"], name="a", scope=m.ApiToken.Scope.ADMIN)
+    assert _bearer(admin.secret).post(url, body, format="json").status_code == 200
+    sched = token_create(org=world["org"], name="s", scope=m.ApiToken.Scope.SCHEDULER, cluster=world["cluster"])
+    assert _bearer(sched.secret).post(url, body, format="json").status_code == 200
+    other_cluster = ClusterFactory(site=world["site"])
+    sched2 = token_create(org=world["org"], name="s2", scope=m.ApiToken.Scope.SCHEDULER, cluster=other_cluster)
+    assert _bearer(sched2.secret).post(url, body, format="json").status_code == 404
+    user_tok = token_create(org=world["org"], name="u", scope=m.ApiToken.Scope.USER, user=member_of(world["team"]))
+    assert _bearer(user_tok.secret).post(url, body, format="json").status_code == 200
+    user_tok2 = token_create(
+        org=world["org"], name="u2", scope=m.ApiToken.Scope.USER, user=member_of(world["other_team"])
+    )
+    assert _bearer(user_tok2.secret).post(url, body, format="json").status_code == 404
+    foreign_admin = token_create(org=OrganizationFactory(), name="f", scope=m.ApiToken.Scope.ADMIN)
+    assert _bearer(foreign_admin.secret).post(url, body, format="json").status_code == 404
+    host_tok = token_create(
+        org=world["org"], name="h", scope=m.ApiToken.Scope.HOST, host=HostFactory(cluster=world["cluster"])
+    )
+    assert _bearer(host_tok.secret).post(url, body, format="json").status_code == 403
+    assert _bearer(host_tok.secret).post("/api/v1/estimate/", ESTIMATE, format="json").status_code == 403
+
+
+FLEET = {
+    "old_key": "a100-sxm4-80gb",
+    "old_count": 16,
+    "new_key": "h100-sxm5-80gb",
+    "new_count": 8,
+    "pue": 1.2,
+    "intensity_g_per_kwh": 400,
+    "old_age_years": 2,
+    "workloads": [{"family": "llm", "kind": "training", "device_hours_per_year": 100000, "avg_util": 0.9}],
+}
+
+
+def test_fleet_plan(world):
+    resp = client_for(member_of(world["team"])).post("/api/v1/fleet-plan/", FLEET, format="json")
+    assert resp.status_code == 200, resp.content
+    body = resp.json()
+    # Embodied from HardwareModel rows: 8 × 150 kg new; old 16 × 100 kg × (1 − 2/5) remaining.
+    assert body["new_embodied_co2e_g"] == pytest.approx(8 * 150_000)
+    assert body["old_remaining_embodied_g"] == pytest.approx(16 * 100_000 * 0.6)
+    assert body["operational_saving_g_per_year"] > 0 and body["payback_years"] > 0
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"workloads": []}, "workloads"),
+        ({"workloads": [{"family": "cnn", "kind": "training", "device_hours_per_year": 1}]}, "workloads.0.family"),
+        ({"workloads": [{"family": "llm", "kind": "training", "device_hours_per_year": 1e6}]}, "workloads"),
+        ({"new_key": "x"}, "new_key"),
+        ({"old_count": -1}, "old_count"),
+    ],
+)
+def test_fleet_plan_bad_input(world, patch, field):
+    resp = client_for(member_of(world["team"])).post("/api/v1/fleet-plan/", {**FLEET, **patch}, format="json")
+    assert resp.status_code == 400, resp.content
+    assert field in fields_of(resp), resp.json()
+
+
+def test_fleet_plan_without_embodied_rows_needs_figures(world):
+    body = {**FLEET, "new_key": "l4-24gb"}
+    resp = client_for(member_of(world["team"])).post("/api/v1/fleet-plan/", body, format="json")
+    assert resp.status_code == 400 and "new_embodied" in fields_of(resp)
+    body["new_embodied"] = {"embodied_kg": 50}
+    assert client_for(member_of(world["team"])).post("/api/v1/fleet-plan/", body, format="json").status_code == 200
+
+
+WINDOW = {
+    "duration_s": 7200,
+    "earliest_start": "2026-11-26T10:00:00Z",
+    "deadline": "2026-11-26T16:00:00Z",
+    "energy_j": 3.6e9,
+    "pue": 1.0,
+    "forecast": [
+        {"hour": f"2026-11-26T{h:02d}:00:00Z", "intensity_g_per_kwh": v}
+        for h, v in zip(range(10, 16), (420, 380, 250, 210, 300, 410), strict=True)
+    ],
+}
+
+
+def test_best_window_from_forecast(world):
+    resp = client_for(member_of(world["team"])).post("/api/v1/best-window/", WINDOW, format="json")
+    assert resp.status_code == 200, resp.content
+    body = resp.json()
+    assert body["best_start"] == "2026-11-26T12:00:00+00:00"
+    assert body["best_avg_intensity_g_per_kwh"] == pytest.approx(230.0)
+    assert body["now_avg_intensity_g_per_kwh"] == pytest.approx(400.0)
+    assert body["saving_co2e_g"] == pytest.approx(1000 * 170.0)
+
+
+def test_best_window_from_stored_zone_series(world):
+    start = dt.datetime(2026, 11, 26, 10, tzinfo=UTC)
+    for i, v in enumerate((420, 380, 250, 210, 300, 410)):
+        m.HourlyIntensity.objects.create(
+            zone=world["zone"],
+            hour=start + dt.timedelta(hours=i),
+            intensity_g_per_kwh=v,
+            is_forecast=True,
+            source=m.FactorSource.OPERATOR,
+        )
+    body = {k: v for k, v in WINDOW.items() if k != "forecast"} | {"zone_code": "ZZ-WHATIF"}
+    resp = client_for(member_of(world["team"])).post("/api/v1/best-window/", body, format="json")
+    assert resp.status_code == 200, resp.content
+    assert resp.json()["best_start"] == "2026-11-26T12:00:00+00:00"
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"deadline": "2026-11-26T09:00:00Z"}, "deadline"),
+        ({"deadline": "2026-11-26T11:00:00Z"}, "deadline"),
+        ({"forecast": []}, "forecast"),
+        ({"earliest_start": "yesterday"}, "earliest_start"),
+        ({"forecast": [{"hour": "2026-11-26T10:00:00Z", "intensity_g_per_kwh": -5}]}, "forecast.0.intensity_g_per_kwh"),
+        ({"earliest_start": "2026-11-26T08:00:00Z"}, "forecast"),
+    ],
+)
+def test_best_window_bad_input(world, patch, field):
+    resp = client_for(member_of(world["team"])).post("/api/v1/best-window/", {**WINDOW, **patch}, format="json")
+    assert resp.status_code == 400, resp.content
+    assert field in fields_of(resp), resp.json()

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from telemetry.agent.jobs import JobMapper, job_from_cgroup, parse_visible_devices, visible_includes
+
+
+def proc(root: Path, pid: int, *, cgroup: str = "", env: dict[str, str] | None = None, start: int = 100) -> None:
+    d = root / str(pid)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "cgroup").write_text(cgroup)
+    (d / "environ").write_bytes(b"".join(f"{k}={v}\0".encode() for k, v in (env or {}).items()))
+    (d / "stat").write_text(f"{pid} (python3 train.py) S 1 1 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 8 0 {start} 0 0\n")
+
+
+POD = "1f0c3c8e-5b7a-4d59-9a0e-2f6d8c1b7a42"
+
+
+def test_cgroup_layouts():
+    assert job_from_cgroup("12:devices:/slurm/uid_1000/job_4242/step_0\n") == "slurm:4242"
+    assert job_from_cgroup("0::/system.slice/slurmstepd.scope/job_4242/step_batch/user/task_0\n") == "slurm:4242"
+    assert job_from_cgroup(f"11:memory:/kubepods/burstable/pod{POD}/0123abcd\n") == f"k8s:{POD}"
+    assert job_from_cgroup(f"0::/kubepods/pod{POD}/0123abcd\n") == f"k8s:{POD}"
+    systemd = (
+        f"0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{POD.replace('-', '_')}.slice/"
+        "cri-containerd-0123.scope\n"
+    )
+    assert job_from_cgroup(systemd) == f"k8s:{POD}"
+    guaranteed = f"0::/kubepods.slice/kubepods-pod{POD.replace('-', '_')}.slice/cri-containerd-0123.scope\n"
+    assert job_from_cgroup(guaranteed) == f"k8s:{POD}"
+    assert job_from_cgroup("0::/user.slice/user-1000.slice/session-3.scope\n") is None
+    assert job_from_cgroup("0::/system.slice/slurmd.service\n") is None
+
+
+def test_mapper_precedence_and_sources(tmp_path):
+    proc(
+        tmp_path,
+        101,
+        cgroup="0::/system.slice/slurmstepd.scope/job_88123/step_0/user/task_0\n",
+        env={"SLURM_JOB_ID": "99999", "CARBONLEDGER_JOB": "ignored", "CUDA_VISIBLE_DEVICES": "0,1"},
+    )
+    proc(tmp_path, 102, cgroup="0::/user.slice/session-1.scope\n", env={"SLURM_JOB_ID": "777"})
+    proc(
+        tmp_path,
+        103,
+        cgroup=f"0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{POD.replace('-', '_')}.slice/x.scope\n",
+        env={"CARBONLEDGER_JOB": "ignored-too"},
+    )
+    proc(tmp_path, 104, cgroup="0::/user.slice\n", env={"CARBONLEDGER_JOB": "nightly-eval"})
+    proc(tmp_path, 105, cgroup="0::/user.slice\n", env={"HOME": "/root"})
+    m = JobMapper(str(tmp_path))
+    got = {pid: (m.resolve(pid).job_key, m.resolve(pid).source) for pid in (101, 102, 103, 104, 105, 106)}
+    assert got == {
+        101: ("slurm:88123", "slurm_cgroup"),
+        102: ("slurm:777", "slurm_env"),
+        103: (f"k8s:{POD}", "k8s_cgroup"),
+        104: ("env:nightly-eval", "env"),
+        105: (None, "none"),
+        106: (None, "gone"),
+    }
+    assert m.resolve(101).visible_devices == ("0", "1")
+
+
+def test_mapper_cache_notices_pid_reuse(tmp_path):
+    proc(tmp_path, 200, env={"SLURM_JOB_ID": "1"}, start=500)
+    m = JobMapper(str(tmp_path))
+    assert m.resolve(200).job_key == "slurm:1"
+    proc(tmp_path, 200, env={"SLURM_JOB_ID": "1"}, start=500)
+    (tmp_path / "200" / "environ").write_bytes(b"SLURM_JOB_ID=2\0")
+    assert m.resolve(200).job_key == "slurm:1"  # same start time: same process, cached
+    proc(tmp_path, 200, env={"SLURM_JOB_ID": "2"}, start=900)
+    assert m.resolve(200).job_key == "slurm:2"  # new start time: pid reused by another job
+
+
+def test_cuda_visible_devices():
+    assert parse_visible_devices(None) is None
+    assert parse_visible_devices("GPU-aaa, GPU-bbb") == ("GPU-aaa", "GPU-bbb")
+    assert visible_includes(("GPU-aaa",), uuid="GPU-aaa-1111") is True
+    assert visible_includes(("GPU-bbb",), uuid="GPU-aaa-1111") is False
+    assert visible_includes(("0", "1"), uuid="GPU-aaa") is None  # indices are cgroup-relative
+    assert visible_includes(None, uuid="GPU-aaa") is None
