@@ -59,7 +59,9 @@ def gpu_windows_for_batch(*, batch_pk: int) -> list[GpuWindowRow]:
                     quality=Quality(quality),
                     idle_power_w=idle.get(device_id, DEFAULT_IDLE_POWER_W),
                     processes=tuple(
-                        ProcessSample(pid=p["pid"], sm_util_pct=p["sm_util_pct"], job_key=p.get("job_key"))
+                        # Unknown per-process utilisation counts as 0: with no usable samples the
+                        # domain splits active energy by allocation share instead.
+                        ProcessSample(pid=p["pid"], sm_util_pct=p["sm_util_pct"] or 0.0, job_key=p.get("job_key"))
                         for p in processes or []
                     ),
                 ),

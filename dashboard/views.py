@@ -300,7 +300,7 @@ def budgets(request: HttpRequest) -> HttpResponse:
         except ValueError:
             on = None
     rows = sel.team_budget_list(scope=scope, now=now, on=on)
-    charts = [(r, figures.burndown_figure(row=r)) for r in rows]
+    charts = [{"fid": f"fig-burn-{r.team_id}", "fig": figures.burndown_figure(row=r)} for r in rows]
     return _render(request, "dashboard/budgets.html", "budgets", {"rows": rows, "charts": charts, "on": on or now.date()})
 
 

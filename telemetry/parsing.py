@@ -212,7 +212,8 @@ def _processes(value: Any, path: str) -> list[dict[str, Any]]:
         ppath = f"{path}[{index}]"
         proc = _obj(raw, ppath)
         pid = _int(proc, "pid", ppath)
-        sm = _num(proc, "sm_util_pct", ppath, maximum=100.0)
+        # null: the driver gave no per-process utilisation (attribution then splits by share)
+        sm = _num(proc, "sm_util_pct", ppath, maximum=100.0, optional=True)
         job_key = proc.get("job_key")
         if job_key is not None and (not isinstance(job_key, str) or len(job_key) > 200):
             raise _bad(f"{ppath}.job_key", "must be a string of at most 200 characters or null")

@@ -133,7 +133,7 @@ class PrometheusMetricsView(APIView):
         operation_id="metrics",
         summary="Prometheus metrics (energy, carbon, ingest lag, attribution queue depth)",
         description=(
-            "Prometheus text exposition format 0.0.4. Needs an admin token (metrics of its organisation) unless "
+            "Prometheus text exposition format. Needs an admin token (metrics of its organisation) unless "
             "the server sets CARBONLEDGER_METRICS_PUBLIC=True (then open, all organisations)."
         ),
         responses={

@@ -821,6 +821,10 @@ class BudgetRow:
     days: list[dt.date] = field(default_factory=list)
     cumulative_kg: list[float] = field(default_factory=list)
 
+    @property
+    def status_label(self) -> str:
+        return {"on_track": "On track", "at_risk": "At risk", "over": "Over budget", "no_budget": "No budget"}[self.status]
+
 
 def team_budget_list(*, scope: ViewerScope, now: dt.datetime, on: dt.date | None = None) -> list[BudgetRow]:
     """Each visible team's budget for the period containing ``on`` (default: today), what it has

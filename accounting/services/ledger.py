@@ -217,7 +217,7 @@ def aggregates_rollup(*, batch_pks: list[int], job_ids: list[int]) -> None:
         cursor.execute(_DEVICE_HOUR_SQL)
         cursor.execute(_TEAM_DAY_SQL)
         cursor.execute(
-            "UPDATE telemetry_telemetrybatch SET status = 'done', attributed_at = now() "
+            "UPDATE telemetry_telemetrybatch SET status = 'done', attributed_at = clock_timestamp() "
             "WHERE id = ANY(%s) AND status = 'claimed'",
             [batch_pks],
         )

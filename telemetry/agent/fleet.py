@@ -226,7 +226,10 @@ class SimHost:
                 self._rotations = n
                 for idx, (workload, key) in enumerate(self._base):
                     if workload != "idle":
-                        self.nvml.assign(idx, workload, rotate_job_key(key, n))
+                        rotated = (
+                            [rotate_job_key(k, n) for k in key] if isinstance(key, list) else rotate_job_key(key, n)
+                        )
+                        self.nvml.assign(idx, workload, rotated)
                 kv(logger, logging.INFO, "sim_rotate_jobs", host=spec.hostname, rotation=n)
 
     def run(self, *, duration_s: float | None = None) -> None:

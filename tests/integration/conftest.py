@@ -174,3 +174,47 @@ def _truncate_raw_windows(request):
     if "transactional_db" in request.fixturenames or "processes" in request.fixturenames:
         with connection.cursor() as cursor:
             cursor.execute("TRUNCATE telemetry_gpuwindow, telemetry_hostwindow")
+
+
+class WebServer:
+    """gunicorn serving config.wsgi against the test database, stoppable mid-test (an outage)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = _free_port()
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = open(VAR / "web.log", "a")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
+             "--workers", "1", "--threads", "4"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        wait_for(self._up, timeout_s=30, what="gunicorn")
+
+    def _up(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            Processes.kill9(self.proc)
+            self.proc = None
+
+
+@pytest.fixture
+def web_server(processes) -> Iterator[WebServer]:
+    env = processes.env()
+    env["CARBONLEDGER_SKIP_NUDGE"] = "true"  # the test attributes explicitly after the run
+    server = WebServer(env)
+    server.start()
+    yield server
+    server.stop()

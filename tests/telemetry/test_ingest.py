@@ -205,3 +205,13 @@ def test_invalid_json_and_encoding(client, host_setup):
     response = client.post(URL, data=b"not gzip", content_type="application/json",
                            HTTP_AUTHORIZATION=f"Bearer {secret}", HTTP_CONTENT_ENCODING="gzip")
     assert response.status_code == 400
+
+
+def test_process_without_per_process_utilisation_is_accepted(client, host_setup):
+    """Some drivers report processes but no per-process SM utilisation: the agent sends null."""
+    host, device, secret = host_setup
+    gpu = gpu_entry(uuid_=device.uuid, processes=[{"pid": 7, "sm_util_pct": None, "job_key": "slurm:1"}],
+                    mig_instances=[{"uuid": "MIG-1", "profile": "1g.10gb"}])
+    payload = batch(hostname=host.hostname, windows=[window(seq=1, start=_start(), gpus=[gpu])])
+    assert _post(client, secret, payload).status_code == 202
+    assert _counts() == (1, 1, 1)

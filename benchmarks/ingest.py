@@ -1,0 +1,638 @@
+"""Ingest + attribution throughput and freshness (a benchmark, not a test).
+
+Drives the real HTTP ingest (gunicorn, config.wsgi) with pre-built gzip batches from many
+hosts while real Celery workers attribute them, all on 127.0.0.1, and reports in one run:
+
+  * phase 1 (max load, ``--seconds``): GPU-windows/s accepted over HTTP, and GPU-windows/s
+    attributed end to end (from the first POST until every batch is ``done``);
+  * raw COPY: the same GPU-window rows (read back from phase 1) written with psycopg
+    ``copy.write_row`` on one connection into an identical partitioned table in a scratch
+    schema (same DDL, indexes and partitions), and the ratio ingest / raw COPY;
+  * phase 2 (paced at half the measured end-to-end rate, ``--fresh-seconds``): freshness =
+    time from the client receiving 202 to the batch being marked done by the rollup that
+    rewrote the job's live footprint (``TelemetryBatch.attributed_at``), p50 / p99 / max.
+
+It creates its own database (``--db``, dropped and recreated each run) and its own private
+redis-server on a free port, and kills every process it started on exit (also on Ctrl-C).
+Results: a table on stdout and ``var/bench/ingest.json``.
+
+    .venv/bin/python benchmarks/ingest.py                      # ~30 s load + ~20 s paced
+    .venv/bin/python benchmarks/ingest.py --seconds 20 --hosts 128 --windows-per-batch 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gzip
+import http.client
+import importlib
+import json
+import math
+import multiprocessing
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR = ROOT / "var" / "bench"
+PY = sys.executable
+GPUS_PER_HOST = 8
+WINDOW_S = 10
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait(predicate, *, timeout_s: float, what: str, interval_s: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval_s)
+    raise RuntimeError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+# --- processes ---------------------------------------------------------------------------
+
+
+class Procs:
+    """Subprocesses in their own sessions: killed by process group on exit."""
+
+    def __init__(self) -> None:
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+        VAR.mkdir(parents=True, exist_ok=True)
+        log = open(VAR / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.procs.append((name, proc))
+        return proc
+
+    def stop_all(self) -> None:
+        for _, proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 10
+        for _, proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(timeout=5)
+        self.procs.clear()
+
+
+def _cpu_snapshot(procs: Procs) -> dict[str, float]:
+    """CPU seconds (user+sys) per role: web, workers, redis, postgres (all backends), bench."""
+    import psutil
+
+    out: dict[str, float] = {}
+    seen: set[int] = set()
+    for name, proc in procs.procs:
+        role = name.split("-")[0]
+        try:
+            parent = psutil.Process(proc.pid)
+            members = [parent] + parent.children(recursive=True)
+        except psutil.NoSuchProcess:
+            continue
+        for member in members:
+            try:
+                times = member.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            seen.add(member.pid)
+            out[role] = out.get(role, 0.0) + times.user + times.system
+    for member in psutil.process_iter(["name", "username"]):
+        if member.pid in seen:
+            continue
+        try:
+            if member.info["username"] == "postgres" or (member.info["name"] or "").startswith("postgres"):
+                times = member.cpu_times()
+                out["postgres"] = out.get("postgres", 0.0) + times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    me = psutil.Process().cpu_times()
+    out["bench"] = me.user + me.system
+    return out
+
+
+def _cpu_delta(a: dict[str, float], b: dict[str, float], span_s: float) -> dict[str, float]:
+    """Cores used per role between two snapshots (1.0 = one full core)."""
+    return {k: round((b.get(k, 0.0) - a.get(k, 0.0)) / span_s, 2) for k in sorted(set(a) | set(b))}
+
+
+# --- database and seed -------------------------------------------------------------------
+
+
+def _recreate_db(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+@dataclass
+class HostSeed:
+    hostname: str
+    secret: str
+    uuids: list[str]
+    job_keys: list[str | None]  # per GPU index
+
+
+def _seed(n_hosts: int, start: dt.datetime) -> tuple[list[HostSeed], list[int]]:
+    from accounting.models import (
+        Cluster,
+        Device,
+        GridZone,
+        HardwareModel,
+        Host,
+        Job,
+        JobAllocation,
+        Organization,
+        Site,
+        Team,
+    )
+    from accounting.models import ApiToken as Tok
+    from accounting.tokens import token_digest
+
+    org = Organization.objects.create(name="Bench", slug="bench")
+    teams = [Team.objects.create(org=org, name=f"Team {i}", slug=f"team-{i}") for i in range(4)]
+    zone = GridZone.objects.create(code="BENCH", name="Bench zone", annual_intensity_g_per_kwh=400.0,
+                                   source="operator", vintage="2024")
+    hw = HardwareModel.objects.create(
+        key="h100-sxm5-80gb", name="NVIDIA H100 SXM5 80GB", vendor="NVIDIA", kind="gpu",
+        match_names=["H100 80GB HBM3"], idle_power_w=70.0, max_power_w=700.0, memory_gb=80.0,
+        embodied_kg=150.0, embodied_low_kg=100.0, embodied_high_kg=200.0, embodied_kind="estimate",
+        embodied_source="benchmark fixture")
+    site = Site.objects.create(org=org, name="Bench site", slug="bench", zone=zone, pue=1.3)
+    cluster = Cluster.objects.create(site=site, name="Bench cluster", slug="bench")
+    hosts = Host.objects.bulk_create(
+        [Host(cluster=cluster, hostname=f"bench-gpu-{i:04d}", gpu_slots=GPUS_PER_HOST, dram_gb=1024, ssd_gb=8000)
+         for i in range(n_hosts)])
+    devices = Device.objects.bulk_create(
+        [Device(host=h, uuid=f"GPU-{uuid.UUID(int=(hi << 8) | g)}", index=g, reported_name="NVIDIA H100 80GB HBM3",
+                hardware_model=hw) for hi, h in enumerate(hosts) for g in range(GPUS_PER_HOST)])
+    # Two jobs per host: GPUs 0-3 and 4-6; GPU 7 idle (fleet overhead). Most GPUs held.
+    jobs, allocs, seeds, tokens = [], [], [], []
+    job_started = start - dt.timedelta(hours=1)
+    for hi, host in enumerate(hosts):
+        a = Job(org=org, cluster=cluster, scheduler_job_id=str(100000 + 2 * hi), name=f"train-{hi}",
+                team=teams[hi % 4], kind="training", family="llm", status="running", started_at=job_started)
+        b = Job(org=org, cluster=cluster, scheduler_job_id=str(100001 + 2 * hi), name=f"serve-{hi}",
+                team=teams[(hi + 1) % 4], kind="inference", family="llm", status="running", started_at=job_started)
+        jobs += [a, b]
+    Job.objects.bulk_create(jobs)
+    for hi, host in enumerate(hosts):
+        devs = devices[hi * GPUS_PER_HOST:(hi + 1) * GPUS_PER_HOST]
+        a, b = jobs[2 * hi], jobs[2 * hi + 1]
+        keys: list[str | None] = []
+        for g, dev in enumerate(devs):
+            job = a if g < 4 else b if g < 7 else None
+            if job is not None:
+                allocs.append(JobAllocation(job=job, device=dev, start=job_started))
+            keys.append(f"slurm:{job.scheduler_job_id}" if job else None)
+        secret = "clk_" + secrets.token_urlsafe(32)
+        tokens.append(Tok(org=org, name=f"agent {host.hostname}", scope="host", prefix=secret[:12],
+                          digest=token_digest(secret), host=host))
+        seeds.append(HostSeed(host.hostname, secret, [d.uuid for d in devs], keys))
+    JobAllocation.objects.bulk_create(allocs)
+    Tok.objects.bulk_create(tokens)
+    return seeds, [j.pk for j in jobs]
+
+
+# --- payloads ----------------------------------------------------------------------------
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _build_host_batches(args) -> list[tuple[str, int, bytes]]:
+    """All batches of one host, in seq order: (batch_id, gpu windows, gzip body)."""
+    hostname, uuids, job_keys, start_ts, n_batches, wpb, host_index = args
+    out = []
+    seq = 1
+    counters = [10_000_000_000 + 1_000_000 * g for g in range(len(uuids))]
+    static = [
+        {"uuid": u, "index": g, "name": "NVIDIA H100 80GB HBM3", "mem_util_pct": 55.0, "mem_used_mib": 70000.0,
+         "power_limit_w": 700.0, "quality": "measured",
+         "processes": ([{"pid": 4000 + g, "sm_util_pct": 90.0, "job_key": k}] if k else [])}
+        for g, (u, k) in enumerate(zip(uuids, job_keys, strict=True))
+    ]
+    for _ in range(n_batches):
+        windows = []
+        for _ in range(wpb):
+            w_start = dt.datetime.fromtimestamp(start_ts + (seq - 1) * WINDOW_S, dt.UTC)
+            gpus = []
+            for g, base in enumerate(static):
+                busy = job_keys[g] is not None
+                power = (520.0 + 7 * g + (seq % 13)) if busy else 72.0
+                energy = power * WINDOW_S
+                counters[g] += int(energy * 1000)
+                entry = dict(base)
+                entry.update(energy_j=energy, counter_mj=counters[g], avg_power_w=power, max_power_w=power + 30.0,
+                             util_pct=93.0 if busy else 0.0)
+                gpus.append(entry)
+            windows.append({
+                "seq": seq, "start": _iso(w_start), "end": _iso(w_start + dt.timedelta(seconds=WINDOW_S)),
+                "host": {"cpu_energy_j": 2400.0, "dram_energy_j": 400.0, "wall_energy_j": None,
+                         "cpu_util_pct": 35.0, "quality": "measured"},
+                "gpus": gpus,
+            })
+            seq += 1
+        batch_id = str(uuid.UUID(int=(host_index << 64) | len(out) + 1, version=4))
+        body = {"batch_id": batch_id, "hostname": hostname, "agent_version": "bench", "sent_at": _iso(
+            dt.datetime.fromtimestamp(start_ts + (seq - 1) * WINDOW_S, dt.UTC)), "windows": windows}
+        raw = json.dumps(body, separators=(",", ":")).encode()
+        out.append((batch_id, wpb * len(uuids), gzip.compress(raw, compresslevel=5)))
+    return out
+
+
+# --- load --------------------------------------------------------------------------------
+
+
+@dataclass
+class HostQueue:
+    seed: HostSeed
+    batches: list[tuple[str, int, bytes]]
+    next: int = 0
+
+
+@dataclass
+class Sent:
+    acks: list[tuple[str, int, float, float]] = field(default_factory=list)  # batch_id, windows, t_send, t_ack
+    errors: list[str] = field(default_factory=list)
+
+
+def _post(port: int, queue: HostQueue, body: bytes) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("POST", "/api/v1/ingest/batches", body=body, headers={
+            "Authorization": f"Bearer {queue.seed.secret}", "Content-Type": "application/json",
+            "Content-Encoding": "gzip", "Host": "127.0.0.1"})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def _drive(port: int, queues: list[HostQueue], n_threads: int, seconds: float, rate: float | None) -> Sent:
+    """Send each host's batches in order (one thread per host subset) until the deadline or the
+    pool runs dry. ``rate`` (GPU windows/s over all threads) paces sends; None = flat out."""
+    sent = Sent()
+    lock = threading.Lock()
+    t0 = time.monotonic()
+    deadline = t0 + seconds
+
+    def worker(mine: list[HostQueue]) -> None:
+        n = 0
+        interval = None
+        if rate:
+            wpb = mine[0].batches[0][1]
+            interval = n_threads * wpb / rate  # seconds between this thread's sends
+        i = 0
+        while time.monotonic() < deadline and mine:
+            queue = mine[i % len(mine)]
+            if queue.next >= len(queue.batches):
+                mine.remove(queue)
+                continue
+            if interval is not None:
+                due = t0 + n * interval
+                pause = due - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                if time.monotonic() >= deadline:
+                    break
+            batch_id, windows, body = queue.batches[queue.next]
+            t_send = time.time()
+            try:
+                status, payload = _post(port, queue, body)
+            except OSError as exc:
+                with lock:
+                    sent.errors.append(f"{queue.seed.hostname}: {exc!r}")
+                time.sleep(0.05)
+                continue
+            t_ack = time.time()
+            if status in (200, 202):
+                queue.next += 1
+                with lock:
+                    sent.acks.append((batch_id, windows, t_send, t_ack))
+            else:
+                with lock:
+                    sent.errors.append(f"{queue.seed.hostname}: {status} {payload[:200]!r}")
+                if len(sent.errors) > 50:
+                    return
+                queue.next += 1  # never resend a rejected batch in a loop
+            n += 1
+            i += 1
+
+    threads = [threading.Thread(target=worker, args=(queues[k::n_threads],), daemon=True) for k in range(n_threads)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=seconds + 120)
+    return sent
+
+
+def _pending_count() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM telemetry_telemetrybatch WHERE status <> 'done'")
+        return cursor.fetchone()[0]
+
+
+def _wait_drained(timeout_s: float) -> float | None:
+    """Wall time (epoch) at which every batch is done, or None on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if _pending_count() == 0:
+            return time.time()
+        time.sleep(0.1)
+    return None
+
+
+# --- raw COPY ----------------------------------------------------------------------------
+
+
+def _raw_copy(limit: int) -> dict:
+    """COPY GPU-window rows (read back from phase 1) into an identical partitioned table in a
+    scratch schema, one connection, ``copy.write_row`` as the ingest does."""
+    import psycopg
+    from django.conf import settings
+
+    ddl = importlib.import_module("telemetry.migrations.0002_partitioned_windows").CREATE
+    db = settings.DATABASES["default"]
+    dsn = f"host={db['HOST'] or '127.0.0.1'} port={db['PORT'] or 5432} user={db['USER']} dbname={db['NAME']}"
+    cols = ("batch_id", "host_id", "device_id", "seq", "start_at", "end_at", "energy_j", "counter_mj", "avg_power_w",
+            "max_power_w", "util_pct", "mem_util_pct", "mem_used_mib", "power_limit_w", "quality", "processes")
+    with psycopg.connect(dsn) as conn:
+        days = [r[0] for r in conn.execute(
+            "SELECT DISTINCT (start_at AT TIME ZONE 'UTC')::date FROM telemetry_gpuwindow").fetchall()]
+        rows = conn.execute(
+            f"SELECT {', '.join(cols[:-1])}, processes::text FROM telemetry_gpuwindow LIMIT %s", [limit]).fetchall()
+        conn.execute("DROP SCHEMA IF EXISTS bench_scratch CASCADE")
+        conn.execute("CREATE SCHEMA bench_scratch")
+        conn.execute("SET search_path TO bench_scratch")
+        conn.execute(ddl)
+        for day in days:
+            start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+            for parent in ("telemetry_gpuwindow", "telemetry_hostwindow"):
+                conn.execute(f"CREATE TABLE {parent}_p{day:%Y%m%d} PARTITION OF {parent} FOR VALUES FROM "
+                             f"('{start.isoformat()}') TO ('{(start + dt.timedelta(days=1)).isoformat()}')")
+        conn.commit()
+        t0 = time.perf_counter()
+        with conn.cursor() as cur:
+            with cur.copy(f"COPY telemetry_gpuwindow ({', '.join(cols)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        conn.commit()
+        elapsed = time.perf_counter() - t0
+        conn.execute("DROP SCHEMA bench_scratch CASCADE")
+        conn.commit()
+    return {"rows": len(rows), "seconds": round(elapsed, 3), "rows_per_s": round(len(rows) / elapsed)}
+
+
+# --- main --------------------------------------------------------------------------------
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", default="carbonledger_bench")
+    parser.add_argument("--hosts", type=int, default=128)
+    parser.add_argument("--windows-per-batch", type=int, default=30, help="10 s windows per POST (agent max: 30)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="phase 1 (flat out) duration")
+    parser.add_argument("--fresh-seconds", type=float, default=20.0, help="phase 2 (paced) duration")
+    parser.add_argument("--max-rate", type=float, default=60_000.0,
+                        help="GPU windows/s the pre-built pool is sized for (phase 1 stops early if it runs dry)")
+    parser.add_argument("--clients", type=int, default=4, help="client threads")
+    parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--celery-workers", type=int, default=1, help="worker processes (prefork concurrency)")
+    parser.add_argument("--copy-rows", type=int, default=400_000, help="rows for the raw COPY comparison")
+    parser.add_argument("--drain-timeout", type=float, default=240.0)
+    parser.add_argument("--out", default=str(VAR / "ingest.json"))
+    args = parser.parse_args()
+
+    if shutil.which("redis-server") is None:
+        print("redis-server is not installed", file=sys.stderr)
+        return 2
+    procs = Procs()
+
+    def _on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _on_term)
+    try:
+        return _run(args, procs)
+    except KeyboardInterrupt:
+        print("interrupted: stopping processes", file=sys.stderr)
+        return 130
+    finally:
+        procs.stop_all()
+
+
+def _run(args, procs: Procs) -> int:
+    web_port, redis_port = _free_port(), _free_port()
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DJANGO_DEBUG="false",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(64),
+        DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
+        DJANGO_SECURE_SSL_REDIRECT="false",
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{args.db}",
+        DATABASE_CONN_MAX_AGE="600",
+        REDIS_URL=redis_url,
+        CELERY_BROKER_URL=redis_url,
+        CELERY_RESULT_BACKEND=redis_url,
+        LOG_LEVEL="WARNING",
+        CARBONLEDGER_SKIP_NUDGE="false",
+        PYTHONUNBUFFERED="1",
+    )
+    os.environ.update(env)
+    print(f"database {args.db}: recreate + migrate", flush=True)
+    _recreate_db(args.db)
+    subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    per_host_windows_p1 = args.max_rate * args.seconds / GPUS_PER_HOST / args.hosts
+    per_host_windows_p2 = 0.5 * args.max_rate * args.fresh_seconds / GPUS_PER_HOST / args.hosts
+    n_batches = max(2, math.ceil((per_host_windows_p1 + per_host_windows_p2) / args.windows_per_batch) + 1)
+    span_s = n_batches * args.windows_per_batch * WINDOW_S
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    start = now - dt.timedelta(seconds=span_s + 600)
+    seeds, job_ids = _seed(args.hosts, start)
+    connection.close()
+    print(f"seeded {args.hosts} hosts x {GPUS_PER_HOST} GPUs, {len(job_ids)} jobs; building "
+          f"{n_batches} batches/host x {args.windows_per_batch * GPUS_PER_HOST} GPU windows", flush=True)
+    t_build = time.monotonic()
+    work = [(s.hostname, s.uuids, s.job_keys, start.timestamp(), n_batches, args.windows_per_batch, i)
+            for i, s in enumerate(seeds)]
+    with multiprocessing.get_context("fork").Pool(os.cpu_count() or 2) as pool:
+        built = pool.map(_build_host_batches, work, chunksize=4)
+    queues = [HostQueue(seed, batches) for seed, batches in zip(seeds, built, strict=True)]
+    gz_bytes = sum(len(b[2]) for q in queues for b in q.batches)
+    print(f"built in {time.monotonic() - t_build:.1f}s ({gz_bytes / 1e6:.1f} MB gzip)", flush=True)
+
+    # Servers.
+    procs.start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                          "--appendonly", "no"], env)
+    _wait(lambda: _port_open(redis_port), timeout_s=10, what="redis")
+    procs.start("web", [PY, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{web_port}", "-w",
+                        str(args.web_workers), "--worker-class", "sync", "--backlog", "512", "--timeout", "120",
+                        "--log-level", "warning"], env)
+    procs.start("worker", [PY, "-m", "celery", "-A", "config", "worker", "-n", "bench@%h", "-c",
+                           str(args.celery_workers), "--pool", "prefork", "--without-gossip", "--without-mingle",
+                           "--without-heartbeat", "-l", "WARNING"], env)
+    _wait(lambda: _port_open(web_port), timeout_s=60, what="gunicorn")
+    # Warm-up: one batch per host (host/device lookups, partitions, imports in every worker).
+    for queue in queues:
+        batch_id, windows, body = queue.batches[0]
+        status, payload = _post(web_port, queue, body)
+        if status not in (200, 202):
+            raise RuntimeError(f"warm-up POST failed: {status} {payload[:300]!r}")
+        queue.next = 1
+    if _wait_drained(120) is None:
+        raise RuntimeError("warm-up batches were not attributed within 120 s (see var/bench/worker.log)")
+    time.sleep(1.0)
+
+    # Phase 1: flat out.
+    print(f"phase 1: flat out for {args.seconds:g}s ({args.clients} clients, {args.web_workers} web workers, "
+          f"{args.celery_workers} celery worker processes)", flush=True)
+    cpu_a = _cpu_snapshot(procs)
+    t0_wall, t0 = time.time(), time.monotonic()
+    sent = _drive(web_port, queues, args.clients, args.seconds, None)
+    t_sent = time.monotonic()
+    cpu_b = _cpu_snapshot(procs)
+    done_wall = _wait_drained(args.drain_timeout)
+    t_done = time.monotonic()
+    cpu_c = _cpu_snapshot(procs)
+    windows_p1 = sum(a[1] for a in sent.acks)
+    last_ack = max((a[3] for a in sent.acks), default=t0_wall)
+    ingest_s = last_ack - t0_wall
+    e2e_s = (done_wall - t0_wall) if done_wall else None
+    ingest_rate = windows_p1 / ingest_s if ingest_s > 0 else 0.0
+    e2e_rate = windows_p1 / e2e_s if e2e_s else None
+    lat = [a[3] - a[2] for a in sent.acks]
+    phase1 = {
+        "batches": len(sent.acks), "gpu_windows": windows_p1, "errors": len(sent.errors),
+        "error_sample": sent.errors[:3], "send_s": round(ingest_s, 2),
+        "ingest_gpu_windows_per_s": round(ingest_rate),
+        "until_all_done_s": round(e2e_s, 2) if e2e_s else None,
+        "attributed_gpu_windows_per_s": round(e2e_rate) if e2e_rate else None,
+        "post_latency_p50_ms": round(1000 * _pct(lat, 0.5), 1) if lat else None,
+        "post_latency_p99_ms": round(1000 * _pct(lat, 0.99), 1) if lat else None,
+        "cores_while_sending": _cpu_delta(cpu_a, cpu_b, t_sent - t0),
+        "cores_while_draining": _cpu_delta(cpu_b, cpu_c, max(t_done - t_sent, 1e-3)),
+    }
+    print(json.dumps(phase1, indent=1), flush=True)
+    if done_wall is None:
+        print(f"attribution did not catch up within {args.drain_timeout:g}s", file=sys.stderr)
+
+    # Raw COPY of the same rows (machine otherwise idle: workers drained).
+    print(f"raw COPY of {min(args.copy_rows, windows_p1)} of those rows into a scratch schema", flush=True)
+    raw = _raw_copy(min(args.copy_rows, max(windows_p1, 1)))
+    connection.close()
+    print(json.dumps(raw), flush=True)
+
+    # Phase 2: paced at half the measured end-to-end rate.
+    paced = 0.5 * (e2e_rate or ingest_rate)
+    print(f"phase 2: paced at {paced:,.0f} GPU windows/s for {args.fresh_seconds:g}s", flush=True)
+    sent2 = _drive(web_port, queues, args.clients, args.fresh_seconds, paced)
+    done2 = _wait_drained(args.drain_timeout)
+    windows_p2 = sum(a[1] for a in sent2.acks)
+    fresh: list[float] = []
+    if sent2.acks:
+        from telemetry.models import TelemetryBatch
+
+        ack_at = {a[0]: a[3] for a in sent2.acks}
+        for batch_id, attributed_at in TelemetryBatch.objects.filter(
+                batch_id__in=list(ack_at), attributed_at__isnull=False).values_list("batch_id", "attributed_at"):
+            fresh.append(attributed_at.timestamp() - ack_at[str(batch_id)])
+        connection.close()
+    offered = windows_p2 / args.fresh_seconds
+    phase2 = {
+        "target_gpu_windows_per_s": round(paced), "offered_gpu_windows_per_s": round(offered),
+        "batches": len(sent2.acks), "errors": len(sent2.errors), "error_sample": sent2.errors[:3],
+        "drained": done2 is not None, "measured_batches": len(fresh),
+        "freshness_p50_s": round(_pct(fresh, 0.5), 3) if fresh else None,
+        "freshness_p99_s": round(_pct(fresh, 0.99), 3) if fresh else None,
+        "freshness_max_s": round(max(fresh), 3) if fresh else None,
+    }
+    print(json.dumps(phase2, indent=1), flush=True)
+
+    result = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "args": vars(args),
+        "gpu_windows_per_batch": args.windows_per_batch * GPUS_PER_HOST,
+        "phase1": phase1,
+        "raw_copy": raw,
+        "ratio_ingest_to_raw_copy": round(ingest_rate / raw["rows_per_s"], 3),
+        "ratio_attributed_to_raw_copy": round(e2e_rate / raw["rows_per_s"], 3) if e2e_rate else None,
+        "phase2": phase2,
+        "targets": {"gpu_windows_per_s": 50_000, "ratio_to_raw_copy": 0.5, "freshness_p99_s": 5.0},
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+    def row(label: str, value, target: str = "") -> None:
+        print(f"  {label:<44} {value!s:>14}  {target}")
+
+    print("\nCarbonLedger ingest benchmark", result["date"])
+    row("GPU windows per POST", result["gpu_windows_per_batch"])
+    row("ingested (HTTP 202) GPU-windows/s", f"{ingest_rate:,.0f}", "target >= 50,000")
+    row("attributed end to end GPU-windows/s", f"{e2e_rate:,.0f}" if e2e_rate else "n/a", "target >= 50,000")
+    row("raw COPY (write_row, 1 conn) rows/s", f"{raw['rows_per_s']:,}")
+    row("ingest / raw COPY", result["ratio_ingest_to_raw_copy"], "target >= 0.5")
+    row("attributed / raw COPY", result["ratio_attributed_to_raw_copy"])
+    row("freshness p50 s (paced at half)", phase2["freshness_p50_s"])
+    row("freshness p99 s (paced at half)", phase2["freshness_p99_s"], "target < 5")
+    print(f"\nresults: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
