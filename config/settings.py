@@ -193,6 +193,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # One name for the numeric-precision choice set used by several what-if serializers.
+    "ENUM_NAME_OVERRIDES": {"PrecisionEnum": "accounting.domain.catalog.PRECISIONS"},
 }
 
 LOGGING = {
