@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from accounting.domain.types import (
+    HOURS_PER_YEAR,
     QUALITY_RANK,
     Account,
     Component,
@@ -21,7 +22,7 @@ from accounting.domain.types import (
 )
 
 J_PER_KWH = 3.6e6
-_SECONDS_PER_YEAR = 365.25 * 86400  # Julian year: lifetimes are quoted in years, leap days included
+_SECONDS_PER_YEAR = HOURS_PER_YEAR * 3600
 _GPU_COMPONENTS = (Component.GPU_ACTIVE, Component.GPU_IDLE)
 _HOST_COMPONENTS = (Component.HOST_CPU, Component.HOST_DRAM, Component.HOST_UNMEASURED)
 _COMPONENT_ORDER = {component: index for index, component in enumerate(Component)}

@@ -555,7 +555,7 @@ DEFAULT_LIFETIME: Mapping[str, LifetimePolicy] = MappingProxyType(
     }
 )
 
-HOURS_PER_YEAR = 8760.0
+from accounting.domain.types import HOURS_PER_YEAR  # noqa: E402 - shared Julian year
 
 
 def _check_policy(lifetime_years: float, expected_utilisation: float, where: str) -> None:

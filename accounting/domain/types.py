@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum, StrEnum
+from enum import StrEnum
 
 METHOD_VERSION = "2026.11-1"
 
+# Julian year: lifetimes are quoted in years, leap days included. The one definition used by
+# the ledger, the embodied model and the what-if engine, so they never disagree.
+HOURS_PER_YEAR = 365.25 * 24
 
-class Quality(str, Enum):
+
+class Quality(StrEnum):
     MEASURED = "measured"  # NVML energy counter delta / RAPL counter
     INTEGRATED = "integrated"  # trapezoidal integration of power samples
     INTERPOLATED = "interpolated"  # short gap filled from neighbours (bounded)
@@ -24,12 +28,12 @@ class Quality(str, Enum):
 QUALITY_RANK = {Quality.MEASURED: 0, Quality.INTEGRATED: 1, Quality.INTERPOLATED: 2, Quality.MODELLED: 3}
 
 
-class Account(str, Enum):
+class Account(StrEnum):
     JOB = "job"
     FLEET_OVERHEAD = "fleet_overhead"
 
 
-class Component(str, Enum):
+class Component(StrEnum):
     GPU_ACTIVE = "gpu_active"
     GPU_IDLE = "gpu_idle"
     HOST_CPU = "host_cpu"

@@ -40,7 +40,7 @@ def test_advice_finds_cleanest_window_and_compares_clusters(world):
     assert candidate["best"]["start"] == "2026-11-26T13:00:00Z"
     assert candidate["best"]["co2e_operational_g"] == pytest.approx(kwh * 20)
     assert candidate["saving_g"] == pytest.approx(kwh * 60)
-    assert candidate["co2e_embodied_g"] == pytest.approx(8 * 2 * 150_000 / (5 * 8760 * 0.8), rel=1e-2)
+    assert candidate["co2e_embodied_g"] == pytest.approx(8 * 2 * 150_000 / (5 * 8766 * 0.8), rel=1e-2)
     rec = data["recommendation"]
     assert (rec["cluster"], rec["start"]) == (world.cluster_a.pk, "2026-11-26T13:00:00Z")
     assert rec["saving_g"] == pytest.approx(kwh * 60)

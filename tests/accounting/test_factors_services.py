@@ -115,7 +115,7 @@ def test_site_overrides_validated_and_applied_to_embodied_terms():
     device.refresh_from_db()
     terms = embodied_for_device(device=device)
     assert (terms.embodied_kg, terms.lifetime_years, terms.expected_utilisation) == (164.0, 4.0, 0.8)
-    assert terms.share_kg(held_h=100.0) == pytest.approx(164.0 * 100 / (4 * 8760 * 0.8))
+    assert terms.share_kg(held_h=100.0) == pytest.approx(164.0 * 100 / (4 * 8766 * 0.8))
     host = HostFactory(cpu_model="AMD EPYC 9654 96-Core Processor", dram_gb=2048, ssd_gb=7680)
     parts = {t.key: t for t in embodied_for_host(host=host)}
     assert set(parts) == {"cpu-epyc-genoa-96c", "dram-per-gb", "ssd-per-gb", "chassis-gpu-server"}

@@ -109,8 +109,8 @@ def test_estimate_exact_values(world):
     assert fp["it_energy_j"] == pytest.approx(1.44e8)
     assert fp["facility_energy_j"] == pytest.approx(0.2 * 1.44e8)
     assert fp["operational_co2e_g"] == pytest.approx(14400.0)
-    # Embodied from the HardwareModel row: 80 device-h × 150 kg / (5 × 8760 h × 0.8).
-    assert fp["embodied_co2e_g"] == pytest.approx(80 * 150_000 / (5 * 8760 * 0.8))
+    # Embodied from the HardwareModel row: 80 device-h × 150 kg / (5 × 8766 h × 0.8).
+    assert fp["embodied_co2e_g"] == pytest.approx(80 * 150_000 / (5 * 8766 * 0.8))
     assert fp["energy_per_unit_j"]["tokens"] == pytest.approx(0.144)
     assert resp.json()["assumptions"]
 

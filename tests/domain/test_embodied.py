@@ -106,5 +106,5 @@ def test_lifetime_resolver_precedence_and_validation():
 
 def test_embodied_share_is_sci_time_share():
     policy = emb.LifetimePolicy(5.0, 0.8, "catalog")
-    # 35,040 expected hours (5 × 8760 × 0.8): 100 h of a 164 kg GPU = 164 × 100 / 35040.
-    assert emb.embodied_share_kg(embodied_kg=164.0, held_h=100.0, policy=policy) == pytest.approx(164.0 * 100 / 35040)
+    # 35,064 expected hours (5 × 8766 h Julian year × 0.8): 100 h of a 164 kg GPU = 164 × 100 / 35064.
+    assert emb.embodied_share_kg(embodied_kg=164.0, held_h=100.0, policy=policy) == pytest.approx(164.0 * 100 / 35064)

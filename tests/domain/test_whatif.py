@@ -126,9 +126,9 @@ def test_embodied_policy_charge():
 
 
 def test_fleet_plan_hand_worked_and_break_even_identity():
-    old_pol = EmbodiedPolicy(embodied_kg=100, embodied_low_kg=80, embodied_high_kg=120, lifetime_h=5 * 8760)
-    new_pol = EmbodiedPolicy(embodied_kg=150, embodied_low_kg=100, embodied_high_kg=200, lifetime_h=5 * 8760)
-    w = [FleetWorkload(family="other", kind="training", device_hours_per_year=8760, avg_power_w=400, split=(1, 0, 0))]
+    old_pol = EmbodiedPolicy(embodied_kg=100, embodied_low_kg=80, embodied_high_kg=120, lifetime_h=5 * 8766)
+    new_pol = EmbodiedPolicy(embodied_kg=150, embodied_low_kg=100, embodied_high_kg=200, lifetime_h=5 * 8766)
+    w = [FleetWorkload(family="other", kind="training", device_hours_per_year=8766, avg_power_w=400, split=(1, 0, 0))]
     plan = plan_fleet_upgrade(
         old_key="a100-sxm4-80gb",
         old_count=2,
@@ -140,9 +140,9 @@ def test_fleet_plan_hand_worked_and_break_even_identity():
         new_embodied=new_pol,
         old_age_years=1,
     )
-    new_h = 8760 * 312 / 989.4
-    e_before = 8760 * 3600 * 400 + 8760 * 3600 * 55
-    e_after = new_h * 3600 * 700 + (8760 - new_h) * 3600 * 70
+    new_h = 8766 * 312 / 989.4
+    e_before = 8766 * 3600 * 400 + 8766 * 3600 * 55
+    e_after = new_h * 3600 * 700 + (8766 - new_h) * 3600 * 70
     assert plan.energy_before_j_per_year == pytest.approx(e_before)
     assert plan.energy_after_j_per_year == pytest.approx(e_after)
     saving = (e_before - e_after) / 3.6e6 * 400
@@ -182,7 +182,7 @@ def test_fleet_plan_no_saving_gives_no_payback():
 
 def test_workloads_from_jobs_scales_to_a_year():
     ws = workloads_from_jobs(jobs=[a100_job()], period_s=86400 * 30)
-    assert ws[0].device_hours_per_year == pytest.approx(80 * 365 / 30)
+    assert ws[0].device_hours_per_year == pytest.approx(80 * 365.25 / 30)
     assert ws[0].avg_power_w == pytest.approx(300.0)
 
 
@@ -287,10 +287,10 @@ def test_idle_consolidation_exact():
         carbon=CarbonContext(pue=1.5, intensity_g_per_kwh=400),
         devices_freed=2,
         period_h=876,
-        embodied=EmbodiedPolicy(embodied_kg=100, embodied_low_kg=50, embodied_high_kg=150, lifetime_h=8760),
+        embodied=EmbodiedPolicy(embodied_kg=100, embodied_low_kg=50, embodied_high_kg=150, lifetime_h=8766),
     )
     assert s.operational_saved_g == pytest.approx(7 * 1.5 * 400)
-    assert s.embodied_avoided_g == pytest.approx(2 * 876 * 100_000 / 8760)
+    assert s.embodied_avoided_g == pytest.approx(2 * 876 * 100_000 / 8766)
 
 
 def test_llm_decode_memory_bound_and_kv_quantisation():
@@ -344,7 +344,7 @@ def test_moe_active_vs_total_and_offloading():
         config=cfg, device_key="l40s-48gb", carbon=C400, offload_fraction=0.5, offload_miss_rate=0.5, embodied=pol
     )
     assert cmp.devices_saved == 1
-    assert cmp.provisioned_embodied_saved_g_per_h == pytest.approx(100_000 / (5 * 8760))
+    assert cmp.provisioned_embodied_saved_g_per_h == pytest.approx(100_000 / (5 * 8766))
     assert cmp.embodied_saved_g == pytest.approx(
         cmp.resident.footprint.embodied_co2e_g - cmp.offloaded.footprint.embodied_co2e_g
     )

@@ -12,7 +12,8 @@ from accounting.domain.catalog import CATALOG, PRECISION_BYTES, DeviceSpec
 
 J_PER_KWH = 3.6e6
 S_PER_H = 3600.0
-H_PER_YEAR = 8760.0
+from accounting.domain.types import HOURS_PER_YEAR as H_PER_YEAR  # noqa: E402 - one year definition
+
 GB = 1e9
 
 # Relative model uncertainty (one-sided, used symmetrically for the low/high band).
