@@ -1,0 +1,51 @@
+"""Idempotency across batches: any order, any repetition, the same ledger rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import pytest
+
+from accounting.models import LedgerEntry
+from accounting.services.ledger import batches_attribute
+from telemetry.models import TelemetryBatch
+from tests.accounting.test_ledger_slice import _post, fleet  # noqa: F401 - fixture reuse
+from tests.telemetry.helpers import batch, gpu_entry, window
+
+pytestmark = pytest.mark.django_db
+
+
+def _ledger():
+    fields = ("batch_id", "account", "job_id", "device_id", "component", "hour", "energy_j", "held_s",
+              "co2e_operational_g", "co2e_embodied_g", "quality")
+    return list(LedgerEntry.objects.order_by(*fields[:6]).values_list(*fields))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_batches_in_any_order_and_repeated_give_identical_rows(client, fleet, seed):  # noqa: F811
+    host, gpu0, gpu1, job, start, secret = fleet
+    rng = random.Random(seed)
+    seq = 1
+    for n in range(6):
+        windows = []
+        for _ in range(3):
+            w_start = start + dt.timedelta(seconds=10 * (seq - 1) + (15 if n >= 3 else 0))  # one 15 s gap
+            windows.append(window(seq=seq, start=w_start, gpus=[
+                gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=rng.uniform(1000, 6000)),
+                gpu_entry(uuid_=gpu1.uuid, index=1, energy_j=rng.uniform(300, 800))]))
+            seq += 1
+        assert _post(client, secret, batch(hostname=host.hostname, windows=windows)).status_code == 202
+    pks = list(TelemetryBatch.objects.order_by("pk").values_list("pk", flat=True))
+    now = dt.datetime.now(dt.UTC)
+    for pk in pks:
+        batches_attribute(batch_pks=[pk], now=now)
+    reference = _ledger()
+    for _ in range(2):
+        shuffled = pks[:]
+        rng.shuffle(shuffled)
+        TelemetryBatch.objects.update(status="pending")
+        for pk in shuffled + shuffled[:2]:  # and some twice
+            TelemetryBatch.objects.filter(pk=pk).update(status="pending")
+            batches_attribute(batch_pks=[pk], now=now)
+        assert _ledger() == reference
