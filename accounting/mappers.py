@@ -158,3 +158,126 @@ def embodied_rates_for(*, device_ids: list[int], site: Site) -> dict[int, Embodi
             version=max(terms.version, host_version),
         )
     return rates
+
+
+# --- many batches at once (the attribution hot path) ----------------------------------------
+# One query per kind of row for all batches a worker claimed, instead of one per batch.
+# Timestamps are read as integer epoch microseconds (exact) and turned into datetimes through a
+# small cache: a window's start/end repeat for every GPU of the host, and Django's Python-level
+# timestamptz loader is the single largest cost of reading raw windows otherwise.
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_US = "(EXTRACT(EPOCH FROM {col}) * 1000000)::bigint"
+
+
+def _stamp(cache: dict[int, dt.datetime], micros: int) -> dt.datetime:
+    value = cache.get(micros)
+    if value is None:
+        value = cache[micros] = _EPOCH + dt.timedelta(microseconds=micros)
+    return value
+
+
+def gpu_windows_for_batches(*, batch_pks: list[int]) -> dict[int, list[GpuWindowRow]]:
+    """``gpu_windows_for_batch`` for many batches in one query (same rows, same order per batch)."""
+    out: dict[int, list[GpuWindowRow]] = {pk: [] for pk in batch_pks}
+    if not batch_pks:
+        return out
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT batch_id, device_id, seq, {_US.format(col='start_at')}, {_US.format(col='end_at')}, energy_j, "
+            "avg_power_w, util_pct, quality, processes::text, counter_mj "
+            "FROM telemetry_gpuwindow WHERE batch_id = ANY(%s) ORDER BY batch_id, device_id, start_at",
+            [list(batch_pks)],
+        )
+        raw = cursor.fetchall()
+    idle = _device_idle_power(sorted({r[1] for r in raw}))
+    stamps: dict[int, dt.datetime] = {}
+    procs_cache: dict[str, tuple[ProcessSample, ...]] = {}
+    qualities = {q.value: q for q in Quality}
+    for row in raw:
+        (batch_id, device_id, seq, start_us, end_us, energy_j, avg_power_w, util_pct, quality, processes,
+         counter_mj) = row
+        samples = procs_cache.get(processes)
+        if samples is None:
+            samples = procs_cache[processes] = tuple(
+                # Unknown per-process utilisation counts as 0 (as in gpu_windows_for_batch).
+                ProcessSample(pid=p["pid"], sm_util_pct=p["sm_util_pct"] or 0.0, job_key=p.get("job_key"))
+                for p in json.loads(processes) or []
+            )
+        out[batch_id].append(
+            GpuWindowRow(
+                window=GpuWindowIn(
+                    device_id=device_id,
+                    seq=seq,
+                    start=_stamp(stamps, start_us),
+                    end=_stamp(stamps, end_us),
+                    energy_j=energy_j,
+                    avg_power_w=avg_power_w,
+                    util_pct=util_pct,
+                    quality=qualities.get(quality) or Quality(quality),
+                    idle_power_w=idle.get(device_id, DEFAULT_IDLE_POWER_W),
+                    processes=samples,
+                ),
+                counter_mj=counter_mj,
+            )
+        )
+    return out
+
+
+def host_windows_for_batches(*, batch_pks: list[int]) -> dict[int, list[HostWindowIn]]:
+    out: dict[int, list[HostWindowIn]] = {pk: [] for pk in batch_pks}
+    if not batch_pks:
+        return out
+    stamps: dict[int, dt.datetime] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT batch_id, seq, {_US.format(col='start_at')}, {_US.format(col='end_at')}, cpu_energy_j, "
+            "dram_energy_j, wall_energy_j, quality "
+            "FROM telemetry_hostwindow WHERE batch_id = ANY(%s) ORDER BY batch_id, start_at",
+            [list(batch_pks)],
+        )
+        for batch_id, seq, start_us, end_us, cpu, dram, wall, quality in cursor.fetchall():
+            out[batch_id].append(
+                HostWindowIn(seq=seq, start=_stamp(stamps, start_us), end=_stamp(stamps, end_us), cpu_energy_j=cpu,
+                             dram_energy_j=dram, wall_energy_j=wall, quality=Quality(quality))
+            )
+    return out
+
+
+def previous_windows_for_many(
+    *, requests: list[tuple[int, list[int], dt.datetime]]
+) -> dict[int, dict[int, PreviousWindow]]:
+    """``previous_windows_for`` for many (key, device_ids, before) requests in one query."""
+    out: dict[int, dict[int, PreviousWindow]] = {key: {} for key, _, _ in requests}
+    keys, devices, befores = [], [], []
+    for key, device_ids, before in requests:
+        for device_id in device_ids:
+            keys.append(key)
+            devices.append(device_id)
+            befores.append(before)
+    if not keys:
+        return out
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT r.k, r.d, p.end_at, p.avg_power_w, p.counter_mj, p.util_pct "
+            "FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[]) AS r(k, d, b) "
+            "CROSS JOIN LATERAL (SELECT w.end_at, w.avg_power_w, w.counter_mj, w.util_pct FROM telemetry_gpuwindow w "
+            "  WHERE w.device_id = r.d AND w.start_at < r.b AND w.start_at >= r.b - interval '1 day' "
+            "  AND w.end_at <= r.b ORDER BY w.start_at DESC LIMIT 1) p",
+            [keys, devices, befores],
+        )
+        for key, device_id, end, power, counter, util in cursor.fetchall():
+            out[key][device_id] = PreviousWindow(end=end, avg_power_w=power, counter_mj=counter, util_pct=util)
+    return out
+
+
+def allocations_covering(*, device_ids: list[int], start: dt.datetime, end: dt.datetime) -> list[Allocation]:
+    """Every allocation of these devices overlapping [start, end); filter per batch with
+    ``allocations_within`` (same predicate as ``allocations_for``)."""
+    return allocations_for(device_ids=device_ids, start=start, end=end)
+
+
+def allocations_within(allocations: list[Allocation], *, device_ids: set[int], start: dt.datetime,
+                       end: dt.datetime) -> list[Allocation]:
+    return [a for a in allocations
+            if a.device_id in device_ids and a.start < end and (a.end is None or a.end > start)]

@@ -55,7 +55,7 @@ def gzip_json(payload: Any) -> bytes:
     return gzip.compress(json.dumps(payload, separators=(",", ":")).encode("utf-8"), compresslevel=5)
 
 
-@dataclass
+@dataclass(slots=True)
 class GpuRow:
     uuid: str
     index: int
@@ -221,6 +221,125 @@ def _processes(value: Any, path: str) -> list[dict[str, Any]]:
     return out
 
 
+_MAX_FLOAT = 1.7976931348623157e308
+_MAX_INT = 2**63 - 1
+_BAIL = object()
+
+
+def _fnum(value: Any, maximum: float) -> Any:
+    """A float in [0, maximum] (finite), as _num would return it, or _BAIL for the checked path."""
+    kind = type(value)
+    if kind is float:
+        pass
+    elif kind is int:
+        try:
+            value = float(value)
+        except OverflowError:
+            return _BAIL
+    else:
+        return _BAIL
+    if 0.0 <= value <= maximum:
+        return value
+    return _BAIL
+
+
+def _gpu_row_fast(gpu: Any, seq: int, start: dt.datetime, end: dt.datetime, duration_s: float,
+                  seen: set[str]) -> GpuRow | None:
+    """Build the row for a GPU window that needs no error message; None means: use the checked path."""
+    if type(gpu) is not dict:
+        return None
+    try:
+        gpu_uuid = gpu.get("uuid")
+        if type(gpu_uuid) is not str or len(gpu_uuid) > 100 or not gpu_uuid.strip() or gpu_uuid in seen:
+            return None
+        energy_j = _fnum(gpu.get("energy_j"), _MAX_FLOAT)
+        max_power_w = _fnum(gpu.get("max_power_w"), 5000.0)
+        avg_power_w = _fnum(gpu.get("avg_power_w"), 5000.0)
+        util_pct = _fnum(gpu.get("util_pct"), 100.0)
+        mem_util_pct = _fnum(gpu.get("mem_util_pct"), 100.0)
+        mem_used_mib = _fnum(gpu.get("mem_used_mib"), _MAX_FLOAT)
+        if (energy_j is _BAIL or max_power_w is _BAIL or avg_power_w is _BAIL or util_pct is _BAIL
+                or mem_util_pct is _BAIL or mem_used_mib is _BAIL or energy_j > 5000.0 * duration_s):
+            return None
+        power_limit_w = gpu.get("power_limit_w")
+        if power_limit_w is not None:
+            power_limit_w = _fnum(power_limit_w, 5000.0)
+            if power_limit_w is _BAIL:
+                return None
+        index = gpu.get("index")
+        if type(index) is not int or not 0 <= index <= _MAX_INT:
+            return None
+        counter_mj = gpu.get("counter_mj")
+        if counter_mj is not None and (type(counter_mj) is not int or not 0 <= counter_mj <= _MAX_INT):
+            return None
+        name = gpu.get("name")
+        if name is None:
+            name = ""
+        elif type(name) is not str or len(name) > 200 or not name.strip():
+            return None
+        quality = gpu.get("quality")
+        if quality not in QUALITIES:
+            return None
+        raw_processes = gpu.get("processes")
+        processes: list[dict[str, Any]] = []
+        if raw_processes is not None:
+            if type(raw_processes) is not list or len(raw_processes) > MAX_PROCESSES:
+                return None
+            for proc in raw_processes:
+                if type(proc) is not dict:
+                    return None
+                pid = proc.get("pid")
+                if type(pid) is not int or not 0 <= pid <= _MAX_INT:
+                    return None
+                sm = proc.get("sm_util_pct")
+                if sm is not None:
+                    sm = _fnum(sm, 100.0)
+                    if sm is _BAIL:
+                        return None
+                job_key = proc.get("job_key")
+                if job_key is not None and (type(job_key) is not str or len(job_key) > 200):
+                    return None
+                processes.append({"pid": pid, "sm_util_pct": sm, "job_key": job_key})
+    except (TypeError, OverflowError):
+        return None
+    seen.add(gpu_uuid)
+    return GpuRow(gpu_uuid, index, name, seq, start, end, energy_j, counter_mj, avg_power_w or 0.0, max_power_w,
+                  util_pct or 0.0, mem_util_pct or 0.0, mem_used_mib or 0.0, power_limit_w, str(quality), processes)
+
+
+def _gpu_row_checked(raw_gpu: Any, gpath: str, seq: int, start: dt.datetime, end: dt.datetime, duration_s: float,
+                     seen: set[str]) -> GpuRow:
+    gpu = _obj(raw_gpu, gpath)
+    gpu_uuid = _str(gpu, "uuid", gpath, max_len=100)
+    if gpu_uuid in seen:
+        raise _bad(f"{gpath}.uuid", "appears twice in the same window")
+    seen.add(gpu_uuid)
+    energy_j = _num(gpu, "energy_j", gpath)
+    max_power_w = _num(gpu, "max_power_w", gpath, maximum=5000.0)
+    assert energy_j is not None and max_power_w is not None
+    # A GPU cannot draw more than 5 kW: an energy implying more is a unit error (mJ sent as J).
+    if energy_j > 5000.0 * duration_s:
+        raise _bad(f"{gpath}.energy_j", f"{energy_j:g} J in {duration_s:g} s implies over 5 kW; check units (J)")
+    return GpuRow(
+        uuid=gpu_uuid,
+        index=_int(gpu, "index", gpath) or 0,
+        name=_str(gpu, "name", gpath, optional=True),
+        seq=seq,
+        start=start,
+        end=end,
+        energy_j=energy_j,
+        counter_mj=_int(gpu, "counter_mj", gpath, optional=True),
+        avg_power_w=_num(gpu, "avg_power_w", gpath, maximum=5000.0) or 0.0,
+        max_power_w=max_power_w,
+        util_pct=_num(gpu, "util_pct", gpath, maximum=100.0) or 0.0,
+        mem_util_pct=_num(gpu, "mem_util_pct", gpath, maximum=100.0) or 0.0,
+        mem_used_mib=_num(gpu, "mem_used_mib", gpath) or 0.0,
+        power_limit_w=_num(gpu, "power_limit_w", gpath, optional=True, maximum=5000.0),
+        quality=_quality(gpu, gpath),
+        processes=_processes(gpu.get("processes"), f"{gpath}.processes"),
+    )
+
+
 def parse_batch(*, data: Any, now: dt.datetime, clock_skew_s: float, retention_days: int,
                 max_windows: int) -> ParsedBatch:
     """Validate a decoded batch; raise BatchError naming the first offending field."""
@@ -282,40 +401,14 @@ def parse_batch(*, data: Any, now: dt.datetime, clock_skew_s: float, retention_d
         if not isinstance(gpus, list):
             raise _bad(f"{wpath}.gpus", "must be a list")
         seen: set[str] = set()
+        duration_s = (end - start).total_seconds()
         for g_index, raw_gpu in enumerate(gpus):
-            gpath = f"{wpath}.gpus[{g_index}]"
-            gpu = _obj(raw_gpu, gpath)
-            gpu_uuid = _str(gpu, "uuid", gpath, max_len=100)
-            if gpu_uuid in seen:
-                raise _bad(f"{gpath}.uuid", "appears twice in the same window")
-            seen.add(gpu_uuid)
-            energy_j = _num(gpu, "energy_j", gpath)
-            duration_s = (end - start).total_seconds()
-            max_power_w = _num(gpu, "max_power_w", gpath, maximum=5000.0)
-            assert energy_j is not None and max_power_w is not None
-            # A GPU cannot draw more than 5 kW: an energy implying more is a unit error (mJ sent as J).
-            if energy_j > 5000.0 * duration_s:
-                raise _bad(f"{gpath}.energy_j", f"{energy_j:g} J in {duration_s:g} s implies over 5 kW; check units (J)")
-            batch.gpu_rows.append(
-                GpuRow(
-                    uuid=gpu_uuid,
-                    index=_int(gpu, "index", gpath) or 0,
-                    name=_str(gpu, "name", gpath, optional=True),
-                    seq=seq,
-                    start=start,
-                    end=end,
-                    energy_j=energy_j,
-                    counter_mj=_int(gpu, "counter_mj", gpath, optional=True),
-                    avg_power_w=_num(gpu, "avg_power_w", gpath, maximum=5000.0) or 0.0,
-                    max_power_w=max_power_w,
-                    util_pct=_num(gpu, "util_pct", gpath, maximum=100.0) or 0.0,
-                    mem_util_pct=_num(gpu, "mem_util_pct", gpath, maximum=100.0) or 0.0,
-                    mem_used_mib=_num(gpu, "mem_used_mib", gpath) or 0.0,
-                    power_limit_w=_num(gpu, "power_limit_w", gpath, optional=True, maximum=5000.0),
-                    quality=_quality(gpu, gpath),
-                    processes=_processes(gpu.get("processes"), f"{gpath}.processes"),
-                )
-            )
+            # Fast path for a well-formed GPU window; anything unusual goes through the checked
+            # path below, which raises the precise error (or builds the very same row).
+            row = _gpu_row_fast(raw_gpu, seq, start, end, duration_s, seen)
+            if row is None:
+                row = _gpu_row_checked(raw_gpu, f"{wpath}.gpus[{g_index}]", seq, start, end, duration_s, seen)
+            batch.gpu_rows.append(row)
             gpu_count += 1
             if gpu_count > max_windows:
                 raise BatchError(413, "windows", f"a batch may carry at most {max_windows} GPU windows")

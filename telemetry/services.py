@@ -61,10 +61,12 @@ def _resolve_devices(*, host: Host, batch: ParsedBatch) -> dict[str, int]:
     seen: dict[str, tuple[int, str]] = {}
     for row in batch.gpu_rows:
         seen.setdefault(row.uuid, (row.index, row.name))
-    known = dict(Device.objects.filter(uuid__in=list(seen)).values_list("uuid", "id"))
-    foreign = Device.objects.filter(uuid__in=list(seen)).exclude(host=host).values_list("uuid", flat=True)
-    for uuid in foreign:
-        raise BatchError(403, "windows.gpus.uuid", f"device {uuid} belongs to another host")
+    # One query: ids of the known devices, and whether any of them belongs to another host.
+    rows = list(Device.objects.filter(uuid__in=list(seen)).values_list("uuid", "id", "host_id"))
+    for uuid, _, host_id in rows:
+        if host_id != host.pk:
+            raise BatchError(403, "windows.gpus.uuid", f"device {uuid} belongs to another host")
+    known = {uuid: device_id for uuid, device_id, _ in rows}
     for uuid, (index, name) in seen.items():
         if uuid in known:
             continue
@@ -84,6 +86,18 @@ def _resolve_devices(*, host: Host, batch: ParsedBatch) -> dict[str, int]:
             log.info("device registered host=%s uuid=%s index=%d model=%s", host.hostname, uuid, index,
                      hardware.key if hardware else "unknown")
     return known
+
+
+def _processes_json(processes: list[dict], cache: dict[tuple, str]) -> str:
+    """json.dumps of a window's process list, memoised: a GPU reports the same processes
+    window after window, and the parser always builds {pid, sm_util_pct, job_key} dicts."""
+    if not processes:
+        return "[]"
+    key = tuple((p["pid"], p["sm_util_pct"], p["job_key"]) for p in processes)
+    text = cache.get(key)
+    if text is None:
+        text = cache[key] = json.dumps(processes)
+    return text
 
 
 def _copy_rows(*, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
@@ -136,13 +150,14 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
             gpu_energy_j=gpu_energy_j,
             host_energy_j=host_energy_j,
         )
+        processes_cache: dict[tuple, str] = {}
         _copy_rows(
             table="telemetry_gpuwindow",
             columns=GPU_COLUMNS,
             rows=[
                 (record.id, host.id, device_ids[r.uuid], r.seq, r.start, r.end, r.energy_j, r.counter_mj,
                  r.avg_power_w, r.max_power_w, r.util_pct, r.mem_util_pct, r.mem_used_mib, r.power_limit_w,
-                 r.quality, json.dumps(r.processes))
+                 r.quality, _processes_json(r.processes, processes_cache))
                 for r in batch.gpu_rows
             ],
         )
