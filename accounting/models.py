@@ -8,6 +8,7 @@ version and the factor versions it used so an auditor can re-derive it.
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 from django.db.models import Q
 
@@ -355,6 +356,8 @@ class Job(models.Model):
             models.Index(fields=["org", "started_at"]),
             models.Index(fields=["team", "started_at"]),
             models.Index(fields=["status"]),
+            # Trade-offs page and filtered job lists.
+            models.Index(fields=["org", "family", "kind", "started_at"]),
         ]
 
     def __str__(self) -> str:
@@ -510,6 +513,8 @@ class DeviceHour(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["device", "hour"], name="devicehour_uniq")]
+        # Rows arrive in time order: a BRIN index serves the devices page's range scans cheaply.
+        indexes = [BrinIndex(fields=["hour"], name="devicehour_hour_brin")]
 
 
 class JobHour(models.Model):
@@ -525,6 +530,7 @@ class JobHour(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["job", "hour"], name="jobhour_uniq")]
+        indexes = [BrinIndex(fields=["hour"], name="jobhour_hour_brin")]
 
 
 # --- API tokens ----------------------------------------------------------------------------

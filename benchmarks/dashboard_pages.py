@@ -69,13 +69,17 @@ def main() -> int:
 
     n = args.requests
     jobs = Job.objects.filter(org=org)
-    print(f"dataset: {jobs.count():,} jobs, {DeviceHour.objects.filter(device__host__cluster__site__org=org).count():,} "
-          f"device-hours, {JobHour.objects.filter(job__org=org).count():,} job-hours, "
-          f"{TeamDay.objects.filter(org=org).count():,} team-days; {connection.vendor} "
-          f"{connection.cursor().connection.info.server_version}")
+    print(
+        f"dataset: {jobs.count():,} jobs, {DeviceHour.objects.filter(device__host__cluster__site__org=org).count():,} "
+        f"device-hours, {JobHour.objects.filter(job__org=org).count():,} job-hours, "
+        f"{TeamDay.objects.filter(org=org).count():,} team-days; {connection.vendor} "
+        f"{connection.cursor().connection.info.server_version}"
+    )
     # Detail pages: a spread of finished multi-GPU jobs of every family, plus running ones.
     detail_ids = list(
-        jobs.filter(status="completed", footprint__device_hours__gte=8).order_by("-started_at").values_list("id", flat=True)[:n]
+        jobs.filter(status="completed", footprint__device_hours__gte=8)
+        .order_by("-started_at")
+        .values_list("id", flat=True)[:n]
     )
     month = Job.objects.filter(org=org).order_by("-started_at").values_list("started_at", flat=True).first()
     team_id = org.teams.order_by("id").values_list("id", flat=True).first()
@@ -123,7 +127,10 @@ def main() -> int:
         if target and p95 > target:
             failed = True
             ratio += "  OVER"
-        print(f"{name:32s} {statistics.median(times):8.1f} {p95:8.1f} {max(times):8.1f} {queries:8d} {size / 1024:7.1f}  {ratio}")
+        print(
+            f"{name:32s} {statistics.median(times):8.1f} {p95:8.1f} {max(times):8.1f} {queries:8d} "
+            f"{size / 1024:7.1f}  {ratio}"
+        )
     print("\ntargets: p95 < 300 ms for overview, jobs list and job detail:", "MISSED" if failed else "met")
     return 1 if failed else 0
 

@@ -17,8 +17,20 @@ from typing import Any
 # is most of a page's budget; plotly.js validates on the client anyway.
 
 # Okabe–Ito, extended: distinguishable for the common colour-vision deficiencies.
-PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#332288", "#88CCEE",
-           "#117733", "#AA4499", "#44AA99"]
+PALETTE = [
+    "#0072B2",
+    "#E69F00",
+    "#009E73",
+    "#CC79A7",
+    "#56B4E9",
+    "#D55E00",
+    "#F0E442",
+    "#332288",
+    "#88CCEE",
+    "#117733",
+    "#AA4499",
+    "#44AA99",
+]
 OVERHEAD_COLOUR = "#9AA3AE"
 FRONT_COLOUR = "#111827"
 FONT = "Inter, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
@@ -32,8 +44,13 @@ def colour_for(index: int, name: str = "") -> str:
 
 
 def _axis(title: str = "", **extra: Any) -> dict[str, Any]:
-    axis = {"title": {"text": title}, "gridcolor": GRID, "zerolinecolor": GRID, "linecolor": "#d1d5db",
-            "automargin": True}
+    axis = {
+        "title": {"text": title},
+        "gridcolor": GRID,
+        "zerolinecolor": GRID,
+        "linecolor": "#d1d5db",
+        "automargin": True,
+    }
     axis.update(extra)
     return axis
 
@@ -47,10 +64,10 @@ class Figure:
             "title": {"text": title, "x": 0.01, "xanchor": "left", "font": {"size": 15}},
             "font": {"family": FONT, "size": 12, "color": "#1f2937"},
             "height": height,
-            "margin": {"l": 64, "r": 24, "t": 56, "b": 48},
+            "margin": {"l": 64, "r": 24, "t": 56, "b": 64},
             "paper_bgcolor": "#ffffff",
             "plot_bgcolor": "#ffffff",
-            "legend": {"orientation": "h", "yanchor": "top", "y": -0.16, "x": 0},
+            "legend": {"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0},
             "hoverlabel": {"font": {"family": FONT}},
             "xaxis": _axis(),
             "yaxis": _axis(),
@@ -97,8 +114,9 @@ def mass_scale(max_kg: float) -> tuple[float, str]:
 # --- overview ------------------------------------------------------------------------------
 
 
-def stacked_daily_figure(*, days: Sequence[dt.date], groups: Sequence[Any], metric: str, title: str,
-                         group_label: str) -> str | None:
+def stacked_daily_figure(
+    *, days: Sequence[dt.date], groups: Sequence[Any], metric: str, title: str, group_label: str
+) -> str | None:
     """Stacked bars per day of one metric (energy_kwh / co2e_operational_kg / co2e_embodied_kg)."""
     if not days or not groups or not any(any(getattr(g, metric)) for g in groups):
         return None
@@ -107,11 +125,16 @@ def stacked_daily_figure(*, days: Sequence[dt.date], groups: Sequence[Any], metr
     fig = Figure(title=f"{title} ({unit}/day)", barmode="stack", bargap=0.15)
     x = list(days)
     for i, g in enumerate(groups):
-        fig.add("bar", x=x, y=[round(v / div, 6) for v in getattr(g, metric)], name=g.name,
-                marker={"color": colour_for(i, g.name)},
-                hovertemplate=f"%{{x|%d %b %Y}}<br>{group_label}: {g.name}<br>%{{y:,.2f}} {unit}<extra></extra>")
-    fig.axis("xaxis", "Day (UTC)", type="date")
-    fig.axis("yaxis", f"{unit} per day", rangemode="tozero")
+        fig.add(
+            "bar",
+            x=x,
+            y=[round(v / div, 6) for v in getattr(g, metric)],
+            name=g.name,
+            marker={"color": colour_for(i, g.name)},
+            hovertemplate=f"%{{x|%d %b %Y}}<br>{group_label}: {g.name}<br>%{{y:,.2f}} {unit}<extra></extra>",
+        )
+    fig.axis("xaxis", "", type="date")
+    fig.axis("yaxis", f"{unit} per day (UTC days)", rangemode="tozero")
     return to_json(fig)
 
 
@@ -119,11 +142,19 @@ def share_donut_figure(*, values: dict[str, float], title: str, unit: str) -> st
     if not values or sum(values.values()) <= 0:
         return None
     labels = list(values)
-    fig = Figure(title=f"{title} ({unit})", height=320,
-                 legend={"orientation": "v", "y": 0.5, "yanchor": "middle", "x": 1.02})
-    fig.add("pie", labels=labels, values=[round(v, 6) for v in values.values()], hole=0.55, sort=False,
-            marker={"colors": [colour_for(i, label) for i, label in enumerate(labels)]}, textinfo="percent",
-            hovertemplate=f"%{{label}}<br>%{{value:,.1f}} {unit} (%{{percent}})<extra></extra>")
+    fig = Figure(
+        title=f"{title} ({unit})", height=320, legend={"orientation": "v", "y": 0.5, "yanchor": "middle", "x": 1.02}
+    )
+    fig.add(
+        "pie",
+        labels=labels,
+        values=[round(v, 6) for v in values.values()],
+        hole=0.55,
+        sort=False,
+        marker={"colors": [colour_for(i, label) for i, label in enumerate(labels)]},
+        textinfo="percent",
+        hovertemplate=f"%{{label}}<br>%{{value:,.1f}} {unit} (%{{percent}})<extra></extra>",
+    )
     return to_json(fig)
 
 
@@ -135,22 +166,37 @@ def intensity_curves_figure(*, curves: dict[str, dict[str, list]]) -> str | None
         return None
     fig = Figure(title="Hourly grid intensity by zone (gCO2e/kWh)", height=380, hovermode="x unified")
     for i, (code, c) in enumerate(sorted(curves.items())):
-        fig.add("scatter", x=c["hour"], y=c["g_per_kwh"], mode="lines", name=code,
-                line={"width": 1.6, "color": colour_for(i)},
-                hovertemplate=f"{code}: %{{y:,.0f}} gCO2e/kWh<extra></extra>")
-    fig.axis("xaxis", "Hour (UTC)", type="date")
-    fig.axis("yaxis", "gCO2e/kWh", rangemode="tozero")
+        fig.add(
+            "scatter",
+            x=c["hour"],
+            y=c["g_per_kwh"],
+            mode="lines",
+            name=code,
+            line={"width": 1.6, "color": colour_for(i)},
+            hovertemplate=f"{code}: %{{y:,.0f}} gCO2e/kWh<extra></extra>",
+        )
+    fig.axis("xaxis", "", type="date")
+    fig.axis("yaxis", "gCO2e/kWh (hourly, UTC)", rangemode="tozero")
     return to_json(fig)
 
 
 def energy_heatmap_figure(*, site_names: Sequence[str], matrix: Sequence[Sequence[float]]) -> str | None:
     if not site_names or not any(any(row) for row in matrix):
         return None
-    fig = Figure(title="Where and when job energy was drawn (kWh by site and hour of day, UTC)",
-                 height=140 + 46 * len(site_names))
-    fig.add("heatmap", z=[[round(v, 3) for v in r] for r in matrix], x=[f"{h:02d}:00" for h in range(24)],
-            y=list(site_names), colorscale="YlGnBu", reversescale=False, colorbar={"title": {"text": "kWh"}},
-            hovertemplate="%{y}<br>%{x} UTC<br>%{z:,.1f} kWh<extra></extra>")
+    fig = Figure(
+        title="Where and when job energy was drawn (kWh by site and hour of day, UTC)",
+        height=140 + 46 * len(site_names),
+    )
+    fig.add(
+        "heatmap",
+        z=[[round(v, 3) for v in r] for r in matrix],
+        x=[f"{h:02d}:00" for h in range(24)],
+        y=list(site_names),
+        colorscale="YlGnBu",
+        reversescale=True,
+        colorbar={"title": {"text": "kWh"}},
+        hovertemplate="%{y}<br>%{x} UTC<br>%{z:,.1f} kWh<extra></extra>",
+    )
     fig.axis("xaxis", "Hour of day (UTC)", type="category")
     fig.axis("yaxis", "", type="category")
     return to_json(fig)
@@ -162,13 +208,32 @@ def site_carbon_figure(*, sites: Sequence[Any]) -> str | None:
         return None
     names = [s.name for s in rows]
     fig = Figure(title="Carbon by site (kgCO2e) and effective intensity (gCO2e/kWh)", barmode="stack")
-    fig.add("bar", x=names, y=[s.co2e_operational_kg for s in rows], name="Operational",
-            marker={"color": PALETTE[0]}, hovertemplate="%{x}<br>Operational %{y:,.1f} kgCO2e<extra></extra>")
-    fig.add("bar", x=names, y=[s.co2e_embodied_kg for s in rows], name="Embodied",
-            marker={"color": PALETTE[1]}, hovertemplate="%{x}<br>Embodied %{y:,.1f} kgCO2e<extra></extra>")
-    fig.add("scatter", x=names, y=[s.effective_g_per_kwh for s in rows], name="Effective intensity incl. PUE",
-            yaxis="y2", mode="markers", marker={"size": 12, "color": FRONT_COLOUR, "symbol": "diamond"},
-            hovertemplate="%{x}<br>%{y:,.0f} gCO2e per kWh drawn<extra></extra>")
+    fig.add(
+        "bar",
+        x=names,
+        y=[s.co2e_operational_kg for s in rows],
+        name="Operational",
+        marker={"color": PALETTE[0]},
+        hovertemplate="%{x}<br>Operational %{y:,.1f} kgCO2e<extra></extra>",
+    )
+    fig.add(
+        "bar",
+        x=names,
+        y=[s.co2e_embodied_kg for s in rows],
+        name="Embodied",
+        marker={"color": PALETTE[1]},
+        hovertemplate="%{x}<br>Embodied %{y:,.1f} kgCO2e<extra></extra>",
+    )
+    fig.add(
+        "scatter",
+        x=names,
+        y=[s.effective_g_per_kwh for s in rows],
+        name="Effective intensity incl. PUE",
+        yaxis="y2",
+        mode="markers",
+        marker={"size": 12, "color": FRONT_COLOUR, "symbol": "diamond"},
+        hovertemplate="%{x}<br>%{y:,.0f} gCO2e per kWh drawn<extra></extra>",
+    )
     fig.axis("yaxis", "kgCO2e", rangemode="tozero")
     fig.axis("yaxis2", "gCO2e/kWh", overlaying="y", side="right", rangemode="tozero", showgrid=False)
     return to_json(fig)
@@ -183,18 +248,35 @@ def model_hours_figure(*, models: Sequence[Any]) -> str | None:
         return None
     names = [m.name for m in rows]
     fig = Figure(title="Device-hours by state per model (device-h)", barmode="stack")
-    for label, attr, colour in (("Allocated, busy", "busy_allocated_h", PALETTE[2]),
-                                ("Allocated, idle (<5 % util)", "idle_allocated_h", PALETTE[5]),
-                                ("Unallocated", "unallocated_h", OVERHEAD_COLOUR)):
-        fig.add("bar", x=names, y=[round(getattr(m, attr), 3) for m in rows], name=label, marker={"color": colour},
-                hovertemplate=f"%{{x}}<br>{label}: %{{y:,.0f}} device-hours<extra></extra>")
+    for label, attr, colour in (
+        ("Allocated, busy", "busy_allocated_h", PALETTE[2]),
+        ("Allocated, idle (<5 % util)", "idle_allocated_h", PALETTE[5]),
+        ("Unallocated", "unallocated_h", OVERHEAD_COLOUR),
+    ):
+        fig.add(
+            "bar",
+            x=names,
+            y=[round(getattr(m, attr), 3) for m in rows],
+            name=label,
+            marker={"color": colour},
+            hovertemplate=f"%{{x}}<br>{label}: %{{y:,.0f}} device-hours<extra></extra>",
+        )
     fig.axis("yaxis", "device-hours", rangemode="tozero")
     return to_json(fig)
 
 
 def _subplot_title(text: str, x: float, y: float) -> dict[str, Any]:
-    return {"text": f"<b>{text}</b>", "x": x, "y": y, "xref": "paper", "yref": "paper", "showarrow": False,
-            "xanchor": "center", "yanchor": "bottom", "font": {"size": 12}}
+    return {
+        "text": f"<b>{text}</b>",
+        "x": x,
+        "y": y,
+        "xref": "paper",
+        "yref": "paper",
+        "showarrow": False,
+        "xanchor": "center",
+        "yanchor": "bottom",
+        "font": {"size": 12},
+    }
 
 
 def model_util_power_figure(*, models: Sequence[Any]) -> str | None:
@@ -202,12 +284,32 @@ def model_util_power_figure(*, models: Sequence[Any]) -> str | None:
     if not rows:
         return None
     names = [m.name for m in rows]
-    fig = Figure(title="Utilisation and power per device model (%, W)", showlegend=False, annotations=[
-        _subplot_title("Average utilisation (%)", 0.22, 1.0), _subplot_title("Average power (W per GPU)", 0.78, 1.0)])
-    fig.add("bar", x=names, y=[m.avg_util_pct for m in rows], marker={"color": PALETTE[0]}, xaxis="x", yaxis="y",
-            hovertemplate="%{x}<br>%{y:.1f} % utilisation<extra></extra>")
-    fig.add("bar", x=names, y=[m.avg_power_w for m in rows], marker={"color": PALETTE[1]}, xaxis="x2", yaxis="y2",
-            hovertemplate="%{x}<br>%{y:,.0f} W average<extra></extra>")
+    fig = Figure(
+        title="Utilisation and power per device model (%, W)",
+        showlegend=False,
+        annotations=[
+            _subplot_title("Average utilisation (%)", 0.22, 1.0),
+            _subplot_title("Average power (W per GPU)", 0.78, 1.0),
+        ],
+    )
+    fig.add(
+        "bar",
+        x=names,
+        y=[m.avg_util_pct for m in rows],
+        marker={"color": PALETTE[0]},
+        xaxis="x",
+        yaxis="y",
+        hovertemplate="%{x}<br>%{y:.1f} % utilisation<extra></extra>",
+    )
+    fig.add(
+        "bar",
+        x=names,
+        y=[m.avg_power_w for m in rows],
+        marker={"color": PALETTE[1]},
+        xaxis="x2",
+        yaxis="y2",
+        hovertemplate="%{x}<br>%{y:,.0f} W average<extra></extra>",
+    )
     fig.axis("xaxis", "", domain=[0, 0.44])
     fig.axis("xaxis2", "", domain=[0.56, 1], anchor="y2")
     fig.axis("yaxis", "%", range=[0, 100])
@@ -220,15 +322,31 @@ def embodied_figure(*, rows: Sequence[Any]) -> str | None:
         return None
     names = [r.name for r in rows]
     fig = Figure(title="Embodied carbon per device and its amortisation (kgCO2e)", barmode="group")
-    fig.add("bar", x=names, y=[r.embodied_kg for r in rows], name="Embodied per device", marker={"color": PALETTE[1]},
-            error_y={"type": "data", "symmetric": False, "array": [r.embodied_high_kg - r.embodied_kg for r in rows],
-                     "arrayminus": [r.embodied_kg - r.embodied_low_kg for r in rows], "color": "#6b7280"},
-            customdata=[[r.embodied_low_kg, r.embodied_high_kg, r.embodied_kind] for r in rows],
-            hovertemplate="%{x}<br>%{y:,.0f} kgCO2e per device<br>range %{customdata[0]:,.0f}–%{customdata[1]:,.0f}"
-                          "<br>%{customdata[2]}<extra></extra>")
-    fig.add("bar", x=names, y=[round(r.embodied_kg * (r.amortised_share or 0), 3) for r in rows],
-            name="Amortised to date (by age)", marker={"color": PALETTE[2]},
-            hovertemplate="%{x}<br>%{y:,.0f} kgCO2e of each device's life already elapsed<extra></extra>")
+    fig.add(
+        "bar",
+        x=names,
+        y=[r.embodied_kg for r in rows],
+        name="Embodied per device",
+        marker={"color": PALETTE[1]},
+        error_y={
+            "type": "data",
+            "symmetric": False,
+            "array": [r.embodied_high_kg - r.embodied_kg for r in rows],
+            "arrayminus": [r.embodied_kg - r.embodied_low_kg for r in rows],
+            "color": "#6b7280",
+        },
+        customdata=[[r.embodied_low_kg, r.embodied_high_kg, r.embodied_kind] for r in rows],
+        hovertemplate="%{x}<br>%{y:,.0f} kgCO2e per device<br>range %{customdata[0]:,.0f}–%{customdata[1]:,.0f}"
+        "<br>%{customdata[2]}<extra></extra>",
+    )
+    fig.add(
+        "bar",
+        x=names,
+        y=[round(r.embodied_kg * (r.amortised_share or 0), 3) for r in rows],
+        name="Amortised to date (by age)",
+        marker={"color": PALETTE[2]},
+        hovertemplate="%{x}<br>%{y:,.0f} kgCO2e of each device's life already elapsed<extra></extra>",
+    )
     fig.axis("yaxis", "kgCO2e per device", rangemode="tozero")
     return to_json(fig)
 
@@ -241,19 +359,44 @@ def job_trace_figure(*, traces: Sequence[dict[str, Any]]) -> str | None:
     if not traces:
         return None
     many = len(traces) > 16
-    fig = Figure(title="Power and utilisation trace per GPU (W, %)", height=540, showlegend=not many,
-                 hovermode="closest", annotations=[_subplot_title("Power per GPU (W, hourly average)", 0.5, 1.0),
-                                                   _subplot_title("Utilisation per GPU (%)", 0.5, 0.44)])
+    fig = Figure(
+        title="Power and utilisation trace per GPU (W, %)",
+        height=540,
+        showlegend=not many,
+        hovermode="closest",
+        annotations=[
+            _subplot_title("Power per GPU (W, hourly average)", 0.5, 1.0),
+            _subplot_title("Utilisation per GPU (%)", 0.5, 0.44),
+        ],
+    )
     width = 1.2 if many else 1.8
     for i, t in enumerate(traces):
         colour = colour_for(i)
-        fig.add("scatter", x=t["hours"], y=[round(v, 1) for v in t["power_w"]], name=t["label"],
-                legendgroup=t["label"], mode="lines", line={"width": width, "color": colour}, xaxis="x", yaxis="y",
-                hovertemplate=f"{t['label']} ({t['model']})<br>%{{x|%d %b %H:00}}<br>%{{y:,.0f}} W<extra></extra>")
-        fig.add("scatter", x=t["hours"], y=[round(v, 1) for v in t["util_pct"]], name=t["label"],
-                legendgroup=t["label"], showlegend=False, mode="lines", line={"width": width, "color": colour},
-                xaxis="x2", yaxis="y2",
-                hovertemplate=f"{t['label']}<br>%{{x|%d %b %H:00}}<br>%{{y:.0f}} %<extra></extra>")
+        fig.add(
+            "scatter",
+            x=t["hours"],
+            y=[round(v, 1) for v in t["power_w"]],
+            name=t["label"],
+            legendgroup=t["label"],
+            mode="lines",
+            line={"width": width, "color": colour},
+            xaxis="x",
+            yaxis="y",
+            hovertemplate=f"{t['label']} ({t['model']})<br>%{{x|%d %b %H:00}}<br>%{{y:,.0f}} W<extra></extra>",
+        )
+        fig.add(
+            "scatter",
+            x=t["hours"],
+            y=[round(v, 1) for v in t["util_pct"]],
+            name=t["label"],
+            legendgroup=t["label"],
+            showlegend=False,
+            mode="lines",
+            line={"width": width, "color": colour},
+            xaxis="x2",
+            yaxis="y2",
+            hovertemplate=f"{t['label']}<br>%{{x|%d %b %H:00}}<br>%{{y:.0f}} %<extra></extra>",
+        )
     fig.axis("xaxis", "", type="date", anchor="y", matches="x2", showticklabels=False)
     fig.axis("xaxis2", "Hour (UTC)", type="date", anchor="y2")
     fig.axis("yaxis", "W", domain=[0.56, 1], rangemode="tozero")
@@ -265,13 +408,33 @@ def job_hours_figure(*, hours: dict[str, list]) -> str | None:
     if not hours["hour"]:
         return None
     fig = Figure(title="Carbon per hour (gCO2e) and grid intensity over the run (gCO2e/kWh)", barmode="stack")
-    fig.add("bar", x=hours["hour"], y=[round(v * 1000, 3) for v in hours["co2e_operational_kg"]], name="Operational",
-            marker={"color": PALETTE[0]}, hovertemplate="%{x|%d %b %H:00}<br>Operational %{y:,.1f} gCO2e<extra></extra>")
-    fig.add("bar", x=hours["hour"], y=[round(v * 1000, 3) for v in hours["co2e_embodied_kg"]], name="Embodied",
-            marker={"color": PALETTE[1]}, hovertemplate="%{x|%d %b %H:00}<br>Embodied %{y:,.1f} gCO2e<extra></extra>")
-    fig.add("scatter", x=hours["hour"], y=hours["intensity_g_per_kwh"], name="Grid intensity", yaxis="y2",
-            mode="lines+markers", line={"color": PALETTE[5], "width": 2}, marker={"size": 4},
-            hovertemplate="%{x|%d %b %H:00}<br>%{y:,.0f} gCO2e/kWh<extra></extra>")
+    fig.add(
+        "bar",
+        x=hours["hour"],
+        y=[round(v * 1000, 3) for v in hours["co2e_operational_kg"]],
+        name="Operational",
+        marker={"color": PALETTE[0]},
+        hovertemplate="%{x|%d %b %H:00}<br>Operational %{y:,.1f} gCO2e<extra></extra>",
+    )
+    fig.add(
+        "bar",
+        x=hours["hour"],
+        y=[round(v * 1000, 3) for v in hours["co2e_embodied_kg"]],
+        name="Embodied",
+        marker={"color": PALETTE[1]},
+        hovertemplate="%{x|%d %b %H:00}<br>Embodied %{y:,.1f} gCO2e<extra></extra>",
+    )
+    fig.add(
+        "scatter",
+        x=hours["hour"],
+        y=hours["intensity_g_per_kwh"],
+        name="Grid intensity",
+        yaxis="y2",
+        mode="lines+markers",
+        line={"color": PALETTE[5], "width": 2},
+        marker={"size": 4},
+        hovertemplate="%{x|%d %b %H:00}<br>%{y:,.0f} gCO2e/kWh<extra></extra>",
+    )
     fig.axis("xaxis", "Hour (UTC)", type="date")
     fig.axis("yaxis", "gCO2e per hour", rangemode="tozero")
     fig.axis("yaxis2", "gCO2e/kWh", overlaying="y", side="right", rangemode="tozero", showgrid=False)
@@ -282,11 +445,20 @@ def breakdown_figure(*, values: dict[str, float], title: str, unit: str) -> str 
     if not values or sum(values.values()) <= 0:
         return None
     labels = list(values)
-    fig = Figure(title=f"{title} ({unit})", height=90 + 44 * len(labels), showlegend=False,
-                 margin={"l": 150, "r": 24, "t": 48, "b": 44})
-    fig.add("bar", x=[round(v, 6) for v in values.values()], y=labels, orientation="h",
-            marker={"color": [colour_for(i) for i in range(len(labels))]},
-            hovertemplate=f"%{{y}}<br>%{{x:,.3f}} {unit}<extra></extra>")
+    fig = Figure(
+        title=f"{title} ({unit})",
+        height=90 + 44 * len(labels),
+        showlegend=False,
+        margin={"l": 150, "r": 24, "t": 48, "b": 44},
+    )
+    fig.add(
+        "bar",
+        x=[round(v, 6) for v in values.values()],
+        y=labels,
+        orientation="h",
+        marker={"color": [colour_for(i) for i in range(len(labels))]},
+        hovertemplate=f"%{{y}}<br>%{{x:,.3f}} {unit}<extra></extra>",
+    )
     fig.axis("xaxis", unit, rangemode="tozero")
     fig.axis("yaxis", "", autorange="reversed", type="category")
     return to_json(fig)
@@ -301,21 +473,39 @@ def tradeoff_figure(*, data: Any, colour_by: str) -> str | None:
     groups: dict[str, list] = {}
     for p in data.points:
         groups.setdefault(getattr(p, colour_by), []).append(p)
-    singular = data.unit[:-1] if data.unit.endswith("s") else data.unit
-    unit_y = f"gCO2e per {singular}"
+    unit_y = f"gCO2e per {data.per_label}"
     better = "higher is better" if data.x_higher_is_better else "lower is better"
-    fig = Figure(title=f"Carbon per unit ({unit_y}) versus {data.x_label} — Pareto front highlighted", height=520,
-                 hovermode="closest")
-    hover = ("%{customdata[0]}<br>%{customdata[1]} · %{customdata[2]} · %{customdata[3]}<br>"
-             f"{data.x_label}: %{{x:,.4g}}<br>%{{y:.4g}} {unit_y}<extra></extra>")
+    fig = Figure(
+        title=f"Carbon per unit ({unit_y}) versus {data.x_label} — Pareto front highlighted",
+        height=520,
+        hovermode="closest",
+    )
+    hover = (
+        "%{customdata[0]}<br>%{customdata[1]} · %{customdata[2]} · %{customdata[3]}<br>"
+        f"{data.x_label}: %{{x:,.4g}}<br>%{{y:.4g}} {unit_y}<extra></extra>"
+    )
     for i, (name, pts) in enumerate(sorted(groups.items())):
-        fig.add("scattergl", x=[p.x for p in pts], y=[p.co2e_g_per_unit for p in pts], mode="markers", name=name,
-                marker={"size": 7, "color": colour_for(i), "opacity": 0.6},
-                customdata=[[p.name, p.device, p.zone, p.team] for p in pts], hovertemplate=hover)
-    fig.add("scatter", x=[p.x for p in data.front], y=[p.co2e_g_per_unit for p in data.front], mode="lines+markers",
-            name="Pareto front", line={"color": FRONT_COLOUR, "width": 2, "shape": "hv"},
-            marker={"size": 10, "symbol": "star", "color": FRONT_COLOUR},
-            customdata=[[p.name, p.device, p.zone, p.team] for p in data.front], hovertemplate="Pareto: " + hover)
+        fig.add(
+            "scattergl",
+            x=[p.x for p in pts],
+            y=[p.co2e_g_per_unit * data.per_factor for p in pts],
+            mode="markers",
+            name=name,
+            marker={"size": 7, "color": colour_for(i), "opacity": 0.6},
+            customdata=[[p.name, p.device, p.zone, p.team] for p in pts],
+            hovertemplate=hover,
+        )
+    fig.add(
+        "scatter",
+        x=[p.x for p in data.front],
+        y=[p.co2e_g_per_unit * data.per_factor for p in data.front],
+        mode="lines+markers",
+        name="Pareto front",
+        line={"color": FRONT_COLOUR, "width": 2, "shape": "hv"},
+        marker={"size": 10, "symbol": "star", "color": FRONT_COLOUR},
+        customdata=[[p.name, p.device, p.zone, p.team] for p in data.front],
+        hovertemplate="Pareto: " + hover,
+    )
     fig.axis("xaxis", f"{data.x_label} ({better})", type="log" if data.x_metric == "throughput" else "linear")
     fig.axis("yaxis", f"{unit_y} (lower is better)", type="log")
     return to_json(fig)
@@ -330,15 +520,35 @@ def burndown_figure(*, row: Any) -> str | None:
     end = row.period_end - dt.timedelta(days=1)
     over = row.forecast_kg > row.budget_kg
     fig = Figure(title=f"{row.team}: burn-down (kgCO2e)", height=300)
-    fig.add("scatter", x=[row.period_start, end], y=[row.budget_kg, row.budget_kg], mode="lines", name="Budget",
-            line={"color": "#6b7280", "dash": "dash"}, hovertemplate="Budget %{y:,.0f} kgCO2e<extra></extra>")
-    fig.add("scatter", x=row.days, y=[round(v, 3) for v in row.cumulative_kg], mode="lines", name="Spent (cumulative)",
-            line={"color": PALETTE[0], "width": 3}, fill="tozeroy", fillcolor="rgba(0,114,178,0.12)",
-            hovertemplate="%{x|%d %b}<br>%{y:,.1f} kgCO2e spent<extra></extra>")
-    fig.add("scatter", x=[row.days[-1], end], y=[round(row.cumulative_kg[-1], 3), round(row.forecast_kg, 3)],
-            mode="lines+markers", name="Forecast (linear run rate)",
-            line={"color": "#D55E00" if over else "#009E73", "dash": "dot"},
-            hovertemplate="%{x|%d %b}<br>%{y:,.1f} kgCO2e forecast<extra></extra>")
+    fig.add(
+        "scatter",
+        x=[row.period_start, end],
+        y=[row.budget_kg, row.budget_kg],
+        mode="lines",
+        name="Budget",
+        line={"color": "#6b7280", "dash": "dash"},
+        hovertemplate="Budget %{y:,.0f} kgCO2e<extra></extra>",
+    )
+    fig.add(
+        "scatter",
+        x=row.days,
+        y=[round(v, 3) for v in row.cumulative_kg],
+        mode="lines",
+        name="Spent (cumulative)",
+        line={"color": PALETTE[0], "width": 3},
+        fill="tozeroy",
+        fillcolor="rgba(0,114,178,0.12)",
+        hovertemplate="%{x|%d %b}<br>%{y:,.1f} kgCO2e spent<extra></extra>",
+    )
+    fig.add(
+        "scatter",
+        x=[row.days[-1], end],
+        y=[round(row.cumulative_kg[-1], 3), round(row.forecast_kg, 3)],
+        mode="lines+markers",
+        name="Forecast (linear run rate)",
+        line={"color": "#D55E00" if over else "#009E73", "dash": "dot"},
+        hovertemplate="%{x|%d %b}<br>%{y:,.1f} kgCO2e forecast<extra></extra>",
+    )
     fig.axis("xaxis", "", type="date")
     fig.axis("yaxis", "kgCO2e", rangemode="tozero")
     return to_json(fig)
@@ -349,9 +559,21 @@ def report_team_figure(*, teams: Sequence[dict[str, Any]]) -> str | None:
         return None
     names = [t["team"] for t in teams]
     fig = Figure(title="Carbon by team this month (kgCO2e)", barmode="stack", height=320)
-    fig.add("bar", x=names, y=[t["cur"]["co2e_operational_kg"] for t in teams], name="Operational",
-            marker={"color": PALETTE[0]}, hovertemplate="%{x}<br>%{y:,.1f} kgCO2e operational<extra></extra>")
-    fig.add("bar", x=names, y=[t["cur"]["co2e_embodied_kg"] for t in teams], name="Embodied",
-            marker={"color": PALETTE[1]}, hovertemplate="%{x}<br>%{y:,.1f} kgCO2e embodied<extra></extra>")
+    fig.add(
+        "bar",
+        x=names,
+        y=[t["cur"]["co2e_operational_kg"] for t in teams],
+        name="Operational",
+        marker={"color": PALETTE[0]},
+        hovertemplate="%{x}<br>%{y:,.1f} kgCO2e operational<extra></extra>",
+    )
+    fig.add(
+        "bar",
+        x=names,
+        y=[t["cur"]["co2e_embodied_kg"] for t in teams],
+        name="Embodied",
+        marker={"color": PALETTE[1]},
+        hovertemplate="%{x}<br>%{y:,.1f} kgCO2e embodied<extra></extra>",
+    )
     fig.axis("yaxis", "kgCO2e", rangemode="tozero")
     return to_json(fig)

@@ -9,16 +9,20 @@ from django import forms
 from accounting.models import Job
 from accounting.selectors.dashboard import GROUP_BY_CHOICES, Period
 
-PERIOD_CHOICES = [("7d", "Last 7 days"), ("30d", "Last 30 days"), ("90d", "Last 90 days"),
-                  ("mtd", "Month to date"), ("custom", "Custom range")]
+PERIOD_CHOICES = [
+    ("7d", "Last 7 days"),
+    ("30d", "Last 30 days"),
+    ("90d", "Last 90 days"),
+    ("mtd", "Month to date"),
+    ("custom", "Custom range"),
+]
 MAX_RANGE_DAYS = 400
 
 
 class PeriodTeamForm(forms.Form):
     period = forms.ChoiceField(choices=PERIOD_CHOICES, required=False)
     start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}),
-                          help_text="inclusive")
+    end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), help_text="inclusive")
     team = forms.TypedChoiceField(coerce=int, required=False, empty_value=None)
 
     def __init__(self, *args, teams: list[dict], default_period: str = "30d", **kwargs):
@@ -60,12 +64,16 @@ class OverviewForm(PeriodTeamForm):
 
 
 def _choices(enum, blank: str):
-    return [("", blank)] + list(enum.choices)
+    return [("", blank), *enum.choices]
 
 
 class JobFilterForm(forms.Form):
-    q = forms.CharField(required=False, max_length=100, label="Search",
-                        widget=forms.TextInput(attrs={"placeholder": "name or scheduler id"}))
+    q = forms.CharField(
+        required=False,
+        max_length=100,
+        label="Search",
+        widget=forms.TextInput(attrs={"placeholder": "name or scheduler id"}),
+    )
     team = forms.TypedChoiceField(coerce=int, required=False, empty_value=None)
     user = forms.CharField(required=False, max_length=150)
     family = forms.ChoiceField(choices=_choices(Job.Family, "Any family"), required=False)
@@ -85,7 +93,9 @@ class JobFilterForm(forms.Form):
 class TradeoffForm(PeriodTeamForm):
     family = forms.ChoiceField(choices=[c for c in Job.Family.choices], required=False)
     kind = forms.ChoiceField(choices=Job.Kind.choices, required=False)
-    x = forms.ChoiceField(choices=[("throughput", "Throughput"), ("quality", "Quality")], required=False,
-                          label="X axis")
-    colour = forms.ChoiceField(choices=[("device", "Device"), ("zone", "Zone"), ("team", "Team")], required=False,
-                               label="Colour by")
+    x = forms.ChoiceField(
+        choices=[("throughput", "Throughput"), ("quality", "Quality")], required=False, label="X axis"
+    )
+    colour = forms.ChoiceField(
+        choices=[("device", "Device"), ("zone", "Zone"), ("team", "Team")], required=False, label="Colour by"
+    )

@@ -102,16 +102,35 @@ def overview(request: HttpRequest) -> HttpResponse:
     data = sel.overview_get(scope=scope, period=period, team_id=team_id, group_by=group_by)
     label = dict(form.fields["group_by"].choices)[group_by]
     figs = {
-        "energy": figures.stacked_daily_figure(days=data.days, groups=data.groups, metric="energy_kwh",
-                                               title=f"Energy by {label.lower()}", group_label=label),
-        "operational": figures.stacked_daily_figure(days=data.days, groups=data.groups, metric="co2e_operational_kg",
-                                                    title=f"Operational carbon by {label.lower()}", group_label=label),
-        "embodied": figures.stacked_daily_figure(days=data.days, groups=data.groups, metric="co2e_embodied_kg",
-                                                 title=f"Embodied carbon by {label.lower()}", group_label=label),
+        "energy": figures.stacked_daily_figure(
+            days=data.days,
+            groups=data.groups,
+            metric="energy_kwh",
+            title=f"Energy by {label.lower()}",
+            group_label=label,
+        ),
+        "operational": figures.stacked_daily_figure(
+            days=data.days,
+            groups=data.groups,
+            metric="co2e_operational_kg",
+            title=f"Operational carbon by {label.lower()}",
+            group_label=label,
+        ),
+        "embodied": figures.stacked_daily_figure(
+            days=data.days,
+            groups=data.groups,
+            metric="co2e_embodied_kg",
+            title=f"Embodied carbon by {label.lower()}",
+            group_label=label,
+        ),
         "split": figures.share_donut_figure(values=data.energy_split_kwh, title="Where the energy went", unit="kWh"),
     }
-    return _render(request, "dashboard/overview.html", "overview",
-                   {"form": form, "data": data, "figs": figs, "period": period, "group_label": label})
+    return _render(
+        request,
+        "dashboard/overview.html",
+        "overview",
+        {"form": form, "data": data, "figs": figs, "period": period, "group_label": label},
+    )
 
 
 # --- sites ---------------------------------------------------------------------------------
@@ -128,8 +147,9 @@ def sites(request: HttpRequest) -> HttpResponse:
         "heatmap": figures.energy_heatmap_figure(site_names=data.heatmap_site_names, matrix=data.heatmap_kwh),
         "carbon": figures.site_carbon_figure(sites=data.sites),
     }
-    return _render(request, "dashboard/sites.html", "sites", {"form": form, "data": data, "figs": figs,
-                                                              "period": period})
+    return _render(
+        request, "dashboard/sites.html", "sites", {"form": form, "data": data, "figs": figs, "period": period}
+    )
 
 
 # --- devices -------------------------------------------------------------------------------
@@ -146,10 +166,18 @@ def devices(request: HttpRequest) -> HttpResponse:
         "util": figures.model_util_power_figure(models=data.models),
         "embodied": figures.embodied_figure(rows=data.embodied),
     }
-    return _render(request, "dashboard/devices.html", "devices", {
-        "form": form, "data": data, "figs": figs, "period": period,
-        "summary": fleet_sel.device_usage_summary(rows=data.models),
-    })
+    return _render(
+        request,
+        "dashboard/devices.html",
+        "devices",
+        {
+            "form": form,
+            "data": data,
+            "figs": figs,
+            "period": period,
+            "summary": fleet_sel.device_usage_summary(rows=data.models),
+        },
+    )
 
 
 # --- jobs ----------------------------------------------------------------------------------
@@ -161,9 +189,15 @@ def _job_filters(request: HttpRequest, scope: sel.ViewerScope) -> tuple[JobFilte
     data = form.cleaned_data if form.is_bound and form.is_valid() else {}
     end = data.get("end")
     filters = sel.JobListFilters(
-        team_id=data.get("team"), username=data.get("user") or "", family=data.get("family") or "",
-        kind=data.get("kind") or "", device_model=data.get("device") or "", status=data.get("status") or "",
-        start=data.get("start"), end=end + dt.timedelta(days=1) if end else None, q=(data.get("q") or "").strip(),
+        team_id=data.get("team"),
+        username=data.get("user") or "",
+        family=data.get("family") or "",
+        kind=data.get("kind") or "",
+        device_model=data.get("device") or "",
+        status=data.get("status") or "",
+        start=data.get("start"),
+        end=end + dt.timedelta(days=1) if end else None,
+        q=(data.get("q") or "").strip(),
     )
     sort = data.get("sort") or "-started"
     if sort.lstrip("-") not in sel.SORT_FIELDS:
@@ -180,13 +214,28 @@ def job_list(request: HttpRequest) -> HttpResponse:
     except ValueError:
         page = 1
     result = sel.job_list(scope=scope, filters=filters, sort=sort, page=page, page_size=JOBS_PAGE_SIZE)
-    columns = [("name", "Job"), ("team", "Team"), ("status", "Status"), ("started", "Started (UTC)"),
-               ("gpu_hours", "GPU-h"), ("energy", "Energy (kWh)"), ("co2e", "CO2e (kg)")]
-    return _render(request, "dashboard/jobs.html", "jobs", {
-        "form": form, "page": result, "columns": columns,
-        "query_no_page": _query_without(request, "page"), "query_no_sort": _query_without(request, "page", "sort"),
-        "query": request.GET.urlencode(),
-    })
+    columns = [
+        ("name", "Job"),
+        ("team", "Team"),
+        ("status", "Status"),
+        ("started", "Started (UTC)"),
+        ("gpu_hours", "GPU-h"),
+        ("energy", "Energy (kWh)"),
+        ("co2e", "CO2e (kg)"),
+    ]
+    return _render(
+        request,
+        "dashboard/jobs.html",
+        "jobs",
+        {
+            "form": form,
+            "page": result,
+            "columns": columns,
+            "query_no_page": _query_without(request, "page"),
+            "query_no_sort": _query_without(request, "page", "sort"),
+            "query": request.GET.urlencode(),
+        },
+    )
 
 
 class _Echo:
@@ -215,17 +264,24 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     figs = {
         "trace": figures.job_trace_figure(traces=data["device_traces"]),
         "hours": figures.job_hours_figure(hours=data["hours"]),
-        "energy": figures.breakdown_figure(values=data["breakdown_energy_kwh"], title="Energy breakdown",
-                                           unit="kWh"),
-        "carbon": figures.breakdown_figure(values=data["breakdown_co2e_kg"], title="Carbon breakdown",
-                                           unit="kgCO2e"),
+        "energy": figures.breakdown_figure(values=data["breakdown_energy_kwh"], title="Energy breakdown", unit="kWh"),
+        "carbon": figures.breakdown_figure(values=data["breakdown_co2e_kg"], title="Carbon breakdown", unit="kgCO2e"),
     }
     job: Job = data["job"]
     deadline = job.started_at + dt.timedelta(hours=(data["duration_h"] or 1.0) + 24)
-    return _render(request, "dashboard/job_detail.html", "jobs", {
-        "d": data, "job": job, "figs": figs, "options": sel.whatif_option_get(), "deadline": deadline,
-        "project_url": f"/api/v1/jobs/{job.pk}/project/",
-    })
+    return _render(
+        request,
+        "dashboard/job_detail.html",
+        "jobs",
+        {
+            "d": data,
+            "job": job,
+            "figs": figs,
+            "options": sel.whatif_option_get(),
+            "deadline": deadline,
+            "project_url": f"/api/v1/jobs/{job.pk}/project/",
+        },
+    )
 
 
 # --- live ----------------------------------------------------------------------------------
@@ -234,9 +290,15 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def live(request: HttpRequest) -> HttpResponse:
     scope = _scope(request)
-    return _render(request, "dashboard/live.html", "live", {
-        "initial": sel.running_job_list(scope=scope, now=timezone.now()), "refresh_s": LIVE_REFRESH_S,
-    })
+    return _render(
+        request,
+        "dashboard/live.html",
+        "live",
+        {
+            "initial": sel.running_job_list(scope=scope, now=timezone.now()),
+            "refresh_s": LIVE_REFRESH_S,
+        },
+    )
 
 
 @login_required
@@ -261,13 +323,23 @@ def tradeoffs(request: HttpRequest) -> HttpResponse:
     kind = cd.get("kind") or Job.Kind.TRAINING
     x_metric = cd.get("x") or "throughput"
     colour = cd.get("colour") or "device"
-    data = sel.tradeoff_point_list(scope=scope, period=period, family=family, kind=kind, x_metric=x_metric,
-                                   team_id=team_id)
+    data = sel.tradeoff_point_list(
+        scope=scope, period=period, family=family, kind=kind, x_metric=x_metric, team_id=team_id
+    )
     fig = figures.tradeoff_figure(data=data, colour_by=colour)
-    return _render(request, "dashboard/tradeoffs.html", "tradeoffs", {
-        "form": form, "data": data, "fig": fig, "period": period,
-        "family_label": Job.Family(family).label, "kind_label": Job.Kind(kind).label,
-    })
+    return _render(
+        request,
+        "dashboard/tradeoffs.html",
+        "tradeoffs",
+        {
+            "form": form,
+            "data": data,
+            "fig": fig,
+            "period": period,
+            "family_label": Job.Family(family).label,
+            "kind_label": Job.Kind(kind).label,
+        },
+    )
 
 
 # --- what-if planner -----------------------------------------------------------------------
@@ -280,9 +352,15 @@ def planner(request: HttpRequest) -> HttpResponse:
     fam, kind = dict(Job.Family.choices), dict(Job.Kind.choices)
     for w in defaults["workloads"]:
         w["label"] = f"{fam.get(w['family'], w['family'])} {kind.get(w['kind'], w['kind']).lower()}"
-    return _render(request, "dashboard/planner.html", "planner", {
-        "options": sel.whatif_option_get(), "defaults": defaults,
-    })
+    return _render(
+        request,
+        "dashboard/planner.html",
+        "planner",
+        {
+            "options": sel.whatif_option_get(),
+            "defaults": defaults,
+        },
+    )
 
 
 # --- budgets -------------------------------------------------------------------------------
@@ -301,7 +379,9 @@ def budgets(request: HttpRequest) -> HttpResponse:
             on = None
     rows = sel.team_budget_list(scope=scope, now=now, on=on)
     charts = [{"fid": f"fig-burn-{r.team_id}", "fig": figures.burndown_figure(row=r)} for r in rows]
-    return _render(request, "dashboard/budgets.html", "budgets", {"rows": rows, "charts": charts, "on": on or now.date()})
+    return _render(
+        request, "dashboard/budgets.html", "budgets", {"rows": rows, "charts": charts, "on": on or now.date()}
+    )
 
 
 # --- methodology ---------------------------------------------------------------------------
@@ -309,8 +389,12 @@ def budgets(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def methodology(request: HttpRequest) -> HttpResponse:
-    return _render(request, "dashboard/methodology.html", "methodology",
-                   {"data": sel.methodology_factor_list(scope=_scope(request))})
+    return _render(
+        request,
+        "dashboard/methodology.html",
+        "methodology",
+        {"data": sel.methodology_factor_list(scope=_scope(request))},
+    )
 
 
 # --- reports -------------------------------------------------------------------------------
@@ -318,7 +402,9 @@ def methodology(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def reports(request: HttpRequest) -> HttpResponse:
-    return _render(request, "dashboard/reports.html", "reports", {"months": sel.report_month_list(scope=_scope(request))})
+    return _render(
+        request, "dashboard/reports.html", "reports", {"months": sel.report_month_list(scope=_scope(request))}
+    )
 
 
 @login_required
@@ -334,7 +420,15 @@ def report_month(request: HttpRequest, year: int, month: int) -> HttpResponse:
     if team_id is not None and team_id not in {t["id"] for t in teams}:
         raise Http404("No such team")
     data = sel.report_month_get(scope=scope, month=dt.date(year, month, 1), team_id=team_id)
-    return _render(request, "dashboard/report_month.html", "reports", {
-        "data": data, "fig": figures.report_team_figure(teams=data["teams"]), "teams": teams, "team_id": team_id,
-        "month": dt.date(year, month, 1),
-    })
+    return _render(
+        request,
+        "dashboard/report_month.html",
+        "reports",
+        {
+            "data": data,
+            "fig": figures.report_team_figure(teams=data["teams"]),
+            "teams": teams,
+            "team_id": team_id,
+            "month": dt.date(year, month, 1),
+        },
+    )

@@ -99,14 +99,18 @@ def viewer_scope_get(*, user) -> ViewerScope:
         elif team_id is not None:
             teams.add(team_id)
     return ViewerScope(
-        user_id=user.pk, admin_org_ids=frozenset(admin), team_ids=frozenset(teams),
+        user_id=user.pk,
+        admin_org_ids=frozenset(admin),
+        team_ids=frozenset(teams),
         member_org_ids=frozenset(orgs - admin),
     )
 
 
 def team_option_list(*, scope: ViewerScope) -> list[dict[str, Any]]:
-    teams = Team.objects.all() if scope.is_superuser else Team.objects.filter(
-        Q(org_id__in=sorted(scope.admin_org_ids)) | Q(id__in=sorted(scope.team_ids))
+    teams = (
+        Team.objects.all()
+        if scope.is_superuser
+        else Team.objects.filter(Q(org_id__in=sorted(scope.admin_org_ids)) | Q(id__in=sorted(scope.team_ids)))
     )
     return list(teams.order_by("name", "id").values("id", "name", "slug", "org_id"))
 
@@ -231,9 +235,11 @@ def _series(days: list[dt.date], rows: Sequence[tuple[str, dt.date, float, float
 
 
 def _jobhour_group_rows(*, scope: ViewerScope, period: Period, team_id: int | None, group_by: str):
-    jobs = _jobs_scoped(scope=scope, team_id=team_id).filter(
-        started_at__lt=period.end_at
-    ).filter(Q(ended_at__isnull=True) | Q(ended_at__gte=period.start_at))
+    jobs = (
+        _jobs_scoped(scope=scope, team_id=team_id)
+        .filter(started_at__lt=period.end_at)
+        .filter(Q(ended_at__isnull=True) | Q(ended_at__gte=period.start_at))
+    )
     if group_by == "family":
         labels = dict(Job.Family.choices)
         rows = (
@@ -266,8 +272,7 @@ def _jobhour_group_rows(*, scope: ViewerScope, period: Period, team_id: int | No
         return list(cur.fetchall())
 
 
-def overview_get(*, scope: ViewerScope, period: Period, team_id: int | None = None,
-                 group_by: str = "team") -> Overview:
+def overview_get(*, scope: ViewerScope, period: Period, team_id: int | None = None, group_by: str = "team") -> Overview:
     if group_by not in GROUP_BY_CHOICES:
         raise ValueError(f"group_by must be one of {GROUP_BY_CHOICES}")
     days = period.day_list()
@@ -275,7 +280,9 @@ def overview_get(*, scope: ViewerScope, period: Period, team_id: int | None = No
     label_field = "site__name" if group_by == "site" else "team__name"
     td_rows = list(
         td.values_list(label_field, "team_id", "day").annotate(
-            e=Sum("energy_j"), idle=Sum("gpu_idle_energy_j"), op=Sum("co2e_operational_g"),
+            e=Sum("energy_j"),
+            idle=Sum("gpu_idle_energy_j"),
+            op=Sum("co2e_operational_g"),
             emb=Sum("co2e_embodied_g"),
         )
     )
@@ -305,8 +312,13 @@ def overview_get(*, scope: ViewerScope, period: Period, team_id: int | None = No
         .order_by("job__status")
     )
     lost_by_status = [
-        {"status": r["job__status"], "label": Job.Status(r["job__status"]).label, "jobs": r["n"],
-         "energy_kwh": _kwh(r["e"]), "co2e_kg": _kg(r["co2"])}
+        {
+            "status": r["job__status"],
+            "label": Job.Status(r["job__status"]).label,
+            "jobs": r["n"],
+            "energy_kwh": _kwh(r["e"]),
+            "co2e_kg": _kg(r["co2"]),
+        }
         for r in lost
     ]
     lost_e = sum(r["energy_kwh"] for r in lost_by_status)
@@ -314,24 +326,48 @@ def overview_get(*, scope: ViewerScope, period: Period, team_id: int | None = No
         jobs.filter(footprint__isnull=False)
         .annotate(co2e_g=F("footprint__co2e_operational_g") + F("footprint__co2e_embodied_g"))
         .order_by("-co2e_g", "id")
-        .values("id", "scheduler_job_id", "name", "team__name", "family", "kind", "status", "co2e_g",
-                "footprint__energy_j", "footprint__device_hours")[:10]
+        .values(
+            "id",
+            "scheduler_job_id",
+            "name",
+            "team__name",
+            "family",
+            "kind",
+            "status",
+            "co2e_g",
+            "footprint__energy_j",
+            "footprint__device_hours",
+        )[:10]
     )
     top_jobs = [
-        {"id": r["id"], "scheduler_job_id": r["scheduler_job_id"], "name": r["name"], "team": r["team__name"],
-         "family": r["family"], "kind": r["kind"], "status": r["status"], "co2e_kg": _kg(r["co2e_g"]),
-         "energy_kwh": _kwh(r["footprint__energy_j"]), "device_hours": r["footprint__device_hours"]}
+        {
+            "id": r["id"],
+            "scheduler_job_id": r["scheduler_job_id"],
+            "name": r["name"],
+            "team": r["team__name"],
+            "family": r["family"],
+            "kind": r["kind"],
+            "status": r["status"],
+            "co2e_kg": _kg(r["co2e_g"]),
+            "energy_kwh": _kwh(r["footprint__energy_j"]),
+            "device_hours": r["footprint__device_hours"],
+        }
         for r in top
     ]
     energy_kwh, co2_kg = _kwh(total_e), _kg(total_op + total_emb)
     fleet_visible = scope.sees_fleet and team_id is None
     kpis = OverviewKpis(
-        energy_kwh=energy_kwh, co2e_operational_kg=_kg(total_op), co2e_embodied_kg=_kg(total_emb), co2e_kg=co2_kg,
+        energy_kwh=energy_kwh,
+        co2e_operational_kg=_kg(total_op),
+        co2e_embodied_kg=_kg(total_emb),
+        co2e_kg=co2_kg,
         idle_share=(idle_e / total_e) if total_e > 0 else None,
         overhead_share=(overhead_e / total_e) if (total_e > 0 and fleet_visible) else None,
-        lost_energy_kwh=lost_e, lost_co2e_kg=sum(r["co2e_kg"] for r in lost_by_status),
+        lost_energy_kwh=lost_e,
+        lost_co2e_kg=sum(r["co2e_kg"] for r in lost_by_status),
         lost_share=(lost_e / energy_kwh) if energy_kwh > 0 else None,
-        prev_energy_kwh=_kwh(prev["e"]), prev_co2e_kg=_kg(prev["co2"]),
+        prev_energy_kwh=_kwh(prev["e"]),
+        prev_co2e_kg=_kg(prev["co2"]),
         energy_change_pct=_pct_change(energy_kwh, _kwh(prev["e"])),
         co2e_change_pct=_pct_change(co2_kg, _kg(prev["co2"])),
     )
@@ -343,8 +379,14 @@ def overview_get(*, scope: ViewerScope, period: Period, team_id: int | None = No
     if fleet_visible:
         split[OVERHEAD_LABEL] = _kwh(overhead_e)
     return Overview(
-        period=period, group_by=group_by, days=days, groups=_series(days, series_rows), kpis=kpis,
-        lost_by_status=lost_by_status, top_jobs=top_jobs, energy_split_kwh=split,
+        period=period,
+        group_by=group_by,
+        days=days,
+        groups=_series(days, series_rows),
+        kpis=kpis,
+        lost_by_status=lost_by_status,
+        top_jobs=top_jobs,
+        energy_split_kwh=split,
     )
 
 
@@ -425,26 +467,42 @@ def _job_list_qs(*, scope: ViewerScope, filters: JobListFilters, sort: str) -> Q
     if f.end:
         qs = qs.filter(started_at__lt=dt.datetime.combine(f.end, dt.time.min, tzinfo=UTC))
     if f.device_model:
-        qs = qs.filter(
-            id__in=JobAllocation.objects.filter(device__hardware_model__key=f.device_model).values("job_id")
-        )
+        qs = qs.filter(id__in=JobAllocation.objects.filter(device__hardware_model__key=f.device_model).values("job_id"))
     if f.q:
         qs = qs.filter(Q(name__icontains=f.q) | Q(scheduler_job_id=f.q))
     desc = sort.startswith("-")
     key = SORT_FIELDS.get(sort.lstrip("-"), "started_at")
     qs = qs.annotate(
         energy_j=Coalesce(F("footprint__energy_j"), 0.0, output_field=FloatField()),
-        co2e_g=Coalesce(F("footprint__co2e_operational_g") + F("footprint__co2e_embodied_g"), 0.0,
-                        output_field=FloatField()),
+        co2e_g=Coalesce(
+            F("footprint__co2e_operational_g") + F("footprint__co2e_embodied_g"), 0.0, output_field=FloatField()
+        ),
         device_hours=Coalesce(F("footprint__device_hours"), 0.0, output_field=FloatField()),
     )
-    order = F(key).desc(nulls_last=True) if desc else F(key).asc(nulls_last=True)
-    return qs.order_by(order, "-id" if desc else "id")
+    # Every sort key is NOT NULL (columns, or coalesced annotations): plain ORDER BY lets the
+    # (org, started_at) index serve the default "newest first" page.
+    return qs.order_by(f"-{key}" if desc else key, "-id" if desc else "id")
 
 
-_JOB_VALUES = ("id", "scheduler_job_id", "name", "team__name", "username", "family", "kind", "status", "started_at",
-               "ended_at", "energy_j", "co2e_g", "device_hours", "units", "primary_unit",
-               "footprint__measured_fraction", "footprint__last_window_end")
+_JOB_VALUES = (
+    "id",
+    "scheduler_job_id",
+    "name",
+    "team__name",
+    "username",
+    "family",
+    "kind",
+    "status",
+    "started_at",
+    "ended_at",
+    "energy_j",
+    "co2e_g",
+    "device_hours",
+    "units",
+    "primary_unit",
+    "footprint__measured_fraction",
+    "footprint__last_window_end",
+)
 
 
 def _job_row(r: dict[str, Any], models: str = "") -> JobRow:
@@ -455,34 +513,65 @@ def _job_row(r: dict[str, Any], models: str = "") -> JobRow:
     count = units.get(primary) if primary else None
     per_unit = r["co2e_g"] / count if (count and r["co2e_g"]) else None
     return JobRow(
-        id=r["id"], scheduler_job_id=r["scheduler_job_id"], name=r["name"], team=r["team__name"],
-        username=r["username"], family=r["family"], kind=r["kind"], status=r["status"], started_at=r["started_at"],
-        ended_at=r["ended_at"], duration_h=duration_h, device_hours=r["device_hours"], energy_kwh=_kwh(r["energy_j"]),
-        co2e_kg=_kg(r["co2e_g"]), co2e_per_unit_g=per_unit, primary_unit=primary,
-        measured_fraction=r["footprint__measured_fraction"], device_models=models,
+        id=r["id"],
+        scheduler_job_id=r["scheduler_job_id"],
+        name=r["name"],
+        team=r["team__name"],
+        username=r["username"],
+        family=r["family"],
+        kind=r["kind"],
+        status=r["status"],
+        started_at=r["started_at"],
+        ended_at=r["ended_at"],
+        duration_h=duration_h,
+        device_hours=r["device_hours"],
+        energy_kwh=_kwh(r["energy_j"]),
+        co2e_kg=_kg(r["co2e_g"]),
+        co2e_per_unit_g=per_unit,
+        primary_unit=primary,
+        measured_fraction=r["footprint__measured_fraction"],
+        device_models=models,
     )
 
 
-def job_list(*, scope: ViewerScope, filters: JobListFilters, sort: str = "-started", page: int = 1,
-             page_size: int = 50) -> JobPage:
+def job_list(
+    *, scope: ViewerScope, filters: JobListFilters, sort: str = "-started", page: int = 1, page_size: int = 50
+) -> JobPage:
     qs = _job_list_qs(scope=scope, filters=filters, sort=sort)
     total = qs.count()
     num_pages = max(1, math.ceil(total / page_size))
     page = min(max(page, 1), num_pages)
-    raw = list(qs.values(*_JOB_VALUES)[(page - 1) * page_size: page * page_size])
+    raw = list(qs.values(*_JOB_VALUES)[(page - 1) * page_size : page * page_size])
     models: dict[int, set[str]] = defaultdict(set)
     if raw:
-        for job_id, name in JobAllocation.objects.filter(job_id__in=[r["id"] for r in raw]).values_list(
-            "job_id", "device__hardware_model__name"
-        ).distinct():
+        for job_id, name in (
+            JobAllocation.objects.filter(job_id__in=[r["id"] for r in raw])
+            .values_list("job_id", "device__hardware_model__name")
+            .distinct()
+        ):
             models[job_id].add(name or "Unknown model")
     rows = [_job_row(r, ", ".join(sorted(models.get(r["id"], ())))) for r in raw]
     return JobPage(rows=rows, total=total, page=page, num_pages=num_pages, page_size=page_size, sort=sort)
 
 
 EXPORT_COLUMNS = (
-    "id", "scheduler_job_id", "name", "team", "username", "family", "kind", "status", "started_at", "ended_at",
-    "duration_h", "device_hours", "energy_kwh", "co2e_kg", "co2e_per_unit_g", "primary_unit", "measured_fraction",
+    "id",
+    "scheduler_job_id",
+    "name",
+    "team",
+    "username",
+    "family",
+    "kind",
+    "status",
+    "started_at",
+    "ended_at",
+    "duration_h",
+    "device_hours",
+    "energy_kwh",
+    "co2e_kg",
+    "co2e_per_unit_g",
+    "primary_unit",
+    "measured_fraction",
 )
 
 
@@ -493,11 +582,22 @@ def job_export_rows(*, scope: ViewerScope, filters: JobListFilters, sort: str = 
     for r in qs.iterator(chunk_size=2000):
         row = _job_row(r)
         yield [
-            row.id, row.scheduler_job_id, row.name, row.team, row.username, row.family, row.kind, row.status,
-            row.started_at.isoformat(), row.ended_at.isoformat() if row.ended_at else "",
-            "" if row.duration_h is None else round(row.duration_h, 4), round(row.device_hours, 4),
-            round(row.energy_kwh, 6), round(row.co2e_kg, 6),
-            "" if row.co2e_per_unit_g is None else f"{row.co2e_per_unit_g:.6g}", row.primary_unit,
+            row.id,
+            row.scheduler_job_id,
+            row.name,
+            row.team,
+            row.username,
+            row.family,
+            row.kind,
+            row.status,
+            row.started_at.isoformat(),
+            row.ended_at.isoformat() if row.ended_at else "",
+            "" if row.duration_h is None else round(row.duration_h, 4),
+            round(row.device_hours, 4),
+            round(row.energy_kwh, 6),
+            round(row.co2e_kg, 6),
+            "" if row.co2e_per_unit_g is None else f"{row.co2e_per_unit_g:.6g}",
+            row.primary_unit,
             "" if row.measured_fraction is None else round(row.measured_fraction, 4),
         ]
 
@@ -556,9 +656,9 @@ def job_detail_get(*, scope: ViewerScope, job_id: int) -> dict[str, Any] | None:
         .order_by("device__host__hostname", "device__index", "start")
     )
     hours = list(
-        JobHour.objects.filter(job_id=job.id).order_by("hour").values_list(
-            "hour", "energy_j", "gpu_energy_j", "co2e_operational_g", "co2e_embodied_g", "intensity_g_per_kwh"
-        )
+        JobHour.objects.filter(job_id=job.id)
+        .order_by("hour")
+        .values_list("hour", "energy_j", "gpu_energy_j", "co2e_operational_g", "co2e_embodied_g", "intensity_g_per_kwh")
     )
     device_traces: list[dict[str, Any]] = []
     if allocs:
@@ -579,12 +679,16 @@ def job_detail_get(*, scope: ViewerScope, job_id: int) -> dict[str, Any] | None:
                 continue
             seen.add(a.device_id)
             pts = per_device.get(a.device_id, [])
-            device_traces.append({
-                "label": f"{a.device.host.hostname} GPU{a.device.index}",
-                "model": a.device.hardware_model.name if a.device.hardware_model else a.device.reported_name,
-                "hours": [p[0] for p in pts], "power_w": [p[1] for p in pts], "util_pct": [p[2] for p in pts],
-                "allocated_s": [p[3] for p in pts],
-            })
+            device_traces.append(
+                {
+                    "label": f"{a.device.host.hostname} GPU{a.device.index}",
+                    "model": a.device.hardware_model.name if a.device.hardware_model else a.device.reported_name,
+                    "hours": [p[0] for p in pts],
+                    "power_w": [p[1] for p in pts],
+                    "util_pct": [p[2] for p in pts],
+                    "allocated_s": [p[3] for p in pts],
+                }
+            )
     units = job.units or {}
     efficiency: list[UnitEfficiencyRow] = []
     breakdown_energy: dict[str, float] = {}
@@ -602,11 +706,16 @@ def job_detail_get(*, scope: ViewerScope, job_id: int) -> dict[str, Any] | None:
                 continue
             co2_per = fp.co2e_g / count
             factor, label = _unit_scale(co2_per)
-            efficiency.append(UnitEfficiencyRow(
-                unit=unit, count=float(count), per_label=f"{label}{unit}",
-                energy_wh_per=fp.energy_j / 3600 / count * factor, co2e_g_per=co2_per * factor,
-                is_primary=unit == job.primary_unit,
-            ))
+            efficiency.append(
+                UnitEfficiencyRow(
+                    unit=unit,
+                    count=float(count),
+                    per_label=f"{label}{unit}",
+                    energy_wh_per=fp.energy_j / 3600 / count * factor,
+                    co2e_g_per=co2_per * factor,
+                    is_primary=unit == job.primary_unit,
+                )
+            )
         efficiency.sort(key=lambda r: (not r.is_primary, r.unit))
     end = job.ended_at or (fp.last_window_end if fp else None)
     hw_ids = sorted({a.device.hardware_model_id for a in allocs if a.device.hardware_model_id})
@@ -622,17 +731,27 @@ def job_detail_get(*, scope: ViewerScope, job_id: int) -> dict[str, Any] | None:
         "quality_label": quality_label(fp.measured_fraction if fp else None),
         "duration_h": (end - job.started_at).total_seconds() / 3600 if end else None,
         "allocations": [
-            {"host": a.device.host.hostname, "index": a.device.index, "uuid": a.device.uuid,
-             "model": a.device.hardware_model.name if a.device.hardware_model else a.device.reported_name,
-             "start": a.start, "end": a.end, "fraction": a.fraction, "mig_instance": a.mig_instance}
+            {
+                "host": a.device.host.hostname,
+                "index": a.device.index,
+                "uuid": a.device.uuid,
+                "model": a.device.hardware_model.name if a.device.hardware_model else a.device.reported_name,
+                "start": a.start,
+                "end": a.end,
+                "fraction": a.fraction,
+                "mig_instance": a.mig_instance,
+            }
             for a in allocs
         ],
         "gpu_count": len({a.device_id for a in allocs}),
         "hardware_model_ids": hw_ids,
         "hours": {
-            "hour": [h[0] for h in hours], "energy_kwh": [_kwh(h[1]) for h in hours],
-            "gpu_energy_kwh": [_kwh(h[2]) for h in hours], "co2e_operational_kg": [_kg(h[3]) for h in hours],
-            "co2e_embodied_kg": [_kg(h[4]) for h in hours], "intensity_g_per_kwh": [h[5] for h in hours],
+            "hour": [h[0] for h in hours],
+            "energy_kwh": [_kwh(h[1]) for h in hours],
+            "gpu_energy_kwh": [_kwh(h[2]) for h in hours],
+            "co2e_operational_kg": [_kg(h[3]) for h in hours],
+            "co2e_embodied_kg": [_kg(h[4]) for h in hours],
+            "intensity_g_per_kwh": [h[5] for h in hours],
         },
         "device_traces": device_traces,
         "breakdown_energy_kwh": breakdown_energy,
@@ -644,8 +763,11 @@ def job_detail_get(*, scope: ViewerScope, job_id: int) -> dict[str, Any] | None:
 def whatif_option_get() -> dict[str, Any]:
     """Choices for the what-if forms: accelerators and grid zones."""
     return {
-        "devices": list(HardwareModel.objects.filter(kind=HardwareModel.Kind.GPU).order_by("name").values(
-            "key", "name", "max_power_w")),
+        "devices": list(
+            HardwareModel.objects.filter(kind=HardwareModel.Kind.GPU)
+            .order_by("name")
+            .values("key", "name", "max_power_w")
+        ),
         "zones": list(GridZone.objects.order_by("code").values("code", "name", "annual_intensity_g_per_kwh")),
     }
 
@@ -665,18 +787,28 @@ def running_job_list(*, scope: ViewerScope, now: dt.datetime, limit: int = 200) 
         fp = getattr(job, "footprint", None)
         elapsed_s = max((now - job.started_at).total_seconds(), 0.0)
         covered_s = (fp.last_window_end - job.started_at).total_seconds() if fp and fp.last_window_end else 0.0
-        rows.append({
-            "id": job.id, "scheduler_job_id": job.scheduler_job_id, "name": job.name, "team": job.team.name,
-            "username": job.username, "family": job.get_family_display(), "kind": job.get_kind_display(),
-            "site": job.cluster.site.name, "started_at": job.started_at.isoformat(),
-            "elapsed_h": round(elapsed_s / 3600, 2),
-            "energy_kwh": round(_kwh(fp.energy_j), 3) if fp else 0.0,
-            "co2e_kg": round(_kg(fp.co2e_g), 3) if fp else 0.0,
-            "avg_power_kw": round(fp.energy_j / covered_s / 1000, 3) if (fp and covered_s > 0) else None,
-            "last_window_end": fp.last_window_end.isoformat() if fp and fp.last_window_end else None,
-        })
+        rows.append(
+            {
+                "id": job.id,
+                "scheduler_job_id": job.scheduler_job_id,
+                "name": job.name,
+                "team": job.team.name,
+                "username": job.username,
+                "family": job.get_family_display(),
+                "kind": job.get_kind_display(),
+                "site": job.cluster.site.name,
+                "started_at": job.started_at.isoformat(),
+                "elapsed_h": round(elapsed_s / 3600, 2),
+                "energy_kwh": round(_kwh(fp.energy_j), 3) if fp else 0.0,
+                "co2e_kg": round(_kg(fp.co2e_g), 3) if fp else 0.0,
+                "avg_power_kw": round(fp.energy_j / covered_s / 1000, 3) if (fp and covered_s > 0) else None,
+                "last_window_end": fp.last_window_end.isoformat() if fp and fp.last_window_end else None,
+            }
+        )
     return {
-        "generated_at": now.isoformat(), "running": total, "shown": len(rows),
+        "generated_at": now.isoformat(),
+        "running": total,
+        "shown": len(rows),
         "energy_kwh": round(sum(r["energy_kwh"] for r in rows), 3),
         "co2e_kg": round(sum(r["co2e_kg"] for r in rows), 3),
         "power_kw": round(sum(r["avg_power_kw"] or 0 for r in rows), 3),
@@ -687,8 +819,9 @@ def running_job_list(*, scope: ViewerScope, now: dt.datetime, limit: int = 200) 
 # --- trade-offs ----------------------------------------------------------------------------
 
 
-def pareto_front(points: Sequence[tuple[float, float]], *, x_higher_is_better: bool = True,
-                 y_lower_is_better: bool = True) -> list[int]:
+def pareto_front(
+    points: Sequence[tuple[float, float]], *, x_higher_is_better: bool = True, y_lower_is_better: bool = True
+) -> list[int]:
     """Indices of the points no other point beats on both axes, ordered along x.
 
     A point is dominated when another is at least as good on both axes and strictly better
@@ -735,6 +868,8 @@ class Tradeoffs:
     total: int
     points: list[TradeoffPoint]
     front: list[TradeoffPoint]
+    per_factor: float = 1.0  # carbon per unit is shown per this many units
+    per_label: str = ""  # "1M tokens"
 
 
 def _lower_is_better(metric: str) -> bool:
@@ -742,18 +877,46 @@ def _lower_is_better(metric: str) -> bool:
     return any(word in metric for word in LOWER_IS_BETTER_WORDS)
 
 
-def tradeoff_point_list(*, scope: ViewerScope, period: Period, family: str, kind: str, x_metric: str = "throughput",
-                        team_id: int | None = None, max_points: int = 4000) -> Tradeoffs:
+def tradeoff_point_list(
+    *,
+    scope: ViewerScope,
+    period: Period,
+    family: str,
+    kind: str,
+    x_metric: str = "throughput",
+    team_id: int | None = None,
+    max_points: int = 4000,
+) -> Tradeoffs:
     """Carbon per functional unit versus throughput (units/s) or quality, for finished jobs of one
     family and kind started in the period, with the Pareto front over all of them."""
-    jobs = _jobs_scoped(scope=scope, team_id=team_id).filter(
-        family=family, kind=kind, started_at__gte=period.start_at, started_at__lt=period.end_at,
-        ended_at__isnull=False, footprint__isnull=False,
-    ).exclude(primary_unit="")
-    rows = list(jobs.values_list(
-        "id", "name", "units", "primary_unit", "quality_metric", "quality_value", "started_at", "ended_at",
-        "team__name", "cluster__site__zone__code", "footprint__co2e_operational_g", "footprint__co2e_embodied_g",
-    ))
+    jobs = (
+        _jobs_scoped(scope=scope, team_id=team_id)
+        .filter(
+            family=family,
+            kind=kind,
+            started_at__gte=period.start_at,
+            started_at__lt=period.end_at,
+            ended_at__isnull=False,
+            footprint__isnull=False,
+        )
+        .exclude(primary_unit="")
+    )
+    rows = list(
+        jobs.values_list(
+            "id",
+            "name",
+            "units",
+            "primary_unit",
+            "quality_metric",
+            "quality_value",
+            "started_at",
+            "ended_at",
+            "team__name",
+            "cluster__site__zone__code",
+            "footprint__co2e_operational_g",
+            "footprint__co2e_embodied_g",
+        )
+    )
     unit_counts: dict[str, int] = defaultdict(int)
     for r in rows:
         unit_counts[r[3]] += 1
@@ -767,11 +930,13 @@ def tradeoff_point_list(*, scope: ViewerScope, period: Period, family: str, kind
     if rows:
         for job_id, name in (
             JobAllocation.objects.filter(job__in=jobs.values("id"))
-            .order_by("job_id", "id").distinct("job_id").values_list("job_id", "device__hardware_model__name")
+            .order_by("job_id", "id")
+            .distinct("job_id")
+            .values_list("job_id", "device__hardware_model__name")
         ):
             models[job_id] = name or "Unknown model"
     raw: list[tuple] = []
-    for (jid, name, units, primary, qm, qv, started, ended, team, zone, op, emb) in rows:
+    for jid, name, units, primary, qm, qv, started, ended, team, zone, op, emb in rows:
         count = (units or {}).get(unit) if primary == unit else None
         if not count or count <= 0:
             continue
@@ -796,9 +961,23 @@ def tradeoff_point_list(*, scope: ViewerScope, period: Period, family: str, kind
         step = len(rest) / max(max_points - len(front), 1)
         shown = front + [rest[int(i * step)] for i in range(max_points - len(front))]
     x_label = f"Throughput ({unit}/s)" if x_metric == "throughput" else (quality_metric or "Quality")
-    return Tradeoffs(family=family, kind=kind, x_metric=x_metric, x_label=x_label, unit=unit,
-                     quality_metric=quality_metric, x_higher_is_better=x_higher, total=len(pts), points=shown,
-                     front=front)
+    ys = sorted(p.co2e_g_per_unit for p in pts)
+    factor, prefix = _unit_scale(ys[len(ys) // 2]) if ys else (1.0, "")
+    singular = unit[:-1] if (unit.endswith("s") and not prefix) else unit
+    return Tradeoffs(
+        family=family,
+        kind=kind,
+        x_metric=x_metric,
+        x_label=x_label,
+        unit=unit,
+        quality_metric=quality_metric,
+        x_higher_is_better=x_higher,
+        total=len(pts),
+        points=shown,
+        front=front,
+        per_factor=factor,
+        per_label=f"{prefix}{singular}",
+    )
 
 
 # --- budgets -------------------------------------------------------------------------------
@@ -823,7 +1002,9 @@ class BudgetRow:
 
     @property
     def status_label(self) -> str:
-        return {"on_track": "On track", "at_risk": "At risk", "over": "Over budget", "no_budget": "No budget"}[self.status]
+        return {"on_track": "On track", "at_risk": "At risk", "over": "Over budget", "no_budget": "No budget"}[
+            self.status
+        ]
 
 
 def team_budget_list(*, scope: ViewerScope, now: dt.datetime, on: dt.date | None = None) -> list[BudgetRow]:
@@ -837,8 +1018,9 @@ def team_budget_list(*, scope: ViewerScope, now: dt.datetime, on: dt.date | None
     teams = team_option_list(scope=scope)
     budgets = {
         b.team_id: b
-        for b in CarbonBudget.objects.filter(team_id__in=[t["id"] for t in teams], period_start__lte=on,
-                                             period_end__gt=on).order_by("team_id", "period_start")
+        for b in CarbonBudget.objects.filter(
+            team_id__in=[t["id"] for t in teams], period_start__lte=on, period_end__gt=on
+        ).order_by("team_id", "period_start")
     }
     daily: dict[int, dict[dt.date, float]] = defaultdict(dict)
     if budgets:
@@ -846,7 +1028,8 @@ def team_budget_list(*, scope: ViewerScope, now: dt.datetime, on: dt.date | None
         hi = max(b.period_end for b in budgets.values())
         for team_id, day, g in (
             TeamDay.objects.filter(team_id__in=list(budgets), day__gte=lo, day__lt=hi)
-            .values_list("team_id", "day").annotate(g=Sum(F("co2e_operational_g") + F("co2e_embodied_g")))
+            .values_list("team_id", "day")
+            .annotate(g=Sum(F("co2e_operational_g") + F("co2e_embodied_g")))
         ):
             daily[team_id][day] = daily[team_id].get(day, 0.0) + g
     out = []
@@ -879,8 +1062,24 @@ def team_budget_list(*, scope: ViewerScope, now: dt.datetime, on: dt.date | None
             status = "at_risk"
         else:
             status = "on_track"
-        out.append(BudgetRow(t["id"], t["name"], b.id, b.period_start, b.period_end, _kg(budget_g), _kg(spent),
-                             _kg(forecast), _kg(rate), used, fc, status, days, cumulative))
+        out.append(
+            BudgetRow(
+                t["id"],
+                t["name"],
+                b.id,
+                b.period_start,
+                b.period_end,
+                _kg(budget_g),
+                _kg(spent),
+                _kg(forecast),
+                _kg(rate),
+                used,
+                fc,
+                status,
+                days,
+                cumulative,
+            )
+        )
     order = {"over": 0, "at_risk": 1, "on_track": 2, "no_budget": 3}
     out.sort(key=lambda r: (order[r.status], r.team))
     return out
@@ -908,29 +1107,66 @@ def _factor_rows_direct(*, org_ids: Sequence[int] | None) -> list[FactorRow]:
     rows: list[FactorRow] = []
     for z in GridZone.objects.filter(id__in=zone_ids).order_by("code"):
         src = z.get_source_display() + (f" — {z.source_detail}" if z.source_detail else "")
-        rows.append(FactorRow("Grid intensity (annual average)", f"{z.code} · {z.name}",
-                              f"{z.annual_intensity_g_per_kwh:g}", "gCO2e/kWh",
-                              src + (f" ({z.vintage})" if z.vintage else ""), f"v{z.version}"))
+        rows.append(
+            FactorRow(
+                "Grid intensity (annual average)",
+                f"{z.code} · {z.name}",
+                f"{z.annual_intensity_g_per_kwh:g}",
+                "gCO2e/kWh",
+                src + (f" ({z.vintage})" if z.vintage else ""),
+                f"v{z.version}",
+            )
+        )
         if z.annual_marginal_g_per_kwh is not None:
-            rows.append(FactorRow("Grid intensity (annual marginal)", f"{z.code} · {z.name}",
-                                  f"{z.annual_marginal_g_per_kwh:g}", "gCO2e/kWh", src, f"v{z.version}"))
+            rows.append(
+                FactorRow(
+                    "Grid intensity (annual marginal)",
+                    f"{z.code} · {z.name}",
+                    f"{z.annual_marginal_g_per_kwh:g}",
+                    "gCO2e/kWh",
+                    src,
+                    f"v{z.version}",
+                )
+            )
     for s in sites:
         rows.append(FactorRow("PUE", s.name, f"{s.pue:g}", "ratio", s.pue_source, f"v{s.pue_version}"))
     models = HardwareModel.objects.order_by("kind", "name")
     if org_ids is not None:
         models = models.filter(device__host__cluster__site__org_id__in=org_ids).distinct()
     for hw in models:
-        rows.append(FactorRow("Embodied carbon", hw.name, f"{hw.embodied_kg:g} ({hw.embodied_low_kg:g}–"
-                              f"{hw.embodied_high_kg:g})", "kgCO2e per unit",
-                              f"{hw.get_embodied_kind_display()}: {hw.embodied_source}", f"v{hw.version}"))
-        rows.append(FactorRow("Lifetime × expected utilisation", hw.name,
-                              f"{hw.lifetime_years:g} y × {hw.expected_utilisation:.0%}", "years × share",
-                              hw.sources.get("lifetime_years", "catalog default") if isinstance(hw.sources, dict)
-                              else "catalog default", f"v{hw.version}"))
+        rows.append(
+            FactorRow(
+                "Embodied carbon",
+                hw.name,
+                f"{hw.embodied_kg:g} ({hw.embodied_low_kg:g}–{hw.embodied_high_kg:g})",
+                "kgCO2e per unit",
+                f"{hw.get_embodied_kind_display()}: {hw.embodied_source}",
+                f"v{hw.version}",
+            )
+        )
+        rows.append(
+            FactorRow(
+                "Lifetime × expected utilisation",
+                hw.name,
+                f"{hw.lifetime_years:g} y × {hw.expected_utilisation:.0%}",
+                "years × share",
+                hw.sources.get("lifetime_years", "catalog default")
+                if isinstance(hw.sources, dict)
+                else "catalog default",
+                f"v{hw.version}",
+            )
+        )
         if hw.idle_power_w is not None and hw.max_power_w is not None:
-            rows.append(FactorRow("Power (idle / max)", hw.name, f"{hw.idle_power_w:g} / {hw.max_power_w:g}", "W",
-                                  hw.sources.get("max_power_w", "datasheet") if isinstance(hw.sources, dict)
-                                  else "datasheet", f"v{hw.version}"))
+            rows.append(
+                FactorRow(
+                    "Power (idle / max)",
+                    hw.name,
+                    f"{hw.idle_power_w:g} / {hw.max_power_w:g}",
+                    "W",
+                    hw.sources.get("max_power_w", "datasheet") if isinstance(hw.sources, dict) else "datasheet",
+                    f"v{hw.version}",
+                )
+            )
     return rows
 
 
@@ -941,11 +1177,18 @@ def _normalise_factor(item: Any) -> FactorRow:
         data = item
     else:
         data = {"name": str(item)}
+    value = data.get("value")
+    version = data.get("version", "")
+    since = data.get("effective_since")
+    category = str(data.get("factor") or data.get("category") or data.get("kind") or "")
+    category = category.replace("pue", "PUE")
     return FactorRow(
-        category=str(data.get("category") or data.get("kind") or data.get("factor_type") or ""),
-        name=str(data.get("name") or data.get("key") or ""),
-        value=str(data.get("value", "")), unit=str(data.get("unit", "")), source=str(data.get("source", "")),
-        version=str(data.get("version", "")),
+        category=category[:1].upper() + category[1:],
+        name=str(data.get("key") or data.get("name") or ""),
+        value="—" if value is None else (f"{value:g}" if isinstance(value, (int, float)) else str(value)),
+        unit=str(data.get("unit", "")),
+        source=str(data.get("source", "")) + (f" (since {since:%Y-%m-%d})" if hasattr(since, "strftime") else ""),
+        version=f"v{version}" if isinstance(version, int) else str(version),
     )
 
 
@@ -955,8 +1198,11 @@ def methodology_factor_list(*, scope: ViewerScope) -> dict[str, Any]:
     Uses ``accounting.selectors.factors.factors_in_use`` when that module is present (it owns
     the definition of "in use"); otherwise lists the GridZone, Site and HardwareModel rows
     directly."""
-    orgs = list(Organization.objects.all().order_by("name")) if scope.is_superuser else list(
-        Organization.objects.filter(id__in=sorted(scope.org_ids)).order_by("name"))
+    orgs = (
+        list(Organization.objects.all().order_by("name"))
+        if scope.is_superuser
+        else list(Organization.objects.filter(id__in=sorted(scope.org_ids)).order_by("name"))
+    )
     try:
         from accounting.selectors.factors import factors_in_use  # written in parallel by the factors owner
     except ImportError:
@@ -976,7 +1222,9 @@ def methodology_factor_list(*, scope: ViewerScope) -> dict[str, Any]:
         rows = _factor_rows_direct(org_ids=None if scope.is_superuser else sorted(scope.org_ids))
     versions = list(
         JobFootprint.objects.filter(job__in=Job.objects.filter(scope.q()).values("id"))
-        .values_list("method_version").annotate(n=Count("job_id")).order_by("method_version")
+        .values_list("method_version")
+        .annotate(n=Count("job_id"))
+        .order_by("method_version")
     )
     return {"rows": rows, "source": source, "method_versions": versions, "orgs": [o.name for o in orgs]}
 
@@ -989,12 +1237,16 @@ def report_month_list(*, scope: ViewerScope) -> list[dict[str, Any]]:
         TeamDay.objects.filter(scope.q())
         .annotate(month=TruncMonth("day"))
         .values("month")
-        .annotate(e=Sum("energy_j"), co2=Sum(F("co2e_operational_g") + F("co2e_embodied_g")), teams=Count("team_id",
-                  distinct=True))
+        .annotate(
+            e=Sum("energy_j"),
+            co2=Sum(F("co2e_operational_g") + F("co2e_embodied_g")),
+            teams=Count("team_id", distinct=True),
+        )
         .order_by("-month")
     )
-    return [{"month": r["month"], "energy_kwh": _kwh(r["e"]), "co2e_kg": _kg(r["co2"]), "teams": r["teams"]}
-            for r in rows]
+    return [
+        {"month": r["month"], "energy_kwh": _kwh(r["e"]), "co2e_kg": _kg(r["co2"]), "teams": r["teams"]} for r in rows
+    ]
 
 
 def _month_bounds(month: dt.date) -> Period:
@@ -1013,12 +1265,21 @@ def report_month_get(*, scope: ViewerScope, month: dt.date, team_id: int | None 
         for tid, name, e, idle, op, emb in (
             _teamday_qs(scope=scope, period=p, team_id=team_id)
             .values_list("team_id", "team__name")
-            .annotate(e=Sum("energy_j"), idle=Sum("gpu_idle_energy_j"), op=Sum("co2e_operational_g"),
-                      emb=Sum("co2e_embodied_g"))
+            .annotate(
+                e=Sum("energy_j"),
+                idle=Sum("gpu_idle_energy_j"),
+                op=Sum("co2e_operational_g"),
+                emb=Sum("co2e_embodied_g"),
+            )
         ):
             row = by_team.setdefault(tid, {"team_id": tid, "team": name or OVERHEAD_LABEL, "cur": None, "prev": None})
-            row[key] = {"energy_kwh": _kwh(e), "idle_kwh": _kwh(idle), "co2e_operational_kg": _kg(op),
-                        "co2e_embodied_kg": _kg(emb), "co2e_kg": _kg(op + emb)}
+            row[key] = {
+                "energy_kwh": _kwh(e),
+                "idle_kwh": _kwh(idle),
+                "co2e_operational_kg": _kg(op),
+                "co2e_embodied_kg": _kg(emb),
+                "co2e_kg": _kg(op + emb),
+            }
     teams = []
     for row in by_team.values():
         if row["cur"] is None:
@@ -1039,20 +1300,34 @@ def report_month_get(*, scope: ViewerScope, month: dt.date, team_id: int | None 
         .annotate(n=Count("job_id"), e=Sum("energy_j"), co2=Sum(F("co2e_operational_g") + F("co2e_embodied_g")))
         .order_by("job__team_id", "-co2")
     ):
-        families[tid].append({"family": fam_labels.get(fam, fam), "kind": kind_labels.get(kind, kind), "jobs": n,
-                              "energy_kwh": _kwh(e), "co2e_kg": _kg(co2)})
+        families[tid].append(
+            {
+                "family": fam_labels.get(fam, fam),
+                "kind": kind_labels.get(kind, kind),
+                "jobs": n,
+                "energy_kwh": _kwh(e),
+                "co2e_kg": _kg(co2),
+            }
+        )
     top = [
-        {"id": r["id"], "scheduler_job_id": r["scheduler_job_id"], "name": r["name"], "team": r["team__name"],
-         "co2e_kg": _kg(r["co2e_g"]), "energy_kwh": _kwh(r["footprint__energy_j"])}
+        {
+            "id": r["id"],
+            "scheduler_job_id": r["scheduler_job_id"],
+            "name": r["name"],
+            "team": r["team__name"],
+            "co2e_kg": _kg(r["co2e_g"]),
+            "energy_kwh": _kwh(r["footprint__energy_j"]),
+        }
         for r in jobs.filter(footprint__isnull=False)
         .annotate(co2e_g=F("footprint__co2e_operational_g") + F("footprint__co2e_embodied_g"))
-        .order_by("-co2e_g", "id").values("id", "scheduler_job_id", "name", "team__name", "co2e_g",
-                                          "footprint__energy_j")[:10]
+        .order_by("-co2e_g", "id")
+        .values("id", "scheduler_job_id", "name", "team__name", "co2e_g", "footprint__energy_j")[:10]
     ]
     budgets = {
         b["team_id"]: _kg(b["co2e_budget_g"])
         for b in CarbonBudget.objects.filter(
-            team_id__in=[t["team_id"] for t in teams if t["team_id"] is not None], period_start__lte=period.start,
+            team_id__in=[t["team_id"] for t in teams if t["team_id"] is not None],
+            period_start__lte=period.start,
             period_end__gt=period.start,
         ).values("team_id", "co2e_budget_g")
     }

@@ -15,7 +15,17 @@ from typing import Any
 
 from django.db.models import F, Q, QuerySet, Sum
 
-from accounting.models import Device, DeviceHour, HourlyIntensity, IntensitySignal, Job, JobAllocation, JobHour, Site, TeamDay
+from accounting.models import (
+    Device,
+    DeviceHour,
+    HourlyIntensity,
+    IntensitySignal,
+    Job,
+    JobAllocation,
+    JobHour,
+    Site,
+    TeamDay,
+)
 from accounting.selectors.dashboard import J_PER_KWH, Period, ViewerScope
 
 IDLE_UTIL_PCT = 5.0  # an allocated device-hour below this average utilisation counts as idle-allocated
@@ -98,10 +108,17 @@ def site_overview_get(*, scope: ViewerScope, period: Period, team_id: int | None
         energy_by_site_hour[sid][hour] = e
     zone_ids = {s.zone_id for s in sites}
     curves: dict[int, dict[dt.datetime, float]] = defaultdict(dict)
-    for zid, hour, value in HourlyIntensity.objects.filter(
-        zone_id__in=zone_ids, signal=IntensitySignal.AVERAGE, is_forecast=False, hour__gte=period.start_at,
-        hour__lt=period.end_at,
-    ).order_by("zone_id", "hour").values_list("zone_id", "hour", "intensity_g_per_kwh"):
+    for zid, hour, value in (
+        HourlyIntensity.objects.filter(
+            zone_id__in=zone_ids,
+            signal=IntensitySignal.AVERAGE,
+            is_forecast=False,
+            hour__gte=period.start_at,
+            hour__lt=period.end_at,
+        )
+        .order_by("zone_id", "hour")
+        .values_list("zone_id", "hour", "intensity_g_per_kwh")
+    ):
         curves[zid][hour] = value
 
     def intensity(site: Site, hour: dt.datetime) -> float:
@@ -135,13 +152,23 @@ def site_overview_get(*, scope: ViewerScope, period: Period, team_id: int | None
             hod[hour.hour] += _kwh(e)
         heat.append(hod)
         e, op, emb = totals.get(s.id, (0.0, 0.0, 0.0))
-        rows.append(SiteRow(
-            id=s.id, name=s.name, zone_code=s.zone.code, zone_name=s.zone.name,
-            annual_intensity_g_per_kwh=s.zone.annual_intensity_g_per_kwh, pue=s.pue, pue_source=s.pue_source,
-            energy_kwh=_kwh(e), co2e_operational_kg=_kg(op), co2e_embodied_kg=_kg(emb),
-            effective_g_per_kwh=(op / _kwh(e)) if e else None,
-            timeshift_saving_kg=_kg(actual - shifted), placeshift_saving_kg=_kg(actual - placed) if best else 0.0,
-        ))
+        rows.append(
+            SiteRow(
+                id=s.id,
+                name=s.name,
+                zone_code=s.zone.code,
+                zone_name=s.zone.name,
+                annual_intensity_g_per_kwh=s.zone.annual_intensity_g_per_kwh,
+                pue=s.pue,
+                pue_source=s.pue_source,
+                energy_kwh=_kwh(e),
+                co2e_operational_kg=_kg(op),
+                co2e_embodied_kg=_kg(emb),
+                effective_g_per_kwh=(op / _kwh(e)) if e else None,
+                timeshift_saving_kg=_kg(actual - shifted),
+                placeshift_saving_kg=_kg(actual - placed) if best else 0.0,
+            )
+        )
         total_e += sum(_kwh(v) for v in per_hour.values())
         actual_all += actual
         time_all += shifted
@@ -153,9 +180,16 @@ def site_overview_get(*, scope: ViewerScope, period: Period, team_id: int | None
         pts = sorted(curves[s.zone_id].items())
         zone_curves[s.zone.code] = {"hour": [p[0] for p in pts], "g_per_kwh": [p[1] for p in pts]}
     return SiteOverview(
-        period=period, sites=rows, intensity=zone_curves, heatmap_site_names=[s.name for s in sites],
-        heatmap_kwh=heat, cleanest_site=best.name if best else None, job_energy_kwh=total_e,
-        actual_job_co2e_kg=_kg(actual_all), timeshift_co2e_kg=_kg(time_all), placeshift_co2e_kg=_kg(place_all),
+        period=period,
+        sites=rows,
+        intensity=zone_curves,
+        heatmap_site_names=[s.name for s in sites],
+        heatmap_kwh=heat,
+        cleanest_site=best.name if best else None,
+        job_energy_kwh=total_e,
+        actual_job_co2e_kg=_kg(actual_all),
+        timeshift_co2e_kg=_kg(time_all),
+        placeshift_co2e_kg=_kg(place_all),
     )
 
 
@@ -225,17 +259,20 @@ def _device_ids_for_scope(*, scope: ViewerScope, period: Period, team_id: int | 
     held_jobs = Job.objects.filter(scope.q())
     if team_id is not None:
         held_jobs = held_jobs.filter(team_id=team_id)
-    held = JobAllocation.objects.filter(
-        job__in=held_jobs.values("id"), start__lt=period.end_at
-    ).filter(Q(end__isnull=True) | Q(end__gt=period.start_at)).values("device_id")
+    held = (
+        JobAllocation.objects.filter(job__in=held_jobs.values("id"), start__lt=period.end_at)
+        .filter(Q(end__isnull=True) | Q(end__gt=period.start_at))
+        .values("device_id")
+    )
     q = Q(id__in=held)
     if team_id is None and scope.admin_org_ids:
         q |= Q(host__cluster__site__org_id__in=sorted(scope.admin_org_ids))
     return q
 
 
-def device_overview_get(*, scope: ViewerScope, period: Period, now: dt.datetime,
-                        team_id: int | None = None) -> DeviceOverview:
+def device_overview_get(
+    *, scope: ViewerScope, period: Period, now: dt.datetime, team_id: int | None = None
+) -> DeviceOverview:
     devices = list(
         Device.objects.filter(_device_ids_for_scope(scope=scope, period=period, team_id=team_id))
         .select_related("hardware_model", "host__cluster__site")
@@ -249,9 +286,12 @@ def device_overview_get(*, scope: ViewerScope, period: Period, now: dt.datetime,
             for r in DeviceHour.objects.filter(device_id__in=ids, hour__gte=period.start_at, hour__lt=period.end_at)
             .values_list("device_id")
             .annotate(
-                obs=Sum("observed_s"), alloc=Sum("allocated_s"),
+                obs=Sum("observed_s"),
+                alloc=Sum("allocated_s"),
                 idle_alloc=Sum("allocated_s", filter=Q(allocated_s__gt=0, avg_util_pct__lt=IDLE_UTIL_PCT)),
-                util_s=Sum(F("avg_util_pct") * F("observed_s")), e=Sum("energy_j"), op=Sum("co2e_operational_g"),
+                util_s=Sum(F("avg_util_pct") * F("observed_s")),
+                e=Sum("energy_j"),
+                op=Sum("co2e_operational_g"),
                 emb=Sum("co2e_embodied_g"),
             )
         }
@@ -276,10 +316,18 @@ def device_overview_get(*, scope: ViewerScope, period: Period, now: dt.datetime,
             op += r[5] or 0
             emb += r[6] or 0
         return UsageRow(
-            key=key, name=name, devices=len(group), observed_h=obs / 3600, allocated_h=alloc / 3600,
-            idle_allocated_h=idle / 3600, avg_util_pct=util_s / obs if obs else None,
-            avg_power_w=e / obs if obs else None, energy_kwh=_kwh(e), co2e_operational_kg=_kg(op),
-            embodied_charged_kg=_kg(emb), site=site,
+            key=key,
+            name=name,
+            devices=len(group),
+            observed_h=obs / 3600,
+            allocated_h=alloc / 3600,
+            idle_allocated_h=idle / 3600,
+            avg_util_pct=util_s / obs if obs else None,
+            avg_power_w=e / obs if obs else None,
+            energy_kwh=_kwh(e),
+            co2e_operational_kg=_kg(op),
+            embodied_charged_kg=_kg(emb),
+            site=site,
         )
 
     models = []
@@ -299,22 +347,36 @@ def device_overview_get(*, scope: ViewerScope, period: Period, now: dt.datetime,
                 age = (now.date() - d.deployed_on).days / 365.25
                 ages.append(age)
                 shares.append(min(max(age / life, 0.0), 1.0))
-        embodied.append(EmbodiedRow(
-            key=key, name=name, devices=len(group), embodied_kg=hw.embodied_kg, embodied_low_kg=hw.embodied_low_kg,
-            embodied_high_kg=hw.embodied_high_kg, embodied_kind=hw.get_embodied_kind_display(),
-            lifetime_years=hw.lifetime_years, expected_utilisation=hw.expected_utilisation,
-            charge_g_per_h=hw.embodied_kg * 1000 / (hw.lifetime_years * 8760 * hw.expected_utilisation),
-            avg_age_years=sum(ages) / len(ages) if ages else None,
-            amortised_share=sum(shares) / len(shares) if shares else None,
-            embodied_charged_kg=row.embodied_charged_kg,
-        ))
+        embodied.append(
+            EmbodiedRow(
+                key=key,
+                name=name,
+                devices=len(group),
+                embodied_kg=hw.embodied_kg,
+                embodied_low_kg=hw.embodied_low_kg,
+                embodied_high_kg=hw.embodied_high_kg,
+                embodied_kind=hw.get_embodied_kind_display(),
+                lifetime_years=hw.lifetime_years,
+                expected_utilisation=hw.expected_utilisation,
+                charge_g_per_h=hw.embodied_kg * 1000 / (hw.lifetime_years * 8760 * hw.expected_utilisation),
+                avg_age_years=sum(ages) / len(ages) if ages else None,
+                amortised_share=sum(shares) / len(shares) if shares else None,
+                embodied_charged_kg=row.embodied_charged_kg,
+            )
+        )
     models.sort(key=lambda r: -r.energy_kwh)
     embodied.sort(key=lambda r: -r.embodied_kg * r.devices)
     hosts = [usage(h, h, group, site=group[0].host.cluster.site.name) for h, group in by_host.items()]
     hosts.sort(key=lambda r: (-r.idle_allocated_h, r.name))
     fleet_scope = team_id is None and scope.sees_fleet
-    return DeviceOverview(period=period, models=models, hosts=hosts, embodied=embodied, devices_total=len(devices),
-                          fleet_scope=fleet_scope)
+    return DeviceOverview(
+        period=period,
+        models=models,
+        hosts=hosts,
+        embodied=embodied,
+        devices_total=len(devices),
+        fleet_scope=fleet_scope,
+    )
 
 
 def device_usage_summary(*, rows: list[UsageRow]) -> dict[str, Any]:
@@ -346,18 +408,27 @@ def planner_default_get(*, scope: ViewerScope, now: dt.datetime, days: int = 90)
     workloads = [
         {"family": fam, "kind": kind, "device_hours_per_year": round((h or 0.0) * per_year)}
         for fam, kind, h in JobFootprint.objects.filter(job__in=jobs.values("id"))
-        .values_list("job__family", "job__kind").annotate(h=Sum("device_hours")).order_by("job__family", "job__kind")
+        .values_list("job__family", "job__kind")
+        .annotate(h=Sum("device_hours"))
+        .order_by("job__family", "job__kind")
     ]
     devices = Device.objects.filter(scope.org_q("host__cluster__site__"), hardware_model__isnull=False)
-    top = list(devices.values_list("hardware_model__key").annotate(n=Count("id")).order_by("-n", "hardware_model__key")[:1])
+    top = list(
+        devices.values_list("hardware_model__key").annotate(n=Count("id")).order_by("-n", "hardware_model__key")[:1]
+    )
     site = (
-        Site.objects.filter(scope.org_q()).select_related("zone")
-        .annotate(n=Count("clusters__hosts__devices")).order_by("-n", "name").first()
+        Site.objects.filter(scope.org_q())
+        .select_related("zone")
+        .annotate(n=Count("clusters__hosts__devices"))
+        .order_by("-n", "name")
+        .first()
     )
     return {
         "workloads": workloads,
         "old_key": top[0][0] if top else "",
         "old_count": top[0][1] if top else 8,
+        # Newer accelerators do the same work on fewer devices; the engine reports any shortfall.
+        "new_count": max(1, (top[0][1] if top else 8) // 2),
         "pue": site.pue if site else 1.3,
         "zone_code": site.zone.code if site else "",
         "days": days,

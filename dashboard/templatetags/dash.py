@@ -76,3 +76,10 @@ def sig(value, digits: int = 3) -> str:
     if value is None:
         return "—"
     return f"{float(value):.{int(digits)}g}"
+
+
+@register.filter
+def mul(value, factor) -> float | None:
+    if value is None:
+        return None
+    return float(value) * float(factor)

@@ -95,11 +95,28 @@ class HwSpec:
 HARDWARE = {
     h.key: h
     for h in [
-        HwSpec("h100-sxm5-80gb", "NVIDIA H100 SXM5 80GB", "NVIDIA", "NVIDIA H100 80GB HBM3", 70, 700, 80, 164, 1.0, 2022),
-        HwSpec("a100-sxm4-80gb", "NVIDIA A100 SXM4 80GB", "NVIDIA", "NVIDIA A100-SXM4-80GB", 55, 400, 80, 120, 0.45, 2020),
+        HwSpec(
+            "h100-sxm5-80gb", "NVIDIA H100 SXM5 80GB", "NVIDIA", "NVIDIA H100 80GB HBM3", 70, 700, 80, 164, 1.0, 2022
+        ),
+        HwSpec(
+            "a100-sxm4-80gb", "NVIDIA A100 SXM4 80GB", "NVIDIA", "NVIDIA A100-SXM4-80GB", 55, 400, 80, 120, 0.45, 2020
+        ),
         HwSpec("l40s-48gb", "NVIDIA L40S 48GB", "NVIDIA", "NVIDIA L40S", 35, 350, 48, 90, 0.4, 2023),
-        HwSpec("v100-sxm2-32gb", "NVIDIA Tesla V100 SXM2 32GB", "NVIDIA", "Tesla V100-SXM2-32GB", 40, 300, 32, 80, 0.18, 2017),
-        HwSpec("mi300x-192gb", "AMD Instinct MI300X 192GB", "AMD", "AMD Instinct MI300X", 120, 750, 192, 190, 1.05, 2023),
+        HwSpec(
+            "v100-sxm2-32gb",
+            "NVIDIA Tesla V100 SXM2 32GB",
+            "NVIDIA",
+            "Tesla V100-SXM2-32GB",
+            40,
+            300,
+            32,
+            80,
+            0.18,
+            2017,
+        ),
+        HwSpec(
+            "mi300x-192gb", "AMD Instinct MI300X 192GB", "AMD", "AMD Instinct MI300X", 120, 750, 192, 190, 1.05, 2023
+        ),
     ]
 }
 
@@ -113,16 +130,30 @@ class TeamSpec:
 
 
 TEAMS = [
-    TeamSpec("recsys", "Recommendations", ("amara", "bo", "chen"),
-             (("recommender", "training", 0.5), ("recommender", "inference", 0.5))),
-    TeamSpec("search", "Search ranking", ("dara", "eli", "femi"),
-             (("recommender", "training", 0.3), ("recommender", "inference", 0.3), ("llm", "inference", 0.4))),
-    TeamSpec("llm-pretrain", "LLM pre-training", ("gita", "hugo", "ines", "jun"),
-             (("llm", "training", 0.85), ("llm", "inference", 0.15))),
-    TeamSpec("llm-serving", "LLM serving", ("kofi", "lena", "mo"),
-             (("llm", "inference", 0.7), ("moe", "inference", 0.3))),
-    TeamSpec("moe-research", "MoE research", ("nia", "omar", "pia"),
-             (("moe", "training", 0.7), ("moe", "inference", 0.3))),
+    TeamSpec(
+        "recsys",
+        "Recommendations",
+        ("amara", "bo", "chen"),
+        (("recommender", "training", 0.5), ("recommender", "inference", 0.5)),
+    ),
+    TeamSpec(
+        "search",
+        "Search ranking",
+        ("dara", "eli", "femi"),
+        (("recommender", "training", 0.3), ("recommender", "inference", 0.3), ("llm", "inference", 0.4)),
+    ),
+    TeamSpec(
+        "llm-pretrain",
+        "LLM pre-training",
+        ("gita", "hugo", "ines", "jun"),
+        (("llm", "training", 0.85), ("llm", "inference", 0.15)),
+    ),
+    TeamSpec(
+        "llm-serving", "LLM serving", ("kofi", "lena", "mo"), (("llm", "inference", 0.7), ("moe", "inference", 0.3))
+    ),
+    TeamSpec(
+        "moe-research", "MoE research", ("nia", "omar", "pia"), (("moe", "training", 0.7), ("moe", "inference", 0.3))
+    ),
     TeamSpec("vision", "Vision", ("quinn", "rui"), (("other", "training", 0.7), ("other", "inference", 0.3))),
 ]
 
@@ -141,22 +172,38 @@ class Workload:
 
 
 WORKLOADS = {
-    ("llm", "training"): Workload((8, 16, 32, 64), (0.4, 0.3, 0.2, 0.1), 20, 85, "tokens", 3_000, "eval_accuracy",
-                                  (0.45, 0.72), (1.3e9, 7e9, 13e9, 70e9)),
-    ("llm", "inference"): Workload((1, 2, 4, 8), (0.3, 0.3, 0.25, 0.15), 6, 45, "tokens", 1_500, "p99_latency_ms",
-                                   (180, 900), (7e9, 13e9, 70e9)),
-    ("moe", "training"): Workload((8, 16, 32), (0.5, 0.3, 0.2), 16, 75, "tokens", 4_500, "eval_accuracy",
-                                  (0.5, 0.74), (47e9, 141e9)),
-    ("moe", "inference"): Workload((4, 8), (0.6, 0.4), 6, 40, "tokens", 2_200, "p99_latency_ms",
-                                   (220, 1200), (47e9, 141e9)),
-    ("recommender", "training"): Workload((1, 2, 4, 8), (0.3, 0.3, 0.25, 0.15), 4, 60, "samples", 50_000, "auc",
-                                          (0.72, 0.82), (2e8, 1e9, 5e9)),
-    ("recommender", "inference"): Workload((1, 2), (0.7, 0.3), 8, 35, "queries", 4_000, "p99_latency_ms",
-                                           (8, 40), (2e8, 1e9)),
-    ("other", "training"): Workload((1, 2, 4), (0.5, 0.3, 0.2), 3, 55, "samples", 1_200, "top1_accuracy",
-                                    (0.7, 0.86), (2.5e7, 3e8)),
-    ("other", "inference"): Workload((1, 2), (0.8, 0.2), 4, 30, "samples", 2_500, "p99_latency_ms",
-                                     (10, 60), (2.5e7, 3e8)),
+    ("llm", "training"): Workload(
+        (8, 16, 32, 64),
+        (0.4, 0.3, 0.2, 0.1),
+        20,
+        85,
+        "tokens",
+        3_000,
+        "eval_accuracy",
+        (0.45, 0.72),
+        (1.3e9, 7e9, 13e9, 70e9),
+    ),
+    ("llm", "inference"): Workload(
+        (1, 2, 4, 8), (0.3, 0.3, 0.25, 0.15), 6, 45, "tokens", 1_500, "p99_latency_ms", (180, 900), (7e9, 13e9, 70e9)
+    ),
+    ("moe", "training"): Workload(
+        (8, 16, 32), (0.5, 0.3, 0.2), 16, 75, "tokens", 4_500, "eval_accuracy", (0.5, 0.74), (47e9, 141e9)
+    ),
+    ("moe", "inference"): Workload(
+        (4, 8), (0.6, 0.4), 6, 40, "tokens", 2_200, "p99_latency_ms", (220, 1200), (47e9, 141e9)
+    ),
+    ("recommender", "training"): Workload(
+        (1, 2, 4, 8), (0.3, 0.3, 0.25, 0.15), 4, 60, "samples", 50_000, "auc", (0.72, 0.82), (2e8, 1e9, 5e9)
+    ),
+    ("recommender", "inference"): Workload(
+        (1, 2), (0.7, 0.3), 8, 35, "queries", 4_000, "p99_latency_ms", (8, 40), (2e8, 1e9)
+    ),
+    ("other", "training"): Workload(
+        (1, 2, 4), (0.5, 0.3, 0.2), 3, 55, "samples", 1_200, "top1_accuracy", (0.7, 0.86), (2.5e7, 3e8)
+    ),
+    ("other", "inference"): Workload(
+        (1, 2), (0.8, 0.2), 4, 30, "samples", 2_500, "p99_latency_ms", (10, 60), (2.5e7, 3e8)
+    ),
 }
 
 
@@ -222,16 +269,32 @@ class Command(BaseCommand):
         quiet = opts["verbosity"] < 1
         with transaction.atomic():
             summary = Seeder(
-                org_slug=opts["org"], gpus=gpus, n_jobs=n_jobs, days=days, seed=opts["seed"], end=end,
-                occupancy=opts["occupancy"], quiet=quiet,
+                org_slug=opts["org"],
+                gpus=gpus,
+                n_jobs=n_jobs,
+                days=days,
+                seed=opts["seed"],
+                end=end,
+                occupancy=opts["occupancy"],
+                quiet=quiet,
             ).run()
         if not quiet:
             self.stdout.write(self.style.SUCCESS(summary))
 
 
 class Seeder:
-    def __init__(self, *, org_slug: str, gpus: int, n_jobs: int, days: int, seed: int, end: dt.datetime,
-                 occupancy: float, quiet: bool) -> None:
+    def __init__(
+        self,
+        *,
+        org_slug: str,
+        gpus: int,
+        n_jobs: int,
+        days: int,
+        seed: int,
+        end: dt.datetime,
+        occupancy: float,
+        quiet: bool,
+    ) -> None:
         self.org_slug, self.gpus, self.n_jobs, self.days = org_slug, gpus, n_jobs, days
         self.rng = np.random.default_rng(seed)
         self.end = end
@@ -253,9 +316,11 @@ class Seeder:
             zones[z.code], _ = m.GridZone.objects.get_or_create(
                 code=z.code,
                 defaults={
-                    "name": z.name, "annual_intensity_g_per_kwh": z.annual_g_per_kwh,
+                    "name": z.name,
+                    "annual_intensity_g_per_kwh": z.annual_g_per_kwh,
                     "source": m.FactorSource.OPERATOR,
-                    "source_detail": "seed_history demo value (approximate annual average)", "vintage": "2024",
+                    "source_detail": "seed_history demo value (approximate annual average)",
+                    "vintage": "2024",
                 },
             )
         self.zone_rows = zones
@@ -264,10 +329,16 @@ class Seeder:
             self.hw[spec.key], _ = m.HardwareModel.objects.get_or_create(
                 key=spec.key,
                 defaults={
-                    "name": spec.name, "vendor": spec.vendor, "kind": m.HardwareModel.Kind.GPU,
-                    "match_names": [spec.reported_name], "idle_power_w": spec.idle_w, "max_power_w": spec.max_w,
-                    "memory_gb": spec.memory_gb, "release_year": spec.release_year,
-                    "embodied_kg": spec.embodied_kg, "embodied_low_kg": round(spec.embodied_kg * 0.7, 1),
+                    "name": spec.name,
+                    "vendor": spec.vendor,
+                    "kind": m.HardwareModel.Kind.GPU,
+                    "match_names": [spec.reported_name],
+                    "idle_power_w": spec.idle_w,
+                    "max_power_w": spec.max_w,
+                    "memory_gb": spec.memory_gb,
+                    "release_year": spec.release_year,
+                    "embodied_kg": spec.embodied_kg,
+                    "embodied_low_kg": round(spec.embodied_kg * 0.7, 1),
                     "embodied_high_kg": round(spec.embodied_kg * 1.4, 1),
                     "embodied_kind": m.HardwareModel.EmbodiedKind.ESTIMATE,
                     "embodied_source": "seed_history demo estimate (ACT-style, die area and HBM capacity)",
@@ -276,12 +347,19 @@ class Seeder:
         self.sites = []
         self.clusters = []  # (cluster row, site index, kind preference)
         for i, s in enumerate(SITES):
-            site = m.Site.objects.create(org=self.org, name=s.name, slug=s.slug, zone=zones[s.zone], pue=s.pue,
-                                         pue_source="seed_history demo value (annualised facility meter)")
+            site = m.Site.objects.create(
+                org=self.org,
+                name=s.name,
+                slug=s.slug,
+                zone=zones[s.zone],
+                pue=s.pue,
+                pue_source="seed_history demo value (annualised facility meter)",
+            )
             self.sites.append(site)
             for kind, scheduler in (("training", "slurm"), ("inference", "kubernetes")):
-                cl = m.Cluster.objects.create(site=site, name=f"{s.name} {kind}", slug=f"{s.slug}-{kind[:5]}",
-                                              scheduler=scheduler)
+                cl = m.Cluster.objects.create(
+                    site=site, name=f"{s.name} {kind}", slug=f"{s.slug}-{kind[:5]}", scheduler=scheduler
+                )
                 self.clusters.append((cl, i, kind))
         n_hosts = math.ceil(self.gpus / 8)
         host_rows, host_meta = [], []
@@ -296,8 +374,17 @@ class Seeder:
             weights = np.array([w for _, w in spec.models])
             key = keys[int(self.rng.choice(len(keys), p=weights / weights.sum()))]
             cl = self.clusters[cl_idx][0]
-            host_rows.append(m.Host(cluster=cl, hostname=f"{spec.slug[5:]}-gpu-{local:03d}", cpu_model="AMD EPYC 9454",
-                                    cpu_tdp_w=290, dram_gb=2048, ssd_gb=30_720, gpu_slots=8))
+            host_rows.append(
+                m.Host(
+                    cluster=cl,
+                    hostname=f"{spec.slug[5:]}-gpu-{local:03d}",
+                    cpu_model="AMD EPYC 9454",
+                    cpu_tdp_w=290,
+                    dram_gb=2048,
+                    ssd_gb=30_720,
+                    gpu_slots=8,
+                )
+            )
             host_meta.append((cl_idx, site_idx, key))
         m.Host.objects.bulk_create(host_rows)
         dev_rows, self.dev_cluster, self.dev_site, self.dev_key, self.dev_host = [], [], [], [], []
@@ -306,11 +393,17 @@ class Seeder:
             for gi in range(min(8, remaining)):
                 spec = HARDWARE[key]
                 years = int(self.rng.integers(0, 3))
-                dev_rows.append(m.Device(
-                    host=host, uuid=f"GPU-{self.org_slug[:8]}-{h_idx:05d}-{gi}-{len(dev_rows):08x}", index=gi,
-                    reported_name=spec.reported_name, hardware_model=self.hw[key],
-                    deployed_on=(self.t0 - dt.timedelta(days=120 + 365 * years)).date(), power_limit_w=spec.max_w,
-                ))
+                dev_rows.append(
+                    m.Device(
+                        host=host,
+                        uuid=f"GPU-{self.org_slug[:8]}-{h_idx:05d}-{gi}-{len(dev_rows):08x}",
+                        index=gi,
+                        reported_name=spec.reported_name,
+                        hardware_model=self.hw[key],
+                        deployed_on=(self.t0 - dt.timedelta(days=120 + 365 * years)).date(),
+                        power_limit_w=spec.max_w,
+                    )
+                )
                 self.dev_cluster.append(cl_idx)
                 self.dev_site.append(site_idx)
                 self.dev_key.append(key)
@@ -323,10 +416,12 @@ class Seeder:
         self.dev_idle = np.array([HARDWARE[k].idle_w for k in self.dev_key])
         self.dev_max = np.array([HARDWARE[k].max_w for k in self.dev_key])
         self.dev_speed = np.array([HARDWARE[k].speed for k in self.dev_key])
-        self.dev_emb_g_per_h = np.array([
-            self.hw[k].embodied_kg * 1000 / (self.hw[k].lifetime_years * 8760 * self.hw[k].expected_utilisation)
-            for k in self.dev_key
-        ]) + HOST_EMBODIED_KG * 1000 / 8 / (HOST_LIFETIME_H * HOST_EXPECTED_UTIL)
+        self.dev_emb_g_per_h = np.array(
+            [
+                self.hw[k].embodied_kg * 1000 / (self.hw[k].lifetime_years * 8760 * self.hw[k].expected_utilisation)
+                for k in self.dev_key
+            ]
+        ) + HOST_EMBODIED_KG * 1000 / 8 / (HOST_LIFETIME_H * HOST_EXPECTED_UTIL)
         self.site_pue = np.array([s.pue for s in SITES])
 
     def _teams(self) -> None:
@@ -344,8 +439,9 @@ class Seeder:
                 if created:
                     user.set_unusable_password()
                     user.save(update_fields=["password"])
-                m.Membership.objects.get_or_create(user=user, org=self.org, team=team,
-                                                   defaults={"role": m.Membership.Role.MEMBER})
+                m.Membership.objects.get_or_create(
+                    user=user, org=self.org, team=team, defaults={"role": m.Membership.Role.MEMBER}
+                )
                 users.append(user)
             self.team_users.append(users)
 
@@ -356,8 +452,11 @@ class Seeder:
         for z in ZONES:
             curve = _intensity_curve(self.rng, z, self.t0, self.hours)
             existing = m.HourlyIntensity.objects.filter(
-                zone=self.zone_rows[z.code], signal=m.IntensitySignal.AVERAGE, is_forecast=False,
-                hour__gte=self.t0, hour__lt=self.end,
+                zone=self.zone_rows[z.code],
+                signal=m.IntensitySignal.AVERAGE,
+                is_forecast=False,
+                hour__gte=self.t0,
+                hour__lt=self.end,
             ).values_list("hour", "intensity_g_per_kwh")
             have = set()
             for hour, value in existing:
@@ -366,13 +465,25 @@ class Seeder:
                 have.add(idx)
             zone_curve[z.code] = curve
             rows = (
-                m.HourlyIntensity(zone=self.zone_rows[z.code], hour=self.t0 + dt.timedelta(hours=i),
-                                  signal=m.IntensitySignal.AVERAGE, intensity_g_per_kwh=float(curve[i]),
-                                  source=m.FactorSource.ESTIMATE, version=1)
-                for i in range(self.hours) if i not in have
+                m.HourlyIntensity(
+                    zone=self.zone_rows[z.code],
+                    hour=self.t0 + dt.timedelta(hours=i),
+                    signal=m.IntensitySignal.AVERAGE,
+                    intensity_g_per_kwh=float(curve[i]),
+                    source=m.FactorSource.ESTIMATE,
+                    version=1,
+                )
+                for i in range(self.hours)
+                if i not in have
             )
-            _bulk(m.HourlyIntensity, rows, total=self.hours - len(have), desc=f"intensity {z.code}", quiet=self.quiet,
-                  ignore_conflicts=True)
+            _bulk(
+                m.HourlyIntensity,
+                rows,
+                total=self.hours - len(have),
+                desc=f"intensity {z.code}",
+                quiet=self.quiet,
+                ignore_conflicts=True,
+            )
         for i, s in enumerate(SITES):
             self.site_intensity[i] = zone_curve[s.zone]
 
@@ -483,7 +594,7 @@ class Seeder:
         day_of_hour = ((self.t0.hour + np.arange(H)) // 24).astype(int)
         job_rows, fp_data, jh_data, alloc_data = [], [], [], []
         status_of = []
-        org, teams = self.org, self.teams
+        teams = self.teams
         noise = self.rng.normal(0, 0.05, size=(self.n_jobs, 4))
         for j in tqdm(range(self.n_jobs), desc="simulate", disable=self.quiet, mininterval=1.0):
             fam, kind = self.job_fk[j]
@@ -496,8 +607,9 @@ class Seeder:
             label = f"{fam}-{kind[:5]}-{j:06d}"
             if math.isnan(start_h):
                 status = "pending"
-                job_rows.append(self._job_row(j, cl_row, teams[team_idx], user, status, submit, None, {}, "", "", None,
-                                              {}, label))
+                job_rows.append(
+                    self._job_row(j, cl_row, teams[team_idx], user, status, submit, None, {}, "", "", None, {}, label)
+                )
                 status_of.append(status)
                 fp_data.append(None)
                 jh_data.append(None)
@@ -514,7 +626,7 @@ class Seeder:
             p_w = idle_w + (max_w - idle_w) * (util / 100) ** 0.9
             if self.job_cap[j]:
                 p_w = min(p_w, self.job_cap[j] * max_w)
-            h0, h1 = int(math.floor(start_h)), int(math.ceil(stop_h))
+            h0, h1 = math.floor(start_h), math.ceil(stop_h)
             hrs = np.arange(h0, h1)
             overlap_s = (np.minimum(hrs + 1, stop_h) - np.maximum(hrs, start_h)) * 3600
             jitter = 1 + noise[j, int(hrs[0]) % 4] * np.cos(hrs * 0.7 + j)
@@ -541,20 +653,45 @@ class Seeder:
                 meta["power_cap_w"] = round(self.job_cap[j] * max_w)
             started = self.t0 + dt.timedelta(hours=float(start_h))
             ended = None if running else self.t0 + dt.timedelta(hours=float(end_h))
-            job_rows.append(self._job_row(j, cl_row, teams[team_idx], user, status, started, ended, units, primary,
-                                          qmetric, qvalue, meta, label))
+            job_rows.append(
+                self._job_row(
+                    j,
+                    cl_row,
+                    teams[team_idx],
+                    user,
+                    status,
+                    started,
+                    ended,
+                    units,
+                    primary,
+                    qmetric,
+                    qvalue,
+                    meta,
+                    label,
+                )
+            )
             status_of.append(status)
             measured = float(np.clip(0.97 - 0.25 * abs(noise[j, 0]) * 4, 0, 1)) if j % 17 else 0.0
             op_total, emb_total = float(op_g.sum()), float(emb_g.sum())
             spread = 0.05 + (1 - measured) * 0.2
-            fp_data.append(dict(
-                energy_j=float(tot_e.sum()), gpu_energy_j=float(gpu_e.sum()), gpu_idle_energy_j=float(idle_e.sum()),
-                host_energy_j=float(host_e.sum()), facility_energy_j=float(fac_e.sum()), co2e_operational_g=op_total,
-                co2e_embodied_g=emb_total, co2e_low_g=(op_total + emb_total) * (1 - spread),
-                co2e_high_g=(op_total + emb_total) * (1 + spread), device_hours=gpu_s / 3600,
-                measured_fraction=round(measured, 3), is_final=not running, method_version=METHOD_VERSION,
-                last_window_end=self.t0 + dt.timedelta(hours=float(stop_h)),
-            ))
+            fp_data.append(
+                dict(
+                    energy_j=float(tot_e.sum()),
+                    gpu_energy_j=float(gpu_e.sum()),
+                    gpu_idle_energy_j=float(idle_e.sum()),
+                    host_energy_j=float(host_e.sum()),
+                    facility_energy_j=float(fac_e.sum()),
+                    co2e_operational_g=op_total,
+                    co2e_embodied_g=emb_total,
+                    co2e_low_g=(op_total + emb_total) * (1 - spread),
+                    co2e_high_g=(op_total + emb_total) * (1 + spread),
+                    device_hours=gpu_s / 3600,
+                    measured_fraction=round(measured, 3),
+                    is_final=not running,
+                    method_version=METHOD_VERSION,
+                    last_window_end=self.t0 + dt.timedelta(hours=float(stop_h)),
+                )
+            )
             jh_data.append((hrs, tot_e, gpu_e, op_g, emb_g, inten))
             alloc_data.append((devs, started, ended))
         _bulk(m.Job, iter(job_rows), total=len(job_rows), desc="jobs", quiet=self.quiet)
@@ -566,10 +703,24 @@ class Seeder:
     def _job_row(self, j, cl_row, team, user, status, started, ended, units, primary, qmetric, qvalue, meta, label):
         fam, kind = self.job_fk[j]
         return m.Job(
-            org=self.org, cluster=cl_row, scheduler_job_id=f"seed-{j + 1}", name=label, team=team, user=user,
-            username=user.username, kind=kind, family=fam, status=status, started_at=started, ended_at=ended,
-            requested_s=round(float(self.job_dur_h[j]) * 3600 * 1.5), model_meta=meta, units=units,
-            primary_unit=primary, quality_metric=qmetric, quality_value=qvalue,
+            org=self.org,
+            cluster=cl_row,
+            scheduler_job_id=f"seed-{j + 1}",
+            name=label,
+            team=team,
+            user=user,
+            username=user.username,
+            kind=kind,
+            family=fam,
+            status=status,
+            started_at=started,
+            ended_at=ended,
+            requested_s=round(float(self.job_dur_h[j]) * 3600 * 1.5),
+            model_meta=meta,
+            units=units,
+            primary_unit=primary,
+            quality_metric=qmetric,
+            quality_value=qvalue,
             power_cap_w=meta.get("power_cap_w"),
         )
 
@@ -594,15 +745,22 @@ class Seeder:
                     continue
                 hrs, tot_e, gpu_e, op_g, emb_g, inten = h
                 for k, hour in enumerate(hrs):
-                    yield m.JobHour(job=job, hour=self.t0 + dt.timedelta(hours=int(hour)), energy_j=float(tot_e[k]),
-                                    gpu_energy_j=float(gpu_e[k]), co2e_operational_g=float(op_g[k]),
-                                    co2e_embodied_g=float(emb_g[k]), intensity_g_per_kwh=float(inten[k]))
+                    yield m.JobHour(
+                        job=job,
+                        hour=self.t0 + dt.timedelta(hours=int(hour)),
+                        energy_j=float(tot_e[k]),
+                        gpu_energy_j=float(gpu_e[k]),
+                        co2e_operational_g=float(op_g[k]),
+                        co2e_embodied_g=float(emb_g[k]),
+                        intensity_g_per_kwh=float(inten[k]),
+                    )
 
         n_alloc = sum(len(a[0]) for a in alloc_data if a is not None)
         n_hours = sum(len(h[0]) for h in jh_data if h is not None)
         _bulk(m.JobAllocation, allocations(), total=n_alloc, desc="allocations", quiet=self.quiet)
-        _bulk(m.JobFootprint, footprints(), total=sum(f is not None for f in fp_data), desc="footprints",
-              quiet=self.quiet)
+        _bulk(
+            m.JobFootprint, footprints(), total=sum(f is not None for f in fp_data), desc="footprints", quiet=self.quiet
+        )
         _bulk(m.JobHour, hours(), total=n_hours, desc="job hours", quiet=self.quiet)
 
     def _write_device_hours(self, alloc_s, energy, util_s, td, day_of_hour) -> None:
@@ -635,9 +793,15 @@ class Seeder:
                 idle_e = float(self.dev_idle[d]) * 3600
                 for h in range(H):
                     yield m.DeviceHour(
-                        device=dev, hour=hours[h], energy_j=float(total_e[d, h]), idle_energy_j=idle_e,
-                        allocated_s=float(alloc_s[d, h]), observed_s=3600.0, avg_util_pct=float(util[d, h]),
-                        avg_power_w=float(total_e[d, h]) / 3600, co2e_operational_g=float(op_g[d, h]),
+                        device=dev,
+                        hour=hours[h],
+                        energy_j=float(total_e[d, h]),
+                        idle_energy_j=idle_e,
+                        allocated_s=float(alloc_s[d, h]),
+                        observed_s=3600.0,
+                        avg_util_pct=float(util[d, h]),
+                        avg_power_w=float(total_e[d, h]) / 3600,
+                        co2e_operational_g=float(op_g[d, h]),
                         co2e_embodied_g=float(emb_g[d, h]),
                     )
 
@@ -653,14 +817,28 @@ class Seeder:
                     for t, team in enumerate(self.teams):
                         e, idle, op, emb = td[t, s, d]
                         if e > 0:
-                            yield m.TeamDay(org=self.org, team=team, site=site, day=self._day(d), energy_j=float(e),
-                                            gpu_idle_energy_j=float(idle), co2e_operational_g=float(op),
-                                            co2e_embodied_g=float(emb))
+                            yield m.TeamDay(
+                                org=self.org,
+                                team=team,
+                                site=site,
+                                day=self._day(d),
+                                energy_j=float(e),
+                                gpu_idle_energy_j=float(idle),
+                                co2e_operational_g=float(op),
+                                co2e_embodied_g=float(emb),
+                            )
                     e, idle, op, emb = self.overhead[s, d]
                     if e > 0:
-                        yield m.TeamDay(org=self.org, team=None, site=site, day=self._day(d), energy_j=float(e),
-                                        gpu_idle_energy_j=float(idle), co2e_operational_g=float(op),
-                                        co2e_embodied_g=float(emb))
+                        yield m.TeamDay(
+                            org=self.org,
+                            team=None,
+                            site=site,
+                            day=self._day(d),
+                            energy_j=float(e),
+                            gpu_idle_energy_j=float(idle),
+                            co2e_operational_g=float(op),
+                            co2e_embodied_g=float(emb),
+                        )
 
         _bulk(m.TeamDay, rows(), total=0, desc="team days", quiet=self.quiet)
 
@@ -685,8 +863,15 @@ class Seeder:
                 projected = rate * (stop - start).days
                 factor = float(self.rng.uniform(0.8, 1.35))
                 budget_g = max(round(projected * factor / 1000) * 1000, 1000.0)
-                rows.append(m.CarbonBudget(team=team, period_start=start, period_end=stop, co2e_budget_g=budget_g,
-                                           note="seed_history: month run rate × planning factor"))
+                rows.append(
+                    m.CarbonBudget(
+                        team=team,
+                        period_start=start,
+                        period_end=stop,
+                        co2e_budget_g=budget_g,
+                        note="seed_history: month run rate × planning factor",
+                    )
+                )
         m.CarbonBudget.objects.bulk_create(rows, ignore_conflicts=True)
 
     def run(self) -> str:

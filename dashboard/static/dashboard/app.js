@@ -243,9 +243,9 @@
     }
     window.Plotly.newPlot(node, traces, {
       title: { text: "Carbon payback: cumulative tCO2e, keep versus upgrade", x: 0.01, font: { size: 15 } },
-      template: "plotly_white", height: 380, margin: { l: 64, r: 24, t: 56, b: 48 },
+      height: 400, margin: { l: 64, r: 24, t: 56, b: 96 }, paper_bgcolor: "#fff", plot_bgcolor: "#fff",
       xaxis: { title: { text: "Years from upgrade" } }, yaxis: { title: { text: "Cumulative tCO2e" }, rangemode: "tozero" },
-      legend: { orientation: "h", y: -0.18 }, shapes: shapes,
+      legend: { orientation: "h", y: -0.28 }, shapes: shapes,
       font: { family: "Inter, -apple-system, 'Segoe UI', Roboto, Arial, sans-serif", size: 12 }
     }, PLOT_CONFIG);
   }

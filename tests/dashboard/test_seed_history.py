@@ -1,0 +1,56 @@
+"""seed_history: deterministic, internally consistent aggregates, every family/kind/status."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db.models import Count, Sum
+
+from accounting import models as m
+
+ARGS = ["--gpus", "24", "--jobs", "150", "--days", "4", "--seed", "11", "--end", "2026-03-20T12:00", "-v", "0"]
+
+
+def _sums(org: str) -> dict:
+    return {
+        "jobs": m.Job.objects.filter(org__slug=org).count(),
+        "fp": m.JobFootprint.objects.filter(job__org__slug=org).aggregate(
+            e=Sum("energy_j"), op=Sum("co2e_operational_g"), emb=Sum("co2e_embodied_g")
+        ),
+        "dh": m.DeviceHour.objects.filter(device__host__cluster__site__org__slug=org).aggregate(
+            n=Count("id"), e=Sum("energy_j"), a=Sum("allocated_s")
+        ),
+        "statuses": dict(m.Job.objects.filter(org__slug=org).values_list("status").annotate(n=Count("id"))),
+    }
+
+
+@pytest.mark.django_db
+def test_seed_is_deterministic_and_consistent():
+    call_command("seed_history", "--org", "seed-a", *ARGS)
+    call_command("seed_history", "--org", "seed-b", *ARGS)
+    a, b = _sums("seed-a"), _sums("seed-b")
+    # Same rows; SQL SUM adds floats in no fixed order, hence approx on the sums.
+    assert (a["jobs"], a["statuses"], a["dh"]["n"]) == (b["jobs"], b["statuses"], b["dh"]["n"])
+    assert a["fp"] == pytest.approx(b["fp"], rel=1e-12)
+    assert (a["dh"]["e"], a["dh"]["a"]) == (
+        pytest.approx(b["dh"]["e"], rel=1e-12),
+        pytest.approx(b["dh"]["a"], rel=1e-12),
+    )
+    assert a["jobs"] == 150 and a["dh"]["n"] == 24 * 4 * 24
+    # TeamDay team rows are the sum of the team's JobHour rows; JobHour sums to JobFootprint.
+    jh = m.JobHour.objects.filter(job__org__slug="seed-a").aggregate(e=Sum("energy_j"))["e"]
+    td = m.TeamDay.objects.filter(org__slug="seed-a", team__isnull=False).aggregate(e=Sum("energy_j"))["e"]
+    assert jh == pytest.approx(a["fp"]["e"], rel=1e-9) and td == pytest.approx(jh, rel=1e-9)
+    assert m.TeamDay.objects.filter(org__slug="seed-a", team__isnull=True).exists()
+    # No device is held more than the hour it was observed.
+    assert not m.DeviceHour.objects.filter(
+        device__host__cluster__site__org__slug="seed-a", allocated_s__gt=3600.001
+    ).exists()
+    org = m.Organization.objects.get(slug="seed-a")
+    assert set(org.sites.values_list("zone__code", flat=True)) == {"FR", "DE", "PL", "US-WA", "IN"}
+    assert set(m.Job.objects.filter(org=org).values_list("family", flat=True)) == {"llm", "moe", "recommender", "other"}
+    assert set(m.Job.objects.filter(org=org).values_list("kind", flat=True)) == {"training", "inference"}
+    assert {"completed", "failed", "running"} <= set(a["statuses"])
+    assert m.CarbonBudget.objects.filter(team__org=org).count() == 6
+    with pytest.raises(CommandError, match="already has seeded sites"):
+        call_command("seed_history", "--org", "seed-a", *ARGS)
