@@ -16,7 +16,10 @@ def _flatten(detail: Any, prefix: str = "") -> list[dict[str, str]]:
     errors: list[dict[str, str]] = []
     if isinstance(detail, dict):
         for key, value in detail.items():
-            path = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+                path = f"{prefix}[{key}]"  # DRF keys list-item errors by index
+            else:
+                path = f"{prefix}.{key}" if prefix else str(key)
             if key == "non_field_errors":
                 path = prefix or "body"
             errors.extend(_flatten(value, path))

@@ -140,6 +140,7 @@ class PrometheusMetricsView(APIView):
             (200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="Prometheus text format"),
             (401, "application/problem+json"): OpenApiResponse(description="Missing or invalid token."),
             (403, "application/problem+json"): OpenApiResponse(description="Not an admin token."),
+            (404, "application/problem+json"): OpenApiResponse(description="Unknown `format`."),
         },
         examples=[
             OpenApiExample(

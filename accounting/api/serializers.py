@@ -101,7 +101,8 @@ class ProblemSerializer(serializers.Serializer):
     title = serializers.CharField()
     status = serializers.IntegerField()
     detail = serializers.CharField()
-    errors = ProblemFieldSerializer(many=True, required=False)
+    # Declared fields are popped from the class by DRF's metaclass: this does not shadow Serializer.errors.
+    errors = ProblemFieldSerializer(many=True, required=False)  # type: ignore[assignment]
 
 
 # --- jobs: requests ------------------------------------------------------------------------
@@ -117,7 +118,9 @@ class AllocationItemSerializer(serializers.Serializer):
         help_text="GPU indices on the host (as in CUDA_VISIBLE_DEVICES / SLURM_JOB_GPUS).",
     )
     gpu_uuid = serializers.RegexField(
-        r"^(GPU|MIG)-[A-Za-z0-9\-/]{1,96}$", required=False, help_text="NVML UUID of a GPU already reported by an agent."
+        r"^(GPU|MIG)-[A-Za-z0-9\-/]{1,96}$",
+        required=False,
+        help_text="NVML UUID of a GPU already reported by an agent.",
     )
     fraction = FiniteFloatField(
         required=False, default=1.0, min_value=0.0, max_value=1.0,
@@ -182,11 +185,11 @@ class JobRegisterSerializer(serializers.Serializer):
     requested_s = FiniteFloatField(required=False, min_value=0, max_value=10**9, help_text="Requested wall time (s).")
     power_cap_w = FiniteFloatField(required=False, min_value=1, max_value=10_000)
     model_meta = ModelMetaSerializer(required=False)
-    allocation = AllocationItemSerializer(many=True, required=False, max_length=512)
+    allocation = AllocationItemSerializer(many=True, required=False, max_length=512)  # type: ignore[call-arg]
 
 
 class JobUpdateSerializer(serializers.Serializer):
-    allocation = AllocationItemSerializer(
+    allocation = AllocationItemSerializer(  # type: ignore[call-arg]
         many=True, required=False, max_length=512,
         help_text="The complete allocation from effective_at on (devices not named are released).",
     )

@@ -1,6 +1,6 @@
 """v1 API routes (mounted at /api/v1/). The what-if routes are owned by accounting.api.whatif_urls."""
 
-from django.urls import include, path
+from django.urls import include, path, re_path
 
 from accounting.api import views
 from accounting.api.metrics import PrometheusMetricsView
@@ -25,4 +25,6 @@ urlpatterns = [
     path("budgets/<int:pk>/", views.BudgetDetailView.as_view(), name="api-budget"),
     path("advice/", views.AdviceView.as_view(), name="api-advice"),
     path("metrics", PrometheusMetricsView.as_view(), name="api-metrics"),
+    # Last: anything else under /api/v1/ is a problem-details 404 (e.g. /jobs/1.5/).
+    re_path(r"^(?P<unmatched>[\s\S]*)$", views.api_not_found, name="api-not-found"),
 ]

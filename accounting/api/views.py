@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
+from django.http import JsonResponse
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -48,7 +50,7 @@ from accounting.selectors.jobs import (
     job_get_visible,
     job_list,
     job_visible_queryset,
-    job_with_relations,
+    job_with_allocations,
     team_visible_queryset,
 )
 from accounting.services.advice import AdviceInputError, advice_for_job
@@ -179,7 +181,7 @@ class ApiView(APIView):
         if "pk" in kwargs:
             job = job_get_visible(visible=visible, job_id=kwargs["pk"])
         else:
-            query = s.ClusterQuerySerializer(data=self.request.query_params)
+            query = s.ClusterQuerySerializer(data=self.request.query_params.dict())
             query.is_valid(raise_exception=True)
             cluster_id = query.validated_data.get("cluster")
             token = self.token()
@@ -195,8 +197,7 @@ class ApiView(APIView):
         return job
 
     def job_response(self, job: Job, *, code: int = status.HTTP_200_OK) -> Response:
-        fresh = job_with_relations(jobs=Job.objects.filter(pk=job.pk)).get()
-        return Response(s.JobSerializer(fresh).data, status=code)
+        return Response(s.JobSerializer(job_with_allocations(job=job)).data, status=code)
 
     def org_id(self) -> int:
         token = self.token()
@@ -247,7 +248,7 @@ class JobCollectionView(ApiView):
     pagination_class = CappedLimitOffsetPagination
 
     def get(self, request):
-        query = s.JobListQuerySerializer(data=request.query_params)
+        query = s.JobListQuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         jobs = job_list(visible=self.visible_jobs(), filters=JobFilters(**query.validated_data))
         paginator = self.pagination_class()
@@ -293,6 +294,7 @@ class JobCollectionView(ApiView):
         if token.scope == Scope.SCHEDULER:
             if cluster_id is not None and cluster_id != token.cluster_id:
                 raise exceptions.PermissionDenied("A scheduler token registers jobs of its own cluster only.")
+            assert token.cluster is not None  # a database constraint of scheduler tokens
             return token.cluster
         if cluster_id is None:
             raise field_error("cluster", "Required for admin tokens.")
@@ -353,7 +355,9 @@ class JobDetailView(ApiView):
         try:
             job = job_update(
                 job=job,
-                allocation=[s.AllocationItemSerializer.to_spec(i) for i in allocation] if allocation is not None else None,
+                allocation=(
+                    [s.AllocationItemSerializer.to_spec(i) for i in allocation] if allocation is not None else None
+                ),
                 **data,
             )
         except JobInputError as exc:
@@ -436,8 +440,11 @@ JOB_UNITS_SCHEMA = {
         examples=[
             OpenApiExample("Tokens so far", value={"units": {"tokens": 1.2e9}, "mode": "set", "primary_unit": "tokens"},
                            request_only=True),
-            OpenApiExample("Job with units", value={**EXAMPLE_JOB, "units": {"tokens": 1.2e9}, "primary_unit": "tokens"},
-                           response_only=True),
+            OpenApiExample(
+                "Job with units",
+                value={**EXAMPLE_JOB, "units": {"tokens": 1.2e9}, "primary_unit": "tokens"},
+                response_only=True,
+            ),
         ],
         tags=["jobs"],
     )
@@ -531,7 +538,7 @@ class BudgetCollectionView(ApiView):
         return team_visible_queryset(token=self.token(), user=self.request.user)
 
     def get(self, request):
-        query = s.BudgetListQuerySerializer(data=request.query_params)
+        query = s.BudgetListQuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         budgets = budget_visible_queryset(teams=self.teams())
         if query.validated_data.get("team"):
@@ -543,7 +550,7 @@ class BudgetCollectionView(ApiView):
             budgets = budgets.filter(**active) if query.validated_data["active"] else budgets.exclude(**active)
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(budgets, request, view=self)
-        data = [s.BudgetStatusSerializer(budget_status(budget=b, as_of=now)).data for b in page]
+        data = [s.BudgetStatusSerializer(budget_status(budget=b, as_of=now)).data for b in page or []]
         return paginator.get_paginated_response(data)
 
     def post(self, request):
@@ -705,3 +712,13 @@ class AdviceView(ApiView):
         except AdviceInputError as exc:
             raise field_error(exc.field, exc.message)
         return Response(s.AdviceResponseSerializer(advice).data)
+
+
+@csrf_exempt
+def api_not_found(request, unmatched: str = "") -> JsonResponse:
+    """Unknown /api/v1/ URLs answer problem details too (not Django's HTML 404 page)."""
+    return JsonResponse(
+        {"type": "about:blank", "title": "Not found", "status": 404, "detail": f"No API endpoint at {request.path}."},
+        status=404,
+        content_type="application/problem+json",
+    )

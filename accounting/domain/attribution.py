@@ -7,6 +7,17 @@ they are applied; the invariant the tests hold is conservation:
 
 Sums are taken with ``math.fsum`` (exactly rounded, so independent of summation order), which
 makes the output bit-identical for any ordering of the inputs.
+
+Performance (docs/performance.md, "Domain attribution micro-benchmark"): a window is cut into
+pieces at UTC hour boundaries and allocation edges. Almost every window is a single piece (no
+hour boundary, no allocation starting or ending inside it), so that case takes a fast path:
+the holders of the device are found once per run of allocation edges (not per window), their
+fractions, shares and the active-energy weights of a process set are computed once, and the
+contributions are appended straight to the accumulator entries of the (account, job, device,
+component, hour) keys. Every contribution is the same float, computed by the same expression
+(fraction of window = 1.0 exactly for a single piece), as on the general path, which is kept
+for everything else; tests/domain/test_attribution_fastpath.py checks the output against a
+frozen copy of the original implementation.
 """
 
 from __future__ import annotations
@@ -16,7 +27,7 @@ import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 from accounting.domain.types import (
     QUALITY_RANK,
@@ -27,12 +38,27 @@ from accounting.domain.types import (
     EnergyShare,
     GpuWindowIn,
     HostWindowIn,
+    ProcessSample,
     Quality,
 )
 
 _HOUR = timedelta(hours=1)
+_INF = math.inf
 _COMPONENT_ORDER = {component: index for index, component in enumerate(Component)}
+_COMPONENTS = list(Component)
 _QUALITY_BY_RANK = {rank: quality for quality, rank in QUALITY_RANK.items()}
+
+# Accumulator keys use small ints for account and component. Account codes follow the order
+# of ``Account.value`` (the output sort order); component codes are _COMPONENT_ORDER.
+_ACCOUNTS = sorted(Account, key=lambda account: account.value)
+_ACCOUNT_CODE = {account: code for code, account in enumerate(_ACCOUNTS)}
+_JOB = _ACCOUNT_CODE[Account.JOB]
+_FLEET = _ACCOUNT_CODE[Account.FLEET_OVERHEAD]
+_GPU_ACTIVE = _COMPONENT_ORDER[Component.GPU_ACTIVE]
+_GPU_IDLE = _COMPONENT_ORDER[Component.GPU_IDLE]
+_HOST_CPU = _COMPONENT_ORDER[Component.HOST_CPU]
+_HOST_DRAM = _COMPONENT_ORDER[Component.HOST_DRAM]
+_HOST_UNMEASURED = _COMPONENT_ORDER[Component.HOST_UNMEASURED]
 
 
 @dataclass(frozen=True)
@@ -55,24 +81,20 @@ def attribute(
     host's GPU count from the inventory, the denominator of each job's share of host energy.
     """
     _check_slots(host_gpu_slots)
-    for window in gpu_windows:
-        _check_gpu_window(window)
-    for host_window in host_windows:
-        _check_host_window(host_window)
-    for allocation in allocations:
-        _check_allocation(allocation)
+    host_devices = _check_gpu_windows(gpu_windows)
+    _check_host_windows(host_windows)
+    _check_allocations(allocations)
 
     ledger = _Ledger()
     diagnostics: list[Diagnostic] = []
+    hours = _HourCache()
 
-    host_devices = {window.device_id for window in gpu_windows}
     allocations_by_device: dict[int, list[Allocation]] = {}
     for allocation in allocations:
         if allocation.device_id in host_devices:
             allocations_by_device.setdefault(allocation.device_id, []).append(allocation)
 
-    for window in gpu_windows:
-        _attribute_gpu_window(window, allocations_by_device.get(window.device_id, ()), ledger, diagnostics)
+    _attribute_gpu_windows(gpu_windows, allocations_by_device, ledger, diagnostics, hours)
 
     if host_windows:
         # More GPUs reporting than the inventory says the host has: divide by what is really
@@ -92,8 +114,7 @@ def attribute(
             )
         host_allocations = [a for device_allocations in allocations_by_device.values() for a in device_allocations]
         gpu_index = _WindowIndex(gpu_windows)
-        for host_window in host_windows:
-            _attribute_host_window(host_window, gpu_index, host_allocations, slots, ledger, diagnostics)
+        _attribute_host_windows(host_windows, gpu_index, host_allocations, slots, ledger, diagnostics, hours)
 
     diagnostics.sort(
         key=lambda d: (
@@ -111,12 +132,208 @@ def attribute(
 # --- GPU windows ------------------------------------------------------------------------------
 
 
+def _attribute_gpu_windows(
+    gpu_windows: Sequence[GpuWindowIn],
+    allocations_by_device: dict[int, list[Allocation]],
+    ledger: _Ledger,
+    diagnostics: list[Diagnostic],
+    hours: _HourCache,
+) -> None:
+    """Every GPU window: single-piece windows on the fast path, the rest on the general one."""
+    devices: dict[int, _Segments] = {}
+    # Per device, the last single-piece range found: (from, to, plan, hour, sinks). A window
+    # with from <= start and end <= to lies inside one hour and between the same two
+    # allocation edges as the window that found it, so the same plan and hour apply.
+    fits: dict[int, tuple] = {}
+    for window in gpu_windows:
+        device = window.device_id
+        start = window.start
+        end = window.end
+        fixed = type(start.tzinfo) is timezone and type(end.tzinfo) is timezone
+        fit = fits.get(device) if fixed else None
+        if fit is None or start < fit[0] or fit[1] < end:
+            segments = devices.get(device)
+            if segments is None:
+                segments = devices[device] = _Segments(allocations_by_device.get(device, ()), _GpuPlan)
+            fit = None
+            if fixed and segments.edges is not None:
+                hour, hour_end = hours.of(start)
+                if not hour_end < end:  # no UTC hour boundary inside the window
+                    found = segments.find(start, end)
+                    if found is not None:
+                        low, high, plan = found
+                        sinks = plan.sinks.get(hour)
+                        if sinks is None:
+                            sinks = plan.sinks[hour] = plan.make_sinks(ledger, device, hour)
+                        fit = fits[device] = (
+                            hour if low is None else max(low, hour),
+                            hour_end if high is None else min(high, hour_end),
+                            plan,
+                            hour,
+                            sinks,
+                        )
+            if fit is None:
+                _attribute_gpu_window(window, segments.allocations, ledger, diagnostics)
+                continue
+        _, _, plan, hour, sinks = fit
+
+        # The single piece [start, end): the general path's arithmetic with fraction_of_window
+        # = (end - start) / duration = 1.0 exactly.
+        piece_s = (end - start).total_seconds()
+        idle_j = min(window.energy_j, window.idle_power_w * piece_s)
+        active_j = window.energy_j - idle_j
+        piece_idle_j = idle_j * 1.0
+        piece_active_j = active_j * 1.0
+        rank = QUALITY_RANK[window.quality]
+
+        if not plan.jobs:
+            # Nobody holds the device: its energy and its time to the fleet-overhead account.
+            idle_entry, active_entry = sinks[0]
+            if piece_idle_j != 0.0:
+                idle_entry[0].append(piece_idle_j)
+                idle_entry[1].append(0.0)
+                if rank > idle_entry[2]:
+                    idle_entry[2] = rank
+            if piece_active_j != 0.0 or piece_s != 0.0:
+                active_entry[0].append(piece_active_j)
+                active_entry[1].append(piece_s)
+                if rank > active_entry[2]:
+                    active_entry[2] = rank
+            continue
+
+        processes = window.processes
+        if processes is plan.last_processes:
+            weights = plan.last_weights
+        else:
+            weights = plan.weights(processes)
+        for job_id, share_of_device, idle_entry, active_entry in sinks:
+            energy_j = piece_idle_j * share_of_device
+            if energy_j != 0.0:
+                idle_entry[0].append(energy_j)
+                idle_entry[1].append(0.0)
+                if rank > idle_entry[2]:
+                    idle_entry[2] = rank
+            energy_j = piece_active_j * weights[job_id]
+            held_s = piece_s * share_of_device
+            if energy_j != 0.0 or held_s != 0.0:
+                active_entry[0].append(energy_j)
+                active_entry[1].append(held_s)
+                if rank > active_entry[2]:
+                    active_entry[2] = rank
+        unheld_fraction = plan.unheld_fraction
+        if unheld_fraction > 0.0:
+            idle_entry, active_entry = plan.fleet_sinks[hour]
+            energy_j = piece_idle_j * unheld_fraction
+            if energy_j != 0.0:
+                idle_entry[0].append(energy_j)
+                idle_entry[1].append(0.0)
+                if rank > idle_entry[2]:
+                    idle_entry[2] = rank
+            held_s = piece_s * unheld_fraction
+            if held_s != 0.0:
+                active_entry[0].append(0.0)
+                active_entry[1].append(held_s)
+                if rank > active_entry[2]:
+                    active_entry[2] = rank
+        if plan.oversubscribed:
+            diagnostics.append(_oversubscribed(window))
+
+
+class _GpuPlan:
+    """The holders of a device over a run of windows between allocation edges, and what follows.
+
+    Computed once per (device, run) instead of once per window; each value is the general
+    path's expression over the same holders.
+    """
+
+    __slots__ = (
+        "fleet_sinks",
+        "held_fraction",
+        "job_fraction",
+        "job_keys",
+        "jobs",
+        "last_processes",
+        "last_weights",
+        "oversubscribed",
+        "share_of_device",
+        "sinks",
+        "unheld_fraction",
+        "_weights",
+    )
+
+    def __init__(self, holders: Sequence[Allocation]) -> None:
+        self.sinks: dict[datetime, list] = {}
+        self.fleet_sinks: dict[datetime, tuple[list, list]] = {}
+        self._weights: dict[int, tuple[object, dict[int, float]]] = {}
+        self.last_processes: object = None  # the last tuple weighed, and its weights
+        self.last_weights: dict[int, float] = {}
+        if not holders:
+            self.jobs: list[int] = []
+            self.oversubscribed = False
+            return
+        self.job_fraction, self.job_keys = _holders_by_job(holders)
+        self.held_fraction = math.fsum(a.fraction for a in holders)
+        self.oversubscribed = self.held_fraction > 1.0
+        normaliser = max(self.held_fraction, 1.0)
+        self.unheld_fraction = max(0.0, 1.0 - self.held_fraction)
+        self.jobs = sorted(self.job_fraction)
+        self.share_of_device = {job_id: self.job_fraction[job_id] / normaliser for job_id in self.jobs}
+
+    def make_sinks(self, ledger: _Ledger, device: int, hour: datetime) -> list:
+        entry = ledger.entry
+        if not self.jobs:
+            return [
+                (
+                    entry(_FLEET, None, device, _GPU_IDLE, hour),
+                    entry(_FLEET, None, device, _GPU_ACTIVE, hour),
+                )
+            ]
+        if self.unheld_fraction > 0.0:
+            self.fleet_sinks[hour] = (
+                entry(_FLEET, None, device, _GPU_IDLE, hour),
+                entry(_FLEET, None, device, _GPU_ACTIVE, hour),
+            )
+        return [
+            (
+                job_id,
+                self.share_of_device[job_id],
+                entry(_JOB, job_id, device, _GPU_IDLE, hour),
+                entry(_JOB, job_id, device, _GPU_ACTIVE, hour),
+            )
+            for job_id in self.jobs
+        ]
+
+    def weights(self, processes: Sequence[ProcessSample]) -> dict[int, float]:
+        # Windows of a device usually share one processes tuple (the mapper memoises it): keyed
+        # by identity, the tuple kept alive in the cache so its id cannot be reused.
+        cached = self._weights.get(id(processes))
+        if cached is not None and cached[0] is processes:
+            weights = cached[1]
+        else:
+            weights = _active_weights(processes, self.job_fraction, self.job_keys, self.held_fraction)
+            self._weights[id(processes)] = (processes, weights)
+        self.last_processes = processes
+        self.last_weights = weights
+        return weights
+
+
+def _oversubscribed(window: GpuWindowIn) -> Diagnostic:
+    return Diagnostic(
+        code="gpu_oversubscribed",
+        message=f"allocations on device {window.device_id} hold more than the whole device; normalised pro rata",
+        start=window.start,
+        end=window.end,
+        device_id=window.device_id,
+    )
+
+
 def _attribute_gpu_window(
     window: GpuWindowIn,
     device_allocations: Iterable[Allocation],
     ledger: _Ledger,
     diagnostics: list[Diagnostic],
 ) -> None:
+    """General path: the window cut at hour boundaries and allocation edges."""
     duration = window.end - window.start
     # Catalog idle power x time is what the device draws doing nothing; capped at the measured
     # energy because a window can read below catalog idle (deep idle states, sensor offset).
@@ -124,7 +341,7 @@ def _attribute_gpu_window(
     active_j = window.energy_j - idle_j
     relevant = [a for a in device_allocations if _overlaps(a.start, a.end, window.start, window.end)]
     device = window.device_id
-    quality = window.quality
+    rank = QUALITY_RANK[window.quality]
     oversubscribed = False
 
     for start, end in _pieces(window.start, window.end, _allocation_edges(relevant)):
@@ -138,10 +355,8 @@ def _attribute_gpu_window(
         if not holders:
             # Nobody holds the device: its energy and its time (the basis of the fleet's
             # embodied charge for idle hardware) go to the fleet-overhead account.
-            ledger.add(Account.FLEET_OVERHEAD, None, device, Component.GPU_IDLE, hour, piece_idle_j, 0.0, quality)
-            ledger.add(
-                Account.FLEET_OVERHEAD, None, device, Component.GPU_ACTIVE, hour, piece_active_j, piece_s, quality
-            )
+            ledger.add(_FLEET, None, device, _GPU_IDLE, hour, piece_idle_j, 0.0, rank)
+            ledger.add(_FLEET, None, device, _GPU_ACTIVE, hour, piece_active_j, piece_s, rank)
             continue
 
         job_fraction, job_keys = _holders_by_job(holders)
@@ -153,57 +368,29 @@ def _attribute_gpu_window(
         normaliser = max(held_fraction, 1.0)
         unheld_fraction = max(0.0, 1.0 - held_fraction)
 
-        active_weights = _active_weights(window, job_fraction, job_keys, held_fraction)
+        active_weights = _active_weights(window.processes, job_fraction, job_keys, held_fraction)
         for job_id in sorted(job_fraction):
             share_of_device = job_fraction[job_id] / normaliser
             # The holder reserved the device (or its slice), so it pays the idle baseline of
             # what it holds, used or not.
+            ledger.add(_JOB, job_id, device, _GPU_IDLE, hour, piece_idle_j * share_of_device, 0.0, rank)
             ledger.add(
-                Account.JOB, job_id, device, Component.GPU_IDLE, hour, piece_idle_j * share_of_device, 0.0, quality
-            )
-            ledger.add(
-                Account.JOB,
+                _JOB,
                 job_id,
                 device,
-                Component.GPU_ACTIVE,
+                _GPU_ACTIVE,
                 hour,
                 piece_active_j * active_weights[job_id],
                 piece_s * share_of_device,
-                quality,
+                rank,
             )
         if unheld_fraction > 0.0:
             # Unallocated MIG slices / unreserved share: idle baseline and time to the fleet.
-            ledger.add(
-                Account.FLEET_OVERHEAD,
-                None,
-                device,
-                Component.GPU_IDLE,
-                hour,
-                piece_idle_j * unheld_fraction,
-                0.0,
-                quality,
-            )
-            ledger.add(
-                Account.FLEET_OVERHEAD,
-                None,
-                device,
-                Component.GPU_ACTIVE,
-                hour,
-                0.0,
-                piece_s * unheld_fraction,
-                quality,
-            )
+            ledger.add(_FLEET, None, device, _GPU_IDLE, hour, piece_idle_j * unheld_fraction, 0.0, rank)
+            ledger.add(_FLEET, None, device, _GPU_ACTIVE, hour, 0.0, piece_s * unheld_fraction, rank)
 
     if oversubscribed:
-        diagnostics.append(
-            Diagnostic(
-                code="gpu_oversubscribed",
-                message=f"allocations on device {device} hold more than the whole device; normalised pro rata",
-                start=window.start,
-                end=window.end,
-                device_id=device,
-            )
-        )
+        diagnostics.append(_oversubscribed(window))
 
 
 def _holders_by_job(holders: Sequence[Allocation]) -> tuple[dict[int, float], dict[int, frozenset[str]]]:
@@ -220,7 +407,7 @@ def _holders_by_job(holders: Sequence[Allocation]) -> tuple[dict[int, float], di
 
 
 def _active_weights(
-    window: GpuWindowIn,
+    processes: Sequence[ProcessSample],
     job_fraction: dict[int, float],
     job_keys: dict[int, frozenset[str]],
     held_fraction: float,
@@ -237,7 +424,7 @@ def _active_weights(
     by_fraction = {job_id: fraction / held_fraction for job_id, fraction in job_fraction.items()}
     matched: dict[int, list[float]] = {job_id: [] for job_id in job_fraction}
     unmatched: list[float] = []
-    for process in window.processes:
+    for process in processes:
         owners = [
             job_id for job_id in sorted(job_keys) if process.job_key is not None and process.job_key in job_keys[job_id]
         ]
@@ -262,35 +449,75 @@ def _active_weights(
 # --- host windows -----------------------------------------------------------------------------
 
 
-def _attribute_host_window(
-    window: HostWindowIn,
+def _attribute_host_windows(
+    host_windows: Sequence[HostWindowIn],
     gpu_index: _WindowIndex,
     host_allocations: Sequence[Allocation],
     slots: int,
     ledger: _Ledger,
     diagnostics: list[Diagnostic],
+    hours: _HourCache,
 ) -> None:
-    duration = window.end - window.start
-    components: list[tuple[Component, float, Quality]] = [
-        (Component.HOST_CPU, window.cpu_energy_j, window.quality),
-        (Component.HOST_DRAM, window.dram_energy_j, window.quality),
-    ]
+    segments = _Segments(host_allocations, _HostPlan)
+    for window in host_windows:
+        start = window.start
+        end = window.end
+        plan = None
+        if segments.edges is not None and type(start.tzinfo) is timezone and type(end.tzinfo) is timezone:
+            hour, hour_end = hours.of(start)
+            if not hour_end < end:  # no UTC hour boundary inside the window
+                found = segments.find(start, end)
+                if found is not None:
+                    plan = found[2]
+        components = _host_components(window, gpu_index, diagnostics)
+        if plan is None:
+            _attribute_host_pieces(window, components, host_allocations, slots, ledger)
+            continue
+
+        # The single piece: fraction_of_window = 1.0 exactly, as on the general path.
+        sinks = plan.sinks_for(ledger, slots, hour)
+        for component, energy_j, rank in components:
+            piece_j = energy_j * 1.0
+            for share, entry in sinks[component]:
+                value = piece_j * share
+                if value != 0.0:
+                    entry[0].append(value)
+                    entry[1].append(0.0)
+                    if rank > entry[2]:
+                        entry[2] = rank
+
+
+def _host_components(
+    window: HostWindowIn, gpu_index: _WindowIndex, diagnostics: list[Diagnostic]
+) -> list[tuple[int, float, int]]:
+    """(component, energy, quality rank) of a host window; unmeasured wall energy included."""
+    rank = QUALITY_RANK[window.quality]
+    components = [(_HOST_CPU, window.cpu_energy_j, rank), (_HOST_DRAM, window.dram_energy_j, rank)]
     if window.wall_energy_j is not None:
         # GPU windows are matched to the host window by time overlap (pro rata, uniform power)
         # rather than by seq, so synthesized gap windows and misaligned windows count too.
-        overlapping = gpu_index.overlapping(window.start, window.end)
-        gpu_j = math.fsum(
-            g.energy_j * ((min(g.end, window.end) - max(g.start, window.start)) / (g.end - g.start))
-            for g in overlapping
-        )
+        w_start = window.start
+        w_end = window.end
+        overlapping = gpu_index.overlapping(w_start, w_end)
+        parts = []
+        for g in overlapping:
+            g_start = g.start
+            g_end = g.end
+            if not w_end < g_end and not w_start > g_start:
+                # Inside the host window: min()/max() below pick g's own ends, so the ratio
+                # is (g.end - g.start) / (g.end - g.start) = 1.0 exactly.
+                parts.append(g.energy_j * 1.0)
+            else:
+                parts.append(g.energy_j * ((min(g_end, w_end) - max(g_start, w_start)) / (g_end - g_start)))
+        gpu_j = math.fsum(parts)
         measured_j = math.fsum((gpu_j, window.cpu_energy_j, window.dram_energy_j))
         unmeasured_j = window.wall_energy_j - measured_j
         if unmeasured_j > 0.0:
             # Wall power nobody explained (fans, PSU loss, NICs, disks) is reported as its own
             # component, shared like the rest of the host; its quality is no better than the
             # worst reading it was derived from.
-            worst = max([QUALITY_RANK[window.quality], *(QUALITY_RANK[g.quality] for g in overlapping)])
-            components.append((Component.HOST_UNMEASURED, unmeasured_j, _QUALITY_BY_RANK[worst]))
+            worst = max([rank, *(QUALITY_RANK[g.quality] for g in overlapping)])
+            components.append((_HOST_UNMEASURED, unmeasured_j, worst))
         elif unmeasured_j < 0.0:
             # The components sum to more than the wall meter: a calibration or alignment problem.
             # Nothing is subtracted from measured components; the discrepancy is reported.
@@ -306,18 +533,54 @@ def _attribute_host_window(
                     energy_j=unmeasured_j,
                 )
             )
+    return components
 
+
+def _attribute_host_pieces(
+    window: HostWindowIn,
+    components: list[tuple[int, float, int]],
+    host_allocations: Sequence[Allocation],
+    slots: int,
+    ledger: _Ledger,
+) -> None:
+    """General path: the host window cut at hour boundaries and allocation edges."""
+    duration = window.end - window.start
     relevant = [a for a in host_allocations if _overlaps(a.start, a.end, window.start, window.end)]
     for start, end in _pieces(window.start, window.end, _allocation_edges(relevant)):
         fraction_of_window = (end - start) / duration
         hour = _hour_of(start)
         job_share = _host_shares([a for a in relevant if _covers(a, start, end)], slots)
         overhead_share = max(0.0, 1.0 - math.fsum(job_share.values()))
-        for component, energy_j, quality in components:
+        for component, energy_j, rank in components:
             piece_j = energy_j * fraction_of_window
             for job_id in sorted(job_share):
-                ledger.add(Account.JOB, job_id, None, component, hour, piece_j * job_share[job_id], 0.0, quality)
-            ledger.add(Account.FLEET_OVERHEAD, None, None, component, hour, piece_j * overhead_share, 0.0, quality)
+                ledger.add(_JOB, job_id, None, component, hour, piece_j * job_share[job_id], 0.0, rank)
+            ledger.add(_FLEET, None, None, component, hour, piece_j * overhead_share, 0.0, rank)
+
+
+class _HostPlan:
+    """Each job's share of the host over a run of host windows between allocation edges."""
+
+    __slots__ = ("_holders", "_sinks")
+
+    def __init__(self, holders: Sequence[Allocation]) -> None:
+        self._holders = holders
+        self._sinks: dict[datetime, dict[int, list]] = {}
+
+    def sinks_for(self, ledger: _Ledger, slots: int, hour: datetime) -> dict[int, list]:
+        sinks = self._sinks.get(hour)
+        if sinks is None:
+            job_share = _host_shares(self._holders, slots)
+            overhead_share = max(0.0, 1.0 - math.fsum(job_share.values()))
+            entry = ledger.entry
+            sinks = self._sinks[hour] = {
+                component: [
+                    *((job_share[job_id], entry(_JOB, job_id, None, component, hour)) for job_id in sorted(job_share)),
+                    (overhead_share, entry(_FLEET, None, None, component, hour)),
+                ]
+                for component in (_HOST_CPU, _HOST_DRAM, _HOST_UNMEASURED)
+            }
+        return sinks
 
 
 def _host_shares(holders: Sequence[Allocation], slots: int) -> dict[int, float]:
@@ -352,6 +615,76 @@ class _WindowIndex:
         low = bisect.bisect_right(self._starts, start - self._longest)
         high = bisect.bisect_left(self._starts, end)
         return [w for w in self._windows[low:high] if _overlaps(w.start, w.end, start, end)]
+
+
+# --- single-piece lookup ----------------------------------------------------------------------
+
+
+class _Segments:
+    """Allocation edges of a device (or of the host), to find single-piece windows by bisection.
+
+    A window [start, end) with no edge strictly inside is one piece (as far as allocations go),
+    and its holders are the allocations covering it. Those are the same for every such window
+    whose first edge after ``start`` is the same edge: an allocation covers the window iff it
+    starts at or before the edge before that one and ends (if it ends) at or after it. So the
+    holders, and the plan built from them, are computed once per gap between edges.
+
+    Only for fixed-offset datetimes (``datetime.timezone``: UTC and constant offsets), which
+    order and compare by instant; anything else (``edges`` None) takes the general path.
+    """
+
+    __slots__ = ("allocations", "edges", "_plan_type", "_plans")
+
+    def __init__(self, allocations: Sequence[Allocation], plan_type: type) -> None:
+        self.allocations = allocations
+        self._plan_type = plan_type
+        self._plans: dict[int, object] = {}
+        self.edges: list[datetime] | None = None
+        edges = []
+        for allocation in allocations:
+            if type(allocation.start) is not datetime or type(allocation.start.tzinfo) is not timezone:
+                return
+            edges.append(allocation.start)
+            if allocation.end is not None:
+                if type(allocation.end) is not datetime or type(allocation.end.tzinfo) is not timezone:
+                    return
+                edges.append(allocation.end)
+        self.edges = sorted(edges)
+
+    def find(self, start: datetime, end: datetime) -> tuple[datetime | None, datetime | None, object] | None:
+        """(last edge <= start, first edge > start, plan) if no edge is strictly inside (start, end).
+
+        None for an edge: there is none on that side. None overall: the window must be cut.
+        """
+        edges = self.edges
+        after = bisect.bisect_right(edges, start)  # first edge > start
+        high = edges[after] if after < len(edges) else None
+        if high is not None and high < end:
+            return None
+        plan = self._plans.get(after)
+        if plan is None:
+            holders = [
+                a for a in self.allocations if _overlaps(a.start, a.end, start, end) and _covers(a, start, end)
+            ]
+            plan = self._plans[after] = self._plan_type(holders)
+        return (edges[after - 1] if after else None, high, plan)
+
+
+class _HourCache:
+    """UTC hour of a window start (and the next boundary), computed once per distinct start."""
+
+    __slots__ = ("_hours",)
+
+    def __init__(self) -> None:
+        self._hours: dict[datetime, tuple[datetime, datetime]] = {}
+
+    def of(self, moment: datetime) -> tuple[datetime, datetime]:
+        # Only called with fixed-offset datetimes, for which equal means the same instant.
+        hours = self._hours.get(moment)
+        if hours is None:
+            hour = _hour_of(moment)
+            hours = self._hours[moment] = (hour, hour + _HOUR)
+        return hours
 
 
 # --- time helpers -----------------------------------------------------------------------------
@@ -392,49 +725,63 @@ def _pieces(start: datetime, end: datetime, edges: Iterable[datetime]) -> list[t
 
 # --- accumulation -----------------------------------------------------------------------------
 
-_Key = tuple[Account, int | None, int | None, Component, datetime]
+# (account code, job_id, device_id, component code, hour)
+_Key = tuple[int, int | None, int | None, int, datetime]
 
 
 class _Ledger:
-    """Collects contributions per share key; sums them exactly rounded at the end."""
+    """Collects contributions per share key; sums them exactly rounded at the end.
+
+    An entry is ``[energies, held seconds, worst quality rank]``. Entries may be created
+    before anything is added to them (the fast path's sinks); only those that received a
+    contribution become shares.
+    """
+
+    __slots__ = ("_entries",)
 
     def __init__(self) -> None:
-        self._energy: dict[_Key, list[float]] = {}
-        self._held: dict[_Key, list[float]] = {}
-        self._worst: dict[_Key, int] = {}
+        self._entries: dict[_Key, list] = {}
+
+    def entry(self, account: int, job_id: int | None, device_id: int | None, component: int, hour: datetime) -> list:
+        key = (account, job_id, device_id, component, hour)
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = [[], [], -1]
+        return entry
 
     def add(
         self,
-        account: Account,
+        account: int,
         job_id: int | None,
         device_id: int | None,
-        component: Component,
+        component: int,
         hour: datetime,
         energy_j: float,
         held_s: float,
-        quality: Quality,
+        rank: int,
     ) -> None:
         if energy_j == 0.0 and held_s == 0.0:
             return
-        key = (account, job_id, device_id, component, hour)
-        self._energy.setdefault(key, []).append(energy_j)
-        self._held.setdefault(key, []).append(held_s)
-        rank = QUALITY_RANK[quality]
-        self._worst[key] = max(rank, self._worst.get(key, rank))
+        entry = self.entry(account, job_id, device_id, component, hour)
+        entry[0].append(energy_j)
+        entry[1].append(held_s)
+        if rank > entry[2]:
+            entry[2] = rank
 
     def shares(self) -> list[EnergyShare]:
+        entries = self._entries
         return [
             EnergyShare(
-                account=key[0],
+                account=_ACCOUNTS[key[0]],
                 job_id=key[1],
                 device_id=key[2],
-                component=key[3],
+                component=_COMPONENTS[key[3]],
                 hour=key[4],
-                energy_j=math.fsum(self._energy[key]),
-                held_s=math.fsum(self._held[key]),
-                quality=_QUALITY_BY_RANK[self._worst[key]],
+                energy_j=math.fsum(entries[key][0]),
+                held_s=math.fsum(entries[key][1]),
+                quality=_QUALITY_BY_RANK[entries[key][2]],
             )
-            for key in sorted(self._energy, key=_sort_key)
+            for key in sorted((key for key, entry in entries.items() if entry[0]), key=_sort_key)
         ]
 
 
@@ -442,16 +789,104 @@ def _sort_key(key: _Key) -> tuple:
     account, job_id, device_id, component, hour = key
     return (
         hour,
-        account.value,
+        account,
         job_id is not None,
         job_id if job_id is not None else 0,
         device_id is not None,
         device_id if device_id is not None else 0,
-        _COMPONENT_ORDER[component],
+        component,
     )
 
 
 # --- input checks -----------------------------------------------------------------------------
+#
+# Each item is first checked inline (exact types, fixed-offset datetimes, finite floats), which
+# is all a well-formed batch needs; anything that fails that is checked again by the full
+# check below, which raises the same error as always (or accepts the item: e.g. an int energy,
+# a ZoneInfo datetime). Items are checked in the same order, so the first error is the same.
+
+
+def _check_gpu_windows(gpu_windows: Sequence[GpuWindowIn]) -> set[int]:
+    """Checks every GPU window; returns the host's devices (those that reported windows)."""
+    devices: set[int] = set()
+    checked_processes: dict[int, object] = {}
+    for window in gpu_windows:
+        try:
+            start = window.start
+            end = window.end
+            energy_j = window.energy_j
+            idle_power_w = window.idle_power_w
+            ok = (
+                type(start) is datetime
+                and type(end) is datetime
+                and type(start.tzinfo) is timezone
+                and type(end.tzinfo) is timezone
+                and end > start
+                and type(energy_j) is float
+                and 0.0 <= energy_j < _INF
+                and type(idle_power_w) is float
+                and 0.0 <= idle_power_w < _INF
+            )
+            if ok:
+                processes = window.processes
+                if checked_processes.get(id(processes)) is not processes:
+                    for process in processes:
+                        util = process.sm_util_pct
+                        process.pid  # noqa: B018 - the full check reads it for its message
+                        if not (type(util) is float and 0.0 <= util < _INF):
+                            ok = False
+                            break
+                    else:
+                        checked_processes[id(processes)] = processes
+        except Exception:  # noqa: BLE001 - the full check raises the proper error
+            ok = False
+        if not ok:
+            _check_gpu_window(window)
+        devices.add(window.device_id)
+    return devices
+
+
+def _check_host_windows(host_windows: Sequence[HostWindowIn]) -> None:
+    for window in host_windows:
+        try:
+            start = window.start
+            end = window.end
+            wall_j = window.wall_energy_j
+            ok = (
+                type(start) is datetime
+                and type(end) is datetime
+                and type(start.tzinfo) is timezone
+                and type(end.tzinfo) is timezone
+                and end > start
+                and type(window.cpu_energy_j) is float
+                and 0.0 <= window.cpu_energy_j < _INF
+                and type(window.dram_energy_j) is float
+                and 0.0 <= window.dram_energy_j < _INF
+                and (wall_j is None or (type(wall_j) is float and 0.0 <= wall_j < _INF))
+            )
+        except Exception:  # noqa: BLE001 - the full check raises the proper error
+            ok = False
+        if not ok:
+            _check_host_window(window)
+
+
+def _check_allocations(allocations: Sequence[Allocation]) -> None:
+    for allocation in allocations:
+        try:
+            start = allocation.start
+            end = allocation.end
+            fraction = allocation.fraction
+            ok = (
+                type(start) is datetime
+                and type(start.tzinfo) is timezone
+                and (end is None or (type(end) is datetime and type(end.tzinfo) is timezone and not end < start))
+                and type(fraction) is float
+                and 0.0 < fraction <= 1.0
+            )
+        except Exception:  # noqa: BLE001 - the full check raises the proper error
+            ok = False
+        if not ok:
+            _check_allocation(allocation)
 
 
 def _check_slots(host_gpu_slots: int) -> None:

@@ -10,9 +10,9 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import Prefetch, Q, QuerySet, prefetch_related_objects
 
-from accounting.models import ApiToken, Cluster, Job, JobFootprint, Membership, Team
+from accounting.models import ApiToken, Cluster, Job, JobAllocation, JobFootprint, Membership, Team
 
 MAX_DB_INT = 2**63 - 1
 
@@ -39,7 +39,7 @@ def job_visible_queryset(*, token: ApiToken | None, user) -> QuerySet[Job]:
         return jobs.filter(_membership_filter(user=user, org_id=None, prefix=""))
     if token.scope == ApiToken.Scope.ADMIN:
         return jobs.filter(org_id=token.org_id)
-    if token.scope == ApiToken.Scope.SCHEDULER:
+    if token.scope == ApiToken.Scope.SCHEDULER and token.cluster_id is not None:
         return jobs.filter(cluster_id=token.cluster_id, org_id=token.org_id)
     if token.scope == ApiToken.Scope.USER and token.user_id is not None:
         return jobs.filter(org_id=token.org_id).filter(
@@ -118,13 +118,32 @@ def job_list(*, visible: QuerySet[Job], filters: JobFilters) -> QuerySet[Job]:
 
 
 def job_with_relations(*, jobs: QuerySet[Job]) -> QuerySet[Job]:
-    return jobs.select_related("team", "cluster", "user").prefetch_related("allocations__device__host")
+    allocations = Prefetch("allocations", queryset=_allocations_shown())
+    return jobs.select_related("team", "cluster").prefetch_related(allocations)
+
+
+def job_with_allocations(*, job: Job) -> Job:
+    """The job with its allocations (devices, hosts) loaded in one query, as shown by the API."""
+    job = Job.objects.select_related("team", "cluster").get(pk=job.pk) if (
+        "team" not in job._state.fields_cache or "cluster" not in job._state.fields_cache
+    ) else job
+    if hasattr(job, "_prefetched_objects_cache"):
+        job._prefetched_objects_cache.pop("allocations", None)
+    prefetch_related_objects([job], Prefetch("allocations", queryset=_allocations_shown()))
+    return job
+
+
+def _allocations_shown() -> QuerySet[JobAllocation]:
+    return JobAllocation.objects.select_related("device__host").order_by(
+        "start", "device__host__hostname", "device__index"
+    )
 
 
 def job_get_visible(*, visible: QuerySet[Job], job_id: int | None = None, scheduler_job_id: str | None = None,
                     cluster_id: int | None = None) -> Job | None:
-    """One visible job by internal id, or by the scheduler's id within a cluster."""
-    jobs = job_with_relations(jobs=visible)
+    """One visible job by internal id, or by the scheduler's id within a cluster (one query:
+    its team, cluster and footprint come joined; allocations are loaded when shown)."""
+    jobs = visible.select_related("team", "cluster", "footprint")
     if job_id is not None:
         if not 0 < job_id <= MAX_DB_INT:
             return None
@@ -177,7 +196,10 @@ class JobFootprintView:
 
 def job_footprint_get(*, job: Job) -> JobFootprintView:
     """The job's JobFootprint (zeros while the first telemetry is not attributed yet)."""
-    fp = JobFootprint.objects.filter(job=job).first()
+    try:
+        fp: JobFootprint | None = job.footprint
+    except JobFootprint.DoesNotExist:
+        fp = None
     values: dict[str, Any] = {
         name: (getattr(fp, name) if fp is not None else 0.0)
         for name in (

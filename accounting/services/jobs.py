@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounting.models import Cluster, Device, Host, Job, JobAllocation, Organization, Team
@@ -55,20 +56,27 @@ def pending_device_uuid(*, hostname: str, index: int) -> str:
     return f"{PENDING_UUID_PREFIX}{hostname}:{index}"
 
 
-def _device_for_index(*, host: Host, index: int, field_name: str) -> Device:
-    """The device at ``index`` on ``host``; a placeholder when the agent has not reported it yet."""
-    device = (
-        Device.objects.filter(host=host, index=index).exclude(uuid__startswith="MIG-").order_by("id").first()
-    )
-    if device is not None:
-        return device
-    device, _ = Device.objects.get_or_create(
-        uuid=pending_device_uuid(hostname=host.hostname, index=index), defaults={"host": host, "index": index}
-    )
-    if device.host_id != host.pk:
-        # The placeholder uuid embeds only the hostname: the same name in two clusters collides.
-        raise JobInputError(field_name, f"host {host.hostname!r} has a pending GPU {index} in another cluster")
-    return device
+def _devices_for_indices(*, host: Host, indices: tuple[int, ...], field_name: str) -> list[Device]:
+    """The devices at ``indices`` on ``host``; placeholders for those the agent has not reported."""
+    found: dict[int, Device] = {}
+    for device in (
+        Device.objects.filter(host=host, index__in=indices).exclude(uuid__startswith="MIG-").order_by("-id")
+    ):
+        found[device.index] = device  # the oldest row per index wins (ordered newest first)
+    devices = []
+    for index in indices:
+        known = found.get(index)
+        if known is not None:
+            devices.append(known)
+            continue
+        device, _ = Device.objects.get_or_create(
+            uuid=pending_device_uuid(hostname=host.hostname, index=index), defaults={"host": host, "index": index}
+        )
+        if device.host_id != host.pk:
+            # The placeholder uuid embeds only the hostname: the same name in two clusters collides.
+            raise JobInputError(field_name, f"host {host.hostname!r} has a pending GPU {index} in another cluster")
+        devices.append(device)
+    return devices
 
 
 def allocation_devices_resolve(
@@ -86,8 +94,7 @@ def allocation_devices_resolve(
             continue
         assert spec.host is not None
         host, _ = Host.objects.get_or_create(cluster=cluster, hostname=spec.host)
-        for index in spec.gpus:
-            device = _device_for_index(host=host, index=index, field_name=f"{where}.gpus")
+        for device in _devices_for_indices(host=host, indices=spec.gpus, field_name=f"{where}.gpus"):
             resolved[device.pk] = (device, spec.fraction)
     return list(resolved.values())
 
@@ -143,12 +150,14 @@ def job_register(
             "status": Job.Status.RUNNING,
         },
     )
-    # Concurrent prologs of one job serialise here, so allocations are never duplicated.
-    job = Job.objects.select_for_update().get(pk=job.pk)
+    if not created:
+        # Concurrent prologs of one job serialise here, so allocations are never duplicated
+        # (a job just inserted is already locked by this transaction).
+        job = Job.objects.select_for_update().get(pk=job.pk)
     if job.status in ENDED_STATUSES or not allocation:
         return JobRegistration(job=job, created=created)
     devices = allocation_devices_resolve(cluster=cluster, allocation=allocation)
-    held = set(job.allocations.filter(end__isnull=True).values_list("device_id", flat=True))
+    held = set() if created else set(job.allocations.filter(end__isnull=True).values_list("device_id", flat=True))
     new = [(device, fraction) for device, fraction in devices if device.pk not in held]
     JobAllocation.objects.bulk_create(
         [JobAllocation(job=job, device=device, start=job.started_at, fraction=fraction) for device, fraction in new]
@@ -222,7 +231,8 @@ def _allocation_replace(*, job: Job, allocation: list[AllocationSpec], effective
         else:
             held.end = effective_at
             held.save(update_fields=["end"])
-    added = [(device, fraction) for device_id, (device, fraction) in desired.items() if device_id not in open_allocations]
+    added = [(device, fraction) for device_id, (device, fraction) in desired.items()
+             if device_id not in open_allocations]
     JobAllocation.objects.bulk_create(
         [JobAllocation(job=job, device=device, start=effective_at, fraction=fraction) for device, fraction in added]
     )
@@ -243,15 +253,18 @@ def job_end(*, job: Job, status: str, ended_at: dt.datetime | None = None) -> tu
     ended = ended_at or timezone.now()
     if ended < job.started_at:
         raise JobInputError("ended_at", "must not be before the job's started_at")
-    touched: list[int] = []
-    for held in job.allocations.all():
-        if held.start >= ended:
-            touched.append(held.device_id)
-            held.delete()
-        elif held.end is None or held.end > ended:
-            touched.append(held.device_id)
-            held.end = ended
-            held.save(update_fields=["end"])
+    # Held past the end (open, or closed later by an update): clip to ended_at, or drop when
+    # held only from ended_at on. Both re-attribute from ended_at.
+    past_end = list(
+        job.allocations.filter(Q(end__isnull=True) | Q(end__gt=ended)).values_list("pk", "device_id", "start")
+    )
+    never_held = [pk for pk, _, start in past_end if start >= ended]
+    clipped = [pk for pk, _, start in past_end if start < ended]
+    if never_held:
+        JobAllocation.objects.filter(pk__in=never_held).delete()
+    if clipped:
+        JobAllocation.objects.filter(pk__in=clipped).update(end=ended)
+    touched = [device_id for _, device_id, _ in past_end]
     job.status = status
     job.ended_at = ended
     job.save(update_fields=["status", "ended_at", "updated_at"])

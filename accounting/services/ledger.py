@@ -366,8 +366,9 @@ _SUMS = """
     COALESCE(SUM(e.co2e_low_g), 0),
     COALESCE(SUM(e.co2e_high_g), 0),
     COALESCE(SUM(e.held_s), 0) / 3600.0,
-    COALESCE(SUM(e.energy_j) FILTER (WHERE e.component IN ('gpu_active', 'gpu_idle') AND e.quality = 'measured'), 0)
-        / NULLIF(SUM(e.energy_j) FILTER (WHERE e.component IN ('gpu_active', 'gpu_idle')), 0)
+    COALESCE(
+        COALESCE(SUM(e.energy_j) FILTER (WHERE e.component IN ('gpu_active', 'gpu_idle') AND e.quality = 'measured'), 0)
+        / NULLIF(SUM(e.energy_j) FILTER (WHERE e.component IN ('gpu_active', 'gpu_idle')), 0), 0)
 """
 
 _JOB_FOOTPRINT_SQL = f"""

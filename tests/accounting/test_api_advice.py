@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - pytest fixtures imported from test_api_support
 """POST /api/v1/advice/: footprint per candidate cluster and the cleanest start window."""
 
 from __future__ import annotations

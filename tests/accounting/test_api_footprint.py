@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - pytest fixtures imported from test_api_support
 """Footprint endpoint: live/final totals from JobFootprint, energy breakdown, per-unit efficiency."""
 
 from __future__ import annotations

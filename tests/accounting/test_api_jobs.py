@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - pytest fixtures imported from test_api_support
 """Jobs API: register (idempotent), update, end, units, detail, list; scopes and isolation."""
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.django_db
 JOBS = "/api/v1/jobs/"
 
 
-def register(world, token="sched_a", **overrides):
+def register(world, token="sched_a", **overrides):  # noqa: S107 - a fixture name
     return world.client(token).post(JOBS, register_body(**overrides), format="json")
 
 

@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - pytest fixtures imported from test_api_support
 """GET /api/v1/metrics: Prometheus text from a DB-reading collector; admin token (or a setting)."""
 
 from __future__ import annotations

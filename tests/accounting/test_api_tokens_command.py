@@ -29,7 +29,7 @@ def fleet():
 
 
 def test_create_prints_secret_once_and_stores_digest(fleet):
-    org, cluster = fleet
+    _org, cluster = fleet
     output = run("create", "--org", "acme", "--scope", "scheduler", "--cluster", "paris/hpc-a", "--name", "slurm")
     secret = output.strip().splitlines()[-1]
     assert secret.startswith("clk_")
@@ -42,7 +42,7 @@ def test_create_prints_secret_once_and_stores_digest(fleet):
 
 
 def test_host_token_creates_the_host(fleet):
-    org, cluster = fleet
+    _org, cluster = fleet
     run("create", "--org", "acme", "--scope", "host", "--cluster", str(cluster.pk), "--host", "gpu-node-07",
         "--name", "agent")
     assert ApiToken.objects.get().host == Host.objects.get(cluster=cluster, hostname="gpu-node-07")

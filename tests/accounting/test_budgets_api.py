@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - pytest fixtures imported from test_api_support
 """Budgets: spent from TeamDay, linear forecast, the scheduler's check (ok/warn/hold), isolation."""
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ def _cluster(org: Organization, ref: str) -> Cluster:
     else:
         found = list(clusters.filter(slug=ref))
     if len(found) != 1:
-        raise CommandError(f"--cluster {ref!r}: {'ambiguous, use site/cluster' if found else 'not found'} in {org.slug}")
+        problem = "ambiguous, use site/cluster" if found else "not found"
+        raise CommandError(f"--cluster {ref!r}: {problem} in {org.slug}")
     return found[0]
 
 
@@ -107,7 +108,8 @@ class Command(BaseCommand):
     def _revoke(self, options) -> None:
         token = _token(options["token"])
         if token.revoked_at is not None:
-            self.stdout.write(f"token {token.pk} ({token.prefix}...) was already revoked at {token.revoked_at:%Y-%m-%dT%H:%M:%SZ}")
+            revoked = f"{token.revoked_at:%Y-%m-%dT%H:%M:%SZ}"
+            self.stdout.write(f"token {token.pk} ({token.prefix}...) was already revoked at {revoked}")
             return
         token_revoke(token=token)
         self.stdout.write(f"revoked token {token.pk} ({token.prefix}...)")
@@ -118,7 +120,9 @@ class Command(BaseCommand):
             tokens = tokens.filter(org__slug=options["org"])
         if not options["all"]:
             tokens = tokens.filter(revoked_at__isnull=True)
-        self.stdout.write(f"{'id':>5}  {'prefix':<12}  {'org':<16}  {'scope':<9}  {'bound to':<28}  {'last used':<20}  name")
+        self.stdout.write(
+            f"{'id':>5}  {'prefix':<12}  {'org':<16}  {'scope':<9}  {'bound to':<28}  {'last used':<20}  name"
+        )
         for token in tokens:
             bound = token.host.hostname if token.host else token.cluster.slug if token.cluster else (
                 token.user.get_username() if token.user else "-"
@@ -131,6 +135,8 @@ class Command(BaseCommand):
             )
 
     def _print_issued(self, token: ApiToken, secret: str) -> None:
-        self.stdout.write(f"created {token.scope} token {token.pk} ({token.prefix}...) for {token.org.slug}: {token.name}")
+        self.stdout.write(
+            f"created {token.scope} token {token.pk} ({token.prefix}...) for {token.org.slug}: {token.name}"
+        )
         self.stdout.write("secret (shown once, store it now):")
         self.stdout.write(secret)
