@@ -276,7 +276,7 @@ def test_fleet_plan(world):
     ("patch", "field"),
     [
         ({"workloads": []}, "workloads"),
-        ({"workloads": [{"family": "cnn", "kind": "training", "device_hours_per_year": 1}]}, "workloads.0.family"),
+        ({"workloads": [{"family": "cnn", "kind": "training", "device_hours_per_year": 1}]}, "workloads[0].family"),
         ({"workloads": [{"family": "llm", "kind": "training", "device_hours_per_year": 1e6}]}, "workloads"),
         ({"new_key": "x"}, "new_key"),
         ({"old_count": -1}, "old_count"),
@@ -342,7 +342,7 @@ def test_best_window_from_stored_zone_series(world):
         ({"deadline": "2026-11-26T11:00:00Z"}, "deadline"),
         ({"forecast": []}, "forecast"),
         ({"earliest_start": "yesterday"}, "earliest_start"),
-        ({"forecast": [{"hour": "2026-11-26T10:00:00Z", "intensity_g_per_kwh": -5}]}, "forecast.0.intensity_g_per_kwh"),
+        ({"forecast": [{"hour": "2026-11-26T10:00:00Z", "intensity_g_per_kwh": -5}]}, "forecast[0].intensity_g_per_kwh"),
         ({"earliest_start": "2026-11-26T08:00:00Z"}, "forecast"),
     ],
 )
