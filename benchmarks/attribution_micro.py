@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from accounting.domain import attribution as new  # noqa: E402
-from accounting.domain.carbon import EmbodiedRate, carbonize  # noqa: E402
-from accounting.domain.types import (  # noqa: E402
+from accounting.domain import attribution as new
+from accounting.domain.carbon import EmbodiedRate, carbonize
+from accounting.domain.types import (
     Allocation,
     GpuWindowIn,
     HostWindowIn,
@@ -35,7 +35,7 @@ from accounting.domain.types import (  # noqa: E402
     ProcessSample,
     Quality,
 )
-from tests.domain import reference_attribution as ref  # noqa: E402
+from tests.domain import reference_attribution as ref
 
 GPUS = 8
 TICK_S = 10
@@ -51,9 +51,7 @@ def _batch(n_windows: int, *, shared: bool):
         # As benchmarks/ingest.py: job 1 holds GPUs 0-3, job 2 GPUs 4-6, GPU 7 idle (fleet).
         for device in range(GPUS - 1):
             job = 1 if device < 4 else 2
-            allocations.append(
-                Allocation(job, device, horizon_start, horizon_end, 1.0, frozenset({f"slurm:{job}"}))
-            )
+            allocations.append(Allocation(job, device, horizon_start, horizon_end, 1.0, frozenset({f"slurm:{job}"})))
             procs[device] = (ProcessSample(pid=1000 + device, sm_util_pct=87.0, job_key=f"slurm:{job}"),)
         procs[GPUS - 1] = ()
     else:
@@ -101,8 +99,12 @@ def _batch(n_windows: int, *, shared: bool):
         )
         for i in range(n_windows)
     ]
-    return {"gpu_windows": gpu_windows, "host_windows": host_windows, "allocations": allocations,
-            "host_gpu_slots": GPUS}
+    return {
+        "gpu_windows": gpu_windows,
+        "host_windows": host_windows,
+        "allocations": allocations,
+        "host_gpu_slots": GPUS,
+    }
 
 
 def _time(fn, kwargs, repeat: int) -> float:
@@ -114,8 +116,7 @@ def _time(fn, kwargs, repeat: int) -> float:
 
 
 def _carbonize(shares):
-    point = IntensityPoint(intensity_g_per_kwh=350.0, source="annual:bench", low_g_per_kwh=300.0,
-                           high_g_per_kwh=400.0)
+    point = IntensityPoint(intensity_g_per_kwh=350.0, source="annual:bench", low_g_per_kwh=300.0, high_g_per_kwh=400.0)
     return carbonize(
         shares=shares,
         pue_at=lambda hour: (1.3, 1),
@@ -128,8 +129,12 @@ def _carbonize(shares):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--min-windows-per-round", type=int, default=4_000,
-                        help="GPU windows attributed per implementation per round (sets the repeat count)")
+    parser.add_argument(
+        "--min-windows-per-round",
+        type=int,
+        default=4_000,
+        help="GPU windows attributed per implementation per round (sets the repeat count)",
+    )
     parser.add_argument("--carbonize", action="store_true", help="also time carbonize() of the new shares")
     args = parser.parse_args()
 
@@ -159,7 +164,9 @@ def main() -> None:
         )
         if args.carbonize:
             shares = got.shares
-            c_us = min(_time(lambda: _carbonize(shares), {}, repeat) / n * 1e6 for _ in range(args.rounds))
+            c_us = min(
+                _time(lambda shares=shares: _carbonize(shares), {}, repeat) / n * 1e6 for _ in range(args.rounds)
+            )
             print(f"{'  carbonize() of those shares':34} {c_us:8.2f} µs per GPU window ({len(shares)} shares)")
 
 

@@ -28,6 +28,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 from accounting.domain.types import (
     QUALITY_RANK,
@@ -39,7 +40,6 @@ from accounting.domain.types import (
     GpuWindowIn,
     HostWindowIn,
     ProcessSample,
-    Quality,
 )
 
 _HOUR = timedelta(hours=1)
@@ -113,7 +113,9 @@ def attribute(
                 )
             )
         host_allocations = [a for device_allocations in allocations_by_device.values() for a in device_allocations]
-        gpu_index = _WindowIndex(gpu_windows)
+        # The index serves only the wall-energy balance: not built when no host window has one.
+        needs_index = any(w.wall_energy_j is not None for w in host_windows)
+        gpu_index = _WindowIndex(gpu_windows if needs_index else ())
         _attribute_host_windows(host_windows, gpu_index, host_allocations, slots, ledger, diagnostics, hours)
 
     diagnostics.sort(
@@ -247,6 +249,7 @@ class _GpuPlan:
     """
 
     __slots__ = (
+        "_weights",
         "fleet_sinks",
         "held_fraction",
         "job_fraction",
@@ -258,7 +261,6 @@ class _GpuPlan:
         "share_of_device",
         "sinks",
         "unheld_fraction",
-        "_weights",
     )
 
     def __init__(self, holders: Sequence[Allocation]) -> None:
@@ -458,24 +460,33 @@ def _attribute_host_windows(
     diagnostics: list[Diagnostic],
     hours: _HourCache,
 ) -> None:
+    """Every host window: single-piece windows on the fast path, the rest on the general one."""
     segments = _Segments(host_allocations, _HostPlan)
+    fit = None  # (from, to, sinks): as for GPU windows, the last single-piece range found
     for window in host_windows:
         start = window.start
         end = window.end
-        plan = None
-        if segments.edges is not None and type(start.tzinfo) is timezone and type(end.tzinfo) is timezone:
-            hour, hour_end = hours.of(start)
-            if not hour_end < end:  # no UTC hour boundary inside the window
-                found = segments.find(start, end)
-                if found is not None:
-                    plan = found[2]
+        fixed = type(start.tzinfo) is timezone and type(end.tzinfo) is timezone
+        if not fixed or fit is None or start < fit[0] or fit[1] < end:
+            fit = None
+            if fixed and segments.edges is not None:
+                hour, hour_end = hours.of(start)
+                if not hour_end < end:  # no UTC hour boundary inside the window
+                    found = segments.find(start, end)
+                    if found is not None:
+                        low, high, plan = found
+                        fit = (
+                            hour if low is None else max(low, hour),
+                            hour_end if high is None else min(high, hour_end),
+                            plan.sinks_for(ledger, slots, hour),
+                        )
         components = _host_components(window, gpu_index, diagnostics)
-        if plan is None:
+        if fit is None:
             _attribute_host_pieces(window, components, host_allocations, slots, ledger)
             continue
 
         # The single piece: fraction_of_window = 1.0 exactly, as on the general path.
-        sinks = plan.sinks_for(ledger, slots, hour)
+        sinks = fit[2]
         for component, energy_j, rank in components:
             piece_j = energy_j * 1.0
             for share, entry in sinks[component]:
@@ -498,17 +509,19 @@ def _host_components(
         # rather than by seq, so synthesized gap windows and misaligned windows count too.
         w_start = window.start
         w_end = window.end
-        overlapping = gpu_index.overlapping(w_start, w_end)
         parts = []
-        for g in overlapping:
-            g_start = g.start
-            g_end = g.end
+        worst = rank
+        for g_start, g_end, energy_j, g_rank in gpu_index.candidates(w_start, w_end):
+            if not (g_start < w_end and g_end > w_start):
+                continue
             if not w_end < g_end and not w_start > g_start:
                 # Inside the host window: min()/max() below pick g's own ends, so the ratio
                 # is (g.end - g.start) / (g.end - g.start) = 1.0 exactly.
-                parts.append(g.energy_j * 1.0)
+                parts.append(energy_j * 1.0)
             else:
-                parts.append(g.energy_j * ((min(g_end, w_end) - max(g_start, w_start)) / (g_end - g_start)))
+                parts.append(energy_j * ((min(g_end, w_end) - max(g_start, w_start)) / (g_end - g_start)))
+            if g_rank > worst:
+                worst = g_rank
         gpu_j = math.fsum(parts)
         measured_j = math.fsum((gpu_j, window.cpu_energy_j, window.dram_energy_j))
         unmeasured_j = window.wall_energy_j - measured_j
@@ -516,7 +529,6 @@ def _host_components(
             # Wall power nobody explained (fans, PSU loss, NICs, disks) is reported as its own
             # component, shared like the rest of the host; its quality is no better than the
             # worst reading it was derived from.
-            worst = max([rank, *(QUALITY_RANK[g.quality] for g in overlapping)])
             components.append((_HOST_UNMEASURED, unmeasured_j, worst))
         elif unmeasured_j < 0.0:
             # The components sum to more than the wall meter: a calibration or alignment problem.
@@ -605,16 +617,19 @@ class _WindowIndex:
     """GPU windows by start time, so each host window finds its overlaps without a full scan."""
 
     def __init__(self, windows: Iterable[GpuWindowIn]) -> None:
-        self._windows = sorted(windows, key=lambda w: w.start)
-        self._starts = [w.start for w in self._windows]
-        self._longest = max((w.end - w.start for w in self._windows), default=timedelta(0))
+        windows = sorted(windows, key=lambda w: w.start)
+        # (start, end, energy_j, quality rank) of each window, in start order.
+        self._windows = [(w.start, w.end, w.energy_j, QUALITY_RANK[w.quality]) for w in windows]
+        self._starts = [w.start for w in windows]
+        self._longest = max((w.end - w.start for w in windows), default=timedelta(0))
 
-    def overlapping(self, start: datetime, end: datetime) -> list[GpuWindowIn]:
+    def candidates(self, start: datetime, end: datetime) -> list[tuple[datetime, datetime, float, int]]:
+        """Windows that may overlap [start, end): a superset; the caller tests the overlap."""
         # A window overlapping [start, end) starts before `end` and, being no longer than the
         # longest window, no earlier than `start - longest`.
         low = bisect.bisect_right(self._starts, start - self._longest)
         high = bisect.bisect_left(self._starts, end)
-        return [w for w in self._windows[low:high] if _overlaps(w.start, w.end, start, end)]
+        return self._windows[low:high]
 
 
 # --- single-piece lookup ----------------------------------------------------------------------
@@ -633,12 +648,12 @@ class _Segments:
     order and compare by instant; anything else (``edges`` None) takes the general path.
     """
 
-    __slots__ = ("allocations", "edges", "_plan_type", "_plans")
+    __slots__ = ("_plan_type", "_plans", "allocations", "edges")
 
     def __init__(self, allocations: Sequence[Allocation], plan_type: type) -> None:
         self.allocations = allocations
         self._plan_type = plan_type
-        self._plans: dict[int, object] = {}
+        self._plans: dict[int, Any] = {}
         self.edges: list[datetime] | None = None
         edges = []
         for allocation in allocations:
@@ -651,21 +666,21 @@ class _Segments:
                 edges.append(allocation.end)
         self.edges = sorted(edges)
 
-    def find(self, start: datetime, end: datetime) -> tuple[datetime | None, datetime | None, object] | None:
+    def find(self, start: datetime, end: datetime) -> tuple[datetime | None, datetime | None, Any] | None:
         """(last edge <= start, first edge > start, plan) if no edge is strictly inside (start, end).
 
         None for an edge: there is none on that side. None overall: the window must be cut.
         """
         edges = self.edges
+        if edges is None:  # callers check first; not a fixed-offset timeline
+            return None
         after = bisect.bisect_right(edges, start)  # first edge > start
         high = edges[after] if after < len(edges) else None
         if high is not None and high < end:
             return None
         plan = self._plans.get(after)
         if plan is None:
-            holders = [
-                a for a in self.allocations if _overlaps(a.start, a.end, start, end) and _covers(a, start, end)
-            ]
+            holders = [a for a in self.allocations if _overlaps(a.start, a.end, start, end) and _covers(a, start, end)]
             plan = self._plans[after] = self._plan_type(holders)
         return (edges[after - 1] if after else None, high, plan)
 
@@ -838,7 +853,7 @@ def _check_gpu_windows(gpu_windows: Sequence[GpuWindowIn]) -> set[int]:
                             break
                     else:
                         checked_processes[id(processes)] = processes
-        except Exception:  # noqa: BLE001 - the full check raises the proper error
+        except Exception:
             ok = False
         if not ok:
             _check_gpu_window(window)
@@ -864,7 +879,7 @@ def _check_host_windows(host_windows: Sequence[HostWindowIn]) -> None:
                 and 0.0 <= window.dram_energy_j < _INF
                 and (wall_j is None or (type(wall_j) is float and 0.0 <= wall_j < _INF))
             )
-        except Exception:  # noqa: BLE001 - the full check raises the proper error
+        except Exception:
             ok = False
         if not ok:
             _check_host_window(window)
@@ -883,7 +898,7 @@ def _check_allocations(allocations: Sequence[Allocation]) -> None:
                 and type(fraction) is float
                 and 0.0 < fraction <= 1.0
             )
-        except Exception:  # noqa: BLE001 - the full check raises the proper error
+        except Exception:
             ok = False
         if not ok:
             _check_allocation(allocation)
