@@ -13,6 +13,7 @@ from django.contrib import admin
 from django.core.exceptions import ValidationError
 
 from accounting import models as m
+from accounting.domain.embodied import validate_hardware_overrides
 from accounting.services import factors as factor_services
 
 REASON_HELP = "Why this change? Recorded with your user on the factor's audit trail (required)."
@@ -161,8 +162,19 @@ class SitePueInline(admin.TabularInline):
         return False
 
 
+class SiteForm(ReasonModelForm):
+    def clean_hardware_overrides(self):
+        value = self.cleaned_data.get("hardware_overrides") or {}
+        try:
+            validate_hardware_overrides(value)
+        except ValueError as exc:
+            raise ValidationError(str(exc))
+        return value
+
+
 @admin.register(m.Site)
 class SiteAdmin(FactorAdmin):
+    form = SiteForm
     factor_type = "site"
     list_display = ("name", "org", "zone", "pue", "pue_version", "wue_l_per_kwh")
     list_filter = ("org", "zone")
@@ -194,22 +206,6 @@ class SiteAdmin(FactorAdmin):
             )
         if changes:
             factor_services.site_update_factors(site=original, changes=changes, reason=reason, user=user)
-
-    def get_form(self, request, obj=None, **kwargs):
-        form = super().get_form(request, obj, **kwargs)
-
-        def clean_hardware_overrides(self_form):
-            from accounting.domain.embodied import validate_hardware_overrides
-
-            value = self_form.cleaned_data.get("hardware_overrides") or {}
-            try:
-                validate_hardware_overrides(value)
-            except ValueError as exc:
-                raise ValidationError(str(exc))
-            return value
-
-        form.clean_hardware_overrides = clean_hardware_overrides
-        return form
 
 
 class SitePueForm(ReasonModelForm):

@@ -379,7 +379,9 @@ class JobAllocation(models.Model):
         indexes = [models.Index(fields=["device", "start"])]
         constraints = [
             models.CheckConstraint(condition=Q(fraction__gt=0) & Q(fraction__lte=1), name="alloc_fraction_range"),
-            models.CheckConstraint(condition=Q(end__isnull=True) | Q(end__gt=models.F("start")), name="alloc_end_after_start"),
+            models.CheckConstraint(
+                condition=Q(end__isnull=True) | Q(end__gt=models.F("start")), name="alloc_end_after_start"
+            ),
         ]
 
 
@@ -493,7 +495,9 @@ class TeamDay(models.Model):
     co2e_embodied_g = models.FloatField(default=0)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["org", "team", "site", "day"], name="teamday_uniq", nulls_distinct=False)]
+        constraints = [
+            models.UniqueConstraint(fields=["org", "team", "site", "day"], name="teamday_uniq", nulls_distinct=False)
+        ]
         indexes = [models.Index(fields=["org", "day"])]
 
 

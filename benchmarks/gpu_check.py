@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gzip
+import itertools
 import json
 import os
 import shutil
@@ -118,7 +119,7 @@ def integrate(samples: list[tuple[float, float]], start: float, end: float) -> f
     if len(inside) < 2:
         return None
     energy = 0.0
-    for (t0, p0), (t1, p1) in zip(inside, inside[1:], strict=False):
+    for (t0, p0), (t1, p1) in itertools.pairwise(inside):
         energy += (t1 - t0) * (p0 + p1) / 2
     # Scale to the full window length (sampling starts/ends up to 200 ms inside it).
     return energy * (end - start) / (inside[-1][0] - inside[0][0])

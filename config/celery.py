@@ -4,6 +4,6 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-from workers.app import app  # noqa: E402
+from workers.app import app
 
 __all__ = ["app"]

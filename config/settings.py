@@ -8,6 +8,7 @@ mandatory: there is no secret with a production-valid default.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from config.env import (
     ImproperEnv,
@@ -197,7 +198,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"PrecisionEnum": "accounting.domain.catalog.PRECISIONS"},
 }
 
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 from django import forms
 
@@ -19,20 +21,27 @@ PERIOD_CHOICES = [
 MAX_RANGE_DAYS = 400
 
 
+def _choice_field(form: forms.BaseForm, name: str) -> forms.ChoiceField:
+    """A declared ChoiceField of ``form`` (``form.fields`` is typed as plain ``Field``)."""
+    return cast(forms.ChoiceField, form.fields[name])
+
+
 class PeriodTeamForm(forms.Form):
     period = forms.ChoiceField(choices=PERIOD_CHOICES, required=False)
     start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), help_text="inclusive")
     team = forms.TypedChoiceField(coerce=int, required=False, empty_value=None)
 
-    def __init__(self, *args, teams: list[dict], default_period: str = "30d", **kwargs):
+    def __init__(self, *args, teams: Sequence[Mapping[str, Any]], default_period: str = "30d", **kwargs):
         super().__init__(*args, **kwargs)
         self.default_period = default_period
         self.fields["period"].initial = default_period
-        self.fields["team"].choices = [("", "All teams")] + [(t["id"], t["name"]) for t in teams]
+        _choice_field(self, "team").choices = [("", "All teams")] + [(t["id"], t["name"]) for t in teams]
 
     def clean(self):
         data = super().clean()
+        if data is None:  # Form.clean() returns cleaned_data; only overrides may return None
+            data = self.cleaned_data
         if data.get("period") == "custom":
             start, end = data.get("start"), data.get("end")
             if not start or not end:
@@ -57,10 +66,11 @@ class PeriodTeamForm(forms.Form):
         return period, data.get("team")
 
 
+GROUP_BY_LABELS = {c: {"device_model": "Device model"}.get(c, c.title()) for c in GROUP_BY_CHOICES}
+
+
 class OverviewForm(PeriodTeamForm):
-    group_by = forms.ChoiceField(
-        choices=[(c, {"device_model": "Device model"}.get(c, c.title())) for c in GROUP_BY_CHOICES], required=False
-    )
+    group_by = forms.ChoiceField(choices=list(GROUP_BY_LABELS.items()), required=False)
 
 
 def _choices(enum, blank: str):
@@ -84,10 +94,12 @@ class JobFilterForm(forms.Form):
     end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), label="to (inclusive)")
     sort = forms.CharField(required=False, max_length=20, widget=forms.HiddenInput)
 
-    def __init__(self, *args, teams: list[dict], devices: list[dict], **kwargs):
+    def __init__(
+        self, *args, teams: Sequence[Mapping[str, Any]], devices: Sequence[Mapping[str, Any]], **kwargs
+    ):
         super().__init__(*args, **kwargs)
-        self.fields["team"].choices = [("", "All teams")] + [(t["id"], t["name"]) for t in teams]
-        self.fields["device"].choices = [("", "Any device")] + [(d["key"], d["name"]) for d in devices]
+        _choice_field(self, "team").choices = [("", "All teams")] + [(t["id"], t["name"]) for t in teams]
+        _choice_field(self, "device").choices = [("", "Any device")] + [(d["key"], d["name"]) for d in devices]
 
 
 class TradeoffForm(PeriodTeamForm):

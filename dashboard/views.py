@@ -24,6 +24,7 @@ from django.http import (
     JsonResponse,
     StreamingHttpResponse,
 )
+from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -32,7 +33,7 @@ from accounting.models import HardwareModel, Job
 from accounting.selectors import dashboard as sel
 from accounting.selectors import fleet as fleet_sel
 from dashboard import figures
-from dashboard.forms import JobFilterForm, OverviewForm, PeriodTeamForm, TradeoffForm
+from dashboard.forms import GROUP_BY_LABELS, JobFilterForm, OverviewForm, PeriodTeamForm, TradeoffForm
 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 PLOTLY_VERSION = plotly.__version__
@@ -70,14 +71,14 @@ def _plotly_gzip() -> tuple[bytes, str]:
 
 
 @require_GET
-def plotly_js(request: HttpRequest, version: str) -> HttpResponse:
+def plotly_js(request: HttpRequest, version: str) -> HttpResponseBase:
     """plotly.min.js from the installed plotly package (never a CDN), versioned URL, cached for a year."""
     if version != PLOTLY_VERSION:
         raise Http404("unknown plotly.js version")
     body, digest = _plotly_gzip()
     etag = f'"{digest}"'
     if request.headers.get("If-None-Match") == etag:
-        response: HttpResponse = HttpResponseNotModified()
+        response: HttpResponseBase = HttpResponseNotModified()
     elif "gzip" in request.headers.get("Accept-Encoding", ""):
         response = HttpResponse(body, content_type="text/javascript; charset=utf-8")
         response["Content-Encoding"] = "gzip"
@@ -100,7 +101,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     period, team_id = form.resolved(today=_today())
     group_by = (form.cleaned_data.get("group_by") if form.is_bound and form.is_valid() else "") or "team"
     data = sel.overview_get(scope=scope, period=period, team_id=team_id, group_by=group_by)
-    label = dict(form.fields["group_by"].choices)[group_by]
+    label = GROUP_BY_LABELS[group_by]
     figs = {
         "energy": figures.stacked_daily_figure(
             days=data.days,

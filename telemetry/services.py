@@ -129,7 +129,8 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
                              f"seq {batch.first_seq} already ingested for this host (last seq {host.last_seq})")
         if host.last_seen_at is not None and batch.first_start < host.last_seen_at:
             raise BatchError(409, "windows[0].start",
-                             f"overlaps telemetry already ingested for this host (up to {host.last_seen_at.isoformat()})")
+                             "overlaps telemetry already ingested for this host "
+                             f"(up to {host.last_seen_at.isoformat()})")
         device_ids = _resolve_devices(host=host, batch=batch)
         days = {row.start.date() for row in batch.host_rows}
         ensure_partitions(days=days)

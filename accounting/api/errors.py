@@ -36,7 +36,9 @@ def _flatten(detail: Any, prefix: str = "") -> list[dict[str, str]]:
     return errors
 
 
-def problem_response(*, status_code: int, title: str, detail: str, errors: list[dict[str, str]] | None = None) -> Response:
+def problem_response(
+    *, status_code: int, title: str, detail: str, errors: list[dict[str, str]] | None = None
+) -> Response:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status_code, "detail": detail}
     if errors:
         body["errors"] = errors

@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 from rest_framework import permissions
+from rest_framework.exceptions import NotFound
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.views import APIView
 
@@ -156,6 +157,9 @@ class PrometheusMetricsView(APIView):
         tags=["operations"],
     )
     def get(self, request):
+        # DRF ignores an empty ?format=; the schema allows only "prometheus", so say so.
+        if "format" in request.query_params and request.query_params["format"] != "prometheus":
+            raise NotFound("Unknown format: the only format is 'prometheus'.")
         token = request_token(request)
         org_id = token.org_id if token is not None and token.scope == Scope.ADMIN else None
         if org_id is None and not metrics_public():  # pragma: no cover - the permission already refused

@@ -177,7 +177,8 @@ class FleetPlanRequest(CarbonFieldsMixin):
     old_count = serializers.IntegerField(min_value=1, max_value=1_000_000)
     new_key = _device_key_field()
     new_count = serializers.IntegerField(min_value=1, max_value=1_000_000)
-    workloads = WorkloadSerializer(many=True, allow_empty=False, max_length=200)
+    # DRF passes max_length on to the ListSerializer (many=True); the stubs' __init__ omits it.
+    workloads = WorkloadSerializer(many=True, allow_empty=False, max_length=200)  # type: ignore[call-arg]
     old_age_years = FiniteFloat(min_value=0, max_value=30, default=0.0)
     old_embodied = EmbodiedSerializer(required=False)
     new_embodied = EmbodiedSerializer(required=False)
@@ -202,7 +203,7 @@ class BestWindowRequest(serializers.Serializer):
     duration_s = FiniteFloat(min_value=1, max_value=30 * 86400)
     earliest_start = serializers.DateTimeField()
     deadline = serializers.DateTimeField()
-    forecast = ForecastPoint(many=True, required=False, max_length=24 * 31)
+    forecast = ForecastPoint(many=True, required=False, max_length=24 * 31)  # type: ignore[call-arg]  # as above
     zone_code = serializers.CharField(max_length=64, required=False)
     energy_j = FiniteFloat(min_value=0, max_value=1e18, required=False)
     pue = FiniteFloat(min_value=1.0, max_value=5.0, default=1.0)

@@ -18,9 +18,9 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from django.db import connection
 from django.db.models import Count, F, FloatField, Q, QuerySet, Sum
@@ -91,7 +91,9 @@ def viewer_scope_get(*, user) -> ViewerScope:
         return ViewerScope(user_id=None)
     if user.is_superuser:
         return ViewerScope(user_id=user.pk, is_superuser=True)
-    admin, teams, orgs = set(), set(), set()
+    admin: set[int] = set()
+    teams: set[int] = set()
+    orgs: set[int] = set()
     for org_id, team_id, role in Membership.objects.filter(user=user).values_list("org_id", "team_id", "role"):
         orgs.add(org_id)
         if team_id is None and role == Membership.Role.ADMIN:
@@ -106,7 +108,14 @@ def viewer_scope_get(*, user) -> ViewerScope:
     )
 
 
-def team_option_list(*, scope: ViewerScope) -> list[dict[str, Any]]:
+class TeamOption(TypedDict):
+    id: int
+    name: str
+    slug: str
+    org_id: int
+
+
+def team_option_list(*, scope: ViewerScope) -> list[TeamOption]:
     teams = (
         Team.objects.all()
         if scope.is_superuser
@@ -782,7 +791,7 @@ def running_job_list(*, scope: ViewerScope, now: dt.datetime, limit: int = 200) 
         .order_by("-started_at", "-id")
     )
     total = qs.count()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for job in qs[:limit]:
         fp = getattr(job, "footprint", None)
         elapsed_s = max((now - job.started_at).total_seconds(), 0.0)
@@ -939,6 +948,8 @@ def tradeoff_point_list(
     for jid, name, units, primary, qm, qv, started, ended, team, zone, op, emb in rows:
         count = (units or {}).get(unit) if primary == unit else None
         if not count or count <= 0:
+            continue
+        if ended is None:  # excluded by the query (ended_at__isnull=False)
             continue
         duration_s = (ended - started).total_seconds()
         if x_metric == "quality":
@@ -1099,10 +1110,10 @@ class FactorRow:
 
 
 def _factor_rows_direct(*, org_ids: Sequence[int] | None) -> list[FactorRow]:
-    sites = Site.objects.select_related("zone").order_by("name")
+    sites_qs = Site.objects.select_related("zone").order_by("name")
     if org_ids is not None:
-        sites = sites.filter(org_id__in=org_ids)
-    sites = list(sites)
+        sites_qs = sites_qs.filter(org_id__in=org_ids)
+    sites = list(sites_qs)
     zone_ids = {s.zone_id for s in sites}
     rows: list[FactorRow] = []
     for z in GridZone.objects.filter(id__in=zone_ids).order_by("code"):
@@ -1192,6 +1203,14 @@ def _normalise_factor(item: Any) -> FactorRow:
     )
 
 
+def _factors_in_use_or_none() -> Callable[..., Iterable[Any]] | None:
+    try:
+        from accounting.selectors.factors import factors_in_use  # written in parallel by the factors owner
+    except ImportError:
+        return None
+    return factors_in_use
+
+
 def methodology_factor_list(*, scope: ViewerScope) -> dict[str, Any]:
     """Every factor in use for the viewer's organisations with its source and version.
 
@@ -1203,10 +1222,7 @@ def methodology_factor_list(*, scope: ViewerScope) -> dict[str, Any]:
         if scope.is_superuser
         else list(Organization.objects.filter(id__in=sorted(scope.org_ids)).order_by("name"))
     )
-    try:
-        from accounting.selectors.factors import factors_in_use  # written in parallel by the factors owner
-    except ImportError:
-        factors_in_use = None
+    factors_in_use = _factors_in_use_or_none()
     rows: list[FactorRow] = []
     source = "direct"
     if factors_in_use is not None:

@@ -310,7 +310,7 @@ def factors_in_use(*, org) -> list[FactorRow]:
                     h["first"],
                 )
             )
-    series = {}
+    series: dict[int, list[SitePue]] = {}
     for p in SitePue.objects.filter(site__in=sites).order_by("site_id", "valid_from"):
         series.setdefault(p.site_id, []).append(p)
     for s in sites:

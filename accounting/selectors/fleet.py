@@ -173,7 +173,7 @@ def site_overview_get(*, scope: ViewerScope, period: Period, team_id: int | None
         actual_all += actual
         time_all += shifted
         place_all += placed
-    zone_curves = {}
+    zone_curves: dict[str, dict[str, list[Any]]] = {}
     for s in sites:
         if s.zone.code in zone_curves or not curves.get(s.zone_id):
             continue

@@ -150,6 +150,7 @@ def site_set_pue(
         raise ValidationError({"source": "A source is required for a PUE value."})
     locked = Site.objects.select_for_update().get(pk=site.pk)
     series = SitePue.objects.filter(site=locked)
+    before: dict[str, object] | None
     if valid_from is None:
         if locked.pue == pue and locked.pue_source == source:
             return None

@@ -32,7 +32,7 @@ def _hosts_for_change(change: FactorChange) -> QuerySet[Host] | None:
     if change.factor_type in ("pue", "site"):
         org_id, _, rest = key.partition("/")
         slug = rest.split("@")[0]
-        return Host.objects.filter(cluster__site__org_id=org_id, cluster__site__slug=slug)
+        return Host.objects.filter(cluster__site__org_id=int(org_id), cluster__site__slug=slug)
     if change.factor_type == "hardware":
         host_ids = Device.objects.filter(hardware_model__key=key).values_list("host_id", flat=True)
         return Host.objects.filter(pk__in=host_ids)

@@ -44,19 +44,23 @@ def whatif_device_specs() -> Mapping[str, DeviceSpec]:
         memory_bandwidth_gb_s__isnull=False,
     )
     for row in rows:
+        idle_w, max_w = row.idle_power_w, row.max_power_w
+        memory_gb, bandwidth = row.memory_gb, row.memory_bandwidth_gb_s
+        if idle_w is None or max_w is None or memory_gb is None or bandwidth is None:
+            continue  # excluded by the query above; narrows the nullable fields
         flops = {k: float(v) for k, v in (row.peak_flops or {}).items() if isinstance(v, (int, float)) and v > 0}
-        if "fp32" not in flops or row.max_power_w <= row.idle_power_w:
+        if "fp32" not in flops or max_w <= idle_w:
             continue
         specs[row.key] = DeviceSpec(
             key=row.key,
             name=row.name,
             vendor=row.vendor,
             match_names=tuple(row.match_names or ()),
-            idle_power_w=row.idle_power_w,
-            max_power_w=row.max_power_w,
+            idle_power_w=idle_w,
+            max_power_w=max_w,
             peak_flops=flops,
-            memory_gb=row.memory_gb,
-            memory_bandwidth_gb_s=row.memory_bandwidth_gb_s,
+            memory_gb=memory_gb,
+            memory_bandwidth_gb_s=bandwidth,
             interconnect_gb_s=row.interconnect_gb_s or 0.0,
             pcie_gb_s=64.0,
             process_node_nm=row.process_node_nm or 0.0,

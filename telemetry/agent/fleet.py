@@ -28,7 +28,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from telemetry.agent.agent import Agent
 from telemetry.agent.config import AgentConfig
@@ -141,6 +141,14 @@ def load_fleet(path: str | os.PathLike[str]) -> FleetSpec:
         return parse_fleet(json.loads(Path(path).read_text()))
     except json.JSONDecodeError as exc:
         raise FleetError(f"{path}: {exc}")
+
+
+@overload
+def rotate_job_key(job_key: str, n: int) -> str: ...
+
+
+@overload
+def rotate_job_key(job_key: None, n: int) -> None: ...
 
 
 def rotate_job_key(job_key: str | None, n: int) -> str | None:

@@ -299,7 +299,8 @@ class FakeNvml:
             dev.processes = []
             dev.workload = WORKLOADS[workload]()
             dev.job_start_mono = dev.t_mono
-            keys = job_key if isinstance(job_key, list) else [job_key]
+            keys: list[str | None] = list(job_key) if isinstance(job_key, list) else [job_key]
+            targets: list[tuple[str | None, str | None]]
             if dev.mig:
                 targets = [(m.job_key, m.uuid) for m in dev.mig if m.job_key] if dev.workload.busy else []
             elif dev.workload.busy:

@@ -24,7 +24,7 @@ def _ledger():
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_batches_in_any_order_and_repeated_give_identical_rows(client, fleet, seed):  # noqa: F811
-    host, gpu0, gpu1, job, start, secret = fleet
+    host, gpu0, gpu1, _job, start, secret = fleet
     rng = random.Random(seed)
     seq = 1
     for n in range(6):

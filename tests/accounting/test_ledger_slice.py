@@ -105,7 +105,7 @@ def test_slice_exact_joules_and_grams(client, fleet):
 
 
 def test_attributing_twice_changes_nothing(client, fleet):
-    host, gpu0, gpu1, job, start, secret = fleet
+    host, gpu0, _gpu1, job, start, secret = fleet
     payload = batch(hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[
         gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0)])])
     _post(client, secret, payload)
@@ -144,7 +144,7 @@ def test_late_allocation_reattributes_overhead_to_the_job(client, fleet):
 
 
 def test_gap_between_batches_is_interpolated_and_reported(client, fleet):
-    host, gpu0, gpu1, job, start, secret = fleet
+    host, gpu0, _gpu1, _job, start, secret = fleet
     first = batch(hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[
         gpu_entry(uuid_=gpu0.uuid, energy_j=6000.0)])])
     second = batch(hostname=host.hostname, windows=[window(seq=3, start=start + dt.timedelta(seconds=20), gpus=[

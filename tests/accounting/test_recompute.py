@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_zone_correction_recomputes_and_keeps_the_old_totals(client, fleet):  # noqa: F811
-    host, gpu0, gpu1, job, start, secret = fleet
+    host, gpu0, _gpu1, job, start, secret = fleet
     payload = batch(hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[
         gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0)])])
     _post(client, secret, payload)

@@ -105,7 +105,7 @@ class Processes:
         return env
 
     def worker(self, name: str, concurrency: int = 1) -> subprocess.Popen:
-        log = open(VAR / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+        log = open(VAR / f"{name}.log", "w")  # closed with the process
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "config", "worker", "-n", f"{name}@%h", "-c", str(concurrency),
              "--pool", "prefork", "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO"],
@@ -115,7 +115,7 @@ class Processes:
         return proc
 
     def beat(self) -> subprocess.Popen:
-        log = open(VAR / "beat.log", "w")  # noqa: SIM115
+        log = open(VAR / "beat.log", "w")
         schedule = VAR / "beat-schedule"
         for leftover in VAR.glob("beat-schedule*"):
             leftover.unlink()
@@ -189,7 +189,7 @@ class WebServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        log = open(VAR / "web.log", "a")  # noqa: SIM115
+        log = open(VAR / "web.log", "a")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
              "--workers", "1", "--threads", "4"],

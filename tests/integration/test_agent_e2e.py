@@ -19,8 +19,8 @@ from accounting.services.ledger import batches_attribute
 from accounting.tokens import token_create
 from telemetry.agent.agent import Agent
 from telemetry.agent.config import AgentConfig
-from telemetry.agent.spool import Spool
 from telemetry.agent.sim import FakeNvml, SimHostPower, SimProcTree
+from telemetry.agent.spool import Spool
 from telemetry.models import TelemetryBatch
 from tests.factories import DeviceFactory, HostFactory, JobAllocationFactory, JobFactory
 

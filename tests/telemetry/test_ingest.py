@@ -160,7 +160,7 @@ def test_overlap_with_already_ingested_windows_is_a_conflict(client, host_setup)
 
 
 def test_gzip_bomb_is_refused_with_413(client, host_setup, settings):
-    host, device, secret = host_setup
+    _host, _device, secret = host_setup
     settings.INGEST_MAX_BODY_BYTES = 64 * 1024
     bomb = gzip.compress(b"[" + b"0," * 200_000 + b"0]")
     assert len(bomb) < 64 * 1024
@@ -172,7 +172,7 @@ def test_gzip_bomb_is_refused_with_413(client, host_setup, settings):
 
 
 def test_authentication_and_scope(client, host_setup):
-    host, device, secret = host_setup
+    host, device, _secret = host_setup
     payload = batch(hostname=host.hostname, windows=[window(seq=1, start=_start(), gpus=[gpu_entry(uuid_=device.uuid)])])
     assert client.post(URL, data=json.dumps(payload), content_type="application/json").status_code == 401
     assert _post(client, "clk_wrong", payload).status_code == 401
@@ -188,7 +188,7 @@ def test_authentication_and_scope(client, host_setup):
 
 
 def test_a_device_of_another_host_cannot_be_posted(client, host_setup):
-    host, device, secret = host_setup
+    host, _device, secret = host_setup
     foreign = DeviceFactory(host=HostFactory(cluster=host.cluster))
     payload = batch(hostname=host.hostname, windows=[window(seq=1, start=_start(), gpus=[gpu_entry(uuid_=foreign.uuid)])])
     response = _post(client, secret, payload)

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import secrets
 from pathlib import Path
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
@@ -91,7 +92,7 @@ class Command(BaseCommand):
                                                                        "inference": 150_000.0}[slug]},
             )
         User = get_user_model()
-        admin, created = User.objects.get_or_create(username="admin", defaults={"email": "admin@acme.example"})
+        admin, _created = User.objects.get_or_create(username="admin", defaults={"email": "admin@acme.example"})
         password = opts["admin_password"] or secrets.token_urlsafe(9)
         admin.set_password(password)
         admin.is_staff = True
@@ -103,7 +104,7 @@ class Command(BaseCommand):
         analyst.save()
         Membership.objects.get_or_create(user=analyst, org=org, team=teams["recsys"])
 
-        fleet_hosts = []
+        fleet_hosts: list[dict[str, Any]] = []  # the fleet file: hostname, token and a list of GPU dicts
         devices: dict[tuple[str, int], Device] = {}
         now = timezone.now()
         for site_name, site_slug, zone_code, pue, cluster_slug, hosts in SITES:
@@ -138,7 +139,7 @@ class Command(BaseCommand):
         started = now - dt.timedelta(minutes=2)
         for sched_id, name, team_slug, kind, family, workload, hostname, indexes, units, unit, meta in JOBS:
             cluster = devices[(hostname, indexes[0])].host.cluster
-            job, created = Job.objects.get_or_create(
+            job, _created = Job.objects.get_or_create(
                 cluster=cluster, scheduler_job_id=sched_id,
                 defaults={"org": org, "name": name, "team": teams[team_slug], "kind": kind, "family": family,
                           "status": Job.Status.RUNNING, "started_at": started, "units": units, "primary_unit": unit,

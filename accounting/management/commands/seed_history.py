@@ -23,6 +23,7 @@ import datetime as dt
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from django.contrib.auth import get_user_model
@@ -369,15 +370,15 @@ class Seeder:
             local = h // len(SITES)
             cl_idx = site_idx * 2 + (local % 2)
             per_cluster_count[cl_idx] += 1
-            spec = SITES[site_idx]
-            keys = [k for k, _ in spec.models]
-            weights = np.array([w for _, w in spec.models])
+            site_spec = SITES[site_idx]
+            keys = [k for k, _ in site_spec.models]
+            weights = np.array([w for _, w in site_spec.models])
             key = keys[int(self.rng.choice(len(keys), p=weights / weights.sum()))]
             cl = self.clusters[cl_idx][0]
             host_rows.append(
                 m.Host(
                     cluster=cl,
-                    hostname=f"{spec.slug[5:]}-gpu-{local:03d}",
+                    hostname=f"{site_spec.slug[5:]}-gpu-{local:03d}",
                     cpu_model="AMD EPYC 9454",
                     cpu_tdp_w=290,
                     dram_gb=2048,
@@ -387,7 +388,8 @@ class Seeder:
             )
             host_meta.append((cl_idx, site_idx, key))
         m.Host.objects.bulk_create(host_rows)
-        dev_rows, self.dev_cluster, self.dev_site, self.dev_key, self.dev_host = [], [], [], [], []
+        dev_rows: list[m.Device] = []
+        self.dev_cluster, self.dev_site, self.dev_key, self.dev_host = [], [], [], []
         remaining = self.gpus
         for h_idx, (host, (cl_idx, site_idx, key)) in enumerate(zip(host_rows, host_meta, strict=True)):
             for gi in range(min(8, remaining)):
@@ -592,7 +594,10 @@ class Seeder:
         # TeamDay accumulators: [team, site, day, (energy, gpu_idle, op, emb)]
         td = np.zeros((len(TEAMS), n_sites, days, 4))
         day_of_hour = ((self.t0.hour + np.arange(H)) // 24).astype(int)
-        job_rows, fp_data, jh_data, alloc_data = [], [], [], []
+        job_rows: list[m.Job] = []
+        fp_data: list[dict[str, object] | None] = []
+        jh_data: list[tuple[np.ndarray, ...] | None] = []
+        alloc_data: list[tuple[Any, dt.datetime, dt.datetime | None] | None] = []
         status_of = []
         teams = self.teams
         noise = self.rng.normal(0, 0.05, size=(self.n_jobs, 4))
@@ -780,11 +785,11 @@ class Seeder:
         oh_idle = unalloc_s * idle_w
         self.overhead = np.zeros((len(SITES), self.days + 1, 4))
         for s in range(len(SITES)):
-            rows = site == s
-            if not rows.any():
+            in_site = site == s
+            if not in_site.any():
                 continue
             for col, arr in enumerate((oh_e, oh_idle, oh_op, oh_emb)):
-                np.add.at(self.overhead[s, :, col], day_of_hour, arr[rows].sum(axis=0))
+                np.add.at(self.overhead[s, :, col], day_of_hour, arr[in_site].sum(axis=0))
         hours = [self.t0 + dt.timedelta(hours=h) for h in range(H)]
         util = util_s / 3600
 
