@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import connection, transaction
 
+from accounting.domain.catalog import lookup_by_name
 from accounting.models import ApiToken, Device, HardwareModel, Host
 from telemetry.models import TelemetryBatch
 from telemetry.parsing import BatchError, ParsedBatch
@@ -41,16 +42,21 @@ class IngestResult:
 
 
 def _hardware_for(name: str) -> HardwareModel | None:
+    """The catalog model for an NVML device name, or None: never a guess.
+
+    The domain catalog normalises vendor spellings (``lookup_by_name``); models an operator
+    added in the admin match by an exact (case-insensitive) entry of their ``match_names``.
+    A device left unmatched is charged no embodied carbon and is flagged on the devices page."""
     if not name:
         return None
-    lowered = name.lower()
-    best: HardwareModel | None = None
-    best_len = 0
-    for hw in HardwareModel.objects.filter(kind=HardwareModel.Kind.GPU).only("id", "match_names"):
-        for pattern in hw.match_names or []:
-            if pattern.lower() in lowered and len(pattern) > best_len:
-                best, best_len = hw, len(pattern)
-    return best
+    spec = lookup_by_name(name)
+    if spec is not None:
+        return HardwareModel.objects.filter(key=spec.key).first()
+    wanted = name.strip().casefold()
+    for hw in HardwareModel.objects.filter(kind=HardwareModel.Kind.GPU).only("id", "key", "match_names"):
+        if any(pattern.strip().casefold() == wanted for pattern in hw.match_names or []):
+            return hw
+    return None
 
 
 def _resolve_devices(*, host: Host, batch: ParsedBatch) -> dict[str, int]:

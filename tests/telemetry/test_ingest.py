@@ -215,3 +215,20 @@ def test_process_without_per_process_utilisation_is_accepted(client, host_setup)
     payload = batch(hostname=host.hostname, windows=[window(seq=1, start=_start(), gpus=[gpu])])
     assert _post(client, secret, payload).status_code == 202
     assert _counts() == (1, 1, 1)
+
+
+def test_new_devices_get_their_catalog_model_and_unknown_names_none(client, host_setup):
+    from accounting.models import HardwareModel
+
+    host, _, secret = host_setup
+    h200 = HardwareModel.objects.create(
+        key="h200-sxm-141gb", name="NVIDIA H200 SXM", vendor="NVIDIA", match_names=["NVIDIA H200"],
+        embodied_kg=200, embodied_low_kg=150, embodied_high_kg=250, embodied_kind="estimate", embodied_source="t")
+    payload = batch(hostname=host.hostname, windows=[window(seq=1, start=_start(), gpus=[
+        gpu_entry(uuid_="GPU-h200", index=1, name="NVIDIA H200"),
+        gpu_entry(uuid_="GPU-nvl", index=2, name="NVIDIA H200 NVL"),
+    ])])
+    assert _post(client, secret, payload).status_code == 202
+    assert Device.objects.get(uuid="GPU-h200").hardware_model == h200
+    # A variant the catalog does not know is not silently taken for its neighbour.
+    assert Device.objects.get(uuid="GPU-nvl").hardware_model is None
