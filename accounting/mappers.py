@@ -33,76 +33,6 @@ def _device_idle_power(device_ids: list[int]) -> dict[int, float]:
     return {pk: (idle if idle is not None else DEFAULT_IDLE_POWER_W) for pk, idle in rows}
 
 
-def gpu_windows_for_batch(*, batch_pk: int) -> list[GpuWindowRow]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT device_id, seq, start_at, end_at, energy_j, avg_power_w, util_pct, quality, processes, counter_mj "
-            "FROM telemetry_gpuwindow WHERE batch_id = %s ORDER BY device_id, start_at",
-            [batch_pk],
-        )
-        raw = cursor.fetchall()
-    idle = _device_idle_power(sorted({r[0] for r in raw}))
-    out = []
-    for device_id, seq, start, end, energy_j, avg_power_w, util_pct, quality, processes, counter_mj in raw:
-        if isinstance(processes, str):
-            processes = json.loads(processes)
-        out.append(
-            GpuWindowRow(
-                window=GpuWindowIn(
-                    device_id=device_id,
-                    seq=seq,
-                    start=start,
-                    end=end,
-                    energy_j=energy_j,
-                    avg_power_w=avg_power_w,
-                    util_pct=util_pct,
-                    quality=Quality(quality),
-                    idle_power_w=idle.get(device_id, DEFAULT_IDLE_POWER_W),
-                    processes=tuple(
-                        # Unknown per-process utilisation counts as 0: with no usable samples the
-                        # domain splits active energy by allocation share instead.
-                        ProcessSample(pid=p["pid"], sm_util_pct=p["sm_util_pct"] or 0.0, job_key=p.get("job_key"))
-                        for p in processes or []
-                    ),
-                ),
-                counter_mj=counter_mj,
-            )
-        )
-    return out
-
-
-def host_windows_for_batch(*, batch_pk: int) -> list[HostWindowIn]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT seq, start_at, end_at, cpu_energy_j, dram_energy_j, wall_energy_j, quality "
-            "FROM telemetry_hostwindow WHERE batch_id = %s ORDER BY start_at",
-            [batch_pk],
-        )
-        return [
-            HostWindowIn(seq=seq, start=start, end=end, cpu_energy_j=cpu, dram_energy_j=dram,
-                         wall_energy_j=wall, quality=Quality(quality))
-            for seq, start, end, cpu, dram, wall, quality in cursor.fetchall()
-        ]
-
-
-def previous_windows_for(*, device_ids: list[int], before: dt.datetime) -> dict[int, PreviousWindow]:
-    """Each device's last stored window ending at or before ``before`` (looked up within a day,
-    so partition pruning keeps this cheap; an older neighbour is a long gap anyway)."""
-    if not device_ids:
-        return {}
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT DISTINCT ON (device_id) device_id, end_at, avg_power_w, counter_mj, util_pct "
-            "FROM telemetry_gpuwindow WHERE device_id = ANY(%s) AND start_at < %s AND start_at >= %s "
-            "AND end_at <= %s ORDER BY device_id, start_at DESC",
-            [device_ids, before, before - dt.timedelta(days=1), before],
-        )
-        return {
-            device_id: PreviousWindow(end=end, avg_power_w=power, counter_mj=counter, util_pct=util)
-            for device_id, end, power, counter, util in cursor.fetchall()
-        }
-
-
 def job_keys(*, scheduler_job_id: str) -> frozenset[str]:
     """Keys the agent may report for a job's processes (see telemetry/agent job mapping)."""
     return frozenset({f"slurm:{scheduler_job_id}", f"k8s:{scheduler_job_id}", f"env:{scheduler_job_id}"})
@@ -178,7 +108,7 @@ def _stamp(cache: dict[int, dt.datetime], micros: int) -> dt.datetime:
 
 
 def gpu_windows_for_batches(*, batch_pks: list[int]) -> dict[int, list[GpuWindowRow]]:
-    """``gpu_windows_for_batch`` for many batches in one query (same rows, same order per batch)."""
+    """Each batch's GPU windows, read for many batches in one query (ordered by device, start)."""
     out: dict[int, list[GpuWindowRow]] = {pk: [] for pk in batch_pks}
     if not batch_pks:
         return out
@@ -200,7 +130,8 @@ def gpu_windows_for_batches(*, batch_pks: list[int]) -> dict[int, list[GpuWindow
         samples = procs_cache.get(processes)
         if samples is None:
             samples = procs_cache[processes] = tuple(
-                # Unknown per-process utilisation counts as 0 (as in gpu_windows_for_batch).
+                # Unknown per-process utilisation counts as 0: with no usable samples the domain splits
+                # active energy by allocation share instead.
                 ProcessSample(pid=p["pid"], sm_util_pct=p["sm_util_pct"] or 0.0, job_key=p.get("job_key"))
                 for p in json.loads(processes) or []
             )
@@ -247,7 +178,9 @@ def host_windows_for_batches(*, batch_pks: list[int]) -> dict[int, list[HostWind
 def previous_windows_for_many(
     *, requests: list[tuple[int, list[int], dt.datetime]]
 ) -> dict[int, dict[int, PreviousWindow]]:
-    """``previous_windows_for`` for many (key, device_ids, before) requests in one query."""
+    """Each device's last stored window ending at or before ``before``, for many (key, device_ids,
+    before) requests in one query (looked up within a day: partition pruning keeps it cheap, and an
+    older neighbour is a long gap anyway)."""
     out: dict[int, dict[int, PreviousWindow]] = {key: {} for key, _, _ in requests}
     keys, devices, befores = [], [], []
     for key, device_ids, before in requests:

@@ -26,20 +26,16 @@ from django.db.models import Q
 from accounting.domain.attribution import attribute
 from accounting.domain.carbon import carbonize
 from accounting.domain.energy import fill_gaps
-from accounting.domain.types import METHOD_VERSION, GpuWindowIn, PreviousWindow
+from accounting.domain.types import METHOD_VERSION, GpuWindowIn
 from accounting.mappers import (
     allocations_covering,
-    allocations_for,
     allocations_within,
     embodied_rates_for,
-    gpu_windows_for_batch,
     gpu_windows_for_batches,
-    host_windows_for_batch,
     host_windows_for_batches,
-    previous_windows_for,
     previous_windows_for_many,
 )
-from accounting.models import Device, Job, LedgerEntry
+from accounting.models import Device, Job
 from accounting.selectors.factor_lookup import factor_lookups_for_site
 from telemetry.models import TelemetryBatch
 
@@ -81,86 +77,6 @@ def batches_claim(*, batch_pks: Iterable[int], now: dt.datetime, extra: int = 0)
     return sorted(wanted)
 
 
-def _attribute_one(*, batch: TelemetryBatch) -> set[tuple[int | None, int | None]]:
-    """Rebuild one batch's ledger entries (caller holds a transaction). Returns touched (job, device)."""
-    host = batch.host
-    site = host.cluster.site
-    gpu_rows = gpu_windows_for_batch(batch_pk=batch.pk)
-    host_rows = host_windows_for_batch(batch_pk=batch.pk)
-    device_ids = sorted({row.window.device_id for row in gpu_rows})
-    previous = previous_windows_for(device_ids=device_ids, before=batch.first_start)
-
-    by_device: dict[int, list[GpuWindowIn]] = defaultdict(list)
-    counters: dict[int, dict[int, int | None]] = defaultdict(dict)
-    for row in gpu_rows:
-        by_device[row.window.device_id].append(row.window)
-        counters[row.window.device_id][row.window.seq] = row.counter_mj
-    filled: list[GpuWindowIn] = []
-    gaps = []
-    for device_id in device_ids:
-        prev: PreviousWindow | None = previous.get(device_id)
-        result = fill_gaps(
-            windows=by_device[device_id], previous=prev, counters=counters[device_id],
-            max_interpolate_s=MAX_INTERPOLATE_S,
-        )
-        filled.extend(result.windows)
-        gaps.extend(result.gaps)
-    window_start = min([batch.first_start] + [w.start for w in filled])
-    allocations = allocations_for(device_ids=device_ids, start=window_start, end=batch.last_end)
-    attribution = attribute(
-        gpu_windows=filled, host_windows=host_rows, allocations=allocations, host_gpu_slots=host.gpu_slots
-    )
-    lookups = factor_lookups_for_site(site=site, start=window_start, end=batch.last_end)
-    rates = embodied_rates_for(device_ids=device_ids, site=site)
-    lines = carbonize(
-        shares=attribution.shares,
-        pue_at=lookups.pue_at,
-        intensity_at=lookups.intensity_at,
-        embodied_rates=rates,
-        factor_versions={"method": 1},
-    )
-    job_team = dict(Job.objects.filter(pk__in={ln.job_id for ln in lines if ln.job_id}).values_list("pk", "team_id"))
-    LedgerEntry.objects.filter(batch_id=batch.pk).delete()
-    LedgerEntry.objects.bulk_create(
-        [
-            LedgerEntry(
-                batch_id=batch.pk,
-                account=line.account.value,
-                job_id=line.job_id,
-                org_id=site.org_id,
-                team_id=job_team.get(line.job_id) if line.job_id else None,
-                site_id=site.pk,
-                host_id=host.pk,
-                device_id=line.device_id,
-                component=line.component.value,
-                hour=line.hour,
-                energy_j=line.energy_j,
-                held_s=line.held_s,
-                co2e_operational_g=line.co2e_operational_g,
-                co2e_operational_marginal_g=line.co2e_operational_marginal_g,
-                co2e_embodied_g=line.co2e_embodied_g,
-                co2e_low_g=line.co2e_low_g,
-                co2e_high_g=line.co2e_high_g,
-                intensity_g_per_kwh=line.intensity_g_per_kwh,
-                intensity_source=line.intensity_source,
-                pue=line.pue,
-                quality=line.quality.value,
-                method_version=METHOD_VERSION,
-                factor_versions=line.factor_versions,
-            )
-            for line in lines
-        ],
-        batch_size=2000,
-    )
-    batch.gaps = [
-        {"device_id": g.device_id, "start": g.start.isoformat(), "end": g.end.isoformat(),
-         "duration_s": g.duration_s, "resolution": g.resolution.value, "energy_j": g.energy_j}
-        for g in gaps
-    ]
-    batch.diagnostics = [_jsonable(asdict(d)) for d in attribution.diagnostics]
-    return {(line.job_id, line.device_id) for line in lines}
-
-
 def _jsonable(value):
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
@@ -198,14 +114,11 @@ def batches_attribute(*, batch_pks: Iterable[int], now: dt.datetime, extra: int 
             jobs.update(job_id for job_id, _ in touched if job_id is not None)
             attributed.append(pk)
     else:
-        for pk in claimed:
-            batch = TelemetryBatch.objects.select_related("host__cluster__site").get(pk=pk)
+        for batch in batches:
+            pk = batch.pk
             try:
                 with transaction.atomic():
-                    touched = _attribute_one(batch=batch)
-                    batch.attempts += 1
-                    batch.error = ""
-                    batch.save(update_fields=["gaps", "diagnostics", "attempts", "error"])
+                    touched = _attribute_many(batches=[batch])[pk]
             except Exception as exc:
                 log.exception("attribution failed batch_pk=%d", pk)
                 attempts = batch.attempts + 1
@@ -230,9 +143,9 @@ _LEDGER_COLUMNS = (
 
 
 def _attribute_many(*, batches: list[TelemetryBatch]) -> dict[int, set[tuple[int | None, int | None]]]:
-    """``_attribute_one`` for many batches (caller holds a transaction): same domain calls per
-    batch, same ledger rows, but inputs are read once for all batches and the entries are
-    written with one COPY. Returns touched (job, device) per batch pk."""
+    """Rebuild the ledger entries of these batches (caller holds a transaction): per batch, fill
+    gaps, attribute and carbonize in the pure domain; inputs are read once for all batches and
+    the entries are written with one COPY. Returns touched (job, device) per batch pk."""
     if not batches:
         return {}
     pks = [b.pk for b in batches]

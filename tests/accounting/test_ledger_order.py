@@ -49,3 +49,30 @@ def test_batches_in_any_order_and_repeated_give_identical_rows(client, fleet, se
             TelemetryBatch.objects.filter(pk=pk).update(status="pending")
             batches_attribute(batch_pks=[pk], now=now)
         assert _ledger() == reference
+
+
+def test_a_broken_batch_fails_alone_and_is_retried_then_marked_failed(client, fleet):  # noqa: F811
+    host, gpu0, gpu1, job, start, secret = fleet
+    for seq in (1, 2):
+        payload = batch(hostname=host.hostname, windows=[window(
+            seq=seq, start=start + dt.timedelta(seconds=10 * (seq - 1)),
+            gpus=[gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0)])])
+        assert _post(client, secret, payload).status_code == 202
+    good, bad = TelemetryBatch.objects.order_by("pk").values_list("pk", flat=True)
+    # Corrupt the second batch's stored row the way only a bug could: the mapper must refuse it.
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE telemetry_hostwindow SET quality = 'bogus' WHERE batch_id = %s", [bad])
+    now = dt.datetime.now(dt.UTC)
+    outcome = batches_attribute(batch_pks=[good, bad], now=now)
+    assert outcome.attributed == [good] and outcome.failed == [bad]
+    failed = TelemetryBatch.objects.get(pk=bad)
+    assert (failed.status, failed.attempts) == ("pending", 1)
+    assert "bogus" in failed.error
+    assert LedgerEntry.objects.filter(batch_id=bad).count() == 0
+    for attempt in range(2, 6):
+        batches_attribute(batch_pks=[bad], now=now)
+    failed.refresh_from_db()
+    assert (failed.status, failed.attempts) == ("failed", 5)
+    assert TelemetryBatch.objects.get(pk=good).status == "done"
