@@ -52,7 +52,7 @@ def test_batches_in_any_order_and_repeated_give_identical_rows(client, fleet, se
 
 
 def test_a_broken_batch_fails_alone_and_is_retried_then_marked_failed(client, fleet):  # noqa: F811
-    host, gpu0, gpu1, job, start, secret = fleet
+    host, gpu0, _gpu1, _job, start, secret = fleet
     for seq in (1, 2):
         payload = batch(hostname=host.hostname, windows=[window(
             seq=seq, start=start + dt.timedelta(seconds=10 * (seq - 1)),
@@ -71,7 +71,7 @@ def test_a_broken_batch_fails_alone_and_is_retried_then_marked_failed(client, fl
     assert (failed.status, failed.attempts) == ("pending", 1)
     assert "bogus" in failed.error
     assert LedgerEntry.objects.filter(batch_id=bad).count() == 0
-    for attempt in range(2, 6):
+    for _attempt in range(2, 6):
         batches_attribute(batch_pks=[bad], now=now)
     failed.refresh_from_db()
     assert (failed.status, failed.attempts) == ("failed", 5)
