@@ -7,6 +7,7 @@ within a sane range, and free-form keys are restricted so PostgreSQL never sees 
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import math
 
@@ -251,7 +252,21 @@ class ClusterQuerySerializer(serializers.Serializer):
 # --- jobs: responses -----------------------------------------------------------------------
 
 
-class AllocationOutSerializer(serializers.ModelSerializer):
+class PrebuiltFieldsMixin:
+    """A ModelSerializer builds its fields from the model (introspection, per field kwargs) on
+    every instantiation, i.e. on every response. They depend only on the class and its Meta:
+    build them once per class and hand each instance copies, as DRF does with declared fields."""
+
+    def get_fields(self):
+        cls = type(self)
+        prebuilt = cls.__dict__.get("_prebuilt_fields")
+        if prebuilt is None:
+            prebuilt = super().get_fields()  # type: ignore[misc]
+            cls._prebuilt_fields = prebuilt  # type: ignore[attr-defined]
+        return copy.deepcopy(prebuilt)
+
+
+class AllocationOutSerializer(PrebuiltFieldsMixin, serializers.ModelSerializer):
     host = serializers.CharField(source="device.host.hostname")
     gpu_index = serializers.IntegerField(source="device.index")
     gpu_uuid = serializers.CharField(source="device.uuid")
@@ -267,7 +282,7 @@ class AllocationOutSerializer(serializers.ModelSerializer):
         return obj.device.uuid.startswith(PENDING_UUID_PREFIX)
 
 
-class JobSerializer(serializers.ModelSerializer):
+class JobSerializer(PrebuiltFieldsMixin, serializers.ModelSerializer):
     cluster = serializers.IntegerField(source="cluster_id")
     cluster_slug = serializers.CharField(source="cluster.slug")
     team = serializers.CharField(source="team.slug")

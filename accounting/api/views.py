@@ -36,7 +36,7 @@ from accounting.api.permissions import (
     ScopePermission,
     TokenRateThrottle,
 )
-from accounting.models import ApiToken, Cluster, Job, Team
+from accounting.models import ApiToken, Cluster, Job, JobAllocation, Team
 from accounting.selectors.budgets import (
     budget_check,
     budget_status,
@@ -176,10 +176,10 @@ class ApiView(APIView):
     def visible_jobs(self) -> QuerySet[Job]:
         return job_visible_queryset(token=self.token(), user=self.request.user)
 
-    def job_or_404(self, **kwargs) -> Job:
+    def job_or_404(self, *, with_footprint: bool = True, **kwargs) -> Job:
         visible = self.visible_jobs()
         if "pk" in kwargs:
-            job = job_get_visible(visible=visible, job_id=kwargs["pk"])
+            job = job_get_visible(visible=visible, job_id=kwargs["pk"], with_footprint=with_footprint)
         else:
             query = s.ClusterQuerySerializer(data=self.request.query_params.dict())
             query.is_valid(raise_exception=True)
@@ -191,13 +191,18 @@ class ApiView(APIView):
                 cluster_id = token.cluster_id
             elif cluster_id is None:
                 raise field_error("cluster", "Required unless the token is a scheduler token.")
-            job = job_get_visible(visible=visible, scheduler_job_id=kwargs["scheduler_job_id"], cluster_id=cluster_id)
+            job = job_get_visible(
+                visible=visible, scheduler_job_id=kwargs["scheduler_job_id"], cluster_id=cluster_id,
+                with_footprint=with_footprint,
+            )
         if job is None:
             raise exceptions.NotFound("No such job visible to this token.")
         return job
 
-    def job_response(self, job: Job, *, code: int = status.HTTP_200_OK) -> Response:
-        return Response(s.JobSerializer(job_with_allocations(job=job)).data, status=code)
+    def job_response(
+        self, job: Job, *, code: int = status.HTTP_200_OK, allocations: list[JobAllocation] | None = None
+    ) -> Response:
+        return Response(s.JobSerializer(job_with_allocations(job=job, allocations=allocations)).data, status=code)
 
     def org_id(self) -> int:
         token = self.token()
@@ -262,14 +267,14 @@ class JobCollectionView(ApiView):
         token = self.token()
         assert token is not None
         cluster = self._cluster(token=token, cluster_id=data.get("cluster"))
-        team = Team.objects.filter(org_id=token.org_id, slug=data["team"]).first()
+        team = Team.objects.select_related("org").filter(org_id=token.org_id, slug=data["team"]).first()
         if team is None:
             raise field_error("team", f"No team {data['team']!r} in this organisation.")
         username = data.get("user", "")
         user = get_user_model().objects.filter(username=username).first() if username else None
         try:
             registration = job_register(
-                org=token.org,
+                org=team.org,  # the token's organisation (the team is looked up in it)
                 cluster=cluster,
                 scheduler_job_id=data["scheduler_job_id"],
                 team=team,
@@ -286,8 +291,11 @@ class JobCollectionView(ApiView):
             )
         except JobInputError as exc:
             raise field_error(exc.field, exc.message)
-        code = status.HTTP_201_CREATED if registration.created else status.HTTP_200_OK
-        return self.job_response(registration.job, code=code)
+        if registration.created:  # a new job holds exactly the allocations just created
+            return self.job_response(
+                registration.job, code=status.HTTP_201_CREATED, allocations=registration.allocations
+            )
+        return self.job_response(registration.job)
 
     @staticmethod
     def _cluster(*, token: ApiToken, cluster_id: int | None) -> Cluster:
@@ -392,7 +400,7 @@ class JobEndView(ApiView):
     scopes = WRITE_SCOPES
 
     def post(self, request, **kwargs):
-        job = self.job_or_404(**kwargs)
+        job = self.job_or_404(with_footprint=False, **kwargs)  # the answer does not show it
         body = s.JobEndSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:

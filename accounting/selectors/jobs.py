@@ -122,15 +122,38 @@ def job_with_relations(*, jobs: QuerySet[Job]) -> QuerySet[Job]:
     return jobs.select_related("team", "cluster").prefetch_related(allocations)
 
 
-def job_with_allocations(*, job: Job) -> Job:
-    """The job with its allocations (devices, hosts) loaded in one query, as shown by the API."""
+def job_with_allocations(*, job: Job, allocations: list[JobAllocation] | None = None) -> Job:
+    """The job with its allocations (devices, hosts) loaded in one query, as shown by the API.
+
+    ``allocations``: the job's complete allocation list when the caller holds it already (a
+    job it has just created, devices and hosts loaded); it is shown without reading it back
+    when its order is unambiguous (one host, distinct start and index), else read back."""
     job = Job.objects.select_related("team", "cluster").get(pk=job.pk) if (
         "team" not in job._state.fields_cache or "cluster" not in job._state.fields_cache
     ) else job
     if hasattr(job, "_prefetched_objects_cache"):
         job._prefetched_objects_cache.pop("allocations", None)
+    ordered = _in_shown_order(allocations) if allocations is not None else None
+    if ordered is not None:
+        # As prefetch_related_objects stores a prefetched list: a queryset with its result cache set.
+        shown = job.allocations.all()
+        shown._result_cache = ordered
+        shown._prefetch_done = True  # type: ignore[attr-defined]
+        job.__dict__.setdefault("_prefetched_objects_cache", {})["allocations"] = shown
+        return job
     prefetch_related_objects([job], Prefetch("allocations", queryset=_allocations_shown()))
     return job
+
+
+def _in_shown_order(allocations: list[JobAllocation]) -> list[JobAllocation] | None:
+    """``allocations`` in ``_allocations_shown`` order when Python can sort them exactly as
+    PostgreSQL would (hostnames compare under the database collation: only one host)."""
+    if len({a.device.host_id for a in allocations}) > 1:
+        return None
+    keys = [(a.start, a.device.index) for a in allocations]
+    if len(set(keys)) != len(keys):
+        return None
+    return sorted(allocations, key=lambda a: (a.start, a.device.index))
 
 
 def _allocations_shown() -> QuerySet[JobAllocation]:
@@ -140,10 +163,11 @@ def _allocations_shown() -> QuerySet[JobAllocation]:
 
 
 def job_get_visible(*, visible: QuerySet[Job], job_id: int | None = None, scheduler_job_id: str | None = None,
-                    cluster_id: int | None = None) -> Job | None:
+                    cluster_id: int | None = None, with_footprint: bool = True) -> Job | None:
     """One visible job by internal id, or by the scheduler's id within a cluster (one query:
-    its team, cluster and footprint come joined; allocations are loaded when shown)."""
-    jobs = visible.select_related("team", "cluster", "footprint")
+    its team, cluster and, unless not wanted, footprint come joined; allocations are loaded
+    when shown)."""
+    jobs = visible.select_related("team", "cluster", *(("footprint",) if with_footprint else ()))
     if job_id is not None:
         if not 0 < job_id <= MAX_DB_INT:
             return None

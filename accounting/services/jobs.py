@@ -12,8 +12,10 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
-from django.db.models import Q
+from django.db import connections, router, transaction
+from django.db.models import ForeignKey
+from django.db.models.constants import OnConflict
+from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
 from accounting.models import Cluster, Device, Host, Job, JobAllocation, Organization, Team
@@ -50,51 +52,95 @@ class JobRegistration:
     job: Job
     created: bool
     added_device_ids: list[int] = field(default_factory=list)
+    # The allocations this registration created (for a new job: all it holds), devices loaded.
+    allocations: list[JobAllocation] = field(default_factory=list)
 
 
 def pending_device_uuid(*, hostname: str, index: int) -> str:
     return f"{PENDING_UUID_PREFIX}{hostname}:{index}"
 
 
-def _devices_for_indices(*, host: Host, indices: tuple[int, ...], field_name: str) -> list[Device]:
-    """The devices at ``indices`` on ``host``; placeholders for those the agent has not reported."""
-    found: dict[int, Device] = {}
-    for device in (
-        Device.objects.filter(host=host, index__in=indices).exclude(uuid__startswith="MIG-").order_by("-id")
-    ):
-        found[device.index] = device  # the oldest row per index wins (ordered newest first)
-    devices = []
-    for index in indices:
-        known = found.get(index)
-        if known is not None:
-            devices.append(known)
-            continue
-        device, _ = Device.objects.get_or_create(
-            uuid=pending_device_uuid(hostname=host.hostname, index=index), defaults={"host": host, "index": index}
-        )
-        if device.host_id != host.pk:
-            # The placeholder uuid embeds only the hostname: the same name in two clusters collides.
-            raise JobInputError(field_name, f"host {host.hostname!r} has a pending GPU {index} in another cluster")
-        devices.append(device)
-    return devices
+def _hosts_resolve(*, cluster: Cluster, hostnames: set[str], known: dict[str, Host]) -> dict[str, Host]:
+    """Hosts of ``cluster`` by name, creating the missing ones (concurrent registrations of the
+    same new host are safe: the insert ignores conflicts and the rows are read back)."""
+    hosts = dict(known)
+    missing = hostnames - hosts.keys()
+    if missing:
+        hosts.update((h.hostname, h) for h in Host.objects.filter(cluster=cluster, hostname__in=missing))
+        missing -= hosts.keys()
+    if missing:
+        Host.objects.bulk_create([Host(cluster=cluster, hostname=name) for name in sorted(missing)],
+                                 ignore_conflicts=True)
+        hosts.update((h.hostname, h) for h in Host.objects.filter(cluster=cluster, hostname__in=missing))
+    return hosts
+
+
+def _placeholders_resolve(*, wanted: dict[str, tuple[Host, int]]) -> dict[str, Device]:
+    """Placeholder devices by uuid, creating the missing ones (insert ignoring conflicts, read back)."""
+    Device.objects.bulk_create(
+        [Device(uuid=uuid, host=host, index=index) for uuid, (host, index) in sorted(wanted.items())],
+        ignore_conflicts=True,
+    )
+    return {d.uuid: d for d in Device.objects.filter(uuid__in=list(wanted))}
 
 
 def allocation_devices_resolve(
     *, cluster: Cluster, allocation: list[AllocationSpec], field_prefix: str = "allocation"
 ) -> list[tuple[Device, float]]:
-    """Devices (with the held fraction) named by an allocation, creating hosts and placeholders."""
+    """Devices (with the held fraction) named by an allocation, creating hosts and placeholders.
+
+    Resolves the whole allocation in a few queries (not per item): GPUs named by uuid, then the
+    devices at the named host indices; hosts and placeholder devices (``pending:<host>:<index>``)
+    the agents have not reported yet are created. Errors name the first offending item."""
+    by_uuid: dict[str, Device] = {}
+    uuids = {spec.gpu_uuid for spec in allocation if spec.gpu_uuid}
+    if uuids:
+        by_uuid = {d.uuid: d for d in Device.objects.select_related("host").filter(uuid__in=uuids)}
+    named = [spec for spec in allocation if not spec.gpu_uuid]
+    at_index: dict[tuple[str, int], Device] = {}
+    hosts: dict[str, Host] = {}
+    if named:
+        hostnames = {spec.host for spec in named if spec.host is not None}
+        indices = {index for spec in named for index in spec.gpus}
+        for device in (
+            Device.objects.select_related("host")
+            .filter(host__cluster=cluster, host__hostname__in=hostnames, index__in=indices)
+            .exclude(uuid__startswith="MIG-")
+            .order_by("-id")
+        ):
+            hosts[device.host.hostname] = device.host
+            at_index[(device.host.hostname, device.index)] = device  # the oldest row per index wins
+        unresolved = {(spec.host, index) for spec in named for index in spec.gpus if spec.host is not None} - set(
+            at_index
+        )
+        if not hostnames <= hosts.keys():  # hosts without a device at a named index (or new ones)
+            hosts = _hosts_resolve(cluster=cluster, hostnames=hostnames, known=hosts)
+        if unresolved:
+            wanted = {
+                pending_device_uuid(hostname=name, index=index): (hosts[name], index) for name, index in unresolved
+            }
+            placeholders = _placeholders_resolve(wanted=wanted)
+            for uuid, (host, index) in wanted.items():
+                at_index[(host.hostname, index)] = placeholders[uuid]
     resolved: dict[int, tuple[Device, float]] = {}
     for position, spec in enumerate(allocation):
         where = f"{field_prefix}[{position}]"
         if spec.gpu_uuid:
-            device = Device.objects.select_related("host").filter(uuid=spec.gpu_uuid).first()
-            if device is None or device.host.cluster_id != cluster.pk:
+            known = by_uuid.get(spec.gpu_uuid)
+            if known is None or known.host.cluster_id != cluster.pk:
                 raise JobInputError(f"{where}.gpu_uuid", f"no GPU {spec.gpu_uuid!r} in cluster {cluster.slug!r}")
-            resolved[device.pk] = (device, spec.fraction)
+            resolved[known.pk] = (known, spec.fraction)
             continue
         assert spec.host is not None
-        host, _ = Host.objects.get_or_create(cluster=cluster, hostname=spec.host)
-        for device in _devices_for_indices(host=host, indices=spec.gpus, field_name=f"{where}.gpus"):
+        for index in spec.gpus:
+            device = at_index[(spec.host, index)]
+            host = hosts[spec.host]
+            if device.host_id != host.pk:
+                # The placeholder uuid embeds only the hostname: the same name in two clusters collides.
+                raise JobInputError(
+                    f"{where}.gpus", f"host {spec.host!r} has a pending GPU {index} in another cluster"
+                )
+            device.host = host
             resolved[device.pk] = (device, spec.fraction)
     return list(resolved.values())
 
@@ -105,6 +151,28 @@ def _mark_dirty(*, device_ids: list[int], start: dt.datetime) -> None:
     from accounting.services.ledger import ledger_mark_dirty
 
     ledger_mark_dirty(device_ids=sorted(set(device_ids)), start=start, end=None)
+
+
+def _job_insert_unless_exists(job: Job) -> bool:
+    """``INSERT ... ON CONFLICT DO NOTHING RETURNING id``: one round trip, no savepoint.
+
+    True (and ``job.pk`` set) when the row was inserted; False when a job with the same
+    (cluster, scheduler_job_id) exists (a concurrent insert of the same key is waited for)."""
+    db = router.db_for_write(Job)
+    query = InsertQuery(Job, on_conflict=OnConflict.IGNORE)
+    query.insert_values([f for f in Job._meta.concrete_fields if not f.generated and not f.primary_key], [job])
+    compiler = query.get_compiler(using=db)
+    compiler.returning_fields = [Job._meta.pk]
+    [(sql, params)] = compiler.as_sql()
+    with connections[db].cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    job.pk = row[0]
+    job._state.adding = False
+    job._state.db = db
+    return True
 
 
 @transaction.atomic
@@ -132,39 +200,42 @@ def job_register(
     GPUs, so the union is the job's allocation. An ended job is returned as it is.
     """
     started = started_at or timezone.now()
-    job, created = Job.objects.get_or_create(
+    job = Job(
+        org=org,
         cluster=cluster,
         scheduler_job_id=scheduler_job_id,
-        defaults={
-            "org": org,
-            "team": team,
-            "kind": kind,
-            "family": family,
-            "name": name,
-            "user": user,
-            "username": username or (user.get_username() if user is not None else ""),
-            "started_at": started,
-            "requested_s": requested_s,
-            "model_meta": model_meta or {},
-            "power_cap_w": power_cap_w,
-            "status": Job.Status.RUNNING,
-        },
+        team=team,
+        kind=kind,
+        family=family,
+        name=name,
+        user=user,
+        username=username or (user.get_username() if user is not None else ""),
+        started_at=started,
+        requested_s=requested_s,
+        model_meta=model_meta or {},
+        power_cap_w=power_cap_w,
+        status=Job.Status.RUNNING,
     )
+    created = _job_insert_unless_exists(job)
     if not created:
         # Concurrent prologs of one job serialise here, so allocations are never duplicated
         # (a job just inserted is already locked by this transaction).
-        job = Job.objects.select_for_update().get(pk=job.pk)
+        job = (
+            Job.objects.select_for_update(of=("self",))
+            .select_related("team", "cluster")
+            .get(cluster=cluster, scheduler_job_id=scheduler_job_id)
+        )
     if job.status in ENDED_STATUSES or not allocation:
         return JobRegistration(job=job, created=created)
     devices = allocation_devices_resolve(cluster=cluster, allocation=allocation)
     held = set() if created else set(job.allocations.filter(end__isnull=True).values_list("device_id", flat=True))
     new = [(device, fraction) for device, fraction in devices if device.pk not in held]
-    JobAllocation.objects.bulk_create(
+    allocations = JobAllocation.objects.bulk_create(
         [JobAllocation(job=job, device=device, start=job.started_at, fraction=fraction) for device, fraction in new]
     )
     added = [device.pk for device, _ in new]
     _mark_dirty(device_ids=added, start=job.started_at)
-    return JobRegistration(job=job, created=created, added_device_ids=added)
+    return JobRegistration(job=job, created=created, added_device_ids=added, allocations=allocations)
 
 
 @transaction.atomic
@@ -239,6 +310,47 @@ def _allocation_replace(*, job: Job, allocation: list[AllocationSpec], effective
     _mark_dirty(device_ids=[a.device_id for a in released] + [d.pk for d, _ in added], start=effective_at)
 
 
+def _job_lock(job: Job) -> Job:
+    """The job's row, re-read under a row lock (``SELECT ... FOR UPDATE``). Its team and cluster
+    are taken over from ``job`` when loaded there (they are never changed by a job update)."""
+    locked = Job.objects.select_for_update().get(pk=job.pk)
+    for name in ("team", "cluster"):
+        related = Job._meta.get_field(name)
+        assert isinstance(related, ForeignKey)
+        if related.is_cached(job) and getattr(locked, f"{name}_id") == getattr(job, f"{name}_id"):
+            related.set_cached_value(locked, related.get_cached_value(job))
+    return locked
+
+
+_JOB_END_SQL = """
+WITH past_end AS (
+    SELECT id, device_id, start FROM {allocations}
+    WHERE job_id = %(job)s AND ("end" IS NULL OR "end" > %(ended)s)
+), never_held AS (
+    DELETE FROM {allocations} a USING past_end p WHERE a.id = p.id AND p.start >= %(ended)s
+), clipped AS (
+    UPDATE {allocations} a SET "end" = %(ended)s FROM past_end p WHERE a.id = p.id AND p.start < %(ended)s
+), ended_job AS (
+    UPDATE {jobs} SET status = %(status)s, ended_at = %(ended)s, updated_at = %(now)s WHERE id = %(job)s
+)
+SELECT device_id FROM past_end
+"""
+
+
+def _job_end_write(*, job: Job, status: str, ended: dt.datetime) -> list[int]:
+    """Store the end in one statement: allocations held past ``ended`` (open, or closed later
+    by an update) are clipped to it, or dropped when held only from ``ended`` on, and the
+    job's status, ended_at and updated_at are set (on ``job`` too). Returns the devices of the
+    allocations clipped or dropped."""
+    sql = _JOB_END_SQL.format(allocations=JobAllocation._meta.db_table, jobs=Job._meta.db_table)
+    now = timezone.now()
+    with connections[router.db_for_write(Job)].cursor() as cursor:
+        cursor.execute(sql, {"job": job.pk, "ended": ended, "status": status, "now": now})
+        touched = [device_id for (device_id,) in cursor.fetchall()]
+    job.status, job.ended_at, job.updated_at = status, ended, now
+    return touched
+
+
 @transaction.atomic
 def job_end(*, job: Job, status: str, ended_at: dt.datetime | None = None) -> tuple[Job, bool]:
     """End a job: close its allocations at ``ended_at`` and finalise its footprint.
@@ -247,27 +359,13 @@ def job_end(*, job: Job, status: str, ended_at: dt.datetime | None = None) -> tu
     ``(job, False)``."""
     if status not in ENDED_STATUSES:
         raise JobInputError("exit_state", f"must be one of {', '.join(ENDED_STATUSES)}")
-    job = Job.objects.select_for_update().get(pk=job.pk)
+    job = _job_lock(job)
     if job.status in ENDED_STATUSES:
         return job, False
     ended = ended_at or timezone.now()
     if ended < job.started_at:
         raise JobInputError("ended_at", "must not be before the job's started_at")
-    # Held past the end (open, or closed later by an update): clip to ended_at, or drop when
-    # held only from ended_at on. Both re-attribute from ended_at.
-    past_end = list(
-        job.allocations.filter(Q(end__isnull=True) | Q(end__gt=ended)).values_list("pk", "device_id", "start")
-    )
-    never_held = [pk for pk, _, start in past_end if start >= ended]
-    clipped = [pk for pk, _, start in past_end if start < ended]
-    if never_held:
-        JobAllocation.objects.filter(pk__in=never_held).delete()
-    if clipped:
-        JobAllocation.objects.filter(pk__in=clipped).update(end=ended)
-    touched = [device_id for _, device_id, _ in past_end]
-    job.status = status
-    job.ended_at = ended
-    job.save(update_fields=["status", "ended_at", "updated_at"])
+    touched = _job_end_write(job=job, status=status, ended=ended)
     _mark_dirty(device_ids=touched, start=ended)
     from accounting.services.ledger import job_footprint_finalize
 

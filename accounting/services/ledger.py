@@ -18,6 +18,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -388,16 +389,24 @@ def ledger_mark_dirty(*, device_ids: list[int], start: dt.datetime, end: dt.date
     nudge is sent on commit; attribution rebuilds their entries, so nothing is counted twice."""
     if not device_ids:
         return 0
-    host_ids = list(Device.objects.filter(pk__in=device_ids).values_list("host_id", flat=True).distinct())
-    batches = TelemetryBatch.objects.filter(host_id__in=host_ids, last_end__gt=start).exclude(
-        status=TelemetryBatch.Status.PENDING
-    )
-    if end is not None:
-        batches = batches.filter(first_start__lt=end)
-    pks = list(batches.values_list("pk", flat=True))
+    # One statement (no separate host and batch reads): batches already pending are left as
+    # they are; the ids of those put back to pending come back for the nudge.
+    batch_table = TelemetryBatch._meta.db_table
+    sql = f"""
+        UPDATE {batch_table} SET status = %(pending)s, claimed_at = NULL
+        WHERE host_id IN (SELECT DISTINCT host_id FROM {Device._meta.db_table} WHERE id = ANY(%(devices)s))
+          AND last_end > %(start)s AND status <> %(pending)s
+          {"AND first_start < %(end)s" if end is not None else ""}
+        RETURNING id
+    """
+    params: dict[str, Any] = {
+        "pending": TelemetryBatch.Status.PENDING.value, "devices": list(device_ids), "start": start, "end": end,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        pks = [pk for (pk,) in cursor.fetchall()]
     if not pks:
         return 0
-    TelemetryBatch.objects.filter(pk__in=pks).update(status=TelemetryBatch.Status.PENDING, claimed_at=None)
     transaction.on_commit(lambda: _nudge_many(pks))
     return len(pks)
 
@@ -415,7 +424,10 @@ def _nudge_many(pks: list[int]) -> None:
 
 def job_footprint_finalize(*, job_id: int) -> None:
     """A job ended: recompute its footprint from the ledger and mark it final."""
-    with transaction.atomic(), connection.cursor() as cursor:
+    # Inside a caller's transaction (job_end) no savepoint is needed: an error aborts it anyway.
+    # The lock is taken by its own statement before the rollup, so the rollup's snapshot (READ
+    # COMMITTED: one per statement) sees every ledger entry committed before the lock was granted.
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ROLLUP_LOCK_KEY])
         cursor.execute(_JOB_FOOTPRINT_SQL, [[job_id]])
 
