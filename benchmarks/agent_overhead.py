@@ -9,6 +9,14 @@ Target: agent < 0.5 % of one core and < 60 MB RSS.
 
     .venv/bin/python benchmarks/agent_overhead.py            # 60 s
     .venv/bin/python benchmarks/agent_overhead.py --seconds 10
+    .venv/bin/python benchmarks/agent_overhead.py --cold-bytecode   # see below
+
+Bytecode: a pip-installed agent has its modules compiled to .pyc at install time, and codecarbon's
+site-packages here have theirs. This checkout is an editable install and the dev environment sets
+PYTHONDONTWRITEBYTECODE=1, so without care the agent would compile its own sources at every start
+(≈ 0.04–0.06 s CPU per start here). By default the agent therefore runs with a .pyc cache
+(PYTHONPYCACHEPREFIX under the run's temp dir) warmed by a short run beforehand (against its own
+spool; the sink's count is reset); --cold-bytecode measures the compile-every-start case.
 """
 
 from __future__ import annotations
@@ -53,6 +61,14 @@ class Sink(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+def _loadavg() -> str:
+    try:
+        with open("/proc/loadavg") as fh:
+            return " ".join(fh.read().split()[:3])
+    except OSError:
+        return "n/a"
+
+
 def proc_cpu_s(pid: int) -> float | None:
     """utime+stime of a live process from /proc/<pid>/stat."""
     try:
@@ -89,25 +105,44 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--gpus", type=int, default=8)
+    parser.add_argument(
+        "--cold-bytecode",
+        action="store_true",
+        help="no warmed .pyc cache for the agent: it compiles its own modules at start (see the docstring)",
+    )
     args = parser.parse_args()
 
+    load_before = _loadavg()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     work = Path(tempfile.mkdtemp(prefix="clagent-bench-"))
-    cfg = work / "agent.toml"
     gpus = ",\n".join(
         f'  {{model = "H100", workload = "llm_training", job_key = "slurm:{1000 + i // 4}"}}' for i in range(args.gpus)
     )
-    cfg.write_text(
-        f'server_url = "http://127.0.0.1:{httpd.server_address[1]}"\ntoken = "bench"\nhostname = "bench-host"\n'
-        f'tick_s = 1.0\nwindow_s = 10.0\nbackend = "sim"\nspool_dir = "{work / "spool"}"\n'
-        f'proc_root = "{work / "proc"}"\nlog_level = "WARNING"\nsim_gpus = [\n{gpus}\n]\n'
-    )
+
+    def write_config(name: str) -> Path:
+        cfg = work / f"{name}.toml"
+        cfg.write_text(
+            f'server_url = "http://127.0.0.1:{httpd.server_address[1]}"\ntoken = "bench"\nhostname = "bench-host"\n'
+            f'tick_s = 1.0\nwindow_s = 10.0\nbackend = "sim"\nspool_dir = "{work / name / "spool"}"\n'
+            f'proc_root = "{work / name / "proc"}"\nlog_level = "WARNING"\nsim_gpus = [\n{gpus}\n]\n'
+        )
+        return cfg
+
+    cfg = write_config("agent")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    agent_env = dict(env)
+    if not args.cold_bytecode:
+        warm_env = {**env, "PYTHONPYCACHEPREFIX": str(work / "pycache")}
+        warm_env.pop("PYTHONDONTWRITEBYTECODE", None)
+        warm_cmd = ["run", "--config", str(write_config("warmup")), "--duration", "1"]
+        subprocess.run([sys.executable, "-m", "telemetry.agent.cli", *warm_cmd], env=warm_env, cwd=ROOT, check=True)
+        Sink.posts = 0
+        agent_env = {**warm_env, "PYTHONDONTWRITEBYTECODE": "1"}
     t0 = time.monotonic()
     agent = subprocess.Popen(
         [sys.executable, "-m", "telemetry.agent.cli", "run", "--config", str(cfg), "--duration", str(args.seconds)],
-        env=env,
+        env=agent_env,
         cwd=ROOT,
     )
     cc = subprocess.Popen(
@@ -129,7 +164,8 @@ def main() -> int:
 
     print(
         f"host: {os.cpu_count()} CPUs, python {sys.version.split()[0]}, measured {args.seconds:.0f} s "
-        f"(both running side by side, {wall:.1f} s wall incl. start-up)"
+        f"(both running side by side, {wall:.1f} s wall incl. start-up); load average before/after: "
+        f"{load_before} / {_loadavg()}; agent bytecode: {'compiled at start' if args.cold_bytecode else 'warm .pyc'}"
     )
     print(f"{'process':<34}{'CPU s':>8}{'% of 1 core':>13}{'steady %':>10}{'peak RSS MB':>13}")
     rows = {}
@@ -166,6 +202,8 @@ def main() -> int:
                 "codecarbon_cpu_pct": round(c[1], 3),
                 "codecarbon_steady_cpu_pct": None if "codecarbon" not in steady else round(steady["codecarbon"], 3),
                 "codecarbon_rss_mb": round(c[2], 1),
+                "agent_bytecode": "cold" if args.cold_bytecode else "warm",
+                "loadavg_before": load_before,
             }
         )
     )

@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from telemetry.agent import __version__
 from telemetry.agent.config import AgentConfig
@@ -17,9 +17,11 @@ from telemetry.agent.gpu import NvmlReader
 from telemetry.agent.host import HostPower, IpmiWall, RedfishWall
 from telemetry.agent.jobs import JobMapper
 from telemetry.agent.log import kv
-from telemetry.agent.sender import Sender
 from telemetry.agent.spool import Spool
 from telemetry.agent.window import WindowBuilder, iso_utc
+
+if TYPE_CHECKING:
+    from telemetry.agent.sender import Sender  # imported when a server_url is set (urllib, ssl, gzip)
 
 logger = logging.getLogger("carbonledger.agent")
 
@@ -84,6 +86,8 @@ class Agent:
         self.builder = WindowBuilder()
         self.sender: Sender | None = None
         if config.server_url:
+            from telemetry.agent.sender import Sender
+
             self.sender = Sender(
                 self.spool,
                 server_url=config.server_url,
@@ -198,8 +202,14 @@ class Agent:
         )
         self.write_status()
         if self.sender is not None:
+            # close_window wakes the sender for every window it spools; the idle poll is only a
+            # safety net, so once a window (>= 1 s) rather than every second.
             self._sender_thread = threading.Thread(
-                target=self.sender.run, args=(self.stop_event,), name=f"sender-{self.config.hostname}", daemon=True
+                target=self.sender.run,
+                args=(self.stop_event,),
+                kwargs={"idle_wait_s": max(1.0, self.config.window_s)},
+                name=f"sender-{self.config.hostname}",
+                daemon=True,
             )
             self._sender_thread.start()
 
@@ -233,6 +243,8 @@ class Agent:
         except Exception as exc:  # a failing device must not stop the flush below
             kv(logger, logging.WARNING, "final_tick_failed", error=str(exc))
         if self._sender_thread is not None:
+            if self.sender is not None:
+                self.sender.wake.set()  # out of its idle wait now, whether or not a window closed
             self._sender_thread.join(timeout=5.0)
             if self.sender is not None and self.config.shutdown_flush_s > 0:
                 flush_stop = threading.Event()

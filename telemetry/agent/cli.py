@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from typing import Any
@@ -16,6 +14,8 @@ from typing import Any
 from telemetry.agent import __version__
 from telemetry.agent.config import ConfigError, load_config
 from telemetry.agent.log import kv, setup_logging
+
+# json and tempfile are imported by the subcommands that use them (status, probe, simulate).
 
 logger = logging.getLogger("carbonledger.agent.cli")
 
@@ -95,6 +95,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
     from telemetry.agent.spool import Spool
 
     config = load_config(args.config, overrides=_config_overrides(args))
@@ -122,6 +124,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    import json
+
     from telemetry.agent.agent import build_host_power, load_nvml
     from telemetry.agent.gpu import NvmlReader
     from telemetry.agent.jobs import JobMapper
@@ -192,6 +196,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    import json
+    import tempfile
+
     from telemetry.agent.fleet import FleetError, load_fleet, parse_fleet, run_fleet
 
     setup_logging(args.log_level or "INFO")

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import base64
-import csv
-import importlib.util
-import json
 import logging
 import os
 import re
-import shlex
-import ssl
-import subprocess
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ssl
+
+# csv/importlib.util (TDP table), subprocess/shlex (IPMI), base64/ssl/urllib/json (Redfish) are
+# imported where used: a host with RAPL or a configured TDP and no BMC never loads them.
 
 from telemetry.agent.energy import rapl_delta_uj
 from telemetry.agent.log import kv
@@ -103,6 +102,8 @@ class RaplReader:
 
 def codecarbon_cpu_table_path() -> Path | None:
     """codecarbon's cpu_power.csv, located without importing codecarbon (it pulls in pandas)."""
+    import importlib.util
+
     spec = importlib.util.find_spec("codecarbon")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -122,6 +123,8 @@ def lookup_cpu_tdp_w(cpu_model: str, table: Path | None) -> float | None:
     contiguously in the model string ("Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz" -> "Xeon Gold 6248")."""
     if table is None or not cpu_model:
         return None
+    import csv
+
     model = " " + " ".join(_tokens(cpu_model)) + " "
     best: tuple[int, float] | None = None
     with table.open(newline="", encoding="utf-8-sig") as fh:
@@ -221,10 +224,14 @@ def parse_ipmi_dcmi(output: str) -> float | None:
 
 class IpmiWall:
     def __init__(self, command: str, timeout_s: float = 5.0) -> None:
+        import shlex
+
         self.argv = shlex.split(command)
         self.timeout_s = timeout_s
 
     def power_w(self) -> float | None:
+        import subprocess
+
         try:
             result = subprocess.run(self.argv, capture_output=True, text=True, timeout=self.timeout_s, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -243,6 +250,12 @@ class IpmiWall:
         return watts
 
 
+def _ssl_context(ca_file: str) -> ssl.SSLContext:
+    import ssl as ssl_mod
+
+    return ssl_mod.create_default_context(cafile=ca_file or None)
+
+
 class RedfishWall:
     """GET <redfish_url> (a Chassis Power resource) -> PowerControl[0].PowerConsumedWatts."""
 
@@ -253,11 +266,16 @@ class RedfishWall:
         self.timeout_s = timeout_s
         self.headers = {"Accept": "application/json"}
         if user:
+            import base64
+
             token = base64.b64encode(f"{user}:{password}".encode()).decode()
             self.headers["Authorization"] = f"Basic {token}"
-        self.context = ssl.create_default_context(cafile=ca_file or None) if url.startswith("https") else None
+        self.context = _ssl_context(ca_file) if url.startswith("https") else None
 
     def power_w(self) -> float | None:
+        import json
+        import urllib.request
+
         request = urllib.request.Request(self.url, headers=self.headers)  # noqa: S310 (scheme checked in __init__)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s, context=self.context) as resp:  # noqa: S310
@@ -302,7 +320,9 @@ class HostPower:
             tdp = cpu_tdp_w
             tdp_source = "config"
             if tdp is None:
-                tdp = lookup_cpu_tdp_w(self.cpu_model_name, codecarbon_cpu_table_path())
+                # The table is located (never imported) only when there is a model name to look up.
+                table = codecarbon_cpu_table_path() if self.cpu_model_name else None
+                tdp = lookup_cpu_tdp_w(self.cpu_model_name, table)
                 tdp_source = "codecarbon_table"
             if tdp is None:
                 tdp, tdp_source = default_cpu_tdp_w, "default"

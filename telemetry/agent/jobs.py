@@ -95,8 +95,22 @@ class JobMapper:
         except OSError:
             return None
 
+    def _read_stat(self, pid: int) -> bytes | None:
+        # Read every tick for every GPU process: one os.read (a stat line is a few hundred
+        # bytes) rather than a buffered file object.
+        try:
+            fd = os.open(os.path.join(self.proc_root, str(pid), "stat"), os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            return os.read(fd, 4096)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
     def _start_time(self, pid: int) -> str | None:
-        raw = self._read(pid, "stat")
+        raw = self._read_stat(pid)
         if raw is None:
             return None
         # Field 22 (starttime) after the parenthesised comm, which may contain spaces.

@@ -3,7 +3,11 @@
 It raises pynvml's own error classes (``pynvml.NVMLError(code)`` builds the matching subclass)
 and returns pynvml's own ctypes structs, so ``telemetry.agent.gpu.NvmlReader`` runs unchanged.
 The energy counter integrates the very power the device reports, in 100 ms steps (NVML's own
-update period), so counter deltas and power samples agree the way they do on hardware.
+update period), so counter deltas and power samples agree the way they do on hardware. A read
+that finds n > 1 steps elapsed advances them in one go: the workload's mean activity over those
+steps in closed form (phase fractions, burst counts, noise of a mean), held as the interval's
+power (NVML reports power averaged over its last period too), so the counter still advances by
+exactly power x time and a 1 s tick costs one draw per GPU rather than ten.
 """
 
 from __future__ import annotations
@@ -58,14 +62,40 @@ class Activity:
     mem_frac: float
 
 
+def _phase_s(a: float, b: float, period: float, lo: float, hi: float) -> float:
+    """Seconds of [a, b) (a >= 0) whose phase ``t % period`` lies in [lo, hi)."""
+
+    def upto(x: float) -> float:
+        cycles, rem = divmod(x, period)
+        return cycles * (hi - lo) + min(hi - lo, max(0.0, rem - lo))
+
+    return max(0.0, upto(b) - upto(a))
+
+
+def _binomial(rng: random.Random, n: int, p: float) -> int:
+    if n <= 64:
+        return sum(1 for _ in range(n) if rng.random() < p)
+    return min(n, max(0, round(rng.gauss(n * p, math.sqrt(n * p * (1.0 - p))))))
+
+
 class Workload:
-    """Per-step activity of a workload family; ``t`` is seconds since the job started."""
+    """Per-step activity of a workload family; ``t`` is seconds since the job started.
+
+    ``mean`` is the average activity over ``n`` consecutive 100 ms steps from ``t`` (what
+    ``n`` calls of ``step`` would average to, noise of the mean included), in closed form."""
 
     name = "idle"
     busy = False
+    _HALF_NORMAL_MEAN = 1.0 / math.sqrt(2.0 * math.pi)  # E[max(0, X)] / sigma, X ~ N(0, sigma)
+    _HALF_NORMAL_SD = math.sqrt(0.5 - 1.0 / (2.0 * math.pi))  # its standard deviation / sigma
 
     def step(self, t: float, wall_s: float, rng: random.Random) -> Activity:
         return Activity(max(0.0, rng.gauss(0.0, 0.005)), 0.0, 0.0, 0.005)
+
+    def mean(self, t: float, wall_s: float, n: int, step_s: float, rng: random.Random) -> Activity:
+        sigma = 0.005
+        frac = sigma * self._HALF_NORMAL_MEAN + rng.gauss(0.0, sigma * self._HALF_NORMAL_SD / math.sqrt(n))
+        return Activity(max(0.0, frac), 0.0, 0.0, 0.005)
 
 
 class LlmTraining(Workload):
@@ -81,6 +111,20 @@ class LlmTraining(Workload):
         if t % self.step_s < 0.2:
             return Activity(0.70 + rng.gauss(0, 0.02), 92.0, 30.0, 0.92)
         return Activity(0.93 + rng.gauss(0, 0.02), 99.0, 42.0 + rng.gauss(0, 2), 0.92)
+
+    def mean(self, t, wall_s, n, step_s, rng):
+        dur = n * step_s
+        every = self.checkpoint_every_s
+        ck = _phase_s(t, t + dur, every, every - self.checkpoint_s, every) / dur
+        dip = _phase_s(t, t + dur, self.step_s, 0.0, 0.2) / dur * (1.0 - ck)
+        comp = max(0.0, 1.0 - ck - dip)
+        noise = math.sqrt((ck * 0.01**2 + (dip + comp) * 0.02**2) / n)
+        return Activity(
+            ck * 0.12 + dip * 0.70 + comp * 0.93 + rng.gauss(0, noise),
+            ck * 3.0 + dip * 92.0 + comp * 99.0,
+            ck * 2.0 + dip * 30.0 + comp * 42.0 + rng.gauss(0, 2.0 * math.sqrt(comp / n)),
+            0.92,
+        )
 
 
 class LlmInference(Workload):
@@ -99,6 +143,38 @@ class LlmInference(Workload):
             return Activity(0.85 + rng.gauss(0, 0.03), 100.0, 30.0, 0.85)
         return Activity(0.30 + 0.30 * load + rng.gauss(0, 0.02), 60.0 + 35.0 * load, 50.0 + 35.0 * load, 0.85)
 
+    def mean(self, t, wall_s, n, step_s, rng):
+        # The same burst chain as ``step``, walked a run at a time: the steps before the next
+        # burst starts are geometric with the per-step start probability.
+        load = daily_load(wall_s)
+        p = 0.25 * load
+        left, bursts = n, 0
+        while left > 0:
+            if self.burst_left > 0:
+                k = min(self.burst_left, left)
+                self.burst_left -= k
+                bursts += k
+                left -= k
+                continue
+            if p <= 0.0:
+                quiet = left
+            elif p >= 1.0:
+                quiet = 0
+            else:
+                quiet = int(math.log(1.0 - rng.random()) / math.log(1.0 - p))
+            left -= min(quiet, left)
+            if left > 0:
+                self.burst_left = rng.randint(1, 3)
+        b = bursts / n
+        q = 1.0 - b
+        noise = math.sqrt((b * 0.03**2 + q * 0.02**2) / n)
+        return Activity(
+            b * 0.85 + q * (0.30 + 0.30 * load) + rng.gauss(0, noise),
+            b * 100.0 + q * (60.0 + 35.0 * load),
+            b * 30.0 + q * (50.0 + 35.0 * load),
+            0.85,
+        )
+
 
 class MoeInference(Workload):
     """Like dense inference but burstier (expert routing imbalance) and lower average SM use;
@@ -112,6 +188,18 @@ class MoeInference(Workload):
             return Activity(0.75 + rng.gauss(0, 0.05), 95.0, 35.0, 0.93)
         return Activity(0.25 + 0.25 * load + rng.gauss(0, 0.06), 45.0 + 40.0 * load, 55.0 + 30.0 * load, 0.93)
 
+    def mean(self, t, wall_s, n, step_s, rng):
+        load = daily_load(wall_s)
+        b = _binomial(rng, n, 0.2 * load) / n
+        q = 1.0 - b
+        noise = math.sqrt((b * 0.05**2 + q * 0.06**2) / n)
+        return Activity(
+            b * 0.75 + q * (0.25 + 0.25 * load) + rng.gauss(0, noise),
+            b * 95.0 + q * (45.0 + 40.0 * load),
+            b * 35.0 + q * (55.0 + 30.0 * load),
+            0.93,
+        )
+
 
 class RecsysTraining(Workload):
     """Embedding lookups dominate: memory-bound (high memory utilisation, moderate SM), with an
@@ -124,6 +212,17 @@ class RecsysTraining(Workload):
             return Activity(0.30 + rng.gauss(0, 0.02), 35.0, 50.0, 0.75)
         return Activity(0.55 + rng.gauss(0, 0.03), 55.0 + rng.gauss(0, 5), 85.0 + rng.gauss(0, 3), 0.75)
 
+    def mean(self, t, wall_s, n, step_s, rng):
+        dur = n * step_s
+        ev = _phase_s(t, t + dur, 300.0, 290.0, 300.0) / dur
+        tr = 1.0 - ev
+        return Activity(
+            ev * 0.30 + tr * 0.55 + rng.gauss(0, math.sqrt((ev * 0.02**2 + tr * 0.03**2) / n)),
+            ev * 35.0 + tr * 55.0 + rng.gauss(0, 5.0 * math.sqrt(tr / n)),
+            ev * 50.0 + tr * 85.0 + rng.gauss(0, 3.0 * math.sqrt(tr / n)),
+            0.75,
+        )
+
 
 class RecsysInference(Workload):
     name, busy = "recsys_inference", True
@@ -131,6 +230,12 @@ class RecsysInference(Workload):
     def step(self, t, wall_s, rng):
         load = daily_load(wall_s)
         return Activity(0.25 + 0.20 * load + rng.gauss(0, 0.02), 25.0 + 20.0 * load, 60.0 + 25.0 * load, 0.6)
+
+    def mean(self, t, wall_s, n, step_s, rng):
+        load = daily_load(wall_s)
+        return Activity(
+            0.25 + 0.20 * load + rng.gauss(0, 0.02 / math.sqrt(n)), 25.0 + 20.0 * load, 60.0 + 25.0 * load, 0.6
+        )
 
 
 WORKLOADS: dict[str, type[Workload]] = {
@@ -335,13 +440,17 @@ class FakeNvml:
         mig_scale = 1.0
         if dev.mig:
             mig_scale = sum(m.slices for m in dev.mig if m.job_key) / 7.0
-        for _ in range(n):
-            act = dev.workload.step(dev.t_mono - dev.job_start_mono, self._wall(dev.t_mono), dev.rng)
-            frac = min(1.0, max(0.0, act.power_frac)) * mig_scale
-            dev.power_w = min(model.max_w, max(0.0, model.idle_w + span * frac + dev.rng.gauss(0, 0.3)))
-            dev.activity = act
-            dev.counter_mj = (dev.counter_mj + dev.power_w * STEP_S * 1000.0) % 2**64
-            dev.t_mono += STEP_S
+        t, wall = dev.t_mono - dev.job_start_mono, self._wall(dev.t_mono)
+        if n == 1:
+            act = dev.workload.step(t, wall, dev.rng)
+        else:  # n steps in one go: their mean activity, held as the interval's power
+            act = dev.workload.mean(t, wall, n, STEP_S, dev.rng)
+        frac = min(1.0, max(0.0, act.power_frac)) * mig_scale
+        noise_w = dev.rng.gauss(0, 0.3 / math.sqrt(n))
+        dev.power_w = min(model.max_w, max(0.0, model.idle_w + span * frac + noise_w))
+        dev.activity = act
+        dev.counter_mj = (dev.counter_mj + dev.power_w * n * STEP_S * 1000.0) % 2**64
+        dev.t_mono += n * STEP_S
 
     # -- pynvml surface ----------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
@@ -359,8 +468,11 @@ class FakeNvml:
         self._check()
         if not isinstance(handle, SimGpu):
             raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-        with self._lock:
-            self._advance(handle, self._clock())
+        now = self._clock()
+        # Most calls of a sample land within the same 100 ms step: nothing to advance, no lock.
+        if now - handle.t_mono >= STEP_S - 1e-9 * STEP_S:
+            with self._lock:
+                self._advance(handle, now)
         return handle
 
     def nvmlInit(self) -> None:
@@ -432,13 +544,12 @@ class FakeNvml:
         dev = self._dev(handle)
         if dev.mig:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
-        out = pynvml.c_nvmlUtilization_t()
-        out.gpu = round(min(100.0, max(0.0, dev.activity.util_pct)))
-        out.memory = round(min(100.0, max(0.0, dev.activity.mem_util_pct)))
-        return out
+        act = dev.activity
+        return pynvml.c_nvmlUtilization_t(
+            round(min(100.0, max(0.0, act.util_pct))), round(min(100.0, max(0.0, act.mem_util_pct)))
+        )
 
     def nvmlDeviceGetMemoryInfo(self, handle: Any, version: Any = None) -> Any:
-        out = pynvml.c_nvmlMemory_t()
         if isinstance(handle, SimMig):
             self._check()
             total = handle.parent.model.mem_gib * 2**30 * handle.slices // 8
@@ -447,8 +558,7 @@ class FakeNvml:
             dev = self._dev(handle)
             total = dev.model.mem_gib * 2**30
             used = int(total * min(1.0, dev.activity.mem_frac)) if dev.processes or not dev.workload.busy else 0
-        out.total, out.used, out.free = total, used, total - used
-        return out
+        return pynvml.c_nvmlMemory_t(total, total - used, used)  # fields: total, free, used
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[Any]:
         if isinstance(handle, SimMig):
@@ -459,13 +569,13 @@ class FakeNvml:
             dev = self._dev(handle)
             procs = [p for p in dev.processes if p.mig_uuid is None]
             per = int(dev.model.mem_gib * 2**30 * dev.activity.mem_frac / max(1, len(procs)))
-        out = []
-        for p in procs:
-            info = pynvml.c_nvmlProcessInfo_v3_t()
-            info.pid, info.usedGpuMemory = p.pid, per
-            info.gpuInstanceId = info.computeInstanceId = 0xFFFFFFFF
-            out.append(pynvml.nvmlStructToFriendlyObject(info))
-        return out
+        # What pynvml returns: its c_nvmlProcessInfo_v3_t as an nvmlFriendlyObject (built directly).
+        return [
+            pynvml.nvmlFriendlyObject(
+                {"pid": p.pid, "usedGpuMemory": per, "gpuInstanceId": 0xFFFFFFFF, "computeInstanceId": 0xFFFFFFFF}
+            )
+            for p in procs
+        ]
 
     def nvmlDeviceGetProcessUtilization(self, handle: Any, timeStamp: int) -> list[Any]:
         dev = self._dev(handle)
@@ -473,14 +583,10 @@ class FakeNvml:
         if not dev.processes or now_us <= timeStamp:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
         share = dev.activity.util_pct / len(dev.processes)
-        out = []
-        for p in dev.processes:
-            s = pynvml.c_nvmlProcessUtilizationSample_t()
-            s.pid, s.timeStamp = p.pid, now_us
-            s.smUtil = round(min(100.0, share))
-            s.memUtil = round(dev.activity.mem_util_pct / len(dev.processes))
-            out.append(s)
-        return out
+        sm = round(min(100.0, share))
+        mem = round(dev.activity.mem_util_pct / len(dev.processes))
+        # fields: pid, timeStamp, smUtil, memUtil (encUtil, decUtil left 0)
+        return [pynvml.c_nvmlProcessUtilizationSample_t(p.pid, now_us, sm, mem) for p in dev.processes]
 
 
 class SimHostPower:
