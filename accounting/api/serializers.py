@@ -281,6 +281,35 @@ class AllocationOutSerializer(PrebuiltFieldsMixin, serializers.ModelSerializer):
     def get_pending_device(self, obj: JobAllocation) -> bool:
         return obj.device.uuid.startswith(PENDING_UUID_PREFIX)
 
+    def to_representation(self, instance: JobAllocation) -> dict:
+        # Hot path (every job response): the declared fields above define the schema; building
+        # and deep-copying them per response cost more than the request's queries. Same output.
+        return _allocation_out(instance)
+
+
+_DATETIME = serializers.DateTimeField()  # DRF's rendering (current time zone, "Z" for UTC)
+
+
+def _datetime(value: dt.datetime | None) -> str | None:
+    return None if value is None else _DATETIME.to_representation(value)
+
+
+def _float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def _allocation_out(a: JobAllocation) -> dict:
+    device = a.device
+    return {
+        "host": str(device.host.hostname),
+        "gpu_index": int(device.index),
+        "gpu_uuid": str(device.uuid),
+        "pending_device": device.uuid.startswith(PENDING_UUID_PREFIX),
+        "fraction": float(a.fraction),
+        "start": _datetime(a.start),
+        "end": _datetime(a.end),
+    }
+
 
 class JobSerializer(PrebuiltFieldsMixin, serializers.ModelSerializer):
     cluster = serializers.IntegerField(source="cluster_id")
@@ -300,6 +329,34 @@ class JobSerializer(PrebuiltFieldsMixin, serializers.ModelSerializer):
             "status", "started_at", "ended_at", "requested_s", "power_cap_w", "model_meta", "units",
             "primary_unit", "quality_metric", "quality_value", "allocations", "created_at", "updated_at",
         ]
+
+    def to_representation(self, job: Job) -> dict:
+        # As the fields declared above render it (they define the schema), without building
+        # them per response: ModelSerializer field construction dominated the job endpoints.
+        return {
+            "id": int(job.pk),
+            "scheduler_job_id": str(job.scheduler_job_id),
+            "cluster": int(job.cluster_id),
+            "cluster_slug": str(job.cluster.slug),
+            "team": str(job.team.slug),
+            "user": str(job.username),
+            "name": str(job.name),
+            "kind": str(job.kind),
+            "family": str(job.family),
+            "status": str(job.status),
+            "started_at": _datetime(job.started_at),
+            "ended_at": _datetime(job.ended_at),
+            "requested_s": _float(job.requested_s),
+            "power_cap_w": _float(job.power_cap_w),
+            "model_meta": None if job.model_meta is None else {str(k): v for k, v in job.model_meta.items()},
+            "units": None if job.units is None else {str(k): float(v) for k, v in job.units.items()},
+            "primary_unit": str(job.primary_unit),
+            "quality_metric": str(job.quality_metric),
+            "quality_value": _float(job.quality_value),
+            "allocations": [_allocation_out(a) for a in job.allocations.all()],
+            "created_at": _datetime(job.created_at),
+            "updated_at": _datetime(job.updated_at),
+        }
 
 
 class EnergyBreakdownSerializer(serializers.Serializer):

@@ -7,7 +7,8 @@ service or selector, shape the answer. Scope rules live in ``accounting.api.perm
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
-from django.db.models import QuerySet
+from django.db import connections, router, transaction
+from django.db.models import Model, QuerySet
 from django.http import JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -36,7 +37,7 @@ from accounting.api.permissions import (
     ScopePermission,
     TokenRateThrottle,
 )
-from accounting.models import ApiToken, Cluster, Job, JobAllocation, Team
+from accounting.models import ApiToken, Cluster, Job, JobAllocation, Organization, Team
 from accounting.selectors.budgets import (
     budget_check,
     budget_status,
@@ -47,6 +48,7 @@ from accounting.selectors.jobs import (
     JobFilters,
     cluster_visible_queryset,
     job_footprint_get,
+    job_get_for_update,
     job_get_visible,
     job_list,
     job_visible_queryset,
@@ -176,10 +178,12 @@ class ApiView(APIView):
     def visible_jobs(self) -> QuerySet[Job]:
         return job_visible_queryset(token=self.token(), user=self.request.user)
 
-    def job_or_404(self, *, with_footprint: bool = True, **kwargs) -> Job:
-        visible = self.visible_jobs()
+    def job_or_404(self, *, with_footprint: bool = True, for_update: bool = False, **kwargs) -> Job:
+        """The visible job named by the URL, else 404. ``for_update``: read with a row lock
+        (call it inside a transaction), without its footprint."""
+        lookup: dict = {}
         if "pk" in kwargs:
-            job = job_get_visible(visible=visible, job_id=kwargs["pk"], with_footprint=with_footprint)
+            lookup["job_id"] = kwargs["pk"]
         else:
             query = s.ClusterQuerySerializer(data=self.request.query_params.dict())
             query.is_valid(raise_exception=True)
@@ -191,10 +195,11 @@ class ApiView(APIView):
                 cluster_id = token.cluster_id
             elif cluster_id is None:
                 raise field_error("cluster", "Required unless the token is a scheduler token.")
-            job = job_get_visible(
-                visible=visible, scheduler_job_id=kwargs["scheduler_job_id"], cluster_id=cluster_id,
-                with_footprint=with_footprint,
-            )
+            lookup.update(scheduler_job_id=kwargs["scheduler_job_id"], cluster_id=cluster_id)
+        if for_update:
+            job = job_get_for_update(token=self.token(), user=self.request.user, **lookup)
+        else:
+            job = job_get_visible(visible=self.visible_jobs(), with_footprint=with_footprint, **lookup)
         if job is None:
             raise exceptions.NotFound("No such job visible to this token.")
         return job
@@ -266,12 +271,21 @@ class JobCollectionView(ApiView):
         data = body.validated_data
         token = self.token()
         assert token is not None
-        cluster = self._cluster(token=token, cluster_id=data.get("cluster"))
-        team = Team.objects.select_related("org").filter(org_id=token.org_id, slug=data["team"]).first()
+        username = data.get("user", "")
+        if token.scope == Scope.SCHEDULER:
+            self._cluster(token=token, cluster_id=data.get("cluster"))  # 403 on another cluster
+        else:
+            cluster = self._cluster(token=token, cluster_id=data.get("cluster"))
+        team, user, token_cluster = _team_user_cluster(
+            org_id=token.org_id, team_slug=data["team"], username=username,
+            cluster_id=token.cluster_id if token.scope == Scope.SCHEDULER else None,
+        )
+        if token.scope == Scope.SCHEDULER:
+            assert token_cluster is not None  # a database constraint of scheduler tokens
+            cluster = token_cluster
         if team is None:
             raise field_error("team", f"No team {data['team']!r} in this organisation.")
-        username = data.get("user", "")
-        user = get_user_model().objects.filter(username=username).first() if username else None
+        assert cluster is not None
         try:
             registration = job_register(
                 org=team.org,  # the token's organisation (the team is looked up in it)
@@ -298,18 +312,60 @@ class JobCollectionView(ApiView):
         return self.job_response(registration.job)
 
     @staticmethod
-    def _cluster(*, token: ApiToken, cluster_id: int | None) -> Cluster:
+    def _cluster(*, token: ApiToken, cluster_id: int | None) -> Cluster | None:
+        """The cluster to register in (``None`` for a scheduler token: its own, loaded with the
+        team); 403/400 when the token may not register there."""
         if token.scope == Scope.SCHEDULER:
             if cluster_id is not None and cluster_id != token.cluster_id:
                 raise exceptions.PermissionDenied("A scheduler token registers jobs of its own cluster only.")
-            assert token.cluster is not None  # a database constraint of scheduler tokens
-            return token.cluster
+            return None
         if cluster_id is None:
             raise field_error("cluster", "Required for admin tokens.")
         cluster = Cluster.objects.filter(pk=cluster_id, site__org_id=token.org_id).first()
         if cluster is None:
             raise field_error("cluster", f"No cluster {cluster_id} in this organisation.")
         return cluster
+
+
+def _team_user_cluster(
+    *, org_id: int, team_slug: str, username: str, cluster_id: int | None
+) -> tuple[Team | None, object | None, Cluster | None]:
+    """The team (with its organisation) of ``org_id`` named ``team_slug``, the user named
+    ``username`` and the cluster ``cluster_id``, each ``None`` when missing: one raw query
+    (three ORM lookups cost several times its round trip on every registration)."""
+    user_model = get_user_model()
+    models: list[tuple[type[Model], str]] = [(Team, "t"), (Organization, "o"), (user_model, "u"), (Cluster, "c")]
+    columns = {model: [f.attname for f in model._meta.concrete_fields] for model, _ in models}
+    select = ", ".join(f'{alias}."{c}"' for model, alias in models for c in columns[model])
+    sql = (
+        f"SELECT {select} FROM (SELECT 1) one "
+        f"LEFT JOIN {Team._meta.db_table} t ON t.org_id = %s AND t.slug = %s "
+        f"LEFT JOIN {Organization._meta.db_table} o ON o.id = t.org_id "
+        f"LEFT JOIN {user_model._meta.db_table} u ON u.{user_model.USERNAME_FIELD} = %s "
+        f"LEFT JOIN {Cluster._meta.db_table} c ON c.id = %s"
+    )
+    db = router.db_for_read(Team)
+    connection = connections[db]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [org_id, team_slug, username or None, cluster_id])
+        row = list(cursor.fetchone())
+    found: dict[type[Model], Model | None] = {}
+    offset = 0
+    for model, _alias in models:
+        values = row[offset: offset + len(columns[model])]
+        offset += len(columns[model])
+        if values[0] is None:  # the primary key: no such row
+            found[model] = None
+            continue
+        for index, concrete in enumerate(model._meta.concrete_fields):
+            col = concrete.get_col(model._meta.db_table)
+            for func in connection.ops.get_db_converters(col) + col.get_db_converters(connection):
+                values[index] = func(values[index], col, connection)
+        found[model] = model.from_db(db, columns[model], values)
+    team = found[Team]
+    if team is not None:
+        team.org = found[Organization]  # type: ignore[attr-defined]
+    return team, found[user_model], found[Cluster]  # type: ignore[return-value]
 
 
 JOB_DETAIL_SCHEMA = {
@@ -400,15 +456,20 @@ class JobEndView(ApiView):
     scopes = WRITE_SCOPES
 
     def post(self, request, **kwargs):
-        job = self.job_or_404(with_footprint=False, **kwargs)  # the answer does not show it
-        body = s.JobEndSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        try:
-            job, _changed = job_end(
-                job=job, status=body.validated_data["exit_state"], ended_at=body.validated_data.get("ended_at")
-            )
-        except JobInputError as exc:
-            raise field_error(exc.field, exc.message)
+        with transaction.atomic():
+            # The visibility check and the row lock are one query; job_end does not re-read.
+            job = self.job_or_404(for_update=True, **kwargs)
+            body = s.JobEndSerializer(data=request.data)
+            body.is_valid(raise_exception=True)
+            try:
+                job, changed = job_end(
+                    job=job, status=body.validated_data["exit_state"], ended_at=body.validated_data.get("ended_at"),
+                    locked=True,
+                )
+            except JobInputError as exc:
+                raise field_error(exc.field, exc.message)
+        if changed:  # job_end loaded the allocations as they are now
+            return Response(s.JobSerializer(job).data)
         return self.job_response(job)
 
 

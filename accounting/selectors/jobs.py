@@ -10,6 +10,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.db import connections, router
 from django.db.models import Prefetch, Q, QuerySet, prefetch_related_objects
 
 from accounting.models import ApiToken, Cluster, Job, JobAllocation, JobFootprint, Membership, Team
@@ -175,6 +176,68 @@ def job_get_visible(*, visible: QuerySet[Job], job_id: int | None = None, schedu
     if scheduler_job_id is None or cluster_id is None or not 0 < cluster_id <= MAX_DB_INT:
         return None
     return jobs.filter(cluster_id=cluster_id, scheduler_job_id=scheduler_job_id).first()
+
+
+def _columns(model) -> list[str]:
+    return [f.attname for f in model._meta.concrete_fields]
+
+
+def job_get_for_update(*, token: ApiToken | None, user, job_id: int | None = None,
+                       scheduler_job_id: str | None = None, cluster_id: int | None = None) -> Job | None:
+    """``job_get_visible`` for a write: the visible job read with ``SELECT ... FOR UPDATE`` (of
+    the job's row only; call it inside a transaction), its team and cluster joined.
+
+    Admin and scheduler tokens (the writers) take one raw query with the same visibility as
+    ``job_visible_queryset``; any other principal goes through that queryset."""
+    if job_id is not None and not 0 < job_id <= MAX_DB_INT:
+        return None
+    if job_id is None and (scheduler_job_id is None or cluster_id is None or not 0 < cluster_id <= MAX_DB_INT):
+        return None
+    if token is None or token.scope not in (ApiToken.Scope.ADMIN, ApiToken.Scope.SCHEDULER):
+        jobs = job_visible_queryset(token=token, user=user).select_for_update(of=("self",))
+        jobs = jobs.select_related("team", "cluster")
+        if job_id is not None:
+            return jobs.filter(pk=job_id).first()
+        assert cluster_id is not None
+        return jobs.filter(cluster_id=cluster_id, scheduler_job_id=scheduler_job_id).first()
+    if token.scope == ApiToken.Scope.SCHEDULER and token.cluster_id is None:
+        return None
+    where = ["j.org_id = %s"]
+    params: list[Any] = [token.org_id]
+    if token.scope == ApiToken.Scope.SCHEDULER:
+        where.append("j.cluster_id = %s")
+        params.append(token.cluster_id)
+    if job_id is not None:
+        where.append("j.id = %s")
+        params.append(job_id)
+    else:
+        where.append("j.cluster_id = %s AND j.scheduler_job_id = %s")
+        params += [cluster_id, scheduler_job_id]
+    job_cols, team_cols, cluster_cols = _columns(Job), _columns(Team), _columns(Cluster)
+    select = ", ".join(
+        [f'j."{c}"' for c in job_cols] + [f't."{c}"' for c in team_cols] + [f'c."{c}"' for c in cluster_cols]
+    )
+    db = router.db_for_write(Job)
+    sql = (
+        f"SELECT {select} FROM {Job._meta.db_table} j "
+        f"JOIN {Team._meta.db_table} t ON t.id = j.team_id JOIN {Cluster._meta.db_table} c ON c.id = j.cluster_id "
+        f"WHERE {' AND '.join(where)} LIMIT 1 FOR UPDATE OF j"
+    )
+    connection = connections[db]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = list(row)
+    for index, concrete in enumerate(Job._meta.concrete_fields):  # e.g. JSON decoding
+        col = concrete.get_col(Job._meta.db_table)
+        for func in connection.ops.get_db_converters(col) + col.get_db_converters(connection):
+            values[index] = func(values[index], col, connection)
+    job = Job.from_db(db, job_cols, values[: len(job_cols)])
+    job.team = Team.from_db(db, team_cols, values[len(job_cols): len(job_cols) + len(team_cols)])
+    job.cluster = Cluster.from_db(db, cluster_cols, values[len(job_cols) + len(team_cols):])
+    return job
 
 
 @dataclass(frozen=True)

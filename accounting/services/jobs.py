@@ -333,44 +333,102 @@ WITH past_end AS (
 ), ended_job AS (
     UPDATE {jobs} SET status = %(status)s, ended_at = %(ended)s, updated_at = %(now)s WHERE id = %(job)s
 )
-SELECT device_id FROM past_end
+SELECT a.device_id, p.id IS NOT NULL, p.start >= %(ended)s,
+       {allocation_columns}, d.uuid, d.index, d.host_id, h.hostname
+FROM {allocations} a
+JOIN {devices} d ON d.id = a.device_id
+JOIN {hosts} h ON h.id = d.host_id
+LEFT JOIN past_end p ON p.id = a.id
+WHERE a.job_id = %(job)s
+ORDER BY a.start, h.hostname, d.index
 """
 
 
-def _job_end_write(*, job: Job, status: str, ended: dt.datetime) -> list[int]:
+def _job_end_write(*, job: Job, status: str, ended: dt.datetime) -> tuple[list[int], list[JobAllocation]]:
     """Store the end in one statement: allocations held past ``ended`` (open, or closed later
     by an update) are clipped to it, or dropped when held only from ``ended`` on, and the
     job's status, ended_at and updated_at are set (on ``job`` too). Returns the devices of the
-    allocations clipped or dropped."""
-    sql = _JOB_END_SQL.format(allocations=JobAllocation._meta.db_table, jobs=Job._meta.db_table)
+    allocations clipped or dropped, and the job's allocations as they are now (devices with
+    uuid, index and hostname loaded), in the order the API shows them."""
+    columns = [f.attname for f in JobAllocation._meta.concrete_fields]
+    sql = _JOB_END_SQL.format(
+        allocations=JobAllocation._meta.db_table, jobs=Job._meta.db_table, devices=Device._meta.db_table,
+        hosts=Host._meta.db_table, allocation_columns=", ".join(f'a."{c}"' for c in columns),
+    )
     now = timezone.now()
-    with connections[router.db_for_write(Job)].cursor() as cursor:
+    db = router.db_for_write(Job)
+    connection = connections[db]
+    converters = {}
+    for index, concrete in enumerate(JobAllocation._meta.concrete_fields):
+        col = concrete.get_col(JobAllocation._meta.db_table)
+        funcs = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+        if funcs:
+            converters[index] = funcs
+    end_index = columns.index("end")
+    touched: list[int] = []
+    allocations: list[JobAllocation] = []
+    with connection.cursor() as cursor:
         cursor.execute(sql, {"job": job.pk, "ended": ended, "status": status, "now": now})
-        touched = [device_id for (device_id,) in cursor.fetchall()]
+        rows = cursor.fetchall()
+    for device_id, held_past, dropped, *rest in rows:
+        if held_past:
+            touched.append(device_id)
+            if dropped:
+                continue
+        values = list(rest[: len(columns)])
+        for index, funcs in converters.items():
+            for func in funcs:
+                values[index] = func(values[index], None, connection)
+        if held_past:
+            values[end_index] = ended
+        uuid, index_, host_id, hostname = rest[len(columns):]
+        allocation = JobAllocation.from_db(db, columns, values)
+        # field names in the model's order
+        device = Device.from_db(db, ["id", "host_id", "uuid", "index"], [device_id, host_id, uuid, index_])
+        device.host = Host.from_db(db, ["id", "hostname"], [host_id, hostname])
+        allocation.device = device
+        allocations.append(allocation)
     job.status, job.ended_at, job.updated_at = status, ended, now
-    return touched
+    return touched, allocations
 
 
-@transaction.atomic
-def job_end(*, job: Job, status: str, ended_at: dt.datetime | None = None) -> tuple[Job, bool]:
-    """End a job: close its allocations at ``ended_at`` and finalise its footprint.
-
-    Idempotent: ending an ended job changes nothing (the first end wins) and returns
-    ``(job, False)``."""
-    if status not in ENDED_STATUSES:
-        raise JobInputError("exit_state", f"must be one of {', '.join(ENDED_STATUSES)}")
-    job = _job_lock(job)
+@transaction.atomic(savepoint=False)
+def _job_end_locked(*, job: Job, status: str, ended_at: dt.datetime | None) -> tuple[Job, bool]:
     if job.status in ENDED_STATUSES:
         return job, False
     ended = ended_at or timezone.now()
     if ended < job.started_at:
         raise JobInputError("ended_at", "must not be before the job's started_at")
-    touched = _job_end_write(job=job, status=status, ended=ended)
+    touched, allocations = _job_end_write(job=job, status=status, ended=ended)
     _mark_dirty(device_ids=touched, start=ended)
     from accounting.services.ledger import job_footprint_finalize
 
     job_footprint_finalize(job_id=job.pk)
+    # As prefetch_related_objects stores a list (the API shows them without reading them back).
+    shown = job.allocations.all()
+    shown._result_cache = allocations
+    shown._prefetch_done = True  # type: ignore[attr-defined]
+    job.__dict__.setdefault("_prefetched_objects_cache", {})["allocations"] = shown
     return job, True
+
+
+def job_end(
+    *, job: Job, status: str, ended_at: dt.datetime | None = None, locked: bool = False
+) -> tuple[Job, bool]:
+    """End a job: close its allocations at ``ended_at`` and finalise its footprint.
+
+    Idempotent: ending an ended job changes nothing (the first end wins) and returns
+    ``(job, False)``. ``locked``: the caller has read ``job`` with ``SELECT ... FOR UPDATE``
+    in its current transaction (no second read; errors then abort that transaction). The
+    ended job comes back with its allocations, as they are now, loaded."""
+    if status not in ENDED_STATUSES:
+        raise JobInputError("exit_state", f"must be one of {', '.join(ENDED_STATUSES)}")
+    if locked:
+        if not transaction.get_connection(router.db_for_write(Job)).in_atomic_block:
+            raise RuntimeError("job_end(locked=True) needs the caller's transaction that holds the row lock")
+        return _job_end_locked(job=job, status=status, ended_at=ended_at)
+    with transaction.atomic():
+        return _job_end_locked(job=_job_lock(job), status=status, ended_at=ended_at)
 
 
 @transaction.atomic
