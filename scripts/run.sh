@@ -21,11 +21,8 @@ log "loading carbon factors (grid intensity, hardware catalog, embodied carbon)"
 .venv/bin/python manage.py load_factors
 log "creating the demo organisation and fleet"
 .venv/bin/python manage.py demo_setup --server-url "http://127.0.0.1:$PORT" --window-s 10 | tee var/demo-login.txt
-if [[ ! -f var/.history-seeded ]]; then
-    log "seeding 30 days of history beside the live data"
-    .venv/bin/python manage.py seed_history --org acme --gpus 40 --jobs 400 --days 30 --seed 1
-    touch var/.history-seeded
-fi
+log "seeding 30 days of history beside the live data (once per database)"
+.venv/bin/python manage.py seed_history --org acme --gpus 40 --jobs 400 --days 30 --seed 1 --skip-if-seeded
 
 PIDS=()
 cleanup() {

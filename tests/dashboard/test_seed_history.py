@@ -54,3 +54,7 @@ def test_seed_is_deterministic_and_consistent():
     assert m.CarbonBudget.objects.filter(team__org=org).count() == 6
     with pytest.raises(CommandError, match="already has seeded sites"):
         call_command("seed_history", "--org", "seed-a", *ARGS)
+    # The run command re-runs it on every start: then it changes nothing and succeeds.
+    call_command("seed_history", "--org", "seed-a", "--skip-if-seeded", *ARGS)
+    again = _sums("seed-a")
+    assert (again["jobs"], again["statuses"], again["dh"]["n"]) == (a["jobs"], a["statuses"], a["dh"]["n"])
