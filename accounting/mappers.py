@@ -204,12 +204,6 @@ def previous_windows_for_many(
     return out
 
 
-def allocations_covering(*, device_ids: list[int], start: dt.datetime, end: dt.datetime) -> list[Allocation]:
-    """Every allocation of these devices overlapping [start, end); filter per batch with
-    ``allocations_within`` (same predicate as ``allocations_for``)."""
-    return allocations_for(device_ids=device_ids, start=start, end=end)
-
-
 def allocations_within(allocations: list[Allocation], *, device_ids: set[int], start: dt.datetime,
                        end: dt.datetime) -> list[Allocation]:
     return [a for a in allocations

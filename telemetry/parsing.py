@@ -8,8 +8,6 @@ the offending field with its JSON path, e.g. ``windows[3].gpus[1].energy_j``.
 from __future__ import annotations
 
 import datetime as dt
-import gzip
-import json
 import math
 import uuid
 import zlib
@@ -49,10 +47,6 @@ def decompress(*, body: bytes, encoding: str, max_bytes: int) -> bytes:
     if not inflater.eof:
         raise BatchError(400, "body", "truncated gzip data")
     return out
-
-
-def gzip_json(payload: Any) -> bytes:
-    return gzip.compress(json.dumps(payload, separators=(",", ":")).encode("utf-8"), compresslevel=5)
 
 
 @dataclass(slots=True)

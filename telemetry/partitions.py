@@ -71,8 +71,3 @@ def drop_expired_partitions(*, today: dt.date, retention_days: int) -> list[str]
     if dropped:
         log.info("retention dropped=%d partitions cutoff=%s", len(dropped), cutoff)
     return dropped
-
-
-def forget_known_partitions() -> None:
-    """For tests that recreate the database: forget the per-process cache."""
-    _known.clear()

@@ -29,7 +29,7 @@ from accounting.domain.carbon import carbonize
 from accounting.domain.energy import fill_gaps
 from accounting.domain.types import METHOD_VERSION, GpuWindowIn
 from accounting.mappers import (
-    allocations_covering,
+    allocations_for,
     allocations_within,
     embodied_rates_for,
     gpu_windows_for_batches,
@@ -190,7 +190,7 @@ def _attribute_many(*, batches: list[TelemetryBatch]) -> dict[int, set[tuple[int
         site_devices = sorted({d for item in items for d in devices_by_batch[item[0].pk]})
         lookups = factor_lookups_for_site(site=site, start=start, end=end)
         rates = embodied_rates_for(device_ids=site_devices, site=site)
-        site_allocations = allocations_covering(device_ids=site_devices, start=start, end=end)
+        site_allocations = allocations_for(device_ids=site_devices, start=start, end=end)
         for batch, filled, gaps, window_start in items:
             device_ids = devices_by_batch[batch.pk]
             allocations = allocations_within(site_allocations, device_ids=set(device_ids), start=window_start,
@@ -240,10 +240,6 @@ def _attribute_many(*, batches: list[TelemetryBatch]) -> dict[int, set[tuple[int
             updates,
         )
     return touched
-
-
-def _hour_floor(value: dt.datetime) -> dt.datetime:
-    return value.replace(minute=0, second=0, microsecond=0)
 
 
 def aggregates_rollup(*, batch_pks: list[int], job_ids: list[int]) -> None:
