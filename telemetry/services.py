@@ -12,11 +12,11 @@ import json
 import logging
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.db import connection, transaction
 
 from accounting.domain.catalog import lookup_by_name
 from accounting.models import ApiToken, Device, HardwareModel, Host
+from accounting.services.ledger import batches_nudge
 from telemetry.models import TelemetryBatch
 from telemetry.parsing import BatchError, ParsedBatch
 from telemetry.partitions import ensure_partitions
@@ -179,19 +179,7 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
         )
         Host.objects.filter(pk=host.pk).update(last_seq=batch.last_seq, last_seen_at=batch.last_end)
         record_pk = record.id
-        transaction.on_commit(lambda: _nudge_attribution(record_pk))
+        transaction.on_commit(lambda: batches_nudge(batch_pks=[record_pk]))
     log.info("ingest host=%s batch=%s windows=%d gpu_windows=%d", host.hostname, batch.batch_id,
              len(batch.host_rows), len(batch.gpu_rows))
     return IngestResult(record_pk, str(batch.batch_id), len(batch.gpu_rows), False)
-
-
-def _nudge_attribution(batch_pk: int) -> None:
-    """Send the Celery nudge; if the broker is down the sweeper will find the batch."""
-    if getattr(settings, "CARBONLEDGER_SKIP_NUDGE", False):
-        return
-    from workers.tasks import attribute_batch
-
-    try:
-        attribute_batch.apply_async(args=[batch_pk], retry=False)
-    except Exception as exc:  # broker unreachable: the batch is stored; the sweeper catches up
-        log.warning("nudge failed batch_pk=%d error=%s (sweeper will pick it up)", batch_pk, exc)

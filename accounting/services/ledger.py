@@ -403,18 +403,22 @@ def ledger_mark_dirty(*, device_ids: list[int], start: dt.datetime, end: dt.date
         pks = [pk for (pk,) in cursor.fetchall()]
     if not pks:
         return 0
-    transaction.on_commit(lambda: _nudge_many(pks))
+    transaction.on_commit(lambda: batches_nudge(batch_pks=pks))
     return len(pks)
 
 
-def _nudge_many(pks: list[int]) -> None:
+def batches_nudge(*, batch_pks: list[int]) -> None:
+    """Send the Celery nudge for stored batches. The message is only a nudge: if the broker is
+    down, stop trying (the sweeper finds pending batches); never fail the caller's request."""
+    if getattr(settings, "CARBONLEDGER_SKIP_NUDGE", False):
+        return
     from workers.tasks import attribute_batch
 
-    for pk in pks:
+    for pk in batch_pks:
         try:
             attribute_batch.apply_async(args=[pk], retry=False)
         except Exception as exc:  # broker down: the sweeper will find the pending batches
-            log.warning("nudge failed batch_pk=%d error=%s", pk, exc)
+            log.warning("nudge failed batch_pk=%d error=%s (sweeper will pick it up)", pk, exc)
             return
 
 
