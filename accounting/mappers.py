@@ -11,8 +11,13 @@ from django.db.models import Q
 
 from accounting.domain.carbon import EmbodiedRate, embodied_rate_g_per_s
 from accounting.domain.types import Allocation, GpuWindowIn, HostWindowIn, PreviousWindow, ProcessSample, Quality
-from accounting.models import Device, JobAllocation, Site
-from accounting.selectors.factors import embodied_for_device, embodied_for_host
+from accounting.models import Device, HardwareModel, Host, JobAllocation, Site
+from accounting.selectors.factors import (
+    EmbodiedTerms,
+    embodied_for_hardware,
+    embodied_for_host,
+    host_component_models,
+)
 
 # Without a catalog entry the idle baseline is unknown; 0 W puts all energy in "active", which
 # overstates nothing (total energy is unchanged) and is visible as a device with no model.
@@ -58,19 +63,34 @@ def _rate_g_per_s(kg: float, *, lifetime_years: float, expected_utilisation: flo
 
 def embodied_rates_for(*, device_ids: list[int], site: Site) -> dict[int, EmbodiedRate]:
     """Embodied g per held device-second: the device's own amortisation plus its slot share of
-    the host's components (CPU, DRAM, SSD, chassis), each with its own lifetime policy."""
-    devices = Device.objects.filter(pk__in=device_ids).select_related("hardware_model", "host__cluster__site")
+    the host's components (CPU, DRAM, SSD, chassis), each with its own lifetime policy.
+
+    Hot path of attribution (hundreds of devices per call): devices are read as plain values and
+    their hardware models and hosts once each, and the terms are computed once per distinct
+    (model, site, lifetime override), instead of one joined model instance per device."""
+    devices = list(Device.objects.filter(pk__in=device_ids)
+                   .values_list("pk", "hardware_model_id", "lifetime_years", "host_id"))
+    hardware = HardwareModel.objects.in_bulk({hw_id for _, hw_id, _, _ in devices if hw_id is not None})
+    hosts = Host.objects.select_related("cluster__site").in_bulk({host_id for *_, host_id in devices})
+    components = host_component_models(hosts.values())
     host_rates: dict[int, tuple[float, float, float, int]] = {}
+    device_terms: dict[tuple[int, int, float | None], EmbodiedTerms] = {}
     rates: dict[int, EmbodiedRate] = {}
-    for device in devices:
-        terms = embodied_for_device(device=device)
-        if terms is None:
-            rates[device.pk] = ZERO_RATE
+    for device_id, hw_id, lifetime_years, host_id in devices:
+        if hw_id is None:
+            rates[device_id] = ZERO_RATE
             continue
-        if device.host_id not in host_rates:
-            slots = max(device.host.gpu_slots, 1)
-            parts = embodied_for_host(host=device.host)
-            host_rates[device.host_id] = (
+        host = hosts[host_id]
+        host_site = host.cluster.site
+        key = (hw_id, host_site.pk, lifetime_years)
+        terms = device_terms.get(key)
+        if terms is None:
+            terms = device_terms[key] = embodied_for_hardware(
+                hardware=hardware[hw_id], site=host_site, device_lifetime_years=lifetime_years)
+        if host_id not in host_rates:
+            slots = max(host.gpu_slots, 1)
+            parts = embodied_for_host(host=host, components=components)
+            host_rates[host_id] = (
                 sum(_rate_g_per_s(t.embodied_kg, lifetime_years=t.lifetime_years,
                                   expected_utilisation=t.expected_utilisation) for t in parts) / slots,
                 sum(_rate_g_per_s(t.low_kg, lifetime_years=t.lifetime_years,
@@ -79,9 +99,9 @@ def embodied_rates_for(*, device_ids: list[int], site: Site) -> dict[int, Embodi
                                   expected_utilisation=t.expected_utilisation) for t in parts) / slots,
                 max((t.version for t in parts), default=0),
             )
-        host_c, host_l, host_h, host_version = host_rates[device.host_id]
+        host_c, host_l, host_h, host_version = host_rates[host_id]
         policy = {"lifetime_years": terms.lifetime_years, "expected_utilisation": terms.expected_utilisation}
-        rates[device.pk] = EmbodiedRate(
+        rates[device_id] = EmbodiedRate(
             central_g_per_s=_rate_g_per_s(terms.embodied_kg, **policy) + host_c,
             low_g_per_s=_rate_g_per_s(terms.low_kg, **policy) + host_l,
             high_g_per_s=_rate_g_per_s(terms.high_kg, **policy) + host_h,

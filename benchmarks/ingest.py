@@ -6,8 +6,9 @@ hosts while real Celery workers attribute them, all on 127.0.0.1, and reports in
   * phase 1 (max load, ``--seconds``): GPU-windows/s accepted over HTTP, and GPU-windows/s
     attributed end to end (from the first POST until every batch is ``done``);
   * raw COPY: the same GPU-window rows (read back from phase 1) written with psycopg
-    ``copy.write_row`` on one connection into an identical partitioned table in a scratch
-    schema (same DDL, indexes and partitions), and the ratio ingest / raw COPY;
+    binary COPY (the ingest's own ``copy_rows``) on one connection into an identical
+    partitioned table in a scratch schema (same DDL, indexes and partitions), and the ratio
+    ingest / raw COPY;
   * phase 2 (paced at half the measured end-to-end rate, ``--fresh-seconds``): freshness =
     time from the client receiving 202 to the batch being marked done by the rollup that
     rewrote the job's live footprint (``TelemetryBatch.attributed_at``), p50 / p99 / max.
@@ -390,15 +391,18 @@ def _wait_drained(timeout_s: float) -> float | None:
 
 def _raw_copy(limit: int) -> dict:
     """COPY GPU-window rows (read back from phase 1) into an identical partitioned table in a
-    scratch schema, one connection, ``copy.write_row`` as the ingest does."""
+    scratch schema, one connection, with the ingest's own binary COPY (``telemetry.services.copy_rows``)."""
     import psycopg
     from django.conf import settings
 
     ddl = importlib.import_module("telemetry.migrations.0002_partitioned_windows").CREATE
     db = settings.DATABASES["default"]
     dsn = f"host={db['HOST'] or '127.0.0.1'} port={db['PORT'] or 5432} user={db['USER']} dbname={db['NAME']}"
-    cols = ("batch_id", "host_id", "device_id", "seq", "start_at", "end_at", "energy_j", "counter_mj", "avg_power_w",
-            "max_power_w", "util_pct", "mem_util_pct", "mem_used_mib", "power_limit_w", "quality", "processes")
+    from psycopg.types.json import Jsonb
+
+    from telemetry.services import GPU_COPY_COLUMNS, copy_rows
+
+    cols = tuple(name for name, _ in GPU_COPY_COLUMNS)
     with psycopg.connect(dsn) as conn:
         days = [r[0] for r in conn.execute(
             "SELECT DISTINCT (start_at AT TIME ZONE 'UTC')::date FROM telemetry_gpuwindow").fetchall()]
@@ -414,11 +418,11 @@ def _raw_copy(limit: int) -> dict:
                 conn.execute(f"CREATE TABLE {parent}_p{day:%Y%m%d} PARTITION OF {parent} FOR VALUES FROM "
                              f"('{start.isoformat()}') TO ('{(start + dt.timedelta(days=1)).isoformat()}')")
         conn.commit()
+        # The processes column as the ingest sends it: JSON text already encoded, wrapped for jsonb.
+        rows = [(*row[:-1], Jsonb(row[-1], dumps=str)) for row in rows]
         t0 = time.perf_counter()
         with conn.cursor() as cur:
-            with cur.copy(f"COPY telemetry_gpuwindow ({', '.join(cols)}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
+            copy_rows(cursor=cur, table="telemetry_gpuwindow", columns=GPU_COPY_COLUMNS, rows=rows)
         conn.commit()
         elapsed = time.perf_counter() - t0
         conn.execute("DROP SCHEMA bench_scratch CASCADE")
@@ -639,7 +643,7 @@ def _run(args, procs: Procs) -> int:
     row("GPU windows per POST", result["gpu_windows_per_batch"])
     row("ingested (HTTP 202) GPU-windows/s", f"{ingest_rate:,.0f}", "target >= 50,000")
     row("attributed end to end GPU-windows/s", f"{e2e_rate:,.0f}" if e2e_rate else "n/a", "target >= 50,000")
-    row("raw COPY (write_row, 1 conn) rows/s", f"{raw['rows_per_s']:,}")
+    row("raw binary COPY (1 conn) rows/s", f"{raw['rows_per_s']:,}")
     row("ingest / raw COPY", result["ratio_ingest_to_raw_copy"], "target >= 0.5")
     row("attributed / raw COPY", result["ratio_attributed_to_raw_copy"])
     row("CPU us per GPU window (web+workers+pg+redis)", phase1.get("cpu_us_per_gpu_window_total"))

@@ -5,12 +5,21 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("carbonledger")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["workers"], related_name="tasks")
+
+
+@worker_process_init.connect
+def _tune_gc(**kwargs) -> None:
+    """Each pool process, once loaded: see config/gc_tuning.py."""
+    from config.gc_tuning import tune_for_server
+
+    tune_for_server()
 
 
 @app.on_after_configure.connect

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -223,17 +223,29 @@ def host_cpu_profile(cpu_model: str) -> str:
     return emb.DEFAULT_CPU_PROFILE
 
 
-def embodied_for_host(*, host: Host) -> list[EmbodiedTerms]:
-    """Host components (CPUs, DRAM, SSD, chassis) from the loaded HardwareModel rows, so
-    operator edits and versions apply. Components whose row is missing are left out."""
-    site = host.cluster.site
-    keys = {
+def host_component_quantities(host: Host) -> dict[str, float]:
+    """HardwareModel key -> quantity of each embodied component of a GPU server."""
+    return {
         f"cpu-{host_cpu_profile(host.cpu_model)}": float(HOST_CPU_SOCKETS),
         "dram-per-gb": float(host.dram_gb),
         "ssd-per-gb": float(host.ssd_gb),
         "chassis-gpu-server": 1.0,
     }
-    rows = {h.key: h for h in HardwareModel.objects.filter(key__in=keys)}
+
+
+def host_component_models(hosts: Iterable[Host]) -> dict[str, HardwareModel]:
+    """The HardwareModel rows the given hosts' components need, in one query."""
+    keys = {key for host in hosts for key in host_component_quantities(host)}
+    return {h.key: h for h in HardwareModel.objects.filter(key__in=keys)}
+
+
+def embodied_for_host(*, host: Host, components: dict[str, HardwareModel] | None = None) -> list[EmbodiedTerms]:
+    """Host components (CPUs, DRAM, SSD, chassis) from the loaded HardwareModel rows, so
+    operator edits and versions apply. Components whose row is missing are left out.
+    ``components`` (from ``host_component_models``) saves the query when many hosts are read."""
+    site = host.cluster.site
+    keys = host_component_quantities(host)
+    rows = components if components is not None else host_component_models([host])
     return [
         embodied_for_hardware(hardware=rows[k], site=site, quantity=q) for k, q in keys.items() if k in rows and q > 0
     ]

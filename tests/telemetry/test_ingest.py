@@ -71,6 +71,31 @@ def test_batch_is_stored_and_a_resend_is_acknowledged_without_double_counting(cl
     assert host.last_seq == 2
 
 
+def test_stored_window_values_round_trip_exactly(client, host_setup):
+    """Binary COPY writes each column as PostgreSQL's own type: read back what was sent."""
+    host, device, secret = host_setup
+    start = _start().replace(microsecond=250_000)
+    processes = [{"pid": 41, "sm_util_pct": 62.5, "job_key": "slurm:77"}, {"pid": 42, "sm_util_pct": None,
+                                                                          "job_key": None}]
+    payload = batch(hostname=host.hostname, windows=[window(seq=7, start=start, gpus=[gpu_entry(
+        uuid_=device.uuid, energy_j=6000.5, counter_mj=2**62 + 3, processes=processes, power_limit_w=None,
+        quality="integrated")])])
+    payload["windows"][0]["start"] = start.isoformat()
+    assert _post(client, secret, payload).status_code == 202
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT seq, start_at, end_at, energy_j, counter_mj, avg_power_w, max_power_w, util_pct, "
+                       "mem_used_mib, power_limit_w, quality, jsonb_typeof(processes), processes FROM telemetry_gpuwindow")
+        row = cursor.fetchone()
+        cursor.execute("SELECT seq, cpu_energy_j, wall_energy_j, quality FROM telemetry_hostwindow")
+        host_row = cursor.fetchone()
+    assert row[:11] == (7, start, start + dt.timedelta(seconds=10), 6000.5, 2**62 + 3, 600.05, 620.05, 95.0,
+                        60000.0, None, "integrated")
+    assert row[11] == "array"
+    stored_processes = json.loads(row[12]) if isinstance(row[12], str) else row[12]
+    assert stored_processes == processes
+    assert host_row == (7, 1000.0, None, "measured")
+
+
 def test_unknown_device_is_registered_for_the_tokens_own_host_and_replaces_a_placeholder(client, host_setup):
     host, _, secret = host_setup
     placeholder = Device.objects.create(host=host, uuid=f"pending:{host.hostname}:3", index=3)
