@@ -112,41 +112,86 @@ class Procs:
         self.procs.clear()
 
 
-def _cpu_snapshot(procs: Procs) -> dict[str, float]:
-    """CPU seconds (user+sys) per role: web, workers, redis, postgres (all backends), bench."""
-    import psutil
+class CpuMeter:
+    """CPU seconds (user+sys) per role — web, worker, redis, postgres (the backends of this
+    database + the WAL writer), bench (this process: the client threads) — since the meter
+    started, counting processes that start or exit in between.
 
-    out: dict[str, float] = {}
-    seen: set[int] = set()
-    for name, proc in procs.procs:
-        role = name.split("-")[0]
-        try:
-            parent = psutil.Process(proc.pid)
-            members = [parent, *parent.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            continue
-        for member in members:
+    A thread samples every process every ``interval_s``: a process seen first after the start
+    counts from zero, and one that exits keeps its last sample. (Plain before/after snapshots
+    lose the CPU of PostgreSQL backends that exit mid-run — Django closes a connection after
+    CONN_MAX_AGE — and once reported a negative PostgreSQL figure.)"""
+
+    def __init__(self, procs: Procs, interval_s: float = 0.25) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self._procs = procs
+        self._interval_s = interval_s
+        self._lock = threading.Lock()
+        self._base: dict[int, float] = {}
+        self._last: dict[int, tuple[str, float]] = {}
+        self._started = time.time()
+        self._stop = threading.Event()
+        self._sample(initial=True)
+        self._thread = threading.Thread(target=self._run, name="cpu-meter", daemon=True)
+        self._thread.start()
+
+    def _members(self):
+        psutil = self._psutil
+        seen: set[int] = set()
+        for name, proc in self._procs.procs:
+            role = name.split("-")[0]
             try:
-                times = member.cpu_times()
+                parent = psutil.Process(proc.pid)
+                members = [parent, *parent.children(recursive=True)]
             except psutil.NoSuchProcess:
                 continue
-            seen.add(member.pid)
-            out[role] = out.get(role, 0.0) + times.user + times.system
-    # PostgreSQL: the backends serving this database plus the WAL writer (other databases on
-    # the same server, e.g. other people's test runs, are not counted).
-    for member in psutil.process_iter(["name", "username", "cmdline"]):
-        if member.pid in seen:
-            continue
-        try:
+            for member in members:
+                seen.add(member.pid)
+                yield role, member
+        # Other databases on the same server (e.g. other people's test runs) are not counted.
+        for member in psutil.process_iter(["username", "cmdline"]):
+            if member.pid in seen:
+                continue
             title = " ".join(member.info["cmdline"] or [])
             if member.info["username"] == "postgres" and (f" {_DB_NAME} " in title or "walwriter" in title):
+                yield "postgres", member
+
+    def _sample(self, *, initial: bool = False) -> None:
+        psutil = self._psutil
+        readings = []
+        for role, member in self._members():
+            try:
                 times = member.cpu_times()
-                out["postgres"] = out.get("postgres", 0.0) + times.user + times.system
-        except psutil.NoSuchProcess:
-            continue
-    me = psutil.Process().cpu_times()
-    out["bench"] = me.user + me.system
-    return out
+                created = member.create_time()
+            except psutil.NoSuchProcess:
+                continue
+            readings.append((member.pid, role, times.user + times.system, created))
+        with self._lock:
+            for pid, role, cpu_s, created in readings:
+                if pid not in self._base:
+                    self._base[pid] = cpu_s if (initial or created < self._started) else 0.0
+                self._last[pid] = (role, cpu_s)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self._sample()
+
+    def read(self) -> dict[str, float]:
+        """CPU seconds per role since the meter started."""
+        self._sample()
+        with self._lock:
+            out: dict[str, float] = {}
+            for pid, (role, cpu_s) in self._last.items():
+                out[role] = out.get(role, 0.0) + cpu_s - self._base[pid]
+        me = self._psutil.Process().cpu_times()
+        out["bench"] = me.user + me.system
+        return out
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _cpu_delta(a: dict[str, float], b: dict[str, float], span_s: float) -> dict[str, float]:
@@ -550,14 +595,16 @@ def _run(args, procs: Procs) -> int:
     # Phase 1: flat out.
     print(f"phase 1: flat out for {args.seconds:g}s ({args.clients} clients, {args.web_workers} web workers, "
           f"{args.celery_workers} celery worker processes)", flush=True)
-    cpu_a = _cpu_snapshot(procs)
+    meter = CpuMeter(procs)
+    cpu_a = meter.read()
     t0_wall, t0 = time.time(), time.monotonic()
     sent = _drive(web_port, queues, args.clients, args.seconds, None)
     t_sent = time.monotonic()
-    cpu_b = _cpu_snapshot(procs)
+    cpu_b = meter.read()
     done_wall = _wait_drained(args.drain_timeout)
     t_done = time.monotonic()
-    cpu_c = _cpu_snapshot(procs)
+    cpu_c = meter.read()
+    meter.stop()
     windows_p1 = sum(a[1] for a in sent.acks)
     last_ack = max((a[3] for a in sent.acks), default=t0_wall)
     ingest_s = last_ack - t0_wall
