@@ -6,8 +6,9 @@ Creates a throwaway database (dropped at the end), a fleet of 64 hosts x 8 GPUs 
 existing jobs with footprints, then times each operation in-process through Django's full
 request stack (URL routing, token authentication, throttling, serializers, services,
 PostgreSQL) with DRF's test client: no network or WSGI server in the figures. Prints p50/p95/
-max per operation and whether p95 meets its target (job register/end and footprint query
-< 20 ms, estimate < 50 ms).
+max per operation, whether p95 meets its target (job register/end and footprint query
+< 20 ms, estimate < 50 ms), and the SQL statements of one more request of each operation
+(BEGIN and COMMIT included), counted outside the timed requests.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import django  # noqa: E402
 django.setup()
 
 from django.db import connection  # noqa: E402
-from django.test.utils import setup_test_environment  # noqa: E402
+from django.test.utils import CaptureQueriesContext, setup_test_environment  # noqa: E402
 from rest_framework.test import APIClient  # noqa: E402
 
 UTC = dt.UTC
@@ -85,7 +86,7 @@ def _fleet():
     return cluster, jobs, secret, admin
 
 
-def _time(label: str, n: int, call, results: dict) -> None:
+def _time(label: str, n: int, call, results: dict, statements: dict) -> None:
     samples = []
     for i in range(n):
         started = time.perf_counter()
@@ -96,6 +97,9 @@ def _time(label: str, n: int, call, results: dict) -> None:
             return
         samples.append(elapsed)
     results[label] = samples
+    with CaptureQueriesContext(connection) as queries:  # request n: not timed (query logging costs)
+        call(n)
+    statements[label] = len(queries.captured_queries)
 
 
 def main() -> int:
@@ -140,16 +144,17 @@ def main() -> int:
                 format="json")
 
         results: dict[str, object] = {}
-        _time("job register", args.n, register, results)
-        _time("job end", args.n, end, results)
-        _time("footprint query", args.n, footprint, results)
-        _time("estimate", args.n, estimate, results)
-        _time("advice", args.n, advice, results)
+        statements: dict[str, int] = {}
+        _time("job register", args.n, register, results, statements)
+        _time("job end", args.n, end, results, statements)
+        _time("footprint query", args.n, footprint, results, statements)
+        _time("estimate", args.n, estimate, results, statements)
+        _time("advice", args.n, advice, results, statements)
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0)
 
     print(f"API latency, in-process, {args.n} requests per operation, PostgreSQL {connection.pg_version // 10000}")
-    print(f"{'operation':<16} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}  target p95")
+    print(f"{'operation':<16} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'SQL':>4}  target p95")
     ok = True
     for label, samples in results.items():
         target = TARGETS_MS[label]
@@ -160,7 +165,7 @@ def main() -> int:
         p50, p95 = statistics.median(samples), _percentile(samples, 0.95)
         verdict = "-" if target is None else (f"< {target:.0f} ms " + ("ok" if p95 < target else "MISSED"))
         ok = ok and (target is None or p95 < target)
-        print(f"{label:<16} {p50:8.2f} {p95:8.2f} {max(samples):8.2f}  {verdict}")
+        print(f"{label:<16} {p50:8.2f} {p95:8.2f} {max(samples):8.2f} {statements[label]:4d}  {verdict}")
     return 0 if ok else 1
 
 

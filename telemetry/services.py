@@ -19,6 +19,7 @@ from psycopg.types.json import Jsonb
 
 from accounting.domain.catalog import lookup_by_name
 from accounting.models import ApiToken, Device, HardwareModel, Host
+from accounting.services.jobs import pending_device_uuid
 from accounting.services.ledger import batches_nudge
 from telemetry.models import TelemetryBatch
 from telemetry.parsing import BatchError, ParsedBatch
@@ -71,7 +72,7 @@ def _hardware_for(name: str) -> HardwareModel | None:
 def _resolve_devices(*, host: Host, batch: ParsedBatch) -> dict[str, int]:
     """Map the batch's GPU UUIDs to device ids, registering unknown devices of this host.
 
-    A device the scheduler named before the agent saw it exists as ``pending:<host>:<index>``;
+    A device the scheduler named before the agent saw it exists as ``pending:<host id>:<index>``;
     it takes the real UUID here so its allocations keep pointing at it."""
     seen: dict[str, tuple[int, str]] = {}
     for row in batch.gpu_rows:
@@ -85,7 +86,7 @@ def _resolve_devices(*, host: Host, batch: ParsedBatch) -> dict[str, int]:
     for uuid, (index, name) in seen.items():
         if uuid in known:
             continue
-        placeholder = Device.objects.filter(host=host, uuid=f"pending:{host.hostname}:{index}").first()
+        placeholder = Device.objects.filter(host=host, uuid=pending_device_uuid(host_id=host.pk, index=index)).first()
         hardware = _hardware_for(name)
         if placeholder is not None:
             placeholder.uuid = uuid

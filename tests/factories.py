@@ -147,3 +147,13 @@ class JobAllocationFactory(factory.django.DjangoModelFactory):
     device = factory.SubFactory(DeviceFactory)
     start = factory.LazyAttribute(lambda o: o.job.started_at)
     end = None
+
+
+def pending_uuid(hostname: str, index: int, *, cluster: m.Cluster | None = None) -> str:
+    """The placeholder uuid the API gives GPU ``index`` of a not-yet-reported host."""
+    from accounting.services.jobs import pending_device_uuid
+
+    hosts = m.Host.objects.filter(hostname=hostname)
+    if cluster is not None:
+        hosts = hosts.filter(cluster=cluster)
+    return pending_device_uuid(host_id=hosts.get().pk, index=index)

@@ -6,9 +6,8 @@ service or selector, shape the answer. Scope rules live in ``accounting.api.perm
 
 from __future__ import annotations
 
-from django.contrib.auth import get_user_model
-from django.db import connections, router, transaction
-from django.db.models import Model, QuerySet
+from django.db import transaction
+from django.db.models import QuerySet
 from django.http import JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -37,7 +36,7 @@ from accounting.api.permissions import (
     ScopePermission,
     TokenRateThrottle,
 )
-from accounting.models import ApiToken, Cluster, Job, JobAllocation, Organization, Team
+from accounting.models import ApiToken, Cluster, Job, JobAllocation, Team
 from accounting.selectors.budgets import (
     budget_check,
     budget_status,
@@ -48,11 +47,11 @@ from accounting.selectors.jobs import (
     JobFilters,
     cluster_visible_queryset,
     job_footprint_get,
-    job_get_for_update,
-    job_get_visible,
+    job_get,
     job_list,
     job_visible_queryset,
     job_with_allocations,
+    team_user_cluster_get,
     team_visible_queryset,
 )
 from accounting.services.advice import AdviceInputError, advice_for_job
@@ -124,7 +123,7 @@ JOB_ID_PARAM = OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH, d
 EXAMPLE_ALLOCATION_OUT = [
     {"host": "gpu-node-01", "gpu_index": 0, "gpu_uuid": "GPU-5c3c6e2e-0000-4000-8000-000000000001",
      "pending_device": False, "fraction": 1.0, "start": "2026-11-26T10:00:00Z", "end": None},
-    {"host": "gpu-node-01", "gpu_index": 1, "gpu_uuid": "pending:gpu-node-01:1",
+    {"host": "gpu-node-01", "gpu_index": 1, "gpu_uuid": "pending:17:1",
      "pending_device": True, "fraction": 1.0, "start": "2026-11-26T10:00:00Z", "end": None},
 ]
 EXAMPLE_JOB = {
@@ -185,9 +184,7 @@ class ApiView(APIView):
         if "pk" in kwargs:
             lookup["job_id"] = kwargs["pk"]
         else:
-            query = s.ClusterQuerySerializer(data=self.request.query_params.dict())
-            query.is_valid(raise_exception=True)
-            cluster_id = query.validated_data.get("cluster")
+            cluster_id = s.validated(s.ClusterQuerySerializer, self.request.query_params.dict()).get("cluster")
             token = self.token()
             if token is not None and token.scope == Scope.SCHEDULER:
                 if cluster_id is not None and cluster_id != token.cluster_id:
@@ -196,18 +193,18 @@ class ApiView(APIView):
             elif cluster_id is None:
                 raise field_error("cluster", "Required unless the token is a scheduler token.")
             lookup.update(scheduler_job_id=kwargs["scheduler_job_id"], cluster_id=cluster_id)
-        if for_update:
-            job = job_get_for_update(token=self.token(), user=self.request.user, **lookup)
-        else:
-            job = job_get_visible(visible=self.visible_jobs(), with_footprint=with_footprint, **lookup)
+        job = job_get(token=self.token(), user=self.request.user, for_update=for_update,
+                      with_footprint=with_footprint and not for_update, **lookup)
         if job is None:
             raise exceptions.NotFound("No such job visible to this token.")
         return job
 
     def job_response(
-        self, job: Job, *, code: int = status.HTTP_200_OK, allocations: list[JobAllocation] | None = None
+        self, job: Job, *, code: int = status.HTTP_200_OK, allocations: list[JobAllocation] | None = None,
+        allocations_sorted: bool = False,
     ) -> Response:
-        return Response(s.JobSerializer(job_with_allocations(job=job, allocations=allocations)).data, status=code)
+        job = job_with_allocations(job=job, allocations=allocations, allocations_sorted=allocations_sorted)
+        return Response(s.JobSerializer(job).data, status=code)
 
     def org_id(self) -> int:
         token = self.token()
@@ -234,7 +231,7 @@ class ApiView(APIView):
         description=(
             "Creates the job (201) or returns the existing one (200). Re-registering adds only devices the "
             "job does not hold yet (a multi-node job's prolog registers once per node), never duplicates. "
-            "Unknown hosts/GPU indices get a Host and a placeholder device `pending:<host>:<index>` that the "
+            "Unknown hosts/GPU indices get a Host and a placeholder device `pending:<host id>:<index>` that the "
             "ingest service replaces when the agent reports it. Scheduler and admin tokens only."
         ),
         request=s.JobRegisterSerializer,
@@ -258,17 +255,14 @@ class JobCollectionView(ApiView):
     pagination_class = CappedLimitOffsetPagination
 
     def get(self, request):
-        query = s.JobListQuerySerializer(data=request.query_params.dict())
-        query.is_valid(raise_exception=True)
-        jobs = job_list(visible=self.visible_jobs(), filters=JobFilters(**query.validated_data))
+        query = s.validated(s.JobListQuerySerializer, request.query_params.dict())
+        jobs = job_list(visible=self.visible_jobs(), filters=JobFilters(**query))
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(jobs, request, view=self)
         return paginator.get_paginated_response(s.JobSerializer(page, many=True).data)
 
     def post(self, request):
-        body = s.JobRegisterSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        data = body.validated_data
+        data = s.validated(s.JobRegisterSerializer, request.data)
         token = self.token()
         assert token is not None
         username = data.get("user", "")
@@ -276,7 +270,7 @@ class JobCollectionView(ApiView):
             self._cluster(token=token, cluster_id=data.get("cluster"))  # 403 on another cluster
         else:
             cluster = self._cluster(token=token, cluster_id=data.get("cluster"))
-        team, user, token_cluster = _team_user_cluster(
+        team, user, token_cluster = team_user_cluster_get(
             org_id=token.org_id, team_slug=data["team"], username=username,
             cluster_id=token.cluster_id if token.scope == Scope.SCHEDULER else None,
         )
@@ -307,7 +301,8 @@ class JobCollectionView(ApiView):
             raise field_error(exc.field, exc.message)
         if registration.created:  # a new job holds exactly the allocations just created
             return self.job_response(
-                registration.job, code=status.HTTP_201_CREATED, allocations=registration.allocations
+                registration.job, code=status.HTTP_201_CREATED, allocations=registration.allocations,
+                allocations_sorted=registration.allocations_sorted,
             )
         return self.job_response(registration.job)
 
@@ -325,47 +320,6 @@ class JobCollectionView(ApiView):
         if cluster is None:
             raise field_error("cluster", f"No cluster {cluster_id} in this organisation.")
         return cluster
-
-
-def _team_user_cluster(
-    *, org_id: int, team_slug: str, username: str, cluster_id: int | None
-) -> tuple[Team | None, object | None, Cluster | None]:
-    """The team (with its organisation) of ``org_id`` named ``team_slug``, the user named
-    ``username`` and the cluster ``cluster_id``, each ``None`` when missing: one raw query
-    (three ORM lookups cost several times its round trip on every registration)."""
-    user_model = get_user_model()
-    models: list[tuple[type[Model], str]] = [(Team, "t"), (Organization, "o"), (user_model, "u"), (Cluster, "c")]
-    columns = {model: [f.attname for f in model._meta.concrete_fields] for model, _ in models}
-    select = ", ".join(f'{alias}."{c}"' for model, alias in models for c in columns[model])
-    sql = (
-        f"SELECT {select} FROM (SELECT 1) one "
-        f"LEFT JOIN {Team._meta.db_table} t ON t.org_id = %s AND t.slug = %s "
-        f"LEFT JOIN {Organization._meta.db_table} o ON o.id = t.org_id "
-        f"LEFT JOIN {user_model._meta.db_table} u ON u.{user_model.USERNAME_FIELD} = %s "
-        f"LEFT JOIN {Cluster._meta.db_table} c ON c.id = %s"
-    )
-    db = router.db_for_read(Team)
-    connection = connections[db]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [org_id, team_slug, username or None, cluster_id])
-        row = list(cursor.fetchone())
-    found: dict[type[Model], Model | None] = {}
-    offset = 0
-    for model, _alias in models:
-        values = row[offset: offset + len(columns[model])]
-        offset += len(columns[model])
-        if values[0] is None:  # the primary key: no such row
-            found[model] = None
-            continue
-        for index, concrete in enumerate(model._meta.concrete_fields):
-            col = concrete.get_col(model._meta.db_table)
-            for func in connection.ops.get_db_converters(col) + col.get_db_converters(connection):
-                values[index] = func(values[index], col, connection)
-        found[model] = model.from_db(db, columns[model], values)
-    team = found[Team]
-    if team is not None:
-        team.org = found[Organization]  # type: ignore[attr-defined]
-    return team, found[user_model], found[Cluster]  # type: ignore[return-value]
 
 
 JOB_DETAIL_SCHEMA = {
@@ -412,9 +366,7 @@ class JobDetailView(ApiView):
 
     def patch(self, request, **kwargs):
         job = self.job_or_404(**kwargs)
-        body = s.JobUpdateSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        data = dict(body.validated_data)
+        data = dict(s.validated(s.JobUpdateSerializer, request.data))
         allocation = data.pop("allocation", None)
         try:
             job = job_update(
@@ -459,12 +411,10 @@ class JobEndView(ApiView):
         with transaction.atomic():
             # The visibility check and the row lock are one query; job_end does not re-read.
             job = self.job_or_404(for_update=True, **kwargs)
-            body = s.JobEndSerializer(data=request.data)
-            body.is_valid(raise_exception=True)
+            body = s.validated(s.JobEndSerializer, request.data)
             try:
                 job, changed = job_end(
-                    job=job, status=body.validated_data["exit_state"], ended_at=body.validated_data.get("ended_at"),
-                    locked=True,
+                    job=job, status=body["exit_state"], ended_at=body.get("ended_at"), locked=True,
                 )
             except JobInputError as exc:
                 raise field_error(exc.field, exc.message)
@@ -494,7 +444,7 @@ class JobFootprintView(ApiView):
 
     def get(self, request, **kwargs):
         job = self.job_or_404(**kwargs)
-        return Response(s.JobFootprintSerializer(job_footprint_get(job=job)).data)
+        return Response(s.represented(s.JobFootprintSerializer, job_footprint_get(job=job)))
 
 
 JOB_UNITS_SCHEMA = {
@@ -525,10 +475,9 @@ class JobUnitsView(ApiView):
 
     def post(self, request, **kwargs):
         job = self.job_or_404(**kwargs)
-        body = s.JobUnitsSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
+        body = s.validated(s.JobUnitsSerializer, request.data)
         try:
-            job = job_units_report(job=job, **body.validated_data)
+            job = job_units_report(job=job, **body)
         except JobInputError as exc:
             raise field_error(exc.field, exc.message)
         return self.job_response(job)
@@ -607,25 +556,22 @@ class BudgetCollectionView(ApiView):
         return team_visible_queryset(token=self.token(), user=self.request.user)
 
     def get(self, request):
-        query = s.BudgetListQuerySerializer(data=request.query_params.dict())
-        query.is_valid(raise_exception=True)
+        query = s.validated(s.BudgetListQuerySerializer, request.query_params.dict())
         budgets = budget_visible_queryset(teams=self.teams())
-        if query.validated_data.get("team"):
-            budgets = budgets.filter(team__slug=query.validated_data["team"])
+        if query.get("team"):
+            budgets = budgets.filter(team__slug=query["team"])
         now = timezone.now()
-        if query.validated_data.get("active") is not None:
+        if query.get("active") is not None:
             today = now.date()
             active = {"period_start__lte": today, "period_end__gt": today}
-            budgets = budgets.filter(**active) if query.validated_data["active"] else budgets.exclude(**active)
+            budgets = budgets.filter(**active) if query["active"] else budgets.exclude(**active)
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(budgets, request, view=self)
         data = [s.BudgetStatusSerializer(budget_status(budget=b, as_of=now)).data for b in page or []]
         return paginator.get_paginated_response(data)
 
     def post(self, request):
-        body = s.BudgetSetSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        data = body.validated_data
+        data = s.validated(s.BudgetSetSerializer, request.data)
         team = self.teams().filter(slug=data["team"]).first()
         if team is None:
             raise field_error("team", f"No team {data['team']!r} in this organisation.")
@@ -691,9 +637,7 @@ class BudgetCheckView(ApiView):
     scopes = READ_SCOPES
 
     def post(self, request):
-        body = s.BudgetCheckSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        data = body.validated_data
+        data = s.validated(s.BudgetCheckSerializer, request.data)
         team = team_visible_queryset(token=self.token(), user=request.user).filter(slug=data["team"]).first()
         if team is None:
             raise field_error("team", f"No team {data['team']!r} visible to this token.")
@@ -756,9 +700,7 @@ class AdviceView(ApiView):
     scopes = READ_SCOPES
 
     def post(self, request):
-        body = s.AdviceRequestSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        data = body.validated_data
+        data = s.validated(s.AdviceRequestSerializer, request.data)
         token = self.token()
         visible = cluster_visible_queryset(token=token, user=request.user)
         if "clusters" in data:

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from django.contrib.auth import get_user_model
 from django.db import connections, router
-from django.db.models import Prefetch, Q, QuerySet, prefetch_related_objects
+from django.db.models import Model, Prefetch, Q, QuerySet, prefetch_related_objects
 
-from accounting.models import ApiToken, Cluster, Job, JobAllocation, JobFootprint, Membership, Team
+from accounting.models import ApiToken, Cluster, Job, JobAllocation, JobFootprint, Membership, Organization, Team
 
 MAX_DB_INT = 2**63 - 1
+ModelT = TypeVar("ModelT", bound=Model)
 
 
 def _membership_filter(*, user, org_id: int | None, prefix: str) -> Q:
@@ -123,18 +125,24 @@ def job_with_relations(*, jobs: QuerySet[Job]) -> QuerySet[Job]:
     return jobs.select_related("team", "cluster").prefetch_related(allocations)
 
 
-def job_with_allocations(*, job: Job, allocations: list[JobAllocation] | None = None) -> Job:
+def job_with_allocations(
+    *, job: Job, allocations: list[JobAllocation] | None = None, allocations_sorted: bool = False
+) -> Job:
     """The job with its allocations (devices, hosts) loaded in one query, as shown by the API.
 
     ``allocations``: the job's complete allocation list when the caller holds it already (a
     job it has just created, devices and hosts loaded); it is shown without reading it back
-    when its order is unambiguous (one host, distinct start and index), else read back."""
+    when ``allocations_sorted`` (the database returned it in the shown order) or its order is
+    unambiguous in Python (one host, distinct start and index), else read back."""
     job = Job.objects.select_related("team", "cluster").get(pk=job.pk) if (
         "team" not in job._state.fields_cache or "cluster" not in job._state.fields_cache
     ) else job
     if hasattr(job, "_prefetched_objects_cache"):
         job._prefetched_objects_cache.pop("allocations", None)
-    ordered = _in_shown_order(allocations) if allocations is not None else None
+    if allocations is None:
+        ordered = None
+    else:
+        ordered = list(allocations) if allocations_sorted else _in_shown_order(allocations)
     if ordered is not None:
         # As prefetch_related_objects stores a prefetched list: a queryset with its result cache set.
         shown = job.allocations.all()
@@ -182,24 +190,82 @@ def _columns(model) -> list[str]:
     return [f.attname for f in model._meta.concrete_fields]
 
 
-def job_get_for_update(*, token: ApiToken | None, user, job_id: int | None = None,
-                       scheduler_job_id: str | None = None, cluster_id: int | None = None) -> Job | None:
-    """``job_get_visible`` for a write: the visible job read with ``SELECT ... FOR UPDATE`` (of
-    the job's row only; call it inside a transaction), its team and cluster joined.
+_CONVERTERS: dict[tuple[type[Model], str], list[tuple[int, Any, list]]] = {}
 
-    Admin and scheduler tokens (the writers) take one raw query with the same visibility as
-    ``job_visible_queryset``; any other principal goes through that queryset."""
+
+def model_from_row(model: type[ModelT], *, db: str, values: list) -> ModelT:
+    """An instance of ``model`` from a raw row of all its concrete columns in field order,
+    with the conversions the ORM applies to them (e.g. JSON decoding). For hot paths whose
+    one raw query joins several tables; the converters are looked up once per model."""
+    connection = connections[db]
+    key = (model, connection.alias)
+    converters = _CONVERTERS.get(key)
+    if converters is None:
+        converters = []
+        for index, concrete in enumerate(model._meta.concrete_fields):
+            col = concrete.get_col(model._meta.db_table)
+            funcs = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+            if funcs:
+                converters.append((index, col, funcs))
+        _CONVERTERS[key] = converters
+    for index, col, funcs in converters:
+        for func in funcs:
+            values[index] = func(values[index], col, connection)
+    return model.from_db(db, _columns(model), values)
+
+
+def team_user_cluster_get(
+    *, org_id: int, team_slug: str, username: str, cluster_id: int | None
+) -> tuple[Team | None, Any, Cluster | None]:
+    """The team (with its organisation) of ``org_id`` named ``team_slug``, the user named
+    ``username`` and the cluster ``cluster_id``, each ``None`` when missing: one raw query
+    (three ORM lookups cost several times its round trip on every registration)."""
+    user_model = get_user_model()
+    models: list[tuple[type[Model], str]] = [(Team, "t"), (Organization, "o"), (user_model, "u"), (Cluster, "c")]
+    columns = {model: _columns(model) for model, _ in models}
+    select = ", ".join(f'{alias}."{f.column}"' for model, alias in models for f in model._meta.concrete_fields)
+    sql = (
+        f"SELECT {select} FROM (SELECT 1) one "
+        f"LEFT JOIN {Team._meta.db_table} t ON t.org_id = %s AND t.slug = %s "
+        f"LEFT JOIN {Organization._meta.db_table} o ON o.id = t.org_id "
+        f"LEFT JOIN {user_model._meta.db_table} u ON u.{user_model.USERNAME_FIELD} = %s "
+        f"LEFT JOIN {Cluster._meta.db_table} c ON c.id = %s"
+    )
+    db = router.db_for_read(Team)
+    with connections[db].cursor() as cursor:
+        cursor.execute(sql, [org_id, team_slug, username or None, cluster_id])
+        row = list(cursor.fetchone())
+    found: dict[type[Model], Any] = {}
+    offset = 0
+    for model, _alias in models:
+        values = row[offset: offset + len(columns[model])]
+        offset += len(columns[model])
+        found[model] = None if values[0] is None else model_from_row(model, db=db, values=values)  # [0]: the pk
+    team = found[Team]
+    if team is not None:
+        team.org = found[Organization]
+    return team, found[user_model], found[Cluster]
+
+
+def job_get(*, token: ApiToken | None, user, job_id: int | None = None, scheduler_job_id: str | None = None,
+            cluster_id: int | None = None, with_footprint: bool = True, for_update: bool = False) -> Job | None:
+    """``job_get_visible`` over ``job_visible_queryset(token=token, user=user)``: the visible
+    job, its team, cluster and (``with_footprint``) footprint joined. ``for_update``: read with
+    ``SELECT ... FOR UPDATE`` of the job's row only (call it inside a transaction).
+
+    Admin and scheduler tokens (the writers, and most readers) take one raw query with the
+    same visibility as ``job_visible_queryset``: building the ORM query cost more than running
+    it. Any other principal goes through that queryset."""
     if job_id is not None and not 0 < job_id <= MAX_DB_INT:
         return None
     if job_id is None and (scheduler_job_id is None or cluster_id is None or not 0 < cluster_id <= MAX_DB_INT):
         return None
     if token is None or token.scope not in (ApiToken.Scope.ADMIN, ApiToken.Scope.SCHEDULER):
-        jobs = job_visible_queryset(token=token, user=user).select_for_update(of=("self",))
-        jobs = jobs.select_related("team", "cluster")
-        if job_id is not None:
-            return jobs.filter(pk=job_id).first()
-        assert cluster_id is not None
-        return jobs.filter(cluster_id=cluster_id, scheduler_job_id=scheduler_job_id).first()
+        jobs = job_visible_queryset(token=token, user=user)
+        if for_update:
+            jobs = jobs.select_for_update(of=("self",))
+        return job_get_visible(visible=jobs, job_id=job_id, scheduler_job_id=scheduler_job_id,
+                               cluster_id=cluster_id, with_footprint=with_footprint)
     if token.scope == ApiToken.Scope.SCHEDULER and token.cluster_id is None:
         return None
     where = ["j.org_id = %s"]
@@ -213,30 +279,36 @@ def job_get_for_update(*, token: ApiToken | None, user, job_id: int | None = Non
     else:
         where.append("j.cluster_id = %s AND j.scheduler_job_id = %s")
         params += [cluster_id, scheduler_job_id]
-    job_cols, team_cols, cluster_cols = _columns(Job), _columns(Team), _columns(Cluster)
-    select = ", ".join(
-        [f'j."{c}"' for c in job_cols] + [f't."{c}"' for c in team_cols] + [f'c."{c}"' for c in cluster_cols]
-    )
-    db = router.db_for_write(Job)
+    joined: list[tuple[type[Model], str]] = [(Job, "j"), (Team, "t"), (Cluster, "c")]
+    if with_footprint:
+        joined.append((JobFootprint, "f"))
+    select = ", ".join(f'{alias}."{f.column}"' for model, alias in joined for f in model._meta.concrete_fields)
+    footprint_join = f"LEFT JOIN {JobFootprint._meta.db_table} f ON f.job_id = j.id " if with_footprint else ""
+    db = router.db_for_write(Job) if for_update else router.db_for_read(Job)
     sql = (
         f"SELECT {select} FROM {Job._meta.db_table} j "
         f"JOIN {Team._meta.db_table} t ON t.id = j.team_id JOIN {Cluster._meta.db_table} c ON c.id = j.cluster_id "
-        f"WHERE {' AND '.join(where)} LIMIT 1 FOR UPDATE OF j"
+        f"{footprint_join}WHERE {' AND '.join(where)} LIMIT 1{' FOR UPDATE OF j' if for_update else ''}"
     )
-    connection = connections[db]
-    with connection.cursor() as cursor:
+    with connections[db].cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
         return None
-    values = list(row)
-    for index, concrete in enumerate(Job._meta.concrete_fields):  # e.g. JSON decoding
-        col = concrete.get_col(Job._meta.db_table)
-        for func in connection.ops.get_db_converters(col) + col.get_db_converters(connection):
-            values[index] = func(values[index], col, connection)
-    job = Job.from_db(db, job_cols, values[: len(job_cols)])
-    job.team = Team.from_db(db, team_cols, values[len(job_cols): len(job_cols) + len(team_cols)])
-    job.cluster = Cluster.from_db(db, cluster_cols, values[len(job_cols) + len(team_cols):])
+    found: dict[type[Model], Any] = {}
+    offset = 0
+    for model, _alias in joined:
+        width = len(model._meta.concrete_fields)
+        values = list(row[offset: offset + width])
+        offset += width
+        found[model] = None if values[0] is None else model_from_row(model, db=db, values=values)  # [0]: the pk
+    job = found[Job]
+    job.team, job.cluster = found[Team], found[Cluster]
+    if with_footprint:  # cached as select_related("footprint") does, a missing one included
+        footprint = found[JobFootprint]
+        Job.footprint.related.set_cached_value(job, footprint)
+        if footprint is not None:
+            JobFootprint._meta.get_field("job").set_cached_value(footprint, job)
     return job
 
 

@@ -19,6 +19,7 @@ from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
 from accounting.models import Cluster, Device, Host, Job, JobAllocation, Organization, Team
+from accounting.selectors.jobs import model_from_row
 
 PENDING_UUID_PREFIX = "pending:"
 ENDED_STATUSES = (Job.Status.COMPLETED, Job.Status.FAILED, Job.Status.PREEMPTED, Job.Status.CANCELLED)
@@ -54,10 +55,16 @@ class JobRegistration:
     added_device_ids: list[int] = field(default_factory=list)
     # The allocations this registration created (for a new job: all it holds), devices loaded.
     allocations: list[JobAllocation] = field(default_factory=list)
+    # True when ``allocations`` are in the API's order (start, hostname, GPU index) as the
+    # database sorted them (hostnames compare under its collation, not Python's).
+    allocations_sorted: bool = False
 
 
-def pending_device_uuid(*, hostname: str, index: int) -> str:
-    return f"{PENDING_UUID_PREFIX}{hostname}:{index}"
+def pending_device_uuid(*, host_id: int, index: int) -> str:
+    """The uuid of a placeholder for GPU ``index`` of a host whose agent has not reported it yet
+    (the agent's first batch gives it the real NVML uuid). Keyed by the host's id: hostnames
+    repeat across clusters, and a long one would not fit the uuid column."""
+    return f"{PENDING_UUID_PREFIX}{host_id}:{index}"
 
 
 def _hosts_resolve(*, cluster: Cluster, hostnames: set[str], known: dict[str, Host]) -> dict[str, Host]:
@@ -90,7 +97,7 @@ def allocation_devices_resolve(
     """Devices (with the held fraction) named by an allocation, creating hosts and placeholders.
 
     Resolves the whole allocation in a few queries (not per item): GPUs named by uuid, then the
-    devices at the named host indices; hosts and placeholder devices (``pending:<host>:<index>``)
+    devices at the named host indices; hosts and placeholder devices (``pending:<host id>:<index>``)
     the agents have not reported yet are created. Errors name the first offending item."""
     by_uuid: dict[str, Device] = {}
     uuids = {spec.gpu_uuid for spec in allocation if spec.gpu_uuid}
@@ -117,7 +124,8 @@ def allocation_devices_resolve(
             hosts = _hosts_resolve(cluster=cluster, hostnames=hostnames, known=hosts)
         if unresolved:
             wanted = {
-                pending_device_uuid(hostname=name, index=index): (hosts[name], index) for name, index in unresolved
+                pending_device_uuid(host_id=hosts[name].pk, index=index): (hosts[name], index)
+                for name, index in unresolved
             }
             placeholders = _placeholders_resolve(wanted=wanted)
             for uuid, (host, index) in wanted.items():
@@ -134,13 +142,7 @@ def allocation_devices_resolve(
         assert spec.host is not None
         for index in spec.gpus:
             device = at_index[(spec.host, index)]
-            host = hosts[spec.host]
-            if device.host_id != host.pk:
-                # The placeholder uuid embeds only the hostname: the same name in two clusters collides.
-                raise JobInputError(
-                    f"{where}.gpus", f"host {spec.host!r} has a pending GPU {index} in another cluster"
-                )
-            device.host = host
+            device.host = hosts[spec.host]
             resolved[device.pk] = (device, spec.fraction)
     return list(resolved.values())
 
@@ -153,17 +155,24 @@ def _mark_dirty(*, device_ids: list[int], start: dt.datetime) -> None:
     ledger_mark_dirty(device_ids=sorted(set(device_ids)), start=start, end=None)
 
 
+def _job_insert_sql(*, job: Job, db: str) -> tuple[str, tuple]:
+    """``INSERT INTO job ... ON CONFLICT DO NOTHING RETURNING id`` for ``job`` (field values
+    prepared as ``save()`` would: auto_now timestamps set, JSON adapted)."""
+    query = InsertQuery(Job, on_conflict=OnConflict.IGNORE)
+    query.insert_values([f for f in Job._meta.concrete_fields if not f.generated and not f.primary_key], [job])
+    compiler = query.get_compiler(using=db)
+    compiler.returning_fields = [Job._meta.pk]
+    [(sql, params)] = compiler.as_sql()
+    return sql, tuple(params)
+
+
 def _job_insert_unless_exists(job: Job) -> bool:
     """``INSERT ... ON CONFLICT DO NOTHING RETURNING id``: one round trip, no savepoint.
 
     True (and ``job.pk`` set) when the row was inserted; False when a job with the same
     (cluster, scheduler_job_id) exists (a concurrent insert of the same key is waited for)."""
     db = router.db_for_write(Job)
-    query = InsertQuery(Job, on_conflict=OnConflict.IGNORE)
-    query.insert_values([f for f in Job._meta.concrete_fields if not f.generated and not f.primary_key], [job])
-    compiler = query.get_compiler(using=db)
-    compiler.returning_fields = [Job._meta.pk]
-    [(sql, params)] = compiler.as_sql()
+    sql, params = _job_insert_sql(job=job, db=db)
     with connections[db].cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
@@ -173,6 +182,112 @@ def _job_insert_unless_exists(job: Job) -> bool:
     job._state.adding = False
     job._state.db = db
     return True
+
+
+def _host_index_items(allocation: list[AllocationSpec]) -> list[tuple[str, int, float]] | None:
+    """(hostname, GPU index, fraction) per GPU named, when every item names a host and GPU
+    indices and no GPU is named twice; else None (gpu_uuid items take the general path)."""
+    items: list[tuple[str, int, float]] = []
+    for spec in allocation:
+        if spec.gpu_uuid or spec.host is None:
+            return None
+        items.extend((spec.host, index, spec.fraction) for index in spec.gpus)
+    if len({(host, index) for host, index, _ in items}) != len(items):
+        return None
+    return items
+
+
+_REGISTER_SQL = """
+WITH new_job AS (
+    {job_insert}
+), wanted AS (
+    SELECT * FROM unnest(%s::varchar[], %s::integer[], %s::double precision[], %s::integer[])
+        AS w(hostname, gpu_index, fraction, position)
+), found AS (
+    -- Per named GPU the oldest device row at that index of the host (MIG slices excluded).
+    SELECT DISTINCT ON (w.position) w.position, w.fraction, {device_columns}, {host_columns}
+    FROM wanted w
+    JOIN {hosts} h ON h.cluster_id = %s AND h.hostname = w.hostname
+    JOIN {devices} d ON d.host_id = h.id AND d.index = w.gpu_index AND NOT (d.uuid LIKE %s)
+    ORDER BY w.position, d.id
+), inserted AS (
+    INSERT INTO {allocations} ({allocation_columns})
+    SELECT {allocation_values} FROM new_job, found
+    WHERE (SELECT count(*) FROM found) = %s
+    RETURNING id, device_id
+)
+SELECT new_job.id, inserted.id, found.*
+FROM new_job LEFT JOIN (inserted JOIN found ON found.d_id = inserted.device_id) ON true
+ORDER BY found.h_hostname, found.d_index
+"""
+
+
+def _job_insert_with_allocations(
+    *, job: Job, cluster: Cluster, items: list[tuple[str, int, float]]
+) -> tuple[bool, list[JobAllocation] | None, list[int]]:
+    """Insert the job unless it exists and, when every named GPU is a known device of the
+    cluster, its allocations from ``job.started_at``: one statement (job insert, device
+    lookup and allocation insert were three round trips and two ORM compilations).
+
+    Returns (created, allocations in the API's order or None when nothing was allocated,
+    device ids in the order named). ``created`` and None: some GPU needs a new host or a
+    placeholder device; the caller allocates through the general path."""
+    db = router.db_for_write(Job)
+    connection = connections[db]
+    job_sql, job_params = _job_insert_sql(job=job, db=db)
+    device_fields, host_fields = Device._meta.concrete_fields, Host._meta.concrete_fields
+    allocation_columns, allocation_values, allocation_params = [], [], []
+    for concrete in JobAllocation._meta.concrete_fields:
+        if concrete.primary_key:
+            continue
+        allocation_columns.append(connection.ops.quote_name(concrete.column))
+        if concrete.name == "job":
+            allocation_values.append("new_job.id")
+        elif concrete.name == "device":
+            allocation_values.append("found.d_id")
+        elif concrete.name == "fraction":
+            allocation_values.append("found.fraction")
+        else:  # start: the job's start; anything else its model default, as bulk_create would store
+            value = job.started_at if concrete.name == "start" else concrete.get_default()
+            allocation_values.append("%s")
+            allocation_params.append(concrete.get_db_prep_save(value, connection))
+    sql = _REGISTER_SQL.format(
+        job_insert=job_sql,
+        device_columns=", ".join(f'd."{f.column}" AS "d_{f.column}"' for f in device_fields),
+        host_columns=", ".join(f'h."{f.column}" AS "h_{f.column}"' for f in host_fields),
+        hosts=Host._meta.db_table, devices=Device._meta.db_table, allocations=JobAllocation._meta.db_table,
+        allocation_columns=", ".join(allocation_columns), allocation_values=", ".join(allocation_values),
+    )
+    params = [
+        *job_params,
+        [host for host, _, _ in items], [index for _, index, _ in items], [fraction for _, _, fraction in items],
+        list(range(len(items))),
+        cluster.pk, "MIG-%",
+        *allocation_params,
+        len(items),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    if not rows:
+        return False, None, []
+    job.pk = rows[0][0]
+    job._state.adding = False
+    job._state.db = db
+    if rows[0][1] is None:
+        return True, None, []
+    allocations = []
+    named: list[tuple[int, int]] = []
+    for _job_id, allocation_id, position, fraction, *columns in rows:
+        device = model_from_row(Device, db=db, values=list(columns[: len(device_fields)]))
+        device.host = model_from_row(Host, db=db, values=list(columns[len(device_fields):]))
+        allocation = JobAllocation(job=job, device=device, start=job.started_at, fraction=fraction)
+        allocation.pk = allocation_id
+        allocation._state.adding = False
+        allocation._state.db = db
+        allocations.append(allocation)
+        named.append((position, device.pk))
+    return True, allocations, [device_id for _, device_id in sorted(named)]
 
 
 @transaction.atomic
@@ -216,7 +331,16 @@ def job_register(
         power_cap_w=power_cap_w,
         status=Job.Status.RUNNING,
     )
-    created = _job_insert_unless_exists(job)
+    items = _host_index_items(allocation) if allocation else None
+    if items:
+        created, allocations, added = _job_insert_with_allocations(job=job, cluster=cluster, items=items)
+        if allocations is not None:  # a new job, allocated
+            _mark_dirty(device_ids=added, start=job.started_at)
+            return JobRegistration(
+                job=job, created=True, added_device_ids=added, allocations=allocations, allocations_sorted=True
+            )
+    else:
+        created = _job_insert_unless_exists(job)
     if not created:
         # Concurrent prologs of one job serialise here, so allocations are never duplicated
         # (a job just inserted is already locked by this transaction).
@@ -357,17 +481,9 @@ def _job_end_write(*, job: Job, status: str, ended: dt.datetime) -> tuple[list[i
     )
     now = timezone.now()
     db = router.db_for_write(Job)
-    connection = connections[db]
-    converters = {}
-    for index, concrete in enumerate(JobAllocation._meta.concrete_fields):
-        col = concrete.get_col(JobAllocation._meta.db_table)
-        funcs = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
-        if funcs:
-            converters[index] = funcs
-    end_index = columns.index("end")
     touched: list[int] = []
     allocations: list[JobAllocation] = []
-    with connection.cursor() as cursor:
+    with connections[db].cursor() as cursor:
         cursor.execute(sql, {"job": job.pk, "ended": ended, "status": status, "now": now})
         rows = cursor.fetchall()
     for device_id, held_past, dropped, *rest in rows:
@@ -375,14 +491,10 @@ def _job_end_write(*, job: Job, status: str, ended: dt.datetime) -> tuple[list[i
             touched.append(device_id)
             if dropped:
                 continue
-        values = list(rest[: len(columns)])
-        for index, funcs in converters.items():
-            for func in funcs:
-                values[index] = func(values[index], None, connection)
+        allocation = model_from_row(JobAllocation, db=db, values=list(rest[: len(columns)]))
         if held_past:
-            values[end_index] = ended
+            allocation.end = ended
         uuid, index_, host_id, hostname = rest[len(columns):]
-        allocation = JobAllocation.from_db(db, columns, values)
         # field names in the model's order
         device = Device.from_db(db, ["id", "host_id", "uuid", "index"], [device_id, host_id, uuid, index_])
         device.host = Host.from_db(db, ["id", "hostname"], [host_id, hostname])

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from accounting import models as m
+from tests import factories as f
 from tests.accounting.test_api_support import build_world
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +46,8 @@ def test_slurm_prolog_registers_each_node_and_epilog_ends(live_server, transacti
     assert (job.cluster, job.team.slug, job.username, job.name, job.kind, job.family) == (
         world.cluster_a, "recsys", "alice", 'sft "v2"', "inference", "llm")
     assert sorted(job.allocations.values_list("device__uuid", flat=True)) == [
-        "pending:gpu-node-01:0", "pending:gpu-node-01:1", "pending:gpu-node-02:2", "pending:gpu-node-02:3"]
+        f.pending_uuid("gpu-node-01", 0), f.pending_uuid("gpu-node-01", 1), f.pending_uuid("gpu-node-02", 2),
+        f.pending_uuid("gpu-node-02", 3)]
     end = _slurm("epilog.sh", {**base, "SLURM_JOB_EXIT_CODE": "1"})
     assert end.returncode == 0, end.stderr
     job.refresh_from_db()

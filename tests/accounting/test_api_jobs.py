@@ -40,9 +40,9 @@ def test_register_creates_job_host_and_placeholder_devices(world, ledger_spy):
         "training", "recommender", "running", T0, 14400.0)
     assert job.model_meta == {"parameters": 2.1e9, "precision": "bf16", "batch_size": 65536}
     assert sorted((a["host"], a["gpu_index"], a["gpu_uuid"], a["pending_device"]) for a in body["allocations"]) == [
-        ("gpu-node-01", 0, "pending:gpu-node-01:0", True),
-        ("gpu-node-01", 1, "pending:gpu-node-01:1", True),
-        ("gpu-node-02", 3, "pending:gpu-node-02:3", True),
+        ("gpu-node-01", 0, f.pending_uuid("gpu-node-01", 0), True),
+        ("gpu-node-01", 1, f.pending_uuid("gpu-node-01", 1), True),
+        ("gpu-node-02", 3, f.pending_uuid("gpu-node-02", 3), True),
     ]
     node2 = m.Host.objects.get(hostname="gpu-node-02")
     assert node2.cluster == world.cluster_a
@@ -154,13 +154,23 @@ def test_same_scheduler_id_in_two_clusters_are_two_jobs(world):
     assert m.Host.objects.filter(hostname="gpu-node-01").count() == 2
 
 
-def test_pending_placeholder_uuid_collision_across_clusters_is_a_field_error(world):
-    register(world, token="sched_a")
-    before = db_snapshot()
-    # "pending:gpu-node-01:0" already names cluster A's placeholder; the uuid column is unique.
-    response = register(world, token="sched_b", allocation=[{"host": "gpu-node-01", "gpus": [0]}])
-    assert problem_fields(response) == ["allocation[0].gpus"]
-    assert db_snapshot() == before
+def test_same_hostname_in_two_clusters_gets_two_placeholders(world):
+    a = register(world, token="sched_a")
+    b = register(world, token="sched_b", allocation=[{"host": "gpu-node-01", "gpus": [0]}])
+    assert a.status_code == b.status_code == 201, b.json()
+    uuid_a = next(x["gpu_uuid"] for x in a.json()["allocations"] if (x["host"], x["gpu_index"]) == ("gpu-node-01", 0))
+    uuid_b = b.json()["allocations"][0]["gpu_uuid"]
+    assert uuid_a == f.pending_uuid("gpu-node-01", 0, cluster=world.cluster_a)
+    assert uuid_b == f.pending_uuid("gpu-node-01", 0, cluster=world.cluster_b)
+    assert uuid_a != uuid_b
+    assert m.Device.objects.get(uuid=uuid_b).host.cluster == world.cluster_b
+
+
+def test_a_hostname_longer_than_the_uuid_column_still_gets_a_placeholder(world):
+    long_name = "n" * 60 + ".gpu.example-datacenter-with-a-long-domain.internal"
+    response = register(world, allocation=[{"host": long_name, "gpus": [7]}])
+    assert response.status_code == 201, response.json()
+    assert response.json()["allocations"][0]["gpu_uuid"] == f.pending_uuid(long_name, 7)
 
 
 # --- update --------------------------------------------------------------------------------
@@ -179,13 +189,13 @@ def test_update_allocation_releases_and_adds_at_effective_time(world, ledger_spy
     rows = sorted(
         (a.device.uuid, a.start, a.end) for a in m.JobAllocation.objects.filter(job_id=job_id).select_related("device")
     )
-    assert rows == [
-        ("pending:gpu-node-01:0", T0, t1),
-        ("pending:gpu-node-01:1", T0, None),
-        ("pending:gpu-node-02:0", t1, None),
-    ]
+    assert rows == sorted([
+        (f.pending_uuid("gpu-node-01", 0), T0, t1),
+        (f.pending_uuid("gpu-node-01", 1), T0, None),
+        (f.pending_uuid("gpu-node-02", 0), t1, None),
+    ])
     last = ledger_spy.dirty[-1]
-    expected = m.Device.objects.filter(uuid__in=["pending:gpu-node-01:0", "pending:gpu-node-02:0"])
+    expected = m.Device.objects.filter(uuid__in=[f.pending_uuid("gpu-node-01", 0), f.pending_uuid("gpu-node-02", 0)])
     assert sorted(last["device_ids"]) == sorted(expected.values_list("pk", flat=True))
     assert (last["start"], last["end"]) == (t1, None)
 

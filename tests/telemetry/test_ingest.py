@@ -11,6 +11,7 @@ import pytest
 from django.db import connection
 
 from accounting.models import ApiToken, Device
+from accounting.services.jobs import pending_device_uuid
 from accounting.tokens import token_create
 from telemetry.models import TelemetryBatch
 from tests.factories import DeviceFactory, HostFactory
@@ -98,7 +99,7 @@ def test_stored_window_values_round_trip_exactly(client, host_setup):
 
 def test_unknown_device_is_registered_for_the_tokens_own_host_and_replaces_a_placeholder(client, host_setup):
     host, _, secret = host_setup
-    placeholder = Device.objects.create(host=host, uuid=f"pending:{host.hostname}:3", index=3)
+    placeholder = Device.objects.create(host=host, uuid=pending_device_uuid(host_id=host.pk, index=3), index=3)
     payload = batch(hostname=host.hostname, windows=[window(seq=1, start=_start(), gpus=[
         gpu_entry(uuid_="GPU-new-3", index=3), gpu_entry(uuid_="GPU-new-4", index=4)])])
     assert _post(client, secret, payload).status_code == 202
