@@ -375,9 +375,19 @@ class JobAllocation(models.Model):
     fraction = models.FloatField(default=1.0)
     mig_instance = models.CharField(max_length=100, blank=True)
 
+    class Source(models.TextChoices):
+        SCHEDULER = "scheduler", "Scheduler"
+        # A job registered without an allocation (e.g. a Kubernetes pod from the watcher) holds
+        # the GPUs the agent sees its processes on, for the job's life.
+        OBSERVED = "observed", "Observed by the agent"
+
+    source = models.CharField(max_length=12, choices=Source.choices, default=Source.SCHEDULER)
+
     class Meta:
         indexes = [models.Index(fields=["device", "start"])]
         constraints = [
+            models.UniqueConstraint(fields=["job", "device"], condition=Q(source="observed"),
+                                    name="alloc_observed_once"),
             models.CheckConstraint(condition=Q(fraction__gt=0) & Q(fraction__lte=1), name="alloc_fraction_range"),
             models.CheckConstraint(
                 condition=Q(end__isnull=True) | Q(end__gt=models.F("start")), name="alloc_end_after_start"

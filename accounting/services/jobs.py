@@ -9,17 +9,20 @@ footprint (``job_footprint_finalize``).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connections, router, transaction
-from django.db.models import ForeignKey
+from django.db.models import ForeignKey, Q
 from django.db.models.constants import OnConflict
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
 from accounting.models import Cluster, Device, Host, Job, JobAllocation, Organization, Team
 from accounting.selectors.jobs import model_from_row
+
+log = logging.getLogger(__name__)
 
 PENDING_UUID_PREFIX = "pending:"
 ENDED_STATUSES = (Job.Status.COMPLETED, Job.Status.FAILED, Job.Status.PREEMPTED, Job.Status.CANCELLED)
@@ -145,6 +148,55 @@ def allocation_devices_resolve(
             device.host = hosts[spec.host]
             resolved[device.pk] = (device, spec.fraction)
     return list(resolved.values())
+
+
+# Process job keys the agent reports (telemetry/agent/jobs.py) -> the job's scheduler id.
+OBSERVABLE_KEY_PREFIXES = frozenset({"slurm", "k8s", "env"})
+
+
+def allocations_observe(*, sightings: set[tuple[int, int, str]]) -> list[JobAllocation]:
+    """Allocations for jobs registered without one, from where the agent saw their processes.
+
+    ``sightings`` are (device id, cluster id, process job key) not matched by any allocation.
+    A job of that cluster whose scheduler id is the key's (``k8s:<pod uid>`` -> ``<pod uid>``)
+    and that holds no scheduler allocation at all gets the device for its whole life
+    ([started_at, ended_at), fraction 1): Kubernetes' device plugin gives a pod its GPUs for
+    the pod's life, and the API server never says which (integrations/kubernetes). A job with a
+    scheduler allocation is never extended this way (the scheduler is the source of truth), and
+    a key naming no registered job stays unallocated (fleet overhead). Concurrent workers are
+    safe: one observed allocation per (job, device), inserts ignore conflicts. The caller
+    re-attributes the batches the new allocations cover."""
+    wanted: dict[tuple[int, str], set[int]] = {}
+    for device_id, cluster_id, key in sightings:
+        prefix, sep, ident = key.partition(":")
+        if sep and ident and prefix in OBSERVABLE_KEY_PREFIXES:
+            wanted.setdefault((cluster_id, ident), set()).add(device_id)
+    if not wanted:
+        return []
+    match = Q()
+    for cluster_id, ident in wanted:
+        match |= Q(cluster_id=cluster_id, scheduler_job_id=ident)
+    jobs = (Job.objects.filter(match)
+            .exclude(allocations__source=JobAllocation.Source.SCHEDULER)
+            .only("pk", "cluster_id", "scheduler_job_id", "started_at", "ended_at"))
+    candidates = [
+        JobAllocation(job_id=job.pk, device_id=device_id, start=job.started_at, end=job.ended_at,
+                      source=JobAllocation.Source.OBSERVED)
+        for job in jobs
+        for device_id in sorted(wanted[(job.cluster_id, job.scheduler_job_id)])
+        if job.ended_at is None or job.ended_at > job.started_at
+    ]
+    if not candidates:
+        return []
+    existing = set(JobAllocation.objects.filter(
+        job_id__in={a.job_id for a in candidates}, source=JobAllocation.Source.OBSERVED,
+    ).values_list("job_id", "device_id"))
+    new = [a for a in candidates if (a.job_id, a.device_id) not in existing]
+    JobAllocation.objects.bulk_create(new, ignore_conflicts=True)
+    for allocation in new:
+        log.info("observed allocation job=%d device=%d from %s", allocation.job_id, allocation.device_id,
+                 allocation.start.isoformat())
+    return new
 
 
 def _mark_dirty(*, device_ids: list[int], start: dt.datetime) -> None:

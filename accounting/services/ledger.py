@@ -27,7 +27,7 @@ from django.db.models import Q
 from accounting.domain.attribution import attribute
 from accounting.domain.carbon import carbonize
 from accounting.domain.energy import fill_gaps
-from accounting.domain.types import METHOD_VERSION, GpuWindowIn
+from accounting.domain.types import METHOD_VERSION, Allocation, GpuWindowIn
 from accounting.mappers import (
     allocations_for,
     allocations_within,
@@ -38,6 +38,7 @@ from accounting.mappers import (
 )
 from accounting.models import Device, Job
 from accounting.selectors.factor_lookup import factor_lookups_for_site
+from accounting.services.jobs import allocations_observe
 from telemetry.models import TelemetryBatch
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,36 @@ def batches_attribute(*, batch_pks: Iterable[int], now: dt.datetime, extra: int 
     return AttributionOutcome(attributed=attributed, skipped=skipped, failed=failed)
 
 
+def _unmatched_sightings(
+    *, items: list, gpu_by_batch: dict, allocations: list[Allocation]
+) -> set[tuple[int, int, str]]:
+    """(device, cluster, job key) of processes the agent reported that no allocation of that
+    device names: candidates for an observed allocation (``allocations_observe``)."""
+    held = {(a.device_id, key) for a in allocations for key in a.job_keys}
+    out: set[tuple[int, int, str]] = set()
+    for batch, *_ in items:
+        cluster_id = batch.host.cluster_id
+        last = None
+        for row in gpu_by_batch[batch.pk]:
+            processes = row.window.processes
+            if not processes or processes is last:  # the mapper shares one tuple per distinct list
+                continue
+            last = processes
+            device_id = row.window.device_id
+            for process in processes:
+                key = process.job_key
+                if key is not None and (device_id, key) not in held:
+                    out.add((device_id, cluster_id, key))
+    return out
+
+
+def _group_by_period(allocations: list) -> dict[tuple[dt.datetime, dt.datetime | None], list[int]]:
+    out: dict[tuple[dt.datetime, dt.datetime | None], list[int]] = defaultdict(list)
+    for allocation in allocations:
+        out[(allocation.start, allocation.end)].append(allocation.device_id)
+    return out
+
+
 _LEDGER_COLUMNS = (
     "batch_id", "account", "job_id", "org_id", "team_id", "site_id", "host_id", "device_id", "component", "hour",
     "energy_j", "held_s", "co2e_operational_g", "co2e_operational_marginal_g", "co2e_embodied_g", "co2e_low_g",
@@ -191,6 +222,15 @@ def _attribute_many(*, batches: list[TelemetryBatch]) -> dict[int, set[tuple[int
         lookups = factor_lookups_for_site(site=site, start=start, end=end)
         rates = embodied_rates_for(device_ids=site_devices, site=site)
         site_allocations = allocations_for(device_ids=site_devices, start=start, end=end)
+        unmatched = _unmatched_sightings(items=items, gpu_by_batch=gpu_by_batch, allocations=site_allocations)
+        if unmatched:
+            observed = allocations_observe(sightings=unmatched)
+            if observed:
+                # Earlier batches of these devices were attributed without the job: rebuild them
+                # (not the ones being attributed here, which see the new allocations below).
+                for (start_at, end_at), device_ids_of in _group_by_period(observed).items():
+                    ledger_mark_dirty(device_ids=device_ids_of, start=start_at, end=end_at, exclude_batch_pks=pks)
+                site_allocations = allocations_for(device_ids=site_devices, start=start, end=end)
         for batch, filled, gaps, window_start in items:
             device_ids = devices_by_batch[batch.pk]
             allocations = allocations_within(site_allocations, device_ids=set(device_ids), start=window_start,
@@ -378,8 +418,10 @@ ON CONFLICT (org_id, team_id, site_id, day) DO UPDATE SET
 """
 
 
-def ledger_mark_dirty(*, device_ids: list[int], start: dt.datetime, end: dt.datetime | None) -> int:
-    """Allocations changed for these devices over [start, end): re-attribute the batches there.
+def ledger_mark_dirty(*, device_ids: list[int], start: dt.datetime, end: dt.datetime | None,
+                      exclude_batch_pks: list[int] | None = None) -> int:
+    """Allocations changed for these devices over [start, end): re-attribute the batches there
+    (except ``exclude_batch_pks``: batches being attributed by the caller right now).
 
     Called by the jobs service on register/update/end. The batches go back to pending and a
     nudge is sent on commit; attribution rebuilds their entries, so nothing is counted twice."""
@@ -393,10 +435,12 @@ def ledger_mark_dirty(*, device_ids: list[int], start: dt.datetime, end: dt.date
         WHERE host_id IN (SELECT DISTINCT host_id FROM {Device._meta.db_table} WHERE id = ANY(%(devices)s))
           AND last_end > %(start)s AND status <> %(pending)s
           {"AND first_start < %(end)s" if end is not None else ""}
+          AND NOT (id = ANY(%(exclude)s))
         RETURNING id
     """
     params: dict[str, Any] = {
         "pending": TelemetryBatch.Status.PENDING.value, "devices": list(device_ids), "start": start, "end": end,
+        "exclude": list(exclude_batch_pks or []),
     }
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

@@ -17,8 +17,9 @@ Run one replica per cluster with a scheduler token of that cluster::
 The mapping functions are plain Python (tested without a cluster); the ``kubernetes`` package
 is imported only by ``main``. Allocation: the API server knows a pod's node and GPU count
 (``nvidia.com/gpu``), not which GPUs the device plugin gave it, so pods are registered without
-device allocations and the agent's process -> pod mapping attributes their GPU energy. The
-GPU count and node are kept in ``model_meta`` for the record.
+device allocations; the ledger gives a pod the GPUs the agent sees its processes on
+(``k8s:<pod uid>``) as *observed* allocations for the pod's life (README.md). The GPU count and
+node are kept in ``model_meta`` for the record.
 """
 
 from __future__ import annotations
