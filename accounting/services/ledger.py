@@ -103,11 +103,12 @@ def batches_attribute(*, batch_pks: Iterable[int], now: dt.datetime, extra: int 
     attributed: list[int] = []
     failed: list[int] = []
     jobs: set[int] = set()
+    replaced: set[ReplacedKey] = set()
     batches = list(TelemetryBatch.objects.select_related("host__cluster__site__zone").filter(pk__in=claimed)
                    .order_by("pk"))
     try:
         with transaction.atomic():
-            touched_by_batch = _attribute_many(batches=batches)
+            touched_by_batch, replaced = _attribute_many(batches=batches)
     except Exception:
         log.warning("grouped attribution of %d batches failed; attributing one by one", len(batches), exc_info=True)
         touched_by_batch = None
@@ -120,7 +121,9 @@ def batches_attribute(*, batch_pks: Iterable[int], now: dt.datetime, extra: int 
             pk = batch.pk
             try:
                 with transaction.atomic():
-                    touched = _attribute_many(batches=[batch])[pk]
+                    touched_one, replaced_one = _attribute_many(batches=[batch])
+                touched = touched_one[pk]
+                replaced |= replaced_one
             except Exception as exc:
                 log.exception("attribution failed batch_pk=%d", pk)
                 attempts = batch.attempts + 1
@@ -131,7 +134,8 @@ def batches_attribute(*, batch_pks: Iterable[int], now: dt.datetime, extra: int 
             jobs.update(job_id for job_id, _ in touched if job_id is not None)
             attributed.append(pk)
     if attributed:
-        aggregates_rollup(batch_pks=attributed, job_ids=sorted(jobs))
+        jobs.update(key[0] for key in replaced if key[0] is not None)
+        aggregates_rollup(batch_pks=attributed, job_ids=sorted(jobs), replaced=replaced)
     skipped = sorted(requested - set(claimed))
     return AttributionOutcome(attributed=attributed, skipped=skipped, failed=failed)
 
@@ -174,12 +178,20 @@ _LEDGER_COLUMNS = (
 )
 
 
-def _attribute_many(*, batches: list[TelemetryBatch]) -> dict[int, set[tuple[int | None, int | None]]]:
+# Aggregate keys of ledger entries a re-attribution replaced: (job, device, hour, org, team, site).
+ReplacedKey = tuple[int | None, int | None, dt.datetime, int, int | None, int]
+
+
+def _attribute_many(
+    *, batches: list[TelemetryBatch]
+) -> tuple[dict[int, set[tuple[int | None, int | None]]], set[ReplacedKey]]:
     """Rebuild the ledger entries of these batches (caller holds a transaction): per batch, fill
     gaps, attribute and carbonize in the pure domain; inputs are read once for all batches and
-    the entries are written with one COPY. Returns touched (job, device) per batch pk."""
+    the entries are written with one COPY. Returns touched (job, device) per batch pk, and the
+    aggregate keys of the entries it replaced (a job may have lost every entry of a batch: its
+    aggregates must still be rebuilt, see ``aggregates_rollup``)."""
     if not batches:
-        return {}
+        return {}, set()
     pks = [b.pk for b in batches]
     gpu_by_batch = gpu_windows_for_batches(batch_pks=pks)
     host_by_batch = host_windows_for_batches(batch_pks=pks)
@@ -252,7 +264,9 @@ def _attribute_many(*, batches: list[TelemetryBatch]) -> dict[int, set[tuple[int
     touched: dict[int, set[tuple[int | None, int | None]]] = {}
     updates = []
     with connection.cursor() as cursor:
-        cursor.execute("DELETE FROM accounting_ledgerentry WHERE batch_id = ANY(%s)", [pks])
+        cursor.execute("DELETE FROM accounting_ledgerentry WHERE batch_id = ANY(%s) "
+                       "RETURNING job_id, device_id, hour, org_id, team_id, site_id", [pks])
+        replaced: set[ReplacedKey] = set(cursor.fetchall())
         with cursor.cursor.copy(f"COPY accounting_ledgerentry ({', '.join(_LEDGER_COLUMNS)}) FROM STDIN") as copy:
             for batch in batches:
                 site = batch.host.cluster.site
@@ -279,24 +293,43 @@ def _attribute_many(*, batches: list[TelemetryBatch]) -> dict[int, set[tuple[int
             "WHERE id = %s",
             updates,
         )
-    return touched
+    return touched, replaced
 
 
-def aggregates_rollup(*, batch_pks: list[int], job_ids: list[int]) -> None:
+def aggregates_rollup(*, batch_pks: list[int], job_ids: list[int], replaced: set[ReplacedKey] | None = None) -> None:
     """Recompute the aggregates touched by these batches from committed ledger entries, then
     mark the batches done. Serialised by an advisory lock: each rollup sees every entry
-    committed before it, so the last one to run is always complete."""
+    committed before it, so the last one to run is always complete.
+
+    ``replaced`` are the keys of entries the attribution deleted (re-attribution after an
+    allocation change or a factor correction): those aggregates are recomputed too, and removed
+    where no entry is left, so a job that lost every entry of a batch does not keep its old
+    totals."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ROLLUP_LOCK_KEY])
         # Which (device, hour), (job, hour) and (org, team, site, day) keys the batches touch.
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS _rollup_batches (id bigint PRIMARY KEY) ON COMMIT DELETE ROWS"
         )
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS _rollup_replaced (job_id bigint, device_id bigint, hour timestamptz, "
+            "org_id bigint, team_id bigint, site_id bigint) ON COMMIT DELETE ROWS"
+        )
         cursor.execute("INSERT INTO _rollup_batches SELECT unnest(%s::bigint[]) ON CONFLICT DO NOTHING", [batch_pks])
+        if replaced:
+            columns = list(zip(*sorted(replaced, key=repr), strict=True))
+            cursor.execute(
+                "INSERT INTO _rollup_replaced SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], "
+                "%s::bigint[], %s::bigint[], %s::bigint[])",
+                [list(column) for column in columns],
+            )
         cursor.execute(_JOB_FOOTPRINT_SQL, [job_ids])
         cursor.execute(_JOB_HOUR_SQL)
         cursor.execute(_DEVICE_HOUR_SQL)
         cursor.execute(_TEAM_DAY_SQL)
+        if replaced:
+            for statement in _REPLACED_CLEANUP_SQL:
+                cursor.execute(statement)
         cursor.execute(
             "UPDATE telemetry_telemetrybatch SET status = 'done', attributed_at = clock_timestamp() "
             "WHERE id = ANY(%s) AND status = 'claimed'",
@@ -347,8 +380,9 @@ ON CONFLICT (job_id) DO UPDATE SET
 
 _JOB_HOUR_SQL = """
 WITH keys AS (
-    SELECT DISTINCT e.job_id, e.hour FROM accounting_ledgerentry e
+    SELECT e.job_id, e.hour FROM accounting_ledgerentry e
     JOIN _rollup_batches rb ON rb.id = e.batch_id WHERE e.job_id IS NOT NULL
+    UNION SELECT r.job_id, r.hour FROM _rollup_replaced r WHERE r.job_id IS NOT NULL
 )
 INSERT INTO accounting_jobhour (job_id, hour, energy_j, gpu_energy_j, co2e_operational_g, co2e_embodied_g,
                                 intensity_g_per_kwh)
@@ -366,8 +400,9 @@ ON CONFLICT (job_id, hour) DO UPDATE SET
 
 _DEVICE_HOUR_SQL = """
 WITH keys AS (
-    SELECT DISTINCT e.device_id, e.hour FROM accounting_ledgerentry e
+    SELECT e.device_id, e.hour FROM accounting_ledgerentry e
     JOIN _rollup_batches rb ON rb.id = e.batch_id WHERE e.device_id IS NOT NULL
+    UNION SELECT r.device_id, r.hour FROM _rollup_replaced r WHERE r.device_id IS NOT NULL
 ), ledger AS (
     SELECT k.device_id, k.hour,
            COALESCE(SUM(e.energy_j) FILTER (WHERE e.component IN ('gpu_active', 'gpu_idle')), 0) AS energy_j,
@@ -400,8 +435,9 @@ ON CONFLICT (device_id, hour) DO UPDATE SET
 
 _TEAM_DAY_SQL = """
 WITH keys AS (
-    SELECT DISTINCT e.org_id, e.team_id, e.site_id, (e.hour AT TIME ZONE 'UTC')::date AS day
+    SELECT e.org_id, e.team_id, e.site_id, (e.hour AT TIME ZONE 'UTC')::date AS day
     FROM accounting_ledgerentry e JOIN _rollup_batches rb ON rb.id = e.batch_id
+    UNION SELECT r.org_id, r.team_id, r.site_id, (r.hour AT TIME ZONE 'UTC')::date FROM _rollup_replaced r
 )
 INSERT INTO accounting_teamday (org_id, team_id, site_id, day, energy_j, gpu_idle_energy_j,
                                 co2e_operational_g, co2e_embodied_g)
@@ -489,3 +525,29 @@ def batches_sweep(*, now: dt.datetime, limit: int = 500) -> list[int]:
         .order_by("received_at")
         .values_list("pk", flat=True)[:limit]
     )
+
+
+# Aggregates of replaced keys with no ledger entry left (the upserts above only write keys that
+# still have entries).
+_REPLACED_CLEANUP_SQL = (
+    """
+    DELETE FROM accounting_jobhour a USING _rollup_replaced r
+    WHERE a.job_id = r.job_id AND a.hour = r.hour
+      AND NOT EXISTS (SELECT 1 FROM accounting_ledgerentry e WHERE e.job_id = r.job_id AND e.hour = r.hour)
+    """,
+    """
+    DELETE FROM accounting_devicehour a USING _rollup_replaced r
+    WHERE a.device_id = r.device_id AND a.hour = r.hour
+      AND NOT EXISTS (SELECT 1 FROM accounting_ledgerentry e WHERE e.device_id = r.device_id AND e.hour = r.hour)
+    """,
+    """
+    DELETE FROM accounting_teamday a USING _rollup_replaced r
+    WHERE a.org_id = r.org_id AND a.team_id IS NOT DISTINCT FROM r.team_id AND a.site_id = r.site_id
+      AND a.day = (r.hour AT TIME ZONE 'UTC')::date
+      AND NOT EXISTS (
+        SELECT 1 FROM accounting_ledgerentry e
+        WHERE e.org_id = r.org_id AND e.team_id IS NOT DISTINCT FROM r.team_id AND e.site_id = r.site_id
+          AND e.hour >= (a.day::timestamp AT TIME ZONE 'UTC')
+          AND e.hour < ((a.day + 1)::timestamp AT TIME ZONE 'UTC'))
+    """,
+)

@@ -163,3 +163,32 @@ def test_gap_between_batches_is_interpolated_and_reported(client, fleet):
     assert gpu_total == pytest.approx(6000.0 + 5000.0 + 4000.0)
     interpolated = LedgerEntry.objects.filter(device=gpu0, quality="interpolated").count()
     assert interpolated >= 1
+
+
+def test_a_job_that_loses_every_entry_of_a_batch_loses_its_aggregates_too(client, fleet):
+    """Re-attribution after the job's allocation is cut back before the batch: the job has no
+    ledger entry left there, so its footprint, job-hours and team-days must say so (they were
+    once left with the old totals)."""
+    host, gpu0, _gpu1, job, start, secret = fleet
+    payload = batch(hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[
+        gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0)])])
+    assert _post(client, secret, payload).status_code == 202
+    pk = TelemetryBatch.objects.get().pk
+    batches_attribute(batch_pks=[pk], now=_now())
+    assert JobFootprint.objects.get(job=job).energy_j == pytest.approx(9225.0, abs=1e-9)
+
+    allocation = job.allocations.get()
+    allocation.end = start - dt.timedelta(minutes=1)
+    allocation.save()
+    assert ledger_mark_dirty(device_ids=[gpu0.pk], start=allocation.end, end=None) == 1
+    batches_attribute(batch_pks=[pk], now=_now())
+
+    assert not LedgerEntry.objects.filter(job=job).exists()
+    fp = JobFootprint.objects.get(job=job)
+    assert (fp.energy_j, fp.gpu_energy_j, fp.co2e_operational_g, fp.co2e_embodied_g) == (0.0, 0.0, 0.0, 0.0)
+    assert not JobHour.objects.filter(job=job).exists()
+    assert not TeamDay.objects.filter(team=job.team).exists()
+    overhead_day = TeamDay.objects.get(team=None)
+    assert overhead_day.energy_j == pytest.approx((6000.0 + 1000.0 + 200.0) * 1.5, abs=1e-9)
+    device_hour = DeviceHour.objects.get(device=gpu0)
+    assert (device_hour.energy_j, device_hour.allocated_s) == (pytest.approx(6000.0), 0.0)
