@@ -8,6 +8,7 @@ against a loopback receiver for --duration seconds while ``nvidia-smi`` samples 
 200 ms, puts a GPU load on device 0 between --load-from and --load-to seconds (torch if it is
 installed, else a CUDA kernel built with nvcc, else no load), and compares each window's
 energy from the NVML counter with nvidia-smi's power integrated over the same window.
+Also reports the agent's own CPU time (% of one core over its whole life) and peak RSS.
 Writes report.json, agent-windows.json, nvidia-smi.csv and probe.txt into --out.
 """
 
@@ -161,7 +162,10 @@ def main() -> int:
     )
     time.sleep(args.load_from)
     load, load_kind = start_load(args.load_to - args.load_from, workdir)
-    run.wait(timeout=args.duration + 120)
+    # wait4 rather than wait: the agent's own CPU time and peak RSS come with its exit status.
+    _, status, usage = os.wait4(run.pid, 0)
+    run.returncode = os.waitstatus_to_exitcode(status)
+    agent_cpu_s = usage.ru_utime + usage.ru_stime
     if load is not None:
         load.wait(timeout=120)
     smi.terminate()
@@ -194,6 +198,10 @@ def main() -> int:
     report = {
         "gpu": (probe.stdout.splitlines() or ["?"])[0], "load": load_kind, "wall_s": round(time.time() - t0, 1),
         "windows": rows, "agent_exit_code": run.returncode,
+        # Whole life (start-up, NVML init, every tick, shutdown) over --duration, GPU load included.
+        "agent_cpu_s": round(agent_cpu_s, 3),
+        "agent_cpu_pct_of_one_core": round(100 * agent_cpu_s / args.duration, 3),
+        "agent_max_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "agent_total_j": round(sum(r["agent_energy_j"] for r in rows), 1),
         "nvidia_smi_total_j": round(sum(r["nvidia_smi_energy_j"] or 0 for r in rows), 1),
     }
@@ -205,6 +213,8 @@ def main() -> int:
         print(f"{r['seq']:>12} {r['duration_s']:>6} {r['agent_energy_j']:>10} {r['nvidia_smi_energy_j']!s:>10} "
               f"{r['ratio']!s:>7} {r['agent_avg_power_w']:>7} {r['agent_util_pct']!s:>5} {r['agent_quality']}")
     print(f"total agent {report['agent_total_j']} J, nvidia-smi {report['nvidia_smi_total_j']} J")
+    print(f"agent CPU {report['agent_cpu_s']} s over {args.duration:g} s = {report['agent_cpu_pct_of_one_core']} % "
+          f"of one core, peak RSS {report['agent_max_rss_mb']} MB")
     return 0
 
 
