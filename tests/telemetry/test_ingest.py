@@ -97,6 +97,21 @@ def test_stored_window_values_round_trip_exactly(client, host_setup):
     assert host_row == (7, 1000.0, None, "measured")
 
 
+def test_integer_json_numbers_in_float_fields_are_stored_as_floats(client, host_setup):
+    host, device, secret = host_setup
+    payload = batch(hostname=host.hostname, windows=[window(seq=1, start=_start(), gpus=[gpu_entry(
+        uuid_=device.uuid, energy_j=6000, avg_power_w=600, max_power_w=640, util_pct=95, mem_used_mib=60000,
+        power_limit_w=700)])])
+    payload["windows"][0]["host"].update(cpu_energy_j=1000, dram_energy_j=200, cpu_util_pct=35)
+    assert _post(client, secret, payload).status_code == 202
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT energy_j, avg_power_w, max_power_w, util_pct, mem_used_mib, power_limit_w "
+                       "FROM telemetry_gpuwindow")
+        assert cursor.fetchone() == (6000.0, 600.0, 640.0, 95.0, 60000.0, 700.0)
+        cursor.execute("SELECT cpu_energy_j, dram_energy_j, cpu_util_pct FROM telemetry_hostwindow")
+        assert cursor.fetchone() == (1000.0, 200.0, 35.0)
+
+
 def test_unknown_device_is_registered_for_the_tokens_own_host_and_replaces_a_placeholder(client, host_setup):
     host, _, secret = host_setup
     placeholder = Device.objects.create(host=host, uuid=pending_device_uuid(host_id=host.pk, index=3), index=3)
