@@ -180,7 +180,7 @@ class Agent:
         path = os.path.join(self.config.spool_dir, "status.json")
         tmp = path + ".tmp"
         with open(tmp, "w") as fh:
-            json.dump(status, fh, indent=2)
+            fh.write(json.dumps(status, indent=2))  # one write; json.dump writes piece by piece
         os.replace(tmp, path)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -250,6 +250,7 @@ class Agent:
                 flush_stop = threading.Event()
                 self.sender.drain(flush_stop, deadline=time.monotonic() + self.config.shutdown_flush_s)
         self.reader.close()
+        self.jobs.close()
         stats = self.spool.stats()
         kv(
             logger,

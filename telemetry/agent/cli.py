@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -80,6 +81,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not config.server_url:
         kv(logger, logging.WARNING, "no_server_url", hint="windows are spooled but not sent")
     agent = Agent(config)
+    # Start-up is over: what it imported and built (~24k objects: modules, classes, functions)
+    # lives as long as the process. Moving it to the GC's permanent generation keeps later full
+    # collections, and the interpreter's final ones at exit (~15 ms of CPU), from walking it again.
+    gc.freeze()
     _install_signals(agent.stop)
     should_stop = None
     if config.backend == "replay":

@@ -6,14 +6,12 @@ because a silently ignored typo in a telemetry agent shows up weeks later as mis
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 BACKENDS = ("nvml", "sim", "replay")
 MIN_TICK_S = 0.1  # NVML's energy counter updates about every 100 ms: faster ticks read the same value
@@ -23,11 +21,12 @@ class ConfigError(ValueError):
     pass
 
 
-@dataclass
-class AgentConfig:
+class AgentConfig(NamedTuple):
+    """Immutable once loaded. (A NamedTuple, not a dataclass: see the note in gpu.py.)"""
+
     server_url: str = ""
     token: str = ""
-    hostname: str = field(default_factory=socket.gethostname)
+    hostname: str = socket.gethostname()  # this host's name, read once (at import)
     tick_s: float = 1.0
     window_s: float = 10.0
     spool_dir: str = "/var/lib/carbonledger-agent"
@@ -54,7 +53,7 @@ class AgentConfig:
     ca_file: str = ""
     shutdown_flush_s: float = 5.0
     # Simulation / replay.
-    sim_gpus: list[dict[str, Any]] = field(default_factory=list)
+    sim_gpus: list[dict[str, Any]] = []  # one shared default: configs are never mutated
     sim_seed: int = 0
     replay_file: str = ""
     replay_speed: float = 1.0
@@ -81,13 +80,16 @@ class AgentConfig:
         return self
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(AgentConfig)}
+# Field name -> its annotation as text ("float | None"), which _coerce parses values by.
+_FIELDS: dict[str, str] = {
+    name: str(getattr(t, "__forward_arg__", t)) for name, t in AgentConfig.__annotations__.items()
+}
 _BOOL_TRUE = {"1", "true", "yes", "on"}
 _BOOL_FALSE = {"0", "false", "no", "off"}
 
 
 def _coerce(name: str, value: Any) -> Any:
-    kind = _FIELDS[name].type
+    kind = _FIELDS[name]
     try:
         if kind == "bool":
             if isinstance(value, bool):
@@ -145,7 +147,7 @@ def load_config(
             values[key] = _coerce(key, value)
     for key in _FIELDS:
         env_key = f"CARBONLEDGER_{key.upper()}"
-        if env_key in env and not _FIELDS[key].type.startswith("list"):
+        if env_key in env and not _FIELDS[key].startswith("list"):
             values[key] = _coerce(key, env[env_key])
     for key, value in (overrides or {}).items():
         if value is None:

@@ -8,51 +8,106 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from telemetry.agent.log import kv
 
 logger = logging.getLogger("carbonledger.agent.gpu")
 
 
-@dataclass(frozen=True)
-class MigSample:
+# The agent's records are NamedTuples and __slots__ classes, not dataclasses: importing
+# dataclasses (with the inspect/ast/dis modules it pulls in) and building its 17 dataclasses cost
+# ~17 ms of CPU at every start, as much as ~17 one-second ticks of 8 GPUs (docs/agent.md, "Overhead").
+
+_NO_PROCESSES: Mapping[int, float | None] = MappingProxyType({})
+
+
+class MigSample(NamedTuple):
     uuid: str
     gpu_instance_id: int | None
     mem_used_mib: float | None
     pids: tuple[int, ...]
 
 
-@dataclass(frozen=True)
 class GpuSample:
-    index: int
-    uuid: str
-    name: str
-    mono_s: float
-    power_w: float | None
-    energy_mj: int | None  # None: the device has no total-energy counter
-    util_pct: float | None
-    mem_util_pct: float | None
-    mem_used_mib: float | None
-    power_limit_w: float | None
-    # pid -> SM utilisation (%) from nvmlDeviceGetProcessUtilization, None where not reported.
-    processes: dict[int, float | None] = field(default_factory=dict)
-    mig: tuple[MigSample, ...] = ()
+    """One device's reading at one tick (read-only once built)."""
+
+    __slots__ = (
+        "energy_mj",
+        "index",
+        "mem_used_mib",
+        "mem_util_pct",
+        "mig",
+        "mono_s",
+        "name",
+        "power_limit_w",
+        "power_w",
+        "processes",
+        "util_pct",
+        "uuid",
+    )
+
+    def __init__(
+        self,
+        index: int,
+        uuid: str,
+        name: str,
+        mono_s: float,
+        power_w: float | None,
+        energy_mj: int | None,  # None: the device has no total-energy counter
+        util_pct: float | None,
+        mem_util_pct: float | None,
+        mem_used_mib: float | None,
+        power_limit_w: float | None,
+        # pid -> SM utilisation (%) from nvmlDeviceGetProcessUtilization, None where not reported.
+        processes: Mapping[int, float | None] = _NO_PROCESSES,
+        mig: tuple[MigSample, ...] = (),
+    ) -> None:
+        self.index = index
+        self.uuid = uuid
+        self.name = name
+        self.mono_s = mono_s
+        self.power_w = power_w
+        self.energy_mj = energy_mj
+        self.util_pct = util_pct
+        self.mem_util_pct = mem_util_pct
+        self.mem_used_mib = mem_used_mib
+        self.power_limit_w = power_limit_w
+        self.processes = processes
+        self.mig = mig
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"GpuSample({fields})"
 
 
-@dataclass
 class _Device:
-    index: int
-    handle: Any
-    uuid: str
-    name: str
-    power_limit_w: float | None
-    has_counter: bool = True
-    has_process_util: bool = True
-    has_util: bool = True
-    last_proc_ts_us: int = 0
-    mig_enabled: bool = False
+    __slots__ = (
+        "handle",
+        "has_counter",
+        "has_process_util",
+        "has_util",
+        "index",
+        "last_proc_ts_us",
+        "mig_enabled",
+        "name",
+        "power_limit_w",
+        "uuid",
+    )
+
+    def __init__(self, index: int, handle: Any, uuid: str, name: str, power_limit_w: float | None) -> None:
+        self.index = index
+        self.handle = handle
+        self.uuid = uuid
+        self.name = name
+        self.power_limit_w = power_limit_w
+        self.has_counter = True
+        self.has_process_util = True
+        self.has_util = True
+        self.last_proc_ts_us = 0
+        self.mig_enabled = False
 
 
 def _text(value: Any) -> str:
@@ -141,9 +196,10 @@ class NvmlReader:
             device.has_process_util = False
             return {}
         utils: dict[int, float] = {}
-        for s in samples:
+        for s in samples:  # each field read once: pynvml's structs read through Python-level code
             device.last_proc_ts_us = max(device.last_proc_ts_us, int(s.timeStamp))
-            utils[int(s.pid)] = max(utils.get(int(s.pid), 0.0), float(s.smUtil))
+            pid = int(s.pid)
+            utils[pid] = max(utils.get(pid, 0.0), float(s.smUtil))
         return utils
 
     def _mig(self, device: _Device) -> tuple[MigSample, ...]:

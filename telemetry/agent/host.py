@@ -6,9 +6,8 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     import ssl
@@ -24,13 +23,17 @@ logger = logging.getLogger("carbonledger.agent.host")
 _ZONE_RE = re.compile(r"^intel-rapl:(\d+)(?::(\d+))?$")
 
 
-@dataclass
 class RaplZone:
-    zone_id: str
-    kind: str  # "cpu" | "dram"
-    energy_path: Path
-    max_range_uj: int
-    last_uj: int | None = None
+    __slots__ = ("energy_path", "kind", "last_uj", "max_range_uj", "zone_id")
+
+    def __init__(
+        self, zone_id: str, kind: str, energy_path: Path, max_range_uj: int, last_uj: int | None = None
+    ) -> None:
+        self.zone_id = zone_id
+        self.kind = kind  # "cpu" | "dram"
+        self.energy_path = energy_path
+        self.max_range_uj = max_range_uj
+        self.last_uj = last_uj
 
 
 class RaplReader:
@@ -286,8 +289,7 @@ class RedfishWall:
             return None
 
 
-@dataclass(frozen=True)
-class HostReading:
+class HostReading(NamedTuple):
     cpu_energy_j: float
     dram_energy_j: float
     cpu_util_pct: float

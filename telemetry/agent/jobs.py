@@ -7,10 +7,11 @@ without a scheduler. job_key: "slurm:<id>", "k8s:<pod-uid>", "env:<value>".
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from telemetry.agent.log import kv
 
@@ -75,18 +76,23 @@ def visible_includes(visible: tuple[str, ...] | None, *, uuid: str) -> bool | No
     return any(uuid.startswith(v) or v.startswith(uuid) for v in uuids)
 
 
-@dataclass(frozen=True)
-class ProcessJob:
+class ProcessJob(NamedTuple):
     pid: int
     job_key: str | None
     visible_devices: tuple[str, ...] | None
     source: str  # "slurm_cgroup" | "slurm_env" | "k8s_cgroup" | "env" | "none" | "gone"
 
 
+# Open stat files kept between ticks at most: past this many GPU processes, the rest are read by
+# path each time (the fd limit is shared with the spool, the sender's sockets and everything else).
+_MAX_HELD_STAT_FILES = 256
+
+
 class JobMapper:
     def __init__(self, proc_root: str = "/proc") -> None:
         self.proc_root = proc_root
         self._cache: dict[int, tuple[str | None, ProcessJob]] = {}
+        self._stat_fds: dict[int, int] = {}
 
     def _read(self, pid: int, name: str) -> bytes | None:
         try:
@@ -96,17 +102,37 @@ class JobMapper:
             return None
 
     def _read_stat(self, pid: int) -> bytes | None:
-        # Read every tick for every GPU process: one os.read (a stat line is a few hundred
-        # bytes) rather than a buffered file object.
+        # Read every tick for every GPU process, so its file stays open from one tick to the next:
+        # a pread, not an open (path lookup) + read + close. On /proc an open stat file belongs to
+        # its process: once that has exited the read fails (ESRCH) even if the pid is in use again,
+        # and the file is opened afresh by path. A file no longer linked at its path (a test tree
+        # replacing it) is reopened too, so a read always sees what the path holds now.
+        fd = self._stat_fds.get(pid)
+        if fd is not None:
+            try:
+                if os.fstat(fd).st_nlink:
+                    return os.pread(fd, 4096, 0)
+            except OSError:
+                pass
+            self._close_stat(pid)
         try:
             fd = os.open(os.path.join(self.proc_root, str(pid), "stat"), os.O_RDONLY)
         except OSError:
             return None
         try:
-            return os.read(fd, 4096)
+            raw = os.pread(fd, 4096, 0)
         except OSError:
+            os.close(fd)
             return None
-        finally:
+        if len(self._stat_fds) < _MAX_HELD_STAT_FILES:
+            self._stat_fds[pid] = fd
+        else:
+            os.close(fd)
+        return raw
+
+    def _close_stat(self, pid: int) -> None:
+        fd = self._stat_fds.pop(pid, None)
+        if fd is not None:
             os.close(fd)
 
     def _start_time(self, pid: int) -> str | None:
@@ -114,7 +140,7 @@ class JobMapper:
         if raw is None:
             return None
         # Field 22 (starttime) after the parenthesised comm, which may contain spaces.
-        rest = raw.rsplit(b")", 1)[-1].split()
+        rest = raw.rsplit(b")", 1)[-1].split(None, 20)
         return rest[19].decode() if len(rest) > 19 else ""
 
     def resolve(self, pid: int) -> ProcessJob:
@@ -152,3 +178,17 @@ class JobMapper:
         for pid in list(self._cache):
             if pid not in live_pids:
                 del self._cache[pid]
+        for pid in list(self._stat_fds):
+            if pid not in live_pids:
+                self._close_stat(pid)
+
+    def close(self) -> None:
+        """Close the stat files kept open between ticks (the mapper stays usable)."""
+        for pid in list(self._stat_fds):
+            self._close_stat(pid)
+
+    def __del__(self) -> None:
+        # A mapper dropped without close() must not keep its files open. (At interpreter exit
+        # the process is ending anyway, and os may already be torn down.)
+        with contextlib.suppress(Exception):
+            self.close()

@@ -11,7 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from telemetry.agent import __version__
 from telemetry.agent.log import kv
@@ -29,8 +29,7 @@ _AUTH = {401, 403}
 _PROBLEM_MAX = 4000
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     kind: str  # "acked" | "duplicate" | "dead" | "retry"
     status: int | None
     retry_after_s: float | None = None
@@ -63,6 +62,10 @@ class Sender:
         self.backoff_max_s = backoff_max_s
         self.rng = rng or random.Random()
         self.context = ssl.create_default_context(cafile=ca_file or None) if self.url.startswith("https") else None
+        # Built once: urlopen(context=...) builds a new opener (a dozen handlers, introspected;
+        # ~0.2 ms of CPU) for every request over https.
+        handlers = [urllib.request.HTTPSHandler(context=self.context)] if self.context is not None else []
+        self.opener = urllib.request.build_opener(*handlers)
         self.wake = threading.Event()
         self.failures = 0
         self.sent_batches = 0
@@ -99,7 +102,7 @@ class Sender:
             "attempt": batch.attempts + 1,
         }
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s, context=self.context) as resp:  # noqa: S310
+            with self.opener.open(request, timeout=self.timeout_s) as resp:
                 status = resp.status
                 raw = resp.read()
         except urllib.error.HTTPError as exc:

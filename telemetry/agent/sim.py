@@ -1,7 +1,8 @@
 """Simulated NVML: a test double of the pynvml subset the agent calls, with realistic traces.
 
 It raises pynvml's own error classes (``pynvml.NVMLError(code)`` builds the matching subclass)
-and returns pynvml's own ctypes structs, so ``telemetry.agent.gpu.NvmlReader`` runs unchanged.
+and returns pynvml's own ctypes struct types (filled in C, like NVML fills them), so
+``telemetry.agent.gpu.NvmlReader`` runs unchanged.
 The energy counter integrates the very power the device reports, in 100 ms steps (NVML's own
 update period), so counter deltas and power samples agree the way they do on hardware. A read
 that finds n > 1 steps elapsed advances them in one go: the workload's mean activity over those
@@ -12,25 +13,42 @@ exactly power x time and a 1 s tick costs one draw per GPU rather than ten.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import math
 import os
 import random
 import threading
 import time
-import uuid as uuid_mod
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pynvml
 
+from telemetry.agent.ids import uuid4_text
+
 STEP_S = 0.1
+_STEP_DUE_S = STEP_S - 1e-9 * STEP_S  # a step has elapsed (float slack)
 
 
-@dataclass(frozen=True)
-class GpuModel:
+# The structs pynvml returns, built here the way NVML fills them: in C. Constructing pynvml's
+# classes with values runs their Python-level __setattr__ for every field (it converts str to
+# bytes for callers that set fields), a cost a real read never pays; these subclasses set fields
+# through ctypes directly. Reads still go through pynvml's own __getattribute__, as on a GPU host.
+class _Utilization(pynvml.c_nvmlUtilization_t):
+    __setattr__ = ctypes.Structure.__setattr__
+
+
+class _Memory(pynvml.c_nvmlMemory_t):
+    __setattr__ = ctypes.Structure.__setattr__
+
+
+class _ProcessUtilizationSample(pynvml.c_nvmlProcessUtilizationSample_t):
+    __setattr__ = ctypes.Structure.__setattr__
+
+
+class GpuModel(NamedTuple):
     name: str
     idle_w: float
     max_w: float
@@ -54,8 +72,7 @@ def daily_load(wall_s: float) -> float:
     return 0.55 - 0.35 * math.cos(2 * math.pi * (hour - 4.0) / 24.0)
 
 
-@dataclass
-class Activity:
+class Activity(NamedTuple):
     power_frac: float  # 0 = idle power, 1 = peak power
     util_pct: float
     mem_util_pct: float
@@ -244,42 +261,82 @@ WORKLOADS: dict[str, type[Workload]] = {
 
 
 def _stable_uuid(*parts: Any) -> str:
-    return str(uuid_mod.UUID(bytes=hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:16], version=4))
+    return uuid4_text(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:16])
 
 
-@dataclass
-class SimProcess:
+class SimProcess(NamedTuple):
     pid: int
     job_key: str | None
     mig_uuid: str | None = None
 
 
-@dataclass
 class SimMig:
-    parent: SimGpu
-    slot: int
-    uuid: str
-    profile: str
-    slices: int
-    gpu_instance_id: int
-    job_key: str | None = None
+    """A MIG instance: its device handle."""
+
+    __slots__ = ("gpu_instance_id", "job_key", "parent", "profile", "slices", "slot", "uuid")
+
+    def __init__(
+        self,
+        parent: SimGpu,
+        slot: int,
+        uuid: str,
+        profile: str,
+        slices: int,
+        gpu_instance_id: int,
+        job_key: str | None = None,
+    ) -> None:
+        self.parent = parent
+        self.slot = slot
+        self.uuid = uuid
+        self.profile = profile
+        self.slices = slices
+        self.gpu_instance_id = gpu_instance_id
+        self.job_key = job_key
 
 
-@dataclass
 class SimGpu:
-    index: int
-    model: GpuModel
-    uuid: str
-    workload: Workload
-    rng: random.Random
-    energy_counter: bool = True
-    counter_mj: float = 0.0
-    power_w: float = 0.0
-    activity: Activity = field(default_factory=lambda: Activity(0.0, 0.0, 0.0, 0.0))
-    t_mono: float = 0.0
-    job_start_mono: float = 0.0
-    processes: list[SimProcess] = field(default_factory=list)
-    mig: list[SimMig] = field(default_factory=list)
+    """A simulated device: its handle, and the state its readings come from."""
+
+    __slots__ = (
+        "activity",
+        "counter_mj",
+        "energy_counter",
+        "index",
+        "job_start_mono",
+        "mig",
+        "model",
+        "power_w",
+        "processes",
+        "rng",
+        "t_mono",
+        "uuid",
+        "workload",
+    )
+
+    def __init__(
+        self,
+        index: int,
+        model: GpuModel,
+        uuid: str,
+        workload: Workload,
+        rng: random.Random,
+        energy_counter: bool = True,
+        counter_mj: float = 0.0,
+        t_mono: float = 0.0,
+    ) -> None:
+        self.index = index
+        self.model = model
+        self.uuid = uuid
+        self.workload = workload
+        self.rng = rng
+        self.energy_counter = energy_counter
+        self.counter_mj = counter_mj
+        self.power_w = 0.0
+        self.activity = Activity(0.0, 0.0, 0.0, 0.0)
+        self.t_mono = t_mono
+        self.job_start_mono = 0.0
+        self.processes: list[SimProcess] = []
+        self.mig: list[SimMig] = []
 
     @property
     def power_limit_w(self) -> float:
@@ -465,12 +522,13 @@ class FakeNvml:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_UNINITIALIZED)
 
     def _dev(self, handle: Any) -> SimGpu:
-        self._check()
+        if not self._initialised:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_UNINITIALIZED)
         if not isinstance(handle, SimGpu):
             raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         now = self._clock()
         # Most calls of a sample land within the same 100 ms step: nothing to advance, no lock.
-        if now - handle.t_mono >= STEP_S - 1e-9 * STEP_S:
+        if now - handle.t_mono >= _STEP_DUE_S:
             with self._lock:
                 self._advance(handle, now)
         return handle
@@ -545,9 +603,7 @@ class FakeNvml:
         if dev.mig:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
         act = dev.activity
-        return pynvml.c_nvmlUtilization_t(
-            round(min(100.0, max(0.0, act.util_pct))), round(min(100.0, max(0.0, act.mem_util_pct)))
-        )
+        return _Utilization(round(min(100.0, max(0.0, act.util_pct))), round(min(100.0, max(0.0, act.mem_util_pct))))
 
     def nvmlDeviceGetMemoryInfo(self, handle: Any, version: Any = None) -> Any:
         if isinstance(handle, SimMig):
@@ -558,7 +614,7 @@ class FakeNvml:
             dev = self._dev(handle)
             total = dev.model.mem_gib * 2**30
             used = int(total * min(1.0, dev.activity.mem_frac)) if dev.processes or not dev.workload.busy else 0
-        return pynvml.c_nvmlMemory_t(total, total - used, used)  # fields: total, free, used
+        return _Memory(total, total - used, used)  # fields: total, free, used
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[Any]:
         if isinstance(handle, SimMig):
@@ -586,7 +642,7 @@ class FakeNvml:
         sm = round(min(100.0, share))
         mem = round(dev.activity.mem_util_pct / len(dev.processes))
         # fields: pid, timeStamp, smUtil, memUtil (encUtil, decUtil left 0)
-        return [pynvml.c_nvmlProcessUtilizationSample_t(p.pid, now_us, sm, mem) for p in dev.processes]
+        return [_ProcessUtilizationSample(p.pid, now_us, sm, mem) for p in dev.processes]
 
 
 class SimHostPower:

@@ -15,10 +15,9 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
+from telemetry.agent.ids import random_uuid4
 from telemetry.agent.log import kv
 
 logger = logging.getLogger("carbonledger.agent.spool")
@@ -48,8 +47,7 @@ CREATE TABLE IF NOT EXISTS dead_letter (
 """
 
 
-@dataclass(frozen=True)
-class Batch:
+class Batch(NamedTuple):
     id: int
     batch_id: str
     first_seq: int
@@ -159,7 +157,7 @@ class Spool:
                 if not rows:
                     return None
                 windows_json = "[" + ",".join(r[1] for r in rows) + "]"
-                batch_id = str(uuid.uuid4())
+                batch_id = random_uuid4()
                 self._db.execute(
                     "INSERT INTO batches(batch_id, first_seq, last_seq, windows, n_windows, created_at)"
                     " VALUES(?,?,?,?,?,?)",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,41 +26,68 @@ def iso_utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@dataclass
 class _ProcAcc:
-    sm_sum: float = 0.0
-    sm_reported: bool = False
-    job_key: str | None = None
+    __slots__ = ("job_key", "sm_reported", "sm_sum")
+
+    def __init__(self) -> None:
+        self.sm_sum = 0.0
+        self.sm_reported = False
+        self.job_key: str | None = None
 
 
-@dataclass
 class _MigAcc:
-    uuid: str
-    gpu_instance_id: int | None
-    mem_max_mib: float | None = None
-    pids: set[int] = field(default_factory=set)
+    __slots__ = ("gpu_instance_id", "mem_max_mib", "pids", "uuid")
+
+    def __init__(self, uuid: str, gpu_instance_id: int | None) -> None:
+        self.uuid = uuid
+        self.gpu_instance_id = gpu_instance_id
+        self.mem_max_mib: float | None = None
+        self.pids: set[int] = set()
 
 
-@dataclass
 class _GpuAcc:
-    index: int
-    uuid: str
-    name: str
-    power_limit_w: float | None = None
-    energy_j: float = 0.0
-    integrated: bool = False
-    ticks: int = 0
-    power_sum: float = 0.0
-    power_n: int = 0
-    power_max: float | None = None
-    util_sum: float = 0.0
-    util_n: int = 0
-    mem_util_sum: float = 0.0
-    mem_util_n: int = 0
-    mem_max: float | None = None
-    counter_mj: int | None = None
-    procs: dict[int, _ProcAcc] = field(default_factory=dict)
-    mig: dict[str, _MigAcc] = field(default_factory=dict)
+    """One GPU's sums over the window being built."""
+
+    __slots__ = (
+        "counter_mj",
+        "energy_j",
+        "index",
+        "integrated",
+        "mem_max",
+        "mem_util_n",
+        "mem_util_sum",
+        "mig",
+        "name",
+        "power_limit_w",
+        "power_max",
+        "power_n",
+        "power_sum",
+        "procs",
+        "ticks",
+        "util_n",
+        "util_sum",
+        "uuid",
+    )
+
+    def __init__(self, index: int, uuid: str, name: str) -> None:
+        self.index = index
+        self.uuid = uuid
+        self.name = name
+        self.power_limit_w: float | None = None
+        self.energy_j = 0.0
+        self.integrated = False
+        self.ticks = 0
+        self.power_sum = 0.0
+        self.power_n = 0
+        self.power_max: float | None = None
+        self.util_sum = 0.0
+        self.util_n = 0
+        self.mem_util_sum = 0.0
+        self.mem_util_n = 0
+        self.mem_max: float | None = None
+        self.counter_mj: int | None = None
+        self.procs: dict[int, _ProcAcc] = {}
+        self.mig: dict[str, _MigAcc] = {}
 
 
 class WindowBuilder:

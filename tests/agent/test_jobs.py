@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from telemetry.agent.jobs import JobMapper, job_from_cgroup, parse_visible_devices, visible_includes
@@ -70,6 +73,42 @@ def test_mapper_cache_notices_pid_reuse(tmp_path):
     assert m.resolve(200).job_key == "slurm:1"  # same start time: same process, cached
     proc(tmp_path, 200, env={"SLURM_JOB_ID": "2"}, start=900)
     assert m.resolve(200).job_key == "slurm:2"  # new start time: pid reused by another job
+
+
+def test_mapper_rereads_a_replaced_stat_file_and_lets_go_of_dead_pids(tmp_path):
+    # The stat file stays open between ticks; one unlinked and created again (a new process on
+    # the pid in a test tree) is read from its path, not through the stale open file.
+    proc(tmp_path, 300, env={"SLURM_JOB_ID": "1"}, start=500)
+    m = JobMapper(str(tmp_path))
+    assert m.resolve(300).job_key == "slurm:1"
+    (tmp_path / "300" / "stat").unlink()
+    (tmp_path / "300" / "environ").write_bytes(b"SLURM_JOB_ID=2\0")
+    assert m.resolve(300).job_key == "slurm:2"  # no stat file: not known to be the same process
+    proc(tmp_path, 300, env={"SLURM_JOB_ID": "3"}, start=700)
+    assert m.resolve(300).job_key == "slurm:3"
+    m.forget_except(set())
+    assert m._stat_fds == {} and m._cache == {}
+    m.resolve(300)
+    m.close()
+    assert m._stat_fds == {}
+
+
+def test_mapper_on_real_proc_notices_an_exited_process():
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], env={**os.environ, "SLURM_JOB_ID": "77"}
+    )
+    m = JobMapper("/proc")
+    try:
+        assert m.resolve(child.pid).job_key == "slurm:77"
+        assert m.resolve(child.pid).job_key == "slurm:77"  # from the open stat file, cached
+    finally:
+        child.kill()
+        child.wait()
+    # Reaped: the open stat file reads ESRCH, and the pid has no /proc entry (or another
+    # process's, with another start time): either way not the cached job.
+    job = m.resolve(child.pid)
+    assert job.job_key != "slurm:77" or job.source == "gone"
+    m.close()
 
 
 def test_cuda_visible_devices():

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import uuid
 
+from telemetry.agent.ids import random_uuid4, uuid4_text
 from telemetry.agent.spool import Spool
 
 
@@ -86,3 +89,10 @@ def test_dead_letter_keeps_problem(tmp_path):
     )
     assert s.stats()["dead_letter_batches"] == 1
     s.close()
+
+
+def test_uuid4_text_matches_the_uuid_module():
+    for raw in (bytes(16), b"\xff" * 16, *(os.urandom(16) for _ in range(200))):
+        assert uuid4_text(raw) == str(uuid.UUID(bytes=raw, version=4))
+    batch_id = random_uuid4()
+    assert uuid.UUID(batch_id).version == 4 and str(uuid.UUID(batch_id)) == batch_id
