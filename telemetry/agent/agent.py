@@ -94,6 +94,7 @@ class Agent:
                 token=config.token,
                 hostname=config.hostname,
                 max_batch_windows=config.max_batch_windows,
+                batch_interval_s=config.batch_interval_s,
                 timeout_s=config.http_timeout_s,
                 backoff_base_s=config.backoff_base_s,
                 backoff_max_s=config.backoff_max_s,
@@ -248,7 +249,8 @@ class Agent:
             self._sender_thread.join(timeout=5.0)
             if self.sender is not None and self.config.shutdown_flush_s > 0:
                 flush_stop = threading.Event()
-                self.sender.drain(flush_stop, deadline=time.monotonic() + self.config.shutdown_flush_s)
+                self.sender.drain(flush_stop, deadline=time.monotonic() + self.config.shutdown_flush_s,
+                                  flush=True)
         self.reader.close()
         self.jobs.close()
         stats = self.spool.stats()

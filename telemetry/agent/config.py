@@ -46,6 +46,7 @@ class AgentConfig(NamedTuple):
     redfish_password: str = ""
     # Delivery.
     max_batch_windows: int = 30
+    batch_interval_s: float = 0.0  # hold closed windows up to this long to send them together
     spool_max_windows: int = 100_000
     http_timeout_s: float = 10.0
     backoff_base_s: float = 1.0
@@ -71,6 +72,8 @@ class AgentConfig(NamedTuple):
             raise ConfigError(f"server_url: must start with http:// or https://, got {self.server_url!r}")
         if self.max_batch_windows < 1:
             raise ConfigError("max_batch_windows: must be >= 1")
+        if not 0 <= self.batch_interval_s <= 3600:
+            raise ConfigError(f"batch_interval_s: must be between 0 and 3600, got {self.batch_interval_s}")
         if self.spool_max_windows < 1:
             raise ConfigError("spool_max_windows: must be >= 1")
         if self.backend == "replay" and not self.replay_file:

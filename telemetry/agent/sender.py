@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import NamedTuple
 
 from telemetry.agent import __version__
@@ -44,11 +45,13 @@ class Sender:
         token: str,
         hostname: str,
         max_batch_windows: int = 30,
+        batch_interval_s: float = 0.0,
         timeout_s: float = 10.0,
         backoff_base_s: float = 1.0,
         backoff_max_s: float = 300.0,
         ca_file: str = "",
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.spool = spool
         if not server_url.startswith(("http://", "https://")):
@@ -57,6 +60,11 @@ class Sender:
         self.token = token
         self.hostname = hostname
         self.max_batch_windows = max_batch_windows
+        # Hold closed windows up to this long to send them together (0: send each as it closes).
+        # The server's cost is mostly per request: see docs/agent.md, "Batching".
+        self.batch_interval_s = batch_interval_s
+        self.clock = clock
+        self._holding_since: float | None = None
         self.timeout_s = timeout_s
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
@@ -146,12 +154,35 @@ class Sender:
                 self.wake.wait(idle_wait_s)
                 self.wake.clear()
 
-    def drain(self, stop: threading.Event, *, deadline: float | None = None) -> bool:
+    def due(self) -> bool:
+        """Whether to send now under ``batch_interval_s``: a batch already formed (a retry) always
+        is; new windows are held until there are ``max_batch_windows`` of them or the first of
+        them has waited ``batch_interval_s``."""
+        if self.batch_interval_s <= 0:
+            return True
+        formed, pending = self.spool.backlog()
+        if formed:
+            return True
+        if pending == 0:
+            self._holding_since = None
+            return False
+        if pending >= self.max_batch_windows:
+            return True
+        now = self.clock()
+        if self._holding_since is None:
+            self._holding_since = now
+        return now - self._holding_since >= self.batch_interval_s
+
+    def drain(self, stop: threading.Event, *, deadline: float | None = None, flush: bool = False) -> bool:
         """Send until the spool is empty (True), or stop/deadline/a failure's backoff ends early.
+        Unless ``flush`` (shutdown), new windows wait for ``due()``.
 
         Returns False when nothing was left to send."""
         did_work = False
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            if not flush and not self.due():
+                return did_work
+            self._holding_since = None
             batch = self.spool.next_batch(self.max_batch_windows)
             if batch is None:
                 return did_work

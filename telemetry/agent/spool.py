@@ -144,6 +144,13 @@ class Spool:
             )
 
     # -- sender ------------------------------------------------------------------------------
+    def backlog(self) -> tuple[int, int]:
+        """(batches formed but not yet acknowledged, windows not yet in a batch)."""
+        with self._tx():
+            formed = self._db.execute("SELECT count(*) FROM batches").fetchone()[0]
+            pending = self._db.execute("SELECT count(*) FROM windows").fetchone()[0]
+        return int(formed), int(pending)
+
     def next_batch(self, max_windows: int) -> Batch | None:
         """The oldest unsent batch; if none, form one from the oldest pending windows."""
         with self._tx():

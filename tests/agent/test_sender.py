@@ -163,3 +163,46 @@ def test_other_4xx_are_permanent(tmp_path, ingest_server, status):
     sender.drain(threading.Event())
     assert [d["status"] for d in spool.dead_letters()] == [status]
     spool.close()
+
+
+def test_batch_interval_holds_windows_until_due_and_shutdown_flushes(tmp_path, ingest_server):
+    now = [1000.0]
+    spool, sender = make(tmp_path, ingest_server.url, max_batch=5, batch_interval_s=60.0, clock=lambda: now[0])
+    seqs = lambda: [[w["seq"] for w in r["body"]["windows"]] for r in ingest_server.requests]  # noqa: E731
+    spool.add_window(window(0))
+    assert sender.drain(threading.Event()) is False  # held: the first window starts the clock
+    now[0] += 30
+    spool.add_window(window(1))
+    sender.drain(threading.Event())
+    assert seqs() == []
+    now[0] += 30  # the first window has waited 60 s
+    spool.add_window(window(2))
+    assert sender.drain(threading.Event()) is True
+    assert seqs() == [[1, 2, 3]]
+    # A full batch goes at once, whatever the clock says.
+    for i in range(3, 8):
+        spool.add_window(window(i))
+    sender.drain(threading.Event())
+    assert seqs() == [[1, 2, 3], [4, 5, 6, 7, 8]]
+    # Held windows go out on shutdown.
+    spool.add_window(window(8))
+    sender.drain(threading.Event())
+    assert len(seqs()) == 2
+    sender.drain(threading.Event(), deadline=time.monotonic() + 5, flush=True)
+    assert seqs()[-1] == [9]
+    assert spool.stats()["depth_windows"] == 0
+    spool.close()
+
+
+def test_a_batch_formed_before_a_failure_is_retried_without_waiting_for_the_interval(tmp_path, ingest_server):
+    now = [0.0]
+    spool, sender = make(tmp_path, ingest_server.url, max_batch=2, batch_interval_s=60.0, clock=lambda: now[0])
+    ingest_server.script = [503]
+    spool.add_window(window(0))
+    spool.add_window(window(1))
+    sender.drain(threading.Event())  # full batch: sent, 503, retried after the backoff, accepted
+    reqs = ingest_server.requests
+    assert len(reqs) == 2 and reqs[0]["body"]["batch_id"] == reqs[1]["body"]["batch_id"]
+    assert [w["seq"] for w in ingest_server.accepted["node-a"]] == [1, 2]
+    assert spool.stats()["depth_windows"] == 0
+    spool.close()
