@@ -541,6 +541,16 @@ class JobHour(models.Model):
     co2e_operational_g = models.FloatField(default=0)
     co2e_embodied_g = models.FloatField(default=0)
     intensity_g_per_kwh = models.FloatField(default=0)
+    # The rest of a footprint's sums, per hour: the job's footprint is the sum of its hours
+    # (bounded by the job's length in hours, not by its number of ledger entries).
+    gpu_idle_energy_j = models.FloatField(default=0)
+    host_energy_j = models.FloatField(default=0)
+    facility_energy_j = models.FloatField(default=0)
+    co2e_low_g = models.FloatField(default=0)
+    co2e_high_g = models.FloatField(default=0)
+    held_s = models.FloatField(default=0)
+    measured_gpu_energy_j = models.FloatField(default=0)
+    last_window_end = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["job", "hour"], name="jobhour_uniq")]

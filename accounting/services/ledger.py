@@ -323,8 +323,11 @@ def aggregates_rollup(*, batch_pks: list[int], job_ids: list[int], replaced: set
                 "%s::bigint[], %s::bigint[], %s::bigint[])",
                 [list(column) for column in columns],
             )
-        cursor.execute(_JOB_FOOTPRINT_SQL, [job_ids])
+        # Job-hours first (with those left without entries removed): footprints sum them.
         cursor.execute(_JOB_HOUR_SQL)
+        if replaced:
+            cursor.execute(_REPLACED_JOB_HOUR_CLEANUP_SQL)
+        cursor.execute(_JOB_FOOTPRINT_SQL, [job_ids])
         cursor.execute(_DEVICE_HOUR_SQL)
         cursor.execute(_TEAM_DAY_SQL)
         if replaced:
@@ -338,33 +341,20 @@ def aggregates_rollup(*, batch_pks: list[int], job_ids: list[int], replaced: set
 
 
 # Facility lines have device NULL; GPU energy = active + idle; host = cpu + dram + unmeasured.
-_SUMS = """
-    COALESCE(SUM(e.energy_j), 0),
-    COALESCE(SUM(e.energy_j) FILTER (WHERE e.component IN ('gpu_active', 'gpu_idle')), 0),
-    COALESCE(SUM(e.energy_j) FILTER (WHERE e.component = 'gpu_idle'), 0),
-    COALESCE(SUM(e.energy_j) FILTER (WHERE e.component IN ('host_cpu', 'host_dram', 'host_unmeasured')), 0),
-    COALESCE(SUM(e.energy_j) FILTER (WHERE e.component = 'facility'), 0),
-    COALESCE(SUM(e.co2e_operational_g), 0),
-    COALESCE(SUM(e.co2e_embodied_g), 0),
-    COALESCE(SUM(e.co2e_low_g), 0),
-    COALESCE(SUM(e.co2e_high_g), 0),
-    COALESCE(SUM(e.held_s), 0) / 3600.0,
-    COALESCE(
-        COALESCE(SUM(e.energy_j) FILTER (WHERE e.component IN ('gpu_active', 'gpu_idle') AND e.quality = 'measured'), 0)
-        / NULLIF(SUM(e.energy_j) FILTER (WHERE e.component IN ('gpu_active', 'gpu_idle')), 0), 0)
-"""
-
 _JOB_FOOTPRINT_SQL = f"""
 INSERT INTO accounting_jobfootprint AS f (
     job_id, energy_j, gpu_energy_j, gpu_idle_energy_j, host_energy_j, facility_energy_j,
     co2e_operational_g, co2e_embodied_g, co2e_low_g, co2e_high_g, device_hours, measured_fraction,
     is_final, method_version, last_window_end, updated_at)
-SELECT j.id, {_SUMS},
-    j.status NOT IN ('running', 'pending'), '{METHOD_VERSION}',
-    (SELECT MAX(b.last_end) FROM telemetry_telemetrybatch b
-       JOIN accounting_ledgerentry e2 ON e2.batch_id = b.id WHERE e2.job_id = j.id),
-    now()
-FROM accounting_job j LEFT JOIN accounting_ledgerentry e ON e.job_id = j.id
+SELECT j.id,
+    COALESCE(SUM(h.energy_j), 0), COALESCE(SUM(h.gpu_energy_j), 0), COALESCE(SUM(h.gpu_idle_energy_j), 0),
+    COALESCE(SUM(h.host_energy_j), 0), COALESCE(SUM(h.facility_energy_j), 0),
+    COALESCE(SUM(h.co2e_operational_g), 0), COALESCE(SUM(h.co2e_embodied_g), 0),
+    COALESCE(SUM(h.co2e_low_g), 0), COALESCE(SUM(h.co2e_high_g), 0),
+    COALESCE(SUM(h.held_s), 0) / 3600.0,
+    COALESCE(COALESCE(SUM(h.measured_gpu_energy_j), 0) / NULLIF(SUM(h.gpu_energy_j), 0), 0),
+    j.status NOT IN ('running', 'pending'), '{METHOD_VERSION}', MAX(h.last_window_end), now()
+FROM accounting_job j LEFT JOIN accounting_jobhour h ON h.job_id = j.id
 WHERE j.id = ANY(%s)
 GROUP BY j.id
 ON CONFLICT (job_id) DO UPDATE SET
@@ -378,25 +368,45 @@ ON CONFLICT (job_id) DO UPDATE SET
     updated_at = EXCLUDED.updated_at
 """
 
-_JOB_HOUR_SQL = """
-WITH keys AS (
-    SELECT e.job_id, e.hour FROM accounting_ledgerentry e
-    JOIN _rollup_batches rb ON rb.id = e.batch_id WHERE e.job_id IS NOT NULL
-    UNION SELECT r.job_id, r.hour FROM _rollup_replaced r WHERE r.job_id IS NOT NULL
-)
-INSERT INTO accounting_jobhour (job_id, hour, energy_j, gpu_energy_j, co2e_operational_g, co2e_embodied_g,
-                                intensity_g_per_kwh)
-SELECT k.job_id, k.hour, SUM(e.energy_j),
+# Every sum of a job's footprint, per (job, hour), from that hour's ledger entries (facility
+# lines have device NULL; GPU energy = active + idle; host = cpu + dram + unmeasured). The job
+# footprint then sums the job's hours: bounded by the job's length in hours, where summing its
+# ledger entries grew with every batch it ever had.
+JOB_HOUR_SELECT = """
+SELECT e.job_id, e.hour, SUM(e.energy_j),
        COALESCE(SUM(e.energy_j) FILTER (WHERE e.component IN ('gpu_active', 'gpu_idle')), 0),
        SUM(e.co2e_operational_g), SUM(e.co2e_embodied_g),
-       COALESCE(SUM(e.intensity_g_per_kwh * e.energy_j) / NULLIF(SUM(e.energy_j), 0), MAX(e.intensity_g_per_kwh))
-FROM keys k JOIN accounting_ledgerentry e ON e.job_id = k.job_id AND e.hour = k.hour
-GROUP BY k.job_id, k.hour
+       COALESCE(SUM(e.intensity_g_per_kwh * e.energy_j) / NULLIF(SUM(e.energy_j), 0), MAX(e.intensity_g_per_kwh)),
+       COALESCE(SUM(e.energy_j) FILTER (WHERE e.component = 'gpu_idle'), 0),
+       COALESCE(SUM(e.energy_j) FILTER (WHERE e.component IN ('host_cpu', 'host_dram', 'host_unmeasured')), 0),
+       COALESCE(SUM(e.energy_j) FILTER (WHERE e.component = 'facility'), 0),
+       SUM(e.co2e_low_g), SUM(e.co2e_high_g), SUM(e.held_s),
+       COALESCE(SUM(e.energy_j) FILTER (WHERE e.component IN ('gpu_active', 'gpu_idle') AND e.quality = 'measured'), 0),
+       MAX(b.last_end)
+FROM {keys} k
+JOIN accounting_ledgerentry e ON e.job_id = k.job_id AND e.hour = k.hour
+JOIN telemetry_telemetrybatch b ON b.id = e.batch_id
+GROUP BY e.job_id, e.hour
+"""
+JOB_HOUR_UPSERT = """
+INSERT INTO accounting_jobhour (job_id, hour, energy_j, gpu_energy_j, co2e_operational_g, co2e_embodied_g,
+                                intensity_g_per_kwh, gpu_idle_energy_j, host_energy_j, facility_energy_j,
+                                co2e_low_g, co2e_high_g, held_s, measured_gpu_energy_j, last_window_end)
+{select}
 ON CONFLICT (job_id, hour) DO UPDATE SET
     energy_j = EXCLUDED.energy_j, gpu_energy_j = EXCLUDED.gpu_energy_j,
     co2e_operational_g = EXCLUDED.co2e_operational_g, co2e_embodied_g = EXCLUDED.co2e_embodied_g,
-    intensity_g_per_kwh = EXCLUDED.intensity_g_per_kwh
+    intensity_g_per_kwh = EXCLUDED.intensity_g_per_kwh, gpu_idle_energy_j = EXCLUDED.gpu_idle_energy_j,
+    host_energy_j = EXCLUDED.host_energy_j, facility_energy_j = EXCLUDED.facility_energy_j,
+    co2e_low_g = EXCLUDED.co2e_low_g, co2e_high_g = EXCLUDED.co2e_high_g, held_s = EXCLUDED.held_s,
+    measured_gpu_energy_j = EXCLUDED.measured_gpu_energy_j, last_window_end = EXCLUDED.last_window_end
 """
+
+_JOB_HOUR_SQL = JOB_HOUR_UPSERT.format(select=JOB_HOUR_SELECT.format(keys="""(
+    SELECT e.job_id, e.hour FROM accounting_ledgerentry e
+    JOIN _rollup_batches rb ON rb.id = e.batch_id WHERE e.job_id IS NOT NULL
+    UNION SELECT r.job_id, r.hour FROM _rollup_replaced r WHERE r.job_id IS NOT NULL
+)"""))
 
 _DEVICE_HOUR_SQL = """
 WITH keys AS (
@@ -529,12 +539,12 @@ def batches_sweep(*, now: dt.datetime, limit: int = 500) -> list[int]:
 
 # Aggregates of replaced keys with no ledger entry left (the upserts above only write keys that
 # still have entries).
-_REPLACED_CLEANUP_SQL = (
-    """
+_REPLACED_JOB_HOUR_CLEANUP_SQL = """
     DELETE FROM accounting_jobhour a USING _rollup_replaced r
     WHERE a.job_id = r.job_id AND a.hour = r.hour
       AND NOT EXISTS (SELECT 1 FROM accounting_ledgerentry e WHERE e.job_id = r.job_id AND e.hour = r.hour)
-    """,
+"""
+_REPLACED_CLEANUP_SQL = (
     """
     DELETE FROM accounting_devicehour a USING _rollup_replaced r
     WHERE a.device_id = r.device_id AND a.hour = r.hour
