@@ -511,6 +511,26 @@ class TeamDay(models.Model):
         indexes = [models.Index(fields=["org", "day"])]
 
 
+class TeamHour(models.Model):
+    """Per team (or fleet overhead), site and hour: the step between ledger entries and TeamDay,
+    so a rollup re-sums an hour of a team's entries rather than a whole day of them."""
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, null=True, blank=True)
+    site = models.ForeignKey(Site, on_delete=models.CASCADE)
+    hour = models.DateTimeField()
+    energy_j = models.FloatField(default=0)
+    gpu_idle_energy_j = models.FloatField(default=0)
+    co2e_operational_g = models.FloatField(default=0)
+    co2e_embodied_g = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["org", "team", "site", "hour"], name="teamhour_uniq",
+                                    nulls_distinct=False)
+        ]
+
+
 class DeviceHour(models.Model):
     """Aggregate per device and hour: energy, held time, utilisation; kept indefinitely."""
 

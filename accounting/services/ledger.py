@@ -329,6 +329,9 @@ def aggregates_rollup(*, batch_pks: list[int], job_ids: list[int], replaced: set
             cursor.execute(_REPLACED_JOB_HOUR_CLEANUP_SQL)
         cursor.execute(_JOB_FOOTPRINT_SQL, [job_ids])
         cursor.execute(_DEVICE_HOUR_SQL)
+        cursor.execute(_TEAM_HOUR_SQL)
+        if replaced:
+            cursor.execute(_REPLACED_TEAM_HOUR_CLEANUP_SQL)
         cursor.execute(_TEAM_DAY_SQL)
         if replaced:
             for statement in _REPLACED_CLEANUP_SQL:
@@ -443,20 +446,42 @@ ON CONFLICT (device_id, hour) DO UPDATE SET
     co2e_operational_g = EXCLUDED.co2e_operational_g, co2e_embodied_g = EXCLUDED.co2e_embodied_g
 """
 
-_TEAM_DAY_SQL = """
+TEAM_HOUR_SELECT = """
+SELECT e.org_id, e.team_id, e.site_id, e.hour, SUM(e.energy_j),
+       COALESCE(SUM(e.energy_j) FILTER (WHERE e.component = 'gpu_idle'), 0),
+       SUM(e.co2e_operational_g), SUM(e.co2e_embodied_g)
+FROM {keys} k JOIN accounting_ledgerentry e
+  ON e.org_id = k.org_id AND e.team_id IS NOT DISTINCT FROM k.team_id AND e.site_id = k.site_id AND e.hour = k.hour
+GROUP BY e.org_id, e.team_id, e.site_id, e.hour
+"""
+TEAM_HOUR_UPSERT = """
+INSERT INTO accounting_teamhour (org_id, team_id, site_id, hour, energy_j, gpu_idle_energy_j,
+                                 co2e_operational_g, co2e_embodied_g)
+{select}
+ON CONFLICT (org_id, team_id, site_id, hour) DO UPDATE SET
+    energy_j = EXCLUDED.energy_j, gpu_idle_energy_j = EXCLUDED.gpu_idle_energy_j,
+    co2e_operational_g = EXCLUDED.co2e_operational_g, co2e_embodied_g = EXCLUDED.co2e_embodied_g
+"""
+# (org, team, site, hour) keys the rollup's batches touch, now or before their re-attribution.
+_TEAM_HOUR_KEYS = """(
+    SELECT e.org_id, e.team_id, e.site_id, e.hour FROM accounting_ledgerentry e
+    JOIN _rollup_batches rb ON rb.id = e.batch_id
+    UNION SELECT r.org_id, r.team_id, r.site_id, r.hour FROM _rollup_replaced r
+)"""
+_TEAM_HOUR_SQL = TEAM_HOUR_UPSERT.format(select=TEAM_HOUR_SELECT.format(keys=_TEAM_HOUR_KEYS))
+
+# Team-days from their (at most 24) team-hours.
+_TEAM_DAY_SQL = f"""
 WITH keys AS (
-    SELECT e.org_id, e.team_id, e.site_id, (e.hour AT TIME ZONE 'UTC')::date AS day
-    FROM accounting_ledgerentry e JOIN _rollup_batches rb ON rb.id = e.batch_id
-    UNION SELECT r.org_id, r.team_id, r.site_id, (r.hour AT TIME ZONE 'UTC')::date FROM _rollup_replaced r
+    SELECT DISTINCT k.org_id, k.team_id, k.site_id, (k.hour AT TIME ZONE 'UTC')::date AS day FROM {_TEAM_HOUR_KEYS} k
 )
 INSERT INTO accounting_teamday (org_id, team_id, site_id, day, energy_j, gpu_idle_energy_j,
                                 co2e_operational_g, co2e_embodied_g)
-SELECT k.org_id, k.team_id, k.site_id, k.day, SUM(e.energy_j),
-       COALESCE(SUM(e.energy_j) FILTER (WHERE e.component = 'gpu_idle'), 0),
-       SUM(e.co2e_operational_g), SUM(e.co2e_embodied_g)
-FROM keys k JOIN accounting_ledgerentry e
-  ON e.org_id = k.org_id AND e.team_id IS NOT DISTINCT FROM k.team_id AND e.site_id = k.site_id
- AND e.hour >= (k.day::timestamp AT TIME ZONE 'UTC') AND e.hour < ((k.day + 1)::timestamp AT TIME ZONE 'UTC')
+SELECT k.org_id, k.team_id, k.site_id, k.day, SUM(h.energy_j), SUM(h.gpu_idle_energy_j),
+       SUM(h.co2e_operational_g), SUM(h.co2e_embodied_g)
+FROM keys k JOIN accounting_teamhour h
+  ON h.org_id = k.org_id AND h.team_id IS NOT DISTINCT FROM k.team_id AND h.site_id = k.site_id
+ AND h.hour >= (k.day::timestamp AT TIME ZONE 'UTC') AND h.hour < ((k.day + 1)::timestamp AT TIME ZONE 'UTC')
 GROUP BY k.org_id, k.team_id, k.site_id, k.day
 ON CONFLICT (org_id, team_id, site_id, day) DO UPDATE SET
     energy_j = EXCLUDED.energy_j, gpu_idle_energy_j = EXCLUDED.gpu_idle_energy_j,
@@ -544,6 +569,15 @@ _REPLACED_JOB_HOUR_CLEANUP_SQL = """
     WHERE a.job_id = r.job_id AND a.hour = r.hour
       AND NOT EXISTS (SELECT 1 FROM accounting_ledgerentry e WHERE e.job_id = r.job_id AND e.hour = r.hour)
 """
+_REPLACED_TEAM_HOUR_CLEANUP_SQL = """
+    DELETE FROM accounting_teamhour a USING _rollup_replaced r
+    WHERE a.org_id = r.org_id AND a.team_id IS NOT DISTINCT FROM r.team_id AND a.site_id = r.site_id
+      AND a.hour = r.hour
+      AND NOT EXISTS (
+        SELECT 1 FROM accounting_ledgerentry e
+        WHERE e.org_id = r.org_id AND e.team_id IS NOT DISTINCT FROM r.team_id AND e.site_id = r.site_id
+          AND e.hour = r.hour)
+"""
 _REPLACED_CLEANUP_SQL = (
     """
     DELETE FROM accounting_devicehour a USING _rollup_replaced r
@@ -555,9 +589,9 @@ _REPLACED_CLEANUP_SQL = (
     WHERE a.org_id = r.org_id AND a.team_id IS NOT DISTINCT FROM r.team_id AND a.site_id = r.site_id
       AND a.day = (r.hour AT TIME ZONE 'UTC')::date
       AND NOT EXISTS (
-        SELECT 1 FROM accounting_ledgerentry e
-        WHERE e.org_id = r.org_id AND e.team_id IS NOT DISTINCT FROM r.team_id AND e.site_id = r.site_id
-          AND e.hour >= (a.day::timestamp AT TIME ZONE 'UTC')
-          AND e.hour < ((a.day + 1)::timestamp AT TIME ZONE 'UTC'))
+        SELECT 1 FROM accounting_teamhour h
+        WHERE h.org_id = r.org_id AND h.team_id IS NOT DISTINCT FROM r.team_id AND h.site_id = r.site_id
+          AND h.hour >= (a.day::timestamp AT TIME ZONE 'UTC')
+          AND h.hour < ((a.day + 1)::timestamp AT TIME ZONE 'UTC'))
     """,
 )
