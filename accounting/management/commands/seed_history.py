@@ -752,11 +752,15 @@ class Seeder:
                     yield m.JobFootprint(job=job, **f)
 
         def hours():
-            for job, h in zip(job_rows, jh_data, strict=True):
+            for job, h, f in zip(job_rows, jh_data, fp_data, strict=True):
                 if h is None:
                     continue
                 hrs, tot_e, gpu_e, op_g, emb_g, inten = h
+                # The footprint's other sums spread over the hours by energy, so that a footprint
+                # recomputed from its job-hours (as the ledger's rollup does) is this one.
+                total = float(sum(tot_e)) or 1.0
                 for k, hour in enumerate(hrs):
+                    share = float(tot_e[k]) / total
                     yield m.JobHour(
                         job=job,
                         hour=self.t0 + dt.timedelta(hours=int(hour)),
@@ -765,6 +769,14 @@ class Seeder:
                         co2e_operational_g=float(op_g[k]),
                         co2e_embodied_g=float(emb_g[k]),
                         intensity_g_per_kwh=float(inten[k]),
+                        gpu_idle_energy_j=(f or {}).get("gpu_idle_energy_j", 0.0) * share,
+                        host_energy_j=(f or {}).get("host_energy_j", 0.0) * share,
+                        facility_energy_j=(f or {}).get("facility_energy_j", 0.0) * share,
+                        co2e_low_g=(f or {}).get("co2e_low_g", 0.0) * share,
+                        co2e_high_g=(f or {}).get("co2e_high_g", 0.0) * share,
+                        held_s=(f or {}).get("device_hours", 0.0) * 3600 * share,
+                        measured_gpu_energy_j=(f or {}).get("measured_fraction", 0.0) * float(gpu_e[k]),
+                        last_window_end=(f or {}).get("last_window_end") if k == len(hrs) - 1 else None,
                     )
 
         n_alloc = sum(len(a[0]) for a in alloc_data if a is not None)
