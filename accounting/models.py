@@ -492,17 +492,25 @@ class FootprintRevision(models.Model):
     method_version = models.CharField(max_length=20)
 
 
-class TeamDay(models.Model):
-    """Aggregate per team (or fleet overhead when team is null), site and day: kept indefinitely."""
+class _TeamTotals(models.Model):
+    """What a team (or fleet overhead when team is null) used at a site over a period."""
 
     org = models.ForeignKey(Organization, on_delete=models.CASCADE)
     team = models.ForeignKey(Team, on_delete=models.CASCADE, null=True, blank=True)
     site = models.ForeignKey(Site, on_delete=models.CASCADE)
-    day = models.DateField()
     energy_j = models.FloatField(default=0)
     gpu_idle_energy_j = models.FloatField(default=0)
     co2e_operational_g = models.FloatField(default=0)
     co2e_embodied_g = models.FloatField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class TeamDay(_TeamTotals):
+    """Aggregate per team (or fleet overhead when team is null), site and day: kept indefinitely."""
+
+    day = models.DateField()
 
     class Meta:
         constraints = [
@@ -511,18 +519,11 @@ class TeamDay(models.Model):
         indexes = [models.Index(fields=["org", "day"])]
 
 
-class TeamHour(models.Model):
+class TeamHour(_TeamTotals):
     """Per team (or fleet overhead), site and hour: the step between ledger entries and TeamDay,
     so a rollup re-sums an hour of a team's entries rather than a whole day of them."""
 
-    org = models.ForeignKey(Organization, on_delete=models.CASCADE)
-    team = models.ForeignKey(Team, on_delete=models.CASCADE, null=True, blank=True)
-    site = models.ForeignKey(Site, on_delete=models.CASCADE)
     hour = models.DateTimeField()
-    energy_j = models.FloatField(default=0)
-    gpu_idle_energy_j = models.FloatField(default=0)
-    co2e_operational_g = models.FloatField(default=0)
-    co2e_embodied_g = models.FloatField(default=0)
 
     class Meta:
         constraints = [
