@@ -19,7 +19,6 @@ from django.db.models import Count, Max, Min, Q
 from accounting.domain import embodied as emb
 from accounting.domain.forecast import ForecastPoint, baseline_forecast, merge_forecasts
 from accounting.models import (
-    Device,
     GridZone,
     HardwareModel,
     Host,
@@ -197,14 +196,6 @@ def embodied_for_hardware(
         expected_utilisation=policy.expected_utilisation,
         policy_source=policy.source,
     )
-
-
-def embodied_for_device(*, device: Device) -> EmbodiedTerms | None:
-    """None when the device is not matched to a catalog model (the ledger reports it)."""
-    if device.hardware_model is None:
-        return None
-    site = device.host.cluster.site
-    return embodied_for_hardware(hardware=device.hardware_model, site=site, device_lifetime_years=device.lifetime_years)
 
 
 # Host CPU model string -> CPU profile key (first match wins); sockets per GPU server declared.

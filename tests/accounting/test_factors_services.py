@@ -7,7 +7,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from accounting.models import FactorChange, GridZone, HardwareModel, SitePue
-from accounting.selectors.factors import embodied_for_device, embodied_for_host, factors_in_use, pue_at
+from accounting.selectors.factors import embodied_for_hardware, embodied_for_host, factors_in_use, pue_at
 from accounting.services.factors import (
     hardware_load_catalog,
     hardware_update,
@@ -113,7 +113,8 @@ def test_site_overrides_validated_and_applied_to_embodied_terms():
         user=None,
     )
     device.refresh_from_db()
-    terms = embodied_for_device(device=device)
+    terms = embodied_for_hardware(hardware=device.hardware_model, site=device.host.cluster.site,
+                                  device_lifetime_years=device.lifetime_years)
     assert (terms.embodied_kg, terms.lifetime_years, terms.expected_utilisation) == (164.0, 4.0, 0.8)
     assert terms.share_kg(held_h=100.0) == pytest.approx(164.0 * 100 / (4 * 8766 * 0.8))
     host = HostFactory(cpu_model="AMD EPYC 9654 96-Core Processor", dram_gb=2048, ssd_gb=7680)
