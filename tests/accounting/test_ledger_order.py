@@ -10,8 +10,8 @@ import pytest
 from accounting.models import LedgerEntry
 from accounting.services.ledger import batches_attribute
 from telemetry.models import TelemetryBatch
-from tests.accounting.test_ledger_slice import _post, fleet  # noqa: F401 - fixture reuse
-from tests.telemetry.helpers import batch, gpu_entry, window
+from tests.accounting.test_ledger_slice import fleet  # noqa: F401 - fixture reuse
+from tests.telemetry.helpers import batch, gpu_entry, post_batch, window
 
 pytestmark = pytest.mark.django_db
 
@@ -35,7 +35,7 @@ def test_batches_in_any_order_and_repeated_give_identical_rows(client, fleet, se
                 gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=rng.uniform(1000, 6000)),
                 gpu_entry(uuid_=gpu1.uuid, index=1, energy_j=rng.uniform(300, 800))]))
             seq += 1
-        assert _post(client, secret, batch(hostname=host.hostname, windows=windows)).status_code == 202
+        assert post_batch(client, secret, batch(hostname=host.hostname, windows=windows)).status_code == 202
     pks = list(TelemetryBatch.objects.order_by("pk").values_list("pk", flat=True))
     now = dt.datetime.now(dt.UTC)
     for pk in pks:
@@ -57,7 +57,7 @@ def test_a_broken_batch_fails_alone_and_is_retried_then_marked_failed(client, fl
         payload = batch(hostname=host.hostname, windows=[window(
             seq=seq, start=start + dt.timedelta(seconds=10 * (seq - 1)),
             gpus=[gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0)])])
-        assert _post(client, secret, payload).status_code == 202
+        assert post_batch(client, secret, payload).status_code == 202
     good, bad = TelemetryBatch.objects.order_by("pk").values_list("pk", flat=True)
     # Corrupt the second batch's stored row the way only a bug could: the mapper must refuse it.
     from django.db import connection

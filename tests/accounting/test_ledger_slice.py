@@ -12,8 +12,6 @@ PUE 1.5, zone 400 g/kWh):
 from __future__ import annotations
 
 import datetime as dt
-import gzip
-import json
 
 import pytest
 from django.db.models import Sum
@@ -23,7 +21,7 @@ from accounting.services.ledger import batches_attribute, ledger_mark_dirty
 from accounting.tokens import token_create
 from telemetry.models import TelemetryBatch
 from tests.factories import DeviceFactory, HostFactory, JobAllocationFactory, JobFactory
-from tests.telemetry.helpers import batch, gpu_entry, window
+from tests.telemetry.helpers import batch, gpu_entry, post_batch, window
 
 pytestmark = pytest.mark.django_db
 
@@ -44,12 +42,6 @@ def fleet():
     return host, gpu0, gpu1, job, start, secret
 
 
-def _post(client, secret, payload):
-    return client.post("/api/v1/ingest/batches", data=gzip.compress(json.dumps(payload).encode()),
-                       content_type="application/json", HTTP_CONTENT_ENCODING="gzip",
-                       HTTP_AUTHORIZATION=f"Bearer {secret}")
-
-
 def _entries():
     fields = ("account", "job_id", "device_id", "component", "hour", "energy_j", "co2e_operational_g",
               "co2e_embodied_g")
@@ -67,7 +59,7 @@ def test_slice_exact_joules_and_grams(client, fleet):
         gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0),
         gpu_entry(uuid_=gpu1.uuid, index=1, energy_j=700.0),
     ])])
-    assert _post(client, secret, payload).status_code == 202
+    assert post_batch(client, secret, payload).status_code == 202
     pk = TelemetryBatch.objects.get().pk
     outcome = batches_attribute(batch_pks=[pk], now=_now())
     assert outcome.attributed == [pk]
@@ -108,7 +100,7 @@ def test_attributing_twice_changes_nothing(client, fleet):
     host, gpu0, _gpu1, job, start, secret = fleet
     payload = batch(hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[
         gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0)])])
-    _post(client, secret, payload)
+    post_batch(client, secret, payload)
     pk = TelemetryBatch.objects.get().pk
     batches_attribute(batch_pks=[pk], now=_now())
     snapshot = _entries()
@@ -128,7 +120,7 @@ def test_late_allocation_reattributes_overhead_to_the_job(client, fleet):
     host, gpu0, gpu1, job, start, secret = fleet
     payload = batch(hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[
         gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0), gpu_entry(uuid_=gpu1.uuid, index=1, energy_j=3000.0)])])
-    _post(client, secret, payload)
+    post_batch(client, secret, payload)
     pk = TelemetryBatch.objects.get().pk
     batches_attribute(batch_pks=[pk], now=_now())
     assert not LedgerEntry.objects.filter(job=job, device=gpu1).exists()
@@ -149,8 +141,8 @@ def test_gap_between_batches_is_interpolated_and_reported(client, fleet):
         gpu_entry(uuid_=gpu0.uuid, energy_j=6000.0)])])
     second = batch(hostname=host.hostname, windows=[window(seq=3, start=start + dt.timedelta(seconds=20), gpus=[
         gpu_entry(uuid_=gpu0.uuid, energy_j=4000.0)])])
-    _post(client, secret, first)
-    _post(client, secret, second)
+    post_batch(client, secret, first)
+    post_batch(client, secret, second)
     pks = list(TelemetryBatch.objects.order_by("first_seq").values_list("pk", flat=True))
     batches_attribute(batch_pks=pks, now=_now())
     later = TelemetryBatch.objects.get(pk=pks[1])
@@ -172,7 +164,7 @@ def test_a_job_that_loses_every_entry_of_a_batch_loses_its_aggregates_too(client
     host, gpu0, _gpu1, job, start, secret = fleet
     payload = batch(hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[
         gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0)])])
-    assert _post(client, secret, payload).status_code == 202
+    assert post_batch(client, secret, payload).status_code == 202
     pk = TelemetryBatch.objects.get().pk
     batches_attribute(batch_pks=[pk], now=_now())
     assert JobFootprint.objects.get(job=job).energy_j == pytest.approx(9225.0, abs=1e-9)

@@ -10,8 +10,6 @@ host, PUE 1.5, 400 g/kWh. GPU 0 runs the pod's process (6000 J), GPU 1 idles (70
 from __future__ import annotations
 
 import datetime as dt
-import gzip
-import json
 
 import pytest
 from django.db.models import Sum
@@ -21,7 +19,7 @@ from accounting.services.ledger import batches_attribute
 from accounting.tokens import token_create
 from telemetry.models import TelemetryBatch
 from tests.factories import DeviceFactory, HostFactory, JobAllocationFactory, JobFactory
-from tests.telemetry.helpers import batch, gpu_entry, window
+from tests.telemetry.helpers import batch, gpu_entry, post_batch, window
 
 pytestmark = pytest.mark.django_db
 
@@ -43,9 +41,7 @@ def pod_fleet():
 
 
 def _post(client, secret, payload) -> int:
-    response = client.post("/api/v1/ingest/batches", data=gzip.compress(json.dumps(payload).encode()),
-                           content_type="application/json", HTTP_CONTENT_ENCODING="gzip",
-                           HTTP_AUTHORIZATION=f"Bearer {secret}")
+    response = post_batch(client, secret, payload)
     assert response.status_code == 202, response.content
     return TelemetryBatch.objects.get(batch_id=payload["batch_id"]).pk
 

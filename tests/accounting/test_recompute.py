@@ -11,8 +11,8 @@ from accounting.models import FactorChange, FootprintRevision, JobFootprint
 from accounting.services.factors import zone_update_intensity
 from accounting.services.ledger import batches_attribute
 from telemetry.models import TelemetryBatch
-from tests.accounting.test_ledger_slice import _post, fleet  # noqa: F401 - fixture reuse
-from tests.telemetry.helpers import batch, gpu_entry, window
+from tests.accounting.test_ledger_slice import fleet  # noqa: F401 - fixture reuse
+from tests.telemetry.helpers import batch, gpu_entry, post_batch, window
 
 pytestmark = pytest.mark.django_db
 
@@ -21,7 +21,7 @@ def test_zone_correction_recomputes_and_keeps_the_old_totals(client, fleet):  # 
     host, gpu0, _gpu1, job, start, secret = fleet
     payload = batch(hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[
         gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0)])])
-    _post(client, secret, payload)
+    post_batch(client, secret, payload)
     batches_attribute(batch_pks=[TelemetryBatch.objects.get().pk], now=dt.datetime.now(dt.UTC))
     assert JobFootprint.objects.get(job=job).co2e_operational_g == pytest.approx(1.025)
 

@@ -8,8 +8,6 @@ undisturbed run (every joule once, nothing lost, nothing doubled).
 from __future__ import annotations
 
 import datetime as dt
-import gzip
-import json
 
 import pytest
 from django.db.models import Sum
@@ -19,7 +17,7 @@ from accounting.tokens import token_create
 from telemetry.models import TelemetryBatch
 from tests.factories import DeviceFactory, HostFactory, JobAllocationFactory, JobFactory
 from tests.integration.conftest import wait_for
-from tests.telemetry.helpers import batch, gpu_entry, window
+from tests.telemetry.helpers import batch, gpu_entry, post_batch, window
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -38,12 +36,6 @@ def _fleet(n_gpus: int = 2):
     return host, devices, job, start, secret
 
 
-def _post(client, secret, payload):
-    return client.post("/api/v1/ingest/batches", data=gzip.compress(json.dumps(payload).encode()),
-                       content_type="application/json", HTTP_CONTENT_ENCODING="gzip",
-                       HTTP_AUTHORIZATION=f"Bearer {secret}")
-
-
 def _post_batches(client, host, devices, start, secret, *, n_batches: int, first_seq: int = 1,
                   windows_per_batch: int = 6) -> float:
     """Post contiguous 10 s windows; returns the GPU + host joules sent."""
@@ -57,7 +49,7 @@ def _post_batches(client, host, devices, start, secret, *, n_batches: int, first
             windows.append(window(seq=seq, start=w_start, gpus=gpus))
             sent_j += sum(g["energy_j"] for g in gpus) + 1200.0
             seq += 1
-        response = _post(client, secret, batch(hostname=host.hostname, windows=windows))
+        response = post_batch(client, secret, batch(hostname=host.hostname, windows=windows))
         assert response.status_code == 202, response.content
     return sent_j
 
@@ -75,7 +67,7 @@ def test_slice_through_a_real_worker(client, processes):
     processes.worker("w1")
     payload = batch(hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[
         gpu_entry(uuid_=devices[0].uuid, index=0, energy_j=6000.0)])])
-    assert _post(client, secret, payload).status_code == 202
+    assert post_batch(client, secret, payload).status_code == 202
     wait_for(lambda: JobFootprint.objects.filter(job=job).exists() and _all_done(), timeout_s=60,
              what="the worker to attribute the batch")
     footprint = JobFootprint.objects.get(job=job)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import gzip
+import json
 import uuid
+
+INGEST_URL = "/api/v1/ingest/batches"
 
 
 def iso(value: dt.datetime) -> str:
@@ -35,3 +39,10 @@ def window(*, seq: int, start: dt.datetime, duration_s: float = 10.0, gpus: list
 def batch(*, hostname: str, windows: list[dict], batch_id: str | None = None) -> dict:
     return {"batch_id": batch_id or str(uuid.uuid4()), "hostname": hostname, "agent_version": "test",
             "sent_at": iso(dt.datetime.now(dt.UTC)), "windows": windows}
+
+
+def post_batch(client, secret: str, payload: dict):
+    """POST a batch gzip-compressed with a host token, as the agent does."""
+    return client.post(INGEST_URL, data=gzip.compress(json.dumps(payload).encode()),
+                       content_type="application/json", HTTP_CONTENT_ENCODING="gzip",
+                       HTTP_AUTHORIZATION=f"Bearer {secret}")
