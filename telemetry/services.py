@@ -104,18 +104,14 @@ def _resolve_devices(*, host: Host, batch: ParsedBatch) -> dict[str, int]:
     return known
 
 
-def _identity(text: str) -> str:
-    return text
-
-
 def _processes_jsonb(processes: list[dict], cache: dict[tuple, Jsonb]) -> Jsonb:
     """A window's process list as a jsonb COPY value, memoised: a GPU reports the same processes
     window after window, and the parser always builds {pid, sm_util_pct, job_key} dicts. The
-    JSON text is encoded once per distinct list (``dumps`` is then the identity)."""
+    JSON text is encoded once per distinct list (``dumps=str`` then passes it through)."""
     key = tuple((p["pid"], p["sm_util_pct"], p["job_key"]) for p in processes)
     value = cache.get(key)
     if value is None:
-        value = cache[key] = Jsonb(json.dumps(processes), dumps=_identity)
+        value = cache[key] = Jsonb(json.dumps(processes), dumps=str)
     return value
 
 

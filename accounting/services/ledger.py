@@ -375,7 +375,7 @@ ON CONFLICT (job_id) DO UPDATE SET
 # lines have device NULL; GPU energy = active + idle; host = cpu + dram + unmeasured). The job
 # footprint then sums the job's hours: bounded by the job's length in hours, where summing its
 # ledger entries grew with every batch it ever had.
-JOB_HOUR_SELECT = """
+_JOB_HOUR_SELECT = """
 SELECT e.job_id, e.hour, SUM(e.energy_j),
        COALESCE(SUM(e.energy_j) FILTER (WHERE e.component IN ('gpu_active', 'gpu_idle')), 0),
        SUM(e.co2e_operational_g), SUM(e.co2e_embodied_g),
@@ -391,7 +391,7 @@ JOIN accounting_ledgerentry e ON e.job_id = k.job_id AND e.hour = k.hour
 JOIN telemetry_telemetrybatch b ON b.id = e.batch_id
 GROUP BY e.job_id, e.hour
 """
-JOB_HOUR_UPSERT = """
+_JOB_HOUR_UPSERT = """
 INSERT INTO accounting_jobhour (job_id, hour, energy_j, gpu_energy_j, co2e_operational_g, co2e_embodied_g,
                                 intensity_g_per_kwh, gpu_idle_energy_j, host_energy_j, facility_energy_j,
                                 co2e_low_g, co2e_high_g, held_s, measured_gpu_energy_j, last_window_end)
@@ -405,7 +405,7 @@ ON CONFLICT (job_id, hour) DO UPDATE SET
     measured_gpu_energy_j = EXCLUDED.measured_gpu_energy_j, last_window_end = EXCLUDED.last_window_end
 """
 
-_JOB_HOUR_SQL = JOB_HOUR_UPSERT.format(select=JOB_HOUR_SELECT.format(keys="""(
+_JOB_HOUR_SQL = _JOB_HOUR_UPSERT.format(select=_JOB_HOUR_SELECT.format(keys="""(
     SELECT e.job_id, e.hour FROM accounting_ledgerentry e
     JOIN _rollup_batches rb ON rb.id = e.batch_id WHERE e.job_id IS NOT NULL
     UNION SELECT r.job_id, r.hour FROM _rollup_replaced r WHERE r.job_id IS NOT NULL
@@ -446,7 +446,7 @@ ON CONFLICT (device_id, hour) DO UPDATE SET
     co2e_operational_g = EXCLUDED.co2e_operational_g, co2e_embodied_g = EXCLUDED.co2e_embodied_g
 """
 
-TEAM_HOUR_SELECT = """
+_TEAM_HOUR_SELECT = """
 SELECT e.org_id, e.team_id, e.site_id, e.hour, SUM(e.energy_j),
        COALESCE(SUM(e.energy_j) FILTER (WHERE e.component = 'gpu_idle'), 0),
        SUM(e.co2e_operational_g), SUM(e.co2e_embodied_g)
@@ -454,7 +454,7 @@ FROM {keys} k JOIN accounting_ledgerentry e
   ON e.org_id = k.org_id AND e.team_id IS NOT DISTINCT FROM k.team_id AND e.site_id = k.site_id AND e.hour = k.hour
 GROUP BY e.org_id, e.team_id, e.site_id, e.hour
 """
-TEAM_HOUR_UPSERT = """
+_TEAM_HOUR_UPSERT = """
 INSERT INTO accounting_teamhour (org_id, team_id, site_id, hour, energy_j, gpu_idle_energy_j,
                                  co2e_operational_g, co2e_embodied_g)
 {select}
@@ -468,7 +468,7 @@ _TEAM_HOUR_KEYS = """(
     JOIN _rollup_batches rb ON rb.id = e.batch_id
     UNION SELECT r.org_id, r.team_id, r.site_id, r.hour FROM _rollup_replaced r
 )"""
-_TEAM_HOUR_SQL = TEAM_HOUR_UPSERT.format(select=TEAM_HOUR_SELECT.format(keys=_TEAM_HOUR_KEYS))
+_TEAM_HOUR_SQL = _TEAM_HOUR_UPSERT.format(select=_TEAM_HOUR_SELECT.format(keys=_TEAM_HOUR_KEYS))
 
 # Team-days from their (at most 24) team-hours.
 _TEAM_DAY_SQL = f"""
