@@ -57,6 +57,7 @@ from accounting.selectors.jobs import (
 from accounting.services.advice import AdviceInputError, advice_for_job
 from accounting.services.budgets import BudgetInputError, budget_set
 from accounting.services.jobs import JobInputError, JobStateError, job_end, job_register, job_units_report, job_update
+from accounting.services.transactions import retry_on_conflict
 
 
 class CappedLimitOffsetPagination(LimitOffsetPagination):
@@ -261,6 +262,7 @@ class JobCollectionView(ApiView):
         page = paginator.paginate_queryset(jobs, request, view=self)
         return paginator.get_paginated_response(s.JobSerializer(page, many=True).data)
 
+    @retry_on_conflict
     def post(self, request):
         data = s.validated(s.JobRegisterSerializer, request.data)
         token = self.token()
@@ -364,6 +366,7 @@ class JobDetailView(ApiView):
     def get(self, request, **kwargs):
         return self.job_response(self.job_or_404(**kwargs))
 
+    @retry_on_conflict
     def patch(self, request, **kwargs):
         job = self.job_or_404(**kwargs)
         data = dict(s.validated(s.JobUpdateSerializer, request.data))
@@ -407,6 +410,7 @@ JOB_END_SCHEMA = {
 class JobEndView(ApiView):
     scopes = WRITE_SCOPES
 
+    @retry_on_conflict
     def post(self, request, **kwargs):
         with transaction.atomic():
             # The visibility check and the row lock are one query; job_end does not re-read.
@@ -473,6 +477,7 @@ JOB_UNITS_SCHEMA = {
 class JobUnitsView(ApiView):
     scopes = (Scope.SCHEDULER, Scope.USER, Scope.ADMIN)
 
+    @retry_on_conflict
     def post(self, request, **kwargs):
         job = self.job_or_404(**kwargs)
         body = s.validated(s.JobUnitsSerializer, request.data)

@@ -263,7 +263,7 @@ def job_get(*, token: ApiToken | None, user, job_id: int | None = None, schedule
     if token is None or token.scope not in (ApiToken.Scope.ADMIN, ApiToken.Scope.SCHEDULER):
         jobs = job_visible_queryset(token=token, user=user)
         if for_update:
-            jobs = jobs.select_for_update(of=("self",))
+            jobs = jobs.select_for_update(of=("self",), no_key=True)
         return job_get_visible(visible=jobs, job_id=job_id, scheduler_job_id=scheduler_job_id,
                                cluster_id=cluster_id, with_footprint=with_footprint)
     if token.scope == ApiToken.Scope.SCHEDULER and token.cluster_id is None:
@@ -288,7 +288,7 @@ def job_get(*, token: ApiToken | None, user, job_id: int | None = None, schedule
     sql = (
         f"SELECT {select} FROM {Job._meta.db_table} j "
         f"JOIN {Team._meta.db_table} t ON t.id = j.team_id JOIN {Cluster._meta.db_table} c ON c.id = j.cluster_id "
-        f"{footprint_join}WHERE {' AND '.join(where)} LIMIT 1{' FOR UPDATE OF j' if for_update else ''}"
+        f"{footprint_join}WHERE {' AND '.join(where)} LIMIT 1{' FOR NO KEY UPDATE OF j' if for_update else ''}"
     )
     with connections[db].cursor() as cursor:
         cursor.execute(sql, params)

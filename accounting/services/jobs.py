@@ -85,13 +85,35 @@ def _hosts_resolve(*, cluster: Cluster, hostnames: set[str], known: dict[str, Ho
     return hosts
 
 
-def _placeholders_resolve(*, wanted: dict[str, tuple[Host, int]]) -> dict[str, Device]:
-    """Placeholder devices by uuid, creating the missing ones (insert ignoring conflicts, read back)."""
-    Device.objects.bulk_create(
-        [Device(uuid=uuid, host=host, index=index) for uuid, (host, index) in sorted(wanted.items())],
-        ignore_conflicts=True,
+def _placeholders_resolve(*, wanted: set[tuple[Host, int]]) -> dict[tuple[int, int], Device]:
+    """The device at each (host, GPU index), creating a placeholder where there is none, by
+    (host id, index).
+
+    Under the hosts' row locks, the lock ingest takes on a host for its whole batch
+    (``telemetry.services.batch_ingest``): an agent's first batch either committed before (its
+    real device is found here and held) or waits and then binds the placeholder created here to
+    its NVML uuid. Without the lock a registration could read "no device at index 0" while that
+    batch was creating one, and hold a placeholder nobody ever reports on: the job ended at 0 J
+    and its energy went to fleet overhead."""
+    host_ids = sorted({host.pk for host, _ in wanted})
+    # Locked in id order (as every writer of several hosts does), then read again: the device
+    # lookup before ran without the locks.
+    list(Host.objects.select_for_update(no_key=True).filter(pk__in=host_ids).order_by("pk").values_list("pk"))
+    at: dict[tuple[int, int], Device] = {}
+    for device in (
+        Device.objects.filter(host_id__in=host_ids, index__in={index for _, index in wanted})
+        .exclude(uuid__startswith="MIG-").order_by("-id")
+    ):
+        at[(device.host_id, device.index)] = device  # the oldest row per index wins, as before
+    missing = sorted((host.pk, index) for host, index in wanted if (host.pk, index) not in at)
+    # No conflict is possible under the locks: a concurrent registration of the same GPUs waited
+    # and, reading again, found the placeholders of the one before it.
+    created = Device.objects.bulk_create(
+        [Device(uuid=pending_device_uuid(host_id=host_id, index=index), host_id=host_id, index=index)
+         for host_id, index in missing]
     )
-    return {d.uuid: d for d in Device.objects.filter(uuid__in=list(wanted))}
+    at.update(((device.host_id, device.index), device) for device in created)
+    return {key: at[key] for key in ((host.pk, index) for host, index in wanted)}
 
 
 def allocation_devices_resolve(
@@ -126,13 +148,9 @@ def allocation_devices_resolve(
         if not hostnames <= hosts.keys():  # hosts without a device at a named index (or new ones)
             hosts = _hosts_resolve(cluster=cluster, hostnames=hostnames, known=hosts)
         if unresolved:
-            wanted = {
-                pending_device_uuid(host_id=hosts[name].pk, index=index): (hosts[name], index)
-                for name, index in unresolved
-            }
-            placeholders = _placeholders_resolve(wanted=wanted)
-            for uuid, (host, index) in wanted.items():
-                at_index[(host.hostname, index)] = placeholders[uuid]
+            placeholders = _placeholders_resolve(wanted={(hosts[name], index) for name, index in unresolved})
+            for name, index in unresolved:
+                at_index[(name, index)] = placeholders[(hosts[name].pk, index)]
     resolved: dict[int, tuple[Device, float]] = {}
     for position, spec in enumerate(allocation):
         where = f"{field_prefix}[{position}]"
@@ -397,7 +415,7 @@ def job_register(
         # Concurrent prologs of one job serialise here, so allocations are never duplicated
         # (a job just inserted is already locked by this transaction).
         job = (
-            Job.objects.select_for_update(of=("self",))
+            Job.objects.select_for_update(of=("self",), no_key=True)
             .select_related("team", "cluster")
             .get(cluster=cluster, scheduler_job_id=scheduler_job_id)
         )
@@ -435,7 +453,7 @@ def job_update(
     devices no longer named are released at that instant, new ones are held from it.
     ``model_meta`` and ``units`` merge key by key into what is stored.
     """
-    job = Job.objects.select_for_update().get(pk=job.pk)
+    job = Job.objects.select_for_update(no_key=True).get(pk=job.pk)
     if allocation is not None:
         _allocation_replace(job=job, allocation=allocation, effective_at=effective_at or timezone.now())
     if name is not None:
@@ -487,9 +505,9 @@ def _allocation_replace(*, job: Job, allocation: list[AllocationSpec], effective
 
 
 def _job_lock(job: Job) -> Job:
-    """The job's row, re-read under a row lock (``SELECT ... FOR UPDATE``). Its team and cluster
+    """The job's row, re-read under a row lock (``SELECT ... FOR NO KEY UPDATE``). Its team and cluster
     are taken over from ``job`` when loaded there (they are never changed by a job update)."""
-    locked = Job.objects.select_for_update().get(pk=job.pk)
+    locked = Job.objects.select_for_update(no_key=True).get(pk=job.pk)
     for name in ("team", "cluster"):
         related = Job._meta.get_field(name)
         assert isinstance(related, ForeignKey)
@@ -564,10 +582,14 @@ def _job_end_locked(*, job: Job, status: str, ended_at: dt.datetime | None) -> t
     if ended < job.started_at:
         raise JobInputError("ended_at", "must not be before the job's started_at")
     touched, allocations = _job_end_write(job=job, status=status, ended=ended)
-    _mark_dirty(device_ids=touched, start=ended)
     from accounting.services.ledger import job_footprint_finalize
 
+    # Lock order (docs/reliability.md): the rollup lock before any batch row, as the worker's
+    # rollup takes them. Marking batches dirty first and then waiting for the rollup lock
+    # deadlocked against a rollup that held it and waited for those batch rows. The footprint
+    # does not depend on the batches being marked: their re-attribution rolls it up again.
     job_footprint_finalize(job_id=job.pk)
+    _mark_dirty(device_ids=touched, start=ended)
     # As prefetch_related_objects stores a list (the API shows them without reading them back).
     shown = job.allocations.all()
     shown._result_cache = allocations
@@ -612,7 +634,7 @@ def job_units_report(
     multi-process job are not lost."""
     if mode not in ("set", "add"):
         raise JobInputError("mode", "must be 'set' or 'add'")
-    job = Job.objects.select_for_update().get(pk=job.pk)
+    job = Job.objects.select_for_update(no_key=True).get(pk=job.pk)
     merged = dict(job.units)
     for unit, count in units.items():
         merged[unit] = (float(merged.get(unit, 0.0)) + count) if mode == "add" else count

@@ -39,6 +39,7 @@ from accounting.mappers import (
 from accounting.models import Device, Job
 from accounting.selectors.factor_lookup import factor_lookups_for_site
 from accounting.services.jobs import allocations_observe
+from accounting.services.transactions import retry_on_conflict
 from telemetry.models import TelemetryBatch
 
 log = logging.getLogger(__name__)
@@ -296,6 +297,7 @@ def _attribute_many(
     return touched, replaced
 
 
+@retry_on_conflict
 def aggregates_rollup(*, batch_pks: list[int], job_ids: list[int], replaced: set[ReplacedKey] | None = None) -> None:
     """Recompute the aggregates touched by these batches from committed ledger entries, then
     mark the batches done. Serialised by an advisory lock: each rollup sees every entry
@@ -336,12 +338,19 @@ def aggregates_rollup(*, batch_pks: list[int], job_ids: list[int], replaced: set
         if replaced:
             for statement in _REPLACED_CLEANUP_SQL:
                 cursor.execute(statement)
-        cursor.execute(
-            "UPDATE telemetry_telemetrybatch SET status = 'done', attributed_at = clock_timestamp() "
-            "WHERE id = ANY(%s) AND status = 'claimed'",
-            [batch_pks],
-        )
+        cursor.execute(_BATCHES_DONE_SQL, [batch_pks])
 
+
+# Batch rows locked in id order, as ledger_mark_dirty locks them (one lock order for batch rows).
+# A batch put back to pending meanwhile (an allocation changed) stays pending: it is attributed
+# again.
+_BATCHES_DONE_SQL = """
+WITH locked AS (
+    SELECT id FROM telemetry_telemetrybatch WHERE id = ANY(%s) AND status = 'claimed' ORDER BY id FOR NO KEY UPDATE
+)
+UPDATE telemetry_telemetrybatch b SET status = 'done', attributed_at = clock_timestamp()
+FROM locked WHERE b.id = locked.id AND b.status = 'claimed'
+"""
 
 # Facility lines have device NULL; GPU energy = active + idle; host = cpu + dram + unmeasured.
 _JOB_FOOTPRINT_SQL = f"""
@@ -501,13 +510,21 @@ def ledger_mark_dirty(*, device_ids: list[int], start: dt.datetime, end: dt.date
     # One statement (no separate host and batch reads): batches already pending are left as
     # they are; the ids of those put back to pending come back for the nudge.
     batch_table = TelemetryBatch._meta.db_table
+    # The rows are locked in id order first (as the rollup's "done" update locks them): two
+    # writers that lock overlapping sets of batches in scan order can deadlock.
     sql = f"""
-        UPDATE {batch_table} SET status = %(pending)s, claimed_at = NULL
-        WHERE host_id IN (SELECT DISTINCT host_id FROM {Device._meta.db_table} WHERE id = ANY(%(devices)s))
-          AND last_end > %(start)s AND status <> %(pending)s
-          {"AND first_start < %(end)s" if end is not None else ""}
-          AND NOT (id = ANY(%(exclude)s))
-        RETURNING id
+        WITH locked AS (
+            SELECT id FROM {batch_table}
+            WHERE host_id IN (SELECT DISTINCT host_id FROM {Device._meta.db_table} WHERE id = ANY(%(devices)s))
+              AND last_end > %(start)s AND status <> %(pending)s
+              {"AND first_start < %(end)s" if end is not None else ""}
+              AND NOT (id = ANY(%(exclude)s))
+            ORDER BY id
+            FOR NO KEY UPDATE
+        )
+        UPDATE {batch_table} b SET status = %(pending)s, claimed_at = NULL
+        FROM locked WHERE b.id = locked.id AND b.status <> %(pending)s
+        RETURNING b.id
     """
     params: dict[str, Any] = {
         "pending": TelemetryBatch.Status.PENDING.value, "devices": list(device_ids), "start": start, "end": end,

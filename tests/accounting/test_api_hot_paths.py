@@ -62,15 +62,16 @@ def test_register_on_reported_gpus_takes_six_queries(world, gpus):
 
 
 @pytest.mark.django_db
-def test_register_on_new_host_creates_placeholders_in_nine_queries(world):
+def test_register_on_new_host_creates_placeholders_in_fourteen_queries(world):
     client = world.client("sched_a")
     with CaptureQueriesContext(connection) as ctx:
         response = client.post(JOBS, register_body(allocation=[{"host": "gpu-node-09", "gpus": [0, 1]}]),
                                format="json")
     assert response.status_code == 201, response.json()
     # token; team/user/cluster; SAVEPOINT; job (+ no device found); devices; hosts; new host;
-    # host read back; placeholders; placeholders read back; allocations; mark dirty; RELEASE
-    assert len(ctx.captured_queries) == 13, _sql(ctx)
+    # host read back; host lock (ingest's, so an agent's first batch cannot slip in between);
+    # devices read again under it; placeholders; allocations; mark dirty; RELEASE
+    assert len(ctx.captured_queries) == 14, _sql(ctx)
 
 
 @pytest.mark.django_db
@@ -93,7 +94,8 @@ def test_end_takes_eight_queries(world, gpus):
         response = client.post(f"{JOBS}by-key/88123/end/", {"exit_state": "completed",
                                                              "ended_at": "2026-11-26T12:00:00Z"}, format="json")
     assert response.status_code == 200, response.json()
-    # token; SAVEPOINT; visible job FOR UPDATE; end; mark dirty; rollup lock; footprint; RELEASE
+    # token; SAVEPOINT; visible job FOR NO KEY UPDATE; end; rollup lock; footprint; mark dirty
+    # (after the rollup lock: the worker's rollup takes them in that order); RELEASE
     assert len(ctx.captured_queries) == 8, _sql(ctx)
 
 
