@@ -7,8 +7,12 @@ mandatory: there is no secret with a production-valid default.
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from csp.constants import NONCE, NONE, SELF
 
 from config.env import (
     ImproperEnv,
@@ -49,6 +53,9 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
+    "csp",
+    "config.apps.ConfigConfig",
     "accounting",
     "telemetry",
     "dashboard",
@@ -62,8 +69,13 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "config.security.SessionLifetimeMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "config.security.SecurityHeadersMiddleware",
+    # Last, as django-axes requires: turns a lockout raised in authenticate() into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -95,7 +107,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    # ASVS 2.1.1: at least 12 characters.
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
@@ -134,6 +147,56 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
+# --- authentication and sessions (docs/security.md) ---------------------------------------
+# django-axes first: it refuses a locked-out username+address before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("CARBONLEDGER_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = dt.timedelta(seconds=env_int("CARBONLEDGER_LOGIN_COOLOFF_S", 900, minimum=1))
+# Per username *and* client address: one attacker cannot lock a colleague out from elsewhere.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# REMOTE_ADDR, or the address seen by the outermost of N trusted reverse proxies (X-Forwarded-For
+# read from the right): a client-supplied header must not pick its own lockout bucket.
+TRUSTED_PROXY_COUNT = env_int("CARBONLEDGER_TRUSTED_PROXY_COUNT", 0, minimum=0)
+AXES_CLIENT_IP_CALLABLE = "config.security.client_ip"
+# Idle timeout: the session expires SESSION_COOKIE_AGE after the last request (the expiry is
+# pushed forward at most once a minute, not on every request, see config.security).
+SESSION_COOKIE_AGE = env_int("CARBONLEDGER_SESSION_IDLE_S", 30 * 60, minimum=60)
+# Absolute lifetime from login, whatever the activity (ASVS 3.3.2: 12 hours).
+SESSION_ABSOLUTE_AGE_S = env_int("CARBONLEDGER_SESSION_MAX_AGE_S", 12 * 3600, minimum=60)
+SESSION_REFRESH_S = min(60, SESSION_COOKIE_AGE // 2)
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+
+# --- response headers ----------------------------------------------------------------------
+# No inline script anywhere: figures travel as <script type="application/json"> data blocks that
+# static/dashboard/app.js reads. A template that ever needs an inline script uses
+# {{ request.csp_nonce }} (the nonce enters the header only on pages that use it).
+# Styles: the templates carry style="" attributes and Plotly styles its SVG inline.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, "'unsafe-inline'"],
+        "img-src": [SELF, "data:", "blob:"],
+        "font-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "worker-src": [SELF, "blob:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+PERMISSIONS_POLICY = (
+    "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), "
+    "payment=(), usb=()"
+)
+
 # --- email (monthly reports) ---------------------------------------------------------------
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
 EMAIL_HOST = env_str("EMAIL_HOST", "127.0.0.1")
@@ -160,6 +223,22 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 SWEEPER_INTERVAL_S = env_float("CARBONLEDGER_SWEEPER_INTERVAL_S", 15.0, minimum=1.0)
 # A batch claimed for longer than this is assumed abandoned (worker killed) and re-queued.
 ATTRIBUTION_CLAIM_TIMEOUT_S = env_float("CARBONLEDGER_CLAIM_TIMEOUT_S", 120.0, minimum=5.0)
+
+# --- cache (DRF throttles) -----------------------------------------------------------------
+def _redis_db(url: str, db: int) -> str:
+    """``url`` with its database number replaced: the cache stays out of Celery's database."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+# Shared by every web process, so a throttle rate holds for the deployment, not per worker.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": env_str("CARBONLEDGER_CACHE_URL", _redis_db(REDIS_URL, 1)),
+        "KEY_PREFIX": "cl",
+    }
+}
 
 # --- ingest ------------------------------------------------------------------------------
 INGEST_MAX_BODY_BYTES = env_int("CARBONLEDGER_INGEST_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1024)

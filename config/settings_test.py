@@ -13,3 +13,9 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405 - whitenoise warns on a missing root
+# The cache is the real Redis (throttles must be shared across processes). One key namespace per
+# test run, inherited by the processes it starts (integration workers, subprocess checks): runs
+# of other test databases and earlier runs never see each other's throttle counters.
+_test_db = os.environ.get("DATABASE_TEST_NAME") or "test_carbonledger"
+os.environ.setdefault("CARBONLEDGER_TEST_CACHE_PREFIX", f"test:{_test_db}:{os.getpid()}")
+CACHES["default"]["KEY_PREFIX"] = os.environ["CARBONLEDGER_TEST_CACHE_PREFIX"]  # noqa: F405

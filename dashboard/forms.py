@@ -1,4 +1,5 @@
-"""Filter forms of the dashboard pages (GET parameters, validated; bad input falls back to defaults)."""
+"""Filter forms of the dashboard pages (GET parameters, validated). A bad filter is dropped on
+its own and named on the page (``ignored_filters``); the valid ones still apply."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from django import forms
+from django.core.exceptions import NON_FIELD_ERRORS
 
 from accounting.models import Job
 from accounting.selectors.dashboard import GROUP_BY_CHOICES, Period
@@ -24,6 +26,34 @@ MAX_RANGE_DAYS = 400
 def _choice_field(form: forms.BaseForm, name: str) -> forms.ChoiceField:
     """A declared ChoiceField of ``form`` (``form.fields`` is typed as plain ``Field``)."""
     return cast(forms.ChoiceField, form.fields[name])
+
+
+def valid_data(form: forms.Form) -> dict[str, Any]:
+    """The filters that validated: an invalid field is left out, not the whole set. A form-wide
+    error (a bad custom range) drops the period fields, so the default period applies."""
+    if not form.is_bound:
+        return {}
+    form.is_valid()
+    data = dict(form.cleaned_data)
+    if form.non_field_errors():
+        for name in ("period", "start", "end"):
+            data.pop(name, None)
+    return data
+
+
+def ignored_filters(form: forms.Form) -> list[dict[str, str]]:
+    """One entry per rejected filter, for the page's message: label, the value sent, why."""
+    if not form.is_bound or form.is_valid():
+        return []
+    out = []
+    for name, errors in form.errors.items():
+        if name == NON_FIELD_ERRORS:
+            out.append({"label": "Period", "value": "", "message": " ".join(str(e) for e in errors) + " The default period applies."})
+        else:
+            field = form.fields[name]
+            label = str(field.label or name.replace("_", " ").capitalize())
+            out.append({"label": label, "value": str(form.data.get(name, "")), "message": " ".join(str(e) for e in errors)})
+    return out
 
 
 class PeriodTeamForm(forms.Form):
@@ -53,7 +83,7 @@ class PeriodTeamForm(forms.Form):
         return data
 
     def resolved(self, *, today: dt.date) -> tuple[Period, int | None]:
-        data = self.cleaned_data if self.is_valid() else {}
+        data = valid_data(self)
         key = data.get("period") or self.default_period
         tomorrow = today + dt.timedelta(days=1)
         if key == "custom" and data.get("start") and data.get("end"):

@@ -33,7 +33,15 @@ from accounting.models import HardwareModel, Job
 from accounting.selectors import dashboard as sel
 from accounting.selectors import fleet as fleet_sel
 from dashboard import figures
-from dashboard.forms import GROUP_BY_LABELS, JobFilterForm, OverviewForm, PeriodTeamForm, TradeoffForm
+from dashboard.forms import (
+    GROUP_BY_LABELS,
+    JobFilterForm,
+    OverviewForm,
+    PeriodTeamForm,
+    TradeoffForm,
+    ignored_filters,
+    valid_data,
+)
 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 PLOTLY_VERSION = plotly.__version__
@@ -43,6 +51,8 @@ JOBS_PAGE_SIZE = 50
 
 def _render(request: HttpRequest, template: str, nav: str, context: dict) -> HttpResponse:
     context.update({"nav": nav, "plotly_version": PLOTLY_VERSION})
+    if "form" in context:
+        context["ignored_filters"] = ignored_filters(context["form"])
     return render(request, template, context)
 
 
@@ -99,7 +109,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     teams = sel.team_option_list(scope=scope)
     form = OverviewForm(request.GET or None, teams=teams)
     period, team_id = form.resolved(today=_today())
-    group_by = (form.cleaned_data.get("group_by") if form.is_bound and form.is_valid() else "") or "team"
+    group_by = valid_data(form).get("group_by") or "team"
     data = sel.overview_get(scope=scope, period=period, team_id=team_id, group_by=group_by)
     label = GROUP_BY_LABELS[group_by]
     figs = {
@@ -187,7 +197,7 @@ def devices(request: HttpRequest) -> HttpResponse:
 def _job_filters(request: HttpRequest, scope: sel.ViewerScope) -> tuple[JobFilterForm, sel.JobListFilters, str]:
     devices = list(HardwareModel.objects.filter(kind=HardwareModel.Kind.GPU).order_by("name").values("key", "name"))
     form = JobFilterForm(request.GET or None, teams=sel.team_option_list(scope=scope), devices=devices)
-    data = form.cleaned_data if form.is_bound and form.is_valid() else {}
+    data = valid_data(form)
     end = data.get("end")
     filters = sel.JobListFilters(
         team_id=data.get("team"),
@@ -319,7 +329,7 @@ def tradeoffs(request: HttpRequest) -> HttpResponse:
     scope = _scope(request)
     form = TradeoffForm(request.GET or None, teams=sel.team_option_list(scope=scope), default_period="90d")
     period, team_id = form.resolved(today=_today())
-    cd = form.cleaned_data if form.is_bound and form.is_valid() else {}
+    cd = valid_data(form)
     family = cd.get("family") or Job.Family.LLM
     kind = cd.get("kind") or Job.Kind.TRAINING
     x_metric = cd.get("x") or "throughput"
