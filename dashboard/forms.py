@@ -47,12 +47,12 @@ def ignored_filters(form: forms.Form) -> list[dict[str, str]]:
         return []
     out = []
     for name, errors in form.errors.items():
+        message = " ".join(str(e) for e in errors)
         if name == NON_FIELD_ERRORS:
-            out.append({"label": "Period", "value": "", "message": " ".join(str(e) for e in errors) + " The default period applies."})
+            out.append({"label": "Period", "value": "", "message": f"{message} The default period applies."})
         else:
-            field = form.fields[name]
-            label = str(field.label or name.replace("_", " ").capitalize())
-            out.append({"label": label, "value": str(form.data.get(name, "")), "message": " ".join(str(e) for e in errors)})
+            label = str(form.fields[name].label or name.replace("_", " ").capitalize())
+            out.append({"label": label, "value": str(form.data.get(name, "")), "message": message})
     return out
 
 
