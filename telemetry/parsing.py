@@ -16,6 +16,8 @@ from typing import Any
 
 QUALITIES = frozenset({"measured", "integrated", "interpolated", "modelled"})
 MAX_PROCESSES = 256
+# Device.index is a PositiveIntegerField: a PostgreSQL integer, so 2^31-1 is the most it holds.
+MAX_DEVICE_INDEX = 2**31 - 1
 
 
 class BatchError(Exception):
@@ -46,6 +48,9 @@ def decompress(*, body: bytes, encoding: str, max_bytes: int) -> bytes:
         raise BatchError(413, "body", f"decompressed body exceeds {max_bytes} bytes")
     if not inflater.eof:
         raise BatchError(400, "body", "truncated gzip data")
+    if inflater.unused_data:
+        # The agent sends one gzip member: anything after it is corruption, never more windows.
+        raise BatchError(400, "body", "data after the end of the gzip stream")
     return out
 
 
@@ -136,7 +141,8 @@ def _num(obj: dict[str, Any], key: str, path: str, *, minimum: float | None = 0.
     return number
 
 
-def _int(obj: dict[str, Any], key: str, path: str, *, minimum: int = 0, optional: bool = False) -> int | None:
+def _int(obj: dict[str, Any], key: str, path: str, *, minimum: int = 0, maximum: int = 2**63 - 1,
+         optional: bool = False) -> int | None:
     value = obj.get(key)
     if value is None:
         if optional:
@@ -144,8 +150,9 @@ def _int(obj: dict[str, Any], key: str, path: str, *, minimum: int = 0, optional
         raise _bad(f"{path}.{key}", "is required")
     if isinstance(value, bool) or not isinstance(value, int):
         raise _bad(f"{path}.{key}", "must be an integer")
-    if value < minimum or value > 2**63 - 1:
-        raise _bad(f"{path}.{key}", f"must be between {minimum} and 2^63-1")
+    if value < minimum or value > maximum:
+        bound = "2^63-1" if maximum == 2**63 - 1 else str(maximum)
+        raise _bad(f"{path}.{key}", f"must be between {minimum} and {bound}")
     return value
 
 
@@ -261,7 +268,7 @@ def _gpu_row_fast(gpu: Any, seq: int, start: dt.datetime, end: dt.datetime, dura
             if power_limit_w is _BAIL:
                 return None
         index = gpu.get("index")
-        if type(index) is not int or not 0 <= index <= _MAX_INT:
+        if type(index) is not int or not 0 <= index <= MAX_DEVICE_INDEX:
             return None
         counter_mj = gpu.get("counter_mj")
         if counter_mj is not None and (type(counter_mj) is not int or not 0 <= counter_mj <= _MAX_INT):
@@ -316,7 +323,7 @@ def _gpu_row_checked(raw_gpu: Any, gpath: str, seq: int, start: dt.datetime, end
         raise _bad(f"{gpath}.energy_j", f"{energy_j:g} J in {duration_s:g} s implies over 5 kW; check units (J)")
     return GpuRow(
         uuid=gpu_uuid,
-        index=_int(gpu, "index", gpath) or 0,
+        index=_int(gpu, "index", gpath, maximum=MAX_DEVICE_INDEX) or 0,
         name=_str(gpu, "name", gpath, optional=True),
         seq=seq,
         start=start,

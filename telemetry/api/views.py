@@ -19,6 +19,29 @@ from accounting.models import ApiToken
 from telemetry.parsing import BatchError, decompress, parse_batch
 from telemetry.services import batch_ingest
 
+_READ_CHUNK_BYTES = 64 * 1024
+
+
+def _read_body(request, *, max_bytes: int) -> bytes:
+    """The raw body, never more than max_bytes of it held.
+
+    A chunked body (Transfer-Encoding: chunked) has no Content-Length, and Django's WSGI request
+    then reads nothing. A server that decodes the chunks itself says so with
+    ``wsgi.input_terminated`` (gunicorn does): its input ends with the body and is read to the
+    end here. Without that flag, reading past a missing length could block on the socket."""
+    meta = request.META
+    if meta.get("CONTENT_LENGTH") or not meta.get("wsgi.input_terminated"):
+        return request.body
+    stream = meta["wsgi.input"]
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := stream.read(min(_READ_CHUNK_BYTES, max_bytes + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > max_bytes:
+            raise BatchError(413, "body", f"body exceeds {max_bytes} bytes")
+    return b"".join(chunks)
+
 
 def _loads(raw: bytes):
     """orjson on the hot path; the standard library for what orjson refuses, so NaN/Infinity
@@ -29,6 +52,10 @@ def _loads(raw: bytes):
         pass
     try:
         return json.loads(raw)
+    except RecursionError:
+        # orjson stops at 1024 levels, the standard library at the interpreter's recursion limit;
+        # a well-formed batch is 7 levels deep.
+        raise BatchError(400, "body", "JSON nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BatchError(400, "body", f"not valid JSON: {exc}") from exc
 
@@ -77,8 +104,8 @@ class BatchIngestView(APIView):
         try:
             if declared > max_bytes:
                 raise BatchError(413, "body", f"body exceeds {max_bytes} bytes")
-            raw = decompress(body=request.body, encoding=request.META.get("HTTP_CONTENT_ENCODING", ""),
-                             max_bytes=max_bytes)
+            raw = decompress(body=_read_body(request, max_bytes=max_bytes),
+                             encoding=request.META.get("HTTP_CONTENT_ENCODING", ""), max_bytes=max_bytes)
             data = _loads(raw)
             now = timezone.now()
             batch = parse_batch(

@@ -46,3 +46,15 @@ def post_batch(client, secret: str, payload: dict):
     return client.post(INGEST_URL, data=gzip.compress(json.dumps(payload).encode()),
                        content_type="application/json", HTTP_CONTENT_ENCODING="gzip",
                        HTTP_AUTHORIZATION=f"Bearer {secret}")
+
+
+def stored_counts() -> tuple[int, int, int]:
+    """(TelemetryBatch rows, GPU windows, host windows): what a rejected request must leave as it was."""
+    from django.db import connection
+
+    from telemetry.models import TelemetryBatch
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT (SELECT count(*) FROM telemetry_gpuwindow), (SELECT count(*) FROM telemetry_hostwindow)")
+        gpu, host = cursor.fetchone()
+    return TelemetryBatch.objects.count(), gpu, host
