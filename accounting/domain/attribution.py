@@ -40,6 +40,7 @@ from accounting.domain.types import (
     GpuWindowIn,
     HostWindowIn,
     ProcessSample,
+    Quality,
 )
 
 _HOUR = timedelta(hours=1)
@@ -47,6 +48,9 @@ _INF = math.inf
 _COMPONENT_ORDER = {component: index for index, component in enumerate(Component)}
 _COMPONENTS = list(Component)
 _QUALITY_BY_RANK = {rank: quality for quality, rank in QUALITY_RANK.items()}
+# Where a contribution's energy goes in its accumulator entry, by the quality rank of the window
+# it came from: measured energy apart from the rest (see _Ledger).
+_ENERGY_SLOT = tuple(0 if _QUALITY_BY_RANK[rank] is Quality.MEASURED else 3 for rank in range(len(QUALITY_RANK)))
 
 # Accumulator keys use small ints for account and component. Account codes follow the order
 # of ``Account.value`` (the output sort order); component codes are _COMPONENT_ORDER.
@@ -187,17 +191,18 @@ def _attribute_gpu_windows(
         piece_idle_j = idle_j * 1.0
         piece_active_j = active_j * 1.0
         rank = QUALITY_RANK[window.quality]
+        slot = _ENERGY_SLOT[rank]
 
         if not plan.jobs:
             # Nobody holds the device: its energy and its time to the fleet-overhead account.
             idle_entry, active_entry = sinks[0]
             if piece_idle_j != 0.0:
-                idle_entry[0].append(piece_idle_j)
+                idle_entry[slot].append(piece_idle_j)
                 idle_entry[1].append(0.0)
                 if rank > idle_entry[2]:
                     idle_entry[2] = rank
             if piece_active_j != 0.0 or piece_s != 0.0:
-                active_entry[0].append(piece_active_j)
+                active_entry[slot].append(piece_active_j)
                 active_entry[1].append(piece_s)
                 if rank > active_entry[2]:
                     active_entry[2] = rank
@@ -211,14 +216,14 @@ def _attribute_gpu_windows(
         for job_id, share_of_device, idle_entry, active_entry in sinks:
             energy_j = piece_idle_j * share_of_device
             if energy_j != 0.0:
-                idle_entry[0].append(energy_j)
+                idle_entry[slot].append(energy_j)
                 idle_entry[1].append(0.0)
                 if rank > idle_entry[2]:
                     idle_entry[2] = rank
             energy_j = piece_active_j * weights[job_id]
             held_s = piece_s * share_of_device
             if energy_j != 0.0 or held_s != 0.0:
-                active_entry[0].append(energy_j)
+                active_entry[slot].append(energy_j)
                 active_entry[1].append(held_s)
                 if rank > active_entry[2]:
                     active_entry[2] = rank
@@ -227,13 +232,13 @@ def _attribute_gpu_windows(
             idle_entry, active_entry = plan.fleet_sinks[hour]
             energy_j = piece_idle_j * unheld_fraction
             if energy_j != 0.0:
-                idle_entry[0].append(energy_j)
+                idle_entry[slot].append(energy_j)
                 idle_entry[1].append(0.0)
                 if rank > idle_entry[2]:
                     idle_entry[2] = rank
             held_s = piece_s * unheld_fraction
             if held_s != 0.0:
-                active_entry[0].append(0.0)
+                active_entry[slot].append(0.0)
                 active_entry[1].append(held_s)
                 if rank > active_entry[2]:
                     active_entry[2] = rank
@@ -489,10 +494,11 @@ def _attribute_host_windows(
         sinks = fit[2]
         for component, energy_j, rank in components:
             piece_j = energy_j * 1.0
+            slot = _ENERGY_SLOT[rank]
             for share, entry in sinks[component]:
                 value = piece_j * share
                 if value != 0.0:
-                    entry[0].append(value)
+                    entry[slot].append(value)
                     entry[1].append(0.0)
                     if rank > entry[2]:
                         entry[2] = rank
@@ -747,9 +753,13 @@ _Key = tuple[int, int | None, int | None, int, datetime]
 class _Ledger:
     """Collects contributions per share key; sums them exactly rounded at the end.
 
-    An entry is ``[energies, held seconds, worst quality rank]``. Entries may be created
-    before anything is added to them (the fast path's sinks); only those that received a
-    contribution become shares.
+    An entry is ``[energies from measured windows, held seconds, worst quality rank, energies
+    from other windows]``: every contribution appends to the held seconds and to one of the two
+    energy lists (``_ENERGY_SLOT``), so a share's measured energy is the exact sum of its
+    measured windows' contributions, whatever else was attributed with them, and its energy
+    the exact sum of both lists (``math.fsum`` is exactly rounded, so splitting changes no bit).
+    Entries may be created before anything is added to them (the fast path's sinks); only those
+    that received a contribution become shares.
     """
 
     __slots__ = ("_entries",)
@@ -761,7 +771,7 @@ class _Ledger:
         key = (account, job_id, device_id, component, hour)
         entry = self._entries.get(key)
         if entry is None:
-            entry = self._entries[key] = [[], [], -1]
+            entry = self._entries[key] = [[], [], -1, []]
         return entry
 
     def add(
@@ -778,26 +788,32 @@ class _Ledger:
         if energy_j == 0.0 and held_s == 0.0:
             return
         entry = self.entry(account, job_id, device_id, component, hour)
-        entry[0].append(energy_j)
+        entry[_ENERGY_SLOT[rank]].append(energy_j)
         entry[1].append(held_s)
         if rank > entry[2]:
             entry[2] = rank
 
     def shares(self) -> list[EnergyShare]:
         entries = self._entries
-        return [
-            EnergyShare(
-                account=_ACCOUNTS[key[0]],
-                job_id=key[1],
-                device_id=key[2],
-                component=_COMPONENTS[key[3]],
-                hour=key[4],
-                energy_j=math.fsum(entries[key][0]),
-                held_s=math.fsum(entries[key][1]),
-                quality=_QUALITY_BY_RANK[entries[key][2]],
+        shares = []
+        # Every contribution appended a held-seconds value: a non-empty list marks a used entry.
+        for key in sorted((key for key, entry in entries.items() if entry[1]), key=_sort_key):
+            measured, held, rank, other = entries[key]
+            measured_j = math.fsum(measured)
+            shares.append(
+                EnergyShare(
+                    account=_ACCOUNTS[key[0]],
+                    job_id=key[1],
+                    device_id=key[2],
+                    component=_COMPONENTS[key[3]],
+                    hour=key[4],
+                    energy_j=math.fsum(measured + other) if other else measured_j,
+                    held_s=math.fsum(held),
+                    quality=_QUALITY_BY_RANK[rank],
+                    measured_energy_j=measured_j,
+                )
             )
-            for key in sorted((key for key, entry in entries.items() if entry[0]), key=_sort_key)
-        ]
+        return shares
 
 
 def _sort_key(key: _Key) -> tuple:

@@ -134,11 +134,12 @@ def carbonize(
                 intensity_source=point.source,
                 pue=pue,
                 quality=share.quality,
+                measured_energy_j=share.measured_energy_j,
                 factor_versions=versions,
             )
         )
         group = facility.setdefault((share.account, share.job_id, share.hour), _FacilityGroup())
-        group.add(share.energy_j, share.quality)
+        group.add(share.energy_j, share.quality, share.measured_energy_j)
 
     for (account, job_id, hour), group in facility.items():
         pue, pue_version, point = factors.at(hour)
@@ -181,6 +182,8 @@ def carbonize(
                 intensity_source=point.source,
                 pue=pue,
                 quality=group.worst(),
+                # Derived from IT energy, so measured to the extent that energy was.
+                measured_energy_j=(pue - 1.0) * math.fsum(group.measured_energy_j),
                 factor_versions={**factor_versions, "intensity": point.version, "pue": pue_version},
             )
         )
@@ -216,7 +219,8 @@ class Totals:
     co2e_low_g: float
     co2e_high_g: float
     held_s: float
-    # Share of GPU energy with quality MEASURED; 0.0 when there is no GPU energy, so that
+    # Share of GPU energy that came from MEASURED windows (the lines' measured_energy_j, so
+    # independent of how windows were batched); 0.0 when there is no GPU energy, so that
     # "nothing measured" is never shown as fully measured.
     measured_fraction: float
 
@@ -229,9 +233,7 @@ def summarise(lines: Iterable[LedgerLine]) -> Totals:
         return math.fsum(values)
 
     gpu_energy_j = total(line.energy_j for line in lines if line.component in _GPU_COMPONENTS)
-    measured_gpu_j = total(
-        line.energy_j for line in lines if line.component in _GPU_COMPONENTS and line.quality is Quality.MEASURED
-    )
+    measured_gpu_j = total(line.measured_energy_j for line in lines if line.component in _GPU_COMPONENTS)
     return Totals(
         energy_j=total(line.energy_j for line in lines),
         it_energy_j=total(line.energy_j for line in lines if line.component is not Component.FACILITY),
@@ -307,10 +309,12 @@ class _FacilityGroup:
     def __init__(self) -> None:
         self.it_energy_j: list[float] = []
         self.qualities: list[Quality] = []
+        self.measured_energy_j: list[float] = []
 
-    def add(self, energy_j: float, quality: Quality) -> None:
+    def add(self, energy_j: float, quality: Quality, measured_energy_j: float) -> None:
         self.it_energy_j.append(energy_j)
         self.qualities.append(quality)
+        self.measured_energy_j.append(measured_energy_j)
 
     def worst(self) -> Quality:
         return _QUALITY_BY_RANK[max(QUALITY_RANK[q] for q in self.qualities)]

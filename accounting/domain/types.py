@@ -24,7 +24,9 @@ class Quality(StrEnum):
     MODELLED = "modelled"  # from a model (TDP x load, W/GB), not a sensor
 
 
-# Worst-first order: an aggregate of windows carries the worst quality among them.
+# Worst-first order: an aggregate of windows carries the worst quality among them (as a label;
+# figures by quality, such as the measured fraction, come from the energy of each window's own
+# quality, carried beside it as ``measured_energy_j``).
 QUALITY_RANK = {Quality.MEASURED: 0, Quality.INTEGRATED: 1, Quality.INTERPOLATED: 2, Quality.MODELLED: 3}
 
 
@@ -100,7 +102,10 @@ class EnergyShare:
     hour: datetime
     energy_j: float
     held_s: float  # device-seconds held by the account within the hour (embodied basis)
-    quality: Quality
+    quality: Quality  # worst quality among the windows the share was built from
+    # The part of energy_j that came from windows of quality MEASURED: per window, so a share's
+    # measured energy does not depend on which other windows were attributed with it.
+    measured_energy_j: float
 
 
 @dataclass(frozen=True)
@@ -132,7 +137,8 @@ class LedgerLine:
     intensity_g_per_kwh: float
     intensity_source: str
     pue: float
-    quality: Quality
+    quality: Quality  # worst quality among the line's windows
+    measured_energy_j: float  # part of energy_j from MEASURED windows (facility: (PUE - 1) x that of IT)
     factor_versions: dict[str, int] = field(default_factory=dict)
 
 

@@ -2,6 +2,8 @@
 # before the fast-path rewrite. tests/domain/test_attribution_fastpath.py and
 # benchmarks/attribution_micro.py compare the production attribute() against it, result for
 # result. Do not edit or optimise it; it is the specification the fast paths must reproduce.
+# One amendment since (issue 19, quality per window): _Ledger also sums each share's energy
+# from MEASURED windows (``measured_energy_j``), the rule stated where it is applied.
 
 """Attribution of measured energy to accounts: every joule lands on exactly one job or the fleet.
 
@@ -407,6 +409,7 @@ class _Ledger:
         self._energy: dict[_Key, list[float]] = {}
         self._held: dict[_Key, list[float]] = {}
         self._worst: dict[_Key, int] = {}
+        self._measured: dict[_Key, list[float]] = {}
 
     def add(
         self,
@@ -426,6 +429,10 @@ class _Ledger:
         self._held.setdefault(key, []).append(held_s)
         rank = QUALITY_RANK[quality]
         self._worst[key] = max(rank, self._worst.get(key, rank))
+        # Quality is per window: the share's measured energy is what its measured windows gave,
+        # not its energy when its worst window happens to be measured.
+        if quality is Quality.MEASURED:
+            self._measured.setdefault(key, []).append(energy_j)
 
     def shares(self) -> list[EnergyShare]:
         return [
@@ -438,6 +445,7 @@ class _Ledger:
                 energy_j=math.fsum(self._energy[key]),
                 held_s=math.fsum(self._held[key]),
                 quality=_QUALITY_BY_RANK[self._worst[key]],
+                measured_energy_j=math.fsum(self._measured.get(key, [])),
             )
             for key in sorted(self._energy, key=_sort_key)
         ]

@@ -307,6 +307,36 @@ def test_share_quality_is_worst_of_contributing_windows():
     assert table_[(JOB, 1, 0, ACTIVE, H10)] == (28_800.0, 120.0, Quality.INTERPOLATED)
 
 
+def _ten_windows_one_counter_reset() -> list[GpuWindowIn]:
+    # 10 x 60 s of 18,000 J (idle 3,600 J + active 14,400 J); seq 5's counter was reset (driver
+    # reload), so its energy is integrated from power samples instead of measured.
+    return [
+        gpu(start_s=60 * i, end_s=60 * (i + 1), seq=i, quality=Quality.INTEGRATED if i == 5 else Quality.MEASURED)
+        for i in range(10)
+    ]
+
+
+@pytest.mark.parametrize("batch_sizes", [(10,), (1,) * 10, (2, 8), (8, 2)])
+def test_measured_energy_is_per_window_whatever_the_batching(batch_sizes):
+    # Issue 19: a line labelled with its worst window's quality made the measured share depend
+    # on batching (one batch: 0 % measured; ten batches: 90 %). Measured energy is carried per
+    # window: 9 x 3,600 J idle and 9 x 14,400 J active, 162,000 of 180,000 J = exactly 0.9.
+    windows = _ten_windows_one_counter_reset()
+    sums: dict[Component, list[float]] = {IDLE: [0.0, 0.0], ACTIVE: [0.0, 0.0]}
+    start = 0
+    for size in batch_sizes:
+        for s in run(windows[start : start + size], [alloc(1)]).shares:
+            assert (s.account, s.job_id, s.device_id, s.hour) == (JOB, 1, 0, H10)
+            # The label stays "worst window of the line": integrated only for the batch with seq 5.
+            assert s.quality is (Quality.INTEGRATED if start <= 5 < start + size else Quality.MEASURED)
+            sums[s.component][0] += s.energy_j
+            sums[s.component][1] += s.measured_energy_j
+        start += size
+    assert sums == {IDLE: [36_000.0, 32_400.0], ACTIVE: [144_000.0, 129_600.0]}
+    measured_j = sums[IDLE][1] + sums[ACTIVE][1]
+    assert measured_j / (sums[IDLE][0] + sums[ACTIVE][0]) == 0.9
+
+
 def _eight_gpus() -> list[GpuWindowIn]:
     return [gpu(device_id=d, energy_j=12_000.0) for d in range(8)]
 

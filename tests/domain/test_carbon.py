@@ -42,7 +42,10 @@ def share(
     device_id=0,
     hour=H10,
     quality=Quality.MEASURED,
+    measured_energy_j=None,
 ):
+    if measured_energy_j is None:  # a share built from windows of one quality
+        measured_energy_j = energy_j if quality is Quality.MEASURED else 0.0
     return EnergyShare(
         account=account,
         job_id=job_id,
@@ -52,6 +55,7 @@ def share(
         energy_j=energy_j,
         held_s=held_s,
         quality=quality,
+        measured_energy_j=measured_energy_j,
     )
 
 
@@ -125,6 +129,7 @@ def test_one_kwh_at_pue_1_5_and_400_g_per_kwh():
         intensity_source="hourly:electricitymaps",
         pue=1.5,
         quality=Quality.MEASURED,
+        measured_energy_j=3.6e6,
         factor_versions={"catalog": 2, "intensity": 7, "pue": 3, "embodied": 4},
     )
     # Low: 0.98 kWh x 300 + 1.8 g = 295.8 g; high: 1.02 kWh x 500 + 7.2 g = 517.2 g.
@@ -149,6 +154,7 @@ def test_one_kwh_at_pue_1_5_and_400_g_per_kwh():
         intensity_source="hourly:electricitymaps",
         pue=1.5,
         quality=Quality.MEASURED,
+        measured_energy_j=1.8e6,
         factor_versions={"catalog": 2, "intensity": 7, "pue": 3},
     )
     # 0.5 kWh x 0.98 x 300 = 147 g; 0.5 x 1.02 x 500 = 255 g.
@@ -291,6 +297,22 @@ def test_summarise():
         measured_fraction=0.75,  # 2.7 of 3.6 MJ GPU energy measured
     )
     assert totals.co2e_low_g < totals.co2e_operational_g + totals.co2e_embodied_g < totals.co2e_high_g
+
+
+def test_measured_fraction_counts_measured_windows_not_the_worst_quality_of_a_line():
+    # One GPU line of 3.6 MJ, 3.24 MJ of it from measured windows and 0.36 MJ from a counter-reset
+    # window (integrated): the line is labelled integrated (its worst window), yet 90 % of its
+    # energy was measured, and the job's measured fraction says so.
+    shares = [
+        share(Component.GPU_ACTIVE, energy_j=3.6e6, quality=Quality.INTEGRATED, measured_energy_j=3.24e6),
+        share(Component.HOST_CPU, energy_j=0.4e6, device_id=None),
+    ]
+    cpu, facility, gpu = run(shares, point=IntensityPoint(intensity_g_per_kwh=400.0, source="annual:x"))
+    assert (gpu.quality, gpu.energy_j, gpu.measured_energy_j) == (Quality.INTEGRATED, 3.6e6, 3.24e6)
+    assert (cpu.quality, cpu.measured_energy_j) == (Quality.MEASURED, 0.4e6)
+    # Facility = 0.5 x 4.0 MJ = 2.0 MJ, measured to the extent its IT energy was: 0.5 x 3.64 MJ.
+    assert (facility.quality, facility.energy_j, facility.measured_energy_j) == (Quality.INTEGRATED, 2.0e6, 1.82e6)
+    assert summarise([facility, cpu, gpu]).measured_fraction == 0.9  # 3.24 / 3.6
 
 
 def test_summarise_nothing():

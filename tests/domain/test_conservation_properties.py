@@ -146,6 +146,11 @@ def test_conservation(scenario):
         shares = [s for s in result.shares if s.device_id == device]
         device_j = math.fsum(w.energy_j for w in windows)
         assert_close(math.fsum(s.energy_j for s in shares), device_j, scale=device_j)
+        # Measured energy is conserved too: the device's measured windows, share by share.
+        measured_j = math.fsum(w.energy_j for w in windows if w.quality is Quality.MEASURED)
+        assert_close(math.fsum(s.measured_energy_j for s in shares), measured_j, scale=device_j)
+        assert all(0.0 <= s.measured_energy_j <= s.energy_j for s in shares)
+        assert all(s.measured_energy_j == s.energy_j for s in shares if s.quality is Quality.MEASURED)
         # Each device-second is held exactly once: by jobs, or by the fleet.
         seconds = math.fsum((w.end - w.start).total_seconds() for w in windows)
         assert_close(math.fsum(s.held_s for s in shares), seconds, scale=seconds)
@@ -153,6 +158,33 @@ def test_conservation(scenario):
 
     host_j = math.fsum(s.energy_j for s in result.shares if s.device_id is None)
     assert_close(host_j, expected - math.fsum(w.energy_j for w in gpu_windows), scale=expected)
+
+
+@PROPERTY_SETTINGS
+@given(scenarios(), st.data())
+def test_measured_energy_of_a_share_does_not_depend_on_batching(scenario, data):
+    # Issue 19: the same GPU windows attributed as one batch or cut into consecutive batches give
+    # every (account, job, device, component, hour) the same energy and the same measured energy.
+    gpu_windows, _, allocations, slots = scenario
+    ordered = sorted(gpu_windows, key=lambda w: (w.start, w.device_id))
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(ordered) - 1)), max_size=4)))
+    batches = [ordered[a:b] for a, b in itertools.pairwise([0, *cuts, len(ordered)]) if ordered[a:b]]
+
+    def by_key(shares_lists):
+        out: dict[tuple, tuple[list[float], list[float]]] = {}
+        for shares in shares_lists:
+            for s in shares:
+                energy, measured = out.setdefault((s.account, s.job_id, s.device_id, s.component, s.hour), ([], []))
+                energy.append(s.energy_j)
+                measured.append(s.measured_energy_j)
+        return {key: (math.fsum(e), math.fsum(m)) for key, (e, m) in out.items()}
+
+    whole = by_key([run(gpu_windows, [], allocations, slots).shares])
+    split = by_key([run(batch, [], allocations, slots).shares for batch in batches])
+    assert set(split) == set(whole)
+    for key, (energy_j, measured_j) in whole.items():
+        assert_close(split[key][0], energy_j, scale=energy_j)
+        assert_close(split[key][1], measured_j, scale=energy_j)
 
 
 @PROPERTY_SETTINGS
