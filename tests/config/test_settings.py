@@ -35,6 +35,20 @@ def test_production_settings_pass_check_deploy():
     result = _manage("check", "--deploy", "--fail-level", "WARNING", DJANGO_DEBUG="false",
                      DJANGO_SECRET_KEY=secrets.token_urlsafe(60), DJANGO_ALLOWED_HOSTS="carbon.example.org")
     assert result.returncode == 0, result.stdout + result.stderr
+    # Not one warning, and none silenced (SILENCED_SYSTEM_CHECKS stays empty).
+    assert "System check identified no issues (0 silenced)." in result.stdout, result.stdout + result.stderr
+
+
+def test_production_settings_with_https_from_env_pass_check_deploy():
+    """The HTTPS settings a deployment sets explicitly (behind a TLS-terminating proxy)."""
+    result = _manage(
+        "check", "--deploy", "--fail-level", "INFO", DJANGO_DEBUG="false",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(60), DJANGO_ALLOWED_HOSTS="carbon.example.org",
+        DJANGO_CSRF_TRUSTED_ORIGINS="https://carbon.example.org", DJANGO_SECURE_SSL_REDIRECT="true",
+        DJANGO_SECURE_HSTS_SECONDS="63072000", DJANGO_SECURE_HSTS_PRELOAD="true",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues (0 silenced)." in result.stdout, result.stdout + result.stderr
 
 
 def test_production_without_a_secret_refuses_to_start():

@@ -3,7 +3,8 @@
 Logs in through the form, visits every page, changes filters, opens a job, runs the what-if
 panel against the real what-if API (a projection, and a start-window request that the API
 rejects, to see the inline error), runs the fleet planner, watches the live page refresh, and
-fails on any console error. Screenshots go to artifacts/screenshots/ (gitignored).
+fails on any console error (a Content-Security-Policy violation is one). Screenshots go to
+artifacts/screenshots/ (gitignored).
 """
 
 from __future__ import annotations
@@ -104,7 +105,9 @@ def test_walk_every_page(live_server, browser_page):
         ("/methodology/", "11-methodology"),
         ("/reports/", "12-reports"),
     ):
-        page.goto(base + path)
+        response = page.goto(base + path)
+        # Served under the strict policy; a blocked script or style would be a console error.
+        assert "script-src 'self';" in response.headers["content-security-policy"]
         _wait_figures(page)
         _shot(page, name)
     assert page.locator("#months-table tbody tr").count() >= 1
