@@ -5,11 +5,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
+from django.db import InterfaceError, OperationalError
 from rest_framework import status
 from rest_framework.response import Response
-from rest_framework.views import exception_handler
+from rest_framework.views import exception_handler, set_rollback
 
 log = logging.getLogger(__name__)
+
+# A PostgreSQL restart or failover takes seconds; the agent keeps its batch spooled meanwhile.
+DATABASE_RETRY_AFTER_S = 5
+# Django wraps errors of its own cursors; ingest's COPY runs on the raw psycopg cursor.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, psycopg.OperationalError)
 
 
 def _flatten(detail: Any, prefix: str = "") -> list[dict[str, str]]:
@@ -45,10 +52,27 @@ def problem_response(
     return Response(body, status=status_code, content_type="application/problem+json")
 
 
+def _unhandled_problem(exc: Exception, context) -> Response:
+    """What DRF leaves to Django's 500 page (HTML, and a debug page with DEBUG=True) as problem
+    details: 503 with Retry-After when the database is unreachable, else a logged 500."""
+    set_rollback()
+    request = context.get("request")
+    where = f"{request.method} {request.path}" if request is not None else "?"
+    if isinstance(exc, DATABASE_UNAVAILABLE):
+        log.warning("database unavailable during %s: %s: %s", where, type(exc).__name__, exc)
+        problem = problem_response(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, title="Service unavailable",
+                                   detail="The database is unavailable; retry later.")
+        problem["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+        return problem
+    log.error("unhandled error during %s", where, exc_info=exc)
+    return problem_response(status_code=status.HTTP_500_INTERNAL_SERVER_ERROR, title="Internal server error",
+                            detail="An unexpected error occurred; it has been logged.")
+
+
 def problem_exception_handler(exc, context):
     response = exception_handler(exc, context)
     if response is None:
-        return None
+        return _unhandled_problem(exc, context)
     data = response.data
     errors = None
     if response.status_code == status.HTTP_400_BAD_REQUEST:
