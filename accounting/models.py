@@ -440,7 +440,10 @@ class LedgerEntry(models.Model):
     intensity_g_per_kwh = models.FloatField()
     intensity_source = models.CharField(max_length=80)
     pue = models.FloatField()
-    quality = models.CharField(max_length=12)
+    quality = models.CharField(max_length=12)  # worst quality among the entry's windows (a label)
+    # Part of energy_j from windows of quality 'measured': the measured fraction sums this, so it
+    # does not depend on how the agent batched its windows (issue 19).
+    measured_energy_j = models.FloatField(default=0)
     method_version = models.CharField(max_length=20)
     factor_versions = models.JSONField(default=dict)
     computed_at = models.DateTimeField(auto_now=True)

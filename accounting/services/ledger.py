@@ -174,8 +174,8 @@ def _group_by_period(allocations: list) -> dict[tuple[dt.datetime, dt.datetime |
 _LEDGER_COLUMNS = (
     "batch_id", "account", "job_id", "org_id", "team_id", "site_id", "host_id", "device_id", "component", "hour",
     "energy_j", "held_s", "co2e_operational_g", "co2e_operational_marginal_g", "co2e_embodied_g", "co2e_low_g",
-    "co2e_high_g", "intensity_g_per_kwh", "intensity_source", "pue", "quality", "method_version", "factor_versions",
-    "computed_at",
+    "co2e_high_g", "intensity_g_per_kwh", "intensity_source", "pue", "quality", "measured_energy_j", "method_version",
+    "factor_versions", "computed_at",
 )
 
 
@@ -279,7 +279,7 @@ def _attribute_many(
                         line.component.value, line.hour, line.energy_j, line.held_s, line.co2e_operational_g,
                         line.co2e_operational_marginal_g, line.co2e_embodied_g, line.co2e_low_g, line.co2e_high_g,
                         line.intensity_g_per_kwh, line.intensity_source, line.pue, line.quality.value,
-                        METHOD_VERSION, json.dumps(line.factor_versions), computed_at,
+                        line.measured_energy_j, METHOD_VERSION, json.dumps(line.factor_versions), computed_at,
                     ))
                 touched[batch.pk] = {(line.job_id, line.device_id) for line in lines}
                 gaps_json = [
@@ -381,9 +381,11 @@ ON CONFLICT (job_id) DO UPDATE SET
 """
 
 # Every sum of a job's footprint, per (job, hour), from that hour's ledger entries (facility
-# lines have device NULL; GPU energy = active + idle; host = cpu + dram + unmeasured). The job
-# footprint then sums the job's hours: bounded by the job's length in hours, where summing its
-# ledger entries grew with every batch it ever had.
+# lines have device NULL; GPU energy = active + idle; host = cpu + dram + unmeasured; measured GPU
+# energy = the entries' measured_energy_j, from their measured windows; the energy of entries
+# labelled measured depended on how windows were batched, issue 19). The job footprint then sums
+# the job's hours: bounded by the job's length in hours, where summing its ledger entries grew
+# with every batch it ever had.
 _JOB_HOUR_SELECT = """
 SELECT e.job_id, e.hour, SUM(e.energy_j),
        COALESCE(SUM(e.energy_j) FILTER (WHERE e.component IN ('gpu_active', 'gpu_idle')), 0),
@@ -393,7 +395,7 @@ SELECT e.job_id, e.hour, SUM(e.energy_j),
        COALESCE(SUM(e.energy_j) FILTER (WHERE e.component IN ('host_cpu', 'host_dram', 'host_unmeasured')), 0),
        COALESCE(SUM(e.energy_j) FILTER (WHERE e.component = 'facility'), 0),
        SUM(e.co2e_low_g), SUM(e.co2e_high_g), SUM(e.held_s),
-       COALESCE(SUM(e.energy_j) FILTER (WHERE e.component IN ('gpu_active', 'gpu_idle') AND e.quality = 'measured'), 0),
+       COALESCE(SUM(e.measured_energy_j) FILTER (WHERE e.component IN ('gpu_active', 'gpu_idle')), 0),
        MAX(b.last_end)
 FROM {keys} k
 JOIN accounting_ledgerentry e ON e.job_id = k.job_id AND e.hour = k.hour

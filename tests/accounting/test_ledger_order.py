@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 def _ledger():
     fields = ("batch_id", "account", "job_id", "device_id", "component", "hour", "energy_j", "held_s",
-              "co2e_operational_g", "co2e_embodied_g", "quality")
+              "co2e_operational_g", "co2e_embodied_g", "quality", "measured_energy_j")
     return list(LedgerEntry.objects.order_by(*fields[:6]).values_list(*fields))
 
 

@@ -44,7 +44,7 @@ def fleet():
 
 def _entries():
     fields = ("account", "job_id", "device_id", "component", "hour", "energy_j", "co2e_operational_g",
-              "co2e_embodied_g")
+              "co2e_embodied_g", "quality", "measured_energy_j")
     return list(LedgerEntry.objects.order_by("account", "job_id", "device_id", "component", "hour")
                 .values_list(*fields))
 
@@ -184,3 +184,34 @@ def test_a_job_that_loses_every_entry_of_a_batch_loses_its_aggregates_too(client
     assert overhead_day.energy_j == pytest.approx((6000.0 + 1000.0 + 200.0) * 1.5, abs=1e-9)
     device_hour = DeviceHour.objects.get(device=gpu0)
     assert (device_hour.energy_j, device_hour.allocated_s) == (pytest.approx(6000.0), 0.0)
+
+
+@pytest.mark.parametrize(("batch_sizes", "label_based"), [((10,), 0.0), ((1,) * 10, 0.9), ((2, 8), 0.2)])
+def test_measured_fraction_does_not_depend_on_batching(client, fleet, batch_sizes, label_based):
+    """Issue 19. Ten 10 s windows of 6000 J on GPU 0 (the job's), one of them (seq 6) integrated
+    after a counter reset: 54,000 of 60,000 J GPU energy measured = 0.9, however the agent cut the
+    windows into batches. Counting the energy of entries *labelled* measured (worst window of the
+    entry), as before, gave 0.0 as one batch, 0.9 as ten, 0.2 as 2 + 8."""
+    host, gpu0, _gpu1, job, start, secret = fleet
+    windows = [window(seq=seq, start=start + dt.timedelta(seconds=10 * (seq - 1)), gpus=[
+        gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0, quality="integrated" if seq == 6 else "measured")])
+        for seq in range(1, 11)]
+    first = 0
+    for size in batch_sizes:
+        payload = batch(hostname=host.hostname, windows=windows[first:first + size])
+        assert post_batch(client, secret, payload).status_code == 202
+        first += size
+    pks = list(TelemetryBatch.objects.order_by("first_seq").values_list("pk", flat=True))
+    assert len(pks) == len(batch_sizes)
+    outcome = batches_attribute(batch_pks=pks, now=_now())
+    assert outcome.attributed == pks
+
+    gpu_entries = LedgerEntry.objects.filter(job=job, component__in=["gpu_active", "gpu_idle"])
+    sums = gpu_entries.aggregate(energy=Sum("energy_j"), measured=Sum("measured_energy_j"))
+    assert sums == {"energy": pytest.approx(60_000.0, abs=1e-9), "measured": pytest.approx(54_000.0, abs=1e-9)}
+    labelled = gpu_entries.filter(quality="measured").aggregate(e=Sum("energy_j"))["e"] or 0.0
+    assert labelled / sums["energy"] == pytest.approx(label_based, abs=1e-12)
+    assert JobHour.objects.get(job=job).measured_gpu_energy_j == pytest.approx(54_000.0, abs=1e-9)
+    fp = JobFootprint.objects.get(job=job)
+    assert fp.gpu_energy_j == pytest.approx(60_000.0, abs=1e-9)
+    assert fp.measured_fraction == pytest.approx(0.9, abs=1e-15)
