@@ -136,7 +136,7 @@ def batches_attribute(*, batch_pks: Iterable[int], now: dt.datetime, extra: int 
             attributed.append(pk)
     if attributed:
         jobs.update(key[0] for key in replaced if key[0] is not None)
-        aggregates_rollup(batch_pks=attributed, job_ids=sorted(jobs), replaced=replaced)
+        aggregates_rollup(batch_pks=attributed, job_ids=sorted(jobs), replaced=replaced, claimed_at=now)
     skipped = sorted(requested - set(claimed))
     return AttributionOutcome(attributed=attributed, skipped=skipped, failed=failed)
 
@@ -194,6 +194,14 @@ def _attribute_many(
     if not batches:
         return {}, set()
     pks = [b.pk for b in batches]
+    # One attribution of a batch at a time: a batch put back to pending while a worker attributes
+    # it (a job ended, an allocation moved) can be claimed by another worker at once. Without the
+    # lock both deleted the entries they could see and both inserted theirs: the batch counted
+    # twice. With it the second waits, then deletes the first one's committed entries (each
+    # statement sees what committed before it). Rows in id order, as every batch-row writer.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM telemetry_telemetrybatch WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
+                       [pks])
     gpu_by_batch = gpu_windows_for_batches(batch_pks=pks)
     host_by_batch = host_windows_for_batches(batch_pks=pks)
     devices_by_batch = {b.pk: sorted({row.window.device_id for row in gpu_by_batch[b.pk]}) for b in batches}
@@ -298,7 +306,10 @@ def _attribute_many(
 
 
 @retry_on_conflict
-def aggregates_rollup(*, batch_pks: list[int], job_ids: list[int], replaced: set[ReplacedKey] | None = None) -> None:
+def aggregates_rollup(
+    *, batch_pks: list[int], job_ids: list[int], replaced: set[ReplacedKey] | None = None,
+    claimed_at: dt.datetime | None = None,
+) -> None:
     """Recompute the aggregates touched by these batches from committed ledger entries, then
     mark the batches done. Serialised by an advisory lock: each rollup sees every entry
     committed before it, so the last one to run is always complete.
@@ -306,7 +317,8 @@ def aggregates_rollup(*, batch_pks: list[int], job_ids: list[int], replaced: set
     ``replaced`` are the keys of entries the attribution deleted (re-attribution after an
     allocation change or a factor correction): those aggregates are recomputed too, and removed
     where no entry is left, so a job that lost every entry of a batch does not keep its old
-    totals."""
+    totals. ``claimed_at``: mark done only the batches still under this claim (a batch put back
+    to pending and claimed by another worker meanwhile is that worker's to finish)."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ROLLUP_LOCK_KEY])
         # Which (device, hour), (job, hour) and (org, team, site, day) keys the batches touch.
@@ -338,7 +350,7 @@ def aggregates_rollup(*, batch_pks: list[int], job_ids: list[int], replaced: set
         if replaced:
             for statement in _REPLACED_CLEANUP_SQL:
                 cursor.execute(statement)
-        cursor.execute(_BATCHES_DONE_SQL, [batch_pks])
+        cursor.execute(_BATCHES_DONE_SQL, {"batches": batch_pks, "claimed_at": claimed_at})
 
 
 # Batch rows locked in id order, as ledger_mark_dirty locks them (one lock order for batch rows).
@@ -346,7 +358,10 @@ def aggregates_rollup(*, batch_pks: list[int], job_ids: list[int], replaced: set
 # again.
 _BATCHES_DONE_SQL = """
 WITH locked AS (
-    SELECT id FROM telemetry_telemetrybatch WHERE id = ANY(%s) AND status = 'claimed' ORDER BY id FOR NO KEY UPDATE
+    SELECT id FROM telemetry_telemetrybatch
+    WHERE id = ANY(%(batches)s) AND status = 'claimed'
+      AND (%(claimed_at)s::timestamptz IS NULL OR claimed_at = %(claimed_at)s::timestamptz)
+    ORDER BY id FOR NO KEY UPDATE
 )
 UPDATE telemetry_telemetrybatch b SET status = 'done', attributed_at = clock_timestamp()
 FROM locked WHERE b.id = locked.id AND b.status = 'claimed'

@@ -179,9 +179,10 @@ def _truncate_raw_windows(request):
 class WebServer:
     """gunicorn serving config.wsgi against the test database, stoppable mid-test (an outage)."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], *, workers: int = 1) -> None:
         self.port = _free_port()
         self.env = env
+        self.workers = workers
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -192,7 +193,7 @@ class WebServer:
         log = open(VAR / "web.log", "a")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
-             "--workers", "1", "--threads", "4"],
+             "--workers", str(self.workers), "--threads", "4"],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         wait_for(self._up, timeout_s=30, what="gunicorn")
