@@ -35,32 +35,27 @@ def is_transient_conflict(exc: BaseException) -> bool:
     return isinstance(cause, (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure))
 
 
-def retry_on_conflict(
-    fn: Callable[P, R] | None = None, *, attempts: int = RETRY_ATTEMPTS, using: str = DEFAULT_DB_ALIAS
-) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
+def retry_on_conflict(func: Callable[P, R]) -> Callable[P, R]:
     """Decorate a function that opens its own transaction(s): rerun it, after a short jittered
-    wait, when a deadlock or a serialisation failure aborted it (up to ``attempts`` runs).
+    wait, when a deadlock or a serialisation failure aborted it (up to ``RETRY_ATTEMPTS`` runs).
 
     Called inside a transaction (a test's, or a caller's), it runs once: the outer transaction
     is aborted with it and only its owner can start again."""
 
-    def decorate(func: Callable[P, R]) -> Callable[P, R]:
-        @functools.wraps(func)
-        def run(*args: P.args, **kwargs: P.kwargs) -> R:
-            if connections[using].in_atomic_block:
+    @functools.wraps(func)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        if connections[DEFAULT_DB_ALIAS].in_atomic_block:
+            return func(*args, **kwargs)
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            try:
                 return func(*args, **kwargs)
-            for attempt in range(1, attempts + 1):
-                try:
-                    return func(*args, **kwargs)
-                except OperationalError as exc:
-                    if attempt == attempts or not is_transient_conflict(exc):
-                        raise
-                    delay_s = RETRY_BASE_DELAY_S * (2 ** (attempt - 1)) * (0.5 + random.random())  # noqa: S311
-                    log.warning("transaction conflict in %s (attempt %d of %d), retrying in %.0f ms: %s",
-                                func.__qualname__, attempt, attempts, delay_s * 1000, exc.__cause__)
-                    time.sleep(delay_s)
-            raise AssertionError("unreachable")
+            except OperationalError as exc:
+                if attempt == RETRY_ATTEMPTS or not is_transient_conflict(exc):
+                    raise
+                delay_s = RETRY_BASE_DELAY_S * (2 ** (attempt - 1)) * (0.5 + random.random())
+                log.warning("transaction conflict in %s (attempt %d of %d), retrying in %.0f ms: %s",
+                            func.__qualname__, attempt, RETRY_ATTEMPTS, delay_s * 1000, exc.__cause__)
+                time.sleep(delay_s)
+        raise AssertionError("unreachable")
 
-        return run
-
-    return decorate(fn) if fn is not None else decorate
+    return run
