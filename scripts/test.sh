@@ -23,6 +23,8 @@ if [[ $# -eq 0 ]]; then
     .venv/bin/python manage.py check
     .venv/bin/python manage.py makemigrations --check --dry-run >/dev/null \
         || die "models changed without a migration: run manage.py makemigrations"
+    log "agent installs alone (its wheel in a fresh venv: no server package; probe, simulate)"
+    scripts/agent_install_check.sh
 fi
 log "pytest"
 exec .venv/bin/pytest "$@"
