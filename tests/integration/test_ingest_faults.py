@@ -12,11 +12,10 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
+import requests
 from django.conf import settings
 from django.db import connection
 
@@ -118,12 +117,7 @@ def test_ingest_with_redis_hung_answers_within_the_socket_timeout(client, proces
 
 
 def _get(url: str, secret: str) -> int:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {secret}"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
+    return requests.get(url, headers={"Authorization": f"Bearer {secret}"}, timeout=30).status_code
 
 
 def test_persistent_connections_killed_under_gunicorn_are_replaced_not_answered_with_errors(processes):
