@@ -101,6 +101,8 @@ ASGI_APPLICATION = "config.asgi.application"
 DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/carbonledger")
 DATABASES = {"default": parse_database_url(DATABASE_URL)}
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
+# A persistent connection outlives a PostgreSQL restart: check it before each request reuses it.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"]["TEST"] = {"NAME": env_str("DATABASE_TEST_NAME", "test_carbonledger")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -218,7 +220,25 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# The web process only nudges (the sweeper finds stored work whose message was lost), so a down or
+# hung Redis must cost an ingest request about a second: one connection attempt (max_retries 0,
+# not kombu's retries, ~6 s) with short socket timeouts. Workers reconnect on their own policy
+# (broker_connection_retry / _max_retries), which these options do not change.
+CELERY_BROKER_CONNECTION_TIMEOUT = env_float("CELERY_BROKER_CONNECTION_TIMEOUT", 1.0, minimum=0.1)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 3600,
+    "max_retries": 0,
+    "socket_connect_timeout": CELERY_BROKER_CONNECTION_TIMEOUT,
+    "socket_timeout": env_float("CELERY_BROKER_SOCKET_TIMEOUT", 2.0, minimum=0.5),
+}
+# No caller reads task results: without this every send first subscribes to the result backend,
+# which retries 20 times (~19 s) while Redis is down. A task that opts in gets short timeouts.
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = CELERY_BROKER_CONNECTION_TIMEOUT
+CELERY_REDIS_SOCKET_TIMEOUT = CELERY_BROKER_TRANSPORT_OPTIONS["socket_timeout"]
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
+    "retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
+}
 # How often the sweeper looks for stored work whose Celery message was lost.
 SWEEPER_INTERVAL_S = env_float("CARBONLEDGER_SWEEPER_INTERVAL_S", 15.0, minimum=1.0)
 # A batch claimed for longer than this is assumed abandoned (worker killed) and re-queued.
