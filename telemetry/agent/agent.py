@@ -21,6 +21,7 @@ from telemetry.agent.spool import Spool
 from telemetry.agent.window import WindowBuilder, iso_utc
 
 if TYPE_CHECKING:
+    from telemetry.agent.replay import ReplayNvml  # imported with backend=replay (dataclasses, csv)
     from telemetry.agent.sender import Sender  # imported when a server_url is set (urllib, ssl, gzip)
 
 logger = logging.getLogger("carbonledger.agent")
@@ -62,7 +63,7 @@ def load_nvml(config: AgentConfig) -> Any:
         )
     from telemetry.agent.replay import ReplayNvml
 
-    return ReplayNvml(config.replay_file, speed=config.replay_speed, loop=config.replay_loop, proc_tree=tree)
+    return ReplayNvml(config.replay_file, loop=config.replay_loop, proc_tree=tree)
 
 
 class Agent:
@@ -78,8 +79,21 @@ class Agent:
         self.config = config
         self.clock = clock
         self.wall_clock = wall_clock
+        self._status_clock = wall_clock
         self.nvml = nvml if nvml is not None else load_nvml(config)
-        self.reader = NvmlReader(self.nvml, clock=clock)
+        # Replay is an offline import: samples and windows are stamped by the trace's own clock
+        # (a ReplayNvml's cursor), and ``clock`` only paces the walk (see _run_replay).
+        self.replay: ReplayNvml | None = self.nvml if config.backend == "replay" else None
+        sample_clock = clock
+        if self.replay is not None:
+            sample_clock = self.wall_clock = self.replay.trace_time
+            if host_power is None:
+                from telemetry.agent.replay import ReplayHostPower
+
+                host_power = ReplayHostPower()
+        # A real tick may wake a hair before the boundary; a recorded instant is exact.
+        self._boundary_slack_s = 0.0 if self.replay is not None else 0.5 * config.tick_s
+        self.reader = NvmlReader(self.nvml, clock=sample_clock)
         self.jobs = JobMapper(config.proc_root)
         self.host_power = host_power if host_power is not None else build_host_power(config)
         self.spool = Spool(config.spool_dir, max_windows=config.spool_max_windows)
@@ -122,9 +136,10 @@ class Agent:
         if self._next_boundary is None:
             self._next_boundary = (math.floor(wall / w + 1e-9) + 1) * w
             return None
-        # Half a tick of tolerance: a tick scheduled at the boundary may wake a hair early.
-        if wall + 0.5 * self.config.tick_s >= self._next_boundary:
-            while self._next_boundary <= wall + 0.5 * self.config.tick_s:
+        # Half a tick of tolerance (live): a tick scheduled at the boundary may wake a hair early.
+        slack = self._boundary_slack_s
+        if wall + slack >= self._next_boundary:
+            while self._next_boundary <= wall + slack:
                 self._next_boundary += w
             return self.close_window(wall)
         return None
@@ -162,7 +177,7 @@ class Agent:
             "agent_version": __version__,
             "backend": self.config.backend,
             "pid": os.getpid(),
-            "updated_at": iso_utc(self.wall_clock()),
+            "updated_at": iso_utc(self._status_clock()),  # real time, also during a replay
             "driver_version": self.reader.driver_version,
             "gpus": [
                 {
@@ -215,7 +230,12 @@ class Agent:
             self._sender_thread.start()
 
     def run(self, *, duration_s: float | None = None, should_stop: Callable[[], bool] | None = None) -> None:
-        """Tick on the wall-clock grid until stopped (or for ``duration_s``), then shut down."""
+        """Tick on the wall-clock grid until stopped (or for ``duration_s``), then shut down.
+
+        With backend=replay: tick at each recorded instant of the trace instead, until it ends."""
+        if self.replay is not None:
+            self._run_replay(self.replay, duration_s=duration_s, should_stop=should_stop)
+            return
         self.start()
         deadline = None if duration_s is None else self.clock() + duration_s
         tick_s = self.config.tick_s
@@ -234,6 +254,39 @@ class Agent:
                     wait = min(wait, left)
                 self.stop_event.wait(wait)
         finally:
+            self.shutdown()
+
+    def _run_replay(
+        self, replay: ReplayNvml, *, duration_s: float | None, should_stop: Callable[[], bool] | None
+    ) -> None:
+        """Walk the trace: one tick per recorded instant, on the trace's clock. ``replay_speed``
+        trace seconds pass per real second (0: no waiting); the speed changes no value."""
+        self.start()
+        speed = self.config.replay_speed
+        real0 = self.clock()
+        deadline = None if duration_s is None else real0 + duration_s
+        first_t: float | None = None
+        try:
+            while not self.stop_event.is_set():
+                t = replay.next_time()
+                if t is None:
+                    break  # a non-looping trace has ended
+                if first_t is None:
+                    first_t = t
+                if speed > 0:
+                    wait = (t - first_t) / speed - (self.clock() - real0)
+                    if deadline is not None:
+                        wait = min(wait, deadline - self.clock())
+                    if wait > 0 and self.stop_event.wait(wait):
+                        break
+                if deadline is not None and self.clock() >= deadline:
+                    break
+                replay.advance()
+                self.tick()
+                if should_stop is not None and should_stop():
+                    break
+        finally:
+            # The final window ends at the last instant ticked: a recorded time, as all others.
             self.shutdown()
 
     def shutdown(self) -> None:
@@ -267,6 +320,11 @@ class Agent:
 
     def tick_final(self) -> None:
         if not self.builder.started:
+            return
+        if self.replay is not None:
+            # Every instant up to the cursor has been ticked: a new reading would repeat the last
+            # row (skewing the window's means), so the partial window just ends there.
+            self.close_window(self.wall_clock())
             return
         samples = self.reader.sample()
         wall = self.wall_clock()

@@ -57,7 +57,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--proc-root")
     p.add_argument("--powercap-root")
     p.add_argument("--replay-file")
-    p.add_argument("--replay-speed", type=float)
+    p.add_argument("--replay-speed", type=float, help="trace seconds per real second (0: as fast as possible)")
     p.add_argument("--log-level")
 
 
@@ -86,11 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     # collections, and the interpreter's final ones at exit (~15 ms of CPU), from walking it again.
     gc.freeze()
     _install_signals(agent.stop)
-    should_stop = None
-    if config.backend == "replay":
-        should_stop = agent.nvml.exhausted
     try:
-        agent.run(duration_s=args.duration, should_stop=should_stop)
+        agent.run(duration_s=args.duration)  # a replay stops at the end of its trace
     except Exception as exc:
         if _is_nvml_missing(exc):
             print(NVML_MISSING.format(error=exc), file=sys.stderr)
@@ -138,7 +135,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides=_config_overrides(args))
     setup_logging("WARNING")
     nvml = load_nvml(config)
-    reader = NvmlReader(nvml)
+    # A replay is read on the trace's clock: its second reading is the trace's next instant.
+    replay = nvml if config.backend == "replay" else None
+    reader = NvmlReader(nvml) if replay is None else NvmlReader(nvml, clock=replay.trace_time)
     try:
         reader.open()
     except Exception as exc:
@@ -149,9 +148,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
     try:
         host = build_host_power(config)
         mapper = JobMapper(config.proc_root)
+        if replay is not None:
+            replay.advance()  # to the first recorded instant
         first = {s.uuid: s for s in reader.sample()}
         host.read()
-        time.sleep(args.interval)
+        if replay is not None and replay.next_time() is not None:
+            replay.advance()
+        else:
+            time.sleep(args.interval)
         second = reader.sample()
         h = host.read()
         result: dict[str, Any] = {

@@ -57,7 +57,7 @@ class AgentConfig(NamedTuple):
     sim_gpus: list[dict[str, Any]] = []  # one shared default: configs are never mutated
     sim_seed: int = 0
     replay_file: str = ""
-    replay_speed: float = 1.0
+    replay_speed: float = 1.0  # trace seconds per real second; 0 = no pacing. Changes no value.
     replay_loop: bool = False
     log_level: str = "INFO"
 
@@ -78,6 +78,8 @@ class AgentConfig(NamedTuple):
             raise ConfigError("spool_max_windows: must be >= 1")
         if self.backend == "replay" and not self.replay_file:
             raise ConfigError("replay_file: required with backend=replay")
+        if not 0 <= self.replay_speed < float("inf"):
+            raise ConfigError(f"replay_speed: must be >= 0 (0: as fast as possible), got {self.replay_speed}")
         if not self.hostname:
             raise ConfigError("hostname: must not be empty")
         return self

@@ -3,15 +3,18 @@
 Columns: timestamp (ISO 8601 or epoch seconds), gpu_uuid, power_w, energy_mj (empty when the
 device had no counter), util_pct; optional: mem_util_pct, mem_used_mib, name, index,
 power_limit_w, pid, job_key, sm_util_pct. Several rows with the same timestamp and GPU list its
-processes. Trace time is shifted to start now and scaled by ``speed``.
+processes.
+
+Replay is an offline import of the trace: the agent ticks at each recorded instant (the union of
+all GPUs' timestamps, in order) and reads the trace's own clock, so windows carry recorded times
+and energy comes from the recorded counters (or the trapezoid of recorded power). ``replay_speed``
+only paces the walk against the real clock (``Agent.run``); it changes no value.
 """
 
 from __future__ import annotations
 
 import bisect
 import csv
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any
 
 import pynvml
 
+from telemetry.agent.host import HostReading
 from telemetry.agent.sim import SimProcTree
 
 
@@ -65,14 +69,10 @@ class ReplayNvml:
         self,
         path: str | Path,
         *,
-        speed: float = 1.0,
         loop: bool = False,
-        clock: Callable[[], float] = time.monotonic,
         proc_tree: SimProcTree | None = None,
     ) -> None:
-        self.speed = speed
         self.loop = loop
-        self._clock = clock
         self._initialised = False
         devices: dict[str, ReplayDevice] = {}
         jobs: dict[int, str | None] = {}
@@ -118,26 +118,56 @@ class ReplayNvml:
             dev.has_counter = all(f.energy_mj is not None for f in dev.frames)
         self.t0 = min(d.times[0] for d in self.devices)
         self.t_end = max(d.times[-1] for d in self.devices)
-        self._mono0 = clock()
+        self.span_s = self.t_end - self.t0
+        self.instants = sorted({t for d in self.devices for t in d.times})
+        # Cursor: position -1 is "before the first tick" and reads as the first instant.
+        self._pos = -1
         if proc_tree is not None:
             for pid, job in jobs.items():
                 proc_tree.add(pid, job, "")
 
-    def trace_time(self) -> float:
-        return self.t0 + (self._clock() - self._mono0) * self.speed
+    def _lap_index(self, pos: int) -> tuple[int, int] | None:
+        """(lap, index into instants) of cursor position ``pos``; None past a non-looping end.
 
-    def exhausted(self) -> bool:
-        return not self.loop and self.trace_time() > self.t_end
+        A later lap starts at its second instant: its first is the previous lap's last (t_end
+        of lap k is t0 of lap k + 1), and the counter reads the same there."""
+        n = len(self.instants)
+        if pos < n:
+            return 0, max(0, pos)
+        if not self.loop or n < 2:
+            return None
+        rest = pos - n
+        return 1 + rest // (n - 1), 1 + rest % (n - 1)
+
+    def _time_at(self, lap: int, index: int) -> float:
+        return self.instants[index] + lap * self.span_s
+
+    def _cursor(self) -> tuple[int, int]:
+        at = self._lap_index(self._pos)
+        assert at is not None  # advance() never moves past the end
+        return at
+
+    def trace_time(self) -> float:
+        """The trace's clock at the cursor (epoch seconds): the agent's clock during a replay."""
+        return self._time_at(*self._cursor())
+
+    def next_time(self) -> float | None:
+        """The recorded instant the next ``advance`` moves to, or None at the end of the trace."""
+        at = self._lap_index(self._pos + 1)
+        return None if at is None else self._time_at(*at)
+
+    def advance(self) -> float:
+        """Move the cursor to the next recorded instant; returns its trace time."""
+        if self._lap_index(self._pos + 1) is None:
+            raise IndexError("replay trace exhausted")
+        self._pos += 1
+        return self.trace_time()
 
     def _frame(self, dev: ReplayDevice) -> tuple[_Frame, int]:
-        t = self.trace_time()
-        laps = 0
-        span = self.t_end - self.t0
-        if self.loop and span > 0 and t > self.t_end:
-            laps = int((t - self.t0) // span)
-            t = t - laps * span
-        i = max(0, bisect.bisect_right(dev.times, t) - 1)
-        return dev.frames[i], laps
+        # A GPU with no row at this instant holds its latest earlier row (its first before it).
+        lap, index = self._cursor()
+        i = max(0, bisect.bisect_right(dev.times, self.instants[index]) - 1)
+        return dev.frames[i], lap
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith(("NVMLError", "NVML_")):
@@ -216,8 +246,8 @@ class ReplayNvml:
         return out
 
     def nvmlDeviceGetProcessUtilization(self, handle: Any, timeStamp: int) -> list[Any]:
-        frame = self._frame(self._dev(handle))[0]
-        ts_us = int(frame.ts * 1e6)
+        frame, laps = self._frame(self._dev(handle))
+        ts_us = int((frame.ts + laps * self.span_s) * 1e6)  # later laps are later samples
         samples = [(pid, sm) for pid, sm in frame.procs.items() if sm is not None]
         if not samples or ts_us <= timeStamp:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
@@ -227,3 +257,15 @@ class ReplayNvml:
             s.pid, s.timeStamp, s.smUtil = pid, ts_us, round(sm)
             out.append(s)
         return out
+
+
+class ReplayHostPower:
+    """Host CPU/DRAM during a replay: the trace records GPUs only. Reading this machine's RAPL or
+    load instead would put the replaying machine's energy, over real (paced) time, into recorded
+    windows, so the host part is 0 J, quality 'modelled', whatever the speed."""
+
+    quality = "modelled"
+    source = "replay"
+
+    def read(self) -> HostReading:
+        return HostReading(0.0, 0.0, 0.0, None, self.quality)

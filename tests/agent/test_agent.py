@@ -13,7 +13,6 @@ from telemetry.agent.cli import main
 from telemetry.agent.config import AgentConfig, ConfigError, load_config
 from telemetry.agent.fleet import FleetError, parse_fleet, rotate_job_key, run_fleet
 from telemetry.agent.gpu import NvmlReader
-from telemetry.agent.replay import ReplayNvml
 from telemetry.agent.sim import FakeNvml, SimHostPower, SimProcTree
 from tests.agent.conftest import IngestServer
 
@@ -160,31 +159,6 @@ def test_mig_instances_and_processes(clock, tmp_path):
     assert s.util_pct is None  # NVML reports no device utilisation with MIG on
     assert [len(m.pids) for m in s.mig] == [1, 1]
     assert sorted(s.processes) == sorted(p for m in s.mig for p in m.pids)
-
-
-def test_replay_csv_through_reader(tmp_path, clock):
-    csv_path = tmp_path / "trace.csv"
-    csv_path.write_text(
-        "timestamp,gpu_uuid,power_w,energy_mj,util_pct,pid,job_key,sm_util_pct\n"
-        "2026-01-01T00:00:00Z,GPU-r0,300,1000000,90,11,slurm:5,88\n"
-        "2026-01-01T00:00:01Z,GPU-r0,310,1305000,91,11,slurm:5,89\n"
-        "2026-01-01T00:00:00Z,GPU-r1,50,,0,,,\n"
-        "2026-01-01T00:00:01Z,GPU-r1,70,,10,,,\n"
-    )
-    nvml = ReplayNvml(csv_path, clock=clock, proc_tree=SimProcTree(tmp_path / "proc"))
-    reader = NvmlReader(nvml, clock=clock)
-    reader.open()
-    s0 = reader.sample()
-    clock.advance(1.0)
-    s1 = reader.sample()
-    assert [(x.energy_mj, x.power_w) for x in s0] == [(1000000, 300.0), (None, 50.0)]
-    assert [(x.energy_mj, x.power_w, x.processes) for x in s1] == [(1305000, 310.0, {11: 89.0}), (None, 70.0, {})]
-    assert nvml.exhausted() is False
-    clock.advance(0.5)
-    assert nvml.exhausted() is True
-    from telemetry.agent.jobs import JobMapper
-
-    assert JobMapper(str(tmp_path / "proc")).resolve(11).job_key == "slurm:5"
 
 
 def test_config_file_env_and_flags(tmp_path):
