@@ -19,8 +19,8 @@ from psycopg.types.json import Jsonb
 
 from accounting.domain.catalog import lookup_by_name
 from accounting.models import ApiToken, Device, HardwareModel, Host
-from accounting.services.jobs import pending_device_uuid
-from accounting.services.ledger import batches_nudge
+from accounting.services.allocations import pending_device_uuid
+from accounting.services.work_queue import batches_nudge
 from telemetry.models import TelemetryBatch
 from telemetry.parsing import BatchError, ParsedBatch
 from telemetry.partitions import ensure_partitions

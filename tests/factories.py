@@ -151,7 +151,7 @@ class JobAllocationFactory(factory.django.DjangoModelFactory):
 
 def pending_uuid(hostname: str, index: int, *, cluster: m.Cluster | None = None) -> str:
     """The placeholder uuid the API gives GPU ``index`` of a not-yet-reported host."""
-    from accounting.services.jobs import pending_device_uuid
+    from accounting.services.allocations import pending_device_uuid
 
     hosts = m.Host.objects.filter(hostname=hostname)
     if cluster is not None:

@@ -26,7 +26,7 @@ ATTRIBUTE_EXTRA_BATCHES = 24
     max_retries=8,
 )
 def attribute_batch(self, batch_pk: int) -> dict:
-    from accounting.services.ledger import batches_attribute
+    from accounting.services.attribution import batches_attribute
 
     outcome = batches_attribute(batch_pks=[batch_pk], now=timezone.now(), extra=ATTRIBUTE_EXTRA_BATCHES)
     return {"attributed": len(outcome.attributed), "skipped": len(outcome.skipped), "failed": len(outcome.failed)}
@@ -35,7 +35,7 @@ def attribute_batch(self, batch_pk: int) -> dict:
 @shared_task(name="ledger.sweep", acks_late=True)
 def sweep_pending() -> int:
     """Re-nudge stored work whose message was lost (Redis down) or whose worker died."""
-    from accounting.services.ledger import batches_sweep
+    from accounting.services.work_queue import batches_sweep
 
     pks = batches_sweep(now=timezone.now())
     for pk in pks:

@@ -7,9 +7,11 @@ from typing import Any
 
 import psycopg
 from django.db import InterfaceError, OperationalError
-from rest_framework import status
+from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler, set_rollback
+
+from accounting.domain.errors import InputError, StateError
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,19 @@ def _unhandled_problem(exc: Exception, context) -> Response:
                             detail="An unexpected error occurred; it has been logged.")
 
 
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The resource's state does not allow this change."
+    default_code = "conflict"
+
+
 def problem_exception_handler(exc, context):
+    # The one place a rule's errors become HTTP: input it cannot work with is a 400 naming the
+    # field, a state that forbids the change a 409 (services and the domain raise these).
+    if isinstance(exc, InputError):
+        exc = serializers.ValidationError({exc.field: [exc.message]})
+    elif isinstance(exc, StateError):
+        exc = Conflict(str(exc))
     response = exception_handler(exc, context)
     if response is None:
         return _unhandled_problem(exc, context)

@@ -19,7 +19,7 @@ from rest_framework import serializers
 from accounting.domain.catalog import PRECISIONS
 from accounting.domain.whatif.common import FAMILIES, KINDS
 from accounting.models import Job, JobAllocation
-from accounting.services.jobs import PENDING_UUID_PREFIX, AllocationSpec
+from accounting.services.allocations import PENDING_UUID_PREFIX, AllocationSpec
 
 EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)

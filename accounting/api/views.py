@@ -54,9 +54,9 @@ from accounting.selectors.jobs import (
     team_user_cluster_get,
     team_visible_queryset,
 )
-from accounting.services.advice import AdviceInputError, advice_for_job
-from accounting.services.budgets import BudgetInputError, budget_set
-from accounting.services.jobs import JobInputError, JobStateError, job_end, job_register, job_units_report, job_update
+from accounting.services.advice import advice_for_job
+from accounting.services.budgets import budget_set
+from accounting.services.jobs import job_end, job_register, job_units_report, job_update
 from accounting.services.transactions import retry_on_conflict
 
 
@@ -68,12 +68,6 @@ class CappedLimitOffsetPagination(LimitOffsetPagination):
 
     def get_offset(self, request) -> int:
         return min(super().get_offset(request), self.max_offset)
-
-
-class Conflict(exceptions.APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_detail = "The resource's state does not allow this change."
-    default_code = "conflict"
 
 
 def field_error(field: str, message: str) -> serializers.ValidationError:
@@ -282,25 +276,22 @@ class JobCollectionView(ApiView):
         if team is None:
             raise field_error("team", f"No team {data['team']!r} in this organisation.")
         assert cluster is not None
-        try:
-            registration = job_register(
-                org=team.org,  # the token's organisation (the team is looked up in it)
-                cluster=cluster,
-                scheduler_job_id=data["scheduler_job_id"],
-                team=team,
-                kind=data["kind"],
-                family=data["family"],
-                name=data["name"],
-                user=user,
-                username=username,
-                started_at=data.get("started_at"),
-                requested_s=data.get("requested_s"),
-                model_meta=data.get("model_meta"),
-                power_cap_w=data.get("power_cap_w"),
-                allocation=[s.AllocationItemSerializer.to_spec(item) for item in data.get("allocation", [])],
-            )
-        except JobInputError as exc:
-            raise field_error(exc.field, exc.message)
+        registration = job_register(
+            org=team.org,  # the token's organisation (the team is looked up in it)
+            cluster=cluster,
+            scheduler_job_id=data["scheduler_job_id"],
+            team=team,
+            kind=data["kind"],
+            family=data["family"],
+            name=data["name"],
+            user=user,
+            username=username,
+            started_at=data.get("started_at"),
+            requested_s=data.get("requested_s"),
+            model_meta=data.get("model_meta"),
+            power_cap_w=data.get("power_cap_w"),
+            allocation=[s.AllocationItemSerializer.to_spec(item) for item in data.get("allocation", [])],
+        )
         if registration.created:  # a new job holds exactly the allocations just created
             return self.job_response(
                 registration.job, code=status.HTTP_201_CREATED, allocations=registration.allocations,
@@ -371,18 +362,13 @@ class JobDetailView(ApiView):
         job = self.job_or_404(**kwargs)
         data = dict(s.validated(s.JobUpdateSerializer, request.data))
         allocation = data.pop("allocation", None)
-        try:
-            job = job_update(
-                job=job,
-                allocation=(
-                    [s.AllocationItemSerializer.to_spec(i) for i in allocation] if allocation is not None else None
-                ),
-                **data,
-            )
-        except JobInputError as exc:
-            raise field_error(exc.field, exc.message)
-        except JobStateError as exc:
-            raise Conflict(str(exc))
+        job = job_update(
+            job=job,
+            allocation=(
+                [s.AllocationItemSerializer.to_spec(i) for i in allocation] if allocation is not None else None
+            ),
+            **data,
+        )
         return self.job_response(job)
 
 
@@ -416,12 +402,9 @@ class JobEndView(ApiView):
             # The visibility check and the row lock are one query; job_end does not re-read.
             job = self.job_or_404(for_update=True, **kwargs)
             body = s.validated(s.JobEndSerializer, request.data)
-            try:
-                job, changed = job_end(
-                    job=job, status=body["exit_state"], ended_at=body.get("ended_at"), locked=True,
-                )
-            except JobInputError as exc:
-                raise field_error(exc.field, exc.message)
+            job, changed = job_end(
+                job=job, status=body["exit_state"], ended_at=body.get("ended_at"), locked=True,
+            )
         if changed:  # job_end loaded the allocations as they are now
             return Response(s.JobSerializer(job).data)
         return self.job_response(job)
@@ -481,10 +464,7 @@ class JobUnitsView(ApiView):
     def post(self, request, **kwargs):
         job = self.job_or_404(**kwargs)
         body = s.validated(s.JobUnitsSerializer, request.data)
-        try:
-            job = job_units_report(job=job, **body)
-        except JobInputError as exc:
-            raise field_error(exc.field, exc.message)
+        job = job_units_report(job=job, **body)
         return self.job_response(job)
 
 
@@ -580,13 +560,10 @@ class BudgetCollectionView(ApiView):
         team = self.teams().filter(slug=data["team"]).first()
         if team is None:
             raise field_error("team", f"No team {data['team']!r} in this organisation.")
-        try:
-            budget, created = budget_set(
-                team=team, period_start=data["period_start"], period_end=data["period_end"],
-                co2e_budget_g=data["co2e_budget_g"], note=data["note"],
-            )
-        except BudgetInputError as exc:
-            raise field_error(exc.field, exc.message)
+        budget, created = budget_set(
+            team=team, period_start=data["period_start"], period_end=data["period_end"],
+            co2e_budget_g=data["co2e_budget_g"], note=data["note"],
+        )
         return Response(
             s.BudgetStatusSerializer(budget_status(budget=budget, as_of=timezone.now())).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
@@ -718,15 +695,12 @@ class AdviceView(ApiView):
             clusters = list(visible.order_by("id"))
             if token is not None and token.scope == Scope.SCHEDULER:
                 clusters.sort(key=lambda c: c.pk != token.cluster_id)
-        try:
-            advice = advice_for_job(
-                clusters=clusters, hardware_model=data["hardware_model"], gpu_count=data["gpu_count"],
-                hours=data["hours"], earliest_start=data.get("earliest_start") or timezone.now(),
-                deadline=data.get("deadline"), avg_power_w=data.get("avg_power_w"),
-                utilisation=data.get("utilisation"),
-            )
-        except AdviceInputError as exc:
-            raise field_error(exc.field, exc.message)
+        advice = advice_for_job(
+            clusters=clusters, hardware_model=data["hardware_model"], gpu_count=data["gpu_count"],
+            hours=data["hours"], earliest_start=data.get("earliest_start") or timezone.now(),
+            deadline=data.get("deadline"), avg_power_w=data.get("avg_power_w"),
+            utilisation=data.get("utilisation"),
+        )
         return Response(s.AdviceResponseSerializer(advice).data)
 
 

@@ -9,14 +9,13 @@ from django.db.models import Q
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounting.api.auth import request_token
 from accounting.domain.catalog import PRECISIONS
-from accounting.domain.whatif import WhatIfInputError
 from accounting.domain.whatif.common import FAMILIES, KINDS
 from accounting.models import ApiToken, Job, Membership
 from accounting.services.whatif import (
@@ -217,10 +216,7 @@ class BestWindowRequest(serializers.Serializer):
 
 
 def _run(fn, **kwargs):
-    try:
-        return Response(whatif_jsonable(fn(**kwargs)))
-    except WhatIfInputError as exc:
-        raise ValidationError({exc.field: [exc.message]}) from exc
+    return Response(whatif_jsonable(fn(**kwargs)))  # an InputError is a 400 naming its field (api/errors.py)
 
 
 _RESULT = OpenApiResponse(description="Scenario result: inputs, footprint(s), band and assumptions.")

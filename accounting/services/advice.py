@@ -14,7 +14,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from accounting.domain.whatif import EstimateResult, StartWindow, WhatIfInputError
+from accounting.domain.errors import InputError
+from accounting.domain.whatif import EstimateResult, StartWindow
 from accounting.models import Cluster
 from accounting.services.whatif import whatif_best_window, whatif_estimate
 
@@ -24,13 +25,6 @@ MAX_HORIZON = dt.timedelta(days=14)
 J_PER_KWH = 3.6e6
 # What-if field names -> the advice request's names.
 _FIELDS = {"device_key": "hardware_model", "device_count": "gpu_count", "duration_s": "hours"}
-
-
-class AdviceInputError(ValueError):
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field_name
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -85,8 +79,8 @@ class Advice:
 def _whatif(call, **kwargs):
     try:
         return call(**kwargs)
-    except WhatIfInputError as exc:
-        raise AdviceInputError(_FIELDS.get(exc.field, exc.field), exc.message)
+    except InputError as exc:
+        raise InputError(_FIELDS.get(exc.field, exc.field), exc.message)
 
 
 def advice_for_job(
@@ -102,17 +96,17 @@ def advice_for_job(
 ) -> Advice:
     """Estimate a planned job on each candidate cluster and find its cleanest start window."""
     if not clusters:
-        raise AdviceInputError("clusters", "no candidate cluster")
+        raise InputError("clusters", "no candidate cluster")
     if avg_power_w is not None and utilisation is not None:
-        raise AdviceInputError("utilisation", "give avg_power_w or utilisation, not both")
+        raise InputError("utilisation", "give avg_power_w or utilisation, not both")
     if avg_power_w is None and utilisation is None:
         utilisation = DEFAULT_UTILISATION
     duration = dt.timedelta(hours=hours)
     latest_end = deadline if deadline is not None else earliest_start + duration + DEFAULT_SLACK
     if latest_end - earliest_start < duration:
-        raise AdviceInputError("deadline", "leaves less time than the job needs after earliest_start")
+        raise InputError("deadline", "leaves less time than the job needs after earliest_start")
     if latest_end - earliest_start > MAX_HORIZON + duration:
-        raise AdviceInputError("deadline", f"may be at most {MAX_HORIZON.days} days plus the job's duration away")
+        raise InputError("deadline", f"may be at most {MAX_HORIZON.days} days plus the job's duration away")
 
     results: list[ClusterAdvice] = []
     for cluster in clusters:
@@ -131,9 +125,9 @@ def advice_for_job(
                 duration_s=hours * 3600.0, earliest_start=earliest_start, deadline=latest_end,
                 zone_code=site.zone.code, energy_j=footprint.it_energy_j, pue=site.pue,
             )
-        except WhatIfInputError as exc:
+        except InputError as exc:
             if exc.field not in ("zone_code", "forecast"):
-                raise AdviceInputError(_FIELDS.get(exc.field, exc.field), exc.message)
+                raise InputError(_FIELDS.get(exc.field, exc.field), exc.message)
             window = None  # no hourly series covering the run: the annual factor applies at any time
         if window is None:
             results.append(ClusterAdvice(cluster=cluster, estimate=estimate, at_earliest=annual, best=annual,

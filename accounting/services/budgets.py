@@ -6,14 +6,8 @@ import datetime as dt
 
 from django.db import transaction
 
+from accounting.domain.errors import InputError
 from accounting.models import CarbonBudget, Team
-
-
-class BudgetInputError(ValueError):
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field_name
-        self.message = message
 
 
 @transaction.atomic
@@ -25,16 +19,16 @@ def budget_set(
     Periods of one team may not overlap: a day belongs to at most one budget, so the check
     endpoint never has to choose between two."""
     if period_end <= period_start:
-        raise BudgetInputError("period_end", "must be after period_start")
+        raise InputError("period_end", "must be after period_start")
     if co2e_budget_g < 0:
-        raise BudgetInputError("co2e_budget_g", "must be >= 0")
+        raise InputError("co2e_budget_g", "must be >= 0")
     overlapping = (
         CarbonBudget.objects.select_for_update()
         .filter(team=team, period_start__lt=period_end, period_end__gt=period_start)
         .exclude(period_start=period_start)
     )
     if overlapping.exists():
-        raise BudgetInputError("period_start", "overlaps another budget period of this team")
+        raise InputError("period_start", "overlaps another budget period of this team")
     budget, created = CarbonBudget.objects.update_or_create(
         team=team,
         period_start=period_start,

@@ -2,8 +2,9 @@
 
 Allocation periods are the attribution input: every time one is created, moved or closed,
 the telemetry already attributed for the affected devices from that instant on is marked
-dirty so the ledger is rebuilt (``ledger_mark_dirty``); ending a job also finalises its
-footprint (``job_footprint_finalize``).
+dirty so the ledger is rebuilt (``work_queue.ledger_mark_dirty``); ending a job also
+finalises its footprint (``rollup.job_footprint_finalize``). Which devices an allocation names
+is ``allocations``' rule.
 """
 
 from __future__ import annotations
@@ -14,41 +15,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connections, router, transaction
-from django.db.models import ForeignKey, Q
+from django.db.models import ForeignKey
 from django.db.models.constants import OnConflict
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
+from accounting.domain.errors import InputError, StateError
 from accounting.models import Cluster, Device, Host, Job, JobAllocation, Organization, Team
 from accounting.selectors.jobs import model_from_row
+from accounting.services.allocations import AllocationSpec, allocation_devices_resolve
+from accounting.services.rollup import job_footprint_finalize
+from accounting.services.work_queue import ledger_mark_dirty
 
 log = logging.getLogger(__name__)
 
-PENDING_UUID_PREFIX = "pending:"
 ENDED_STATUSES = (Job.Status.COMPLETED, Job.Status.FAILED, Job.Status.PREEMPTED, Job.Status.CANCELLED)
-
-
-class JobInputError(ValueError):
-    """Input that is well-formed but wrong for the current data, naming the offending field."""
-
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field_name
-        self.message = message
-
-
-class JobStateError(Exception):
-    """The job's state forbids the change (e.g. moving the allocation of an ended job)."""
-
-
-@dataclass(frozen=True)
-class AllocationSpec:
-    """One allocation item as a scheduler names it: a host and GPU indices, or a GPU UUID."""
-
-    host: str | None = None
-    gpus: tuple[int, ...] = ()
-    gpu_uuid: str | None = None
-    fraction: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -63,166 +44,9 @@ class JobRegistration:
     allocations_sorted: bool = False
 
 
-def pending_device_uuid(*, host_id: int, index: int) -> str:
-    """The uuid of a placeholder for GPU ``index`` of a host whose agent has not reported it yet
-    (the agent's first batch gives it the real NVML uuid). Keyed by the host's id: hostnames
-    repeat across clusters, and a long one would not fit the uuid column."""
-    return f"{PENDING_UUID_PREFIX}{host_id}:{index}"
-
-
-def _hosts_resolve(*, cluster: Cluster, hostnames: set[str], known: dict[str, Host]) -> dict[str, Host]:
-    """Hosts of ``cluster`` by name, creating the missing ones (concurrent registrations of the
-    same new host are safe: the insert ignores conflicts and the rows are read back)."""
-    hosts = dict(known)
-    missing = hostnames - hosts.keys()
-    if missing:
-        hosts.update((h.hostname, h) for h in Host.objects.filter(cluster=cluster, hostname__in=missing))
-        missing -= hosts.keys()
-    if missing:
-        Host.objects.bulk_create([Host(cluster=cluster, hostname=name) for name in sorted(missing)],
-                                 ignore_conflicts=True)
-        hosts.update((h.hostname, h) for h in Host.objects.filter(cluster=cluster, hostname__in=missing))
-    return hosts
-
-
-def _placeholders_resolve(*, wanted: set[tuple[Host, int]]) -> dict[tuple[int, int], Device]:
-    """The device at each (host, GPU index), creating a placeholder where there is none, by
-    (host id, index).
-
-    Under the hosts' row locks, the lock ingest takes on a host for its whole batch
-    (``telemetry.services.batch_ingest``): an agent's first batch either committed before (its
-    real device is found here and held) or waits and then binds the placeholder created here to
-    its NVML uuid. Without the lock a registration could read "no device at index 0" while that
-    batch was creating one, and hold a placeholder nobody ever reports on: the job ended at 0 J
-    and its energy went to fleet overhead."""
-    host_ids = sorted({host.pk for host, _ in wanted})
-    # Locked in id order (as every writer of several hosts does), then read again: the device
-    # lookup before ran without the locks.
-    list(Host.objects.select_for_update(no_key=True).filter(pk__in=host_ids).order_by("pk").values_list("pk"))
-    at: dict[tuple[int, int], Device] = {}
-    for device in (
-        Device.objects.filter(host_id__in=host_ids, index__in={index for _, index in wanted})
-        .exclude(uuid__startswith="MIG-").order_by("-id")
-    ):
-        at[(device.host_id, device.index)] = device  # the oldest row per index wins, as before
-    missing = sorted((host.pk, index) for host, index in wanted if (host.pk, index) not in at)
-    # No conflict is possible under the locks: a concurrent registration of the same GPUs waited
-    # and, reading again, found the placeholders of the one before it.
-    created = Device.objects.bulk_create(
-        [Device(uuid=pending_device_uuid(host_id=host_id, index=index), host_id=host_id, index=index)
-         for host_id, index in missing]
-    )
-    at.update(((device.host_id, device.index), device) for device in created)
-    return {key: at[key] for key in ((host.pk, index) for host, index in wanted)}
-
-
-def allocation_devices_resolve(
-    *, cluster: Cluster, allocation: list[AllocationSpec], field_prefix: str = "allocation"
-) -> list[tuple[Device, float]]:
-    """Devices (with the held fraction) named by an allocation, creating hosts and placeholders.
-
-    Resolves the whole allocation in a few queries (not per item): GPUs named by uuid, then the
-    devices at the named host indices; hosts and placeholder devices (``pending:<host id>:<index>``)
-    the agents have not reported yet are created. Errors name the first offending item."""
-    by_uuid: dict[str, Device] = {}
-    uuids = {spec.gpu_uuid for spec in allocation if spec.gpu_uuid}
-    if uuids:
-        by_uuid = {d.uuid: d for d in Device.objects.select_related("host").filter(uuid__in=uuids)}
-    named = [spec for spec in allocation if not spec.gpu_uuid]
-    at_index: dict[tuple[str, int], Device] = {}
-    hosts: dict[str, Host] = {}
-    if named:
-        hostnames = {spec.host for spec in named if spec.host is not None}
-        indices = {index for spec in named for index in spec.gpus}
-        for device in (
-            Device.objects.select_related("host")
-            .filter(host__cluster=cluster, host__hostname__in=hostnames, index__in=indices)
-            .exclude(uuid__startswith="MIG-")
-            .order_by("-id")
-        ):
-            hosts[device.host.hostname] = device.host
-            at_index[(device.host.hostname, device.index)] = device  # the oldest row per index wins
-        unresolved = {(spec.host, index) for spec in named for index in spec.gpus if spec.host is not None} - set(
-            at_index
-        )
-        if not hostnames <= hosts.keys():  # hosts without a device at a named index (or new ones)
-            hosts = _hosts_resolve(cluster=cluster, hostnames=hostnames, known=hosts)
-        if unresolved:
-            placeholders = _placeholders_resolve(wanted={(hosts[name], index) for name, index in unresolved})
-            for name, index in unresolved:
-                at_index[(name, index)] = placeholders[(hosts[name].pk, index)]
-    resolved: dict[int, tuple[Device, float]] = {}
-    for position, spec in enumerate(allocation):
-        where = f"{field_prefix}[{position}]"
-        if spec.gpu_uuid:
-            known = by_uuid.get(spec.gpu_uuid)
-            if known is None or known.host.cluster_id != cluster.pk:
-                raise JobInputError(f"{where}.gpu_uuid", f"no GPU {spec.gpu_uuid!r} in cluster {cluster.slug!r}")
-            resolved[known.pk] = (known, spec.fraction)
-            continue
-        assert spec.host is not None
-        for index in spec.gpus:
-            device = at_index[(spec.host, index)]
-            device.host = hosts[spec.host]
-            resolved[device.pk] = (device, spec.fraction)
-    return list(resolved.values())
-
-
-# Process job keys the agent reports (telemetry/agent/jobs.py) -> the job's scheduler id.
-OBSERVABLE_KEY_PREFIXES = frozenset({"slurm", "k8s", "env"})
-
-
-def allocations_observe(*, sightings: set[tuple[int, int, str]]) -> list[JobAllocation]:
-    """Allocations for jobs registered without one, from where the agent saw their processes.
-
-    ``sightings`` are (device id, cluster id, process job key) not matched by any allocation.
-    A job of that cluster whose scheduler id is the key's (``k8s:<pod uid>`` -> ``<pod uid>``)
-    and that holds no scheduler allocation at all gets the device for its whole life
-    ([started_at, ended_at), fraction 1): Kubernetes' device plugin gives a pod its GPUs for
-    the pod's life, and the API server never says which (integrations/kubernetes). A job with a
-    scheduler allocation is never extended this way (the scheduler is the source of truth), and
-    a key naming no registered job stays unallocated (fleet overhead). Concurrent workers are
-    safe: one observed allocation per (job, device), inserts ignore conflicts. The caller
-    re-attributes the batches the new allocations cover."""
-    wanted: dict[tuple[int, str], set[int]] = {}
-    for device_id, cluster_id, key in sightings:
-        prefix, sep, ident = key.partition(":")
-        if sep and ident and prefix in OBSERVABLE_KEY_PREFIXES:
-            wanted.setdefault((cluster_id, ident), set()).add(device_id)
-    if not wanted:
-        return []
-    match = Q()
-    for cluster_id, ident in wanted:
-        match |= Q(cluster_id=cluster_id, scheduler_job_id=ident)
-    jobs = (Job.objects.filter(match)
-            .exclude(allocations__source=JobAllocation.Source.SCHEDULER)
-            .only("pk", "cluster_id", "scheduler_job_id", "started_at", "ended_at"))
-    candidates = [
-        JobAllocation(job_id=job.pk, device_id=device_id, start=job.started_at, end=job.ended_at,
-                      source=JobAllocation.Source.OBSERVED)
-        for job in jobs
-        for device_id in sorted(wanted[(job.cluster_id, job.scheduler_job_id)])
-        if job.ended_at is None or job.ended_at > job.started_at
-    ]
-    if not candidates:
-        return []
-    existing = set(JobAllocation.objects.filter(
-        job_id__in={a.job_id for a in candidates}, source=JobAllocation.Source.OBSERVED,
-    ).values_list("job_id", "device_id"))
-    new = [a for a in candidates if (a.job_id, a.device_id) not in existing]
-    JobAllocation.objects.bulk_create(new, ignore_conflicts=True)
-    for allocation in new:
-        log.info("observed allocation job=%d device=%d from %s", allocation.job_id, allocation.device_id,
-                 allocation.start.isoformat())
-    return new
-
-
 def _mark_dirty(*, device_ids: list[int], start: dt.datetime) -> None:
-    if not device_ids:
-        return
-    from accounting.services.ledger import ledger_mark_dirty
-
-    ledger_mark_dirty(device_ids=sorted(set(device_ids)), start=start, end=None)
+    if device_ids:
+        ledger_mark_dirty(device_ids=sorted(set(device_ids)), start=start, end=None)
 
 
 def _job_insert_sql(*, job: Job, db: str) -> tuple[str, tuple]:
@@ -478,13 +302,13 @@ def job_update(
 
 def _allocation_replace(*, job: Job, allocation: list[AllocationSpec], effective_at: dt.datetime) -> None:
     if job.status in ENDED_STATUSES:
-        raise JobStateError(f"job {job.scheduler_job_id} has ended; its allocation can no longer change")
+        raise StateError(f"job {job.scheduler_job_id} has ended; its allocation can no longer change")
     if effective_at < job.started_at:
-        raise JobInputError("effective_at", "must not be before the job's started_at")
+        raise InputError("effective_at", "must not be before the job's started_at")
     open_allocations = {a.device_id: a for a in job.allocations.filter(end__isnull=True)}
     latest_start = max((a.start for a in open_allocations.values()), default=job.started_at)
     if effective_at < latest_start:
-        raise JobInputError("effective_at", "must not be before the start of the job's current allocation")
+        raise InputError("effective_at", "must not be before the start of the job's current allocation")
     desired = dict(
         (device.pk, (device, fraction))
         for device, fraction in allocation_devices_resolve(cluster=job.cluster, allocation=allocation)
@@ -580,9 +404,8 @@ def _job_end_locked(*, job: Job, status: str, ended_at: dt.datetime | None) -> t
         return job, False
     ended = ended_at or timezone.now()
     if ended < job.started_at:
-        raise JobInputError("ended_at", "must not be before the job's started_at")
+        raise InputError("ended_at", "must not be before the job's started_at")
     touched, allocations = _job_end_write(job=job, status=status, ended=ended)
-    from accounting.services.ledger import job_footprint_finalize
 
     # Lock order (docs/reliability.md): the rollup lock before any batch row, as the worker's
     # rollup takes them. Marking batches dirty first and then waiting for the rollup lock
@@ -608,7 +431,7 @@ def job_end(
     in its current transaction (no second read; errors then abort that transaction). The
     ended job comes back with its allocations, as they are now, loaded."""
     if status not in ENDED_STATUSES:
-        raise JobInputError("exit_state", f"must be one of {', '.join(ENDED_STATUSES)}")
+        raise InputError("exit_state", f"must be one of {', '.join(ENDED_STATUSES)}")
     if locked:
         if not transaction.get_connection(router.db_for_write(Job)).in_atomic_block:
             raise RuntimeError("job_end(locked=True) needs the caller's transaction that holds the row lock")
@@ -633,7 +456,7 @@ def job_units_report(
     nothing); ``mode="add"`` adds increments under a row lock so concurrent reports of a
     multi-process job are not lost."""
     if mode not in ("set", "add"):
-        raise JobInputError("mode", "must be 'set' or 'add'")
+        raise InputError("mode", "must be 'set' or 'add'")
     job = Job.objects.select_for_update(no_key=True).get(pk=job.pk)
     merged = dict(job.units)
     for unit, count in units.items():

@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 
 from accounting.models import Device, FactorChange, FootprintRevision, Host, JobFootprint, LedgerEntry, Site
-from accounting.services.ledger import batches_attribute
+from accounting.services.attribution import batches_attribute
 from telemetry.models import TelemetryBatch
 
 log = logging.getLogger(__name__)

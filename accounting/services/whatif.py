@@ -1,6 +1,6 @@
 """What-if service: builds pure-engine inputs from ORM rows (Job, JobFootprint, HardwareModel,
 Site, GridZone, HourlyIntensity) and calls accounting.domain.whatif. Keyword-only arguments;
-raises WhatIfInputError (naming the field) for anything the caller can fix."""
+raises InputError (naming the field) for anything the caller can fix."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Any
 
 from accounting.domain.catalog import CATALOG, DeviceSpec
+from accounting.domain.errors import InputError
 from accounting.domain.whatif import (
     CarbonContext,
     EmbodiedPolicy,
@@ -22,7 +23,6 @@ from accounting.domain.whatif import (
     HardwareProjection,
     MeasuredJob,
     StartWindow,
-    WhatIfInputError,
     best_start_window,
     estimate_job,
     plan_fleet_upgrade,
@@ -114,20 +114,20 @@ def whatif_carbon_context(
 ) -> CarbonContext:
     """Intensity given, or the zone's annual factor (with its marginal as the high end when higher)."""
     if intensity_g_per_kwh is None and not zone_code and zone_obj is None:
-        raise WhatIfInputError(f"{field_prefix}intensity_g_per_kwh", "give intensity_g_per_kwh or zone_code")
+        raise InputError(f"{field_prefix}intensity_g_per_kwh", "give intensity_g_per_kwh or zone_code")
     low = high = None
     source = "given in request"
     if intensity_g_per_kwh is None:
         zone = zone_obj if zone_obj is not None else GridZone.objects.filter(code=zone_code).first()
         if zone is None:
-            raise WhatIfInputError(f"{field_prefix}zone_code", f"unknown grid zone {zone_code!r}")
+            raise InputError(f"{field_prefix}zone_code", f"unknown grid zone {zone_code!r}")
         intensity_g_per_kwh = zone.annual_intensity_g_per_kwh
         if zone.annual_marginal_g_per_kwh and zone.annual_marginal_g_per_kwh > intensity_g_per_kwh:
             high = zone.annual_marginal_g_per_kwh
         source = f"zone {zone.code} annual ({zone.source} {zone.vintage} v{zone.version})"
     final_pue = pue if pue is not None else default_pue
     if final_pue is None:
-        raise WhatIfInputError(f"{field_prefix}pue", "give pue")
+        raise InputError(f"{field_prefix}pue", "give pue")
     return CarbonContext(
         pue=final_pue,
         intensity_g_per_kwh=intensity_g_per_kwh,
@@ -178,10 +178,10 @@ def whatif_measured_job(*, job: Job) -> MeasuredJob:
     allocations, runtime from its timestamps, GPU energy from its JobFootprint."""
     rows = list(job.allocations.values_list("device_id", "device__hardware_model__key"))
     if not rows:
-        raise WhatIfInputError("job", "has no device allocations")
+        raise InputError("job", "has no device allocations")
     models = Counter(key for _, key in rows if key)
     if not models:
-        raise WhatIfInputError("job", "its devices have no hardware model")
+        raise InputError("job", "its devices have no hardware model")
     device_key = models.most_common(1)[0][0]
     count = len({device_id for device_id, _ in rows})
     try:
@@ -189,13 +189,13 @@ def whatif_measured_job(*, job: Job) -> MeasuredJob:
     except Job.footprint.RelatedObjectDoesNotExist:  # type: ignore[attr-defined]
         footprint = None
     if footprint is None or footprint.gpu_energy_j <= 0:
-        raise WhatIfInputError("job", "has no measured GPU energy yet")
+        raise InputError("job", "has no measured GPU energy yet")
     if job.ended_at is not None:
         runtime_s = (job.ended_at - job.started_at).total_seconds()
     else:
         runtime_s = footprint.device_hours * 3600 / count
     if runtime_s <= 0:
-        raise WhatIfInputError("job", "has no measured runtime yet")
+        raise InputError("job", "has no measured runtime yet")
     meta = dict(job.model_meta or {})
     precision = str(meta.get("precision", "bf16"))
     util = meta.get("avg_util")
@@ -277,9 +277,9 @@ def whatif_fleet_plan(
     old_policy = _embodied_from_args(old_embodied, "old_embodied") or whatif_embodied_for(device_key=old_key)
     new_policy = _embodied_from_args(new_embodied, "new_embodied") or whatif_embodied_for(device_key=new_key)
     if old_policy is None:
-        raise WhatIfInputError("old_embodied", f"no HardwareModel row for {old_key!r}: give embodied figures")
+        raise InputError("old_embodied", f"no HardwareModel row for {old_key!r}: give embodied figures")
     if new_policy is None:
-        raise WhatIfInputError("new_embodied", f"no HardwareModel row for {new_key!r}: give embodied figures")
+        raise InputError("new_embodied", f"no HardwareModel row for {new_key!r}: give embodied figures")
     return plan_fleet_upgrade(
         old_key=old_key,
         old_count=old_count,
@@ -308,10 +308,10 @@ def whatif_best_window(
     win over forecasts for the same hour)."""
     if not forecast:
         if not zone_code:
-            raise WhatIfInputError("forecast", "give forecast points or zone_code")
+            raise InputError("forecast", "give forecast points or zone_code")
         zone = GridZone.objects.filter(code=zone_code).first()
         if zone is None:
-            raise WhatIfInputError("zone_code", f"unknown grid zone {zone_code!r}")
+            raise InputError("zone_code", f"unknown grid zone {zone_code!r}")
         series: dict[dt.datetime, tuple[bool, float]] = {}
         rows = HourlyIntensity.objects.filter(
             zone=zone,
@@ -324,7 +324,7 @@ def whatif_best_window(
                 series[hour] = (is_forecast, value)
         forecast = [(h, v) for h, (_, v) in sorted(series.items())]
         if not forecast:
-            raise WhatIfInputError("zone_code", f"zone {zone_code!r} has no hourly intensity in the window")
+            raise InputError("zone_code", f"zone {zone_code!r} has no hourly intensity in the window")
     return best_start_window(
         forecast=forecast,
         duration_s=duration_s,

@@ -19,8 +19,8 @@ from accounting.selectors.jobs import job_footprint_get
 from tests import factories as f
 from tests.accounting.test_api_support import (  # noqa: F401 - fixtures
     T0,
+    attributed,
     db_snapshot,
-    ledger_spy,
     register_body,
     world,
 )
@@ -114,7 +114,9 @@ def test_footprint_takes_two_queries(world, gpus):
 
 
 @pytest.mark.django_db
-def test_register_response_lists_allocations_as_a_read_back_does(world, gpus, ledger_spy):
+def test_register_response_lists_allocations_as_a_read_back_does(world, gpus, attributed):
+    for host in (world.host_a, gpus["gpu-node-02", 0].host, f.HostFactory(cluster=world.cluster_a)):
+        attributed.around(host, T0)
     response = _register(world, allocation=[{"host": "gpu-node-02", "gpus": [3, 0]},
                                             {"host": "gpu-node-01", "gpus": [2], "fraction": 0.5}])
     assert response.status_code == 201, response.json()
@@ -131,10 +133,8 @@ def test_register_response_lists_allocations_as_a_read_back_does(world, gpus, le
         (gpus["gpu-node-02", 0].pk, T0, None, 1.0, ""),
         (gpus["gpu-node-01", 2].pk, T0, None, 0.5, ""),
     ])
-    assert len(ledger_spy.dirty) == 1
-    assert ledger_spy.dirty[0]["device_ids"] == sorted(gpus[k].pk for k in
-                                                       (("gpu-node-02", 3), ("gpu-node-02", 0), ("gpu-node-01", 2)))
-    assert (ledger_spy.dirty[0]["start"], ledger_spy.dirty[0]["end"]) == (T0, None)
+    # Telemetry of the held GPUs' hosts since the job's start is attributed again; of no other host.
+    assert attributed.pending() == {"gpu-node-01 after 10:00", "gpu-node-02 after 10:00"}
 
 
 @pytest.mark.django_db
@@ -166,15 +166,18 @@ def test_register_naming_a_gpu_twice_holds_it_once(world, gpus):
 
 
 @pytest.mark.django_db
-def test_reregister_on_reported_gpus_adds_only_new_ones(world, gpus, ledger_spy):
+def test_reregister_on_reported_gpus_adds_only_new_ones(world, gpus, attributed):
+    attributed.around(world.host_a, T0)
     first = _register(world)
+    assert attributed.pending() == {"gpu-node-01 after 10:00"}
     again = _register(world, allocation=[{"host": "gpu-node-01", "gpus": [1, 2]}])
     assert again.status_code == 200
     assert again.json()["id"] == first.json()["id"]
     assert [a["gpu_index"] for a in again.json()["allocations"]] == [0, 1, 2]
     assert m.JobAllocation.objects.count() == 3
-    assert [d["device_ids"] for d in ledger_spy.dirty] == [
-        [gpus["gpu-node-01", 0].pk, gpus["gpu-node-01", 1].pk], [gpus["gpu-node-01", 2].pk]]
+    assert attributed.pending() == {"gpu-node-01 after 10:00"}  # GPU 2 is new: its telemetry is re-attributed
+    assert _register(world, allocation=[{"host": "gpu-node-01", "gpus": [2]}]).status_code == 200
+    assert attributed.pending() == set()  # nothing new, nothing re-attributed
 
 
 @pytest.mark.django_db

@@ -11,8 +11,8 @@ from accounting import models as m
 from tests import factories as f
 from tests.accounting.test_api_support import (  # noqa: F401 - fixtures
     T0,
+    attributed,
     db_snapshot,
-    ledger_spy,
     problem_fields,
     register_body,
     world,
@@ -29,7 +29,9 @@ def register(world, token="sched_a", **overrides):  # noqa: S107 - a fixture nam
 # --- register ------------------------------------------------------------------------------
 
 
-def test_register_creates_job_host_and_placeholder_devices(world, ledger_spy):
+def test_register_creates_job_host_and_placeholder_devices(world, attributed):
+    attributed.around(world.host_a, T0)
+    attributed.around(f.HostFactory(cluster=world.cluster_b, hostname="gpu-node-02"), T0)  # same name, other cluster
     response = register(world, allocation=[{"host": "gpu-node-01", "gpus": [0, 1]}, {"host": "gpu-node-02", "gpus": [3]}])
     assert response.status_code == 201, response.json()
     body = response.json()
@@ -42,14 +44,12 @@ def test_register_creates_job_host_and_placeholder_devices(world, ledger_spy):
     assert sorted((a["host"], a["gpu_index"], a["gpu_uuid"], a["pending_device"]) for a in body["allocations"]) == [
         ("gpu-node-01", 0, f.pending_uuid("gpu-node-01", 0), True),
         ("gpu-node-01", 1, f.pending_uuid("gpu-node-01", 1), True),
-        ("gpu-node-02", 3, f.pending_uuid("gpu-node-02", 3), True),
+        ("gpu-node-02", 3, f.pending_uuid("gpu-node-02", 3, cluster=world.cluster_a), True),
     ]
-    node2 = m.Host.objects.get(hostname="gpu-node-02")
+    node2 = m.Host.objects.get(hostname="gpu-node-02", cluster=world.cluster_a)
     assert node2.cluster == world.cluster_a
     assert all(a.start == T0 and a.end is None for a in job.allocations.all())
-    assert len(ledger_spy.dirty) == 1
-    assert sorted(ledger_spy.dirty[0]["device_ids"]) == sorted(job.allocations.values_list("device_id", flat=True))
-    assert ledger_spy.dirty[0]["start"] == T0 and ledger_spy.dirty[0]["end"] is None
+    assert attributed.pending() == {"gpu-node-01 after 10:00"}  # the new host has no telemetry yet
 
 
 def test_register_uses_reported_device_and_gpu_uuid(world):
@@ -62,14 +62,16 @@ def test_register_uses_reported_device_and_gpu_uuid(world):
     assert m.Device.objects.filter(uuid__startswith="pending:").count() == 0
 
 
-def test_reregistration_is_idempotent_and_unions_nodes(world, ledger_spy):
+def test_reregistration_is_idempotent_and_unions_nodes(world, attributed):
+    attributed.around(world.host_a, T0)
     first = register(world)
+    assert attributed.pending() == {"gpu-node-01 after 10:00"}
     again = register(world)
     assert again.status_code == 200
     assert again.json()["id"] == first.json()["id"]
     assert m.Job.objects.count() == 1
     assert m.JobAllocation.objects.count() == 2
-    assert len(ledger_spy.dirty) == 1  # nothing new, nothing re-attributed
+    assert attributed.pending() == set()  # nothing new, nothing re-attributed
     # The prolog of the job's second node names its own GPUs: they are added, once.
     second_node = register(world, allocation=[{"host": "gpu-node-02", "gpus": [0, 1]}])
     assert second_node.status_code == 200
@@ -176,9 +178,12 @@ def test_a_hostname_longer_than_the_uuid_column_still_gets_a_placeholder(world):
 # --- update --------------------------------------------------------------------------------
 
 
-def test_update_allocation_releases_and_adds_at_effective_time(world, ledger_spy):
+def test_update_allocation_releases_and_adds_at_effective_time(world, attributed):
     job_id = register(world).json()["id"]
     t1 = T0 + dt.timedelta(hours=1)
+    for host in (world.host_a, f.HostFactory(cluster=world.cluster_a, hostname="gpu-node-02"),
+                 f.HostFactory(cluster=world.cluster_a, hostname="gpu-node-03")):
+        attributed.around(host, t1)
     response = world.client("sched_a").patch(
         f"{JOBS}{job_id}/",
         {"allocation": [{"host": "gpu-node-01", "gpus": [1]}, {"host": "gpu-node-02", "gpus": [0]}],
@@ -194,10 +199,8 @@ def test_update_allocation_releases_and_adds_at_effective_time(world, ledger_spy
         (f.pending_uuid("gpu-node-01", 1), T0, None),
         (f.pending_uuid("gpu-node-02", 0), t1, None),
     ])
-    last = ledger_spy.dirty[-1]
-    expected = m.Device.objects.filter(uuid__in=[f.pending_uuid("gpu-node-01", 0), f.pending_uuid("gpu-node-02", 0)])
-    assert sorted(last["device_ids"]) == sorted(expected.values_list("pk", flat=True))
-    assert (last["start"], last["end"]) == (t1, None)
+    # Released on node 01 and added on node 02 at t1: their telemetry from t1 on is re-attributed.
+    assert attributed.pending() == {"gpu-node-01 after 11:00", "gpu-node-02 after 11:00"}
 
 
 def test_update_units_quality_and_meta_merge(world):
@@ -266,23 +269,24 @@ def test_update_and_end_isolation_between_clusters(world):
 # --- end -----------------------------------------------------------------------------------
 
 
-def test_end_closes_allocations_finalises_and_is_idempotent(world, ledger_spy):
+def test_end_closes_allocations_finalises_and_is_idempotent(world, attributed):
     job_id = register(world).json()["id"]
     t_end = T0 + dt.timedelta(hours=3)
+    attributed.around(world.host_a, t_end)
     client = world.client("sched_a")
     response = client.post(f"{JOBS}by-key/88123/end/", {"exit_state": "preempted", "ended_at": t_end.isoformat()},
                            format="json")
     assert response.status_code == 200, response.json()
     assert (response.json()["status"], response.json()["ended_at"]) == ("preempted", "2026-11-26T13:00:00Z")
     assert set(m.JobAllocation.objects.filter(job_id=job_id).values_list("end", flat=True)) == {t_end}
-    assert ledger_spy.finalized == [job_id]
-    assert ledger_spy.dirty[-1]["start"] == t_end
-    assert len(ledger_spy.dirty[-1]["device_ids"]) == 2
-    assert m.JobFootprint.objects.get(job_id=job_id).is_final is True
+    assert attributed.pending() == {"gpu-node-01 after 13:00"}
+    finalised = m.JobFootprint.objects.get(job_id=job_id)
+    assert finalised.is_final is True
     again = client.post(f"{JOBS}{job_id}/end/", {"exit_state": "completed"}, format="json")
     assert again.status_code == 200
     assert again.json()["status"] == "preempted"  # the first end wins
-    assert ledger_spy.finalized == [job_id]
+    assert attributed.pending() == set()
+    assert m.JobFootprint.objects.get(job_id=job_id).updated_at == finalised.updated_at  # not finalised again
     # Re-registering an ended job returns it and adds nothing.
     assert register(world, allocation=[{"host": "gpu-node-03", "gpus": [0]}]).status_code == 200
     assert m.JobAllocation.objects.filter(job_id=job_id).count() == 2

@@ -7,6 +7,7 @@ it holds no tests itself.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from dataclasses import dataclass, field
 
 import pytest
@@ -79,31 +80,43 @@ def world(db) -> World:
     return build_world()
 
 
-class LedgerSpy:
-    """Records the jobs service's calls into the ledger service and passes them through."""
+class AttributedBatches:
+    """Batches already attributed (done) on hosts, one before and one after each instant asked
+    for, to see which of them a job change puts back to pending for re-attribution: the effect
+    of ``ledger_mark_dirty``, read from the database rather than from a patched call."""
 
-    def __init__(self, monkeypatch) -> None:
-        from accounting.services import ledger
+    def __init__(self) -> None:
+        self.labels: dict[int, str] = {}
 
-        self.dirty: list[dict] = []
-        self.finalized: list[int] = []
-        real_dirty, real_finalize = ledger.ledger_mark_dirty, ledger.job_footprint_finalize
+    def add(self, host: m.Host, *, ending: dt.datetime, label: str) -> None:
+        from telemetry.models import TelemetryBatch
 
-        def dirty(*, device_ids, start, end):
-            self.dirty.append({"device_ids": list(device_ids), "start": start, "end": end})
-            return real_dirty(device_ids=device_ids, start=start, end=end)
+        batch = TelemetryBatch.objects.create(
+            host=host, batch_id=uuid.uuid4(), received_at=ending, first_start=ending - dt.timedelta(minutes=1),
+            last_end=ending, first_seq=len(self.labels) + 1, last_seq=len(self.labels) + 1, gpu_window_count=0,
+            host_window_count=0, gpu_energy_j=0.0, host_energy_j=0.0, status=TelemetryBatch.Status.DONE,
+        )
+        self.labels[batch.pk] = label
 
-        def finalize(*, job_id):
-            self.finalized.append(job_id)
-            return real_finalize(job_id=job_id)
+    def around(self, host: m.Host, instant: dt.datetime) -> None:
+        """A batch that ended a minute before ``instant`` and one that ends an hour after it."""
+        self.add(host, ending=instant - dt.timedelta(minutes=1), label=f"{host.hostname} before {instant:%H:%M}")
+        self.add(host, ending=instant + dt.timedelta(hours=1), label=f"{host.hostname} after {instant:%H:%M}")
 
-        monkeypatch.setattr(ledger, "ledger_mark_dirty", dirty)
-        monkeypatch.setattr(ledger, "job_footprint_finalize", finalize)
+    def pending(self) -> set[str]:
+        """Labels of the batches put back to pending; they are set done again (the next call
+        starts from a clean slate)."""
+        from telemetry.models import TelemetryBatch
+
+        batches = TelemetryBatch.objects.filter(pk__in=self.labels, status=TelemetryBatch.Status.PENDING)
+        out = {self.labels[pk] for pk in batches.values_list("pk", flat=True)}
+        batches.update(status=TelemetryBatch.Status.DONE)
+        return out
 
 
 @pytest.fixture
-def ledger_spy(monkeypatch) -> LedgerSpy:
-    return LedgerSpy(monkeypatch)
+def attributed() -> AttributedBatches:
+    return AttributedBatches()
 
 
 def register_body(**overrides) -> dict:

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from accounting.models import LedgerEntry
-from accounting.services.ledger import batches_attribute
+from accounting.services.attribution import batches_attribute
 from telemetry.models import TelemetryBatch
 from tests.accounting.test_ledger_slice import fleet  # noqa: F401 - fixture reuse
 from tests.telemetry.helpers import batch, gpu_entry, post_batch, window

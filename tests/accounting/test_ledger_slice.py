@@ -17,7 +17,8 @@ import pytest
 from django.db.models import Sum
 
 from accounting.models import ApiToken, DeviceHour, JobFootprint, JobHour, LedgerEntry, TeamDay
-from accounting.services.ledger import batches_attribute, ledger_mark_dirty
+from accounting.services.attribution import batches_attribute
+from accounting.services.work_queue import ledger_mark_dirty
 from accounting.tokens import token_create
 from telemetry.models import TelemetryBatch
 from tests.factories import DeviceFactory, HostFactory, JobAllocationFactory, JobFactory

@@ -15,7 +15,7 @@ import pytest
 from django.db.models import Sum
 
 from accounting.models import ApiToken, JobAllocation, JobFootprint, LedgerEntry
-from accounting.services.ledger import batches_attribute
+from accounting.services.attribution import batches_attribute
 from accounting.tokens import token_create
 from telemetry.models import TelemetryBatch
 from tests.factories import DeviceFactory, HostFactory, JobAllocationFactory, JobFactory

@@ -8,8 +8,8 @@ import pytest
 from django.core.management import call_command
 
 from accounting.models import FactorChange, FootprintRevision, JobFootprint
+from accounting.services.attribution import batches_attribute
 from accounting.services.factors import zone_update_intensity
-from accounting.services.ledger import batches_attribute
 from telemetry.models import TelemetryBatch
 from tests.accounting.test_ledger_slice import fleet  # noqa: F401 - fixture reuse
 from tests.telemetry.helpers import batch, gpu_entry, post_batch, window

@@ -6,6 +6,7 @@ import math
 import pytest
 
 from accounting.domain.catalog import CATALOG
+from accounting.domain.errors import InputError
 from accounting.domain.whatif import (
     CapRun,
     CarbonContext,
@@ -14,7 +15,6 @@ from accounting.domain.whatif import (
     InferenceConfig,
     JobPoint,
     MeasuredJob,
-    WhatIfInputError,
     best_start_window,
     calibrate,
     decode_batch_sweep,
@@ -112,7 +112,7 @@ def test_estimator_flops_path_exact_and_same_builder():
     assert e.footprint.runtime_s == pytest.approx(runtime)
     assert e.footprint.it_energy_j == pytest.approx(400 * runtime)
     assert e.footprint.operational_co2e_g == pytest.approx(400 * runtime * 1.2 / 3.6e6 * 100)
-    with pytest.raises(WhatIfInputError) as exc:
+    with pytest.raises(InputError) as exc:
         estimate_job(device_key="a100-sxm4-80gb", device_count=1, hours=1, flops=1, utilisation=1.0, carbon=C400)
     assert exc.value.field == "hours"
 
@@ -203,7 +203,7 @@ def test_best_start_window_hand_worked():
         deadline=t0 + dt.timedelta(hours=1, minutes=30),
     )
     assert half.now_avg_intensity_g_per_kwh == pytest.approx(400.0)
-    with pytest.raises(WhatIfInputError) as exc:
+    with pytest.raises(InputError) as exc:
         best_start_window(forecast=fc, duration_s=7200, earliest_start=t0, deadline=t0 + dt.timedelta(hours=1))
     assert exc.value.field == "deadline"
 
@@ -368,7 +368,7 @@ def test_recommender_serving_devices_for_tail_latency():
     assert r.rho_max == pytest.approx(rho_max)
     assert r.device_count == math.ceil(200_000 / (rho_max * 256 / s))
     assert r.rho_actual <= rho_max and r.p99_latency_s <= 0.05
-    with pytest.raises(WhatIfInputError) as exc:
+    with pytest.raises(InputError) as exc:
         recommender_inference(
             qps=1,
             duration_s=1,
@@ -441,7 +441,7 @@ def test_pareto_front_and_summary():
 )
 def test_projection_input_errors_name_the_field(kwargs, field):
     args = {"job": a100_job(), "target_key": "h100-sxm5-80gb", "carbon": C400, **kwargs}
-    with pytest.raises(WhatIfInputError) as exc:
+    with pytest.raises(InputError) as exc:
         project_hardware(**args)
     assert exc.value.field == field
 

@@ -147,10 +147,16 @@ class Processes:
 
 def _reset_celery_connections(app) -> None:
     """Drop pooled broker connections so the next publish connects to the configured URL."""
+    from kombu import pools
+
     if app._pool is not None:
         app._pool.force_close_all()
         app._pool = None
     app.amqp._producer_pool = None
+    # kombu keeps producer pools per connection in a global registry: a pool of the same broker
+    # URL (the session's Redis, restarted on its port) would hand out connections of the pool
+    # closed above ("Acquire on closed pool": every nudge of the next test lost).
+    pools.reset()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from django.db import connection
 from django.db.models import Sum
 
 from accounting.models import ApiToken, JobFootprint, LedgerEntry
-from accounting.services.ledger import batches_attribute
+from accounting.services.attribution import batches_attribute
 from accounting.tokens import token_create
 from telemetry.agent.agent import Agent
 from telemetry.agent.config import AgentConfig

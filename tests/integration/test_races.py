@@ -22,7 +22,7 @@ from django.db import connection
 from django.db.models import Sum
 
 from accounting.models import ApiToken, Device, Host, Job, JobAllocation, JobFootprint, LedgerEntry
-from accounting.services.ledger import batches_attribute
+from accounting.services.attribution import batches_attribute
 from accounting.tokens import token_create
 from telemetry.models import TelemetryBatch
 from tests.accounting.test_api_support import build_world

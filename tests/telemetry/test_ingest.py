@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 
 from accounting.models import ApiToken, Device
-from accounting.services.jobs import pending_device_uuid
+from accounting.services.allocations import pending_device_uuid
 from accounting.tokens import token_create
 from telemetry.models import TelemetryBatch
 from tests.factories import DeviceFactory, HostFactory

@@ -10,7 +10,6 @@ from .common import (
     CarbonContext,
     EmbodiedPolicy,
     Footprint,
-    WhatIfInputError,
     build_footprint,
 )
 from .consolidation import ConsolidationSaving, idle_consolidation
@@ -60,7 +59,6 @@ __all__ = [
     "ScalingPoint",
     "StartWindow",
     "TradeoffSummary",
-    "WhatIfInputError",
     "ZoneShift",
     "best_start_window",
     "build_footprint",

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from accounting.domain.catalog import CATALOG, PRECISION_BYTES, DeviceSpec
+from accounting.domain.errors import InputError
 
 J_PER_KWH = 3.6e6
 S_PER_H = 3600.0
@@ -38,18 +39,9 @@ FAMILY_SPLITS: Mapping[tuple[str, str], tuple[float, float, float]] = {
 }
 
 
-class WhatIfInputError(ValueError):
-    """An input the engine cannot work with; ``field`` names it so the API can answer 400."""
-
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
-        self.message = message
-
-
 def require(cond: bool, field_name: str, message: str) -> None:
     if not cond:
-        raise WhatIfInputError(field_name, message)
+        raise InputError(field_name, message)
 
 
 def positive(value: float | None, field_name: str) -> float:

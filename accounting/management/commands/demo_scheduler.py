@@ -15,7 +15,8 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 
 from accounting.models import Job
-from accounting.services.jobs import AllocationSpec, job_end, job_register, job_units_report
+from accounting.services.allocations import AllocationSpec
+from accounting.services.jobs import job_end, job_register, job_units_report
 
 # Functional units per GPU-second by family/kind (orders of magnitude of public figures:
 # an 8B-parameter model trains at ~3k tokens/s per H100; a 7B chat model serves ~1.5k tokens/s).

@@ -30,8 +30,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from tqdm import tqdm
 
+from accounting.domain.errors import InputError
 from accounting.models import Cluster, Device, Host, Job, Team
-from accounting.services.jobs import AllocationSpec, JobInputError, job_end, job_register
+from accounting.services.allocations import AllocationSpec
+from accounting.services.jobs import job_end, job_register
 
 COLUMNS = ["JobID", "JobName", "User", "Account", "State", "Start", "End", "Elapsed", "AllocTRES",
            "ConsumedEnergyRaw", "NodeList"]
@@ -199,7 +201,7 @@ class Command(BaseCommand):
                     raise LineError(f"no team for account {row.account!r} (use --team-map or --default-team)")
                 self._import(row, cluster=cluster, team=team, kind=options["kind"], family=options["family"],
                              report=report)
-            except (LineError, JobInputError) as exc:
+            except (LineError, InputError) as exc:
                 report.rejected.append((line_no, str(exc), line[:200]))
         self._print_report(report)
 

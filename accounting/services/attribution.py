@@ -1,0 +1,269 @@
+"""Attribution: turn stored telemetry batches into ledger entries through the pure domain.
+
+Attribution of a batch is idempotent: its ledger entries are deleted and rebuilt in one
+transaction from the raw windows, allocations and factors, so a batch attributed twice (retry,
+duplicate message, recompute) yields identical rows. The claim is the work queue's
+(``work_queue``), the aggregates the rollup's (``rollup``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+from django.db import connection, transaction
+
+from accounting.domain.attribution import attribute
+from accounting.domain.carbon import carbonize
+from accounting.domain.energy import fill_gaps
+from accounting.domain.types import METHOD_VERSION, Allocation, GpuWindowIn
+from accounting.mappers import (
+    allocations_for,
+    allocations_within,
+    embodied_rates_for,
+    gpu_windows_for_batches,
+    host_windows_for_batches,
+    previous_windows_for_many,
+)
+from accounting.models import Job
+from accounting.selectors.factor_lookup import factor_lookups_for_site
+from accounting.services.allocations import allocations_observe
+from accounting.services.rollup import ReplacedKey, aggregates_rollup
+from accounting.services.work_queue import batches_claim, ledger_mark_dirty
+from telemetry.models import TelemetryBatch
+
+log = logging.getLogger(__name__)
+
+MAX_INTERPOLATE_S = 60.0  # a gap longer than a minute is reported, not invented
+
+
+@dataclass(frozen=True)
+class AttributionOutcome:
+    attributed: list[int]
+    skipped: list[int]
+    failed: list[int]
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if hasattr(value, "value"):
+        return value.value
+    return value
+
+
+def batches_attribute(*, batch_pks: Iterable[int], now: dt.datetime, extra: int = 0) -> AttributionOutcome:
+    """Claim and attribute batches, then roll up the aggregates they touched.
+
+    All claimed batches are attributed together (one query per kind of input, one COPY of the
+    ledger entries, one transaction); if that fails, each batch is retried on its own so one
+    bad batch fails alone and the others still get through."""
+    batch_pks = list(batch_pks)
+    claimed = batches_claim(batch_pks=batch_pks, now=now, extra=extra)
+    requested = set(batch_pks)
+    attributed: list[int] = []
+    failed: list[int] = []
+    jobs: set[int] = set()
+    replaced: set[ReplacedKey] = set()
+    batches = list(TelemetryBatch.objects.select_related("host__cluster__site__zone").filter(pk__in=claimed)
+                   .order_by("pk"))
+    try:
+        with transaction.atomic():
+            touched_by_batch, replaced = _attribute_many(batches=batches)
+    except Exception:
+        log.warning("grouped attribution of %d batches failed; attributing one by one", len(batches), exc_info=True)
+        touched_by_batch = None
+    if touched_by_batch is not None:
+        for pk, touched in touched_by_batch.items():
+            jobs.update(job_id for job_id, _ in touched if job_id is not None)
+            attributed.append(pk)
+    else:
+        for batch in batches:
+            pk = batch.pk
+            try:
+                with transaction.atomic():
+                    touched_one, replaced_one = _attribute_many(batches=[batch])
+                touched = touched_one[pk]
+                replaced |= replaced_one
+            except Exception as exc:
+                log.exception("attribution failed batch_pk=%d", pk)
+                attempts = batch.attempts + 1
+                status = TelemetryBatch.Status.FAILED if attempts >= 5 else TelemetryBatch.Status.PENDING
+                TelemetryBatch.objects.filter(pk=pk).update(status=status, attempts=attempts, error=repr(exc)[:2000])
+                failed.append(pk)
+                continue
+            jobs.update(job_id for job_id, _ in touched if job_id is not None)
+            attributed.append(pk)
+    if attributed:
+        jobs.update(key[0] for key in replaced if key[0] is not None)
+        aggregates_rollup(batch_pks=attributed, job_ids=sorted(jobs), replaced=replaced, claimed_at=now)
+    skipped = sorted(requested - set(claimed))
+    return AttributionOutcome(attributed=attributed, skipped=skipped, failed=failed)
+
+
+def _unmatched_sightings(
+    *, items: list, gpu_by_batch: dict, allocations: list[Allocation]
+) -> set[tuple[int, int, str]]:
+    """(device, cluster, job key) of processes the agent reported that no allocation of that
+    device names: candidates for an observed allocation (``allocations_observe``)."""
+    held = {(a.device_id, key) for a in allocations for key in a.job_keys}
+    out: set[tuple[int, int, str]] = set()
+    for batch, *_ in items:
+        cluster_id = batch.host.cluster_id
+        last = None
+        for row in gpu_by_batch[batch.pk]:
+            processes = row.window.processes
+            if not processes or processes is last:  # the mapper shares one tuple per distinct list
+                continue
+            last = processes
+            device_id = row.window.device_id
+            for process in processes:
+                key = process.job_key
+                if key is not None and (device_id, key) not in held:
+                    out.add((device_id, cluster_id, key))
+    return out
+
+
+def _group_by_period(allocations: list) -> dict[tuple[dt.datetime, dt.datetime | None], list[int]]:
+    out: dict[tuple[dt.datetime, dt.datetime | None], list[int]] = defaultdict(list)
+    for allocation in allocations:
+        out[(allocation.start, allocation.end)].append(allocation.device_id)
+    return out
+
+
+_LEDGER_COLUMNS = (
+    "batch_id", "account", "job_id", "org_id", "team_id", "site_id", "host_id", "device_id", "component", "hour",
+    "energy_j", "held_s", "co2e_operational_g", "co2e_operational_marginal_g", "co2e_embodied_g", "co2e_low_g",
+    "co2e_high_g", "intensity_g_per_kwh", "intensity_source", "pue", "quality", "measured_energy_j", "method_version",
+    "factor_versions", "computed_at",
+)
+
+
+def _attribute_many(
+    *, batches: list[TelemetryBatch]
+) -> tuple[dict[int, set[tuple[int | None, int | None]]], set[ReplacedKey]]:
+    """Rebuild the ledger entries of these batches (caller holds a transaction): per batch, fill
+    gaps, attribute and carbonize in the pure domain; inputs are read once for all batches and
+    the entries are written with one COPY. Returns touched (job, device) per batch pk, and the
+    aggregate keys of the entries it replaced (a job may have lost every entry of a batch: its
+    aggregates must still be rebuilt, see ``aggregates_rollup``)."""
+    if not batches:
+        return {}, set()
+    pks = [b.pk for b in batches]
+    # One attribution of a batch at a time: a batch put back to pending while a worker attributes
+    # it (a job ended, an allocation moved) can be claimed by another worker at once. Without the
+    # lock both deleted the entries they could see and both inserted theirs: the batch counted
+    # twice. With it the second waits, then deletes the first one's committed entries (each
+    # statement sees what committed before it). Rows in id order, as every batch-row writer.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM telemetry_telemetrybatch WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
+                       [pks])
+    gpu_by_batch = gpu_windows_for_batches(batch_pks=pks)
+    host_by_batch = host_windows_for_batches(batch_pks=pks)
+    devices_by_batch = {b.pk: sorted({row.window.device_id for row in gpu_by_batch[b.pk]}) for b in batches}
+    previous_by_batch = previous_windows_for_many(
+        requests=[(b.pk, devices_by_batch[b.pk], b.first_start) for b in batches])
+
+    # Gap filling per batch and device (pure domain), then each batch's time range.
+    prepared = []
+    for batch in batches:
+        by_device: dict[int, list[GpuWindowIn]] = defaultdict(list)
+        counters: dict[int, dict[int, int | None]] = defaultdict(dict)
+        for row in gpu_by_batch[batch.pk]:
+            by_device[row.window.device_id].append(row.window)
+            counters[row.window.device_id][row.window.seq] = row.counter_mj
+        previous = previous_by_batch[batch.pk]
+        filled: list[GpuWindowIn] = []
+        gaps = []
+        for device_id in devices_by_batch[batch.pk]:
+            result = fill_gaps(
+                windows=by_device[device_id], previous=previous.get(device_id), counters=counters[device_id],
+                max_interpolate_s=MAX_INTERPOLATE_S,
+            )
+            filled.extend(result.windows)
+            gaps.extend(result.gaps)
+        window_start = min([batch.first_start] + [w.start for w in filled])
+        prepared.append((batch, filled, gaps, window_start))
+
+    # Factors, allocations and embodied rates: one load per site over the union of the ranges
+    # (lookups are per instant, so a wider preload answers every batch exactly as its own would).
+    by_site: dict[int, list] = defaultdict(list)
+    for item in prepared:
+        by_site[item[0].host.cluster.site.pk].append(item)
+    lines_by_batch = {}
+    for items in by_site.values():
+        site = items[0][0].host.cluster.site
+        start = min(item[3] for item in items)
+        end = max(item[0].last_end for item in items)
+        site_devices = sorted({d for item in items for d in devices_by_batch[item[0].pk]})
+        lookups = factor_lookups_for_site(site=site, start=start, end=end)
+        rates = embodied_rates_for(device_ids=site_devices, site=site)
+        site_allocations = allocations_for(device_ids=site_devices, start=start, end=end)
+        unmatched = _unmatched_sightings(items=items, gpu_by_batch=gpu_by_batch, allocations=site_allocations)
+        if unmatched:
+            observed = allocations_observe(sightings=unmatched)
+            if observed:
+                # Earlier batches of these devices were attributed without the job: rebuild them
+                # (not the ones being attributed here, which see the new allocations below).
+                for (start_at, end_at), device_ids_of in _group_by_period(observed).items():
+                    ledger_mark_dirty(device_ids=device_ids_of, start=start_at, end=end_at, exclude_batch_pks=pks)
+                site_allocations = allocations_for(device_ids=site_devices, start=start, end=end)
+        for batch, filled, gaps, window_start in items:
+            device_ids = devices_by_batch[batch.pk]
+            allocations = allocations_within(site_allocations, device_ids=set(device_ids), start=window_start,
+                                             end=batch.last_end)
+            attribution = attribute(gpu_windows=filled, host_windows=host_by_batch[batch.pk],
+                                    allocations=allocations, host_gpu_slots=batch.host.gpu_slots)
+            lines = carbonize(
+                shares=attribution.shares,
+                pue_at=lookups.pue_at,
+                intensity_at=lookups.intensity_at,
+                embodied_rates={d: rates[d] for d in device_ids if d in rates},
+                factor_versions={"method": 1},
+            )
+            lines_by_batch[batch.pk] = (lines, gaps, attribution.diagnostics)
+
+    job_ids = {ln.job_id for lines, _, _ in lines_by_batch.values() for ln in lines if ln.job_id}
+    job_team = dict(Job.objects.filter(pk__in=job_ids).values_list("pk", "team_id"))
+    computed_at = dt.datetime.now(dt.UTC)
+    touched: dict[int, set[tuple[int | None, int | None]]] = {}
+    updates = []
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM accounting_ledgerentry WHERE batch_id = ANY(%s) "
+                       "RETURNING job_id, device_id, hour, org_id, team_id, site_id", [pks])
+        replaced: set[ReplacedKey] = set(cursor.fetchall())
+        with cursor.cursor.copy(f"COPY accounting_ledgerentry ({', '.join(_LEDGER_COLUMNS)}) FROM STDIN") as copy:
+            for batch in batches:
+                site = batch.host.cluster.site
+                lines, gaps, diagnostics = lines_by_batch[batch.pk]
+                for line in lines:
+                    copy.write_row((
+                        batch.pk, line.account.value, line.job_id, site.org_id,
+                        job_team.get(line.job_id) if line.job_id else None, site.pk, batch.host_id, line.device_id,
+                        line.component.value, line.hour, line.energy_j, line.held_s, line.co2e_operational_g,
+                        line.co2e_operational_marginal_g, line.co2e_embodied_g, line.co2e_low_g, line.co2e_high_g,
+                        line.intensity_g_per_kwh, line.intensity_source, line.pue, line.quality.value,
+                        line.measured_energy_j, METHOD_VERSION, json.dumps(line.factor_versions), computed_at,
+                    ))
+                touched[batch.pk] = {(line.job_id, line.device_id) for line in lines}
+                gaps_json = [
+                    {"device_id": g.device_id, "start": g.start.isoformat(), "end": g.end.isoformat(),
+                     "duration_s": g.duration_s, "resolution": g.resolution.value, "energy_j": g.energy_j}
+                    for g in gaps
+                ]
+                updates.append((json.dumps(gaps_json), json.dumps([_jsonable(asdict(d)) for d in diagnostics]),
+                                batch.attempts + 1, batch.pk))
+        cursor.cursor.executemany(
+            "UPDATE telemetry_telemetrybatch SET gaps = %s::jsonb, diagnostics = %s::jsonb, attempts = %s, error = '' "
+            "WHERE id = %s",
+            updates,
+        )
+    return touched, replaced

@@ -1,0 +1,280 @@
+"""Aggregates of the ledger: job-hours, job footprints, device-hours, team-hours and team-days.
+
+Recomputed from committed ledger entries under one advisory lock, so concurrent workers never
+lose each other's rows and the last rollup to run is always complete. A job's end finalises
+its footprint under the same lock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db import connection, transaction
+
+from accounting.domain.types import METHOD_VERSION
+from accounting.services.transactions import retry_on_conflict
+
+ROLLUP_LOCK_KEY = 7_214_001  # pg advisory lock id for aggregate rollups
+
+# Aggregate keys of ledger entries a re-attribution replaced: (job, device, hour, org, team, site).
+ReplacedKey = tuple[int | None, int | None, dt.datetime, int, int | None, int]
+
+
+@retry_on_conflict
+def aggregates_rollup(
+    *, batch_pks: list[int], job_ids: list[int], replaced: set[ReplacedKey] | None = None,
+    claimed_at: dt.datetime | None = None,
+) -> None:
+    """Recompute the aggregates touched by these batches from committed ledger entries, then
+    mark the batches done. Serialised by an advisory lock: each rollup sees every entry
+    committed before it, so the last one to run is always complete.
+
+    ``replaced`` are the keys of entries the attribution deleted (re-attribution after an
+    allocation change or a factor correction): those aggregates are recomputed too, and removed
+    where no entry is left, so a job that lost every entry of a batch does not keep its old
+    totals. ``claimed_at``: mark done only the batches still under this claim (a batch put back
+    to pending and claimed by another worker meanwhile is that worker's to finish)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ROLLUP_LOCK_KEY])
+        # Which (device, hour), (job, hour) and (org, team, site, day) keys the batches touch.
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS _rollup_batches (id bigint PRIMARY KEY) ON COMMIT DELETE ROWS"
+        )
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS _rollup_replaced (job_id bigint, device_id bigint, hour timestamptz, "
+            "org_id bigint, team_id bigint, site_id bigint) ON COMMIT DELETE ROWS"
+        )
+        cursor.execute("INSERT INTO _rollup_batches SELECT unnest(%s::bigint[]) ON CONFLICT DO NOTHING", [batch_pks])
+        if replaced:
+            columns = list(zip(*sorted(replaced, key=repr), strict=True))
+            cursor.execute(
+                "INSERT INTO _rollup_replaced SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], "
+                "%s::bigint[], %s::bigint[], %s::bigint[])",
+                [list(column) for column in columns],
+            )
+        # Job-hours first (with those left without entries removed): footprints sum them.
+        cursor.execute(_JOB_HOUR_SQL)
+        if replaced:
+            cursor.execute(_REPLACED_JOB_HOUR_CLEANUP_SQL)
+        cursor.execute(_JOB_FOOTPRINT_SQL, [job_ids])
+        cursor.execute(_DEVICE_HOUR_SQL)
+        cursor.execute(_TEAM_HOUR_SQL)
+        if replaced:
+            cursor.execute(_REPLACED_TEAM_HOUR_CLEANUP_SQL)
+        cursor.execute(_TEAM_DAY_SQL)
+        if replaced:
+            for statement in _REPLACED_CLEANUP_SQL:
+                cursor.execute(statement)
+        cursor.execute(_BATCHES_DONE_SQL, {"batches": batch_pks, "claimed_at": claimed_at})
+
+
+def job_footprint_finalize(*, job_id: int) -> None:
+    """A job ended: recompute its footprint from the ledger and mark it final."""
+    # Inside a caller's transaction (job_end) no savepoint is needed: an error aborts it anyway.
+    # The lock is taken by its own statement before the rollup, so the rollup's snapshot (READ
+    # COMMITTED: one per statement) sees every ledger entry committed before the lock was granted.
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ROLLUP_LOCK_KEY])
+        cursor.execute(_JOB_FOOTPRINT_SQL, [[job_id]])
+
+
+# Batch rows locked in id order, as ledger_mark_dirty locks them (one lock order for batch rows).
+# A batch put back to pending meanwhile (an allocation changed) stays pending: it is attributed
+# again.
+_BATCHES_DONE_SQL = """
+WITH locked AS (
+    SELECT id FROM telemetry_telemetrybatch
+    WHERE id = ANY(%(batches)s) AND status = 'claimed'
+      AND (%(claimed_at)s::timestamptz IS NULL OR claimed_at = %(claimed_at)s::timestamptz)
+    ORDER BY id FOR NO KEY UPDATE
+)
+UPDATE telemetry_telemetrybatch b SET status = 'done', attributed_at = clock_timestamp()
+FROM locked WHERE b.id = locked.id AND b.status = 'claimed'
+"""
+
+# Facility lines have device NULL; GPU energy = active + idle; host = cpu + dram + unmeasured.
+_JOB_FOOTPRINT_SQL = f"""
+INSERT INTO accounting_jobfootprint AS f (
+    job_id, energy_j, gpu_energy_j, gpu_idle_energy_j, host_energy_j, facility_energy_j,
+    co2e_operational_g, co2e_embodied_g, co2e_low_g, co2e_high_g, device_hours, measured_fraction,
+    is_final, method_version, last_window_end, updated_at)
+SELECT j.id,
+    COALESCE(SUM(h.energy_j), 0), COALESCE(SUM(h.gpu_energy_j), 0), COALESCE(SUM(h.gpu_idle_energy_j), 0),
+    COALESCE(SUM(h.host_energy_j), 0), COALESCE(SUM(h.facility_energy_j), 0),
+    COALESCE(SUM(h.co2e_operational_g), 0), COALESCE(SUM(h.co2e_embodied_g), 0),
+    COALESCE(SUM(h.co2e_low_g), 0), COALESCE(SUM(h.co2e_high_g), 0),
+    COALESCE(SUM(h.held_s), 0) / 3600.0,
+    COALESCE(COALESCE(SUM(h.measured_gpu_energy_j), 0) / NULLIF(SUM(h.gpu_energy_j), 0), 0),
+    j.status NOT IN ('running', 'pending'), '{METHOD_VERSION}', MAX(h.last_window_end), now()
+FROM accounting_job j LEFT JOIN accounting_jobhour h ON h.job_id = j.id
+WHERE j.id = ANY(%s)
+GROUP BY j.id
+ON CONFLICT (job_id) DO UPDATE SET
+    energy_j = EXCLUDED.energy_j, gpu_energy_j = EXCLUDED.gpu_energy_j,
+    gpu_idle_energy_j = EXCLUDED.gpu_idle_energy_j, host_energy_j = EXCLUDED.host_energy_j,
+    facility_energy_j = EXCLUDED.facility_energy_j, co2e_operational_g = EXCLUDED.co2e_operational_g,
+    co2e_embodied_g = EXCLUDED.co2e_embodied_g, co2e_low_g = EXCLUDED.co2e_low_g,
+    co2e_high_g = EXCLUDED.co2e_high_g, device_hours = EXCLUDED.device_hours,
+    measured_fraction = COALESCE(EXCLUDED.measured_fraction, 0), is_final = EXCLUDED.is_final,
+    method_version = EXCLUDED.method_version, last_window_end = EXCLUDED.last_window_end,
+    updated_at = EXCLUDED.updated_at
+"""
+
+# Every sum of a job's footprint, per (job, hour), from that hour's ledger entries (facility
+# lines have device NULL; GPU energy = active + idle; host = cpu + dram + unmeasured; measured GPU
+# energy = the entries' measured_energy_j, from their measured windows; the energy of entries
+# labelled measured depended on how windows were batched, issue 19). The job footprint then sums
+# the job's hours: bounded by the job's length in hours, where summing its ledger entries grew
+# with every batch it ever had.
+_JOB_HOUR_SELECT = """
+SELECT e.job_id, e.hour, SUM(e.energy_j),
+       COALESCE(SUM(e.energy_j) FILTER (WHERE e.component IN ('gpu_active', 'gpu_idle')), 0),
+       SUM(e.co2e_operational_g), SUM(e.co2e_embodied_g),
+       COALESCE(SUM(e.intensity_g_per_kwh * e.energy_j) / NULLIF(SUM(e.energy_j), 0), MAX(e.intensity_g_per_kwh)),
+       COALESCE(SUM(e.energy_j) FILTER (WHERE e.component = 'gpu_idle'), 0),
+       COALESCE(SUM(e.energy_j) FILTER (WHERE e.component IN ('host_cpu', 'host_dram', 'host_unmeasured')), 0),
+       COALESCE(SUM(e.energy_j) FILTER (WHERE e.component = 'facility'), 0),
+       SUM(e.co2e_low_g), SUM(e.co2e_high_g), SUM(e.held_s),
+       COALESCE(SUM(e.measured_energy_j) FILTER (WHERE e.component IN ('gpu_active', 'gpu_idle')), 0),
+       MAX(b.last_end)
+FROM {keys} k
+JOIN accounting_ledgerentry e ON e.job_id = k.job_id AND e.hour = k.hour
+JOIN telemetry_telemetrybatch b ON b.id = e.batch_id
+GROUP BY e.job_id, e.hour
+"""
+
+_JOB_HOUR_UPSERT = """
+INSERT INTO accounting_jobhour (job_id, hour, energy_j, gpu_energy_j, co2e_operational_g, co2e_embodied_g,
+                                intensity_g_per_kwh, gpu_idle_energy_j, host_energy_j, facility_energy_j,
+                                co2e_low_g, co2e_high_g, held_s, measured_gpu_energy_j, last_window_end)
+{select}
+ON CONFLICT (job_id, hour) DO UPDATE SET
+    energy_j = EXCLUDED.energy_j, gpu_energy_j = EXCLUDED.gpu_energy_j,
+    co2e_operational_g = EXCLUDED.co2e_operational_g, co2e_embodied_g = EXCLUDED.co2e_embodied_g,
+    intensity_g_per_kwh = EXCLUDED.intensity_g_per_kwh, gpu_idle_energy_j = EXCLUDED.gpu_idle_energy_j,
+    host_energy_j = EXCLUDED.host_energy_j, facility_energy_j = EXCLUDED.facility_energy_j,
+    co2e_low_g = EXCLUDED.co2e_low_g, co2e_high_g = EXCLUDED.co2e_high_g, held_s = EXCLUDED.held_s,
+    measured_gpu_energy_j = EXCLUDED.measured_gpu_energy_j, last_window_end = EXCLUDED.last_window_end
+"""
+
+_JOB_HOUR_SQL = _JOB_HOUR_UPSERT.format(select=_JOB_HOUR_SELECT.format(keys="""(
+    SELECT e.job_id, e.hour FROM accounting_ledgerentry e
+    JOIN _rollup_batches rb ON rb.id = e.batch_id WHERE e.job_id IS NOT NULL
+    UNION SELECT r.job_id, r.hour FROM _rollup_replaced r WHERE r.job_id IS NOT NULL
+)"""))
+
+_DEVICE_HOUR_SQL = """
+WITH keys AS (
+    SELECT e.device_id, e.hour FROM accounting_ledgerentry e
+    JOIN _rollup_batches rb ON rb.id = e.batch_id WHERE e.device_id IS NOT NULL
+    UNION SELECT r.device_id, r.hour FROM _rollup_replaced r WHERE r.device_id IS NOT NULL
+), ledger AS (
+    SELECT k.device_id, k.hour,
+           COALESCE(SUM(e.energy_j) FILTER (WHERE e.component IN ('gpu_active', 'gpu_idle')), 0) AS energy_j,
+           COALESCE(SUM(e.energy_j) FILTER (WHERE e.component = 'gpu_idle'), 0) AS idle_energy_j,
+           COALESCE(SUM(e.held_s) FILTER (WHERE e.account = 'job'), 0) AS allocated_s,
+           COALESCE(SUM(e.held_s), 0) AS observed_s,
+           COALESCE(SUM(e.co2e_operational_g), 0) AS co2e_operational_g,
+           COALESCE(SUM(e.co2e_embodied_g), 0) AS co2e_embodied_g
+    FROM keys k JOIN accounting_ledgerentry e ON e.device_id = k.device_id AND e.hour = k.hour
+    GROUP BY k.device_id, k.hour
+), raw AS (
+    SELECT l.device_id, l.hour,
+           SUM(w.util_pct * EXTRACT(EPOCH FROM (w.end_at - w.start_at)))
+               / NULLIF(SUM(EXTRACT(EPOCH FROM (w.end_at - w.start_at))), 0) AS avg_util_pct,
+           SUM(w.energy_j) / NULLIF(SUM(EXTRACT(EPOCH FROM (w.end_at - w.start_at))), 0) AS avg_power_w
+    FROM ledger l JOIN telemetry_gpuwindow w
+      ON w.device_id = l.device_id AND w.start_at >= l.hour AND w.start_at < l.hour + interval '1 hour'
+    GROUP BY l.device_id, l.hour
+)
+INSERT INTO accounting_devicehour (device_id, hour, energy_j, idle_energy_j, allocated_s, observed_s,
+                                   avg_util_pct, avg_power_w, co2e_operational_g, co2e_embodied_g)
+SELECT l.device_id, l.hour, l.energy_j, l.idle_energy_j, l.allocated_s, l.observed_s,
+       COALESCE(r.avg_util_pct, 0), COALESCE(r.avg_power_w, 0), l.co2e_operational_g, l.co2e_embodied_g
+FROM ledger l LEFT JOIN raw r ON r.device_id = l.device_id AND r.hour = l.hour
+ON CONFLICT (device_id, hour) DO UPDATE SET
+    energy_j = EXCLUDED.energy_j, idle_energy_j = EXCLUDED.idle_energy_j, allocated_s = EXCLUDED.allocated_s,
+    observed_s = EXCLUDED.observed_s, avg_util_pct = EXCLUDED.avg_util_pct, avg_power_w = EXCLUDED.avg_power_w,
+    co2e_operational_g = EXCLUDED.co2e_operational_g, co2e_embodied_g = EXCLUDED.co2e_embodied_g
+"""
+
+_TEAM_HOUR_SELECT = """
+SELECT e.org_id, e.team_id, e.site_id, e.hour, SUM(e.energy_j),
+       COALESCE(SUM(e.energy_j) FILTER (WHERE e.component = 'gpu_idle'), 0),
+       SUM(e.co2e_operational_g), SUM(e.co2e_embodied_g)
+FROM {keys} k JOIN accounting_ledgerentry e
+  ON e.org_id = k.org_id AND e.team_id IS NOT DISTINCT FROM k.team_id AND e.site_id = k.site_id AND e.hour = k.hour
+GROUP BY e.org_id, e.team_id, e.site_id, e.hour
+"""
+
+_TEAM_HOUR_UPSERT = """
+INSERT INTO accounting_teamhour (org_id, team_id, site_id, hour, energy_j, gpu_idle_energy_j,
+                                 co2e_operational_g, co2e_embodied_g)
+{select}
+ON CONFLICT (org_id, team_id, site_id, hour) DO UPDATE SET
+    energy_j = EXCLUDED.energy_j, gpu_idle_energy_j = EXCLUDED.gpu_idle_energy_j,
+    co2e_operational_g = EXCLUDED.co2e_operational_g, co2e_embodied_g = EXCLUDED.co2e_embodied_g
+"""
+
+# (org, team, site, hour) keys the rollup's batches touch, now or before their re-attribution.
+_TEAM_HOUR_KEYS = """(
+    SELECT e.org_id, e.team_id, e.site_id, e.hour FROM accounting_ledgerentry e
+    JOIN _rollup_batches rb ON rb.id = e.batch_id
+    UNION SELECT r.org_id, r.team_id, r.site_id, r.hour FROM _rollup_replaced r
+)"""
+
+_TEAM_HOUR_SQL = _TEAM_HOUR_UPSERT.format(select=_TEAM_HOUR_SELECT.format(keys=_TEAM_HOUR_KEYS))
+
+# Team-days from their (at most 24) team-hours.
+_TEAM_DAY_SQL = f"""
+WITH keys AS (
+    SELECT DISTINCT k.org_id, k.team_id, k.site_id, (k.hour AT TIME ZONE 'UTC')::date AS day FROM {_TEAM_HOUR_KEYS} k
+)
+INSERT INTO accounting_teamday (org_id, team_id, site_id, day, energy_j, gpu_idle_energy_j,
+                                co2e_operational_g, co2e_embodied_g)
+SELECT k.org_id, k.team_id, k.site_id, k.day, SUM(h.energy_j), SUM(h.gpu_idle_energy_j),
+       SUM(h.co2e_operational_g), SUM(h.co2e_embodied_g)
+FROM keys k JOIN accounting_teamhour h
+  ON h.org_id = k.org_id AND h.team_id IS NOT DISTINCT FROM k.team_id AND h.site_id = k.site_id
+ AND h.hour >= (k.day::timestamp AT TIME ZONE 'UTC') AND h.hour < ((k.day + 1)::timestamp AT TIME ZONE 'UTC')
+GROUP BY k.org_id, k.team_id, k.site_id, k.day
+ON CONFLICT (org_id, team_id, site_id, day) DO UPDATE SET
+    energy_j = EXCLUDED.energy_j, gpu_idle_energy_j = EXCLUDED.gpu_idle_energy_j,
+    co2e_operational_g = EXCLUDED.co2e_operational_g, co2e_embodied_g = EXCLUDED.co2e_embodied_g
+"""
+
+# Aggregates of replaced keys with no ledger entry left (the upserts above only write keys that
+# still have entries).
+_REPLACED_JOB_HOUR_CLEANUP_SQL = """
+    DELETE FROM accounting_jobhour a USING _rollup_replaced r
+    WHERE a.job_id = r.job_id AND a.hour = r.hour
+      AND NOT EXISTS (SELECT 1 FROM accounting_ledgerentry e WHERE e.job_id = r.job_id AND e.hour = r.hour)
+"""
+
+_REPLACED_TEAM_HOUR_CLEANUP_SQL = """
+    DELETE FROM accounting_teamhour a USING _rollup_replaced r
+    WHERE a.org_id = r.org_id AND a.team_id IS NOT DISTINCT FROM r.team_id AND a.site_id = r.site_id
+      AND a.hour = r.hour
+      AND NOT EXISTS (
+        SELECT 1 FROM accounting_ledgerentry e
+        WHERE e.org_id = r.org_id AND e.team_id IS NOT DISTINCT FROM r.team_id AND e.site_id = r.site_id
+          AND e.hour = r.hour)
+"""
+
+_REPLACED_CLEANUP_SQL = (
+    """
+    DELETE FROM accounting_devicehour a USING _rollup_replaced r
+    WHERE a.device_id = r.device_id AND a.hour = r.hour
+      AND NOT EXISTS (SELECT 1 FROM accounting_ledgerentry e WHERE e.device_id = r.device_id AND e.hour = r.hour)
+    """,
+    """
+    DELETE FROM accounting_teamday a USING _rollup_replaced r
+    WHERE a.org_id = r.org_id AND a.team_id IS NOT DISTINCT FROM r.team_id AND a.site_id = r.site_id
+      AND a.day = (r.hour AT TIME ZONE 'UTC')::date
+      AND NOT EXISTS (
+        SELECT 1 FROM accounting_teamhour h
+        WHERE h.org_id = r.org_id AND h.team_id IS NOT DISTINCT FROM r.team_id AND h.site_id = r.site_id
+          AND h.hour >= (a.day::timestamp AT TIME ZONE 'UTC')
+          AND h.hour < ((a.day + 1)::timestamp AT TIME ZONE 'UTC'))
+    """,
+)
