@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "telemetry",
     "dashboard",
     "workers",
+    "demo",  # demo data commands only (seed_history, demo_setup, demo_scheduler)
 ]
 
 MIDDLEWARE = [

@@ -18,7 +18,7 @@ if [[ $# -eq 0 ]]; then
     log "import contracts (the accounting core and the agent import no framework)"
     .venv/bin/lint-imports
     log "mypy"
-    .venv/bin/mypy accounting telemetry workers config dashboard
+    .venv/bin/mypy accounting telemetry workers config dashboard demo
     log "django system checks and migrations"
     .venv/bin/python manage.py check
     .venv/bin/python manage.py makemigrations --check --dry-run >/dev/null \

@@ -12,13 +12,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 LINT = Path(sys.executable).with_name("lint-imports")
-PACKAGES = ("accounting", "telemetry", "dashboard", "workers", "config")
+PACKAGES = ("accounting", "telemetry", "dashboard", "workers", "config", "demo")
 CONTRACTS = (
     "The accounting core is pure (no Django, DRF, Celery or Plotly)",
     "The host agent is plain Python (no Django, DRF, Celery or Plotly)",
     "Accounting is layered: api | management > services > mappers > selectors >",
     "The apps never import the workers",
     "The agent imports nothing of accounting, dashboard, workers, config, telemetry's",
+    "Production apps never import the demo app",
 )
 # One forbidden import per contract (each would be a real mistake): the module, its import.
 VIOLATIONS = {
@@ -29,6 +30,9 @@ VIOLATIONS = {
     # A selector (a read) calling a service (a write): the layers upside down.
     "accounting/selectors/_violation.py": "import accounting.services.jobs\n",
     "dashboard/_violation.py": "import workers.tasks\n",
+    # A service reaching for the demo data generator (it imports only accounting.models and
+    # the domain, so no other contract is touched).
+    "accounting/services/_violation_demo.py": "import demo.management.commands.seed_history\n",
 }
 
 

@@ -32,13 +32,14 @@ from django.db import transaction
 from tqdm import tqdm
 
 from accounting import models as m
+from accounting.domain.types import HOURS_PER_YEAR
 
 UTC = dt.UTC
 METHOD_VERSION = "seed-v1"
 CHUNK = 5_000
 HOST_POWER_PER_GPU_W = 60.0  # CPU + DRAM share of an 8-GPU server, per GPU slot
 HOST_EMBODIED_KG = 2_500.0  # server without GPUs (chassis, CPUs, DRAM, SSD), per 8 slots
-HOST_LIFETIME_H = 5 * 8760.0
+HOST_LIFETIME_H = 5 * HOURS_PER_YEAR  # the domain's (Julian) year, as embodied amortisation uses
 HOST_EXPECTED_UTIL = 0.8
 
 
@@ -427,7 +428,9 @@ class Seeder:
         self.dev_speed = np.array([HARDWARE[k].speed for k in self.dev_key])
         self.dev_emb_g_per_h = np.array(
             [
-                self.hw[k].embodied_kg * 1000 / (self.hw[k].lifetime_years * 8760 * self.hw[k].expected_utilisation)
+                self.hw[k].embodied_kg
+                * 1000
+                / (self.hw[k].lifetime_years * HOURS_PER_YEAR * self.hw[k].expected_utilisation)
                 for k in self.dev_key
             ]
         ) + HOST_EMBODIED_KG * 1000 / 8 / (HOST_LIFETIME_H * HOST_EXPECTED_UTIL)
