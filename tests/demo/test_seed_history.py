@@ -45,14 +45,22 @@ def test_seed_is_deterministic_and_consistent():
     # Every footprint is the sum of its job-hours, as the ledger's rollup recomputes it.
     for fp in m.JobFootprint.objects.filter(job__org__slug="seed-a").select_related("job")[:40]:
         hours = m.JobHour.objects.filter(job=fp.job).aggregate(
-            idle=Sum("gpu_idle_energy_j"), host=Sum("host_energy_j"), fac=Sum("facility_energy_j"),
-            low=Sum("co2e_low_g"), high=Sum("co2e_high_g"), held=Sum("held_s"), measured=Sum("measured_gpu_energy_j"),
-            gpu=Sum("gpu_energy_j"))
+            idle=Sum("gpu_idle_energy_j"),
+            host=Sum("host_energy_j"),
+            fac=Sum("facility_energy_j"),
+            low=Sum("co2e_low_g"),
+            high=Sum("co2e_high_g"),
+            held=Sum("held_s"),
+            measured=Sum("measured_gpu_energy_j"),
+            gpu=Sum("gpu_energy_j"),
+        )
         assert hours["idle"] == pytest.approx(fp.gpu_idle_energy_j, rel=1e-9)
         assert hours["host"] == pytest.approx(fp.host_energy_j, rel=1e-9)
         assert hours["fac"] == pytest.approx(fp.facility_energy_j, rel=1e-9)
-        assert (hours["low"], hours["high"]) == (pytest.approx(fp.co2e_low_g, rel=1e-9),
-                                                 pytest.approx(fp.co2e_high_g, rel=1e-9))
+        assert (hours["low"], hours["high"]) == (
+            pytest.approx(fp.co2e_low_g, rel=1e-9),
+            pytest.approx(fp.co2e_high_g, rel=1e-9),
+        )
         assert hours["held"] / 3600 == pytest.approx(fp.device_hours, rel=1e-9)
         assert hours["measured"] == pytest.approx(fp.measured_fraction * hours["gpu"], rel=1e-9, abs=1e-9)
         assert m.JobHour.objects.filter(job=fp.job).order_by("-hour").first().last_window_end == fp.last_window_end

@@ -55,15 +55,17 @@ class Command(BaseCommand):
         ticks = 0
         while not stopping:
             now = timezone.now()
-            running = list(Job.objects.filter(org__slug=opts["org"], status=Job.Status.RUNNING)
-                           .prefetch_related("allocations"))
+            running = list(
+                Job.objects.filter(org__slug=opts["org"], status=Job.Status.RUNNING).prefetch_related("allocations")
+            )
             for job in running:
                 unit, rate = UNITS_PER_GPU_S.get((job.family, job.kind), ("samples", 500.0))
                 gpus = sum(1 for a in job.allocations.all() if a.end is None)
                 elapsed_s = (now - job.started_at).total_seconds()
                 jitter = 0.9 + 0.2 * rng.random()
-                job_units_report(job=job, units={unit: round(rate * gpus * elapsed_s * jitter)}, mode="set",
-                                 primary_unit=unit)
+                job_units_report(
+                    job=job, units={unit: round(rate * gpus * elapsed_s * jitter)}, mode="set", primary_unit=unit
+                )
             if running and time.monotonic() - last_churn >= opts["churn_s"]:
                 last_churn = time.monotonic()
                 self._replace(rng.choice(running), rng)
@@ -84,9 +86,18 @@ class Command(BaseCommand):
         for allocation in held:
             hosts.setdefault(allocation.device.host.hostname, []).append(allocation.device.index)
         registration = job_register(
-            org=job.org, cluster=job.cluster, scheduler_job_id=new_id, team=job.team, kind=job.kind,
-            family=job.family, name=f"{base}#{new_id}", username=job.username, model_meta=job.model_meta,
+            org=job.org,
+            cluster=job.cluster,
+            scheduler_job_id=new_id,
+            team=job.team,
+            kind=job.kind,
+            family=job.family,
+            name=f"{base}#{new_id}",
+            username=job.username,
+            model_meta=job.model_meta,
             allocation=[AllocationSpec(host=h, gpus=tuple(sorted(g))) for h, g in hosts.items()],
         )
-        self.stdout.write(f"job {job.scheduler_job_id} ended ({state}); job {new_id} started "
-                          f"on {sum(len(g) for g in hosts.values())} GPUs (created={registration.created})")
+        self.stdout.write(
+            f"job {job.scheduler_job_id} ended ({state}); job {new_id} started "
+            f"on {sum(len(g) for g in hosts.values())} GPUs (created={registration.created})"
+        )

@@ -39,26 +39,104 @@ ORG = ("Acme AI", "acme")
 TEAMS = [("LLM Research", "llm-research"), ("Recommendations", "recsys"), ("Inference Platform", "inference")]
 # (site name, slug, zone code, PUE, cluster, [(hostname, sim model, catalog key, gpus)])
 SITES = [
-    ("Paris", "paris", "FR", 1.2, "par-a100", [("par-gpu-01", "A100", "a100-sxm4-80gb", 4),
-                                               ("par-gpu-02", "A100", "a100-sxm4-80gb", 4)]),
-    ("Frankfurt", "frankfurt", "DE", 1.35, "fra-h100", [("fra-gpu-01", "H100", "h100-sxm5-80gb", 4),
-                                                        ("fra-gpu-02", "H100", "h100-sxm5-80gb", 4)]),
+    (
+        "Paris",
+        "paris",
+        "FR",
+        1.2,
+        "par-a100",
+        [("par-gpu-01", "A100", "a100-sxm4-80gb", 4), ("par-gpu-02", "A100", "a100-sxm4-80gb", 4)],
+    ),
+    (
+        "Frankfurt",
+        "frankfurt",
+        "DE",
+        1.35,
+        "fra-h100",
+        [("fra-gpu-01", "H100", "h100-sxm5-80gb", 4), ("fra-gpu-02", "H100", "h100-sxm5-80gb", 4)],
+    ),
     ("Warsaw", "warsaw", "PL", 1.5, "waw-v100", [("waw-gpu-01", "V100", "v100-sxm2-32gb", 4)]),
 ]
 # (scheduler id, name, team slug, kind, family, workload for the simulator, host, gpu indexes, units)
 JOBS = [
-    ("1001", "llama-8b-pretrain", "llm-research", "training", "llm", "llm_training", "fra-gpu-01", [0, 1, 2, 3],
-     {"tokens": 0}, "tokens", {"parameters": 8e9, "precision": "bf16", "batch_size": 1024}),
-    ("1002", "moe-8x7b-serving", "inference", "inference", "moe", "moe_inference", "fra-gpu-02", [0, 1],
-     {"tokens": 0}, "tokens", {"parameters": 46.7e9, "active_parameters": 12.9e9, "precision": "fp8"}),
-    ("1003", "chat-7b-serving", "inference", "inference", "llm", "llm_inference", "par-gpu-01", [0, 1],
-     {"tokens": 0}, "tokens", {"parameters": 7e9, "precision": "bf16", "batch_size": 32}),
-    ("1004", "dlrm-train", "recsys", "training", "recommender", "recsys_training", "par-gpu-01", [2, 3],
-     {"samples": 0}, "samples", {"parameters": 2.1e9, "precision": "fp32", "batch_size": 65536}),
-    ("1005", "ranker-serving", "recsys", "inference", "recommender", "recsys_inference", "par-gpu-02", [0],
-     {"queries": 0}, "queries", {"parameters": 0.4e9, "precision": "fp16"}),
-    ("1006", "bert-finetune", "llm-research", "training", "other", "llm_training", "waw-gpu-01", [0, 1],
-     {"samples": 0}, "samples", {"parameters": 0.34e9, "precision": "fp32"}),
+    (
+        "1001",
+        "llama-8b-pretrain",
+        "llm-research",
+        "training",
+        "llm",
+        "llm_training",
+        "fra-gpu-01",
+        [0, 1, 2, 3],
+        {"tokens": 0},
+        "tokens",
+        {"parameters": 8e9, "precision": "bf16", "batch_size": 1024},
+    ),
+    (
+        "1002",
+        "moe-8x7b-serving",
+        "inference",
+        "inference",
+        "moe",
+        "moe_inference",
+        "fra-gpu-02",
+        [0, 1],
+        {"tokens": 0},
+        "tokens",
+        {"parameters": 46.7e9, "active_parameters": 12.9e9, "precision": "fp8"},
+    ),
+    (
+        "1003",
+        "chat-7b-serving",
+        "inference",
+        "inference",
+        "llm",
+        "llm_inference",
+        "par-gpu-01",
+        [0, 1],
+        {"tokens": 0},
+        "tokens",
+        {"parameters": 7e9, "precision": "bf16", "batch_size": 32},
+    ),
+    (
+        "1004",
+        "dlrm-train",
+        "recsys",
+        "training",
+        "recommender",
+        "recsys_training",
+        "par-gpu-01",
+        [2, 3],
+        {"samples": 0},
+        "samples",
+        {"parameters": 2.1e9, "precision": "fp32", "batch_size": 65536},
+    ),
+    (
+        "1005",
+        "ranker-serving",
+        "recsys",
+        "inference",
+        "recommender",
+        "recsys_inference",
+        "par-gpu-02",
+        [0],
+        {"queries": 0},
+        "queries",
+        {"parameters": 0.4e9, "precision": "fp16"},
+    ),
+    (
+        "1006",
+        "bert-finetune",
+        "llm-research",
+        "training",
+        "other",
+        "llm_training",
+        "waw-gpu-01",
+        [0, 1],
+        {"samples": 0},
+        "samples",
+        {"parameters": 0.34e9, "precision": "fp32"},
+    ),
 ]
 
 
@@ -86,10 +164,12 @@ class Command(BaseCommand):
         next_month = (today + dt.timedelta(days=32)).replace(day=1)
         for slug, team in teams.items():
             CarbonBudget.objects.get_or_create(
-                team=team, period_start=today,
-                defaults={"period_end": next_month, "co2e_budget_g": {"llm-research": 400_000.0,
-                                                                       "recsys": 60_000.0,
-                                                                       "inference": 150_000.0}[slug]},
+                team=team,
+                period_start=today,
+                defaults={
+                    "period_end": next_month,
+                    "co2e_budget_g": {"llm-research": 400_000.0, "recsys": 60_000.0, "inference": 150_000.0}[slug],
+                },
             )
         User = get_user_model()
         admin, _created = User.objects.get_or_create(username="admin", defaults={"email": "admin@acme.example"})
@@ -109,27 +189,43 @@ class Command(BaseCommand):
         now = timezone.now()
         for site_name, site_slug, zone_code, pue, cluster_slug, hosts in SITES:
             site, _ = Site.objects.update_or_create(
-                org=org, slug=site_slug,
-                defaults={"name": site_name, "zone": zones[zone_code], "pue": pue,
-                          "pue_source": "demo: operator estimate"},
+                org=org,
+                slug=site_slug,
+                defaults={
+                    "name": site_name,
+                    "zone": zones[zone_code],
+                    "pue": pue,
+                    "pue_source": "demo: operator estimate",
+                },
             )
             cluster, _ = Cluster.objects.get_or_create(site=site, slug=cluster_slug, defaults={"name": cluster_slug})
             for hostname, sim_model, hw_key, n_gpus in hosts:
                 host, _ = Host.objects.get_or_create(
-                    cluster=cluster, hostname=hostname,
-                    defaults={"cpu_model": "AMD EPYC 7763 64-Core Processor", "dram_gb": 1024, "ssd_gb": 7680,
-                              "gpu_slots": n_gpus},
+                    cluster=cluster,
+                    hostname=hostname,
+                    defaults={
+                        "cpu_model": "AMD EPYC 7763 64-Core Processor",
+                        "dram_gb": 1024,
+                        "ssd_gb": 7680,
+                        "gpu_slots": n_gpus,
+                    },
                 )
                 # A fresh token per run: the secret is only ever shown once.
                 ApiToken.objects.filter(host=host, scope=ApiToken.Scope.HOST, revoked_at__isnull=True).update(
-                    revoked_at=now)
+                    revoked_at=now
+                )
                 token = token_create(org=org, name=f"agent {hostname}", scope=ApiToken.Scope.HOST, host=host)
                 gpus = []
                 for index in range(n_gpus):
                     uuid = f"GPU-demo-{hostname}-{index}"
                     device, _ = Device.objects.get_or_create(
-                        uuid=uuid, defaults={"host": host, "index": index, "hardware_model": hardware.get(hw_key),
-                                             "deployed_on": dt.date(2024, 1, 15)},
+                        uuid=uuid,
+                        defaults={
+                            "host": host,
+                            "index": index,
+                            "hardware_model": hardware.get(hw_key),
+                            "deployed_on": dt.date(2024, 1, 15),
+                        },
                     )
                     devices[(hostname, index)] = device
                     gpus.append({"model": sim_model, "workload": "idle", "job_key": None, "uuid": uuid})
@@ -140,10 +236,21 @@ class Command(BaseCommand):
         for sched_id, name, team_slug, kind, family, workload, hostname, indexes, units, unit, meta in JOBS:
             cluster = devices[(hostname, indexes[0])].host.cluster
             job, _created = Job.objects.get_or_create(
-                cluster=cluster, scheduler_job_id=sched_id,
-                defaults={"org": org, "name": name, "team": teams[team_slug], "kind": kind, "family": family,
-                          "status": Job.Status.RUNNING, "started_at": started, "units": units, "primary_unit": unit,
-                          "model_meta": meta, "username": "alice" if team_slug == "recsys" else "bob"},
+                cluster=cluster,
+                scheduler_job_id=sched_id,
+                defaults={
+                    "org": org,
+                    "name": name,
+                    "team": teams[team_slug],
+                    "kind": kind,
+                    "family": family,
+                    "status": Job.Status.RUNNING,
+                    "started_at": started,
+                    "units": units,
+                    "primary_unit": unit,
+                    "model_meta": meta,
+                    "username": "alice" if team_slug == "recsys" else "bob",
+                },
             )
             if job.status != Job.Status.RUNNING:
                 continue
@@ -153,13 +260,22 @@ class Command(BaseCommand):
                     JobAllocation.objects.create(job=job, device=device, start=job.started_at)
                 by_host[hostname]["gpus"][index].update(workload=workload, job_key=f"slurm:{sched_id}")
 
-        fleet = {"server_url": opts["server_url"], "window_s": opts["window_s"], "tick_s": 1.0, "seed": 7,
-                 "max_batch_windows": 6, "hosts": fleet_hosts}
+        fleet = {
+            "server_url": opts["server_url"],
+            "window_s": opts["window_s"],
+            "tick_s": 1.0,
+            "seed": 7,
+            "max_batch_windows": 6,
+            "hosts": fleet_hosts,
+        }
         path = Path(opts["fleet_file"])
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(fleet, indent=2))
         path.chmod(0o600)  # holds host tokens
-        self.stdout.write(self.style.SUCCESS(
-            f"demo organisation ready: {len(fleet_hosts)} hosts, {len(devices)} GPUs, {len(JOBS)} jobs; "
-            f"fleet file {path}"))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"demo organisation ready: {len(fleet_hosts)} hosts, {len(devices)} GPUs, {len(JOBS)} jobs; "
+                f"fleet file {path}"
+            )
+        )
         self.stdout.write(f"login: admin / {password}   (team member: alice / {password})")

@@ -255,8 +255,11 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=1)
         parser.add_argument("--end", default="", help="ISO datetime the history ends at (default: current hour, UTC)")
         parser.add_argument("--occupancy", type=float, default=0.65, help="target share of GPU-hours held by jobs")
-        parser.add_argument("--skip-if-seeded", action="store_true",
-                            help="exit successfully, changing nothing, when the organisation already has history")
+        parser.add_argument(
+            "--skip-if-seeded",
+            action="store_true",
+            help="exit successfully, changing nothing, when the organisation already has history",
+        )
 
     def handle(self, *args, **opts) -> None:
         gpus, n_jobs, days = opts["gpus"], opts["jobs"], opts["days"]
@@ -271,9 +274,10 @@ class Command(BaseCommand):
             end = dt.datetime.now(tz=UTC)
         end = end.replace(minute=0, second=0, microsecond=0)
         quiet = opts["verbosity"] < 1
-        if opts["skip_if_seeded"] and m.Site.objects.filter(
-            org__slug=opts["org"], slug__in=[s.slug for s in SITES]
-        ).exists():
+        if (
+            opts["skip_if_seeded"]
+            and m.Site.objects.filter(org__slug=opts["org"], slug__in=[s.slug for s in SITES]).exists()
+        ):
             self.stdout.write(f"organisation {opts['org']!r} already has seeded history; nothing to do")
             return
         with transaction.atomic():
