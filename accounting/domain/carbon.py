@@ -10,8 +10,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from accounting.domain.embodied import embodied_charge_g_per_h
+from accounting.domain.energy import facility_energy_j
 from accounting.domain.types import (
-    HOURS_PER_YEAR,
     QUALITY_RANK,
     Account,
     Component,
@@ -20,9 +21,8 @@ from accounting.domain.types import (
     LedgerLine,
     Quality,
 )
+from accounting.domain.units import HOURS_PER_YEAR, J_PER_KWH, S_PER_H
 
-J_PER_KWH = 3.6e6
-_SECONDS_PER_YEAR = HOURS_PER_YEAR * 3600
 _GPU_COMPONENTS = (Component.GPU_ACTIVE, Component.GPU_IDLE)
 _HOST_COMPONENTS = (Component.HOST_CPU, Component.HOST_DRAM, Component.HOST_UNMEASURED)
 _COMPONENT_ORDER = {component: index for index, component in enumerate(Component)}
@@ -57,7 +57,14 @@ def embodied_rate_g_per_s(*, embodied_kg: float, lifetime_years: float, expected
         raise ValueError(f"lifetime_years must be finite and > 0, got {lifetime_years!r}")
     if not (math.isfinite(expected_utilisation) and 0 < expected_utilisation <= 1):
         raise ValueError(f"expected_utilisation must be in (0, 1], got {expected_utilisation!r}")
-    return embodied_kg * 1000.0 / (lifetime_years * _SECONDS_PER_YEAR * expected_utilisation)
+    return (
+        embodied_charge_g_per_h(
+            embodied_g=embodied_kg * 1000.0,
+            lifetime_h=lifetime_years * HOURS_PER_YEAR,
+            expected_utilisation=expected_utilisation,
+        )
+        / S_PER_H
+    )
 
 
 @dataclass(frozen=True)
@@ -143,21 +150,21 @@ def carbonize(
 
     for (account, job_id, hour), group in facility.items():
         pue, pue_version, point = factors.at(hour)
-        facility_j = (pue - 1.0) * math.fsum(group.it_energy_j)
+        facility_j = facility_energy_j(it_energy_j=math.fsum(group.it_energy_j), pue=pue)
         if facility_j <= 0.0:
             continue
         facility_kwh = facility_j / J_PER_KWH
         low_i, high_i = _intensity_range(point)
         low_kwh = (
             math.fsum(
-                (pue - 1.0) * e * (1 - ENERGY_UNCERTAINTY[q])
+                facility_energy_j(it_energy_j=e, pue=pue) * (1 - ENERGY_UNCERTAINTY[q])
                 for e, q in zip(group.it_energy_j, group.qualities, strict=True)
             )
             / J_PER_KWH
         )
         high_kwh = (
             math.fsum(
-                (pue - 1.0) * e * (1 + ENERGY_UNCERTAINTY[q])
+                facility_energy_j(it_energy_j=e, pue=pue) * (1 + ENERGY_UNCERTAINTY[q])
                 for e, q in zip(group.it_energy_j, group.qualities, strict=True)
             )
             / J_PER_KWH
@@ -183,7 +190,7 @@ def carbonize(
                 pue=pue,
                 quality=group.worst(),
                 # Derived from IT energy, so measured to the extent that energy was.
-                measured_energy_j=(pue - 1.0) * math.fsum(group.measured_energy_j),
+                measured_energy_j=facility_energy_j(it_energy_j=math.fsum(group.measured_energy_j), pue=pue),
                 factor_versions={**factor_versions, "intensity": point.version, "pue": pue_version},
             )
         )

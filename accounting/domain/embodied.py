@@ -555,7 +555,7 @@ DEFAULT_LIFETIME: Mapping[str, LifetimePolicy] = MappingProxyType(
     }
 )
 
-from accounting.domain.types import HOURS_PER_YEAR  # noqa: E402 - shared Julian year
+from accounting.domain.units import G_PER_KG, HOURS_PER_YEAR  # noqa: E402 - one home for units
 
 
 def _check_policy(lifetime_years: float, expected_utilisation: float, where: str) -> None:
@@ -614,8 +614,24 @@ def validate_hardware_overrides(overrides: Mapping) -> None:
         )
 
 
+def embodied_charge_g_per_h(*, embodied_g: float, lifetime_h: float, expected_utilisation: float) -> float:
+    """Embodied carbon charged per device-hour held (gCO2e/h): the one amortisation rule.
+
+    SCI time share (ISO/IEC 21031:2024, DESIGN.md §3): ``embodied / (lifetime hours × expected
+    utilisation)``. Dividing by the expected utilisation charges the idle part of a device's
+    life to the hours it is held, so the whole footprint is recovered over the lifetime. The
+    ledger's per-second rate, the catalog share, the what-if policies and the dashboard's
+    device table all call this."""
+    return embodied_g / (lifetime_h * expected_utilisation)
+
+
 def embodied_share_kg(*, embodied_kg: float, held_h: float, policy: LifetimePolicy) -> float:
     """SCI time share: held hours × embodied ÷ (lifetime hours × expected utilisation)."""
     if held_h < 0:
         raise ValueError("held hours must be non-negative")
-    return held_h * embodied_kg / (policy.lifetime_years * HOURS_PER_YEAR * policy.expected_utilisation)
+    charge_g_per_h = embodied_charge_g_per_h(
+        embodied_g=embodied_kg * G_PER_KG,
+        lifetime_h=policy.lifetime_years * HOURS_PER_YEAR,
+        expected_utilisation=policy.expected_utilisation,
+    )
+    return held_h * charge_g_per_h / G_PER_KG

@@ -20,6 +20,15 @@ from accounting.domain.types import (
     Quality,
 )
 
+
+def facility_energy_j(*, it_energy_j: float, pue: float) -> float:
+    """Facility overhead energy: ``(PUE − 1) × IT energy`` (DESIGN.md §3), the one PUE rule.
+
+    The ledger's facility lines, every what-if scenario and the dashboard's place shift apply
+    PUE through this (total energy = IT energy + this)."""
+    return (pue - 1.0) * it_energy_j
+
+
 # nvmlDeviceGetTotalEnergyConsumption returns an unsigned long long (mJ since driver load).
 _U64_MAX = 2**64 - 1
 

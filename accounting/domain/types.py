@@ -11,10 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 
 METHOD_VERSION = "2026.11-1"
-
-# Julian year: lifetimes are quoted in years, leap days included. The one definition used by
-# the ledger, the embodied model and the what-if engine, so they never disagree.
-HOURS_PER_YEAR = 365.25 * 24
+# Units and the (Julian) year live in accounting.domain.units.
 
 
 class Quality(StrEnum):

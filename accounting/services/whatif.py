@@ -14,6 +14,7 @@ from typing import Any
 
 from accounting.domain.catalog import CATALOG, DeviceSpec
 from accounting.domain.errors import InputError
+from accounting.domain.units import HOURS_PER_YEAR
 from accounting.domain.whatif import (
     CarbonContext,
     EmbodiedPolicy,
@@ -28,7 +29,6 @@ from accounting.domain.whatif import (
     plan_fleet_upgrade,
     project_hardware,
 )
-from accounting.domain.whatif.common import H_PER_YEAR
 from accounting.models import GridZone, HardwareModel, HourlyIntensity, IntensitySignal, Job
 
 
@@ -83,7 +83,7 @@ def _policy_from_row(row: HardwareModel) -> EmbodiedPolicy:
         embodied_kg=row.embodied_kg,
         embodied_low_kg=row.embodied_low_kg,
         embodied_high_kg=row.embodied_high_kg,
-        lifetime_h=row.lifetime_years * H_PER_YEAR,
+        lifetime_h=row.lifetime_years * HOURS_PER_YEAR,
         expected_utilisation=row.expected_utilisation,
         source=f"HardwareModel {row.key} v{row.version}: {row.embodied_source}",
     )
@@ -97,7 +97,7 @@ def _embodied_from_args(args: Mapping[str, Any] | None, field_name: str) -> Embo
         embodied_kg=kg,
         embodied_low_kg=args.get("embodied_low_kg", kg),
         embodied_high_kg=args.get("embodied_high_kg", kg),
-        lifetime_h=args.get("lifetime_years", 5.0) * H_PER_YEAR,
+        lifetime_h=args.get("lifetime_years", 5.0) * HOURS_PER_YEAR,
         expected_utilisation=args.get("expected_utilisation", 1.0),
         source="given in request",
     ).checked(field_name)

@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from accounting.domain.catalog import CATALOG, PRECISION_BYTES, DeviceSpec
+from accounting.domain.embodied import embodied_charge_g_per_h
+from accounting.domain.energy import facility_energy_j
 from accounting.domain.errors import InputError
-
-J_PER_KWH = 3.6e6
-S_PER_H = 3600.0
-from accounting.domain.types import HOURS_PER_YEAR as H_PER_YEAR  # noqa: E402 - one year definition
+from accounting.domain.units import G_PER_KG, HOURS_PER_YEAR, J_PER_KWH, S_PER_H
 
 GB = 1e9
 
@@ -144,7 +143,7 @@ class EmbodiedPolicy:
     embodied_kg: float
     embodied_low_kg: float
     embodied_high_kg: float
-    lifetime_h: float = 5 * H_PER_YEAR
+    lifetime_h: float = 5 * HOURS_PER_YEAR
     expected_utilisation: float = 1.0
     source: str = ""
 
@@ -161,11 +160,16 @@ class EmbodiedPolicy:
 
     def charge_g(self, device_h: float) -> tuple[float, float, float]:
         """(mid, low, high) grams charged for ``device_h`` device-hours."""
-        per_h = 1000.0 / (self.lifetime_h * self.expected_utilisation)
+
+        def per_h(kg: float) -> float:
+            return embodied_charge_g_per_h(
+                embodied_g=kg * G_PER_KG, lifetime_h=self.lifetime_h, expected_utilisation=self.expected_utilisation
+            )
+
         return (
-            device_h * self.embodied_kg * per_h,
-            device_h * self.embodied_low_kg * per_h,
-            device_h * self.embodied_high_kg * per_h,
+            device_h * per_h(self.embodied_kg),
+            device_h * per_h(self.embodied_low_kg),
+            device_h * per_h(self.embodied_high_kg),
         )
 
 
@@ -210,7 +214,7 @@ def build_footprint(
 ) -> Footprint:
     """The one place energy becomes carbon, so every scenario (and the estimator) agrees."""
     carbon.checked()
-    facility_j = (carbon.pue - 1.0) * it_energy_j
+    facility_j = facility_energy_j(it_energy_j=it_energy_j, pue=carbon.pue)
     total_j = it_energy_j + facility_j
     op_g = total_j / J_PER_KWH * carbon.intensity_g_per_kwh
     op_low = total_j * (1 - rel_error) / J_PER_KWH * carbon.low

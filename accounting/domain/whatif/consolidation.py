@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .common import J_PER_KWH, S_PER_H, CarbonContext, EmbodiedPolicy, non_negative, require
+from accounting.domain.energy import facility_energy_j
+from accounting.domain.units import J_PER_KWH, S_PER_H
+
+from .common import CarbonContext, EmbodiedPolicy, non_negative, require
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ def idle_consolidation(
     require(devices_freed == 0 or embodied is not None, "embodied", "needed when devices are freed")
     carbon.checked()
     it_j = idle_device_h * idle_power_w * S_PER_H
-    fac_j = it_j * (carbon.pue - 1)
+    fac_j = facility_energy_j(it_energy_j=it_j, pue=carbon.pue)
     op_g = (it_j + fac_j) / J_PER_KWH * carbon.intensity_g_per_kwh
     emb = emb_low = emb_high = 0.0
     if embodied is not None and devices_freed:

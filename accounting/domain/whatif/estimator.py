@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from accounting.domain.catalog import DeviceSpec
+from accounting.domain.units import S_PER_H
 
 from .common import (
     REL_ERROR_ESTIMATE,
-    S_PER_H,
     CarbonContext,
     EmbodiedPolicy,
     Footprint,

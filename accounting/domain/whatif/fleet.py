@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from accounting.domain.catalog import DeviceSpec
+from accounting.domain.energy import facility_energy_j
+from accounting.domain.units import HOURS_PER_YEAR, J_PER_KWH, S_PER_H
 
 from .calibration import Calibration, MeasuredJob
 from .common import (
-    H_PER_YEAR,
-    J_PER_KWH,
-    S_PER_H,
     CarbonContext,
     EmbodiedPolicy,
     non_negative,
@@ -46,7 +45,7 @@ class FleetWorkload:
 def workloads_from_jobs(*, jobs: Sequence[MeasuredJob], period_s: float) -> list[FleetWorkload]:
     """Scale measured jobs observed over ``period_s`` to a year, one workload per job."""
     positive(period_s, "period_s")
-    scale = H_PER_YEAR * S_PER_H / period_s
+    scale = HOURS_PER_YEAR * S_PER_H / period_s
     return [
         FleetWorkload(
             family=j.family,
@@ -174,8 +173,8 @@ def plan_fleet_upgrade(
         busy_old_j += w.device_hours_per_year * S_PER_H * p_old
         busy_new_j += new_j
         shifts.append(WorkloadShift(w.family, w.kind, w.device_hours_per_year, new_h, p_old, p_new, method))
-    cap_old = old_count * H_PER_YEAR
-    cap_new = new_count * H_PER_YEAR
+    cap_old = old_count * HOURS_PER_YEAR
+    cap_new = new_count * HOURS_PER_YEAR
     require(
         busy_old_h <= cap_old * (1 + 1e-9),
         "workloads",
@@ -186,8 +185,8 @@ def plan_fleet_upgrade(
         notes.append(f"new fleet is {shortfall:.0f} device-hours per year short of the projected demand")
     e_before = busy_old_j + (cap_old - busy_old_h) * S_PER_H * old.idle_power_w
     e_after = busy_new_j + max(0.0, cap_new - busy_new_h) * S_PER_H * new.idle_power_w
-    fac_before = (carbon.pue - 1) * e_before
-    fac_after = (carbon.pue - 1) * e_after
+    fac_before = facility_energy_j(it_energy_j=e_before, pue=carbon.pue)
+    fac_after = facility_energy_j(it_energy_j=e_after, pue=carbon.pue)
     op_before = (e_before + fac_before) / J_PER_KWH * carbon.intensity_g_per_kwh
     op_after = (e_after + fac_after) / J_PER_KWH * carbon.intensity_g_per_kwh
     saving = op_before - op_after
@@ -195,8 +194,8 @@ def plan_fleet_upgrade(
     new_g = new_count * new_embodied.embodied_kg * 1000
     new_low = new_count * new_embodied.embodied_low_kg * 1000
     new_high = new_count * new_embodied.embodied_high_kg * 1000
-    old_life_y = old_embodied.lifetime_h / H_PER_YEAR
-    new_life_y = new_embodied.lifetime_h / H_PER_YEAR
+    old_life_y = old_embodied.lifetime_h / HOURS_PER_YEAR
+    new_life_y = new_embodied.lifetime_h / HOURS_PER_YEAR
     remaining_frac = max(0.0, 1 - old_age_years / old_life_y)
     old_remaining = old_count * old_embodied.embodied_kg * 1000 * remaining_frac
     payback = new_g / saving if saving > 0 else None
@@ -205,7 +204,7 @@ def plan_fleet_upgrade(
     break_even = new_g / (saving_kwh * new_life_y) if saving_kwh > 0 else None
     notes.extend(
         [
-            f"fleets powered all year ({H_PER_YEAR:g} h): unbusy device-hours at idle power "
+            f"fleets powered all year ({HOURS_PER_YEAR:g} h): unbusy device-hours at idle power "
             f"({old.idle_power_w:g} W {old.key}, {new.idle_power_w:g} W {new.key})",
             f"facility energy with PUE {carbon.pue:g}; intensity {carbon.intensity_g_per_kwh:g} gCO2e/kWh (annual)",
             "payback = new fleet embodied ÷ yearly operational saving (None: no saving)",

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from accounting.domain.catalog import DeviceSpec
+from accounting.domain.energy import facility_energy_j
+from accounting.domain.units import J_PER_KWH
 
 from .common import (
-    J_PER_KWH,
     CarbonContext,
     fraction,
     link_gb_s,
@@ -82,7 +83,10 @@ def parallel_scaling(
         runtime = compute_s + comm_s
         speedup = compute_device_s / runtime
         energy = n * (compute_s * p_busy + comm_s * p_comm)
-        co2 = None if carbon is None else energy * carbon.pue / J_PER_KWH * carbon.intensity_g_per_kwh
+        co2 = None
+        if carbon is not None:
+            total_j = energy + facility_energy_j(it_energy_j=energy, pue=carbon.pue)
+            co2 = total_j / J_PER_KWH * carbon.intensity_g_per_kwh
         points.append(ScalingPoint(n, runtime, compute_s, comm_s, speedup, speedup / n, energy, co2))
     ok = [p.device_count for p in points if p.scaling_efficiency >= efficiency_threshold]
     knee = max(ok) if ok else min(p.device_count for p in points)

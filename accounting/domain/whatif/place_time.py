@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from accounting.domain.energy import facility_energy_j
+from accounting.domain.units import J_PER_KWH
+
 from .common import (
-    J_PER_KWH,
     CarbonContext,
     Footprint,
     build_footprint,
@@ -148,7 +150,7 @@ def best_start_window(
             best = (avg, start)
     assert best is not None  # earliest_start is always a covered candidate here
     best_avg, best_start = best
-    kwh = None if energy_j is None else energy_j * pue / J_PER_KWH
+    kwh = None if energy_j is None else (energy_j + facility_energy_j(it_energy_j=energy_j, pue=pue)) / J_PER_KWH
     return StartWindow(
         inputs={
             "duration_s": duration_s,

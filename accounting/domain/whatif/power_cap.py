@@ -15,8 +15,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from accounting.domain.catalog import DeviceSpec
+from accounting.domain.energy import facility_energy_j
+from accounting.domain.units import J_PER_KWH
 
-from .common import J_PER_KWH, CarbonContext, fraction, positive, require, spec_for
+from .common import (
+    CarbonContext,
+    fraction,
+    positive,
+    require,
+    spec_for,
+)
 
 
 @dataclass(frozen=True)
@@ -126,7 +134,9 @@ def power_cap_curve(
         t = runtime_s * slow
         p = min(avg_power_w, cap)
         e = p * t * device_count
-        co2 = None if carbon is None else e * carbon.pue / J_PER_KWH * carbon.intensity_g_per_kwh
+        co2 = None
+        if carbon is not None:
+            co2 = (e + facility_energy_j(it_energy_j=e, pue=carbon.pue)) / J_PER_KWH * carbon.intensity_g_per_kwh
         points.append(
             CapPoint(
                 cap_w=float(cap),
