@@ -242,8 +242,30 @@ CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
 }
 # How often the sweeper looks for stored work whose Celery message was lost.
 SWEEPER_INTERVAL_S = env_float("CARBONLEDGER_SWEEPER_INTERVAL_S", 15.0, minimum=1.0)
-# A batch claimed for longer than this is assumed abandoned (worker killed) and re-queued.
-ATTRIBUTION_CLAIM_TIMEOUT_S = env_float("CARBONLEDGER_CLAIM_TIMEOUT_S", 120.0, minimum=5.0)
+# Celery time limits (workers/tasks.py). The hard limit is enforced by the prefork pool's parent,
+# which kills the child at most ~1.1 s after it (billiard checks once a second, then TERM, KILL):
+# no attribution task, hence no claim it took, outlives ATTRIBUTION_TIME_LIMIT_S by more than that.
+ATTRIBUTION_SOFT_TIME_LIMIT_S = env_float("CARBONLEDGER_ATTRIBUTION_SOFT_TIME_LIMIT_S", 45.0, minimum=1.0)
+ATTRIBUTION_TIME_LIMIT_S = env_float("CARBONLEDGER_ATTRIBUTION_TIME_LIMIT_S", 60.0, minimum=2.0)
+# Sweeper, partition maintenance, intensity fetch; the recompute of a factor change is long by nature.
+TASK_TIME_LIMIT_S = env_float("CARBONLEDGER_TASK_TIME_LIMIT_S", 300.0, minimum=2.0)
+RECOMPUTE_TIME_LIMIT_S = env_float("CARBONLEDGER_RECOMPUTE_TIME_LIMIT_S", 3600.0, minimum=2.0)
+# A batch claimed for longer than this is abandoned (its worker is dead: the hard time limit has
+# passed) and re-queued by the sweeper. Default: the attribution time limit + 5 s (the kill's
+# latency and clock differences between worker hosts).
+CLAIM_MARGIN_MIN_S = 2.0
+ATTRIBUTION_CLAIM_TIMEOUT_S = env_float("CARBONLEDGER_CLAIM_TIMEOUT_S", ATTRIBUTION_TIME_LIMIT_S + 5.0, minimum=3.0)
+if ATTRIBUTION_SOFT_TIME_LIMIT_S >= ATTRIBUTION_TIME_LIMIT_S:
+    raise ImproperEnv(
+        f"CARBONLEDGER_ATTRIBUTION_SOFT_TIME_LIMIT_S={ATTRIBUTION_SOFT_TIME_LIMIT_S:g} must be below "
+        f"CARBONLEDGER_ATTRIBUTION_TIME_LIMIT_S={ATTRIBUTION_TIME_LIMIT_S:g}"
+    )
+if ATTRIBUTION_CLAIM_TIMEOUT_S < ATTRIBUTION_TIME_LIMIT_S + CLAIM_MARGIN_MIN_S:
+    raise ImproperEnv(
+        f"CARBONLEDGER_CLAIM_TIMEOUT_S={ATTRIBUTION_CLAIM_TIMEOUT_S:g} must exceed "
+        f"CARBONLEDGER_ATTRIBUTION_TIME_LIMIT_S={ATTRIBUTION_TIME_LIMIT_S:g} by at least {CLAIM_MARGIN_MIN_S:g} s: "
+        "a shorter claim could be taken from a worker that is still attributing"
+    )
 
 # --- cache (DRF throttles) -----------------------------------------------------------------
 def _redis_db(url: str, db: int) -> str:

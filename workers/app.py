@@ -5,13 +5,26 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.concurrency import get_implementation
+from celery.concurrency.prefork import TaskPool as PreforkPool
+from celery.signals import worker_init, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("carbonledger")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["workers"], related_name="tasks")
+
+
+@worker_init.connect
+def _require_prefork(sender, **kwargs) -> None:
+    """Only the prefork pool enforces the hard time limit (its parent kills the child), and the
+    claim timeout relies on it (accounting/services/work_queue.py): refuse any other pool.
+    SystemExit, because Celery logs and ignores the exceptions of signal handlers."""
+    pool = get_implementation(sender.pool_cls)
+    if not (isinstance(pool, type) and issubclass(pool, PreforkPool)):
+        raise SystemExit(f"carbonledger workers need --pool prefork (got {pool!r}): only it enforces the task "
+                         "time limits that make an old claim safe to take over")
 
 
 @worker_process_init.connect

@@ -5,11 +5,21 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 log = logging.getLogger(__name__)
+
+# Every task has explicit limits (config/settings.py). The hard limit is the one the claim
+# timeout relies on: the prefork pool kills the task's process at it, so no worker attributes a
+# batch for longer than ATTRIBUTION_TIME_LIMIT_S (+ ~1 s) after it claimed it.
+_ATTRIBUTION_LIMITS = {"soft_time_limit": settings.ATTRIBUTION_SOFT_TIME_LIMIT_S,
+                       "time_limit": settings.ATTRIBUTION_TIME_LIMIT_S}
+_TASK_LIMITS = {"soft_time_limit": settings.TASK_TIME_LIMIT_S * 0.9, "time_limit": settings.TASK_TIME_LIMIT_S}
+_RECOMPUTE_LIMITS = {"soft_time_limit": settings.RECOMPUTE_TIME_LIMIT_S * 0.95,
+                     "time_limit": settings.RECOMPUTE_TIME_LIMIT_S}
 
 # How many other pending batches one task claims beside its own: amortises the aggregate
 # rollup over many batches under load, and costs nothing when the queue is short.
@@ -24,15 +34,29 @@ ATTRIBUTE_EXTRA_BATCHES = 24
     retry_backoff=2,
     retry_backoff_max=60,
     max_retries=8,
+    **_ATTRIBUTION_LIMITS,
 )
 def attribute_batch(self, batch_pk: int) -> dict:
     from accounting.services.attribution import batches_attribute
+    from accounting.services.work_queue import batches_release
 
-    outcome = batches_attribute(batch_pks=[batch_pk], now=timezone.now(), extra=ATTRIBUTE_EXTRA_BATCHES)
+    now = timezone.now()  # the claim's claimed_at: this task's claims are the ones taken at it
+    try:
+        outcome = batches_attribute(batch_pks=[batch_pk], now=now, extra=ATTRIBUTE_EXTRA_BATCHES)
+    except SoftTimeLimitExceeded:
+        # Out of time: give the claims back now (pending, for the sweeper) rather than leave them
+        # to the claim timeout. Best effort: if this fails too, the hard limit and the timeout hold.
+        try:
+            released = batches_release(claimed_at=now)
+        except Exception:
+            log.exception("soft time limit: releasing the claims of batch_pk=%d failed", batch_pk)
+        else:
+            log.warning("soft time limit batch_pk=%d: released %d claims", batch_pk, released)
+        raise
     return {"attributed": len(outcome.attributed), "skipped": len(outcome.skipped), "failed": len(outcome.failed)}
 
 
-@shared_task(name="ledger.sweep", acks_late=True)
+@shared_task(name="ledger.sweep", acks_late=True, **_TASK_LIMITS)
 def sweep_pending() -> int:
     """Re-nudge stored work whose message was lost (Redis down) or whose worker died."""
     from accounting.services.work_queue import batches_sweep
@@ -45,7 +69,7 @@ def sweep_pending() -> int:
     return len(pks)
 
 
-@shared_task(name="telemetry.maintain_partitions", acks_late=True)
+@shared_task(name="telemetry.maintain_partitions", acks_late=True, **_TASK_LIMITS)
 def maintain_partitions() -> list[str]:
     """Create tomorrow's partitions ahead of time; drop raw partitions past retention."""
     import datetime as dt
@@ -57,7 +81,7 @@ def maintain_partitions() -> list[str]:
     return drop_expired_partitions(today=today, retention_days=settings.TELEMETRY_RETENTION_DAYS)
 
 
-@shared_task(name="ledger.recompute_factor_changes", acks_late=True)
+@shared_task(name="ledger.recompute_factor_changes", acks_late=True, **_RECOMPUTE_LIMITS)
 def recompute_factor_changes() -> int:
     """Rebuild the ledger rows affected by pending factor corrections (claimed per change)."""
     from accounting.services.recompute import factor_changes_recompute
@@ -71,6 +95,7 @@ def recompute_factor_changes() -> int:
     autoretry_for=(OperationalError,),
     retry_backoff=5,
     max_retries=3,
+    **_TASK_LIMITS,
 )
 def intensity_fetch_latest() -> dict:
     """Hourly: the live provider's intensity per zone in use, with fallback rows marked."""

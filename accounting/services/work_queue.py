@@ -2,8 +2,10 @@
 
 Work unit: a ``TelemetryBatch``. States: pending -> claimed -> done. A claim older than
 ``ATTRIBUTION_CLAIM_TIMEOUT_S`` is taken to be abandoned (worker killed) and may be claimed
-again; the sweeper re-nudges pending work. The Celery message is only a nudge, sent by the
-task's registered name. Every writer of batch rows locks them in id order
+again; the sweeper re-nudges pending work. The claim timeout exceeds the attribution task's
+hard time limit (checked by the settings): the prefork pool kills a task at that limit, so a
+claim that old belongs to no live worker (docs/reliability.md, "Faults survived"). The Celery
+message is only a nudge, sent by the task's registered name. Every writer of batch rows locks them in id order
 (docs/reliability.md, "Lock order").
 """
 
@@ -50,6 +52,26 @@ def batches_claim(*, batch_pks: Iterable[int], now: dt.datetime, extra: int = 0)
         if wanted:
             TelemetryBatch.objects.filter(pk__in=wanted).update(status=TelemetryBatch.Status.CLAIMED, claimed_at=now)
     return sorted(wanted)
+
+
+def batches_release(*, claimed_at: dt.datetime) -> int:
+    """Give back the claims taken at ``claimed_at`` (a task out of time gives up): they are
+    pending again, so the sweeper re-nudges them without waiting for the claim timeout. Only
+    batches still under that claim; rows locked in id order, as every batch-row writer."""
+    batch_table = TelemetryBatch._meta.db_table
+    sql = f"""
+        WITH locked AS (
+            SELECT id FROM {batch_table} WHERE status = %(claimed)s AND claimed_at = %(claimed_at)s
+            ORDER BY id FOR NO KEY UPDATE
+        )
+        UPDATE {batch_table} b SET status = %(pending)s, claimed_at = NULL
+        FROM locked WHERE b.id = locked.id AND b.status = %(claimed)s AND b.claimed_at = %(claimed_at)s
+    """
+    params = {"claimed": TelemetryBatch.Status.CLAIMED.value, "pending": TelemetryBatch.Status.PENDING.value,
+              "claimed_at": claimed_at}
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
 
 
 def ledger_mark_dirty(*, device_ids: list[int], start: dt.datetime, end: dt.datetime | None,

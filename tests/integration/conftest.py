@@ -98,27 +98,34 @@ class Processes:
             DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{self.db_name}",
             REDIS_URL=self.redis.url,
             CARBONLEDGER_SKIP_NUDGE="false",
-            CARBONLEDGER_CLAIM_TIMEOUT_S="5",
+            # The claim timeout must exceed the attribution's hard time limit (config/settings.py).
+            CARBONLEDGER_ATTRIBUTION_SOFT_TIME_LIMIT_S="8",
+            CARBONLEDGER_ATTRIBUTION_TIME_LIMIT_S="10",
+            CARBONLEDGER_CLAIM_TIMEOUT_S="12",
             CARBONLEDGER_SWEEPER_INTERVAL_S="1",
             DATABASE_CONN_MAX_AGE="0",
         )
         return env
 
-    def worker(self, name: str, concurrency: int = 1) -> subprocess.Popen:
+    def worker(self, name: str, concurrency: int = 1, *, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """``env``: variables over ``env()`` for this worker (e.g. shorter time limits)."""
         log = open(VAR / f"{name}.log", "w")  # closed with the process
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "config", "worker", "-n", f"{name}@%h", "-c", str(concurrency),
              "--pool", "prefork", "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO"],
-            cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=ROOT, env={**self.env(), **(env or {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.procs.append(proc)
         return proc
 
-    def beat(self) -> subprocess.Popen:
-        log = open(VAR / "beat.log", "w")
-        schedule = VAR / "beat-schedule"
-        for leftover in VAR.glob("beat-schedule*"):
-            leftover.unlink()
+    def beat(self, where: Path | None = None) -> subprocess.Popen:
+        """``where``: a directory of the test's own for the log and schedule file (var/integration
+        is shared with other runs); its schedule is kept, so a restarted beat reads it again."""
+        log = open((where or VAR) / "beat.log", "a" if where else "w")
+        schedule = (where or VAR) / "beat-schedule"
+        if where is None:
+            for leftover in VAR.glob("beat-schedule*"):
+                leftover.unlink()
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "config", "beat", "-s", str(schedule), "-l", "INFO"],
             cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
