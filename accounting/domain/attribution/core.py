@@ -1,0 +1,92 @@
+"""``attribute()``: one host's GPU and host windows and allocations to energy shares.
+
+Checks the input (``checks``), attributes GPU windows, then host windows (``fast``, which hands
+every window it cannot take to ``rules``), and orders the diagnostics; the shares come out of
+the ``ledger`` sorted by (hour, account, job_id, device_id, component).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from accounting.domain.attribution.checks import (
+    _check_allocations,
+    _check_gpu_windows,
+    _check_host_windows,
+    _check_slots,
+)
+from accounting.domain.attribution.fast import _attribute_gpu_windows, _attribute_host_windows, _HourCache
+from accounting.domain.attribution.ledger import _Ledger
+from accounting.domain.attribution.rules import _WindowIndex
+from accounting.domain.types import Allocation, Diagnostic, EnergyShare, GpuWindowIn, HostWindowIn
+
+
+@dataclass(frozen=True)
+class Attribution:
+    shares: list[EnergyShare]  # sorted by (hour, account, job_id, device_id, component)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+
+def attribute(
+    *,
+    gpu_windows: Sequence[GpuWindowIn],
+    host_windows: Sequence[HostWindowIn],
+    allocations: Sequence[Allocation],
+    host_gpu_slots: int,
+) -> Attribution:
+    """Split one host's GPU and host energy into shares per (account, job, device, component, hour).
+
+    ``gpu_windows`` are the host's GPU windows (gap-filled or not); the devices they name are
+    the host's GPUs, and allocations of any other device are ignored. ``host_gpu_slots`` is the
+    host's GPU count from the inventory, the denominator of each job's share of host energy.
+    """
+    _check_slots(host_gpu_slots)
+    host_devices = _check_gpu_windows(gpu_windows)
+    _check_host_windows(host_windows)
+    _check_allocations(allocations)
+
+    ledger = _Ledger()
+    diagnostics: list[Diagnostic] = []
+    hours = _HourCache()
+
+    allocations_by_device: dict[int, list[Allocation]] = {}
+    for allocation in allocations:
+        if allocation.device_id in host_devices:
+            allocations_by_device.setdefault(allocation.device_id, []).append(allocation)
+
+    _attribute_gpu_windows(gpu_windows, allocations_by_device, ledger, diagnostics, hours)
+
+    if host_windows:
+        # More GPUs reporting than the inventory says the host has: divide by what is really
+        # there, so no job is charged more than the whole host, and say so.
+        slots = max(host_gpu_slots, len(host_devices))
+        if slots > host_gpu_slots:
+            diagnostics.append(
+                Diagnostic(
+                    code="host_slots_exceeded",
+                    message=(
+                        f"{len(host_devices)} GPUs reported windows but the host has {host_gpu_slots} GPU slots; "
+                        f"host energy shared over {slots} slots"
+                    ),
+                    start=min(w.start for w in host_windows),
+                    end=max(w.end for w in host_windows),
+                )
+            )
+        host_allocations = [a for device_allocations in allocations_by_device.values() for a in device_allocations]
+        # The index serves only the wall-energy balance: not built when no host window has one.
+        needs_index = any(w.wall_energy_j is not None for w in host_windows)
+        gpu_index = _WindowIndex(gpu_windows if needs_index else ())
+        _attribute_host_windows(host_windows, gpu_index, host_allocations, slots, ledger, diagnostics, hours)
+
+    diagnostics.sort(
+        key=lambda d: (
+            d.start,
+            d.end,
+            d.code,
+            -1 if d.device_id is None else d.device_id,
+            0.0 if d.energy_j is None else d.energy_j,
+            d.message,
+        )
+    )
+    return Attribution(shares=ledger.shares(), diagnostics=diagnostics)
