@@ -1,6 +1,6 @@
 """Token scopes, object visibility checks and per-token throttling for the v1 API.
 
-Scope rules (one table, enforced here and by the selectors' visibility querysets):
+Scope rules (one table, enforced here by scope and by ``accounting.selectors.access`` by row):
 
 ========== ================================================================================
 host       ingest only (its own host); every endpoint of this module answers 403
@@ -22,21 +22,27 @@ from rest_framework import permissions, throttling
 
 from accounting.api.auth import request_token
 from accounting.models import ApiToken
+from accounting.selectors.access import SESSION_SCOPE, Principal, principal_for
 
 Scope = ApiToken.Scope
 
-SESSION_SCOPE = Scope.USER
+__all__ = ["SESSION_SCOPE", "Principal", "request_principal", "request_scope"]
+
+
+def request_principal(request) -> Principal:
+    """The request's principal (``accounting.selectors.access``), built once per request from
+    its token or else its session user."""
+    principal = getattr(request, "_carbonledger_principal", None)
+    if principal is None:
+        user = getattr(request, "user", None)
+        principal = principal_for(token=request_token(request), user=user)
+        request._carbonledger_principal = principal
+    return principal
 
 
 def request_scope(request) -> str | None:
     """The effective scope of a request: the token's scope, ``user`` for a session, else None."""
-    token = request_token(request)
-    if token is not None:
-        return token.scope
-    user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated:
-        return SESSION_SCOPE
-    return None
+    return request_principal(request).scope
 
 
 class ScopePermission(permissions.BasePermission):

@@ -1,7 +1,8 @@
-"""Reads of jobs and their footprints, always through a visibility queryset.
+"""Reads of jobs and their footprints, always through the principal's visibility rule.
 
-Every API read starts from ``job_visible_queryset``: a token never sees a row outside its
-scope, and a lookup outside it is a 404 (not a 403) so ids of other tenants leak nothing.
+Every read starts from ``accounting.selectors.access`` (``jobs_visible`` or, for one job,
+``job_get`` with the same rule as SQL): a principal never sees a row outside its scope, and a
+lookup outside it is a 404 (not a 403) so ids of other tenants leak nothing.
 """
 
 from __future__ import annotations
@@ -14,77 +15,11 @@ from django.contrib.auth import get_user_model
 from django.db import connections, router
 from django.db.models import Model, Prefetch, Q, QuerySet, prefetch_related_objects
 
-from accounting.models import ApiToken, Cluster, Job, JobAllocation, JobFootprint, Membership, Organization, Team
+from accounting.models import ApiToken, Cluster, Job, JobAllocation, JobFootprint, Organization, Team
+from accounting.selectors.access import Principal, jobs_visible
 
 MAX_DB_INT = 2**63 - 1
 ModelT = TypeVar("ModelT", bound=Model)
-
-
-def _membership_filter(*, user, org_id: int | None, prefix: str) -> Q:
-    """Q over objects with ``<prefix>org`` / ``<prefix>team`` visible to ``user``'s memberships."""
-    memberships = Membership.objects.filter(user=user)
-    if org_id is not None:
-        memberships = memberships.filter(org_id=org_id)
-    admin_orgs = list(
-        memberships.filter(role=Membership.Role.ADMIN, team__isnull=True).values_list("org_id", flat=True)
-    )
-    team_ids = list(memberships.filter(team__isnull=False).values_list("team_id", flat=True))
-    return Q(**{f"{prefix}org_id__in": admin_orgs}) | Q(**{f"{prefix}team_id__in": team_ids})
-
-
-def job_visible_queryset(*, token: ApiToken | None, user) -> QuerySet[Job]:
-    jobs = Job.objects.all()
-    if token is None:
-        if user is None or not user.is_authenticated:
-            return jobs.none()
-        if user.is_superuser:
-            return jobs
-        return jobs.filter(_membership_filter(user=user, org_id=None, prefix=""))
-    if token.scope == ApiToken.Scope.ADMIN:
-        return jobs.filter(org_id=token.org_id)
-    if token.scope == ApiToken.Scope.SCHEDULER and token.cluster_id is not None:
-        return jobs.filter(cluster_id=token.cluster_id, org_id=token.org_id)
-    if token.scope == ApiToken.Scope.USER and token.user_id is not None:
-        return jobs.filter(org_id=token.org_id).filter(
-            _membership_filter(user=token.user, org_id=token.org_id, prefix="")
-        )
-    return jobs.none()
-
-
-def team_visible_queryset(*, token: ApiToken | None, user) -> QuerySet[Team]:
-    """Teams a principal may read (budgets) or check a job against.
-
-    Schedulers submit jobs for any team of their organisation, so they see all its teams."""
-    teams = Team.objects.all()
-    if token is None:
-        if user is None or not user.is_authenticated:
-            return teams.none()
-        if user.is_superuser:
-            return teams
-        memberships = Membership.objects.filter(user=user)
-        admin_orgs = memberships.filter(role=Membership.Role.ADMIN, team__isnull=True).values_list("org_id")
-        return teams.filter(Q(org_id__in=admin_orgs) | Q(id__in=memberships.values_list("team_id")))
-    if token.scope in (ApiToken.Scope.ADMIN, ApiToken.Scope.SCHEDULER):
-        return teams.filter(org_id=token.org_id)
-    if token.scope == ApiToken.Scope.USER and token.user_id is not None:
-        memberships = Membership.objects.filter(user_id=token.user_id, org_id=token.org_id)
-        if memberships.filter(role=Membership.Role.ADMIN, team__isnull=True).exists():
-            return teams.filter(org_id=token.org_id)
-        return teams.filter(id__in=memberships.values_list("team_id"))
-    return teams.none()
-
-
-def cluster_visible_queryset(*, token: ApiToken | None, user) -> QuerySet[Cluster]:
-    clusters = Cluster.objects.select_related("site", "site__zone")
-    if token is None:
-        if user is None or not user.is_authenticated:
-            return clusters.none()
-        if user.is_superuser:
-            return clusters
-        return clusters.filter(site__org_id__in=Membership.objects.filter(user=user).values_list("org_id"))
-    if token.scope == ApiToken.Scope.HOST:
-        return clusters.none()
-    return clusters.filter(site__org_id=token.org_id)
 
 
 @dataclass(frozen=True)
@@ -247,32 +182,27 @@ def team_user_cluster_get(
     return team, found[user_model], found[Cluster]
 
 
-def job_get(*, token: ApiToken | None, user, job_id: int | None = None, scheduler_job_id: str | None = None,
+def job_get(*, principal: Principal, job_id: int | None = None, scheduler_job_id: str | None = None,
             cluster_id: int | None = None, with_footprint: bool = True, for_update: bool = False) -> Job | None:
-    """``job_get_visible`` over ``job_visible_queryset(token=token, user=user)``: the visible
-    job, its team, cluster and (``with_footprint``) footprint joined. ``for_update``: read with
+    """``job_get_visible`` over ``jobs_visible(principal=principal)``: the visible job, its
+    team, cluster and (``with_footprint``) footprint joined. ``for_update``: read with
     ``SELECT ... FOR UPDATE`` of the job's row only (call it inside a transaction).
 
-    Admin and scheduler tokens (the writers, and most readers) take one raw query with the
-    same visibility as ``job_visible_queryset``: building the ORM query cost more than running
-    it. Any other principal goes through that queryset."""
+    Admin and scheduler tokens (the writers, and most readers) take one raw query whose WHERE
+    is the principal's rule as SQL (``Principal.jobs_where_sql``): building the ORM query cost
+    more than running it. Any other principal goes through the queryset."""
     if job_id is not None and not 0 < job_id <= MAX_DB_INT:
         return None
     if job_id is None and (scheduler_job_id is None or cluster_id is None or not 0 < cluster_id <= MAX_DB_INT):
         return None
-    if token is None or token.scope not in (ApiToken.Scope.ADMIN, ApiToken.Scope.SCHEDULER):
-        jobs = job_visible_queryset(token=token, user=user)
+    if not (principal.via_token and principal.scope in (ApiToken.Scope.ADMIN, ApiToken.Scope.SCHEDULER)):
+        jobs = jobs_visible(principal=principal)
         if for_update:
             jobs = jobs.select_for_update(of=("self",), no_key=True)
         return job_get_visible(visible=jobs, job_id=job_id, scheduler_job_id=scheduler_job_id,
                                cluster_id=cluster_id, with_footprint=with_footprint)
-    if token.scope == ApiToken.Scope.SCHEDULER and token.cluster_id is None:
-        return None
-    where = ["j.org_id = %s"]
-    params: list[Any] = [token.org_id]
-    if token.scope == ApiToken.Scope.SCHEDULER:
-        where.append("j.cluster_id = %s")
-        params.append(token.cluster_id)
+    visible_sql, params = principal.jobs_where_sql("j")
+    where = [visible_sql]
     if job_id is not None:
         where.append("j.id = %s")
         params.append(job_id)
