@@ -14,6 +14,8 @@ from django.db.models import Q
 
 
 class Organization(models.Model):
+    """A tenant: everything below (teams, sites, jobs, tokens) belongs to exactly one organisation."""
+
     name = models.CharField(max_length=200)
     slug = models.SlugField(unique=True)
     # Policy for redistributing the fleet-overhead account in reports (declared, never hidden).
@@ -29,6 +31,8 @@ class Organization(models.Model):
 
 
 class Team(models.Model):
+    """A team of an organisation: the unit jobs are charged to and budgets are set for."""
+
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="teams")
     name = models.CharField(max_length=200)
     slug = models.SlugField()
@@ -42,6 +46,8 @@ class Team(models.Model):
 
 
 class Membership(models.Model):
+    """A user's access to an organisation: to one team's data, or (admin, no team) to all of it."""
+
     class Role(models.TextChoices):
         ADMIN = "admin", "Organisation admin"
         MEMBER = "member", "Team member"
@@ -59,6 +65,8 @@ class Membership(models.Model):
 
 
 class CarbonBudget(models.Model):
+    """A team's carbon budget for a period of dates [period_start, period_end), in gCO2e."""
+
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="budgets")
     period_start = models.DateField()
     period_end = models.DateField()  # exclusive
@@ -85,7 +93,7 @@ class FactorSource(models.TextChoices):
 
 
 class GridZone(models.Model):
-    """A grid region with an annual average intensity (fallback when no hourly data)."""
+    """A grid region with an annual average intensity in gCO2e/kWh (fallback when no hourly data)."""
 
     code = models.CharField(max_length=64, unique=True)  # e.g. "FR", "US-WA", "CA-QC", "gcp:europe-west1"
     name = models.CharField(max_length=200)
@@ -112,7 +120,8 @@ class IntensitySignal(models.TextChoices):
 
 
 class HourlyIntensity(models.Model):
-    """Hourly grid intensity for a zone (imported or fetched)."""
+    """Grid intensity of a zone for one UTC hour (``hour`` is its start), in gCO2e/kWh; imported or
+    fetched, average or marginal signal."""
 
     zone = models.ForeignKey(GridZone, on_delete=models.CASCADE, related_name="hourly")
     hour = models.DateTimeField()  # start of the hour, UTC
@@ -217,6 +226,9 @@ class FactorChange(models.Model):
 
 
 class Site(models.Model):
+    """A data centre in one grid zone, with its PUE (dimensionless, >= 1) and its source and version;
+    ``wue_l_per_kwh`` is litres of water per kWh of IT energy."""
+
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="sites")
     name = models.CharField(max_length=200)
     slug = models.SlugField()
@@ -255,6 +267,8 @@ class SitePue(models.Model):
 
 
 class Cluster(models.Model):
+    """A scheduler's cluster (Slurm, Kubernetes) at a site; job ids are unique within it."""
+
     site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="clusters")
     name = models.CharField(max_length=200)
     slug = models.SlugField()
@@ -270,6 +284,9 @@ class Cluster(models.Model):
 
 
 class Host(models.Model):
+    """A server running the agent. ``gpu_slots`` is the denominator of each job's share of host
+    energy; ``last_seq`` / ``last_seen_at`` are the last ingested batch's seq and window end."""
+
     cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="hosts")
     hostname = models.CharField(max_length=253)
     cpu_model = models.CharField(max_length=200, blank=True)
@@ -288,6 +305,9 @@ class Host(models.Model):
 
 
 class Device(models.Model):
+    """A GPU (or MIG instance) by its NVML UUID, with its catalog hardware model; a non-null
+    ``lifetime_years`` overrides the catalog's for embodied amortisation."""
+
     host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="devices")
     uuid = models.CharField(max_length=100, unique=True)  # NVML UUID ("GPU-..." or "MIG-...")
     index = models.PositiveIntegerField(default=0)
@@ -306,6 +326,9 @@ class Device(models.Model):
 
 
 class Job(models.Model):
+    """A scheduler job (unique per cluster and scheduler id), charged to one team; ``units`` are
+    its functional units (tokens, samples, queries) and ``requested_s`` its requested wall time."""
+
     class Kind(models.TextChoices):
         TRAINING = "training", "Training"
         INFERENCE = "inference", "Inference"
@@ -536,7 +559,8 @@ class TeamHour(_TeamTotals):
 
 
 class DeviceHour(models.Model):
-    """Aggregate per device and hour: energy, held time, utilisation; kept indefinitely."""
+    """Aggregate per device and UTC hour: energy (J), held and observed time (s), utilisation (%),
+    carbon (gCO2e); kept indefinitely."""
 
     device = models.ForeignKey(Device, on_delete=models.CASCADE)
     hour = models.DateTimeField()
@@ -556,7 +580,8 @@ class DeviceHour(models.Model):
 
 
 class JobHour(models.Model):
-    """Aggregate per job and hour: kept indefinitely (the job detail page reads this)."""
+    """Aggregate per job and UTC hour, in J, s and gCO2e: kept indefinitely (the job detail page
+    reads this)."""
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="hours")
     hour = models.DateTimeField()

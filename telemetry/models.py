@@ -11,7 +11,8 @@ from django.db import models
 
 
 class TelemetryBatch(models.Model):
-    """One agent batch, committed before the HTTP response; the unit of attribution work."""
+    """One agent batch, committed before the HTTP response; the unit of attribution work. Its energy
+    totals (J) and seq/time range summarise the windows it carried."""
 
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting for attribution"
@@ -51,7 +52,8 @@ class TelemetryBatch(models.Model):
 
 
 class GpuWindow(models.Model):
-    """Raw per-GPU window (partitioned table; managed by raw SQL migrations)."""
+    """Raw per-GPU window [start_at, end_at) as the agent measured it: energy in J (``counter_mj`` is
+    NVML's raw counter, mJ), power in W, utilisation in % (partitioned table; raw SQL migrations)."""
 
     pk = models.CompositePrimaryKey("device_id", "start_at", "seq")
     batch_id = models.BigIntegerField()
@@ -77,7 +79,8 @@ class GpuWindow(models.Model):
 
 
 class HostWindow(models.Model):
-    """Raw per-host window: CPU and DRAM energy, optional wall power (partitioned table)."""
+    """Raw per-host window [start_at, end_at): CPU and DRAM energy and optional wall energy, in J;
+    CPU utilisation in % (partitioned table)."""
 
     pk = models.CompositePrimaryKey("host_id", "start_at", "seq")
     batch_id = models.BigIntegerField()
