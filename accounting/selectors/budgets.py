@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from django.db.models import F, QuerySet, Sum
 
+from accounting.domain.budgets import budget_forecast, budget_spent_until
 from accounting.models import CarbonBudget, Team, TeamDay
 
 WARN_FRACTION = 0.9
@@ -58,23 +59,19 @@ def budget_spent_g(*, team_id: int, start: dt.date, end: dt.date) -> float:
 def budget_status(*, budget: CarbonBudget, as_of: dt.datetime) -> BudgetStatus:
     period_start = _day_start(budget.period_start)
     period_end = _day_start(budget.period_end)
-    last_day = min(budget.period_end, as_of.astimezone(dt.UTC).date() + dt.timedelta(days=1))
+    last_day = budget_spent_until(period_end=budget.period_end, as_of=as_of)
     spent = budget_spent_g(team_id=budget.team_id, start=budget.period_start, end=last_day) if (
         last_day > budget.period_start
     ) else 0.0
-    period_s = max((period_end - period_start).total_seconds(), 1.0)
-    elapsed_s = min(max((as_of - period_start).total_seconds(), 0.0), period_s)
-    # Linear run rate over the elapsed part of the period; before the period (or in its first
-    # hour, where a rate is noise) the forecast is what is already spent.
-    forecast = spent * period_s / elapsed_s if elapsed_s >= 3600.0 else spent
+    projection = budget_forecast(spent_g=spent, period_start=period_start, period_end=period_end, as_of=as_of)
     return BudgetStatus(
         budget=budget,
         as_of=as_of,
         spent_g=spent,
-        forecast_g=forecast,
+        forecast_g=projection.forecast_g,
         remaining_g=budget.co2e_budget_g - spent,
         used_fraction=(spent / budget.co2e_budget_g) if budget.co2e_budget_g > 0 else None,
-        elapsed_fraction=elapsed_s / period_s,
+        elapsed_fraction=projection.elapsed_fraction,
     )
 
 

@@ -26,6 +26,10 @@ from django.db import connection
 from django.db.models import Count, F, FloatField, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, TruncDate, TruncMonth
 
+from accounting.domain.budgets import budget_forecast, budget_spent_until
+from accounting.domain.pareto import pareto_front
+from accounting.domain.units import kg_from_g as _kg
+from accounting.domain.units import kwh_from_j as _kwh
 from accounting.models import (
     CarbonBudget,
     DeviceHour,
@@ -42,7 +46,6 @@ from accounting.models import (
     TeamDay,
 )
 
-J_PER_KWH = 3.6e6
 UTC = dt.UTC
 OVERHEAD_LABEL = "Fleet overhead (unallocated)"
 LOST_STATUSES = (Job.Status.FAILED, Job.Status.PREEMPTED)
@@ -159,14 +162,6 @@ def _pct_change(current: float, previous: float) -> float | None:
     if previous <= 0:
         return None
     return (current - previous) / previous * 100.0
-
-
-def _kwh(j: float | None) -> float:
-    return (j or 0.0) / J_PER_KWH
-
-
-def _kg(g: float | None) -> float:
-    return (g or 0.0) / 1000.0
 
 
 # --- overview ------------------------------------------------------------------------------
@@ -828,31 +823,6 @@ def running_job_list(*, scope: ViewerScope, now: dt.datetime, limit: int = 200) 
 # --- trade-offs ----------------------------------------------------------------------------
 
 
-def pareto_front(
-    points: Sequence[tuple[float, float]], *, x_higher_is_better: bool = True, y_lower_is_better: bool = True
-) -> list[int]:
-    """Indices of the points no other point beats on both axes, ordered along x.
-
-    A point is dominated when another is at least as good on both axes and strictly better
-    on one. Sweep along x from best to worst, keeping the best y seen so far."""
-    sx = -1.0 if x_higher_is_better else 1.0
-    sy = 1.0 if y_lower_is_better else -1.0
-    order = sorted(range(len(points)), key=lambda i: (sx * points[i][0], sy * points[i][1]))
-    front: list[int] = []
-    best_y = math.inf
-    last_x = None
-    for i in order:
-        x, y = points[i]
-        y_key = sy * y
-        if y_key < best_y:
-            front.append(i)
-            best_y = y_key
-            last_x = x
-        elif y_key == best_y and x == last_x:
-            front.append(i)  # exact duplicates share the front
-    return sorted(front, key=lambda i: points[i][0])
-
-
 @dataclass(frozen=True)
 class TradeoffPoint:
     job_id: int
@@ -1022,9 +992,9 @@ def team_budget_list(*, scope: ViewerScope, now: dt.datetime, on: dt.date | None
     """Each visible team's budget for the period containing ``on`` (default: today), what it has
     spent (TeamDay, operational + embodied), and a linear forecast to the period end.
 
-    Same rule as ``accounting.selectors.budgets.budget_status`` (spent up to and including
-    today; forecast = spent × period length / elapsed time once an hour has passed), computed
-    for all teams in three queries."""
+    Same rule as ``accounting.selectors.budgets.budget_status`` (both call
+    ``accounting.domain.budgets``: spent up to and including today; forecast = spent × period
+    length / elapsed time once an hour has passed), computed for all teams in three queries."""
     on = on or now.date()
     teams = team_option_list(scope=scope)
     budgets = {
@@ -1051,7 +1021,7 @@ def team_budget_list(*, scope: ViewerScope, now: dt.datetime, on: dt.date | None
             continue
         start_at = dt.datetime.combine(b.period_start, dt.time.min, tzinfo=UTC)
         end_at = dt.datetime.combine(b.period_end, dt.time.min, tzinfo=UTC)
-        last_day = min(b.period_end, now.date() + dt.timedelta(days=1))
+        last_day = budget_spent_until(period_end=b.period_end, as_of=now)
         days, cumulative, running = [], [], 0.0
         d = b.period_start
         while d < last_day:
@@ -1060,10 +1030,8 @@ def team_budget_list(*, scope: ViewerScope, now: dt.datetime, on: dt.date | None
             cumulative.append(_kg(running))
             d += dt.timedelta(days=1)
         spent = running
-        period_s = max((end_at - start_at).total_seconds(), 1.0)
-        elapsed_s = min(max((now - start_at).total_seconds(), 0.0), period_s)
-        forecast = spent * period_s / elapsed_s if elapsed_s >= 3600.0 else spent
-        rate = spent / (elapsed_s / 86400) if elapsed_s >= 3600.0 else 0.0
+        projection = budget_forecast(spent_g=spent, period_start=start_at, period_end=end_at, as_of=now)
+        forecast, rate = projection.forecast_g, projection.run_rate_g_per_day
         budget_g = b.co2e_budget_g
         used = spent / budget_g if budget_g > 0 else None
         fc = forecast / budget_g if budget_g > 0 else None

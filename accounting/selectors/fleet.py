@@ -15,6 +15,11 @@ from typing import Any
 
 from django.db.models import F, Q, QuerySet, Sum
 
+from accounting.domain.embodied import embodied_charge_g_per_h
+from accounting.domain.units import DAYS_PER_YEAR, G_PER_KG, HOURS_PER_YEAR
+from accounting.domain.units import kg_from_g as _kg
+from accounting.domain.units import kwh_from_j as _kwh
+from accounting.domain.whatif import place_shift_g, time_shift_bound_g
 from accounting.models import (
     Device,
     DeviceHour,
@@ -26,17 +31,9 @@ from accounting.models import (
     Site,
     TeamDay,
 )
-from accounting.selectors.dashboard import J_PER_KWH, Period, ViewerScope
+from accounting.selectors.dashboard import Period, ViewerScope
 
 IDLE_UTIL_PCT = 5.0  # an allocated device-hour below this average utilisation counts as idle-allocated
-
-
-def _kwh(j: float | None) -> float:
-    return (j or 0.0) / J_PER_KWH
-
-
-def _kg(g: float | None) -> float:
-    return (g or 0.0) / 1000.0
 
 
 # --- sites and zones -----------------------------------------------------------------------
@@ -141,12 +138,15 @@ def site_overview_get(*, scope: ViewerScope, period: Period, team_id: int | None
             actual += kwh * g
             by_day[hour.date()].append((kwh, g))
             if best is not None:
-                placed += kwh / s.pue * best.pue * intensity(best, hour)
+                placed += place_shift_g(
+                    energy_j=e or 0.0, from_pue=s.pue, to_pue=best.pue, to_intensity_g_per_kwh=intensity(best, hour)
+                )
         for day, pairs in by_day.items():
             day_start = dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
-            day_curve = sorted(intensity(s, day_start + dt.timedelta(hours=h)) for h in range(24))
-            loads = sorted((kwh for kwh, _ in pairs), reverse=True)
-            shifted += sum(kwh * g for kwh, g in zip(loads, day_curve, strict=False))
+            shifted += time_shift_bound_g(
+                loads_kwh=[kwh for kwh, _ in pairs],
+                intensities_g_per_kwh=[intensity(s, day_start + dt.timedelta(hours=h)) for h in range(24)],
+            )
         hod = [0.0] * 24
         for hour, e in per_hour.items():
             hod[hour.hour] += _kwh(e)
@@ -344,7 +344,7 @@ def device_overview_get(
             site_override = (d.host.cluster.site.hardware_overrides or {}).get(hw.key, {})
             life = d.lifetime_years or site_override.get("lifetime_years") or hw.lifetime_years
             if d.deployed_on:
-                age = (now.date() - d.deployed_on).days / 365.25
+                age = (now.date() - d.deployed_on).days / DAYS_PER_YEAR
                 ages.append(age)
                 shares.append(min(max(age / life, 0.0), 1.0))
         embodied.append(
@@ -358,7 +358,12 @@ def device_overview_get(
                 embodied_kind=hw.get_embodied_kind_display(),
                 lifetime_years=hw.lifetime_years,
                 expected_utilisation=hw.expected_utilisation,
-                charge_g_per_h=hw.embodied_kg * 1000 / (hw.lifetime_years * 8760 * hw.expected_utilisation),
+                # Julian year like the ledger (8766 h); this used 8760 h (0.07 % high).
+                charge_g_per_h=embodied_charge_g_per_h(
+                    embodied_g=hw.embodied_kg * G_PER_KG,
+                    lifetime_h=hw.lifetime_years * HOURS_PER_YEAR,
+                    expected_utilisation=hw.expected_utilisation,
+                ),
                 avg_age_years=sum(ages) / len(ages) if ages else None,
                 amortised_share=sum(shares) / len(shares) if shares else None,
                 embodied_charged_kg=row.embodied_charged_kg,
@@ -404,7 +409,7 @@ def planner_default_get(*, scope: ViewerScope, now: dt.datetime, days: int = 90)
 
     since = now - dt.timedelta(days=days)
     jobs = Job.objects.filter(scope.q(), started_at__gte=since, started_at__lt=now)
-    per_year = 365.0 / days
+    per_year = DAYS_PER_YEAR / days  # Julian year, like HOURS_PER_YEAR (this used 365 d)
     workloads = [
         {"family": fam, "kind": kind, "device_hours_per_year": round((h or 0.0) * per_year)}
         for fam, kind, h in JobFootprint.objects.filter(job__in=jobs.values("id"))

@@ -15,6 +15,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from accounting.domain.errors import InputError
+from accounting.domain.units import S_PER_H
 from accounting.domain.whatif import EstimateResult, StartWindow
 from accounting.models import Cluster
 from accounting.services.whatif import whatif_best_window, whatif_estimate
@@ -22,7 +23,6 @@ from accounting.services.whatif import whatif_best_window, whatif_estimate
 DEFAULT_UTILISATION = 0.8  # busy training/inference GPU when neither power nor utilisation is given
 DEFAULT_SLACK = dt.timedelta(hours=24)  # search window when no deadline is given
 MAX_HORIZON = dt.timedelta(days=14)
-J_PER_KWH = 3.6e6
 # What-if field names -> the advice request's names.
 _FIELDS = {"device_key": "hardware_model", "device_count": "gpu_count", "duration_s": "hours"}
 
@@ -122,7 +122,7 @@ def advice_for_job(
         )
         try:
             window: StartWindow | None = whatif_best_window(
-                duration_s=hours * 3600.0, earliest_start=earliest_start, deadline=latest_end,
+                duration_s=hours * S_PER_H, earliest_start=earliest_start, deadline=latest_end,
                 zone_code=site.zone.code, energy_j=footprint.it_energy_j, pue=site.pue,
             )
         except InputError as exc:

@@ -229,4 +229,6 @@ def test_device_overview_idle_allocated_hours(world):
     assert model.avg_power_w == pytest.approx((500 + 80 + 70 + 75) / 4)
     assert model.embodied_charged_kg == pytest.approx(0.016)
     [emb] = data.embodied
-    assert emb.charge_g_per_h == pytest.approx(150_000 / (5 * 8760 * 0.8))
+    # Julian year (8766 h) like the ledger and docs/method.md; this asserted the selector's old
+    # 8760 h copy (issue 12 step 5: one amortisation rule, accounting.domain.embodied).
+    assert emb.charge_g_per_h == pytest.approx(150_000 / (5 * 8766 * 0.8))

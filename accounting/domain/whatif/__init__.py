@@ -29,7 +29,14 @@ from .families import (
 from .fleet import FleetPlan, FleetWorkload, plan_fleet_upgrade, workloads_from_jobs
 from .hardware import HardwareProjection, MemoryRequirement, inference_memory_gb, project_hardware, roofline_time_ratio
 from .parallel import ParallelScaling, ScalingPoint, compute_device_s_from_job, parallel_scaling
-from .place_time import StartWindow, ZoneShift, best_start_window, zone_shift
+from .place_time import (
+    StartWindow,
+    ZoneShift,
+    best_start_window,
+    place_shift_g,
+    time_shift_bound_g,
+    zone_shift,
+)
 from .power_cap import CapPoint, CapRun, PowerCapCurve, fit_alpha, power_cap_curve
 from .tradeoffs import JobPoint, TradeoffSummary, pareto_front
 
@@ -74,11 +81,13 @@ __all__ = [
     "moe_offload_comparison",
     "parallel_scaling",
     "pareto_front",
+    "place_shift_g",
     "plan_fleet_upgrade",
     "power_cap_curve",
     "project_hardware",
     "recommender_inference",
     "roofline_time_ratio",
+    "time_shift_bound_g",
     "workloads_from_jobs",
     "zone_shift",
 ]

@@ -176,3 +176,21 @@ def best_start_window(
             "only windows fully covered by the forecast are considered; ties keep the earliest start",
         ],
     )
+
+
+def time_shift_bound_g(*, loads_kwh: Sequence[float], intensities_g_per_kwh: Sequence[float]) -> float:
+    """Operational carbon of the same hourly loads re-ordered so the largest falls in the
+    cleanest hour (rearrangement inequality): the best any shift within those hours could do,
+    ignoring deadlines. Loads beyond the number of hours are dropped (there is nowhere to put
+    them; the dashboard passes one day's loads and its 24 hours)."""
+    curve = sorted(intensities_g_per_kwh)
+    loads = sorted(loads_kwh, reverse=True)
+    return sum(kwh * g for kwh, g in zip(loads, curve, strict=False))
+
+
+def place_shift_g(*, energy_j: float, from_pue: float, to_pue: float, to_intensity_g_per_kwh: float) -> float:
+    """Operational carbon of ``energy_j`` drawn at a site with ``from_pue`` (facility included)
+    if the same IT energy ran instead at a site with ``to_pue`` and ``to_intensity_g_per_kwh``
+    (the rule of :func:`zone_shift`)."""
+    it_j = energy_j / from_pue
+    return (it_j + facility_energy_j(it_energy_j=it_j, pue=to_pue)) / J_PER_KWH * to_intensity_g_per_kwh

@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from accounting.domain.pareto import pareto_front_partial
+
 from .common import require
 
 
@@ -31,19 +33,16 @@ class TradeoffSummary:
     assumptions: list[str]
 
 
-def _dominates(a: JobPoint, b: JobPoint) -> bool:
-    """a is no worse on every objective both have and strictly better on one."""
-    pairs = [(-a.co2e_per_unit_g, -b.co2e_per_unit_g), (a.throughput_per_s, b.throughput_per_s)]
-    if a.quality is not None and b.quality is not None:
-        pairs.append((a.quality, b.quality))
-    return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
-
-
 def pareto_front(points: Sequence[JobPoint]) -> TradeoffSummary:
     require(len(points) > 0, "points", "give at least one job point")
     ids = [p.job_id for p in points]
     require(len(set(ids)) == len(ids), "points", "job ids must be unique")
-    front = [p for p in points if not any(_dominates(q, p) for q in points if q is not p)]
+    # Minimise carbon per unit, maximise throughput and quality (where both jobs report it).
+    objectives = [(p.co2e_per_unit_g, p.throughput_per_s, p.quality) for p in points]
+    if all(p.quality is None for p in points):
+        objectives = [o[:2] for o in objectives]
+    on_front = pareto_front_partial(objectives, maximise=(False, True, True)[: len(objectives[0])])
+    front = [points[i] for i in on_front]
     front_ids = {p.job_id for p in front}
     rest = [p for p in points if p.job_id not in front_ids]
     keys = sorted({k for p in points for k in p.attributes})
