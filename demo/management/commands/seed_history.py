@@ -32,7 +32,7 @@ from django.db import transaction
 from tqdm import tqdm
 
 from accounting import models as m
-from accounting.domain.types import HOURS_PER_YEAR
+from accounting.domain.units import HOURS_PER_YEAR
 
 UTC = dt.UTC
 METHOD_VERSION = "seed-v1"
