@@ -24,6 +24,10 @@ class TelemetryBatch(models.Model):
     batch_id = models.UUIDField()
     received_at = models.DateTimeField()
     sent_at = models.DateTimeField(null=True, blank=True)
+    # sent_at - received_at in s: the host clock's offset from the server's, minus the transit
+    # time (NULL without sent_at). Measured and flagged, never applied to the window times
+    # (docs/reliability.md, "Clock skew").
+    clock_offset_s = models.FloatField(null=True, blank=True)
     agent_version = models.CharField(max_length=40, blank=True)
     first_start = models.DateTimeField()
     last_end = models.DateTimeField()
@@ -43,12 +47,20 @@ class TelemetryBatch(models.Model):
     gaps = models.JSONField(default=list, blank=True)
     diagnostics = models.JSONField(default=list, blank=True)
 
+    # Beyond this the host's clock is flagged as skewed (NTP keeps a host within milliseconds; a
+    # request spends well below a second in transit and queues; the margin keeps a busy server quiet).
+    CLOCK_SKEW_FLAG_S = 5.0
+
     class Meta:
         constraints = [models.UniqueConstraint(fields=["host", "batch_id"], name="batch_host_id_uniq")]
         indexes = [
             models.Index(fields=["status", "received_at"]),
             models.Index(fields=["host", "first_start"]),
         ]
+
+    @property
+    def clock_skew_flagged(self) -> bool:
+        return self.clock_offset_s is not None and abs(self.clock_offset_s) > self.CLOCK_SKEW_FLAG_S
 
 
 class GpuWindow(models.Model):

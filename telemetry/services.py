@@ -156,11 +156,13 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
         ensure_partitions(days=days)
         gpu_energy_j = sum(row.energy_j for row in batch.gpu_rows)
         host_energy_j = sum(row.cpu_energy_j + row.dram_energy_j for row in batch.host_rows)
+        clock_offset_s = (batch.sent_at - now).total_seconds() if batch.sent_at is not None else None
         record = TelemetryBatch.objects.create(
             host=host,
             batch_id=batch.batch_id,
             received_at=now,
             sent_at=batch.sent_at,
+            clock_offset_s=clock_offset_s,
             agent_version=batch.agent_version,
             first_start=batch.first_start,
             last_end=batch.last_end,
@@ -198,6 +200,9 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
         Host.objects.filter(pk=host.pk).update(last_seq=batch.last_seq, last_seen_at=batch.last_end)
         record_pk = record.id
         transaction.on_commit(lambda: batches_nudge(batch_pks=[record_pk]))
+    if record.clock_skew_flagged:
+        log.warning("clock skew host=%s batch=%s offset_s=%.3f (sent_at - received_at; flagged beyond %g s)",
+                    host.hostname, batch.batch_id, clock_offset_s, TelemetryBatch.CLOCK_SKEW_FLAG_S)
     log.info("ingest host=%s batch=%s windows=%d gpu_windows=%d", host.hostname, batch.batch_id,
              len(batch.host_rows), len(batch.gpu_rows))
     return IngestResult(record_pk, str(batch.batch_id), len(batch.gpu_rows), False)
