@@ -9,6 +9,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 
 from accounting.api import serializers as s
+from accounting.api.whatif_serializers import BestWindowRequest, EstimateRequest, FleetPlanRequest, ProjectRequest
 
 PROBLEM = "application/problem+json"
 ERRORS = {
@@ -320,3 +321,125 @@ ADVICE_SCHEMA = dict(
         tags=["advice"],
     )
 )
+
+
+# --- what-if -------------------------------------------------------------------------------
+
+WHATIF_RESULT = OpenApiResponse(description="Scenario result: inputs, footprint(s), band and assumptions.")
+WHATIF_ERRORS = {
+    **ERRORS,
+    (400, PROBLEM): OpenApiResponse(
+        s.ProblemSerializer, description="Invalid request; `errors` names each field and the bound it broke."
+    ),
+}
+
+WHATIF_ESTIMATE_SCHEMA = {
+    "post": extend_schema(
+        summary="Estimate a planned job from inputs alone",
+        request=EstimateRequest,
+        responses={200: WHATIF_RESULT, **WHATIF_ERRORS},
+        examples=[
+            OpenApiExample(
+                "hours and power",
+                request_only=True,
+                value={
+                    "device_key": "h100-sxm5-80gb",
+                    "device_count": 8,
+                    "hours": 24,
+                    "avg_power_w": 550,
+                    "pue": 1.2,
+                    "intensity_g_per_kwh": 350,
+                    "units": {"tokens": 2.0e10},
+                },
+            ),
+            OpenApiExample(
+                "FLOPs and MFU",
+                request_only=True,
+                value={
+                    "device_key": "a100-sxm4-80gb",
+                    "device_count": 64,
+                    "flops": 8.4e22,
+                    "efficiency": 0.4,
+                    "utilisation": 0.9,
+                    "pue": 1.1,
+                    "zone_code": "FR",
+                    "embodied": {
+                        "embodied_kg": 150,
+                        "embodied_low_kg": 100,
+                        "embodied_high_kg": 250,
+                        "lifetime_years": 5,
+                    },
+                },
+            ),
+        ],
+    )
+}
+
+WHATIF_PROJECT_SCHEMA = {
+    "post": extend_schema(
+        summary="Project a measured job onto another device, count, precision or zone",
+        request=ProjectRequest,
+        responses={200: WHATIF_RESULT, **WHATIF_ERRORS, **NOT_FOUND},
+        examples=[
+            OpenApiExample("to H100", request_only=True, value={"target_key": "h100-sxm5-80gb", "target_count": 4})
+        ],
+    )
+}
+
+WHATIF_FLEET_PLAN_SCHEMA = {
+    "post": extend_schema(
+        summary="Plan a fleet upgrade: yearly energy/carbon before and after, payback, break-even intensity",
+        request=FleetPlanRequest,
+        responses={200: WHATIF_RESULT, **WHATIF_ERRORS},
+        examples=[
+            OpenApiExample(
+                "A100 → H100",
+                request_only=True,
+                value={
+                    "old_key": "a100-sxm4-80gb",
+                    "old_count": 64,
+                    "new_key": "h100-sxm5-80gb",
+                    "new_count": 32,
+                    "pue": 1.3,
+                    "intensity_g_per_kwh": 400,
+                    "old_age_years": 3,
+                    "workloads": [
+                        {"family": "llm", "kind": "training", "device_hours_per_year": 300000, "avg_util": 0.85}
+                    ],
+                    "old_embodied": {"embodied_kg": 150, "lifetime_years": 5},
+                    "new_embodied": {
+                        "embodied_kg": 200,
+                        "embodied_low_kg": 150,
+                        "embodied_high_kg": 300,
+                        "lifetime_years": 5,
+                    },
+                },
+            )
+        ],
+    )
+}
+
+WHATIF_BEST_WINDOW_SCHEMA = {
+    "post": extend_schema(
+        summary="Cleanest start window before a deadline",
+        request=BestWindowRequest,
+        responses={200: WHATIF_RESULT, **WHATIF_ERRORS},
+        examples=[
+            OpenApiExample(
+                "given forecast",
+                request_only=True,
+                value={
+                    "duration_s": 7200,
+                    "earliest_start": "2026-11-26T10:00:00Z",
+                    "deadline": "2026-11-26T16:00:00Z",
+                    "energy_j": 3.6e9,
+                    "pue": 1.2,
+                    "forecast": [
+                        {"hour": f"2026-11-26T{h:02d}:00:00Z", "intensity_g_per_kwh": v}
+                        for h, v in zip(range(10, 16), (420, 380, 250, 210, 300, 410), strict=True)
+                    ],
+                },
+            )
+        ],
+    )
+}

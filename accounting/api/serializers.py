@@ -8,15 +8,20 @@ within a sane range, and free-form keys are restricted so PostgreSQL never sees 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import math
 import threading
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from accounting.domain import bounds
 from accounting.domain.catalog import PRECISIONS
+from accounting.domain.errors import InputError
 from accounting.domain.whatif.common import FAMILIES, KINDS
 from accounting.models import Job, JobAllocation
 from accounting.services.allocations import PENDING_UUID_PREFIX, AllocationSpec
@@ -41,6 +46,63 @@ class FiniteFloatField(serializers.FloatField):
         if not math.isfinite(value):
             self.fail("non_finite")
         return value
+
+
+class _BoundedMixin:
+    """A number within one of ``accounting.domain.bounds``' physical bounds: the schema shows
+    the range (``minimum``/``maximum``), a value outside it is refused with the bound's message."""
+
+    bound: bounds.Bound
+    validators: list
+
+    def _bounded(self, bound: bounds.Bound) -> None:
+        self.bound = bound
+        self.validators = [
+            v for v in self.validators if not isinstance(v, (MinValueValidator, MaxValueValidator))
+        ] + [self._in_bound]
+
+    def _in_bound(self, value) -> None:
+        try:
+            self.bound.check(value, getattr(self, "field_name", "") or "value")
+        except InputError as exc:
+            raise serializers.ValidationError(exc.message) from None
+
+
+def _narrowed(bound: bounds.Bound, kwargs: dict) -> bounds.Bound:
+    """``bound``, narrowed to a field's own ``max_value`` (a tighter limit of one endpoint)."""
+    if kwargs.get("max_value") is not None and kwargs["max_value"] < bound.high:
+        bound = dataclasses.replace(bound, high=kwargs["max_value"])
+    kwargs["min_value"] = bound.low if bound.low_inclusive else None
+    kwargs["max_value"] = bound.high
+    return bound
+
+
+class BoundedFloatField(_BoundedMixin, FiniteFloatField):
+    def __init__(self, *, bound: bounds.Bound, **kwargs) -> None:
+        bound = _narrowed(bound, kwargs)
+        super().__init__(**kwargs)
+        self._bounded(bound)
+
+
+class BoundedIntegerField(_BoundedMixin, serializers.IntegerField):
+    def __init__(self, *, bound: bounds.Bound, **kwargs) -> None:
+        bound = _narrowed(bound, kwargs)
+        super().__init__(**kwargs)
+        self._bounded(bound)
+
+
+class BoundedFieldSchema(OpenApiSerializerFieldExtension):
+    """Documents a bound's open lower end (``hours > 0``) as ``exclusiveMinimum`` (OpenAPI 3.0)."""
+
+    target_class = "accounting.api.serializers.BoundedFloatField"
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema, direction):
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        bound = self.target.bound
+        if not bound.low_inclusive:
+            schema.update(minimum=bound.low, exclusiveMinimum=True)
+        return schema
 
 
 class AwareDateTimeField(serializers.DateTimeField):
@@ -513,11 +575,14 @@ class AdviceRequestSerializer(serializers.Serializer):
     hardware_model = serializers.SlugField(
         max_length=64, help_text="Device key of the what-if catalog (e.g. h100-sxm5-80gb) or an inventory model."
     )
-    gpu_count = serializers.IntegerField(min_value=1, max_value=100_000)
-    hours = FiniteFloatField(min_value=0.01, max_value=2160, help_text="Expected run time in hours.")
-    avg_power_w = FiniteFloatField(required=False, min_value=1, max_value=10_000, help_text="Average draw per GPU.")
-    utilisation = FiniteFloatField(
-        required=False, min_value=0, max_value=1,
+    gpu_count = BoundedIntegerField(bound=bounds.DEVICE_COUNT, max_value=100_000)
+    hours = BoundedFloatField(bound=bounds.HOURS, max_value=2160, help_text="Expected run time in hours.")
+    avg_power_w = FiniteFloatField(
+        required=False, min_value=1, max_value=10_000,
+        help_text="Average draw per GPU, within the device's idle draw and power limit.",
+    )
+    utilisation = BoundedFloatField(
+        bound=bounds.UTILISATION, required=False,
         help_text="Average utilisation (power = idle + (max - idle) x u); default 0.8 when no avg_power_w.",
     )
     clusters = serializers.ListField(

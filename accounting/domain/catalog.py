@@ -68,6 +68,9 @@ class DeviceSpec:
     die_area_mm2: float
     release_year: int
     sources: Mapping[str, str] = field(default_factory=dict)
+    # Lowest power limit the board enforces (nvidia-smi -pl / NVML / Redfish AllowableMin); None
+    # where no figure is cited: accounting.domain.bounds then applies its documented rule.
+    min_power_limit_w: float | None = None
 
     def flops_at(self, precision: str) -> tuple[float, str]:
         """Peak dense FLOP/s at ``precision``, or at the first fallback the device has.
@@ -99,6 +102,15 @@ _L4_DS = "NVIDIA L4 Tensor Core GPU datasheet (2023, dense = sparsity figures / 
 _L40S_DS = "NVIDIA L40S GPU datasheet (2023, dense = sparsity figures / 2)"
 _T4_DS = "NVIDIA T4 Tensor Core GPU datasheet (2019)"
 _MI250X_DS = "AMD Instinct MI250X accelerator datasheet (2021) / CDNA 2 whitepaper (2021)"
+# Enforceable power-limit range (AllowableMin/AllowableMax of the GPU's PowerLimitWatts).
+_DGX_H100_PL = (
+    "NVIDIA DGX user guides, Managing Power Capping: GPU PowerLimitWatts AllowableMin 200 W, AllowableMax 700 W "
+    "(700 W H100/H200 SXM boards)"
+)
+_DGX_B200_PL = (
+    "NVIDIA DGX B200 User Guide, Managing Power Capping: GPU PowerLimitWatts AllowableMin 200 W, AllowableMax 1000 W"
+)
+_A100_PL = "nvidia-smi -q -d POWER on A100 SXM4 boards (Min Power Limit 100 W, Max 400 W; operator readings)"
 _MI300X_DS = "AMD Instinct MI300X accelerator datasheet (2023) / CDNA 3 whitepaper (2023), dense"
 
 
@@ -150,7 +162,9 @@ CATALOG: dict[str, DeviceSpec] = {
             process_node_nm=7.0,
             die_area_mm2=826.0,
             release_year=2020,
+            min_power_limit_w=100.0,
             sources={
+                "min_power_limit_w": _A100_PL,
                 "max_power_w": _A100_DS,
                 "peak_flops": _A100_DS + " (fp64 = FP64 Tensor Core)",
                 "memory_gb": _A100_DS,
@@ -178,7 +192,9 @@ CATALOG: dict[str, DeviceSpec] = {
             process_node_nm=7.0,
             die_area_mm2=826.0,
             release_year=2020,
+            min_power_limit_w=100.0,
             sources={
+                "min_power_limit_w": _A100_PL,
                 "max_power_w": _A100_DS,
                 "peak_flops": _A100_DS + " (fp64 = FP64 Tensor Core)",
                 "memory_gb": _A100_DS,
@@ -214,7 +230,9 @@ CATALOG: dict[str, DeviceSpec] = {
             process_node_nm=4.0,
             die_area_mm2=814.0,
             release_year=2022,
+            min_power_limit_w=200.0,
             sources={
+                "min_power_limit_w": _DGX_H100_PL,
                 "max_power_w": _H100_DS,
                 "peak_flops": _H100_DS + " (fp64 = FP64 Tensor Core)",
                 "memory_gb": _H100_DS,
@@ -286,7 +304,9 @@ CATALOG: dict[str, DeviceSpec] = {
             process_node_nm=4.0,
             die_area_mm2=814.0,
             release_year=2024,
+            min_power_limit_w=200.0,
             sources={
+                "min_power_limit_w": _DGX_H100_PL,
                 "max_power_w": _H200_DS,
                 "peak_flops": _H200_DS + " (fp64 = FP64 Tensor Core)",
                 "memory_gb": _H200_DS,
@@ -322,7 +342,9 @@ CATALOG: dict[str, DeviceSpec] = {
             process_node_nm=4.0,
             die_area_mm2=1600.0,
             release_year=2024,
+            min_power_limit_w=200.0,
             sources={
+                "min_power_limit_w": _DGX_B200_PL,
                 "max_power_w": _B200_DS + " (HGX B200 1000 W per GPU)",
                 "peak_flops": _B200_DS + " (HGX B200 8-GPU totals / 8, sparse figures / 2)",
                 "memory_gb": _B200_DS + " (192 GB as announced; HGX B200 ships 180 GB usable)",
