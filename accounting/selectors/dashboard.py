@@ -45,6 +45,7 @@ from accounting.models import (
     Team,
     TeamDay,
 )
+from accounting.selectors.job_filters import JobFilters, job_filter_apply
 
 UTC = dt.UTC
 OVERHEAD_LABEL = "Fleet overhead (unallocated)"
@@ -397,17 +398,9 @@ def overview_get(*, scope: ViewerScope, period: Period, team_id: int | None = No
 # --- jobs list -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class JobListFilters:
-    team_id: int | None = None
-    username: str = ""
-    family: str = ""
-    kind: str = ""
-    device_model: str = ""  # HardwareModel.key
-    status: str = ""
-    start: dt.date | None = None
-    end: dt.date | None = None  # exclusive
-    q: str = ""
+# The one job-filter type (accounting.selectors.job_filters), under the name the dashboard's
+# view still uses: team_id, username, device_model, start/end (UTC days, end exclusive), q.
+JobListFilters = JobFilters
 
 
 SORT_FIELDS = {
@@ -454,26 +447,7 @@ class JobPage:
 
 
 def _job_list_qs(*, scope: ViewerScope, filters: JobListFilters, sort: str) -> QuerySet[Job]:
-    qs = Job.objects.filter(scope.q())
-    f = filters
-    if f.team_id is not None:
-        qs = qs.filter(team_id=f.team_id)
-    if f.username:
-        qs = qs.filter(username=f.username)
-    if f.family:
-        qs = qs.filter(family=f.family)
-    if f.kind:
-        qs = qs.filter(kind=f.kind)
-    if f.status:
-        qs = qs.filter(status=f.status)
-    if f.start:
-        qs = qs.filter(started_at__gte=dt.datetime.combine(f.start, dt.time.min, tzinfo=UTC))
-    if f.end:
-        qs = qs.filter(started_at__lt=dt.datetime.combine(f.end, dt.time.min, tzinfo=UTC))
-    if f.device_model:
-        qs = qs.filter(id__in=JobAllocation.objects.filter(device__hardware_model__key=f.device_model).values("job_id"))
-    if f.q:
-        qs = qs.filter(Q(name__icontains=f.q) | Q(scheduler_job_id=f.q))
+    qs = job_filter_apply(jobs=Job.objects.filter(scope.q()), filters=filters)
     desc = sort.startswith("-")
     key = SORT_FIELDS.get(sort.lstrip("-"), "started_at")
     qs = qs.annotate(

@@ -13,45 +13,18 @@ from typing import Any, TypeVar
 
 from django.contrib.auth import get_user_model
 from django.db import connections, router
-from django.db.models import Model, Prefetch, Q, QuerySet, prefetch_related_objects
+from django.db.models import Model, Prefetch, QuerySet, prefetch_related_objects
 
 from accounting.models import ApiToken, Cluster, Job, JobAllocation, JobFootprint, Organization, Team
 from accounting.selectors.access import Principal, jobs_visible
+from accounting.selectors.job_filters import JobFilters, job_filter_apply
 
 MAX_DB_INT = 2**63 - 1
 ModelT = TypeVar("ModelT", bound=Model)
 
 
-@dataclass(frozen=True)
-class JobFilters:
-    team: str | None = None
-    status: str | None = None
-    family: str | None = None
-    kind: str | None = None
-    user: str | None = None
-    cluster: int | None = None
-    started_after: dt.datetime | None = None
-    started_before: dt.datetime | None = None
-
-
 def job_list(*, visible: QuerySet[Job], filters: JobFilters) -> QuerySet[Job]:
-    jobs = visible
-    if filters.team:
-        jobs = jobs.filter(team__slug=filters.team)
-    if filters.status:
-        jobs = jobs.filter(status=filters.status)
-    if filters.family:
-        jobs = jobs.filter(family=filters.family)
-    if filters.kind:
-        jobs = jobs.filter(kind=filters.kind)
-    if filters.user:
-        jobs = jobs.filter(Q(username=filters.user) | Q(user__username=filters.user))
-    if filters.cluster is not None:
-        jobs = jobs.filter(cluster_id=filters.cluster)
-    if filters.started_after is not None:
-        jobs = jobs.filter(started_at__gte=filters.started_after)
-    if filters.started_before is not None:
-        jobs = jobs.filter(started_at__lt=filters.started_before)
+    jobs = job_filter_apply(jobs=visible, filters=filters)
     return job_with_relations(jobs=jobs).order_by("-started_at", "-id")
 
 

@@ -38,7 +38,7 @@ def pareto_front(points: Sequence[JobPoint]) -> TradeoffSummary:
     ids = [p.job_id for p in points]
     require(len(set(ids)) == len(ids), "points", "job ids must be unique")
     # Minimise carbon per unit, maximise throughput and quality (where both jobs report it).
-    objectives = [(p.co2e_per_unit_g, p.throughput_per_s, p.quality) for p in points]
+    objectives: list[tuple[float | None, ...]] = [(p.co2e_per_unit_g, p.throughput_per_s, p.quality) for p in points]
     if all(p.quality is None for p in points):
         objectives = [o[:2] for o in objectives]
     on_front = pareto_front_partial(objectives, maximise=(False, True, True)[: len(objectives[0])])
