@@ -14,7 +14,7 @@ S_PER_DAY = S_PER_H * H_PER_DAY
 G_PER_KG = 1000.0
 
 # Julian year: lifetimes are quoted in years, leap days included (365.25 d = 8766 h), the year
-# docs/method.md and docs/factors.md amortise over. A 365-day year (8760 h) is not used anywhere.
+# docs/method.md amortises over; never a 365-day year (8760 h).
 DAYS_PER_YEAR = 365.25
 HOURS_PER_YEAR = DAYS_PER_YEAR * H_PER_DAY
 S_PER_YEAR = HOURS_PER_YEAR * S_PER_H
