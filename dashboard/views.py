@@ -1,7 +1,8 @@
 """Dashboard pages: thin views over accounting.selectors.dashboard / fleet and dashboard.figures.
 
-Every view is login-protected and derives a ``ViewerScope`` from the user first; selectors
-filter by it, so a page, a JSON endpoint and the CSV export all apply the same access rule.
+Every view is login-protected and derives the user's ``Principal`` first (the API's access
+rule, ``accounting.selectors.access``), handed to the selectors as their ``ViewerScope``; they
+filter by it, so a page, a JSON endpoint, the CSV export and the reports apply one rule.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from django.views.decorators.http import require_GET
 from accounting.models import HardwareModel, Job
 from accounting.selectors import dashboard as sel
 from accounting.selectors import fleet as fleet_sel
+from accounting.selectors.access import principal_for
 from dashboard import figures
 from dashboard.forms import (
     GROUP_BY_LABELS,
@@ -57,7 +59,16 @@ def _render(request: HttpRequest, template: str, nav: str, context: dict) -> Htt
 
 
 def _scope(request: HttpRequest) -> sel.ViewerScope:
-    return sel.viewer_scope_get(user=request.user)
+    """The dashboard selectors' scope from the request's principal: the API's access rule
+    (``accounting.selectors.access``), for pages, CSV exports and reports alike."""
+    principal = principal_for(user=request.user)
+    return sel.ViewerScope(
+        user_id=principal.user_id,
+        is_superuser=principal.is_superuser,
+        admin_org_ids=principal.admin_org_ids,
+        team_ids=principal.team_ids,
+        member_org_ids=principal.member_org_ids,
+    )
 
 
 def _today() -> dt.date:

@@ -20,6 +20,8 @@ from accounting.api import schema
 from accounting.api import serializers as s
 from accounting.api.base import ApiView, CappedLimitOffsetPagination, field_error
 from accounting.api.permissions import ADMIN_SCOPES, READ_SCOPES, WRITE_SCOPES, Scope
+from accounting.api.whatif_serializers import domain_checked
+from accounting.domain import bounds
 from accounting.models import Cluster, Team
 from accounting.selectors.access import Principal, budgets_visible, clusters_visible, teams_visible
 from accounting.selectors.budgets import budget_check, budget_status
@@ -28,6 +30,7 @@ from accounting.services.advice import advice_for_job
 from accounting.services.budgets import budget_set
 from accounting.services.jobs import job_end, job_register, job_units_report, job_update
 from accounting.services.transactions import retry_on_conflict
+from accounting.services.whatif import whatif_device_specs
 
 # --- jobs ----------------------------------------------------------------------------------
 
@@ -275,6 +278,10 @@ class AdviceView(ApiView):
             clusters = list(visible.order_by("id"))
             if principal.is_scheduler:  # its own cluster first
                 clusters.sort(key=lambda c: c.pk != principal.cluster_id)
+        if data.get("avg_power_w") is not None:  # only then: the device's figures cost a query
+            spec = whatif_device_specs().get(data["hardware_model"])
+            if spec is not None:  # an unknown model is advice_for_job's 400
+                domain_checked(lambda: bounds.avg_power_w(spec, data["avg_power_w"], "avg_power_w"))
         advice = advice_for_job(
             clusters=clusters, hardware_model=data["hardware_model"], gpu_count=data["gpu_count"],
             hours=data["hours"], earliest_start=data.get("earliest_start") or timezone.now(),

@@ -93,7 +93,11 @@
       return resp.text().then(function (text) {
         var body = null;
         try { body = text ? JSON.parse(text) : null; } catch (e) { body = null; }
-        if (!resp.ok) { throw new Error(problemText(resp.status, body)); }
+        if (!resp.ok) {
+          var failure = new Error(problemText(resp.status, body));
+          failure.fieldErrors = body && Array.isArray(body.errors) ? body.errors : [];
+          throw failure;
+        }
         if (body === null) { throw new Error("The what-if service returned no JSON."); }
         return body;
       });
@@ -111,12 +115,32 @@
     });
     return out;
   }
+  // A 400 names each field and its bound (accounting/domain/bounds.py): show each message beside
+  // the input it is about, as a server-rendered form would.
+  function clearFieldErrors(form) {
+    form.querySelectorAll(".field-error").forEach(function (n) { n.remove(); });
+    form.querySelectorAll("[aria-invalid]").forEach(function (n) {
+      n.removeAttribute("aria-invalid"); n.removeAttribute("aria-describedby");
+    });
+  }
+  function showFieldErrors(form, errors) {
+    (errors || []).forEach(function (e, i) {
+      var input = e.field ? form.querySelector('[data-field="' + e.field + '"]') : null;
+      if (!input) { return; }
+      var id = (form.id || "form") + "-error-" + i;
+      var note = el("span", { "class": "field-error", "id": id, "data-error-for": e.field }, e.message || "");
+      input.setAttribute("aria-invalid", "true");
+      input.setAttribute("aria-describedby", id);
+      input.insertAdjacentElement("afterend", note);
+    });
+  }
   function bindForm(form, build, render) {
     var out = document.getElementById(form.getAttribute("data-result"));
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
       var button = form.querySelector("button[type=submit]");
       var csrf = form.querySelector("input[name=csrfmiddlewaretoken]").value;
+      clearFieldErrors(form);
       button.disabled = true;
       out.innerHTML = "";
       out.appendChild(el("div", { "class": "alert info" }, "Computing…"));
@@ -130,6 +154,7 @@
         render(out, data);
       }).catch(function (err) {
         out.innerHTML = "";
+        showFieldErrors(form, err.fieldErrors);
         out.appendChild(el("div", { "class": "alert error", "role": "alert" }, err.message));
       }).finally(function () { button.disabled = false; });
     });
