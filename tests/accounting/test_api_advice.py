@@ -84,6 +84,11 @@ def test_advice_picks_the_cleaner_zone(world):
         ({"hardware_model": "h100-sxm5-80gb", "gpu_count": 1, "hours": 5, "earliest_start": "2026-11-26T10:00:00Z",
           "deadline": "2026-11-26T12:00:00Z"}, "deadline"),
         ({"hardware_model": "h100-sxm5-80gb", "gpu_count": 1, "hours": 1, "clusters": [999999]}, "clusters"),
+        # Physically impossible (issue 19): below the device's idle draw, above its limit, > 100 %.
+        ({"hardware_model": "h100-sxm5-80gb", "gpu_count": 1, "hours": 1, "avg_power_w": 16}, "avg_power_w"),
+        ({"hardware_model": "h100-sxm5-80gb", "gpu_count": 1, "hours": 1, "avg_power_w": 900}, "avg_power_w"),
+        ({"hardware_model": "h100-sxm5-80gb", "gpu_count": 1, "hours": 1, "utilisation": 1.5}, "utilisation"),
+        ({"hardware_model": "h100-sxm5-80gb", "gpu_count": 1, "hours": 0}, "hours"),
     ],
 )
 def test_advice_validation(world, body, field):

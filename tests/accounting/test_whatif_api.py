@@ -350,3 +350,136 @@ def test_best_window_bad_input(world, patch, field):
     resp = client_for(member_of(world["team"])).post("/api/v1/best-window/", {**WINDOW, **patch}, format="json")
     assert resp.status_code == 400, resp.content
     assert field in fields_of(resp), resp.json()
+
+
+# --- one base for every API view: throttle, scopes, the principal's rule (issue 12 step 3) ----
+
+
+def test_whatif_endpoints_are_throttled_per_token(world, monkeypatch):
+    from django.core.cache import cache
+
+    from accounting.api.permissions import TokenRateThrottle
+
+    monkeypatch.setattr(TokenRateThrottle, "THROTTLE_RATES", {"token": "2/min"})
+    issued = token_create(org=world["org"], name="thr", scope=m.ApiToken.Scope.ADMIN)
+    key = f"throttle_token_t{issued.token.pk}"
+    cache.delete(key)
+    client = _bearer(issued.secret)
+    codes = [client.post("/api/v1/estimate/", ESTIMATE, format="json").status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    resp = client.post("/api/v1/best-window/", WINDOW, format="json")  # one bucket per token
+    assert resp.status_code == 429 and resp["Content-Type"] == "application/problem+json"
+    assert int(resp["Retry-After"]) > 0 and resp.json()["title"] == "Too many requests"
+    cache.delete(key)
+
+
+@pytest.mark.parametrize(
+    ("url", "body"),
+    [("/api/v1/estimate/", ESTIMATE), ("/api/v1/fleet-plan/", FLEET), ("/api/v1/best-window/", WINDOW)],
+)
+def test_whatif_refuses_a_token_without_a_read_scope(world, url, body):
+    host_tok = token_create(
+        org=world["org"], name="h", scope=m.ApiToken.Scope.HOST, host=HostFactory(cluster=world["cluster"])
+    )
+    before = m.Job.objects.count(), m.JobFootprint.objects.count()
+    resp = _bearer(host_tok.secret).post(url, body, format="json")
+    assert resp.status_code == 403 and resp["Content-Type"] == "application/problem+json"
+    assert resp.json()["detail"] == "This token's scope does not allow this operation."
+    assert (m.Job.objects.count(), m.JobFootprint.objects.count()) == before
+
+
+def test_a_member_of_one_team_cannot_project_another_teams_job(world):
+    resp = client_for(member_of(world["other_team"])).post(
+        f"/api/v1/jobs/{world['job'].pk}/project/", {"target_key": "h100-sxm5-80gb"}, format="json"
+    )
+    assert resp.status_code == 404 and resp["Content-Type"] == "application/problem+json"
+    assert resp.json()["detail"] == "No such job visible to this token."
+
+
+def test_whatif_is_json_only_like_every_api_view(world):
+    resp = client_for(member_of(world["team"])).post("/api/v1/estimate/", {"device_key": "x"}, format="multipart")
+    assert resp.status_code == 415
+
+
+# --- physical bounds (issue 19) --------------------------------------------------------------
+
+
+def _project(world, **body):
+    return client_for(member_of(world["team"])).post(
+        f"/api/v1/jobs/{world['job'].pk}/project/", {"target_key": "h100-sxm5-80gb", **body}, format="json"
+    )
+
+
+def errors_of(resp) -> dict[str, str]:
+    return {e["field"]: e["message"] for e in resp.json().get("errors", [])}
+
+
+def test_a_1_w_power_cap_on_an_h100_is_refused_naming_the_bound(world):
+    resp = _project(world, target_power_cap_w=1)
+    assert resp.status_code == 400, resp.content
+    assert errors_of(resp) == {
+        "target_power_cap_w": "must be between 200 and 700 W for H100 SXM5 80GB (its enforceable power-limit range)"
+    }
+    assert "projected" not in resp.json()
+
+
+@pytest.mark.parametrize(("cap", "code"), [(199, 400), (200, 200), (700, 200), (701, 400)])
+def test_power_cap_bounds_are_inclusive(world, cap, code):
+    assert _project(world, target_power_cap_w=cap).status_code == code
+
+
+def test_a_power_cap_on_a_device_without_a_cited_minimum_uses_the_30_percent_rule(world):
+    body = {"target_key": "l40s-48gb", "target_power_cap_w": 100}  # 30 % of 350 W = 105 W
+    resp = client_for(member_of(world["team"])).post(f"/api/v1/jobs/{world['job'].pk}/project/", body, format="json")
+    assert resp.status_code == 400
+    assert errors_of(resp)["target_power_cap_w"].startswith("must be between 105 and 350 W for L40S 48GB")
+
+
+@pytest.mark.parametrize(
+    ("patch", "field", "message"),
+    [
+        ({"device_count": 0}, "device_count", "must be between 1 and 1e+06 (devices)"),
+        ({"hours": -1}, "hours", "must be above 0 and at most 1e+06 h (a run takes some time)"),
+        ({"hours": 0}, "hours", "must be above 0 and at most 1e+06 h (a run takes some time)"),
+        ({"pue": 0.9}, "pue", "must be between 1 and 5 (facility / IT energy, 1 at best)"),
+        ({"avg_power_w": None, "utilisation": 1.5}, "utilisation",
+         "must be between 0 and 1 (a fraction of the device's busy time)"),
+        ({"intensity_g_per_kwh": -1}, "intensity_g_per_kwh", "must be between 0 and 5000 gCO2e/kWh"),
+        ({"avg_power_w": 16}, "avg_power_w",
+         "must be between 49 and 700 W for H100 SXM5 80GB (its idle draw less 30% to its power limit)"),
+        ({"avg_power_w": 900}, "avg_power_w",
+         "must be between 49 and 700 W for H100 SXM5 80GB (its idle draw less 30% to its power limit)"),
+    ],
+)
+def test_impossible_estimate_input_is_400_naming_field_and_bound(world, patch, field, message):
+    body = {k: v for k, v in {**ESTIMATE, **patch}.items() if v is not None}
+    resp = client_for(member_of(world["team"])).post("/api/v1/estimate/", body, format="json")
+    assert resp.status_code == 400, resp.content
+    assert errors_of(resp) == {field: message}
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"target_count": 0}, "target_count"),
+        ({"target_pue": 0.9}, "target_pue"),
+    ],
+)
+def test_impossible_projection_input_is_400(world, patch, field):
+    resp = _project(world, **patch)
+    assert resp.status_code == 400 and field in errors_of(resp)
+
+
+def test_impossible_fleet_and_window_input_is_400(world):
+    c = client_for(member_of(world["team"]))
+    workloads = [{"family": "llm", "kind": "training", "device_hours_per_year": 1000, "avg_power_w": 5}]
+    resp = c.post("/api/v1/fleet-plan/", {**FLEET, "workloads": workloads}, format="json")
+    assert resp.status_code == 400
+    assert errors_of(resp) == {
+        "workloads[0].avg_power_w": "must be between 38 and 400 W for A100 SXM4 80GB "
+        "(its idle draw less 30% to its power limit)"
+    }
+    resp = c.post("/api/v1/best-window/", {**WINDOW, "duration_s": 0}, format="json")
+    assert resp.status_code == 400 and set(errors_of(resp)) == {"duration_s"}
+    resp = c.post("/api/v1/best-window/", {**WINDOW, "pue": 0.9}, format="json")
+    assert resp.status_code == 400 and set(errors_of(resp)) == {"pue"}
