@@ -22,7 +22,7 @@ Lookups outside what a principal sees are 404s (not 403s), so ids of other tenan
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.db.models import Q, QuerySet
@@ -161,16 +161,16 @@ def principal_for(*, token: ApiToken | None = None, user: Any = None) -> Princip
     the token) or else by the session ``user``. One query at most (the user's memberships);
     none for admin, scheduler and host tokens."""
     if token is not None:
-        base = dict(scope=token.scope, via_token=True, org_id=token.org_id, user_id=token.user_id)
+        base = Principal(scope=token.scope, via_token=True, org_id=token.org_id, user_id=token.user_id)
         if token.scope == Scope.ADMIN:
-            return Principal(**base, admin_org_ids=frozenset({token.org_id}))
+            return replace(base, admin_org_ids=frozenset({token.org_id}))
         if token.scope == Scope.SCHEDULER:
-            return Principal(**base, cluster_id=token.cluster_id)
+            return replace(base, cluster_id=token.cluster_id)
         if token.scope == Scope.HOST:
-            return Principal(**base, host_id=token.host_id)
+            return replace(base, host_id=token.host_id)
         if token.scope == Scope.USER and token.user_id is not None:
-            return _with_memberships(Principal(**base), user_id=token.user_id, org_id=token.org_id)
-        return Principal(**base)
+            return _with_memberships(base, user_id=token.user_id, org_id=token.org_id)
+        return base
     if user is None or not user.is_authenticated or getattr(user, "pk", None) is None:
         return ANONYMOUS
     if user.is_superuser:
@@ -191,9 +191,8 @@ def _with_memberships(principal: Principal, *, user_id: int, org_id: int | None)
             admin.add(member_org)
         elif team_id is not None:
             teams.add(team_id)
-    return Principal(
-        scope=principal.scope, via_token=principal.via_token, org_id=principal.org_id, user_id=user_id,
-        admin_org_ids=frozenset(admin), team_ids=frozenset(teams), member_org_ids=frozenset(orgs - admin),
+    return replace(
+        principal, admin_org_ids=frozenset(admin), team_ids=frozenset(teams), member_org_ids=frozenset(orgs - admin)
     )
 
 
