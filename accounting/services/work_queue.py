@@ -67,7 +67,7 @@ def batches_release(*, claimed_at: dt.datetime) -> int:
         UPDATE {batch_table} b SET status = %(pending)s, claimed_at = NULL
         FROM locked WHERE b.id = locked.id AND b.status = %(claimed)s AND b.claimed_at = %(claimed_at)s
     """
-    params = {"claimed": TelemetryBatch.Status.CLAIMED.value, "pending": TelemetryBatch.Status.PENDING.value,
+    params: dict[str, Any] = {"claimed": TelemetryBatch.Status.CLAIMED.value, "pending": TelemetryBatch.Status.PENDING.value,
               "claimed_at": claimed_at}
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(sql, params)
