@@ -327,7 +327,7 @@ class _FacilityGroup:
         return _QUALITY_BY_RANK[max(QUALITY_RANK[q] for q in self.qualities)]
 
 
-def _line_sort_key(line: LedgerLine) -> tuple:
+def _line_sort_key(line: LedgerLine) -> tuple[datetime, str, bool, int, bool, int, int]:
     return (
         line.hour,
         line.account.value,

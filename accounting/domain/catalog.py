@@ -24,6 +24,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 PRECISIONS: tuple[str, ...] = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8")
 
@@ -86,7 +87,7 @@ class DeviceSpec:
         raise KeyError(f"{self.key} has no rate for {precision!r} or its fallbacks")
 
 
-def _spec(**kw) -> DeviceSpec:
+def _spec(**kw: Any) -> DeviceSpec:
     kw["peak_flops"] = MappingProxyType({k: v * TFLOPS for k, v in kw.pop("peak_tflops").items()})
     kw["sources"] = MappingProxyType(kw["sources"])
     kw["match_names"] = tuple(kw["match_names"])

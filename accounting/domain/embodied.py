@@ -23,6 +23,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TypedDict
 
 from accounting.domain.catalog import CATALOG, DeviceSpec
 
@@ -91,7 +92,9 @@ def die_yield(*, area_mm2: float, d0_per_cm2: float, alpha: float = YIELD_ALPHA)
     """Negative-binomial die yield ``(1 + A·D0/α)^−α`` (A in cm²)."""
     if area_mm2 <= 0 or d0_per_cm2 < 0 or alpha <= 0:
         raise ValueError("area and alpha must be positive, D0 non-negative")
-    return (1.0 + (area_mm2 / 100.0) * d0_per_cm2 / alpha) ** -alpha
+    # float ** float is typed Any (a negative base gives a complex); the base here is >= 1.
+    yield_fraction: float = (1.0 + (area_mm2 / 100.0) * d0_per_cm2 / alpha) ** -alpha
+    return yield_fraction
 
 
 # --- scenarios (central / low / high parameter sets) ------------------------------------
@@ -274,7 +277,14 @@ def accelerator_estimate_kg(bom: AcceleratorBom, *, scenario: Scenario = CENTRAL
 # Geometry the catalog does not carry: multi-die parts, memory type and memory package count.
 # Memory IC counts are physical packages (H100/A100 carry one spare HBM site; counted, it is
 # packaged). GDDR counts follow bus width / 2 GB parts (clamshell where capacity requires).
-_BOM_OVERRIDES: Mapping[str, dict] = MappingProxyType(
+class _BomOverride(TypedDict, total=False):
+    dies: tuple[Die, ...]
+    memory_kind: str
+    memory_ics: int
+    notes: str
+
+
+_BOM_OVERRIDES: Mapping[str, _BomOverride] = MappingProxyType(
     {
         "v100-sxm2-32gb": {"memory_kind": "hbm", "memory_ics": 4},
         "a100-sxm4-40gb": {"memory_kind": "hbm", "memory_ics": 6},
@@ -604,7 +614,7 @@ def resolve_lifetime(
     return LifetimePolicy(float(lifetime), float(util), " > ".join(parts))
 
 
-def validate_hardware_overrides(overrides: Mapping) -> None:
+def validate_hardware_overrides(overrides: object) -> None:
     """Raise ValueError unless ``overrides`` is a well-formed Site.hardware_overrides value."""
     if not isinstance(overrides, Mapping):
         raise ValueError("hardware_overrides must be an object keyed by hardware key")

@@ -153,9 +153,9 @@ def cleanest_window(
         start += HOUR
     best: Window | None = None
     while start + duration_h * HOUR <= deadline:
-        values = [by_hour.get(start + i * HOUR) for i in range(duration_h)]
-        if all(v is not None for v in values):
-            mean = sum(values) / duration_h  # type: ignore[arg-type]
+        values = [v for i in range(duration_h) if (v := by_hour.get(start + i * HOUR)) is not None]
+        if len(values) == duration_h:  # every hour of the window is forecast
+            mean = sum(values) / duration_h
             if best is None or mean < best.mean_intensity_g_per_kwh:
                 best = Window(start, start + duration_h * HOUR, mean)
         start += HOUR

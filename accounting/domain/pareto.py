@@ -56,9 +56,10 @@ def pareto_front_partial(points: Sequence[Sequence[float | None]], *, maximise: 
     """Indices (in input order) of the points no other point dominates under :func:`dominates`,
     for any number of objectives, some possibly unreported. With exactly two objectives all
     reported this is :func:`pareto_front`; otherwise the pairwise check (O(n²))."""
-    if len(maximise) == 2 and all(p[0] is not None and p[1] is not None for p in points):
-        xy = [(float(p[0]), float(p[1])) for p in points]  # type: ignore[arg-type]
-        return sorted(pareto_front(xy, x_higher_is_better=maximise[0], y_lower_is_better=not maximise[1]))
+    if len(maximise) == 2:
+        xy = [(float(x), float(y)) for x, y in ((p[0], p[1]) for p in points) if x is not None and y is not None]
+        if len(xy) == len(points):  # both objectives reported by every point
+            return sorted(pareto_front(xy, x_higher_is_better=maximise[0], y_lower_is_better=not maximise[1]))
     return [
         i
         for i, p in enumerate(points)

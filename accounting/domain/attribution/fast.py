@@ -29,6 +29,7 @@ from accounting.domain.attribution.ledger import (
     _HOST_DRAM,
     _HOST_UNMEASURED,
     _JOB,
+    Entry,
     _Ledger,
 )
 from accounting.domain.attribution.rules import (
@@ -47,6 +48,14 @@ from accounting.domain.attribution.rules import (
 )
 from accounting.domain.types import QUALITY_RANK, Allocation, Diagnostic, GpuWindowIn, HostWindowIn, ProcessSample
 
+# The sinks of a GPU plan for one hour: [(idle entry, active entry)] of the fleet-overhead
+# account when nobody holds the device, else [(job_id, share of device, idle entry, active
+# entry)] per job. The two shapes share a list (the caller knows which from ``plan.jobs``), so
+# the tuple is typed by length only.
+_GpuSinks = list[tuple[Any, ...]]
+# The sinks of a host plan for one hour and component: (share, entry) per job, then the overhead.
+_HostSinks = list[tuple[float, Entry]]
+
 # --- GPU windows ------------------------------------------------------------------------------
 
 
@@ -62,7 +71,7 @@ def _attribute_gpu_windows(
     # Per device, the last single-piece range found: (from, to, plan, hour, sinks). A window
     # with from <= start and end <= to lies inside one hour and between the same two
     # allocation edges as the window that found it, so the same plan and hour apply.
-    fits: dict[int, tuple] = {}
+    fits: dict[int, tuple[datetime, datetime, _GpuPlan, datetime, _GpuSinks]] = {}
     for window in gpu_windows:
         device = window.device_id
         start = window.start
@@ -181,8 +190,8 @@ class _GpuPlan:
     )
 
     def __init__(self, holders: Sequence[Allocation]) -> None:
-        self.sinks: dict[datetime, list] = {}
-        self.fleet_sinks: dict[datetime, tuple[list, list]] = {}
+        self.sinks: dict[datetime, _GpuSinks] = {}
+        self.fleet_sinks: dict[datetime, tuple[Entry, Entry]] = {}
         self._weights: dict[int, tuple[object, dict[int, float]]] = {}
         self.last_processes: object = None  # the last tuple weighed, and its weights
         self.last_weights: dict[int, float] = {}
@@ -198,7 +207,7 @@ class _GpuPlan:
         self.jobs = sorted(self.job_fraction)
         self.share_of_device = {job_id: self.job_fraction[job_id] / normaliser for job_id in self.jobs}
 
-    def make_sinks(self, ledger: _Ledger, device: int, hour: datetime) -> list:
+    def make_sinks(self, ledger: _Ledger, device: int, hour: datetime) -> _GpuSinks:
         entry = ledger.entry
         if not self.jobs:
             return [
@@ -294,9 +303,9 @@ class _HostPlan:
 
     def __init__(self, holders: Sequence[Allocation]) -> None:
         self._holders = holders
-        self._sinks: dict[datetime, dict[int, list]] = {}
+        self._sinks: dict[datetime, dict[int, _HostSinks]] = {}
 
-    def sinks_for(self, ledger: _Ledger, slots: int, hour: datetime) -> dict[int, list]:
+    def sinks_for(self, ledger: _Ledger, slots: int, hour: datetime) -> dict[int, _HostSinks]:
         sinks = self._sinks.get(hour)
         if sinks is None:
             job_share = _host_shares(self._holders, slots)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from typing import Any
 
 from accounting.domain.types import QUALITY_RANK, Account, Component, EnergyShare, Quality
 
@@ -33,6 +34,10 @@ _HOST_UNMEASURED = _COMPONENT_ORDER[Component.HOST_UNMEASURED]
 
 # (account code, job_id, device_id, component code, hour)
 _Key = tuple[int, int | None, int | None, int, datetime]
+# An accumulator entry: [measured energies (J), held seconds, worst quality rank, other energies
+# (J)]. A list, not a class, because the fast path appends to it by slot index in its inner loop;
+# its items differ in type, so its element type is Any.
+Entry = list[Any]
 
 
 class _Ledger:
@@ -50,9 +55,9 @@ class _Ledger:
     __slots__ = ("_entries",)
 
     def __init__(self) -> None:
-        self._entries: dict[_Key, list] = {}
+        self._entries: dict[_Key, Entry] = {}
 
-    def entry(self, account: int, job_id: int | None, device_id: int | None, component: int, hour: datetime) -> list:
+    def entry(self, account: int, job_id: int | None, device_id: int | None, component: int, hour: datetime) -> Entry:
         key = (account, job_id, device_id, component, hour)
         entry = self._entries.get(key)
         if entry is None:
@@ -101,7 +106,7 @@ class _Ledger:
         return shares
 
 
-def _sort_key(key: _Key) -> tuple:
+def _sort_key(key: _Key) -> tuple[datetime, int, bool, int, bool, int, int]:
     account, job_id, device_id, component, hour = key
     return (
         hour,

@@ -43,26 +43,31 @@ def require(cond: bool, field_name: str, message: str) -> None:
         raise InputError(field_name, message)
 
 
+# The checks below raise as ``require`` does, spelled as ``if`` so the type narrows.
 def positive(value: float | None, field_name: str) -> float:
-    require(value is not None and math.isfinite(value) and value > 0, field_name, "must be a positive number")
-    return float(value)  # type: ignore[arg-type]
+    if value is None or not (math.isfinite(value) and value > 0):
+        raise InputError(field_name, "must be a positive number")
+    return float(value)
 
 
 def non_negative(value: float | None, field_name: str) -> float:
-    require(value is not None and math.isfinite(value) and value >= 0, field_name, "must be >= 0")
-    return float(value)  # type: ignore[arg-type]
+    if value is None or not (math.isfinite(value) and value >= 0):
+        raise InputError(field_name, "must be >= 0")
+    return float(value)
 
 
 def fraction(value: float | None, field_name: str) -> float:
-    require(value is not None and math.isfinite(value) and 0 <= value <= 1, field_name, "must be within [0, 1]")
-    return float(value)  # type: ignore[arg-type]
+    if value is None or not (math.isfinite(value) and 0 <= value <= 1):
+        raise InputError(field_name, "must be within [0, 1]")
+    return float(value)
 
 
 def spec_for(key: str, specs: Mapping[str, DeviceSpec] | None, field_name: str = "device_key") -> DeviceSpec:
     table = CATALOG if specs is None else specs
     spec = table.get(key)
-    require(spec is not None, field_name, f"unknown device {key!r}; known: {', '.join(sorted(table))}")
-    return spec  # type: ignore[return-value]
+    if spec is None:
+        raise InputError(field_name, f"unknown device {key!r}; known: {', '.join(sorted(table))}")
+    return spec
 
 
 def precision_bytes(precision: str, field_name: str = "precision") -> float:

@@ -69,11 +69,11 @@ def estimate_job(
         runtime_s = positive(hours, "hours") * S_PER_H
         notes.append(f"runtime {hours:g} h wall clock on {device_count} × {spec.key} (given)")
     else:
-        positive(flops, "flops")
+        flops_checked = positive(flops, "flops")
         eff = fraction(efficiency if efficiency is not None else 0.4, "efficiency")
         require(eff > 0, "efficiency", "must be > 0")
         peak = flops_at(spec, precision, notes)
-        runtime_s = flops / (device_count * peak * eff)  # type: ignore[operator]
+        runtime_s = flops_checked / (device_count * peak * eff)
         notes.append(
             f"runtime = {flops:.3g} FLOP / ({device_count} × {peak / 1e12:g} TFLOP/s {precision} × "
             f"{eff:g} efficiency{' (default MFU 0.4)' if efficiency is None else ''})"

@@ -277,11 +277,19 @@ def moe_offload_comparison(
 ) -> MoeOffloadComparison:
     """Both configurations: all experts in HBM vs a share of experts in host memory."""
     require(offload_fraction > 0, "offload_fraction", "must be > 0 to compare with all-resident")
-    common = dict(
+    resident = llm_inference(
         config=config, device_key=device_key, carbon=carbon, precision=precision, embodied=embodied, specs=specs
     )
-    resident = llm_inference(**common)  # type: ignore[arg-type]
-    offloaded = llm_inference(**common, offload_fraction=offload_fraction, offload_miss_rate=offload_miss_rate)  # type: ignore[arg-type]
+    offloaded = llm_inference(
+        config=config,
+        device_key=device_key,
+        carbon=carbon,
+        precision=precision,
+        embodied=embodied,
+        specs=specs,
+        offload_fraction=offload_fraction,
+        offload_miss_rate=offload_miss_rate,
+    )
     return MoeOffloadComparison(
         resident=resident,
         offloaded=offloaded,

@@ -138,6 +138,7 @@ def best_start_window(
         non_negative(energy_j, "energy_j")
     now_avg = _avg_intensity(series, earliest_start, earliest_start + duration)
     require(now_avg is not None, "forecast", "does not cover a run starting at earliest_start")
+    assert now_avg is not None  # require raised otherwise (narrows the type)
     starts = {earliest_start} | {h for h, _ in series if earliest_start <= h and h + duration <= deadline}
     best: tuple[float, datetime] | None = None
     n = 0
@@ -163,12 +164,12 @@ def best_start_window(
         best_start=best_start,
         best_end=best_start + duration,
         best_avg_intensity_g_per_kwh=best_avg,
-        now_avg_intensity_g_per_kwh=now_avg,  # type: ignore[arg-type]
-        saving_g_per_kwh=now_avg - best_avg,  # type: ignore[operator]
-        saving_fraction=(now_avg - best_avg) / now_avg if now_avg else 0.0,  # type: ignore[operator]
-        saving_co2e_g=None if kwh is None else kwh * (now_avg - best_avg),  # type: ignore[operator]
+        now_avg_intensity_g_per_kwh=now_avg,
+        saving_g_per_kwh=now_avg - best_avg,
+        saving_fraction=(now_avg - best_avg) / now_avg if now_avg else 0.0,
+        saving_co2e_g=None if kwh is None else kwh * (now_avg - best_avg),
         best_co2e_g=None if kwh is None else kwh * best_avg,
-        now_co2e_g=None if kwh is None else kwh * now_avg,  # type: ignore[operator]
+        now_co2e_g=None if kwh is None else kwh * now_avg,
         candidates=n,
         assumptions=[
             "hourly intensity is constant within each hour; candidate starts on the forecast's hour grid and now",
