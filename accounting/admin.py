@@ -4,6 +4,8 @@ Factor models (grid zones, hardware models, sites, PUE series) save through
 accounting.services.factors, so every admin edit is versioned and audited like an API edit:
 the change form carries a required "reason", versions are read-only, and a FactorChange row
 records who changed what and why. Ledger and aggregate rows are computed: read-only here.
+Edits of a budget, an organisation's overhead policy and a team's report recipient write an
+AuditEvent (``AuditedAdmin``); the audit log itself is read-only.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from django.core.exceptions import ValidationError
 from accounting import models as m
 from accounting.domain.embodied import validate_hardware_overrides
 from accounting.services import factors as factor_services
+from accounting.services.audit import audit_record
 
 REASON_HELP = "Why this change? Recorded with your user on the factor's audit trail (required)."
 
@@ -36,6 +39,48 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class AuditedAdmin(admin.ModelAdmin):
+    """Admin saves (and deletes) of ``audit_fields`` write one AuditEvent each, in the admin's
+    transaction. A new row whose audited fields keep their defaults records nothing."""
+
+    audit_fields: tuple[str, ...] = ()
+    audit_object_type = ""
+    audit_action = ""  # create and update
+    audit_delete_action = ""  # empty: deletions are not audited (or not allowed)
+
+    def audit_org_id(self, obj) -> int | None:
+        return obj.org_id
+
+    def audit_action_for(self, *, change: bool) -> str:
+        return self.audit_action
+
+    def _audited(self, obj) -> dict:
+        return {f: getattr(obj, obj._meta.get_field(f).attname) for f in self.audit_fields}
+
+    def _audit(self, request, obj, *, action: str, before: dict | None, after: dict | None) -> None:
+        audit_record(action=action, object_type=self.audit_object_type, object_id=obj.pk,
+                     org=self.audit_org_id(obj), actor=request.user, before=before, after=after)
+
+    def save_model(self, request, obj, form, change):
+        before = self._audited(type(obj).objects.get(pk=obj.pk)) if change else None
+        super().save_model(request, obj, form, change)
+        after = self._audited(obj)
+        defaults = {f: obj._meta.get_field(f).get_default() for f in self.audit_fields}
+        if before != after and (change or after != defaults):
+            self._audit(request, obj, action=self.audit_action_for(change=change), before=before, after=after)
+
+    def delete_model(self, request, obj):
+        if self.audit_delete_action:
+            self._audit(request, obj, action=self.audit_delete_action, before=self._audited(obj), after=None)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        if self.audit_delete_action:
+            for obj in queryset:
+                self._audit(request, obj, action=self.audit_delete_action, before=self._audited(obj), after=None)
+        super().delete_queryset(request, queryset)
 
 
 class FactorAdmin(admin.ModelAdmin):
@@ -281,14 +326,21 @@ class FactorChangeAdmin(ReadOnlyAdmin):
 
 
 @admin.register(m.Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(AuditedAdmin):
+    audit_fields = ("overhead_policy",)
+    audit_object_type = "organization"
+    audit_action = m.AuditEvent.Action.POLICY_UPDATE
     list_display = ("name", "slug", "overhead_policy", "created_at")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
 
 
 @admin.register(m.Team)
-class TeamAdmin(admin.ModelAdmin):
+class TeamAdmin(AuditedAdmin):
+    # The one report recipient today; a recipients list must keep writing this action.
+    audit_fields = ("report_email",)
+    audit_object_type = "report_recipients"
+    audit_action = m.AuditEvent.Action.RECIPIENT_CHANGE
     list_display = ("name", "org", "slug", "report_email")
     list_filter = ("org",)
     search_fields = ("name", "slug")
@@ -302,9 +354,19 @@ class MembershipAdmin(admin.ModelAdmin):
 
 
 @admin.register(m.CarbonBudget)
-class CarbonBudgetAdmin(admin.ModelAdmin):
+class CarbonBudgetAdmin(AuditedAdmin):
+    audit_fields = ("team", "period_start", "period_end", "co2e_budget_g", "note")
+    audit_object_type = "budget"
+    audit_action = m.AuditEvent.Action.BUDGET_UPDATE
+    audit_delete_action = m.AuditEvent.Action.BUDGET_DELETE
     list_display = ("team", "period_start", "period_end", "co2e_budget_g")
     list_filter = ("team__org",)
+
+    def audit_org_id(self, obj) -> int | None:
+        return m.Team.objects.filter(pk=obj.team_id).values_list("org_id", flat=True).first()
+
+    def audit_action_for(self, *, change: bool) -> str:
+        return m.AuditEvent.Action.BUDGET_UPDATE if change else m.AuditEvent.Action.BUDGET_CREATE
 
 
 @admin.register(m.Cluster)
@@ -399,3 +461,17 @@ class ApiTokenAdmin(ReadOnlyAdmin):
     list_display = ("name", "org", "scope", "prefix", "created_at", "revoked_at", "last_used_at")
     list_filter = ("scope", "org")
     exclude = ("digest",)
+
+
+@admin.register(m.AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    """Who changed which factor, budget, token, recipient or policy: append-only (no add, change
+    or delete here or anywhere in the application)."""
+
+    list_display = ("created_at", "org", "actor_label", "action", "object_type", "object_id", "reason")
+    list_filter = ("action", "org", "object_type")
+    search_fields = ("object_type", "object_id", "actor_label", "reason")
+    date_hierarchy = "created_at"
+    list_select_related = ("org",)
+    ordering = ("-created_at", "-id")
+    actions = None

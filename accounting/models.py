@@ -628,6 +628,9 @@ class ApiToken(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Refused from this instant on (null: never; tokens issued before expiry existed). Rotation
+    # sets the old token's expiry to the end of the overlap (accounting.tokens).
+    expires_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -639,3 +642,51 @@ class ApiToken(models.Model):
                 condition=~Q(scope="scheduler") | Q(cluster__isnull=False), name="token_sched_scope_needs_cluster"
             ),
         ]
+
+
+# --- audit log -----------------------------------------------------------------------------
+
+
+class AuditEvent(models.Model):
+    """Append-only record of who changed which factor, budget, token or policy, and when.
+
+    Written by the services that make the change (accounting.services.audit.audit_record), in
+    the change's transaction. Never updated or deleted by the application; the admin is
+    read-only. Actors are kept as a label too, so the row still says who after the user or token
+    is deleted."""
+
+    class Action(models.TextChoices):
+        FACTOR_CREATE = "factor.create", "Factor created"
+        FACTOR_UPDATE = "factor.update", "Factor changed"
+        BUDGET_CREATE = "budget.create", "Budget created"
+        BUDGET_UPDATE = "budget.update", "Budget changed"
+        BUDGET_DELETE = "budget.delete", "Budget deleted"
+        TOKEN_CREATE = "token.create", "Token issued"
+        TOKEN_REVOKE = "token.revoke", "Token revoked"
+        TOKEN_ROTATE = "token.rotate", "Token rotated"
+        POLICY_UPDATE = "policy.update", "Organisation policy changed"
+        RECIPIENT_CHANGE = "recipient.change", "Report recipients changed"
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Null for global factors (grid zones, hardware models) that belong to no organisation.
+    org = models.ForeignKey(Organization, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    actor_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    actor_token = models.ForeignKey(ApiToken, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    actor_label = models.CharField(max_length=200)  # "alice", "token clk_AbCdEfGh (admin)", "system"
+    action = models.CharField(max_length=30, choices=Action.choices)
+    object_type = models.CharField(max_length=40)  # "zone", "pue", "site", "hardware", "budget", "token", ...
+    object_id = models.CharField(max_length=200)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    reason = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["org", "-created_at"], name="audit_org_created_idx"),
+            models.Index(fields=["object_type", "object_id"], name="audit_object_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_label} {self.action} {self.object_type} {self.object_id}"

@@ -6,7 +6,7 @@ from django.contrib.auth.models import AnonymousUser
 from rest_framework import authentication, exceptions
 
 from accounting.models import ApiToken
-from accounting.tokens import token_lookup
+from accounting.tokens import TokenExpired, token_authenticate
 
 
 class TokenPrincipal:
@@ -39,7 +39,10 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             return None
         if len(parts) != 2:
             raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <token>'.")
-        token = token_lookup(raw=parts[1])
+        try:
+            token = token_authenticate(raw=parts[1])
+        except TokenExpired as exc:
+            raise exceptions.AuthenticationFailed(f"API token expired at {exc.expires_at:%Y-%m-%dT%H:%M:%SZ}.")
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API token.")
         user = token.user if token.user is not None else TokenPrincipal(token)

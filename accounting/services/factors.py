@@ -24,6 +24,7 @@ from accounting.factors.codecarbon_data import ZoneFactor
 from accounting.factors.csv_import import HourlyRow, PueRow
 from accounting.factors.electricitymaps import ElectricityMapsClient, ProviderError
 from accounting.models import (
+    AuditEvent,
     FactorChange,
     FactorSource,
     GridZone,
@@ -33,6 +34,7 @@ from accounting.models import (
     Site,
     SitePue,
 )
+from accounting.services.audit import audit_record
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +74,13 @@ def _record(
     affects_from=None,
     affects_to=None,
     recompute_status: str = "pending",
+    org_id: int | None = None,
+    action: str = AuditEvent.Action.FACTOR_UPDATE,
 ) -> FactorChange:
+    """The FactorChange of one edit, and its AuditEvent beside it (``org_id``: the site's
+    organisation; null for global factors: zones, hourly intensities, hardware models)."""
+    audit_record(action=action, object_type=factor_type, object_id=factor_key, org=org_id,
+                 actor=_user_or_none(user), before=before, after=after, reason=reason)
     return FactorChange.objects.create(
         changed_by=_user_or_none(user),
         reason=reason,
@@ -168,6 +176,7 @@ def site_set_pue(
             user=user,
             affects_from=None,
             affects_to=first,
+            org_id=locked.org_id,
         )
     if valid_from.tzinfo is None:
         raise ValidationError({"valid_from": "must be timezone-aware (UTC)"})
@@ -192,6 +201,7 @@ def site_set_pue(
         user=user,
         affects_from=valid_from,
         affects_to=nxt,
+        org_id=locked.org_id,
     )
 
 
@@ -228,6 +238,7 @@ def site_update_factors(*, site: Site, changes: dict, reason: str, user) -> Fact
         reason=reason,
         user=user,
         recompute_status=status,
+        org_id=locked.org_id,
     )
 
 
@@ -270,6 +281,8 @@ def factor_record_created(*, obj, factor_type: str, factor_key: str, after: dict
         after={k: _jsonable(v) for k, v in after.items()},
         reason=_require_reason(reason),
         user=user,
+        org_id=getattr(obj, "org_id", None) or getattr(getattr(obj, "site", None), "org_id", None),
+        action=AuditEvent.Action.FACTOR_CREATE,
     )
 
 
