@@ -1,7 +1,7 @@
 """Dashboard pages: thin views over accounting.selectors.dashboard / fleet and dashboard.figures.
 
 Every view is login-protected and derives the user's ``Principal`` first (the API's access
-rule, ``accounting.selectors.access``), handed to the selectors as their ``ViewerScope``; they
+rule, ``accounting.selectors.access``), handed to the selectors as their ``scope``; they
 filter by it, so a page, a JSON endpoint, the CSV export and the reports apply one rule.
 """
 
@@ -33,7 +33,7 @@ from django.views.decorators.http import require_GET
 from accounting.models import HardwareModel, Job
 from accounting.selectors import dashboard as sel
 from accounting.selectors import fleet as fleet_sel
-from accounting.selectors.access import principal_for
+from accounting.selectors.access import Principal, principal_for
 from dashboard import figures
 from dashboard.forms import (
     GROUP_BY_LABELS,
@@ -58,17 +58,10 @@ def _render(request: HttpRequest, template: str, nav: str, context: dict) -> Htt
     return render(request, template, context)
 
 
-def _scope(request: HttpRequest) -> sel.ViewerScope:
-    """The dashboard selectors' scope from the request's principal: the API's access rule
+def _scope(request: HttpRequest) -> Principal:
+    """The dashboard selectors' scope: the session user's principal, the API's access rule
     (``accounting.selectors.access``), for pages, CSV exports and reports alike."""
-    principal = principal_for(user=request.user)
-    return sel.ViewerScope(
-        user_id=principal.user_id,
-        is_superuser=principal.is_superuser,
-        admin_org_ids=principal.admin_org_ids,
-        team_ids=principal.team_ids,
-        member_org_ids=principal.member_org_ids,
-    )
+    return principal_for(user=request.user)
 
 
 def _today() -> dt.date:
@@ -205,7 +198,7 @@ def devices(request: HttpRequest) -> HttpResponse:
 # --- jobs ----------------------------------------------------------------------------------
 
 
-def _job_filters(request: HttpRequest, scope: sel.ViewerScope) -> tuple[JobFilterForm, sel.JobListFilters, str]:
+def _job_filters(request: HttpRequest, scope: Principal) -> tuple[JobFilterForm, sel.JobListFilters, str]:
     devices = list(HardwareModel.objects.filter(kind=HardwareModel.Kind.GPU).order_by("name").values("key", "name"))
     form = JobFilterForm(request.GET or None, teams=sel.team_option_list(scope=scope), devices=devices)
     data = valid_data(form)

@@ -107,15 +107,36 @@ class Principal:
             return _NOTHING
         return self._in_org(Q(org_id__in=sorted(self.admin_org_ids)) | Q(id__in=sorted(self.team_ids)), "")
 
-    def clusters_q(self) -> Q:
+    def orgs_q(self, lookup: str = "org_id") -> Q:
+        """Rows whose organisation (``lookup``: the path to its id) the principal belongs to:
+        sites, clusters, devices, factor tables, organisations themselves (``lookup="id"``)."""
         if self.is_superuser:
             return Q()
         if self.via_token:
-            return Q(site__org_id=self.org_id) if self.scope in (Scope.SCHEDULER, Scope.USER, Scope.ADMIN) else _NOTHING
-        return Q(site__org_id__in=sorted(self.org_ids)) if self.org_ids else _NOTHING
+            return Q(**{lookup: self.org_id}) if self.scope in (Scope.SCHEDULER, Scope.USER, Scope.ADMIN) else _NOTHING
+        return Q(**{f"{lookup}__in": sorted(self.org_ids)}) if self.org_ids else _NOTHING
+
+    def clusters_q(self) -> Q:
+        return self.orgs_q("site__org_id")
 
     def _in_org(self, q: Q, prefix: str) -> Q:
         return q & Q(**{f"{prefix}org_id": self.org_id}) if self.via_token else q
+
+    # --- the dashboard's names for the same rule ------------------------------------------
+    # (accounting.selectors.fleet and the dashboard selectors' ``scope`` argument, which is
+    # always a session principal)
+
+    def q(self, prefix: str = "") -> Q:
+        """``rows_q``: for a session principal it selects the same jobs as ``jobs_q``."""
+        return self.rows_q(prefix)
+
+    def org_q(self, prefix: str = "") -> Q:
+        return self.orgs_q(f"{prefix}org_id")
+
+    @property
+    def sees_fleet(self) -> bool:
+        """``is_admin``: may see fleet-level rows (the overhead account, whole-fleet devices)."""
+        return self.is_admin
 
     # --- the same rule as SQL, for the raw one-query job reads -----------------------------
 
