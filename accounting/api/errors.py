@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import psycopg
+import redis.exceptions
 from django.db import InterfaceError, OperationalError
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
@@ -19,6 +20,22 @@ log = logging.getLogger(__name__)
 DATABASE_RETRY_AFTER_S = 5
 # Django wraps errors of its own cursors; ingest's COPY runs on the raw psycopg cursor.
 DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, psycopg.OperationalError)
+# The throttle counters live in the Redis cache (settings.CACHES); Django's RedisCache lets
+# redis-py's errors through. A restart of Redis takes about as long as one of PostgreSQL.
+CACHE_RETRY_AFTER_S = 5
+CACHE_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def _cache_unavailable(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is, or was raised from, a Redis connection or timeout error (a cache
+    backend may wrap it)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, CACHE_UNAVAILABLE):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
 
 
 def _flatten(detail: Any, prefix: str = "") -> list[dict[str, str]]:
@@ -56,7 +73,8 @@ def problem_response(
 
 def _unhandled_problem(exc: Exception, context) -> Response:
     """What DRF leaves to Django's 500 page (HTML, and a debug page with DEBUG=True) as problem
-    details: 503 with Retry-After when the database is unreachable, else a logged 500."""
+    details: 503 with Retry-After when the database or the cache (Redis: the throttles' counters)
+    is unreachable, else a logged 500."""
     set_rollback()
     request = context.get("request")
     where = f"{request.method} {request.path}" if request is not None else "?"
@@ -65,6 +83,12 @@ def _unhandled_problem(exc: Exception, context) -> Response:
         problem = problem_response(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, title="Service unavailable",
                                    detail="The database is unavailable; retry later.")
         problem["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+        return problem
+    if _cache_unavailable(exc):
+        log.warning("cache unavailable during %s: %s: %s", where, type(exc).__name__, exc)
+        problem = problem_response(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, title="Service unavailable",
+                                   detail="The rate-limit cache is unavailable; retry later.")
+        problem["Retry-After"] = str(CACHE_RETRY_AFTER_S)
         return problem
     log.error("unhandled error during %s", where, exc_info=exc)
     return problem_response(status_code=status.HTTP_500_INTERNAL_SERVER_ERROR, title="Internal server error",
@@ -97,7 +121,7 @@ def problem_exception_handler(exc, context):
         detail = str(data.get("detail", data)) if isinstance(data, dict) else str(data)
         title = {401: "Not authenticated", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
                  409: "Conflict", 413: "Payload too large", 415: "Unsupported media type",
-                 429: "Too many requests"}.get(response.status_code, "Error")
+                 429: "Too many requests", 503: "Service unavailable"}.get(response.status_code, "Error")
     problem = problem_response(status_code=response.status_code, title=title, detail=detail, errors=errors)
     for header in ("WWW-Authenticate", "Retry-After", "Allow"):
         if header in response:

@@ -12,17 +12,36 @@ from accounting.api import serializers as s
 from accounting.api.whatif_serializers import BestWindowRequest, EstimateRequest, FleetPlanRequest, ProjectRequest
 
 PROBLEM = "application/problem+json"
+
+
+def _problem(description: str) -> OpenApiResponse:
+    return OpenApiResponse(s.ProblemSerializer, description=description)
+
+
+# Every status an operation can answer is documented (schemathesis' status_code_conformance
+# holds the API to it); each as RFC 9457 problem details (accounting.api.errors).
 ERRORS = {
-    (400, PROBLEM): OpenApiResponse(s.ProblemSerializer, description="Invalid request; `errors` names each field."),
-    (401, PROBLEM): OpenApiResponse(s.ProblemSerializer, description="Missing, invalid or revoked token."),
-    (403, PROBLEM): OpenApiResponse(s.ProblemSerializer, description="The token's scope does not allow this."),
-    (429, PROBLEM): OpenApiResponse(s.ProblemSerializer, description="Rate limit of this token exceeded."),
+    (400, PROBLEM): _problem(
+        "Invalid request; `errors` names each field. Also: a rule the schema states only in a description "
+        "(a field required with another, an order of two times, a team, cluster or device that must exist)."
+    ),
+    (401, PROBLEM): _problem("Missing, invalid or revoked token."),
+    (403, PROBLEM): _problem("The token's scope does not allow this."),
+    (429, PROBLEM): _problem("Rate limit of this token exceeded; `Retry-After` says when to retry."),
+    (503, PROBLEM): _problem(
+        "The database or the rate-limit cache is unavailable; `Retry-After` says when to retry."
+    ),
 }
-NOT_FOUND = {(404, PROBLEM): OpenApiResponse(s.ProblemSerializer, description="No such job visible to this token.")}
-CONFLICT = {(409, PROBLEM): OpenApiResponse(s.ProblemSerializer, description="The job has ended.")}
+# Operations that take a JSON body: any other media type is refused.
+BODY_ERRORS = {(415, PROBLEM): _problem("The body is not `application/json`.")}
+NOT_FOUND = {(404, PROBLEM): _problem("No such job visible to this token.")}
+CONFLICT = {(409, PROBLEM): _problem("The job has ended: its allocation can no longer change.")}
 CLUSTER_PARAM = OpenApiParameter(
-    "cluster", OpenApiTypes.INT, OpenApiParameter.QUERY, required=False,
-    description="Cluster id of the job. Implied by a scheduler token; required for user and admin tokens.",
+    "cluster", {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}, OpenApiParameter.QUERY, required=False,
+    description=(
+        "Cluster id of the job. Implied by a scheduler token (another cluster: 404); required for user and "
+        "admin tokens (missing: 400)."
+    ),
 )
 SCHEDULER_JOB_ID_PARAM = OpenApiParameter(
     "scheduler_job_id", OpenApiTypes.STR, OpenApiParameter.PATH, pattern=s.SCHEDULER_JOB_ID_PATTERN,
@@ -90,7 +109,7 @@ JOBS_SCHEMA = dict(
             "ingest service replaces when the agent reports it. Scheduler and admin tokens only."
         ),
         request=s.JobRegisterSerializer,
-        responses={201: s.JobSerializer, 200: s.JobSerializer, **ERRORS},
+        responses={201: s.JobSerializer, 200: s.JobSerializer, **ERRORS, **BODY_ERRORS},
         examples=[
             OpenApiExample("Slurm job on two GPUs of one node", value=EXAMPLE_REGISTER, request_only=True),
             OpenApiExample(
@@ -121,7 +140,7 @@ JOB_DETAIL_SCHEMA = {
             "re-attributed. `units` and `model_meta` merge key by key. Scheduler and admin tokens only."
         ),
         request=s.JobUpdateSerializer,
-        responses={200: s.JobSerializer, **ERRORS, **NOT_FOUND, **CONFLICT},
+        responses={200: s.JobSerializer, **ERRORS, **NOT_FOUND, **CONFLICT, **BODY_ERRORS},
         examples=[
             OpenApiExample(
                 "Grow to a second node",
@@ -150,7 +169,7 @@ JOB_END_SCHEMA = {
             "tokens only."
         ),
         request=s.JobEndSerializer,
-        responses={200: s.JobSerializer, **ERRORS, **NOT_FOUND},
+        responses={200: s.JobSerializer, **ERRORS, **NOT_FOUND, **BODY_ERRORS},
         examples=[
             OpenApiExample("Completed", value={"exit_state": "completed", "ended_at": "2026-11-26T14:00:00Z"},
                            request_only=True),
@@ -184,7 +203,7 @@ JOB_UNITS_SCHEMA = {
             "Scheduler and admin tokens, and user tokens for jobs of the user's teams."
         ),
         request=s.JobUnitsSerializer,
-        responses={200: s.JobSerializer, **ERRORS, **NOT_FOUND},
+        responses={200: s.JobSerializer, **ERRORS, **NOT_FOUND, **BODY_ERRORS},
         examples=[
             OpenApiExample("Tokens so far", value={"units": {"tokens": 1.2e9}, "mode": "set", "primary_unit": "tokens"},
                            request_only=True),
@@ -224,7 +243,7 @@ BUDGETS_SCHEMA = dict(
         operation_id="budgets_set",
         summary="Create or replace a team's budget for a period (admin tokens)",
         request=s.BudgetSetSerializer,
-        responses={201: s.BudgetStatusSerializer, 200: s.BudgetStatusSerializer, **ERRORS},
+        responses={201: s.BudgetStatusSerializer, 200: s.BudgetStatusSerializer, **ERRORS, **BODY_ERRORS},
         examples=[
             OpenApiExample("November", value={"team": "recsys", "period_start": "2026-11-01",
                                               "period_end": "2026-12-01", "co2e_budget_g": 5.0e6,
@@ -256,7 +275,7 @@ BUDGET_CHECK_SCHEMA = dict(
             "budget, `hold` from 100 % (thresholds in the response). A team without a budget then is `ok`."
         ),
         request=s.BudgetCheckSerializer,
-        responses={200: s.BudgetDecisionSerializer, **ERRORS},
+        responses={200: s.BudgetDecisionSerializer, **ERRORS, **BODY_ERRORS},
         examples=[
             OpenApiExample("Check a 12 kg job", value={"team": "recsys", "co2e_g": 12000.0}, request_only=True),
             OpenApiExample(
@@ -287,7 +306,7 @@ ADVICE_SCHEMA = dict(
             "starting at `earliest_start`."
         ),
         request=s.AdviceRequestSerializer,
-        responses={200: s.AdviceResponseSerializer, **ERRORS},
+        responses={200: s.AdviceResponseSerializer, **ERRORS, **BODY_ERRORS},
         examples=[
             OpenApiExample(
                 "8 H100 for 6 h, by tomorrow noon",
@@ -337,7 +356,7 @@ WHATIF_ESTIMATE_SCHEMA = {
     "post": extend_schema(
         summary="Estimate a planned job from inputs alone",
         request=EstimateRequest,
-        responses={200: WHATIF_RESULT, **WHATIF_ERRORS},
+        responses={200: WHATIF_RESULT, **WHATIF_ERRORS, **BODY_ERRORS},
         examples=[
             OpenApiExample(
                 "hours and power",
@@ -379,7 +398,7 @@ WHATIF_PROJECT_SCHEMA = {
     "post": extend_schema(
         summary="Project a measured job onto another device, count, precision or zone",
         request=ProjectRequest,
-        responses={200: WHATIF_RESULT, **WHATIF_ERRORS, **NOT_FOUND},
+        responses={200: WHATIF_RESULT, **WHATIF_ERRORS, **NOT_FOUND, **BODY_ERRORS},
         examples=[
             OpenApiExample("to H100", request_only=True, value={"target_key": "h100-sxm5-80gb", "target_count": 4})
         ],
@@ -390,7 +409,7 @@ WHATIF_FLEET_PLAN_SCHEMA = {
     "post": extend_schema(
         summary="Plan a fleet upgrade: yearly energy/carbon before and after, payback, break-even intensity",
         request=FleetPlanRequest,
-        responses={200: WHATIF_RESULT, **WHATIF_ERRORS},
+        responses={200: WHATIF_RESULT, **WHATIF_ERRORS, **BODY_ERRORS},
         examples=[
             OpenApiExample(
                 "A100 → H100",
@@ -423,7 +442,7 @@ WHATIF_BEST_WINDOW_SCHEMA = {
     "post": extend_schema(
         summary="Cleanest start window before a deadline",
         request=BestWindowRequest,
-        responses={200: WHATIF_RESULT, **WHATIF_ERRORS},
+        responses={200: WHATIF_RESULT, **WHATIF_ERRORS, **BODY_ERRORS},
         examples=[
             OpenApiExample(
                 "given forecast",

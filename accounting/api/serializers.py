@@ -36,6 +36,64 @@ assert set(KINDS) == set(Job.Kind.values) and set(FAMILIES) == set(Job.Family.va
 EXIT_STATES = [Job.Status.COMPLETED, Job.Status.FAILED, Job.Status.PREEMPTED, Job.Status.CANCELLED]
 
 
+# The schema states the 2000-2100 range of every date and datetime as the year's pattern
+# (OpenAPI 3.0 has no bounds for formatted strings); the check is on the year as written.
+YEAR_PATTERN = r"^20[0-9]{2}-"
+_JSON_TYPES: tuple[tuple[type, tuple[type, ...], str], ...] = (
+    (serializers.BooleanField, (bool,), "Must be a boolean."),
+    (serializers.CharField, (str,), "Must be a string."),
+    (serializers.ChoiceField, (str,), "Must be a string."),
+    (serializers.DateTimeField, (str,), "Must be a string (ISO 8601)."),
+    (serializers.DateField, (str,), "Must be a string (ISO 8601 date)."),
+)
+
+
+def _json_type_error(field: serializers.Field, value) -> object | None:
+    """The error of a JSON value whose type is not the field's (None when it is). DRF coerces:
+    ``"1.5"`` passes its FloatField, ``7`` its CharField, ``true`` its FloatField as 1.0. A JSON
+    API says what type a field is, and answers 400 to another one. Lists and dicts are checked
+    item by item."""
+    if value is None:
+        return None
+    if isinstance(field, serializers.ListField) and isinstance(value, list):
+        errors = {i: e for i, item in enumerate(value) if (e := _json_type_error(field.child, item)) is not None}
+        return errors or None
+    if isinstance(field, serializers.DictField) and isinstance(value, dict):
+        errors = {k: e for k, item in value.items() if (e := _json_type_error(field.child, item)) is not None}
+        return errors or None
+    if isinstance(field, serializers.IntegerField):
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            return ["Must be an integer."]
+        return None
+    if isinstance(field, (serializers.FloatField, serializers.DecimalField)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return ["Must be a number."]
+        return None
+    for field_class, types, message in _JSON_TYPES:
+        if isinstance(field, field_class):
+            return None if isinstance(value, types) else [message]
+    return None
+
+
+class StrictSerializer(serializers.Serializer):
+    """A JSON body: every value has its field's JSON type (no coercion of strings to numbers,
+    numbers to strings or booleans to numbers). Query-string serializers stay plain: there
+    every value is a string."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            errors = {}
+            for name, field in self.fields.items():
+                if field.read_only or name not in data:
+                    continue
+                error = _json_type_error(field, data[name])
+                if error is not None:
+                    errors[name] = error
+            if errors:
+                raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)
+
+
 class FiniteFloatField(serializers.FloatField):
     """A float that is finite (NaN/inf would break JSON rendering and every sum)."""
 
@@ -122,11 +180,12 @@ class AwareDateTimeField(serializers.DateTimeField):
             self.fail("range")
         if timezone.is_naive(parsed):
             self.fail("naive")
+        # The year as written (the schema's pattern), so an offset near a bound cannot move it out.
+        if not EARLIEST.replace(tzinfo=None) <= parsed.replace(tzinfo=None) < LATEST.replace(tzinfo=None):
+            self.fail("range")
         try:
             parsed = parsed.astimezone(dt.UTC)
         except (OverflowError, ValueError):
-            self.fail("range")
-        if not EARLIEST <= parsed < LATEST:
             self.fail("range")
         return parsed
 
@@ -135,22 +194,76 @@ class AwareDateTimeField(serializers.DateTimeField):
         return value
 
 
+class BoundedDateField(serializers.DateField):
+    """An ISO 8601 date between 2000-01-01 and 2100-01-01."""
+
+    default_error_messages = {"range": "Must be between 2000-01-01 and 2100-01-01."}
+
+    def to_internal_value(self, value):
+        parsed = super().to_internal_value(value)
+        if not EARLIEST.date() <= parsed < LATEST.date():
+            self.fail("range")
+        return parsed
+
+
+class YearRangeSchema(OpenApiSerializerFieldExtension):
+    """States the 2000-2100 range of dates and datetimes as the pattern of their year."""
+
+    target_class = "accounting.api.serializers.AwareDateTimeField"
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema, direction):
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        if direction == "request":
+            schema["pattern"] = YEAR_PATTERN
+        return schema
+
+
+class BoundedDateSchema(YearRangeSchema):
+    target_class = "accounting.api.serializers.BoundedDateField"
+
+
 class UnitsField(serializers.DictField):
     """Functional units: {"tokens": 1.2e9, "samples": 5e6}; keys lower-case identifiers."""
 
     child = FiniteFloatField(min_value=0)
+    max_units = 20
+
+    def __init__(self, *, min_units: int = 0, **kwargs) -> None:
+        self.min_units = min_units
+        super().__init__(**kwargs)
 
     def to_internal_value(self, data):
         values = super().to_internal_value(data)
+        if len(values) < self.min_units:
+            raise serializers.ValidationError("At least one unit.")
         validator = serializers.RegexField(UNIT_KEY_PATTERN)
         for key in values:
             try:
                 validator.run_validation(key)
             except serializers.ValidationError:
                 raise serializers.ValidationError({key: [f"Unit names must match {UNIT_KEY_PATTERN}."]})
-        if len(values) > 20:
+        if len(values) > self.max_units:
             raise serializers.ValidationError("At most 20 units.")
         return values
+
+
+class UnitsFieldSchema(OpenApiSerializerFieldExtension):
+    """The number of units as ``minProperties``/``maxProperties``. The key pattern is in the
+    description: OpenAPI 3.0 has no ``propertyNames``."""
+
+    target_class = "accounting.api.serializers.UnitsField"
+
+    def map_serializer_field(self, auto_schema, direction):
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        if direction == "request":
+            schema["maxProperties"] = self.target.max_units
+            if self.target.min_units:
+                schema["minProperties"] = self.target.min_units
+            schema["description"] = (
+                f"{schema.get('description', '')} Unit names match {UNIT_KEY_PATTERN}.".strip()
+            )
+        return schema
 
 
 class ProblemFieldSerializer(serializers.Serializer):
@@ -211,7 +324,7 @@ def validated(serializer_class: type[serializers.Serializer], data) -> dict:
 # --- jobs: requests ------------------------------------------------------------------------
 
 
-class AllocationItemSerializer(serializers.Serializer):
+class AllocationItemSerializer(StrictSerializer):
     host = serializers.RegexField(HOSTNAME_PATTERN, required=False, help_text="Hostname as the scheduler knows it.")
     gpus = serializers.ListField(
         child=serializers.IntegerField(min_value=0, max_value=1023),
@@ -259,7 +372,7 @@ class AllocationItemSerializer(serializers.Serializer):
         )
 
 
-class ModelMetaSerializer(serializers.Serializer):
+class ModelMetaSerializer(StrictSerializer):
     parameters = FiniteFloatField(required=False, min_value=0, help_text="Total parameters.")
     active_parameters = FiniteFloatField(required=False, min_value=0, help_text="Active per token (MoE).")
     precision = serializers.ChoiceField(required=False, choices=PRECISIONS)
@@ -271,7 +384,7 @@ class ModelMetaSerializer(serializers.Serializer):
     framework = serializers.RegexField(r"^[A-Za-z0-9 ._+\-]{1,60}$", required=False)
 
 
-class JobRegisterSerializer(serializers.Serializer):
+class JobRegisterSerializer(StrictSerializer):
     scheduler_job_id = serializers.RegexField(
         SCHEDULER_JOB_ID_PATTERN, help_text="The scheduler's job id (Slurm job id, Kubernetes pod uid)."
     )
@@ -291,7 +404,7 @@ class JobRegisterSerializer(serializers.Serializer):
     allocation = AllocationItemSerializer(many=True, required=False, max_length=512)  # type: ignore[call-arg]
 
 
-class JobUpdateSerializer(serializers.Serializer):
+class JobUpdateSerializer(StrictSerializer):
     allocation = AllocationItemSerializer(  # type: ignore[call-arg]
         many=True, required=False, max_length=512,
         help_text="The complete allocation from effective_at on (devices not named are released).",
@@ -312,13 +425,13 @@ class JobUpdateSerializer(serializers.Serializer):
         return attrs
 
 
-class JobEndSerializer(serializers.Serializer):
+class JobEndSerializer(StrictSerializer):
     exit_state = serializers.ChoiceField(choices=EXIT_STATES)
     ended_at = AwareDateTimeField(required=False, help_text="Default: now.")
 
 
-class JobUnitsSerializer(serializers.Serializer):
-    units = UnitsField(help_text='Counts per unit, e.g. {"tokens": 1.2e9}.')
+class JobUnitsSerializer(StrictSerializer):
+    units = UnitsField(min_units=1, help_text='Counts per unit, e.g. {"tokens": 1.2e9}.')
     mode = serializers.ChoiceField(
         choices=["set", "add"], required=False, default="set",
         help_text="set: cumulative totals (retry-safe); add: increments since the last report.",
@@ -326,11 +439,6 @@ class JobUnitsSerializer(serializers.Serializer):
     primary_unit = serializers.RegexField(UNIT_KEY_PATTERN, required=False)
     quality_metric = serializers.RegexField(r"^[A-Za-z0-9 ._/@%+\-]{1,60}$", required=False)
     quality_value = FiniteFloatField(required=False)
-
-    def validate_units(self, value):
-        if not value:
-            raise serializers.ValidationError("At least one unit.")
-        return value
 
 
 class JobListQuerySerializer(serializers.Serializer):
@@ -510,23 +618,20 @@ class JobFootprintSerializer(serializers.Serializer):
 # --- budgets -------------------------------------------------------------------------------
 
 
-class BudgetCheckSerializer(serializers.Serializer):
+class BudgetCheckSerializer(StrictSerializer):
     team = serializers.SlugField(max_length=50)
     co2e_g = FiniteFloatField(min_value=0, max_value=1e15, help_text="The job's estimated footprint (gCO2e).")
     at = AwareDateTimeField(required=False, help_text="Planned start; selects the budget period. Default: now.")
 
 
-class BudgetSetSerializer(serializers.Serializer):
+class BudgetSetSerializer(StrictSerializer):
     team = serializers.SlugField(max_length=50)
-    period_start = serializers.DateField()
-    period_end = serializers.DateField(help_text="Exclusive.")
+    period_start = BoundedDateField()
+    period_end = BoundedDateField(help_text="Exclusive; after period_start.")
     co2e_budget_g = FiniteFloatField(min_value=0, max_value=1e15)
     note = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
 
     def validate(self, attrs):
-        for name in ("period_start", "period_end"):
-            if not dt.date(2000, 1, 1) <= attrs[name] < dt.date(2100, 1, 1):
-                raise serializers.ValidationError({name: ["Must be between 2000-01-01 and 2100-01-01."]})
         if attrs["period_end"] <= attrs["period_start"]:
             raise serializers.ValidationError({"period_end": ["Must be after period_start."]})
         return attrs
@@ -534,7 +639,7 @@ class BudgetSetSerializer(serializers.Serializer):
 
 class BudgetListQuerySerializer(serializers.Serializer):
     team = serializers.SlugField(max_length=50, required=False)
-    active = serializers.BooleanField(required=False, allow_null=True, default=None,
+    active = serializers.BooleanField(required=False, default=None,
                                       help_text="Only budgets whose period contains today.")
 
 
@@ -571,7 +676,7 @@ class BudgetDecisionSerializer(serializers.Serializer):
 # --- advice --------------------------------------------------------------------------------
 
 
-class AdviceRequestSerializer(serializers.Serializer):
+class AdviceRequestSerializer(StrictSerializer):
     hardware_model = serializers.SlugField(
         max_length=64, help_text="Device key of the what-if catalog (e.g. h100-sxm5-80gb) or an inventory model."
     )

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from rest_framework import serializers
 
-from accounting.api.serializers import BoundedFloatField, BoundedIntegerField
+from accounting.api.serializers import BoundedFloatField, BoundedIntegerField, StrictSerializer
 from accounting.domain import bounds
 from accounting.domain.catalog import PRECISIONS
 from accounting.domain.errors import InputError
@@ -48,7 +48,7 @@ def _check_device(serializer: serializers.Serializer, value: str) -> str:
     return value
 
 
-class EmbodiedSerializer(serializers.Serializer):
+class EmbodiedSerializer(StrictSerializer):
     embodied_kg = FiniteFloat(min_value=0)
     embodied_low_kg = FiniteFloat(min_value=0, required=False)
     embodied_high_kg = FiniteFloat(min_value=0, required=False)
@@ -64,7 +64,7 @@ class EmbodiedSerializer(serializers.Serializer):
         return attrs
 
 
-class CarbonFieldsMixin(serializers.Serializer):
+class CarbonFieldsMixin(StrictSerializer):
     pue = BoundedFloatField(bound=bounds.PUE)
     intensity_g_per_kwh = BoundedFloatField(bound=bounds.INTENSITY_G_PER_KWH, required=False)
     zone_code = serializers.CharField(max_length=64, required=False)
@@ -103,7 +103,7 @@ class EstimateRequest(CarbonFieldsMixin):
         return attrs
 
 
-class ProjectRequest(serializers.Serializer):
+class ProjectRequest(StrictSerializer):
     target_key = _device_key_field()
     target_count = BoundedIntegerField(bound=bounds.DEVICE_COUNT, max_value=100_000, required=False)
     target_precision = serializers.ChoiceField(choices=PRECISIONS, required=False)
@@ -123,7 +123,7 @@ class ProjectRequest(serializers.Serializer):
         return attrs
 
 
-class WorkloadSerializer(serializers.Serializer):
+class WorkloadSerializer(StrictSerializer):
     family = serializers.ChoiceField(choices=FAMILIES)
     kind = serializers.ChoiceField(choices=KINDS)
     device_hours_per_year = FiniteFloat(min_value=0, max_value=1e9)
@@ -167,12 +167,12 @@ class FleetPlanRequest(CarbonFieldsMixin):
         return attrs
 
 
-class ForecastPoint(serializers.Serializer):
+class ForecastPoint(StrictSerializer):
     hour = serializers.DateTimeField()
     intensity_g_per_kwh = BoundedFloatField(bound=bounds.INTENSITY_G_PER_KWH)
 
 
-class BestWindowRequest(serializers.Serializer):
+class BestWindowRequest(StrictSerializer):
     duration_s = BoundedFloatField(bound=bounds.DURATION_S)
     earliest_start = serializers.DateTimeField()
     deadline = serializers.DateTimeField()

@@ -218,15 +218,16 @@ def _present(body: dict) -> dict:
     return {k: v for k, v in body.items() if v != "<missing>"}
 
 
-# Valid values (some only after DRF's coercion: "12", 88123, "0.25", ["2"]) and invalid ones.
+# Valid values and invalid ones (among them values DRF alone would coerce, "12", 88123, "0.25",
+# ["2"]: the API takes JSON types as the schema states them, issue 19).
 ALLOCATION_ITEM_VALUES = {
     "host": (["gpu-node-01", "gpu-node-02"], ["bad host!", "", None, 3]),
-    "gpus": ([[0, 1], [3], ["2"], [7, 0]], [[0, 0], [-1], [], [1024], None, "0"]),
-    "fraction": ([1, 0.5, "0.25"], [0, 1.5, "nan", None]),
+    "gpus": ([[0, 1], [3], [7, 0]], [[0, 0], [-1], [], [1024], None, "0", ["2"]]),
+    "fraction": ([1, 0.5], [0, 1.5, "nan", None, "0.25"]),
 }
 REGISTER_VALUES = {
-    "scheduler_job_id": (["88123", 88123, "pod-3f6c.1:a+b@c"], ["has space", " 88123 ", "", None, "x" * 201]),
-    "cluster": ([1, "2"], [0, None, 2**63, True]),
+    "scheduler_job_id": (["88123", "pod-3f6c.1:a+b@c"], ["has space", " 88123 ", "", None, "x" * 201, 88123]),
+    "cluster": ([1, 2], [0, None, 2**63, True, "2"]),
     "team": (["recsys", "llm-2"], ["bad slug!", "x" * 51, None, 5]),
     "user": (["alice", "bob@example.org"], ["bad user", "", None]),
     "name": (["dlrm", "", "  padded  ", "Zürich run"], ["x" * 301, None, "nul\x00"]),
@@ -234,10 +235,10 @@ REGISTER_VALUES = {
     "family": (["llm", "recommender", "other"], ["x", None]),
     "started_at": (["2026-11-26T10:00:00Z", "2026-11-26T12:00:00+02:00", "2026-11-26T10:00:00.123456Z"],
                    ["2026-11-26T10:00:00", "1900-01-01T00:00:00Z", "null", "", 5, None]),
-    "requested_s": ([14400, 1.5, "12", 0], ["nan", -1, 1e10, True, None]),
+    "requested_s": ([14400, 1.5, 0], ["nan", -1, 1e10, True, None, "12"]),
     "power_cap_w": ([300, 1], [0, "inf", None]),
-    "model_meta": ([{"parameters": 7e9, "precision": "bf16"}, {}, {"framework": "torch 2.5", "batch_size": "8"}],
-                   [{"precision": "fp128"}, {"batch_size": 0}, "x", None]),
+    "model_meta": ([{"parameters": 7e9, "precision": "bf16"}, {}, {"framework": "torch 2.5", "batch_size": 8}],
+                   [{"precision": "fp128"}, {"batch_size": 0}, "x", None, {"batch_size": "8"}]),
 }
 REQUIRED = {"scheduler_job_id", "team", "kind"}
 
