@@ -13,8 +13,9 @@ calibration unless ``--rate`` is given — for ``--minutes``. Every ``--sample-s
 At the end it waits for the queue to drain and checks, exactly: every batch answered 202 is
 stored once and attributed (loss 0, duplicates 0), and the ledger's GPU energy equals the GPU
 energy posted. Memory growth is the slope of a least-squares line through the samples after the
-warm-up, in MB per minute and as a share of the warm level. The exit code is non-zero on any
-loss, any error answer, or growth beyond ``--max-growth-pct``.
+warm-up, in MB per minute and as a share of the warm level; so is the broker queue's. The exit
+code is non-zero on any loss, any error answer, memory growth beyond ``--max-growth-pct`` or a
+queue that keeps growing (``--max-queue-growth-per-min``).
 
     .venv/bin/python benchmarks/soak.py                         # 10 min at 30 % of capacity
     .venv/bin/python benchmarks/soak.py --minutes 2 --rate 1500 # a short smoke run
@@ -118,6 +119,8 @@ def main() -> int:
     parser.add_argument("--warmup-min", type=float, default=2.0, help="samples before this are not in the slope")
     parser.add_argument("--max-growth-pct", type=float, default=10.0,
                         help="fail when web or worker memory grows by more than this per 10 minutes")
+    parser.add_argument("--max-queue-growth-per-min", type=float, default=5.0,
+                        help="fail when the broker queue grows faster than this (messages per minute)")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--celery-workers", type=int, default=1)
@@ -177,7 +180,10 @@ def _run(args, procs: base.Procs) -> int:
     work = [(s.hostname, s.uuids, s.job_keys, start.timestamp(), n_batches, args.windows_per_batch, i)
             for i, s in enumerate(seeds)]
     print(f"building {n_batches} batches/host x {args.hosts} hosts", flush=True)
-    with multiprocessing.get_context("fork").Pool(os.cpu_count() or 2) as pool:
+    # The builders keep the default SIGTERM (this process's handler would print a traceback per
+    # builder when the pool ends them).
+    with multiprocessing.get_context("fork").Pool(os.cpu_count() or 2, initializer=signal.signal,
+                                                  initargs=(signal.SIGTERM, signal.SIG_DFL)) as pool:
         built = pool.map(base._build_host_batches, work, chunksize=4)
     queues = [base.HostQueue(seed, batches) for seed, batches in zip(seeds, built, strict=True)]
 
@@ -263,6 +269,7 @@ def _run(args, procs: base.Procs) -> int:
         level = steady[0][key] if steady else 0.0
         growth[key] = {"slope_mb_per_min": round(slope, 2),
                        "pct_per_10_min": round(100 * 10 * slope / level, 2) if level else None}
+    queue_slope = _slope_per_min([(s["t_s"], s["queue_depth"]) for s in steady])
     result = {
         "minutes": args.minutes, "rate_gpu_windows_per_s": round(rate), "calibration": calibration,
         "batches_acked": len(acked_ids), "errors": len(sent.errors), "error_sample": sent.errors[:3],
@@ -271,6 +278,7 @@ def _run(args, procs: base.Procs) -> int:
         "drained": drained is not None, "posted_gpu_energy_j": posted_j, "ledger_gpu_energy_j": ledger_j,
         "energy_rel_diff": abs(ledger_j - posted_j) / posted_j if posted_j else 0.0,
         "memory_growth": growth, "max_queue_depth": max((s["queue_depth"] for s in samples), default=0),
+        "queue_depth_slope_per_min": round(queue_slope, 2),
         "max_pending": max((s["pending"] + s["claimed"] for s in samples), default=0), "samples": samples,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -278,7 +286,8 @@ def _run(args, procs: base.Procs) -> int:
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=1))
     ok = (result["loss_batches"] == 0 and result["duplicates"] == 0 and not sent.errors and drained is not None
           and result["energy_rel_diff"] < 1e-9
-          and all((g["pct_per_10_min"] or 0) <= args.max_growth_pct for g in growth.values()))
+          and all((g["pct_per_10_min"] or 0) <= args.max_growth_pct for g in growth.values())
+          and queue_slope <= args.max_queue_growth_per_min)
     print("SOAK PASSED" if ok else "SOAK FAILED", flush=True)
     return 0 if ok else 1
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -37,12 +38,33 @@ ATTRIBUTE_EXTRA_BATCHES = 24
     **_ATTRIBUTION_LIMITS,
 )
 def attribute_batch(self, batch_pk: int) -> dict:
+    """Attribute ``batch_pk`` and whatever else is pending, round after round of at most
+    1 + ATTRIBUTE_EXTRA_BATCHES claims, until a round finds less than that (the queue is empty)
+    or half the soft time limit has passed; then, if work may be left, nudge again. At most one
+    nudge waits in the broker (work_queue.batches_nudge), so this task drains the queue."""
     from accounting.services.attribution import batches_attribute
-    from accounting.services.work_queue import batches_release
+    from accounting.services.work_queue import batches_nudge, batches_release, nudge_taken
 
-    now = timezone.now()  # the claim's claimed_at: this task's claims are the ones taken at it
+    nudge_taken()  # batches stored from now on send a nudge of their own
+    deadline = time.monotonic() + settings.ATTRIBUTION_SOFT_TIME_LIMIT_S / 2
+    totals = {"attributed": 0, "skipped": 0, "failed": 0, "rounds": 0}
+    wanted = [batch_pk]
+    now = timezone.now()  # the claim's claimed_at: this round's claims are the ones taken at it
     try:
-        outcome = batches_attribute(batch_pks=[batch_pk], now=now, extra=ATTRIBUTE_EXTRA_BATCHES)
+        while True:
+            extra = ATTRIBUTE_EXTRA_BATCHES + 1 - len(wanted)
+            outcome = batches_attribute(batch_pks=wanted, now=now, extra=extra)
+            others = set(outcome.attributed) | set(outcome.failed)
+            totals["attributed"] += len(outcome.attributed)
+            totals["skipped"] += len(outcome.skipped)
+            totals["failed"] += len(outcome.failed)
+            totals["rounds"] += 1
+            if len(others - set(wanted)) < extra:
+                break  # the round found fewer pending batches than it could take: none is left
+            if time.monotonic() >= deadline:
+                batches_nudge(batch_pks=[batch_pk])  # more may be pending: another task goes on
+                break
+            wanted, now = [], timezone.now()
     except SoftTimeLimitExceeded:
         # Out of time: give the claims back now (pending, for the sweeper) rather than leave them
         # to the claim timeout. Best effort: if this fails too, the hard limit and the timeout hold.
@@ -53,19 +75,20 @@ def attribute_batch(self, batch_pk: int) -> dict:
         else:
             log.warning("soft time limit batch_pk=%d: released %d claims", batch_pk, released)
         raise
-    return {"attributed": len(outcome.attributed), "skipped": len(outcome.skipped), "failed": len(outcome.failed)}
+    return totals
 
 
 @shared_task(name="ledger.sweep", acks_late=True, **_TASK_LIMITS)
 def sweep_pending() -> int:
     """Re-nudge stored work whose message was lost (Redis down) or whose worker died."""
-    from accounting.services.work_queue import batches_sweep
+    from accounting.services.work_queue import batches_nudge, batches_sweep
 
     pks = batches_sweep(now=timezone.now())
-    for pk in pks:
-        attribute_batch.apply_async(args=[pk])
     if pks:
-        log.info("sweeper re-queued=%d batches", len(pks))
+        # One message: its task claims every pending (and stale) batch, round after round. Forced:
+        # it may stand in for a nudge that was lost while its mark was still set.
+        batches_nudge(batch_pks=pks, force=True)
+        log.info("sweeper re-nudged for %d batches", len(pks))
     return len(pks)
 
 

@@ -67,8 +67,8 @@ def batches_release(*, claimed_at: dt.datetime) -> int:
         UPDATE {batch_table} b SET status = %(pending)s, claimed_at = NULL
         FROM locked WHERE b.id = locked.id AND b.status = %(claimed)s AND b.claimed_at = %(claimed_at)s
     """
-    params: dict[str, Any] = {"claimed": TelemetryBatch.Status.CLAIMED.value, "pending": TelemetryBatch.Status.PENDING.value,
-              "claimed_at": claimed_at}
+    params: dict[str, Any] = {"claimed": TelemetryBatch.Status.CLAIMED.value,
+                              "pending": TelemetryBatch.Status.PENDING.value, "claimed_at": claimed_at}
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
@@ -115,18 +115,64 @@ def ledger_mark_dirty(*, device_ids: list[int], start: dt.datetime, end: dt.date
     return len(pks)
 
 
-def batches_nudge(*, batch_pks: list[int]) -> None:
-    """Send the Celery nudge for stored batches. The message is only a nudge: if the broker is
-    down, stop trying (the sweeper finds pending batches); never fail the caller's request."""
-    if getattr(settings, "CARBONLEDGER_SKIP_NUDGE", False):
+# At most one nudge waits in the broker at a time. The task a nudge starts takes the mark off
+# first, then claims pending batches until none is left (workers/tasks.py), so a nudge per stored
+# batch only lengthened the queue: the soak test (benchmarks/soak.py) at 30 % of capacity left
+# 6,000 waiting messages after 10 minutes, each one a task that claimed what its predecessors had
+# already done. The mark lives in the broker's own Redis, beside the message it stands for. It
+# expires: a message lost while its mark is set (a worker killed holding it prefetched) delays
+# new stores' nudges by NUDGE_MARK_TTL_S at most, and the sweeper's forced nudge finds what is
+# pending meanwhile. A mark that expires while its message still waits costs one extra message.
+NUDGE_MARK_KEY = "carbonledger:attribution-nudge-queued"
+NUDGE_MARK_TTL_S = 10
+_mark_clients: dict[str, Any] = {}
+
+
+def _mark_client() -> Any:
+    """A Redis client on the broker (one per URL and process), with the broker's short timeouts."""
+    import redis
+
+    url = current_app.conf.broker_url or settings.CELERY_BROKER_URL
+    client = _mark_clients.get(url)
+    if client is None:
+        options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
+        client = _mark_clients[url] = redis.Redis.from_url(
+            url, socket_connect_timeout=options["socket_connect_timeout"], socket_timeout=options["socket_timeout"])
+    return client
+
+
+def batches_nudge(*, batch_pks: list[int], force: bool = False) -> None:
+    """Nudge the attribution of stored batches, unless a nudge is already waiting in the broker
+    (its task will claim these too). ``force``: send one regardless (the sweeper: its message
+    may replace one that was lost).
+
+    Only a nudge: if the broker is down, give up at once (the sweeper finds pending batches);
+    never fail the caller's request."""
+    if getattr(settings, "CARBONLEDGER_SKIP_NUDGE", False) or not batch_pks:
         return
-    for pk in batch_pks:
-        try:
-            # By the task's registered name: the accounting app never imports the workers.
-            current_app.send_task(ATTRIBUTE_TASK, args=[pk], retry=False)
-        except Exception as exc:  # broker down: the sweeper will find the pending batches
-            log.warning("nudge failed batch_pk=%d error=%s (sweeper will pick it up)", pk, exc)
-            return
+    pk = batch_pks[0]
+    try:
+        marked = _mark_client().set(NUDGE_MARK_KEY, pk, nx=not force, ex=NUDGE_MARK_TTL_S)
+    except Exception as exc:  # the broker's Redis is down or hung: the sweeper finds the batches
+        log.warning("nudge failed batch_pk=%d error=%s (sweeper will pick it up)", pk, exc)
+        return
+    if not marked:
+        return  # a nudge is queued and not taken yet
+    try:
+        # By the task's registered name: the accounting app never imports the workers.
+        current_app.send_task(ATTRIBUTE_TASK, args=[pk], retry=False)
+    except Exception as exc:
+        log.warning("nudge failed batch_pk=%d error=%s (sweeper will pick it up)", pk, exc)
+        nudge_taken()
+
+
+def nudge_taken() -> None:
+    """Called by the attribution task before it claims: a batch stored from now on is not
+    covered by this task's claims, so the next store sends a nudge again."""
+    try:
+        _mark_client().delete(NUDGE_MARK_KEY)
+    except Exception as exc:  # the mark expires by itself
+        log.warning("could not clear the nudge mark: %s", exc)
 
 
 def batches_sweep(*, now: dt.datetime, limit: int = 500) -> list[int]:

@@ -175,6 +175,13 @@ def processes(redis_server, transactional_db, settings) -> Iterator[Processes]:
     app.conf.broker_url = redis_server.url
     app.conf.result_backend = redis_server.url
     _reset_celery_connections(app)
+    # A fresh stack per test: no message or nudge mark left by the previous test's processes (a
+    # mark whose message died with a killed worker would hold back this test's nudges).
+    import redis
+
+    from accounting.services.work_queue import NUDGE_MARK_KEY
+
+    redis.Redis.from_url(redis_server.url).delete("celery", NUDGE_MARK_KEY)
     procs = Processes(redis_server, connection.settings_dict["NAME"])
     yield procs
     procs.stop_all()
