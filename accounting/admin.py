@@ -330,6 +330,10 @@ class OrganizationAdmin(AuditedAdmin):
     audit_fields = ("overhead_policy",)
     audit_object_type = "organization"
     audit_action = m.AuditEvent.Action.POLICY_UPDATE
+
+    def audit_org_id(self, obj) -> int | None:
+        return obj.pk
+
     list_display = ("name", "slug", "overhead_policy", "created_at")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
