@@ -28,8 +28,11 @@ from rest_framework.views import APIView
 
 from accounting.api.auth import request_token
 from accounting.api.permissions import Scope, TokenRateThrottle
+from accounting.api.serializers import ProblemSerializer
 from accounting.models import Job, TeamDay
 from telemetry.models import TelemetryBatch
+
+PROBLEM = "application/problem+json"
 
 
 def metrics_public() -> bool:
@@ -112,6 +115,8 @@ class PrometheusTextRenderer(BaseRenderer):
     charset = "utf-8"
 
     def render(self, data, accepted_media_type=None, renderer_context=None):
+        if isinstance(data, dict):  # an error's problem details, whatever the client accepts
+            return JSONRenderer().render(data)
         return data if isinstance(data, bytes) else str(data).encode("utf-8")
 
 
@@ -139,9 +144,13 @@ class PrometheusMetricsView(APIView):
         ),
         responses={
             (200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="Prometheus text format"),
-            (401, "application/problem+json"): OpenApiResponse(description="Missing or invalid token."),
-            (403, "application/problem+json"): OpenApiResponse(description="Not an admin token."),
-            (404, "application/problem+json"): OpenApiResponse(description="Unknown `format`."),
+            (401, PROBLEM): OpenApiResponse(ProblemSerializer, description="Missing or invalid token."),
+            (403, PROBLEM): OpenApiResponse(ProblemSerializer, description="Not an admin token."),
+            (404, PROBLEM): OpenApiResponse(ProblemSerializer, description="Unknown `format`."),
+            (429, PROBLEM): OpenApiResponse(ProblemSerializer, description="Rate limit of this token exceeded."),
+            (503, PROBLEM): OpenApiResponse(
+                ProblemSerializer, description="The database or the rate-limit cache is unavailable; retry later."
+            ),
         },
         examples=[
             OpenApiExample(

@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import math
 import threading
+from typing import Any
 
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.utils import timezone
@@ -48,7 +49,7 @@ _JSON_TYPES: tuple[tuple[type, tuple[type, ...], str], ...] = (
 )
 
 
-def _json_type_error(field: serializers.Field, value) -> object | None:
+def _json_type_error(field: serializers.Field, value) -> Any:
     """The error of a JSON value whose type is not the field's (None when it is). DRF coerces:
     ``"1.5"`` passes its FloatField, ``7`` its CharField, ``true`` its FloatField as 1.0. A JSON
     API says what type a field is, and answers 400 to another one. Lists and dicts are checked
@@ -82,7 +83,7 @@ class StrictSerializer(serializers.Serializer):
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
-            errors = {}
+            errors: dict[str, Any] = {}
             for name, field in self.fields.items():
                 if field.read_only or name not in data:
                     continue

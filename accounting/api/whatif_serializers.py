@@ -146,7 +146,7 @@ class FleetPlanRequest(CarbonFieldsMixin):
     new_key = _device_key_field()
     new_count = BoundedIntegerField(bound=bounds.DEVICE_COUNT)
     # DRF passes max_length on to the ListSerializer (many=True); the stubs' __init__ omits it.
-    workloads = WorkloadSerializer(many=True, allow_empty=False, max_length=200)  # type: ignore[call-arg]
+    workloads = WorkloadSerializer(many=True, allow_empty=False, min_length=1, max_length=200)  # type: ignore[call-arg]
     old_age_years = FiniteFloat(min_value=0, max_value=30, default=0.0)
     old_embodied = EmbodiedSerializer(required=False)
     new_embodied = EmbodiedSerializer(required=False)

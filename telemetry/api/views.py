@@ -7,7 +7,7 @@ import json
 import orjson
 from django.conf import settings
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
@@ -15,11 +15,13 @@ from rest_framework.views import APIView
 
 from accounting.api.auth import ApiTokenAuthentication, request_token
 from accounting.api.errors import problem_response
+from accounting.api.serializers import ProblemSerializer
 from accounting.models import ApiToken
 from telemetry.parsing import BatchError, decompress, parse_batch
 from telemetry.services import batch_ingest
 
 _READ_CHUNK_BYTES = 64 * 1024
+PROBLEM = "application/problem+json"
 
 
 def _read_body(request, *, max_bytes: int) -> bytes:
@@ -84,13 +86,21 @@ class BatchIngestView(APIView):
         summary="Post a batch of telemetry windows (agent)",
         description="See docs/wire-format.md. Body may be gzip (Content-Encoding: gzip). A re-sent batch_id is "
         "acknowledged with duplicate=true and changes nothing.",
-        request={"application/json": {"type": "object"}},
+        request={"application/json": inline_serializer("IngestBatch", fields={
+            "batch_id": serializers.UUIDField(), "hostname": serializers.CharField(),
+            "windows": serializers.ListField(child=serializers.DictField()),
+        })},
         responses={
             202: IngestAckSerializer,
             200: OpenApiResponse(IngestAckSerializer, description="Duplicate batch: already stored"),
-            400: OpenApiResponse(description="Invalid batch; problem details name the field"),
-            409: OpenApiResponse(description="Windows overlap telemetry already ingested"),
-            413: OpenApiResponse(description="Body too large (after decompression)"),
+            (400, PROBLEM): OpenApiResponse(ProblemSerializer, description="Invalid batch; names the field"),
+            (401, PROBLEM): OpenApiResponse(ProblemSerializer, description="Missing, invalid or revoked token."),
+            (403, PROBLEM): OpenApiResponse(ProblemSerializer, description="Not a host token."),
+            (409, PROBLEM): OpenApiResponse(ProblemSerializer, description="Windows overlap stored telemetry"),
+            (413, PROBLEM): OpenApiResponse(ProblemSerializer, description="Body too large (after decompression)"),
+            (503, PROBLEM): OpenApiResponse(
+                ProblemSerializer, description="The database is unavailable; `Retry-After` says when to retry."
+            ),
         },
         examples=[OpenApiExample("ack", value={"batch_id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
                                                "accepted_windows": 80, "duplicate": False}, response_only=True)],
