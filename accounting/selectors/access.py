@@ -126,18 +126,6 @@ class Principal:
     # (accounting.selectors.fleet and the dashboard selectors' ``scope`` argument, which is
     # always a session principal)
 
-    def q(self, prefix: str = "") -> Q:
-        """``rows_q``: for a session principal it selects the same jobs as ``jobs_q``."""
-        return self.rows_q(prefix)
-
-    def org_q(self, prefix: str = "") -> Q:
-        return self.orgs_q(f"{prefix}org_id")
-
-    @property
-    def sees_fleet(self) -> bool:
-        """``is_admin``: may see fleet-level rows (the overhead account, whole-fleet devices)."""
-        return self.is_admin
-
     # --- the same rule as SQL, for the raw one-query job reads -----------------------------
 
     def jobs_where_sql(self, alias: str) -> tuple[str, list[Any]]:

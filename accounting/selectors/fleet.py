@@ -1,7 +1,7 @@
 """Fleet reads for the dashboard: sites and grid zones, devices and hosts.
 
 Reads the aggregates (TeamDay, JobHour, DeviceHour) and the fleet/factor tables. Access
-follows ``ViewerScope`` (see accounting.selectors.dashboard): org admins see the whole fleet of
+follows the one access rule, ``accounting.selectors.access.Principal``: org admins see the whole fleet of
 their organisations; a team member sees the energy of their teams' jobs and only the devices
 their teams held during the period.
 """
@@ -31,7 +31,8 @@ from accounting.models import (
     Site,
     TeamDay,
 )
-from accounting.selectors.dashboard import Period, ViewerScope
+from accounting.selectors.access import Principal
+from accounting.selectors.dashboard import Period
 
 IDLE_UTIL_PCT = 5.0  # an allocated device-hour below this average utilisation counts as idle-allocated
 
@@ -70,11 +71,11 @@ class SiteOverview:
     placeshift_co2e_kg: float
 
 
-def _visible_sites(*, scope: ViewerScope) -> QuerySet[Site]:
-    return Site.objects.filter(scope.org_q()).select_related("zone").order_by("name")
+def _visible_sites(*, scope: Principal) -> QuerySet[Site]:
+    return Site.objects.filter(scope.orgs_q("org_id")).select_related("zone").order_by("name")
 
 
-def site_overview_get(*, scope: ViewerScope, period: Period, team_id: int | None = None) -> SiteOverview:
+def site_overview_get(*, scope: Principal, period: Period, team_id: int | None = None) -> SiteOverview:
     """PUE, hourly intensity, where and when job energy was drawn, and what shifting would have saved.
 
     Time shifting: within each day and site, the same hourly loads re-ordered so the largest
@@ -83,7 +84,7 @@ def site_overview_get(*, scope: ViewerScope, period: Period, team_id: int | None
     PUE × intensity over the period, hour by hour."""
     sites = list(_visible_sites(scope=scope))
     site_ids = [s.id for s in sites]
-    td = TeamDay.objects.filter(scope.q(), site_id__in=site_ids, day__gte=period.start, day__lt=period.end)
+    td = TeamDay.objects.filter(scope.rows_q(), site_id__in=site_ids, day__gte=period.start, day__lt=period.end)
     if team_id is not None:
         td = td.filter(team_id=team_id)
     totals = {
@@ -92,7 +93,7 @@ def site_overview_get(*, scope: ViewerScope, period: Period, team_id: int | None
             e=Sum("energy_j"), op=Sum("co2e_operational_g"), emb=Sum("co2e_embodied_g")
         )
     }
-    jobs = Job.objects.filter(scope.q())
+    jobs = Job.objects.filter(scope.rows_q())
     if team_id is not None:
         jobs = jobs.filter(team_id=team_id)
     hourly = (
@@ -251,12 +252,12 @@ class DeviceOverview:
     fleet_scope: bool
 
 
-def _device_ids_for_scope(*, scope: ViewerScope, period: Period, team_id: int | None) -> Q:
+def _device_ids_for_scope(*, scope: Principal, period: Period, team_id: int | None) -> Q:
     """Devices the viewer may see: the fleet of admin orgs (unless a team is picked) plus the
     devices the viewer's (or the picked) teams held during the period."""
     if scope.is_superuser and team_id is None:
         return Q()
-    held_jobs = Job.objects.filter(scope.q())
+    held_jobs = Job.objects.filter(scope.rows_q())
     if team_id is not None:
         held_jobs = held_jobs.filter(team_id=team_id)
     held = (
@@ -271,7 +272,7 @@ def _device_ids_for_scope(*, scope: ViewerScope, period: Period, team_id: int | 
 
 
 def device_overview_get(
-    *, scope: ViewerScope, period: Period, now: dt.datetime, team_id: int | None = None
+    *, scope: Principal, period: Period, now: dt.datetime, team_id: int | None = None
 ) -> DeviceOverview:
     devices = list(
         Device.objects.filter(_device_ids_for_scope(scope=scope, period=period, team_id=team_id))
@@ -373,7 +374,7 @@ def device_overview_get(
     embodied.sort(key=lambda r: -r.embodied_kg * r.devices)
     hosts = [usage(h, h, group, site=group[0].host.cluster.site.name) for h, group in by_host.items()]
     hosts.sort(key=lambda r: (-r.idle_allocated_h, r.name))
-    fleet_scope = team_id is None and scope.sees_fleet
+    fleet_scope = team_id is None and scope.is_admin
     return DeviceOverview(
         period=period,
         models=models,
@@ -399,7 +400,7 @@ def device_usage_summary(*, rows: list[UsageRow]) -> dict[str, Any]:
 # --- fleet planner defaults ----------------------------------------------------------------
 
 
-def planner_default_get(*, scope: ViewerScope, now: dt.datetime, days: int = 90) -> dict[str, Any]:
+def planner_default_get(*, scope: Principal, now: dt.datetime, days: int = 90) -> dict[str, Any]:
     """Starting values for the upgrade planner from the viewer's history: device-hours per year
     by workload (the last ``days`` days of finished and running jobs, scaled to a year), the most
     common device model in scope and its count, and the most used site's PUE and zone."""
@@ -408,7 +409,7 @@ def planner_default_get(*, scope: ViewerScope, now: dt.datetime, days: int = 90)
     from accounting.models import JobFootprint
 
     since = now - dt.timedelta(days=days)
-    jobs = Job.objects.filter(scope.q(), started_at__gte=since, started_at__lt=now)
+    jobs = Job.objects.filter(scope.rows_q(), started_at__gte=since, started_at__lt=now)
     per_year = DAYS_PER_YEAR / days  # Julian year, like HOURS_PER_YEAR (this used 365 d)
     workloads = [
         {"family": fam, "kind": kind, "device_hours_per_year": round((h or 0.0) * per_year)}
@@ -417,12 +418,12 @@ def planner_default_get(*, scope: ViewerScope, now: dt.datetime, days: int = 90)
         .annotate(h=Sum("device_hours"))
         .order_by("job__family", "job__kind")
     ]
-    devices = Device.objects.filter(scope.org_q("host__cluster__site__"), hardware_model__isnull=False)
+    devices = Device.objects.filter(scope.orgs_q("host__cluster__site__org_id"), hardware_model__isnull=False)
     top = list(
         devices.values_list("hardware_model__key").annotate(n=Count("id")).order_by("-n", "hardware_model__key")[:1]
     )
     site = (
-        Site.objects.filter(scope.org_q())
+        Site.objects.filter(scope.orgs_q("org_id"))
         .select_related("zone")
         .annotate(n=Count("clusters__hosts__devices"))
         .order_by("-n", "name")

@@ -143,9 +143,9 @@ def test_dashboard_scope_from_the_principal_selects_the_same_jobs(fleet, kind, r
     request.user = fleet["users"][kind]
     scope = _scope(request)
     principal = _principal(fleet, kind)
-    assert set(m.Job.objects.filter(scope.q()).values_list("scheduler_job_id", flat=True)) == TABLE[kind][0]
+    assert set(m.Job.objects.filter(scope.rows_q()).values_list("scheduler_job_id", flat=True)) == TABLE[kind][0]
     assert scope == dashboard_sel.viewer_scope_get(user=fleet["users"][kind])
-    assert principal.is_admin == scope.sees_fleet
+    assert principal.is_admin == scope.is_admin
 
 
 def test_write_rule(fleet):

@@ -19,9 +19,9 @@ WEEK = sel.Period(start=dt.date(2026, 3, 14), end=dt.date(2026, 3, 21))
 
 def test_viewer_scope_kinds(world):
     member = sel.viewer_scope_get(user=world.member)
-    assert (member.team_ids, member.admin_org_ids, member.sees_fleet) == (frozenset({world.t1.pk}), frozenset(), False)
+    assert (member.team_ids, member.admin_org_ids, member.is_admin) == (frozenset({world.t1.pk}), frozenset(), False)
     admin = sel.viewer_scope_get(user=world.admin)
-    assert (admin.admin_org_ids, admin.sees_fleet) == (frozenset({world.org.pk}), True)
+    assert (admin.admin_org_ids, admin.is_admin) == (frozenset({world.org.pk}), True)
     assert sel.viewer_scope_get(user=world.superuser).is_superuser
 
 

@@ -2,7 +2,7 @@
 and Job querysets, unit scaling, the what-if form choices.
 
 The viewer's scope is the session user's :class:`~accounting.selectors.access.Principal` (the
-one access rule); ``ViewerScope`` and ``viewer_scope_get`` are its former dashboard names.
+one access rule); ``viewer_scope_get`` builds it for a session user.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ __all__ = [
     "UTC",
     "Period",
     "TeamOption",
-    "ViewerScope",
     "team_option_list",
     "viewer_scope_get",
     "whatif_option_get",
@@ -35,7 +34,6 @@ LOST_STATUSES = (Job.Status.FAILED, Job.Status.PREEMPTED)
 # --- scope ---------------------------------------------------------------------------------
 
 # The dashboard selectors take the viewer's Principal as ``scope``.
-ViewerScope = Principal
 
 
 def viewer_scope_get(*, user: Any) -> Principal:
