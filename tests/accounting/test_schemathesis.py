@@ -106,7 +106,7 @@ def _fix_window(body: dict) -> None:
     start = _parse(body.get("earliest_start"))
     if start is None or not 2001 <= start.year <= 2090:
         start = dt.datetime(2026, 11, 26, 10, 7, tzinfo=dt.UTC)
-    body["duration_s"] = min(max(body["duration_s"], 1.0), 6 * 3600.0)  # 5e-324 s: see docs/api.md
+    body["duration_s"] = min(max(body["duration_s"], 1.0), 6 * 3600.0)  # 5e-324 s: "does not cover", an open edge
     deadline = start + dt.timedelta(seconds=body["duration_s"] + 2 * 3600)
     body["earliest_start"], body["deadline"] = iso(start), iso(deadline)
     values = [p["intensity_g_per_kwh"] for p in body.get("forecast") or []] or [300.0]
