@@ -223,7 +223,7 @@ class BudgetCollectionView(ApiView):
             raise field_error("team", f"No team {data['team']!r} in this organisation.")
         budget, created = budget_set(
             team=team, period_start=data["period_start"], period_end=data["period_end"],
-            co2e_budget_g=data["co2e_budget_g"], note=data["note"],
+            co2e_budget_g=data["co2e_budget_g"], note=data["note"], actor=self.token() or request.user,
         )
         return Response(
             s.BudgetStatusSerializer(budget_status(budget=budget, as_of=timezone.now())).data,

@@ -127,6 +127,11 @@ def test_set_budget_admin_only(world):
     replaced = world.client("admin").post("/api/v1/budgets/", {**body, "co2e_budget_g": 4e6}, format="json")
     assert replaced.status_code == 200
     assert m.CarbonBudget.objects.get().co2e_budget_g == 4e6
+    # Who changed it: the admin token, in the audit log (not "system").
+    events = m.AuditEvent.objects.filter(object_type="budget").order_by("pk")
+    assert [e.action for e in events] == ["budget.create", "budget.update"]
+    assert {e.actor_token.scope for e in events} == {"admin"}
+    assert all(e.actor_label.startswith("token ") for e in events)
     overlap = world.client("admin").post(
         "/api/v1/budgets/", {**body, "period_start": "2026-12-15", "period_end": "2027-01-15"}, format="json"
     )
