@@ -60,8 +60,15 @@ class AuditedAdmin(admin.ModelAdmin):
         return {f: getattr(obj, obj._meta.get_field(f).attname) for f in self.audit_fields}
 
     def _audit(self, request, obj, *, action: str, before: dict | None, after: dict | None) -> None:
-        audit_record(action=action, object_type=self.audit_object_type, object_id=obj.pk,
-                     org=self.audit_org_id(obj), actor=request.user, before=before, after=after)
+        audit_record(
+            action=action,
+            object_type=self.audit_object_type,
+            object_id=obj.pk,
+            org=self.audit_org_id(obj),
+            actor=request.user,
+            before=before,
+            after=after,
+        )
 
     def save_model(self, request, obj, form, change):
         before = self._audited(type(obj).objects.get(pk=obj.pk)) if change else None

@@ -50,15 +50,23 @@ def allocations_for(*, device_ids: list[int], start: dt.datetime, end: dt.dateti
         .values_list("job_id", "device_id", "start", "end", "fraction", "mig_instance", "job__scheduler_job_id")
     )
     return [
-        Allocation(job_id=job_id, device_id=device_id, start=a_start, end=a_end, fraction=fraction,
-                   job_keys=job_keys(scheduler_job_id=sched_id), mig_instance=mig)
+        Allocation(
+            job_id=job_id,
+            device_id=device_id,
+            start=a_start,
+            end=a_end,
+            fraction=fraction,
+            job_keys=job_keys(scheduler_job_id=sched_id),
+            mig_instance=mig,
+        )
         for job_id, device_id, a_start, a_end, fraction, mig, sched_id in rows
     ]
 
 
 def _rate_g_per_s(kg: float, *, lifetime_years: float, expected_utilisation: float) -> float:
-    return embodied_rate_g_per_s(embodied_kg=kg, lifetime_years=lifetime_years,
-                                 expected_utilisation=expected_utilisation)
+    return embodied_rate_g_per_s(
+        embodied_kg=kg, lifetime_years=lifetime_years, expected_utilisation=expected_utilisation
+    )
 
 
 def embodied_rates_for(*, device_ids: list[int], site: Site) -> dict[int, EmbodiedRate]:
@@ -68,8 +76,9 @@ def embodied_rates_for(*, device_ids: list[int], site: Site) -> dict[int, Embodi
     Hot path of attribution (hundreds of devices per call): devices are read as plain values and
     their hardware models and hosts once each, and the terms are computed once per distinct
     (model, site, lifetime override), instead of one joined model instance per device."""
-    devices = list(Device.objects.filter(pk__in=device_ids)
-                   .values_list("pk", "hardware_model_id", "lifetime_years", "host_id"))
+    devices = list(
+        Device.objects.filter(pk__in=device_ids).values_list("pk", "hardware_model_id", "lifetime_years", "host_id")
+    )
     hardware = HardwareModel.objects.in_bulk({hw_id for _, hw_id, _, _ in devices if hw_id is not None})
     hosts = Host.objects.select_related("cluster__site").in_bulk({host_id for *_, host_id in devices})
     components = host_component_models(hosts.values())
@@ -86,17 +95,33 @@ def embodied_rates_for(*, device_ids: list[int], site: Site) -> dict[int, Embodi
         terms = device_terms.get(key)
         if terms is None:
             terms = device_terms[key] = embodied_for_hardware(
-                hardware=hardware[hw_id], site=host_site, device_lifetime_years=lifetime_years)
+                hardware=hardware[hw_id], site=host_site, device_lifetime_years=lifetime_years
+            )
         if host_id not in host_rates:
             slots = max(host.gpu_slots, 1)
             parts = embodied_for_host(host=host, components=components)
             host_rates[host_id] = (
-                sum(_rate_g_per_s(t.embodied_kg, lifetime_years=t.lifetime_years,
-                                  expected_utilisation=t.expected_utilisation) for t in parts) / slots,
-                sum(_rate_g_per_s(t.low_kg, lifetime_years=t.lifetime_years,
-                                  expected_utilisation=t.expected_utilisation) for t in parts) / slots,
-                sum(_rate_g_per_s(t.high_kg, lifetime_years=t.lifetime_years,
-                                  expected_utilisation=t.expected_utilisation) for t in parts) / slots,
+                sum(
+                    _rate_g_per_s(
+                        t.embodied_kg, lifetime_years=t.lifetime_years, expected_utilisation=t.expected_utilisation
+                    )
+                    for t in parts
+                )
+                / slots,
+                sum(
+                    _rate_g_per_s(
+                        t.low_kg, lifetime_years=t.lifetime_years, expected_utilisation=t.expected_utilisation
+                    )
+                    for t in parts
+                )
+                / slots,
+                sum(
+                    _rate_g_per_s(
+                        t.high_kg, lifetime_years=t.lifetime_years, expected_utilisation=t.expected_utilisation
+                    )
+                    for t in parts
+                )
+                / slots,
                 max((t.version for t in parts), default=0),
             )
         host_c, host_l, host_h, host_version = host_rates[host_id]
@@ -145,8 +170,19 @@ def gpu_windows_for_batches(*, batch_pks: list[int]) -> dict[int, list[GpuWindow
     procs_cache: dict[str, tuple[ProcessSample, ...]] = {}
     qualities = {q.value: q for q in Quality}
     for row in raw:
-        (batch_id, device_id, seq, start_us, end_us, energy_j, avg_power_w, util_pct, quality, processes,
-         counter_mj) = row
+        (
+            batch_id,
+            device_id,
+            seq,
+            start_us,
+            end_us,
+            energy_j,
+            avg_power_w,
+            util_pct,
+            quality,
+            processes,
+            counter_mj,
+        ) = row
         samples = procs_cache.get(processes)
         if samples is None:
             samples = procs_cache[processes] = tuple(
@@ -189,8 +225,15 @@ def host_windows_for_batches(*, batch_pks: list[int]) -> dict[int, list[HostWind
         )
         for batch_id, seq, start_us, end_us, cpu, dram, wall, quality in cursor.fetchall():
             out[batch_id].append(
-                HostWindowIn(seq=seq, start=_stamp(stamps, start_us), end=_stamp(stamps, end_us), cpu_energy_j=cpu,
-                             dram_energy_j=dram, wall_energy_j=wall, quality=Quality(quality))
+                HostWindowIn(
+                    seq=seq,
+                    start=_stamp(stamps, start_us),
+                    end=_stamp(stamps, end_us),
+                    cpu_energy_j=cpu,
+                    dram_energy_j=dram,
+                    wall_energy_j=wall,
+                    quality=Quality(quality),
+                )
             )
     return out
 
@@ -224,7 +267,7 @@ def previous_windows_for_many(
     return out
 
 
-def allocations_within(allocations: list[Allocation], *, device_ids: set[int], start: dt.datetime,
-                       end: dt.datetime) -> list[Allocation]:
-    return [a for a in allocations
-            if a.device_id in device_ids and a.start < end and (a.end is None or a.end > start)]
+def allocations_within(
+    allocations: list[Allocation], *, device_ids: set[int], start: dt.datetime, end: dt.datetime
+) -> list[Allocation]:
+    return [a for a in allocations if a.device_id in device_ids and a.start < end and (a.end is None or a.end > start)]

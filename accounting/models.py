@@ -409,8 +409,9 @@ class JobAllocation(models.Model):
     class Meta:
         indexes = [models.Index(fields=["device", "start"])]
         constraints = [
-            models.UniqueConstraint(fields=["job", "device"], condition=Q(source="observed"),
-                                    name="alloc_observed_once"),
+            models.UniqueConstraint(
+                fields=["job", "device"], condition=Q(source="observed"), name="alloc_observed_once"
+            ),
             models.CheckConstraint(condition=Q(fraction__gt=0) & Q(fraction__lte=1), name="alloc_fraction_range"),
             models.CheckConstraint(
                 condition=Q(end__isnull=True) | Q(end__gt=models.F("start")), name="alloc_end_after_start"
@@ -553,8 +554,7 @@ class TeamHour(_TeamTotals):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["org", "team", "site", "hour"], name="teamhour_uniq",
-                                    nulls_distinct=False)
+            models.UniqueConstraint(fields=["org", "team", "site", "hour"], name="teamhour_uniq", nulls_distinct=False)
         ]
 
 

@@ -81,9 +81,7 @@ def _lifetime(scope: str, expires_in: dt.timedelta | None) -> dt.timedelta:
     return lifetime
 
 
-def _issue(
-    *, org, name, scope, host, cluster, user, expires_in: dt.timedelta | None, now: dt.datetime
-) -> IssuedToken:
+def _issue(*, org, name, scope, host, cluster, user, expires_in: dt.timedelta | None, now: dt.datetime) -> IssuedToken:
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
         org=org,
@@ -118,8 +116,15 @@ def token_create(
     issued = _issue(
         org=org, name=name, scope=scope, host=host, cluster=cluster, user=user, expires_in=expires_in, now=now
     )
-    audit_record(action=AuditEvent.Action.TOKEN_CREATE, object_type="token", object_id=issued.token.pk, org=org,
-                 actor=actor, before=None, after=_token_state(issued.token))
+    audit_record(
+        action=AuditEvent.Action.TOKEN_CREATE,
+        object_type="token",
+        object_id=issued.token.pk,
+        org=org,
+        actor=actor,
+        before=None,
+        after=_token_state(issued.token),
+    )
     return issued
 
 
@@ -129,8 +134,15 @@ def token_revoke(*, token: ApiToken, actor=None, now: dt.datetime | None = None)
         before = _token_state(token)
         token.revoked_at = now or timezone.now()
         token.save(update_fields=["revoked_at"])
-        audit_record(action=AuditEvent.Action.TOKEN_REVOKE, object_type="token", object_id=token.pk,
-                     org=token.org_id, actor=actor, before=before, after=_token_state(token))
+        audit_record(
+            action=AuditEvent.Action.TOKEN_REVOKE,
+            object_type="token",
+            object_id=token.pk,
+            org=token.org_id,
+            actor=actor,
+            before=before,
+            after=_token_state(token),
+        )
 
 
 @transaction.atomic
@@ -152,18 +164,33 @@ def token_rotate(
     locked = ApiToken.objects.select_for_update().get(pk=token.pk)
     before = _token_state(locked)
     issued = _issue(
-        org=locked.org, name=locked.name, scope=locked.scope, host=locked.host, cluster=locked.cluster,
-        user=locked.user, expires_in=expires_in, now=now,
+        org=locked.org,
+        name=locked.name,
+        scope=locked.scope,
+        host=locked.host,
+        cluster=locked.cluster,
+        user=locked.user,
+        expires_in=expires_in,
+        now=now,
     )
     end = now + overlap
     if locked.expires_at is None or end < locked.expires_at:
         locked.expires_at = end
         locked.save(update_fields=["expires_at"])
     token.expires_at = locked.expires_at
-    audit_record(action=AuditEvent.Action.TOKEN_ROTATE, object_type="token", object_id=locked.pk,
-                 org=locked.org_id, actor=actor, before=before,
-                 after={**_token_state(locked), "replaced_by": issued.token.pk,
-                        "replacement_expires_at": issued.token.expires_at})
+    audit_record(
+        action=AuditEvent.Action.TOKEN_ROTATE,
+        object_type="token",
+        object_id=locked.pk,
+        org=locked.org_id,
+        actor=actor,
+        before=before,
+        after={
+            **_token_state(locked),
+            "replaced_by": issued.token.pk,
+            "replacement_expires_at": issued.token.expires_at,
+        },
+    )
     return issued
 
 

@@ -62,23 +62,44 @@ def _fleet():
     f.HardwareModelFactory()
     start = dt.datetime(2026, 11, 26, tzinfo=UTC)
     m.HourlyIntensity.objects.bulk_create(
-        m.HourlyIntensity(zone=zone, hour=start + dt.timedelta(hours=h), intensity_g_per_kwh=40 + (h * 7) % 50,
-                          is_forecast=True, source=m.FactorSource.OPERATOR)
+        m.HourlyIntensity(
+            zone=zone,
+            hour=start + dt.timedelta(hours=h),
+            intensity_g_per_kwh=40 + (h * 7) % 50,
+            is_forecast=True,
+            source=m.FactorSource.OPERATOR,
+        )
         for h in range(72)
     )
     hosts = m.Host.objects.bulk_create(m.Host(cluster=cluster, hostname=f"gpu-node-{i:03d}") for i in range(64))
-    m.Device.objects.bulk_create(
-        m.Device(host=h, index=i, uuid=f"GPU-{h.pk:04d}-{i}") for h in hosts for i in range(8)
-    )
+    m.Device.objects.bulk_create(m.Device(host=h, index=i, uuid=f"GPU-{h.pk:04d}-{i}") for h in hosts for i in range(8))
     jobs = m.Job.objects.bulk_create(
-        m.Job(org=org, cluster=cluster, team=team, scheduler_job_id=f"old-{i}", kind="training", family="llm",
-              status="completed", started_at=start - dt.timedelta(hours=i), ended_at=start - dt.timedelta(hours=i - 1),
-              units={"tokens": 1e9})
+        m.Job(
+            org=org,
+            cluster=cluster,
+            team=team,
+            scheduler_job_id=f"old-{i}",
+            kind="training",
+            family="llm",
+            status="completed",
+            started_at=start - dt.timedelta(hours=i),
+            ended_at=start - dt.timedelta(hours=i - 1),
+            units={"tokens": 1e9},
+        )
         for i in range(2000)
     )
     m.JobFootprint.objects.bulk_create(
-        m.JobFootprint(job=j, energy_j=3.6e7, gpu_energy_j=3e7, co2e_operational_g=500.0, co2e_embodied_g=40.0,
-                       co2e_low_g=450.0, co2e_high_g=600.0, is_final=True, method_version="2026.11-1")
+        m.JobFootprint(
+            job=j,
+            energy_j=3.6e7,
+            gpu_energy_j=3e7,
+            co2e_operational_g=500.0,
+            co2e_embodied_g=40.0,
+            co2e_low_g=450.0,
+            co2e_high_g=600.0,
+            is_final=True,
+            method_version="2026.11-1",
+        )
         for j in jobs
     )
     secret = token_create(org=org, name="bench", scope="scheduler", cluster=cluster).secret
@@ -119,29 +140,57 @@ def main() -> int:
 
         def register(i):
             host, gpus = divmod(i % 256, 4)
-            return client.post("/api/v1/jobs/", {
-                "scheduler_job_id": f"bench-{i}", "team": "recsys", "user": "alice", "kind": "training",
-                "family": "llm", "started_at": t0.isoformat(), "model_meta": {"parameters": 7e9, "precision": "bf16"},
-                "allocation": [{"host": f"gpu-node-{host:03d}", "gpus": [2 * gpus % 8, (2 * gpus + 1) % 8]}],
-            }, format="json")
+            return client.post(
+                "/api/v1/jobs/",
+                {
+                    "scheduler_job_id": f"bench-{i}",
+                    "team": "recsys",
+                    "user": "alice",
+                    "kind": "training",
+                    "family": "llm",
+                    "started_at": t0.isoformat(),
+                    "model_meta": {"parameters": 7e9, "precision": "bf16"},
+                    "allocation": [{"host": f"gpu-node-{host:03d}", "gpus": [2 * gpus % 8, (2 * gpus + 1) % 8]}],
+                },
+                format="json",
+            )
 
         def end(i):
-            return client.post(f"/api/v1/jobs/by-key/bench-{i}/end/", {
-                "exit_state": "completed", "ended_at": (t0 + dt.timedelta(hours=2)).isoformat()}, format="json")
+            return client.post(
+                f"/api/v1/jobs/by-key/bench-{i}/end/",
+                {"exit_state": "completed", "ended_at": (t0 + dt.timedelta(hours=2)).isoformat()},
+                format="json",
+            )
 
         def footprint(i):
             return client.get(f"/api/v1/jobs/{jobs[i % len(jobs)].pk}/footprint/")
 
         def estimate(i):
-            return client.post("/api/v1/estimate/", {
-                "device_key": "h100-sxm5-80gb", "device_count": 8, "hours": 1 + i % 24, "utilisation": 0.8,
-                "pue": 1.2, "zone_code": "FR"}, format="json")
+            return client.post(
+                "/api/v1/estimate/",
+                {
+                    "device_key": "h100-sxm5-80gb",
+                    "device_count": 8,
+                    "hours": 1 + i % 24,
+                    "utilisation": 0.8,
+                    "pue": 1.2,
+                    "zone_code": "FR",
+                },
+                format="json",
+            )
 
         def advice(i):
-            return client.post("/api/v1/advice/", {
-                "hardware_model": "h100-sxm5-80gb", "gpu_count": 8, "hours": 1 + i % 12,
-                "earliest_start": t0.isoformat(), "deadline": (t0 + dt.timedelta(hours=48)).isoformat()},
-                format="json")
+            return client.post(
+                "/api/v1/advice/",
+                {
+                    "hardware_model": "h100-sxm5-80gb",
+                    "gpu_count": 8,
+                    "hours": 1 + i % 12,
+                    "earliest_start": t0.isoformat(),
+                    "deadline": (t0 + dt.timedelta(hours=48)).isoformat(),
+                },
+                format="json",
+            )
 
         results: dict[str, object] = {}
         statements: dict[str, int] = {}

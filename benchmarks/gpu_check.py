@@ -80,8 +80,9 @@ class Receiver:
                     raw = gzip.decompress(raw)
                 body = json.loads(raw)
                 outer.windows.extend(body["windows"])
-                reply = json.dumps({"batch_id": body["batch_id"], "accepted_windows": len(body["windows"]),
-                                    "duplicate": False}).encode()
+                reply = json.dumps(
+                    {"batch_id": body["batch_id"], "accepted_windows": len(body["windows"]), "duplicate": False}
+                ).encode()
                 self.send_response(202)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(reply)))
@@ -98,8 +99,12 @@ class Receiver:
 
 def start_load(seconds: float, workdir: Path) -> tuple[subprocess.Popen | None, str]:
     try:
-        subprocess.run([sys.executable, "-c", "import torch; assert torch.cuda.is_available()"], check=True,
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [sys.executable, "-c", "import torch; assert torch.cuda.is_available()"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         return subprocess.Popen([sys.executable, "-c", TORCH_BURN, str(seconds)]), "torch bf16 matmul 8192^2"
     except (subprocess.SubprocessError, OSError):
         pass
@@ -107,8 +112,9 @@ def start_load(seconds: float, workdir: Path) -> tuple[subprocess.Popen | None, 
     if nvcc:
         source = workdir / "burn.cu"
         source.write_text(CUDA_BURN)
-        built = subprocess.run([nvcc, "-O2", "-o", str(workdir / "burn"), str(source)], capture_output=True,
-                               text=True, timeout=240)
+        built = subprocess.run(
+            [nvcc, "-O2", "-o", str(workdir / "burn"), str(source)], capture_output=True, text=True, timeout=240
+        )
         if built.returncode == 0:
             return subprocess.Popen([str(workdir / "burn"), str(seconds)]), "CUDA FMA kernel (nvcc)"
         return None, f"nvcc failed: {built.stderr[-300:]}"
@@ -149,16 +155,43 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp())
     smi_csv = out / "nvidia-smi.csv"
     smi = subprocess.Popen(
-        ["nvidia-smi", "--query-gpu=timestamp,index,power.draw,utilization.gpu", "--format=csv,noheader,nounits",
-         "-lms", "200", "-i", "0"],
-        stdout=smi_csv.open("w"), stderr=subprocess.DEVNULL,
+        [
+            "nvidia-smi",
+            "--query-gpu=timestamp,index,power.draw,utilization.gpu",
+            "--format=csv,noheader,nounits",
+            "-lms",
+            "200",
+            "-i",
+            "0",
+        ],
+        stdout=smi_csv.open("w"),
+        stderr=subprocess.DEVNULL,
     )
     t0 = time.time()
     run = subprocess.Popen(
-        [*agent, "run", "--backend", "nvml", "--server-url", receiver.url, "--token", "gpu-check",
-         "--hostname", "gpu-check", "--tick-s", "1", "--window-s", str(args.window_s), "--spool-dir",
-         str(workdir / "spool"), "--duration", str(args.duration)],
-        env=env, stdout=(out / "agent.log").open("w"), stderr=subprocess.STDOUT,
+        [
+            *agent,
+            "run",
+            "--backend",
+            "nvml",
+            "--server-url",
+            receiver.url,
+            "--token",
+            "gpu-check",
+            "--hostname",
+            "gpu-check",
+            "--tick-s",
+            "1",
+            "--window-s",
+            str(args.window_s),
+            "--spool-dir",
+            str(workdir / "spool"),
+            "--duration",
+            str(args.duration),
+        ],
+        env=env,
+        stdout=(out / "agent.log").open("w"),
+        stderr=subprocess.STDOUT,
     )
     time.sleep(args.load_from)
     load, load_kind = start_load(args.load_to - args.load_from, workdir)
@@ -188,16 +221,25 @@ def main() -> int:
         if gpu is None:
             continue
         smi_j = integrate(samples, start, end)
-        rows.append({
-            "seq": window["seq"], "start": window["start"], "duration_s": round(end - start, 3),
-            "agent_energy_j": round(gpu["energy_j"], 3), "agent_quality": gpu["quality"],
-            "agent_avg_power_w": round(gpu["avg_power_w"], 2), "agent_util_pct": gpu["util_pct"],
-            "nvidia_smi_energy_j": None if smi_j is None else round(smi_j, 3),
-            "ratio": None if not smi_j else round(gpu["energy_j"] / smi_j, 4),
-        })
+        rows.append(
+            {
+                "seq": window["seq"],
+                "start": window["start"],
+                "duration_s": round(end - start, 3),
+                "agent_energy_j": round(gpu["energy_j"], 3),
+                "agent_quality": gpu["quality"],
+                "agent_avg_power_w": round(gpu["avg_power_w"], 2),
+                "agent_util_pct": gpu["util_pct"],
+                "nvidia_smi_energy_j": None if smi_j is None else round(smi_j, 3),
+                "ratio": None if not smi_j else round(gpu["energy_j"] / smi_j, 4),
+            }
+        )
     report = {
-        "gpu": (probe.stdout.splitlines() or ["?"])[0], "load": load_kind, "wall_s": round(time.time() - t0, 1),
-        "windows": rows, "agent_exit_code": run.returncode,
+        "gpu": (probe.stdout.splitlines() or ["?"])[0],
+        "load": load_kind,
+        "wall_s": round(time.time() - t0, 1),
+        "windows": rows,
+        "agent_exit_code": run.returncode,
         # Whole life (start-up, NVML init, every tick, shutdown) over --duration, GPU load included.
         "agent_cpu_s": round(agent_cpu_s, 3),
         "agent_cpu_pct_of_one_core": round(100 * agent_cpu_s / args.duration, 3),
@@ -210,11 +252,15 @@ def main() -> int:
     print(f"load: {load_kind}")
     print(f"{'seq':>12} {'dur_s':>6} {'agent_J':>10} {'smi_J':>10} {'ratio':>7} {'avg_W':>7} {'util':>5} quality")
     for r in rows:
-        print(f"{r['seq']:>12} {r['duration_s']:>6} {r['agent_energy_j']:>10} {r['nvidia_smi_energy_j']!s:>10} "
-              f"{r['ratio']!s:>7} {r['agent_avg_power_w']:>7} {r['agent_util_pct']!s:>5} {r['agent_quality']}")
+        print(
+            f"{r['seq']:>12} {r['duration_s']:>6} {r['agent_energy_j']:>10} {r['nvidia_smi_energy_j']!s:>10} "
+            f"{r['ratio']!s:>7} {r['agent_avg_power_w']:>7} {r['agent_util_pct']!s:>5} {r['agent_quality']}"
+        )
     print(f"total agent {report['agent_total_j']} J, nvidia-smi {report['nvidia_smi_total_j']} J")
-    print(f"agent CPU {report['agent_cpu_s']} s over {args.duration:g} s = {report['agent_cpu_pct_of_one_core']} % "
-          f"of one core, peak RSS {report['agent_max_rss_mb']} MB")
+    print(
+        f"agent CPU {report['agent_cpu_s']} s over {args.duration:g} s = {report['agent_cpu_pct_of_one_core']} % "
+        f"of one core, peak RSS {report['agent_max_rss_mb']} MB"
+    )
     return 0
 
 

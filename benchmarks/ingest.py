@@ -87,8 +87,7 @@ class Procs:
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
         VAR.mkdir(parents=True, exist_ok=True)
         log = open(VAR / f"{name}.log", "w")
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append((name, proc))
         return proc
 
@@ -236,33 +235,75 @@ def _seed(n_hosts: int, start: dt.datetime) -> tuple[list[HostSeed], list[int]]:
 
     org = Organization.objects.create(name="Bench", slug="bench")
     teams = [Team.objects.create(org=org, name=f"Team {i}", slug=f"team-{i}") for i in range(4)]
-    zone = GridZone.objects.create(code="BENCH", name="Bench zone", annual_intensity_g_per_kwh=400.0,
-                                   source="operator", vintage="2024")
+    zone = GridZone.objects.create(
+        code="BENCH", name="Bench zone", annual_intensity_g_per_kwh=400.0, source="operator", vintage="2024"
+    )
     hw = HardwareModel.objects.create(
-        key="h100-sxm5-80gb", name="NVIDIA H100 SXM5 80GB", vendor="NVIDIA", kind="gpu",
-        match_names=["H100 80GB HBM3"], idle_power_w=70.0, max_power_w=700.0, memory_gb=80.0,
-        embodied_kg=150.0, embodied_low_kg=100.0, embodied_high_kg=200.0, embodied_kind="estimate",
-        embodied_source="benchmark fixture")
+        key="h100-sxm5-80gb",
+        name="NVIDIA H100 SXM5 80GB",
+        vendor="NVIDIA",
+        kind="gpu",
+        match_names=["H100 80GB HBM3"],
+        idle_power_w=70.0,
+        max_power_w=700.0,
+        memory_gb=80.0,
+        embodied_kg=150.0,
+        embodied_low_kg=100.0,
+        embodied_high_kg=200.0,
+        embodied_kind="estimate",
+        embodied_source="benchmark fixture",
+    )
     site = Site.objects.create(org=org, name="Bench site", slug="bench", zone=zone, pue=1.3)
     cluster = Cluster.objects.create(site=site, name="Bench cluster", slug="bench")
     hosts = Host.objects.bulk_create(
-        [Host(cluster=cluster, hostname=f"bench-gpu-{i:04d}", gpu_slots=GPUS_PER_HOST, dram_gb=1024, ssd_gb=8000)
-         for i in range(n_hosts)])
+        [
+            Host(cluster=cluster, hostname=f"bench-gpu-{i:04d}", gpu_slots=GPUS_PER_HOST, dram_gb=1024, ssd_gb=8000)
+            for i in range(n_hosts)
+        ]
+    )
     devices = Device.objects.bulk_create(
-        [Device(host=h, uuid=f"GPU-{uuid.UUID(int=(hi << 8) | g)}", index=g, reported_name="NVIDIA H100 80GB HBM3",
-                hardware_model=hw) for hi, h in enumerate(hosts) for g in range(GPUS_PER_HOST)])
+        [
+            Device(
+                host=h,
+                uuid=f"GPU-{uuid.UUID(int=(hi << 8) | g)}",
+                index=g,
+                reported_name="NVIDIA H100 80GB HBM3",
+                hardware_model=hw,
+            )
+            for hi, h in enumerate(hosts)
+            for g in range(GPUS_PER_HOST)
+        ]
+    )
     # Two jobs per host: GPUs 0-3 and 4-6; GPU 7 idle (fleet overhead). Most GPUs held.
     jobs, allocs, seeds, tokens = [], [], [], []
     job_started = start - dt.timedelta(hours=1)
     for hi in range(len(hosts)):
-        a = Job(org=org, cluster=cluster, scheduler_job_id=str(100000 + 2 * hi), name=f"train-{hi}",
-                team=teams[hi % 4], kind="training", family="llm", status="running", started_at=job_started)
-        b = Job(org=org, cluster=cluster, scheduler_job_id=str(100001 + 2 * hi), name=f"serve-{hi}",
-                team=teams[(hi + 1) % 4], kind="inference", family="llm", status="running", started_at=job_started)
+        a = Job(
+            org=org,
+            cluster=cluster,
+            scheduler_job_id=str(100000 + 2 * hi),
+            name=f"train-{hi}",
+            team=teams[hi % 4],
+            kind="training",
+            family="llm",
+            status="running",
+            started_at=job_started,
+        )
+        b = Job(
+            org=org,
+            cluster=cluster,
+            scheduler_job_id=str(100001 + 2 * hi),
+            name=f"serve-{hi}",
+            team=teams[(hi + 1) % 4],
+            kind="inference",
+            family="llm",
+            status="running",
+            started_at=job_started,
+        )
         jobs += [a, b]
     Job.objects.bulk_create(jobs)
     for hi, host in enumerate(hosts):
-        devs = devices[hi * GPUS_PER_HOST:(hi + 1) * GPUS_PER_HOST]
+        devs = devices[hi * GPUS_PER_HOST : (hi + 1) * GPUS_PER_HOST]
         a, b = jobs[2 * hi], jobs[2 * hi + 1]
         keys: list[str | None] = []
         for g, dev in enumerate(devs):
@@ -271,8 +312,16 @@ def _seed(n_hosts: int, start: dt.datetime) -> tuple[list[HostSeed], list[int]]:
                 allocs.append(JobAllocation(job=job, device=dev, start=job_started))
             keys.append(f"slurm:{job.scheduler_job_id}" if job else None)
         secret = "clk_" + secrets.token_urlsafe(32)
-        tokens.append(Tok(org=org, name=f"agent {host.hostname}", scope="host", prefix=secret[:12],
-                          digest=token_digest(secret), host=host))
+        tokens.append(
+            Tok(
+                org=org,
+                name=f"agent {host.hostname}",
+                scope="host",
+                prefix=secret[:12],
+                digest=token_digest(secret),
+                host=host,
+            )
+        )
         seeds.append(HostSeed(host.hostname, secret, [d.uuid for d in devs], keys))
     JobAllocation.objects.bulk_create(allocs)
     Tok.objects.bulk_create(tokens)
@@ -293,9 +342,16 @@ def _build_host_batches(args) -> list[tuple[str, int, bytes]]:
     seq = 1
     counters = [10_000_000_000 + 1_000_000 * g for g in range(len(uuids))]
     static = [
-        {"uuid": u, "index": g, "name": "NVIDIA H100 80GB HBM3", "mem_util_pct": 55.0, "mem_used_mib": 70000.0,
-         "power_limit_w": 700.0, "quality": "measured",
-         "processes": ([{"pid": 4000 + g, "sm_util_pct": 90.0, "job_key": k}] if k else [])}
+        {
+            "uuid": u,
+            "index": g,
+            "name": "NVIDIA H100 80GB HBM3",
+            "mem_util_pct": 55.0,
+            "mem_used_mib": 70000.0,
+            "power_limit_w": 700.0,
+            "quality": "measured",
+            "processes": ([{"pid": 4000 + g, "sm_util_pct": 90.0, "job_key": k}] if k else []),
+        }
         for g, (u, k) in enumerate(zip(uuids, job_keys, strict=True))
     ]
     for _ in range(n_batches):
@@ -309,19 +365,38 @@ def _build_host_batches(args) -> list[tuple[str, int, bytes]]:
                 energy = power * WINDOW_S
                 counters[g] += int(energy * 1000)
                 entry = dict(base)
-                entry.update(energy_j=energy, counter_mj=counters[g], avg_power_w=power, max_power_w=power + 30.0,
-                             util_pct=93.0 if busy else 0.0)
+                entry.update(
+                    energy_j=energy,
+                    counter_mj=counters[g],
+                    avg_power_w=power,
+                    max_power_w=power + 30.0,
+                    util_pct=93.0 if busy else 0.0,
+                )
                 gpus.append(entry)
-            windows.append({
-                "seq": seq, "start": _iso(w_start), "end": _iso(w_start + dt.timedelta(seconds=WINDOW_S)),
-                "host": {"cpu_energy_j": 2400.0, "dram_energy_j": 400.0, "wall_energy_j": None,
-                         "cpu_util_pct": 35.0, "quality": "measured"},
-                "gpus": gpus,
-            })
+            windows.append(
+                {
+                    "seq": seq,
+                    "start": _iso(w_start),
+                    "end": _iso(w_start + dt.timedelta(seconds=WINDOW_S)),
+                    "host": {
+                        "cpu_energy_j": 2400.0,
+                        "dram_energy_j": 400.0,
+                        "wall_energy_j": None,
+                        "cpu_util_pct": 35.0,
+                        "quality": "measured",
+                    },
+                    "gpus": gpus,
+                }
+            )
             seq += 1
         batch_id = str(uuid.UUID(int=(host_index << 64) | len(out) + 1, version=4))
-        body = {"batch_id": batch_id, "hostname": hostname, "agent_version": "bench", "sent_at": _iso(
-            dt.datetime.fromtimestamp(start_ts + (seq - 1) * WINDOW_S, dt.UTC)), "windows": windows}
+        body = {
+            "batch_id": batch_id,
+            "hostname": hostname,
+            "agent_version": "bench",
+            "sent_at": _iso(dt.datetime.fromtimestamp(start_ts + (seq - 1) * WINDOW_S, dt.UTC)),
+            "windows": windows,
+        }
         raw = json.dumps(body, separators=(",", ":")).encode()
         out.append((batch_id, wpb * len(uuids), gzip.compress(raw, compresslevel=5)))
     return out
@@ -346,9 +421,17 @@ class Sent:
 def _post(port: int, queue: HostQueue, body: bytes) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
-        conn.request("POST", "/api/v1/ingest/batches", body=body, headers={
-            "Authorization": f"Bearer {queue.seed.secret}", "Content-Type": "application/json",
-            "Content-Encoding": "gzip", "Host": "127.0.0.1"})
+        conn.request(
+            "POST",
+            "/api/v1/ingest/batches",
+            body=body,
+            headers={
+                "Authorization": f"Bearer {queue.seed.secret}",
+                "Content-Type": "application/json",
+                "Content-Encoding": "gzip",
+                "Host": "127.0.0.1",
+            },
+        )
         resp = conn.getresponse()
         return resp.status, resp.read()
     finally:
@@ -449,10 +532,15 @@ def _raw_copy(limit: int) -> dict:
 
     cols = tuple(name for name, _ in GPU_COPY_COLUMNS)
     with psycopg.connect(dsn) as conn:
-        days = [r[0] for r in conn.execute(
-            "SELECT DISTINCT (start_at AT TIME ZONE 'UTC')::date FROM telemetry_gpuwindow").fetchall()]
+        days = [
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT (start_at AT TIME ZONE 'UTC')::date FROM telemetry_gpuwindow"
+            ).fetchall()
+        ]
         rows = conn.execute(
-            f"SELECT {', '.join(cols[:-1])}, processes::text FROM telemetry_gpuwindow LIMIT %s", [limit]).fetchall()
+            f"SELECT {', '.join(cols[:-1])}, processes::text FROM telemetry_gpuwindow LIMIT %s", [limit]
+        ).fetchall()
         conn.execute("DROP SCHEMA IF EXISTS bench_scratch CASCADE")
         conn.execute("CREATE SCHEMA bench_scratch")
         conn.execute("SET search_path TO bench_scratch")
@@ -460,8 +548,10 @@ def _raw_copy(limit: int) -> dict:
         for day in days:
             start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
             for parent in ("telemetry_gpuwindow", "telemetry_hostwindow"):
-                conn.execute(f"CREATE TABLE {parent}_p{day:%Y%m%d} PARTITION OF {parent} FOR VALUES FROM "
-                             f"('{start.isoformat()}') TO ('{(start + dt.timedelta(days=1)).isoformat()}')")
+                conn.execute(
+                    f"CREATE TABLE {parent}_p{day:%Y%m%d} PARTITION OF {parent} FOR VALUES FROM "
+                    f"('{start.isoformat()}') TO ('{(start + dt.timedelta(days=1)).isoformat()}')"
+                )
         conn.commit()
         # The processes column as the ingest sends it: JSON text already encoded, wrapped for jsonb.
         rows = [(*row[:-1], Jsonb(row[-1], dumps=str)) for row in rows]
@@ -492,8 +582,12 @@ def main() -> int:
     parser.add_argument("--windows-per-batch", type=int, default=30, help="10 s windows per POST (agent max: 30)")
     parser.add_argument("--seconds", type=float, default=30.0, help="phase 1 (flat out) duration")
     parser.add_argument("--fresh-seconds", type=float, default=20.0, help="phase 2 (paced) duration")
-    parser.add_argument("--max-rate", type=float, default=60_000.0,
-                        help="GPU windows/s the pre-built pool is sized for (phase 1 stops early if it runs dry)")
+    parser.add_argument(
+        "--max-rate",
+        type=float,
+        default=60_000.0,
+        help="GPU windows/s the pre-built pool is sized for (phase 1 stops early if it runs dry)",
+    )
     parser.add_argument("--clients", type=int, default=4, help="client threads")
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--celery-workers", type=int, default=1, help="worker processes (prefork concurrency)")
@@ -559,11 +653,16 @@ def _run(args, procs: Procs) -> int:
     start = now - dt.timedelta(seconds=span_s + 600)
     seeds, job_ids = _seed(args.hosts, start)
     connection.close()
-    print(f"seeded {args.hosts} hosts x {GPUS_PER_HOST} GPUs, {len(job_ids)} jobs; building "
-          f"{n_batches} batches/host x {args.windows_per_batch * GPUS_PER_HOST} GPU windows", flush=True)
+    print(
+        f"seeded {args.hosts} hosts x {GPUS_PER_HOST} GPUs, {len(job_ids)} jobs; building "
+        f"{n_batches} batches/host x {args.windows_per_batch * GPUS_PER_HOST} GPU windows",
+        flush=True,
+    )
     t_build = time.monotonic()
-    work = [(s.hostname, s.uuids, s.job_keys, start.timestamp(), n_batches, args.windows_per_batch, i)
-            for i, s in enumerate(seeds)]
+    work = [
+        (s.hostname, s.uuids, s.job_keys, start.timestamp(), n_batches, args.windows_per_batch, i)
+        for i, s in enumerate(seeds)
+    ]
     with multiprocessing.get_context("fork").Pool(os.cpu_count() or 2) as pool:
         built = pool.map(_build_host_batches, work, chunksize=4)
     queues = [HostQueue(seed, batches) for seed, batches in zip(seeds, built, strict=True)]
@@ -571,15 +670,57 @@ def _run(args, procs: Procs) -> int:
     print(f"built in {time.monotonic() - t_build:.1f}s ({gz_bytes / 1e6:.1f} MB gzip)", flush=True)
 
     # Servers.
-    procs.start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                          "--appendonly", "no"], env)
+    procs.start(
+        "redis",
+        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        env,
+    )
     _wait(lambda: _port_open(redis_port), timeout_s=10, what="redis")
-    procs.start("web", [PY, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{web_port}", "-w",
-                        str(args.web_workers), "--worker-class", "sync", "--backlog", "512", "--timeout", "120",
-                        "--log-level", "warning"], env)
-    procs.start("worker", [PY, "-m", "celery", "-A", "config", "worker", "-n", "bench@%h", "-c",
-                           str(args.celery_workers), "--pool", "prefork", "--without-gossip", "--without-mingle",
-                           "--without-heartbeat", "-l", "WARNING"], env)
+    procs.start(
+        "web",
+        [
+            PY,
+            "-m",
+            "gunicorn",
+            "config.wsgi",
+            "-b",
+            f"127.0.0.1:{web_port}",
+            "-w",
+            str(args.web_workers),
+            "--worker-class",
+            "sync",
+            "--backlog",
+            "512",
+            "--timeout",
+            "120",
+            "--log-level",
+            "warning",
+        ],
+        env,
+    )
+    procs.start(
+        "worker",
+        [
+            PY,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-n",
+            "bench@%h",
+            "-c",
+            str(args.celery_workers),
+            "--pool",
+            "prefork",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            "WARNING",
+        ],
+        env,
+    )
     _wait(lambda: _port_open(web_port), timeout_s=60, what="gunicorn")
     # Warm-up: one batch per host (host/device lookups, partitions, imports in every worker).
     for queue in queues:
@@ -593,8 +734,11 @@ def _run(args, procs: Procs) -> int:
     time.sleep(1.0)
 
     # Phase 1: flat out.
-    print(f"phase 1: flat out for {args.seconds:g}s ({args.clients} clients, {args.web_workers} web workers, "
-          f"{args.celery_workers} celery worker processes)", flush=True)
+    print(
+        f"phase 1: flat out for {args.seconds:g}s ({args.clients} clients, {args.web_workers} web workers, "
+        f"{args.celery_workers} celery worker processes)",
+        flush=True,
+    )
     meter = CpuMeter(procs)
     cpu_a = meter.read()
     t0_wall, t0 = time.time(), time.monotonic()
@@ -613,8 +757,11 @@ def _run(args, procs: Procs) -> int:
     e2e_rate = windows_p1 / e2e_s if e2e_s else None
     lat = [a[3] - a[2] for a in sent.acks]
     phase1 = {
-        "batches": len(sent.acks), "gpu_windows": windows_p1, "errors": len(sent.errors),
-        "error_sample": sent.errors[:3], "send_s": round(ingest_s, 2),
+        "batches": len(sent.acks),
+        "gpu_windows": windows_p1,
+        "errors": len(sent.errors),
+        "error_sample": sent.errors[:3],
+        "send_s": round(ingest_s, 2),
         "ingest_gpu_windows_per_s": round(ingest_rate),
         "until_all_done_s": round(e2e_s, 2) if e2e_s else None,
         "attributed_gpu_windows_per_s": round(e2e_rate) if e2e_rate else None,
@@ -653,14 +800,19 @@ def _run(args, procs: Procs) -> int:
 
         ack_at = {a[0]: a[3] for a in sent2.acks}
         for batch_id, attributed_at in TelemetryBatch.objects.filter(
-                batch_id__in=list(ack_at), attributed_at__isnull=False).values_list("batch_id", "attributed_at"):
+            batch_id__in=list(ack_at), attributed_at__isnull=False
+        ).values_list("batch_id", "attributed_at"):
             fresh.append(attributed_at.timestamp() - ack_at[str(batch_id)])
         connection.close()
     offered = windows_p2 / args.fresh_seconds
     phase2 = {
-        "target_gpu_windows_per_s": round(paced), "offered_gpu_windows_per_s": round(offered),
-        "batches": len(sent2.acks), "errors": len(sent2.errors), "error_sample": sent2.errors[:3],
-        "drained": done2 is not None, "measured_batches": len(fresh),
+        "target_gpu_windows_per_s": round(paced),
+        "offered_gpu_windows_per_s": round(offered),
+        "batches": len(sent2.acks),
+        "errors": len(sent2.errors),
+        "error_sample": sent2.errors[:3],
+        "drained": done2 is not None,
+        "measured_batches": len(fresh),
         "freshness_p50_s": round(_pct(fresh, 0.5), 3) if fresh else None,
         "freshness_p99_s": round(_pct(fresh, 0.99), 3) if fresh else None,
         "freshness_max_s": round(max(fresh), 3) if fresh else None,

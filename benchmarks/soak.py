@@ -117,10 +117,18 @@ def main() -> int:
     parser.add_argument("--calibrate-s", type=float, default=20.0)
     parser.add_argument("--sample-s", type=float, default=30.0)
     parser.add_argument("--warmup-min", type=float, default=2.0, help="samples before this are not in the slope")
-    parser.add_argument("--max-growth-pct", type=float, default=10.0,
-                        help="fail when web or worker memory grows by more than this per 10 minutes")
-    parser.add_argument("--max-queue-growth-per-min", type=float, default=5.0,
-                        help="fail when the broker queue grows faster than this (messages per minute)")
+    parser.add_argument(
+        "--max-growth-pct",
+        type=float,
+        default=10.0,
+        help="fail when web or worker memory grows by more than this per 10 minutes",
+    )
+    parser.add_argument(
+        "--max-queue-growth-per-min",
+        type=float,
+        default=5.0,
+        help="fail when the broker queue grows faster than this (messages per minute)",
+    )
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--celery-workers", type=int, default=1)
@@ -151,11 +159,20 @@ def _run(args, procs: base.Procs) -> int:
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
     env = dict(os.environ)
     env.update(
-        DJANGO_SETTINGS_MODULE="config.settings", DJANGO_DEBUG="false", DJANGO_SECRET_KEY=secrets.token_urlsafe(64),
-        DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost", DJANGO_SECURE_SSL_REDIRECT="false",
-        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{args.db}", DATABASE_CONN_MAX_AGE="600",
-        REDIS_URL=redis_url, CELERY_BROKER_URL=redis_url, CELERY_RESULT_BACKEND=redis_url, LOG_LEVEL="WARNING",
-        CARBONLEDGER_SKIP_NUDGE="false", CARBONLEDGER_SWEEPER_INTERVAL_S="15", PYTHONUNBUFFERED="1",
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DJANGO_DEBUG="false",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(64),
+        DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
+        DJANGO_SECURE_SSL_REDIRECT="false",
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{args.db}",
+        DATABASE_CONN_MAX_AGE="600",
+        REDIS_URL=redis_url,
+        CELERY_BROKER_URL=redis_url,
+        CELERY_RESULT_BACKEND=redis_url,
+        LOG_LEVEL="WARNING",
+        CARBONLEDGER_SKIP_NUDGE="false",
+        CARBONLEDGER_SWEEPER_INTERVAL_S="15",
+        PYTHONUNBUFFERED="1",
     )
     os.environ.update(env)
     print(f"database {args.db}: recreate + migrate", flush=True)
@@ -177,26 +194,71 @@ def _run(args, procs: base.Procs) -> int:
     start = now - dt.timedelta(seconds=span_s + 600)
     seeds, _ = base._seed(args.hosts, start)
     connection.close()
-    work = [(s.hostname, s.uuids, s.job_keys, start.timestamp(), n_batches, args.windows_per_batch, i)
-            for i, s in enumerate(seeds)]
+    work = [
+        (s.hostname, s.uuids, s.job_keys, start.timestamp(), n_batches, args.windows_per_batch, i)
+        for i, s in enumerate(seeds)
+    ]
     print(f"building {n_batches} batches/host x {args.hosts} hosts", flush=True)
     # The builders keep the default SIGTERM (this process's handler would print a traceback per
     # builder when the pool ends them).
-    with multiprocessing.get_context("fork").Pool(os.cpu_count() or 2, initializer=signal.signal,
-                                                  initargs=(signal.SIGTERM, signal.SIG_DFL)) as pool:
+    with multiprocessing.get_context("fork").Pool(
+        os.cpu_count() or 2, initializer=signal.signal, initargs=(signal.SIGTERM, signal.SIG_DFL)
+    ) as pool:
         built = pool.map(base._build_host_batches, work, chunksize=4)
     queues = [base.HostQueue(seed, batches) for seed, batches in zip(seeds, built, strict=True)]
 
-    redis_proc = procs.start("soak-redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                                            "--save", "", "--appendonly", "no"], env)
+    redis_proc = procs.start(
+        "soak-redis",
+        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        env,
+    )
     base._wait(lambda: base._port_open(redis_port), timeout_s=10, what="redis")
-    web = procs.start("soak-web", [base.PY, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{web_port}", "-w",
-                                   str(args.web_workers), "--timeout", "120", "--log-level", "warning"], env)
-    worker = procs.start("soak-worker", [base.PY, "-m", "celery", "-A", "config", "worker", "-n", "soak@%h", "-c",
-                                         str(args.celery_workers), "--pool", "prefork", "--without-gossip",
-                                         "--without-mingle", "--without-heartbeat", "-l", "WARNING"], env)
-    procs.start("soak-beat", [base.PY, "-m", "celery", "-A", "config", "beat", "-s",
-                              str(VAR / "soak-beat-schedule"), "-l", "WARNING"], env)
+    web = procs.start(
+        "soak-web",
+        [
+            base.PY,
+            "-m",
+            "gunicorn",
+            "config.wsgi",
+            "-b",
+            f"127.0.0.1:{web_port}",
+            "-w",
+            str(args.web_workers),
+            "--timeout",
+            "120",
+            "--log-level",
+            "warning",
+        ],
+        env,
+    )
+    worker = procs.start(
+        "soak-worker",
+        [
+            base.PY,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-n",
+            "soak@%h",
+            "-c",
+            str(args.celery_workers),
+            "--pool",
+            "prefork",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            "WARNING",
+        ],
+        env,
+    )
+    procs.start(
+        "soak-beat",
+        [base.PY, "-m", "celery", "-A", "config", "beat", "-s", str(VAR / "soak-beat-schedule"), "-l", "WARNING"],
+        env,
+    )
     base._wait(lambda: base._port_open(web_port), timeout_s=60, what="gunicorn")
     for queue in queues:  # warm-up: one batch per host
         status, payload = base._post(web_port, queue, queue.batches[0][2])
@@ -217,11 +279,16 @@ def _run(args, procs: base.Procs) -> int:
         windows = sum(a[1] for a in sent.acks)
         capacity = windows / ((done or time.time()) - t0)
         rate = args.fraction * capacity
-        calibration = {"gpu_windows": windows, "capacity_gpu_windows_per_s": round(capacity),
-                       "errors": len(sent.errors)}
+        calibration = {
+            "gpu_windows": windows,
+            "capacity_gpu_windows_per_s": round(capacity),
+            "errors": len(sent.errors),
+        }
         warm_acks += len(sent.acks)
-        print(f"capacity (end to end) {capacity:,.0f} GPU windows/s; soak at {args.fraction:.0%}: {rate:,.0f}/s",
-              flush=True)
+        print(
+            f"capacity (end to end) {capacity:,.0f} GPU windows/s; soak at {args.fraction:.0%}: {rate:,.0f}/s",
+            flush=True,
+        )
 
     samples: list[dict] = []
     stop = threading.Event()
@@ -232,18 +299,25 @@ def _run(args, procs: base.Procs) -> int:
             states = _batch_states()
             row = {
                 "t_s": round(time.monotonic() - t_start, 1),
-                "web_mb": round(_rss_mb(web.pid), 1), "worker_mb": round(_rss_mb(worker.pid), 1),
-                "redis_mb": round(_rss_mb(redis_proc.pid), 1), "queue_depth": _queue_depth(redis_url),
-                "pending": states.get("pending", 0), "claimed": states.get("claimed", 0),
-                "done": states.get("done", 0), "failed": states.get("failed", 0),
+                "web_mb": round(_rss_mb(web.pid), 1),
+                "worker_mb": round(_rss_mb(worker.pid), 1),
+                "redis_mb": round(_rss_mb(redis_proc.pid), 1),
+                "queue_depth": _queue_depth(redis_url),
+                "pending": states.get("pending", 0),
+                "claimed": states.get("claimed", 0),
+                "done": states.get("done", 0),
+                "failed": states.get("failed", 0),
             }
             samples.append(row)
             print("  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
             if stop.wait(args.sample_s):
                 return
 
-    print(f"soak: {args.minutes:g} min at {rate:,.0f} GPU windows/s "
-          f"({rate / (args.windows_per_batch * base.GPUS_PER_HOST):.1f} POST/s)", flush=True)
+    print(
+        f"soak: {args.minutes:g} min at {rate:,.0f} GPU windows/s "
+        f"({rate / (args.windows_per_batch * base.GPUS_PER_HOST):.1f} POST/s)",
+        flush=True,
+    )
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     sent = base._drive(web_port, queues, args.clients, args.minutes * 60, rate)
@@ -260,34 +334,54 @@ def _run(args, procs: base.Procs) -> int:
     expected = warm_acks + len(sent.acks)
     posted_bodies = [b[2] for q in queues for b in q.batches[: q.next]]
     posted_j = _posted_gpu_energy_j(posted_bodies)
-    ledger_j = LedgerEntry.objects.filter(component__in=["gpu_active", "gpu_idle"]).aggregate(
-        total=Sum("energy_j"))["total"] or 0.0
+    ledger_j = (
+        LedgerEntry.objects.filter(component__in=["gpu_active", "gpu_idle"]).aggregate(total=Sum("energy_j"))["total"]
+        or 0.0
+    )
     steady = [s for s in samples if s["t_s"] >= args.warmup_min * 60] or samples
     growth = {}
     for key in ("web_mb", "worker_mb"):
         slope = _slope_per_min([(s["t_s"], s[key]) for s in steady])
         level = steady[0][key] if steady else 0.0
-        growth[key] = {"slope_mb_per_min": round(slope, 2),
-                       "pct_per_10_min": round(100 * 10 * slope / level, 2) if level else None}
+        growth[key] = {
+            "slope_mb_per_min": round(slope, 2),
+            "pct_per_10_min": round(100 * 10 * slope / level, 2) if level else None,
+        }
     queue_slope = _slope_per_min([(s["t_s"], s["queue_depth"]) for s in steady])
     result = {
-        "minutes": args.minutes, "rate_gpu_windows_per_s": round(rate), "calibration": calibration,
-        "batches_acked": len(acked_ids), "errors": len(sent.errors), "error_sample": sent.errors[:3],
-        "batches_stored": stored, "batches_expected": expected, "batches_done": stored_done,
-        "loss_batches": expected - stored_done, "duplicates": stored - expected,
-        "drained": drained is not None, "posted_gpu_energy_j": posted_j, "ledger_gpu_energy_j": ledger_j,
+        "minutes": args.minutes,
+        "rate_gpu_windows_per_s": round(rate),
+        "calibration": calibration,
+        "batches_acked": len(acked_ids),
+        "errors": len(sent.errors),
+        "error_sample": sent.errors[:3],
+        "batches_stored": stored,
+        "batches_expected": expected,
+        "batches_done": stored_done,
+        "loss_batches": expected - stored_done,
+        "duplicates": stored - expected,
+        "drained": drained is not None,
+        "posted_gpu_energy_j": posted_j,
+        "ledger_gpu_energy_j": ledger_j,
         "energy_rel_diff": abs(ledger_j - posted_j) / posted_j if posted_j else 0.0,
-        "memory_growth": growth, "max_queue_depth": max((s["queue_depth"] for s in samples), default=0),
+        "memory_growth": growth,
+        "max_queue_depth": max((s["queue_depth"] for s in samples), default=0),
         "queue_depth_slope_per_min": round(queue_slope, 2),
-        "max_pending": max((s["pending"] + s["claimed"] for s in samples), default=0), "samples": samples,
+        "max_pending": max((s["pending"] + s["claimed"] for s in samples), default=0),
+        "samples": samples,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=1))
-    ok = (result["loss_batches"] == 0 and result["duplicates"] == 0 and not sent.errors and drained is not None
-          and result["energy_rel_diff"] < 1e-9
-          and all((g["pct_per_10_min"] or 0) <= args.max_growth_pct for g in growth.values())
-          and queue_slope <= args.max_queue_growth_per_min)
+    ok = (
+        result["loss_batches"] == 0
+        and result["duplicates"] == 0
+        and not sent.errors
+        and drained is not None
+        and result["energy_rel_diff"] < 1e-9
+        and all((g["pct_per_10_min"] or 0) <= args.max_growth_pct for g in growth.values())
+        and queue_slope <= args.max_queue_growth_per_min
+    )
     print("SOAK PASSED" if ok else "SOAK FAILED", flush=True)
     return 0 if ok else 1
 

@@ -196,8 +196,7 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 PERMISSIONS_POLICY = (
-    "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), "
-    "payment=(), usb=()"
+    "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), payment=(), usb=()"
 )
 
 # --- email (monthly reports) ---------------------------------------------------------------
@@ -266,6 +265,7 @@ if ATTRIBUTION_CLAIM_TIMEOUT_S < ATTRIBUTION_TIME_LIMIT_S + CLAIM_MARGIN_MIN_S:
         f"CARBONLEDGER_ATTRIBUTION_TIME_LIMIT_S={ATTRIBUTION_TIME_LIMIT_S:g} by at least {CLAIM_MARGIN_MIN_S:g} s: "
         "a shorter claim could be taken from a worker that is still attributing"
     )
+
 
 # --- cache (DRF throttles) -----------------------------------------------------------------
 def _redis_db(url: str, db: int) -> str:

@@ -124,9 +124,7 @@ class JobFilterForm(forms.Form):
     end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), label="to (inclusive)")
     sort = forms.CharField(required=False, max_length=20, widget=forms.HiddenInput)
 
-    def __init__(
-        self, *args, teams: Sequence[Mapping[str, Any]], devices: Sequence[Mapping[str, Any]], **kwargs
-    ):
+    def __init__(self, *args, teams: Sequence[Mapping[str, Any]], devices: Sequence[Mapping[str, Any]], **kwargs):
         super().__init__(*args, **kwargs)
         _choice_field(self, "team").choices = [("", "All teams")] + [(t["id"], t["name"]) for t in teams]
         _choice_field(self, "device").choices = [("", "Any device")] + [(d["key"], d["name"]) for d in devices]

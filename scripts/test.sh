@@ -13,8 +13,9 @@ export DJANGO_DEBUG=true
 export DJANGO_SETTINGS_MODULE=config.settings_test
 
 if [[ $# -eq 0 ]]; then
-    log "ruff"
+    log "ruff (lint and format)"
     .venv/bin/ruff check .
+    .venv/bin/ruff format --check . || die "code not formatted: run .venv/bin/ruff format ."
     log "import contracts (the accounting core and the agent import no framework)"
     .venv/bin/lint-imports
     log "mypy"

@@ -176,7 +176,10 @@ def job_key_for(reading: GpuReading, *, pod_uid: Callable[[str, str], str | None
 
 
 def windows_from_scrapes(
-    *, previous: Scrape, current: Scrape, seq: int,
+    *,
+    previous: Scrape,
+    current: Scrape,
+    seq: int,
     pod_uid: Callable[[str, str], str | None] | None = None,
 ) -> dict:
     """One wire-format window covering [previous.at, current.at) for the GPUs in both scrapes.
@@ -230,7 +233,8 @@ def windows_from_scrapes(
                 "quality": quality,
                 "processes": (
                     [{"pid": None, "sm_util_pct": (sm * 100.0 if sm is not None else util), "job_key": key}]
-                    if key else []
+                    if key
+                    else []
                 ),
             }
         )

@@ -122,8 +122,15 @@ def _obj(value: Any, path: str) -> dict[str, Any]:
     return value
 
 
-def _num(obj: dict[str, Any], key: str, path: str, *, minimum: float | None = 0.0, maximum: float | None = None,
-         optional: bool = False) -> float | None:
+def _num(
+    obj: dict[str, Any],
+    key: str,
+    path: str,
+    *,
+    minimum: float | None = 0.0,
+    maximum: float | None = None,
+    optional: bool = False,
+) -> float | None:
     value = obj.get(key)
     if value is None:
         if optional:
@@ -141,8 +148,9 @@ def _num(obj: dict[str, Any], key: str, path: str, *, minimum: float | None = 0.
     return number
 
 
-def _int(obj: dict[str, Any], key: str, path: str, *, minimum: int = 0, maximum: int = 2**63 - 1,
-         optional: bool = False) -> int | None:
+def _int(
+    obj: dict[str, Any], key: str, path: str, *, minimum: int = 0, maximum: int = 2**63 - 1, optional: bool = False
+) -> int | None:
     value = obj.get(key)
     if value is None:
         if optional:
@@ -244,8 +252,9 @@ def _fnum(value: Any, maximum: float) -> Any:
     return _BAIL
 
 
-def _gpu_row_fast(gpu: Any, seq: int, start: dt.datetime, end: dt.datetime, duration_s: float,
-                  seen: set[str]) -> GpuRow | None:
+def _gpu_row_fast(
+    gpu: Any, seq: int, start: dt.datetime, end: dt.datetime, duration_s: float, seen: set[str]
+) -> GpuRow | None:
     """Build the row for a GPU window that needs no error message; None means: use the checked path."""
     if type(gpu) is not dict:
         return None
@@ -259,8 +268,15 @@ def _gpu_row_fast(gpu: Any, seq: int, start: dt.datetime, end: dt.datetime, dura
         util_pct = _fnum(gpu.get("util_pct"), 100.0)
         mem_util_pct = _fnum(gpu.get("mem_util_pct"), 100.0)
         mem_used_mib = _fnum(gpu.get("mem_used_mib"), _MAX_FLOAT)
-        if (energy_j is _BAIL or max_power_w is _BAIL or avg_power_w is _BAIL or util_pct is _BAIL
-                or mem_util_pct is _BAIL or mem_used_mib is _BAIL or energy_j > 5000.0 * duration_s):
+        if (
+            energy_j is _BAIL
+            or max_power_w is _BAIL
+            or avg_power_w is _BAIL
+            or util_pct is _BAIL
+            or mem_util_pct is _BAIL
+            or mem_used_mib is _BAIL
+            or energy_j > 5000.0 * duration_s
+        ):
             return None
         power_limit_w = gpu.get("power_limit_w")
         if power_limit_w is not None:
@@ -304,12 +320,29 @@ def _gpu_row_fast(gpu: Any, seq: int, start: dt.datetime, end: dt.datetime, dura
     except (TypeError, OverflowError):
         return None
     seen.add(gpu_uuid)
-    return GpuRow(gpu_uuid, index, name, seq, start, end, energy_j, counter_mj, avg_power_w or 0.0, max_power_w,
-                  util_pct or 0.0, mem_util_pct or 0.0, mem_used_mib or 0.0, power_limit_w, str(quality), processes)
+    return GpuRow(
+        gpu_uuid,
+        index,
+        name,
+        seq,
+        start,
+        end,
+        energy_j,
+        counter_mj,
+        avg_power_w or 0.0,
+        max_power_w,
+        util_pct or 0.0,
+        mem_util_pct or 0.0,
+        mem_used_mib or 0.0,
+        power_limit_w,
+        str(quality),
+        processes,
+    )
 
 
-def _gpu_row_checked(raw_gpu: Any, gpath: str, seq: int, start: dt.datetime, end: dt.datetime, duration_s: float,
-                     seen: set[str]) -> GpuRow:
+def _gpu_row_checked(
+    raw_gpu: Any, gpath: str, seq: int, start: dt.datetime, end: dt.datetime, duration_s: float, seen: set[str]
+) -> GpuRow:
     gpu = _obj(raw_gpu, gpath)
     gpu_uuid = _str(gpu, "uuid", gpath, max_len=100)
     if gpu_uuid in seen:
@@ -341,8 +374,9 @@ def _gpu_row_checked(raw_gpu: Any, gpath: str, seq: int, start: dt.datetime, end
     )
 
 
-def parse_batch(*, data: Any, now: dt.datetime, clock_skew_s: float, retention_days: int,
-                max_windows: int) -> ParsedBatch:
+def parse_batch(
+    *, data: Any, now: dt.datetime, clock_skew_s: float, retention_days: int, max_windows: int
+) -> ParsedBatch:
     """Validate a decoded batch; raise BatchError naming the first offending field."""
     root = _obj(data, "body")
     raw_id = root.get("batch_id")

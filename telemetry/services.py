@@ -31,14 +31,33 @@ log = logging.getLogger(__name__)
 # dumpers write floats, integers and timestamps as PostgreSQL's own binary values, which is about
 # half the client CPU of text COPY and spares the server from parsing text (docs/performance.md).
 GPU_COPY_COLUMNS = (
-    ("batch_id", "int8"), ("host_id", "int8"), ("device_id", "int8"), ("seq", "int8"), ("start_at", "timestamptz"),
-    ("end_at", "timestamptz"), ("energy_j", "float8"), ("counter_mj", "int8"), ("avg_power_w", "float8"),
-    ("max_power_w", "float8"), ("util_pct", "float8"), ("mem_util_pct", "float8"), ("mem_used_mib", "float8"),
-    ("power_limit_w", "float8"), ("quality", "text"), ("processes", "jsonb"),
+    ("batch_id", "int8"),
+    ("host_id", "int8"),
+    ("device_id", "int8"),
+    ("seq", "int8"),
+    ("start_at", "timestamptz"),
+    ("end_at", "timestamptz"),
+    ("energy_j", "float8"),
+    ("counter_mj", "int8"),
+    ("avg_power_w", "float8"),
+    ("max_power_w", "float8"),
+    ("util_pct", "float8"),
+    ("mem_util_pct", "float8"),
+    ("mem_used_mib", "float8"),
+    ("power_limit_w", "float8"),
+    ("quality", "text"),
+    ("processes", "jsonb"),
 )
 HOST_COPY_COLUMNS = (
-    ("batch_id", "int8"), ("host_id", "int8"), ("seq", "int8"), ("start_at", "timestamptz"), ("end_at", "timestamptz"),
-    ("cpu_energy_j", "float8"), ("dram_energy_j", "float8"), ("wall_energy_j", "float8"), ("cpu_util_pct", "float8"),
+    ("batch_id", "int8"),
+    ("host_id", "int8"),
+    ("seq", "int8"),
+    ("start_at", "timestamptz"),
+    ("end_at", "timestamptz"),
+    ("cpu_energy_j", "float8"),
+    ("dram_energy_j", "float8"),
+    ("wall_energy_j", "float8"),
+    ("cpu_util_pct", "float8"),
     ("quality", "text"),
 )
 
@@ -99,8 +118,13 @@ def _resolve_devices(*, host: Host, batch: ParsedBatch) -> dict[str, int]:
                 host=host, uuid=uuid, index=index, reported_name=name, hardware_model=hardware
             )
             known[uuid] = device.id
-            log.info("device registered host=%s uuid=%s index=%d model=%s", host.hostname, uuid, index,
-                     hardware.key if hardware else "unknown")
+            log.info(
+                "device registered host=%s uuid=%s index=%d model=%s",
+                host.hostname,
+                uuid,
+                index,
+                hardware.key if hardware else "unknown",
+            )
     return known
 
 
@@ -136,8 +160,11 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
         # duplicate check rides on the same query (one round trip on the hot path).
         host = (
             Host.objects.select_for_update(of=("self",))
-            .annotate(existing_batch_pk=Subquery(
-                TelemetryBatch.objects.filter(host=OuterRef("pk"), batch_id=batch.batch_id).values("pk")[:1]))
+            .annotate(
+                existing_batch_pk=Subquery(
+                    TelemetryBatch.objects.filter(host=OuterRef("pk"), batch_id=batch.batch_id).values("pk")[:1]
+                )
+            )
             .get(pk=token.host_id)
         )
         if batch.hostname != host.hostname:
@@ -145,12 +172,17 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
         if host.existing_batch_pk is not None:
             return IngestResult(host.existing_batch_pk, str(batch.batch_id), len(batch.gpu_rows), True)
         if host.last_seq is not None and batch.first_seq <= host.last_seq:
-            raise BatchError(409, "windows[0].seq",
-                             f"seq {batch.first_seq} already ingested for this host (last seq {host.last_seq})")
+            raise BatchError(
+                409,
+                "windows[0].seq",
+                f"seq {batch.first_seq} already ingested for this host (last seq {host.last_seq})",
+            )
         if host.last_seen_at is not None and batch.first_start < host.last_seen_at:
-            raise BatchError(409, "windows[0].start",
-                             "overlaps telemetry already ingested for this host "
-                             f"(up to {host.last_seen_at.isoformat()})")
+            raise BatchError(
+                409,
+                "windows[0].start",
+                f"overlaps telemetry already ingested for this host (up to {host.last_seen_at.isoformat()})",
+            )
         device_ids = _resolve_devices(host=host, batch=batch)
         days = {row.start.date() for row in batch.host_rows}
         ensure_partitions(days=days)
@@ -181,9 +213,24 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
                 table="telemetry_gpuwindow",
                 columns=GPU_COPY_COLUMNS,
                 rows=[
-                    (record.id, host.id, device_ids[r.uuid], r.seq, r.start, r.end, r.energy_j, r.counter_mj,
-                     r.avg_power_w, r.max_power_w, r.util_pct, r.mem_util_pct, r.mem_used_mib, r.power_limit_w,
-                     r.quality, _processes_jsonb(r.processes, processes_cache))
+                    (
+                        record.id,
+                        host.id,
+                        device_ids[r.uuid],
+                        r.seq,
+                        r.start,
+                        r.end,
+                        r.energy_j,
+                        r.counter_mj,
+                        r.avg_power_w,
+                        r.max_power_w,
+                        r.util_pct,
+                        r.mem_util_pct,
+                        r.mem_used_mib,
+                        r.power_limit_w,
+                        r.quality,
+                        _processes_jsonb(r.processes, processes_cache),
+                    )
                     for r in batch.gpu_rows
                 ],
             )
@@ -192,8 +239,18 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
                 table="telemetry_hostwindow",
                 columns=HOST_COPY_COLUMNS,
                 rows=[
-                    (record.id, host.id, r.seq, r.start, r.end, r.cpu_energy_j, r.dram_energy_j, r.wall_energy_j,
-                     r.cpu_util_pct, r.quality)
+                    (
+                        record.id,
+                        host.id,
+                        r.seq,
+                        r.start,
+                        r.end,
+                        r.cpu_energy_j,
+                        r.dram_energy_j,
+                        r.wall_energy_j,
+                        r.cpu_util_pct,
+                        r.quality,
+                    )
                     for r in batch.host_rows
                 ],
             )
@@ -201,8 +258,18 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
         record_pk = record.id
         transaction.on_commit(lambda: batches_nudge(batch_pks=[record_pk]))
     if record.clock_skew_flagged:
-        log.warning("clock skew host=%s batch=%s offset_s=%.3f (sent_at - received_at; flagged beyond %g s)",
-                    host.hostname, batch.batch_id, clock_offset_s, TelemetryBatch.CLOCK_SKEW_FLAG_S)
-    log.info("ingest host=%s batch=%s windows=%d gpu_windows=%d", host.hostname, batch.batch_id,
-             len(batch.host_rows), len(batch.gpu_rows))
+        log.warning(
+            "clock skew host=%s batch=%s offset_s=%.3f (sent_at - received_at; flagged beyond %g s)",
+            host.hostname,
+            batch.batch_id,
+            clock_offset_s,
+            TelemetryBatch.CLOCK_SKEW_FLAG_S,
+        )
+    log.info(
+        "ingest host=%s batch=%s windows=%d gpu_windows=%d",
+        host.hostname,
+        batch.batch_id,
+        len(batch.host_rows),
+        len(batch.gpu_rows),
+    )
     return IngestResult(record_pk, str(batch.batch_id), len(batch.gpu_rows), False)

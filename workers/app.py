@@ -23,8 +23,10 @@ def _require_prefork(sender, **kwargs) -> None:
     SystemExit, because Celery logs and ignores the exceptions of signal handlers."""
     pool = get_implementation(sender.pool_cls)
     if not (isinstance(pool, type) and issubclass(pool, PreforkPool)):
-        raise SystemExit(f"carbonledger workers need --pool prefork (got {pool!r}): only it enforces the task "
-                         "time limits that make an old claim safe to take over")
+        raise SystemExit(
+            f"carbonledger workers need --pool prefork (got {pool!r}): only it enforces the task "
+            "time limits that make an old claim safe to take over"
+        )
 
 
 @worker_process_init.connect

@@ -16,11 +16,15 @@ log = logging.getLogger(__name__)
 # Every task has explicit limits (config/settings.py). The hard limit is the one the claim
 # timeout relies on: the prefork pool kills the task's process at it, so no worker attributes a
 # batch for longer than ATTRIBUTION_TIME_LIMIT_S (+ ~1 s) after it claimed it.
-_ATTRIBUTION_LIMITS = {"soft_time_limit": settings.ATTRIBUTION_SOFT_TIME_LIMIT_S,
-                       "time_limit": settings.ATTRIBUTION_TIME_LIMIT_S}
+_ATTRIBUTION_LIMITS = {
+    "soft_time_limit": settings.ATTRIBUTION_SOFT_TIME_LIMIT_S,
+    "time_limit": settings.ATTRIBUTION_TIME_LIMIT_S,
+}
 _TASK_LIMITS = {"soft_time_limit": settings.TASK_TIME_LIMIT_S * 0.9, "time_limit": settings.TASK_TIME_LIMIT_S}
-_RECOMPUTE_LIMITS = {"soft_time_limit": settings.RECOMPUTE_TIME_LIMIT_S * 0.95,
-                     "time_limit": settings.RECOMPUTE_TIME_LIMIT_S}
+_RECOMPUTE_LIMITS = {
+    "soft_time_limit": settings.RECOMPUTE_TIME_LIMIT_S * 0.95,
+    "time_limit": settings.RECOMPUTE_TIME_LIMIT_S,
+}
 
 # How many other pending batches one task claims beside its own: amortises the aggregate
 # rollup over many batches under load, and costs nothing when the queue is short.

@@ -96,14 +96,19 @@ class ApiView(APIView):
             elif cluster_id is None:
                 raise field_error("cluster", "Required unless the token is a scheduler token.")
             lookup.update(scheduler_job_id=kwargs["scheduler_job_id"], cluster_id=cluster_id)
-        job = job_get(principal=principal, for_update=for_update,
-                      with_footprint=with_footprint and not for_update, **lookup)
+        job = job_get(
+            principal=principal, for_update=for_update, with_footprint=with_footprint and not for_update, **lookup
+        )
         if job is None:
             raise exceptions.NotFound("No such job visible to this token.")
         return job
 
     def job_response(
-        self, job: Job, *, code: int = status.HTTP_200_OK, allocations: list[JobAllocation] | None = None,
+        self,
+        job: Job,
+        *,
+        code: int = status.HTTP_200_OK,
+        allocations: list[JobAllocation] | None = None,
         allocations_sorted: bool = False,
     ) -> Response:
         job = job_with_allocations(job=job, allocations=allocations, allocations_sorted=allocations_sorted)

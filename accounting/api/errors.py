@@ -80,19 +80,28 @@ def _unhandled_problem(exc: Exception, context) -> Response:
     where = f"{request.method} {request.path}" if request is not None else "?"
     if isinstance(exc, DATABASE_UNAVAILABLE):
         log.warning("database unavailable during %s: %s: %s", where, type(exc).__name__, exc)
-        problem = problem_response(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, title="Service unavailable",
-                                   detail="The database is unavailable; retry later.")
+        problem = problem_response(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            title="Service unavailable",
+            detail="The database is unavailable; retry later.",
+        )
         problem["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
         return problem
     if _cache_unavailable(exc):
         log.warning("cache unavailable during %s: %s: %s", where, type(exc).__name__, exc)
-        problem = problem_response(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, title="Service unavailable",
-                                   detail="The rate-limit cache is unavailable; retry later.")
+        problem = problem_response(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            title="Service unavailable",
+            detail="The rate-limit cache is unavailable; retry later.",
+        )
         problem["Retry-After"] = str(CACHE_RETRY_AFTER_S)
         return problem
     log.error("unhandled error during %s", where, exc_info=exc)
-    return problem_response(status_code=status.HTTP_500_INTERNAL_SERVER_ERROR, title="Internal server error",
-                            detail="An unexpected error occurred; it has been logged.")
+    return problem_response(
+        status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        title="Internal server error",
+        detail="An unexpected error occurred; it has been logged.",
+    )
 
 
 class Conflict(exceptions.APIException):
@@ -119,9 +128,17 @@ def problem_exception_handler(exc, context):
         title = "Invalid request"
     else:
         detail = str(data.get("detail", data)) if isinstance(data, dict) else str(data)
-        title = {401: "Not authenticated", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-                 409: "Conflict", 413: "Payload too large", 415: "Unsupported media type",
-                 429: "Too many requests", 503: "Service unavailable"}.get(response.status_code, "Error")
+        title = {
+            401: "Not authenticated",
+            403: "Forbidden",
+            404: "Not found",
+            405: "Method not allowed",
+            409: "Conflict",
+            413: "Payload too large",
+            415: "Unsupported media type",
+            429: "Too many requests",
+            503: "Service unavailable",
+        }.get(response.status_code, "Error")
     problem = problem_response(status_code=response.status_code, title=title, detail=detail, errors=errors)
     for header in ("WWW-Authenticate", "Retry-After", "Allow"):
         if header in response:

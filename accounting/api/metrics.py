@@ -51,8 +51,10 @@ class LedgerCollector(Collector):
             TeamDay.objects.filter(org_filter)
             .values("org__slug", "site__slug")
             .annotate(
-                energy=Sum("energy_j"), idle=Sum("gpu_idle_energy_j"),
-                operational=Sum("co2e_operational_g"), embodied=Sum("co2e_embodied_g"),
+                energy=Sum("energy_j"),
+                idle=Sum("gpu_idle_energy_j"),
+                operational=Sum("co2e_operational_g"),
+                embodied=Sum("co2e_embodied_g"),
             )
             .order_by("org__slug", "site__slug")
         )
@@ -156,8 +158,8 @@ class PrometheusMetricsView(APIView):
             OpenApiExample(
                 "Scrape",
                 value=(
-                    '# HELP carbonledger_ingest_lag_seconds Seconds since the newest telemetry batch was received\n'
-                    '# TYPE carbonledger_ingest_lag_seconds gauge\ncarbonledger_ingest_lag_seconds 4.2\n'
+                    "# HELP carbonledger_ingest_lag_seconds Seconds since the newest telemetry batch was received\n"
+                    "# TYPE carbonledger_ingest_lag_seconds gauge\ncarbonledger_ingest_lag_seconds 4.2\n"
                 ),
                 response_only=True,
                 media_type="text/plain",

@@ -28,60 +28,116 @@ ERRORS = {
     (401, PROBLEM): _problem("Missing, invalid or revoked token."),
     (403, PROBLEM): _problem("The token's scope does not allow this."),
     (429, PROBLEM): _problem("Rate limit of this token exceeded; `Retry-After` says when to retry."),
-    (503, PROBLEM): _problem(
-        "The database or the rate-limit cache is unavailable; `Retry-After` says when to retry."
-    ),
+    (503, PROBLEM): _problem("The database or the rate-limit cache is unavailable; `Retry-After` says when to retry."),
 }
 # Operations that take a JSON body: any other media type is refused.
 BODY_ERRORS = {(415, PROBLEM): _problem("The body is not `application/json`.")}
 NOT_FOUND = {(404, PROBLEM): _problem("No such job visible to this token.")}
 CONFLICT = {(409, PROBLEM): _problem("The job has ended: its allocation can no longer change.")}
 CLUSTER_PARAM = OpenApiParameter(
-    "cluster", {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}, OpenApiParameter.QUERY, required=False,
+    "cluster",
+    {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+    OpenApiParameter.QUERY,
+    required=False,
     description=(
         "Cluster id of the job. Implied by a scheduler token (another cluster: 404); required for user and "
         "admin tokens (missing: 400)."
     ),
 )
 SCHEDULER_JOB_ID_PARAM = OpenApiParameter(
-    "scheduler_job_id", OpenApiTypes.STR, OpenApiParameter.PATH, pattern=s.SCHEDULER_JOB_ID_PATTERN,
+    "scheduler_job_id",
+    OpenApiTypes.STR,
+    OpenApiParameter.PATH,
+    pattern=s.SCHEDULER_JOB_ID_PATTERN,
     description="The scheduler's job id (e.g. Slurm job id, Kubernetes pod uid).",
 )
 JOB_ID_PARAM = OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH, description="CarbonLedger job id.")
 
 EXAMPLE_ALLOCATION_OUT = [
-    {"host": "gpu-node-01", "gpu_index": 0, "gpu_uuid": "GPU-5c3c6e2e-0000-4000-8000-000000000001",
-     "pending_device": False, "fraction": 1.0, "start": "2026-11-26T10:00:00Z", "end": None},
-    {"host": "gpu-node-01", "gpu_index": 1, "gpu_uuid": "pending:17:1",
-     "pending_device": True, "fraction": 1.0, "start": "2026-11-26T10:00:00Z", "end": None},
+    {
+        "host": "gpu-node-01",
+        "gpu_index": 0,
+        "gpu_uuid": "GPU-5c3c6e2e-0000-4000-8000-000000000001",
+        "pending_device": False,
+        "fraction": 1.0,
+        "start": "2026-11-26T10:00:00Z",
+        "end": None,
+    },
+    {
+        "host": "gpu-node-01",
+        "gpu_index": 1,
+        "gpu_uuid": "pending:17:1",
+        "pending_device": True,
+        "fraction": 1.0,
+        "start": "2026-11-26T10:00:00Z",
+        "end": None,
+    },
 ]
 EXAMPLE_JOB = {
-    "id": 4211, "scheduler_job_id": "88123", "cluster": 1, "cluster_slug": "hpc-a", "team": "recsys",
-    "user": "alice", "name": "dlrm-train", "kind": "training", "family": "recommender", "status": "running",
-    "started_at": "2026-11-26T10:00:00Z", "ended_at": None, "requested_s": 14400.0, "power_cap_w": None,
-    "model_meta": {"parameters": 2.1e9, "precision": "bf16", "batch_size": 65536}, "units": {},
-    "primary_unit": "", "quality_metric": "", "quality_value": None, "allocations": EXAMPLE_ALLOCATION_OUT,
-    "created_at": "2026-11-26T10:00:01Z", "updated_at": "2026-11-26T10:00:01Z",
+    "id": 4211,
+    "scheduler_job_id": "88123",
+    "cluster": 1,
+    "cluster_slug": "hpc-a",
+    "team": "recsys",
+    "user": "alice",
+    "name": "dlrm-train",
+    "kind": "training",
+    "family": "recommender",
+    "status": "running",
+    "started_at": "2026-11-26T10:00:00Z",
+    "ended_at": None,
+    "requested_s": 14400.0,
+    "power_cap_w": None,
+    "model_meta": {"parameters": 2.1e9, "precision": "bf16", "batch_size": 65536},
+    "units": {},
+    "primary_unit": "",
+    "quality_metric": "",
+    "quality_value": None,
+    "allocations": EXAMPLE_ALLOCATION_OUT,
+    "created_at": "2026-11-26T10:00:01Z",
+    "updated_at": "2026-11-26T10:00:01Z",
 }
 EXAMPLE_REGISTER = {
-    "scheduler_job_id": "88123", "team": "recsys", "user": "alice", "name": "dlrm-train", "kind": "training",
-    "family": "recommender", "started_at": "2026-11-26T10:00:00Z", "requested_s": 14400,
+    "scheduler_job_id": "88123",
+    "team": "recsys",
+    "user": "alice",
+    "name": "dlrm-train",
+    "kind": "training",
+    "family": "recommender",
+    "started_at": "2026-11-26T10:00:00Z",
+    "requested_s": 14400,
     "model_meta": {"parameters": 2.1e9, "precision": "bf16", "batch_size": 65536},
     "allocation": [{"host": "gpu-node-01", "gpus": [0, 1]}],
 }
 EXAMPLE_FOOTPRINT = {
-    "job": 4211, "scheduler_job_id": "88123", "status": "completed", "is_final": True, "has_ledger": True,
+    "job": 4211,
+    "scheduler_job_id": "88123",
+    "status": "completed",
+    "is_final": True,
+    "has_ledger": True,
     "method_version": "2026.11-1",
-    "energy": {"total_j": 61200000.0, "total_kwh": 17.0, "gpu_j": 36000000.0, "gpu_active_j": 32400000.0,
-               "gpu_idle_j": 3600000.0, "host_j": 4800000.0, "facility_j": 20400000.0},
+    "energy": {
+        "total_j": 61200000.0,
+        "total_kwh": 17.0,
+        "gpu_j": 36000000.0,
+        "gpu_active_j": 32400000.0,
+        "gpu_idle_j": 3600000.0,
+        "host_j": 4800000.0,
+        "facility_j": 20400000.0,
+    },
     "co2e": {"operational_g": 1020.0, "embodied_g": 61.5, "total_g": 1081.5, "low_g": 930.0, "high_g": 1260.0},
-    "device_hours": 8.0, "measured_fraction": 1.0,
+    "device_hours": 8.0,
+    "measured_fraction": 1.0,
     "efficiency": [{"unit": "samples", "count": 5.0e8, "energy_j_per_unit": 0.1224, "co2e_g_per_unit": 2.163e-06}],
-    "primary_unit": "samples", "sci_g_per_unit": 2.163e-06,
-    "last_window_end": "2026-11-26T14:00:00Z", "updated_at": "2026-11-26T14:00:40Z",
+    "primary_unit": "samples",
+    "sci_g_per_unit": 2.163e-06,
+    "last_window_end": "2026-11-26T14:00:00Z",
+    "updated_at": "2026-11-26T14:00:40Z",
 }
 EXAMPLE_VALIDATION = {
-    "type": "about:blank", "title": "Invalid request", "status": 400,
+    "type": "about:blank",
+    "title": "Invalid request",
+    "status": 400,
     "detail": "allocation[0].gpus: This field is required with host.",
     "errors": [{"field": "allocation[0].gpus", "message": "This field is required with host."}],
 }
@@ -114,8 +170,13 @@ JOBS_SCHEMA = dict(
             OpenApiExample("Slurm job on two GPUs of one node", value=EXAMPLE_REGISTER, request_only=True),
             OpenApiExample(
                 "By GPU UUID (Kubernetes)",
-                value={"scheduler_job_id": "3f6c1f0e-7d4a-4a55-9b7e-1c2d3e4f5a6b", "team": "llm", "kind": "inference",
-                       "family": "llm", "allocation": [{"gpu_uuid": "GPU-5c3c6e2e-0000-4000-8000-000000000001"}]},
+                value={
+                    "scheduler_job_id": "3f6c1f0e-7d4a-4a55-9b7e-1c2d3e4f5a6b",
+                    "team": "llm",
+                    "kind": "inference",
+                    "family": "llm",
+                    "allocation": [{"gpu_uuid": "GPU-5c3c6e2e-0000-4000-8000-000000000001"}],
+                },
                 request_only=True,
             ),
             OpenApiExample("Registered", value=EXAMPLE_JOB, response_only=True, status_codes=["201", "200"]),
@@ -144,14 +205,20 @@ JOB_DETAIL_SCHEMA = {
         examples=[
             OpenApiExample(
                 "Grow to a second node",
-                value={"allocation": [{"host": "gpu-node-01", "gpus": [0, 1]}, {"host": "gpu-node-02", "gpus": [0, 1]}],
-                       "effective_at": "2026-11-26T11:00:00Z"},
+                value={
+                    "allocation": [{"host": "gpu-node-01", "gpus": [0, 1]}, {"host": "gpu-node-02", "gpus": [0, 1]}],
+                    "effective_at": "2026-11-26T11:00:00Z",
+                },
                 request_only=True,
             ),
             OpenApiExample(
                 "Units and quality",
-                value={"units": {"samples": 5.0e8}, "primary_unit": "samples", "quality_metric": "auc",
-                       "quality_value": 0.803},
+                value={
+                    "units": {"samples": 5.0e8},
+                    "primary_unit": "samples",
+                    "quality_metric": "auc",
+                    "quality_value": 0.803,
+                },
                 request_only=True,
             ),
             OpenApiExample("Updated", value=EXAMPLE_JOB, response_only=True),
@@ -171,10 +238,14 @@ JOB_END_SCHEMA = {
         request=s.JobEndSerializer,
         responses={200: s.JobSerializer, **ERRORS, **NOT_FOUND, **BODY_ERRORS},
         examples=[
-            OpenApiExample("Completed", value={"exit_state": "completed", "ended_at": "2026-11-26T14:00:00Z"},
-                           request_only=True),
-            OpenApiExample("Ended", value={**EXAMPLE_JOB, "status": "completed", "ended_at": "2026-11-26T14:00:00Z"},
-                           response_only=True),
+            OpenApiExample(
+                "Completed", value={"exit_state": "completed", "ended_at": "2026-11-26T14:00:00Z"}, request_only=True
+            ),
+            OpenApiExample(
+                "Ended",
+                value={**EXAMPLE_JOB, "status": "completed", "ended_at": "2026-11-26T14:00:00Z"},
+                response_only=True,
+            ),
         ],
         tags=["jobs"],
     )
@@ -205,8 +276,11 @@ JOB_UNITS_SCHEMA = {
         request=s.JobUnitsSerializer,
         responses={200: s.JobSerializer, **ERRORS, **NOT_FOUND, **BODY_ERRORS},
         examples=[
-            OpenApiExample("Tokens so far", value={"units": {"tokens": 1.2e9}, "mode": "set", "primary_unit": "tokens"},
-                           request_only=True),
+            OpenApiExample(
+                "Tokens so far",
+                value={"units": {"tokens": 1.2e9}, "mode": "set", "primary_unit": "tokens"},
+                request_only=True,
+            ),
             OpenApiExample(
                 "Job with units",
                 value={**EXAMPLE_JOB, "units": {"tokens": 1.2e9}, "primary_unit": "tokens"},
@@ -221,9 +295,18 @@ JOB_UNITS_SCHEMA = {
 # --- budgets -------------------------------------------------------------------------------
 
 EXAMPLE_BUDGET = {
-    "id": 7, "team": "recsys", "period_start": "2026-11-01", "period_end": "2026-12-01", "co2e_budget_g": 5.0e6,
-    "note": "Q4 target", "as_of": "2026-11-26T12:00:00Z", "spent_g": 3.9e6, "forecast_g": 4.55e6,
-    "remaining_g": 1.1e6, "used_fraction": 0.78, "elapsed_fraction": 0.85,
+    "id": 7,
+    "team": "recsys",
+    "period_start": "2026-11-01",
+    "period_end": "2026-12-01",
+    "co2e_budget_g": 5.0e6,
+    "note": "Q4 target",
+    "as_of": "2026-11-26T12:00:00Z",
+    "spent_g": 3.9e6,
+    "forecast_g": 4.55e6,
+    "remaining_g": 1.1e6,
+    "used_fraction": 0.78,
+    "elapsed_fraction": 0.85,
 }
 
 BUDGETS_SCHEMA = dict(
@@ -245,9 +328,17 @@ BUDGETS_SCHEMA = dict(
         request=s.BudgetSetSerializer,
         responses={201: s.BudgetStatusSerializer, 200: s.BudgetStatusSerializer, **ERRORS, **BODY_ERRORS},
         examples=[
-            OpenApiExample("November", value={"team": "recsys", "period_start": "2026-11-01",
-                                              "period_end": "2026-12-01", "co2e_budget_g": 5.0e6,
-                                              "note": "Q4 target"}, request_only=True),
+            OpenApiExample(
+                "November",
+                value={
+                    "team": "recsys",
+                    "period_start": "2026-11-01",
+                    "period_end": "2026-12-01",
+                    "co2e_budget_g": 5.0e6,
+                    "note": "Q4 target",
+                },
+                request_only=True,
+            ),
             OpenApiExample("Stored", value=EXAMPLE_BUDGET, response_only=True, status_codes=["201", "200"]),
         ],
         tags=["budgets"],
@@ -259,8 +350,11 @@ BUDGET_DETAIL_SCHEMA = dict(
         operation_id="budgets_get",
         summary="One budget with spent and forecast",
         parameters=[OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH)],
-        responses={200: s.BudgetStatusSerializer, **ERRORS,
-                   (404, PROBLEM): OpenApiResponse(s.ProblemSerializer, description="No such budget visible.")},
+        responses={
+            200: s.BudgetStatusSerializer,
+            **ERRORS,
+            (404, PROBLEM): OpenApiResponse(s.ProblemSerializer, description="No such budget visible."),
+        },
         examples=[OpenApiExample("A budget", value=EXAMPLE_BUDGET, response_only=True)],
         tags=["budgets"],
     )
@@ -280,9 +374,15 @@ BUDGET_CHECK_SCHEMA = dict(
             OpenApiExample("Check a 12 kg job", value={"team": "recsys", "co2e_g": 12000.0}, request_only=True),
             OpenApiExample(
                 "Warn",
-                value={"decision": "warn", "team": "recsys", "estimate_g": 700000.0, "projected_g": 4.6e6,
-                       "projected_fraction": 0.92, "thresholds": {"warn_fraction": 0.9, "hold_fraction": 1.0},
-                       "budget": EXAMPLE_BUDGET},
+                value={
+                    "decision": "warn",
+                    "team": "recsys",
+                    "estimate_g": 700000.0,
+                    "projected_g": 4.6e6,
+                    "projected_fraction": 0.92,
+                    "thresholds": {"warn_fraction": 0.9, "hold_fraction": 1.0},
+                    "budget": EXAMPLE_BUDGET,
+                },
                 response_only=True,
             ),
         ],
@@ -310,28 +410,65 @@ ADVICE_SCHEMA = dict(
         examples=[
             OpenApiExample(
                 "8 H100 for 6 h, by tomorrow noon",
-                value={"gpu_count": 8, "hours": 6, "hardware_model": "h100-sxm5-80gb", "clusters": [1, 2],
-                       "earliest_start": "2026-11-26T10:00:00Z", "deadline": "2026-11-27T12:00:00Z"},
+                value={
+                    "gpu_count": 8,
+                    "hours": 6,
+                    "hardware_model": "h100-sxm5-80gb",
+                    "clusters": [1, 2],
+                    "earliest_start": "2026-11-26T10:00:00Z",
+                    "deadline": "2026-11-27T12:00:00Z",
+                },
                 request_only=True,
             ),
             OpenApiExample(
                 "Advice",
                 value={
-                    "hardware_model": "h100-sxm5-80gb", "gpu_count": 8, "hours": 6.0,
-                    "earliest_start": "2026-11-26T10:00:00Z", "deadline": "2026-11-27T12:00:00Z",
-                    "candidates": [{
-                        "cluster": 1, "cluster_slug": "hpc-a", "site": "paris", "zone": "FR", "pue": 1.3,
-                        "avg_power_w": 574.0, "it_energy_kwh": 27.55, "total_energy_kwh": 35.82,
-                        "annual_intensity_g_per_kwh": 56.0, "co2e_operational_annual_g": 2006.0,
-                        "co2e_embodied_g": 1026.0, "co2e_low_g": 2300.0, "co2e_high_g": 3900.0,
-                        "at_earliest": {"start": "2026-11-26T10:00:00Z", "end": "2026-11-26T16:00:00Z",
-                                        "co2e_operational_g": 1802.0, "intensity_g_per_kwh": 50.3},
-                        "best": {"start": "2026-11-27T01:00:00Z", "end": "2026-11-27T07:00:00Z",
-                                 "co2e_operational_g": 1147.0, "intensity_g_per_kwh": 32.0},
-                        "saving_g": 655.0, "window_source": "hourly", "window_candidates": 21}],
-                    "recommendation": {"cluster": 1, "start": "2026-11-27T01:00:00Z", "end": "2026-11-27T07:00:00Z",
-                                       "co2e_g": 2173.0, "baseline_co2e_g": 2828.0, "saving_g": 655.0,
-                                       "saving_fraction": 0.2316},
+                    "hardware_model": "h100-sxm5-80gb",
+                    "gpu_count": 8,
+                    "hours": 6.0,
+                    "earliest_start": "2026-11-26T10:00:00Z",
+                    "deadline": "2026-11-27T12:00:00Z",
+                    "candidates": [
+                        {
+                            "cluster": 1,
+                            "cluster_slug": "hpc-a",
+                            "site": "paris",
+                            "zone": "FR",
+                            "pue": 1.3,
+                            "avg_power_w": 574.0,
+                            "it_energy_kwh": 27.55,
+                            "total_energy_kwh": 35.82,
+                            "annual_intensity_g_per_kwh": 56.0,
+                            "co2e_operational_annual_g": 2006.0,
+                            "co2e_embodied_g": 1026.0,
+                            "co2e_low_g": 2300.0,
+                            "co2e_high_g": 3900.0,
+                            "at_earliest": {
+                                "start": "2026-11-26T10:00:00Z",
+                                "end": "2026-11-26T16:00:00Z",
+                                "co2e_operational_g": 1802.0,
+                                "intensity_g_per_kwh": 50.3,
+                            },
+                            "best": {
+                                "start": "2026-11-27T01:00:00Z",
+                                "end": "2026-11-27T07:00:00Z",
+                                "co2e_operational_g": 1147.0,
+                                "intensity_g_per_kwh": 32.0,
+                            },
+                            "saving_g": 655.0,
+                            "window_source": "hourly",
+                            "window_candidates": 21,
+                        }
+                    ],
+                    "recommendation": {
+                        "cluster": 1,
+                        "start": "2026-11-27T01:00:00Z",
+                        "end": "2026-11-27T07:00:00Z",
+                        "co2e_g": 2173.0,
+                        "baseline_co2e_g": 2828.0,
+                        "saving_g": 655.0,
+                        "saving_fraction": 0.2316,
+                    },
                     "assumptions": ["facility energy = IT energy x the site's PUE"],
                 },
                 response_only=True,

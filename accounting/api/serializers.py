@@ -116,9 +116,9 @@ class _BoundedMixin:
 
     def _bounded(self, bound: bounds.Bound) -> None:
         self.bound = bound
-        self.validators = [
-            v for v in self.validators if not isinstance(v, (MinValueValidator, MaxValueValidator))
-        ] + [self._in_bound]
+        self.validators = [v for v in self.validators if not isinstance(v, (MinValueValidator, MaxValueValidator))] + [
+            self._in_bound
+        ]
 
     def _in_bound(self, value) -> None:
         try:
@@ -261,9 +261,7 @@ class UnitsFieldSchema(OpenApiSerializerFieldExtension):
             schema["maxProperties"] = self.target.max_units
             if self.target.min_units:
                 schema["minProperties"] = self.target.min_units
-            schema["description"] = (
-                f"{schema.get('description', '')} Unit names match {UNIT_KEY_PATTERN}.".strip()
-            )
+            schema["description"] = f"{schema.get('description', '')} Unit names match {UNIT_KEY_PATTERN}.".strip()
         return schema
 
 
@@ -340,7 +338,10 @@ class AllocationItemSerializer(StrictSerializer):
         help_text="NVML UUID of a GPU already reported by an agent.",
     )
     fraction = FiniteFloatField(
-        required=False, default=1.0, min_value=0.0, max_value=1.0,
+        required=False,
+        default=1.0,
+        min_value=0.0,
+        max_value=1.0,
         help_text="Share of the device held (MIG slice or shared GPU); 1 = whole device.",
     )
 
@@ -390,7 +391,9 @@ class JobRegisterSerializer(StrictSerializer):
         SCHEDULER_JOB_ID_PATTERN, help_text="The scheduler's job id (Slurm job id, Kubernetes pod uid)."
     )
     cluster = serializers.IntegerField(
-        required=False, min_value=1, max_value=2**63 - 1,
+        required=False,
+        min_value=1,
+        max_value=2**63 - 1,
         help_text="Cluster id. Implied by a scheduler token (must match if given); required for admin tokens.",
     )
     team = serializers.SlugField(max_length=50, help_text="Team slug in the token's organisation.")
@@ -407,7 +410,9 @@ class JobRegisterSerializer(StrictSerializer):
 
 class JobUpdateSerializer(StrictSerializer):
     allocation = AllocationItemSerializer(  # type: ignore[call-arg]
-        many=True, required=False, max_length=512,
+        many=True,
+        required=False,
+        max_length=512,
         help_text="The complete allocation from effective_at on (devices not named are released).",
     )
     effective_at = AwareDateTimeField(required=False, help_text="When the allocation change happened. Default: now.")
@@ -434,7 +439,9 @@ class JobEndSerializer(StrictSerializer):
 class JobUnitsSerializer(StrictSerializer):
     units = UnitsField(min_units=1, help_text='Counts per unit, e.g. {"tokens": 1.2e9}.')
     mode = serializers.ChoiceField(
-        choices=["set", "add"], required=False, default="set",
+        choices=["set", "add"],
+        required=False,
+        default="set",
         help_text="set: cumulative totals (retry-safe); add: increments since the last report.",
     )
     primary_unit = serializers.RegexField(UNIT_KEY_PATTERN, required=False)
@@ -455,7 +462,9 @@ class JobListQuerySerializer(serializers.Serializer):
 
 class ClusterQuerySerializer(serializers.Serializer):
     cluster = serializers.IntegerField(
-        required=False, min_value=1, max_value=2**63 - 1,
+        required=False,
+        min_value=1,
+        max_value=2**63 - 1,
         help_text="Cluster id; implied by a scheduler token, required otherwise.",
     )
 
@@ -536,9 +545,28 @@ class JobSerializer(PrebuiltFieldsMixin, serializers.ModelSerializer):
     class Meta:
         model = Job
         fields = [
-            "id", "scheduler_job_id", "cluster", "cluster_slug", "team", "user", "name", "kind", "family",
-            "status", "started_at", "ended_at", "requested_s", "power_cap_w", "model_meta", "units",
-            "primary_unit", "quality_metric", "quality_value", "allocations", "created_at", "updated_at",
+            "id",
+            "scheduler_job_id",
+            "cluster",
+            "cluster_slug",
+            "team",
+            "user",
+            "name",
+            "kind",
+            "family",
+            "status",
+            "started_at",
+            "ended_at",
+            "requested_s",
+            "power_cap_w",
+            "model_meta",
+            "units",
+            "primary_unit",
+            "quality_metric",
+            "quality_value",
+            "allocations",
+            "created_at",
+            "updated_at",
         ]
 
     def to_representation(self, job: Job) -> dict:
@@ -640,8 +668,9 @@ class BudgetSetSerializer(StrictSerializer):
 
 class BudgetListQuerySerializer(serializers.Serializer):
     team = serializers.SlugField(max_length=50, required=False)
-    active = serializers.BooleanField(required=False, default=None,
-                                      help_text="Only budgets whose period contains today.")
+    active = serializers.BooleanField(
+        required=False, default=None, help_text="Only budgets whose period contains today."
+    )
 
 
 class BudgetStatusSerializer(serializers.Serializer):
@@ -684,15 +713,21 @@ class AdviceRequestSerializer(StrictSerializer):
     gpu_count = BoundedIntegerField(bound=bounds.DEVICE_COUNT, max_value=100_000)
     hours = BoundedFloatField(bound=bounds.HOURS, max_value=2160, help_text="Expected run time in hours.")
     avg_power_w = FiniteFloatField(
-        required=False, min_value=1, max_value=10_000,
+        required=False,
+        min_value=1,
+        max_value=10_000,
         help_text="Average draw per GPU, within the device's idle draw and power limit.",
     )
     utilisation = BoundedFloatField(
-        bound=bounds.UTILISATION, required=False,
+        bound=bounds.UTILISATION,
+        required=False,
         help_text="Average utilisation (power = idle + (max - idle) x u); default 0.8 when no avg_power_w.",
     )
     clusters = serializers.ListField(
-        child=serializers.IntegerField(min_value=1, max_value=2**63 - 1), required=False, min_length=1, max_length=50,
+        child=serializers.IntegerField(min_value=1, max_value=2**63 - 1),
+        required=False,
+        min_length=1,
+        max_length=50,
         help_text="Candidate cluster ids (default: all of the organisation's; a scheduler's own cluster first).",
     )
     earliest_start = AwareDateTimeField(required=False, help_text="Default: now.")

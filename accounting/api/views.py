@@ -55,7 +55,9 @@ class JobCollectionView(ApiView):
         username = data.get("user", "")
         cluster = self._cluster(principal=principal, cluster_id=data.get("cluster"))
         team, user, own_cluster = team_user_cluster_get(
-            org_id=principal.org_id, team_slug=data["team"], username=username,
+            org_id=principal.org_id,
+            team_slug=data["team"],
+            username=username,
             cluster_id=principal.cluster_id if cluster is None else None,
         )
         if cluster is None:  # a scheduler token's own cluster, loaded with the team
@@ -81,7 +83,9 @@ class JobCollectionView(ApiView):
         )
         if registration.created:  # a new job holds exactly the allocations just created
             return self.job_response(
-                registration.job, code=status.HTTP_201_CREATED, allocations=registration.allocations,
+                registration.job,
+                code=status.HTTP_201_CREATED,
+                allocations=registration.allocations,
                 allocations_sorted=registration.allocations_sorted,
             )
         return self.job_response(registration.job)
@@ -91,8 +95,9 @@ class JobCollectionView(ApiView):
         """The cluster to register in (``None`` for a scheduler token: its own, loaded with the
         team); 403/400 when the principal may not register there."""
         if principal.is_scheduler:
-            if cluster_id is not None and not principal.can_write_job(org_id=principal.org_id or 0,
-                                                                       cluster_id=cluster_id):
+            if cluster_id is not None and not principal.can_write_job(
+                org_id=principal.org_id or 0, cluster_id=cluster_id
+            ):
                 raise exceptions.PermissionDenied("A scheduler token registers jobs of its own cluster only.")
             return None
         if cluster_id is None:
@@ -134,7 +139,10 @@ class JobEndView(ApiView):
             job = self.job_or_404(for_update=True, **kwargs)
             body = s.validated(s.JobEndSerializer, request.data)
             job, changed = job_end(
-                job=job, status=body["exit_state"], ended_at=body.get("ended_at"), locked=True,
+                job=job,
+                status=body["exit_state"],
+                ended_at=body.get("ended_at"),
+                locked=True,
             )
         if changed:  # job_end loaded the allocations as they are now
             return Response(s.JobSerializer(job).data)
@@ -222,8 +230,12 @@ class BudgetCollectionView(ApiView):
         if team is None:
             raise field_error("team", f"No team {data['team']!r} in this organisation.")
         budget, created = budget_set(
-            team=team, period_start=data["period_start"], period_end=data["period_end"],
-            co2e_budget_g=data["co2e_budget_g"], note=data["note"], actor=self.token() or request.user,
+            team=team,
+            period_start=data["period_start"],
+            period_end=data["period_end"],
+            co2e_budget_g=data["co2e_budget_g"],
+            note=data["note"],
+            actor=self.token() or request.user,
         )
         return Response(
             s.BudgetStatusSerializer(budget_status(budget=budget, as_of=timezone.now())).data,
@@ -283,9 +295,13 @@ class AdviceView(ApiView):
             if spec is not None:  # an unknown model is advice_for_job's 400
                 domain_checked(lambda: bounds.avg_power_w(spec, data["avg_power_w"], "avg_power_w"))
         advice = advice_for_job(
-            clusters=clusters, hardware_model=data["hardware_model"], gpu_count=data["gpu_count"],
-            hours=data["hours"], earliest_start=data.get("earliest_start") or timezone.now(),
-            deadline=data.get("deadline"), avg_power_w=data.get("avg_power_w"),
+            clusters=clusters,
+            hardware_model=data["hardware_model"],
+            gpu_count=data["gpu_count"],
+            hours=data["hours"],
+            earliest_start=data.get("earliest_start") or timezone.now(),
+            deadline=data.get("deadline"),
+            avg_power_w=data.get("avg_power_w"),
             utilisation=data.get("utilisation"),
         )
         return Response(s.AdviceResponseSerializer(advice).data)

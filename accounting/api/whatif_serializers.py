@@ -160,10 +160,13 @@ class FleetPlanRequest(CarbonFieldsMixin):
     def validate(self, attrs):
         self._check_carbon(attrs)
         old = self.context["specs"][attrs["old_key"]]
-        domain_checked(*(
-            (lambda w=w, i=i: bounds.avg_power_w(old, w["avg_power_w"], f"workloads[{i}].avg_power_w"))
-            for i, w in enumerate(attrs["workloads"]) if w.get("avg_power_w") is not None
-        ))
+        domain_checked(
+            *(
+                (lambda w=w, i=i: bounds.avg_power_w(old, w["avg_power_w"], f"workloads[{i}].avg_power_w"))
+                for i, w in enumerate(attrs["workloads"])
+                if w.get("avg_power_w") is not None
+            )
+        )
         return attrs
 
 

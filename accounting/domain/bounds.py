@@ -85,8 +85,10 @@ def power_cap_w(spec: DeviceSpec, value: float, field_name: str) -> float:
     """A power cap (W per device) the device can enforce."""
     low, high = power_limit_range_w(spec)
     if not (math.isfinite(value) and low <= value <= high):
-        source = "its enforceable power-limit range" if spec.min_power_limit_w is not None else (
-            f"its power limit and the {MIN_POWER_LIMIT_FRACTION:.0%}-of-limit minimum used where none is cited"
+        source = (
+            "its enforceable power-limit range"
+            if spec.min_power_limit_w is not None
+            else (f"its power limit and the {MIN_POWER_LIMIT_FRACTION:.0%}-of-limit minimum used where none is cited")
         )
         raise InputError(field_name, f"must be between {low:g} and {high:g} W for {device_label(spec)} ({source})")
     return value

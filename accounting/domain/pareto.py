@@ -19,9 +19,7 @@ def dominates(a: Sequence[float | None], b: Sequence[float | None], *, maximise:
     """``a`` is no worse than ``b`` on every objective both report (``None``: not reported)
     and strictly better on one."""
     pairs = [
-        (x, y) if up else (-x, -y)
-        for x, y, up in zip(a, b, maximise, strict=True)
-        if x is not None and y is not None
+        (x, y) if up else (-x, -y) for x, y, up in zip(a, b, maximise, strict=True) if x is not None and y is not None
     ]
     return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
 

@@ -60,9 +60,11 @@ def budget_status(*, budget: CarbonBudget, as_of: dt.datetime) -> BudgetStatus:
     period_start = _day_start(budget.period_start)
     period_end = _day_start(budget.period_end)
     last_day = budget_spent_until(period_end=budget.period_end, as_of=as_of)
-    spent = budget_spent_g(team_id=budget.team_id, start=budget.period_start, end=last_day) if (
-        last_day > budget.period_start
-    ) else 0.0
+    spent = (
+        budget_spent_g(team_id=budget.team_id, start=budget.period_start, end=last_day)
+        if (last_day > budget.period_start)
+        else 0.0
+    )
     projection = budget_forecast(spent_g=spent, period_start=period_start, period_end=period_end, as_of=as_of)
     return BudgetStatus(
         budget=budget,
@@ -96,7 +98,11 @@ def budget_check(*, team: Team, estimate_g: float, at: dt.datetime, as_of: dt.da
     budget = budget_for_team_at(team=team, at=at)
     if budget is None:
         return BudgetDecision(
-            decision="ok", team=team, estimate_g=estimate_g, status=None, projected_g=estimate_g,
+            decision="ok",
+            team=team,
+            estimate_g=estimate_g,
+            status=None,
+            projected_g=estimate_g,
             projected_fraction=None,
         )
     status = budget_status(budget=budget, as_of=as_of)
@@ -113,6 +119,10 @@ def budget_check(*, team: Team, estimate_g: float, at: dt.datetime, as_of: dt.da
     else:
         decision = "ok"
     return BudgetDecision(
-        decision=decision, team=team, estimate_g=estimate_g, status=status, projected_g=projected,
+        decision=decision,
+        team=team,
+        estimate_g=estimate_g,
+        status=status,
+        projected_g=projected,
         projected_fraction=fraction,
     )

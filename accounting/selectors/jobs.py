@@ -42,9 +42,11 @@ def job_with_allocations(
     job it has just created, devices and hosts loaded); it is shown without reading it back
     when ``allocations_sorted`` (the database returned it in the shown order) or its order is
     unambiguous in Python (one host, distinct start and index), else read back."""
-    job = Job.objects.select_related("team", "cluster").get(pk=job.pk) if (
-        "team" not in job._state.fields_cache or "cluster" not in job._state.fields_cache
-    ) else job
+    job = (
+        Job.objects.select_related("team", "cluster").get(pk=job.pk)
+        if ("team" not in job._state.fields_cache or "cluster" not in job._state.fields_cache)
+        else job
+    )
     if hasattr(job, "_prefetched_objects_cache"):
         job._prefetched_objects_cache.pop("allocations", None)
     if allocations is None:
@@ -79,8 +81,14 @@ def _allocations_shown() -> QuerySet[JobAllocation]:
     )
 
 
-def job_get_visible(*, visible: QuerySet[Job], job_id: int | None = None, scheduler_job_id: str | None = None,
-                    cluster_id: int | None = None, with_footprint: bool = True) -> Job | None:
+def job_get_visible(
+    *,
+    visible: QuerySet[Job],
+    job_id: int | None = None,
+    scheduler_job_id: str | None = None,
+    cluster_id: int | None = None,
+    with_footprint: bool = True,
+) -> Job | None:
     """One visible job by internal id, or by the scheduler's id within a cluster (one query:
     its team, cluster and, unless not wanted, footprint come joined; allocations are loaded
     when shown)."""
@@ -146,7 +154,7 @@ def team_user_cluster_get(
     found: dict[type[Model], Any] = {}
     offset = 0
     for model, _alias in models:
-        values = row[offset: offset + len(columns[model])]
+        values = row[offset : offset + len(columns[model])]
         offset += len(columns[model])
         found[model] = None if values[0] is None else model_from_row(model, db=db, values=values)  # [0]: the pk
     team = found[Team]
@@ -155,8 +163,15 @@ def team_user_cluster_get(
     return team, found[user_model], found[Cluster]
 
 
-def job_get(*, principal: Principal, job_id: int | None = None, scheduler_job_id: str | None = None,
-            cluster_id: int | None = None, with_footprint: bool = True, for_update: bool = False) -> Job | None:
+def job_get(
+    *,
+    principal: Principal,
+    job_id: int | None = None,
+    scheduler_job_id: str | None = None,
+    cluster_id: int | None = None,
+    with_footprint: bool = True,
+    for_update: bool = False,
+) -> Job | None:
     """``job_get_visible`` over ``jobs_visible(principal=principal)``: the visible job, its
     team, cluster and (``with_footprint``) footprint joined. ``for_update``: read with
     ``SELECT ... FOR UPDATE`` of the job's row only (call it inside a transaction).
@@ -172,8 +187,13 @@ def job_get(*, principal: Principal, job_id: int | None = None, scheduler_job_id
         jobs = jobs_visible(principal=principal)
         if for_update:
             jobs = jobs.select_for_update(of=("self",), no_key=True)
-        return job_get_visible(visible=jobs, job_id=job_id, scheduler_job_id=scheduler_job_id,
-                               cluster_id=cluster_id, with_footprint=with_footprint)
+        return job_get_visible(
+            visible=jobs,
+            job_id=job_id,
+            scheduler_job_id=scheduler_job_id,
+            cluster_id=cluster_id,
+            with_footprint=with_footprint,
+        )
     visible_sql, params = principal.jobs_where_sql("j")
     where = [visible_sql]
     if job_id is not None:
@@ -202,7 +222,7 @@ def job_get(*, principal: Principal, job_id: int | None = None, scheduler_job_id
     offset = 0
     for model, _alias in joined:
         width = len(model._meta.concrete_fields)
-        values = list(row[offset: offset + width])
+        values = list(row[offset : offset + width])
         offset += width
         found[model] = None if values[0] is None else model_from_row(model, db=db, values=values)  # [0]: the pk
     job = found[Job]
@@ -265,8 +285,16 @@ def job_footprint_get(*, job: Job) -> JobFootprintView:
     values: dict[str, Any] = {
         name: (getattr(fp, name) if fp is not None else 0.0)
         for name in (
-            "energy_j", "gpu_energy_j", "gpu_idle_energy_j", "host_energy_j", "facility_energy_j",
-            "co2e_operational_g", "co2e_embodied_g", "co2e_low_g", "co2e_high_g", "device_hours",
+            "energy_j",
+            "gpu_energy_j",
+            "gpu_idle_energy_j",
+            "host_energy_j",
+            "facility_energy_j",
+            "co2e_operational_g",
+            "co2e_embodied_g",
+            "co2e_low_g",
+            "co2e_high_g",
+            "device_hours",
             "measured_fraction",
         )
     }

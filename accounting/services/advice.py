@@ -112,38 +112,61 @@ def advice_for_job(
     for cluster in clusters:
         site = cluster.site
         estimate: EstimateResult = _whatif(
-            whatif_estimate, device_key=hardware_model, device_count=gpu_count, pue=site.pue,
-            zone_code=site.zone.code, hours=hours, avg_power_w=avg_power_w, utilisation=utilisation,
+            whatif_estimate,
+            device_key=hardware_model,
+            device_count=gpu_count,
+            pue=site.pue,
+            zone_code=site.zone.code,
+            hours=hours,
+            avg_power_w=avg_power_w,
+            utilisation=utilisation,
         )
         footprint = estimate.footprint
         annual = Timing(
-            start=earliest_start, end=earliest_start + duration,
-            co2e_operational_g=footprint.operational_co2e_g, intensity_g_per_kwh=footprint.intensity_g_per_kwh,
+            start=earliest_start,
+            end=earliest_start + duration,
+            co2e_operational_g=footprint.operational_co2e_g,
+            intensity_g_per_kwh=footprint.intensity_g_per_kwh,
         )
         try:
             window: StartWindow | None = whatif_best_window(
-                duration_s=hours * S_PER_H, earliest_start=earliest_start, deadline=latest_end,
-                zone_code=site.zone.code, energy_j=footprint.it_energy_j, pue=site.pue,
+                duration_s=hours * S_PER_H,
+                earliest_start=earliest_start,
+                deadline=latest_end,
+                zone_code=site.zone.code,
+                energy_j=footprint.it_energy_j,
+                pue=site.pue,
             )
         except InputError as exc:
             if exc.field not in ("zone_code", "forecast"):
                 raise InputError(_FIELDS.get(exc.field, exc.field), exc.message)
             window = None  # no hourly series covering the run: the annual factor applies at any time
         if window is None:
-            results.append(ClusterAdvice(cluster=cluster, estimate=estimate, at_earliest=annual, best=annual,
-                                         window_source="annual", window_candidates=1))
+            results.append(
+                ClusterAdvice(
+                    cluster=cluster,
+                    estimate=estimate,
+                    at_earliest=annual,
+                    best=annual,
+                    window_source="annual",
+                    window_candidates=1,
+                )
+            )
             continue
         results.append(
             ClusterAdvice(
                 cluster=cluster,
                 estimate=estimate,
                 at_earliest=Timing(
-                    start=earliest_start, end=earliest_start + duration,
+                    start=earliest_start,
+                    end=earliest_start + duration,
                     co2e_operational_g=window.now_co2e_g or 0.0,
                     intensity_g_per_kwh=window.now_avg_intensity_g_per_kwh,
                 ),
                 best=Timing(
-                    start=window.best_start, end=window.best_end, co2e_operational_g=window.best_co2e_g or 0.0,
+                    start=window.best_start,
+                    end=window.best_end,
+                    co2e_operational_g=window.best_co2e_g or 0.0,
                     intensity_g_per_kwh=window.best_avg_intensity_g_per_kwh,
                 ),
                 window_source="hourly",

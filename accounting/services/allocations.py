@@ -44,8 +44,9 @@ def _hosts_resolve(*, cluster: Cluster, hostnames: set[str], known: dict[str, Ho
         hosts.update((h.hostname, h) for h in Host.objects.filter(cluster=cluster, hostname__in=missing))
         missing -= hosts.keys()
     if missing:
-        Host.objects.bulk_create([Host(cluster=cluster, hostname=name) for name in sorted(missing)],
-                                 ignore_conflicts=True)
+        Host.objects.bulk_create(
+            [Host(cluster=cluster, hostname=name) for name in sorted(missing)], ignore_conflicts=True
+        )
         hosts.update((h.hostname, h) for h in Host.objects.filter(cluster=cluster, hostname__in=missing))
     return hosts
 
@@ -67,15 +68,18 @@ def _placeholders_resolve(*, wanted: set[tuple[Host, int]]) -> dict[tuple[int, i
     at: dict[tuple[int, int], Device] = {}
     for device in (
         Device.objects.filter(host_id__in=host_ids, index__in={index for _, index in wanted})
-        .exclude(uuid__startswith="MIG-").order_by("-id")
+        .exclude(uuid__startswith="MIG-")
+        .order_by("-id")
     ):
         at[(device.host_id, device.index)] = device  # the oldest row per index wins, as before
     missing = sorted((host.pk, index) for host, index in wanted if (host.pk, index) not in at)
     # No conflict is possible under the locks: a concurrent registration of the same GPUs waited
     # and, reading again, found the placeholders of the one before it.
     created = Device.objects.bulk_create(
-        [Device(uuid=pending_device_uuid(host_id=host_id, index=index), host_id=host_id, index=index)
-         for host_id, index in missing]
+        [
+            Device(uuid=pending_device_uuid(host_id=host_id, index=index), host_id=host_id, index=index)
+            for host_id, index in missing
+        ]
     )
     at.update(((device.host_id, device.index), device) for device in created)
     return {key: at[key] for key in ((host.pk, index) for host, index in wanted)}
@@ -159,24 +163,38 @@ def allocations_observe(*, sightings: set[tuple[int, int, str]]) -> list[JobAllo
     match = Q()
     for cluster_id, ident in wanted:
         match |= Q(cluster_id=cluster_id, scheduler_job_id=ident)
-    jobs = (Job.objects.filter(match)
-            .exclude(allocations__source=JobAllocation.Source.SCHEDULER)
-            .only("pk", "cluster_id", "scheduler_job_id", "started_at", "ended_at"))
+    jobs = (
+        Job.objects.filter(match)
+        .exclude(allocations__source=JobAllocation.Source.SCHEDULER)
+        .only("pk", "cluster_id", "scheduler_job_id", "started_at", "ended_at")
+    )
     candidates = [
-        JobAllocation(job_id=job.pk, device_id=device_id, start=job.started_at, end=job.ended_at,
-                      source=JobAllocation.Source.OBSERVED)
+        JobAllocation(
+            job_id=job.pk,
+            device_id=device_id,
+            start=job.started_at,
+            end=job.ended_at,
+            source=JobAllocation.Source.OBSERVED,
+        )
         for job in jobs
         for device_id in sorted(wanted[(job.cluster_id, job.scheduler_job_id)])
         if job.ended_at is None or job.ended_at > job.started_at
     ]
     if not candidates:
         return []
-    existing = set(JobAllocation.objects.filter(
-        job_id__in={a.job_id for a in candidates}, source=JobAllocation.Source.OBSERVED,
-    ).values_list("job_id", "device_id"))
+    existing = set(
+        JobAllocation.objects.filter(
+            job_id__in={a.job_id for a in candidates},
+            source=JobAllocation.Source.OBSERVED,
+        ).values_list("job_id", "device_id")
+    )
     new = [a for a in candidates if (a.job_id, a.device_id) not in existing]
     JobAllocation.objects.bulk_create(new, ignore_conflicts=True)
     for allocation in new:
-        log.info("observed allocation job=%d device=%d from %s", allocation.job_id, allocation.device_id,
-                 allocation.start.isoformat())
+        log.info(
+            "observed allocation job=%d device=%d from %s",
+            allocation.job_id,
+            allocation.device_id,
+            allocation.start.isoformat(),
+        )
     return new

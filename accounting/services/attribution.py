@@ -73,8 +73,9 @@ def batches_attribute(*, batch_pks: Iterable[int], now: dt.datetime, extra: int 
     failed: list[int] = []
     jobs: set[int] = set()
     replaced: set[ReplacedKey] = set()
-    batches = list(TelemetryBatch.objects.select_related("host__cluster__site__zone").filter(pk__in=claimed)
-                   .order_by("pk"))
+    batches = list(
+        TelemetryBatch.objects.select_related("host__cluster__site__zone").filter(pk__in=claimed).order_by("pk")
+    )
     try:
         with transaction.atomic():
             touched_by_batch, replaced = _attribute_many(batches=batches)
@@ -140,10 +141,31 @@ def _group_by_period(allocations: list) -> dict[tuple[dt.datetime, dt.datetime |
 
 
 _LEDGER_COLUMNS = (
-    "batch_id", "account", "job_id", "org_id", "team_id", "site_id", "host_id", "device_id", "component", "hour",
-    "energy_j", "held_s", "co2e_operational_g", "co2e_operational_marginal_g", "co2e_embodied_g", "co2e_low_g",
-    "co2e_high_g", "intensity_g_per_kwh", "intensity_source", "pue", "quality", "measured_energy_j", "method_version",
-    "factor_versions", "computed_at",
+    "batch_id",
+    "account",
+    "job_id",
+    "org_id",
+    "team_id",
+    "site_id",
+    "host_id",
+    "device_id",
+    "component",
+    "hour",
+    "energy_j",
+    "held_s",
+    "co2e_operational_g",
+    "co2e_operational_marginal_g",
+    "co2e_embodied_g",
+    "co2e_low_g",
+    "co2e_high_g",
+    "intensity_g_per_kwh",
+    "intensity_source",
+    "pue",
+    "quality",
+    "measured_energy_j",
+    "method_version",
+    "factor_versions",
+    "computed_at",
 )
 
 
@@ -164,13 +186,15 @@ def _attribute_many(
     # twice. With it the second waits, then deletes the first one's committed entries (each
     # statement sees what committed before it). Rows in id order, as every batch-row writer.
     with connection.cursor() as cursor:
-        cursor.execute("SELECT id FROM telemetry_telemetrybatch WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
-                       [pks])
+        cursor.execute(
+            "SELECT id FROM telemetry_telemetrybatch WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE", [pks]
+        )
     gpu_by_batch = gpu_windows_for_batches(batch_pks=pks)
     host_by_batch = host_windows_for_batches(batch_pks=pks)
     devices_by_batch = {b.pk: sorted({row.window.device_id for row in gpu_by_batch[b.pk]}) for b in batches}
     previous_by_batch = previous_windows_for_many(
-        requests=[(b.pk, devices_by_batch[b.pk], b.first_start) for b in batches])
+        requests=[(b.pk, devices_by_batch[b.pk], b.first_start) for b in batches]
+    )
 
     # Gap filling per batch and device (pure domain), then each batch's time range.
     prepared = []
@@ -185,7 +209,9 @@ def _attribute_many(
         gaps = []
         for device_id in devices_by_batch[batch.pk]:
             result = fill_gaps(
-                windows=by_device[device_id], previous=previous.get(device_id), counters=counters[device_id],
+                windows=by_device[device_id],
+                previous=previous.get(device_id),
+                counters=counters[device_id],
                 max_interpolate_s=MAX_INTERPOLATE_S,
             )
             filled.extend(result.windows)
@@ -218,10 +244,15 @@ def _attribute_many(
                 site_allocations = allocations_for(device_ids=site_devices, start=start, end=end)
         for batch, filled, gaps, window_start in items:
             device_ids = devices_by_batch[batch.pk]
-            allocations = allocations_within(site_allocations, device_ids=set(device_ids), start=window_start,
-                                             end=batch.last_end)
-            attribution = attribute(gpu_windows=filled, host_windows=host_by_batch[batch.pk],
-                                    allocations=allocations, host_gpu_slots=batch.host.gpu_slots)
+            allocations = allocations_within(
+                site_allocations, device_ids=set(device_ids), start=window_start, end=batch.last_end
+            )
+            attribution = attribute(
+                gpu_windows=filled,
+                host_windows=host_by_batch[batch.pk],
+                allocations=allocations,
+                host_gpu_slots=batch.host.gpu_slots,
+            )
             lines = carbonize(
                 shares=attribution.shares,
                 pue_at=lookups.pue_at,
@@ -237,30 +268,66 @@ def _attribute_many(
     touched: dict[int, set[tuple[int | None, int | None]]] = {}
     updates = []
     with connection.cursor() as cursor:
-        cursor.execute("DELETE FROM accounting_ledgerentry WHERE batch_id = ANY(%s) "
-                       "RETURNING job_id, device_id, hour, org_id, team_id, site_id", [pks])
+        cursor.execute(
+            "DELETE FROM accounting_ledgerentry WHERE batch_id = ANY(%s) "
+            "RETURNING job_id, device_id, hour, org_id, team_id, site_id",
+            [pks],
+        )
         replaced: set[ReplacedKey] = set(cursor.fetchall())
         with cursor.cursor.copy(f"COPY accounting_ledgerentry ({', '.join(_LEDGER_COLUMNS)}) FROM STDIN") as copy:
             for batch in batches:
                 site = batch.host.cluster.site
                 lines, gaps, diagnostics = lines_by_batch[batch.pk]
                 for line in lines:
-                    copy.write_row((
-                        batch.pk, line.account.value, line.job_id, site.org_id,
-                        job_team.get(line.job_id) if line.job_id else None, site.pk, batch.host_id, line.device_id,
-                        line.component.value, line.hour, line.energy_j, line.held_s, line.co2e_operational_g,
-                        line.co2e_operational_marginal_g, line.co2e_embodied_g, line.co2e_low_g, line.co2e_high_g,
-                        line.intensity_g_per_kwh, line.intensity_source, line.pue, line.quality.value,
-                        line.measured_energy_j, METHOD_VERSION, json.dumps(line.factor_versions), computed_at,
-                    ))
+                    copy.write_row(
+                        (
+                            batch.pk,
+                            line.account.value,
+                            line.job_id,
+                            site.org_id,
+                            job_team.get(line.job_id) if line.job_id else None,
+                            site.pk,
+                            batch.host_id,
+                            line.device_id,
+                            line.component.value,
+                            line.hour,
+                            line.energy_j,
+                            line.held_s,
+                            line.co2e_operational_g,
+                            line.co2e_operational_marginal_g,
+                            line.co2e_embodied_g,
+                            line.co2e_low_g,
+                            line.co2e_high_g,
+                            line.intensity_g_per_kwh,
+                            line.intensity_source,
+                            line.pue,
+                            line.quality.value,
+                            line.measured_energy_j,
+                            METHOD_VERSION,
+                            json.dumps(line.factor_versions),
+                            computed_at,
+                        )
+                    )
                 touched[batch.pk] = {(line.job_id, line.device_id) for line in lines}
                 gaps_json = [
-                    {"device_id": g.device_id, "start": g.start.isoformat(), "end": g.end.isoformat(),
-                     "duration_s": g.duration_s, "resolution": g.resolution.value, "energy_j": g.energy_j}
+                    {
+                        "device_id": g.device_id,
+                        "start": g.start.isoformat(),
+                        "end": g.end.isoformat(),
+                        "duration_s": g.duration_s,
+                        "resolution": g.resolution.value,
+                        "energy_j": g.energy_j,
+                    }
                     for g in gaps
                 ]
-                updates.append((json.dumps(gaps_json), json.dumps([_jsonable(asdict(d)) for d in diagnostics]),
-                                batch.attempts + 1, batch.pk))
+                updates.append(
+                    (
+                        json.dumps(gaps_json),
+                        json.dumps([_jsonable(asdict(d)) for d in diagnostics]),
+                        batch.attempts + 1,
+                        batch.pk,
+                    )
+                )
         cursor.cursor.executemany(
             "UPDATE telemetry_telemetrybatch SET gaps = %s::jsonb, diagnostics = %s::jsonb, attempts = %s, error = '' "
             "WHERE id = %s",

@@ -42,7 +42,13 @@ def budget_set(
     before = None if old is None else {"period_start": period_start, **{f: getattr(old, f) for f in AUDITED}}
     after = {"period_start": period_start, **{f: getattr(budget, f) for f in AUDITED}}
     if before != after:
-        audit_record(action=AuditEvent.Action.BUDGET_CREATE if created else AuditEvent.Action.BUDGET_UPDATE,
-                     object_type="budget", object_id=budget.pk, org=team.org_id, actor=actor,
-                     before=before, after=after)
+        audit_record(
+            action=AuditEvent.Action.BUDGET_CREATE if created else AuditEvent.Action.BUDGET_UPDATE,
+            object_type="budget",
+            object_id=budget.pk,
+            org=team.org_id,
+            actor=actor,
+            before=before,
+            after=after,
+        )
     return budget, created

@@ -79,8 +79,16 @@ def _record(
 ) -> FactorChange:
     """The FactorChange of one edit, and its AuditEvent beside it (``org_id``: the site's
     organisation; null for global factors: zones, hourly intensities, hardware models)."""
-    audit_record(action=action, object_type=factor_type, object_id=factor_key, org=org_id,
-                 actor=_user_or_none(user), before=before, after=after, reason=reason)
+    audit_record(
+        action=action,
+        object_type=factor_type,
+        object_id=factor_key,
+        org=org_id,
+        actor=_user_or_none(user),
+        before=before,
+        after=after,
+        reason=reason,
+    )
     return FactorChange.objects.create(
         changed_by=_user_or_none(user),
         reason=reason,

@@ -149,14 +149,20 @@ def _job_insert_with_allocations(
         job_insert=job_sql,
         device_columns=", ".join(f'd."{f.column}" AS "d_{f.column}"' for f in device_fields),
         host_columns=", ".join(f'h."{f.column}" AS "h_{f.column}"' for f in host_fields),
-        hosts=Host._meta.db_table, devices=Device._meta.db_table, allocations=JobAllocation._meta.db_table,
-        allocation_columns=", ".join(allocation_columns), allocation_values=", ".join(allocation_values),
+        hosts=Host._meta.db_table,
+        devices=Device._meta.db_table,
+        allocations=JobAllocation._meta.db_table,
+        allocation_columns=", ".join(allocation_columns),
+        allocation_values=", ".join(allocation_values),
     )
     params = [
         *job_params,
-        [host for host, _, _ in items], [index for _, index, _ in items], [fraction for _, _, fraction in items],
+        [host for host, _, _ in items],
+        [index for _, index, _ in items],
+        [fraction for _, _, fraction in items],
         list(range(len(items))),
-        cluster.pk, "MIG-%",
+        cluster.pk,
+        "MIG-%",
         *allocation_params,
         len(items),
     ]
@@ -174,7 +180,7 @@ def _job_insert_with_allocations(
     named: list[tuple[int, int]] = []
     for _job_id, allocation_id, position, fraction, *columns in rows:
         device = model_from_row(Device, db=db, values=list(columns[: len(device_fields)]))
-        device.host = model_from_row(Host, db=db, values=list(columns[len(device_fields):]))
+        device.host = model_from_row(Host, db=db, values=list(columns[len(device_fields) :]))
         allocation = JobAllocation(job=job, device=device, start=job.started_at, fraction=fraction)
         allocation.pk = allocation_id
         allocation._state.adding = False
@@ -320,8 +326,9 @@ def _allocation_replace(*, job: Job, allocation: list[AllocationSpec], effective
         else:
             held.end = effective_at
             held.save(update_fields=["end"])
-    added = [(device, fraction) for device_id, (device, fraction) in desired.items()
-             if device_id not in open_allocations]
+    added = [
+        (device, fraction) for device_id, (device, fraction) in desired.items() if device_id not in open_allocations
+    ]
     JobAllocation.objects.bulk_create(
         [JobAllocation(job=job, device=device, start=effective_at, fraction=fraction) for device, fraction in added]
     )
@@ -370,8 +377,11 @@ def _job_end_write(*, job: Job, status: str, ended: dt.datetime) -> tuple[list[i
     uuid, index and hostname loaded), in the order the API shows them."""
     columns = [f.attname for f in JobAllocation._meta.concrete_fields]
     sql = _JOB_END_SQL.format(
-        allocations=JobAllocation._meta.db_table, jobs=Job._meta.db_table, devices=Device._meta.db_table,
-        hosts=Host._meta.db_table, allocation_columns=", ".join(f'a."{c}"' for c in columns),
+        allocations=JobAllocation._meta.db_table,
+        jobs=Job._meta.db_table,
+        devices=Device._meta.db_table,
+        hosts=Host._meta.db_table,
+        allocation_columns=", ".join(f'a."{c}"' for c in columns),
     )
     now = timezone.now()
     db = router.db_for_write(Job)
@@ -388,7 +398,7 @@ def _job_end_write(*, job: Job, status: str, ended: dt.datetime) -> tuple[list[i
         allocation = model_from_row(JobAllocation, db=db, values=list(rest[: len(columns)]))
         if held_past:
             allocation.end = ended
-        uuid, index_, host_id, hostname = rest[len(columns):]
+        uuid, index_, host_id, hostname = rest[len(columns) :]
         # field names in the model's order
         device = Device.from_db(db, ["id", "host_id", "uuid", "index"], [device_id, host_id, uuid, index_])
         device.host = Host.from_db(db, ["id", "hostname"], [host_id, hostname])
@@ -421,9 +431,7 @@ def _job_end_locked(*, job: Job, status: str, ended_at: dt.datetime | None) -> t
     return job, True
 
 
-def job_end(
-    *, job: Job, status: str, ended_at: dt.datetime | None = None, locked: bool = False
-) -> tuple[Job, bool]:
+def job_end(*, job: Job, status: str, ended_at: dt.datetime | None = None, locked: bool = False) -> tuple[Job, bool]:
     """End a job: close its allocations at ``ended_at`` and finalise its footprint.
 
     Idempotent: ending an ended job changes nothing (the first end wins) and returns

@@ -69,9 +69,15 @@ def ledger_recompute(
     with transaction.atomic():
         FootprintRevision.objects.bulk_create(
             [
-                FootprintRevision(job_id=fp.job_id, reason=reason, factor_change=factor_change,
-                                  energy_j=fp.energy_j, co2e_operational_g=fp.co2e_operational_g,
-                                  co2e_embodied_g=fp.co2e_embodied_g, method_version=fp.method_version)
+                FootprintRevision(
+                    job_id=fp.job_id,
+                    reason=reason,
+                    factor_change=factor_change,
+                    energy_j=fp.energy_j,
+                    co2e_operational_g=fp.co2e_operational_g,
+                    co2e_embodied_g=fp.co2e_embodied_g,
+                    method_version=fp.method_version,
+                )
                 for fp in JobFootprint.objects.filter(job_id__in=job_ids)
             ]
         )
@@ -80,7 +86,7 @@ def ledger_recompute(
         )
     done = 0
     for start in range(0, len(pks), chunk):
-        part = pks[start:start + chunk]
+        part = pks[start : start + chunk]
         outcome = batches_attribute(batch_pks=part, now=now)
         done += len(outcome.attributed)
         if progress is not None:
@@ -94,11 +100,17 @@ def factor_changes_recompute(*, now: dt.datetime, progress: Callable[[int], None
     total = 0
     for change in FactorChange.objects.filter(recompute_status="pending").order_by("changed_at"):
         claimed = FactorChange.objects.filter(pk=change.pk, recompute_status="pending").update(
-            recompute_status="running")
+            recompute_status="running"
+        )
         if not claimed:
             continue
-        total += ledger_recompute(batches=batches_for_change(change=change), reason=change.reason, now=now,
-                                  factor_change=change, progress=progress)
+        total += ledger_recompute(
+            batches=batches_for_change(change=change),
+            reason=change.reason,
+            now=now,
+            factor_change=change,
+            progress=progress,
+        )
         FactorChange.objects.filter(pk=change.pk).update(recompute_status="done")
     return total
 

@@ -22,7 +22,10 @@ ReplacedKey = tuple[int | None, int | None, dt.datetime, int, int | None, int]
 
 @retry_on_conflict
 def aggregates_rollup(
-    *, batch_pks: list[int], job_ids: list[int], replaced: set[ReplacedKey] | None = None,
+    *,
+    batch_pks: list[int],
+    job_ids: list[int],
+    replaced: set[ReplacedKey] | None = None,
     claimed_at: dt.datetime | None = None,
 ) -> None:
     """Recompute the aggregates touched by these batches from committed ledger entries, then
@@ -37,9 +40,7 @@ def aggregates_rollup(
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ROLLUP_LOCK_KEY])
         # Which (device, hour), (job, hour) and (org, team, site, day) keys the batches touch.
-        cursor.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS _rollup_batches (id bigint PRIMARY KEY) ON COMMIT DELETE ROWS"
-        )
+        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS _rollup_batches (id bigint PRIMARY KEY) ON COMMIT DELETE ROWS")
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS _rollup_replaced (job_id bigint, device_id bigint, hour timestamptz, "
             "org_id bigint, team_id bigint, site_id bigint) ON COMMIT DELETE ROWS"
@@ -157,11 +158,15 @@ ON CONFLICT (job_id, hour) DO UPDATE SET
     measured_gpu_energy_j = EXCLUDED.measured_gpu_energy_j, last_window_end = EXCLUDED.last_window_end
 """
 
-_JOB_HOUR_SQL = _JOB_HOUR_UPSERT.format(select=_JOB_HOUR_SELECT.format(keys="""(
+_JOB_HOUR_SQL = _JOB_HOUR_UPSERT.format(
+    select=_JOB_HOUR_SELECT.format(
+        keys="""(
     SELECT e.job_id, e.hour FROM accounting_ledgerentry e
     JOIN _rollup_batches rb ON rb.id = e.batch_id WHERE e.job_id IS NOT NULL
     UNION SELECT r.job_id, r.hour FROM _rollup_replaced r WHERE r.job_id IS NOT NULL
-)"""))
+)"""
+    )
+)
 
 _DEVICE_HOUR_SQL = """
 WITH keys AS (

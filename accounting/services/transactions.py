@@ -53,8 +53,14 @@ def retry_on_conflict(func: Callable[P, R]) -> Callable[P, R]:
                 if attempt == RETRY_ATTEMPTS or not is_transient_conflict(exc):
                     raise
                 delay_s = RETRY_BASE_DELAY_S * (2 ** (attempt - 1)) * (0.5 + random.random())
-                log.warning("transaction conflict in %s (attempt %d of %d), retrying in %.0f ms: %s",
-                            func.__qualname__, attempt, RETRY_ATTEMPTS, delay_s * 1000, exc.__cause__)
+                log.warning(
+                    "transaction conflict in %s (attempt %d of %d), retrying in %.0f ms: %s",
+                    func.__qualname__,
+                    attempt,
+                    RETRY_ATTEMPTS,
+                    delay_s * 1000,
+                    exc.__cause__,
+                )
                 time.sleep(delay_s)
         raise AssertionError("unreachable")
 

@@ -67,15 +67,19 @@ def batches_release(*, claimed_at: dt.datetime) -> int:
         UPDATE {batch_table} b SET status = %(pending)s, claimed_at = NULL
         FROM locked WHERE b.id = locked.id AND b.status = %(claimed)s AND b.claimed_at = %(claimed_at)s
     """
-    params: dict[str, Any] = {"claimed": TelemetryBatch.Status.CLAIMED.value,
-                              "pending": TelemetryBatch.Status.PENDING.value, "claimed_at": claimed_at}
+    params: dict[str, Any] = {
+        "claimed": TelemetryBatch.Status.CLAIMED.value,
+        "pending": TelemetryBatch.Status.PENDING.value,
+        "claimed_at": claimed_at,
+    }
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
 
 
-def ledger_mark_dirty(*, device_ids: list[int], start: dt.datetime, end: dt.datetime | None,
-                      exclude_batch_pks: list[int] | None = None) -> int:
+def ledger_mark_dirty(
+    *, device_ids: list[int], start: dt.datetime, end: dt.datetime | None, exclude_batch_pks: list[int] | None = None
+) -> int:
     """Allocations changed for these devices over [start, end): re-attribute the batches there
     (except ``exclude_batch_pks``: batches being attributed by the caller right now).
 
@@ -103,7 +107,10 @@ def ledger_mark_dirty(*, device_ids: list[int], start: dt.datetime, end: dt.date
         RETURNING b.id
     """
     params: dict[str, Any] = {
-        "pending": TelemetryBatch.Status.PENDING.value, "devices": list(device_ids), "start": start, "end": end,
+        "pending": TelemetryBatch.Status.PENDING.value,
+        "devices": list(device_ids),
+        "start": start,
+        "end": end,
         "exclude": list(exclude_batch_pks or []),
     }
     with connection.cursor() as cursor:
@@ -137,7 +144,8 @@ def _mark_client() -> Any:
     if client is None:
         options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
         client = _mark_clients[url] = redis.Redis.from_url(
-            url, socket_connect_timeout=options["socket_connect_timeout"], socket_timeout=options["socket_timeout"])
+            url, socket_connect_timeout=options["socket_connect_timeout"], socket_timeout=options["socket_timeout"]
+        )
     return client
 
 

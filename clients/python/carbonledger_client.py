@@ -95,26 +95,44 @@ class CarbonLedgerClient:
 
     def register_job(self, *, scheduler_job_id: str, team: str, kind: str, **fields: Any) -> dict:
         """POST /jobs/: fields as in the API (user, name, family, started_at, allocation, model_meta...)."""
-        return self.request("POST", "/api/v1/jobs/", body={"scheduler_job_id": scheduler_job_id, "team": team,
-                                                           "kind": kind, **fields})
+        return self.request(
+            "POST", "/api/v1/jobs/", body={"scheduler_job_id": scheduler_job_id, "team": team, "kind": kind, **fields}
+        )
 
     def update_job(self, *, job_id: int | None = None, scheduler_job_id: str | None = None, **fields: Any) -> dict:
         path, query = self._job_path(job_id, scheduler_job_id)
         return self.request("PATCH", path, body=fields, query=query)
 
-    def end_job(self, *, exit_state: str, job_id: int | None = None, scheduler_job_id: str | None = None,
-                ended_at: str | None = None) -> dict:
+    def end_job(
+        self,
+        *,
+        exit_state: str,
+        job_id: int | None = None,
+        scheduler_job_id: str | None = None,
+        ended_at: str | None = None,
+    ) -> dict:
         path, query = self._job_path(job_id, scheduler_job_id, "end/")
         body = {"exit_state": exit_state, **({"ended_at": ended_at} if ended_at else {})}
         return self.request("POST", path, body=body, query=query)
 
-    def report_units(self, *, units: dict[str, float], job_id: int | None = None, scheduler_job_id: str | None = None,
-                     mode: str = "set", primary_unit: str | None = None, quality_metric: str | None = None,
-                     quality_value: float | None = None) -> dict:
+    def report_units(
+        self,
+        *,
+        units: dict[str, float],
+        job_id: int | None = None,
+        scheduler_job_id: str | None = None,
+        mode: str = "set",
+        primary_unit: str | None = None,
+        quality_metric: str | None = None,
+        quality_value: float | None = None,
+    ) -> dict:
         path, query = self._job_path(job_id, scheduler_job_id, "units/")
         body: dict[str, Any] = {"units": units, "mode": mode}
-        for name, value in (("primary_unit", primary_unit), ("quality_metric", quality_metric),
-                            ("quality_value", quality_value)):
+        for name, value in (
+            ("primary_unit", primary_unit),
+            ("quality_metric", quality_metric),
+            ("quality_value", quality_value),
+        ):
             if value is not None:
                 body[name] = value
         return self.request("POST", path, body=body, query=query)
@@ -137,8 +155,9 @@ class CarbonLedgerClient:
         return self.request("POST", "/api/v1/advice/", body=fields)
 
     def budget_check(self, *, team: str, co2e_g: float, at: str | None = None) -> dict:
-        return self.request("POST", "/api/v1/budgets/check/",
-                            body={"team": team, "co2e_g": co2e_g, **({"at": at} if at else {})})
+        return self.request(
+            "POST", "/api/v1/budgets/check/", body={"team": team, "co2e_g": co2e_g, **({"at": at} if at else {})}
+        )
 
     def budgets(self, **filters: Any) -> dict:
         return self.request("GET", "/api/v1/budgets/", query=filters)
@@ -150,9 +169,17 @@ class UnitsReporter:
     Thread-safe ``add``; ``flush`` sends now; ``close`` sends the final total (with an optional
     quality metric). Failures are logged and retried at the next report unless ``strict``."""
 
-    def __init__(self, client: CarbonLedgerClient, *, unit: str, job_id: int | None = None,
-                 scheduler_job_id: str | None = None, every_s: float = 60.0, strict: bool = False,
-                 clock=time.monotonic) -> None:
+    def __init__(
+        self,
+        client: CarbonLedgerClient,
+        *,
+        unit: str,
+        job_id: int | None = None,
+        scheduler_job_id: str | None = None,
+        every_s: float = 60.0,
+        strict: bool = False,
+        clock=time.monotonic,
+    ) -> None:
         self.client = client
         self.unit = unit
         self.job_id = job_id
@@ -179,8 +206,13 @@ class UnitsReporter:
         if total == self.reported and not quality:
             return True
         try:
-            self.client.report_units(units={self.unit: total}, job_id=self.job_id,
-                                     scheduler_job_id=self.scheduler_job_id, primary_unit=self.unit, **quality)
+            self.client.report_units(
+                units={self.unit: total},
+                job_id=self.job_id,
+                scheduler_job_id=self.scheduler_job_id,
+                primary_unit=self.unit,
+                **quality,
+            )
         except (CarbonLedgerError, OSError) as exc:
             if self.strict:
                 raise

@@ -75,8 +75,16 @@ def pod_exit_state(pod: dict[str, Any], *, deleted: bool) -> str | None:
     status = pod.get("status", {})
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     disruption = conditions.get("DisruptionTarget")
-    if disruption and disruption.get("status") == "True" and disruption.get("reason") in (
-        "PreemptionByScheduler", "PreemptionByKubeScheduler", "EvictionByEvictionAPI", "TerminationByKubelet",
+    if (
+        disruption
+        and disruption.get("status") == "True"
+        and disruption.get("reason")
+        in (
+            "PreemptionByScheduler",
+            "PreemptionByKubeScheduler",
+            "EvictionByEvictionAPI",
+            "TerminationByKubelet",
+        )
     ):
         return "preempted"
     phase = status.get("phase")
@@ -129,8 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     serialize = k8s.ApiClient().sanitize_for_serialization
     client = CarbonLedgerClient(os.environ["CARBONLEDGER_URL"], token=os.environ["CARBONLEDGER_TOKEN"])
     registered: set[str] = set()
-    list_call = (lambda **kw: api.list_namespaced_pod(args.namespace, **kw)) if args.namespace else (
-        api.list_pod_for_all_namespaces)
+    list_call = (
+        (lambda **kw: api.list_namespaced_pod(args.namespace, **kw))
+        if args.namespace
+        else (api.list_pod_for_all_namespaces)
+    )
     while True:  # the watch ends on server timeouts: resume from a fresh list
         for event in watch.Watch().stream(list_call, label_selector=LABEL_TEAM, timeout_seconds=300):
             handle_event(client, event["type"], serialize(event["object"]), registered)

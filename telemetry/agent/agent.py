@@ -302,8 +302,7 @@ class Agent:
             self._sender_thread.join(timeout=5.0)
             if self.sender is not None and self.config.shutdown_flush_s > 0:
                 flush_stop = threading.Event()
-                self.sender.drain(flush_stop, deadline=time.monotonic() + self.config.shutdown_flush_s,
-                                  flush=True)
+                self.sender.drain(flush_stop, deadline=time.monotonic() + self.config.shutdown_flush_s, flush=True)
         self.reader.close()
         self.jobs.close()
         stats = self.spool.stats()

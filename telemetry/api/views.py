@@ -86,10 +86,16 @@ class BatchIngestView(APIView):
         summary="Post a batch of telemetry windows (agent)",
         description="See docs/wire-format.md. Body may be gzip (Content-Encoding: gzip). A re-sent batch_id is "
         "acknowledged with duplicate=true and changes nothing.",
-        request={"application/json": inline_serializer("IngestBatch", fields={
-            "batch_id": serializers.UUIDField(), "hostname": serializers.CharField(),
-            "windows": serializers.ListField(child=serializers.DictField()),
-        })},
+        request={
+            "application/json": inline_serializer(
+                "IngestBatch",
+                fields={
+                    "batch_id": serializers.UUIDField(),
+                    "hostname": serializers.CharField(),
+                    "windows": serializers.ListField(child=serializers.DictField()),
+                },
+            )
+        },
         responses={
             202: IngestAckSerializer,
             200: OpenApiResponse(IngestAckSerializer, description="Duplicate batch: already stored"),
@@ -102,8 +108,13 @@ class BatchIngestView(APIView):
                 ProblemSerializer, description="The database is unavailable; `Retry-After` says when to retry."
             ),
         },
-        examples=[OpenApiExample("ack", value={"batch_id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
-                                               "accepted_windows": 80, "duplicate": False}, response_only=True)],
+        examples=[
+            OpenApiExample(
+                "ack",
+                value={"batch_id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "accepted_windows": 80, "duplicate": False},
+                response_only=True,
+            )
+        ],
     )
     def post(self, request):
         max_bytes = settings.INGEST_MAX_BODY_BYTES
@@ -114,8 +125,11 @@ class BatchIngestView(APIView):
         try:
             if declared > max_bytes:
                 raise BatchError(413, "body", f"body exceeds {max_bytes} bytes")
-            raw = decompress(body=_read_body(request, max_bytes=max_bytes),
-                             encoding=request.META.get("HTTP_CONTENT_ENCODING", ""), max_bytes=max_bytes)
+            raw = decompress(
+                body=_read_body(request, max_bytes=max_bytes),
+                encoding=request.META.get("HTTP_CONTENT_ENCODING", ""),
+                max_bytes=max_bytes,
+            )
             data = _loads(raw)
             now = timezone.now()
             batch = parse_batch(
@@ -133,6 +147,5 @@ class BatchIngestView(APIView):
                 detail=f"{exc.field}: {exc.message}",
                 errors=[{"field": exc.field, "message": exc.message}],
             )
-        body = {"batch_id": result.batch_id, "accepted_windows": result.accepted_windows,
-                "duplicate": result.duplicate}
+        body = {"batch_id": result.batch_id, "accepted_windows": result.accepted_windows, "duplicate": result.duplicate}
         return Response(body, status=status.HTTP_200_OK if result.duplicate else status.HTTP_202_ACCEPTED)

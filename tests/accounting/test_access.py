@@ -61,10 +61,13 @@ def fleet():
         "user token of org-admin": token_create(org=acme, name="ua", scope="user", user=org_admin).token,
         "host token": token_create(org=acme, name="h", scope="host", host=f.HostFactory(cluster=a)).token,
     }
-    users = {"session member-x": member_x, "session org-admin": org_admin, "session staff": staff,
-             "session superuser": superuser}
-    return {"jobs": jobs, "budgets": budgets, "tokens": tokens, "users": users,
-            "clusters": {"a": a, "b": b, "g": g}}
+    users = {
+        "session member-x": member_x,
+        "session org-admin": org_admin,
+        "session staff": staff,
+        "session superuser": superuser,
+    }
+    return {"jobs": jobs, "budgets": budgets, "tokens": tokens, "users": users, "clusters": {"a": a, "b": b, "g": g}}
 
 
 def _principal(fleet, kind: str):
@@ -110,7 +113,8 @@ def test_one_job_reads_agree_with_the_rule(fleet, kind):
     found = {name for name, job in fleet["jobs"].items() if job_get(principal=principal, job_id=job.pk)}
     assert found == expected
     by_key = {
-        name for name, job in fleet["jobs"].items()
+        name
+        for name, job in fleet["jobs"].items()
         if job_get(principal=principal, scheduler_job_id=name, cluster_id=job.cluster_id, with_footprint=False)
     }
     assert by_key == expected

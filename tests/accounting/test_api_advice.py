@@ -17,17 +17,28 @@ ADVICE = "/api/v1/advice/"
 
 def _hourly(zone, start, values, *, forecast=True):
     for i, value in enumerate(values):
-        m.HourlyIntensity.objects.create(zone=zone, hour=start + dt.timedelta(hours=i), intensity_g_per_kwh=value,
-                                         is_forecast=forecast, source=m.FactorSource.OPERATOR)
+        m.HourlyIntensity.objects.create(
+            zone=zone,
+            hour=start + dt.timedelta(hours=i),
+            intensity_g_per_kwh=value,
+            is_forecast=forecast,
+            source=m.FactorSource.OPERATOR,
+        )
 
 
 def test_advice_finds_cleanest_window_and_compares_clusters(world):
     f.HardwareModelFactory()  # h100-sxm5-80gb inventory row: 150 kg embodied, 5 years, 80 % utilisation
     zone = world.cluster_a.site.zone  # FR, annual 50 g/kWh, site PUE 1.2
     _hourly(zone, T0, [80, 80, 80, 20, 20, 20, 80, 80])
-    body = {"hardware_model": "h100-sxm5-80gb", "gpu_count": 8, "hours": 2, "avg_power_w": 500,
-            "clusters": [world.cluster_a.pk], "earliest_start": T0.isoformat(),
-            "deadline": (T0 + dt.timedelta(hours=8)).isoformat()}
+    body = {
+        "hardware_model": "h100-sxm5-80gb",
+        "gpu_count": 8,
+        "hours": 2,
+        "avg_power_w": 500,
+        "clusters": [world.cluster_a.pk],
+        "earliest_start": T0.isoformat(),
+        "deadline": (T0 + dt.timedelta(hours=8)).isoformat(),
+    }
     response = world.client("sched_a").post(ADVICE, body, format="json")
     assert response.status_code == 200, response.json()
     data = response.json()
@@ -57,8 +68,13 @@ def test_advice_default_candidates_put_the_schedulers_cluster_first(world):
 
 
 def test_advice_picks_the_cleaner_zone(world):
-    body = {"hardware_model": "h100-sxm5-80gb", "gpu_count": 4, "hours": 3, "earliest_start": T0.isoformat(),
-            "clusters": [world.cluster_a.pk]}
+    body = {
+        "hardware_model": "h100-sxm5-80gb",
+        "gpu_count": 4,
+        "hours": 3,
+        "earliest_start": T0.isoformat(),
+        "clusters": [world.cluster_a.pk],
+    }
     low = world.client("admin").post(ADVICE, body, format="json").json()
     site = world.cluster_b.site
     site.pk = None
@@ -66,7 +82,9 @@ def test_advice_picks_the_cleaner_zone(world):
     site.zone = m.GridZone.objects.get(code="US-OH")
     site.save()
     dirty = m.Cluster.objects.create(site=site, name="dirty", slug="dirty")
-    both = world.client("admin").post(ADVICE, {**body, "clusters": [dirty.pk, world.cluster_a.pk]}, format="json").json()
+    both = (
+        world.client("admin").post(ADVICE, {**body, "clusters": [dirty.pk, world.cluster_a.pk]}, format="json").json()
+    )
     assert both["recommendation"]["cluster"] == world.cluster_a.pk
     assert both["recommendation"]["saving_g"] > 0
     assert both["candidates"][1]["co2e_operational_annual_g"] == low["candidates"][0]["co2e_operational_annual_g"]
@@ -79,10 +97,20 @@ def test_advice_picks_the_cleaner_zone(world):
         ({"hardware_model": "abacus", "gpu_count": 1, "hours": 1}, "hardware_model"),
         ({"hardware_model": "h100-sxm5-80gb", "gpu_count": 0, "hours": 1}, "gpu_count"),
         ({"hardware_model": "h100-sxm5-80gb", "gpu_count": 1, "hours": -1}, "hours"),
-        ({"hardware_model": "h100-sxm5-80gb", "gpu_count": 1, "hours": 1, "avg_power_w": 400, "utilisation": 0.5},
-         "utilisation"),
-        ({"hardware_model": "h100-sxm5-80gb", "gpu_count": 1, "hours": 5, "earliest_start": "2026-11-26T10:00:00Z",
-          "deadline": "2026-11-26T12:00:00Z"}, "deadline"),
+        (
+            {"hardware_model": "h100-sxm5-80gb", "gpu_count": 1, "hours": 1, "avg_power_w": 400, "utilisation": 0.5},
+            "utilisation",
+        ),
+        (
+            {
+                "hardware_model": "h100-sxm5-80gb",
+                "gpu_count": 1,
+                "hours": 5,
+                "earliest_start": "2026-11-26T10:00:00Z",
+                "deadline": "2026-11-26T12:00:00Z",
+            },
+            "deadline",
+        ),
         ({"hardware_model": "h100-sxm5-80gb", "gpu_count": 1, "hours": 1, "clusters": [999999]}, "clusters"),
         # Physically impossible (issue 19): below the device's idle draw, above its limit, > 100 %.
         ({"hardware_model": "h100-sxm5-80gb", "gpu_count": 1, "hours": 1, "avg_power_w": 16}, "avg_power_w"),

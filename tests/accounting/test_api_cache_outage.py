@@ -29,8 +29,12 @@ def _assert_503(response) -> None:
     assert response.status_code == 503, response.content
     assert response["Content-Type"] == "application/problem+json"
     assert response["Retry-After"] == str(CACHE_RETRY_AFTER_S) == "5"
-    assert response.json() == {"type": "about:blank", "title": "Service unavailable", "status": 503,
-                               "detail": "The rate-limit cache is unavailable; retry later."}
+    assert response.json() == {
+        "type": "about:blank",
+        "title": "Service unavailable",
+        "status": 503,
+        "detail": "The rate-limit cache is unavailable; retry later.",
+    }
 
 
 @pytest.mark.parametrize("scope", ["admin", "sched_a", "alice"])

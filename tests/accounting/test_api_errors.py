@@ -42,8 +42,12 @@ def _assert_503(response) -> None:
     assert response.status_code == 503, response.content
     assert response["Content-Type"] == "application/problem+json"
     assert response["Retry-After"] == str(DATABASE_RETRY_AFTER_S) == "5"
-    assert response.json() == {"type": "about:blank", "title": "Service unavailable", "status": 503,
-                               "detail": "The database is unavailable; retry later."}
+    assert response.json() == {
+        "type": "about:blank",
+        "title": "Service unavailable",
+        "status": 503,
+        "detail": "The database is unavailable; retry later.",
+    }
 
 
 @pytest.fixture
@@ -59,9 +63,11 @@ def _one_window(host, device) -> dict:
     return batch(hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[gpu_entry(uuid_=device.uuid)])])
 
 
-@pytest.mark.parametrize("error", [OperationalError(LOST), InterfaceError("connection already closed"),
-                                   psycopg.OperationalError(LOST)],
-                         ids=["django-OperationalError", "django-InterfaceError", "psycopg-OperationalError"])
+@pytest.mark.parametrize(
+    "error",
+    [OperationalError(LOST), InterfaceError("connection already closed"), psycopg.OperationalError(LOST)],
+    ids=["django-OperationalError", "django-InterfaceError", "psycopg-OperationalError"],
+)
 def test_an_api_read_with_the_database_gone_is_a_503_problem(world, settings, error):
     settings.DEBUG = True  # Django would show its HTML debug page
     client = world.client("admin")
@@ -99,8 +105,7 @@ def test_ingest_losing_the_database_during_copy_is_a_503_and_rolls_back(client, 
     assert (host.last_seq, host.last_seen_at) == (None, None)
 
 
-def test_an_unexpected_error_is_a_logged_500_problem_even_with_debug(client, host_setup, settings, monkeypatch,
-                                                                     caplog):
+def test_an_unexpected_error_is_a_logged_500_problem_even_with_debug(client, host_setup, settings, monkeypatch, caplog):
     settings.DEBUG = True
     host, device, secret = host_setup
 
@@ -112,8 +117,12 @@ def test_an_unexpected_error_is_a_logged_500_problem_even_with_debug(client, hos
         response = post_batch(client, secret, _one_window(host, device))
     assert response.status_code == 500, response.content
     assert response["Content-Type"] == "application/problem+json"
-    assert response.json() == {"type": "about:blank", "title": "Internal server error", "status": 500,
-                               "detail": "An unexpected error occurred; it has been logged."}
+    assert response.json() == {
+        "type": "about:blank",
+        "title": "Internal server error",
+        "status": 500,
+        "detail": "An unexpected error occurred; it has been logged.",
+    }
     assert "a bug" not in response.content.decode()  # no internals in the answer
     [record] = [r for r in caplog.records if r.name == "accounting.api.errors"]
     assert record.getMessage() == "unhandled error during POST /api/v1/ingest/batches"

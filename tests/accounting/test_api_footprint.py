@@ -33,19 +33,40 @@ def test_footprint_breakdown_band_and_efficiency(world):
     job.primary_unit = "samples"
     job.save()
     m.JobFootprint.objects.create(
-        job=job, energy_j=61.2e6, gpu_energy_j=36e6, gpu_idle_energy_j=3.6e6, host_energy_j=4.8e6,
-        facility_energy_j=20.4e6, co2e_operational_g=1020.0, co2e_embodied_g=60.0, co2e_low_g=930.0,
-        co2e_high_g=1260.0, device_hours=8.0, measured_fraction=0.75, is_final=True, method_version="2026.11-1",
+        job=job,
+        energy_j=61.2e6,
+        gpu_energy_j=36e6,
+        gpu_idle_energy_j=3.6e6,
+        host_energy_j=4.8e6,
+        facility_energy_j=20.4e6,
+        co2e_operational_g=1020.0,
+        co2e_embodied_g=60.0,
+        co2e_low_g=930.0,
+        co2e_high_g=1260.0,
+        device_hours=8.0,
+        measured_fraction=0.75,
+        is_final=True,
+        method_version="2026.11-1",
     )
     body = world.client("sched_a").get("/api/v1/jobs/by-key/88123/footprint/").json()
     assert body["is_final"] is True and body["has_ledger"] is True
     assert body["method_version"] == "2026.11-1"
     assert body["energy"] == {
-        "total_j": 61.2e6, "total_kwh": 17.0, "gpu_j": 36e6, "gpu_active_j": 32.4e6, "gpu_idle_j": 3.6e6,
-        "host_j": 4.8e6, "facility_j": 20.4e6,
+        "total_j": 61.2e6,
+        "total_kwh": 17.0,
+        "gpu_j": 36e6,
+        "gpu_active_j": 32.4e6,
+        "gpu_idle_j": 3.6e6,
+        "host_j": 4.8e6,
+        "facility_j": 20.4e6,
     }
-    assert body["co2e"] == {"operational_g": 1020.0, "embodied_g": 60.0, "total_g": 1080.0, "low_g": 930.0,
-                            "high_g": 1260.0}
+    assert body["co2e"] == {
+        "operational_g": 1020.0,
+        "embodied_g": 60.0,
+        "total_g": 1080.0,
+        "low_g": 930.0,
+        "high_g": 1260.0,
+    }
     assert (body["device_hours"], body["measured_fraction"]) == (8.0, 0.75)
     assert body["efficiency"] == [
         {"unit": "samples", "count": 5.0e8, "energy_j_per_unit": 61.2e6 / 5.0e8, "co2e_g_per_unit": 1080.0 / 5.0e8},

@@ -54,8 +54,11 @@ def gpus(world):
 def test_register_on_reported_gpus_takes_six_queries(world, gpus):
     client = world.client("sched_a")
     with CaptureQueriesContext(connection) as ctx:
-        response = client.post(JOBS, register_body(allocation=[{"host": "gpu-node-01", "gpus": [0, 1]},
-                                                               {"host": "gpu-node-02", "gpus": [2]}]), format="json")
+        response = client.post(
+            JOBS,
+            register_body(allocation=[{"host": "gpu-node-01", "gpus": [0, 1]}, {"host": "gpu-node-02", "gpus": [2]}]),
+            format="json",
+        )
     assert response.status_code == 201, response.json()
     # token; team/user/cluster; SAVEPOINT; job + devices + allocations; mark dirty; RELEASE
     assert len(ctx.captured_queries) == 6, _sql(ctx)
@@ -65,8 +68,7 @@ def test_register_on_reported_gpus_takes_six_queries(world, gpus):
 def test_register_on_new_host_creates_placeholders_in_fourteen_queries(world):
     client = world.client("sched_a")
     with CaptureQueriesContext(connection) as ctx:
-        response = client.post(JOBS, register_body(allocation=[{"host": "gpu-node-09", "gpus": [0, 1]}]),
-                               format="json")
+        response = client.post(JOBS, register_body(allocation=[{"host": "gpu-node-09", "gpus": [0, 1]}]), format="json")
     assert response.status_code == 201, response.json()
     # token; team/user/cluster; SAVEPOINT; job (+ no device found); devices; hosts; new host;
     # host read back; host lock (ingest's, so an agent's first batch cannot slip in between);
@@ -91,8 +93,9 @@ def test_end_takes_eight_queries(world, gpus):
     client = world.client("sched_a")
     assert client.post(JOBS, register_body(), format="json").status_code == 201
     with CaptureQueriesContext(connection) as ctx:
-        response = client.post(f"{JOBS}by-key/88123/end/", {"exit_state": "completed",
-                                                             "ended_at": "2026-11-26T12:00:00Z"}, format="json")
+        response = client.post(
+            f"{JOBS}by-key/88123/end/", {"exit_state": "completed", "ended_at": "2026-11-26T12:00:00Z"}, format="json"
+        )
     assert response.status_code == 200, response.json()
     # token; SAVEPOINT; visible job FOR NO KEY UPDATE; end; rollup lock; footprint; mark dirty
     # (after the rollup lock: the worker's rollup takes them in that order); RELEASE
@@ -117,8 +120,10 @@ def test_footprint_takes_two_queries(world, gpus):
 def test_register_response_lists_allocations_as_a_read_back_does(world, gpus, attributed):
     for host in (world.host_a, gpus["gpu-node-02", 0].host, f.HostFactory(cluster=world.cluster_a)):
         attributed.around(host, T0)
-    response = _register(world, allocation=[{"host": "gpu-node-02", "gpus": [3, 0]},
-                                            {"host": "gpu-node-01", "gpus": [2], "fraction": 0.5}])
+    response = _register(
+        world,
+        allocation=[{"host": "gpu-node-02", "gpus": [3, 0]}, {"host": "gpu-node-01", "gpus": [2], "fraction": 0.5}],
+    )
     assert response.status_code == 201, response.json()
     shown = response.json()["allocations"]
     assert shown == world.client("sched_a").get(f"{JOBS}{response.json()['id']}/").json()["allocations"]
@@ -128,11 +133,13 @@ def test_register_response_lists_allocations_as_a_read_back_does(world, gpus, at
         ("gpu-node-02", 3, "GPU-gpu-node-02-3", 1.0),
     ]
     job = m.Job.objects.get(pk=response.json()["id"])
-    assert sorted(job.allocations.values_list("device_id", "start", "end", "fraction", "mig_instance")) == sorted([
-        (gpus["gpu-node-02", 3].pk, T0, None, 1.0, ""),
-        (gpus["gpu-node-02", 0].pk, T0, None, 1.0, ""),
-        (gpus["gpu-node-01", 2].pk, T0, None, 0.5, ""),
-    ])
+    assert sorted(job.allocations.values_list("device_id", "start", "end", "fraction", "mig_instance")) == sorted(
+        [
+            (gpus["gpu-node-02", 3].pk, T0, None, 1.0, ""),
+            (gpus["gpu-node-02", 0].pk, T0, None, 1.0, ""),
+            (gpus["gpu-node-01", 2].pk, T0, None, 0.5, ""),
+        ]
+    )
     # Telemetry of the held GPUs' hosts since the job's start is attributed again; of no other host.
     assert attributed.pending() == {"gpu-node-01 after 10:00", "gpu-node-02 after 10:00"}
 
@@ -152,14 +159,18 @@ def test_register_with_one_unreported_gpu_adds_its_placeholder(world, gpus):
     response = _register(world, allocation=[{"host": "gpu-node-01", "gpus": [0, 7]}])
     assert response.status_code == 201, response.json()
     assert [a["gpu_uuid"] for a in response.json()["allocations"]] == [
-        "GPU-gpu-node-01-0", f.pending_uuid("gpu-node-01", 7)]
+        "GPU-gpu-node-01-0",
+        f.pending_uuid("gpu-node-01", 7),
+    ]
     assert m.JobAllocation.objects.count() == 2
 
 
 @pytest.mark.django_db
 def test_register_naming_a_gpu_twice_holds_it_once(world, gpus):
-    response = _register(world, allocation=[{"host": "gpu-node-01", "gpus": [0, 1]},
-                                            {"host": "gpu-node-01", "gpus": [1], "fraction": 0.5}])
+    response = _register(
+        world,
+        allocation=[{"host": "gpu-node-01", "gpus": [0, 1]}, {"host": "gpu-node-01", "gpus": [1], "fraction": 0.5}],
+    )
     assert response.status_code == 201, response.json()
     held = dict(m.JobAllocation.objects.values_list("device_id", "fraction"))
     assert held == {gpus["gpu-node-01", 0].pk: 1.0, gpus["gpu-node-01", 1].pk: 0.5}
@@ -233,12 +244,16 @@ REGISTER_VALUES = {
     "name": (["dlrm", "", "  padded  ", "Zürich run"], ["x" * 301, None, "nul\x00"]),
     "kind": (["training", "inference"], ["pretraining", None, 1]),
     "family": (["llm", "recommender", "other"], ["x", None]),
-    "started_at": (["2026-11-26T10:00:00Z", "2026-11-26T12:00:00+02:00", "2026-11-26T10:00:00.123456Z"],
-                   ["2026-11-26T10:00:00", "1900-01-01T00:00:00Z", "null", "", 5, None]),
+    "started_at": (
+        ["2026-11-26T10:00:00Z", "2026-11-26T12:00:00+02:00", "2026-11-26T10:00:00.123456Z"],
+        ["2026-11-26T10:00:00", "1900-01-01T00:00:00Z", "null", "", 5, None],
+    ),
     "requested_s": ([14400, 1.5, 0], ["nan", -1, 1e10, True, None, "12"]),
     "power_cap_w": ([300, 1], [0, "inf", None]),
-    "model_meta": ([{"parameters": 7e9, "precision": "bf16"}, {}, {"framework": "torch 2.5", "batch_size": 8}],
-                   [{"precision": "fp128"}, {"batch_size": 0}, "x", None, {"batch_size": "8"}]),
+    "model_meta": (
+        [{"parameters": 7e9, "precision": "bf16"}, {}, {"framework": "torch 2.5", "batch_size": 8}],
+        [{"precision": "fp128"}, {"batch_size": 0}, "x", None, {"batch_size": "8"}],
+    ),
 }
 REQUIRED = {"scheduler_job_id", "team", "kind"}
 
@@ -248,14 +263,24 @@ def _items(*, valid_only: bool):
         valid, invalid = ALLOCATION_ITEM_VALUES[name]
         return st.sampled_from(valid) if valid_only else _maybe([*valid, *invalid])
 
-    by_host = st.fixed_dictionaries({"host": values("host"), "gpus": values("gpus")},
-                                    optional={"fraction": values("fraction")})
+    by_host = st.fixed_dictionaries(
+        {"host": values("host"), "gpus": values("gpus")}, optional={"fraction": values("fraction")}
+    )
     by_uuid = st.fixed_dictionaries({"gpu_uuid": st.just("GPU-aaaa-0000")}, optional={"fraction": values("fraction")})
     if valid_only:
         return st.one_of(by_host, by_uuid)
-    return st.one_of(by_host, by_uuid, st.fixed_dictionaries({
-        "host": values("host"), "gpus": values("gpus"), "gpu_uuid": _maybe(["GPU-aaaa-0000", "nope", None]),
-        "fraction": values("fraction")})).map(_present)
+    return st.one_of(
+        by_host,
+        by_uuid,
+        st.fixed_dictionaries(
+            {
+                "host": values("host"),
+                "gpus": values("gpus"),
+                "gpu_uuid": _maybe(["GPU-aaaa-0000", "nope", None]),
+                "fraction": values("fraction"),
+            }
+        ),
+    ).map(_present)
 
 
 def _register_bodies(*, valid_only: bool):
@@ -287,21 +312,31 @@ def test_reused_register_validation_answers_as_a_fresh_serializer(body):
 
 
 @settings(max_examples=100, deadline=None)
-@given(body=st.fixed_dictionaries({
-    "exit_state": _maybe(["completed", "failed", "running", None, 3]),
-    "ended_at": _maybe(["2026-11-26T12:00:00Z", "yesterday", "2026-11-26T12:00:00", None]),
-}).map(_present))
+@given(
+    body=st.fixed_dictionaries(
+        {
+            "exit_state": _maybe(["completed", "failed", "running", None, 3]),
+            "ended_at": _maybe(["2026-11-26T12:00:00Z", "yesterday", "2026-11-26T12:00:00", None]),
+        }
+    ).map(_present)
+)
 def test_reused_end_validation_answers_as_a_fresh_serializer(body):
     assert _reused(s.JobEndSerializer, body) == _fresh(s.JobEndSerializer, body)
 
 
 @settings(max_examples=100, deadline=None)
-@given(body=st.fixed_dictionaries({
-    "units": _maybe([{"tokens": 1e9}, {"Bad Key": 1}, {"tokens": -1}, {}, {f"u{i}": 1 for i in range(21)}, None]),
-    "allocation": st.one_of(st.lists(_items(valid_only=False), max_size=2), st.just("<missing>")),
-    "effective_at": _maybe(["2026-11-26T11:00:00Z", "soon"]),
-    "quality_value": _maybe([0.8, "inf"]),
-}).map(_present))
+@given(
+    body=st.fixed_dictionaries(
+        {
+            "units": _maybe(
+                [{"tokens": 1e9}, {"Bad Key": 1}, {"tokens": -1}, {}, {f"u{i}": 1 for i in range(21)}, None]
+            ),
+            "allocation": st.one_of(st.lists(_items(valid_only=False), max_size=2), st.just("<missing>")),
+            "effective_at": _maybe(["2026-11-26T11:00:00Z", "soon"]),
+            "quality_value": _maybe([0.8, "inf"]),
+        }
+    ).map(_present)
+)
 def test_reused_update_validation_answers_as_a_fresh_serializer(body):
     assert _reused(s.JobUpdateSerializer, body) == _fresh(s.JobUpdateSerializer, body)
 
@@ -311,12 +346,21 @@ def test_reused_footprint_rendering_answers_as_a_fresh_serializer(world):
     job_id = _register(world).json()["id"]
     job = m.Job.objects.select_related("footprint").get(pk=job_id)
     assert s.represented(s.JobFootprintSerializer, job_footprint_get(job=job)) == (
-        s.JobFootprintSerializer(job_footprint_get(job=job)).data)
+        s.JobFootprintSerializer(job_footprint_get(job=job)).data
+    )
     job.units, job.primary_unit = {"tokens": 1.2e9, "steps": 10}, "tokens"
     job.save()
     m.JobFootprint.objects.create(
-        job=job, energy_j=3.6e7, gpu_energy_j=3e7, gpu_idle_energy_j=1e6, co2e_operational_g=500.0,
-        co2e_embodied_g=40.0, co2e_low_g=450.0, co2e_high_g=600.0, is_final=True, method_version="2026.11-1",
+        job=job,
+        energy_j=3.6e7,
+        gpu_energy_j=3e7,
+        gpu_idle_energy_j=1e6,
+        co2e_operational_g=500.0,
+        co2e_embodied_g=40.0,
+        co2e_low_g=450.0,
+        co2e_high_g=600.0,
+        is_final=True,
+        method_version="2026.11-1",
         last_window_end=T0 + dt.timedelta(hours=1),
     )
     job = m.Job.objects.select_related("footprint").get(pk=job_id)

@@ -27,16 +27,25 @@ def _slurm(script: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["bash", str(ROOT / "integrations" / "slurm" / script)],
         env={"PATH": os.environ["PATH"], "CARBONLEDGER_ENV_FILE": "/dev/null", **env},
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
 def test_slurm_prolog_registers_each_node_and_epilog_ends(live_server, transactional_db):
     world = build_world()
-    base = {"CARBONLEDGER_URL": live_server.url, "CARBONLEDGER_TOKEN": world.secrets["sched_a"],
-            "SLURM_JOB_ID": "777", "SLURM_JOB_USER": "alice", "SLURM_JOB_NAME": 'sft "v2"',
-            "SLURM_JOB_ACCOUNT": "physics", "CARBONLEDGER_TEAM_MAP": "physics=recsys",
-            "SLURM_JOB_COMMENT": "carbonledger:kind=inference,family=llm"}
+    base = {
+        "CARBONLEDGER_URL": live_server.url,
+        "CARBONLEDGER_TOKEN": world.secrets["sched_a"],
+        "SLURM_JOB_ID": "777",
+        "SLURM_JOB_USER": "alice",
+        "SLURM_JOB_NAME": 'sft "v2"',
+        "SLURM_JOB_ACCOUNT": "physics",
+        "CARBONLEDGER_TEAM_MAP": "physics=recsys",
+        "SLURM_JOB_COMMENT": "carbonledger:kind=inference,family=llm",
+    }
     first = _slurm("prolog.sh", {**base, "SLURMD_NODENAME": "gpu-node-01", "SLURM_JOB_GPUS": "0-1"})
     assert first.returncode == 0, first.stderr
     second = _slurm("prolog.sh", {**base, "SLURMD_NODENAME": "gpu-node-02", "CUDA_VISIBLE_DEVICES": "2,3"})
@@ -44,10 +53,19 @@ def test_slurm_prolog_registers_each_node_and_epilog_ends(live_server, transacti
     _slurm("prolog.sh", {**base, "SLURMD_NODENAME": "gpu-node-02", "CUDA_VISIBLE_DEVICES": "2,3"})  # retried
     job = m.Job.objects.get(scheduler_job_id="777")
     assert (job.cluster, job.team.slug, job.username, job.name, job.kind, job.family) == (
-        world.cluster_a, "recsys", "alice", 'sft "v2"', "inference", "llm")
+        world.cluster_a,
+        "recsys",
+        "alice",
+        'sft "v2"',
+        "inference",
+        "llm",
+    )
     assert sorted(job.allocations.values_list("device__uuid", flat=True)) == [
-        f.pending_uuid("gpu-node-01", 0), f.pending_uuid("gpu-node-01", 1), f.pending_uuid("gpu-node-02", 2),
-        f.pending_uuid("gpu-node-02", 3)]
+        f.pending_uuid("gpu-node-01", 0),
+        f.pending_uuid("gpu-node-01", 1),
+        f.pending_uuid("gpu-node-02", 2),
+        f.pending_uuid("gpu-node-02", 3),
+    ]
     end = _slurm("epilog.sh", {**base, "SLURM_JOB_EXIT_CODE": "1"})
     assert end.returncode == 0, end.stderr
     job.refresh_from_db()
@@ -57,11 +75,25 @@ def test_slurm_prolog_registers_each_node_and_epilog_ends(live_server, transacti
 
 def test_slurm_prolog_never_fails_the_job(live_server, transactional_db):
     world = build_world()
-    bad = _slurm("prolog.sh", {"CARBONLEDGER_URL": live_server.url, "CARBONLEDGER_TOKEN": world.secrets["host_a"],
-                               "SLURM_JOB_ID": "1", "SLURM_JOB_ACCOUNT": "recsys"})
+    bad = _slurm(
+        "prolog.sh",
+        {
+            "CARBONLEDGER_URL": live_server.url,
+            "CARBONLEDGER_TOKEN": world.secrets["host_a"],
+            "SLURM_JOB_ID": "1",
+            "SLURM_JOB_ACCOUNT": "recsys",
+        },
+    )
     assert bad.returncode == 0
-    unreachable = _slurm("epilog.sh", {"CARBONLEDGER_URL": "http://127.0.0.1:9", "CARBONLEDGER_TOKEN": "clk_x",
-                                       "SLURM_JOB_ID": "1", "CARBONLEDGER_TIMEOUT_S": "1"})
+    unreachable = _slurm(
+        "epilog.sh",
+        {
+            "CARBONLEDGER_URL": "http://127.0.0.1:9",
+            "CARBONLEDGER_TOKEN": "clk_x",
+            "SLURM_JOB_ID": "1",
+            "CARBONLEDGER_TIMEOUT_S": "1",
+        },
+    )
     assert unreachable.returncode == 0
     assert m.Job.objects.count() == 0
 
@@ -69,8 +101,13 @@ def test_slurm_prolog_never_fails_the_job(live_server, transactional_db):
 def test_python_client_units_footprint_and_errors(live_server, transactional_db):
     world = build_world()
     scheduler = CarbonLedgerClient(live_server.url, token=world.secrets["sched_a"])
-    job = scheduler.register_job(scheduler_job_id="4242", team="recsys", kind="training", family="llm",
-                                 allocation=[{"host": "gpu-node-01", "gpus": [0]}])
+    job = scheduler.register_job(
+        scheduler_job_id="4242",
+        team="recsys",
+        kind="training",
+        family="llm",
+        allocation=[{"host": "gpu-node-01", "gpus": [0]}],
+    )
     alice = CarbonLedgerClient(live_server.url, token=world.secrets["alice"], cluster=world.cluster_a.pk)
     ticks = iter(range(0, 1000, 30))
     reporter = UnitsReporter(alice, scheduler_job_id="4242", unit="tokens", every_s=60, clock=lambda: next(ticks))
@@ -81,7 +118,11 @@ def test_python_client_units_footprint_and_errors(live_server, transactional_db)
     assert reporter.close(quality_metric="val_loss", quality_value=2.5) is True
     stored = m.Job.objects.get(pk=job["id"])
     assert (stored.units, stored.primary_unit, stored.quality_metric, stored.quality_value) == (
-        {"tokens": 5000.0}, "tokens", "val_loss", 2.5)
+        {"tokens": 5000.0},
+        "tokens",
+        "val_loss",
+        2.5,
+    )
     footprint = alice.footprint(scheduler_job_id="4242")
     assert (footprint["job"], footprint["is_final"], footprint["primary_unit"]) == (job["id"], False, "tokens")
     assert [j["id"] for j in alice.jobs(team="recsys")["results"]] == [job["id"]]
@@ -103,10 +144,16 @@ def _watcher():
 
 
 POD = {
-    "metadata": {"uid": "3f6c1f0e-7d4a-4a55-9b7e-1c2d3e4f5a6b", "name": "sft-0", "namespace": "ml",
-                 "labels": {"carbonledger.io/team": "llm", "carbonledger.io/family": "llm"}},
-    "spec": {"nodeName": "gpu-node-01",
-             "containers": [{"resources": {"limits": {"nvidia.com/gpu": "2"}}}, {"resources": {}}]},
+    "metadata": {
+        "uid": "3f6c1f0e-7d4a-4a55-9b7e-1c2d3e4f5a6b",
+        "name": "sft-0",
+        "namespace": "ml",
+        "labels": {"carbonledger.io/team": "llm", "carbonledger.io/family": "llm"},
+    },
+    "spec": {
+        "nodeName": "gpu-node-01",
+        "containers": [{"resources": {"limits": {"nvidia.com/gpu": "2"}}}, {"resources": {}}],
+    },
     "status": {"phase": "Running", "startTime": "2026-11-26T10:00:00Z"},
 }
 
@@ -114,8 +161,13 @@ POD = {
 def test_kubernetes_pod_mapping():
     watcher = _watcher()
     assert watcher.pod_registration(POD) == {
-        "scheduler_job_id": "3f6c1f0e-7d4a-4a55-9b7e-1c2d3e4f5a6b", "team": "llm", "name": "ml/sft-0",
-        "kind": "training", "family": "llm", "started_at": "2026-11-26T10:00:00Z"}
+        "scheduler_job_id": "3f6c1f0e-7d4a-4a55-9b7e-1c2d3e4f5a6b",
+        "team": "llm",
+        "name": "ml/sft-0",
+        "kind": "training",
+        "family": "llm",
+        "started_at": "2026-11-26T10:00:00Z",
+    }
     assert watcher.pod_gpu_count(POD) == 2
     assert watcher.pod_registration({**POD, "metadata": {**POD["metadata"], "labels": {}}}) is None
     assert watcher.pod_registration({**POD, "status": {"phase": "Pending"}}) is None
@@ -123,6 +175,8 @@ def test_kubernetes_pod_mapping():
     assert watcher.pod_exit_state(POD, deleted=True) == "cancelled"
     assert watcher.pod_exit_state({**POD, "status": {"phase": "Succeeded"}}, deleted=True) == "completed"
     assert watcher.pod_exit_state({**POD, "status": {"phase": "Failed"}}, deleted=False) == "failed"
-    preempted = {"phase": "Failed", "conditions": [
-        {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}]}
+    preempted = {
+        "phase": "Failed",
+        "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}],
+    }
     assert watcher.pod_exit_state({**POD, "status": preempted}, deleted=False) == "preempted"

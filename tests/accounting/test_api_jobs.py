@@ -32,14 +32,26 @@ def register(world, token="sched_a", **overrides):  # noqa: S107 - a fixture nam
 def test_register_creates_job_host_and_placeholder_devices(world, attributed):
     attributed.around(world.host_a, T0)
     attributed.around(f.HostFactory(cluster=world.cluster_b, hostname="gpu-node-02"), T0)  # same name, other cluster
-    response = register(world, allocation=[{"host": "gpu-node-01", "gpus": [0, 1]}, {"host": "gpu-node-02", "gpus": [3]}])
+    response = register(
+        world, allocation=[{"host": "gpu-node-01", "gpus": [0, 1]}, {"host": "gpu-node-02", "gpus": [3]}]
+    )
     assert response.status_code == 201, response.json()
     body = response.json()
     job = m.Job.objects.get(pk=body["id"])
     assert (job.cluster, job.team, job.org, job.username, job.user) == (
-        world.cluster_a, world.team, world.org, "alice", world.alice)
+        world.cluster_a,
+        world.team,
+        world.org,
+        "alice",
+        world.alice,
+    )
     assert (job.kind, job.family, job.status, job.started_at, job.requested_s) == (
-        "training", "recommender", "running", T0, 14400.0)
+        "training",
+        "recommender",
+        "running",
+        T0,
+        14400.0,
+    )
     assert job.model_meta == {"parameters": 2.1e9, "precision": "bf16", "batch_size": 65536}
     assert sorted((a["host"], a["gpu_index"], a["gpu_uuid"], a["pending_device"]) for a in body["allocations"]) == [
         ("gpu-node-01", 0, f.pending_uuid("gpu-node-01", 0), True),
@@ -55,7 +67,9 @@ def test_register_creates_job_host_and_placeholder_devices(world, attributed):
 def test_register_uses_reported_device_and_gpu_uuid(world):
     reported = f.DeviceFactory(host=world.host_a, index=0, uuid="GPU-aaaa-0000")
     other = f.DeviceFactory(host=world.host_a, index=5, uuid="GPU-bbbb-0005")
-    response = register(world, allocation=[{"host": "gpu-node-01", "gpus": [0]}, {"gpu_uuid": "GPU-bbbb-0005", "fraction": 0.5}])
+    response = register(
+        world, allocation=[{"host": "gpu-node-01", "gpus": [0]}, {"gpu_uuid": "GPU-bbbb-0005", "fraction": 0.5}]
+    )
     assert response.status_code == 201, response.json()
     held = {a.device_id: a.fraction for a in m.JobAllocation.objects.filter(job_id=response.json()["id"])}
     assert held == {reported.pk: 1.0, other.pk: 0.5}
@@ -181,24 +195,31 @@ def test_a_hostname_longer_than_the_uuid_column_still_gets_a_placeholder(world):
 def test_update_allocation_releases_and_adds_at_effective_time(world, attributed):
     job_id = register(world).json()["id"]
     t1 = T0 + dt.timedelta(hours=1)
-    for host in (world.host_a, f.HostFactory(cluster=world.cluster_a, hostname="gpu-node-02"),
-                 f.HostFactory(cluster=world.cluster_a, hostname="gpu-node-03")):
+    for host in (
+        world.host_a,
+        f.HostFactory(cluster=world.cluster_a, hostname="gpu-node-02"),
+        f.HostFactory(cluster=world.cluster_a, hostname="gpu-node-03"),
+    ):
         attributed.around(host, t1)
     response = world.client("sched_a").patch(
         f"{JOBS}{job_id}/",
-        {"allocation": [{"host": "gpu-node-01", "gpus": [1]}, {"host": "gpu-node-02", "gpus": [0]}],
-         "effective_at": t1.isoformat()},
+        {
+            "allocation": [{"host": "gpu-node-01", "gpus": [1]}, {"host": "gpu-node-02", "gpus": [0]}],
+            "effective_at": t1.isoformat(),
+        },
         format="json",
     )
     assert response.status_code == 200, response.json()
     rows = sorted(
         (a.device.uuid, a.start, a.end) for a in m.JobAllocation.objects.filter(job_id=job_id).select_related("device")
     )
-    assert rows == sorted([
-        (f.pending_uuid("gpu-node-01", 0), T0, t1),
-        (f.pending_uuid("gpu-node-01", 1), T0, None),
-        (f.pending_uuid("gpu-node-02", 0), t1, None),
-    ])
+    assert rows == sorted(
+        [
+            (f.pending_uuid("gpu-node-01", 0), T0, t1),
+            (f.pending_uuid("gpu-node-01", 1), T0, None),
+            (f.pending_uuid("gpu-node-02", 0), t1, None),
+        ]
+    )
     # Released on node 01 and added on node 02 at t1: their telemetry from t1 on is re-attributed.
     assert attributed.pending() == {"gpu-node-01 after 11:00", "gpu-node-02 after 11:00"}
 
@@ -208,8 +229,13 @@ def test_update_units_quality_and_meta_merge(world):
     client = world.client("sched_a")
     response = client.patch(
         f"{JOBS}{job_id}/",
-        {"units": {"samples": 5e8}, "primary_unit": "samples", "quality_metric": "auc", "quality_value": 0.8,
-         "model_meta": {"sequence_length": 512}},
+        {
+            "units": {"samples": 5e8},
+            "primary_unit": "samples",
+            "quality_metric": "auc",
+            "quality_value": 0.8,
+            "model_meta": {"sequence_length": 512},
+        },
         format="json",
     )
     assert response.status_code == 200, response.json()
@@ -224,7 +250,10 @@ def test_update_units_quality_and_meta_merge(world):
     ("body", "field"),
     [
         ({"effective_at": "2026-11-26T11:00:00Z"}, "effective_at"),
-        ({"allocation": [{"host": "gpu-node-01", "gpus": [0]}], "effective_at": "2026-11-26T09:00:00Z"}, "effective_at"),
+        (
+            {"allocation": [{"host": "gpu-node-01", "gpus": [0]}], "effective_at": "2026-11-26T09:00:00Z"},
+            "effective_at",
+        ),
         ({"units": {"Bad Key": 1}}, "units.Bad Key"),
         ({"units": {"tokens": -1}}, "units.tokens"),
         ({"quality_value": "inf"}, "quality_value"),
@@ -243,10 +272,14 @@ def test_update_validation(world, body, field):
 
 def test_update_of_ended_job_allocation_conflicts(world):
     job_id = register(world).json()["id"]
-    world.client("sched_a").post(f"{JOBS}{job_id}/end/", {"exit_state": "completed",
-                                                          "ended_at": (T0 + dt.timedelta(hours=2)).isoformat()}, format="json")
-    response = world.client("sched_a").patch(f"{JOBS}{job_id}/", {"allocation": [{"host": "gpu-node-01", "gpus": [0]}]},
-                                             format="json")
+    world.client("sched_a").post(
+        f"{JOBS}{job_id}/end/",
+        {"exit_state": "completed", "ended_at": (T0 + dt.timedelta(hours=2)).isoformat()},
+        format="json",
+    )
+    response = world.client("sched_a").patch(
+        f"{JOBS}{job_id}/", {"allocation": [{"host": "gpu-node-01", "gpus": [0]}]}, format="json"
+    )
     assert response.status_code == 409
     assert response.json()["title"] == "Conflict"
 
@@ -274,8 +307,9 @@ def test_end_closes_allocations_finalises_and_is_idempotent(world, attributed):
     t_end = T0 + dt.timedelta(hours=3)
     attributed.around(world.host_a, t_end)
     client = world.client("sched_a")
-    response = client.post(f"{JOBS}by-key/88123/end/", {"exit_state": "preempted", "ended_at": t_end.isoformat()},
-                           format="json")
+    response = client.post(
+        f"{JOBS}by-key/88123/end/", {"exit_state": "preempted", "ended_at": t_end.isoformat()}, format="json"
+    )
     assert response.status_code == 200, response.json()
     assert (response.json()["status"], response.json()["ended_at"]) == ("preempted", "2026-11-26T13:00:00Z")
     assert set(m.JobAllocation.objects.filter(job_id=job_id).values_list("end", flat=True)) == {t_end}
@@ -340,7 +374,9 @@ def test_units_outside_user_teams_is_not_found(world):
     response = world.client("alice").post(f"{JOBS}{job_id}/units/", {"units": {"tokens": 1}}, format="json")
     assert response.status_code == 404
     assert m.Job.objects.get(pk=job_id).units == {}
-    assert problem_fields(world.client("sched_a").post(f"{JOBS}{job_id}/units/", {"units": {}}, format="json")) == ["units"]
+    assert problem_fields(world.client("sched_a").post(f"{JOBS}{job_id}/units/", {"units": {}}, format="json")) == [
+        "units"
+    ]
 
 
 # --- read ----------------------------------------------------------------------------------
@@ -363,8 +399,14 @@ def test_user_tokens_see_only_their_teams(world):
 
 def test_list_filters_and_pagination(world):
     for i in range(5):
-        register(world, scheduler_job_id=str(100 + i), started_at=(T0 + dt.timedelta(hours=i)).isoformat(),
-                 family="llm" if i % 2 else "recommender", team="llm" if i == 4 else "recsys", user=f"u{i}")
+        register(
+            world,
+            scheduler_job_id=str(100 + i),
+            started_at=(T0 + dt.timedelta(hours=i)).isoformat(),
+            family="llm" if i % 2 else "recommender",
+            team="llm" if i == 4 else "recsys",
+            user=f"u{i}",
+        )
     client = world.client("admin")
     page = client.get(JOBS, {"limit": 2, "offset": 1}).json()
     assert page["count"] == 5

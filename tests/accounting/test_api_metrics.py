@@ -29,20 +29,50 @@ def _samples(text: str) -> dict[tuple[str, tuple], float]:
 
 def _batch(host, status, received_at):
     return TelemetryBatch.objects.create(
-        host=host, batch_id=uuid.uuid4(), received_at=received_at, first_start=received_at, last_end=received_at,
-        first_seq=1, last_seq=1, gpu_window_count=1, host_window_count=1, gpu_energy_j=1.0, host_energy_j=1.0,
+        host=host,
+        batch_id=uuid.uuid4(),
+        received_at=received_at,
+        first_start=received_at,
+        last_end=received_at,
+        first_seq=1,
+        last_seq=1,
+        gpu_window_count=1,
+        host_window_count=1,
+        gpu_energy_j=1.0,
+        host_energy_j=1.0,
         status=status,
     )
 
 
 def test_metrics_for_admin_token_of_its_org(world):
     site = world.cluster_a.site
-    m.TeamDay.objects.create(org=world.org, team=world.team, site=site, day=dt.date(2026, 11, 1), energy_j=100.0,
-                             gpu_idle_energy_j=5.0, co2e_operational_g=10.0, co2e_embodied_g=2.0)
-    m.TeamDay.objects.create(org=world.org, team=None, site=site, day=dt.date(2026, 11, 2), energy_j=50.0,
-                             co2e_operational_g=4.0, co2e_embodied_g=1.0)
-    m.TeamDay.objects.create(org=world.other_org, team=world.other_team, site=world.other_cluster.site,
-                             day=dt.date(2026, 11, 1), energy_j=999.0, co2e_operational_g=999.0)
+    m.TeamDay.objects.create(
+        org=world.org,
+        team=world.team,
+        site=site,
+        day=dt.date(2026, 11, 1),
+        energy_j=100.0,
+        gpu_idle_energy_j=5.0,
+        co2e_operational_g=10.0,
+        co2e_embodied_g=2.0,
+    )
+    m.TeamDay.objects.create(
+        org=world.org,
+        team=None,
+        site=site,
+        day=dt.date(2026, 11, 2),
+        energy_j=50.0,
+        co2e_operational_g=4.0,
+        co2e_embodied_g=1.0,
+    )
+    m.TeamDay.objects.create(
+        org=world.other_org,
+        team=world.other_team,
+        site=world.other_cluster.site,
+        day=dt.date(2026, 11, 1),
+        energy_j=999.0,
+        co2e_operational_g=999.0,
+    )
     now = timezone.now()
     _batch(world.host_a, "pending", now - dt.timedelta(seconds=30))
     _batch(world.host_a, "pending", now - dt.timedelta(seconds=60))

@@ -49,7 +49,9 @@ def build_world() -> World:
     site = f.SiteFactory(org=org, slug="paris", zone=zone, pue=1.2)
     cluster_a = f.ClusterFactory(site=site, slug="hpc-a")
     cluster_b = f.ClusterFactory(site=site, slug="hpc-b")
-    other_site = f.SiteFactory(org=other_org, slug="ohio", zone=f.GridZoneFactory(code="US-OH", annual_intensity_g_per_kwh=500.0))
+    other_site = f.SiteFactory(
+        org=other_org, slug="ohio", zone=f.GridZoneFactory(code="US-OH", annual_intensity_g_per_kwh=500.0)
+    )
     other_cluster = f.ClusterFactory(site=other_site, slug="hpc-x")
     team = f.TeamFactory(org=org, slug="recsys")
     team2 = f.TeamFactory(org=org, slug="llm")
@@ -92,9 +94,18 @@ class AttributedBatches:
         from telemetry.models import TelemetryBatch
 
         batch = TelemetryBatch.objects.create(
-            host=host, batch_id=uuid.uuid4(), received_at=ending, first_start=ending - dt.timedelta(minutes=1),
-            last_end=ending, first_seq=len(self.labels) + 1, last_seq=len(self.labels) + 1, gpu_window_count=0,
-            host_window_count=0, gpu_energy_j=0.0, host_energy_j=0.0, status=TelemetryBatch.Status.DONE,
+            host=host,
+            batch_id=uuid.uuid4(),
+            received_at=ending,
+            first_start=ending - dt.timedelta(minutes=1),
+            last_end=ending,
+            first_seq=len(self.labels) + 1,
+            last_seq=len(self.labels) + 1,
+            gpu_window_count=0,
+            host_window_count=0,
+            gpu_energy_j=0.0,
+            host_energy_j=0.0,
+            status=TelemetryBatch.Status.DONE,
         )
         self.labels[batch.pk] = label
 

@@ -52,8 +52,19 @@ def test_create_prints_secret_once_and_stores_digest(fleet):
 
 def test_host_token_creates_the_host(fleet):
     _org, cluster = fleet
-    run("create", "--org", "acme", "--scope", "host", "--cluster", str(cluster.pk), "--host", "gpu-node-07",
-        "--name", "agent")
+    run(
+        "create",
+        "--org",
+        "acme",
+        "--scope",
+        "host",
+        "--cluster",
+        str(cluster.pk),
+        "--host",
+        "gpu-node-07",
+        "--name",
+        "agent",
+    )
     assert ApiToken.objects.get().host == Host.objects.get(cluster=cluster, hostname="gpu-node-07")
 
 
@@ -105,13 +116,15 @@ def _admin_token(org, *, now=T0, **kwargs):
     return token_create(org=org, name="ci", scope="admin", now=now, **kwargs)
 
 
-@pytest.mark.parametrize(
-    ("scope", "days"), [("host", 365), ("scheduler", 365), ("user", 90), ("admin", 30)]
-)
+@pytest.mark.parametrize(("scope", "days"), [("host", 365), ("scheduler", 365), ("user", 90), ("admin", 30)])
 def test_default_lifetime_by_scope(fleet, scope, days):
     org, cluster = fleet
-    binding = {"host": {"host": f.HostFactory(cluster=cluster)}, "scheduler": {"cluster": cluster},
-               "user": {"user": f.UserFactory(username="bob")}, "admin": {}}[scope]
+    binding = {
+        "host": {"host": f.HostFactory(cluster=cluster)},
+        "scheduler": {"cluster": cluster},
+        "user": {"user": f.UserFactory(username="bob")},
+        "admin": {},
+    }[scope]
     issued = token_create(org=org, name="t", scope=scope, now=T0, **binding)
     assert DEFAULT_LIFETIME[scope] == dt.timedelta(days=days)
     assert ApiToken.objects.get(pk=issued.token.pk).expires_at == T0 + dt.timedelta(days=days)
@@ -228,5 +241,6 @@ def test_command_expiry_and_overlap_options(fleet):
         run("rotate", str(new.pk), "--overlap-hours", "-1")
     assert ApiToken.objects.count() == 2
     assert list(AuditEvent.objects.order_by("pk").values_list("action", "actor_label")) == [
-        ("token.create", "manage.py tokens"), ("token.rotate", "manage.py tokens"),
+        ("token.create", "manage.py tokens"),
+        ("token.rotate", "manage.py tokens"),
     ]

@@ -23,8 +23,12 @@ def _budget(world, g=1000.0):
 
 def _day(world, day, operational, embodied=0.0, team=None):
     m.TeamDay.objects.create(
-        org=world.org, team=team or world.team, site=world.cluster_a.site, day=day,
-        co2e_operational_g=operational, co2e_embodied_g=embodied,
+        org=world.org,
+        team=team or world.team,
+        site=world.cluster_a.site,
+        day=day,
+        co2e_operational_g=operational,
+        co2e_embodied_g=embodied,
     )
 
 
@@ -44,8 +48,10 @@ def test_status_spent_and_linear_forecast(world):
     assert (after.spent_g, after.forecast_g, after.elapsed_fraction) == (900.0, 900.0, 1.0)
 
 
-@pytest.mark.parametrize(("estimate", "decision"), [(0.0, "ok"), (399.0, "ok"), (400.0, "warn"), (499.0, "warn"),
-                                                     (500.0, "hold"), (1e6, "hold")])
+@pytest.mark.parametrize(
+    ("estimate", "decision"),
+    [(0.0, "ok"), (399.0, "ok"), (400.0, "warn"), (499.0, "warn"), (500.0, "hold"), (1e6, "hold")],
+)
 def test_check_thresholds(world, estimate, decision):
     _budget(world)
     _day(world, dt.date(2026, 11, 3), 500.0)
@@ -75,9 +81,13 @@ def test_check_endpoint(world):
 def test_check_endpoint_projection_values(world):
     _budget(world, g=2000.0)
     _day(world, dt.date(2026, 11, 3), 1700.0)
-    body = world.client("admin").post(
-        "/api/v1/budgets/check/", {"team": "recsys", "co2e_g": 100.0, "at": "2026-11-10T00:00:00Z"}, format="json"
-    ).json()
+    body = (
+        world.client("admin")
+        .post(
+            "/api/v1/budgets/check/", {"team": "recsys", "co2e_g": 100.0, "at": "2026-11-10T00:00:00Z"}, format="json"
+        )
+        .json()
+    )
     assert (body["decision"], body["projected_g"], body["projected_fraction"]) == ("warn", 1800.0, 0.9)
 
 
@@ -100,8 +110,9 @@ def test_check_validation(world, body, field):
 
 def test_team_isolation(world):
     budget = _budget(world)
-    other = m.CarbonBudget.objects.create(team=world.team2, period_start=dt.date(2026, 11, 1),
-                                          period_end=dt.date(2026, 12, 1), co2e_budget_g=5.0)
+    other = m.CarbonBudget.objects.create(
+        team=world.team2, period_start=dt.date(2026, 11, 1), period_end=dt.date(2026, 12, 1), co2e_budget_g=5.0
+    )
     ids = lambda token: sorted(b["id"] for b in world.client(token).get("/api/v1/budgets/").json()["results"])  # noqa: E731
     assert ids("alice") == [budget.pk]
     assert ids("bob") == sorted([budget.pk, other.pk])
@@ -109,8 +120,9 @@ def test_team_isolation(world):
     assert world.client("alice").get(f"/api/v1/budgets/{other.pk}/").status_code == 404
     assert world.client("alice").get(f"/api/v1/budgets/{budget.pk}/").json()["co2e_budget_g"] == 1000.0
     # alice may not check (or learn about) a team she is not in; another org's scheduler neither.
-    assert problem_fields(world.client("alice").post("/api/v1/budgets/check/", {"team": "llm", "co2e_g": 1},
-                                                     format="json")) == ["team"]
+    assert problem_fields(
+        world.client("alice").post("/api/v1/budgets/check/", {"team": "llm", "co2e_g": 1}, format="json")
+    ) == ["team"]
     response = world.client("sched_other").post("/api/v1/budgets/check/", {"team": "llm", "co2e_g": 1}, format="json")
     assert problem_fields(response) == ["team"]
     assert world.client("host_a").get("/api/v1/budgets/").status_code == 403

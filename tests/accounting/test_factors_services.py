@@ -113,8 +113,9 @@ def test_site_overrides_validated_and_applied_to_embodied_terms():
         user=None,
     )
     device.refresh_from_db()
-    terms = embodied_for_hardware(hardware=device.hardware_model, site=device.host.cluster.site,
-                                  device_lifetime_years=device.lifetime_years)
+    terms = embodied_for_hardware(
+        hardware=device.hardware_model, site=device.host.cluster.site, device_lifetime_years=device.lifetime_years
+    )
     assert (terms.embodied_kg, terms.lifetime_years, terms.expected_utilisation) == (164.0, 4.0, 0.8)
     assert terms.share_kg(held_h=100.0) == pytest.approx(164.0 * 100 / (4 * 8766 * 0.8))
     host = HostFactory(cpu_model="AMD EPYC 9654 96-Core Processor", dram_gb=2048, ssd_gb=7680)

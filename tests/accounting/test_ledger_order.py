@@ -17,8 +17,20 @@ pytestmark = pytest.mark.django_db
 
 
 def _ledger():
-    fields = ("batch_id", "account", "job_id", "device_id", "component", "hour", "energy_j", "held_s",
-              "co2e_operational_g", "co2e_embodied_g", "quality", "measured_energy_j")
+    fields = (
+        "batch_id",
+        "account",
+        "job_id",
+        "device_id",
+        "component",
+        "hour",
+        "energy_j",
+        "held_s",
+        "co2e_operational_g",
+        "co2e_embodied_g",
+        "quality",
+        "measured_energy_j",
+    )
     return list(LedgerEntry.objects.order_by(*fields[:6]).values_list(*fields))
 
 
@@ -31,9 +43,16 @@ def test_batches_in_any_order_and_repeated_give_identical_rows(client, fleet, se
         windows = []
         for _ in range(3):
             w_start = start + dt.timedelta(seconds=10 * (seq - 1) + (15 if n >= 3 else 0))  # one 15 s gap
-            windows.append(window(seq=seq, start=w_start, gpus=[
-                gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=rng.uniform(1000, 6000)),
-                gpu_entry(uuid_=gpu1.uuid, index=1, energy_j=rng.uniform(300, 800))]))
+            windows.append(
+                window(
+                    seq=seq,
+                    start=w_start,
+                    gpus=[
+                        gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=rng.uniform(1000, 6000)),
+                        gpu_entry(uuid_=gpu1.uuid, index=1, energy_j=rng.uniform(300, 800)),
+                    ],
+                )
+            )
             seq += 1
         assert post_batch(client, secret, batch(hostname=host.hostname, windows=windows)).status_code == 202
     pks = list(TelemetryBatch.objects.order_by("pk").values_list("pk", flat=True))
@@ -54,9 +73,16 @@ def test_batches_in_any_order_and_repeated_give_identical_rows(client, fleet, se
 def test_a_broken_batch_fails_alone_and_is_retried_then_marked_failed(client, fleet):  # noqa: F811
     host, gpu0, _gpu1, _job, start, secret = fleet
     for seq in (1, 2):
-        payload = batch(hostname=host.hostname, windows=[window(
-            seq=seq, start=start + dt.timedelta(seconds=10 * (seq - 1)),
-            gpus=[gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0)])])
+        payload = batch(
+            hostname=host.hostname,
+            windows=[
+                window(
+                    seq=seq,
+                    start=start + dt.timedelta(seconds=10 * (seq - 1)),
+                    gpus=[gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0)],
+                )
+            ],
+        )
         assert post_batch(client, secret, payload).status_code == 202
     good, bad = TelemetryBatch.objects.order_by("pk").values_list("pk", flat=True)
     # Corrupt the second batch's stored row the way only a bug could: the mapper must refuse it.

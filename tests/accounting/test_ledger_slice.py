@@ -44,10 +44,21 @@ def fleet():
 
 
 def _entries():
-    fields = ("account", "job_id", "device_id", "component", "hour", "energy_j", "co2e_operational_g",
-              "co2e_embodied_g", "quality", "measured_energy_j")
-    return list(LedgerEntry.objects.order_by("account", "job_id", "device_id", "component", "hour")
-                .values_list(*fields))
+    fields = (
+        "account",
+        "job_id",
+        "device_id",
+        "component",
+        "hour",
+        "energy_j",
+        "co2e_operational_g",
+        "co2e_embodied_g",
+        "quality",
+        "measured_energy_j",
+    )
+    return list(
+        LedgerEntry.objects.order_by("account", "job_id", "device_id", "component", "hour").values_list(*fields)
+    )
 
 
 def _now():
@@ -56,10 +67,19 @@ def _now():
 
 def test_slice_exact_joules_and_grams(client, fleet):
     host, gpu0, gpu1, job, start, secret = fleet
-    payload = batch(hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[
-        gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0),
-        gpu_entry(uuid_=gpu1.uuid, index=1, energy_j=700.0),
-    ])])
+    payload = batch(
+        hostname=host.hostname,
+        windows=[
+            window(
+                seq=1,
+                start=start,
+                gpus=[
+                    gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0),
+                    gpu_entry(uuid_=gpu1.uuid, index=1, energy_j=700.0),
+                ],
+            )
+        ],
+    )
     assert post_batch(client, secret, payload).status_code == 202
     pk = TelemetryBatch.objects.get().pk
     outcome = batches_attribute(batch_pks=[pk], now=_now())
@@ -99,8 +119,10 @@ def test_slice_exact_joules_and_grams(client, fleet):
 
 def test_attributing_twice_changes_nothing(client, fleet):
     host, gpu0, _gpu1, job, start, secret = fleet
-    payload = batch(hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[
-        gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0)])])
+    payload = batch(
+        hostname=host.hostname,
+        windows=[window(seq=1, start=start, gpus=[gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0)])],
+    )
     post_batch(client, secret, payload)
     pk = TelemetryBatch.objects.get().pk
     batches_attribute(batch_pks=[pk], now=_now())
@@ -119,8 +141,19 @@ def test_attributing_twice_changes_nothing(client, fleet):
 
 def test_late_allocation_reattributes_overhead_to_the_job(client, fleet):
     host, gpu0, gpu1, job, start, secret = fleet
-    payload = batch(hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[
-        gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0), gpu_entry(uuid_=gpu1.uuid, index=1, energy_j=3000.0)])])
+    payload = batch(
+        hostname=host.hostname,
+        windows=[
+            window(
+                seq=1,
+                start=start,
+                gpus=[
+                    gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0),
+                    gpu_entry(uuid_=gpu1.uuid, index=1, energy_j=3000.0),
+                ],
+            )
+        ],
+    )
     post_batch(client, secret, payload)
     pk = TelemetryBatch.objects.get().pk
     batches_attribute(batch_pks=[pk], now=_now())
@@ -132,26 +165,37 @@ def test_late_allocation_reattributes_overhead_to_the_job(client, fleet):
     assert gpu1_energy == pytest.approx(3000.0)
     # Host share now covers 2 of 8 slots.
     host_energy = LedgerEntry.objects.filter(job=job, component__in=["host_cpu", "host_dram"]).aggregate(
-        e=Sum("energy_j"))["e"]
+        e=Sum("energy_j")
+    )["e"]
     assert host_energy == pytest.approx(1200.0 * 2 / 8)
 
 
 def test_gap_between_batches_is_interpolated_and_reported(client, fleet):
     host, gpu0, _gpu1, _job, start, secret = fleet
-    first = batch(hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[
-        gpu_entry(uuid_=gpu0.uuid, energy_j=6000.0)])])
-    second = batch(hostname=host.hostname, windows=[window(seq=3, start=start + dt.timedelta(seconds=20), gpus=[
-        gpu_entry(uuid_=gpu0.uuid, energy_j=4000.0)])])
+    first = batch(
+        hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[gpu_entry(uuid_=gpu0.uuid, energy_j=6000.0)])]
+    )
+    second = batch(
+        hostname=host.hostname,
+        windows=[
+            window(seq=3, start=start + dt.timedelta(seconds=20), gpus=[gpu_entry(uuid_=gpu0.uuid, energy_j=4000.0)])
+        ],
+    )
     post_batch(client, secret, first)
     post_batch(client, secret, second)
     pks = list(TelemetryBatch.objects.order_by("first_seq").values_list("pk", flat=True))
     batches_attribute(batch_pks=pks, now=_now())
     later = TelemetryBatch.objects.get(pk=pks[1])
-    assert later.gaps == [{
-        "device_id": gpu0.pk, "start": (start + dt.timedelta(seconds=10)).isoformat(),
-        "end": (start + dt.timedelta(seconds=20)).isoformat(), "duration_s": 10.0,
-        "resolution": "interpolated", "energy_j": 5000.0,
-    }]
+    assert later.gaps == [
+        {
+            "device_id": gpu0.pk,
+            "start": (start + dt.timedelta(seconds=10)).isoformat(),
+            "end": (start + dt.timedelta(seconds=20)).isoformat(),
+            "duration_s": 10.0,
+            "resolution": "interpolated",
+            "energy_j": 5000.0,
+        }
+    ]
     gpu_total = LedgerEntry.objects.filter(device=gpu0).aggregate(e=Sum("energy_j"))["e"]
     assert gpu_total == pytest.approx(6000.0 + 5000.0 + 4000.0)
     interpolated = LedgerEntry.objects.filter(device=gpu0, quality="interpolated").count()
@@ -163,8 +207,10 @@ def test_a_job_that_loses_every_entry_of_a_batch_loses_its_aggregates_too(client
     ledger entry left there, so its footprint, job-hours and team-days must say so (they were
     once left with the old totals)."""
     host, gpu0, _gpu1, job, start, secret = fleet
-    payload = batch(hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[
-        gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0)])])
+    payload = batch(
+        hostname=host.hostname,
+        windows=[window(seq=1, start=start, gpus=[gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0)])],
+    )
     assert post_batch(client, secret, payload).status_code == 202
     pk = TelemetryBatch.objects.get().pk
     batches_attribute(batch_pks=[pk], now=_now())
@@ -194,12 +240,19 @@ def test_measured_fraction_does_not_depend_on_batching(client, fleet, batch_size
     windows into batches. Counting the energy of entries *labelled* measured (worst window of the
     entry), as before, gave 0.0 as one batch, 0.9 as ten, 0.2 as 2 + 8."""
     host, gpu0, _gpu1, job, start, secret = fleet
-    windows = [window(seq=seq, start=start + dt.timedelta(seconds=10 * (seq - 1)), gpus=[
-        gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0, quality="integrated" if seq == 6 else "measured")])
-        for seq in range(1, 11)]
+    windows = [
+        window(
+            seq=seq,
+            start=start + dt.timedelta(seconds=10 * (seq - 1)),
+            gpus=[
+                gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0, quality="integrated" if seq == 6 else "measured")
+            ],
+        )
+        for seq in range(1, 11)
+    ]
     first = 0
     for size in batch_sizes:
-        payload = batch(hostname=host.hostname, windows=windows[first:first + size])
+        payload = batch(hostname=host.hostname, windows=windows[first : first + size])
         assert post_batch(client, secret, payload).status_code == 202
         first += size
     pks = list(TelemetryBatch.objects.order_by("first_seq").values_list("pk", flat=True))

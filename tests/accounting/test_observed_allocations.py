@@ -51,8 +51,11 @@ def _now() -> dt.datetime:
 
 
 def _entries():
-    return list(LedgerEntry.objects.order_by("account", "job_id", "device_id", "component", "hour", "batch_id")
-                .values_list("account", "job_id", "device_id", "component", "hour", "energy_j", "co2e_operational_g"))
+    return list(
+        LedgerEntry.objects.order_by("account", "job_id", "device_id", "component", "hour", "batch_id").values_list(
+            "account", "job_id", "device_id", "component", "hour", "energy_j", "co2e_operational_g"
+        )
+    )
 
 
 def _it_energy(**filters) -> float:
@@ -61,15 +64,33 @@ def _it_energy(**filters) -> float:
 
 def test_a_pod_gets_the_gpu_its_process_runs_on_with_exact_joules(client, pod_fleet):
     host, gpu0, gpu1, pod, start, secret = pod_fleet
-    pk = _post(client, secret, batch(hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[
-        gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0, processes=POD_PROCESS),
-        gpu_entry(uuid_=gpu1.uuid, index=1, energy_j=700.0),
-    ])]))
+    pk = _post(
+        client,
+        secret,
+        batch(
+            hostname=host.hostname,
+            windows=[
+                window(
+                    seq=1,
+                    start=start,
+                    gpus=[
+                        gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0, processes=POD_PROCESS),
+                        gpu_entry(uuid_=gpu1.uuid, index=1, energy_j=700.0),
+                    ],
+                )
+            ],
+        ),
+    )
     assert batches_attribute(batch_pks=[pk], now=_now()).attributed == [pk]
 
     allocation = JobAllocation.objects.get(job=pod)
     assert (allocation.device, allocation.start, allocation.end, allocation.fraction, allocation.source) == (
-        gpu0, pod.started_at, None, 1.0, "observed")
+        gpu0,
+        pod.started_at,
+        None,
+        1.0,
+        "observed",
+    )
     footprint = JobFootprint.objects.get(job=pod)
     assert footprint.gpu_energy_j == pytest.approx(6000.0, abs=1e-9)
     assert footprint.host_energy_j == pytest.approx(150.0, abs=1e-9)
@@ -82,13 +103,30 @@ def test_a_pod_gets_the_gpu_its_process_runs_on_with_exact_joules(client, pod_fl
 def test_earlier_batches_are_re_attributed_to_the_pod_and_nothing_is_counted_twice(client, pod_fleet):
     host, gpu0, _gpu1, pod, start, secret = pod_fleet
     # The first window arrives before the pod's process is visible (e.g. still loading data).
-    first = _post(client, secret, batch(hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[
-        gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=2000.0)])]))
+    first = _post(
+        client,
+        secret,
+        batch(
+            hostname=host.hostname,
+            windows=[window(seq=1, start=start, gpus=[gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=2000.0)])],
+        ),
+    )
     batches_attribute(batch_pks=[first], now=_now())
     assert _it_energy(job=pod) == 0.0
-    second = _post(client, secret, batch(hostname=host.hostname, windows=[
-        window(seq=2, start=start + dt.timedelta(seconds=10), gpus=[
-            gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0, processes=POD_PROCESS)])]))
+    second = _post(
+        client,
+        secret,
+        batch(
+            hostname=host.hostname,
+            windows=[
+                window(
+                    seq=2,
+                    start=start + dt.timedelta(seconds=10),
+                    gpus=[gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0, processes=POD_PROCESS)],
+                )
+            ],
+        ),
+    )
     batches_attribute(batch_pks=[second], now=_now())
     # The observed allocation covers the pod's whole life, so the first batch went back to pending.
     assert TelemetryBatch.objects.get(pk=first).status == "pending"
@@ -102,8 +140,20 @@ def test_earlier_batches_are_re_attributed_to_the_pod_and_nothing_is_counted_twi
 
 def test_attributing_again_creates_no_second_allocation_and_the_same_rows(client, pod_fleet):
     host, gpu0, _gpu1, pod, start, secret = pod_fleet
-    pk = _post(client, secret, batch(hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[
-        gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0, processes=POD_PROCESS)])]))
+    pk = _post(
+        client,
+        secret,
+        batch(
+            hostname=host.hostname,
+            windows=[
+                window(
+                    seq=1,
+                    start=start,
+                    gpus=[gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0, processes=POD_PROCESS)],
+                )
+            ],
+        ),
+    )
     batches_attribute(batch_pks=[pk], now=_now())
     rows = _entries()
     TelemetryBatch.objects.filter(pk=pk).update(status="pending")
@@ -115,9 +165,23 @@ def test_attributing_again_creates_no_second_allocation_and_the_same_rows(client
 def test_a_job_with_a_scheduler_allocation_is_never_extended_by_observation(client, pod_fleet):
     host, gpu0, gpu1, pod, start, secret = pod_fleet
     JobAllocationFactory(job=pod, device=gpu1, start=pod.started_at)
-    pk = _post(client, secret, batch(hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[
-        gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0, processes=POD_PROCESS),
-        gpu_entry(uuid_=gpu1.uuid, index=1, energy_j=700.0)])]))
+    pk = _post(
+        client,
+        secret,
+        batch(
+            hostname=host.hostname,
+            windows=[
+                window(
+                    seq=1,
+                    start=start,
+                    gpus=[
+                        gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0, processes=POD_PROCESS),
+                        gpu_entry(uuid_=gpu1.uuid, index=1, energy_j=700.0),
+                    ],
+                )
+            ],
+        ),
+    )
     batches_attribute(batch_pks=[pk], now=_now())
     assert list(JobAllocation.objects.filter(job=pod).values_list("device_id", "source")) == [(gpu1.pk, "scheduler")]
     assert _it_energy(job=pod, device=gpu0) == 0.0
@@ -127,8 +191,18 @@ def test_a_job_with_a_scheduler_allocation_is_never_extended_by_observation(clie
 def test_a_key_naming_no_registered_job_stays_fleet_overhead(client, pod_fleet):
     host, gpu0, _gpu1, _pod, start, secret = pod_fleet
     stranger = [{"pid": 7, "sm_util_pct": 50.0, "job_key": "k8s:not-registered"}]
-    pk = _post(client, secret, batch(hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[
-        gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0, processes=stranger)])]))
+    pk = _post(
+        client,
+        secret,
+        batch(
+            hostname=host.hostname,
+            windows=[
+                window(
+                    seq=1, start=start, gpus=[gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0, processes=stranger)]
+                )
+            ],
+        ),
+    )
     batches_attribute(batch_pks=[pk], now=_now())
     assert not JobAllocation.objects.exists()
     assert _it_energy(account="fleet_overhead", device=gpu0) == pytest.approx(6000.0, abs=1e-9)
@@ -137,8 +211,20 @@ def test_a_key_naming_no_registered_job_stays_fleet_overhead(client, pod_fleet):
 def test_a_pod_in_another_cluster_with_the_same_uid_is_not_matched(client, pod_fleet):
     host, gpu0, _gpu1, pod, start, secret = pod_fleet
     elsewhere = JobFactory(scheduler_job_id=POD_UID, started_at=pod.started_at)  # another cluster
-    pk = _post(client, secret, batch(hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[
-        gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0, processes=POD_PROCESS)])]))
+    pk = _post(
+        client,
+        secret,
+        batch(
+            hostname=host.hostname,
+            windows=[
+                window(
+                    seq=1,
+                    start=start,
+                    gpus=[gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0, processes=POD_PROCESS)],
+                )
+            ],
+        ),
+    )
     batches_attribute(batch_pks=[pk], now=_now())
     assert list(JobAllocation.objects.values_list("job_id", flat=True)) == [pod.pk]
     assert not LedgerEntry.objects.filter(job=elsewhere).exists()

@@ -19,15 +19,16 @@ pytestmark = pytest.mark.django_db
 
 def test_zone_correction_recomputes_and_keeps_the_old_totals(client, fleet):  # noqa: F811
     host, gpu0, _gpu1, job, start, secret = fleet
-    payload = batch(hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[
-        gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0)])])
+    payload = batch(
+        hostname=host.hostname,
+        windows=[window(seq=1, start=start, gpus=[gpu_entry(uuid_=gpu0.uuid, index=0, energy_j=6000.0)])],
+    )
     post_batch(client, secret, payload)
     batches_attribute(batch_pks=[TelemetryBatch.objects.get().pk], now=dt.datetime.now(dt.UTC))
     assert JobFootprint.objects.get(job=job).co2e_operational_g == pytest.approx(1.025)
 
     zone = host.cluster.site.zone
-    change = zone_update_intensity(zone=zone, intensity_g_per_kwh=200.0, reason="vendor corrected 2024 mix",
-                                   user=None)
+    change = zone_update_intensity(zone=zone, intensity_g_per_kwh=200.0, reason="vendor corrected 2024 mix", user=None)
     assert change is not None and change.recompute_status == "pending"
     call_command("recompute_ledger")
 

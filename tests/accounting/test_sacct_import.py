@@ -47,14 +47,18 @@ def run(tmp_path, text=SACCT, *args) -> str:
     path = tmp_path / "sacct.txt"
     path.write_text(text)
     out = StringIO()
-    call_command("import_sacct", str(path), "--cluster", "paris/hpc-a", "--team-map", "llm=llm-team", *args,
-                 stdout=out)
+    call_command("import_sacct", str(path), "--cluster", "paris/hpc-a", "--team-map", "llm=llm-team", *args, stdout=out)
     return out.getvalue()
 
 
 def test_parsers():
-    assert expand_hostlist("gpu-node-[01-03,07],cpu1") == ["gpu-node-01", "gpu-node-02", "gpu-node-03", "gpu-node-07",
-                                                          "cpu1"]
+    assert expand_hostlist("gpu-node-[01-03,07],cpu1") == [
+        "gpu-node-01",
+        "gpu-node-02",
+        "gpu-node-03",
+        "gpu-node-07",
+        "cpu1",
+    ]
     assert expand_hostlist("n[8-10]") == ["n8", "n9", "n10"]
     assert parse_elapsed_s("1-02:03:04") == 93784.0
     assert parse_elapsed_s("03:04") == 184.0
@@ -76,19 +80,30 @@ def test_import_report_jobs_and_idempotency(tmp_path, cluster):
 
     done = m.Job.objects.get(scheduler_job_id="88123")
     assert (done.status, done.started_at, done.ended_at, done.username, done.team.slug) == (
-        "completed", dt.datetime(2026, 11, 26, 10, tzinfo=UTC), dt.datetime(2026, 11, 26, 14, tzinfo=UTC), "alice",
-        "recsys")
+        "completed",
+        dt.datetime(2026, 11, 26, 10, tzinfo=UTC),
+        dt.datetime(2026, 11, 26, 14, tzinfo=UTC),
+        "alice",
+        "recsys",
+    )
     assert done.model_meta["slurm"] == {
-        "gpus": 8, "nodes": ["gpu-node-01"], "elapsed_s": 14400.0, "consumed_energy_j": 123456789.0,
+        "gpus": 8,
+        "nodes": ["gpu-node-01"],
+        "elapsed_s": 14400.0,
+        "consumed_energy_j": 123456789.0,
         "state": "COMPLETED",
         "alloc_tres": {"billing": "16", "cpu": "16", "gres/gpu": "8", "mem": "64G", "node": "1"},
     }
     # Whole node (8 of the 8 reported GPUs): allocated, closed at the end.
     assert sorted(done.allocations.values_list("device__index", "end")) == [
-        (i, dt.datetime(2026, 11, 26, 14, tzinfo=UTC)) for i in range(8)]
+        (i, dt.datetime(2026, 11, 26, 14, tzinfo=UTC)) for i in range(8)
+    ]
     cancelled = m.Job.objects.get(scheduler_job_id="88124")
     assert (cancelled.status, cancelled.team.slug, cancelled.model_meta["slurm"]["consumed_energy_j"]) == (
-        "cancelled", "llm-team", None)
+        "cancelled",
+        "llm-team",
+        None,
+    )
     assert cancelled.allocations.count() == 0  # nodes the agent has not reported: counts only
     running = m.Job.objects.get(scheduler_job_id="88125_3")
     assert (running.status, running.ended_at) == ("running", None)
@@ -100,7 +115,7 @@ def test_import_report_jobs_and_idempotency(tmp_path, cluster):
 
 
 def test_timezone_and_default_team(tmp_path, cluster):
-    text = ("88200|x|carol|physics|COMPLETED|2026-07-01T12:00:00|2026-07-01T13:00:00|01:00:00|gres/gpu=0|0|n1\n")
+    text = "88200|x|carol|physics|COMPLETED|2026-07-01T12:00:00|2026-07-01T13:00:00|01:00:00|gres/gpu=0|0|n1\n"
     output = run(tmp_path, text, "--timezone", "Europe/Paris", "--default-team", "recsys")
     assert "imported 1 new job(s)" in output
     job = m.Job.objects.get()

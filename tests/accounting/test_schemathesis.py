@@ -129,14 +129,21 @@ def in_context(case, *, scope: str, world: World) -> None:
     if path == "/api/v1/ingest/batches":
         if scope == "host":
             start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=30)
-            case.body = batch(hostname=world.host_a.hostname, batch_id=str(uuid.uuid4()), windows=[
-                window(seq=int(time.time() * 1000), start=start, gpus=[gpu_entry(uuid_="GPU-st-0000-0001")])])
+            case.body = batch(
+                hostname=world.host_a.hostname,
+                batch_id=str(uuid.uuid4()),
+                windows=[window(seq=int(time.time() * 1000), start=start, gpus=[gpu_entry(uuid_="GPU-st-0000-0001")])],
+            )
         return
     if body is None:
         return
     if isinstance(body.get("allocation"), list):  # host with gpus (a reported GPU's uuid would have to exist)
         body["allocation"] = [
-            {"host": world.host_a.hostname, "gpus": [i], **({"fraction": item["fraction"]} if "fraction" in item else {})}
+            {
+                "host": world.host_a.hostname,
+                "gpus": [i],
+                **({"fraction": item["fraction"]} if "fraction" in item else {}),
+            }
             for i, item in enumerate(body["allocation"])
         ]
     if "team" in body:
@@ -191,8 +198,9 @@ def in_context(case, *, scope: str, world: World) -> None:
             body["workloads"] = [{"family": "llm", "kind": "training", "device_hours_per_year": 1000.0}]
         workloads = body["workloads"]
         for workload in workloads:  # busy device-hours within the old fleet's year, a draw within its range
-            workload["device_hours_per_year"] = min(workload["device_hours_per_year"],
-                                                    body["old_count"] * 8760 / len(workloads))
+            workload["device_hours_per_year"] = min(
+                workload["device_hours_per_year"], body["old_count"] * 8760 / len(workloads)
+            )
             if "avg_power_w" in workload:
                 workload["avg_power_w"] = 300.0
         for key in ("old_embodied", "new_embodied"):  # no inventory row for the catalog devices here
@@ -205,17 +213,25 @@ def in_context(case, *, scope: str, world: World) -> None:
 
 def _failure(scope: str, mode: GenerationMode, case, failure: Failure, response) -> str:
     body = "" if isinstance(case.body, NotSet) else f" body={case.body!r:.300}"
-    return (f"[{scope}/{mode.value}] {case.operation.label}: {type(failure).__name__}: "
-            f"{failure.message.splitlines()[0] if failure.message else failure.title}: "
-            f"answered {response.status_code} {response.text[:200]!r} query={case.query!r}{body}")
+    return (
+        f"[{scope}/{mode.value}] {case.operation.label}: {type(failure).__name__}: "
+        f"{failure.message.splitlines()[0] if failure.message else failure.title}: "
+        f"answered {response.status_code} {response.text[:200]!r} query={case.query!r}{body}"
+    )
 
 
-def _fuzz(operation, *, scope: str, mode: GenerationMode, world: World, max_examples: int, checks: list,
-          failures: list[str]) -> None:
+def _fuzz(
+    operation, *, scope: str, mode: GenerationMode, world: World, max_examples: int, checks: list, failures: list[str]
+) -> None:
     headers = {"Authorization": f"Bearer {world.secrets[SCOPES[scope]]}"}
 
-    @settings(max_examples=max_examples, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case):
         if mode is GenerationMode.POSITIVE:
@@ -241,8 +257,15 @@ def run_all(world: World, *, max_examples: int) -> tuple[int, list[str]]:
     for scope in SCOPES:
         for operation in operations:
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-                _fuzz(operation, scope=scope, mode=mode, world=world, max_examples=max_examples, checks=checks,
-                      failures=failures)
+                _fuzz(
+                    operation,
+                    scope=scope,
+                    mode=mode,
+                    world=world,
+                    max_examples=max_examples,
+                    checks=checks,
+                    failures=failures,
+                )
     return len(operations), failures
 
 
@@ -255,7 +278,9 @@ def test_api_conforms_to_its_schema_with_every_check_and_scope():
     with keep_test_connection():
         operations, failures = run_all(world, max_examples=MAX_EXAMPLES)
     elapsed = time.monotonic() - started
-    print(f"schemathesis: {operations} operations x {len(SCOPES)} scopes x 2 modes x {MAX_EXAMPLES} examples, "
-          f"{len(failures)} failures, {elapsed:.0f} s")
+    print(
+        f"schemathesis: {operations} operations x {len(SCOPES)} scopes x 2 modes x {MAX_EXAMPLES} examples, "
+        f"{len(failures)} failures, {elapsed:.0f} s"
+    )
     assert operations >= 23
     assert not failures, f"{len(failures)} failures:\n" + "\n".join(sorted(set(failures)))

@@ -342,7 +342,10 @@ def test_best_window_from_stored_zone_series(world):
         ({"deadline": "2026-11-26T11:00:00Z"}, "deadline"),
         ({"forecast": []}, "forecast"),
         ({"earliest_start": "yesterday"}, "earliest_start"),
-        ({"forecast": [{"hour": "2026-11-26T10:00:00Z", "intensity_g_per_kwh": -5}]}, "forecast[0].intensity_g_per_kwh"),
+        (
+            {"forecast": [{"hour": "2026-11-26T10:00:00Z", "intensity_g_per_kwh": -5}]},
+            "forecast[0].intensity_g_per_kwh",
+        ),
         ({"earliest_start": "2026-11-26T08:00:00Z"}, "forecast"),
     ],
 )
@@ -442,13 +445,22 @@ def test_a_power_cap_on_a_device_without_a_cited_minimum_uses_the_30_percent_rul
         ({"hours": -1}, "hours", "must be above 0 and at most 1e+06 h (a run takes some time)"),
         ({"hours": 0}, "hours", "must be above 0 and at most 1e+06 h (a run takes some time)"),
         ({"pue": 0.9}, "pue", "must be between 1 and 5 (facility / IT energy, 1 at best)"),
-        ({"avg_power_w": None, "utilisation": 1.5}, "utilisation",
-         "must be between 0 and 1 (a fraction of the device's busy time)"),
+        (
+            {"avg_power_w": None, "utilisation": 1.5},
+            "utilisation",
+            "must be between 0 and 1 (a fraction of the device's busy time)",
+        ),
         ({"intensity_g_per_kwh": -1}, "intensity_g_per_kwh", "must be between 0 and 5000 gCO2e/kWh"),
-        ({"avg_power_w": 16}, "avg_power_w",
-         "must be between 49 and 700 W for H100 SXM5 80GB (its idle draw less 30% to its power limit)"),
-        ({"avg_power_w": 900}, "avg_power_w",
-         "must be between 49 and 700 W for H100 SXM5 80GB (its idle draw less 30% to its power limit)"),
+        (
+            {"avg_power_w": 16},
+            "avg_power_w",
+            "must be between 49 and 700 W for H100 SXM5 80GB (its idle draw less 30% to its power limit)",
+        ),
+        (
+            {"avg_power_w": 900},
+            "avg_power_w",
+            "must be between 49 and 700 W for H100 SXM5 80GB (its idle draw less 30% to its power limit)",
+        ),
     ],
 )
 def test_impossible_estimate_input_is_400_naming_field_and_bound(world, patch, field, message):

@@ -53,8 +53,9 @@ def expected_windows() -> list[tuple[str, str, float, int, float]]:
     for a, b in ((0, 10), (10, 20), (20, 25)):
         counter_j = (r0_counter_mj(b) - r0_counter_mj(a)) / 1000.0
         trap_j = trapezoid_j(list(range(a, b + 1)), [r1_power_w(i) for i in range(a, b + 1)])
-        out.append((f"2026-01-01T00:00:{a:02d}.000Z", f"2026-01-01T00:00:{b:02d}.000Z", counter_j, r0_counter_mj(b),
-                    trap_j))
+        out.append(
+            (f"2026-01-01T00:00:{a:02d}.000Z", f"2026-01-01T00:00:{b:02d}.000Z", counter_j, r0_counter_mj(b), trap_j)
+        )
     return out
 
 
@@ -140,12 +141,18 @@ def test_replay_keeps_recorded_times_and_energy_at_every_speed(tmp_path, agent_e
             start, end = datetime.fromisoformat(w["start"]), datetime.fromisoformat(w["end"])
             assert start.tzinfo == UTC and end.tzinfo == UTC
             assert (h100["uuid"], h100["quality"], a100["uuid"], a100["quality"]) == (
-                "GPU-r0", "measured", "GPU-r1", "integrated"
+                "GPU-r0",
+                "measured",
+                "GPU-r1",
+                "integrated",
             )
             assert h100["avg_power_w"] <= 700 and a100["avg_power_w"] <= 400  # nothing impossible
             assert h100["processes"] == [{"pid": 11, "sm_util_pct": 88.0, "job_key": "slurm:5"}]
             assert w["host"] == {
-                "cpu_energy_j": 0.0, "dram_energy_j": 0.0, "wall_energy_j": None, "cpu_util_pct": 0.0,
+                "cpu_energy_j": 0.0,
+                "dram_energy_j": 0.0,
+                "wall_energy_j": None,
+                "cpu_util_pct": 0.0,
                 "quality": "modelled",
             }
             got.append((w["start"], w["end"], h100["energy_j"], h100["counter_mj"], a100["energy_j"]))
@@ -178,8 +185,12 @@ def test_replay_loop_continues_the_recorded_clock_and_counter(tmp_path):
     windows = spooled(agent)
     # Lap k is the trace shifted by k x 25 s; its counter continues from the lap before.
     assert [(w["start"][11:19], w["end"][11:19]) for w in windows] == [
-        ("00:00:00", "00:00:10"), ("00:00:10", "00:00:20"), ("00:00:20", "00:00:30"),
-        ("00:00:30", "00:00:40"), ("00:00:40", "00:00:50"), ("00:00:50", "00:01:00"),
+        ("00:00:00", "00:00:10"),
+        ("00:00:10", "00:00:20"),
+        ("00:00:20", "00:00:30"),
+        ("00:00:30", "00:00:40"),
+        ("00:00:40", "00:00:50"),
+        ("00:00:50", "00:01:00"),
     ]
     assert [w["gpus"][0]["energy_j"] for w in windows] == [6200.07] * 6
     assert windows[-1]["gpus"][0]["counter_mj"] == COUNTER0_MJ + 2 * 15_500_175 + 6_200_070
@@ -209,7 +220,8 @@ def test_replay_reader_reads_the_trace_at_its_cursor(tmp_path):
     assert nvml.next_time() == T0 + 1.5
     nvml.advance()
     assert [(x.energy_mj, x.power_w, x.mono_s) for x in reader.sample()] == [
-        (1305000, 310.0, T0 + 1.5), (None, 70.0, T0 + 1.5)
+        (1305000, 310.0, T0 + 1.5),
+        (None, 70.0, T0 + 1.5),
     ]
     assert nvml.next_time() is None
     with pytest.raises(IndexError):
@@ -232,10 +244,27 @@ def test_cli_replay_posts_recorded_times_and_exact_energy(tmp_path, ingest_serve
     for speed in ("100", "0"):
         host = f"replayed-{speed}"
         argv = [
-            "run", "--backend", "replay", "--replay-file", str(tmp_path / "trace.csv"), "--replay-speed", speed,
-            "--server-url", ingest_server.url, "--token", "tok", "--hostname", host, "--tick-s", "1",
-            "--window-s", "10", "--spool-dir", str(tmp_path / host / "spool"),
-            "--proc-root", str(tmp_path / host / "proc"),
+            "run",
+            "--backend",
+            "replay",
+            "--replay-file",
+            str(tmp_path / "trace.csv"),
+            "--replay-speed",
+            speed,
+            "--server-url",
+            ingest_server.url,
+            "--token",
+            "tok",
+            "--hostname",
+            host,
+            "--tick-s",
+            "1",
+            "--window-s",
+            "10",
+            "--spool-dir",
+            str(tmp_path / host / "spool"),
+            "--proc-root",
+            str(tmp_path / host / "proc"),
         ]
         assert main(argv) == 0
         bodies = [r["body"] for r in ingest_server.requests if r["body"]["hostname"] == host]

@@ -35,7 +35,11 @@ def _run(tmp_path: Path, report: dict | None, allowlist: str = "", **env: str) -
     allow = tmp_path / "allow"
     allow.write_text(allowlist)
     return subprocess.run(
-        ["bash", str(SCRIPT)], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        ["bash", str(SCRIPT)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, "AUDIT_PYTHON": str(fake), "AUDIT_ALLOWLIST": str(allow), **env},
     )
 

@@ -197,12 +197,8 @@ def test_throttle_history_is_shared_across_processes(client, monkeypatch):
     cache.delete(key)
     assert [client.get("/api/v1/jobs/", **headers).status_code for _ in range(4)] == [200, 200, 200, 429]
     # Another process with the same settings reads the same three requests from Redis.
-    code = (
-        "import django; django.setup(); from django.core.cache import cache; "
-        f"print(len(cache.get({key!r}) or []))"
-    )
+    code = f"import django; django.setup(); from django.core.cache import cache; print(len(cache.get({key!r}) or []))"
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings_test"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip().splitlines()[-1] == "3", result.stderr
     cache.delete(key)

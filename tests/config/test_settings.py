@@ -20,8 +20,9 @@ def _manage(*args: str, **env: str) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CARBONLEDGER_"))}
     base.update(env)
     base["DJANGO_SETTINGS_MODULE"] = "config.settings"
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=base, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=base, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_env_example_lists_every_variable_the_settings_read():
@@ -32,8 +33,15 @@ def test_env_example_lists_every_variable_the_settings_read():
 
 
 def test_production_settings_pass_check_deploy():
-    result = _manage("check", "--deploy", "--fail-level", "WARNING", DJANGO_DEBUG="false",
-                     DJANGO_SECRET_KEY=secrets.token_urlsafe(60), DJANGO_ALLOWED_HOSTS="carbon.example.org")
+    result = _manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        DJANGO_DEBUG="false",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(60),
+        DJANGO_ALLOWED_HOSTS="carbon.example.org",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     # Not one warning, and none silenced (SILENCED_SYSTEM_CHECKS stays empty).
     assert "System check identified no issues (0 silenced)." in result.stdout, result.stdout + result.stderr
@@ -42,10 +50,17 @@ def test_production_settings_pass_check_deploy():
 def test_production_settings_with_https_from_env_pass_check_deploy():
     """The HTTPS settings a deployment sets explicitly (behind a TLS-terminating proxy)."""
     result = _manage(
-        "check", "--deploy", "--fail-level", "INFO", DJANGO_DEBUG="false",
-        DJANGO_SECRET_KEY=secrets.token_urlsafe(60), DJANGO_ALLOWED_HOSTS="carbon.example.org",
-        DJANGO_CSRF_TRUSTED_ORIGINS="https://carbon.example.org", DJANGO_SECURE_SSL_REDIRECT="true",
-        DJANGO_SECURE_HSTS_SECONDS="63072000", DJANGO_SECURE_HSTS_PRELOAD="true",
+        "check",
+        "--deploy",
+        "--fail-level",
+        "INFO",
+        DJANGO_DEBUG="false",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(60),
+        DJANGO_ALLOWED_HOSTS="carbon.example.org",
+        DJANGO_CSRF_TRUSTED_ORIGINS="https://carbon.example.org",
+        DJANGO_SECURE_SSL_REDIRECT="true",
+        DJANGO_SECURE_HSTS_SECONDS="63072000",
+        DJANGO_SECURE_HSTS_PRELOAD="true",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues (0 silenced)." in result.stdout, result.stdout + result.stderr

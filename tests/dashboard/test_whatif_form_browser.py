@@ -27,13 +27,21 @@ def test_a_1_w_cap_is_shown_beside_the_field_and_nothing_is_projected(live_serve
     f.HardwareModelFactory(key="h100-sxm5-80gb", name="H100 SXM5 80GB")
     team = f.TeamFactory(org=org)
     start = dt.datetime(2026, 11, 1, tzinfo=UTC)
-    job = f.JobFactory(cluster=cluster, team=team, status=m.Job.Status.COMPLETED, started_at=start,
-                       ended_at=start + dt.timedelta(hours=10), model_meta={"precision": "bf16"})
+    job = f.JobFactory(
+        cluster=cluster,
+        team=team,
+        status=m.Job.Status.COMPLETED,
+        started_at=start,
+        ended_at=start + dt.timedelta(hours=10),
+        model_meta={"precision": "bf16"},
+    )
     for _ in range(4):
-        f.JobAllocationFactory(job=job, device=f.DeviceFactory(host=host, hardware_model=a100), start=job.started_at,
-                               end=job.ended_at)
-    m.JobFootprint.objects.create(job=job, gpu_energy_j=4 * 300.0 * 36000, energy_j=4 * 300.0 * 36000,
-                                  device_hours=40.0, is_final=True)
+        f.JobAllocationFactory(
+            job=job, device=f.DeviceFactory(host=host, hardware_model=a100), start=job.started_at, end=job.ended_at
+        )
+    m.JobFootprint.objects.create(
+        job=job, gpu_energy_j=4 * 300.0 * 36000, energy_j=4 * 300.0 * 36000, device_hours=40.0, is_final=True
+    )
     user = f.UserFactory(username="form-user")
     f.MembershipFactory(user=user, org=org, team=team)
 

@@ -82,7 +82,9 @@ def test_agent_imports_only_stdlib_and_its_declared_dependencies():
 def test_import_contract_forbids_every_telemetry_module_but_the_agent():
     contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
     strict = [
-        c for c in contracts if c.get("source_modules") == ["telemetry.agent"] and "accounting" in c["forbidden_modules"]
+        c
+        for c in contracts
+        if c.get("source_modules") == ["telemetry.agent"] and "accounting" in c["forbidden_modules"]
     ]
     assert len(strict) == 1 and strict[0]["allow_indirect_imports"] is False
     forbidden = set(strict[0]["forbidden_modules"])

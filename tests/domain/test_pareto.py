@@ -36,7 +36,8 @@ def test_dominance_ignores_unreported_objectives():
 
 def _brute(points, x_up, y_up):
     return sorted(
-        i for i, p in enumerate(points)
+        i
+        for i, p in enumerate(points)
         if not any(dominates(q, p, maximise=(x_up, y_up)) for j, q in enumerate(points) if j != i)
     )
 

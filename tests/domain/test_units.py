@@ -40,8 +40,9 @@ def test_every_copy_of_the_amortisation_agrees():
     assert rate * 3600 == pytest.approx(per_h, rel=1e-15)
     share = embodied_share_kg(embodied_kg=150.0, held_h=10.0, policy=LifetimePolicy(5.0, 0.8, "catalog"))
     assert share == pytest.approx(10 * per_h / 1000, rel=1e-15)
-    pol = EmbodiedPolicy(embodied_kg=150.0, embodied_low_kg=75.0, embodied_high_kg=300.0,
-                         lifetime_h=5 * 8766.0, expected_utilisation=0.8)
+    pol = EmbodiedPolicy(
+        embodied_kg=150.0, embodied_low_kg=75.0, embodied_high_kg=300.0, lifetime_h=5 * 8766.0, expected_utilisation=0.8
+    )
     mid, low, high = pol.charge_g(10.0)
     assert (mid, low, high) == pytest.approx((10 * per_h, 5 * per_h, 20 * per_h), rel=1e-15)
 

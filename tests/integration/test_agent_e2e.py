@@ -46,19 +46,31 @@ def test_agent_outage_loses_nothing_and_duplicates_nothing(web_server, tmp_path)
     host = HostFactory(hostname="node-e2e", gpu_slots=2)
     secret = token_create(org=host.cluster.site.org, name="agent", scope=ApiToken.Scope.HOST, host=host).secret
     h100 = DeviceFactory(host=host, index=0, uuid="GPU-e2e-0")
-    job = JobFactory(cluster=host.cluster, scheduler_job_id="4242",
-                     started_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5))
+    job = JobFactory(
+        cluster=host.cluster, scheduler_job_id="4242", started_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    )
     JobAllocationFactory(job=job, device=h100, start=job.started_at)
 
     config = AgentConfig(
-        server_url=web_server.url, token=secret, hostname="node-e2e", tick_s=0.05, window_s=0.25,
-        spool_dir=str(tmp_path / "spool"), backend="sim", proc_root=str(tmp_path / "proc"),
-        backoff_base_s=0.05, backoff_max_s=0.2, shutdown_flush_s=15.0,
+        server_url=web_server.url,
+        token=secret,
+        hostname="node-e2e",
+        tick_s=0.05,
+        window_s=0.25,
+        spool_dir=str(tmp_path / "spool"),
+        backend="sim",
+        proc_root=str(tmp_path / "proc"),
+        backoff_base_s=0.05,
+        backoff_max_s=0.2,
+        shutdown_flush_s=15.0,
     )
     nvml = FakeNvml(
-        [{"model": "H100", "workload": "llm_training", "job_key": "slurm:4242", "uuid": "GPU-e2e-0"},
-         {"model": "A100", "workload": "idle", "uuid": "GPU-e2e-1"}],
-        hostname=config.hostname, proc_tree=SimProcTree(config.proc_root),
+        [
+            {"model": "H100", "workload": "llm_training", "job_key": "slurm:4242", "uuid": "GPU-e2e-0"},
+            {"model": "A100", "workload": "idle", "uuid": "GPU-e2e-1"},
+        ],
+        hostname=config.hostname,
+        proc_tree=SimProcTree(config.proc_root),
     )
     agent = MeasuringAgent(config, nvml=nvml, host_power=SimHostPower(nvml))
     runner = threading.Thread(target=agent.run, kwargs={"duration_s": 6.0}, daemon=True)

@@ -53,8 +53,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 # Short limits for the workers of these tests (their attributions are small): a claim is stale
 # CLAIM_S after it was taken, which exceeds the hard limit HARD_S by the settings' minimum margin.
 SOFT_S, HARD_S, CLAIM_S, SWEEP_S = 3.0, 4.0, 6.0, 1.0
-FAST = {"CARBONLEDGER_ATTRIBUTION_SOFT_TIME_LIMIT_S": str(SOFT_S), "CARBONLEDGER_ATTRIBUTION_TIME_LIMIT_S": str(HARD_S),
-        "CARBONLEDGER_CLAIM_TIMEOUT_S": str(CLAIM_S)}
+FAST = {
+    "CARBONLEDGER_ATTRIBUTION_SOFT_TIME_LIMIT_S": str(SOFT_S),
+    "CARBONLEDGER_ATTRIBUTION_TIME_LIMIT_S": str(HARD_S),
+    "CARBONLEDGER_CLAIM_TIMEOUT_S": str(CLAIM_S),
+}
 # A rescue after the claim went stale: one sweep, a message, one attribution of a few batches.
 SLACK_S = 6.0
 
@@ -63,7 +66,8 @@ SLACK_S = 6.0
 def _dsn() -> str:
     s = connection.settings_dict
     return f"host={s['HOST'] or '127.0.0.1'} port={s['PORT'] or 5432} dbname={s['NAME']} user={s['USER']}" + (
-        f" password={s['PASSWORD']}" if s["PASSWORD"] else "")
+        f" password={s['PASSWORD']}" if s["PASSWORD"] else ""
+    )
 
 
 @contextlib.contextmanager
@@ -83,9 +87,11 @@ def _holding(*statements: str, params: tuple = ()) -> Iterator[psycopg.Connectio
 def _waiting_on_lock(query_like: str) -> bool:
     """A backend of this database (not ours) waits on a lock in a statement matching ``query_like``."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                       "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock' AND query ILIKE %s",
-                       [f"%{query_like}%"])
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock' AND query ILIKE %s",
+            [f"%{query_like}%"],
+        )
         return cursor.fetchone()[0] > 0
 
 
@@ -129,8 +135,12 @@ def test_worker_killed_mid_attribution_is_rescued_within_the_claim_timeout(clien
     with _holding("LOCK TABLE accounting_ledgerentry IN EXCLUSIVE MODE"):
         sent_j = _post_batches(client, host, devices, start, secret, n_batches=n_batches)
         victim = processes.worker("faults-attr-victim", env=FAST)
-        wait_for(lambda: _waiting_on_lock("DELETE FROM accounting_ledgerentry"), timeout_s=60, interval_s=0.05,
-                 what="the worker to block inside the attribution")
+        wait_for(
+            lambda: _waiting_on_lock("DELETE FROM accounting_ledgerentry"),
+            timeout_s=60,
+            interval_s=0.05,
+            what="the worker to block inside the attribution",
+        )
         claims = dict(TelemetryBatch.objects.filter(status="claimed").values_list("pk", "claimed_at"))
         assert len(claims) == n_batches  # one task claimed them all (its batch + up to 24 others)
         processes.kill9(victim)
@@ -139,8 +149,10 @@ def test_worker_killed_mid_attribution_is_rescued_within_the_claim_timeout(clien
     processes.beat(tmp_path)
     wait_for(_all_done, timeout_s=60, interval_s=0.1, what="the rescuer to attribute the abandoned batches")
     recovery_s = time.monotonic() - killed
-    print(f"mid-attribution SIGKILL: {n_batches} batches rescued {recovery_s:.1f} s after the kill "
-          f"(hard limit {HARD_S:g} s, claim timeout {CLAIM_S:g} s, sweeper {SWEEP_S:g} s)")
+    print(
+        f"mid-attribution SIGKILL: {n_batches} batches rescued {recovery_s:.1f} s after the kill "
+        f"(hard limit {HARD_S:g} s, claim timeout {CLAIM_S:g} s, sweeper {SWEEP_S:g} s)"
+    )
     assert recovery_s <= HARD_S + (CLAIM_S - HARD_S) + SWEEP_S + SLACK_S
     for pk, claimed_at in claims.items():  # re-claimed only once stale, never from a live claim
         retaken = TelemetryBatch.objects.get(pk=pk).claimed_at
@@ -160,19 +172,29 @@ def test_a_worker_stuck_past_its_hard_time_limit_is_killed_before_its_claim_is_t
         sent_j = _post_batches(client, host, devices, start, secret, n_batches=n_batches)
         processes.worker("faults-stuck", env=FAST)
         processes.beat(tmp_path)
-        wait_for(lambda: _waiting_on_lock("DELETE FROM accounting_ledgerentry"), timeout_s=60, interval_s=0.05,
-                 what="the worker to block inside the attribution")
+        wait_for(
+            lambda: _waiting_on_lock("DELETE FROM accounting_ledgerentry"),
+            timeout_s=60,
+            interval_s=0.05,
+            what="the worker to block inside the attribution",
+        )
         claims = dict(TelemetryBatch.objects.filter(status="claimed").values_list("pk", "claimed_at"))
         first_claim = min(claims.values())
-        wait_for(lambda: "Hard time limit" in worker_log.read_text(), timeout_s=HARD_S + 10, interval_s=0.1,
-                 what="the hard time limit to kill the stuck task")
+        wait_for(
+            lambda: "Hard time limit" in worker_log.read_text(),
+            timeout_s=HARD_S + 10,
+            interval_s=0.1,
+            what="the hard time limit to kill the stuck task",
+        )
         killed_at = dt.datetime.now(dt.UTC)
         # The stuck child is dead; its claims are not yet stale (nobody took them).
         assert all(TelemetryBatch.objects.get(pk=pk).claimed_at == c for pk, c in claims.items())
     wait_for(_all_done, timeout_s=60, interval_s=0.1, what="the claims to be re-taken and attributed")
     finished_s = (dt.datetime.now(dt.UTC) - first_claim).total_seconds()
-    print(f"stuck worker: killed {(killed_at - first_claim).total_seconds():.1f} s after its claim "
-          f"(hard limit {HARD_S:g} s); done {finished_s:.1f} s after it")
+    print(
+        f"stuck worker: killed {(killed_at - first_claim).total_seconds():.1f} s after its claim "
+        f"(hard limit {HARD_S:g} s); done {finished_s:.1f} s after it"
+    )
     assert (killed_at - first_claim).total_seconds() <= HARD_S + 2.5
     for pk, claimed_at in claims.items():
         retaken = TelemetryBatch.objects.get(pk=pk).claimed_at
@@ -192,8 +214,12 @@ def test_worker_killed_mid_rollup_leaves_entries_that_the_rescue_rebuilds_once(c
     with _holding("LOCK TABLE accounting_jobfootprint IN EXCLUSIVE MODE"):
         sent_j = _post_batches(client, host, devices, start, secret, n_batches=n_batches)
         victim = processes.worker("faults-rollup-victim", env=FAST)
-        wait_for(lambda: _waiting_on_lock("INSERT INTO accounting_jobfootprint"), timeout_s=60, interval_s=0.05,
-                 what="the worker to block inside the rollup")
+        wait_for(
+            lambda: _waiting_on_lock("INSERT INTO accounting_jobfootprint"),
+            timeout_s=60,
+            interval_s=0.05,
+            what="the worker to block inside the rollup",
+        )
         processes.kill9(victim)
         killed = time.monotonic()
         assert _statuses() == {"claimed": n_batches}
@@ -251,8 +277,12 @@ def test_web_killed_mid_request_the_agent_retries_and_the_batch_is_stored_once(w
     with _holding("SELECT 1 FROM accounting_host WHERE id = %s FOR UPDATE", params=(host.pk,)):
         posting = threading.Thread(target=lambda: outcome.append(sender.send_once(first)))
         posting.start()
-        wait_for(lambda: _waiting_on_lock("accounting_host"), timeout_s=30, interval_s=0.05,
-                 what="the ingest request to reach the database")
+        wait_for(
+            lambda: _waiting_on_lock("accounting_host"),
+            timeout_s=30,
+            interval_s=0.05,
+            what="the ingest request to reach the database",
+        )
         web_server.stop()  # SIGKILL mid-request: the batch is half ingested in an open transaction
         posting.join(timeout=30)
         assert outcome[0].kind == "retry"
@@ -262,10 +292,23 @@ def test_web_killed_mid_request_the_agent_retries_and_the_batch_is_stored_once(w
     assert sender.send_once(again).kind == "acked"
     assert spool.next_batch(30) is None
     # A lost acknowledgement: the same batch once more is acknowledged as a duplicate, nothing stored.
-    body = gzip.compress(json.dumps({"batch_id": first.batch_id, "hostname": host.hostname, "agent_version": "t",
-                                     "sent_at": iso(start), "windows": first.windows}).encode())
-    response = requests.post(web_server.url + INGEST_URL, data=body, timeout=20, headers={
-        "Authorization": f"Bearer {secret}", "Content-Type": "application/json", "Content-Encoding": "gzip"})
+    body = gzip.compress(
+        json.dumps(
+            {
+                "batch_id": first.batch_id,
+                "hostname": host.hostname,
+                "agent_version": "t",
+                "sent_at": iso(start),
+                "windows": first.windows,
+            }
+        ).encode()
+    )
+    response = requests.post(
+        web_server.url + INGEST_URL,
+        data=body,
+        timeout=20,
+        headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
     assert response.status_code == 200 and response.json()["duplicate"] is True
     assert TelemetryBatch.objects.filter(host=host).count() == 1
     with connection.cursor() as cursor:
@@ -293,16 +336,48 @@ class ThrowawayPostgres:
 
     def _ctl(self, *args: str) -> None:
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        subprocess.run(["runuser", "-u", "postgres", "--", str(self.bin / "pg_ctl"), "-D", str(self.data), "-w",
-                        "-l", str(self.dir / "pg.log"), "-o", options, *args], check=True, timeout=60,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-w",
+                "-l",
+                str(self.dir / "pg.log"),
+                "-o",
+                options,
+                *args,
+            ],
+            check=True,
+            timeout=60,
+            stdout=subprocess.DEVNULL,
+        )
 
     def create(self) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", str(self.bin / "initdb"), "-D", str(self.data),
-                        "-A", "trust", "-U", "postgres"], check=True, timeout=60, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+            ],
+            check=True,
+            timeout=60,
+            stdout=subprocess.DEVNULL,
+        )
         self._ctl("start")
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True) as conn:
             conn.execute("CREATE DATABASE cl_faults")
 
     def stop(self) -> None:
@@ -358,20 +433,63 @@ def test_postgres_restarted_ingest_answers_503_then_everything_is_attributed(pro
     began = time.monotonic()
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=180)
     migrated_s = time.monotonic() - began
-    out = subprocess.run([sys.executable, "-c", _SETUP_FLEET], cwd=ROOT, env=env, check=True, timeout=60,
-                         capture_output=True, text=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", _SETUP_FLEET], cwd=ROOT, env=env, check=True, timeout=60, capture_output=True, text=True
+    ).stdout.split()
     secret, start, uuids = out[0], dt.datetime.fromisoformat(out[1]), out[2:4]
     server = WebServer(env)
     server.start()
     worker_log = open(tmp_path / "worker.log", "w")  # closed with the process
-    processes.procs.append(subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "-n", "faults-pg@%h", "-c", "1", "--pool",
-         "prefork", "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO"],
-        cwd=ROOT, env=env, stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True))
+    processes.procs.append(
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-n",
+                "faults-pg@%h",
+                "-c",
+                "1",
+                "--pool",
+                "prefork",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-l",
+                "INFO",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    )
     beat_log = open(tmp_path / "beat.log", "w")
-    processes.procs.append(subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "beat", "-s", str(tmp_path / "beat-schedule"), "-l", "INFO"],
-        cwd=ROOT, env=env, stdout=beat_log, stderr=subprocess.STDOUT, start_new_session=True))
+    processes.procs.append(
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "beat",
+                "-s",
+                str(tmp_path / "beat-schedule"),
+                "-l",
+                "INFO",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=beat_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    )
     sent_j = 0.0
     seq = 0
 
@@ -383,8 +501,16 @@ def test_postgres_restarted_ingest_answers_503_then_everything_is_attributed(pro
             gpus = [gpu_entry(uuid_=u, index=i, energy_j=5000.0 + 10 * i) for i, u in enumerate(uuids)]
             windows.append(window(seq=seq, start=start + dt.timedelta(seconds=10 * (seq - 1)), gpus=gpus))
         body = gzip.compress(json.dumps(batch(hostname="pg-restart", windows=windows)).encode())
-        response = requests.post(server.url + INGEST_URL, data=body, timeout=30, headers={
-            "Authorization": f"Bearer {secret}", "Content-Type": "application/json", "Content-Encoding": "gzip"})
+        response = requests.post(
+            server.url + INGEST_URL,
+            data=body,
+            timeout=30,
+            headers={
+                "Authorization": f"Bearer {secret}",
+                "Content-Type": "application/json",
+                "Content-Encoding": "gzip",
+            },
+        )
         assert response.status_code == expect, response.text
         if expect == 202:
             sent_j += 3 * (5000.0 + 5010.0 + 1200.0)
@@ -393,8 +519,9 @@ def test_postgres_restarted_ingest_answers_503_then_everything_is_attributed(pro
         return response
 
     def done() -> bool:
-        return pg.query("SELECT count(*) FILTER (WHERE status <> 'done'), count(*) FROM telemetry_telemetrybatch")[0] \
-            == (0, len(posted))
+        return pg.query("SELECT count(*) FILTER (WHERE status <> 'done'), count(*) FROM telemetry_telemetrybatch")[
+            0
+        ] == (0, len(posted))
 
     try:
         posted = [post(expect=202) for _ in range(5)]
@@ -412,12 +539,15 @@ def test_postgres_restarted_ingest_answers_503_then_everything_is_attributed(pro
         (it_j,) = pg.query("SELECT sum(energy_j) FROM accounting_ledgerentry WHERE component <> 'facility'")[0]
         (footprint_j, ledger_j) = pg.query(
             "SELECT (SELECT sum(energy_j) FROM accounting_jobfootprint), "
-            "(SELECT sum(energy_j) FROM accounting_ledgerentry WHERE job_id IS NOT NULL)")[0]
+            "(SELECT sum(energy_j) FROM accounting_ledgerentry WHERE job_id IS NOT NULL)"
+        )[0]
         (windows, distinct) = pg.query("SELECT count(*), count(DISTINCT seq) FROM telemetry_hostwindow")[0]
     finally:
         server.stop()
-    print(f"PostgreSQL restart: migrate {migrated_s:.1f} s; 3 POSTs during the outage answered 503 "
-          f"(Retry-After 5); after the restart all 10 batches done in {drained_s:.1f} s")
+    print(
+        f"PostgreSQL restart: migrate {migrated_s:.1f} s; 3 POSTs during the outage answered 503 "
+        f"(Retry-After 5); after the restart all 10 batches done in {drained_s:.1f} s"
+    )
     assert it_j == pytest.approx(sent_j, rel=1e-12)
     assert footprint_j == pytest.approx(ledger_j, rel=1e-12)
     assert footprint_j == pytest.approx(_undisturbed_job_j(10) / 2, rel=1e-12)  # 10 batches of 3 windows
@@ -433,19 +563,30 @@ def test_agents_on_three_hosts_deliver_everything_once_in_order_after_a_long_out
     for h in range(3):
         hostname = f"outage-{h}"
         host = HostFactory(hostname=hostname, gpu_slots=2)
-        secret = token_create(org=host.cluster.site.org, name=f"agent-{h}", scope=ApiToken.Scope.HOST,
-                              host=host).secret
+        secret = token_create(org=host.cluster.site.org, name=f"agent-{h}", scope=ApiToken.Scope.HOST, host=host).secret
         config = AgentConfig(
-            server_url=web_server.url, token=secret, hostname=hostname, tick_s=0.05, window_s=0.25,
-            spool_dir=str(tmp_path / f"spool-{h}"), backend="sim", proc_root=str(tmp_path / f"proc-{h}"),
-            backoff_base_s=0.05, backoff_max_s=1.0, shutdown_flush_s=20.0,
+            server_url=web_server.url,
+            token=secret,
+            hostname=hostname,
+            tick_s=0.05,
+            window_s=0.25,
+            spool_dir=str(tmp_path / f"spool-{h}"),
+            backend="sim",
+            proc_root=str(tmp_path / f"proc-{h}"),
+            backoff_base_s=0.05,
+            backoff_max_s=1.0,
+            shutdown_flush_s=20.0,
         )
-        nvml = FakeNvml([{"model": "H100", "workload": "llm_training", "uuid": f"GPU-outage-{h}-0"},
-                         {"model": "A100", "workload": "idle", "uuid": f"GPU-outage-{h}-1"}],
-                        hostname=hostname, proc_tree=SimProcTree(config.proc_root))
+        nvml = FakeNvml(
+            [
+                {"model": "H100", "workload": "llm_training", "uuid": f"GPU-outage-{h}-0"},
+                {"model": "A100", "workload": "idle", "uuid": f"GPU-outage-{h}-1"},
+            ],
+            hostname=hostname,
+            proc_tree=SimProcTree(config.proc_root),
+        )
         agents.append((host, config, MeasuringAgent(config, nvml=nvml, host_power=SimHostPower(nvml))))
-    runners = [threading.Thread(target=a.run, kwargs={"duration_s": OUTAGE_S + 4.0}, daemon=True)
-               for _, _, a in agents]
+    runners = [threading.Thread(target=a.run, kwargs={"duration_s": OUTAGE_S + 4.0}, daemon=True) for _, _, a in agents]
     for runner in runners:
         runner.start()
     time.sleep(1.5)
@@ -466,14 +607,18 @@ def test_agents_on_three_hosts_deliver_everything_once_in_order_after_a_long_out
             seqs = [r[0] for r in cursor.fetchall()]
             cursor.execute("SELECT COALESCE(SUM(energy_j), 0) FROM telemetry_gpuwindow WHERE host_id = %s", [host.pk])
             gpu_j = cursor.fetchone()[0]
-            cursor.execute("SELECT COALESCE(SUM(cpu_energy_j + dram_energy_j), 0) FROM telemetry_hostwindow "
-                           "WHERE host_id = %s", [host.pk])
+            cursor.execute(
+                "SELECT COALESCE(SUM(cpu_energy_j + dram_energy_j), 0) FROM telemetry_hostwindow WHERE host_id = %s",
+                [host.pk],
+            )
             host_j = cursor.fetchone()[0]
         assert seqs == agent.seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # once, in order, contiguous
         assert gpu_j + host_j == pytest.approx(agent.measured_j, rel=1e-12)
         counts.append(len(seqs))
-    print(f"3 agents, {OUTAGE_S:g} s outage: windows per host {counts}; spools drained {delivered_s:.1f} s "
-          "after the server came back")
+    print(
+        f"3 agents, {OUTAGE_S:g} s outage: windows per host {counts}; spools drained {delivered_s:.1f} s "
+        "after the server came back"
+    )
     batches_attribute(batch_pks=list(TelemetryBatch.objects.values_list("pk", flat=True)), now=dt.datetime.now(dt.UTC))
     assert _statuses() == {"done": TelemetryBatch.objects.count()}
     unmeasured_j = LedgerEntry.objects.filter(component="host_unmeasured").aggregate(e=Sum("energy_j"))["e"] or 0.0
@@ -485,12 +630,25 @@ def test_agents_on_three_hosts_deliver_everything_once_in_order_after_a_long_out
 def test_a_claim_timeout_not_above_the_hard_limit_or_a_pool_without_limits_is_refused_at_start():
     base = {k: v for k, v in os.environ.items() if not k.startswith("CARBONLEDGER_")}
     base.update(DJANGO_SETTINGS_MODULE="config.settings_test", DJANGO_DEBUG="true")
-    bad = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                         env={**base, "CARBONLEDGER_ATTRIBUTION_TIME_LIMIT_S": "60", "CARBONLEDGER_CLAIM_TIMEOUT_S": "61"})
+    bad = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**base, "CARBONLEDGER_ATTRIBUTION_TIME_LIMIT_S": "60", "CARBONLEDGER_CLAIM_TIMEOUT_S": "61"},
+    )
     assert bad.returncode != 0
-    assert re.search(r"CARBONLEDGER_CLAIM_TIMEOUT_S=61 must exceed CARBONLEDGER_ATTRIBUTION_TIME_LIMIT_S=60", bad.stderr)
-    solo = subprocess.run([sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "-n",
-                           "faults-solo@%h"], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          env={**base, "REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert re.search(
+        r"CARBONLEDGER_CLAIM_TIMEOUT_S=61 must exceed CARBONLEDGER_ATTRIBUTION_TIME_LIMIT_S=60", bad.stderr
+    )
+    solo = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "-n", "faults-solo@%h"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**base, "REDIS_URL": "redis://127.0.0.1:1/0"},
+    )
     assert solo.returncode != 0
     assert "need --pool prefork" in solo.stdout + solo.stderr

@@ -36,17 +36,25 @@ class _Poster:
         self.client = client
         self.host = HostFactory()
         self.device = DeviceFactory(host=self.host, index=0)
-        self.secret = token_create(org=self.host.cluster.site.org, name="agent", scope=ApiToken.Scope.HOST,
-                                   host=self.host).secret
+        self.secret = token_create(
+            org=self.host.cluster.site.org, name="agent", scope=ApiToken.Scope.HOST, host=self.host
+        ).secret
         self.start = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=2)
         self.seq = 0
 
     def post(self) -> float:
         """POST one 10 s window; assert 202; return the seconds the request took."""
         self.seq += 1
-        payload = batch(hostname=self.host.hostname, windows=[window(
-            seq=self.seq, start=self.start + dt.timedelta(seconds=10 * self.seq),
-            gpus=[gpu_entry(uuid_=self.device.uuid)])])
+        payload = batch(
+            hostname=self.host.hostname,
+            windows=[
+                window(
+                    seq=self.seq,
+                    start=self.start + dt.timedelta(seconds=10 * self.seq),
+                    gpus=[gpu_entry(uuid_=self.device.uuid)],
+                )
+            ],
+        )
         began = time.monotonic()
         response = post_batch(self.client, self.secret, payload)
         elapsed_s = time.monotonic() - began
@@ -74,10 +82,16 @@ def _point_celery_at(url: str) -> None:
 def _beat(processes: Processes, where) -> None:
     """Celery beat with a schedule file of this test's own (Processes.beat shares var/integration)."""
     log = open(where / "beat.log", "w")  # closed with the process
-    processes.procs.append(subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "beat", "-s", str(where / "beat-schedule"), "-l", "INFO"],
-        cwd=ROOT, env=processes.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    ))
+    processes.procs.append(
+        subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "beat", "-s", str(where / "beat-schedule"), "-l", "INFO"],
+            cwd=ROOT,
+            env=processes.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    )
 
 
 def test_ingest_with_redis_stopped_answers_at_once_and_the_sweeper_attributes_later(client, processes, tmp_path):
@@ -96,11 +110,17 @@ def test_ingest_with_redis_stopped_answers_at_once_and_the_sweeper_attributes_la
     # can find these batches; a later nudge goes through again.
     processes.worker("faults-w1")
     _beat(processes, tmp_path)
-    wait_for(lambda: not TelemetryBatch.objects.exclude(status="done").exists(), timeout_s=90,
-             what="the sweeper to attribute the batches stored while Redis was down")
+    wait_for(
+        lambda: not TelemetryBatch.objects.exclude(status="done").exists(),
+        timeout_s=90,
+        what="the sweeper to attribute the batches stored while Redis was down",
+    )
     poster.post()
-    wait_for(lambda: not TelemetryBatch.objects.exclude(status="done").exists(), timeout_s=30,
-             what="the nudge to work again after the restart")
+    wait_for(
+        lambda: not TelemetryBatch.objects.exclude(status="done").exists(),
+        timeout_s=30,
+        what="the nudge to work again after the restart",
+    )
 
 
 def test_ingest_with_redis_hung_answers_within_the_socket_timeout(client, processes, hung_redis):
@@ -134,8 +154,10 @@ def test_persistent_connections_killed_under_gunicorn_are_replaced_not_answered_
         url = f"{server.url}/api/v1/jobs/"
         assert [_get(url, secret) for _ in range(8)] == [200] * 8  # every gunicorn thread holds a connection
         with connection.cursor() as cursor:
-            cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            cursor.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
             assert cursor.fetchone()[0] >= 1
         assert [_get(url, secret) for _ in range(16)] == [200] * 16
     finally:

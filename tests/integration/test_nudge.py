@@ -30,8 +30,11 @@ def test_one_nudge_waits_for_many_batches_and_its_task_attributes_them_all(clien
     processes.worker("nudge-w1")
     wait_for(_all_done, timeout_s=60, what="the one task to attribute every pending batch")
     assert _it_energy() == pytest.approx(sent_j, rel=1e-12)
-    wait_for(lambda: broker.llen("celery") == 0 and broker.get(NUDGE_MARK_KEY) is None, timeout_s=10,
-             what="the queue and the mark to be empty")
+    wait_for(
+        lambda: broker.llen("celery") == 0 and broker.get(NUDGE_MARK_KEY) is None,
+        timeout_s=10,
+        what="the queue and the mark to be empty",
+    )
     # The task took the mark off: the next store nudges again and is attributed.
     sent_j += _post_batches(client, host, devices, start, secret, n_batches=1, first_seq=61, windows_per_batch=1)
     wait_for(_all_done, timeout_s=30, what="a batch stored after the drain")

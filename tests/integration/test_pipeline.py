@@ -36,8 +36,9 @@ def _fleet(n_gpus: int = 2):
     return host, devices, job, start, secret
 
 
-def _post_batches(client, host, devices, start, secret, *, n_batches: int, first_seq: int = 1,
-                  windows_per_batch: int = 6) -> float:
+def _post_batches(
+    client, host, devices, start, secret, *, n_batches: int, first_seq: int = 1, windows_per_batch: int = 6
+) -> float:
     """Post contiguous 10 s windows; returns the GPU + host joules sent."""
     sent_j = 0.0
     seq = first_seq
@@ -65,11 +66,16 @@ def _it_energy() -> float:
 def test_slice_through_a_real_worker(client, processes):
     host, devices, job, start, secret = _fleet(n_gpus=1)
     processes.worker("w1")
-    payload = batch(hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[
-        gpu_entry(uuid_=devices[0].uuid, index=0, energy_j=6000.0)])])
+    payload = batch(
+        hostname=host.hostname,
+        windows=[window(seq=1, start=start, gpus=[gpu_entry(uuid_=devices[0].uuid, index=0, energy_j=6000.0)])],
+    )
     assert post_batch(client, secret, payload).status_code == 202
-    wait_for(lambda: JobFootprint.objects.filter(job=job).exists() and _all_done(), timeout_s=60,
-             what="the worker to attribute the batch")
+    wait_for(
+        lambda: JobFootprint.objects.filter(job=job).exists() and _all_done(),
+        timeout_s=60,
+        what="the worker to attribute the batch",
+    )
     footprint = JobFootprint.objects.get(job=job)
     # 6000 J GPU + 150 J host share (1 of 8 slots) = 6150 J IT; x PUE 1.5 = 9225 J; x 400 g/kWh.
     assert footprint.energy_j == pytest.approx(9225.0, abs=1e-9)
@@ -87,8 +93,12 @@ def test_worker_killed_mid_attribution_and_redis_restart_end_with_the_same_ledge
     worker = processes.worker("victim")
     sent_j += _post_batches(client, host, devices, start, secret, n_batches=30, first_seq=61)
     processes.beat()
-    wait_for(lambda: TelemetryBatch.objects.filter(status__in=["claimed", "done"]).exists(), timeout_s=60,
-             interval_s=0.05, what="attribution to start")
+    wait_for(
+        lambda: TelemetryBatch.objects.filter(status__in=["claimed", "done"]).exists(),
+        timeout_s=60,
+        interval_s=0.05,
+        what="attribution to start",
+    )
     processes.kill9(worker)
     # Phase 3: a fresh worker and the sweeper (beat) finish everything, lost messages included.
     processes.worker("rescuer")
@@ -96,8 +106,9 @@ def test_worker_killed_mid_attribution_and_redis_restart_end_with_the_same_ledge
 
     assert _it_energy() == pytest.approx(sent_j, rel=1e-12)
     # Every batch has its entries exactly once: the job holds all GPU energy and 2/8 of host energy.
-    gpu_j = LedgerEntry.objects.filter(job=job, component__in=["gpu_active", "gpu_idle"]).aggregate(
-        e=Sum("energy_j"))["e"]
+    gpu_j = LedgerEntry.objects.filter(job=job, component__in=["gpu_active", "gpu_idle"]).aggregate(e=Sum("energy_j"))[
+        "e"
+    ]
     assert gpu_j == pytest.approx(40 * 6 * (5000.0 + 5010.0), rel=1e-12)
     footprint = JobFootprint.objects.get(job=job)
     undisturbed_job_it_j = 40 * 6 * (5000.0 + 5010.0 + 1200.0 * 2 / 8)

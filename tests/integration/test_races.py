@@ -37,7 +37,9 @@ TIMEOUT_S = 30
 
 def _post_batch(base: str, secret: str, payload: dict) -> requests.Response:
     return requests.post(
-        base + INGEST_URL, data=gzip.compress(json.dumps(payload).encode()), timeout=TIMEOUT_S,
+        base + INGEST_URL,
+        data=gzip.compress(json.dumps(payload).encode()),
+        timeout=TIMEOUT_S,
         headers={"Content-Type": "application/json", "Content-Encoding": "gzip", "Authorization": f"Bearer {secret}"},
     )
 
@@ -47,9 +49,16 @@ def _api(base: str, secret: str, path: str, body: dict) -> requests.Response:
 
 
 def _register_body(*, job_id: str, host: str, gpus: list[int], started: dt.datetime) -> dict:
-    return {"scheduler_job_id": job_id, "team": "recsys", "user": "alice", "name": f"race-{job_id}",
-            "kind": "training", "family": "llm", "started_at": iso(started),
-            "allocation": [{"host": host, "gpus": gpus}]}
+    return {
+        "scheduler_job_id": job_id,
+        "team": "recsys",
+        "user": "alice",
+        "name": f"race-{job_id}",
+        "kind": "training",
+        "family": "llm",
+        "started_at": iso(started),
+        "allocation": [{"host": host, "gpus": gpus}],
+    }
 
 
 def test_registration_racing_a_hosts_first_batch_holds_the_gpu_that_reports(web_server):
@@ -68,9 +77,17 @@ def test_registration_racing_a_hosts_first_batch_holds_the_gpu_that_reports(web_
 
     def trial_run(trial: int) -> tuple[int, int]:
         host, secret = hosts[trial]
-        payload = batch(hostname=host.hostname, windows=[window(
-            seq=1, start=window_start, duration_s=10.0,
-            gpus=[gpu_entry(uuid_=f"GPU-race-{trial:02d}", index=0, energy_j=4321.0 + trial)])])
+        payload = batch(
+            hostname=host.hostname,
+            windows=[
+                window(
+                    seq=1,
+                    start=window_start,
+                    duration_s=10.0,
+                    gpus=[gpu_entry(uuid_=f"GPU-race-{trial:02d}", index=0, energy_j=4321.0 + trial)],
+                )
+            ],
+        )
         barrier = threading.Barrier(2)
 
         def ingest() -> int:
@@ -79,9 +96,12 @@ def test_registration_racing_a_hosts_first_batch_holds_the_gpu_that_reports(web_
 
         def register() -> int:
             barrier.wait()
-            return _api(web_server.url, world.secrets["sched_a"], JOBS,
-                        _register_body(job_id=f"race-{trial}", host=host.hostname, gpus=[0],
-                                       started=started)).status_code
+            return _api(
+                web_server.url,
+                world.secrets["sched_a"],
+                JOBS,
+                _register_body(job_id=f"race-{trial}", host=host.hostname, gpus=[0], started=started),
+            ).status_code
 
         with ThreadPoolExecutor(2) as pool:
             posted, registered = pool.submit(ingest), pool.submit(register)
@@ -97,8 +117,12 @@ def test_registration_racing_a_hosts_first_batch_holds_the_gpu_that_reports(web_
         job = Job.objects.get(scheduler_job_id=f"race-{trial}")
         held = list(JobAllocation.objects.filter(job=job).values_list("device__uuid", flat=True))
         assert held == [f"GPU-race-{trial:02d}"]
-        response = _api(web_server.url, world.secrets["sched_a"], f"{JOBS}by-key/race-{trial}/end/",
-                        {"exit_state": "completed", "ended_at": iso(now - dt.timedelta(minutes=1))})
+        response = _api(
+            web_server.url,
+            world.secrets["sched_a"],
+            f"{JOBS}by-key/race-{trial}/end/",
+            {"exit_state": "completed", "ended_at": iso(now - dt.timedelta(minutes=1))},
+        )
         assert response.status_code == 200, response.text
         footprint = JobFootprint.objects.get(job=job)
         assert footprint.is_final
@@ -136,8 +160,12 @@ def test_job_ends_racing_the_workers_rollups_never_answer_500(live_stack):
     sched = world.secrets["sched_a"]
     for host, _ in hosts:
         for g in range(gpus_per_host):
-            response = _api(base, sched, JOBS, _register_body(job_id=f"{host.hostname}-{g}", host=host.hostname,
-                                                              gpus=[g], started=t0))
+            response = _api(
+                base,
+                sched,
+                JOBS,
+                _register_body(job_id=f"{host.hostname}-{g}", host=host.hostname, gpus=[g], started=t0),
+            )
             assert response.status_code == 201, response.text
 
     posted_j = 0.0
@@ -146,10 +174,15 @@ def test_job_ends_racing_the_workers_rollups_never_answer_500(live_stack):
         total = 0.0
         for b in range(n_batches):
             start = t0 + dt.timedelta(seconds=b * window_s)
-            gpus = [gpu_entry(uuid_=f"GPU-{host.hostname}-{g}", index=g, energy_j=5000.0 + 10 * g + b)
-                    for g in range(gpus_per_host)]
-            response = _post_batch(base, secret, batch(hostname=host.hostname, windows=[
-                window(seq=b + 1, start=start, duration_s=window_s, gpus=gpus)]))
+            gpus = [
+                gpu_entry(uuid_=f"GPU-{host.hostname}-{g}", index=g, energy_j=5000.0 + 10 * g + b)
+                for g in range(gpus_per_host)
+            ]
+            response = _post_batch(
+                base,
+                secret,
+                batch(hostname=host.hostname, windows=[window(seq=b + 1, start=start, duration_s=window_s, gpus=gpus)]),
+            )
             assert response.status_code == 202, response.text
             total += sum(g["energy_j"] for g in gpus)
             time.sleep(0.02)
@@ -162,8 +195,12 @@ def test_job_ends_racing_the_workers_rollups_never_answer_500(live_stack):
         time.sleep(0.3)  # let the first batches reach the worker
         for host, _ in hosts:
             for g in range(gpus_per_host):
-                response = _api(base, sched, f"{JOBS}by-key/{host.hostname}-{g}/end/",
-                                {"exit_state": "completed", "ended_at": iso(ended_at)})
+                response = _api(
+                    base,
+                    sched,
+                    f"{JOBS}by-key/{host.hostname}-{g}/end/",
+                    {"exit_state": "completed", "ended_at": iso(ended_at)},
+                )
                 statuses.append(response.status_code)
                 assert response.headers["Content-Type"].startswith("application/"), response.text
 
@@ -177,9 +214,21 @@ def test_job_ends_racing_the_workers_rollups_never_answer_500(live_stack):
     def drained() -> bool:
         return not TelemetryBatch.objects.exclude(status=TelemetryBatch.Status.DONE).exists()
 
-    wait_for(drained, timeout_s=120, what="every batch attributed")
+    try:
+        wait_for(drained, timeout_s=120, what="every batch attributed")
+    except AssertionError as exc:
+        import redis
+
+        from accounting.services.work_queue import NUDGE_MARK_KEY
+
+        broker = redis.Redis.from_url(live_stack.env["REDIS_URL"])
+        states = list(TelemetryBatch.objects.exclude(status="done").values_list("pk", "status", "claimed_at",
+                                                                                 "attempts", "error"))
+        raise AssertionError(f"{exc}; not done: {states}; queue {broker.llen('celery')}, "
+                             f"mark {broker.get(NUDGE_MARK_KEY)!r} ttl {broker.ttl(NUDGE_MARK_KEY)}") from exc
     gpu_ledger_j = LedgerEntry.objects.filter(component__in=["gpu_active", "gpu_idle"]).aggregate(
-        total=Sum("energy_j"))["total"]
+        total=Sum("energy_j")
+    )["total"]
     assert gpu_ledger_j == pytest.approx(posted_j, rel=1e-12)
     for job in Job.objects.filter(cluster=world.cluster_a, scheduler_job_id__startswith="stress-"):
         footprint = JobFootprint.objects.get(job=job)

@@ -44,8 +44,10 @@ def test_zone_edit_writes_one_event_beside_its_factor_change(operator):
     assert event.before == {"annual_intensity_g_per_kwh": 400.0, "version": 1}
     assert event.after == {"annual_intensity_g_per_kwh": 350.0, "version": 2}
     assert m.FactorChange.objects.count() == 1
-    assert factor_services.zone_update_intensity(zone=zone, intensity_g_per_kwh=350.0, reason="again",
-                                                 user=operator) is None
+    assert (
+        factor_services.zone_update_intensity(zone=zone, intensity_g_per_kwh=350.0, reason="again", user=operator)
+        is None
+    )
     assert m.AuditEvent.objects.count() == 0  # a change that changes nothing records nothing
 
 
@@ -54,12 +56,19 @@ def test_site_pue_and_factors_are_audited_in_the_sites_organisation(org, operato
     factor_services.site_set_pue(site=site, pue=1.3, valid_from=None, source="meter", reason="audit", user=operator)
     event = _only_event()
     assert (event.action, event.object_type, event.object_id, event.org_id) == (
-        "factor.update", "pue", f"{org.pk}/paris", org.pk)
+        "factor.update",
+        "pue",
+        f"{org.pk}/paris",
+        org.pk,
+    )
     assert (event.before["pue"], event.after["pue"]) == (1.5, 1.3)
     factor_services.site_set_pue(site=site, pue=1.2, valid_from=T0, source="meter", reason="series", user=operator)
     event = _only_event()
     assert (event.object_id, event.before, event.after) == (
-        f"{org.pk}/paris@2026-03-01T12:00:00+00:00", None, {"pue": 1.2, "source": "meter", "version": 1})
+        f"{org.pk}/paris@2026-03-01T12:00:00+00:00",
+        None,
+        {"pue": 1.2, "source": "meter", "version": 1},
+    )
     factor_services.site_update_factors(site=site, changes={"wue_l_per_kwh": 1.8}, reason="wue", user=operator)
     event = _only_event()
     assert (event.object_type, event.org_id, event.after) == ("site", org.pk, {"wue_l_per_kwh": 1.8})
@@ -70,7 +79,11 @@ def test_hardware_edit_and_bulk_loads_are_audited_as_the_system():
     factor_services.hardware_update(hardware=hardware, changes={"lifetime_years": 4.0}, reason="policy", user=None)
     event = _only_event()
     assert (event.object_type, event.object_id, event.actor_user, event.actor_label) == (
-        "hardware", "h100-sxm5-80gb", None, "system")
+        "hardware",
+        "h100-sxm5-80gb",
+        None,
+        "system",
+    )
     assert (event.before, event.after) == ({"lifetime_years": 5.0, "version": 1}, {"lifetime_years": 4.0, "version": 2})
 
 
@@ -80,7 +93,11 @@ def test_budget_create_update_and_no_op(org, operator):
     budget, created = budget_set(team=team, period_start=start, period_end=end, co2e_budget_g=1e6, actor=operator)
     event = _only_event()
     assert created and (event.action, event.object_type, event.object_id, event.org_id) == (
-        "budget.create", "budget", str(budget.pk), org.pk)
+        "budget.create",
+        "budget",
+        str(budget.pk),
+        org.pk,
+    )
     assert (event.before, event.actor_label) == (None, "operator")
     assert event.after == {"period_start": "2026-03-01", "period_end": "2026-04-01", "co2e_budget_g": 1e6, "note": ""}
     budget_set(team=team, period_start=start, period_end=end, co2e_budget_g=5e5, note="halved", actor=operator)
@@ -96,8 +113,9 @@ def test_budget_set_through_the_api_is_audited(org, client):
     issued = token_create(org=org, name="adm", scope="admin")
     m.AuditEvent.objects.all().delete()
     body = {"team": "ml", "period_start": "2026-03-01", "period_end": "2026-04-01", "co2e_budget_g": 10.0}
-    response = client.post("/api/v1/budgets/", data=body, content_type="application/json",
-                           HTTP_AUTHORIZATION=f"Bearer {issued.secret}")
+    response = client.post(
+        "/api/v1/budgets/", data=body, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {issued.secret}"
+    )
     assert response.status_code == 201
     event = _only_event()
     assert (event.action, event.org_id, event.after["co2e_budget_g"]) == ("budget.create", org.pk, 10.0)
@@ -108,24 +126,43 @@ def test_token_create_rotate_revoke_one_event_each(org, operator):
     issued = token_create(org=org, name="ci", scope="admin", actor=operator, now=T0)
     event = _only_event()
     assert (event.action, event.object_type, event.object_id, event.org_id, event.actor_user) == (
-        "token.create", "token", str(issued.token.pk), org.pk, operator)
+        "token.create",
+        "token",
+        str(issued.token.pk),
+        org.pk,
+        operator,
+    )
     assert event.before is None
     assert event.after == {
-        "name": "ci", "scope": "admin", "prefix": issued.token.prefix, "host": None, "cluster": None, "user": None,
-        "expires_at": "2026-03-31T12:00:00+00:00", "revoked_at": None,
+        "name": "ci",
+        "scope": "admin",
+        "prefix": issued.token.prefix,
+        "host": None,
+        "cluster": None,
+        "user": None,
+        "expires_at": "2026-03-31T12:00:00+00:00",
+        "revoked_at": None,
     }
     new = token_rotate(token=issued.token, overlap=dt.timedelta(hours=2), actor=issued.token, now=T0)
     event = _only_event()
     assert (event.action, event.object_id, event.actor_token) == ("token.rotate", str(issued.token.pk), issued.token)
     assert event.actor_label == f"token {issued.token.prefix} (admin, id {issued.token.pk})"
     assert (event.before["expires_at"], event.after["expires_at"]) == (
-        "2026-03-31T12:00:00+00:00", "2026-03-01T14:00:00+00:00")
+        "2026-03-31T12:00:00+00:00",
+        "2026-03-01T14:00:00+00:00",
+    )
     assert (event.after["replaced_by"], event.after["replacement_expires_at"]) == (
-        new.token.pk, "2026-03-31T12:00:00+00:00")
+        new.token.pk,
+        "2026-03-31T12:00:00+00:00",
+    )
     token_revoke(token=new.token, actor=operator, now=T0)
     event = _only_event()
     assert (event.action, event.object_id, event.before["revoked_at"], event.after["revoked_at"]) == (
-        "token.revoke", str(new.token.pk), None, "2026-03-01T12:00:00+00:00")
+        "token.revoke",
+        str(new.token.pk),
+        None,
+        "2026-03-01T12:00:00+00:00",
+    )
     token_revoke(token=new.token, actor=operator, now=T0)  # already revoked: no change, no event
     assert m.AuditEvent.objects.count() == 0
 
@@ -141,33 +178,51 @@ def _admin_client(client, **flags):
 
 def test_admin_edit_of_the_overhead_policy_is_audited(client, org):
     client, root = _admin_client(client)
-    response = client.post(f"/admin/accounting/organization/{org.pk}/change/",
-                           {"name": org.name, "slug": org.slug, "overhead_policy": "pro_rata"})
+    response = client.post(
+        f"/admin/accounting/organization/{org.pk}/change/",
+        {"name": org.name, "slug": org.slug, "overhead_policy": "pro_rata"},
+    )
     assert response.status_code == 302, response.content[:500]
     event = _only_event()
     assert (event.action, event.object_type, event.object_id, event.org_id, event.actor_user) == (
-        "policy.update", "organization", str(org.pk), org.pk, root)
+        "policy.update",
+        "organization",
+        str(org.pk),
+        org.pk,
+        root,
+    )
     assert (event.before, event.after) == ({"overhead_policy": "separate"}, {"overhead_policy": "pro_rata"})
 
 
 def test_admin_edit_of_a_report_recipient_and_of_a_budget_is_audited(client, org):
     client, _root = _admin_client(client)
     team = f.TeamFactory(org=org, name="ML", slug="ml")
-    response = client.post(f"/admin/accounting/team/{team.pk}/change/",
-                           {"org": org.pk, "name": "ML", "slug": "ml", "report_email": "ml@example.org"})
+    response = client.post(
+        f"/admin/accounting/team/{team.pk}/change/",
+        {"org": org.pk, "name": "ML", "slug": "ml", "report_email": "ml@example.org"},
+    )
     assert response.status_code == 302
     event = _only_event()
     assert (event.action, event.object_type, event.object_id, event.before, event.after) == (
-        "recipient.change", "report_recipients", str(team.pk), {"report_email": ""},
-        {"report_email": "ml@example.org"})
-    response = client.post("/admin/accounting/carbonbudget/add/", {
-        "team": team.pk, "period_start": "2026-03-01", "period_end": "2026-04-01", "co2e_budget_g": "100",
-        "note": ""})
+        "recipient.change",
+        "report_recipients",
+        str(team.pk),
+        {"report_email": ""},
+        {"report_email": "ml@example.org"},
+    )
+    response = client.post(
+        "/admin/accounting/carbonbudget/add/",
+        {"team": team.pk, "period_start": "2026-03-01", "period_end": "2026-04-01", "co2e_budget_g": "100", "note": ""},
+    )
     assert response.status_code == 302
     budget = m.CarbonBudget.objects.get()
     event = _only_event()
     assert (event.action, event.object_id, event.org_id, event.before) == (
-        "budget.create", str(budget.pk), org.pk, None)
+        "budget.create",
+        str(budget.pk),
+        org.pk,
+        None,
+    )
     response = client.post(f"/admin/accounting/carbonbudget/{budget.pk}/delete/", {"post": "yes"})
     assert response.status_code == 302
     event = _only_event()
@@ -175,8 +230,13 @@ def test_admin_edit_of_a_report_recipient_and_of_a_budget_is_audited(client, org
 
 
 def test_audit_admin_is_read_only(client, org, operator):
-    budget_set(team=f.TeamFactory(org=org), period_start=dt.date(2026, 3, 1), period_end=dt.date(2026, 4, 1),
-               co2e_budget_g=1.0, actor=operator)
+    budget_set(
+        team=f.TeamFactory(org=org),
+        period_start=dt.date(2026, 3, 1),
+        period_end=dt.date(2026, 4, 1),
+        co2e_budget_g=1.0,
+        actor=operator,
+    )
     event = m.AuditEvent.objects.get()
     client, _root = _admin_client(client)
     listing = client.get("/admin/accounting/auditevent/", {"action": "budget.create", "q": str(event.object_id)})
@@ -192,8 +252,13 @@ def test_audit_admin_is_read_only(client, org, operator):
 
 
 def test_a_non_admin_cannot_see_the_audit_log(client, org, operator):
-    budget_set(team=f.TeamFactory(org=org), period_start=dt.date(2026, 3, 1), period_end=dt.date(2026, 4, 1),
-               co2e_budget_g=1.0, actor=operator)
+    budget_set(
+        team=f.TeamFactory(org=org),
+        period_start=dt.date(2026, 3, 1),
+        period_end=dt.date(2026, 4, 1),
+        co2e_budget_g=1.0,
+        actor=operator,
+    )
     member = f.UserFactory(username="member")
     f.MembershipFactory(user=member, org=org, role=m.Membership.Role.ADMIN)  # an org admin, not staff
     client.force_login(member)

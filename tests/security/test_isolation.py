@@ -124,30 +124,55 @@ def world() -> World:
     jobs = {}
     for j in JOBS:
         job = f.JobFactory(
-            cluster=clusters[job_cluster[j]], team=teams[JOB_TEAM[j]], scheduler_job_id=f"sched-{j}",
-            name=MARK_JOB[j], username=f"user-{j}", started_at=start,
+            cluster=clusters[job_cluster[j]],
+            team=teams[JOB_TEAM[j]],
+            scheduler_job_id=f"sched-{j}",
+            name=MARK_JOB[j],
+            username=f"user-{j}",
+            started_at=start,
         )
         m.JobAllocation.objects.create(job=job, device=devices[job_cluster[j]], start=start)
         m.JobFootprint.objects.create(
-            job=job, energy_j=10 * KWH, gpu_energy_j=7 * KWH, co2e_operational_g=4000.0, co2e_embodied_g=100.0,
-            device_hours=3.0, measured_fraction=1.0, method_version="iso-1", last_window_end=now,
+            job=job,
+            energy_j=10 * KWH,
+            gpu_energy_j=7 * KWH,
+            co2e_operational_g=4000.0,
+            co2e_embodied_g=100.0,
+            device_hours=3.0,
+            measured_fraction=1.0,
+            method_version="iso-1",
+            last_window_end=now,
         )
         for h in range(3):
             m.JobHour.objects.create(
-                job=job, hour=start + dt.timedelta(hours=h), energy_j=KWH, gpu_energy_j=KWH,
-                co2e_operational_g=400.0, co2e_embodied_g=10.0, intensity_g_per_kwh=400.0,
+                job=job,
+                hour=start + dt.timedelta(hours=h),
+                energy_j=KWH,
+                gpu_energy_j=KWH,
+                co2e_operational_g=400.0,
+                co2e_embodied_g=10.0,
+                intensity_g_per_kwh=400.0,
             )
         jobs[j] = job
     for t, team in teams.items():
         site = site1 if ORG_OF_TEAM[t] == 1 else site2
         m.TeamDay.objects.create(
-            org=team.org, team=team, site=site, day=now.date(), energy_j=20 * KWH, gpu_idle_energy_j=KWH,
-            co2e_operational_g=8000.0, co2e_embodied_g=200.0,
+            org=team.org,
+            team=team,
+            site=site,
+            day=now.date(),
+            energy_j=20 * KWH,
+            gpu_idle_energy_j=KWH,
+            co2e_operational_g=8000.0,
+            co2e_embodied_g=200.0,
         )
     budgets = {
         t: m.CarbonBudget.objects.create(
-            team=team, period_start=now.date().replace(day=1), period_end=now.date() + dt.timedelta(days=40),
-            co2e_budget_g=1e6, note=MARK_BUDGET[t],
+            team=team,
+            period_start=now.date().replace(day=1),
+            period_end=now.date() + dt.timedelta(days=40),
+            co2e_budget_g=1e6,
+            note=MARK_BUDGET[t],
         )
         for t, team in teams.items()
     }
@@ -174,8 +199,7 @@ def world() -> World:
         else:
             client = Client()
         clients[name] = client
-    return World(orgs, teams, clusters, hosts, jobs, budgets, clients,
-                 {k: v.secret for k, v in token_of.items()}, now)
+    return World(orgs, teams, clusters, hosts, jobs, budgets, clients, {k: v.secret for k, v in token_of.items()}, now)
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -251,8 +275,14 @@ def _no_markers_anywhere(path: str, *, method: str = "get", data=None):
 # --- checks: API ---------------------------------------------------------------------------
 
 
-def _api_job_detail(suffix: str, *, by_key: bool = False, method: str = "get", scopes=("scheduler", "user", "admin"),
-                    write: bool = False):
+def _api_job_detail(
+    suffix: str,
+    *,
+    by_key: bool = False,
+    method: str = "get",
+    scopes=("scheduler", "user", "admin"),
+    write: bool = False,
+):
     """One job per request: visible ones answer (not 404), others 404 and stay unchanged; a
     principal whose scope may not use the endpoint gets one status for every job."""
 
@@ -400,13 +430,16 @@ def _ingest(world: World, name: str) -> None:
     for key in ("b", "c"):
         host = world.hosts[key]
         device = host.devices.get()
-        payload = batch(hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[gpu_entry(uuid_=device.uuid)])])
+        payload = batch(
+            hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[gpu_entry(uuid_=device.uuid)])]
+        )
         before = stored_counts()
         if name in world.secrets:
             response = post_batch(Client(), world.secrets[name], payload)
         else:
-            response = world.clients[name].post("/api/v1/ingest/batches", data=json.dumps(payload),
-                                                content_type="application/json")
+            response = world.clients[name].post(
+                "/api/v1/ingest/batches", data=json.dumps(payload), content_type="application/json"
+            )
         assert response.status_code in (401, 403), (name, key, response.status_code)
         assert stored_counts() == before
 
@@ -511,15 +544,19 @@ NO_TENANT_DATA = {
 }
 # What-if over the shared catalog and grid zones only (a job's projection is a job endpoint).
 SHARED_DATA_POST = {
-    "whatif-estimate": ("/api/v1/estimate/", {"hardware_model": "h100-sxm5-80gb", "gpu_count": 1, "hours": 1,
-                                              "zone_code": "ZZ-ISO"}),
+    "whatif-estimate": (
+        "/api/v1/estimate/",
+        {"hardware_model": "h100-sxm5-80gb", "gpu_count": 1, "hours": 1, "zone_code": "ZZ-ISO"},
+    ),
     "whatif-fleet-plan": ("/api/v1/fleet-plan/", {"zone_code": "ZZ-ISO"}),
     "whatif-best-window": ("/api/v1/best-window/", {"zone_code": "ZZ-ISO", "hours": 2}),
 }
 TENANT = {
     "api-jobs": lambda w: (_each_principal(_api_job_list)(w), _each_principal(_api_job_register)(w)),
-    "api-job": lambda w: (_api_job_detail("")(w), _api_job_detail("", method="patch", scopes=("scheduler", "admin"),
-                                                                 write=True)(w)),
+    "api-job": lambda w: (
+        _api_job_detail("")(w),
+        _api_job_detail("", method="patch", scopes=("scheduler", "admin"), write=True)(w),
+    ),
     "api-job-end": _api_job_detail("end/", method="post", scopes=("scheduler", "admin"), write=True),
     "api-job-footprint": _api_job_detail("footprint/"),
     "api-job-units": _api_job_detail("units/", method="post", write=True),
@@ -527,8 +564,9 @@ TENANT = {
         _api_job_detail("", by_key=True)(w),
         _api_job_detail("", by_key=True, method="patch", scopes=("scheduler", "admin"), write=True)(w),
     ),
-    "api-job-end-by-key": _api_job_detail("end/", by_key=True, method="post", scopes=("scheduler", "admin"),
-                                          write=True),
+    "api-job-end-by-key": _api_job_detail(
+        "end/", by_key=True, method="post", scopes=("scheduler", "admin"), write=True
+    ),
     "api-job-footprint-by-key": _api_job_detail("footprint/", by_key=True),
     "api-job-units-by-key": _api_job_detail("units/", by_key=True, method="post", write=True),
     "whatif-project-job": _api_job_detail("project/", method="post"),
@@ -596,8 +634,9 @@ def test_every_url_pattern_is_classified():
 @pytest.mark.parametrize(
     "check",
     [
-        pytest.param(check, id=name, marks=[pytest.mark.xfail(strict=True, reason=XFAIL[name])] if name in XFAIL
-                     else [])
+        pytest.param(
+            check, id=name, marks=[pytest.mark.xfail(strict=True, reason=XFAIL[name])] if name in XFAIL else []
+        )
         for name, check in CASES
         if check is not None
     ],

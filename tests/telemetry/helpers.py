@@ -14,38 +14,81 @@ def iso(value: dt.datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
 
 
-def gpu_entry(*, uuid_: str, index: int = 0, energy_j: float = 6000.0, duration_s: float = 10.0,
-              processes=None, name: str = "NVIDIA H100 80GB HBM3", quality: str = "measured", **extra) -> dict:
+def gpu_entry(
+    *,
+    uuid_: str,
+    index: int = 0,
+    energy_j: float = 6000.0,
+    duration_s: float = 10.0,
+    processes=None,
+    name: str = "NVIDIA H100 80GB HBM3",
+    quality: str = "measured",
+    **extra,
+) -> dict:
     entry = {
-        "uuid": uuid_, "index": index, "name": name, "energy_j": energy_j, "counter_mj": None,
-        "avg_power_w": energy_j / duration_s, "max_power_w": energy_j / duration_s + 20, "util_pct": 95.0,
-        "mem_util_pct": 50.0, "mem_used_mib": 60000.0, "power_limit_w": 700.0, "quality": quality,
+        "uuid": uuid_,
+        "index": index,
+        "name": name,
+        "energy_j": energy_j,
+        "counter_mj": None,
+        "avg_power_w": energy_j / duration_s,
+        "max_power_w": energy_j / duration_s + 20,
+        "util_pct": 95.0,
+        "mem_util_pct": 50.0,
+        "mem_used_mib": 60000.0,
+        "power_limit_w": 700.0,
+        "quality": quality,
         "processes": processes or [],
     }
     entry.update(extra)
     return entry
 
 
-def window(*, seq: int, start: dt.datetime, duration_s: float = 10.0, gpus: list[dict], cpu_energy_j: float = 1000.0,
-           dram_energy_j: float = 200.0, wall_energy_j: float | None = None, host_quality: str = "measured") -> dict:
+def window(
+    *,
+    seq: int,
+    start: dt.datetime,
+    duration_s: float = 10.0,
+    gpus: list[dict],
+    cpu_energy_j: float = 1000.0,
+    dram_energy_j: float = 200.0,
+    wall_energy_j: float | None = None,
+    host_quality: str = "measured",
+) -> dict:
     return {
-        "seq": seq, "start": iso(start), "end": iso(start + dt.timedelta(seconds=duration_s)),
-        "host": {"cpu_energy_j": cpu_energy_j, "dram_energy_j": dram_energy_j, "wall_energy_j": wall_energy_j,
-                 "cpu_util_pct": 30.0, "quality": host_quality},
+        "seq": seq,
+        "start": iso(start),
+        "end": iso(start + dt.timedelta(seconds=duration_s)),
+        "host": {
+            "cpu_energy_j": cpu_energy_j,
+            "dram_energy_j": dram_energy_j,
+            "wall_energy_j": wall_energy_j,
+            "cpu_util_pct": 30.0,
+            "quality": host_quality,
+        },
         "gpus": gpus,
     }
 
 
 def batch(*, hostname: str, windows: list[dict], batch_id: str | None = None) -> dict:
-    return {"batch_id": batch_id or str(uuid.uuid4()), "hostname": hostname, "agent_version": "test",
-            "sent_at": iso(dt.datetime.now(dt.UTC)), "windows": windows}
+    return {
+        "batch_id": batch_id or str(uuid.uuid4()),
+        "hostname": hostname,
+        "agent_version": "test",
+        "sent_at": iso(dt.datetime.now(dt.UTC)),
+        "windows": windows,
+    }
 
 
 def post_batch(client, secret: str, payload: dict):
     """POST a batch gzip-compressed with a host token, as the agent does."""
-    return client.post(INGEST_URL, data=gzip.compress(json.dumps(payload).encode()),
-                       content_type="application/json", HTTP_CONTENT_ENCODING="gzip",
-                       HTTP_AUTHORIZATION=f"Bearer {secret}")
+    return client.post(
+        INGEST_URL,
+        data=gzip.compress(json.dumps(payload).encode()),
+        content_type="application/json",
+        HTTP_CONTENT_ENCODING="gzip",
+        HTTP_AUTHORIZATION=f"Bearer {secret}",
+    )
 
 
 def stored_counts() -> tuple[int, int, int]:

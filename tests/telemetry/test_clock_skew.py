@@ -28,8 +28,12 @@ def test_the_offset_is_stored_and_beyond_the_threshold_flagged_but_window_times_
     start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=30)
     sent = []
     for seq, ahead_s in [(1, 0.0), (2, 40.0), (3, -90.0), (4, None)]:
-        payload = batch(hostname=host.hostname, windows=[window(
-            seq=seq, start=start + dt.timedelta(seconds=10 * seq), gpus=[gpu_entry(uuid_=device.uuid)])])
+        payload = batch(
+            hostname=host.hostname,
+            windows=[
+                window(seq=seq, start=start + dt.timedelta(seconds=10 * seq), gpus=[gpu_entry(uuid_=device.uuid)])
+            ],
+        )
         if ahead_s is None:
             del payload["sent_at"]
         else:

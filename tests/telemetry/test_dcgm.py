@@ -40,7 +40,7 @@ def test_parse_exposition_labels_escapes_and_timestamps():
     ]
     assert samples[0].value == 2.5 and samples[1].value == 3.0
     with pytest.raises(ExpositionError, match="line 1"):
-        parse_exposition('m{a=1} 2')
+        parse_exposition("m{a=1} 2")
     with pytest.raises(ExpositionError, match="bad value"):
         parse_exposition("m twelve")
 
@@ -50,22 +50,41 @@ def test_scrape_groups_by_uuid_with_job_labels(scrapes):
     assert set(first.gpus) == {GPU0, GPU1}
     gpu0 = first.gpus[GPU0]
     assert (gpu0.index, gpu0.name, gpu0.hostname, gpu0.pod, gpu0.namespace, gpu0.hpc_job) == (
-        0, "NVIDIA H100 80GB HBM3", "gpu-node-01", "llm-sft-0", "ml", None)
+        0,
+        "NVIDIA H100 80GB HBM3",
+        "gpu-node-01",
+        "llm-sft-0",
+        "ml",
+        None,
+    )
     assert gpu0.metrics["DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"] == 123456789000
     assert first.gpus[GPU1].hpc_job == "88123"
 
 
 def test_two_scrapes_make_a_wire_format_window(scrapes):
     first, second = scrapes
-    window = windows_from_scrapes(previous=first, current=second, seq=7,
-                                  pod_uid=lambda ns, pod: {("ml", "llm-sft-0"): "3f6c1f0e-uid"}.get((ns, pod)))
+    window = windows_from_scrapes(
+        previous=first,
+        current=second,
+        seq=7,
+        pod_uid=lambda ns, pod: {("ml", "llm-sft-0"): "3f6c1f0e-uid"}.get((ns, pod)),
+    )
     assert (window["seq"], window["start"], window["end"]) == (7, "2026-11-26T10:00:00Z", "2026-11-26T10:00:10Z")
     gpu0, gpu1 = window["gpus"]
     # Counter delta: 6,500,000 mJ over 10 s.
     assert gpu0 == {
-        "uuid": GPU0, "index": 0, "name": "NVIDIA H100 80GB HBM3", "energy_j": 6500.0,
-        "counter_mj": 123463289000, "avg_power_w": 650.0, "max_power_w": 655.5, "util_pct": 98.5,
-        "mem_util_pct": 41.0, "mem_used_mib": 71234.0, "power_limit_w": None, "quality": "measured",
+        "uuid": GPU0,
+        "index": 0,
+        "name": "NVIDIA H100 80GB HBM3",
+        "energy_j": 6500.0,
+        "counter_mj": 123463289000,
+        "avg_power_w": 650.0,
+        "max_power_w": 655.5,
+        "util_pct": 98.5,
+        "mem_util_pct": 41.0,
+        "mem_used_mib": 71234.0,
+        "power_limit_w": None,
+        "quality": "measured",
         "processes": [{"pid": None, "sm_util_pct": pytest.approx(92.3), "job_key": "k8s:3f6c1f0e-uid"}],
     }
     # Counter reset between scrapes: trapezoid of 250 W and 270 W over 10 s.

@@ -53,10 +53,15 @@ def _counts() -> tuple[int, int, int]:
 
 def test_batch_is_stored_and_a_resend_is_acknowledged_without_double_counting(client, host_setup):
     host, device, secret = host_setup
-    payload = batch(hostname=host.hostname, windows=[
-        window(seq=1, start=_start(), gpus=[gpu_entry(uuid_=device.uuid)]),
-        window(seq=2, start=_start() + dt.timedelta(seconds=10), gpus=[gpu_entry(uuid_=device.uuid, energy_j=5000.0)]),
-    ])
+    payload = batch(
+        hostname=host.hostname,
+        windows=[
+            window(seq=1, start=_start(), gpus=[gpu_entry(uuid_=device.uuid)]),
+            window(
+                seq=2, start=_start() + dt.timedelta(seconds=10), gpus=[gpu_entry(uuid_=device.uuid, energy_j=5000.0)]
+            ),
+        ],
+    )
     first = _post(client, secret, payload)
     assert first.status_code == 202, first.content
     assert first.json() == {"batch_id": payload["batch_id"], "accepted_windows": 2, "duplicate": False}
@@ -76,21 +81,52 @@ def test_stored_window_values_round_trip_exactly(client, host_setup):
     """Binary COPY writes each column as PostgreSQL's own type: read back what was sent."""
     host, device, secret = host_setup
     start = _start().replace(microsecond=250_000)
-    processes = [{"pid": 41, "sm_util_pct": 62.5, "job_key": "slurm:77"}, {"pid": 42, "sm_util_pct": None,
-                                                                          "job_key": None}]
-    payload = batch(hostname=host.hostname, windows=[window(seq=7, start=start, gpus=[gpu_entry(
-        uuid_=device.uuid, energy_j=6000.5, counter_mj=2**62 + 3, processes=processes, power_limit_w=None,
-        quality="integrated")])])
+    processes = [
+        {"pid": 41, "sm_util_pct": 62.5, "job_key": "slurm:77"},
+        {"pid": 42, "sm_util_pct": None, "job_key": None},
+    ]
+    payload = batch(
+        hostname=host.hostname,
+        windows=[
+            window(
+                seq=7,
+                start=start,
+                gpus=[
+                    gpu_entry(
+                        uuid_=device.uuid,
+                        energy_j=6000.5,
+                        counter_mj=2**62 + 3,
+                        processes=processes,
+                        power_limit_w=None,
+                        quality="integrated",
+                    )
+                ],
+            )
+        ],
+    )
     payload["windows"][0]["start"] = start.isoformat()
     assert _post(client, secret, payload).status_code == 202
     with connection.cursor() as cursor:
-        cursor.execute("SELECT seq, start_at, end_at, energy_j, counter_mj, avg_power_w, max_power_w, util_pct, "
-                       "mem_used_mib, power_limit_w, quality, jsonb_typeof(processes), processes FROM telemetry_gpuwindow")
+        cursor.execute(
+            "SELECT seq, start_at, end_at, energy_j, counter_mj, avg_power_w, max_power_w, util_pct, "
+            "mem_used_mib, power_limit_w, quality, jsonb_typeof(processes), processes FROM telemetry_gpuwindow"
+        )
         row = cursor.fetchone()
         cursor.execute("SELECT seq, cpu_energy_j, wall_energy_j, quality FROM telemetry_hostwindow")
         host_row = cursor.fetchone()
-    assert row[:11] == (7, start, start + dt.timedelta(seconds=10), 6000.5, 2**62 + 3, 600.05, 620.05, 95.0,
-                        60000.0, None, "integrated")
+    assert row[:11] == (
+        7,
+        start,
+        start + dt.timedelta(seconds=10),
+        6000.5,
+        2**62 + 3,
+        600.05,
+        620.05,
+        95.0,
+        60000.0,
+        None,
+        "integrated",
+    )
     assert row[11] == "array"
     stored_processes = json.loads(row[12]) if isinstance(row[12], str) else row[12]
     assert stored_processes == processes
@@ -99,14 +135,32 @@ def test_stored_window_values_round_trip_exactly(client, host_setup):
 
 def test_integer_json_numbers_in_float_fields_are_stored_as_floats(client, host_setup):
     host, device, secret = host_setup
-    payload = batch(hostname=host.hostname, windows=[window(seq=1, start=_start(), gpus=[gpu_entry(
-        uuid_=device.uuid, energy_j=6000, avg_power_w=600, max_power_w=640, util_pct=95, mem_used_mib=60000,
-        power_limit_w=700)])])
+    payload = batch(
+        hostname=host.hostname,
+        windows=[
+            window(
+                seq=1,
+                start=_start(),
+                gpus=[
+                    gpu_entry(
+                        uuid_=device.uuid,
+                        energy_j=6000,
+                        avg_power_w=600,
+                        max_power_w=640,
+                        util_pct=95,
+                        mem_used_mib=60000,
+                        power_limit_w=700,
+                    )
+                ],
+            )
+        ],
+    )
     payload["windows"][0]["host"].update(cpu_energy_j=1000, dram_energy_j=200, cpu_util_pct=35)
     assert _post(client, secret, payload).status_code == 202
     with connection.cursor() as cursor:
-        cursor.execute("SELECT energy_j, avg_power_w, max_power_w, util_pct, mem_used_mib, power_limit_w "
-                       "FROM telemetry_gpuwindow")
+        cursor.execute(
+            "SELECT energy_j, avg_power_w, max_power_w, util_pct, mem_used_mib, power_limit_w FROM telemetry_gpuwindow"
+        )
         assert cursor.fetchone() == (6000.0, 600.0, 640.0, 95.0, 60000.0, 700.0)
         cursor.execute("SELECT cpu_energy_j, dram_energy_j, cpu_util_pct FROM telemetry_hostwindow")
         assert cursor.fetchone() == (1000.0, 200.0, 35.0)
@@ -115,8 +169,16 @@ def test_integer_json_numbers_in_float_fields_are_stored_as_floats(client, host_
 def test_unknown_device_is_registered_for_the_tokens_own_host_and_replaces_a_placeholder(client, host_setup):
     host, _, secret = host_setup
     placeholder = Device.objects.create(host=host, uuid=pending_device_uuid(host_id=host.pk, index=3), index=3)
-    payload = batch(hostname=host.hostname, windows=[window(seq=1, start=_start(), gpus=[
-        gpu_entry(uuid_="GPU-new-3", index=3), gpu_entry(uuid_="GPU-new-4", index=4)])])
+    payload = batch(
+        hostname=host.hostname,
+        windows=[
+            window(
+                seq=1,
+                start=_start(),
+                gpus=[gpu_entry(uuid_="GPU-new-3", index=3), gpu_entry(uuid_="GPU-new-4", index=4)],
+            )
+        ],
+    )
     assert _post(client, secret, payload).status_code == 202
     placeholder.refresh_from_db()
     assert placeholder.uuid == "GPU-new-3"
@@ -142,10 +204,13 @@ def test_unknown_device_is_registered_for_the_tokens_own_host_and_replaces_a_pla
 )
 def test_bad_batches_get_a_4xx_naming_the_field_and_change_nothing(client, host_setup, mutate, status, field):
     host, device, secret = host_setup
-    payload = batch(hostname=host.hostname, windows=[
-        window(seq=1, start=_start(), gpus=[gpu_entry(uuid_=device.uuid)]),
-        window(seq=2, start=_start() + dt.timedelta(seconds=10), gpus=[gpu_entry(uuid_=device.uuid)]),
-    ])
+    payload = batch(
+        hostname=host.hostname,
+        windows=[
+            window(seq=1, start=_start(), gpus=[gpu_entry(uuid_=device.uuid)]),
+            window(seq=2, start=_start() + dt.timedelta(seconds=10), gpus=[gpu_entry(uuid_=device.uuid)]),
+        ],
+    )
     mutate(payload)
     response = _post(client, secret, payload)
     assert response.status_code == status, response.content
@@ -158,7 +223,9 @@ def test_bad_batches_get_a_4xx_naming_the_field_and_change_nothing(client, host_
 
 def test_nan_and_infinity_are_rejected(client, host_setup):
     host, device, secret = host_setup
-    payload = batch(hostname=host.hostname, windows=[window(seq=1, start=_start(), gpus=[gpu_entry(uuid_=device.uuid)])])
+    payload = batch(
+        hostname=host.hostname, windows=[window(seq=1, start=_start(), gpus=[gpu_entry(uuid_=device.uuid)])]
+    )
     text = json.dumps(payload).replace('"energy_j": 6000.0', '"energy_j": NaN')
     assert "NaN" in text
     response = _post(client, secret, None, raw=text.encode())
@@ -175,7 +242,9 @@ def test_future_and_too_old_windows_are_rejected(client, host_setup):
     response = _post(client, secret, payload)
     assert response.status_code == 400
     assert response.json()["errors"][0] == {
-        "field": "windows[0].end", "message": "is in the future beyond the 300 s clock-skew allowance"}
+        "field": "windows[0].end",
+        "message": "is in the future beyond the 300 s clock-skew allowance",
+    }
     old = dt.datetime.now(dt.UTC) - dt.timedelta(days=40)
     payload = batch(hostname=host.hostname, windows=[window(seq=1, start=old, gpus=[gpu_entry(uuid_=device.uuid)])])
     response = _post(client, secret, payload)
@@ -192,8 +261,10 @@ def test_overlap_with_already_ingested_windows_is_a_conflict(client, host_setup)
     response = _post(client, secret, replay)
     assert response.status_code == 409
     assert response.json()["errors"][0]["field"] == "windows[0].seq"
-    overlapping = batch(hostname=host.hostname, windows=[
-        window(seq=6, start=_start() + dt.timedelta(seconds=5), gpus=[gpu_entry(uuid_=device.uuid)])])
+    overlapping = batch(
+        hostname=host.hostname,
+        windows=[window(seq=6, start=_start() + dt.timedelta(seconds=5), gpus=[gpu_entry(uuid_=device.uuid)])],
+    )
     response = _post(client, secret, overlapping)
     assert response.status_code == 409
     assert response.json()["errors"][0]["field"] == "windows[0].start"
@@ -205,8 +276,13 @@ def test_gzip_bomb_is_refused_with_413(client, host_setup, settings):
     settings.INGEST_MAX_BODY_BYTES = 64 * 1024
     bomb = gzip.compress(b"[" + b"0," * 200_000 + b"0]")
     assert len(bomb) < 64 * 1024
-    response = client.post(URL, data=bomb, content_type="application/json",
-                           HTTP_AUTHORIZATION=f"Bearer {secret}", HTTP_CONTENT_ENCODING="gzip")
+    response = client.post(
+        URL,
+        data=bomb,
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {secret}",
+        HTTP_CONTENT_ENCODING="gzip",
+    )
     assert response.status_code == 413
     assert response.json()["errors"][0]["field"] == "body"
     assert _counts() == (0, 0, 0)
@@ -214,11 +290,14 @@ def test_gzip_bomb_is_refused_with_413(client, host_setup, settings):
 
 def test_authentication_and_scope(client, host_setup):
     host, device, _secret = host_setup
-    payload = batch(hostname=host.hostname, windows=[window(seq=1, start=_start(), gpus=[gpu_entry(uuid_=device.uuid)])])
+    payload = batch(
+        hostname=host.hostname, windows=[window(seq=1, start=_start(), gpus=[gpu_entry(uuid_=device.uuid)])]
+    )
     assert client.post(URL, data=json.dumps(payload), content_type="application/json").status_code == 401
     assert _post(client, "clk_wrong", payload).status_code == 401
-    scheduler = token_create(org=host.cluster.site.org, name="slurm", scope=ApiToken.Scope.SCHEDULER,
-                             cluster=host.cluster)
+    scheduler = token_create(
+        org=host.cluster.site.org, name="slurm", scope=ApiToken.Scope.SCHEDULER, cluster=host.cluster
+    )
     assert _post(client, scheduler.secret, payload).status_code == 403
     other_host = HostFactory(cluster=host.cluster)
     other = token_create(org=host.cluster.site.org, name="other", scope=ApiToken.Scope.HOST, host=other_host)
@@ -231,7 +310,9 @@ def test_authentication_and_scope(client, host_setup):
 def test_a_device_of_another_host_cannot_be_posted(client, host_setup):
     host, _device, secret = host_setup
     foreign = DeviceFactory(host=HostFactory(cluster=host.cluster))
-    payload = batch(hostname=host.hostname, windows=[window(seq=1, start=_start(), gpus=[gpu_entry(uuid_=foreign.uuid)])])
+    payload = batch(
+        hostname=host.hostname, windows=[window(seq=1, start=_start(), gpus=[gpu_entry(uuid_=foreign.uuid)])]
+    )
     response = _post(client, secret, payload)
     assert response.status_code == 403
     assert _counts() == (0, 0, 0)
@@ -240,19 +321,32 @@ def test_a_device_of_another_host_cannot_be_posted(client, host_setup):
 def test_invalid_json_and_encoding(client, host_setup):
     _, _, secret = host_setup
     assert _post(client, secret, None, raw=b"{not json").status_code == 400
-    response = client.post(URL, data=b"xx", content_type="application/json",
-                           HTTP_AUTHORIZATION=f"Bearer {secret}", HTTP_CONTENT_ENCODING="br")
+    response = client.post(
+        URL,
+        data=b"xx",
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {secret}",
+        HTTP_CONTENT_ENCODING="br",
+    )
     assert response.status_code == 415
-    response = client.post(URL, data=b"not gzip", content_type="application/json",
-                           HTTP_AUTHORIZATION=f"Bearer {secret}", HTTP_CONTENT_ENCODING="gzip")
+    response = client.post(
+        URL,
+        data=b"not gzip",
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {secret}",
+        HTTP_CONTENT_ENCODING="gzip",
+    )
     assert response.status_code == 400
 
 
 def test_process_without_per_process_utilisation_is_accepted(client, host_setup):
     """Some drivers report processes but no per-process SM utilisation: the agent sends null."""
     host, device, secret = host_setup
-    gpu = gpu_entry(uuid_=device.uuid, processes=[{"pid": 7, "sm_util_pct": None, "job_key": "slurm:1"}],
-                    mig_instances=[{"uuid": "MIG-1", "profile": "1g.10gb"}])
+    gpu = gpu_entry(
+        uuid_=device.uuid,
+        processes=[{"pid": 7, "sm_util_pct": None, "job_key": "slurm:1"}],
+        mig_instances=[{"uuid": "MIG-1", "profile": "1g.10gb"}],
+    )
     payload = batch(hostname=host.hostname, windows=[window(seq=1, start=_start(), gpus=[gpu])])
     assert _post(client, secret, payload).status_code == 202
     assert _counts() == (1, 1, 1)
@@ -263,12 +357,29 @@ def test_new_devices_get_their_catalog_model_and_unknown_names_none(client, host
 
     host, _, secret = host_setup
     h200 = HardwareModel.objects.create(
-        key="h200-sxm-141gb", name="NVIDIA H200 SXM", vendor="NVIDIA", match_names=["NVIDIA H200"],
-        embodied_kg=200, embodied_low_kg=150, embodied_high_kg=250, embodied_kind="estimate", embodied_source="t")
-    payload = batch(hostname=host.hostname, windows=[window(seq=1, start=_start(), gpus=[
-        gpu_entry(uuid_="GPU-h200", index=1, name="NVIDIA H200"),
-        gpu_entry(uuid_="GPU-nvl", index=2, name="NVIDIA H200 NVL"),
-    ])])
+        key="h200-sxm-141gb",
+        name="NVIDIA H200 SXM",
+        vendor="NVIDIA",
+        match_names=["NVIDIA H200"],
+        embodied_kg=200,
+        embodied_low_kg=150,
+        embodied_high_kg=250,
+        embodied_kind="estimate",
+        embodied_source="t",
+    )
+    payload = batch(
+        hostname=host.hostname,
+        windows=[
+            window(
+                seq=1,
+                start=_start(),
+                gpus=[
+                    gpu_entry(uuid_="GPU-h200", index=1, name="NVIDIA H200"),
+                    gpu_entry(uuid_="GPU-nvl", index=2, name="NVIDIA H200 NVL"),
+                ],
+            )
+        ],
+    )
     assert _post(client, secret, payload).status_code == 202
     assert Device.objects.get(uuid="GPU-h200").hardware_model == h200
     # A variant the catalog does not know is not silently taken for its neighbour.

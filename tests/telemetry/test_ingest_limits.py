@@ -36,8 +36,13 @@ def _payload(host, gpus: list[dict]) -> dict:
 
 
 def _post_gzip_bytes(client, secret: str, body: bytes):
-    return client.post(INGEST_URL, data=body, content_type="application/json", HTTP_CONTENT_ENCODING="gzip",
-                       HTTP_AUTHORIZATION=f"Bearer {secret}")
+    return client.post(
+        INGEST_URL,
+        data=body,
+        content_type="application/json",
+        HTTP_CONTENT_ENCODING="gzip",
+        HTTP_AUTHORIZATION=f"Bearer {secret}",
+    )
 
 
 @pytest.mark.parametrize("index", [2**40, MAX_DEVICE_INDEX + 1])
@@ -49,7 +54,8 @@ def test_a_new_gpu_index_beyond_the_column_is_refused_naming_the_field(client, h
     assert response.status_code == 400, response.content
     assert response["Content-Type"] == "application/problem+json"
     assert response.json()["errors"] == [
-        {"field": "windows[0].gpus[1].index", "message": f"must be between 0 and {MAX_DEVICE_INDEX}"}]
+        {"field": "windows[0].gpus[1].index", "message": f"must be between 0 and {MAX_DEVICE_INDEX}"}
+    ]
     assert stored_counts() == (0, 0, 0)
     assert Device.objects.count() == devices_before
     host.refresh_from_db()
@@ -96,7 +102,7 @@ class _Stream:
         if self.endless:
             chunk = b"\x1f" * size
         else:
-            chunk = self.data[self.read_bytes:self.read_bytes + size] if size >= 0 else self.data[self.read_bytes:]
+            chunk = self.data[self.read_bytes : self.read_bytes + size] if size >= 0 else self.data[self.read_bytes :]
         self.read_bytes += len(chunk)
         return chunk
 
@@ -106,8 +112,13 @@ class _Stream:
 
 def _post_chunked(client, secret: str, stream, *, gzip_it: bool = True):
     """A request as gunicorn hands over a chunked one: no CONTENT_LENGTH, input terminated by the server."""
-    environ = {"wsgi.input": stream, "wsgi.input_terminated": True, "CONTENT_TYPE": "application/json",
-               "HTTP_TRANSFER_ENCODING": "chunked", "HTTP_AUTHORIZATION": f"Bearer {secret}"}
+    environ = {
+        "wsgi.input": stream,
+        "wsgi.input_terminated": True,
+        "CONTENT_TYPE": "application/json",
+        "HTTP_TRANSFER_ENCODING": "chunked",
+        "HTTP_AUTHORIZATION": f"Bearer {secret}",
+    }
     if gzip_it:
         environ["HTTP_CONTENT_ENCODING"] = "gzip"
     return client.generic("POST", INGEST_URL, **environ)
@@ -140,8 +151,14 @@ def test_a_request_with_a_content_length_reads_only_that_many_bytes(client, host
     """The chunked path is only for a missing length: a declared length still bounds the read."""
     host, device, secret = host_setup
     body = gzip.compress(json.dumps(_payload(host, [gpu_entry(uuid_=device.uuid)])).encode())
-    response = client.generic("POST", INGEST_URL, data=body, content_type="application/json",
-                              HTTP_CONTENT_ENCODING="gzip", HTTP_AUTHORIZATION=f"Bearer {secret}",
-                              **{"wsgi.input": FakePayload(body + b"next request"), "wsgi.input_terminated": True})
+    response = client.generic(
+        "POST",
+        INGEST_URL,
+        data=body,
+        content_type="application/json",
+        HTTP_CONTENT_ENCODING="gzip",
+        HTTP_AUTHORIZATION=f"Bearer {secret}",
+        **{"wsgi.input": FakePayload(body + b"next request"), "wsgi.input_terminated": True},
+    )
     assert response.status_code == 202, response.content
     assert stored_counts() == (1, 1, 1)

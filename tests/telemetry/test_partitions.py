@@ -22,8 +22,10 @@ def test_partitions_are_created_once_and_expired_days_dropped():
         assert f"telemetry_hostwindow_p{day:%Y%m%d}" in names
     dropped = drop_expired_partitions(today=dt.date(2026, 11, 26), retention_days=35)
     assert sorted(dropped) == [
-        "telemetry_gpuwindow_p20260901", "telemetry_gpuwindow_p20260902",
-        "telemetry_hostwindow_p20260901", "telemetry_hostwindow_p20260902",
+        "telemetry_gpuwindow_p20260901",
+        "telemetry_gpuwindow_p20260902",
+        "telemetry_hostwindow_p20260901",
+        "telemetry_hostwindow_p20260902",
     ]
     remaining = {day for _, day in list_partitions()}
     assert dt.date(2026, 11, 20) in remaining and dt.date(2026, 9, 1) not in remaining

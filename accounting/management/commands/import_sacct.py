@@ -35,8 +35,19 @@ from accounting.models import Cluster, Device, Host, Job, Team
 from accounting.services.allocations import AllocationSpec
 from accounting.services.jobs import job_end, job_register
 
-COLUMNS = ["JobID", "JobName", "User", "Account", "State", "Start", "End", "Elapsed", "AllocTRES",
-           "ConsumedEnergyRaw", "NodeList"]
+COLUMNS = [
+    "JobID",
+    "JobName",
+    "User",
+    "Account",
+    "State",
+    "Start",
+    "End",
+    "Elapsed",
+    "AllocTRES",
+    "ConsumedEnergyRaw",
+    "NodeList",
+]
 JOB_ID = re.compile(r"^\d+(?:_\d+|_\[[^\]]*\])?(?:\+\d+)?$")
 STEP = re.compile(r"^[^.]+\.[A-Za-z0-9_]+$")
 STATE_MAP = {
@@ -142,15 +153,22 @@ class Report:
 
 
 class Command(BaseCommand):
-    help = "Import Slurm jobs from `sacct -P --format=JobID,JobName,User,Account,State,Start,End,Elapsed,AllocTRES," \
-           "ConsumedEnergyRaw,NodeList` output (idempotent)."
+    help = (
+        "Import Slurm jobs from `sacct -P --format=JobID,JobName,User,Account,State,Start,End,Elapsed,AllocTRES,"
+        "ConsumedEnergyRaw,NodeList` output (idempotent)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("path", help="sacct output file, or - for stdin")
         parser.add_argument("--cluster", required=True, help="Cluster id or site-slug/cluster-slug")
         parser.add_argument("--timezone", default="UTC", help="Time zone sacct printed Start/End in (default UTC)")
-        parser.add_argument("--team-map", action="append", default=[], metavar="ACCOUNT=TEAM",
-                            help="Slurm account -> team slug (default: the account name is the team slug)")
+        parser.add_argument(
+            "--team-map",
+            action="append",
+            default=[],
+            metavar="ACCOUNT=TEAM",
+            help="Slurm account -> team slug (default: the account name is the team slug)",
+        )
         parser.add_argument("--default-team", help="Team slug for accounts with no team (else the line is rejected)")
         parser.add_argument("--kind", choices=[c.value for c in Job.Kind], default=Job.Kind.TRAINING)
         parser.add_argument("--family", choices=[c.value for c in Job.Family], default=Job.Family.OTHER)
@@ -176,8 +194,7 @@ class Command(BaseCommand):
             lines = stream.read().splitlines()
         report = Report()
         columns = COLUMNS
-        for line_no, line in enumerate(tqdm(lines, desc="sacct", unit="line", file=sys.stderr,
-                                            disable=None), start=1):
+        for line_no, line in enumerate(tqdm(lines, desc="sacct", unit="line", file=sys.stderr, disable=None), start=1):
             if not line.strip():
                 continue
             fields = line.split("|")
@@ -199,8 +216,9 @@ class Command(BaseCommand):
                 team = teams.get(slug) or teams.get(options["default_team"] or "")
                 if team is None:
                     raise LineError(f"no team for account {row.account!r} (use --team-map or --default-team)")
-                self._import(row, cluster=cluster, team=team, kind=options["kind"], family=options["family"],
-                             report=report)
+                self._import(
+                    row, cluster=cluster, team=team, kind=options["kind"], family=options["family"], report=report
+                )
             except (LineError, InputError) as exc:
                 report.rejected.append((line_no, str(exc), line[:200]))
         self._print_report(report)
@@ -231,8 +249,21 @@ class Command(BaseCommand):
             raise LineError(f"bad JobID {job_id!r}")
         state = value["State"].split()[0] if value["State"].strip() else ""
         if state == "PENDING":
-            return Row(line_no, job_id, "", "", "", "PENDING", dt.datetime.min.replace(tzinfo=dt.UTC), None, 0.0, 0,
-                       {}, None, [])
+            return Row(
+                line_no,
+                job_id,
+                "",
+                "",
+                "",
+                "PENDING",
+                dt.datetime.min.replace(tzinfo=dt.UTC),
+                None,
+                0.0,
+                0,
+                {},
+                None,
+                [],
+            )
         if state not in STATE_MAP:
             raise LineError(f"unknown State {value['State']!r}")
 
@@ -269,8 +300,21 @@ class Command(BaseCommand):
             energy = None
         node_text = value["NodeList"].strip()
         nodes = expand_hostlist(node_text) if node_text not in ("", "None assigned") else []
-        return Row(line_no, job_id, value["JobName"], value["User"], value["Account"], state, start, end, elapsed_s,
-                   gpus, tres, energy, nodes)
+        return Row(
+            line_no,
+            job_id,
+            value["JobName"],
+            value["User"],
+            value["Account"],
+            state,
+            start,
+            end,
+            elapsed_s,
+            gpus,
+            tres,
+            energy,
+            nodes,
+        )
 
     @staticmethod
     def _whole_node_allocation(*, cluster: Cluster, row: Row) -> list[AllocationSpec]:
@@ -283,8 +327,10 @@ class Command(BaseCommand):
             if host is None:
                 return []
             indices = sorted(
-                Device.objects.filter(host=host).exclude(uuid__startswith="pending:")
-                .exclude(uuid__startswith="MIG-").values_list("index", flat=True)
+                Device.objects.filter(host=host)
+                .exclude(uuid__startswith="pending:")
+                .exclude(uuid__startswith="MIG-")
+                .values_list("index", flat=True)
             )
             if len(indices) != per_node:
                 return []
@@ -302,8 +348,15 @@ class Command(BaseCommand):
         }
         with transaction.atomic():
             registration = job_register(
-                org=cluster.site.org, cluster=cluster, scheduler_job_id=row.job_id, team=team, kind=kind,
-                family=family, name=row.name[:300], username=row.user[:150], started_at=row.start,
+                org=cluster.site.org,
+                cluster=cluster,
+                scheduler_job_id=row.job_id,
+                team=team,
+                kind=kind,
+                family=family,
+                name=row.name[:300],
+                username=row.user[:150],
+                started_at=row.start,
                 model_meta={"slurm": slurm_meta},
                 allocation=self._whole_node_allocation(cluster=cluster, row=row),
             )

@@ -28,8 +28,10 @@ def _when(value: str | None) -> dt.datetime | None:
 
 
 class Command(BaseCommand):
-    help = ("Re-attribute ledger batches: every pending factor change (default), one factor change "
-            "(--change ID), a site and period (--site ORG/SLUG --since --until), or everything (--all).")
+    help = (
+        "Re-attribute ledger batches: every pending factor change (default), one factor change "
+        "(--change ID), a site and period (--site ORG/SLUG --since --until), or everything (--all)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--change", type=int)
@@ -64,8 +66,7 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(f"rebuilt {done} batches for {pending.count()} factor changes"))
             return
         with tqdm(total=batches.count(), unit="batch", desc="recompute") as bar:
-            done = ledger_recompute(batches=batches, reason=reason, now=now, factor_change=change,
-                                    progress=bar.update)
+            done = ledger_recompute(batches=batches, reason=reason, now=now, factor_change=change, progress=bar.update)
         if change is not None:
             FactorChange.objects.filter(pk=change.pk).update(recompute_status="done")
         self.stdout.write(self.style.SUCCESS(f"rebuilt {done} batches"))

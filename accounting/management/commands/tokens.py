@@ -99,7 +99,9 @@ class Command(BaseCommand):
         rotate = sub.add_parser("rotate", help="Issue a replacement; the old token expires after the overlap")
         rotate.add_argument("token", help="Token id or prefix")
         rotate.add_argument(
-            "--overlap-hours", type=_hours, default=24.0,
+            "--overlap-hours",
+            type=_hours,
+            default=24.0,
             help=f"Hours the old token stays valid, 0 to {MAX_OVERLAP.days * 24} (default 24)",
         )
         rotate.add_argument("--expires-in-days", type=_days, help="Lifetime of the replacement (default by scope)")
@@ -138,8 +140,14 @@ class Command(BaseCommand):
             raise CommandError("a user token needs --user")
         with transaction.atomic():
             issued = token_create(
-                org=org, name=options["name"], scope=scope, host=host, cluster=cluster, user=user,
-                expires_in=_lifetime(options), actor=ACTOR,
+                org=org,
+                name=options["name"],
+                scope=scope,
+                host=host,
+                cluster=cluster,
+                user=user,
+                expires_in=_lifetime(options),
+                actor=ACTOR,
             )
         self._print_issued(issued.token, issued.secret)
 
@@ -150,7 +158,9 @@ class Command(BaseCommand):
         if token.expires_at is not None and token.expires_at <= timezone.now():
             raise CommandError(f"token {token.pk} expired at {_when(token.expires_at)}; create a new one instead")
         issued = token_rotate(
-            token=token, overlap=dt.timedelta(hours=options["overlap_hours"]), expires_in=_lifetime(options),
+            token=token,
+            overlap=dt.timedelta(hours=options["overlap_hours"]),
+            expires_in=_lifetime(options),
             actor=ACTOR,
         )
         self.stdout.write(f"token {token.pk} ({token.prefix}...) stays valid until {_when(token.expires_at)}")
@@ -177,8 +187,12 @@ class Command(BaseCommand):
             f"{'expires':<20}  name"
         )
         for token in tokens:
-            bound = token.host.hostname if token.host else token.cluster.slug if token.cluster else (
-                token.user.get_username() if token.user else "-"
+            bound = (
+                token.host.hostname
+                if token.host
+                else token.cluster.slug
+                if token.cluster
+                else (token.user.get_username() if token.user else "-")
             )
             used = f"{token.last_used_at:%Y-%m-%dT%H:%M:%SZ}" if token.last_used_at else "never"
             revoked = "  [revoked]" if token.revoked_at else ""

@@ -38,7 +38,8 @@ class UnitEfficiencyRow:
 def job_detail_get(*, scope: Principal, job_id: int) -> dict[str, Any] | None:
     """Everything the job page shows, or None when the job does not exist or is not visible."""
     job = (
-        jobs_visible(principal=scope).filter(id=job_id)
+        jobs_visible(principal=scope)
+        .filter(id=job_id)
         .select_related("team", "org", "cluster__site__zone", "footprint")
         .first()
     )

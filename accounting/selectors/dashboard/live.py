@@ -13,7 +13,8 @@ from accounting.selectors.access import Principal, jobs_visible
 
 def running_job_list(*, scope: Principal, now: dt.datetime, limit: int = 200) -> dict[str, Any]:
     qs = (
-        jobs_visible(principal=scope).filter(status=Job.Status.RUNNING)
+        jobs_visible(principal=scope)
+        .filter(status=Job.Status.RUNNING)
         .select_related("team", "footprint", "cluster__site")
         .order_by("-started_at", "-id")
     )
