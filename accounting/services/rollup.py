@@ -13,6 +13,7 @@ from django.db import connection, transaction
 
 from accounting.domain.types import METHOD_VERSION
 from accounting.services.transactions import retry_on_conflict
+from accounting.services.work_queue import batches_nudge
 
 ROLLUP_LOCK_KEY = 7_214_001  # pg advisory lock id for aggregate rollups
 
@@ -67,6 +68,18 @@ def aggregates_rollup(
             for statement in _REPLACED_CLEANUP_SQL:
                 cursor.execute(statement)
         cursor.execute(_BATCHES_DONE_SQL, {"batches": batch_pks, "claimed_at": claimed_at})
+        done = {pk for (pk,) in cursor.fetchall()}
+        if len(done) < len(set(batch_pks)):
+            # Put back to pending while this attribution held their rows (a job ended, an
+            # allocation moved): a claim running meanwhile skipped them (SKIP LOCKED), and the
+            # nudge of that change may have gone to it. Nudge again once these locks are gone.
+            cursor.execute(
+                "SELECT id FROM telemetry_telemetrybatch WHERE id = ANY(%s) AND status = 'pending' ORDER BY id",
+                [sorted(set(batch_pks) - done)],
+            )
+            again = [pk for (pk,) in cursor.fetchall()]
+            if again:
+                transaction.on_commit(lambda: batches_nudge(batch_pks=again))
 
 
 def job_footprint_finalize(*, job_id: int) -> None:
@@ -91,6 +104,7 @@ WITH locked AS (
 )
 UPDATE telemetry_telemetrybatch b SET status = 'done', attributed_at = clock_timestamp()
 FROM locked WHERE b.id = locked.id AND b.status = 'claimed'
+RETURNING b.id
 """
 
 # Facility lines have device NULL; GPU energy = active + idle; host = cpu + dram + unmeasured.
