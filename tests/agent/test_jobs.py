@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from telemetry.agent.jobs import JobMapper, job_from_cgroup, parse_visible_devices, visible_includes
@@ -97,6 +98,12 @@ def test_mapper_on_real_proc_notices_an_exited_process():
     child = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)"], env={**os.environ, "SLURM_JOB_ID": "77"}
     )
+    # Until the child has exec'd, /proc/<pid>/environ is the forked copy of ours (no SLURM_JOB_ID):
+    # wait for the exec (bounded), as the agent only ever sees processes that already run.
+    deadline = time.monotonic() + 10
+    while b"SLURM_JOB_ID=77" not in Path(f"/proc/{child.pid}/environ").read_bytes():
+        assert time.monotonic() < deadline, "the child never exec'd"
+        time.sleep(0.01)
     m = JobMapper("/proc")
     try:
         assert m.resolve(child.pid).job_key == "slurm:77"
