@@ -614,11 +614,9 @@ def main() -> int:
         procs.stop_all()
 
 
-def _run(args, procs: Procs) -> int:
-    global _DB_NAME
-    _DB_NAME = args.db
-    web_port, redis_port = _free_port(), _free_port()
-    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+def stack_env(*, db: str, redis_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a production-like stack (DEBUG off, nudges on) on ``db`` and a
+    private Redis; also applied to this process, which seeds and reads the same database."""
     env = dict(os.environ)
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings",
@@ -626,7 +624,7 @@ def _run(args, procs: Procs) -> int:
         DJANGO_SECRET_KEY=secrets.token_urlsafe(64),
         DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
         DJANGO_SECURE_SSL_REDIRECT="false",
-        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{args.db}",
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{db}",
         DATABASE_CONN_MAX_AGE="600",
         REDIS_URL=redis_url,
         CELERY_BROKER_URL=redis_url,
@@ -634,11 +632,25 @@ def _run(args, procs: Procs) -> int:
         LOG_LEVEL="WARNING",
         CARBONLEDGER_SKIP_NUDGE="false",
         PYTHONUNBUFFERED="1",
+        **extra,
     )
     os.environ.update(env)
-    print(f"database {args.db}: recreate + migrate", flush=True)
-    _recreate_db(args.db)
+    return env
+
+
+def database_prepare(*, db: str, env: dict[str, str]) -> None:
+    """Drop and recreate ``db``, then migrate it."""
+    print(f"database {db}: recreate + migrate", flush=True)
+    _recreate_db(db)
     subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+
+
+def _run(args, procs: Procs) -> int:
+    global _DB_NAME
+    _DB_NAME = args.db
+    web_port, redis_port = _free_port(), _free_port()
+    env = stack_env(db=args.db, redis_url=f"redis://127.0.0.1:{redis_port}/0")
+    database_prepare(db=args.db, env=env)
 
     import django
 

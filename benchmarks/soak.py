@@ -32,10 +32,8 @@ import json
 import math
 import multiprocessing
 import os
-import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -157,27 +155,8 @@ def _run(args, procs: base.Procs) -> int:
     base._DB_NAME = args.db
     web_port, redis_port = base._free_port(), base._free_port()
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
-    env = dict(os.environ)
-    env.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DJANGO_DEBUG="false",
-        DJANGO_SECRET_KEY=secrets.token_urlsafe(64),
-        DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
-        DJANGO_SECURE_SSL_REDIRECT="false",
-        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{args.db}",
-        DATABASE_CONN_MAX_AGE="600",
-        REDIS_URL=redis_url,
-        CELERY_BROKER_URL=redis_url,
-        CELERY_RESULT_BACKEND=redis_url,
-        LOG_LEVEL="WARNING",
-        CARBONLEDGER_SKIP_NUDGE="false",
-        CARBONLEDGER_SWEEPER_INTERVAL_S="15",
-        PYTHONUNBUFFERED="1",
-    )
-    os.environ.update(env)
-    print(f"database {args.db}: recreate + migrate", flush=True)
-    base._recreate_db(args.db)
-    subprocess.run([base.PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=base.ROOT, env=env, check=True)
+    env = base.stack_env(db=args.db, redis_url=redis_url, CARBONLEDGER_SWEEPER_INTERVAL_S="15")
+    base.database_prepare(db=args.db, env=env)
 
     import django
 

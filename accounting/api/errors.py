@@ -71,6 +71,18 @@ def problem_response(
     return Response(body, status=status_code, content_type="application/problem+json")
 
 
+def _unavailable(exc: Exception, *, where: str, what: str, detail: str, retry_after_s: int) -> Response:
+    """503 with Retry-After: a dependency is down, the request may succeed later unchanged."""
+    log.warning("%s unavailable during %s: %s: %s", what, where, type(exc).__name__, exc)
+    problem = problem_response(
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        title="Service unavailable",
+        detail=f"{detail} is unavailable; retry later.",
+    )
+    problem["Retry-After"] = str(retry_after_s)
+    return problem
+
+
 def _unhandled_problem(exc: Exception, context) -> Response:
     """What DRF leaves to Django's 500 page (HTML, and a debug page with DEBUG=True) as problem
     details: 503 with Retry-After when the database or the cache (Redis: the throttles' counters)
@@ -79,23 +91,13 @@ def _unhandled_problem(exc: Exception, context) -> Response:
     request = context.get("request")
     where = f"{request.method} {request.path}" if request is not None else "?"
     if isinstance(exc, DATABASE_UNAVAILABLE):
-        log.warning("database unavailable during %s: %s: %s", where, type(exc).__name__, exc)
-        problem = problem_response(
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-            title="Service unavailable",
-            detail="The database is unavailable; retry later.",
+        return _unavailable(
+            exc, where=where, what="database", detail="The database", retry_after_s=DATABASE_RETRY_AFTER_S
         )
-        problem["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
-        return problem
     if _cache_unavailable(exc):
-        log.warning("cache unavailable during %s: %s: %s", where, type(exc).__name__, exc)
-        problem = problem_response(
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-            title="Service unavailable",
-            detail="The rate-limit cache is unavailable; retry later.",
+        return _unavailable(
+            exc, where=where, what="cache", detail="The rate-limit cache", retry_after_s=CACHE_RETRY_AFTER_S
         )
-        problem["Retry-After"] = str(CACHE_RETRY_AFTER_S)
-        return problem
     log.error("unhandled error during %s", where, exc_info=exc)
     return problem_response(
         status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
