@@ -222,10 +222,13 @@ def test_job_ends_racing_the_workers_rollups_never_answer_500(live_stack):
         from accounting.services.work_queue import NUDGE_MARK_KEY
 
         broker = redis.Redis.from_url(live_stack.env["REDIS_URL"])
-        states = list(TelemetryBatch.objects.exclude(status="done").values_list("pk", "status", "claimed_at",
-                                                                                 "attempts", "error"))
-        raise AssertionError(f"{exc}; not done: {states}; queue {broker.llen('celery')}, "
-                             f"mark {broker.get(NUDGE_MARK_KEY)!r} ttl {broker.ttl(NUDGE_MARK_KEY)}") from exc
+        states = list(
+            TelemetryBatch.objects.exclude(status="done").values_list("pk", "status", "claimed_at", "attempts", "error")
+        )
+        raise AssertionError(
+            f"{exc}; not done: {states}; queue {broker.llen('celery')}, "
+            f"mark {broker.get(NUDGE_MARK_KEY)!r} ttl {broker.ttl(NUDGE_MARK_KEY)}"
+        ) from exc
     gpu_ledger_j = LedgerEntry.objects.filter(component__in=["gpu_active", "gpu_idle"]).aggregate(
         total=Sum("energy_j")
     )["total"]
