@@ -535,7 +535,16 @@ WHATIF_PROJECT_SCHEMA = {
     "post": extend_schema(
         summary="Project a measured job onto another device, count, precision or zone",
         request=ProjectRequest,
-        responses={200: WHATIF_RESULT, **WHATIF_ERRORS, **NOT_FOUND, **BODY_ERRORS},
+        responses={
+            200: WHATIF_RESULT,
+            **WHATIF_ERRORS,
+            **NOT_FOUND,
+            **BODY_ERRORS,
+            (409, PROBLEM): _problem(
+                "The job has nothing measured to project yet (no allocations, no hardware model, no GPU energy "
+                "or no runtime)."
+            ),
+        },
         examples=[
             OpenApiExample("to H100", request_only=True, value={"target_key": "h100-sxm5-80gb", "target_count": 4})
         ],

@@ -13,7 +13,7 @@ from enum import Enum
 from typing import Any
 
 from accounting.domain.catalog import CATALOG, DeviceSpec
-from accounting.domain.errors import InputError
+from accounting.domain.errors import InputError, StateError
 from accounting.domain.units import HOURS_PER_YEAR
 from accounting.domain.whatif import (
     CarbonContext,
@@ -178,10 +178,10 @@ def whatif_measured_job(*, job: Job) -> MeasuredJob:
     allocations, runtime from its timestamps, GPU energy from its JobFootprint."""
     rows = list(job.allocations.values_list("device_id", "device__hardware_model__key"))
     if not rows:
-        raise InputError("job", "has no device allocations")
+        raise StateError("The job has no device allocations: nothing measured to project.")
     models = Counter(key for _, key in rows if key)
     if not models:
-        raise InputError("job", "its devices have no hardware model")
+        raise StateError("The job's devices have no hardware model: nothing measured to project.")
     device_key = models.most_common(1)[0][0]
     count = len({device_id for device_id, _ in rows})
     try:
@@ -189,13 +189,13 @@ def whatif_measured_job(*, job: Job) -> MeasuredJob:
     except Job.footprint.RelatedObjectDoesNotExist:  # type: ignore[attr-defined]
         footprint = None
     if footprint is None or footprint.gpu_energy_j <= 0:
-        raise InputError("job", "has no measured GPU energy yet")
+        raise StateError("The job has no measured GPU energy yet: nothing measured to project.")
     if job.ended_at is not None:
         runtime_s = (job.ended_at - job.started_at).total_seconds()
     else:
         runtime_s = footprint.device_hours * 3600 / count
     if runtime_s <= 0:
-        raise InputError("job", "has no measured runtime yet")
+        raise StateError("The job has no measured runtime yet: nothing measured to project.")
     meta = dict(job.model_meta or {})
     precision = str(meta.get("precision", "bf16"))
     util = meta.get("avg_util")

@@ -210,12 +210,15 @@ def test_project_job_missing_is_404_and_bad_target_400(world):
     assert resp.status_code == 400 and "target_count" in fields_of(resp)
 
 
-def test_project_job_without_footprint_is_400(world):
+def test_project_job_with_nothing_measured_is_409(world):
+    # The request is valid; the job's state (no allocation, no measured energy yet) is what stops
+    # the projection: a 409 problem, as any state that forbids an action (was a 400 on "job").
     job = JobFactory(cluster=world["cluster"], team=world["team"])
     resp = client_for(member_of(world["team"])).post(
         f"/api/v1/jobs/{job.pk}/project/", {"target_key": "h100-sxm5-80gb"}, format="json"
     )
-    assert resp.status_code == 400 and "job" in fields_of(resp)
+    assert resp.status_code == 409
+    assert resp.json()["detail"] == "The job has no device allocations: nothing measured to project."
 
 
 def _bearer(secret):
