@@ -18,6 +18,7 @@ QUALITIES = frozenset({"measured", "integrated", "interpolated", "modelled"})
 MAX_PROCESSES = 256
 # Device.index is a PositiveIntegerField: a PostgreSQL integer, so 2^31-1 is the most it holds.
 MAX_DEVICE_INDEX = 2**31 - 1
+_MAX_INT = 2**63 - 1  # PostgreSQL bigint
 
 
 class BatchError(Exception):
@@ -149,7 +150,7 @@ def _num(
 
 
 def _int(
-    obj: dict[str, Any], key: str, path: str, *, minimum: int = 0, maximum: int = 2**63 - 1, optional: bool = False
+    obj: dict[str, Any], key: str, path: str, *, minimum: int = 0, maximum: int = _MAX_INT, optional: bool = False
 ) -> int | None:
     value = obj.get(key)
     if value is None:
@@ -159,7 +160,7 @@ def _int(
     if isinstance(value, bool) or not isinstance(value, int):
         raise _bad(f"{path}.{key}", "must be an integer")
     if value < minimum or value > maximum:
-        bound = "2^63-1" if maximum == 2**63 - 1 else str(maximum)
+        bound = "2^63-1" if maximum == _MAX_INT else str(maximum)
         raise _bad(f"{path}.{key}", f"must be between {minimum} and {bound}")
     return value
 
@@ -231,7 +232,6 @@ def _processes(value: Any, path: str) -> list[dict[str, Any]]:
 
 
 _MAX_FLOAT = 1.7976931348623157e308
-_MAX_INT = 2**63 - 1
 _BAIL = object()
 
 

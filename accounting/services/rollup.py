@@ -13,7 +13,7 @@ from django.db import connection, transaction
 
 from accounting.domain.types import METHOD_VERSION
 from accounting.services.transactions import retry_on_conflict
-from accounting.services.work_queue import batches_nudge
+from accounting.services.work_queue import batches_nudge, batches_update_in_lock_order
 
 ROLLUP_LOCK_KEY = 7_214_001  # pg advisory lock id for aggregate rollups
 
@@ -67,8 +67,15 @@ def aggregates_rollup(
         if replaced:
             for statement in _REPLACED_CLEANUP_SQL:
                 cursor.execute(statement)
-        cursor.execute(_BATCHES_DONE_SQL, {"batches": batch_pks, "claimed_at": claimed_at})
-        done = {pk for (pk,) in cursor.fetchall()}
+        # Done: only this claim's batches; one put back to pending meanwhile stays pending.
+        done = set(
+            batches_update_in_lock_order(
+                where="id = ANY(%(batches)s) AND status = 'claimed' "
+                "AND (%(claimed_at)s::timestamptz IS NULL OR claimed_at = %(claimed_at)s::timestamptz)",
+                assign="status = 'done', attributed_at = clock_timestamp()",
+                params={"batches": batch_pks, "claimed_at": claimed_at},
+            )
+        )
         if len(done) < len(set(batch_pks)):
             # Put back to pending while this attribution held their rows (a job ended, an
             # allocation moved): a claim running meanwhile skipped them (SKIP LOCKED), and the
@@ -91,21 +98,6 @@ def job_footprint_finalize(*, job_id: int) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ROLLUP_LOCK_KEY])
         cursor.execute(_JOB_FOOTPRINT_SQL, [[job_id]])
 
-
-# Batch rows locked in id order, as ledger_mark_dirty locks them (one lock order for batch rows).
-# A batch put back to pending meanwhile (an allocation changed) stays pending: it is attributed
-# again.
-_BATCHES_DONE_SQL = """
-WITH locked AS (
-    SELECT id FROM telemetry_telemetrybatch
-    WHERE id = ANY(%(batches)s) AND status = 'claimed'
-      AND (%(claimed_at)s::timestamptz IS NULL OR claimed_at = %(claimed_at)s::timestamptz)
-    ORDER BY id FOR NO KEY UPDATE
-)
-UPDATE telemetry_telemetrybatch b SET status = 'done', attributed_at = clock_timestamp()
-FROM locked WHERE b.id = locked.id AND b.status = 'claimed'
-RETURNING b.id
-"""
 
 # Facility lines have device NULL; GPU energy = active + idle; host = cpu + dram + unmeasured.
 _JOB_FOOTPRINT_SQL = f"""

@@ -54,27 +54,40 @@ def batches_claim(*, batch_pks: Iterable[int], now: dt.datetime, extra: int = 0)
     return sorted(wanted)
 
 
+def batches_update_in_lock_order(*, where: str, assign: str, params: dict[str, Any]) -> list[int]:
+    """``UPDATE`` the batch rows matching ``where`` (SQL over the batch table's columns) with
+    ``assign`` after locking them in id order: the one lock order of batch rows, which every
+    writer of several batches follows (two writers locking overlapping sets in scan order can
+    deadlock; docs/reliability.md, "Lock order"). Returns the ids updated.
+
+    The lock re-evaluates ``where`` on a row another transaction changed meanwhile (READ
+    COMMITTED), so only rows that still match are locked and updated."""
+    table = TelemetryBatch._meta.db_table
+    sql = f"""
+        WITH locked AS (SELECT id FROM {table} WHERE {where} ORDER BY id FOR NO KEY UPDATE)
+        UPDATE {table} b SET {assign} FROM locked WHERE b.id = locked.id RETURNING b.id
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [pk for (pk,) in cursor.fetchall()]
+
+
 def batches_release(*, claimed_at: dt.datetime) -> int:
     """Give back the claims taken at ``claimed_at`` (a task out of time gives up): they are
     pending again, so the sweeper re-nudges them without waiting for the claim timeout. Only
-    batches still under that claim; rows locked in id order, as every batch-row writer."""
-    batch_table = TelemetryBatch._meta.db_table
-    sql = f"""
-        WITH locked AS (
-            SELECT id FROM {batch_table} WHERE status = %(claimed)s AND claimed_at = %(claimed_at)s
-            ORDER BY id FOR NO KEY UPDATE
+    batches still under that claim."""
+    with transaction.atomic():
+        return len(
+            batches_update_in_lock_order(
+                where="status = %(claimed)s AND claimed_at = %(claimed_at)s",
+                assign="status = %(pending)s, claimed_at = NULL",
+                params={
+                    "claimed": TelemetryBatch.Status.CLAIMED.value,
+                    "pending": TelemetryBatch.Status.PENDING.value,
+                    "claimed_at": claimed_at,
+                },
+            )
         )
-        UPDATE {batch_table} b SET status = %(pending)s, claimed_at = NULL
-        FROM locked WHERE b.id = locked.id AND b.status = %(claimed)s AND b.claimed_at = %(claimed_at)s
-    """
-    params: dict[str, Any] = {
-        "claimed": TelemetryBatch.Status.CLAIMED.value,
-        "pending": TelemetryBatch.Status.PENDING.value,
-        "claimed_at": claimed_at,
-    }
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
 
 
 def ledger_mark_dirty(
@@ -89,33 +102,20 @@ def ledger_mark_dirty(
         return 0
     # One statement (no separate host and batch reads): batches already pending are left as
     # they are; the ids of those put back to pending come back for the nudge.
-    batch_table = TelemetryBatch._meta.db_table
-    # The rows are locked in id order first (as the rollup's "done" update locks them): two
-    # writers that lock overlapping sets of batches in scan order can deadlock.
-    sql = f"""
-        WITH locked AS (
-            SELECT id FROM {batch_table}
-            WHERE host_id IN (SELECT DISTINCT host_id FROM {Device._meta.db_table} WHERE id = ANY(%(devices)s))
+    pks = batches_update_in_lock_order(
+        where=f"""host_id IN (SELECT DISTINCT host_id FROM {Device._meta.db_table} WHERE id = ANY(%(devices)s))
               AND last_end > %(start)s AND status <> %(pending)s
               {"AND first_start < %(end)s" if end is not None else ""}
-              AND NOT (id = ANY(%(exclude)s))
-            ORDER BY id
-            FOR NO KEY UPDATE
-        )
-        UPDATE {batch_table} b SET status = %(pending)s, claimed_at = NULL
-        FROM locked WHERE b.id = locked.id AND b.status <> %(pending)s
-        RETURNING b.id
-    """
-    params: dict[str, Any] = {
-        "pending": TelemetryBatch.Status.PENDING.value,
-        "devices": list(device_ids),
-        "start": start,
-        "end": end,
-        "exclude": list(exclude_batch_pks or []),
-    }
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        pks = [pk for (pk,) in cursor.fetchall()]
+              AND NOT (id = ANY(%(exclude)s))""",
+        assign="status = %(pending)s, claimed_at = NULL",
+        params={
+            "pending": TelemetryBatch.Status.PENDING.value,
+            "devices": list(device_ids),
+            "start": start,
+            "end": end,
+            "exclude": list(exclude_batch_pks or []),
+        },
+    )
     if not pks:
         return 0
     transaction.on_commit(lambda: batches_nudge(batch_pks=pks))
