@@ -53,8 +53,10 @@ JOBS_PAGE_SIZE = 50
 
 def _render(request: HttpRequest, template: str, nav: str, context: dict) -> HttpResponse:
     context.update({"nav": nav, "plotly_version": PLOTLY_VERSION})
-    if "form" in context:
-        context["ignored_filters"] = ignored_filters(context["form"])
+    ignored = ignored_filters(context["form"]) if "form" in context else []
+    ignored += context.pop("ignored_params", [])  # query parameters outside a form, refused the same way
+    if ignored:
+        context["ignored_filters"] = ignored
     return render(request, template, context)
 
 
@@ -224,10 +226,15 @@ def _job_filters(request: HttpRequest, scope: Principal) -> tuple[JobFilterForm,
 def job_list(request: HttpRequest) -> HttpResponse:
     scope = _scope(request)
     form, filters, sort = _job_filters(request, scope)
+    ignored_params = []
+    raw_page = request.GET.get("page", "1")
     try:
-        page = int(request.GET.get("page", "1"))
+        page = int(raw_page)
+        if page < 1:
+            raise ValueError
     except ValueError:
         page = 1
+        ignored_params.append({"label": "Page", "value": raw_page, "message": "not a page number; page 1 is shown."})
     result = sel.job_list(scope=scope, filters=filters, sort=sort, page=page, page_size=JOBS_PAGE_SIZE)
     columns = [
         ("name", "Job"),
@@ -249,6 +256,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
             "query_no_page": _query_without(request, "page"),
             "query_no_sort": _query_without(request, "page", "sort"),
             "query": request.GET.urlencode(),
+            "ignored_params": ignored_params,
         },
     )
 
@@ -386,16 +394,20 @@ def budgets(request: HttpRequest) -> HttpResponse:
     scope = _scope(request)
     now = timezone.now()
     on = None
+    ignored_params = []
     raw = request.GET.get("on", "")
     if raw:
         try:
             on = dt.date.fromisoformat(raw)
         except ValueError:
-            on = None
+            ignored_params.append({"label": "On", "value": raw, "message": "not a date (YYYY-MM-DD); today is shown."})
     rows = sel.team_budget_list(scope=scope, now=now, on=on)
     charts = [{"fid": f"fig-burn-{r.team_id}", "fig": figures.burndown_figure(row=r)} for r in rows]
     return _render(
-        request, "dashboard/budgets.html", "budgets", {"rows": rows, "charts": charts, "on": on or now.date()}
+        request,
+        "dashboard/budgets.html",
+        "budgets",
+        {"rows": rows, "charts": charts, "on": on or now.date(), "ignored_params": ignored_params},
     )
 
 

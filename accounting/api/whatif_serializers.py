@@ -131,7 +131,11 @@ class WorkloadSerializer(StrictSerializer):
     avg_util = BoundedFloatField(bound=bounds.UTILISATION, required=False)
     avg_power_w = FiniteFloat(min_value=1, max_value=5000, required=False)  # the old device's: validate()
     split = serializers.ListField(
-        child=FiniteFloat(min_value=0, max_value=1), min_length=3, max_length=3, required=False
+        child=FiniteFloat(min_value=0, max_value=1),
+        min_length=3,
+        max_length=3,
+        required=False,
+        help_text="Busy-time shares compute/memory/communication, each in [0, 1]; not all 0 (400 otherwise).",
     )
 
     def validate_split(self, value):

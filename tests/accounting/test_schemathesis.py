@@ -22,7 +22,8 @@ so that positive_data_acceptance holds the API to everything else:
 - references to rows that must exist: team slugs, cluster ids, device keys, zone codes (a
   fixed world, ``build_world``, plus the device catalog);
 - token-dependent requirements: ``cluster`` is required with user and admin tokens;
-- cross-field rules: ``period_end`` after ``period_start``, ``deadline`` after
+- cross-field rules: ``period_end`` after ``period_start``, a workload's ``split`` shares not
+  all 0, ``deadline`` after
   ``earliest_start`` (and the run within it, the forecast covering it), exactly one of
   ``hours``/``flops`` and of ``avg_power_w``/``utilisation``, an average draw within the
   device's range, embodied low <= central <= high;
@@ -203,6 +204,8 @@ def in_context(case, *, scope: str, world: World) -> None:
             )
             if "avg_power_w" in workload:
                 workload["avg_power_w"] = 300.0
+            if "split" in workload and sum(workload["split"]) <= 0:  # shares not all 0 (field description)
+                workload["split"] = [1.0, 0.0, 0.0]
         for key in ("old_embodied", "new_embodied"):  # no inventory row for the catalog devices here
             body.setdefault(key, {"embodied_kg": 150.0})
         _fix_embodied(body.get("old_embodied"))

@@ -256,3 +256,24 @@ def test_user_without_membership_sees_nothing(client, world, frozen_now):
     assert _login(client, nobody).get("/?period=7d").context["data"].kpis.energy_kwh == 0.0
     assert _login(client, nobody).get(reverse("dashboard:live-data")).json()["jobs"] == []
     assert _csv(_login(client, nobody).get(reverse("dashboard:jobs-export")))[1:] == []
+
+
+def test_bad_page_and_budget_date_are_named_not_silently_replaced(client, world, frozen_now):
+    """A query parameter outside the filter forms that cannot be read is named on the page (as
+    an invalid filter is), and the page says what it shows instead (issue 19)."""
+    c = _login(client, world.member)
+    r = c.get("/jobs/?page=abc")
+    assert r.status_code == 200
+    assert r.context["ignored_filters"] == [
+        {"label": "Page", "value": "abc", "message": "not a page number; page 1 is shown."}
+    ]
+    assert b'id="ignored-filters"' in r.content
+    r = c.get("/budgets/?on=2026-13-45")
+    assert r.status_code == 200
+    assert r.context["ignored_filters"] == [
+        {"label": "On", "value": "2026-13-45", "message": "not a date (YYYY-MM-DD); today is shown."}
+    ]
+    assert r.context["on"] == NOW.date()
+    # Good values: no message.
+    assert "ignored_filters" not in c.get("/jobs/?page=1").context
+    assert "ignored_filters" not in c.get("/budgets/?on=2026-03-01").context
