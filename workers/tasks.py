@@ -57,7 +57,7 @@ def attribute_batch(self, batch_pk: int) -> dict:
     try:
         while True:
             extra = ATTRIBUTE_EXTRA_BATCHES + 1 - len(wanted)
-            outcome = batches_attribute(batch_pks=wanted, now=now, extra=extra)
+            outcome = batches_attribute(batch_pks=wanted, now=now, extra=extra, interrupts=(SoftTimeLimitExceeded,))
             others = set(outcome.attributed) | set(outcome.failed)
             totals["attributed"] += len(outcome.attributed)
             totals["skipped"] += len(outcome.skipped)

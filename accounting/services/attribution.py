@@ -60,12 +60,22 @@ def _jsonable(value):
     return value
 
 
-def batches_attribute(*, batch_pks: Iterable[int], now: dt.datetime, extra: int = 0) -> AttributionOutcome:
+def batches_attribute(
+    *,
+    batch_pks: Iterable[int],
+    now: dt.datetime,
+    extra: int = 0,
+    interrupts: tuple[type[BaseException], ...] = (),
+) -> AttributionOutcome:
     """Claim and attribute batches, then roll up the aggregates they touched.
 
     All claimed batches are attributed together (one query per kind of input, one COPY of the
     ledger entries, one transaction); if that fails, each batch is retried on its own so one
-    bad batch fails alone and the others still get through."""
+    bad batch fails alone and the others still get through.
+
+    ``interrupts``: exception types that stop the work instead of counting as a batch's failure
+    (the worker passes Celery's soft time limit; accounting does not import Celery). They
+    propagate at once: no batch is charged an attempt for the task running out of time."""
     batch_pks = list(batch_pks)
     claimed = batches_claim(batch_pks=batch_pks, now=now, extra=extra)
     requested = set(batch_pks)
@@ -79,6 +89,8 @@ def batches_attribute(*, batch_pks: Iterable[int], now: dt.datetime, extra: int 
     try:
         with transaction.atomic():
             touched_by_batch, replaced = _attribute_many(batches=batches)
+    except interrupts:
+        raise
     except Exception:
         log.warning("grouped attribution of %d batches failed; attributing one by one", len(batches), exc_info=True)
         touched_by_batch = None
@@ -94,6 +106,8 @@ def batches_attribute(*, batch_pks: Iterable[int], now: dt.datetime, extra: int 
                     touched_one, replaced_one = _attribute_many(batches=[batch])
                 touched = touched_one[pk]
                 replaced |= replaced_one
+            except interrupts:
+                raise
             except Exception as exc:
                 log.exception("attribution failed batch_pk=%d", pk)
                 attempts = batch.attempts + 1
