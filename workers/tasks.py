@@ -92,7 +92,7 @@ def sweep_pending() -> int:
         # One message: its task claims every pending (and stale) batch, round after round. Forced:
         # it may stand in for a nudge that was lost while its mark was still set.
         batches_nudge(batch_pks=pks, force=True)
-        log.info("sweeper re-nudged for %d batches", len(pks))
+        log.info("sweeper re-nudged attribution (oldest stale batch_pk=%d)", pks[0])
     return len(pks)
 
 

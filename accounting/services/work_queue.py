@@ -183,8 +183,10 @@ def nudge_taken() -> None:
         log.warning("could not clear the nudge mark: %s", exc)
 
 
-def batches_sweep(*, now: dt.datetime, limit: int = 500) -> list[int]:
-    """Find stored work whose nudge was lost (or whose worker died) and return it for re-nudging."""
+def batches_sweep(*, now: dt.datetime, limit: int = 1) -> list[int]:
+    """Find stored work whose nudge was lost (or whose worker died) and return it for re-nudging,
+    oldest first. One is enough (the default): the task it nudges claims every pending and stale
+    batch, round after round, so fetching more ids would only cost the query."""
     stale_before = now - dt.timedelta(seconds=settings.ATTRIBUTION_CLAIM_TIMEOUT_S)
     # Pending batches older than a few seconds: a live nudge would normally have taken them.
     pending_before = now - dt.timedelta(seconds=5)
