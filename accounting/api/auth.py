@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.contrib.auth.models import AnonymousUser
+from django.utils import timezone
 from rest_framework import authentication, exceptions
 
 from accounting.models import ApiToken
@@ -57,3 +60,28 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
 def request_token(request) -> ApiToken | None:
     auth = getattr(request, "auth", None)
     return auth if isinstance(auth, ApiToken) else None
+
+
+# A token this close to its expiry says so on every response it authenticates (docs/security.md,
+# "Token lifetimes"): clients and the agent log it, operators rotate before requests start failing.
+TOKEN_EXPIRY_WARNING = dt.timedelta(days=14)
+EXPIRES_HEADER = "X-Token-Expires-At"
+EXPIRY_WARNING_HEADER = "X-Token-Expiry-Warning"
+
+
+def token_expiry_headers(token: ApiToken | None, *, now: dt.datetime | None = None) -> dict[str, str]:
+    """Headers telling the caller when its token expires, and a warning within the last
+    ``TOKEN_EXPIRY_WARNING``; none for a session, an unauthenticated request or a token without
+    expiry."""
+    if token is None or token.expires_at is None:
+        return {}
+    now = now or timezone.now()
+    headers = {EXPIRES_HEADER: f"{token.expires_at:%Y-%m-%dT%H:%M:%SZ}"}
+    left = token.expires_at - now
+    if left <= TOKEN_EXPIRY_WARNING:
+        days = max(0, left.days)
+        headers[EXPIRY_WARNING_HEADER] = (
+            f"token {token.prefix} expires in {days} day{'s' if days != 1 else ''}: "
+            f"rotate it (manage.py tokens rotate {token.prefix})"
+        )
+    return headers

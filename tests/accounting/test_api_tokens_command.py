@@ -244,3 +244,36 @@ def test_command_expiry_and_overlap_options(fleet):
         ("token.create", "manage.py tokens"),
         ("token.rotate", "manage.py tokens"),
     ]
+
+
+def test_responses_say_when_the_token_expires_and_warn_in_the_last_two_weeks(fleet, client):
+    """Every response a token authenticates carries its expiry; within 14 days a warning names
+    the rotation command (issue 19: no warning before expiry)."""
+    org, cluster = fleet
+    now = dt.datetime.now(dt.UTC)
+    far = token_create(org=org, name="far", scope="scheduler", cluster=cluster, expires_in=dt.timedelta(days=100))
+    near = token_create(
+        org=org, name="near", scope="scheduler", cluster=cluster, expires_in=dt.timedelta(days=3, hours=1)
+    )
+    r = client.get("/api/v1/jobs/", HTTP_AUTHORIZATION=f"Bearer {far.secret}")
+    assert r.status_code == 200
+    assert r["X-Token-Expires-At"] == f"{far.token.expires_at:%Y-%m-%dT%H:%M:%SZ}"
+    assert "X-Token-Expiry-Warning" not in r
+    r = client.get("/api/v1/jobs/", HTTP_AUTHORIZATION=f"Bearer {near.secret}")
+    assert r["X-Token-Expiry-Warning"] == (
+        f"token {near.token.prefix} expires in 3 days: rotate it (manage.py tokens rotate {near.token.prefix})"
+    )
+    # The ingest endpoint (host tokens: the agent) says so too, even on a refused body.
+    host = token_create(
+        org=org, name="h", scope="host", host=f.HostFactory(cluster=cluster), expires_in=dt.timedelta(days=1)
+    )
+    r = client.post(
+        "/api/v1/ingest/batches", data=b"{", content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {host.secret}"
+    )
+    assert r.status_code == 400
+    assert r["X-Token-Expiry-Warning"].startswith(f"token {host.token.prefix} expires in 0 days")
+    # A session (no token) gets neither header.
+    assert "X-Token-Expires-At" not in client.get("/healthz")
+    listing = run("list", "--org", "acme", "--expiring-within", "14")
+    assert near.token.prefix in listing and host.token.prefix in listing and far.token.prefix not in listing
+    assert now < near.token.expires_at

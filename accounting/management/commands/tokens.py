@@ -110,6 +110,12 @@ class Command(BaseCommand):
         listing = sub.add_parser("list", help="List tokens (never their secrets)")
         listing.add_argument("--org", help="Only this organisation")
         listing.add_argument("--all", action="store_true", help="Include revoked and expired tokens")
+        listing.add_argument(
+            "--expiring-within",
+            type=_days,
+            metavar="DAYS",
+            help="Only live tokens that expire within DAYS days (rotate these: tokens rotate <id>)",
+        )
 
     def handle(self, *args, **options) -> None:
         getattr(self, f"_{options['action']}")(options)
@@ -182,6 +188,12 @@ class Command(BaseCommand):
         now = timezone.now()
         if not options["all"]:
             tokens = tokens.filter(revoked_at__isnull=True).exclude(expires_at__lte=now)
+        if options.get("expiring_within") is not None:
+            tokens = tokens.filter(
+                revoked_at__isnull=True,
+                expires_at__gt=now,
+                expires_at__lte=now + dt.timedelta(days=options["expiring_within"]),
+            )
         self.stdout.write(
             f"{'id':>5}  {'prefix':<12}  {'org':<16}  {'scope':<9}  {'bound to':<28}  {'last used':<20}  "
             f"{'expires':<20}  name"
