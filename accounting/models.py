@@ -92,13 +92,34 @@ class FactorSource(models.TextChoices):
     ESTIMATE = "estimate", "Architecture-level estimate"
 
 
+class IntensityBasis(models.TextChoices):
+    """What an intensity counts. Location-based Scope 2 (GHG Protocol Scope 2 Guidance) is the
+    generation (direct, combustion) factor; the upstream and infrastructure part of a life-cycle
+    factor belongs to Scope 3 category 3, reported beside it, never inside it."""
+
+    DIRECT = "direct", "Direct (combustion at the plant)"
+    LIFECYCLE = "lifecycle", "Life-cycle (direct + upstream + infrastructure)"
+
+
+class GasCoverage(models.TextChoices):
+    CO2E = "co2e", "CO2e (CO2, CH4, N2O)"
+    CO2 = "co2", "CO2 only"
+
+
 class GridZone(models.Model):
-    """A grid region with an annual average intensity in gCO2e/kWh (fallback when no hourly data)."""
+    """A grid region with an annual average intensity in gCO2e/kWh (fallback when no hourly data).
+
+    ``annual_basis`` and ``annual_gases`` say what ``annual_intensity_g_per_kwh`` counts;
+    ``annual_lifecycle_g_per_kwh`` is the zone's life-cycle figure beside a direct one, where a
+    source gives it (the upstream part is their difference)."""
 
     code = models.CharField(max_length=64, unique=True)  # e.g. "FR", "US-WA", "CA-QC", "gcp:europe-west1"
     name = models.CharField(max_length=200)
     annual_intensity_g_per_kwh = models.FloatField()
     annual_marginal_g_per_kwh = models.FloatField(null=True, blank=True)
+    annual_basis = models.CharField(max_length=10, choices=IntensityBasis.choices, default=IntensityBasis.LIFECYCLE)
+    annual_gases = models.CharField(max_length=5, choices=GasCoverage.choices, default=GasCoverage.CO2E)
+    annual_lifecycle_g_per_kwh = models.FloatField(null=True, blank=True)
     source = models.CharField(max_length=40, choices=FactorSource.choices)
     source_detail = models.CharField(max_length=300, blank=True)  # file, dataset, URL
     vintage = models.CharField(max_length=40, blank=True)  # year or dataset release
@@ -108,6 +129,10 @@ class GridZone(models.Model):
     class Meta:
         constraints = [
             models.CheckConstraint(condition=Q(annual_intensity_g_per_kwh__gte=0), name="zone_intensity_nonneg"),
+            models.CheckConstraint(
+                condition=Q(annual_lifecycle_g_per_kwh__isnull=True) | Q(annual_lifecycle_g_per_kwh__gte=0),
+                name="zone_lifecycle_nonneg",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -127,6 +152,11 @@ class HourlyIntensity(models.Model):
     hour = models.DateTimeField()  # start of the hour, UTC
     signal = models.CharField(max_length=10, choices=IntensitySignal.choices, default=IntensitySignal.AVERAGE)
     intensity_g_per_kwh = models.FloatField()
+    # What intensity_g_per_kwh counts, and the life-cycle value of the same hour beside a direct
+    # one (an Electricity Maps export carries both columns).
+    basis = models.CharField(max_length=10, choices=IntensityBasis.choices, default=IntensityBasis.DIRECT)
+    gases = models.CharField(max_length=5, choices=GasCoverage.choices, default=GasCoverage.CO2E)
+    lifecycle_g_per_kwh = models.FloatField(null=True, blank=True)
     is_forecast = models.BooleanField(default=False)
     # True when the provider was unreachable and the value was carried from the last good
     # value or the annual factor.
@@ -463,6 +493,11 @@ class LedgerEntry(models.Model):
     co2e_high_g = models.FloatField()
     intensity_g_per_kwh = models.FloatField()
     intensity_source = models.CharField(max_length=80)
+    # Basis and gases of intensity_g_per_kwh ("" on rows computed before they were recorded);
+    # co2e_upstream_g = energy x (life-cycle - direct) where both are known, else null.
+    intensity_basis = models.CharField(max_length=10, blank=True, default="")
+    intensity_gases = models.CharField(max_length=5, blank=True, default="")
+    co2e_upstream_g = models.FloatField(null=True, blank=True)
     pue = models.FloatField()
     quality = models.CharField(max_length=12)  # worst quality among the entry's windows (a label)
     # Part of energy_j from windows of quality 'measured': the measured fraction sums this, so it
@@ -494,6 +529,12 @@ class JobFootprint(models.Model):
     co2e_embodied_g = models.FloatField(default=0)
     co2e_low_g = models.FloatField(default=0)
     co2e_high_g = models.FloatField(default=0)
+    # Basis of the operational figure, by energy (a total over mixed bases says so with these),
+    # and the upstream (Scope 3 cat. 3) carbon of the entries where it is known.
+    direct_basis_energy_j = models.FloatField(default=0)
+    lifecycle_basis_energy_j = models.FloatField(default=0)
+    co2_only_energy_j = models.FloatField(default=0)
+    co2e_upstream_g = models.FloatField(default=0)
     device_hours = models.FloatField(default=0)
     measured_fraction = models.FloatField(default=0)  # share of GPU energy that was measured
     is_final = models.BooleanField(default=False)
@@ -529,6 +570,12 @@ class _TeamTotals(models.Model):
     gpu_idle_energy_j = models.FloatField(default=0)
     co2e_operational_g = models.FloatField(default=0)
     co2e_embodied_g = models.FloatField(default=0)
+    # Basis of the operational figure, by energy (a total over mixed bases says so with these),
+    # and the upstream (Scope 3 cat. 3) carbon of the entries where it is known.
+    direct_basis_energy_j = models.FloatField(default=0)
+    lifecycle_basis_energy_j = models.FloatField(default=0)
+    co2_only_energy_j = models.FloatField(default=0)
+    co2e_upstream_g = models.FloatField(default=0)
 
     class Meta:
         abstract = True
@@ -600,10 +647,37 @@ class JobHour(models.Model):
     held_s = models.FloatField(default=0)
     measured_gpu_energy_j = models.FloatField(default=0)
     last_window_end = models.DateTimeField(null=True, blank=True)
+    # Basis of the operational figure, by energy (a total over mixed bases says so with these),
+    # and the upstream (Scope 3 cat. 3) carbon of the entries where it is known.
+    direct_basis_energy_j = models.FloatField(default=0)
+    lifecycle_basis_energy_j = models.FloatField(default=0)
+    co2_only_energy_j = models.FloatField(default=0)
+    co2e_upstream_g = models.FloatField(default=0)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["job", "hour"], name="jobhour_uniq")]
         indexes = [BrinIndex(fields=["hour"], name="jobhour_hour_brin")]
+
+
+class ServingCounters(models.Model):
+    """Cumulative counters of a service's inference server (vLLM, TGI, Triton), read from its
+    Prometheus endpoint at ``at``: requests, prompt (input) and generated (output) tokens, summed
+    over the server's label sets. Counters restart from 0 when the server restarts; the rates
+    (accounting.domain.serving) count a drop as a reset. Null: the server has no such counter."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="serving_counters")
+    at = models.DateTimeField()
+    server = models.CharField(max_length=10)  # accounting.domain.serving.SERVERS
+    requests_total = models.FloatField()
+    input_tokens_total = models.FloatField(null=True, blank=True)
+    output_tokens_total = models.FloatField(null=True, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "at"], name="servingcounters_job_at_uniq"),
+            models.CheckConstraint(condition=Q(requests_total__gte=0), name="servingcounters_requests_nonneg"),
+        ]
 
 
 # --- API tokens ----------------------------------------------------------------------------
@@ -666,6 +740,8 @@ class AuditEvent(models.Model):
         TOKEN_ROTATE = "token.rotate", "Token rotated"
         POLICY_UPDATE = "policy.update", "Organisation policy changed"
         RECIPIENT_CHANGE = "recipient.change", "Report recipients changed"
+        FLEET_CREATE = "fleet.create", "Created by the fleet file"
+        FLEET_UPDATE = "fleet.update", "Changed by the fleet file"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # Null for global factors (grid zones, hardware models) that belong to no organisation.
@@ -690,3 +766,105 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_label} {self.action} {self.object_type} {self.object_id}"
+
+
+# --- market-based Scope 2 and water --------------------------------------------------------
+
+
+class ResidualMix(models.Model):
+    """A zone's residual-mix emission factor for a year (gCO2e/kWh): the intensity of the
+    electricity left once every tracked attribute (GO, REC) was claimed; market-based Scope 2
+    charges uncovered consumption at it (GHG Protocol Scope 2 Guidance, quality criteria 5)."""
+
+    zone = models.ForeignKey(GridZone, on_delete=models.CASCADE, related_name="residual_mixes")
+    year = models.PositiveIntegerField()
+    g_per_kwh = models.FloatField()
+    gases = models.CharField(max_length=5, choices=GasCoverage.choices, default=GasCoverage.CO2E)
+    source = models.CharField(max_length=40, choices=FactorSource.choices)
+    source_detail = models.CharField(max_length=300)  # dataset and release, e.g. "AIB European Residual Mixes 2023"
+    vintage = models.CharField(max_length=40, blank=True)
+    version = models.PositiveIntegerField(default=1)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["zone", "year"], name="residual_mix_zone_year_uniq"),
+            models.CheckConstraint(condition=Q(g_per_kwh__gte=0), name="residual_mix_nonneg"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.zone.code} {self.year} residual mix ({self.g_per_kwh:.0f} g/kWh)"
+
+
+class ContractualInstrument(models.Model):
+    """A PPA or energy attribute certificate bundle (GO, REC) a site claims over [period_start,
+    period_end): ``mwh`` at ``g_per_kwh`` (0 for renewable attributes). With delivery rows it is
+    matched hour by hour; without, over its whole period (annual matching)."""
+
+    class Kind(models.TextChoices):
+        PPA = "ppa", "Power purchase agreement"
+        GO = "go", "Guarantee of origin"
+        REC = "rec", "Renewable energy certificate"
+        OTHER = "other", "Other contractual instrument"
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="instruments")
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="instruments")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()  # exclusive
+    mwh = models.FloatField()
+    g_per_kwh = models.FloatField(default=0.0)
+    certificate_ids = models.JSONField(default=list, blank=True)
+    registry = models.CharField(max_length=200, blank=True)  # e.g. "AIB hub / Grexel", "M-RETS"
+    source = models.CharField(max_length=300)  # contract or cancellation statement reference
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(mwh__gt=0), name="instrument_mwh_pos"),
+            models.CheckConstraint(condition=Q(g_per_kwh__gte=0), name="instrument_factor_nonneg"),
+            models.CheckConstraint(condition=Q(period_end__gt=models.F("period_start")), name="instrument_period"),
+        ]
+        indexes = [models.Index(fields=["site", "period_start"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.mwh:g} MWh {self.period_start:%Y-%m-%d}..{self.period_end:%Y-%m-%d}"
+
+
+class InstrumentDelivery(models.Model):
+    """MWh an hourly-matched instrument delivers in one UTC hour (start of the hour)."""
+
+    instrument = models.ForeignKey(ContractualInstrument, on_delete=models.CASCADE, related_name="deliveries")
+    hour = models.DateTimeField()
+    mwh = models.FloatField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["instrument", "hour"], name="delivery_instrument_hour_uniq"),
+            models.CheckConstraint(condition=Q(mwh__gte=0), name="delivery_mwh_nonneg"),
+        ]
+
+
+class ZoneWaterIntensity(models.Model):
+    """Off-site water: litres consumed (evaporated) per kWh generated in a zone, with its range."""
+
+    zone = models.OneToOneField(GridZone, on_delete=models.CASCADE, related_name="water")
+    l_per_kwh = models.FloatField()
+    low_l_per_kwh = models.FloatField()
+    high_l_per_kwh = models.FloatField()
+    source = models.CharField(max_length=40, choices=FactorSource.choices)
+    source_detail = models.CharField(max_length=500)
+    vintage = models.CharField(max_length=40, blank=True)
+    version = models.PositiveIntegerField(default=1)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(low_l_per_kwh__gte=0)
+                & Q(low_l_per_kwh__lte=models.F("l_per_kwh"))
+                & Q(l_per_kwh__lte=models.F("high_l_per_kwh")),
+                name="zone_water_range_ordered",
+            ),
+        ]

@@ -90,7 +90,7 @@ def carbonize(
     pue_at: Callable[[datetime], tuple[float, int]],
     intensity_at: Callable[[datetime], IntensityPoint],
     embodied_rates: Mapping[int, EmbodiedRate],
-    factor_versions: Mapping[str, int],
+    factor_versions: Mapping[str, int | str],
 ) -> list[LedgerLine]:
     """Turn energy shares into ledger lines.
 
@@ -101,6 +101,13 @@ def carbonize(
     ``co2e_high_g`` bound operational + embodied: energy widened by its quality's uncertainty
     times the intensity's low/high (central where the source has no range), plus embodied at
     the rate's low/high.
+
+    Every line records the intensity's basis and gases (also in ``factor_versions`` as
+    ``intensity_basis``/``intensity_gases``). Where the intensity is direct and the hour's
+    life-cycle figure is known, ``co2e_upstream_g = kWh x (life-cycle - direct)``: the upstream
+    and infrastructure part (GHG Protocol Scope 3 category 3), beside operational, never in it.
+    On a life-cycle intensity the upstream part is inside operational and cannot be separated:
+    ``co2e_upstream_g`` is None and the basis says so.
     """
     factors = _HourlyFactors(pue_at, intensity_at)
     lines: list[LedgerLine] = []
@@ -110,7 +117,7 @@ def carbonize(
         if share.component is Component.FACILITY:
             raise ValueError("FACILITY energy is derived here from PUE; a FACILITY share would be counted twice")
         pue, pue_version, point = factors.at(share.hour)
-        versions = {**factor_versions, "intensity": point.version, "pue": pue_version}
+        versions = {**factor_versions, **_intensity_versions(point), "pue": pue_version}
         energy_kwh = share.energy_j / J_PER_KWH
         uncertainty = ENERGY_UNCERTAINTY[share.quality]
         embodied_g = embodied_low_g = embodied_high_g = 0.0
@@ -143,6 +150,9 @@ def carbonize(
                 quality=share.quality,
                 measured_energy_j=share.measured_energy_j,
                 factor_versions=versions,
+                intensity_basis=point.basis,
+                intensity_gases=point.gases,
+                co2e_upstream_g=upstream_g(energy_kwh=energy_kwh, point=point),
             )
         )
         group = facility.setdefault((share.account, share.job_id, share.hour), _FacilityGroup())
@@ -191,7 +201,10 @@ def carbonize(
                 quality=group.worst(),
                 # Derived from IT energy, so measured to the extent that energy was.
                 measured_energy_j=facility_energy_j(it_energy_j=math.fsum(group.measured_energy_j), pue=pue),
-                factor_versions={**factor_versions, "intensity": point.version, "pue": pue_version},
+                factor_versions={**factor_versions, **_intensity_versions(point), "pue": pue_version},
+                intensity_basis=point.basis,
+                intensity_gases=point.gases,
+                co2e_upstream_g=upstream_g(energy_kwh=facility_kwh, point=point),
             )
         )
 
@@ -257,7 +270,56 @@ def summarise(lines: Iterable[LedgerLine]) -> Totals:
     )
 
 
+BASIS_DIRECT = "direct"
+BASIS_LIFECYCLE = "lifecycle"
+
+
+def upstream_g(*, energy_kwh: float, point: IntensityPoint) -> float | None:
+    """Upstream (life-cycle minus direct) carbon of ``energy_kwh`` at ``point``; None unless the
+    intensity is direct and the life-cycle figure of the same hour or year is known."""
+    if point.basis != BASIS_DIRECT or point.lifecycle_g_per_kwh is None:
+        return None
+    return energy_kwh * (point.lifecycle_g_per_kwh - point.intensity_g_per_kwh)
+
+
+@dataclass(frozen=True)
+class BasisMix:
+    """Which basis a total's operational figure rests on, by energy share (0..1 each; the rest,
+    if any, is energy whose basis was not recorded). ``label`` is what a report prints."""
+
+    direct_share: float
+    lifecycle_share: float
+    co2_only_share: float
+    label: str
+
+
+def basis_mix(
+    *, energy_j: float, direct_energy_j: float, lifecycle_energy_j: float, co2_only_energy_j: float
+) -> BasisMix:
+    """Label a total over rows of possibly different bases: "direct", "life-cycle", or "mixed
+    basis: 62.5 % direct, 37.5 % life-cycle" (never mixed silently); CO2-only rows are named."""
+    if energy_j <= 0:
+        return BasisMix(0.0, 0.0, 0.0, "no energy")
+    direct = direct_energy_j / energy_j
+    lifecycle = lifecycle_energy_j / energy_j
+    co2_only = co2_only_energy_j / energy_j
+    unrecorded = max(0.0, 1.0 - direct - lifecycle)
+    parts = [(direct, "direct"), (lifecycle, "life-cycle"), (unrecorded, "basis not recorded")]
+    present = [(share, name) for share, name in parts if share > 1e-9]
+    if len(present) == 1:
+        label = present[0][1]
+    else:
+        label = "mixed basis: " + ", ".join(f"{share * 100:.1f} % {name}" for share, name in present)
+    if co2_only > 1e-9:
+        label += f"; {co2_only * 100:.1f} % CO2 only (no CH4/N2O)"
+    return BasisMix(direct, lifecycle, co2_only, label)
+
+
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _intensity_versions(point: IntensityPoint) -> dict[str, int | str]:
+    return {"intensity": point.version, "intensity_basis": point.basis, "intensity_gases": point.gases}
 
 
 class _HourlyFactors:

@@ -113,6 +113,11 @@ class IntensityPoint:
     low_g_per_kwh: float | None = None
     high_g_per_kwh: float | None = None
     version: int = 1
+    # What intensity_g_per_kwh counts ("direct" | "lifecycle", "" unknown), its gases ("co2e" |
+    # "co2"), and the life-cycle figure beside a direct one (upstream = lifecycle - direct).
+    basis: str = ""
+    gases: str = ""
+    lifecycle_g_per_kwh: float | None = None
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,12 @@ class LedgerLine:
     pue: float
     quality: Quality  # worst quality among the line's windows
     measured_energy_j: float  # part of energy_j from MEASURED windows (facility: (PUE - 1) x that of IT)
-    factor_versions: dict[str, int] = field(default_factory=dict)
+    # Factor versions, and the intensity's basis and gases as "intensity_basis"/"intensity_gases".
+    factor_versions: dict[str, int | str] = field(default_factory=dict)
+    intensity_basis: str = ""
+    intensity_gases: str = ""
+    # Upstream (Scope 3 cat. 3) carbon: energy x (life-cycle - direct) where both are known.
+    co2e_upstream_g: float | None = None
 
 
 # --- gap filling (accounting/domain/energy.py) ---------------------------------------------

@@ -14,6 +14,23 @@ the live API land on the same GridZone:
 - Nordic bidding zones: "SE-SE1".."SE-SE4", "NO-NO1".."NO-NO5" (Electricity Maps ids) and "FI"
   from nordic_emissions.json (gCO2eq/kWh, 2025)
 - Google Cloud regions: "gcp:europe-west1", from cloud/impact.csv (g/kWh; file starts with a BOM)
+
+Basis and gases differ by file and each zone says which (``ZoneFactor.basis``/``gases``):
+
+========================= ========== ====== ===============================================
+zones                     basis      gases  why
+========================= ========== ====== ===============================================
+countries (OWID/Ember)    life-cycle CO2e   Ember's per-fuel factors are IPCC AR5 life-cycle
+                                            medians (coal 820, gas 490, solar 48 g/kWh)
+US states (eGRID)         direct     CO2e   STC2ERTA: stack CO2e output emission rate
+Canadian provinces        direct     CO2    fossil shares x EIA combustion CO2 factors,
+                                            non-fossil counted 0
+Chinese provinces         direct     CO2    MEE/NBS official factors, "CO2 only, no lifecycle"
+Nordic bidding zones      life-cycle CO2e   mix x carbon_intensity_per_source.json (WNA and
+                                            IPCC life-cycle factors: hydro 26, wind 26)
+Google Cloud regions      life-cycle CO2e   Google's grid intensity: Electricity Maps life-
+                                            cycle average
+========================= ========== ====== ===============================================
 """
 
 from __future__ import annotations
@@ -55,6 +72,12 @@ _CANADA_PROVINCE_CODES = {
 _GCP_REGION_FIXES = {"me-cenrtal1": "me-central1"}
 
 
+BASIS_DIRECT = "direct"
+BASIS_LIFECYCLE = "lifecycle"
+GASES_CO2E = "co2e"
+GASES_CO2 = "co2"
+
+
 @dataclass(frozen=True)
 class ZoneFactor:
     code: str
@@ -62,6 +85,8 @@ class ZoneFactor:
     annual_intensity_g_per_kwh: float
     source_detail: str
     vintage: str
+    basis: str = BASIS_LIFECYCLE  # what annual_intensity_g_per_kwh counts (see the table above)
+    gases: str = GASES_CO2E
 
 
 def codecarbon_data_dir() -> Path:
@@ -117,6 +142,7 @@ def _us_states(data: Path, version: str) -> list[ZoneFactor]:
                 source_detail=f"codecarbon {version} data/private_infra/2023/usa_emissions.json [{name}] "
                 f"{row['emissions']} lbs/MWh x 0.45359237; {src.get('name', 'EPA eGRID')} ({src.get('field', '')})",
                 vintage=f"eGRID{src.get('year', 2023)}",
+                basis=BASIS_DIRECT,
             )
         )
     return out
@@ -146,6 +172,8 @@ def _canada(data: Path, version: str) -> list[ZoneFactor]:
                 "generation mix x codecarbon fossil factors (coal 995.7, petroleum 816.7, gas 743.8 g/kWh; "
                 "non-fossil counted as 0)",
                 vintage="2023",
+                basis=BASIS_DIRECT,
+                gases=GASES_CO2,
             )
         )
     return out
@@ -167,6 +195,8 @@ def _china(data: Path, version: str) -> list[ZoneFactor]:
                 source_detail=f"codecarbon {version} china_provincial_emissions.json [{code}]; MEE/NBS "
                 f"announcement {meta.get('announcement', '')}; CO2 only (not CO2e)",
                 vintage=str(row.get("year", meta.get("year", ""))),
+                basis=BASIS_DIRECT,
+                gases=GASES_CO2,
             )
         )
     return out

@@ -3,9 +3,12 @@ reported (file line number + reason) and skipped, good rows are kept. No databas
 
 Formats
 - Electricity Maps historical export (hourly): "Datetime (UTC)", "Zone Id",
-  "Carbon Intensity gCO₂eq/kWh (direct)", "Carbon Intensity gCO₂eq/kWh (LCA)", ... We store the
-  LCA (life-cycle) column as the average signal by default: it matches the life-cycle basis of
-  codecarbon's annual factors and Electricity Maps' own API default.
+  "Carbon Intensity gCO₂eq/kWh (direct)", "Carbon Intensity gCO₂eq/kWh (LCA)", ... By default
+  the direct column is the hour's intensity (location-based Scope 2 is the generation factor,
+  GHG Protocol Scope 2 Guidance) and the LCA column is kept beside it (the upstream part is
+  their difference, Scope 3 category 3). An hour with no direct value but an LCA one is kept on
+  the life-cycle basis and labelled so; ``column="lca"`` makes the LCA column the intensity.
+  Both are CO2e (CO2, CH4, N2O).
 - WattTime historical export: point_time, value (+ optional frequency, market, ba, datatype,
   version, unit). MOER values are marginal, in lbs/MWh unless a unit column or the caller says
   otherwise; 5-minute points are averaged into the hour that contains them.
@@ -55,6 +58,9 @@ class HourlyRow:
     zone_code: str
     hour: datetime
     intensity_g_per_kwh: float
+    basis: str = "direct"  # what intensity_g_per_kwh counts: "direct" | "lifecycle"
+    gases: str = "co2e"  # "co2e" | "co2"
+    lifecycle_g_per_kwh: float | None = None  # the life-cycle value of the hour, where known
 
 
 @dataclass(frozen=True)
@@ -124,15 +130,32 @@ def _check_intensity(v: float) -> None:
         raise ValueError(f"intensity {v:g} g/kWh above plausible maximum {MAX_PLAUSIBLE_G_PER_KWH:g} g/kWh (unit?)")
 
 
+def _optional_intensity(raw: dict, column: str) -> float | None:
+    """An intensity cell: empty is missing (None); anything else must be a plausible number."""
+    text = raw.get(column)
+    if text is None or not text.strip():
+        return None
+    value = _number(text, column)
+    _check_intensity(value)
+    return value
+
+
 def parse_electricitymaps(
-    text_or_lines: str | Iterable[str], *, zone_override: str | None = None, column: str = "lca"
+    text_or_lines: str | Iterable[str], *, zone_override: str | None = None, column: str = "direct"
 ) -> ParseResult:
-    """Hourly rows from an Electricity Maps export; ``column`` is "lca" or "direct"."""
+    """Hourly rows from an Electricity Maps export. ``column="direct"`` (default): the direct
+    value is the intensity and the LCA value rides beside it; an hour without a direct value is
+    kept on the LCA value with ``basis="lifecycle"``. ``column="lca"``: the LCA value is the
+    intensity (basis life-cycle). A row is rejected when a cell it has is not a plausible
+    intensity, or when it has no value in the columns it may use."""
     if column not in ("lca", "direct"):
         raise ValueError("column must be 'lca' or 'direct'")
-    value_col = EM_LCA if column == "lca" else EM_DIRECT
     reader = _reader(text_or_lines)
-    _require(reader, [EM_DATETIME, value_col] + ([] if zone_override else [EM_ZONE]))
+    required = [EM_DATETIME, EM_LCA] if column == "lca" else [EM_DATETIME, EM_DIRECT, EM_LCA]
+    header = reader.fieldnames or []
+    if column == "direct" and EM_DIRECT in header and EM_LCA not in header:
+        required = [EM_DATETIME, EM_DIRECT]  # an export of the direct column alone
+    _require(reader, required + ([] if zone_override else [EM_ZONE]))
     result = ParseResult()
     seen: dict[tuple[str, datetime], int] = {}
     for line_no, raw in enumerate(reader, start=2):
@@ -144,15 +167,21 @@ def parse_electricitymaps(
             zone = zone_override or (raw.get(EM_ZONE) or "").strip()
             if not zone:
                 raise ValueError("missing zone id")
-            value = _number(raw.get(value_col), value_col)
-            _check_intensity(value)
+            direct = _optional_intensity(raw, EM_DIRECT) if column == "direct" else None
+            lca = _optional_intensity(raw, EM_LCA)
+            if direct is not None:
+                row = HourlyRow(zone, hour, direct, basis="direct", lifecycle_g_per_kwh=lca)
+            elif lca is not None:
+                row = HourlyRow(zone, hour, lca, basis="lifecycle", lifecycle_g_per_kwh=lca)
+            else:
+                raise ValueError(f"missing {EM_LCA if column == 'lca' else EM_DIRECT}")
             if (zone, hour) in seen:
                 raise ValueError(f"duplicate of row {seen[(zone, hour)]} ({zone} {hour.isoformat()})")
         except ValueError as exc:
             result.rejects.append(Reject(line_no, str(exc)))
             continue
         seen[(zone, hour)] = line_no
-        result.rows.append(HourlyRow(zone, hour, value))
+        result.rows.append(row)
     return result
 
 
@@ -181,7 +210,8 @@ def parse_watttime(text_or_lines: str | Iterable[str], *, zone: str, unit: str =
             continue
         seen[point] = line_no
         buckets.setdefault(point.replace(minute=0, second=0, microsecond=0), []).append(value)
-    result.rows = [HourlyRow(zone, h, sum(v) / len(v)) for h, v in sorted(buckets.items())]
+    # MOER: the emission rate of the marginal plant, combustion CO2 only.
+    result.rows = [HourlyRow(zone, h, sum(v) / len(v), basis="direct", gases="co2") for h, v in sorted(buckets.items())]
     return result
 
 

@@ -1,5 +1,8 @@
 """Electricity Maps API v3 client (carbon-intensity/latest and /forecast), stdlib urllib only.
 
+Values are requested on the direct basis (``emissionFactorType=direct``; the API's default is
+life-cycle): location-based Scope 2 is the generation factor, GHG Protocol Scope 2 Guidance.
+
 Every failure mode the caller must fall back on is one exception type, ``ProviderError``, with
 a short ``kind`` ("timeout", "http", "network", "payload") for the fetch report.
 """
@@ -16,6 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from accounting.factors.csv_import import MAX_PLAUSIBLE_G_PER_KWH, parse_utc
+
+# The basis the client asks for, recorded on every row it writes (accounting.models.IntensityBasis).
+EMISSION_FACTOR_TYPE = "direct"
 
 
 class ProviderError(Exception):
@@ -39,7 +45,8 @@ class ElectricityMapsClient:
     timeout_s: float
 
     def _get(self, path: str, zone: str) -> dict:
-        url = f"{self.base_url.rstrip('/')}/{path}?{urllib.parse.urlencode({'zone': zone})}"
+        query = urllib.parse.urlencode({"zone": zone, "emissionFactorType": EMISSION_FACTOR_TYPE})
+        url = f"{self.base_url.rstrip('/')}/{path}?{query}"
         req = urllib.request.Request(url, headers={"auth-token": self.token, "Accept": "application/json"})  # noqa: S310
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310 (URL from settings)

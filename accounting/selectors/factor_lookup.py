@@ -45,6 +45,9 @@ def factor_lookups_for_site(*, site: Site, start: dt.datetime, end: dt.datetime)
             source=_label(value),
             marginal_g_per_kwh=margin.intensity_g_per_kwh if margin is not None else None,
             version=value.version,
+            basis=value.basis,
+            gases=value.gases,
+            lifecycle_g_per_kwh=value.lifecycle_g_per_kwh,
         )
 
     def pue_at(moment: dt.datetime) -> tuple[float, int]:

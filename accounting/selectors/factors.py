@@ -39,6 +39,9 @@ class IntensityValue:
     is_hourly: bool  # False: the zone's annual factor
     is_fallback: bool = False
     vintage: str = ""
+    basis: str = ""  # IntensityBasis of intensity_g_per_kwh
+    gases: str = ""  # GasCoverage
+    lifecycle_g_per_kwh: float | None = None  # the life-cycle figure beside a direct one
 
 
 @dataclass(frozen=True)
@@ -60,9 +63,17 @@ def _annual(zone: GridZone, signal: str) -> IntensityValue | None:
         if zone.annual_marginal_g_per_kwh is None:
             return None
         value = zone.annual_marginal_g_per_kwh
-    else:
-        value = zone.annual_intensity_g_per_kwh
-    return IntensityValue(value, zone.version, zone.source, is_hourly=False, vintage=zone.vintage)
+        return IntensityValue(value, zone.version, zone.source, is_hourly=False, vintage=zone.vintage)
+    return IntensityValue(
+        zone.annual_intensity_g_per_kwh,
+        zone.version,
+        zone.source,
+        is_hourly=False,
+        vintage=zone.vintage,
+        basis=zone.annual_basis,
+        gases=zone.annual_gases,
+        lifecycle_g_per_kwh=zone.annual_lifecycle_g_per_kwh,
+    )
 
 
 def intensity_lookup(
@@ -73,10 +84,14 @@ def intensity_lookup(
     Marginal lookups return None where neither hourly nor annual marginal data exists."""
     rows = HourlyIntensity.objects.filter(
         zone=zone, signal=signal, is_forecast=False, hour__gte=_floor_hour(start), hour__lt=end
-    ).values_list("hour", "intensity_g_per_kwh", "version", "source", "is_fallback")
+    ).values_list(
+        "hour", "intensity_g_per_kwh", "version", "source", "is_fallback", "basis", "gases", "lifecycle_g_per_kwh"
+    )
     series = {
-        h: IntensityValue(v, ver, src, is_hourly=True, is_fallback=fb, vintage=str(h.year))
-        for h, v, ver, src, fb in rows
+        h: IntensityValue(
+            v, ver, src, is_hourly=True, is_fallback=fb, vintage=str(h.year), basis=b, gases=g, lifecycle_g_per_kwh=lca
+        )
+        for h, v, ver, src, fb, b, g, lca in rows
     }
     annual = _annual(zone, signal)
 

@@ -22,14 +22,16 @@ from accounting.domain import embodied as emb
 from accounting.domain.catalog import CATALOG
 from accounting.factors.codecarbon_data import ZoneFactor
 from accounting.factors.csv_import import HourlyRow, PueRow
-from accounting.factors.electricitymaps import ElectricityMapsClient, ProviderError
+from accounting.factors.electricitymaps import EMISSION_FACTOR_TYPE, ElectricityMapsClient, ProviderError
 from accounting.models import (
     AuditEvent,
     FactorChange,
     FactorSource,
+    GasCoverage,
     GridZone,
     HardwareModel,
     HourlyIntensity,
+    IntensityBasis,
     IntensitySignal,
     Site,
     SitePue,
@@ -108,6 +110,9 @@ ZONE_EDITABLE = (
     "name",
     "annual_intensity_g_per_kwh",
     "annual_marginal_g_per_kwh",
+    "annual_basis",
+    "annual_gases",
+    "annual_lifecycle_g_per_kwh",
     "source",
     "source_detail",
     "vintage",
@@ -317,23 +322,36 @@ def zones_load_codecarbon(*, zones: Iterable[ZoneFactor], progress: Callable | N
                 code=zf.code,
                 name=zf.name[:200],
                 annual_intensity_g_per_kwh=zf.annual_intensity_g_per_kwh,
+                annual_basis=zf.basis,
+                annual_gases=zf.gases,
+                annual_lifecycle_g_per_kwh=(
+                    zf.annual_intensity_g_per_kwh if zf.basis == IntensityBasis.LIFECYCLE else None
+                ),
                 source=FactorSource.CODECARBON,
                 source_detail=detail,
                 vintage=zf.vintage[:40],
             )
             counts.created += 1
         elif z.source == FactorSource.CODECARBON and (
-            z.annual_intensity_g_per_kwh != zf.annual_intensity_g_per_kwh or z.source_detail != detail
+            z.annual_intensity_g_per_kwh != zf.annual_intensity_g_per_kwh
+            or z.source_detail != detail
+            or z.annual_basis != zf.basis
+            or z.annual_gases != zf.gases
         ):
             zone_update(
                 zone=z,
                 changes={
                     "annual_intensity_g_per_kwh": zf.annual_intensity_g_per_kwh,
+                    "annual_basis": zf.basis,
+                    "annual_gases": zf.gases,
+                    "annual_lifecycle_g_per_kwh": (
+                        zf.annual_intensity_g_per_kwh if zf.basis == IntensityBasis.LIFECYCLE else None
+                    ),
                     "source_detail": detail,
                     "vintage": zf.vintage[:40],
                     "source": FactorSource.CODECARBON,
                 },
-                reason="load_factors: codecarbon data changed",
+                reason="load_factors: codecarbon data changed (value, source or basis)",
                 user=None,
             )
             counts.updated += 1
@@ -452,8 +470,10 @@ def intensity_import(
 ) -> ImportReport:
     """Bulk upsert hourly rows. Unchanged hours are skipped (re-importing is a no-op); changed
     hours get version + 1. Rows for zones that do not exist are counted, not created: a zone is
-    a factor an operator introduces deliberately. One FactorChange per zone covers the span of
-    hours inserted or changed (new hourly data replaces the annual fallback there too)."""
+    a factor an operator introduces deliberately. One FactorChange per zone and chunk covers the
+    span of hours inserted or changed (new hourly data replaces the annual fallback there too);
+    its ``before`` keeps every replaced hour's values (intensity, life-cycle value, basis, gases,
+    source, version), its ``after`` the values written, so a replaced series is never lost."""
     reason = _require_reason(reason)
     report = ImportReport()
     zones = {z.code: z for z in GridZone.objects.filter(code__in={r.zone_code for r in rows})}
@@ -478,11 +498,16 @@ def intensity_import(
                     )
                 }
                 objs, touched = [], []
+                replaced: list[dict] = []
+                written: list[dict] = []
                 for r in chunk:
                     old = current.get(r.hour)
                     if (
                         old is not None
                         and old.intensity_g_per_kwh == r.intensity_g_per_kwh
+                        and old.lifecycle_g_per_kwh == r.lifecycle_g_per_kwh
+                        and old.basis == r.basis
+                        and old.gases == r.gases
                         and old.source == source
                         and not old.is_fallback
                     ):
@@ -493,32 +518,45 @@ def intensity_import(
                         report.created += 1
                     else:
                         report.updated += 1
-                    objs.append(
-                        HourlyIntensity(
-                            zone=zone,
-                            hour=r.hour,
-                            signal=signal,
-                            intensity_g_per_kwh=r.intensity_g_per_kwh,
-                            is_forecast=is_forecast,
-                            is_fallback=False,
-                            source=source,
-                            version=version,
-                        )
+                        replaced.append(_hourly_values(old))
+                    obj = HourlyIntensity(
+                        zone=zone,
+                        hour=r.hour,
+                        signal=signal,
+                        intensity_g_per_kwh=r.intensity_g_per_kwh,
+                        basis=r.basis,
+                        gases=r.gases,
+                        lifecycle_g_per_kwh=r.lifecycle_g_per_kwh,
+                        is_forecast=is_forecast,
+                        is_fallback=False,
+                        source=source,
+                        version=version,
                     )
+                    objs.append(obj)
+                    written.append(_hourly_values(obj))
                     touched.append(r.hour)
                 if objs:
                     HourlyIntensity.objects.bulk_create(
                         objs,
                         update_conflicts=True,
                         unique_fields=["zone", "signal", "hour", "is_forecast"],
-                        update_fields=["intensity_g_per_kwh", "is_fallback", "source", "version", "fetched_at"],
+                        update_fields=[
+                            "intensity_g_per_kwh",
+                            "basis",
+                            "gases",
+                            "lifecycle_g_per_kwh",
+                            "is_fallback",
+                            "source",
+                            "version",
+                            "fetched_at",
+                        ],
                     )
                     if not is_forecast:
                         fc = _record(
                             factor_type="hourly_intensity",
                             factor_key=f"{code}/{signal}",
-                            before=None,
-                            after={"rows": len(objs), "source": source},
+                            before={"rows": len(replaced), "hours": replaced} if replaced else None,
+                            after={"rows": len(objs), "source": source, "hours": written},
                             reason=reason,
                             user=user,
                             affects_from=min(touched),
@@ -528,6 +566,19 @@ def intensity_import(
             if progress:
                 progress(len(chunk))
     return report
+
+
+def _hourly_values(row: HourlyIntensity) -> dict:
+    return {
+        "hour": row.hour.isoformat(),
+        "intensity_g_per_kwh": row.intensity_g_per_kwh,
+        "lifecycle_g_per_kwh": row.lifecycle_g_per_kwh,
+        "basis": row.basis,
+        "gases": row.gases,
+        "source": row.source,
+        "is_fallback": row.is_fallback,
+        "version": row.version,
+    }
 
 
 @dataclass
@@ -660,14 +711,26 @@ def _upsert_point(*, zone: GridZone, hour: datetime, value: float, is_forecast: 
                 hour=hour,
                 is_forecast=is_forecast,
                 intensity_g_per_kwh=value,
+                basis=EMISSION_FACTOR_TYPE,
                 source=FactorSource.ELECTRICITYMAPS,
             )
             return
-        if row.intensity_g_per_kwh == value and not row.is_fallback and row.source == FactorSource.ELECTRICITYMAPS:
+        if (
+            row.intensity_g_per_kwh == value
+            and not row.is_fallback
+            and row.source == FactorSource.ELECTRICITYMAPS
+            and row.basis == EMISSION_FACTOR_TYPE
+        ):
             return
         replaced_fallback = row.is_fallback
-        before = {"value": row.intensity_g_per_kwh, "is_fallback": row.is_fallback, "version": row.version}
+        before = {
+            "value": row.intensity_g_per_kwh,
+            "basis": row.basis,
+            "is_fallback": row.is_fallback,
+            "version": row.version,
+        }
         row.intensity_g_per_kwh, row.is_fallback, row.source = value, False, FactorSource.ELECTRICITYMAPS
+        row.basis, row.gases, row.lifecycle_g_per_kwh = EMISSION_FACTOR_TYPE, GasCoverage.CO2E, None
         row.version += 1
         row.save()
         if not is_forecast:
@@ -676,7 +739,7 @@ def _upsert_point(*, zone: GridZone, hour: datetime, value: float, is_forecast: 
                 factor_type="hourly_intensity",
                 factor_key=f"{zone.code}/average",
                 before=before,
-                after={"value": value, "is_fallback": False, "version": row.version},
+                after={"value": value, "basis": row.basis, "is_fallback": False, "version": row.version},
                 reason="provider value replaced " + ("fallback" if replaced_fallback else "earlier provider value"),
                 user=None,
                 affects_from=hour,
@@ -706,10 +769,14 @@ def _write_fallback(*, zone: GridZone, hour: datetime) -> str | None:
             .order_by("-hour")
             .first()
         )
+        # The fallback carries the basis of the value it copies (a life-cycle annual factor stays
+        # labelled life-cycle).
         if last is not None:
             value, kind, source = last.intensity_g_per_kwh, "last_good", last.source
+            basis, gases, lifecycle = last.basis, last.gases, last.lifecycle_g_per_kwh
         else:
             value, kind, source = zone.annual_intensity_g_per_kwh, "annual", zone.source
+            basis, gases, lifecycle = zone.annual_basis, zone.annual_gases, zone.annual_lifecycle_g_per_kwh
         if row is None:
             HourlyIntensity.objects.create(
                 zone=zone,
@@ -718,9 +785,13 @@ def _write_fallback(*, zone: GridZone, hour: datetime) -> str | None:
                 is_forecast=False,
                 is_fallback=True,
                 intensity_g_per_kwh=value,
+                basis=basis,
+                gases=gases,
+                lifecycle_g_per_kwh=lifecycle,
                 source=source,
             )
-        elif row.intensity_g_per_kwh != value:
+        elif row.intensity_g_per_kwh != value or row.basis != basis:
             row.intensity_g_per_kwh, row.source, row.version = value, source, row.version + 1
+            row.basis, row.gases, row.lifecycle_g_per_kwh = basis, gases, lifecycle
             row.save()
     return kind

@@ -99,12 +99,25 @@ def job_footprint_finalize(*, job_id: int) -> None:
         cursor.execute(_JOB_FOOTPRINT_SQL, [[job_id]])
 
 
+# Energy by the basis of its operational intensity (a total over mixed bases says so), CO2-only
+# energy, and the upstream (Scope 3 cat. 3) carbon where the life-cycle figure is known.
+_BASIS_SUMS = """
+       COALESCE(SUM(e.energy_j) FILTER (WHERE e.intensity_basis = 'direct'), 0),
+       COALESCE(SUM(e.energy_j) FILTER (WHERE e.intensity_basis = 'lifecycle'), 0),
+       COALESCE(SUM(e.energy_j) FILTER (WHERE e.intensity_gases = 'co2'), 0),
+       COALESCE(SUM(e.co2e_upstream_g), 0)"""
+_BASIS_SET = """
+    direct_basis_energy_j = EXCLUDED.direct_basis_energy_j,
+    lifecycle_basis_energy_j = EXCLUDED.lifecycle_basis_energy_j,
+    co2_only_energy_j = EXCLUDED.co2_only_energy_j, co2e_upstream_g = EXCLUDED.co2e_upstream_g"""
+
 # Facility lines have device NULL; GPU energy = active + idle; host = cpu + dram + unmeasured.
 _JOB_FOOTPRINT_SQL = f"""
 INSERT INTO accounting_jobfootprint AS f (
     job_id, energy_j, gpu_energy_j, gpu_idle_energy_j, host_energy_j, facility_energy_j,
     co2e_operational_g, co2e_embodied_g, co2e_low_g, co2e_high_g, device_hours, measured_fraction,
-    is_final, method_version, last_window_end, updated_at)
+    is_final, method_version, last_window_end, updated_at,
+    direct_basis_energy_j, lifecycle_basis_energy_j, co2_only_energy_j, co2e_upstream_g)
 SELECT j.id,
     COALESCE(SUM(h.energy_j), 0), COALESCE(SUM(h.gpu_energy_j), 0), COALESCE(SUM(h.gpu_idle_energy_j), 0),
     COALESCE(SUM(h.host_energy_j), 0), COALESCE(SUM(h.facility_energy_j), 0),
@@ -112,7 +125,9 @@ SELECT j.id,
     COALESCE(SUM(h.co2e_low_g), 0), COALESCE(SUM(h.co2e_high_g), 0),
     COALESCE(SUM(h.held_s), 0) / 3600.0,
     COALESCE(COALESCE(SUM(h.measured_gpu_energy_j), 0) / NULLIF(SUM(h.gpu_energy_j), 0), 0),
-    j.status NOT IN ('running', 'pending'), '{METHOD_VERSION}', MAX(h.last_window_end), now()
+    j.status NOT IN ('running', 'pending'), '{METHOD_VERSION}', MAX(h.last_window_end), now(),
+    COALESCE(SUM(h.direct_basis_energy_j), 0), COALESCE(SUM(h.lifecycle_basis_energy_j), 0),
+    COALESCE(SUM(h.co2_only_energy_j), 0), COALESCE(SUM(h.co2e_upstream_g), 0)
 FROM accounting_job j LEFT JOIN accounting_jobhour h ON h.job_id = j.id
 WHERE j.id = ANY(%s)
 GROUP BY j.id
@@ -124,7 +139,7 @@ ON CONFLICT (job_id) DO UPDATE SET
     co2e_high_g = EXCLUDED.co2e_high_g, device_hours = EXCLUDED.device_hours,
     measured_fraction = COALESCE(EXCLUDED.measured_fraction, 0), is_final = EXCLUDED.is_final,
     method_version = EXCLUDED.method_version, last_window_end = EXCLUDED.last_window_end,
-    updated_at = EXCLUDED.updated_at
+    updated_at = EXCLUDED.updated_at,{_BASIS_SET}
 """
 
 # Every sum of a job's footprint, per (job, hour), from that hour's ledger entries (facility
@@ -143,7 +158,7 @@ SELECT e.job_id, e.hour, SUM(e.energy_j),
        COALESCE(SUM(e.energy_j) FILTER (WHERE e.component = 'facility'), 0),
        SUM(e.co2e_low_g), SUM(e.co2e_high_g), SUM(e.held_s),
        COALESCE(SUM(e.measured_energy_j) FILTER (WHERE e.component IN ('gpu_active', 'gpu_idle')), 0),
-       MAX(b.last_end)
+       MAX(b.last_end),{basis_sums}
 FROM {keys} k
 JOIN accounting_ledgerentry e ON e.job_id = k.job_id AND e.hour = k.hour
 JOIN telemetry_telemetrybatch b ON b.id = e.batch_id
@@ -153,7 +168,8 @@ GROUP BY e.job_id, e.hour
 _JOB_HOUR_UPSERT = """
 INSERT INTO accounting_jobhour (job_id, hour, energy_j, gpu_energy_j, co2e_operational_g, co2e_embodied_g,
                                 intensity_g_per_kwh, gpu_idle_energy_j, host_energy_j, facility_energy_j,
-                                co2e_low_g, co2e_high_g, held_s, measured_gpu_energy_j, last_window_end)
+                                co2e_low_g, co2e_high_g, held_s, measured_gpu_energy_j, last_window_end,
+                                direct_basis_energy_j, lifecycle_basis_energy_j, co2_only_energy_j, co2e_upstream_g)
 {select}
 ON CONFLICT (job_id, hour) DO UPDATE SET
     energy_j = EXCLUDED.energy_j, gpu_energy_j = EXCLUDED.gpu_energy_j,
@@ -161,17 +177,19 @@ ON CONFLICT (job_id, hour) DO UPDATE SET
     intensity_g_per_kwh = EXCLUDED.intensity_g_per_kwh, gpu_idle_energy_j = EXCLUDED.gpu_idle_energy_j,
     host_energy_j = EXCLUDED.host_energy_j, facility_energy_j = EXCLUDED.facility_energy_j,
     co2e_low_g = EXCLUDED.co2e_low_g, co2e_high_g = EXCLUDED.co2e_high_g, held_s = EXCLUDED.held_s,
-    measured_gpu_energy_j = EXCLUDED.measured_gpu_energy_j, last_window_end = EXCLUDED.last_window_end
+    measured_gpu_energy_j = EXCLUDED.measured_gpu_energy_j, last_window_end = EXCLUDED.last_window_end,{basis_set}
 """
 
 _JOB_HOUR_SQL = _JOB_HOUR_UPSERT.format(
+    basis_set=_BASIS_SET,
     select=_JOB_HOUR_SELECT.format(
+        basis_sums=_BASIS_SUMS,
         keys="""(
     SELECT e.job_id, e.hour FROM accounting_ledgerentry e
     JOIN _rollup_batches rb ON rb.id = e.batch_id WHERE e.job_id IS NOT NULL
     UNION SELECT r.job_id, r.hour FROM _rollup_replaced r WHERE r.job_id IS NOT NULL
-)"""
-    )
+)""",
+    ),
 )
 
 _DEVICE_HOUR_SQL = """
@@ -212,7 +230,7 @@ ON CONFLICT (device_id, hour) DO UPDATE SET
 _TEAM_HOUR_SELECT = """
 SELECT e.org_id, e.team_id, e.site_id, e.hour, SUM(e.energy_j),
        COALESCE(SUM(e.energy_j) FILTER (WHERE e.component = 'gpu_idle'), 0),
-       SUM(e.co2e_operational_g), SUM(e.co2e_embodied_g)
+       SUM(e.co2e_operational_g), SUM(e.co2e_embodied_g),{basis_sums}
 FROM {keys} k JOIN accounting_ledgerentry e
   ON e.org_id = k.org_id AND e.team_id IS NOT DISTINCT FROM k.team_id AND e.site_id = k.site_id AND e.hour = k.hour
 GROUP BY e.org_id, e.team_id, e.site_id, e.hour
@@ -220,11 +238,12 @@ GROUP BY e.org_id, e.team_id, e.site_id, e.hour
 
 _TEAM_HOUR_UPSERT = """
 INSERT INTO accounting_teamhour (org_id, team_id, site_id, hour, energy_j, gpu_idle_energy_j,
-                                 co2e_operational_g, co2e_embodied_g)
+                                 co2e_operational_g, co2e_embodied_g,
+                                 direct_basis_energy_j, lifecycle_basis_energy_j, co2_only_energy_j, co2e_upstream_g)
 {select}
 ON CONFLICT (org_id, team_id, site_id, hour) DO UPDATE SET
     energy_j = EXCLUDED.energy_j, gpu_idle_energy_j = EXCLUDED.gpu_idle_energy_j,
-    co2e_operational_g = EXCLUDED.co2e_operational_g, co2e_embodied_g = EXCLUDED.co2e_embodied_g
+    co2e_operational_g = EXCLUDED.co2e_operational_g, co2e_embodied_g = EXCLUDED.co2e_embodied_g,{basis_set}
 """
 
 # (org, team, site, hour) keys the rollup's batches touch, now or before their re-attribution.
@@ -234,7 +253,9 @@ _TEAM_HOUR_KEYS = """(
     UNION SELECT r.org_id, r.team_id, r.site_id, r.hour FROM _rollup_replaced r
 )"""
 
-_TEAM_HOUR_SQL = _TEAM_HOUR_UPSERT.format(select=_TEAM_HOUR_SELECT.format(keys=_TEAM_HOUR_KEYS))
+_TEAM_HOUR_SQL = _TEAM_HOUR_UPSERT.format(
+    basis_set=_BASIS_SET, select=_TEAM_HOUR_SELECT.format(keys=_TEAM_HOUR_KEYS, basis_sums=_BASIS_SUMS)
+)
 
 # Team-days from their (at most 24) team-hours.
 _TEAM_DAY_SQL = f"""
@@ -242,16 +263,18 @@ WITH keys AS (
     SELECT DISTINCT k.org_id, k.team_id, k.site_id, (k.hour AT TIME ZONE 'UTC')::date AS day FROM {_TEAM_HOUR_KEYS} k
 )
 INSERT INTO accounting_teamday (org_id, team_id, site_id, day, energy_j, gpu_idle_energy_j,
-                                co2e_operational_g, co2e_embodied_g)
+                                co2e_operational_g, co2e_embodied_g,
+                                direct_basis_energy_j, lifecycle_basis_energy_j, co2_only_energy_j, co2e_upstream_g)
 SELECT k.org_id, k.team_id, k.site_id, k.day, SUM(h.energy_j), SUM(h.gpu_idle_energy_j),
-       SUM(h.co2e_operational_g), SUM(h.co2e_embodied_g)
+       SUM(h.co2e_operational_g), SUM(h.co2e_embodied_g),
+       SUM(h.direct_basis_energy_j), SUM(h.lifecycle_basis_energy_j), SUM(h.co2_only_energy_j), SUM(h.co2e_upstream_g)
 FROM keys k JOIN accounting_teamhour h
   ON h.org_id = k.org_id AND h.team_id IS NOT DISTINCT FROM k.team_id AND h.site_id = k.site_id
  AND h.hour >= (k.day::timestamp AT TIME ZONE 'UTC') AND h.hour < ((k.day + 1)::timestamp AT TIME ZONE 'UTC')
 GROUP BY k.org_id, k.team_id, k.site_id, k.day
 ON CONFLICT (org_id, team_id, site_id, day) DO UPDATE SET
     energy_j = EXCLUDED.energy_j, gpu_idle_energy_j = EXCLUDED.gpu_idle_energy_j,
-    co2e_operational_g = EXCLUDED.co2e_operational_g, co2e_embodied_g = EXCLUDED.co2e_embodied_g
+    co2e_operational_g = EXCLUDED.co2e_operational_g, co2e_embodied_g = EXCLUDED.co2e_embodied_g,{_BASIS_SET}
 """
 
 # Aggregates of replaced keys with no ledger entry left (the upserts above only write keys that

@@ -33,17 +33,21 @@ def test_electricitymaps_parser_reports_each_bad_row():
     parsed = parse_electricitymaps((DATA / "electricitymaps_DE_hourly.csv").read_text(encoding="utf-8"))
     assert parsed.total == 10
     assert [(r.row, r.reason) for r in parsed.rejects] == EM_EXPECTED_REJECTS
-    assert [(r.zone_code, r.hour, r.intensity_g_per_kwh) for r in parsed.rows] == [
-        ("DE", T, 253.18),
-        ("DE", T + H, 247.55),
-        ("DE", T + 2 * H, 241.3),  # LCA present although the direct column is empty
-        ("DE", T + 6 * H, 240.91),
+    # Direct by default (location-based Scope 2, issue 13), the LCA value beside it; an hour with
+    # an empty direct cell keeps its LCA value, labelled life-cycle.
+    assert [(r.zone_code, r.hour, r.intensity_g_per_kwh, r.basis, r.lifecycle_g_per_kwh) for r in parsed.rows] == [
+        ("DE", T, 203.41, "direct", 253.18),
+        ("DE", T + H, 198.02, "direct", 247.55),
+        ("DE", T + 2 * H, 241.3, "lifecycle", 241.3),
+        ("DE", T + 6 * H, 192.33, "direct", 240.91),
     ]
-    direct = parse_electricitymaps(
-        (DATA / "electricitymaps_DE_hourly.csv").read_text(encoding="utf-8"), column="direct"
-    )
-    assert direct.rows[0].intensity_g_per_kwh == 203.41
-    assert 4 in {r.row for r in direct.rejects}  # the empty direct value
+    lca = parse_electricitymaps((DATA / "electricitymaps_DE_hourly.csv").read_text(encoding="utf-8"), column="lca")
+    assert [(r.intensity_g_per_kwh, r.basis) for r in lca.rows] == [
+        (253.18, "lifecycle"),
+        (247.55, "lifecycle"),
+        (241.3, "lifecycle"),
+        (240.91, "lifecycle"),
+    ]
 
 
 def test_missing_columns_reject_the_whole_file():
@@ -81,17 +85,18 @@ def test_import_command_keeps_good_rows_and_is_idempotent():
     assert exit_info.value.code == 1
     lines = out.getvalue().splitlines()
     assert lines[0] == "10 data rows read, 6 rejected; 4 hours: 4 created, 0 updated, 0 unchanged"
-    assert lines[1:] == [f"row {n}: {reason}" for n, reason in EM_EXPECTED_REJECTS]
+    assert lines[1] == "1 hour(s) without a direct value kept on the life-cycle basis (labelled)"
+    assert lines[2:] == [f"row {n}: {reason}" for n, reason in EM_EXPECTED_REJECTS]
     rows = list(
         HourlyIntensity.objects.filter(zone=zone)
         .order_by("hour")
-        .values_list("hour", "intensity_g_per_kwh", "signal", "version", "source")
+        .values_list("hour", "intensity_g_per_kwh", "signal", "version", "source", "basis", "lifecycle_g_per_kwh")
     )
     assert rows == [
-        (T, 253.18, "average", 1, "electricitymaps"),
-        (T + H, 247.55, "average", 1, "electricitymaps"),
-        (T + 2 * H, 241.3, "average", 1, "electricitymaps"),
-        (T + 6 * H, 240.91, "average", 1, "electricitymaps"),
+        (T, 203.41, "average", 1, "electricitymaps", "direct", 253.18),
+        (T + H, 198.02, "average", 1, "electricitymaps", "direct", 247.55),
+        (T + 2 * H, 241.3, "average", 1, "electricitymaps", "lifecycle", 241.3),
+        (T + 6 * H, 192.33, "average", 1, "electricitymaps", "direct", 240.91),
     ]
     fc = FactorChange.objects.get()
     assert (fc.factor_type, fc.factor_key, fc.affects_from, fc.affects_to, fc.recompute_status) == (
@@ -132,7 +137,8 @@ def test_revised_value_bumps_version_and_unknown_zone_is_reported(tmp_path):
         call_command("import_intensity", str(f), "--format", "electricitymaps", "--no-progress", stdout=out)
     assert "skipped 1 hours for unknown zone 'XX' (create it first, e.g. load_factors)" in out.getvalue()
     row = HourlyIntensity.objects.get(zone__code="DE", hour=T)
-    assert (row.intensity_g_per_kwh, row.version) == (260.0, 2)
+    # The direct value is unchanged; the revised LCA value beside it is a new version.
+    assert (row.intensity_g_per_kwh, row.lifecycle_g_per_kwh, row.version) == (200.0, 260.0, 2)
 
 
 @pytest.mark.django_db

@@ -93,7 +93,8 @@ def test_success_stores_latest_and_forecast(provider, de_zone):
         "forecast_rows": 4,
         "errors": [],
     }
-    assert ("/v3/carbon-intensity/latest", "zone=DE", "test-token") in provider.seen
+    # The direct basis is asked for explicitly (the API default is life-cycle, issue 13).
+    assert ("/v3/carbon-intensity/latest", "zone=DE&emissionFactorType=direct", "test-token") in provider.seen
     assert _rows(de_zone, is_forecast=False) == [(HOUR_NOW, 302.0, False, False, "electricitymaps")]
     assert [r[:2] for r in _rows(de_zone, is_forecast=True)] == [
         (HOUR_NOW + H, 298.0),

@@ -8,8 +8,10 @@ import pytest
 
 from accounting.domain.carbon import (
     ENERGY_UNCERTAINTY,
+    BasisMix,
     EmbodiedRate,
     Totals,
+    basis_mix,
     carbonize,
     embodied_rate_g_per_s,
     energy_per_unit,
@@ -28,6 +30,9 @@ POINT = IntensityPoint(
     low_g_per_kwh=300.0,
     high_g_per_kwh=500.0,
     version=7,
+    basis="direct",
+    gases="co2e",
+    lifecycle_g_per_kwh=470.0,
 )
 RATE = EmbodiedRate(central_g_per_s=0.001, low_g_per_s=0.0005, high_g_per_s=0.002, version=4)
 
@@ -130,8 +135,20 @@ def test_one_kwh_at_pue_1_5_and_400_g_per_kwh():
         pue=1.5,
         quality=Quality.MEASURED,
         measured_energy_j=3.6e6,
-        factor_versions={"catalog": 2, "intensity": 7, "pue": 3, "embodied": 4},
+        factor_versions={
+            "catalog": 2,
+            "intensity": 7,
+            "intensity_basis": "direct",
+            "intensity_gases": "co2e",
+            "pue": 3,
+            "embodied": 4,
+        },
+        intensity_basis="direct",
+        intensity_gases="co2e",
+        co2e_upstream_g=it.co2e_upstream_g,
     )
+    # Upstream beside operational: 1 kWh x (470 - 400) g/kWh = 70 g.
+    assert it.co2e_upstream_g == pytest.approx(70.0, rel=1e-12)
     # Low: 0.98 kWh x 300 + 1.8 g = 295.8 g; high: 1.02 kWh x 500 + 7.2 g = 517.2 g.
     assert it.co2e_low_g == pytest.approx(295.8, rel=1e-12)
     assert it.co2e_high_g == pytest.approx(517.2, rel=1e-12)
@@ -155,8 +172,19 @@ def test_one_kwh_at_pue_1_5_and_400_g_per_kwh():
         pue=1.5,
         quality=Quality.MEASURED,
         measured_energy_j=1.8e6,
-        factor_versions={"catalog": 2, "intensity": 7, "pue": 3},
+        factor_versions={
+            "catalog": 2,
+            "intensity": 7,
+            "intensity_basis": "direct",
+            "intensity_gases": "co2e",
+            "pue": 3,
+        },
+        intensity_basis="direct",
+        intensity_gases="co2e",
+        co2e_upstream_g=facility.co2e_upstream_g,
     )
+    # 0.5 kWh x 70 g/kWh = 35 g upstream.
+    assert facility.co2e_upstream_g == pytest.approx(35.0, rel=1e-12)
     # 0.5 kWh x 0.98 x 300 = 147 g; 0.5 x 1.02 x 500 = 255 g.
     assert facility.co2e_low_g == pytest.approx(147.0, rel=1e-12)
     assert facility.co2e_high_g == pytest.approx(255.0, rel=1e-12)
@@ -239,7 +267,9 @@ def test_factors_resolved_per_hour():
         (Component.FACILITY, 0.9e6, 25.0, 1.25),
         (Component.GPU_ACTIVE, 3.6e6, 100.0, 1.25),
     ]
-    assert h11[1].factor_versions == {"intensity": 8, "pue": 9}
+    # A point without a recorded basis says so (empty), and has no upstream figure.
+    assert h11[1].factor_versions == {"intensity": 8, "intensity_basis": "", "intensity_gases": "", "pue": 9}
+    assert h11[1].co2e_upstream_g is None
 
 
 def test_held_time_without_a_rate_is_refused():
@@ -317,3 +347,38 @@ def test_measured_fraction_counts_measured_windows_not_the_worst_quality_of_a_li
 
 def test_summarise_nothing():
     assert summarise([]) == Totals(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def test_upstream_only_on_direct_basis_with_a_lifecycle_figure():
+    """A life-cycle intensity already contains the upstream part: no separate figure, never
+    counted twice; a direct intensity without life-cycle data has none either."""
+    lifecycle = IntensityPoint(400.0, "annual:codecarbon", basis="lifecycle", gases="co2e", lifecycle_g_per_kwh=400.0)
+    direct_only = IntensityPoint(300.0, "annual:codecarbon", basis="direct", gases="co2")
+    for point, expected in ((lifecycle, None), (direct_only, None), (POINT, 70.0)):
+        (it,) = carbonize(
+            shares=[share()],
+            pue_at=lambda hour: (1.0, 1),
+            intensity_at=lambda hour, p=point: p,
+            embodied_rates={},
+            factor_versions={},
+        )
+        assert (it.intensity_basis, it.intensity_gases) == (point.basis, point.gases)
+        assert it.co2e_upstream_g == (None if expected is None else pytest.approx(expected, rel=1e-12))
+
+
+def test_basis_mix_labels_mixed_totals_with_their_shares():
+    assert basis_mix(energy_j=8.0, direct_energy_j=5.0, lifecycle_energy_j=3.0, co2_only_energy_j=0.0) == BasisMix(
+        0.625, 0.375, 0.0, "mixed basis: 62.5 % direct, 37.5 % life-cycle"
+    )
+    assert basis_mix(energy_j=4.0, direct_energy_j=4.0, lifecycle_energy_j=0.0, co2_only_energy_j=1.0).label == (
+        "direct; 25.0 % CO2 only (no CH4/N2O)"
+    )
+    assert basis_mix(energy_j=2.0, direct_energy_j=0.0, lifecycle_energy_j=2.0, co2_only_energy_j=0.0).label == (
+        "life-cycle"
+    )
+    assert basis_mix(energy_j=4.0, direct_energy_j=1.0, lifecycle_energy_j=2.0, co2_only_energy_j=0.0).label == (
+        "mixed basis: 25.0 % direct, 50.0 % life-cycle, 25.0 % basis not recorded"
+    )
+    assert basis_mix(energy_j=0.0, direct_energy_j=0.0, lifecycle_energy_j=0.0, co2_only_energy_j=0.0).label == (
+        "no energy"
+    )

@@ -1,10 +1,13 @@
 """Import an hourly grid-intensity CSV exported by a provider.
 
 ``manage.py import_intensity FILE --format electricitymaps|watttime [--zone CODE]
-[--column lca|direct] [--unit lbs/MWh] [--reason TEXT]``
+[--column direct|lca] [--unit lbs/MWh] [--reason TEXT]``
 
 Electricity Maps rows carry their zone ("Zone Id"; --zone overrides) and become the average
-signal; WattTime MOER rows need --zone and become the marginal signal. Bad rows are listed
+signal: by default the direct column is the hour's intensity (location-based Scope 2) with the
+LCA column kept beside it (upstream = LCA - direct); ``--column lca`` makes the life-cycle value
+the intensity (recorded as basis "lifecycle"). The basis is stored on every row. WattTime MOER
+rows need --zone and become the marginal signal (direct, CO2 only). Bad rows are listed
 (file line + reason) and skipped; good rows are upserted in bulk. Exit status 1 when any row
 was rejected, so scripted imports notice.
 """
@@ -26,7 +29,13 @@ class Command(BaseCommand):
         parser.add_argument("csv", type=Path)
         parser.add_argument("--format", required=True, choices=["electricitymaps", "watttime"])
         parser.add_argument("--zone", help="zone code (required for watttime; overrides 'Zone Id')")
-        parser.add_argument("--column", choices=["lca", "direct"], default="lca", help="Electricity Maps column")
+        parser.add_argument(
+            "--column",
+            choices=["direct", "lca"],
+            default="direct",
+            help="Electricity Maps column used as the intensity (direct: location-based Scope 2; the LCA "
+            "column is kept beside it)",
+        )
         parser.add_argument("--unit", default="lbs/MWh", help="WattTime value unit when the file has no unit column")
         parser.add_argument("--reason", default="", help="why (recorded on the FactorChange); default names the file")
         parser.add_argument("--no-progress", action="store_true")
@@ -58,6 +67,11 @@ class Command(BaseCommand):
             f"{parsed.total} data rows read, {len(parsed.rejects)} rejected; {len(parsed.rows)} hours: "
             f"{report.created} created, {report.updated} updated, {report.unchanged} unchanged"
         )
+        lifecycle_hours = sum(1 for r in parsed.rows if r.basis == "lifecycle")
+        if opts["format"] == "electricitymaps" and opts["column"] == "direct" and lifecycle_hours:
+            self.stdout.write(
+                f"{lifecycle_hours} hour(s) without a direct value kept on the life-cycle basis (labelled)"
+            )
         for code, n in sorted(report.unknown_zones.items()):
             self.stdout.write(f"skipped {n} hours for unknown zone {code!r} (create it first, e.g. load_factors)")
         for r in parsed.rejects:
