@@ -12,8 +12,11 @@ from rest_framework import serializers
 from accounting.api.serializers import BoundedFloatField, BoundedIntegerField, StrictSerializer
 from accounting.domain import bounds
 from accounting.domain.catalog import PRECISIONS
+from accounting.domain.embodied import DEFAULT_LIFETIME
 from accounting.domain.errors import InputError
 from accounting.domain.whatif.common import FAMILIES, KINDS
+from accounting.domain.whatif.host import DEFAULT_GPU_SLOTS
+from accounting.services.whatif import device_spec_from_args
 
 
 def domain_checked(*checks: Callable[[], object]) -> None:
@@ -52,14 +55,86 @@ class EmbodiedSerializer(StrictSerializer):
     embodied_kg = FiniteFloat(min_value=0)
     embodied_low_kg = FiniteFloat(min_value=0, required=False)
     embodied_high_kg = FiniteFloat(min_value=0, required=False)
-    lifetime_years = FiniteFloat(min_value=0.1, max_value=30, required=False, default=5.0)
-    expected_utilisation = FiniteFloat(min_value=0.01, max_value=1, required=False, default=1.0)
+    lifetime_years = FiniteFloat(
+        min_value=0.1, max_value=30, required=False, default=DEFAULT_LIFETIME["gpu"].lifetime_years
+    )
+    expected_utilisation = FiniteFloat(
+        min_value=0.01,
+        max_value=1,
+        required=False,
+        default=DEFAULT_LIFETIME["gpu"].expected_utilisation,
+        help_text="Share of its life the device is held by jobs; the ledger's default 0.8.",
+    )
 
     def validate(self, attrs):
         kg = attrs["embodied_kg"]
         if attrs.get("embodied_low_kg", kg) > kg:
             raise serializers.ValidationError({"embodied_low_kg": "must be <= embodied_kg"})
         if attrs.get("embodied_high_kg", kg) < kg:
+            raise serializers.ValidationError({"embodied_high_kg": "must be >= embodied_kg"})
+        return attrs
+
+
+class DeviceFiguresSerializer(StrictSerializer):
+    """A device outside the catalog (a TPU, a new part), described by its datasheet figures."""
+
+    key = serializers.CharField(max_length=64, default="described-device")
+    name = serializers.CharField(max_length=200, required=False, default="")
+    peak_tflops = serializers.DictField(
+        child=FiniteFloat(min_value=0.001, max_value=1e7),
+        allow_empty=False,
+        help_text=f"Dense peak TFLOP/s by precision ({', '.join(PRECISIONS)}).",
+    )
+    memory_bandwidth_gb_s = FiniteFloat(min_value=1, max_value=1e6)
+    memory_gb = FiniteFloat(min_value=0.1, max_value=1e5)
+    max_power_w = FiniteFloat(min_value=1, max_value=5000, help_text="Power limit (TDP) per device, W.")
+    idle_power_w = FiniteFloat(min_value=0, max_value=5000, required=False)
+    interconnect_gb_s = FiniteFloat(min_value=0, max_value=1e5, default=0.0)
+    embodied_kg = FiniteFloat(min_value=0, max_value=1e5, required=False)
+    embodied_low_kg = FiniteFloat(min_value=0, max_value=1e5, required=False)
+    embodied_high_kg = FiniteFloat(min_value=0, max_value=1e5, required=False)
+    citation = serializers.CharField(
+        max_length=500, default="given in request", help_text="Where the figures come from."
+    )
+
+    def validate(self, attrs):
+        try:
+            attrs["spec"] = device_spec_from_args(attrs)
+        except ValueError as exc:
+            name, _, message = str(exc).partition(": ")
+            raise serializers.ValidationError({name if name in self.fields else "peak_tflops": message}) from exc
+        kg = attrs.get("embodied_kg")
+        if kg is None and ("embodied_low_kg" in attrs or "embodied_high_kg" in attrs):
+            raise serializers.ValidationError({"embodied_kg": "give embodied_kg with its low/high"})
+        if kg is not None and attrs.get("embodied_low_kg", kg) > kg:
+            raise serializers.ValidationError({"embodied_low_kg": "must be <= embodied_kg"})
+        if kg is not None and attrs.get("embodied_high_kg", kg) < kg:
+            raise serializers.ValidationError({"embodied_high_kg": "must be >= embodied_kg"})
+        return attrs
+
+
+class HostSerializer(StrictSerializer):
+    """The GPU server's host, shared by its GPU slots as the ledger shares it; each figure not
+    given takes the default (docs/whatif.md, accounting/domain/whatif/host.py)."""
+
+    power_w = BoundedFloatField(bound=bounds.HOST_POWER_W, required=False, help_text="Whole-host CPU + DRAM W.")
+    gpu_slots = serializers.IntegerField(min_value=1, max_value=64, required=False)
+    cpu_sockets = serializers.IntegerField(min_value=0, max_value=8, required=False)
+    dram_gb = FiniteFloat(min_value=0, max_value=1e5, required=False)
+    ssd_gb = FiniteFloat(min_value=0, max_value=1e7, required=False)
+    embodied_kg = FiniteFloat(min_value=0, max_value=1e5, required=False, help_text="Whole host, GPUs excluded.")
+    embodied_low_kg = FiniteFloat(min_value=0, max_value=1e5, required=False)
+    embodied_high_kg = FiniteFloat(min_value=0, max_value=1e5, required=False)
+    lifetime_years = FiniteFloat(min_value=0.1, max_value=30, required=False)
+    expected_utilisation = FiniteFloat(min_value=0.01, max_value=1, required=False)
+
+    def validate(self, attrs):
+        kg = attrs.get("embodied_kg")
+        if kg is None and ("embodied_low_kg" in attrs or "embodied_high_kg" in attrs):
+            raise serializers.ValidationError({"embodied_kg": "give embodied_kg with its low/high"})
+        if kg is not None and attrs.get("embodied_low_kg", kg) > kg:
+            raise serializers.ValidationError({"embodied_low_kg": "must be <= embodied_kg"})
+        if kg is not None and attrs.get("embodied_high_kg", kg) < kg:
             raise serializers.ValidationError({"embodied_high_kg": "must be >= embodied_kg"})
         return attrs
 
@@ -74,32 +149,68 @@ class CarbonFieldsMixin(StrictSerializer):
             raise serializers.ValidationError({"intensity_g_per_kwh": "give intensity_g_per_kwh or zone_code"})
 
 
+_RUNTIME_INPUTS = ("hours", "device_hours", "flops", "parameters")
+
+
 class EstimateRequest(CarbonFieldsMixin):
-    device_key = _device_key_field()
+    device_key = _device_key_field(required=False)
+    device = DeviceFiguresSerializer(required=False, help_text="A device outside the catalog, by its figures.")
     device_count = BoundedIntegerField(bound=bounds.DEVICE_COUNT)
-    hours = BoundedFloatField(bound=bounds.HOURS, required=False)
+    hours = BoundedFloatField(bound=bounds.HOURS, required=False, help_text="Wall-clock hours.")
+    device_hours = BoundedFloatField(
+        bound=bounds.DEVICE_HOURS, required=False, help_text="GPU-hours (device-hours) over all devices."
+    )
     flops = FiniteFloat(min_value=1, max_value=1e30, required=False)
+    parameters = FiniteFloat(
+        min_value=1, max_value=1e15, required=False, help_text="LLM training: FLOPs = 6 × parameters × tokens."
+    )
+    tokens = FiniteFloat(min_value=1, max_value=1e16, required=False)
     efficiency = BoundedFloatField(bound=bounds.MFU, required=False)
     precision = serializers.ChoiceField(choices=PRECISIONS, default="bf16")
     avg_power_w = FiniteFloat(min_value=1, max_value=5000, required=False)  # within the device's: validate()
     utilisation = BoundedFloatField(bound=bounds.UTILISATION, required=False)
     embodied = EmbodiedSerializer(required=False)
+    host = HostSerializer(required=False)
+    include_host = serializers.BooleanField(
+        default=True,
+        help_text="False leaves the host out (a power figure that already includes the host's share).",
+    )
     units = serializers.DictField(child=FiniteFloat(min_value=0), required=False, default=dict)
 
     def validate_device_key(self, value):
         return _check_device(self, value)
 
     def validate(self, attrs):
-        if ("hours" in attrs) == ("flops" in attrs):
-            raise serializers.ValidationError({"hours": "give exactly one of hours or flops"})
-        if "efficiency" in attrs and "flops" not in attrs:
-            raise serializers.ValidationError({"efficiency": "only used with flops"})
+        if ("device_key" in attrs) == ("device" in attrs):
+            raise serializers.ValidationError({"device_key": "give exactly one of device_key or device"})
+        if ("parameters" in attrs) != ("tokens" in attrs):
+            raise serializers.ValidationError({"tokens": "give parameters and tokens together"})
+        if sum(name in attrs for name in _RUNTIME_INPUTS) != 1:
+            raise serializers.ValidationError(
+                {"hours": "give exactly one of hours, device_hours, flops or parameters with tokens"}
+            )
+        if "efficiency" in attrs and "flops" not in attrs and "parameters" not in attrs:
+            raise serializers.ValidationError({"efficiency": "only used with flops or parameters"})
         if ("avg_power_w" in attrs) == ("utilisation" in attrs):
             raise serializers.ValidationError({"avg_power_w": "give exactly one of avg_power_w or utilisation"})
+        if "host" in attrs and not attrs["include_host"]:
+            raise serializers.ValidationError({"host": "not used with include_host false"})
         self._check_carbon(attrs)
-        spec = self.context["specs"][attrs["device_key"]]
+        spec = attrs["device"]["spec"] if "device" in attrs else self.context["specs"][attrs["device_key"]]
         if "avg_power_w" in attrs:
-            domain_checked(lambda: bounds.avg_power_w(spec, attrs["avg_power_w"], "avg_power_w"))
+            if attrs["include_host"]:
+                domain_checked(lambda: bounds.avg_power_w(spec, attrs["avg_power_w"], "avg_power_w"))
+            else:
+                # The figure includes the device's share of its host: up to the limit plus one slot's
+                # share of the largest host (HOST_POWER_W over the default 8 slots).
+                top = spec.max_power_w + bounds.HOST_POWER_W.high / DEFAULT_GPU_SLOTS
+                domain_checked(
+                    lambda: bounds.avg_power_w(spec, min(attrs["avg_power_w"], spec.max_power_w), "avg_power_w")
+                )
+                if attrs["avg_power_w"] > top:
+                    raise serializers.ValidationError(
+                        {"avg_power_w": f"must be at most {top:g} W with the host's share included"}
+                    )
         return attrs
 
 

@@ -57,6 +57,14 @@ class Bound:
 # Counts of devices in one scenario: at least one, at most a very large fleet.
 DEVICE_COUNT = Bound(1, 1_000_000, what="devices")
 HOURS = Bound(0, 1e6, "h", "a run takes some time", low_inclusive=False)
+# Device-hours of one run (GPU-hours over all its devices): at most every device the count bound
+# allows (1e6) held for a whole 5-year device life (5 × 8,766 h): 4.383e10 device-hours. The
+# largest published training runs are far inside it (Llama 3.1 405B: 30.84 M GPU-hours, Meta's
+# model card; BLOOM 176B: 1.08 M, Luccioni et al. 2022): refused beyond it is a unit mistake.
+DEVICE_HOURS = Bound(0, 1_000_000 * 5 * 8766, "device-h", "GPU-hours over all devices", low_inclusive=False)
+# Average power of a whole GPU server's host (CPUs, DRAM, fans, NICs; not the GPUs): an HGX/DGX
+# 8-GPU system draws at most ~10.2 kW of which 5.6 kW are GPUs (NVIDIA DGX H100 datasheet).
+HOST_POWER_W = Bound(0, 10_000, "W", "a GPU server's host, GPUs excluded")
 DURATION_S = Bound(0, 30 * 86400, "s", "a run takes some time, at most 30 days", low_inclusive=False)
 # Facility energy / IT energy: 1 by definition at best; 5 is beyond any reported data centre.
 PUE = Bound(1.0, 5.0, what="facility / IT energy, 1 at best")

@@ -552,3 +552,67 @@ def lookup_by_name(nvml_name: str) -> DeviceSpec | None:
         if key:
             return CATALOG[key]
     return None
+
+
+# A device outside the catalog, described by its figures, idles at this fraction of its power
+# limit unless its idle draw is given: the catalog's measured idle figures are 10-14 % of the
+# limit (H100 SXM 70 of 700 W, A100 SXM4 40GB 50 of 400 W, T4 10 of 70 W).
+DESCRIBED_IDLE_FRACTION = 0.10
+
+
+def device_from_figures(
+    *,
+    key: str,
+    name: str,
+    peak_flops: Mapping[str, float],
+    memory_bandwidth_gb_s: float,
+    max_power_w: float,
+    memory_gb: float,
+    idle_power_w: float | None = None,
+    interconnect_gb_s: float = 0.0,
+    pcie_gb_s: float = 64.0,
+    source: str = "given in request",
+) -> DeviceSpec:
+    """A DeviceSpec for a device the catalog lacks (a TPU, a new part): peak dense FLOP/s by
+    precision (FLOP/s, not TFLOP/s), memory bandwidth (GB/s), power limit and memory (GB).
+    Raises ValueError naming the figure that is missing or not physical."""
+    rates = {p: float(v) for p, v in peak_flops.items()}
+    unknown = sorted(set(rates) - set(PRECISIONS))
+    if unknown:
+        raise ValueError(f"peak_flops: unknown precision(s) {unknown}; expected some of {PRECISIONS}")
+    if not rates or not all(v > 0 and v < 1e19 for v in rates.values()):
+        raise ValueError("peak_flops: give at least one precision with a rate above 0 and below 1e19 FLOP/s")
+    for label, value in (
+        ("memory_bandwidth_gb_s", memory_bandwidth_gb_s),
+        ("max_power_w", max_power_w),
+        ("memory_gb", memory_gb),
+    ):
+        if not value > 0:
+            raise ValueError(f"{label}: must be above 0")
+    idle = DESCRIBED_IDLE_FRACTION * max_power_w if idle_power_w is None else float(idle_power_w)
+    if not 0 <= idle < max_power_w:
+        raise ValueError("idle_power_w: must be >= 0 and below max_power_w")
+    return DeviceSpec(
+        key=key,
+        name=name,
+        vendor="",
+        match_names=(),
+        idle_power_w=idle,
+        max_power_w=float(max_power_w),
+        peak_flops=MappingProxyType(rates),
+        memory_gb=float(memory_gb),
+        memory_bandwidth_gb_s=float(memory_bandwidth_gb_s),
+        interconnect_gb_s=float(interconnect_gb_s),
+        pcie_gb_s=float(pcie_gb_s),
+        process_node_nm=0.0,
+        die_area_mm2=0.0,
+        release_year=0,
+        sources=MappingProxyType(
+            {
+                "figures": source,
+                "idle_power_w": source
+                if idle_power_w is not None
+                else f"{DESCRIBED_IDLE_FRACTION:.0%} of the power limit (catalog idle figures are 10-14 %)",
+            }
+        ),
+    )

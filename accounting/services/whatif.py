@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Any
 
-from accounting.domain.catalog import CATALOG, DeviceSpec
+from accounting.domain import embodied as emb
+from accounting.domain.catalog import CATALOG, TFLOPS, DeviceSpec, device_from_figures
 from accounting.domain.errors import InputError, StateError
 from accounting.domain.units import HOURS_PER_YEAR
 from accounting.domain.whatif import (
@@ -22,13 +23,16 @@ from accounting.domain.whatif import (
     FleetPlan,
     FleetWorkload,
     HardwareProjection,
+    HostShare,
     MeasuredJob,
     StartWindow,
     best_start_window,
+    default_host,
     estimate_job,
     plan_fleet_upgrade,
     project_hardware,
 )
+from accounting.domain.whatif import host as host_defaults
 from accounting.models import GridZone, HardwareModel, HourlyIntensity, IntensitySignal, Job
 
 
@@ -89,18 +93,102 @@ def _policy_from_row(row: HardwareModel) -> EmbodiedPolicy:
     )
 
 
+_GPU_POLICY = emb.DEFAULT_LIFETIME["gpu"]
+
+
 def _embodied_from_args(args: Mapping[str, Any] | None, field_name: str) -> EmbodiedPolicy | None:
-    if not args:
+    if not args or args.get("embodied_kg") is None:
         return None
     kg = args["embodied_kg"]
     return EmbodiedPolicy(
         embodied_kg=kg,
         embodied_low_kg=args.get("embodied_low_kg", kg),
         embodied_high_kg=args.get("embodied_high_kg", kg),
-        lifetime_h=args.get("lifetime_years", 5.0) * HOURS_PER_YEAR,
-        expected_utilisation=args.get("expected_utilisation", 1.0),
-        source="given in request",
+        lifetime_h=args.get("lifetime_years", _GPU_POLICY.lifetime_years) * HOURS_PER_YEAR,
+        expected_utilisation=args.get("expected_utilisation", _GPU_POLICY.expected_utilisation),
+        source=str(args.get("citation", "given in request")),
     ).checked(field_name)
+
+
+def device_spec_from_args(args: Mapping[str, Any]) -> DeviceSpec:
+    """A device outside the catalog from the request's figures (peak TFLOP/s by precision)."""
+    return device_from_figures(
+        key=args.get("key", "described-device"),
+        name=args.get("name") or args.get("key", "described-device"),
+        peak_flops={p: v * TFLOPS for p, v in args["peak_tflops"].items()},
+        memory_bandwidth_gb_s=args["memory_bandwidth_gb_s"],
+        max_power_w=args["max_power_w"],
+        memory_gb=args["memory_gb"],
+        idle_power_w=args.get("idle_power_w"),
+        interconnect_gb_s=args.get("interconnect_gb_s", 0.0),
+        source=args.get("citation", "given in request"),
+    )
+
+
+def whatif_host(*, args: Mapping[str, Any] | None = None) -> HostShare:
+    """The host share of a planned job: the request's figures over the domain defaults. Host
+    embodied carbon comes from the loaded host rows (CPU, DRAM/GB, SSD/GB, chassis), as the
+    ledger's does, so an operator's correction of a host factor moves both; without the rows,
+    from the domain figures those rows are loaded from."""
+    args = dict(args or {})
+    base = default_host(
+        **{k: args[k] for k in ("gpu_slots", "cpu_sockets", "dram_gb", "ssd_gb") if k in args},
+    )
+    power_w = args.get("power_w", base.power_w)
+    source = base.source if "power_w" not in args else f"host power {power_w:g} W (given)"
+    policy: EmbodiedPolicy | None
+    if args.get("embodied_kg") is not None:
+        kg = args["embodied_kg"]
+        policy = EmbodiedPolicy(
+            embodied_kg=kg,
+            embodied_low_kg=args.get("embodied_low_kg", kg),
+            embodied_high_kg=args.get("embodied_high_kg", kg),
+            lifetime_h=args.get("lifetime_years", emb.DEFAULT_LIFETIME["chassis"].lifetime_years) * HOURS_PER_YEAR,
+            expected_utilisation=args.get("expected_utilisation", emb.DEFAULT_LIFETIME["chassis"].expected_utilisation),
+            source="host embodied given in request",
+        )
+    else:
+        policy = (
+            _host_policy_from_rows(
+                cpu_sockets=args.get("cpu_sockets", host_defaults.DEFAULT_CPU_SOCKETS),
+                dram_gb=args.get("dram_gb", host_defaults.DEFAULT_DRAM_GB),
+                ssd_gb=args.get("ssd_gb", host_defaults.DEFAULT_SSD_GB),
+            )
+            or base.embodied
+        )
+    return HostShare(power_w=power_w, gpu_slots=base.gpu_slots, embodied=policy, source=source).checked()
+
+
+def _host_policy_from_rows(*, cpu_sockets: int, dram_gb: float, ssd_gb: float) -> EmbodiedPolicy | None:
+    """One policy whose charge per hour equals the sum of the host rows' charges (each row with
+    its own lifetime and utilisation), in the chassis row's lifetime."""
+    quantities = {
+        f"cpu-{emb.DEFAULT_CPU_PROFILE}": float(cpu_sockets),
+        "dram-per-gb": float(dram_gb),
+        "ssd-per-gb": float(ssd_gb),
+        "chassis-gpu-server": 1.0,
+    }
+    rows = {r.key: r for r in HardwareModel.objects.filter(key__in=list(quantities))}
+    if set(rows) != set(quantities):
+        return None
+    ref = rows["chassis-gpu-server"]
+    ref_h = ref.lifetime_years * HOURS_PER_YEAR * ref.expected_utilisation
+    totals = [0.0, 0.0, 0.0]
+    for key, qty in quantities.items():
+        r = rows[key]
+        scale = qty * ref_h / (r.lifetime_years * HOURS_PER_YEAR * r.expected_utilisation)
+        for i, kg in enumerate((r.embodied_kg, r.embodied_low_kg, r.embodied_high_kg)):
+            totals[i] += kg * scale
+    return EmbodiedPolicy(
+        embodied_kg=totals[0],
+        embodied_low_kg=totals[1],
+        embodied_high_kg=totals[2],
+        lifetime_h=ref.lifetime_years * HOURS_PER_YEAR,
+        expected_utilisation=ref.expected_utilisation,
+        source="host rows "
+        + ", ".join(f"{k} × {q:g}" for k, q in quantities.items())
+        + f" (v{max(r.version for r in rows.values())})",
+    )
 
 
 def whatif_carbon_context(
@@ -139,35 +227,55 @@ def whatif_carbon_context(
 
 def whatif_estimate(
     *,
-    device_key: str,
     device_count: int,
     pue: float,
+    device_key: str | None = None,
+    device: Mapping[str, Any] | None = None,
     intensity_g_per_kwh: float | None = None,
     zone_code: str | None = None,
     hours: float | None = None,
+    device_hours: float | None = None,
     flops: float | None = None,
+    parameters: float | None = None,
+    tokens: float | None = None,
     efficiency: float | None = None,
     precision: str = "bf16",
     avg_power_w: float | None = None,
     utilisation: float | None = None,
     embodied: Mapping[str, Any] | None = None,
+    host: Mapping[str, Any] | None = None,
+    include_host: bool = True,
     units: Mapping[str, float] | None = None,
     specs: Mapping[str, DeviceSpec] | None = None,
 ) -> EstimateResult:
-    specs = specs if specs is not None else whatif_device_specs()
+    """A planned job as the ledger would charge it: the device from the catalog/inventory or
+    described by its figures, the host share from ``whatif_host`` unless ``include_host`` is off."""
     carbon = whatif_carbon_context(pue=pue, intensity_g_per_kwh=intensity_g_per_kwh, zone_code=zone_code)
-    policy = _embodied_from_args(embodied, "embodied") if embodied else whatif_embodied_for(device_key=device_key)
+    spec = None
+    if device is not None:
+        spec = device["spec"] if "spec" in device else device_spec_from_args(device)
+        policy = _embodied_from_args(embodied, "embodied") or _embodied_from_args(device, "device")
+    else:
+        specs = specs if specs is not None else whatif_device_specs()
+        policy = _embodied_from_args(embodied, "embodied") or (
+            whatif_embodied_for(device_key=device_key) if device_key else None
+        )
     return estimate_job(
-        device_key=device_key,
+        device_key=None if spec is not None else device_key,
+        device=spec,
         device_count=device_count,
         carbon=carbon,
         hours=hours,
+        device_hours=device_hours,
         flops=flops,
+        parameters=parameters,
+        tokens=tokens,
         efficiency=efficiency,
         precision=precision,
         avg_power_w=avg_power_w,
         utilisation=utilisation,
         embodied=policy,
+        host=whatif_host(args=host) if include_host else None,
         units=units,
         specs=specs,
     )

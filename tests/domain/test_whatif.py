@@ -107,6 +107,7 @@ def test_estimator_flops_path_exact_and_same_builder():
         efficiency=0.4,
         utilisation=1.0,
         carbon=CarbonContext(pue=1.2, intensity_g_per_kwh=100.0),
+        host=None,  # GPU energy alone; the host share is tested in tests/domain/test_estimator_ledger.py
     )
     runtime = 8.4e22 / (312e12 * 0.4)
     assert e.footprint.runtime_s == pytest.approx(runtime)
@@ -121,7 +122,9 @@ def test_embodied_policy_charge():
     pol = EmbodiedPolicy(
         embodied_kg=150, embodied_low_kg=100, embodied_high_kg=200, lifetime_h=43800, expected_utilisation=0.8
     )
-    e = estimate_job(device_key="h100-sxm5-80gb", device_count=8, hours=10, avg_power_w=500, carbon=C400, embodied=pol)
+    e = estimate_job(
+        device_key="h100-sxm5-80gb", device_count=8, hours=10, avg_power_w=500, carbon=C400, embodied=pol, host=None
+    )
     assert e.footprint.embodied_co2e_g == pytest.approx(80 * 150_000 / (43800 * 0.8))
 
 
@@ -290,7 +293,8 @@ def test_idle_consolidation_exact():
         embodied=EmbodiedPolicy(embodied_kg=100, embodied_low_kg=50, embodied_high_kg=150, lifetime_h=8766),
     )
     assert s.operational_saved_g == pytest.approx(7 * 1.5 * 400)
-    assert s.embodied_avoided_g == pytest.approx(2 * 876 * 100_000 / 8766)
+    # EmbodiedPolicy's default expected utilisation is the ledger's 0.8 (embodied.DEFAULT_LIFETIME).
+    assert s.embodied_avoided_g == pytest.approx(2 * 876 * 100_000 / (8766 * 0.8))
 
 
 def test_llm_decode_memory_bound_and_kv_quantisation():
@@ -344,7 +348,7 @@ def test_moe_active_vs_total_and_offloading():
         config=cfg, device_key="l40s-48gb", carbon=C400, offload_fraction=0.5, offload_miss_rate=0.5, embodied=pol
     )
     assert cmp.devices_saved == 1
-    assert cmp.provisioned_embodied_saved_g_per_h == pytest.approx(100_000 / (5 * 8766))
+    assert cmp.provisioned_embodied_saved_g_per_h == pytest.approx(100_000 / (5 * 8766 * 0.8))
     assert cmp.embodied_saved_g == pytest.approx(
         cmp.resident.footprint.embodied_co2e_g - cmp.offloaded.footprint.embodied_co2e_g
     )

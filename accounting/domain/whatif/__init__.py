@@ -28,6 +28,7 @@ from .families import (
 )
 from .fleet import FleetPlan, FleetWorkload, plan_fleet_upgrade, workloads_from_jobs
 from .hardware import HardwareProjection, MemoryRequirement, inference_memory_gb, project_hardware, roofline_time_ratio
+from .host import DEFAULT_HOST, HostShare, default_host
 from .parallel import ParallelScaling, ScalingPoint, compute_device_s_from_job, parallel_scaling
 from .place_time import (
     StartWindow,
@@ -41,6 +42,7 @@ from .power_cap import CapPoint, CapRun, PowerCapCurve, fit_alpha, power_cap_cur
 from .tradeoffs import JobPoint, TradeoffSummary, pareto_front
 
 __all__ = [
+    "DEFAULT_HOST",
     "FAMILY_SPLITS",
     "BatchPoint",
     "Calibration",
@@ -54,6 +56,7 @@ __all__ = [
     "FleetWorkload",
     "Footprint",
     "HardwareProjection",
+    "HostShare",
     "InferenceConfig",
     "InferenceResult",
     "JobPoint",
@@ -72,6 +75,7 @@ __all__ = [
     "calibrate",
     "compute_device_s_from_job",
     "decode_batch_sweep",
+    "default_host",
     "estimate_job",
     "fit_alpha",
     "idle_consolidation",

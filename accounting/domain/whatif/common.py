@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from accounting.domain.catalog import CATALOG, PRECISION_BYTES, DeviceSpec
-from accounting.domain.embodied import embodied_charge_g_per_h
+from accounting.domain.embodied import DEFAULT_LIFETIME, embodied_charge_g_per_h
 from accounting.domain.energy import facility_energy_j
 from accounting.domain.errors import InputError
 from accounting.domain.units import G_PER_KG, HOURS_PER_YEAR, J_PER_KWH, S_PER_H
@@ -148,8 +148,9 @@ class EmbodiedPolicy:
     embodied_kg: float
     embodied_low_kg: float
     embodied_high_kg: float
-    lifetime_h: float = 5 * HOURS_PER_YEAR
-    expected_utilisation: float = 1.0
+    # The ledger's defaults (embodied.DEFAULT_LIFETIME), so an estimate amortises as the ledger does.
+    lifetime_h: float = DEFAULT_LIFETIME["gpu"].lifetime_years * HOURS_PER_YEAR
+    expected_utilisation: float = DEFAULT_LIFETIME["gpu"].expected_utilisation
     source: str = ""
 
     def checked(self, field_name: str = "embodied") -> EmbodiedPolicy:
@@ -203,6 +204,9 @@ class Footprint:
     energy_per_unit_j: dict[str, float] = field(default_factory=dict)  # IT energy per unit
     co2e_per_unit_g: dict[str, float] = field(default_factory=dict)  # operational + embodied per unit
     throughput_per_s: dict[str, float] = field(default_factory=dict)
+    # Of it_energy_j / embodied_co2e_g: the host's share (CPU, DRAM; CPUs, DRAM, SSD, chassis).
+    host_energy_j: float = 0.0
+    host_embodied_co2e_g: float = 0.0
 
 
 def build_footprint(
@@ -216,8 +220,13 @@ def build_footprint(
     rel_error: float,
     basis: str,
     units: Mapping[str, float] | None = None,
+    host_energy_j: float = 0.0,
+    host_embodied_g: tuple[float, float, float] = (0.0, 0.0, 0.0),
 ) -> Footprint:
-    """The one place energy becomes carbon, so every scenario (and the estimator) agrees."""
+    """The one place energy becomes carbon, so every scenario (and the estimator) agrees.
+
+    ``it_energy_j`` includes ``host_energy_j`` (the host's share, as the ledger's IT energy does);
+    ``host_embodied_g`` (mid, low, high) is added to the device's embodied charge."""
     carbon.checked()
     facility_j = facility_energy_j(it_energy_j=it_energy_j, pue=carbon.pue)
     total_j = it_energy_j + facility_j
@@ -229,15 +238,18 @@ def build_footprint(
         emb, emb_low, emb_high = 0.0, 0.0, 0.0
     else:
         emb, emb_low, emb_high = embodied.charge_g(device_h)
-        emb_low *= 1 - rel_error
-        emb_high *= 1 + rel_error
+    emb, emb_low, emb_high = emb + host_embodied_g[0], emb_low + host_embodied_g[1], emb_high + host_embodied_g[2]
+    emb_low *= 1 - rel_error
+    emb_high *= 1 + rel_error
     units = {k: float(v) for k, v in (units or {}).items() if v and v > 0}
     co2e = op_g + emb
     return Footprint(
         device_key=device_key,
         device_count=device_count,
         runtime_s=runtime_s,
-        avg_power_w=it_energy_j / (runtime_s * device_count) if runtime_s > 0 and device_count > 0 else 0.0,
+        avg_power_w=(it_energy_j - host_energy_j) / (runtime_s * device_count)
+        if runtime_s > 0 and device_count > 0
+        else 0.0,
         it_energy_j=it_energy_j,
         facility_energy_j=facility_j,
         total_energy_j=total_j,
@@ -255,6 +267,8 @@ def build_footprint(
         energy_per_unit_j={k: it_energy_j / v for k, v in units.items()},
         co2e_per_unit_g={k: co2e / v for k, v in units.items()},
         throughput_per_s={k: v / runtime_s for k, v in units.items()} if runtime_s > 0 else {},
+        host_energy_j=host_energy_j,
+        host_embodied_co2e_g=host_embodied_g[0],
     )
 
 
