@@ -2,7 +2,7 @@
 
 from django.urls import include, path, re_path
 
-from accounting.api import views
+from accounting.api import exports_views, fleet_views, views
 from accounting.api.metrics import PrometheusMetricsView
 
 urlpatterns = [
@@ -25,6 +25,12 @@ urlpatterns = [
     path("budgets/<int:pk>/", views.BudgetDetailView.as_view(), name="api-budget"),
     path("advice/", views.AdviceView.as_view(), name="api-advice"),
     path("metrics", PrometheusMetricsView.as_view(), name="api-metrics"),
+    path("fleet/plan/", fleet_views.FleetPlanView.as_view(), name="api-fleet-plan"),
+    path("fleet/apply/", fleet_views.FleetApplyView.as_view(), name="api-fleet-apply"),
+    path("exports/job-hours.csv", exports_views.JobHoursCsvView.as_view(), name="api-export-job-hours-csv"),
+    path("exports/job-hours.parquet", exports_views.JobHoursParquetView.as_view(), name="api-export-job-hours-parquet"),
+    path("exports/jobs.csv", exports_views.JobsCsvView.as_view(), name="api-export-jobs-csv"),
+    path("exports/jobs.parquet", exports_views.JobsParquetView.as_view(), name="api-export-jobs-parquet"),
     # Last: anything else under /api/v1/ is a problem-details 404 (e.g. /jobs/1.5/).
     re_path(r"^(?P<unmatched>[\s\S]*)$", views.api_not_found, name="api-not-found"),
 ]

@@ -594,6 +594,80 @@ TENANT = {
 XFAIL: dict[str, str] = {}  # name -> reason, for a leak whose fix is outside this test's owner
 
 
+# --- checks: exports and the fleet file (issue 16) ------------------------------------------
+
+
+def _export_rows(response) -> list[dict]:
+    import csv
+    import io
+
+    import pyarrow.parquet as pq
+
+    body = b"".join(response.streaming_content) if getattr(response, "streaming", False) else response.content
+    if response["Content-Type"].startswith("application/vnd.apache.parquet"):
+        return pq.read_table(io.BytesIO(body)).to_pylist()  # compressed: markers are not in the bytes
+    return list(csv.DictReader(io.StringIO(body.decode())))
+
+
+def _api_export(path: str):
+    """An export holds exactly the jobs its principal sees (by scheduler id), and never a marker
+    of anything else; ``team`` naming another tenant's team is refused, not widened."""
+
+    def check(world: World, name: str) -> None:
+        response = _get(world, name, path)
+        if not _api_reads(name):
+            assert response.status_code in _denied_statuses(name), (name, path)
+            return
+        assert response.status_code == 200, (name, path, response.status_code)
+        rows = _export_rows(response)
+        assert {r["scheduler_job_id"] for r in rows} == {f"sched-{j}" for j in PRINCIPALS[name].jobs}, (name, path)
+        text = json.dumps(rows, default=str)
+        leaked = [mark for mark in PRINCIPALS[name].invisible_markers() if mark in text]
+        assert not leaked, (name, path, leaked)
+        for team in TEAMS:
+            narrowed = _get(world, name, path, team=f"team-{team}")
+            if team in PRINCIPALS[name].teams:
+                assert narrowed.status_code == 200, (name, team)
+                assert {r["team"] for r in _export_rows(narrowed)} <= {f"team-{team}"}
+            else:
+                assert narrowed.status_code == 400, (name, path, team, narrowed.status_code)
+
+    return _each_principal(check)
+
+
+def _api_fleet(path: str):
+    """The fleet file: admin tokens only, their own organisation only; nothing changes for a
+    document naming another organisation."""
+
+    def check(world: World, name: str) -> None:
+        for org_key in (1, 2):
+            document = {"organisation": {"slug": MARK_ORG[org_key][0]}, "teams": [{"slug": "fleet-new-team"}]}
+            before = m.Team.objects.count(), m.AuditEvent.objects.count()
+            response = _post(world, name, path, document)
+            _no_leak(name, response, what=f"{path} org {org_key}")
+            own = name == "admin token org1" and org_key == 1
+            if not own:
+                assert 400 <= response.status_code < 500, (name, org_key, response.status_code)
+                assert (m.Team.objects.count(), m.AuditEvent.objects.count()) == before
+            else:
+                assert response.status_code == 200, (name, response.content)
+                m.Team.objects.filter(slug="fleet-new-team").delete()
+
+    return _each_principal(check)
+
+
+TENANT.update(
+    {
+        "api-export-job-hours-csv": _api_export("/api/v1/exports/job-hours.csv"),
+        "api-export-job-hours-parquet": _api_export("/api/v1/exports/job-hours.parquet"),
+        "api-export-jobs-csv": _api_export("/api/v1/exports/jobs.csv"),
+        "api-export-jobs-parquet": _api_export("/api/v1/exports/jobs.parquet"),
+        "api-fleet-plan": _api_fleet("/api/v1/fleet/plan/"),
+        "api-fleet-apply": _api_fleet("/api/v1/fleet/apply/"),
+    }
+)
+
+
 def _walk(resolver: URLResolver, prefix: str = "", namespace: str = ""):
     for pattern in resolver.url_patterns:
         if isinstance(pattern, URLResolver):
