@@ -8,6 +8,7 @@ import datetime as dt
 import pytest
 
 from accounting import models as m
+from accounting.domain.whatif import DEFAULT_HOST
 from tests import factories as f
 from tests.accounting.test_api_support import T0, problem_fields, world  # noqa: F401
 
@@ -43,8 +44,10 @@ def test_advice_finds_cleanest_window_and_compares_clusters(world):
     assert response.status_code == 200, response.json()
     data = response.json()
     [candidate] = data["candidates"]
-    kwh = 8 * 500 * 2 / 1000 * 1.2  # 9.6 kWh at the meter
-    assert candidate["it_energy_kwh"] == pytest.approx(8.0)
+    # GPUs plus the estimator's default host share (1128 W for the 8 slots), as the ledger charges.
+    it_kwh = (8 * 500 + DEFAULT_HOST.power_w) * 2 / 1000
+    kwh = it_kwh * 1.2  # at the meter
+    assert candidate["it_energy_kwh"] == pytest.approx(it_kwh)
     assert candidate["total_energy_kwh"] == pytest.approx(kwh)
     assert candidate["co2e_operational_annual_g"] == pytest.approx(kwh * 50)
     assert candidate["window_source"] == "hourly"
@@ -52,7 +55,10 @@ def test_advice_finds_cleanest_window_and_compares_clusters(world):
     assert candidate["best"]["start"] == "2026-11-26T13:00:00Z"
     assert candidate["best"]["co2e_operational_g"] == pytest.approx(kwh * 20)
     assert candidate["saving_g"] == pytest.approx(kwh * 60)
-    assert candidate["co2e_embodied_g"] == pytest.approx(8 * 2 * 150_000 / (5 * 8766 * 0.8), rel=1e-2)
+    host_kg_per_slot = DEFAULT_HOST.embodied.embodied_kg / 8
+    assert candidate["co2e_embodied_g"] == pytest.approx(
+        8 * 2 * (150_000 + host_kg_per_slot * 1000) / (5 * 8766 * 0.8), rel=1e-9
+    )
     rec = data["recommendation"]
     assert (rec["cluster"], rec["start"]) == (world.cluster_a.pk, "2026-11-26T13:00:00Z")
     assert rec["saving_g"] == pytest.approx(kwh * 60)
