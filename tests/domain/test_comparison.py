@@ -43,12 +43,16 @@ def test_coverage_bounds():
 
 
 def test_month_to_date_compares_the_same_days():
-    assert like_for_like_previous(dt.date(2026, 12, 1), dt.date(2026, 12, 4), dt.date(2026, 11, 1), dt.date(2026, 12, 1)) == (
+    assert like_for_like_previous(
+        dt.date(2026, 12, 1), dt.date(2026, 12, 4), dt.date(2026, 11, 1), dt.date(2026, 12, 1)
+    ) == (
         dt.date(2026, 11, 1),
         dt.date(2026, 11, 4),
     )
     # A 31-day month against a 28-day February: never beyond the previous period.
-    assert like_for_like_previous(dt.date(2027, 3, 1), dt.date(2027, 4, 1), dt.date(2027, 2, 1), dt.date(2027, 3, 1)) == (
+    assert like_for_like_previous(
+        dt.date(2027, 3, 1), dt.date(2027, 4, 1), dt.date(2027, 2, 1), dt.date(2027, 3, 1)
+    ) == (
         dt.date(2027, 2, 1),
         dt.date(2027, 3, 1),
     )
