@@ -319,7 +319,15 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     # One name for the numeric-precision choice set used by several what-if serializers.
-    "ENUM_NAME_OVERRIDES": {"PrecisionEnum": "accounting.domain.catalog.PRECISIONS"},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "accounting.api.schema.close_fleet_document",
+    ],
+    "ENUM_NAME_OVERRIDES": {
+        "PrecisionEnum": "accounting.domain.catalog.PRECISIONS",
+        "FleetObjectKindEnum": "accounting.api.fleet_views.FLEET_OBJECT_KINDS",
+        "JobKindEnum": "accounting.domain.whatif.common.KINDS",
+    },
 }
 
 LOGGING: dict[str, Any] = {

@@ -69,6 +69,13 @@ EXPIRES_HEADER = "X-Token-Expires-At"
 EXPIRY_WARNING_HEADER = "X-Token-Expiry-Warning"
 
 
+def authenticated_token(request) -> ApiToken | None:
+    """The token a request was already authenticated with, without authenticating it: a response
+    to a request whose authentication failed (database gone, bad token) must not query again."""
+    auth = request.__dict__.get("_auth")
+    return auth if isinstance(auth, ApiToken) else None
+
+
 def token_expiry_headers(token: ApiToken | None, *, now: dt.datetime | None = None) -> dict[str, str]:
     """Headers telling the caller when its token expires, and a warning within the last
     ``TOKEN_EXPIRY_WARNING``; none for a session, an unauthenticated request or a token without

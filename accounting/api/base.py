@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounting.api import serializers as s
-from accounting.api.auth import request_token, token_expiry_headers
+from accounting.api.auth import authenticated_token, request_token, token_expiry_headers
 from accounting.api.permissions import READ_SCOPES, Scope, ScopePermission, TokenRateThrottle, request_principal
 from accounting.models import ApiToken, Job, JobAllocation
 from accounting.selectors.access import Principal, jobs_visible
@@ -72,7 +72,7 @@ class ApiView(APIView):
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
-        for name, value in token_expiry_headers(request_token(request)).items():
+        for name, value in token_expiry_headers(authenticated_token(request)).items():
             response[name] = value
         return response
 

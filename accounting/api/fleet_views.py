@@ -32,6 +32,8 @@ from accounting.services.fleet_file import (
 from accounting.tokens import MAX_LIFETIME
 
 SLUG = SLUG_RE.pattern
+# What a fleet document creates or updates, in the order it applies them.
+FLEET_OBJECT_KINDS = ("organisation", "team", "site", "cluster", "host", "token")
 
 
 class _Org(serializers.Serializer):
@@ -99,7 +101,7 @@ class _FieldChange(serializers.Serializer):
 
 class _Change(serializers.Serializer):
     action = serializers.ChoiceField(("create", "update", "unchanged", "kept"))
-    kind = serializers.ChoiceField(("organisation", "team", "site", "cluster", "host", "token"))
+    kind = serializers.ChoiceField(FLEET_OBJECT_KINDS)
     key = serializers.CharField()
     changed = serializers.DictField(child=_FieldChange(), help_text="Field -> before and after (updates only).")
 

@@ -608,3 +608,18 @@ WHATIF_BEST_WINDOW_SCHEMA = {
         ],
     )
 }
+
+
+# The fleet document refuses unknown fields (a typo in a fleet file must not pass as "unchanged"):
+# its components say so, so that generated clients and schema checks know it.
+CLOSED_COMPONENTS = ("FleetDocument", "_Org", "_Team", "_Site", "_Cluster", "_Host", "_Token")
+
+
+def close_fleet_document(result, generator, request, public):  # type: ignore[no-untyped-def]
+    """drf-spectacular post-processing hook: ``additionalProperties: false`` on the fleet
+    document's components."""
+    schemas = result.get("components", {}).get("schemas", {})
+    for name in CLOSED_COMPONENTS:
+        if name in schemas:
+            schemas[name]["additionalProperties"] = False
+    return result

@@ -13,7 +13,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounting.api.auth import ApiTokenAuthentication, request_token, token_expiry_headers
+from accounting.api.auth import ApiTokenAuthentication, authenticated_token, request_token, token_expiry_headers
 from accounting.api.errors import problem_response
 from accounting.api.serializers import ProblemSerializer
 from accounting.models import ApiToken
@@ -82,6 +82,12 @@ class BatchIngestView(APIView):
     parser_classes: list = []  # the body is read raw: it may be gzip
     throttle_classes: list = []
 
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        for name, value in token_expiry_headers(authenticated_token(request)).items():  # the agent logs the warning
+            response[name] = value
+        return response
+
     @extend_schema(
         summary="Post a batch of telemetry windows (agent)",
         description="See docs/wire-format.md. Body may be gzip (Content-Encoding: gzip). A re-sent batch_id is "
@@ -116,12 +122,6 @@ class BatchIngestView(APIView):
             )
         ],
     )
-    def finalize_response(self, request, response, *args, **kwargs):
-        response = super().finalize_response(request, response, *args, **kwargs)
-        for name, value in token_expiry_headers(request_token(request)).items():  # the agent logs the warning
-            response[name] = value
-        return response
-
     def post(self, request):
         max_bytes = settings.INGEST_MAX_BODY_BYTES
         try:

@@ -20,12 +20,15 @@ description. For positive cases (only), ``in_context`` makes the generated reque
 so that positive_data_acceptance holds the API to everything else:
 
 - references to rows that must exist: team slugs, cluster ids, device keys, zone codes (a
-  fixed world, ``build_world``, plus the device catalog);
+  fixed world, ``build_world``, plus the device catalog); an export's ``cursor`` is one the
+  export returned; a fleet document names the token's organisation, unique slugs per level and
+  its tokens name objects of the same document (left out);
 - token-dependent requirements: ``cluster`` is required with user and admin tokens;
 - cross-field rules: ``period_end`` after ``period_start``, a workload's ``split`` shares not
   all 0, ``deadline`` after
   ``earliest_start`` (and the run within it, the forecast covering it), exactly one of
-  ``hours``/``flops`` and of ``avg_power_w``/``utilisation``, an average draw within the
+  ``device_key``/``device``, of ``hours``/``device_hours``/``flops``/``parameters`` (with
+  ``tokens``) and of ``avg_power_w``/``utilisation``, an average draw within the
   device's range, embodied low <= central <= high;
 - unit names (``^[a-z][a-z0-9_]{0,39}$``: OpenAPI 3.0 has no ``propertyNames``);
 - an ingest batch's content (docs/wire-format.md: sequence numbers, window times near now).
@@ -120,6 +123,31 @@ def _fix_window(body: dict) -> None:
     body.pop("zone_code", None)
 
 
+def _unique(items, key: str) -> None:
+    seen: set = set()
+    for i, item in enumerate(items):
+        if item.get(key) in seen:
+            item[key] = f"{item[key]}-{i}"[:50]
+        seen.add(item.get(key))
+
+
+def _fix_fleet_document(doc: dict, *, world: World) -> None:
+    """The fleet document's stated rules: the token's organisation, slugs unique at their level,
+    zones that exist; tokens name objects of the document (cross-references), left out."""
+    if isinstance(doc.get("organisation"), dict):
+        doc["organisation"]["slug"] = world.org.slug
+    _unique(doc.get("teams") or [], "slug")
+    sites = doc.get("sites") or []
+    _unique(sites, "slug")
+    for site in sites:
+        site["zone"] = "FR"
+        clusters = site.get("clusters") or []
+        _unique(clusters, "slug")
+        for cluster in clusters:
+            _unique(cluster.get("hosts") or [], "hostname")
+    doc.pop("tokens", None)
+
+
 def in_context(case, *, scope: str, world: World) -> None:
     """Make a positive case obey the rules its schema states only in descriptions (above)."""
     path, method = case.operation.path, case.method.upper()
@@ -136,6 +164,10 @@ def in_context(case, *, scope: str, world: World) -> None:
                 windows=[window(seq=int(time.time() * 1000), start=start, gpus=[gpu_entry(uuid_="GPU-st-0000-0001")])],
             )
         return
+    if path.startswith("/api/v1/exports/") and query is not None:
+        query.pop("cursor", None)  # a cursor is one this export returned (field description)
+        if "team" in query:
+            query["team"] = world.team.slug  # a team the token sees
     if body is None:
         return
     if isinstance(body.get("allocation"), list):  # host with gpus (a reported GPU's uuid would have to exist)
@@ -172,13 +204,20 @@ def in_context(case, *, scope: str, world: World) -> None:
         if deadline is not None and deadline < start + dt.timedelta(hours=body["hours"]):
             body.pop("deadline")
     if path == "/api/v1/estimate/":
-        body["device_key"] = DEVICE
-        if "hours" in body and "flops" in body:
-            body.pop("flops")
-        if "hours" not in body and "flops" not in body:
-            body["hours"] = 1.0
-        if "flops" not in body:
+        body["device_key"] = DEVICE  # exactly one of device_key or device
+        body.pop("device", None)
+        runtime = next((k for k in ("hours", "device_hours", "flops", "parameters") if k in body), "hours")
+        for key in ("hours", "device_hours", "flops", "parameters", "tokens"):  # exactly one runtime input
+            if key != runtime and not (runtime == "parameters" and key == "tokens"):
+                body.pop(key, None)
+        body.setdefault(runtime, 1.0)
+        if runtime == "parameters":
+            body.setdefault("tokens", 1e9)
+        if runtime not in ("flops", "parameters"):  # efficiency only with FLOPs
             body.pop("efficiency", None)
+        if "host" in body and body.get("include_host") is False:
+            body.pop("host")
+        _fix_embodied(body.get("host"))
         if "avg_power_w" in body:
             body.pop("utilisation", None)
             body["avg_power_w"] = 500.0
@@ -212,6 +251,8 @@ def in_context(case, *, scope: str, world: World) -> None:
         _fix_embodied(body.get("new_embodied"))
     if path == "/api/v1/best-window/":
         _fix_window(body)
+    if path in ("/api/v1/fleet/plan/", "/api/v1/fleet/apply/"):
+        _fix_fleet_document(body.get("document") if isinstance(body.get("document"), dict) else body, world=world)
 
 
 def _failure(scope: str, mode: GenerationMode, case, failure: Failure, response) -> str:
