@@ -17,6 +17,7 @@ from accounting.api.permissions import ADMIN_SCOPES
 from accounting.api.schema import BODY_ERRORS, ERRORS
 from accounting.models import Organization
 from accounting.services.fleet_file import (
+    HOSTNAME_RE,
     MAX_GPU_SLOTS,
     OVERHEAD_POLICIES,
     SCHEDULERS,
@@ -49,7 +50,7 @@ class _Team(serializers.Serializer):
 
 
 class _Host(serializers.Serializer):
-    hostname = serializers.CharField(max_length=253, help_text="Unique in its cluster.")
+    hostname = serializers.RegexField(HOSTNAME_RE.pattern, max_length=253, help_text="Unique in its cluster.")
     gpu_slots = serializers.IntegerField(required=False, min_value=0, max_value=MAX_GPU_SLOTS)
     cpu_model = serializers.CharField(required=False, allow_blank=True, max_length=200)
     cpu_tdp_w = serializers.FloatField(required=False, allow_null=True, min_value=1, max_value=2000)

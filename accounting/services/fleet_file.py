@@ -158,6 +158,9 @@ class _Checker:
         if not isinstance(value, str):
             self.fail(where, "must be a string")
             return default
+        if "\x00" in value:  # PostgreSQL text cannot hold it: refused here, not a database error
+            self.fail(where, "must not contain NUL characters")
+            return default
         if required and not value.strip():
             self.fail(where, "must not be empty")
         elif len(value) > max_length:

@@ -344,3 +344,25 @@ def test_doctor_passes_once_the_first_batch_is_attributed(zones, live_server, tr
         lines[4]
         == f"PASS  ledger: {m.LedgerEntry.objects.filter(host__hostname='gpu-node-01').count()} ledger rows, the latest hour {hour:%Y-%m-%dT%H:%MZ}"
     )
+
+
+def test_api_refuses_a_nul_character_by_its_path(zones):
+    """PostgreSQL text cannot hold NUL: a document carrying one is a 400 naming the field (it was a
+    500 from the database when a token's user was looked up), and nothing is written."""
+    org = f.OrganizationFactory(slug="acme")
+    admin = token_create(org=org, name="ci", scope="admin")
+    document = {
+        "organisation": {"slug": "acme"},
+        "teams": [{"slug": "llm", "name": "LLM\x00"}],
+        "tokens": [{"name": "u", "scope": "user", "user": "al\x00ice"}],
+    }
+    before = (m.Team.objects.count(), m.AuditEvent.objects.count())
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {admin.secret}")
+    for url in ("/api/v1/fleet/plan/", "/api/v1/fleet/apply/"):
+        response = client.post(url, data=json.dumps(document), content_type="application/json")
+        assert response.status_code == 400, response.content
+        assert {e["field"]: e["message"] for e in response.json()["errors"]} == {
+            "teams[0].name": "must not contain NUL characters",
+            "tokens[0].user": "must not contain NUL characters",
+        }
+    assert (m.Team.objects.count(), m.AuditEvent.objects.count()) == before

@@ -21,7 +21,7 @@ so that positive_data_acceptance holds the API to everything else:
 
 - references to rows that must exist: team slugs, cluster ids, device keys, zone codes (a
   fixed world, ``build_world``, plus the device catalog); an export's ``cursor`` is one the
-  export returned; a fleet document names the token's organisation, unique slugs per level and
+  export returned, its ``to`` after its ``from``; a fleet document names the token's organisation, unique slugs per level and
   its tokens name objects of the same document (left out);
 - token-dependent requirements: ``cluster`` is required with user and admin tokens;
 - cross-field rules: ``period_end`` after ``period_start``, a workload's ``split`` shares not
@@ -90,6 +90,9 @@ def _parse(value) -> dt.datetime | None:
 
 
 def _fix_embodied(embodied) -> None:
+    if isinstance(embodied, dict) and "embodied_kg" not in embodied:  # low/high only with embodied_kg
+        embodied.pop("embodied_low_kg", None)
+        embodied.pop("embodied_high_kg", None)
     if isinstance(embodied, dict) and "embodied_kg" in embodied:
         kg = embodied["embodied_kg"]
         if "embodied_low_kg" in embodied:
@@ -148,13 +151,20 @@ def _fix_fleet_document(doc: dict, *, world: World) -> None:
     doc.pop("tokens", None)
 
 
+def token_context(case, *, scope: str, world: World) -> None:
+    """The token-dependent requirement, in both modes: a negative case is invalid by its mutated
+    part, not by a rule its schema cannot state (``cluster`` with user and admin tokens)."""
+    query = case.query if isinstance(case.query, dict) else None
+    if "/by-key/" in case.operation.path and scope in ("admin", "user") and "cluster" not in (query or {}):
+        case.query = {**(query or {}), "cluster": world.cluster_a.pk}
+
+
 def in_context(case, *, scope: str, world: World) -> None:
     """Make a positive case obey the rules its schema states only in descriptions (above)."""
     path, method = case.operation.path, case.method.upper()
     body = case.body if isinstance(case.body, dict) else None
     query = case.query if isinstance(case.query, dict) else None
-    if "/by-key/" in path and scope in ("admin", "user"):
-        case.query = {**(query or {}), "cluster": world.cluster_a.pk}
+    token_context(case, scope=scope, world=world)
     if path == "/api/v1/ingest/batches":
         if scope == "host":
             start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=30)
@@ -166,6 +176,9 @@ def in_context(case, *, scope: str, world: World) -> None:
         return
     if path.startswith("/api/v1/exports/") and query is not None:
         query.pop("cursor", None)  # a cursor is one this export returned (field description)
+        start, end = _parse(query.get("from")), _parse(query.get("to"))
+        if start is not None and end is not None and end <= start:  # `to` after `from`
+            query["from"] = iso(end - dt.timedelta(days=1))
         if "team" in query:
             query["team"] = world.team.slug  # a team the token sees
     if body is None:
@@ -280,6 +293,8 @@ def _fuzz(
     def run(case):
         if mode is GenerationMode.POSITIVE:
             in_context(case, scope=scope, world=world)
+        else:
+            token_context(case, scope=scope, world=world)
         response = case.call(headers=headers)
         try:
             case.validate_response(response, checks=checks, headers=headers)
