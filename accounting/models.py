@@ -930,6 +930,23 @@ class BouncedAddress(models.Model):
         return f"{self.email} ({self.smtp_code})"
 
 
+class ReportRun(models.Model):
+    """The monthly run of an organisation's reports was planned (its delivery rows created):
+    beat plans a month once, after the month closed. Later recipients get nothing from beat."""
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="report_runs")
+    month = models.DateField()  # first day
+    planned_at = models.DateTimeField()
+    scopes = models.PositiveIntegerField()  # reports planned (teams with data + the roll-up)
+    deliveries = models.PositiveIntegerField()  # ledger rows created
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["org", "month"], name="report_run_uniq")]
+
+    def __str__(self) -> str:
+        return f"{self.org} {self.month:%Y-%m}"
+
+
 class ReportDelivery(models.Model):
     """The delivery ledger: one row per (organisation, team or roll-up, month, recipient,
     revision), created before anything is sent; the unique key is what makes a re-run, a
