@@ -146,7 +146,9 @@ def reports_tick() -> dict:
 
     now = timezone.now()
     planned = report_runs_due(now=now)
-    scopes = sorted(set(planned) | set(report_deliveries_due(now=now)), key=lambda s: (s[2], s[0], s[1] or 0))
+    scopes = sorted(
+        set(planned) | set(report_deliveries_due(now=now)), key=lambda s: (s[2], s[0], s[1] is None, s[1] or 0)
+    )
     for org_id, team_id, month in scopes:
         transaction.on_commit(
             lambda o=org_id, t=team_id, m=month: report_deliver.delay(o, t, m.isoformat())  # type: ignore[misc]

@@ -6,102 +6,209 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounting', '0011_fleet_audit_serving_counters'),
+        ("accounting", "0011_fleet_audit_serving_counters"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='BouncedAddress',
+            name="BouncedAddress",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('email', models.EmailField(max_length=254, unique=True)),
-                ('smtp_code', models.PositiveIntegerField()),
-                ('error', models.TextField()),
-                ('flagged_at', models.DateTimeField(auto_now_add=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("email", models.EmailField(max_length=254, unique=True)),
+                ("smtp_code", models.PositiveIntegerField()),
+                ("error", models.TextField()),
+                ("flagged_at", models.DateTimeField(auto_now_add=True)),
             ],
         ),
         migrations.AlterField(
-            model_name='auditevent',
-            name='action',
-            field=models.CharField(choices=[('factor.create', 'Factor created'), ('factor.update', 'Factor changed'), ('budget.create', 'Budget created'), ('budget.update', 'Budget changed'), ('budget.delete', 'Budget deleted'), ('token.create', 'Token issued'), ('token.revoke', 'Token revoked'), ('token.rotate', 'Token rotated'), ('policy.update', 'Organisation policy changed'), ('recipient.change', 'Report recipients changed'), ('fleet.create', 'Created by the fleet file'), ('fleet.update', 'Changed by the fleet file'), ('report.resend', 'Report re-sent (forced)')], max_length=30),
+            model_name="auditevent",
+            name="action",
+            field=models.CharField(
+                choices=[
+                    ("factor.create", "Factor created"),
+                    ("factor.update", "Factor changed"),
+                    ("budget.create", "Budget created"),
+                    ("budget.update", "Budget changed"),
+                    ("budget.delete", "Budget deleted"),
+                    ("token.create", "Token issued"),
+                    ("token.revoke", "Token revoked"),
+                    ("token.rotate", "Token rotated"),
+                    ("policy.update", "Organisation policy changed"),
+                    ("recipient.change", "Report recipients changed"),
+                    ("fleet.create", "Created by the fleet file"),
+                    ("fleet.update", "Changed by the fleet file"),
+                    ("report.resend", "Report re-sent (forced)"),
+                ],
+                max_length=30,
+            ),
         ),
         migrations.CreateModel(
-            name='ReportSchedule',
+            name="ReportSchedule",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('time_zone', models.CharField(max_length=64)),
-                ('org', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='report_schedule', to='accounting.organization')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("time_zone", models.CharField(max_length=64)),
+                (
+                    "org",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="report_schedule",
+                        to="accounting.organization",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='ReportDelivery',
+            name="ReportDelivery",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('month', models.DateField()),
-                ('recipient', models.EmailField(max_length=254)),
-                ('revision', models.PositiveIntegerField(default=0)),
-                ('status', models.CharField(choices=[('pending', 'Waiting to be sent'), ('sending', 'Being sent'), ('retry', 'Temporary failure, will retry'), ('sent', 'Sent'), ('failed', 'Failed for good'), ('skipped', 'Not sent: the address bounces'), ('uncertain', 'Interrupted while sending: outcome unknown')], default='pending', max_length=10)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('last_error', models.TextField(blank=True)),
-                ('message_id', models.CharField(blank=True, max_length=250)),
-                ('fingerprint', models.CharField(blank=True, max_length=64)),
-                ('current_fingerprint', models.CharField(blank=True, max_length=64)),
-                ('checked_at', models.DateTimeField(blank=True, null=True)),
-                ('reason', models.CharField(blank=True, max_length=500)),
-                ('forced_by', models.CharField(blank=True, max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('claimed_at', models.DateTimeField(blank=True, null=True)),
-                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('sent_at', models.DateTimeField(blank=True, null=True)),
-                ('org', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='report_deliveries', to='accounting.organization')),
-                ('team', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='report_deliveries', to='accounting.team')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("month", models.DateField()),
+                ("recipient", models.EmailField(max_length=254)),
+                ("revision", models.PositiveIntegerField(default=0)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Waiting to be sent"),
+                            ("sending", "Being sent"),
+                            ("retry", "Temporary failure, will retry"),
+                            ("sent", "Sent"),
+                            ("failed", "Failed for good"),
+                            ("skipped", "Not sent: the address bounces"),
+                            ("uncertain", "Interrupted while sending: outcome unknown"),
+                        ],
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("last_error", models.TextField(blank=True)),
+                ("message_id", models.CharField(blank=True, max_length=250)),
+                ("fingerprint", models.CharField(blank=True, max_length=64)),
+                ("current_fingerprint", models.CharField(blank=True, max_length=64)),
+                ("checked_at", models.DateTimeField(blank=True, null=True)),
+                ("reason", models.CharField(blank=True, max_length=500)),
+                ("forced_by", models.CharField(blank=True, max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("claimed_at", models.DateTimeField(blank=True, null=True)),
+                ("next_attempt_at", models.DateTimeField(blank=True, null=True)),
+                ("sent_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "org",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="report_deliveries",
+                        to="accounting.organization",
+                    ),
+                ),
+                (
+                    "team",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="report_deliveries",
+                        to="accounting.team",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['org', 'month', 'team'], name='report_delivery_scope_idx'), models.Index(fields=['status', 'next_attempt_at'], name='report_delivery_due_idx')],
-                'constraints': [models.UniqueConstraint(fields=('org', 'team', 'month', 'recipient', 'revision'), name='report_delivery_uniq', nulls_distinct=False), models.CheckConstraint(condition=models.Q(('month__day', 1)), name='report_delivery_month_first_day')],
+                "indexes": [
+                    models.Index(fields=["org", "month", "team"], name="report_delivery_scope_idx"),
+                    models.Index(fields=["status", "next_attempt_at"], name="report_delivery_due_idx"),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("org", "team", "month", "recipient", "revision"),
+                        name="report_delivery_uniq",
+                        nulls_distinct=False,
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("month__day", 1)), name="report_delivery_month_first_day"
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ReportOptOut',
+            name="ReportOptOut",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('org', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='report_opt_outs', to='accounting.organization')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='report_opt_outs', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "org",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="report_opt_outs",
+                        to="accounting.organization",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="report_opt_outs",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('user', 'org'), name='report_opt_out_uniq')],
+                "constraints": [models.UniqueConstraint(fields=("user", "org"), name="report_opt_out_uniq")],
             },
         ),
         migrations.CreateModel(
-            name='ReportRecipient',
+            name="ReportRecipient",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('email', models.EmailField(max_length=254)),
-                ('note', models.CharField(blank=True, max_length=200)),
-                ('added_at', models.DateTimeField(auto_now_add=True)),
-                ('org', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='report_recipients', to='accounting.organization')),
-                ('team', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='report_recipients', to='accounting.team')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("email", models.EmailField(max_length=254)),
+                ("note", models.CharField(blank=True, max_length=200)),
+                ("added_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "org",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="report_recipients",
+                        to="accounting.organization",
+                    ),
+                ),
+                (
+                    "team",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="report_recipients",
+                        to="accounting.team",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('org', 'team', 'email'), name='report_recipient_uniq', nulls_distinct=False)],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("org", "team", "email"), name="report_recipient_uniq", nulls_distinct=False
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ReportRun',
+            name="ReportRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('month', models.DateField()),
-                ('planned_at', models.DateTimeField()),
-                ('scopes', models.PositiveIntegerField()),
-                ('deliveries', models.PositiveIntegerField()),
-                ('org', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='report_runs', to='accounting.organization')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("month", models.DateField()),
+                ("planned_at", models.DateTimeField()),
+                ("scopes", models.PositiveIntegerField()),
+                ("deliveries", models.PositiveIntegerField()),
+                (
+                    "org",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="report_runs",
+                        to="accounting.organization",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('org', 'month'), name='report_run_uniq')],
+                "constraints": [models.UniqueConstraint(fields=("org", "month"), name="report_run_uniq")],
             },
         ),
     ]

@@ -48,9 +48,9 @@ class ReportMessage(EmailMultiAlternatives):
         alternative = SafeMIMEMultipart(_subtype="alternative", encoding=encoding)
         if self.body:
             alternative.attach(msg)
-        for alt in self.alternatives:
-            part = self._create_mime_attachment(alt.content, alt.mimetype)
-            if alt.mimetype == "text/html" and self.related_images:
+        for content, mimetype in self.alternatives:
+            part = self._create_mime_attachment(content, mimetype)  # type: ignore[attr-defined]
+            if mimetype == "text/html" and self.related_images:
                 related = SafeMIMEMultipart(_subtype="related", encoding=encoding, type="text/html")
                 related.attach(part)
                 for cid, png in self.related_images:

@@ -44,6 +44,13 @@ def month_bounds(month: dt.date) -> tuple[dt.datetime, dt.datetime]:
     )
 
 
+def scope_q(team_id: int | None, prefix: str = "") -> Q:
+    """Rows of one report scope: a team's, or (None) the organisation roll-up's."""
+    if team_id is None:
+        return Q(**{f"{prefix}team__isnull": True})
+    return Q(**{f"{prefix}team_id": team_id})
+
+
 # --- schedule ------------------------------------------------------------------------------
 
 
@@ -92,9 +99,7 @@ def month_closed_check(*, org_id: int, month: dt.date, now: dt.datetime) -> Mont
     reasons = []
     if now < end:
         reasons.append(f"the month ends {end:%Y-%m-%d %H:%M} UTC")
-    batches = TelemetryBatch.objects.filter(
-        host__cluster__site__org_id=org_id, first_start__lt=end, last_end__gt=start
-    )
+    batches = TelemetryBatch.objects.filter(host__cluster__site__org_id=org_id, first_start__lt=end, last_end__gt=start)
     open_batches = batches.filter(status__in=(TelemetryBatch.Status.PENDING, TelemetryBatch.Status.CLAIMED)).count()
     if open_batches:
         reasons.append(f"{open_batches} telemetry batch(es) of the month not yet attributed")
@@ -142,7 +147,7 @@ def report_recipients_list(*, org_id: int, team_id: int | None) -> list[Recipien
         team_email = Team.objects.filter(id=team_id, org_id=org_id).values_list("report_email", flat=True).first()
         if team_email:
             found.setdefault(team_email.strip().lower(), "team address")
-    extras = ReportRecipient.objects.filter(org_id=org_id, team_id=team_id).order_by("email")
+    extras = ReportRecipient.objects.filter(scope_q(team_id), org_id=org_id).order_by("email")
     for email, note in extras.values_list("email", "note"):
         found.setdefault(email.strip().lower(), f"extra ({note})" if note else "extra")
     bounced = set(BouncedAddress.objects.filter(email__in=list(found)).values_list("email", flat=True))

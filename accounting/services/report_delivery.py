@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.mail import get_connection
-from django.core.mail.message import DNS_NAME, make_msgid
+from django.core.mail.message import make_msgid
+from django.core.mail.utils import DNS_NAME
 from django.db import transaction
 from django.db.models import Max, Q
 from django.urls import reverse
@@ -53,6 +54,7 @@ from accounting.selectors.report_deliveries import (
     report_recipients_list,
     report_scopes_list,
     report_time_zone,
+    scope_q,
 )
 from accounting.selectors.reports import MonthReport, month_report, month_report_fingerprint
 from accounting.services.audit import actor_label, audit_record
@@ -84,31 +86,34 @@ def report_deliveries_plan(*, org_id: int, team_id: int | None, month: dt.date) 
         for r in report_recipients_list(org_id=org_id, team_id=team_id)
     ]
     have = set(
-        ReportDelivery.objects.filter(org_id=org_id, team_id=team_id, month=month).values_list("recipient", flat=True)
+        ReportDelivery.objects.filter(scope_q(team_id), org_id=org_id, month=month).values_list("recipient", flat=True)
     )
     new = [row for row in rows if row.recipient not in have]
     created = ReportDelivery.objects.bulk_create(new, ignore_conflicts=True)
     return len(created)
 
 
-def report_month_plan(*, org_id: int, month: dt.date, team_id: int | None = None, now: dt.datetime) -> list[int | None]:
+def report_month_plan(
+    *, org_id: int, month: dt.date, now: dt.datetime, scopes: list[int | None] | None = None
+) -> list[int | None]:
     """Plan the month's reports of an organisation: each team with ledger data in the month,
-    and the organisation roll-up (``team_id``: that team only). Refused (StateError) while
-    the month is not closed. Returns the scopes (team ids, None for the roll-up) to deliver."""
+    and the organisation roll-up (``scopes``: those only, team ids and None for the roll-up).
+    Refused (StateError) while the month is not closed. Returns the scopes to deliver."""
     month = month_first(month)
     check = month_closed_check(org_id=org_id, month=month, now=now)
     if not check.closed:
         raise StateError(f"{month:%Y-%m} is not closed yet: " + "; ".join(check.reasons))
-    scopes = [team_id] if team_id is not None else report_scopes_list(org_id=org_id)
+    whole = scopes is None
+    wanted = report_scopes_list(org_id=org_id) if scopes is None else scopes
     planned: list[int | None] = []
     created = 0
     with transaction.atomic():
-        for scope in scopes:
+        for scope in wanted:
             if not _scope_has_data(org_id=org_id, team_id=scope, month=month):
                 continue
             created += report_deliveries_plan(org_id=org_id, team_id=scope, month=month)
             planned.append(scope)
-        if team_id is None:
+        if whole:
             ReportRun.objects.get_or_create(
                 org_id=org_id,
                 month=month,
@@ -178,7 +183,7 @@ def report_dashboard_url(*, month: dt.date, team_id: int | None) -> str:
 def _mark_stale_sending(*, org_id: int, team_id: int | None, month: dt.date, now: dt.datetime) -> int:
     before = now - dt.timedelta(seconds=settings.REPORTS_SENDING_TIMEOUT_S)
     return ReportDelivery.objects.filter(
-        org_id=org_id, team_id=team_id, month=month, status=Status.SENDING, claimed_at__lt=before
+        scope_q(team_id), org_id=org_id, month=month, status=Status.SENDING, claimed_at__lt=before
     ).update(
         status=Status.UNCERTAIN,
         last_error="interrupted while sending (worker lost): the message may or may not have left; "
@@ -194,12 +199,10 @@ def _claim(*, org_id: int, team_id: int | None, month: dt.date, now: dt.datetime
     with transaction.atomic():
         rows = list(
             ReportDelivery.objects.select_for_update(skip_locked=True)
-            .filter(due, org_id=org_id, team_id=team_id, month=month)
+            .filter(scope_q(team_id), due, org_id=org_id, month=month)
             .order_by("recipient", "revision")
         )
-        bounced = {
-            b.email: b for b in BouncedAddress.objects.filter(email__in=[r.recipient for r in rows])
-        }
+        bounced = {b.email: b for b in BouncedAddress.objects.filter(email__in=[r.recipient for r in rows])}
         claimed, skipped = [], 0
         for row in rows:
             flag = bounced.get(row.recipient)
@@ -231,17 +234,19 @@ def smtp_failure_classify(exc: BaseException) -> SmtpFailure | None:
     connection failure (a bug: let it raise)."""
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         code, reply = next(iter(exc.recipients.values()), (None, b""))
-        text = f"{code} {reply.decode(errors='replace') if isinstance(reply, bytes) else reply}".strip()
+        reply_text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+        text = f"{code} {reply_text}".strip()
         permanent = code is not None and 500 <= code < 600
         return SmtpFailure(transient=not permanent, bounce=permanent, code=code, text=f"recipient refused: {text}")
     if isinstance(exc, smtplib.SMTPResponseException):  # sender, data, helo, connect, auth
-        reply = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+        error = exc.smtp_error
+        answer = error.decode(errors="replace") if isinstance(error, bytes) else str(error)
         permanent = 500 <= exc.smtp_code < 600
         return SmtpFailure(
             transient=not permanent,
             bounce=False,
             code=exc.smtp_code,
-            text=f"{type(exc).__name__}: {exc.smtp_code} {reply}".strip(),
+            text=f"{type(exc).__name__}: {exc.smtp_code} {answer}".strip(),
         )
     if isinstance(exc, OSError):  # refused, reset, timed out, server disconnected (SMTPException)
         return SmtpFailure(transient=True, bounce=False, code=None, text=f"{type(exc).__name__}: {exc}")
@@ -267,9 +272,16 @@ def report_scope_deliver(
     clock: Callable[[], dt.datetime] = timezone.now,
 ) -> DeliverOutcome:
     """Send the due rows of one report (organisation, team or None, month): the report is
-    built and rendered once, then one message per recipient through one SMTP connection."""
+    built and rendered once, then one message per recipient through one SMTP connection.
+    Sent and failure times are read from ``clock`` as they happen, or are all ``now``."""
     month = month_first(month)
-    now = now or clock()
+    if now is not None:  # a caller's instant (tests, a replay) stands for every timestamp
+        fixed = now
+
+        def clock() -> dt.datetime:
+            return fixed
+
+    now = clock()
     uncertain = _mark_stale_sending(org_id=org_id, team_id=team_id, month=month, now=now)
     rows, skipped = _claim(org_id=org_id, team_id=team_id, month=month, now=now)
     if not rows:
@@ -365,7 +377,7 @@ def _record_failure(*, row: ReportDelivery, failure: SmtpFailure, now: dt.dateti
 
 
 def _next_revision(*, org_id: int, team_id: int | None, month: dt.date, recipient: str) -> int:
-    top = ReportDelivery.objects.filter(org_id=org_id, team_id=team_id, month=month, recipient=recipient).aggregate(
+    top = ReportDelivery.objects.filter(scope_q(team_id), org_id=org_id, month=month, recipient=recipient).aggregate(
         r=Max("revision")
     )["r"]
     return 0 if top is None else top + 1
@@ -383,7 +395,7 @@ def report_delivery_resend(
     reason = reason.strip()
     if not reason:
         raise InputError("reason", "a forced resend needs a reason (it is logged)")
-    known = ReportDelivery.objects.filter(org_id=org_id, team_id=team_id, month=month, recipient=recipient).exists()
+    known = ReportDelivery.objects.filter(scope_q(team_id), org_id=org_id, month=month, recipient=recipient).exists()
     current = {r.email for r in report_recipients_list(org_id=org_id, team_id=team_id)}
     if not known and recipient not in current:
         raise InputError("recipient", f"{recipient} is not a recipient of this report")
@@ -434,7 +446,7 @@ def report_revisions_check(*, org_id: int, month: dt.date, now: dt.datetime) -> 
     for team_id in sorted(scopes, key=lambda t: (t is None, t or 0)):
         report = report_build(org_id=org_id, team_id=team_id, month=month, now=now)
         fingerprint = month_report_fingerprint(report)
-        sent = ReportDelivery.objects.filter(org_id=org_id, team_id=team_id, month=month, status=Status.SENT)
+        sent = ReportDelivery.objects.filter(scope_q(team_id), org_id=org_id, month=month, status=Status.SENT)
         sent.update(current_fingerprint=fingerprint, checked_at=now)
         if sent.exclude(fingerprint=fingerprint).exists():
             revised.append(team_id)
@@ -467,7 +479,7 @@ def report_revision_plan(*, org_id: int, month: dt.date, team_id: int | None, no
     report = report_build(org_id=org_id, team_id=team_id, month=month, now=now)
     fingerprint = month_report_fingerprint(report)
     latest: dict[str, ReportDelivery] = {}
-    for row in ReportDelivery.objects.filter(org_id=org_id, team_id=team_id, month=month).order_by("revision"):
+    for row in ReportDelivery.objects.filter(scope_q(team_id), org_id=org_id, month=month).order_by("revision"):
         latest[row.recipient] = row
     created = 0
     with transaction.atomic():
