@@ -874,12 +874,23 @@ class ZoneWaterIntensity(models.Model):
 # --- monthly report delivery ---------------------------------------------------------------
 
 
+def validate_time_zone(value: str) -> None:
+    import zoneinfo
+
+    from django.core.exceptions import ValidationError
+
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValidationError(f"{value!r} is not an IANA time zone (e.g. Europe/Paris)") from exc
+
+
 class ReportSchedule(models.Model):
     """An organisation's report time zone (IANA name): the monthly run is due on
     settings.REPORTS_SEND_DAY at REPORTS_SEND_TIME in it. No row: settings.REPORTS_TIME_ZONE."""
 
     org = models.OneToOneField(Organization, on_delete=models.CASCADE, related_name="report_schedule")
-    time_zone = models.CharField(max_length=64)
+    time_zone = models.CharField(max_length=64, validators=[validate_time_zone])
 
     def __str__(self) -> str:
         return f"{self.org} reports in {self.time_zone}"

@@ -27,9 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.mail import get_connection
 from django.core.mail.message import make_msgid
 from django.core.mail.utils import DNS_NAME
+from django.core.validators import validate_email
 from django.db import transaction
 from django.db.models import Max, Q
 from django.urls import reverse
@@ -41,7 +43,10 @@ from accounting.models import (
     BouncedAddress,
     Organization,
     ReportDelivery,
+    ReportOptOut,
+    ReportRecipient,
     ReportRun,
+    Team,
     TeamDay,
 )
 from accounting.reports.message import ReportParts, report_message_build, report_parts_build
@@ -499,3 +504,105 @@ def report_revision_plan(*, org_id: int, month: dt.date, team_id: int | None, no
             )
             created += 1
     return created
+
+
+# --- recipients (audited as "report_recipients", like Team.report_email) --------------------
+
+
+def _recipients_object_id(*, org_id: int, team_id: int | None) -> str:
+    return str(team_id) if team_id is not None else f"org:{org_id}"
+
+
+def _extras(*, org_id: int, team_id: int | None) -> list[str]:
+    rows = ReportRecipient.objects.filter(scope_q(team_id), org_id=org_id).order_by("email")
+    return list(rows.values_list("email", flat=True))
+
+
+def report_recipient_add(
+    *, org_id: int, team_id: int | None, email: str, note: str = "", actor: object
+) -> ReportRecipient:
+    """An extra address for a team's report (or, team None, the organisation roll-up)."""
+    email = email.strip().lower()
+    try:
+        validate_email(email)
+    except ValidationError as exc:
+        raise InputError("email", f"{email!r} is not an e-mail address") from exc
+    if team_id is not None and not Team.objects.filter(id=team_id, org_id=org_id).exists():
+        raise InputError("team", f"team {team_id} is not in organisation {org_id}")
+    with transaction.atomic():
+        before = _extras(org_id=org_id, team_id=team_id)
+        if email in before:
+            raise StateError(f"{email} already receives this report")
+        row = ReportRecipient.objects.create(org_id=org_id, team_id=team_id, email=email, note=note.strip()[:200])
+        audit_record(
+            action=AuditEvent.Action.RECIPIENT_CHANGE,
+            object_type="report_recipients",
+            object_id=_recipients_object_id(org_id=org_id, team_id=team_id),
+            org=org_id,
+            actor=actor,
+            before={"extra": before},
+            after={"extra": _extras(org_id=org_id, team_id=team_id)},
+        )
+    return row
+
+
+def report_recipient_remove(*, recipient_id: int, actor: object) -> None:
+    with transaction.atomic():
+        row = ReportRecipient.objects.select_for_update().filter(pk=recipient_id).first()
+        if row is None:
+            raise StateError(f"recipient {recipient_id} does not exist")
+        before = _extras(org_id=row.org_id, team_id=row.team_id)
+        row.delete()
+        audit_record(
+            action=AuditEvent.Action.RECIPIENT_CHANGE,
+            object_type="report_recipients",
+            object_id=_recipients_object_id(org_id=row.org_id, team_id=row.team_id),
+            org=row.org_id,
+            actor=actor,
+            before={"extra": before},
+            after={"extra": _extras(org_id=row.org_id, team_id=row.team_id)},
+        )
+
+
+def report_opt_out_set(*, user_id: int, org_id: int, opted_out: bool, actor: object) -> bool:
+    """A user's choice to (not) receive the organisation's monthly e-mails. Returns whether it
+    changed anything."""
+    with transaction.atomic():
+        exists = ReportOptOut.objects.filter(user_id=user_id, org_id=org_id).exists()
+        if exists == opted_out:
+            return False
+        if opted_out:
+            ReportOptOut.objects.create(user_id=user_id, org_id=org_id)
+        else:
+            ReportOptOut.objects.filter(user_id=user_id, org_id=org_id).delete()
+        audit_record(
+            action=AuditEvent.Action.RECIPIENT_CHANGE,
+            object_type="report_recipients",
+            object_id=f"user:{user_id}",
+            org=org_id,
+            actor=actor,
+            before={"opted_out": exists},
+            after={"opted_out": opted_out},
+        )
+    return True
+
+
+def bounced_address_clear(*, email: str, actor: object) -> None:
+    """Lift a bounce flag (the mailbox works again): the address receives the next reports;
+    rows skipped for it are sent at the next run of their report."""
+    email = email.strip().lower()
+    with transaction.atomic():
+        flag = BouncedAddress.objects.select_for_update().filter(email=email).first()
+        if flag is None:
+            raise StateError(f"{email} is not flagged")
+        before = {"email": email, "smtp_code": flag.smtp_code, "error": flag.error, "flagged_at": flag.flagged_at}
+        flag.delete()
+        audit_record(
+            action=AuditEvent.Action.RECIPIENT_CHANGE,
+            object_type="report_recipients",
+            object_id=f"bounce:{email}",
+            org=None,
+            actor=actor,
+            before=before,
+            after=None,
+        )

@@ -471,3 +471,75 @@ def test_command_send_status_resend(world, monkeypatch):
         call_command(
             "reports", "resend", "--month", "2026-11", "--team", "beta", "--recipient", "x@y.z", "--reason", ""
         )
+
+
+# --- recipients: services, audit, admin ----------------------------------------------------
+
+
+def test_recipient_changes_are_audited_and_a_rejected_one_changes_nothing(world):
+    admin = m.Membership.objects.get(user__username="root").user
+    row = svc.report_recipient_add(
+        org_id=world.org.id, team_id=world.alpha.id, email=" CFO@Acme.test ", note="finance", actor=admin
+    )
+    assert (row.email, row.note, row.team_id) == ("cfo@acme.test", "finance", world.alpha.id)
+    event = m.AuditEvent.objects.get()
+    assert (event.action, event.object_type, event.object_id, event.actor_label) == (
+        "recipient.change",
+        "report_recipients",
+        str(world.alpha.id),
+        "root",
+    )
+    assert (event.before, event.after) == ({"extra": []}, {"extra": ["cfo@acme.test"]})
+    before = (m.ReportRecipient.objects.count(), m.AuditEvent.objects.count())
+    with pytest.raises(StateError, match=re.escape("cfo@acme.test already receives this report")):
+        svc.report_recipient_add(org_id=world.org.id, team_id=world.alpha.id, email="cfo@acme.test", actor=admin)
+    with pytest.raises(InputError, match="email: 'not-an-address' is not an e-mail address"):
+        svc.report_recipient_add(org_id=world.org.id, team_id=world.alpha.id, email="not-an-address", actor=admin)
+    other_team = f.TeamFactory(name="Elsewhere", slug="elsewhere")
+    with pytest.raises(InputError, match=f"team: team {other_team.id} is not in organisation {world.org.id}"):
+        svc.report_recipient_add(org_id=world.org.id, team_id=other_team.id, email="x@acme.test", actor=admin)
+    assert (m.ReportRecipient.objects.count(), m.AuditEvent.objects.count()) == before
+    svc.report_recipient_remove(recipient_id=row.pk, actor=admin)
+    removed = m.AuditEvent.objects.order_by("-id").first()
+    assert (removed.before, removed.after) == ({"extra": ["cfo@acme.test"]}, {"extra": []})
+    # The roll-up's extras are audited under the organisation.
+    svc.report_recipient_add(org_id=world.org.id, team_id=None, email="cso@acme.test", actor=admin)
+    assert m.AuditEvent.objects.order_by("-id").first().object_id == f"org:{world.org.id}"
+
+
+def test_opt_out_and_bounce_clear_are_audited(world):
+    ana = m.Membership.objects.get(user__username="ana").user
+    assert svc.report_opt_out_set(user_id=ana.id, org_id=world.org.id, opted_out=True, actor=ana) is True
+    assert svc.report_opt_out_set(user_id=ana.id, org_id=world.org.id, opted_out=True, actor=ana) is False
+    assert "ana@acme.test" not in {
+        r.email for r in sel.report_recipients_list(org_id=world.org.id, team_id=world.alpha.id)
+    }
+    event = m.AuditEvent.objects.get()
+    assert (event.object_id, event.before, event.after) == (f"user:{ana.id}", {"opted_out": False}, {"opted_out": True})
+    m.BouncedAddress.objects.create(email="ben@acme.test", smtp_code=550, error="550 no such user")
+    svc.bounced_address_clear(email="Ben@acme.test", actor="ops")
+    assert not m.BouncedAddress.objects.exists()
+    cleared = m.AuditEvent.objects.order_by("-id").first()
+    assert (cleared.object_id, cleared.actor_label, cleared.after) == ("bounce:ben@acme.test", "ops", None)
+    with pytest.raises(StateError, match=re.escape("ben@acme.test is not flagged")):
+        svc.bounced_address_clear(email="ben@acme.test", actor="ops")
+
+
+def test_admin_adds_and_removes_recipients_through_the_services(world, client):
+    root = f.UserFactory(username="superroot", is_staff=True, is_superuser=True)
+    client.force_login(root)
+    response = client.post(
+        "/admin/accounting/reportrecipient/add/",
+        {"org": world.org.id, "team": world.beta.id, "email": "Auditor@Acme.test", "note": "auditor"},
+    )
+    assert response.status_code == 302
+    row = m.ReportRecipient.objects.get(email="auditor@acme.test")
+    assert m.AuditEvent.objects.get().actor_label == "superroot"
+    response = client.post(f"/admin/accounting/reportrecipient/{row.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not m.ReportRecipient.objects.filter(email="auditor@acme.test").exists()
+    assert m.AuditEvent.objects.count() == 2
+    assert client.get("/admin/accounting/reportdelivery/").status_code == 200
+    response = client.post("/admin/accounting/reportschedule/add/", {"org": world.org.id, "time_zone": "Mars/Olympus"})
+    assert response.status_code == 200 and "is not an IANA time zone" in response.content.decode()
+    assert not m.ReportSchedule.objects.exists()
