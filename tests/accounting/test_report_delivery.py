@@ -543,3 +543,31 @@ def test_admin_adds_and_removes_recipients_through_the_services(world, client):
     response = client.post("/admin/accounting/reportschedule/add/", {"org": world.org.id, "time_zone": "Mars/Olympus"})
     assert response.status_code == 200 and "is not an IANA time zone" in response.content.decode()
     assert not m.ReportSchedule.objects.exists()
+
+
+# --- the deliveries page -------------------------------------------------------------------
+
+
+def test_deliveries_page_lists_what_was_sent_scoped_to_the_viewer(world, client):
+    _send_all(world)
+    m.ReportDelivery.objects.filter(recipient="finance@acme.test").update(
+        status=Status.FAILED, last_error="SMTPDataError: 554 5.7.1 Message rejected by policy", sent_at=None
+    )
+    m.TeamDay.objects.filter(team=world.alpha, day=dt.date(2026, 11, 3)).update(co2e_operational_g=1.0)
+    svc.report_revisions_check(org_id=world.org.id, month=MONTH, now=SEND_AT)
+    client.force_login(m.Membership.objects.get(user__username="root").user)
+    body = client.get("/reports/deliveries/").content.decode()
+    assert body.count("<tr>") == 8  # the header and seven deliveries
+    assert "November 2026: 1 failed, 6 sent; <strong>5 revised after sending</strong>" in body
+    assert "SMTPDataError: 554 5.7.1 Message rejected by policy" in body
+    assert "lead@acme.test" in body and "Whole organisation" in body
+    # A member sees their team's deliveries only: no other team's, no roll-up's.
+    client.force_login(m.Membership.objects.get(user__username="bea").user)
+    body = client.get("/reports/deliveries/?month=2026-11").content.decode()
+    assert body.count("<tr>") == 3
+    assert "finance@acme.test" in body and "ana@acme.test" not in body and "root@acme.test" not in body
+    body = client.get("/reports/deliveries/?month=november").content.decode()
+    assert "Ignored filter <strong>Month</strong> (“november”): not a month (YYYY-MM); the latest is shown." in body
+    assert body.count("<tr>") == 3
+    client.logout()
+    assert client.get("/reports/deliveries/").status_code == 302
