@@ -571,3 +571,78 @@ def test_deliveries_page_lists_what_was_sent_scoped_to_the_viewer(world, client)
     assert body.count("<tr>") == 3
     client.logout()
     assert client.get("/reports/deliveries/").status_code == 302
+
+
+# --- settings: strict parsing of the e-mail and schedule variables --------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"EMAIL_USE_TLS": "true", "EMAIL_USE_SSL": "true"}, "EMAIL_USE_TLS and EMAIL_USE_SSL are exclusive"),
+        ({"EMAIL_BACKEND": "smpt"}, "EMAIL_BACKEND='smpt': use one of smtp, console, file, locmem"),
+        ({"EMAIL_HOST_USER": "mailer"}, "EMAIL_HOST_USER and EMAIL_HOST_PASSWORD go together"),
+        ({"EMAIL_PORT": "70000"}, "EMAIL_PORT=70000 is not a TCP port"),
+        ({"CARBONLEDGER_REPORTS_SEND_TIME": "6am"}, "CARBONLEDGER_REPORTS_SEND_TIME='6am' is not HH:MM"),
+        ({"CARBONLEDGER_REPORTS_SEND_DAY": "31"}, "CARBONLEDGER_REPORTS_SEND_DAY must be 1..28"),
+        ({"CARBONLEDGER_REPORTS_TIME_ZONE": "Europe/Pariss"}, "'Europe/Pariss' is not an IANA time zone"),
+    ],
+)
+def test_settings_refuse_malformed_mail_and_schedule_variables(env, message):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("EMAIL_", "CARBONLEDGER_REPORTS_"))}
+    result = subprocess.run(
+        [sys.executable, "-c", "import config.settings"],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**base, "DJANGO_DEBUG": "true", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr.splitlines()[-1]
+
+
+def test_settings_accept_smtp_over_tls_with_credentials():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("EMAIL_", "CARBONLEDGER_REPORTS_"))},
+        "DJANGO_DEBUG": "true",
+        "EMAIL_BACKEND": "smtp",
+        "EMAIL_HOST": "smtp.example.org",
+        "EMAIL_PORT": "465",
+        "EMAIL_USE_SSL": "true",
+        "EMAIL_HOST_USER": "mailer",
+        "EMAIL_HOST_PASSWORD": "s3cret",
+        "CARBONLEDGER_REPORTS_TIME_ZONE": "Europe/Paris",
+        "CARBONLEDGER_REPORTS_SEND_TIME": "07:30",
+    }
+    code = (
+        "from config import settings as s; print(s.EMAIL_BACKEND, s.EMAIL_PORT, s.EMAIL_USE_SSL, s.EMAIL_USE_TLS,"
+        " s.REPORTS_TIME_ZONE, s.REPORTS_SEND_TIME, s.REPORTS_SEND_DAY)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout.split() == [
+        "django.core.mail.backends.smtp.EmailBackend",
+        "465",
+        "True",
+        "False",
+        "Europe/Paris",
+        "07:30:00",
+        "2",
+    ], result.stderr
