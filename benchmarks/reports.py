@@ -22,7 +22,6 @@ import datetime as dt
 import multiprocessing
 import os
 import random
-import resource
 import socket
 import statistics
 import sys
@@ -169,7 +168,8 @@ def seed(*, slug: str, teams: int, jobs_per_team: int, members: int, month: dt.d
 
 
 def _deliver_chunk(job: tuple) -> list[tuple]:
-    """In a worker process: deliver each report of the chunk; (scope, seconds, build, render, sent)."""
+    """In a worker process: deliver each report of the chunk; (scope, seconds, build, render,
+    sent, CPU seconds of this process)."""
     org_id, month, now, scopes = job
     phases: dict[str, float] = defaultdict(float)
 
@@ -189,9 +189,10 @@ def _deliver_chunk(job: tuple) -> list[tuple]:
     out = []
     for scope in scopes:
         phases.clear()
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         outcome = svc.report_scope_deliver(org_id=org_id, team_id=scope, month=month, now=now)
-        out.append((scope, time.perf_counter() - t, phases["build"], phases["render"], outcome.sent))
+        took, cpu = time.perf_counter() - t, time.process_time() - cpu
+        out.append((scope, took, phases["build"], phases["render"], outcome.sent, cpu))
         if outcome.sent == 0 or outcome.retry or outcome.failed:
             print(f"  report {scope}: {outcome}")
     connections.close_all()
@@ -264,9 +265,15 @@ def main() -> int:
     print(f"per report ({args.workers} worker processes): {stat(per_report)}")
     means = [statistics.mean(s[i] for s in splits) for i in range(3)]
     print(f"  build {means[0]:.3f} s, render (text, HTML, charts, CSV, PDF) {means[1]:.3f} s, send {means[2]:.3f} s")
-    cpu = resource.getrusage(resource.RUSAGE_SELF).ru_utime + resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+    report_cpu = [r[5] for r in results]
+    print(f"CPU per report (the sending process; PostgreSQL's share not included): {stat(report_cpu)}")
     print(f"total (plan + every report built and sent): {total:.1f} s; {total / 60.0:.2f} x the 60 s target")
-    print(f"CPU (user, this process and its workers, seeding included): {cpu:.1f} s")
+    print(
+        f"CPU of all reports {sum(report_cpu):.1f} s over {args.workers} processes: "
+        f"{sum(report_cpu) / args.workers:.1f} s of wall time on {args.workers} idle cores"
+    )
+    load = os.getloadavg()
+    print(f"load average during the run: {load[0]:.2f} (1 min), {load[1]:.2f} (5 min) on {os.cpu_count()} CPUs")
     print(f"second run: {resent} sent in {again_s:.2f} s")
     return 0 if handler.messages == sent and resent == 0 else 1
 
