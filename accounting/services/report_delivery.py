@@ -306,19 +306,22 @@ def report_scope_deliver(
     connection = get_connection(fail_silently=False)
     try:
         for row in rows:
-            msg = report_message_build(
-                parts=dataclasses.replace(parts, subject=_subject_note_subject(parts, row)),
-                to=[row.recipient],
-                message_id=row.message_id,
-            )
-            row.attempts += 1
             try:
+                msg = report_message_build(
+                    parts=dataclasses.replace(parts, subject=_subject_note_subject(parts, row)),
+                    to=[row.recipient],
+                    message_id=row.message_id,
+                )
+                row.attempts += 1
                 connection.send_messages([msg])
             except Exception as exc:
                 failure = smtp_failure_classify(exc)
                 if failure is None:
-                    row.status = Status.PENDING  # not a delivery failure: release the claim
-                    row.save(update_fields=["status", "attempts"])
+                    # Not a delivery failure (a bug): this row and those not tried yet go back to
+                    # pending, attempts unchanged, for the next run once it is fixed.
+                    ReportDelivery.objects.filter(
+                        pk__in=[r.pk for r in rows[rows.index(row) :]], status=Status.SENDING
+                    ).update(status=Status.PENDING, claimed_at=None)
                     raise
                 connection.close()  # the next message opens a fresh connection
                 _record_failure(row=row, failure=failure, now=clock())

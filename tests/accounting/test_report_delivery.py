@@ -646,3 +646,16 @@ def test_settings_accept_smtp_over_tls_with_credentials():
         "07:30:00",
         "2",
     ], result.stderr
+
+
+def test_an_unexpected_error_while_sending_releases_the_claims(world, monkeypatch):
+    svc.report_month_plan(org_id=world.org.id, month=MONTH, now=SEND_AT, scopes=[world.alpha.id])
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug in the message")
+
+    monkeypatch.setattr(svc, "report_message_build", broken)
+    with pytest.raises(ValueError, match="a bug in the message"):
+        svc.report_scope_deliver(org_id=world.org.id, team_id=world.alpha.id, month=MONTH, now=SEND_AT)
+    assert {(r[3], r[4]) for r in _rows(world.org)} == {("pending", 0)}
+    assert mail.outbox == []
