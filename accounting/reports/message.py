@@ -123,7 +123,8 @@ def report_message_build(
         body=parts.text,
         from_email=from_email or settings.DEFAULT_FROM_EMAIL,
         to=to,
-        headers={"Message-ID": message_id} if message_id else None,
+        # RFC 3834: a machine's monthly mail; vacation responders and the like do not answer it.
+        headers={"Auto-Submitted": "auto-generated", **({"Message-ID": message_id} if message_id else {})},
     )
     msg.attach_alternative(parts.html, "text/html")
     msg.attach(parts.csv_name, parts.csv_bytes, "text/csv")

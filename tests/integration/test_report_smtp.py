@@ -83,6 +83,7 @@ def test_the_report_arrives_as_multipart_alternative_with_inline_charts_csv_and_
     assert msg["To"] == "ana@acme.test"
     assert got.mail_from == "carbonledger@localhost"
     assert msg["Message-ID"] == _row("ana@acme.test").message_id
+    assert msg["Auto-Submitted"] == "auto-generated"
     alternative, attachment_csv, attachment_pdf = msg.iter_parts()
     text, related = alternative.iter_parts()
     html, *images = related.iter_parts()
