@@ -34,7 +34,7 @@ from accounting.models import HardwareModel, Job
 from accounting.selectors import dashboard as sel
 from accounting.selectors import fleet as fleet_sel
 from accounting.selectors.access import Principal, principal_for
-from accounting.selectors.report_deliveries import report_delivery_list, report_delivery_months
+from accounting.selectors.report_deliveries import latest_delivery_ids, report_delivery_list, report_delivery_months
 from dashboard import figures
 from dashboard.forms import (
     GROUP_BY_LABELS,
@@ -493,9 +493,11 @@ def report_deliveries(request: HttpRequest) -> HttpResponse:
             message = "not a month (YYYY-MM); the latest is shown."
             ignored_params.append({"label": "Month", "value": raw, "message": message})
     rows = report_delivery_list(scope=scope, month=month) if month else []
+    latest = latest_delivery_ids(rows)
     counts: dict[str, int] = {}
     for row in rows:
         counts[row.status] = counts.get(row.status, 0) + 1
+    revised = {row.pk for row in rows if row.pk in latest and row.revised_after_sending}
     return _render(
         request,
         "dashboard/report_deliveries.html",
@@ -503,9 +505,11 @@ def report_deliveries(request: HttpRequest) -> HttpResponse:
         {
             "months": months,
             "month": month,
-            "rows": [{"d": row, "badge": _DELIVERY_BADGE.get(row.status, "")} for row in rows],
+            "rows": [
+                {"d": row, "badge": _DELIVERY_BADGE.get(row.status, ""), "revised": row.pk in revised} for row in rows
+            ],
             "counts": sorted(counts.items()),
-            "revised": sum(1 for row in rows if row.revised_after_sending),
+            "revised": len(revised),
             "ignored_params": ignored_params,
         },
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -171,6 +172,17 @@ def report_delivery_list(*, scope: Principal, month: dt.date | None = None, limi
     return list(qs.order_by("-month", "org_id", "team__name", "recipient", "revision")[:limit])
 
 
+def latest_delivery_ids(rows: Iterable[ReportDelivery]) -> set[int]:
+    """Of ``rows``, those that are each recipient's latest revision of its report: where
+    "revised after sending" still calls for action (a later revision supersedes the flag)."""
+    top: dict[tuple[int, int | None, dt.date, str], ReportDelivery] = {}
+    for row in rows:
+        key = (row.org_id, row.team_id, row.month, row.recipient)
+        if key not in top or row.revision > top[key].revision:
+            top[key] = row
+    return {row.pk for row in top.values()}
+
+
 def report_delivery_months(*, scope: Principal) -> list[dt.date]:
     return list(
         ReportDelivery.objects.filter(scope.rows_q()).order_by("-month").values_list("month", flat=True).distinct()
@@ -180,11 +192,11 @@ def report_delivery_months(*, scope: Principal) -> list[dt.date]:
 def report_delivery_counts(*, org_id: int, month: dt.date) -> dict[str, int]:
     """Rows of the month by status (the latest revision of each recipient and scope only),
     with "revised" for sent rows whose figures changed since."""
-    latest: dict[tuple[int | None, str], ReportDelivery] = {}
-    for row in ReportDelivery.objects.filter(org_id=org_id, month=month_first(month)).order_by("revision"):
-        latest[(row.team_id, row.recipient)] = row
-    counts = Counter(row.status for row in latest.values())
-    counts["revised"] = sum(1 for row in latest.values() if row.revised_after_sending)
+    rows = list(ReportDelivery.objects.filter(org_id=org_id, month=month_first(month)))
+    ids = latest_delivery_ids(rows)
+    latest = [row for row in rows if row.pk in ids]
+    counts = Counter(row.status for row in latest)
+    counts["revised"] = sum(1 for row in latest if row.revised_after_sending)
     return dict(counts)
 
 

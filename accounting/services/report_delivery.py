@@ -52,6 +52,7 @@ from accounting.models import (
 from accounting.reports.message import ReportParts, report_message_build, report_parts_build
 from accounting.selectors.access import SESSION_SCOPE, Principal
 from accounting.selectors.report_deliveries import (
+    latest_delivery_ids,
     month_closed_check,
     month_first,
     month_next,
@@ -443,20 +444,23 @@ def report_delivery_resend(
 
 def report_revisions_check(*, org_id: int, month: dt.date, now: dt.datetime) -> list[int | None]:
     """Re-fingerprint each scope of the month that has sent rows and record it on them
-    (current_fingerprint, checked_at). Returns the scopes whose figures changed since sending."""
+    (current_fingerprint, checked_at). Returns the scopes where a recipient's latest delivery
+    was sent with other figures than the month has now (a sent revision settles it)."""
     month = month_first(month)
-    scopes = list(
-        ReportDelivery.objects.filter(org_id=org_id, month=month, status=Status.SENT)
-        .values_list("team_id", flat=True)
-        .distinct()
-    )
+    rows = list(ReportDelivery.objects.filter(org_id=org_id, month=month))
+    latest = latest_delivery_ids(rows)
+    scopes = {r.team_id for r in rows if r.status == Status.SENT}
     revised: list[int | None] = []
     for team_id in sorted(scopes, key=lambda t: (t is None, t or 0)):
         report = report_build(org_id=org_id, team_id=team_id, month=month, now=now)
         fingerprint = month_report_fingerprint(report)
         sent = ReportDelivery.objects.filter(scope_q(team_id), org_id=org_id, month=month, status=Status.SENT)
         sent.update(current_fingerprint=fingerprint, checked_at=now)
-        if sent.exclude(fingerprint=fingerprint).exists():
+        if any(
+            r.pk in latest and r.status == Status.SENT and r.fingerprint != fingerprint
+            for r in rows
+            if r.team_id == team_id
+        ):
             revised.append(team_id)
     return revised
 

@@ -659,3 +659,27 @@ def test_an_unexpected_error_while_sending_releases_the_claims(world, monkeypatc
         svc.report_scope_deliver(org_id=world.org.id, team_id=world.alpha.id, month=MONTH, now=SEND_AT)
     assert {(r[3], r[4]) for r in _rows(world.org)} == {("pending", 0)}
     assert mail.outbox == []
+
+
+def test_command_revise_sends_the_revised_reports_only(world, monkeypatch):
+    monkeypatch.setattr(svc.timezone, "now", lambda: SEND_AT)
+    call_command("reports", "send", "--month", "2026-11", stdout=io.StringIO())
+    mail.outbox.clear()
+    m.TeamDay.objects.filter(team=world.beta).update(co2e_embodied_g=5_000.0)
+    out = io.StringIO()
+    call_command("reports", "revise", "--month", "2026-11", stdout=out)
+    assert out.getvalue().splitlines() == [
+        "Beta: 2 revised report(s) queued",
+        "Whole organisation: 2 revised report(s) queued",
+        "Beta: sent 2, retry 0, failed 0, skipped 0, uncertain 0",
+        "Whole organisation: sent 2, retry 0, failed 0, skipped 0, uncertain 0",
+    ]
+    assert sorted((x.to[0], x.subject) for x in mail.outbox) == [
+        ("bea@acme.test", "CarbonLedger report November 2026: Beta (revised)"),
+        ("finance@acme.test", "CarbonLedger report November 2026: Beta (revised)"),
+        ("lead@acme.test", "CarbonLedger report November 2026: Whole organisation (revised)"),
+        ("root@acme.test", "CarbonLedger report November 2026: Whole organisation (revised)"),
+    ]
+    out = io.StringIO()
+    call_command("reports", "revise", "--month", "2026-11", stdout=out)
+    assert out.getvalue() == ""

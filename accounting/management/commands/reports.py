@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from accounting.domain.errors import InputError, StateError
 from accounting.models import Organization, ReportDelivery, Team
-from accounting.selectors.report_deliveries import month_closed_check, report_delivery_list
+from accounting.selectors.report_deliveries import latest_delivery_ids, month_closed_check, report_delivery_list
 from accounting.selectors.reports import ORG_SCOPE_LABEL
 from accounting.services.report_delivery import (
     report_delivery_resend,
@@ -118,7 +118,9 @@ class Command(BaseCommand):
         rows = report_delivery_list(scope=report_principal(org_id=org.id, team_id=None), month=month, limit=100_000)
         rows.sort(key=lambda r: (r.team_id is None, r.team_id or 0, r.recipient, r.revision))
         counts = Counter(r.status for r in rows)
-        revised = sum(1 for r in rows if r.revised_after_sending)
+        latest = latest_delivery_ids(rows)
+        flagged = {r.pk for r in rows if r.pk in latest and r.revised_after_sending}
+        revised = len(flagged)
         state = "closed" if check.closed else "not closed (" + "; ".join(check.reasons) + ")"
         summary = ", ".join(f"{s} {counts[s]}" for s in ReportDelivery.Status.values if counts[s]) or "nothing planned"
         tail = f"; revised after sending {revised}" if revised else ""
@@ -127,7 +129,7 @@ class Command(BaseCommand):
             line = f"  {self._label(r.team_id)} {r.recipient} r{r.revision} {r.status} attempts {r.attempts}"
             if r.forced_by:
                 line += f" (forced by {r.forced_by}: {r.reason})"
-            if r.revised_after_sending:
+            if r.pk in flagged:
                 line += " REVISED after sending"
             if r.last_error and r.status != ReportDelivery.Status.SENT:
                 line += f" [{r.last_error}]"
