@@ -486,3 +486,113 @@ class AuditEventAdmin(ReadOnlyAdmin):
     list_select_related = ("org",)
     ordering = ("-created_at", "-id")
     actions = None
+
+
+# --- monthly report delivery (accounting/services/report_delivery.py) ----------------------
+
+
+@admin.register(m.ReportRecipient)
+class ReportRecipientAdmin(admin.ModelAdmin):
+    """Extra addresses of a team's report (no team: the organisation roll-up). Added and removed
+    through the services, which audit each change ("report_recipients"); not edited in place."""
+
+    list_display = ("email", "org", "team", "note", "added_at")
+    list_filter = ("org", "team")
+    search_fields = ("email", "note")
+    fields = ("org", "team", "email", "note")
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None
+
+    def save_model(self, request, obj, form, change):
+        from accounting.services.report_delivery import report_recipient_add
+
+        row = report_recipient_add(
+            org_id=obj.org_id, team_id=obj.team_id, email=obj.email, note=obj.note, actor=request.user
+        )
+        obj.pk = row.pk
+
+    def delete_model(self, request, obj):
+        from accounting.services.report_delivery import report_recipient_remove
+
+        report_recipient_remove(recipient_id=obj.pk, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self.delete_model(request, obj)
+
+
+@admin.register(m.ReportOptOut)
+class ReportOptOutAdmin(admin.ModelAdmin):
+    list_display = ("user", "org", "created_at")
+    list_filter = ("org",)
+    search_fields = ("user__username", "user__email")
+    fields = ("user", "org")
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None
+
+    def save_model(self, request, obj, form, change):
+        from accounting.services.report_delivery import report_opt_out_set
+
+        report_opt_out_set(user_id=obj.user_id, org_id=obj.org_id, opted_out=True, actor=request.user)
+        obj.pk = m.ReportOptOut.objects.get(user_id=obj.user_id, org_id=obj.org_id).pk
+
+    def delete_model(self, request, obj):
+        from accounting.services.report_delivery import report_opt_out_set
+
+        report_opt_out_set(user_id=obj.user_id, org_id=obj.org_id, opted_out=False, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self.delete_model(request, obj)
+
+
+@admin.register(m.BouncedAddress)
+class BouncedAddressAdmin(admin.ModelAdmin):
+    """Addresses a mail server refused for good. Flags are set by delivery only; deleting one
+    (the mailbox works again) is audited."""
+
+    list_display = ("email", "smtp_code", "error", "flagged_at")
+    search_fields = ("email",)
+    readonly_fields = ("email", "smtp_code", "error", "flagged_at")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def delete_model(self, request, obj):
+        from accounting.services.report_delivery import bounced_address_clear
+
+        bounced_address_clear(email=obj.email, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self.delete_model(request, obj)
+
+
+@admin.register(m.ReportSchedule)
+class ReportScheduleAdmin(AuditedAdmin):
+    audit_fields = ("time_zone",)
+    audit_object_type = "report_schedule"
+    audit_action = m.AuditEvent.Action.POLICY_UPDATE
+    list_display = ("org", "time_zone")
+
+
+@admin.register(m.ReportRun)
+class ReportRunAdmin(ReadOnlyAdmin):
+    list_display = ("org", "month", "planned_at", "scopes", "deliveries")
+    list_filter = ("org",)
+
+
+@admin.register(m.ReportDelivery)
+class ReportDeliveryAdmin(ReadOnlyAdmin):
+    """The delivery ledger, read-only: resends go through ``manage.py reports resend`` (audited)."""
+
+    list_display = ("month", "org", "team", "recipient", "revision", "status", "attempts", "sent_at", "last_error")
+    list_filter = ("status", "org", "month")
+    search_fields = ("recipient", "message_id")
+    list_select_related = ("org", "team")
+    ordering = ("-month", "team_id", "recipient", "revision")

@@ -742,6 +742,7 @@ class AuditEvent(models.Model):
         RECIPIENT_CHANGE = "recipient.change", "Report recipients changed"
         FLEET_CREATE = "fleet.create", "Created by the fleet file"
         FLEET_UPDATE = "fleet.update", "Changed by the fleet file"
+        REPORT_RESEND = "report.resend", "Report re-sent (forced)"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # Null for global factors (grid zones, hardware models) that belong to no organisation.
@@ -868,3 +869,154 @@ class ZoneWaterIntensity(models.Model):
                 name="zone_water_range_ordered",
             ),
         ]
+
+
+# --- monthly report delivery ---------------------------------------------------------------
+
+
+def validate_time_zone(value: str) -> None:
+    import zoneinfo
+
+    from django.core.exceptions import ValidationError
+
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValidationError(f"{value!r} is not an IANA time zone (e.g. Europe/Paris)") from exc
+
+
+class ReportSchedule(models.Model):
+    """An organisation's report time zone (IANA name): the monthly run is due on
+    settings.REPORTS_SEND_DAY at REPORTS_SEND_TIME in it. No row: settings.REPORTS_TIME_ZONE."""
+
+    org = models.OneToOneField(Organization, on_delete=models.CASCADE, related_name="report_schedule")
+    time_zone = models.CharField(max_length=64, validators=[validate_time_zone])
+
+    def __str__(self) -> str:
+        return f"{self.org} reports in {self.time_zone}"
+
+
+class ReportRecipient(models.Model):
+    """An address that receives a team's report (or, team null, the organisation roll-up)
+    beside the team's members (the organisation's admins for the roll-up)."""
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="report_recipients")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, null=True, blank=True, related_name="report_recipients")
+    email = models.EmailField()
+    note = models.CharField(max_length=200, blank=True)  # "sustainability lead", "finance"
+    added_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["org", "team", "email"], name="report_recipient_uniq", nulls_distinct=False
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.email} ({self.team or 'organisation roll-up'})"
+
+
+class ReportOptOut(models.Model):
+    """A user who does not want the monthly e-mail of an organisation (as member or admin)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="report_opt_outs")
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="report_opt_outs")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "org"], name="report_opt_out_uniq")]
+
+
+class BouncedAddress(models.Model):
+    """An address a mail server refused for good (5xx on RCPT TO): no report is sent to it
+    until an admin deletes the flag. ``email`` is stored lower-cased."""
+
+    email = models.EmailField(unique=True)
+    smtp_code = models.PositiveIntegerField()
+    error = models.TextField()
+    flagged_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.email} ({self.smtp_code})"
+
+
+class ReportRun(models.Model):
+    """The monthly run of an organisation's reports was planned (its delivery rows created):
+    beat plans a month once, after the month closed. Later recipients get nothing from beat."""
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="report_runs")
+    month = models.DateField()  # first day
+    planned_at = models.DateTimeField()
+    scopes = models.PositiveIntegerField()  # reports planned (teams with data + the roll-up)
+    deliveries = models.PositiveIntegerField()  # ledger rows created
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["org", "month"], name="report_run_uniq")]
+
+    def __str__(self) -> str:
+        return f"{self.org} {self.month:%Y-%m}"
+
+
+class ReportDelivery(models.Model):
+    """The delivery ledger: one row per (organisation, team or roll-up, month, recipient,
+    revision), created before anything is sent; the unique key is what makes a re-run, a
+    redelivered task message or a second beat tick send nothing twice. Revision 0 is the
+    scheduled send; each revised report or forced resend to the recipient adds one."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting to be sent"
+        SENDING = "sending", "Being sent"
+        RETRY = "retry", "Temporary failure, will retry"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed for good"
+        SKIPPED = "skipped", "Not sent: the address bounces"
+        UNCERTAIN = "uncertain", "Interrupted while sending: outcome unknown"
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="report_deliveries")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, null=True, blank=True, related_name="report_deliveries")
+    month = models.DateField()  # first day
+    recipient = models.EmailField()  # lower-cased
+    revision = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    message_id = models.CharField(max_length=250, blank=True)
+    # Fingerprint (accounting.selectors.reports.month_report_fingerprint) of the figures sent, and
+    # of the figures at the last revision check: they differ when the month was revised after sending.
+    fingerprint = models.CharField(max_length=64, blank=True)
+    current_fingerprint = models.CharField(max_length=64, blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True)
+    reason = models.CharField(max_length=500, blank=True)  # why this revision: "revised totals", a resend's reason
+    forced_by = models.CharField(max_length=200, blank=True)  # who forced a resend (audit label)
+    created_at = models.DateTimeField(auto_now_add=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["org", "team", "month", "recipient", "revision"],
+                name="report_delivery_uniq",
+                nulls_distinct=False,
+            ),
+            models.CheckConstraint(condition=Q(month__day=1), name="report_delivery_month_first_day"),
+        ]
+        indexes = [
+            models.Index(fields=["org", "month", "team"], name="report_delivery_scope_idx"),
+            models.Index(fields=["status", "next_attempt_at"], name="report_delivery_due_idx"),
+        ]
+
+    def __str__(self) -> str:
+        who = self.team or "organisation roll-up"
+        return f"{self.month:%Y-%m} {who} -> {self.recipient} r{self.revision}: {self.status}"
+
+    @property
+    def revised_after_sending(self) -> bool:
+        return (
+            self.status == self.Status.SENT
+            and bool(self.fingerprint)
+            and bool(self.current_fingerprint)
+            and self.current_fingerprint != self.fingerprint
+        )

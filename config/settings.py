@@ -8,6 +8,7 @@ mandatory: there is no secret with a production-valid default.
 from __future__ import annotations
 
 import datetime as dt
+import zoneinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -199,14 +200,67 @@ PERMISSIONS_POLICY = (
     "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), payment=(), usb=()"
 )
 
-# --- email (monthly reports) ---------------------------------------------------------------
-EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+# --- email (monthly reports; docs/reports-delivery.md) ---------------------------------------
+# SMTP in production; the demo uses the console or file backend, or a local SMTP sink.
+_EMAIL_BACKENDS = {
+    "smtp": "django.core.mail.backends.smtp.EmailBackend",
+    "console": "django.core.mail.backends.console.EmailBackend",
+    "file": "django.core.mail.backends.filebased.EmailBackend",
+    "locmem": "django.core.mail.backends.locmem.EmailBackend",
+}
+_email_backend = env_str("EMAIL_BACKEND", "smtp")
+# A short name or the dotted path of one of Django's backends: anything else is a typo that would
+# otherwise surface only on the 2nd of the month.
+EMAIL_BACKEND = _EMAIL_BACKENDS.get(_email_backend, _email_backend)
+if EMAIL_BACKEND not in _EMAIL_BACKENDS.values():
+    raise ImproperEnv(f"EMAIL_BACKEND={_email_backend!r}: use one of {', '.join(_EMAIL_BACKENDS)} (or its dotted path)")
 EMAIL_HOST = env_str("EMAIL_HOST", "127.0.0.1")
 EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+if EMAIL_PORT > 65535:
+    raise ImproperEnv(f"EMAIL_PORT={EMAIL_PORT} is not a TCP port")
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
-EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)  # STARTTLS (usually port 587)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)  # implicit TLS (usually port 465)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperEnv("EMAIL_USE_TLS and EMAIL_USE_SSL are exclusive: STARTTLS (587) or implicit TLS (465)")
+if bool(EMAIL_HOST_USER) != bool(EMAIL_HOST_PASSWORD):
+    raise ImproperEnv("EMAIL_HOST_USER and EMAIL_HOST_PASSWORD go together (both set, or neither)")
+if EMAIL_HOST_PASSWORD and not (EMAIL_USE_TLS or EMAIL_USE_SSL) and not DEBUG:
+    raise ImproperEnv("SMTP credentials over a clear-text connection: set EMAIL_USE_TLS or EMAIL_USE_SSL")
+EMAIL_SSL_CERTFILE = env_str("EMAIL_SSL_CERTFILE", "") or None  # client certificate, if the relay asks
+EMAIL_SSL_KEYFILE = env_str("EMAIL_SSL_KEYFILE", "") or None
+EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT_S", 30.0, minimum=1.0)
+EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(BASE_DIR / "var" / "mail"))
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "carbonledger@localhost")
+
+# When the monthly reports go out: on REPORTS_SEND_DAY at REPORTS_SEND_TIME in the organisation's
+# time zone (accounting.ReportSchedule; default REPORTS_TIME_ZONE), once the month is closed.
+# Beat checks every REPORTS_TICK_S whether a run is due (workers/app.py).
+REPORTS_SEND_DAY = env_int("CARBONLEDGER_REPORTS_SEND_DAY", 2, minimum=1)
+if REPORTS_SEND_DAY > 28:
+    raise ImproperEnv("CARBONLEDGER_REPORTS_SEND_DAY must be 1..28 (every month has that day)")
+_send_time = env_str("CARBONLEDGER_REPORTS_SEND_TIME", "06:00")
+try:
+    REPORTS_SEND_TIME = dt.time.fromisoformat(_send_time)
+except ValueError as exc:
+    raise ImproperEnv(f"CARBONLEDGER_REPORTS_SEND_TIME={_send_time!r} is not HH:MM") from exc
+REPORTS_TIME_ZONE = env_str("CARBONLEDGER_REPORTS_TIME_ZONE", "UTC")
+try:
+    zoneinfo.ZoneInfo(REPORTS_TIME_ZONE)
+except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+    raise ImproperEnv(f"CARBONLEDGER_REPORTS_TIME_ZONE={REPORTS_TIME_ZONE!r} is not an IANA time zone") from exc
+REPORTS_TICK_S = env_float("CARBONLEDGER_REPORTS_TICK_S", 900.0, minimum=10.0)
+# Transient SMTP failures (4xx, connection refused or dropped) are retried with exponential
+# backoff from REPORTS_RETRY_BACKOFF_S (capped at one hour) up to REPORTS_MAX_ATTEMPTS attempts.
+REPORTS_MAX_ATTEMPTS = env_int("CARBONLEDGER_REPORTS_MAX_ATTEMPTS", 6, minimum=1)
+REPORTS_RETRY_BACKOFF_S = env_float("CARBONLEDGER_REPORTS_RETRY_BACKOFF_S", 60.0, minimum=0.0)
+# A row still "sending" after this long was interrupted mid-transaction: marked uncertain, not resent.
+REPORTS_SENDING_TIMEOUT_S = env_float("CARBONLEDGER_REPORTS_SENDING_TIMEOUT_S", 900.0, minimum=10.0)
+# How many past months beat re-checks for "revised after sending".
+REPORTS_REVISION_MONTHS = env_int("CARBONLEDGER_REPORTS_REVISION_MONTHS", 3, minimum=0)
+# The dashboard's address as recipients reach it: the e-mail links to the month's page.
+REPORTS_DASHBOARD_URL = env_str("CARBONLEDGER_DASHBOARD_URL", "http://localhost:8000").rstrip("/")
 
 # --- Celery ------------------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -18,6 +18,7 @@ urlpatterns = [
     path("budgets/", views.budgets, name="budgets"),
     path("methodology/", views.methodology, name="methodology"),
     path("reports/", views.reports, name="reports"),
+    path("reports/deliveries/", views.report_deliveries, name="report-deliveries"),
     path("reports/<int:year>-<int:month>/", views.report_month, name="report-month"),
     path("assets/plotly-<str:version>.min.js", views.plotly_js, name="plotly-js"),
 ]

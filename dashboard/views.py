@@ -34,6 +34,7 @@ from accounting.models import HardwareModel, Job
 from accounting.selectors import dashboard as sel
 from accounting.selectors import fleet as fleet_sel
 from accounting.selectors.access import Principal, principal_for
+from accounting.selectors.report_deliveries import latest_delivery_ids, report_delivery_list, report_delivery_months
 from dashboard import figures
 from dashboard.forms import (
     GROUP_BY_LABELS,
@@ -457,5 +458,58 @@ def report_month(request: HttpRequest, year: int, month: int) -> HttpResponse:
             "teams": teams,
             "team_id": team_id,
             "month": dt.date(year, month, 1),
+        },
+    )
+
+
+# --- report deliveries ---------------------------------------------------------------------
+
+_DELIVERY_BADGE = {
+    "sent": "completed",
+    "pending": "running",
+    "sending": "running",
+    "retry": "at_risk",
+    "failed": "failed",
+    "skipped": "preempted",
+    "uncertain": "preempted",
+}
+
+
+@login_required
+def report_deliveries(request: HttpRequest) -> HttpResponse:
+    """What the monthly e-mails did: per month, report (team or roll-up), recipient and
+    revision, the delivery ledger's status, attempts and last error, and whether the month's
+    figures changed after sending. Scoped like every page: an admin sees the organisation's,
+    a member their teams'."""
+    scope = _scope(request)
+    months = report_delivery_months(scope=scope)
+    ignored_params = []
+    raw = request.GET.get("month", "")
+    month = months[0] if months else None
+    if raw:
+        try:
+            month = dt.date.fromisoformat(f"{raw}-01")
+        except ValueError:
+            message = "not a month (YYYY-MM); the latest is shown."
+            ignored_params.append({"label": "Month", "value": raw, "message": message})
+    rows = report_delivery_list(scope=scope, month=month) if month else []
+    latest = latest_delivery_ids(rows)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.status] = counts.get(row.status, 0) + 1
+    revised = {row.pk for row in rows if row.pk in latest and row.revised_after_sending}
+    return _render(
+        request,
+        "dashboard/report_deliveries.html",
+        "reports",
+        {
+            "months": months,
+            "month": month,
+            "rows": [
+                {"d": row, "badge": _DELIVERY_BADGE.get(row.status, ""), "revised": row.pk in revised} for row in rows
+            ],
+            "counts": sorted(counts.items()),
+            "revised": len(revised),
+            "ignored_params": ignored_params,
         },
     )

@@ -46,4 +46,8 @@ def _beat_schedule(sender, **kwargs) -> None:
         "maintain-partitions": {"task": "telemetry.maintain_partitions", "schedule": 3600.0},
         "recompute-factor-changes": {"task": "ledger.recompute_factor_changes", "schedule": 60.0},
         "fetch-grid-intensity": {"task": "accounting.intensity_fetch_latest", "schedule": 3600.0},
+        # Monthly reports: each tick plans the months whose send moment (REPORTS_SEND_DAY at
+        # REPORTS_SEND_TIME in the organisation's time zone, default the 2nd at 06:00) has passed
+        # and that are closed, then fans out one reports.deliver per report.
+        "send-monthly-reports": {"task": "reports.tick", "schedule": settings.REPORTS_TICK_S},
     }

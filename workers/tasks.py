@@ -129,3 +129,59 @@ def intensity_fetch_latest() -> dict:
     from accounting.services.factors import intensity_fetch_latest as fetch
 
     return fetch(now=timezone.now())
+
+
+# --- monthly reports (accounting/services/report_delivery.py) -------------------------------
+
+
+@shared_task(name="reports.tick", acks_late=True, **_TASK_LIMITS)
+def reports_tick() -> dict:
+    """Beat, every REPORTS_TICK_S: plan the month's reports of each organisation whose send
+    moment has passed and whose month is closed, re-nudge deliveries that wait (lost messages,
+    retries due), re-check sent months for revisions. One ``reports.deliver`` per report."""
+    from django.db import transaction
+
+    from accounting.selectors.report_deliveries import report_deliveries_due
+    from accounting.services.report_delivery import report_revisions_check_due, report_runs_due
+
+    now = timezone.now()
+    planned = report_runs_due(now=now)
+    scopes = sorted(
+        set(planned) | set(report_deliveries_due(now=now)), key=lambda s: (s[2], s[0], s[1] is None, s[1] or 0)
+    )
+    for org_id, team_id, month in scopes:
+        transaction.on_commit(
+            lambda o=org_id, t=team_id, m=month: report_deliver.delay(o, t, m.isoformat())  # type: ignore[misc]
+        )
+    revised = report_revisions_check_due(now=now)
+    return {
+        "planned": len(planned),
+        "nudged": len(scopes),
+        "revised": sum(len(r[2]) for r in revised),
+    }
+
+
+@shared_task(
+    name="reports.deliver",
+    bind=True,
+    acks_late=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    max_retries=5,
+    **_TASK_LIMITS,
+)
+def report_deliver(self, org_id: int, team_id: int | None, month: str) -> dict:
+    """Send one report (a team's, or with ``team_id`` None the organisation roll-up) to its
+    recipients whose delivery row is due. Safe to run twice: rows are claimed. Transient SMTP
+    failures come back as a retry of this task at the earliest row's backoff (the rows, not
+    the task, count the attempts; beat's sweep stands in if the retry message is lost)."""
+    import dataclasses
+    import datetime as dt
+
+    from accounting.services.report_delivery import report_scope_deliver
+
+    outcome = report_scope_deliver(org_id=org_id, team_id=team_id, month=dt.date.fromisoformat(month))
+    if outcome.retry_in_s is not None and self.request.retries < settings.REPORTS_MAX_ATTEMPTS:
+        raise self.retry(countdown=outcome.retry_in_s, max_retries=settings.REPORTS_MAX_ATTEMPTS)
+    return dataclasses.asdict(outcome)

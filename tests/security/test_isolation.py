@@ -590,6 +590,7 @@ TENANT = {
     "dashboard:methodology": _dashboard_page("/methodology/"),
     "dashboard:reports": _dashboard_page("/reports/"),
     "dashboard:report-month": _each_principal(_dashboard_report_month),
+    "dashboard:report-deliveries": _dashboard_page("/reports/deliveries/"),
 }
 XFAIL: dict[str, str] = {}  # name -> reason, for a leak whose fix is outside this test's owner
 

@@ -1,0 +1,237 @@
+"""Writes for market-based Scope 2 and water factors: contractual instruments (PPAs, GOs, RECs)
+of a site, residual-mix factors and grid water intensities of a zone.
+
+Each write is audited (accounting.services.audit) in its own transaction. None of these enter
+the ledger rows (market-based Scope 2 and water are computed on read from the ledger's energy,
+accounting.selectors.disclosure), so no recompute is needed: the next read uses them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from accounting.models import (
+    AuditEvent,
+    ContractualInstrument,
+    FactorSource,
+    GridZone,
+    InstrumentDelivery,
+    ResidualMix,
+    Site,
+    ZoneWaterIntensity,
+)
+from accounting.services.audit import audit_record
+
+
+def _reason(reason: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "A reason is required for every factor change."})
+    return reason[:500]
+
+
+def _nonneg(name: str, value: float, *, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValidationError({name: "must be a finite number"})
+    if value < 0 or (positive and value == 0):
+        raise ValidationError({name: "must be > 0" if positive else "must be >= 0"})
+    return float(value)
+
+
+@transaction.atomic
+def instrument_record(
+    *,
+    site: Site,
+    kind: str,
+    period_start: datetime,
+    period_end: datetime,
+    mwh: float,
+    g_per_kwh: float,
+    source: str,
+    certificate_ids: Sequence[str] = (),
+    registry: str = "",
+    deliveries_mwh: Mapping[datetime, float] | None = None,
+    reason: str,
+    actor=None,
+) -> ContractualInstrument:
+    """Record an instrument of ``site``. With ``deliveries_mwh`` (UTC hour start -> MWh, summing
+    to ``mwh``) it is matched hour by hour, otherwise over its whole period."""
+    reason = _reason(reason)
+    if kind not in ContractualInstrument.Kind.values:
+        raise ValidationError({"kind": f"must be one of {ContractualInstrument.Kind.values}"})
+    for name, value in (("period_start", period_start), ("period_end", period_end)):
+        if value.tzinfo is None:
+            raise ValidationError({name: "must be timezone-aware (UTC)"})
+    if period_end <= period_start:
+        raise ValidationError({"period_end": "must be after period_start"})
+    mwh = _nonneg("mwh", mwh, positive=True)
+    g_per_kwh = _nonneg("g_per_kwh", g_per_kwh)
+    if not (source or "").strip():
+        raise ValidationError({"source": "a contract or cancellation-statement reference is required"})
+    ids = [str(c) for c in certificate_ids]
+    if len(set(ids)) != len(ids):
+        raise ValidationError({"certificate_ids": "certificate ids must be unique"})
+    if deliveries_mwh:
+        for hour, value in deliveries_mwh.items():
+            if hour.tzinfo is None or (hour.minute, hour.second, hour.microsecond) != (0, 0, 0):
+                raise ValidationError({"deliveries": f"{hour.isoformat()} is not the start of a UTC hour"})
+            if not period_start <= hour < period_end:
+                raise ValidationError({"deliveries": f"{hour.isoformat()} lies outside the instrument's period"})
+            _nonneg("deliveries", value)
+        if not math.isclose(math.fsum(deliveries_mwh.values()), mwh, rel_tol=1e-9):
+            raise ValidationError({"deliveries": f"hourly deliveries sum to {math.fsum(deliveries_mwh.values()):g} MWh, not {mwh:g}"})
+    inst = ContractualInstrument.objects.create(
+        org_id=site.org_id,
+        site=site,
+        kind=kind,
+        period_start=period_start,
+        period_end=period_end,
+        mwh=mwh,
+        g_per_kwh=g_per_kwh,
+        certificate_ids=ids,
+        registry=registry[:200],
+        source=source.strip()[:300],
+    )
+    if deliveries_mwh:
+        InstrumentDelivery.objects.bulk_create(
+            [InstrumentDelivery(instrument=inst, hour=h, mwh=float(v)) for h, v in sorted(deliveries_mwh.items())]
+        )
+    audit_record(
+        action=AuditEvent.Action.FACTOR_CREATE,
+        object_type="instrument",
+        object_id=str(inst.pk),
+        org=site.org_id,
+        actor=actor,
+        before=None,
+        after={
+            "site": site.slug,
+            "kind": kind,
+            "period_start": period_start.isoformat(),
+            "period_end": period_end.isoformat(),
+            "mwh": mwh,
+            "g_per_kwh": g_per_kwh,
+            "certificate_ids": ids,
+            "registry": inst.registry,
+            "source": inst.source,
+            "matching": "hourly" if deliveries_mwh else "annual",
+            "delivery_hours": len(deliveries_mwh or {}),
+        },
+        reason=reason,
+    )
+    return inst
+
+
+def _factor_set(*, model, lookup: dict, values: dict, object_type: str, object_id: str, reason: str, actor):
+    reason = _reason(reason)
+    row = model.objects.select_for_update().filter(**lookup).first()
+    if row is None:
+        row = model.objects.create(**lookup, **values)
+        audit_record(
+            action=AuditEvent.Action.FACTOR_CREATE,
+            object_type=object_type,
+            object_id=object_id,
+            actor=actor,
+            before=None,
+            after={**values, "version": row.version},
+            reason=reason,
+        )
+        return row
+    before = {f: getattr(row, f) for f in values if getattr(row, f) != values[f]}
+    if not before:
+        return row
+    for f, v in values.items():
+        setattr(row, f, v)
+    row.version += 1
+    row.full_clean()
+    row.save()
+    audit_record(
+        action=AuditEvent.Action.FACTOR_UPDATE,
+        object_type=object_type,
+        object_id=object_id,
+        actor=actor,
+        before={**before, "version": row.version - 1},
+        after={**{f: values[f] for f in before}, "version": row.version},
+        reason=reason,
+    )
+    return row
+
+
+@transaction.atomic
+def residual_mix_set(
+    *,
+    zone: GridZone,
+    year: int,
+    g_per_kwh: float,
+    source_detail: str,
+    gases: str = "co2e",
+    source: str = FactorSource.PUBLISHED,
+    vintage: str = "",
+    reason: str,
+    actor=None,
+) -> ResidualMix:
+    """Create or revise (version + 1, before/after audited) a zone's residual mix for a year."""
+    if not 1990 <= int(year) <= 2100:
+        raise ValidationError({"year": "must be a calendar year"})
+    if not (source_detail or "").strip():
+        raise ValidationError({"source_detail": "name the dataset and its release"})
+    if gases not in ("co2e", "co2"):
+        raise ValidationError({"gases": "must be co2e or co2"})
+    values = {
+        "g_per_kwh": _nonneg("g_per_kwh", g_per_kwh),
+        "gases": gases,
+        "source": source,
+        "source_detail": source_detail.strip()[:300],
+        "vintage": vintage[:40],
+    }
+    return _factor_set(
+        model=ResidualMix,
+        lookup={"zone": zone, "year": int(year)},
+        values=values,
+        object_type="residual_mix",
+        object_id=f"{zone.code}/{int(year)}",
+        reason=reason,
+        actor=actor,
+    )
+
+
+@transaction.atomic
+def zone_water_set(
+    *,
+    zone: GridZone,
+    l_per_kwh: float,
+    low_l_per_kwh: float,
+    high_l_per_kwh: float,
+    source_detail: str,
+    source: str = FactorSource.PUBLISHED,
+    vintage: str = "",
+    reason: str,
+    actor=None,
+) -> ZoneWaterIntensity:
+    """Create or revise a zone's grid water intensity (L/kWh generated, with its range)."""
+    central = _nonneg("l_per_kwh", l_per_kwh)
+    low = _nonneg("low_l_per_kwh", low_l_per_kwh)
+    high = _nonneg("high_l_per_kwh", high_l_per_kwh)
+    if not low <= central <= high:
+        raise ValidationError({"l_per_kwh": "need low <= central <= high"})
+    values = {
+        "l_per_kwh": central,
+        "low_l_per_kwh": low,
+        "high_l_per_kwh": high,
+        "source": source,
+        "source_detail": source_detail.strip()[:500],
+        "vintage": vintage[:40],
+    }
+    return _factor_set(
+        model=ZoneWaterIntensity,
+        lookup={"zone": zone},
+        values=values,
+        object_type="zone_water",
+        object_id=zone.code,
+        reason=reason,
+        actor=actor,
+    )

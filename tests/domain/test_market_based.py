@@ -1,0 +1,127 @@
+"""Market-based Scope 2 (exact values, conservation) and water of energy (exact values)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from accounting.domain.market_based import Instrument, ResidualFactor, market_based
+from accounting.domain.water import TECHNOLOGY_WATER, WaterFactor, mix_water_factor, water_l
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+H = timedelta(hours=1)
+RESIDUAL = ResidualFactor(g_per_kwh=500.0, version=3)
+
+
+def residual(_hour):
+    return RESIDUAL
+
+
+def test_annual_instrument_covers_then_residual_pro_rata_to_energy():
+    # Two jobs over two hours: 30 + 10 kWh and 20 + 40 kWh: the site used 100 kWh.
+    accounts = {"a": {T0: 30.0, T0 + H: 10.0}, "b": {T0: 20.0, T0 + H: 40.0}}
+    go = Instrument(id=1, energy_kwh=40.0, g_per_kwh=0.0, start=T0, end=T0 + 24 * H)
+    result = market_based(account_kwh_by_hour=accounts, instruments=[go], residual_at=residual)
+    # 40 kWh at 0 g + 60 kWh at 500 g = 30,000 g.
+    assert (result.site_energy_kwh, result.covered_kwh, result.residual_kwh, result.co2e_g) == (
+        100.0,
+        40.0,
+        pytest.approx(60.0),
+        pytest.approx(30_000.0),
+    )
+    assert result.matching == "annual"
+    # Pro rata to energy over the period: a used 40 % -> 12,000 g, b 60 % -> 18,000 g.
+    assert result.by_account_g == {"a": pytest.approx(12_000.0), "b": pytest.approx(18_000.0)}
+    assert result.residual_versions == {2026: 3}
+
+
+def test_hourly_instrument_covers_only_its_hours_and_does_not_bank():
+    accounts = {"a": {T0: 30.0, T0 + H: 10.0}, "b": {T0: 20.0, T0 + H: 40.0}}
+    # 80 kWh delivered in hour 0 (the site used 50: 30 are lost), 10 in hour 1, at 20 g/kWh.
+    ppa = Instrument(
+        id=2, energy_kwh=90.0, g_per_kwh=20.0, start=T0, end=T0 + 2 * H, hourly_kwh={T0: 80.0, T0 + H: 10.0}
+    )
+    result = market_based(account_kwh_by_hour=accounts, instruments=[ppa], residual_at=residual)
+    # Hour 0: 50 kWh x 20 = 1,000 g. Hour 1: 10 x 20 + 40 x 500 = 20,200 g.
+    assert result.by_hour_g == {T0: pytest.approx(1_000.0), T0 + H: pytest.approx(20_200.0)}
+    assert (result.covered_hourly_kwh, result.covered_annual_kwh, result.matching) == (60.0, 0.0, "hourly")
+    # a: 30/50 x 1,000 + 10/50 x 20,200 = 600 + 4,040; b: 400 + 16,160.
+    assert result.by_account_g == {"a": pytest.approx(4_640.0), "b": pytest.approx(16_560.0)}
+    assert result.instruments[0].used_kwh == 60.0
+
+
+def test_hourly_first_then_annual_on_what_is_left():
+    accounts = {"a": {T0: 50.0, T0 + H: 50.0}}
+    ppa = Instrument(id=1, energy_kwh=50.0, g_per_kwh=0.0, start=T0, end=T0 + H, hourly_kwh={T0: 50.0})
+    rec = Instrument(id=2, energy_kwh=100.0, g_per_kwh=10.0, start=T0, end=T0 + 2 * H)
+    result = market_based(account_kwh_by_hour=accounts, instruments=[rec, ppa], residual_at=residual)
+    # The hourly PPA takes hour 0 whole; the REC covers the 50 kWh left of hour 1 (50 unused).
+    assert [(u.id, u.matching, u.used_kwh, u.co2e_g) for u in result.instruments] == [
+        (1, "hourly", 50.0, 0.0),
+        (2, "annual", 50.0, 500.0),
+    ]
+    assert (result.co2e_g, result.residual_kwh, result.matching) == (500.0, 0.0, "hourly + annual")
+
+
+def test_no_instrument_is_residual_mix_only():
+    result = market_based(account_kwh_by_hour={"a": {T0: 2.0}}, instruments=[], residual_at=residual)
+    assert (result.co2e_g, result.matching, result.covered_kwh) == (1000.0, "none", 0.0)
+
+
+def test_bad_instruments_are_refused():
+    with pytest.raises(ValueError, match="energy_kwh must be > 0"):
+        Instrument(id=1, energy_kwh=0.0, g_per_kwh=0.0, start=T0, end=T0 + H)
+    with pytest.raises(ValueError, match="outside its period"):
+        Instrument(id=1, energy_kwh=1.0, g_per_kwh=0.0, start=T0, end=T0 + H, hourly_kwh={T0 + H: 1.0})
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    energies=st.lists(st.lists(st.floats(0, 1e4), min_size=3, max_size=3), min_size=1, max_size=4),
+    covered=st.floats(0.1, 5e4),
+    delivered=st.lists(st.floats(0, 1e4), min_size=3, max_size=3),
+)
+def test_conservation_accounts_sum_to_the_site(energies, covered, delivered):
+    accounts = {i: {T0 + k * H: e for k, e in enumerate(row)} for i, row in enumerate(energies)}
+    instruments = [
+        Instrument(id=1, energy_kwh=covered, g_per_kwh=30.0, start=T0, end=T0 + 3 * H),
+        Instrument(
+            id=2,
+            energy_kwh=sum(delivered) + 1.0,
+            g_per_kwh=5.0,
+            start=T0,
+            end=T0 + 3 * H,
+            hourly_kwh={T0 + k * H: d for k, d in enumerate(delivered)},
+        ),
+    ]
+    result = market_based(account_kwh_by_hour=accounts, instruments=instruments, residual_at=residual)
+    assert math.fsum(result.by_account_g.values()) == pytest.approx(result.co2e_g, rel=1e-9, abs=1e-6)
+    assert result.covered_kwh + result.residual_kwh == pytest.approx(result.site_energy_kwh, rel=1e-9, abs=1e-6)
+    assert result.co2e_covered_g + result.co2e_residual_g == pytest.approx(result.co2e_g, rel=1e-12, abs=1e-9)
+
+
+def test_water_onsite_by_wue_of_it_energy_and_offsite_by_all_energy():
+    grid = WaterFactor(2.0, 1.0, 4.0)
+    w = water_l(it_energy_kwh=100.0, total_energy_kwh=140.0, wue_l_per_kwh=1.8, grid=grid)
+    # On-site 100 kWh x 1.8 L/kWh = 180 L; off-site 140 kWh x 2 L/kWh = 280 L (140..560).
+    assert (w.onsite_l, w.offsite_l, w.offsite_low_l, w.offsite_high_l) == (180.0, 280.0, 140.0, 560.0)
+    assert (w.total_l, w.low_l, w.high_l) == (460.0, 320.0, 740.0)
+    none = water_l(it_energy_kwh=1.0, total_energy_kwh=1.0, wue_l_per_kwh=None, grid=None)
+    assert (none.onsite_l, none.offsite_l, none.total_l) == (None, None, 0.0)
+
+
+def test_mix_water_factor_from_macknick_gal_per_mwh():
+    # Half coal (687 gal/MWh), half wind (0): 343.5 gal/MWh = 1.300289 L/kWh.
+    f = mix_water_factor(generation_twh={"coal": 1.0, "wind": 1.0})
+    assert f.l_per_kwh == pytest.approx(343.5 * 3.785411784 / 1000, rel=1e-12)
+    assert (f.low_l_per_kwh, f.high_l_per_kwh) == (
+        pytest.approx(240 * 3.785411784 / 1000, rel=1e-12),
+        pytest.approx(550.5 * 3.785411784 / 1000, rel=1e-12),
+    )
+    assert TECHNOLOGY_WATER["nuclear"].l_per_kwh == pytest.approx(2.543796718848, rel=1e-12)
+    with pytest.raises(ValueError, match="no water factor"):
+        mix_water_factor(generation_twh={"fusion": 1.0})
