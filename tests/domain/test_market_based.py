@@ -1,4 +1,4 @@
-"""Market-based Scope 2 (exact values, conservation) and water of energy (exact values)."""
+"""Market-based Scope 2 (exact values, conservation)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from accounting.domain.market_based import Instrument, ResidualFactor, market_based
-from accounting.domain.water import TECHNOLOGY_WATER, WaterFactor, mix_water_factor, water_l
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -102,26 +101,3 @@ def test_conservation_accounts_sum_to_the_site(energies, covered, delivered):
     assert math.fsum(result.by_account_g.values()) == pytest.approx(result.co2e_g, rel=1e-9, abs=1e-6)
     assert result.covered_kwh + result.residual_kwh == pytest.approx(result.site_energy_kwh, rel=1e-9, abs=1e-6)
     assert result.co2e_covered_g + result.co2e_residual_g == pytest.approx(result.co2e_g, rel=1e-12, abs=1e-9)
-
-
-def test_water_onsite_by_wue_of_it_energy_and_offsite_by_all_energy():
-    grid = WaterFactor(2.0, 1.0, 4.0)
-    w = water_l(it_energy_kwh=100.0, total_energy_kwh=140.0, wue_l_per_kwh=1.8, grid=grid)
-    # On-site 100 kWh x 1.8 L/kWh = 180 L; off-site 140 kWh x 2 L/kWh = 280 L (140..560).
-    assert (w.onsite_l, w.offsite_l, w.offsite_low_l, w.offsite_high_l) == (180.0, 280.0, 140.0, 560.0)
-    assert (w.total_l, w.low_l, w.high_l) == (460.0, 320.0, 740.0)
-    none = water_l(it_energy_kwh=1.0, total_energy_kwh=1.0, wue_l_per_kwh=None, grid=None)
-    assert (none.onsite_l, none.offsite_l, none.total_l) == (None, None, 0.0)
-
-
-def test_mix_water_factor_from_macknick_gal_per_mwh():
-    # Half coal (687 gal/MWh), half wind (0): 343.5 gal/MWh = 1.300289 L/kWh.
-    f = mix_water_factor(generation_twh={"coal": 1.0, "wind": 1.0})
-    assert f.l_per_kwh == pytest.approx(343.5 * 3.785411784 / 1000, rel=1e-12)
-    assert (f.low_l_per_kwh, f.high_l_per_kwh) == (
-        pytest.approx(240 * 3.785411784 / 1000, rel=1e-12),
-        pytest.approx(550.5 * 3.785411784 / 1000, rel=1e-12),
-    )
-    assert TECHNOLOGY_WATER["nuclear"].l_per_kwh == pytest.approx(2.543796718848, rel=1e-12)
-    with pytest.raises(ValueError, match="no water factor"):
-        mix_water_factor(generation_twh={"fusion": 1.0})
