@@ -258,8 +258,11 @@ JOB_FOOTPRINT_SCHEMA = {
             "From the job's ledger totals: energy breakdown, operational and embodied carbon with a low/high band, "
             "per-unit efficiency (energy and gCO2e per reported functional unit; SCI for the primary unit), the "
             "method version and whether the numbers are final. All zeros with `has_ledger: false` until the first "
-            "telemetry is attributed."
+            "telemetry is attributed. With `include=scope2` the `scope2` section adds dual Scope 2 reporting "
+            "(location-based with its intensity basis, market-based with the matching used), upstream electricity "
+            "emissions (Scope 3 cat. 3) and water on and off site with its range (docs/method.md)."
         ),
+        parameters=[s.FootprintQuerySerializer],
         responses={200: s.JobFootprintSerializer, **ERRORS, **NOT_FOUND},
         examples=[OpenApiExample("Final footprint", value=EXAMPLE_FOOTPRINT, response_only=True)],
         tags=["jobs"],
@@ -606,5 +609,109 @@ WHATIF_BEST_WINDOW_SCHEMA = {
                 },
             )
         ],
+    )
+}
+
+
+# --- market-based Scope 2, water, disclosure (accounting.api.instruments_views) ------------
+
+from accounting.api import instruments_serializers as mw  # noqa: E402 - the section's own shapes
+
+INSTRUMENT_NOT_FOUND = {(404, PROBLEM): _problem("No such instrument in this token's organisation.")}
+EXAMPLE_INSTRUMENT = {
+    "site": "paris",
+    "kind": "go",
+    "period_start": "2026-01-01T00:00:00Z",
+    "period_end": "2027-01-01T00:00:00Z",
+    "mwh": 1200.0,
+    "g_per_kwh": 0.0,
+    "certificate_ids": ["FR-GO-2026-000123-000001"],
+    "registry": "AIB hub / EEX",
+    "source": "cancellation statement 2026-0042",
+    "reason": "2026 GO bundle for Paris",
+}
+INSTRUMENTS_SCHEMA = {
+    "get": extend_schema(
+        operation_id="instruments_list",
+        summary="Contractual instruments (PPAs, GOs, RECs) of this organisation's sites",
+        description="Admin tokens. `matching` is `hourly` when the instrument has hourly deliveries, else `annual`.",
+        responses={200: mw.InstrumentSerializer(many=True), **ERRORS},
+        tags=["market-based"],
+    ),
+    "post": extend_schema(
+        operation_id="instruments_create",
+        summary="Record a contractual instrument of a site (audited; no recompute needed)",
+        description=(
+            "Admin tokens, sites of their organisation. Market-based Scope 2 reads instruments at query time "
+            "(docs/method.md, 'Market-based Scope 2'). Rules beyond the schema (400 naming the field): "
+            "`period_end` after `period_start`; `mwh` > 0; `deliveries` at starts of UTC hours inside the "
+            "period, once each, summing to `mwh`; a certificate id claimed by no other instrument of the "
+            "organisation (no double counting); `site` a site of this organisation."
+        ),
+        request=mw.InstrumentCreateSerializer,
+        responses={201: mw.InstrumentSerializer, **ERRORS, **BODY_ERRORS},
+        examples=[OpenApiExample("GO bundle", value=EXAMPLE_INSTRUMENT, request_only=True)],
+        tags=["market-based"],
+    ),
+}
+INSTRUMENT_DETAIL_SCHEMA = {
+    "delete": extend_schema(
+        operation_id="instruments_delete",
+        summary="Withdraw an instrument recorded in error (its facts stay in the audit trail)",
+        parameters=[mw.InstrumentDeleteQuerySerializer],
+        responses={204: None, **ERRORS, **INSTRUMENT_NOT_FOUND},
+        tags=["market-based"],
+    )
+}
+RESIDUAL_MIXES_SCHEMA = {
+    "get": extend_schema(
+        operation_id="residual_mixes_list",
+        summary="Residual-mix emission factors per zone and year (shared factors)",
+        responses={200: mw.ResidualMixSerializer(many=True), **ERRORS},
+        tags=["market-based"],
+    ),
+    "post": extend_schema(
+        operation_id="residual_mixes_set",
+        summary="Create or revise a zone's residual mix for a year (version + 1, before/after audited)",
+        description=(
+            "Admin tokens. The same values again change nothing. Rules beyond the schema (400): `zone` an "
+            "existing grid zone; `source_detail` names the dataset and its release."
+        ),
+        request=mw.ResidualMixSetSerializer,
+        responses={200: mw.ResidualMixSerializer, **ERRORS, **BODY_ERRORS},
+        tags=["market-based"],
+    ),
+}
+ZONE_WATER_SCHEMA = {
+    "get": extend_schema(
+        operation_id="zone_water_list",
+        summary="Grid water intensity per zone (L consumed per kWh generated, with its range)",
+        responses={200: mw.ZoneWaterSerializer(many=True), **ERRORS},
+        tags=["water"],
+    ),
+    "post": extend_schema(
+        operation_id="zone_water_set",
+        summary="Create or revise a zone's grid water intensity (version + 1, before/after audited)",
+        description="Admin tokens. Rules beyond the schema (400): `zone` exists; low <= central <= high.",
+        request=mw.ZoneWaterSetSerializer,
+        responses={200: mw.ZoneWaterSerializer, **ERRORS, **BODY_ERRORS},
+        tags=["water"],
+    ),
+}
+DISCLOSURE_SCHEMA = {
+    "get": extend_schema(
+        operation_id="disclosure_period",
+        summary="A period's dual Scope 2 (location- and market-based), upstream, embodied, energy and water",
+        description=(
+            "What the token sees over [`start`, `end`) (UTC days): location-based Scope 2 with its intensity basis "
+            "(direct / life-cycle share), market-based Scope 2 with the matching used (instruments of each site, "
+            "the rest at the zone's residual mix, allocated pro rata to energy), upstream electricity emissions "
+            "(Scope 3 cat. 3) as their own figure, embodied carbon, energy, and water on site (WUE x IT energy) and "
+            "off site (grid water x all energy) with its range. Rules beyond the schema (400): `end` after `start` "
+            "and at most 366 days later; `team` a team the token sees."
+        ),
+        parameters=[mw.DisclosureQuerySerializer],
+        responses={200: mw.DisclosureSerializer, **ERRORS},
+        tags=["market-based"],
     )
 }

@@ -287,6 +287,7 @@ def disclosure_period(*, scope: Principal, start: dt.date, end: dt.date, team_id
 
 @dataclass(frozen=True)
 class JobMarketWater:
+    location_based_g: float
     market_based_g: float
     market_matching: str
     residual_sources: list[str]
@@ -316,6 +317,7 @@ def job_market_water(*, job: Job, footprint: JobFootprint) -> JobMarketWater:
     grid = _grid_water([site.zone_id]).get(site.zone_id)
     w = water_l(it_energy_kwh=it_kwh, total_energy_kwh=total_kwh, wue_l_per_kwh=site.wue_l_per_kwh, grid=grid)
     return JobMarketWater(
+        location_based_g=footprint.co2e_operational_g,
         market_based_g=market_g,
         market_matching=matching,
         residual_sources=notes,
