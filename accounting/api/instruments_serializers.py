@@ -160,3 +160,15 @@ class DisclosureSerializer(serializers.Serializer):
 
     def get_team(self, obj) -> str | None:
         return self.context.get("team")
+
+
+class InstrumentListSerializer(serializers.Serializer):
+    results = InstrumentSerializer(many=True)
+
+
+class ResidualMixListSerializer(serializers.Serializer):
+    results = ResidualMixSerializer(many=True)
+
+
+class ZoneWaterListSerializer(serializers.Serializer):
+    results = ZoneWaterSerializer(many=True)

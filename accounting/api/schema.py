@@ -635,7 +635,7 @@ INSTRUMENTS_SCHEMA = {
         operation_id="instruments_list",
         summary="Contractual instruments (PPAs, GOs, RECs) of this organisation's sites",
         description="Admin tokens. `matching` is `hourly` when the instrument has hourly deliveries, else `annual`.",
-        responses={200: mw.InstrumentSerializer(many=True), **ERRORS},
+        responses={200: mw.InstrumentListSerializer, **ERRORS},
         tags=["market-based"],
     ),
     "post": extend_schema(
@@ -667,7 +667,7 @@ RESIDUAL_MIXES_SCHEMA = {
     "get": extend_schema(
         operation_id="residual_mixes_list",
         summary="Residual-mix emission factors per zone and year (shared factors)",
-        responses={200: mw.ResidualMixSerializer(many=True), **ERRORS},
+        responses={200: mw.ResidualMixListSerializer, **ERRORS},
         tags=["market-based"],
     ),
     "post": extend_schema(
@@ -686,7 +686,7 @@ ZONE_WATER_SCHEMA = {
     "get": extend_schema(
         operation_id="zone_water_list",
         summary="Grid water intensity per zone (L consumed per kWh generated, with its range)",
-        responses={200: mw.ZoneWaterSerializer(many=True), **ERRORS},
+        responses={200: mw.ZoneWaterListSerializer, **ERRORS},
         tags=["water"],
     ),
     "post": extend_schema(

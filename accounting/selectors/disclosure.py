@@ -299,10 +299,12 @@ class JobMarketWater:
     water_high_l: float
 
 
-def job_market_water(*, job: Job, footprint: JobFootprint) -> JobMarketWater:
+def job_market_water(*, job: Job, footprint: JobFootprint, site: Site | None = None) -> JobMarketWater:
     """A job's market-based Scope 2 (its energy's share of its site's, pro rata by hour), its
-    upstream figure and basis, and its water (IT energy x WUE; all energy x grid water)."""
-    site = Site.objects.select_related("zone").get(clusters=job.cluster_id)
+    upstream figure and basis, and its water (IT energy x WUE; all energy x grid water).
+    ``site``: the job's site with its zone, when the caller has it loaded already."""
+    if site is None:
+        site = Site.objects.select_related("zone").get(clusters=job.cluster_id)
     hours = dict(JobHour.objects.filter(job=job).values_list("hour", "energy_j"))
     if hours:
         t0, t1 = min(hours), max(hours) + H
