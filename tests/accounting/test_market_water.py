@@ -195,3 +195,32 @@ def test_reads_are_idempotent_and_reattribution_changes_nothing(client, fleet): 
     assert first.market.co2e_g == pytest.approx(SITE_J / J_PER_KWH * RESIDUAL_G_PER_KWH, rel=1e-12)
     assert math.isclose(before.market_based_g, first.market.co2e_g * JOB_J / SITE_J, rel_tol=1e-12)
     assert ContractualInstrument.objects.count() == 0
+
+
+def test_dashboard_job_page_overview_and_methodology_show_both_scope2_figures(client, fleet):  # noqa: F811
+    from django.contrib.auth import get_user_model
+
+    host, *_rest, job, start, _secret = fleet
+    site = host.cluster.site
+    _residual(site.zone, start.year)
+    _attribute(client, fleet)
+    admin = get_user_model().objects.create_superuser("auditor", "auditor@example.com", "pw")
+    client.force_login(admin)
+    page = client.get(f"/jobs/{job.pk}/")
+    assert page.status_code == 200
+    s2 = page.context["d"]["scope2"]
+    assert s2.market_based_g == pytest.approx(JOB_J / J_PER_KWH * RESIDUAL_G_PER_KWH, rel=1e-12)
+    html = page.content.decode()
+    assert 'id="row-market"' in html and "market-based" in html and "residual mix 500 g/kWh" in html
+    day = start.date()
+    overview = client.get(f"/?period=custom&start={day}&end={day}")
+    assert overview.status_code == 200
+    d = overview.context["disclosure"]
+    assert (d.start, d.end) == (day, day + dt.timedelta(days=1))
+    assert d.market.co2e_g == pytest.approx(SITE_J / J_PER_KWH * RESIDUAL_G_PER_KWH, rel=1e-12)
+    assert 'id="period-market"' in overview.content.decode()
+    method = client.get("/methodology/")
+    text = method.content.decode()
+    # The worked example's figures, as tests/domain/test_market_based.py checks them by hand.
+    for figure in ("15000", "18000", "30000", "25000", "3750", "108", "183–408", "37.4173"):
+        assert figure in text, figure

@@ -101,3 +101,37 @@ def test_conservation_accounts_sum_to_the_site(energies, covered, delivered):
     assert math.fsum(result.by_account_g.values()) == pytest.approx(result.co2e_g, rel=1e-9, abs=1e-6)
     assert result.covered_kwh + result.residual_kwh == pytest.approx(result.site_energy_kwh, rel=1e-9, abs=1e-6)
     assert result.co2e_covered_g + result.co2e_residual_g == pytest.approx(result.co2e_g, rel=1e-12, abs=1e-9)
+
+
+def test_worked_example_of_the_method_page_by_hand():
+    """docs/method.md §3 "Worked example" and the methodology page show these numbers."""
+    from accounting.domain.worked_example import basis_worked_example
+
+    ex = basis_worked_example()
+    rows = {a.account: a for a in ex.accounts}
+    a = rows["job A"]
+    # Job A: 60 kWh IT x PUE 1.25 = 75 kWh; 75 x 200 = 15,000 g location-based (direct);
+    # 75 x (250 - 200) = 3,750 g upstream; market: the site's 125 kWh are 50 kWh GO at 0 g and
+    # 75 kWh at the 400 g residual mix = 30,000 g, A's share 75/125 = 18,000 g.
+    assert (a.total_kwh, a.location_based_g, a.upstream_g) == (75.0, 15_000.0, 3_750.0)
+    assert a.market_based_g == pytest.approx(18_000.0, rel=1e-12)
+    # Water: 60 kWh IT x 1.8 = 108 L on site; 75 kWh x 2.0 = 150 L off site (75..300 L).
+    assert (a.water_onsite_l, a.water_offsite_l) == (pytest.approx(108.0), 150.0)
+    assert (a.water_low_l, a.water_high_l) == (pytest.approx(183.0), pytest.approx(408.0))
+    assert {k: r.market_based_g for k, r in rows.items()} == {
+        "job A": pytest.approx(18_000.0, rel=1e-12),
+        "job B": pytest.approx(6_000.0, rel=1e-12),
+        "fleet overhead": pytest.approx(6_000.0, rel=1e-12),
+    }
+    # The site: location-based 25,000 g, market-based 30,000 g (the sum over accounts).
+    assert (ex.site_total_kwh, ex.site_location_based_g) == (125.0, 25_000.0)
+    assert (ex.site_market_based_g, ex.covered_kwh, ex.residual_kwh, ex.matching) == (
+        pytest.approx(30_000.0, rel=1e-12),
+        50.0,
+        pytest.approx(75.0, rel=1e-12),
+        "annual",
+    )
+    # Embodied: 164,000 g / (5 x 8766 h x 0.8) = 4.6772 g per GPU-hour; A held 8 GPU-hours.
+    assert ex.embodied_g_per_gpu_h == pytest.approx(164_000 / 35_064, rel=1e-12)
+    assert ex.embodied_g_per_gpu_h == pytest.approx(4.67716176, abs=1e-8)
+    assert ex.job_a_embodied_g == pytest.approx(37.41729409, abs=1e-8)
