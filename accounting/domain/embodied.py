@@ -139,9 +139,7 @@ def harvested_yield(
     unit_ok = die_yield(area_mm2=area_mm2 * repairable_fraction / units_total, d0_per_cm2=d0_per_cm2, alpha=alpha)
     p_bad = 1.0 - unit_ok
     spare = units_total - units_enabled
-    repaired = math.fsum(
-        math.comb(units_total, i) * p_bad**i * unit_ok ** (units_total - i) for i in range(spare + 1)
-    )
+    repaired = math.fsum(math.comb(units_total, i) * p_bad**i * unit_ok ** (units_total - i) for i in range(spare + 1))
     return fixed * repaired
 
 
@@ -354,9 +352,7 @@ def accelerator_breakdown(bom: AcceleratorBom, *, scenario: Scenario = CENTRAL) 
         raise ValueError(f"memory_kind must be 'hbm' or 'gddr', got {bom.memory_kind!r}")
     return EmbodiedBreakdown(
         dies_kg=sum(
-            logic_die_kg(
-                area_mm2=d.area_mm2, process_node_nm=d.process_node_nm, scenario=scenario, harvest=bom.harvest
-            )
+            logic_die_kg(area_mm2=d.area_mm2, process_node_nm=d.process_node_nm, scenario=scenario, harvest=bom.harvest)
             for d in bom.dies
         ),
         memory_kg=bom.memory_gb * per_gb,

@@ -124,7 +124,9 @@ def _fix_instrument(body: dict) -> None:
     """A site of the token's organisation, a period that ends after it starts, MWh > 0,
     certificate ids claimed once, hourly deliveries inside the period summing to the MWh."""
     body["site"] = "paris"
-    start, end = sorted(_parse(body[k]) or dt.datetime(2026, 1, 1, tzinfo=dt.UTC) for k in ("period_start", "period_end"))
+    start, end = sorted(
+        _parse(body[k]) or dt.datetime(2026, 1, 1, tzinfo=dt.UTC) for k in ("period_start", "period_end")
+    )
     start = start.replace(minute=0, second=0, microsecond=0)
     end = max(end, start + dt.timedelta(hours=2))
     body["period_start"], body["period_end"] = iso(start), iso(end)
