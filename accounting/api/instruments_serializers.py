@@ -142,6 +142,7 @@ class WaterSerializer(serializers.Serializer):
     high_l = serializers.FloatField()
     sites_without_wue = serializers.ListField(child=serializers.CharField())
     zones_without_water = serializers.ListField(child=serializers.CharField())
+    it_kwh_without_wue = serializers.FloatField(help_text="IT energy of hours before a site's first WUE: not counted.")
     method_version = serializers.CharField()
 
 
@@ -172,3 +173,23 @@ class ResidualMixListSerializer(serializers.Serializer):
 
 class ZoneWaterListSerializer(serializers.Serializer):
     results = ZoneWaterSerializer(many=True)
+
+
+class SiteWueSetSerializer(StrictSerializer):
+    site = serializers.SlugField(max_length=50, help_text="A site of this token's organisation.")
+    valid_from = AwareDateTimeField(help_text="From this instant until the site's next WUE row.")
+    wue_l_per_kwh = FiniteFloatField(min_value=0, max_value=100, help_text="Litres of site water per kWh of IT energy.")
+    source = serializers.CharField(max_length=300)  # type: ignore[assignment]
+    reason = _reason()
+
+
+class SiteWueSerializer(serializers.Serializer):
+    site = serializers.CharField(source="site.slug")
+    valid_from = serializers.DateTimeField()
+    wue_l_per_kwh = serializers.FloatField()
+    source = serializers.CharField()  # type: ignore[assignment]
+    version = serializers.IntegerField()
+
+
+class SiteWueListSerializer(serializers.Serializer):
+    results = SiteWueSerializer(many=True)

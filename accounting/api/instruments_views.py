@@ -20,10 +20,16 @@ from accounting.api import schema
 from accounting.api.base import ApiView, field_error
 from accounting.api.permissions import ADMIN_SCOPES, READ_SCOPES
 from accounting.api.serializers import validated
-from accounting.models import ContractualInstrument, GridZone, ResidualMix, Site, ZoneWaterIntensity
+from accounting.models import ContractualInstrument, GridZone, ResidualMix, Site, SiteWue, ZoneWaterIntensity
 from accounting.selectors.access import teams_visible
 from accounting.selectors.disclosure import disclosure_period
-from accounting.services.instruments import instrument_delete, instrument_record, residual_mix_set, zone_water_set
+from accounting.services.instruments import (
+    instrument_delete,
+    instrument_record,
+    residual_mix_set,
+    site_wue_set,
+    zone_water_set,
+)
 
 MAX_DISCLOSURE_DAYS = 366
 
@@ -139,6 +145,34 @@ class ZoneWaterCollectionView(ApiView):
             actor=self.token(),
         )
         return Response(ser.ZoneWaterSerializer(row).data)
+
+
+@extend_schema_view(**schema.SITE_WUE_SCHEMA)
+class SiteWueCollectionView(ApiView):
+    scopes = ADMIN_SCOPES
+
+    def get(self, request):
+        rows = (
+            SiteWue.objects.filter(site__org_id=self.principal().org_id)
+            .select_related("site")
+            .order_by("site__slug", "valid_from")
+        )
+        return Response({"results": ser.SiteWueSerializer(rows, many=True).data})
+
+    def post(self, request):
+        data = validated(ser.SiteWueSetSerializer, request.data)
+        site = Site.objects.filter(org_id=self.principal().org_id, slug=data["site"]).first()
+        if site is None:
+            raise field_error("site", f"No site {data['site']!r} in this organisation.")
+        row = site_wue_set(
+            site=site,
+            valid_from=data["valid_from"],
+            wue_l_per_kwh=data["wue_l_per_kwh"],
+            source=data["source"],
+            reason=data["reason"],
+            actor=self.token(),
+        )
+        return Response(ser.SiteWueSerializer(row).data)
 
 
 @extend_schema_view(**schema.DISCLOSURE_SCHEMA)

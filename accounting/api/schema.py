@@ -698,6 +698,26 @@ ZONE_WATER_SCHEMA = {
         tags=["water"],
     ),
 }
+SITE_WUE_SCHEMA = {
+    "get": extend_schema(
+        operation_id="site_wue_list",
+        summary="WUE series of this organisation's sites (L per kWh of IT energy)",
+        responses={200: mw.SiteWueListSerializer, **ERRORS},
+        tags=["water"],
+    ),
+    "post": extend_schema(
+        operation_id="site_wue_set",
+        summary="Create or revise a site's WUE from an instant (version + 1, before/after audited)",
+        description=(
+            "Admin tokens, sites of their organisation. The newest row at or before an hour applies; before the "
+            "first, the site's static `wue_l_per_kwh`. Rules beyond the schema (400): `site` a site of this "
+            "organisation."
+        ),
+        request=mw.SiteWueSetSerializer,
+        responses={200: mw.SiteWueSerializer, **ERRORS, **BODY_ERRORS},
+        tags=["water"],
+    ),
+}
 DISCLOSURE_SCHEMA = {
     "get": extend_schema(
         operation_id="disclosure_period",

@@ -652,6 +652,7 @@ class JobScope2Serializer(serializers.Serializer):
     water_offsite_l = serializers.FloatField(allow_null=True, help_text="All energy x grid water; null: none known.")
     water_low_l = serializers.FloatField()
     water_high_l = serializers.FloatField()
+    water_it_kwh_without_wue = serializers.FloatField(help_text="IT energy of hours before the site's first WUE.")
 
 
 class FootprintQuerySerializer(serializers.Serializer):

@@ -35,6 +35,7 @@ urlpatterns = [
     path("instruments/<int:pk>/", instruments_views.InstrumentDetailView.as_view(), name="api-instrument"),
     path("residual-mixes/", instruments_views.ResidualMixCollectionView.as_view(), name="api-residual-mixes"),
     path("zone-water/", instruments_views.ZoneWaterCollectionView.as_view(), name="api-zone-water"),
+    path("site-wue/", instruments_views.SiteWueCollectionView.as_view(), name="api-site-wue"),
     path("disclosure/", instruments_views.DisclosureView.as_view(), name="api-disclosure"),
     # Last: anything else under /api/v1/ is a problem-details 404 (e.g. /jobs/1.5/).
     re_path(r"^(?P<unmatched>[\s\S]*)$", views.api_not_found, name="api-not-found"),

@@ -31,6 +31,7 @@ from accounting.models import (
     InstrumentDelivery,
     ResidualMix,
     Site,
+    SiteWue,
     ZoneWaterIntensity,
 )
 from accounting.services.audit import audit_record
@@ -304,3 +305,51 @@ def zone_water_set(
         reason=reason,
         actor=actor,
     )
+
+
+@transaction.atomic
+def site_wue_set(
+    *, site: Site, valid_from: datetime, wue_l_per_kwh: float, source: str, reason: str, actor=None
+) -> SiteWue:
+    """Create or revise a row of the site's WUE series (L per kWh of IT energy from
+    ``valid_from`` until the next row; ``Site.wue_l_per_kwh`` before the first)."""
+    reason = _reason(reason)
+    if valid_from.tzinfo is None:
+        raise InputError("valid_from", "must be timezone-aware (UTC)")
+    wue = _nonneg("wue_l_per_kwh", wue_l_per_kwh)
+    if not (source or "").strip():
+        raise InputError("source", "name where the WUE comes from (meter, utility bill, operator estimate)")
+    values = {"wue_l_per_kwh": wue, "source": source.strip()[:300]}
+    key = f"{site.slug}@{valid_from.isoformat()}"
+    row = SiteWue.objects.select_for_update().filter(site=site, valid_from=valid_from).first()
+    if row is None:
+        row = SiteWue.objects.create(site=site, valid_from=valid_from, **values)
+        _audited(
+            action=AuditEvent.Action.FACTOR_CREATE,
+            object_type="site_wue",
+            object_id=key,
+            org_id=site.org_id,
+            actor=actor,
+            before=None,
+            after={**values, "version": row.version},
+            reason=reason,
+        )
+        return row
+    before = {f: getattr(row, f) for f in values if getattr(row, f) != values[f]}
+    if not before:
+        return row
+    for f, v in values.items():
+        setattr(row, f, v)
+    row.version += 1
+    row.save()
+    _audited(
+        action=AuditEvent.Action.FACTOR_UPDATE,
+        object_type="site_wue",
+        object_id=key,
+        org_id=site.org_id,
+        actor=actor,
+        before={**before, "version": row.version - 1},
+        after={**{f: values[f] for f in before}, "version": row.version},
+        reason=reason,
+    )
+    return row

@@ -255,3 +255,32 @@ def test_disclosure_query_rules(fleet, tokens):  # noqa: F811
         0.0,
         "none",
     )
+
+
+def test_site_wue_series_admin_own_organisation_audited(fleet, tokens):  # noqa: F811
+    host, *_rest, start, _secret = fleet
+    site = host.cluster.site
+    admin = _client(tokens["admin"].secret)
+    body = {"site": site.slug, "valid_from": start.isoformat(), "wue_l_per_kwh": 2.5, "source": "meter", "reason": "r"}
+    created = _post(admin, "/api/v1/site-wue/", body)
+    assert created.status_code == 200, created.content
+    assert {k: created.json()[k] for k in ("site", "wue_l_per_kwh", "version")} == {
+        "site": site.slug,
+        "wue_l_per_kwh": 2.5,
+        "version": 1,
+    }
+    assert _post(admin, "/api/v1/site-wue/", {**body, "wue_l_per_kwh": 2.0}).json()["version"] == 2
+    change = m.FactorChange.objects.filter(factor_type="site_wue").order_by("-pk").first()
+    assert (change.before, change.after, change.recompute_status) == (
+        {"wue_l_per_kwh": 2.5, "version": 1},
+        {"wue_l_per_kwh": 2.0, "version": 2},
+        "none",
+    )
+    assert [r["wue_l_per_kwh"] for r in admin.get("/api/v1/site-wue/").json()["results"]] == [2.0]
+    before = _state(), m.SiteWue.objects.count()
+    other = _client(tokens["other"].secret)
+    assert other.get("/api/v1/site-wue/").json() == {"results": []}
+    assert _post(other, "/api/v1/site-wue/", body).status_code == 400
+    assert _post(_client(tokens["user"].secret), "/api/v1/site-wue/", body).status_code == 403
+    assert _post(admin, "/api/v1/site-wue/", {**body, "wue_l_per_kwh": -1.0}).status_code == 400
+    assert (_state(), m.SiteWue.objects.count()) == before

@@ -179,6 +179,34 @@ def test_water_onsite_by_wue_offsite_by_grid_with_range(client, fleet):  # noqa:
     assert (d.water.sites_without_wue, d.water.zones_without_water) == ([], [])
 
 
+def test_water_follows_the_site_wue_series_by_hour(client, fleet):  # noqa: F811
+    from accounting.services.instruments import site_wue_set
+
+    host, *_rest, job, start, _secret = fleet
+    site = host.cluster.site
+    # Static 1.8 L/kWh until the job's hour, 3.0 L/kWh from it (a summer cooling season).
+    site.wue_l_per_kwh = 1.8
+    site.save()
+    site_wue_set(site=site, valid_from=start, wue_l_per_kwh=3.0, source="meter W-1", reason="cooling season")
+    fp = _attribute(client, fleet)
+    mw = job_market_water(job=job, footprint=fp)
+    # The job's 6150 J of IT energy in that hour x 3.0 L/kWh = 0.005125 L; no grid water known.
+    assert (mw.water_onsite_l, mw.water_offsite_l) == (pytest.approx(6150.0 / J_PER_KWH * 3.0, rel=1e-12), None)
+    day = start.date()
+    d = disclosure_period(scope=_admin(site.org_id), start=day, end=day + dt.timedelta(days=1), team_id=None)
+    assert d.water.onsite_l == pytest.approx(7900.0 / J_PER_KWH * 3.0, rel=1e-12)
+    assert (d.water.zones_without_water, d.water.it_kwh_without_wue) == ([site.zone.code], 0.0)
+    # Without the static value, hours before the series' first row are named, not counted.
+    site.wue_l_per_kwh = None
+    site.save()
+    site_wue_set(site=site, valid_from=start + H, wue_l_per_kwh=3.0, source="meter W-1", reason="moved")
+    from accounting.models import SiteWue
+
+    SiteWue.objects.filter(valid_from=start).delete()
+    d = disclosure_period(scope=_admin(site.org_id), start=day, end=day + dt.timedelta(days=1), team_id=None)
+    assert (d.water.onsite_l, d.water.sites_without_wue) == (0.0, [site.slug])
+
+
 def test_reads_are_idempotent_and_reattribution_changes_nothing(client, fleet):  # noqa: F811
     host, *_rest, job, start, _secret = fleet
     site = host.cluster.site

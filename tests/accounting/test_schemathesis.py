@@ -162,6 +162,8 @@ def in_context(case, *, scope: str, world: World) -> None:
         return
     if path == "/api/v1/instruments/" and method == "POST":
         _fix_instrument(body)
+    if path == "/api/v1/site-wue/":
+        body["site"] = "paris"
     if path in ("/api/v1/residual-mixes/", "/api/v1/zone-water/"):
         body["zone"] = "FR"
         if path == "/api/v1/zone-water/":

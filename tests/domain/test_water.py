@@ -37,3 +37,26 @@ def test_bad_inputs_are_refused():
         water_l(it_energy_kwh=1.0, total_energy_kwh=1.0, wue_l_per_kwh=-1.0, grid=None)
     with pytest.raises(ValueError, match="low <= central <= high"):
         WaterFactor(2.0, 3.0, 4.0)
+
+
+def test_onsite_water_by_hour_from_a_wue_series_else_the_static_value():
+    from datetime import UTC, datetime, timedelta
+
+    from accounting.domain.water import onsite_water_l
+
+    t0 = datetime(2026, 7, 1, tzinfo=UTC)
+    h = timedelta(hours=1)
+    it = {t0: 10.0, t0 + h: 20.0, t0 + 2 * h: 30.0}
+    # Series from hour 1 (summer cooling 2.5 L/kWh): hour 0 at the static 1.5, hours 1-2 at 2.5.
+    # 10 x 1.5 + 20 x 2.5 + 30 x 2.5 = 15 + 50 + 75 = 140 L.
+    got = onsite_water_l(it_kwh_by_hour=it, static_wue_l_per_kwh=1.5, series=[(t0 + h, 2.5)])
+    assert (got.litres, got.kwh_without_wue) == (140.0, 0.0)
+    # No static WUE: hour 0 has none and is reported, not counted as zero water.
+    got = onsite_water_l(it_kwh_by_hour=it, static_wue_l_per_kwh=None, series=[(t0 + h, 2.5)])
+    assert (got.litres, got.kwh_without_wue) == (125.0, 10.0)
+    assert onsite_water_l(it_kwh_by_hour=it, static_wue_l_per_kwh=None).litres is None
+    # A later series row replaces the earlier one from its own hour on.
+    got = onsite_water_l(it_kwh_by_hour=it, static_wue_l_per_kwh=None, series=[(t0 + 2 * h, 1.0), (t0, 2.0)])
+    assert got.litres == 10 * 2.0 + 20 * 2.0 + 30 * 1.0
+    with pytest.raises(ValueError, match="WUE at"):
+        onsite_water_l(it_kwh_by_hour=it, static_wue_l_per_kwh=None, series=[(t0, -1.0)])

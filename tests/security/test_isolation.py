@@ -737,6 +737,35 @@ def _api_shared_factors(path: str, body: dict):
     return _each_principal(check)
 
 
+def _api_site_wue(world: World, name: str) -> None:
+    """A site's WUE series: admin tokens of its organisation only; another organisation's site
+    is refused and its rows never listed."""
+    other = m.SiteWue.objects.create(
+        site=m.Site.objects.get(slug="site-two"), valid_from=world.now, wue_l_per_kwh=1.0, source="Marksite-two-x7"
+    )
+    try:
+        listed = _get(world, name, "/api/v1/site-wue/")
+        _no_leak(name, listed, what="site WUE")
+        before = _instrument_state(), m.SiteWue.objects.count()
+        body = {
+            "site": "site-two",
+            "valid_from": "2026-01-01T00:00:00Z",
+            "wue_l_per_kwh": 1.0,
+            "source": "x",
+            "reason": "x",
+        }
+        foreign = _post(world, name, "/api/v1/site-wue/", body)
+        _no_leak(name, foreign, what="WUE of another organisation's site")
+        assert (_instrument_state(), m.SiteWue.objects.count()) == before, name
+        if name == "admin token org1":
+            assert listed.status_code == 200 and listed.json() == {"results": []}
+            assert foreign.status_code == 400 and foreign.json()["errors"][0]["field"] == "site"
+        else:
+            assert {listed.status_code, foreign.status_code} <= _denied_statuses(name), name
+    finally:
+        other.delete()
+
+
 def _api_disclosure(world: World, name: str) -> None:
     """The period statement sums what the principal sees; ``team`` naming another tenant's team
     is refused, not widened."""
@@ -774,6 +803,7 @@ TENANT.update(
             },
         ),
         "api-disclosure": _each_principal(_api_disclosure),
+        "api-site-wue": _each_principal(_api_site_wue),
     }
 )
 
