@@ -5,6 +5,7 @@ results."""
 
 from __future__ import annotations
 
+from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from accounting.api.serializers import (
@@ -16,9 +17,17 @@ from accounting.api.serializers import (
 )
 from accounting.models import ContractualInstrument, FactorSource, GasCoverage
 
+# Text that must say something: a non-space character and no NUL (PostgreSQL text cannot hold
+# one), stated as a pattern so the schema says what the trimmed value must hold.
+_NOT_BLANK = RegexValidator(r"^[^\x00]*[^\s\x00][^\x00]*$", "Must not be blank or hold NUL characters.")
+
+
+def _text(max_length: int, help_text: str = "") -> serializers.CharField:
+    return serializers.CharField(max_length=max_length, validators=[_NOT_BLANK], help_text=help_text)
+
 
 def _reason() -> serializers.CharField:
-    return serializers.CharField(max_length=500, help_text="Why: kept in the audit trail with before/after values.")
+    return _text(500, "Why: kept in the audit trail with before/after values.")
 
 
 class DeliverySerializer(StrictSerializer):
@@ -35,11 +44,9 @@ class InstrumentCreateSerializer(StrictSerializer):
     g_per_kwh = FiniteFloatField(
         min_value=0, max_value=5000, help_text="Its emission factor (gCO2e/kWh; 0 for renewable attributes)."
     )
-    certificate_ids = serializers.ListField(
-        child=serializers.CharField(max_length=200), required=False, max_length=100_000, default=list
-    )
+    certificate_ids = serializers.ListField(child=_text(200), required=False, max_length=100_000, default=list)
     registry = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
-    source = serializers.CharField(max_length=300, help_text="Contract or cancellation-statement reference.")  # type: ignore[assignment]
+    source = _text(300, "Contract or cancellation-statement reference.")  # type: ignore[assignment]  # type: ignore[assignment]
     deliveries = DeliverySerializer(  # type: ignore[call-arg]
         many=True,
         required=False,
@@ -72,7 +79,7 @@ class InstrumentSerializer(serializers.Serializer):
 
 
 class InstrumentDeleteQuerySerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=500, help_text="Why it is withdrawn (audit trail).")
+    reason = _text(500, "Why it is withdrawn (audit trail).")
 
 
 class ResidualMixSetSerializer(StrictSerializer):
@@ -81,7 +88,7 @@ class ResidualMixSetSerializer(StrictSerializer):
     g_per_kwh = FiniteFloatField(min_value=0, max_value=5000)
     gases = serializers.ChoiceField(choices=GasCoverage.values, required=False, default=GasCoverage.CO2E)
     source = serializers.ChoiceField(choices=FactorSource.values, required=False, default=FactorSource.PUBLISHED)  # type: ignore[assignment]
-    source_detail = serializers.CharField(max_length=300, help_text="Dataset and release (e.g. AIB 2024 v1.0).")
+    source_detail = _text(300, "Dataset and release (e.g. AIB 2024 v1.0).")
     vintage = serializers.CharField(max_length=40, required=False, default="", allow_blank=True)
     reason = _reason()
 
@@ -103,7 +110,7 @@ class ZoneWaterSetSerializer(StrictSerializer):
     low_l_per_kwh = FiniteFloatField(min_value=0, max_value=100)
     high_l_per_kwh = FiniteFloatField(min_value=0, max_value=100, help_text="low <= central <= high.")
     source = serializers.ChoiceField(choices=FactorSource.values, required=False, default=FactorSource.PUBLISHED)  # type: ignore[assignment]
-    source_detail = serializers.CharField(max_length=500)
+    source_detail = _text(500, "Dataset, e.g. a generation mix x Macknick et al. 2012.")
     vintage = serializers.CharField(max_length=40, required=False, default="", allow_blank=True)
     reason = _reason()
 
@@ -179,7 +186,7 @@ class SiteWueSetSerializer(StrictSerializer):
     site = serializers.SlugField(max_length=50, help_text="A site of this token's organisation.")
     valid_from = AwareDateTimeField(help_text="From this instant until the site's next WUE row.")
     wue_l_per_kwh = FiniteFloatField(min_value=0, max_value=100, help_text="Litres of site water per kWh of IT energy.")
-    source = serializers.CharField(max_length=300)  # type: ignore[assignment]
+    source = _text(300, "Meter, utility bill or operator estimate.")  # type: ignore[assignment]
     reason = _reason()
 
 
