@@ -222,13 +222,10 @@ def disclosure_period(*, scope: Principal, start: dt.date, end: dt.date, team_id
         result, site_notes = _site_market(
             site=sites[site_id], start=t0, end=t1, accounts_in_period={"disclosed": dict(per_hour)}
         )
-        share = result.by_account_g["disclosed"]
-        market_g += share
-        site_total_kwh = result.site_energy_kwh
-        disclosed_kwh = math.fsum(per_hour.values())
-        fraction = disclosed_kwh / site_total_kwh if site_total_kwh > 0 else 0.0
-        covered += result.covered_kwh * fraction
-        residual += result.residual_kwh * fraction
+        market_g += result.by_account_g["disclosed"]
+        disclosed_covered = result.by_account_covered_kwh["disclosed"]
+        covered += disclosed_covered
+        residual += max(math.fsum(per_hour.values()) - disclosed_covered, 0.0)
         if result.matching != "none":
             matchings.update(result.matching.split(" + "))
         notes.extend(n for n in site_notes if n not in notes)

@@ -162,6 +162,11 @@ def test_record_instrument_residual_and_water_then_read_both_scope2_figures(clie
     team = job.team.slug
     narrowed = admin.get(f"/api/v1/disclosure/?start={day}&end={day + dt.timedelta(days=1)}&team={team}").json()
     assert (narrowed["team"], narrowed["market_based"]["co2e_g"]) == (team, scope2["market_based_g"])
+    # The team's covered energy: the hour's 3600 J cover pro rata to its 9225 of 11850 J.
+    assert narrowed["market_based"]["covered_kwh"] == pytest.approx(3600.0 * JOB_J / SITE_J / J_PER_KWH, rel=1e-12)
+    assert narrowed["market_based"]["residual_kwh"] == pytest.approx(
+        (JOB_J - 3600.0 * JOB_J / SITE_J) / J_PER_KWH, rel=1e-12
+    )
 
 
 def test_rejected_writes_change_nothing(fleet, tokens):  # noqa: F811

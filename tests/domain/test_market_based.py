@@ -50,6 +50,8 @@ def test_hourly_instrument_covers_only_its_hours_and_does_not_bank():
     assert (result.covered_hourly_kwh, result.covered_annual_kwh, result.matching) == (60.0, 0.0, "hourly")
     # a: 30/50 x 1,000 + 10/50 x 20,200 = 600 + 4,040; b: 400 + 16,160.
     assert result.by_account_g == {"a": pytest.approx(4_640.0), "b": pytest.approx(16_560.0)}
+    # Covered kWh per account, each hour's cover pro rata: a 30/50 x 50 + 10/50 x 10 = 32, b 28.
+    assert result.by_account_covered_kwh == {"a": pytest.approx(32.0), "b": pytest.approx(28.0)}
     assert result.instruments[0].used_kwh == 60.0
 
 
