@@ -133,6 +133,21 @@ EXAMPLE_FOOTPRINT = {
     "sci_g_per_unit": 2.163e-06,
     "last_window_end": "2026-11-26T14:00:00Z",
     "updated_at": "2026-11-26T14:00:40Z",
+    # With ?include=scope2: 17 kWh, 12 of it covered by a GO bundle at 0 g, 5 kWh at a 420 g/kWh
+    # residual mix; WUE 1.8 L/kWh of 11.333 kWh IT; grid water 1.9 (0.9-3.8) L/kWh.
+    "scope2": {
+        "location_based_g": 1020.0,
+        "location_basis": {"direct_share": 1.0, "lifecycle_share": 0.0, "co2_only_share": 0.0, "label": "direct"},
+        "market_based_g": 2100.0,
+        "market_matching": "annual",
+        "residual_sources": ["DE 2026: residual mix 420 g/kWh, AIB European Residual Mixes 2025 v1.0 v1"],
+        "upstream_g": 212.5,
+        "water_onsite_l": 20.4,
+        "water_offsite_l": 32.3,
+        "water_low_l": 35.7,
+        "water_high_l": 85.0,
+        "water_it_kwh_without_wue": 0.0,
+    },
 }
 EXAMPLE_VALIDATION = {
     "type": "about:blank",
