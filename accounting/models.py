@@ -847,6 +847,23 @@ class InstrumentDelivery(models.Model):
         ]
 
 
+class SiteWue(models.Model):
+    """A site's WUE over time (litres of site water per kWh of IT energy): the newest row at or
+    before an hour applies; before the first row, ``Site.wue_l_per_kwh`` (the static value)."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="wue_series")
+    valid_from = models.DateTimeField()
+    wue_l_per_kwh = models.FloatField()
+    source = models.CharField(max_length=300)
+    version = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["site", "valid_from"], name="site_wue_uniq"),
+            models.CheckConstraint(condition=Q(wue_l_per_kwh__gte=0), name="site_wue_nonneg"),
+        ]
+
+
 class ZoneWaterIntensity(models.Model):
     """Off-site water: litres consumed (evaporated) per kWh generated in a zone, with its range."""
 

@@ -147,7 +147,14 @@ def overview(request: HttpRequest) -> HttpResponse:
         request,
         "dashboard/overview.html",
         "overview",
-        {"form": form, "data": data, "figs": figs, "period": period, "group_label": label},
+        {
+            "form": form,
+            "data": data,
+            "figs": figs,
+            "period": period,
+            "group_label": label,
+            "disclosure": sel.overview_disclosure_get(scope=scope, period=period, team_id=team_id),
+        },
     )
 
 

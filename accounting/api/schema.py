@@ -133,6 +133,21 @@ EXAMPLE_FOOTPRINT = {
     "sci_g_per_unit": 2.163e-06,
     "last_window_end": "2026-11-26T14:00:00Z",
     "updated_at": "2026-11-26T14:00:40Z",
+    # With ?include=scope2: 17 kWh, 12 of it covered by a GO bundle at 0 g, 5 kWh at a 420 g/kWh
+    # residual mix; WUE 1.8 L/kWh of 11.333 kWh IT; grid water 1.9 (0.9-3.8) L/kWh.
+    "scope2": {
+        "location_based_g": 1020.0,
+        "location_basis": {"direct_share": 1.0, "lifecycle_share": 0.0, "co2_only_share": 0.0, "label": "direct"},
+        "market_based_g": 2100.0,
+        "market_matching": "annual",
+        "residual_sources": ["DE 2026: residual mix 420 g/kWh, AIB European Residual Mixes 2025 v1.0 v1"],
+        "upstream_g": 212.5,
+        "water_onsite_l": 20.4,
+        "water_offsite_l": 32.3,
+        "water_low_l": 35.7,
+        "water_high_l": 85.0,
+        "water_it_kwh_without_wue": 0.0,
+    },
 }
 EXAMPLE_VALIDATION = {
     "type": "about:blank",
@@ -258,8 +273,11 @@ JOB_FOOTPRINT_SCHEMA = {
             "From the job's ledger totals: energy breakdown, operational and embodied carbon with a low/high band, "
             "per-unit efficiency (energy and gCO2e per reported functional unit; SCI for the primary unit), the "
             "method version and whether the numbers are final. All zeros with `has_ledger: false` until the first "
-            "telemetry is attributed."
+            "telemetry is attributed. With `include=scope2` the `scope2` section adds dual Scope 2 reporting "
+            "(location-based with its intensity basis, market-based with the matching used), upstream electricity "
+            "emissions (Scope 3 cat. 3) and water on and off site with its range (docs/method.md)."
         ),
+        parameters=[s.FootprintQuerySerializer],
         responses={200: s.JobFootprintSerializer, **ERRORS, **NOT_FOUND},
         examples=[OpenApiExample("Final footprint", value=EXAMPLE_FOOTPRINT, response_only=True)],
         tags=["jobs"],
@@ -623,3 +641,127 @@ def close_fleet_document(result, generator, request, public):  # type: ignore[no
         if name in schemas:
             schemas[name]["additionalProperties"] = False
     return result
+
+
+# --- market-based Scope 2, water, disclosure (accounting.api.instruments_views) ------------
+
+from accounting.api import instruments_serializers as mw  # noqa: E402 - the section's own shapes
+
+INSTRUMENT_NOT_FOUND = {(404, PROBLEM): _problem("No such instrument in this token's organisation.")}
+EXAMPLE_INSTRUMENT = {
+    "site": "paris",
+    "kind": "go",
+    "period_start": "2026-01-01T00:00:00Z",
+    "period_end": "2027-01-01T00:00:00Z",
+    "mwh": 1200.0,
+    "g_per_kwh": 0.0,
+    "certificate_ids": ["FR-GO-2026-000123-000001"],
+    "registry": "AIB hub / EEX",
+    "source": "cancellation statement 2026-0042",
+    "reason": "2026 GO bundle for Paris",
+}
+INSTRUMENTS_SCHEMA = {
+    "get": extend_schema(
+        operation_id="instruments_list",
+        summary="Contractual instruments (PPAs, GOs, RECs) of this organisation's sites",
+        description="Admin tokens. `matching` is `hourly` when the instrument has hourly deliveries, else `annual`.",
+        responses={200: mw.InstrumentListSerializer, **ERRORS},
+        tags=["market-based"],
+    ),
+    "post": extend_schema(
+        operation_id="instruments_create",
+        summary="Record a contractual instrument of a site (audited; no recompute needed)",
+        description=(
+            "Admin tokens, sites of their organisation. Market-based Scope 2 reads instruments at query time "
+            "(docs/method.md, 'Market-based Scope 2'). Rules beyond the schema (400 naming the field): "
+            "`period_end` after `period_start`; `mwh` > 0; `deliveries` at starts of UTC hours inside the "
+            "period, once each, summing to `mwh`; a certificate id claimed by no other instrument of the "
+            "organisation (no double counting); `site` a site of this organisation."
+        ),
+        request=mw.InstrumentCreateSerializer,
+        responses={201: mw.InstrumentSerializer, **ERRORS, **BODY_ERRORS},
+        examples=[OpenApiExample("GO bundle", value=EXAMPLE_INSTRUMENT, request_only=True)],
+        tags=["market-based"],
+    ),
+}
+INSTRUMENT_DETAIL_SCHEMA = {
+    "delete": extend_schema(
+        operation_id="instruments_delete",
+        summary="Withdraw an instrument recorded in error (its facts stay in the audit trail)",
+        parameters=[mw.InstrumentDeleteQuerySerializer],
+        responses={204: None, **ERRORS, **INSTRUMENT_NOT_FOUND},
+        tags=["market-based"],
+    )
+}
+RESIDUAL_MIXES_SCHEMA = {
+    "get": extend_schema(
+        operation_id="residual_mixes_list",
+        summary="Residual-mix emission factors per zone and year (shared factors)",
+        responses={200: mw.ResidualMixListSerializer, **ERRORS},
+        tags=["market-based"],
+    ),
+    "post": extend_schema(
+        operation_id="residual_mixes_set",
+        summary="Create or revise a zone's residual mix for a year (version + 1, before/after audited)",
+        description=(
+            "Admin tokens. The same values again change nothing. Rules beyond the schema (400): `zone` an "
+            "existing grid zone; `source_detail` names the dataset and its release."
+        ),
+        request=mw.ResidualMixSetSerializer,
+        responses={200: mw.ResidualMixSerializer, **ERRORS, **BODY_ERRORS},
+        tags=["market-based"],
+    ),
+}
+ZONE_WATER_SCHEMA = {
+    "get": extend_schema(
+        operation_id="zone_water_list",
+        summary="Grid water intensity per zone (L consumed per kWh generated, with its range)",
+        responses={200: mw.ZoneWaterListSerializer, **ERRORS},
+        tags=["water"],
+    ),
+    "post": extend_schema(
+        operation_id="zone_water_set",
+        summary="Create or revise a zone's grid water intensity (version + 1, before/after audited)",
+        description="Admin tokens. Rules beyond the schema (400): `zone` exists; low <= central <= high.",
+        request=mw.ZoneWaterSetSerializer,
+        responses={200: mw.ZoneWaterSerializer, **ERRORS, **BODY_ERRORS},
+        tags=["water"],
+    ),
+}
+SITE_WUE_SCHEMA = {
+    "get": extend_schema(
+        operation_id="site_wue_list",
+        summary="WUE series of this organisation's sites (L per kWh of IT energy)",
+        responses={200: mw.SiteWueListSerializer, **ERRORS},
+        tags=["water"],
+    ),
+    "post": extend_schema(
+        operation_id="site_wue_set",
+        summary="Create or revise a site's WUE from an instant (version + 1, before/after audited)",
+        description=(
+            "Admin tokens, sites of their organisation. The newest row at or before an hour applies; before the "
+            "first, the site's static `wue_l_per_kwh`. Rules beyond the schema (400): `site` a site of this "
+            "organisation."
+        ),
+        request=mw.SiteWueSetSerializer,
+        responses={200: mw.SiteWueSerializer, **ERRORS, **BODY_ERRORS},
+        tags=["water"],
+    ),
+}
+DISCLOSURE_SCHEMA = {
+    "get": extend_schema(
+        operation_id="disclosure_period",
+        summary="A period's dual Scope 2 (location- and market-based), upstream, embodied, energy and water",
+        description=(
+            "What the token sees over [`start`, `end`) (UTC days): location-based Scope 2 with its intensity basis "
+            "(direct / life-cycle share), market-based Scope 2 with the matching used (instruments of each site, "
+            "the rest at the zone's residual mix, allocated pro rata to energy), upstream electricity emissions "
+            "(Scope 3 cat. 3) as their own figure, embodied carbon, energy, and water on site (WUE x IT energy) and "
+            "off site (grid water x all energy) with its range. Rules beyond the schema (400): `end` after `start` "
+            "and at most 366 days later; `team` a team the token sees."
+        ),
+        parameters=[mw.DisclosureQuerySerializer],
+        responses={200: mw.DisclosureSerializer, **ERRORS},
+        tags=["market-based"],
+    )
+}

@@ -626,6 +626,43 @@ class UnitEfficiencySerializer(serializers.Serializer):
     co2e_g_per_unit = serializers.FloatField()
 
 
+class BasisSerializer(serializers.Serializer):
+    """Which intensity basis a location-based figure rests on, by energy share."""
+
+    direct_share = serializers.FloatField()
+    lifecycle_share = serializers.FloatField()
+    co2_only_share = serializers.FloatField()
+    label = serializers.CharField()  # type: ignore[assignment]
+
+
+class JobScope2Serializer(serializers.Serializer):
+    """Dual Scope 2 reporting of a job, upstream electricity emissions and water
+    (``accounting.selectors.disclosure.job_market_water``)."""
+
+    location_based_g = serializers.FloatField(help_text="Scope 2 location-based: = co2e.operational_g.")
+    location_basis = BasisSerializer()
+    market_based_g = serializers.FloatField(
+        help_text="Scope 2 market-based: the job's share, pro rata to its energy by hour, of its site's instruments "
+        "and residual mix."
+    )
+    market_matching = serializers.CharField(help_text="`hourly`, `annual`, `hourly + annual` or `none`.")
+    residual_sources = serializers.ListField(child=serializers.CharField())
+    upstream_g = serializers.FloatField(help_text="Scope 3 cat. 3 (life-cycle minus direct intensity), where known.")
+    water_onsite_l = serializers.FloatField(allow_null=True, help_text="IT energy x site WUE; null: no WUE.")
+    water_offsite_l = serializers.FloatField(allow_null=True, help_text="All energy x grid water; null: none known.")
+    water_low_l = serializers.FloatField()
+    water_high_l = serializers.FloatField()
+    water_it_kwh_without_wue = serializers.FloatField(help_text="IT energy of hours before the site's first WUE.")
+
+
+class FootprintQuerySerializer(serializers.Serializer):
+    include = serializers.ChoiceField(
+        choices=["scope2"],
+        required=False,
+        help_text="`scope2`: add the `scope2` section (market-based Scope 2, upstream, water); a few more queries.",
+    )
+
+
 class JobFootprintSerializer(serializers.Serializer):
     job = serializers.IntegerField(source="job.id")
     scheduler_job_id = serializers.CharField(source="job.scheduler_job_id")
@@ -642,6 +679,9 @@ class JobFootprintSerializer(serializers.Serializer):
     sci_g_per_unit = serializers.FloatField(allow_null=True, help_text="(operational + embodied) / primary unit.")
     last_window_end = serializers.DateTimeField(allow_null=True)
     updated_at = serializers.DateTimeField(allow_null=True)
+    scope2 = JobScope2Serializer(
+        allow_null=True, help_text="With `include=scope2` and a ledger: dual Scope 2, upstream and water; else null."
+    )
 
 
 # --- budgets -------------------------------------------------------------------------------

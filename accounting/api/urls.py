@@ -2,7 +2,7 @@
 
 from django.urls import include, path, re_path
 
-from accounting.api import exports_views, fleet_views, views
+from accounting.api import exports_views, fleet_views, instruments_views, views
 from accounting.api.metrics import PrometheusMetricsView
 
 urlpatterns = [
@@ -31,6 +31,12 @@ urlpatterns = [
     path("exports/job-hours.parquet", exports_views.JobHoursParquetView.as_view(), name="api-export-job-hours-parquet"),
     path("exports/jobs.csv", exports_views.JobsCsvView.as_view(), name="api-export-jobs-csv"),
     path("exports/jobs.parquet", exports_views.JobsParquetView.as_view(), name="api-export-jobs-parquet"),
+    path("instruments/", instruments_views.InstrumentCollectionView.as_view(), name="api-instruments"),
+    path("instruments/<int:pk>/", instruments_views.InstrumentDetailView.as_view(), name="api-instrument"),
+    path("residual-mixes/", instruments_views.ResidualMixCollectionView.as_view(), name="api-residual-mixes"),
+    path("zone-water/", instruments_views.ZoneWaterCollectionView.as_view(), name="api-zone-water"),
+    path("site-wue/", instruments_views.SiteWueCollectionView.as_view(), name="api-site-wue"),
+    path("disclosure/", instruments_views.DisclosureView.as_view(), name="api-disclosure"),
     # Last: anything else under /api/v1/ is a problem-details 404 (e.g. /jobs/1.5/).
     re_path(r"^(?P<unmatched>[\s\S]*)$", views.api_not_found, name="api-not-found"),
 ]

@@ -7,6 +7,8 @@ live in ``accounting.api.permissions``, the OpenAPI documentation in ``accountin
 
 from __future__ import annotations
 
+import dataclasses
+
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import JsonResponse
@@ -25,6 +27,7 @@ from accounting.domain import bounds
 from accounting.models import Cluster, Team
 from accounting.selectors.access import Principal, budgets_visible, clusters_visible, teams_visible
 from accounting.selectors.budgets import budget_check, budget_status
+from accounting.selectors.disclosure import job_market_water
 from accounting.selectors.jobs import MAX_DB_INT, JobFilters, job_footprint_get, job_list, team_user_cluster_get
 from accounting.services.advice import advice_for_job
 from accounting.services.budgets import budget_set
@@ -154,7 +157,12 @@ class JobFootprintView(ApiView):
 
     def get(self, request, **kwargs):
         job = self.job_or_404(**kwargs)
-        return Response(s.represented(s.JobFootprintSerializer, job_footprint_get(job=job)))
+        view = job_footprint_get(job=job)
+        query = s.validated(s.FootprintQuerySerializer, request.query_params.dict())
+        if query.get("include") == "scope2" and view.has_ledger:
+            # Off the hot path (a scheduler's poll is two queries): only when asked.
+            view = dataclasses.replace(view, scope2=job_market_water(job=job, footprint=job.footprint))
+        return Response(s.represented(s.JobFootprintSerializer, view))
 
 
 class JobUnitsView(ApiView):

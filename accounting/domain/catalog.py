@@ -321,8 +321,10 @@ CATALOG: dict[str, DeviceSpec] = {
             },
         ),
         _spec(
+            # The key keeps "192gb" (stored HardwareModel rows and API clients use it); the part
+            # as HGX B200 ships it has 180 GB usable.
             key="b200-sxm-192gb",
-            name="NVIDIA B200 SXM 192GB",
+            name="NVIDIA B200 SXM (HGX B200, 180 GB)",
             vendor="NVIDIA",
             match_names=("NVIDIA B200", "NVIDIA B200 192GB HBM3e", "NVIDIA B200 SXM 192GB"),
             idle_power_w=120.0,
@@ -336,7 +338,7 @@ CATALOG: dict[str, DeviceSpec] = {
                 "fp8": 4500.0,
                 "int8": 4500.0,
             },
-            memory_gb=192.0,
+            memory_gb=180.0,
             memory_bandwidth_gb_s=8000.0,
             interconnect_gb_s=1800.0,
             pcie_gb_s=128.0,
@@ -348,7 +350,8 @@ CATALOG: dict[str, DeviceSpec] = {
                 "min_power_limit_w": _DGX_B200_PL,
                 "max_power_w": _B200_DS + " (HGX B200 1000 W per GPU)",
                 "peak_flops": _B200_DS + " (HGX B200 8-GPU totals / 8, sparse figures / 2)",
-                "memory_gb": _B200_DS + " (192 GB as announced; HGX B200 ships 180 GB usable)",
+                "memory_gb": "NVIDIA HGX B200 datasheet and NVIDIA technical blog 'NVIDIA HGX B200 Reduces Embodied "
+                "Carbon Emissions Intensity' (2025): 180 GB HBM3E per GPU usable (192 GB physical, 8 stacks)",
                 "memory_bandwidth_gb_s": _B200_DS,
                 "interconnect_gb_s": _B200_DS + " (NVLink 5)",
                 "pcie_gb_s": _B200_DS + " (PCIe Gen5 host link)",

@@ -7,7 +7,10 @@ Model (ACT, facebookresearch/ACT, Gupta et al. ISCA 2022) per logic die::
 plus memory capacity × a per-GB factor, a per-IC packaging term, and (our extension, calibrated
 on NVIDIA's HGX H100 product carbon footprint) a board/thermal/assembly term that scales with
 board power. ACT's fixed yield (0.875) flatters reticle-sized dies, so yield here comes from a
-negative-binomial defect model ``Y = (1 + A·D0/α)^−α`` with a declared D0 per node.
+negative-binomial defect model ``Y = (1 + A·D0/α)^−α`` with a declared D0 per node. Large GPUs
+ship with defective units disabled (H100 SXM enables 132 of its 144 SMs): a die is sold if the
+area outside the SM array is clean and at most ``total − enabled`` SMs hold a defect
+(``harvested_yield``), so where the unit counts are published the die term uses that yield.
 
 Every constant carries its source; low/high bands come from running the same model with a LOW
 and a HIGH parameter set (``SCENARIOS``), never from a bare ± on the result.
@@ -29,7 +32,9 @@ from accounting.domain.catalog import CATALOG, DeviceSpec
 
 # Bump when any constant, source or EMBODIED figure below changes: HardwareModel rows loaded
 # from this module record it, and load_factors creates a FactorChange when it moves.
-EMBODIED_VERSION = "2026.11-1"
+EMBODIED_VERSION = "2026.12-1"
+# 2026.12-1: harvested yield for GPUs with published SM counts (HARVEST); host DRAM and SSD per GB
+# from server LCAs and Boavizta instead of fab-only figures (SCENARIO_SOURCES); B200 180 GB.
 
 ACT_SOURCE = "ACT (facebookresearch/ACT, Gupta et al., ISCA 2022), logic/epa|gpa_95|gpa_99|materials tables"
 
@@ -97,6 +102,65 @@ def die_yield(*, area_mm2: float, d0_per_cm2: float, alpha: float = YIELD_ALPHA)
     return yield_fraction
 
 
+@dataclass(frozen=True)
+class Harvest:
+    """A die sold with some of its repeated units (SMs) disabled."""
+
+    units_total: int
+    units_enabled: int
+    source: str
+    # Share of the die area in the repeated units (the SM array); the rest (L2, memory and I/O
+    # controllers, NVLink, PCIe) must be defect-free. Declared from annotated die shots.
+    repairable_fraction: float = 0.55
+
+
+REPAIRABLE_FRACTION_SOURCE = (
+    "declared: the SM array is about half to two thirds of a GV100/GA100/GH100 die in annotated die shots "
+    "(NVIDIA architecture whitepapers' block diagrams, third-party die-shot annotations); 0.55 used"
+)
+
+
+def harvested_yield(
+    *,
+    area_mm2: float,
+    d0_per_cm2: float,
+    units_total: int,
+    units_enabled: int,
+    repairable_fraction: float,
+    alpha: float = YIELD_ALPHA,
+) -> float:
+    """Yield of a die sold with up to ``units_total − units_enabled`` defective units disabled:
+    P(fixed area clean) × P(at most that many of the units hold a defect), each unit's defect
+    probability from the same negative-binomial model over its own area."""
+    if not (0 < units_enabled <= units_total) or not (0 < repairable_fraction <= 1):
+        raise ValueError("need 0 < enabled <= total units and 0 < repairable fraction <= 1")
+    fixed_mm2 = area_mm2 * (1.0 - repairable_fraction)
+    fixed = die_yield(area_mm2=fixed_mm2, d0_per_cm2=d0_per_cm2, alpha=alpha) if fixed_mm2 > 0 else 1.0
+    unit_ok = die_yield(area_mm2=area_mm2 * repairable_fraction / units_total, d0_per_cm2=d0_per_cm2, alpha=alpha)
+    p_bad = 1.0 - unit_ok
+    spare = units_total - units_enabled
+    repaired = math.fsum(math.comb(units_total, i) * p_bad**i * unit_ok ** (units_total - i) for i in range(spare + 1))
+    return fixed * repaired
+
+
+_SM = "NVIDIA architecture whitepapers (full die vs product SM counts)"
+# Full-die and enabled SM counts where NVIDIA publishes both. B200 and the AMD parts: no
+# published full-die count here, so their dies keep the plain yield (and say so).
+HARVEST: Mapping[str, Harvest] = MappingProxyType(
+    {
+        "v100-sxm2-32gb": Harvest(84, 80, f"{_SM}: GV100 84 SMs, Tesla V100 80"),
+        "a100-sxm4-40gb": Harvest(128, 108, f"{_SM}: GA100 128 SMs, A100 108"),
+        "a100-sxm4-80gb": Harvest(128, 108, f"{_SM}: GA100 128 SMs, A100 108"),
+        "h100-sxm5-80gb": Harvest(144, 132, f"{_SM}: GH100 144 SMs, H100 SXM5 132"),
+        "h100-pcie-80gb": Harvest(144, 114, f"{_SM}: GH100 144 SMs, H100 PCIe 114"),
+        "h200-sxm-141gb": Harvest(144, 132, f"{_SM}: GH100 144 SMs, H200 132"),
+        "l4-24gb": Harvest(60, 58, f"{_SM}: AD104 60 SMs, L4 58"),
+        "l40s-48gb": Harvest(144, 142, f"{_SM}: AD102 144 SMs, L40S 142"),
+        "t4-16gb": Harvest(48, 40, f"{_SM}: TU104 48 SMs, T4 40"),
+    }
+)
+
+
 # --- scenarios (central / low / high parameter sets) ------------------------------------
 
 
@@ -125,16 +189,28 @@ HBM_KG_PER_GB_FROM_PCF = 0.42 * HGX_H100_PCF_KG / HGX_H100_HBM_GB
 # per GPU and per watt of the 700 W H100 SXM5: heat sinks and power delivery track board power.
 BOARD_KG_PER_W_FROM_PCF = (1.0 - 0.42 - 0.25) * HGX_H100_PCF_KG / HGX_H100_GPUS / 700.0
 
+# Host memory and storage per GB. Fab-only figures (ACT's DRAM 65 g/GB, NAND 10 g/GB) leave out
+# wafer materials, test, packaging and module assembly and sit ~13x below the HBM figure above:
+# they are floors, not central values. Dell's R740 LCA (server-level, as ACT quotes it) and
+# Boavizta's die factor (boaviztapi docs, components ram.md and ssd.md) bracket them.
+DELL_R740_DRAM_KG_PER_GB = 533.0 / 432.0
+DELL_R740_SSD_KG_PER_GB = 3373.0 / 30720.0
+BOAVIZTA_DIE_KG_PER_CM2 = 2.20
+BOAVIZTA_RAM_GB_PER_CM2 = 0.625
+BOAVIZTA_SSD_GB_PER_CM2 = 48.5
+
 SCENARIO_SOURCES: Mapping[str, str] = MappingProxyType(
     {
         "fab_intensity_g_per_kwh": "ACT carbon_intensity/location.json: taiwan 583 g/kWh",
         "gas_abatement": "ACT Fab_Logic gpa='97' default (mean of 95 % and 99 % abatement tables)",
         "hbm_kg_per_gb": "NVIDIA HGX H100 PCF: HBM 42 % of 1,312 kg over 640 GB; low/high x0.5/x1.5 (declared)",
         "gddr_kg_per_gb": "ACT dram_hynix: ddr4_10nm 65 g/GB (low lpddr4 48, high ddr3_30nm 230)",
-        "dram_kg_per_gb": "ACT dram_hynix ddr4_10nm 65 g/GB (low lpddr4 48); high 1.234 kg/GB = Dell "
-        "PowerEdge R740 LCA DRAM 533 kg / 432 GB (as quoted in ACT exps/dellr740)",
-        "ssd_kg_per_gb": "ACT ssd_hynix nand_10nm 10 g/GB (low nand_tlc_1z 5.6); high 0.1098 kg/GB = Dell "
-        "R740 LCA SSD 3,373 kg / 30,720 GB (ACT exps/dellr740)",
+        "dram_kg_per_gb": "central 1.234 kg/GB = Dell PowerEdge R740 LCA, DRAM 533 kg / 432 GB (as quoted in "
+        "ACT exps/dellr740); low 0.065 kg/GB = ACT dram_hynix ddr4_10nm (fab only: a floor); high 3.52 kg/GB = "
+        "Boavizta RAM die factor 2.20 kgCO2e/cm2 at its default density 0.625 GB/cm2",
+        "ssd_kg_per_gb": "central 0.0454 kg/GB = Boavizta SSD die factor 2.20 kgCO2e/cm2 at its default density "
+        "48.5 GB/cm2 (its 6.34 kg per drive left out); low 0.010 kg/GB = ACT ssd_hynix nand_10nm (fab only); "
+        "high 0.1098 kg/GB = Dell R740 LCA, SSD 3,373 kg / 30,720 GB (ACT exps/dellr740)",
         "packaging_kg_per_ic": "ACT exps/dellr740: packaging_intensity 150 g CO2 per IC",
         "board_kg_per_w": "NVIDIA HGX H100 PCF: non-HBM non-IC share (33 %) of 1,312 kg / 8 GPUs / 700 W; "
         "low/high x0.5/x1.5 (declared)",
@@ -148,8 +224,8 @@ CENTRAL = Scenario(
     d0_multiplier=1.0,
     hbm_kg_per_gb=HBM_KG_PER_GB_FROM_PCF,
     gddr_kg_per_gb=0.065,
-    dram_kg_per_gb=0.065,
-    ssd_kg_per_gb=0.010,
+    dram_kg_per_gb=DELL_R740_DRAM_KG_PER_GB,
+    ssd_kg_per_gb=BOAVIZTA_DIE_KG_PER_CM2 / BOAVIZTA_SSD_GB_PER_CM2,
     packaging_kg_per_ic=0.150,
     board_kg_per_w=BOARD_KG_PER_W_FROM_PCF,
 )
@@ -160,8 +236,8 @@ LOW = Scenario(
     d0_multiplier=0.5,
     hbm_kg_per_gb=0.5 * HBM_KG_PER_GB_FROM_PCF,
     gddr_kg_per_gb=0.048,
-    dram_kg_per_gb=0.048,
-    ssd_kg_per_gb=0.0056,
+    dram_kg_per_gb=0.065,
+    ssd_kg_per_gb=0.010,
     packaging_kg_per_ic=0.150,
     board_kg_per_w=0.5 * BOARD_KG_PER_W_FROM_PCF,
 )
@@ -172,8 +248,8 @@ HIGH = Scenario(
     d0_multiplier=1.5,
     hbm_kg_per_gb=1.5 * HBM_KG_PER_GB_FROM_PCF,
     gddr_kg_per_gb=0.230,
-    dram_kg_per_gb=533.0 / 432.0,
-    ssd_kg_per_gb=3373.0 / 30720.0,
+    dram_kg_per_gb=BOAVIZTA_DIE_KG_PER_CM2 / BOAVIZTA_RAM_GB_PER_CM2,
+    ssd_kg_per_gb=DELL_R740_SSD_KG_PER_GB,
     packaging_kg_per_ic=0.150,
     board_kg_per_w=1.5 * BOARD_KG_PER_W_FROM_PCF,
 )
@@ -200,10 +276,27 @@ def carbon_per_area_g_per_cm2(*, process_node_nm: float, scenario: Scenario = CE
     )
 
 
-def logic_die_kg(*, area_mm2: float, process_node_nm: float, scenario: Scenario = CENTRAL) -> float:
+def die_yield_for(
+    *, area_mm2: float, process_node_nm: float, scenario: Scenario = CENTRAL, harvest: Harvest | None = None
+) -> float:
+    """The yield a logic die is charged at: harvested where its unit counts are known, else plain."""
+    d0 = NODE_FACTORS[act_node_for(process_node_nm)].d0_per_cm2 * scenario.d0_multiplier
+    if harvest is None:
+        return die_yield(area_mm2=area_mm2, d0_per_cm2=d0)
+    return harvested_yield(
+        area_mm2=area_mm2,
+        d0_per_cm2=d0,
+        units_total=harvest.units_total,
+        units_enabled=harvest.units_enabled,
+        repairable_fraction=harvest.repairable_fraction,
+    )
+
+
+def logic_die_kg(
+    *, area_mm2: float, process_node_nm: float, scenario: Scenario = CENTRAL, harvest: Harvest | None = None
+) -> float:
     """Embodied kgCO2e of one good logic die: fab carbon per area × area ÷ yield."""
-    node = NODE_FACTORS[act_node_for(process_node_nm)]
-    y = die_yield(area_mm2=area_mm2, d0_per_cm2=node.d0_per_cm2 * scenario.d0_multiplier)
+    y = die_yield_for(area_mm2=area_mm2, process_node_nm=process_node_nm, scenario=scenario, harvest=harvest)
     return (
         (area_mm2 / 100.0) * carbon_per_area_g_per_cm2(process_node_nm=process_node_nm, scenario=scenario) / y / 1000.0
     )
@@ -228,6 +321,7 @@ class AcceleratorBom:
     memory_ics: int  # packaged memory devices (HBM stacks / GDDR chips), for the packaging term
     max_power_w: float
     notes: str = ""
+    harvest: Harvest | None = None  # applies to each logic die
 
 
 @dataclass(frozen=True)
@@ -247,10 +341,7 @@ class EmbodiedBreakdown:
 
 def accelerator_breakdown(bom: AcceleratorBom, *, scenario: Scenario = CENTRAL) -> EmbodiedBreakdown:
     yields = tuple(
-        die_yield(
-            area_mm2=d.area_mm2,
-            d0_per_cm2=NODE_FACTORS[act_node_for(d.process_node_nm)].d0_per_cm2 * scenario.d0_multiplier,
-        )
+        die_yield_for(area_mm2=d.area_mm2, process_node_nm=d.process_node_nm, scenario=scenario, harvest=bom.harvest)
         for d in bom.dies
     )
     if bom.memory_kind == "hbm":
@@ -261,7 +352,8 @@ def accelerator_breakdown(bom: AcceleratorBom, *, scenario: Scenario = CENTRAL) 
         raise ValueError(f"memory_kind must be 'hbm' or 'gddr', got {bom.memory_kind!r}")
     return EmbodiedBreakdown(
         dies_kg=sum(
-            logic_die_kg(area_mm2=d.area_mm2, process_node_nm=d.process_node_nm, scenario=scenario) for d in bom.dies
+            logic_die_kg(area_mm2=d.area_mm2, process_node_nm=d.process_node_nm, scenario=scenario, harvest=bom.harvest)
+            for d in bom.dies
         ),
         memory_kg=bom.memory_gb * per_gb,
         packaging_kg=(len(bom.dies) + bom.memory_ics) * scenario.packaging_kg_per_ic,
@@ -326,6 +418,7 @@ def bom_for(spec: DeviceSpec) -> AcceleratorBom:
         memory_ics=o.get("memory_ics", 0),
         max_power_w=spec.max_power_w,
         notes=o.get("notes", ""),
+        harvest=HARVEST.get(spec.key),
     )
 
 
@@ -349,6 +442,14 @@ def act_estimate(spec: DeviceSpec) -> EmbodiedFigure:
     bom = bom_for(spec)
     central, low, high = (accelerator_estimate_kg(bom, scenario=s) for s in (CENTRAL, LOW, HIGH))
     detail = f"; {bom.notes}" if bom.notes else ""
+    if bom.harvest is not None:
+        h = bom.harvest
+        detail += (
+            f"; harvested yield: {h.units_enabled} of {h.units_total} SMs enabled ({h.source}), SM array "
+            f"{h.repairable_fraction:g} of the die (declared)"
+        )
+    else:
+        detail += "; plain yield (no published full-die unit count)"
     return EmbodiedFigure(
         kg=central,
         low_kg=min(low, central),

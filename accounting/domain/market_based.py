@@ -85,6 +85,8 @@ class MarketBasedResult:
     by_account_g: dict[Hashable, float]
     by_hour_g: dict[datetime, float]
     instruments: list[InstrumentUse] = field(default_factory=list)
+    # kWh of each account covered by instruments (each hour's cover pro rata to its energy)
+    by_account_covered_kwh: dict[Hashable, float] = field(default_factory=dict)
     residual_versions: dict[int, int] = field(default_factory=dict)  # year -> factor version
 
     @property
@@ -161,9 +163,13 @@ def market_based(
         by_hour_g[h] = covered_g[h] + rest_g
 
     by_account: dict[Hashable, float] = {}
+    by_account_covered: dict[Hashable, float] = {}
     for account, per_hour in account_kwh_by_hour.items():
         by_account[account] = math.fsum(
             by_hour_g[h] * kwh / site_kwh[h] for h, kwh in per_hour.items() if site_kwh[h] > 0
+        )
+        by_account_covered[account] = math.fsum(
+            (site_kwh[h] - max(uncovered[h], 0.0)) * kwh / site_kwh[h] for h, kwh in per_hour.items() if site_kwh[h] > 0
         )
 
     hourly_kwh = math.fsum(u.used_kwh for u in uses if u.matching == HOURLY)
@@ -183,4 +189,5 @@ def market_based(
         by_hour_g=by_hour_g,
         instruments=uses,
         residual_versions=residual_versions,
+        by_account_covered_kwh=by_account_covered,
     )

@@ -18,9 +18,11 @@ spread of the literature, not of the cooling mix.
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 GAL_TO_L = 3.785411784  # US gallon, exact
 WATER_METHOD_VERSION = "2026.12-1"
@@ -116,3 +118,35 @@ def water_l(
         total_energy_kwh * grid.low_l_per_kwh,
         total_energy_kwh * grid.high_l_per_kwh,
     )
+
+
+@dataclass(frozen=True)
+class Onsite:
+    litres: float | None  # None: no hour had a WUE
+    kwh_without_wue: float  # IT energy of hours before the first WUE (not counted, reported)
+
+
+def onsite_water_l(
+    *,
+    it_kwh_by_hour: Mapping[datetime, float],
+    static_wue_l_per_kwh: float | None,
+    series: Sequence[tuple[datetime, float]] = (),
+) -> Onsite:
+    """On-site water of IT energy by hour: ``Σ_h IT kWh(h) × WUE(h)``, WUE(h) the newest series
+    value at or before the hour, else the site's static WUE; hours with neither are reported as
+    ``kwh_without_wue``, never counted as zero water silently."""
+    points = sorted(series)
+    for when, wue in points:
+        if not (math.isfinite(wue) and wue >= 0):
+            raise ValueError(f"WUE at {when.isoformat()} must be finite and >= 0, got {wue!r}")
+    starts = [when for when, _ in points]
+    litres: list[float] = []
+    missing = 0.0
+    for hour, kwh in it_kwh_by_hour.items():
+        i = bisect.bisect_right(starts, hour) - 1
+        hour_wue = points[i][1] if i >= 0 else static_wue_l_per_kwh
+        if hour_wue is None:
+            missing += kwh
+        else:
+            litres.append(kwh * hour_wue)
+    return Onsite(math.fsum(litres) if litres else None, missing)

@@ -27,7 +27,7 @@ from accounting.domain.market_based import (
     market_based,
 )
 from accounting.domain.units import J_PER_KWH
-from accounting.domain.water import WATER_METHOD_VERSION, WaterFactor, water_l
+from accounting.domain.water import WATER_METHOD_VERSION, WaterFactor, onsite_water_l, water_l
 from accounting.models import (
     ContractualInstrument,
     Job,
@@ -36,6 +36,7 @@ from accounting.models import (
     LedgerEntry,
     ResidualMix,
     Site,
+    SiteWue,
     TeamHour,
     ZoneWaterIntensity,
 )
@@ -66,6 +67,7 @@ class WaterFigure:
     sites_without_wue: list[str]
     zones_without_water: list[str]
     method_version: str = WATER_METHOD_VERSION
+    it_kwh_without_wue: float = 0.0  # hours before a site's first WUE (no static value): not counted
 
     @property
     def total_l(self) -> float:
@@ -169,6 +171,15 @@ def _grid_water(zone_ids: Iterable[int]) -> dict[int, WaterFactor]:
     }
 
 
+def _wue_series(sites: Iterable[Site]) -> dict[int, list[tuple[dt.datetime, float]]]:
+    out: dict[int, list[tuple[dt.datetime, float]]] = defaultdict(list)
+    for site_id, valid_from, wue in SiteWue.objects.filter(site__in=[s.pk for s in sites]).values_list(
+        "site_id", "valid_from", "wue_l_per_kwh"
+    ):
+        out[site_id].append((valid_from, wue))
+    return out
+
+
 def disclosure_period(*, scope: Principal, start: dt.date, end: dt.date, team_id: int | None) -> Disclosure:
     """Per scope and period [start, end) (UTC dates): location-based, market-based (with the
     matching used), upstream, embodied, energy and water. ``team_id`` narrows to one team (None:
@@ -211,50 +222,56 @@ def disclosure_period(*, scope: Principal, start: dt.date, end: dt.date, team_id
         result, site_notes = _site_market(
             site=sites[site_id], start=t0, end=t1, accounts_in_period={"disclosed": dict(per_hour)}
         )
-        share = result.by_account_g["disclosed"]
-        market_g += share
-        site_total_kwh = result.site_energy_kwh
-        disclosed_kwh = math.fsum(per_hour.values())
-        fraction = disclosed_kwh / site_total_kwh if site_total_kwh > 0 else 0.0
-        covered += result.covered_kwh * fraction
-        residual += result.residual_kwh * fraction
+        market_g += result.by_account_g["disclosed"]
+        disclosed_covered = result.by_account_covered_kwh["disclosed"]
+        covered += disclosed_covered
+        residual += max(math.fsum(per_hour.values()) - disclosed_covered, 0.0)
         if result.matching != "none":
             matchings.update(result.matching.split(" + "))
         notes.extend(n for n in site_notes if n not in notes)
     matching = " + ".join(m for m in ("hourly", "annual") if m in matchings) or "none"
 
-    # Water: on-site by IT energy (ledger energy less its facility lines), off-site by all energy.
+    # Water: on-site by IT energy per hour (ledger energy less its facility lines) x the WUE of
+    # the hour, off-site by all energy x grid water.
     lq = scope.rows_q() & Q(hour__gte=t0, hour__lt=t1)
     if team_id is not None:
         lq &= Q(team_id=team_id)
-    facility = dict(
-        LedgerEntry.objects.filter(lq, component="facility")
-        .values("site_id")
+    facility: dict[tuple[int, dt.datetime], float] = {
+        (site_id, hour): j
+        for site_id, hour, j in LedgerEntry.objects.filter(lq, component="facility")
+        .values("site_id", "hour")
         .annotate(j=Sum("energy_j"))
-        .values_list("site_id", "j")
-    )
+        .values_list("site_id", "hour", "j")
+    }
     grid = _grid_water(s.zone_id for s in sites.values())
-    onsite = offsite = low = high = 0.0
+    series = _wue_series(sites.values())
+    onsite = offsite = low = high = without_wue_kwh = 0.0
     no_wue: list[str] = []
     no_water: list[str] = []
     for site_id, per_hour in sorted(by_site.items()):
         site = sites[site_id]
         total_kwh = math.fsum(per_hour.values())
-        it_kwh = max(total_kwh - (facility.get(site_id) or 0.0) / J_PER_KWH, 0.0)
-        w = water_l(
-            it_energy_kwh=it_kwh,
+        it_by_hour = {
+            hour: max(kwh - (facility.get((site_id, hour)) or 0.0) / J_PER_KWH, 0.0) for hour, kwh in per_hour.items()
+        }
+        on = onsite_water_l(
+            it_kwh_by_hour=it_by_hour, static_wue_l_per_kwh=site.wue_l_per_kwh, series=series.get(site_id, [])
+        )
+        off = water_l(
+            it_energy_kwh=min(math.fsum(it_by_hour.values()), total_kwh),
             total_energy_kwh=total_kwh,
-            wue_l_per_kwh=site.wue_l_per_kwh,
+            wue_l_per_kwh=None,
             grid=grid.get(site.zone_id),
         )
-        if w.onsite_l is None:
+        if on.litres is None:
             no_wue.append(site.slug)
-        if w.offsite_l is None and site.zone.code not in no_water:
+        without_wue_kwh += on.kwh_without_wue if on.litres is not None else 0.0
+        if off.offsite_l is None and site.zone.code not in no_water:
             no_water.append(site.zone.code)
-        onsite += w.onsite_l or 0.0
-        offsite += w.offsite_l or 0.0
-        low += w.low_l
-        high += w.high_l
+        onsite += on.litres or 0.0
+        offsite += off.offsite_l or 0.0
+        low += (on.litres or 0.0) + (off.offsite_low_l or 0.0)
+        high += (on.litres or 0.0) + (off.offsite_high_l or 0.0)
 
     return Disclosure(
         start=start,
@@ -275,6 +292,7 @@ def disclosure_period(*, scope: Principal, start: dt.date, end: dt.date, team_id
             high_l=high,
             sites_without_wue=no_wue,
             zones_without_water=no_water,
+            it_kwh_without_wue=without_wue_kwh,
         ),
         labels={
             "location_based": f"{LOCATION_LABEL}; basis: {mix.label}",
@@ -287,6 +305,7 @@ def disclosure_period(*, scope: Principal, start: dt.date, end: dt.date, team_id
 
 @dataclass(frozen=True)
 class JobMarketWater:
+    location_based_g: float
     market_based_g: float
     market_matching: str
     residual_sources: list[str]
@@ -296,13 +315,17 @@ class JobMarketWater:
     water_offsite_l: float | None
     water_low_l: float
     water_high_l: float
+    water_it_kwh_without_wue: float = 0.0
 
 
-def job_market_water(*, job: Job, footprint: JobFootprint) -> JobMarketWater:
+def job_market_water(*, job: Job, footprint: JobFootprint, site: Site | None = None) -> JobMarketWater:
     """A job's market-based Scope 2 (its energy's share of its site's, pro rata by hour), its
-    upstream figure and basis, and its water (IT energy x WUE; all energy x grid water)."""
-    site = Site.objects.select_related("zone").get(clusters=job.cluster_id)
-    hours = dict(JobHour.objects.filter(job=job).values_list("hour", "energy_j"))
+    upstream figure and basis, and its water (IT energy x WUE; all energy x grid water).
+    ``site``: the job's site with its zone, when the caller has it loaded already."""
+    if site is None:
+        site = Site.objects.select_related("zone").get(clusters=job.cluster_id)
+    hour_rows = list(JobHour.objects.filter(job=job).values_list("hour", "energy_j", "facility_energy_j"))
+    hours = {h: e for h, e, _f in hour_rows}
     if hours:
         t0, t1 = min(hours), max(hours) + H
         result, notes = _site_market(
@@ -313,9 +336,16 @@ def job_market_water(*, job: Job, footprint: JobFootprint) -> JobMarketWater:
         market_g, matching, notes = 0.0, "none", []
     total_kwh = footprint.energy_j / J_PER_KWH
     it_kwh = max(total_kwh - footprint.facility_energy_j / J_PER_KWH, 0.0)
+    # On-site water by the hour's WUE (series, else static); the footprint's totals when the
+    # hourly roll-up has no rows yet.
+    it_by_hour = {h: max(e - f, 0.0) / J_PER_KWH for h, e, f in hour_rows} or {job.started_at: it_kwh}
+    on = onsite_water_l(
+        it_kwh_by_hour=it_by_hour, static_wue_l_per_kwh=site.wue_l_per_kwh, series=_wue_series([site])[site.pk]
+    )
     grid = _grid_water([site.zone_id]).get(site.zone_id)
-    w = water_l(it_energy_kwh=it_kwh, total_energy_kwh=total_kwh, wue_l_per_kwh=site.wue_l_per_kwh, grid=grid)
+    off = water_l(it_energy_kwh=it_kwh, total_energy_kwh=total_kwh, wue_l_per_kwh=None, grid=grid)
     return JobMarketWater(
+        location_based_g=footprint.co2e_operational_g,
         market_based_g=market_g,
         market_matching=matching,
         residual_sources=notes,
@@ -326,8 +356,9 @@ def job_market_water(*, job: Job, footprint: JobFootprint) -> JobMarketWater:
             lifecycle_energy_j=footprint.lifecycle_basis_energy_j,
             co2_only_energy_j=footprint.co2_only_energy_j,
         ),
-        water_onsite_l=w.onsite_l,
-        water_offsite_l=w.offsite_l,
-        water_low_l=w.low_l,
-        water_high_l=w.high_l,
+        water_onsite_l=on.litres,
+        water_offsite_l=off.offsite_l,
+        water_low_l=(on.litres or 0.0) + (off.offsite_low_l or 0.0),
+        water_high_l=(on.litres or 0.0) + (off.offsite_high_l or 0.0),
+        water_it_kwh_without_wue=on.kwh_without_wue if on.litres is not None else 0.0,
     )

@@ -266,6 +266,7 @@ class JobFootprintView:
     updated_at: dt.datetime | None
     efficiency: list[UnitEfficiency] = field(default_factory=list)
     sci_g_per_unit: float | None = None
+    scope2: Any = None  # accounting.selectors.disclosure.JobMarketWater, on request
 
     @property
     def co2e_g(self) -> float:

@@ -1,9 +1,14 @@
 """Writes for market-based Scope 2 and water factors: contractual instruments (PPAs, GOs, RECs)
 of a site, residual-mix factors and grid water intensities of a zone.
 
-Each write is audited (accounting.services.audit) in its own transaction. None of these enter
-the ledger rows (market-based Scope 2 and water are computed on read from the ledger's energy,
-accounting.selectors.disclosure), so no recompute is needed: the next read uses them.
+Each write is audited like every factor edit (a FactorChange with before/after and an
+AuditEvent beside it) in its own transaction. None of these enter the ledger rows (market-based
+Scope 2 and water are computed on read from the ledger's energy, accounting.selectors.disclosure),
+so the FactorChange says no recompute is needed (``recompute_status="none"``): the next read uses
+them. Residual mixes and grid water intensities are global, like grid zones (org null);
+instruments belong to a site's organisation.
+
+Input the rule cannot take raises ``InputError`` naming the field; a rejected call writes nothing.
 """
 
 from __future__ import annotations
@@ -12,17 +17,21 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 
+from accounting.domain.errors import InputError
 from accounting.models import (
+    ApiToken,
     AuditEvent,
     ContractualInstrument,
+    FactorChange,
     FactorSource,
     GridZone,
     InstrumentDelivery,
     ResidualMix,
     Site,
+    SiteWue,
     ZoneWaterIntensity,
 )
 from accounting.services.audit import audit_record
@@ -31,15 +40,15 @@ from accounting.services.audit import audit_record
 def _reason(reason: str) -> str:
     reason = (reason or "").strip()
     if not reason:
-        raise ValidationError({"reason": "A reason is required for every factor change."})
+        raise InputError("reason", "A reason is required for every factor change.")
     return reason[:500]
 
 
 def _nonneg(name: str, value: float, *, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValidationError({name: "must be a finite number"})
+        raise InputError(name, "must be a finite number")
     if value < 0 or (positive and value == 0):
-        raise ValidationError({name: "must be > 0" if positive else "must be >= 0"})
+        raise InputError(name, "must be > 0" if positive else "must be >= 0")
     return float(value)
 
 
@@ -63,28 +72,40 @@ def instrument_record(
     to ``mwh``) it is matched hour by hour, otherwise over its whole period."""
     reason = _reason(reason)
     if kind not in ContractualInstrument.Kind.values:
-        raise ValidationError({"kind": f"must be one of {ContractualInstrument.Kind.values}"})
+        raise InputError("kind", f"must be one of {ContractualInstrument.Kind.values}")
     for name, value in (("period_start", period_start), ("period_end", period_end)):
         if value.tzinfo is None:
-            raise ValidationError({name: "must be timezone-aware (UTC)"})
+            raise InputError(name, "must be timezone-aware (UTC)")
     if period_end <= period_start:
-        raise ValidationError({"period_end": "must be after period_start"})
+        raise InputError("period_end", "must be after period_start")
     mwh = _nonneg("mwh", mwh, positive=True)
     g_per_kwh = _nonneg("g_per_kwh", g_per_kwh)
     if not (source or "").strip():
-        raise ValidationError({"source": "a contract or cancellation-statement reference is required"})
-    ids = [str(c) for c in certificate_ids]
-    if len(set(ids)) != len(ids):
-        raise ValidationError({"certificate_ids": "certificate ids must be unique"})
+        raise InputError("source", "a contract or cancellation-statement reference is required")
+    ids = [str(c).strip() for c in certificate_ids]
+    if len(set(ids)) != len(ids) or "" in ids:
+        raise InputError("certificate_ids", "certificate ids must be unique and non-empty")
+    if ids:
+        # A certificate is claimed once: the same id on another instrument of the organisation
+        # would count the same MWh twice.
+        taken = Q()
+        for cid in ids:
+            taken |= Q(certificate_ids__contains=[cid])
+        clash = ContractualInstrument.objects.filter(taken, org_id=site.org_id).first()
+        if clash is not None:
+            again = sorted(set(ids) & set(clash.certificate_ids))
+            raise InputError("certificate_ids", f"already claimed by instrument {clash.pk}: {', '.join(again)}")
     if deliveries_mwh:
-        for hour, value in deliveries_mwh.items():
+        for hour, hour_mwh in deliveries_mwh.items():
             if hour.tzinfo is None or (hour.minute, hour.second, hour.microsecond) != (0, 0, 0):
-                raise ValidationError({"deliveries": f"{hour.isoformat()} is not the start of a UTC hour"})
+                raise InputError("deliveries", f"{hour.isoformat()} is not the start of a UTC hour")
             if not period_start <= hour < period_end:
-                raise ValidationError({"deliveries": f"{hour.isoformat()} lies outside the instrument's period"})
-            _nonneg("deliveries", value)
+                raise InputError("deliveries", f"{hour.isoformat()} lies outside the instrument's period")
+            _nonneg("deliveries", hour_mwh)
         if not math.isclose(math.fsum(deliveries_mwh.values()), mwh, rel_tol=1e-9):
-            raise ValidationError({"deliveries": f"hourly deliveries sum to {math.fsum(deliveries_mwh.values()):g} MWh, not {mwh:g}"})
+            raise InputError(
+                "deliveries", f"hourly deliveries sum to {math.fsum(deliveries_mwh.values()):g} MWh, not {mwh:g}"
+            )
     inst = ContractualInstrument.objects.create(
         org_id=site.org_id,
         site=site,
@@ -101,29 +122,77 @@ def instrument_record(
         InstrumentDelivery.objects.bulk_create(
             [InstrumentDelivery(instrument=inst, hour=h, mwh=float(v)) for h, v in sorted(deliveries_mwh.items())]
         )
-    audit_record(
+    _audited(
         action=AuditEvent.Action.FACTOR_CREATE,
         object_type="instrument",
         object_id=str(inst.pk),
-        org=site.org_id,
+        org_id=site.org_id,
         actor=actor,
         before=None,
-        after={
-            "site": site.slug,
-            "kind": kind,
-            "period_start": period_start.isoformat(),
-            "period_end": period_end.isoformat(),
-            "mwh": mwh,
-            "g_per_kwh": g_per_kwh,
-            "certificate_ids": ids,
-            "registry": inst.registry,
-            "source": inst.source,
-            "matching": "hourly" if deliveries_mwh else "annual",
-            "delivery_hours": len(deliveries_mwh or {}),
-        },
+        after=_instrument_facts(inst, delivery_hours=len(deliveries_mwh or {})),
         reason=reason,
     )
     return inst
+
+
+def _instrument_facts(inst: ContractualInstrument, *, delivery_hours: int) -> dict:
+    return {
+        "site": inst.site.slug,
+        "kind": inst.kind,
+        "period_start": inst.period_start.isoformat(),
+        "period_end": inst.period_end.isoformat(),
+        "mwh": inst.mwh,
+        "g_per_kwh": inst.g_per_kwh,
+        "certificate_ids": list(inst.certificate_ids),
+        "registry": inst.registry,
+        "source": inst.source,
+        "matching": "hourly" if delivery_hours else "annual",
+        "delivery_hours": delivery_hours,
+    }
+
+
+@transaction.atomic
+def instrument_delete(*, instrument: ContractualInstrument, reason: str, actor=None) -> None:
+    """Withdraw an instrument recorded in error; its facts stay in the audit trail (before)."""
+    reason = _reason(reason)
+    facts = _instrument_facts(instrument, delivery_hours=instrument.deliveries.count())
+    pk, org_id = instrument.pk, instrument.org_id
+    instrument.delete()
+    _audited(
+        action=AuditEvent.Action.FACTOR_UPDATE,
+        object_type="instrument",
+        object_id=str(pk),
+        org_id=org_id,
+        actor=actor,
+        before=facts,
+        after=None,
+        reason=reason,
+    )
+
+
+def _audited(*, action: str, object_type: str, object_id: str, org_id: int | None, actor, before, after, reason: str):
+    """The AuditEvent of one edit and its FactorChange beside it, as for every factor; nothing to
+    recompute (these factors are read, not stored in ledger rows)."""
+    user = actor if getattr(actor, "is_authenticated", False) and getattr(actor, "pk", None) is not None else None
+    audit_record(
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        org=org_id,
+        actor=actor,
+        before=before,
+        after=after,
+        reason=reason,
+    )
+    FactorChange.objects.create(
+        changed_by=user if not isinstance(user, ApiToken) else None,
+        reason=reason,
+        factor_type=object_type,
+        factor_key=object_id,
+        before=before,
+        after=after,
+        recompute_status="none",
+    )
 
 
 def _factor_set(*, model, lookup: dict, values: dict, object_type: str, object_id: str, reason: str, actor):
@@ -131,10 +200,11 @@ def _factor_set(*, model, lookup: dict, values: dict, object_type: str, object_i
     row = model.objects.select_for_update().filter(**lookup).first()
     if row is None:
         row = model.objects.create(**lookup, **values)
-        audit_record(
+        _audited(
             action=AuditEvent.Action.FACTOR_CREATE,
             object_type=object_type,
             object_id=object_id,
+            org_id=None,
             actor=actor,
             before=None,
             after={**values, "version": row.version},
@@ -147,12 +217,12 @@ def _factor_set(*, model, lookup: dict, values: dict, object_type: str, object_i
     for f, v in values.items():
         setattr(row, f, v)
     row.version += 1
-    row.full_clean()
     row.save()
-    audit_record(
+    _audited(
         action=AuditEvent.Action.FACTOR_UPDATE,
         object_type=object_type,
         object_id=object_id,
+        org_id=None,
         actor=actor,
         before={**before, "version": row.version - 1},
         after={**{f: values[f] for f in before}, "version": row.version},
@@ -176,11 +246,11 @@ def residual_mix_set(
 ) -> ResidualMix:
     """Create or revise (version + 1, before/after audited) a zone's residual mix for a year."""
     if not 1990 <= int(year) <= 2100:
-        raise ValidationError({"year": "must be a calendar year"})
+        raise InputError("year", "must be a calendar year")
     if not (source_detail or "").strip():
-        raise ValidationError({"source_detail": "name the dataset and its release"})
+        raise InputError("source_detail", "name the dataset and its release")
     if gases not in ("co2e", "co2"):
-        raise ValidationError({"gases": "must be co2e or co2"})
+        raise InputError("gases", "must be co2e or co2")
     values = {
         "g_per_kwh": _nonneg("g_per_kwh", g_per_kwh),
         "gases": gases,
@@ -217,7 +287,7 @@ def zone_water_set(
     low = _nonneg("low_l_per_kwh", low_l_per_kwh)
     high = _nonneg("high_l_per_kwh", high_l_per_kwh)
     if not low <= central <= high:
-        raise ValidationError({"l_per_kwh": "need low <= central <= high"})
+        raise InputError("l_per_kwh", "need low <= central <= high")
     values = {
         "l_per_kwh": central,
         "low_l_per_kwh": low,
@@ -235,3 +305,51 @@ def zone_water_set(
         reason=reason,
         actor=actor,
     )
+
+
+@transaction.atomic
+def site_wue_set(
+    *, site: Site, valid_from: datetime, wue_l_per_kwh: float, source: str, reason: str, actor=None
+) -> SiteWue:
+    """Create or revise a row of the site's WUE series (L per kWh of IT energy from
+    ``valid_from`` until the next row; ``Site.wue_l_per_kwh`` before the first)."""
+    reason = _reason(reason)
+    if valid_from.tzinfo is None:
+        raise InputError("valid_from", "must be timezone-aware (UTC)")
+    wue = _nonneg("wue_l_per_kwh", wue_l_per_kwh)
+    if not (source or "").strip():
+        raise InputError("source", "name where the WUE comes from (meter, utility bill, operator estimate)")
+    values = {"wue_l_per_kwh": wue, "source": source.strip()[:300]}
+    key = f"{site.slug}@{valid_from.isoformat()}"
+    row = SiteWue.objects.select_for_update().filter(site=site, valid_from=valid_from).first()
+    if row is None:
+        row = SiteWue.objects.create(site=site, valid_from=valid_from, **values)
+        _audited(
+            action=AuditEvent.Action.FACTOR_CREATE,
+            object_type="site_wue",
+            object_id=key,
+            org_id=site.org_id,
+            actor=actor,
+            before=None,
+            after={**values, "version": row.version},
+            reason=reason,
+        )
+        return row
+    before = {f: getattr(row, f) for f in values if getattr(row, f) != values[f]}
+    if not before:
+        return row
+    for f, v in values.items():
+        setattr(row, f, v)
+    row.version += 1
+    row.save()
+    _audited(
+        action=AuditEvent.Action.FACTOR_UPDATE,
+        object_type="site_wue",
+        object_id=key,
+        org_id=site.org_id,
+        actor=actor,
+        before={**before, "version": row.version - 1},
+        after={**{f: values[f] for f in before}, "version": row.version},
+        reason=reason,
+    )
+    return row

@@ -121,7 +121,9 @@ def test_site_overrides_validated_and_applied_to_embodied_terms():
     host = HostFactory(cpu_model="AMD EPYC 9654 96-Core Processor", dram_gb=2048, ssd_gb=7680)
     parts = {t.key: t for t in embodied_for_host(host=host)}
     assert set(parts) == {"cpu-epyc-genoa-96c", "dram-per-gb", "ssd-per-gb", "chassis-gpu-server"}
-    assert parts["dram-per-gb"].embodied_kg == pytest.approx(2048 * 0.065)
+    # Embodied 2026.12-1: DRAM at the Dell R740 LCA's 533 kg / 432 GB, not the fab-only 0.065 kg/GB.
+    assert parts["dram-per-gb"].embodied_kg == pytest.approx(2048 * 533 / 432)
+    assert parts["ssd-per-gb"].embodied_kg == pytest.approx(7680 * 2.20 / 48.5)
 
 
 def test_factors_in_use_lists_zone_pue_and_hardware():

@@ -159,6 +159,22 @@ def token_context(case, *, scope: str, world: World) -> None:
         case.query = {**(query or {}), "cluster": world.cluster_a.pk}
 
 
+def _fix_instrument(body: dict) -> None:
+    """A site of the token's organisation, a period that ends after it starts, MWh > 0,
+    certificate ids claimed once, hourly deliveries inside the period summing to the MWh."""
+    body["site"] = "paris"
+    start, end = sorted(
+        _parse(body[k]) or dt.datetime(2026, 1, 1, tzinfo=dt.UTC) for k in ("period_start", "period_end")
+    )
+    start = start.replace(minute=0, second=0, microsecond=0)
+    end = max(end, start + dt.timedelta(hours=2))
+    body["period_start"], body["period_end"] = iso(start), iso(end)
+    body["mwh"] = body["mwh"] or 1.0
+    body["certificate_ids"] = [f"{uuid.uuid4()}" for _ in body.get("certificate_ids", [])]
+    if body.get("deliveries"):
+        body["deliveries"] = [{"hour": iso(start), "mwh": body["mwh"]}]
+
+
 def in_context(case, *, scope: str, world: World) -> None:
     """Make a positive case obey the rules its schema states only in descriptions (above)."""
     path, method = case.operation.path, case.method.upper()
@@ -181,8 +197,23 @@ def in_context(case, *, scope: str, world: World) -> None:
             query["from"] = iso(end - dt.timedelta(days=1))
         if "team" in query:
             query["team"] = world.team.slug  # a team the token sees
+    if path == "/api/v1/disclosure/" and query is not None and {"start", "end"} <= set(query):
+        start, end = sorted(dt.date.fromisoformat(query[k]) for k in ("start", "end"))
+        end = min(max(end, start + dt.timedelta(days=1)), start + dt.timedelta(days=366))
+        query["start"], query["end"] = start.isoformat(), end.isoformat()
+        if "team" in query:
+            query["team"] = world.team.slug
     if body is None:
         return
+    if path == "/api/v1/instruments/" and method == "POST":
+        _fix_instrument(body)
+    if path == "/api/v1/site-wue/":
+        body["site"] = "paris"
+    if path in ("/api/v1/residual-mixes/", "/api/v1/zone-water/"):
+        body["zone"] = "FR"
+        if path == "/api/v1/zone-water/":
+            values = sorted(body[k] for k in ("low_l_per_kwh", "l_per_kwh", "high_l_per_kwh"))
+            body["low_l_per_kwh"], body["l_per_kwh"], body["high_l_per_kwh"] = values
     if isinstance(body.get("allocation"), list):  # host with gpus (a reported GPU's uuid would have to exist)
         body["allocation"] = [
             {

@@ -1,5 +1,7 @@
 """Embodied-carbon model: ACT arithmetic, yield model, EMBODIED coverage, lifetime resolver."""
 
+import math
+
 import pytest
 
 from accounting.domain import embodied as emb
@@ -7,34 +9,45 @@ from accounting.domain.catalog import CATALOG
 
 
 def test_h100_sxm5_act_estimate_reproduces_hand_calculation():
-    """Hand calculation, central scenario, NVIDIA H100 SXM5 80GB:
+    """Hand calculation, central scenario, NVIDIA H100 SXM5 80GB (embodied 2026.12-1):
 
     Logic die GH100: 814 mm² = 8.14 cm², TSMC 4N -> ACT 5 nm factors
         EPA 2.75 kWh/cm², GPA (430 + 225) / 2 = 327.5 g/cm² (ACT "97" default), MPA 500 g/cm²
         fab carbon per area = 583 g/kWh × 2.75 + 327.5 + 500 = 2430.75 g/cm²
-        yield Y = (1 + 8.14 × 0.10 / 3)^-3 = 1.2713333^-3 = 0.4866556
-        die = 8.14 × 2430.75 / 0.4866556 / 1000 = 40.6577 kg
+        harvested yield (132 of 144 SMs enabled; SM array 0.55 of the die):
+          fixed area 814 × 0.45 = 366.3 mm²: (1 + 3.663 × 0.10 / 3)^-3 = 0.7077915
+          one SM 814 × 0.55 / 144 = 3.1090 mm²: good with (1 + 0.031090 × 0.10 / 3)^-3 = 0.9968974
+          P(at most 12 of 144 SMs bad) = 1 - 2e-15 (0.447 bad SMs expected)
+          Y = 0.7077915 (the plain model gave 0.4866556 for the whole die; ACT assumes 0.875)
+        die = 8.14 × 2430.75 / 0.7077915 / 1000 = 27.9550 kg (was 40.6577)
     HBM: 80 GB × (0.42 × 1312 kg / 640 GB = 0.861 kg/GB) = 68.88 kg
     Packaging: (1 die + 6 HBM sites) × 0.150 kg = 1.05 kg
     Board/thermal/assembly: 700 W × (0.33 × 1312 / 8 / 700 kg/W) = 0.33 × 164 = 54.12 kg
-    Total = 40.6577 + 68.88 + 1.05 + 54.12 = 164.7077 kg
-    (NVIDIA's PCF per-GPU share is 164.0 kg; the die term alone is close to the PCF's
-    "integrated circuits" share, 0.25 × 1312 / 8 = 41.0 kg.)
+    Total = 27.9550 + 68.88 + 1.05 + 54.12 = 152.0050 kg
+    (NVIDIA's PCF per-GPU share is 164.0 kg, 7.9 % above; its "integrated circuits" share,
+    0.25 × 1312 / 8 = 41.0 kg, also holds 1/8 of the NVSwitch chips.)
     """
     bom = emb.bom_for(CATALOG["h100-sxm5-80gb"])
     b = emb.accelerator_breakdown(bom)
 
     cpa = 583 * 2.75 + (430 + 225) / 2 + 500
     assert cpa == 2430.75
-    y = (1 + 8.14 * 0.10 / 3) ** -3
+    fixed = (1 + 8.14 * 0.45 * 0.10 / 3) ** -3
+    sm_ok = (1 + 8.14 * 0.55 / 144 * 0.10 / 3) ** -3
+    repaired = sum(math.comb(144, i) * (1 - sm_ok) ** i * sm_ok ** (144 - i) for i in range(13))
+    y = fixed * repaired
     assert b.yields == (pytest.approx(y, rel=1e-12),)
-    assert y == pytest.approx(0.4866556, abs=1e-7)
+    assert (fixed, sm_ok, y) == (
+        pytest.approx(0.7077915, abs=1e-7),
+        pytest.approx(0.9968974, abs=1e-7),
+        pytest.approx(0.7077915, abs=1e-7),
+    )
     assert b.dies_kg == pytest.approx(8.14 * cpa / y / 1000, rel=1e-12)
-    assert b.dies_kg == pytest.approx(40.6577, abs=1e-4)
+    assert b.dies_kg == pytest.approx(27.9550, abs=1e-4)
     assert b.memory_kg == pytest.approx(68.88, rel=1e-12)
     assert b.packaging_kg == pytest.approx(1.05, rel=1e-12)
     assert b.board_kg == pytest.approx(54.12, rel=1e-12)
-    assert emb.accelerator_estimate_kg(bom) == pytest.approx(164.7077, abs=1e-4)
+    assert emb.accelerator_estimate_kg(bom) == pytest.approx(152.0050, abs=1e-4)
 
 
 def test_yield_model_and_node_mapping():
@@ -80,7 +93,11 @@ def test_host_components():
     assert chassis.low_kg == pytest.approx(150.0 + 66.10 + 6.68 + 2 * 24.30 * 2.99)
     host = emb.host_embodied(cpu_count=2, dram_gb=1024, ssd_gb=0)
     cpu = emb.cpu_kg(emb.CPU_PROFILES["epyc-genoa-96c"])
-    assert host.kg == pytest.approx(2 * cpu + 1024 * 0.065 + chassis.kg)
+    # DRAM at the Dell R740 LCA's 533 kg / 432 GB (2026.12-1; the fab-only 0.065 kg/GB is the low).
+    assert host.kg == pytest.approx(2 * cpu + 1024 * 533 / 432 + chassis.kg)
+    assert host.low_kg == pytest.approx(
+        2 * emb.cpu_kg(emb.CPU_PROFILES["epyc-genoa-96c"], scenario=emb.LOW) + 1024 * 0.065 + chassis.low_kg
+    )
     assert host.low_kg <= host.kg <= host.high_kg
     with pytest.raises(ValueError):
         emb.host_embodied(cpu_count=-1, dram_gb=0, ssd_gb=0)

@@ -1,4 +1,4 @@
-"""Market-based Scope 2 (exact values, conservation) and water of energy (exact values)."""
+"""Market-based Scope 2 (exact values, conservation)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from accounting.domain.market_based import Instrument, ResidualFactor, market_based
-from accounting.domain.water import TECHNOLOGY_WATER, WaterFactor, mix_water_factor, water_l
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -51,6 +50,8 @@ def test_hourly_instrument_covers_only_its_hours_and_does_not_bank():
     assert (result.covered_hourly_kwh, result.covered_annual_kwh, result.matching) == (60.0, 0.0, "hourly")
     # a: 30/50 x 1,000 + 10/50 x 20,200 = 600 + 4,040; b: 400 + 16,160.
     assert result.by_account_g == {"a": pytest.approx(4_640.0), "b": pytest.approx(16_560.0)}
+    # Covered kWh per account, each hour's cover pro rata: a 30/50 x 50 + 10/50 x 10 = 32, b 28.
+    assert result.by_account_covered_kwh == {"a": pytest.approx(32.0), "b": pytest.approx(28.0)}
     assert result.instruments[0].used_kwh == 60.0
 
 
@@ -104,24 +105,35 @@ def test_conservation_accounts_sum_to_the_site(energies, covered, delivered):
     assert result.co2e_covered_g + result.co2e_residual_g == pytest.approx(result.co2e_g, rel=1e-12, abs=1e-9)
 
 
-def test_water_onsite_by_wue_of_it_energy_and_offsite_by_all_energy():
-    grid = WaterFactor(2.0, 1.0, 4.0)
-    w = water_l(it_energy_kwh=100.0, total_energy_kwh=140.0, wue_l_per_kwh=1.8, grid=grid)
-    # On-site 100 kWh x 1.8 L/kWh = 180 L; off-site 140 kWh x 2 L/kWh = 280 L (140..560).
-    assert (w.onsite_l, w.offsite_l, w.offsite_low_l, w.offsite_high_l) == (180.0, 280.0, 140.0, 560.0)
-    assert (w.total_l, w.low_l, w.high_l) == (460.0, 320.0, 740.0)
-    none = water_l(it_energy_kwh=1.0, total_energy_kwh=1.0, wue_l_per_kwh=None, grid=None)
-    assert (none.onsite_l, none.offsite_l, none.total_l) == (None, None, 0.0)
+def test_worked_example_of_the_method_page_by_hand():
+    """docs/method.md §3 "Worked example" and the methodology page show these numbers."""
+    from accounting.domain.worked_example import basis_worked_example
 
-
-def test_mix_water_factor_from_macknick_gal_per_mwh():
-    # Half coal (687 gal/MWh), half wind (0): 343.5 gal/MWh = 1.300289 L/kWh.
-    f = mix_water_factor(generation_twh={"coal": 1.0, "wind": 1.0})
-    assert f.l_per_kwh == pytest.approx(343.5 * 3.785411784 / 1000, rel=1e-12)
-    assert (f.low_l_per_kwh, f.high_l_per_kwh) == (
-        pytest.approx(240 * 3.785411784 / 1000, rel=1e-12),
-        pytest.approx(550.5 * 3.785411784 / 1000, rel=1e-12),
+    ex = basis_worked_example()
+    rows = {a.account: a for a in ex.accounts}
+    a = rows["job A"]
+    # Job A: 60 kWh IT x PUE 1.25 = 75 kWh; 75 x 200 = 15,000 g location-based (direct);
+    # 75 x (250 - 200) = 3,750 g upstream; market: the site's 125 kWh are 50 kWh GO at 0 g and
+    # 75 kWh at the 400 g residual mix = 30,000 g, A's share 75/125 = 18,000 g.
+    assert (a.total_kwh, a.location_based_g, a.upstream_g) == (75.0, 15_000.0, 3_750.0)
+    assert a.market_based_g == pytest.approx(18_000.0, rel=1e-12)
+    # Water: 60 kWh IT x 1.8 = 108 L on site; 75 kWh x 2.0 = 150 L off site (75..300 L).
+    assert (a.water_onsite_l, a.water_offsite_l) == (pytest.approx(108.0), 150.0)
+    assert (a.water_low_l, a.water_high_l) == (pytest.approx(183.0), pytest.approx(408.0))
+    assert {k: r.market_based_g for k, r in rows.items()} == {
+        "job A": pytest.approx(18_000.0, rel=1e-12),
+        "job B": pytest.approx(6_000.0, rel=1e-12),
+        "fleet overhead": pytest.approx(6_000.0, rel=1e-12),
+    }
+    # The site: location-based 25,000 g, market-based 30,000 g (the sum over accounts).
+    assert (ex.site_total_kwh, ex.site_location_based_g) == (125.0, 25_000.0)
+    assert (ex.site_market_based_g, ex.covered_kwh, ex.residual_kwh, ex.matching) == (
+        pytest.approx(30_000.0, rel=1e-12),
+        50.0,
+        pytest.approx(75.0, rel=1e-12),
+        "annual",
     )
-    assert TECHNOLOGY_WATER["nuclear"].l_per_kwh == pytest.approx(2.543796718848, rel=1e-12)
-    with pytest.raises(ValueError, match="no water factor"):
-        mix_water_factor(generation_twh={"fusion": 1.0})
+    # Embodied: 164,000 g / (5 x 8766 h x 0.8) = 4.6772 g per GPU-hour; A held 8 GPU-hours.
+    assert ex.embodied_g_per_gpu_h == pytest.approx(164_000 / 35_064, rel=1e-12)
+    assert ex.embodied_g_per_gpu_h == pytest.approx(4.67716176, abs=1e-8)
+    assert ex.job_a_embodied_g == pytest.approx(37.41729409, abs=1e-8)

@@ -669,6 +669,146 @@ TENANT.update(
 )
 
 
+# --- checks: market-based Scope 2, water and the period disclosure (issue 13) --------------
+
+
+def _instrument_body(site_slug: str) -> dict:
+    return {
+        "site": site_slug,
+        "kind": "go",
+        "period_start": "2026-01-01T00:00:00Z",
+        "period_end": "2027-01-01T00:00:00Z",
+        "mwh": 1.0,
+        "g_per_kwh": 0.0,
+        "source": "isolation test",
+        "reason": "isolation test",
+    }
+
+
+def _instrument_state():
+    return m.ContractualInstrument.objects.count(), m.AuditEvent.objects.count(), m.FactorChange.objects.count()
+
+
+def _api_instruments(world: World, name: str) -> None:
+    """Admin tokens of their own organisation only: another organisation's site is refused and
+    its instruments are never listed; nothing changes for a refused request."""
+    other = m.ContractualInstrument.objects.create(
+        org=world.orgs[2],
+        site=m.Site.objects.get(slug="site-two"),
+        kind="go",
+        period_start=world.now - dt.timedelta(days=1),
+        period_end=world.now,
+        mwh=1.0,
+        source="Marksite-two-x7 contract",
+    )
+    try:
+        listed = _get(world, name, "/api/v1/instruments/")
+        _no_leak(name, listed, what="instruments")
+        before = _instrument_state()
+        foreign = _post(world, name, "/api/v1/instruments/", _instrument_body("site-two"))
+        _no_leak(name, foreign, what="instrument at another organisation's site")
+        withdraw = world.clients[name].delete(f"/api/v1/instruments/{other.pk}/?reason=x")
+        _no_leak(name, withdraw, what="withdraw another organisation's instrument")
+        assert _instrument_state() == before, name
+        if name == "admin token org1":
+            assert listed.status_code == 200 and listed.json() == {"results": []}
+            assert foreign.status_code == 400 and foreign.json()["errors"][0]["field"] == "site"
+            assert withdraw.status_code == 404
+        else:
+            denied = _denied_statuses(name)
+            assert {listed.status_code, foreign.status_code, withdraw.status_code} <= denied, name
+    finally:
+        other.delete()
+
+
+def _api_shared_factors(path: str, body: dict):
+    """Residual mixes and grid water are shared factors like grid zones: read scopes read them
+    (no tenant marker in them), admin tokens write them; nothing changes for a refused write."""
+
+    def check(world: World, name: str) -> None:
+        response = _get(world, name, path)
+        _no_leak(name, response, what=path)
+        assert response.status_code == (200 if _api_reads(name) else next(iter(_denied_statuses(name)))), name
+        if name != "admin token org1":
+            before = _instrument_state()
+            write = _post(world, name, path, body)
+            assert write.status_code in _denied_statuses(name), (name, write.status_code)
+            assert _instrument_state() == before
+
+    return _each_principal(check)
+
+
+def _api_site_wue(world: World, name: str) -> None:
+    """A site's WUE series: admin tokens of its organisation only; another organisation's site
+    is refused and its rows never listed."""
+    other = m.SiteWue.objects.create(
+        site=m.Site.objects.get(slug="site-two"), valid_from=world.now, wue_l_per_kwh=1.0, source="Marksite-two-x7"
+    )
+    try:
+        listed = _get(world, name, "/api/v1/site-wue/")
+        _no_leak(name, listed, what="site WUE")
+        before = _instrument_state(), m.SiteWue.objects.count()
+        body = {
+            "site": "site-two",
+            "valid_from": "2026-01-01T00:00:00Z",
+            "wue_l_per_kwh": 1.0,
+            "source": "x",
+            "reason": "x",
+        }
+        foreign = _post(world, name, "/api/v1/site-wue/", body)
+        _no_leak(name, foreign, what="WUE of another organisation's site")
+        assert (_instrument_state(), m.SiteWue.objects.count()) == before, name
+        if name == "admin token org1":
+            assert listed.status_code == 200 and listed.json() == {"results": []}
+            assert foreign.status_code == 400 and foreign.json()["errors"][0]["field"] == "site"
+        else:
+            assert {listed.status_code, foreign.status_code} <= _denied_statuses(name), name
+    finally:
+        other.delete()
+
+
+def _api_disclosure(world: World, name: str) -> None:
+    """The period statement sums what the principal sees; ``team`` naming another tenant's team
+    is refused, not widened."""
+    day = world.now.date()
+    params = {"start": str(day - dt.timedelta(days=7)), "end": str(day + dt.timedelta(days=1))}
+    response = _get(world, name, "/api/v1/disclosure/", **params)
+    _no_leak(name, response, what="disclosure")
+    if not _api_reads(name):
+        assert response.status_code in _denied_statuses(name), name
+        return
+    assert response.status_code == 200, (name, response.content)
+    for team in TEAMS:
+        narrowed = _get(world, name, "/api/v1/disclosure/", team=f"team-{team}", **params)
+        _no_leak(name, narrowed, what=f"disclosure team {team}")
+        assert narrowed.status_code == (200 if team in PRINCIPALS[name].teams else 400), (name, team)
+
+
+TENANT.update(
+    {
+        "api-instruments": _each_principal(_api_instruments),
+        "api-instrument": lambda w: None,  # withdrawing: checked with the collection (_api_instruments)
+        "api-residual-mixes": _api_shared_factors(
+            "/api/v1/residual-mixes/",
+            {"zone": "ZZ-ISO", "year": 2026, "g_per_kwh": 1.0, "source_detail": "x", "reason": "x"},
+        ),
+        "api-zone-water": _api_shared_factors(
+            "/api/v1/zone-water/",
+            {
+                "zone": "ZZ-ISO",
+                "l_per_kwh": 1.0,
+                "low_l_per_kwh": 1.0,
+                "high_l_per_kwh": 1.0,
+                "source_detail": "x",
+                "reason": "x",
+            },
+        ),
+        "api-disclosure": _each_principal(_api_disclosure),
+        "api-site-wue": _each_principal(_api_site_wue),
+    }
+)
+
+
 def _walk(resolver: URLResolver, prefix: str = "", namespace: str = ""):
     for pattern in resolver.url_patterns:
         if isinstance(pattern, URLResolver):

@@ -40,7 +40,14 @@ from accounting.selectors.dashboard.jobs import (
 )
 from accounting.selectors.dashboard.live import running_job_list
 from accounting.selectors.dashboard.methodology import FactorRow, methodology_factor_list
-from accounting.selectors.dashboard.overview import GROUP_BY_CHOICES, Overview, OverviewKpis, SeriesGroup, overview_get
+from accounting.selectors.dashboard.overview import (
+    GROUP_BY_CHOICES,
+    Overview,
+    OverviewKpis,
+    SeriesGroup,
+    overview_disclosure_get,
+    overview_get,
+)
 from accounting.selectors.dashboard.reports import report_month_get, report_month_list
 from accounting.selectors.dashboard.tradeoffs import (
     LOWER_IS_BETTER_WORDS,
@@ -75,6 +82,7 @@ __all__ = [
     "job_list",
     "job_user_option_list",
     "methodology_factor_list",
+    "overview_disclosure_get",
     "overview_get",
     "pareto_front",
     "quality_label",

@@ -13,6 +13,7 @@ from accounting.selectors.access import Principal, jobs_visible
 from accounting.selectors.dashboard.common import (
     _unit_scale,
 )
+from accounting.selectors.disclosure import job_market_water
 
 
 def quality_label(measured_fraction: float | None) -> str:
@@ -120,6 +121,8 @@ def job_detail_get(*, scope: Principal, job_id: int) -> dict[str, Any] | None:
         "site": job.cluster.site,
         "zone": job.cluster.site.zone,
         "footprint": fp,
+        # Dual Scope 2, upstream and water beside the ledger's figures (docs/method.md §3).
+        "scope2": job_market_water(job=job, footprint=fp, site=job.cluster.site) if fp else None,
         "co2e_kg": _kg(fp.co2e_g) if fp else None,
         "co2e_low_kg": _kg(fp.co2e_low_g) if fp else None,
         "co2e_high_kg": _kg(fp.co2e_high_g) if fp else None,

@@ -8,6 +8,10 @@ from typing import Any
 
 from django.db.models import Count
 
+from accounting.domain.embodied import EMBODIED_VERSION
+from accounting.domain.market_based import MARKET_METHOD_VERSION
+from accounting.domain.water import WATER_METHOD_VERSION
+from accounting.domain.worked_example import basis_worked_example
 from accounting.models import JobFootprint, Organization
 from accounting.selectors.access import Principal, jobs_visible
 from accounting.selectors.factors import FactorRow as FactorInUse
@@ -58,4 +62,16 @@ def methodology_factor_list(*, scope: Principal) -> dict[str, Any]:
         .order_by("method_version")
     )
     # "source" tells the template where the list came from; factors_in_use is the only source.
-    return {"rows": rows, "source": "factors_in_use", "method_versions": versions, "orgs": [o.name for o in orgs]}
+    return {
+        "rows": rows,
+        "source": "factors_in_use",
+        "method_versions": versions,
+        "orgs": [o.name for o in orgs],
+        # The basis table's worked example, computed by the same rules (tests/domain/test_market_based.py).
+        "example": basis_worked_example(),
+        "versions": {
+            "market": MARKET_METHOD_VERSION,
+            "water": WATER_METHOD_VERSION,
+            "embodied": EMBODIED_VERSION,
+        },
+    }

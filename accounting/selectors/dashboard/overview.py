@@ -25,6 +25,7 @@ from accounting.selectors.dashboard.common import (
     _pct_change,
     _teamday_qs,
 )
+from accounting.selectors.disclosure import Disclosure, disclosure_period
 
 
 @dataclass(frozen=True)
@@ -238,3 +239,9 @@ def overview_get(*, scope: Principal, period: Period, team_id: int | None = None
         top_jobs=top_jobs,
         energy_split_kwh=split,
     )
+
+
+def overview_disclosure_get(*, scope: Principal, period: Period, team_id: int | None = None) -> Disclosure:
+    """The period's dual Scope 2 (location- and market-based), upstream, embodied and water for
+    the overview's statement card: ``accounting.selectors.disclosure.disclosure_period``."""
+    return disclosure_period(scope=scope, start=period.start, end=period.end, team_id=team_id)
