@@ -6,9 +6,9 @@ API token, or ``None`` for the system (beat's provider fetch, ``load_factors``, 
 command run by an operator). Values in ``before``/``after`` are made JSON-safe here (dates and
 datetimes as ISO strings, model instances as their primary key).
 
-Report recipients (``Team.report_email`` today, a recipients list later) have no service yet:
-whatever writes them must call ``audit_record(action=AuditEvent.Action.RECIPIENT_CHANGE,
-object_type="report_recipients", object_id=<team id>, ...)`` with the old and new addresses.
+Report recipients (``Team.report_email``, extra recipients, opt-outs, bounce flags) are written
+by ``accounting.services.report_delivery`` and the fleet file, which record
+``RECIPIENT_CHANGE`` events (``object_type="report_recipients"``) with the old and new addresses.
 """
 
 from __future__ import annotations
