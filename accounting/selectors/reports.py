@@ -44,6 +44,7 @@ LEAST_EFFICIENT = 5
 # A job-hour whose GPUs drew no more than this share above their idle baseline was held but not
 # used: the consolidation recommendation's "idle allocation".
 IDLE_ACTIVE_SHARE = 0.05
+_SINGULAR = {"queries": "query", "samples": "sample", "steps": "step", "images": "image", "requests": "request"}
 QUALITY_LABELS = ("measured", "integrated", "interpolated", "modelled")
 
 
@@ -122,7 +123,9 @@ class JobLine:
     def unit_label(self) -> str:
         """The unit the per-unit figure is shown in: 1k tokens (a gram per token is too small to
         read), else one sample, query, step..."""
-        return "1k tokens" if self.primary_unit == "tokens" else self.primary_unit.rstrip("s")
+        if self.primary_unit == "tokens":
+            return "1k tokens"
+        return _SINGULAR.get(self.primary_unit, self.primary_unit)
 
     @property
     def co2e_per_shown_unit_g(self) -> float | None:

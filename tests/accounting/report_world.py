@@ -136,16 +136,76 @@ def report_world() -> ReportWorld:
 
     d5 = dt.datetime(2026, 10, 5, tzinfo=UTC)
     d12 = dt.datetime(2026, 10, 12, tzinfo=UTC)
-    pretrain = _job(ca, alpha, sched="101", name="llm-pretrain", family="llm", kind="training",
-                    status="completed", start=d5, hours=6, units={"tokens": 4e9}, primary="tokens", gpus=gpus[:4])
-    serving = _job(ca, alpha, sched="102", name="chat-serving", family="llm", kind="inference",
-                   status="completed", start=d5, hours=6, units={"queries": 1e5}, primary="queries", gpus=gpus[4:6])
-    recsys = _job(ca, beta, sched="201", name="recsys-train", family="recommender", kind="training",
-                  status="failed", start=d5, hours=3, units={"samples": 1e7}, primary="samples", gpus=gpus[6:])
-    again = _job(ca, alpha, sched="103", name="llm-pretrain", family="llm", kind="training",
-                 status="completed", start=d12, hours=2, units={"tokens": 2e9}, primary="tokens", gpus=gpus[:4])
-    secret = _job(cg, gamma, sched="901", name="gamma-secret", family="llm", kind="training",
-                  status="completed", start=d5, hours=4, units={"tokens": 1e9}, primary="tokens", gpus=[g_gpu])
+    pretrain = _job(
+        ca,
+        alpha,
+        sched="101",
+        name="llm-pretrain",
+        family="llm",
+        kind="training",
+        status="completed",
+        start=d5,
+        hours=6,
+        units={"tokens": 4e9},
+        primary="tokens",
+        gpus=gpus[:4],
+    )
+    serving = _job(
+        ca,
+        alpha,
+        sched="102",
+        name="chat-serving",
+        family="llm",
+        kind="inference",
+        status="completed",
+        start=d5,
+        hours=6,
+        units={"queries": 1e5},
+        primary="queries",
+        gpus=gpus[4:6],
+    )
+    recsys = _job(
+        ca,
+        beta,
+        sched="201",
+        name="recsys-train",
+        family="recommender",
+        kind="training",
+        status="failed",
+        start=d5,
+        hours=3,
+        units={"samples": 1e7},
+        primary="samples",
+        gpus=gpus[6:],
+    )
+    again = _job(
+        ca,
+        alpha,
+        sched="103",
+        name="llm-pretrain",
+        family="llm",
+        kind="training",
+        status="completed",
+        start=d12,
+        hours=2,
+        units={"tokens": 2e9},
+        primary="tokens",
+        gpus=gpus[:4],
+    )
+    secret = _job(
+        cg,
+        gamma,
+        sched="901",
+        name="gamma-secret",
+        family="llm",
+        kind="training",
+        status="completed",
+        start=d5,
+        hours=4,
+        units={"tokens": 1e9},
+        primary="tokens",
+        gpus=[g_gpu],
+    )
 
     tok_a = token_create(org=org, name="a1", scope=m.ApiToken.Scope.HOST, host=a1).token
     tok_g = token_create(org=other, name="g1", scope=m.ApiToken.Scope.HOST, host=g1).token
@@ -184,6 +244,21 @@ def report_world() -> ReportWorld:
     outsider = f.UserFactory(username="gamma-member")
     f.MembershipFactory(user=outsider, org=other, team=gamma, role=m.Membership.Role.MEMBER)
     return ReportWorld(
-        org, other, alpha, beta, gamma, site_a, site_b, site_g,
-        pretrain, again, serving, recsys, secret, member, beta_member, admin, outsider,
+        org,
+        other,
+        alpha,
+        beta,
+        gamma,
+        site_a,
+        site_b,
+        site_g,
+        pretrain,
+        again,
+        serving,
+        recsys,
+        secret,
+        member,
+        beta_member,
+        admin,
+        outsider,
     )
