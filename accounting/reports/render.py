@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
+import math
 from dataclasses import asdict
 from typing import Any
 
@@ -143,6 +145,32 @@ def _row(f: BreakdownRow) -> dict[str, Any]:
         "overhead_kwh": kwh_from_j(f.overhead_energy_j),
         "overhead_kg": kg_from_g(f.overhead_co2e_g),
     }
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    return value
+
+
+def report_json(report: MonthReport, *, dashboard_url: str = "") -> dict[str, Any]:
+    """The report's figures as JSON-ready data (units in the names: J, g, L, kWh where named),
+    with the recommendations and the link to the dashboard month: what the API returns."""
+    data = _jsonable(report)
+    data["totals"]["co2e_g"] = report.totals.co2e_g
+    data["month"] = f"{report.month:%Y-%m}"
+    data["period_start"] = report.month.isoformat()
+    data["recommendations"] = _jsonable(report_recommendations(report))
+    data["dashboard_url"] = dashboard_url
+    return data
 
 
 def report_html(report: MonthReport, *, for_email: bool, dashboard_url: str = "") -> str:

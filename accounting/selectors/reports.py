@@ -21,6 +21,7 @@ from django.db.models import Count, F, Q, Sum
 from django.db.models.fields.json import KeyTextTransform
 
 from accounting.domain.comparison import Comparison, compare, coverage, like_for_like_previous
+from accounting.domain.errors import InputError
 from accounting.models import (
     CarbonBudget,
     Job,
@@ -38,6 +39,7 @@ from accounting.selectors.job_filters import JobFilters
 
 UTC = dt.UTC
 ORG_SCOPE_LABEL = "Whole organisation"
+TEAMS_SCOPE_LABEL = "All your teams"
 OVERHEAD_LABEL = "Fleet overhead (unallocated)"
 TOP_JOBS = 10
 LEAST_EFFICIENT = 5
@@ -286,6 +288,12 @@ def _change(
     )
 
 
+def _sees_whole_orgs(scope: Principal) -> bool:
+    """An organisation admin, an admin or scheduler token, a superuser: the roll-up with the
+    fleet-overhead account (the access rule's rows_q shows them the null-team rows)."""
+    return scope.is_admin or (scope.via_token and scope.scope in ("admin", "scheduler"))
+
+
 def _scope_label(scope: Principal, team_id: int | None) -> tuple[str, int | None]:
     if team_id is not None:
         team = teams_visible(principal=scope).filter(id=team_id).values("name", "org_id").first()
@@ -295,6 +303,8 @@ def _scope_label(scope: Principal, team_id: int | None) -> tuple[str, int | None
     org_id = scope.org_id
     if org_id is None and len(scope.admin_org_ids) == 1:
         (org_id,) = scope.admin_org_ids
+    if not _sees_whole_orgs(scope):
+        return TEAMS_SCOPE_LABEL, org_id
     return ORG_SCOPE_LABEL, org_id
 
 
@@ -304,13 +314,15 @@ def month_report(*, scope: Principal, month: dt.date, team_id: int | None, today
     fleet overhead). ``today`` (default: the UTC date) decides whether the month is partial."""
     today = today or dt.datetime.now(UTC).date()
     start = _month_start(month)
+    if start > today:
+        raise InputError("month", f"{start:%Y-%m} has not begun (today is {today.isoformat()})")
     full_end = _next_month(start)
     partial = today < full_end
     end = min(full_end, today + dt.timedelta(days=1)) if partial else full_end
     label, org_id = _scope_label(scope, team_id)
     cur_qs = _teamday(scope, team_id, start, end)
     totals = _totals(cur_qs)
-    overhead = _totals(cur_qs.filter(team__isnull=True)) if team_id is None else None
+    overhead = _totals(cur_qs.filter(team__isnull=True)) if team_id is None and _sees_whole_orgs(scope) else None
     vs_prev = _change(
         label="previous month",
         scope=scope,
