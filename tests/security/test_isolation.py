@@ -493,6 +493,23 @@ def _dashboard_report_month(world: World, name: str) -> None:
         assert response.status_code == (200 if t in who.teams else 404), (name, t)
 
 
+def _dashboard_report_preview(world: World, name: str) -> None:
+    """The framed preview of the mailed report: the principal's jobs, never another's."""
+    who = PRINCIPALS[name]
+    path = f"/reports/{world.now:%Y-%m}/preview.html"
+    response = _get(world, name, path)
+    if who.kind != "session":
+        assert response.status_code == 302, name
+        return
+    assert response.status_code == 200
+    body = _no_leak(name, response, what=path)
+    assert all(MARK_JOB[j] in body for j in who.jobs), name
+    for t, team in world.teams.items():
+        response = _get(world, name, path, team=team.pk)
+        _no_leak(name, response, what=f"{path}?team={t}")
+        assert response.status_code == (200 if t in who.teams else 404), (name, t)
+
+
 # --- checks: the admin ---------------------------------------------------------------------
 
 
@@ -590,6 +607,7 @@ TENANT = {
     "dashboard:methodology": _dashboard_page("/methodology/"),
     "dashboard:reports": _dashboard_page("/reports/"),
     "dashboard:report-month": _each_principal(_dashboard_report_month),
+    "dashboard:report-preview": _each_principal(_dashboard_report_preview),
 }
 XFAIL: dict[str, str] = {}  # name -> reason, for a leak whose fix is outside this test's owner
 
