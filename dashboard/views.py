@@ -504,7 +504,7 @@ def report_month(request: HttpRequest, year: int, month: int) -> HttpResponse:
 @login_required
 @require_GET
 @xframe_options_sameorigin
-@csp_replace({"frame-ancestors": [SELF]})
+@csp_replace({"frame-ancestors": [SELF]})  # type: ignore[arg-type]  # typed for (request) views only
 def report_preview(request: HttpRequest, year: int, month: int) -> HttpResponse:
     """The monthly report exactly as it is mailed (charts inline), framed by the month's page."""
     first = _report_month_date(year, month)

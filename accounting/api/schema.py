@@ -5,6 +5,8 @@ by HTTP method as ``extend_schema_view`` takes them. The views (``accounting.api
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 
@@ -620,7 +622,7 @@ _REPORT_RULES = (
     "month (the current month is a partial report, `partial: true`). Without `team` the report covers everything "
     "the token sees: for an organisation admin the roll-up with the fleet overhead and the declared policy."
 )
-REPORT_SCHEMA = dict(
+REPORT_SCHEMA: dict[str, Any] = dict(
     operation_id="report_month",
     summary="A month's carbon report: figures, breakdowns, period statement and three recommendations",
     description=(
@@ -653,7 +655,7 @@ _REPORT_FILES = {
 }
 
 
-def report_file_schema(fmt: str) -> dict:
+def report_file_schema(fmt: str) -> dict[str, Any]:
     media, what = _REPORT_FILES[fmt]
     return dict(
         operation_id=f"report_month_{fmt}",

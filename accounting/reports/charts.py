@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import weakref
 
@@ -42,6 +43,10 @@ def _bar(labels: list[str], values: list[float], *, title: str, unit: str) -> by
     return _png(fig)
 
 
+def _forget(key: int, _ref: object) -> None:
+    _CACHE.pop(key, None)
+
+
 _CACHE: dict[int, tuple[weakref.ref[MonthReport], dict[str, bytes]]] = {}
 
 
@@ -53,7 +58,7 @@ def report_charts(report: MonthReport) -> dict[str, bytes]:
         return dict(hit[1])
     charts = _draw(report)
     key = id(report)
-    _CACHE[key] = (weakref.ref(report, lambda _ref, k=key: _CACHE.pop(k, None)), charts)
+    _CACHE[key] = (weakref.ref(report, functools.partial(_forget, key)), charts)
     return dict(charts)
 
 

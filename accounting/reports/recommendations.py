@@ -23,6 +23,7 @@ out, never invented.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import weakref
 from collections import Counter
 from dataclasses import dataclass
@@ -354,6 +355,10 @@ def _upgrade(report: MonthReport, site: Site | None) -> Recommendation | None:
     )
 
 
+def _forget(key: int, _ref: object) -> None:
+    _CACHE.pop(key, None)
+
+
 _CACHE: dict[int, tuple[weakref.ref[MonthReport], tuple[Recommendation, ...]]] = {}
 
 
@@ -376,5 +381,5 @@ def report_recommendations(report: MonthReport) -> tuple[Recommendation, ...]:
     )[:KEEP]
     result = tuple(kept)
     key = id(report)
-    _CACHE[key] = (weakref.ref(report, lambda _ref, k=key: _CACHE.pop(k, None)), result)
+    _CACHE[key] = (weakref.ref(report, functools.partial(_forget, key)), result)
     return result
