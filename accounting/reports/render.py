@@ -11,7 +11,7 @@ from typing import Any
 
 from django.template.loader import render_to_string
 
-from accounting.domain.units import kg_from_g, kwh_from_j
+from accounting.domain.units import J_PER_KWH, kg_from_g, kwh_from_j
 from accounting.reports.charts import CID_ENERGY, CID_FAMILY, report_charts
 from accounting.reports.recommendations import report_recommendations
 from accounting.selectors.reports import BreakdownRow, ChangeVs, MonthReport
@@ -44,6 +44,10 @@ def _disclosure_figures(report: MonthReport) -> dict[str, Any] | None:
     d = report.disclosure
     if d is None:
         return None
+    if not math.isclose(d.energy_kwh * J_PER_KWH, report.totals.energy_j, rel_tol=1e-9, abs_tol=1e-3):
+        # The hourly aggregates the disclosure reads do not hold this period's energy (history
+        # loaded as daily aggregates only): its figures would not be the report's.
+        return {"available": False}
     market = d.market
     market_configured = market.covered_kwh > 0 or any("no residual mix" not in n for n in market.residual_sources)
     water = d.water
@@ -51,6 +55,8 @@ def _disclosure_figures(report: MonthReport) -> dict[str, Any] | None:
     onsite_configured = n_sites > len(water.sites_without_wue)
     offsite_configured = len({s.zone for s in report.by_site}) > len(water.zones_without_water)
     return {
+        "available": True,
+        "lifecycle_only": d.location_basis.lifecycle_share >= 1.0 - 1e-9,
         "location_kg": kg_from_g(d.location_based_g),
         "location_label": d.labels.get("location_based", ""),
         "basis": d.location_basis.label,
@@ -107,6 +113,9 @@ def _context(report: MonthReport, *, dashboard_url: str = "", images: dict[str, 
         "overhead_share_kg": kg(share.co2e_g) if share else None,
         "policy_text": POLICY_TEXT.get(report.overhead_policy, report.overhead_policy),
         "disclosure": _disclosure_figures(report),
+        # Quality shares, factors and the band come from the period's ledger entries; a period
+        # known only from aggregates (imported history) has none: the report says so.
+        "entries_missing": not report.quality.energy_shares and t.energy_j > 0,
         "img_energy": (images or {}).get(CID_ENERGY),
         "img_family": (images or {}).get(CID_FAMILY),
         "families": [_row(f) for f in report.by_family],

@@ -240,3 +240,24 @@ def test_csv_rows_have_the_dashboard_export_columns(w):
     buf = io.StringIO()
     csv.writer(buf).writerows(rows)
     assert "gamma-secret" not in buf.getvalue()
+
+
+def test_a_period_known_from_daily_aggregates_only_says_what_is_not_available(w):
+    # History imported as TeamDay/JobFootprint only (no ledger entries, no hourly aggregates):
+    # the totals stand, the ledger-entry and hourly figures are "not available", never 0.
+    m.LedgerEntry.objects.all().delete()
+    m.TeamHour.objects.all().delete()
+    r = _org(w)
+    assert r.totals.energy_j == _teamday(org=w.org)["e"] and r.quality.energy_shares == () and r.factors == ()
+    text = report_text(r)
+    assert "Uncertainty band:                      not available" in text
+    assert "Scope 2 market-based:                  not available" in text
+    assert "not available (daily aggregates only, no ledger entries)" in text and "Likely range" not in text
+    html = report_html(r, for_email=True)
+    assert html.count(">not available<") == 4 and "not configured" not in html
+
+
+def test_life_cycle_intensities_say_the_upstream_part_is_inside_scope_2(w):
+    r = _org(w)
+    assert r.disclosure.location_basis.label == "life-cycle"
+    assert "Upstream of electricity (Scope 3.3):   included in Scope 2 (life-cycle factors)" in report_text(r)
