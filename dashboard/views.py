@@ -463,7 +463,7 @@ def report_month(request: HttpRequest, year: int, month: int) -> HttpResponse:
     scope = _scope(request)
     teams = sel.team_option_list(scope=scope)
     team_id = _report_team(request, teams)
-    data = sel.report_month_get(scope=scope, month=first, team_id=team_id)
+    data = sel.report_month_get(scope=scope, month=first, team_id=team_id, today=_today())
     started = first <= _today()
     files = []
     preview_url = ""

@@ -126,3 +126,21 @@ def test_preview_renders_in_chromium(live_server, monkeypatch):
             preview.screenshot(path=os.environ["CARBONLEDGER_DOC_SHOTS"] + "/report-email-top.png")
         browser.close()
     assert errors == []
+
+
+def test_month_page_change_follows_the_comparison_rule_of_the_report(client, w):
+    from accounting import models as m
+
+    page = _login(client, w.admin).get(PAGE)
+    totals = page.context["data"]["totals"]
+    prev_kg = 30 * 0.6  # September: every day 600 g (report_world)
+    assert totals["prev_co2e_kg"] == pytest.approx(prev_kg)
+    assert totals["co2e_change_pct"] == pytest.approx((totals["co2e_kg"] - prev_kg) / prev_kg * 100)
+    assert totals["co2e_change_reason"] is None
+    # Three stray days of September: no percentage, the reason instead (as in the mailed report).
+    m.TeamDay.objects.filter(day__month=9, day__day__gt=3).delete()
+    page = client.get(PAGE)
+    totals = page.context["data"]["totals"]
+    assert totals["co2e_change_pct"] is None
+    assert totals["co2e_change_reason"] == "no comparable data (previous period mostly empty)"
+    assert b"no comparable data (previous period mostly empty) vs previous month" in page.content
