@@ -22,6 +22,8 @@ QUALITY_TEXT = {
     "interpolated": "interpolated over short gaps in the readings",
     "modelled": "modelled (no sensor: rated power x load)",
 }
+BASIS_TEXT = {"direct": "direct (generation)", "lifecycle": "life-cycle (incl. upstream)"}
+GASES_TEXT = {"co2e": "CO₂e (CO₂, CH₄, N₂O)", "co2": "CO₂ only"}
 POLICY_TEXT = {
     "separate": "kept as its own line and not redistributed to teams: team figures exclude it",
     "pro_rata": "redistributed to teams pro rata to their energy: each team's share is shown beside its "
