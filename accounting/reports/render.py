@@ -137,7 +137,14 @@ def _context(report: MonthReport, *, dashboard_url: str = "", images: dict[str, 
             for x in report.by_site
         ],
         "factors": [
-            {**asdict(f), "energy_kwh": kwh(f.energy_j), "op_kg": kg(f.co2e_operational_g)} for f in report.factors
+            {
+                **asdict(f),
+                "energy_kwh": kwh(f.energy_j),
+                "op_kg": kg(f.co2e_operational_g),
+                "basis_label": BASIS_TEXT.get(f.basis, f.basis),
+                "gases_label": GASES_TEXT.get(f.gases, f.gases),
+            }
+            for f in report.factors
         ],
         "budgets": [
             {"team": b.team, "budget_kg": kg(b.budget_g), "used_kg": kg(b.used_g), "used_pct": b.used_share * 100.0}

@@ -127,6 +127,7 @@ def test_period_statement_quality_factors_and_band(w):
     assert "Scope 2 market-based:                  not configured" in text
     assert "Water on site (WUE):                   not configured" in text
     assert "Measured: 100.0 %" in text and "Modelled: 0.0 %" in text
+    assert "annual:operator:2024 v1 (life-cycle (incl. upstream), CO₂e (CO₂, CH₄, N₂O)): 39.508 kWh" in text
 
 
 def test_comparisons_previous_month_last_year_and_a_partial_month(w):
