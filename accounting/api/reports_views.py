@@ -11,12 +11,14 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 
 from django.http import HttpResponse, StreamingHttpResponse
 from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, serializers
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from accounting.api import schema
@@ -35,18 +37,29 @@ class ReportQuerySerializer(serializers.Serializer):
     team = serializers.SlugField(required=False, help_text="Only this team's report: a team the token sees.")
 
 
-class _HtmlRenderer(ParquetRenderer):
+class _FileRenderer(BaseRenderer):
+    """A file's media type for content negotiation; an error's problem details stay JSON."""
+
+    charset = None
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return JSONRenderer().render(data)
+
+
+class _HtmlRenderer(_FileRenderer):
     media_type = "text/html"
     format = "html"
 
 
-class _PdfRenderer(ParquetRenderer):
+class _PdfRenderer(_FileRenderer):
     media_type = "application/pdf"
     format = "pdf"
 
 
 class _ReportView(ApiView):
     def month_of(self, month: str) -> dt.date:
+        if not re.fullmatch(r"\d{4}-\d{2}", month):
+            raise exceptions.NotFound("No such month: give YYYY-MM.")
         try:
             start = dt.date.fromisoformat(f"{month}-01")
         except ValueError:

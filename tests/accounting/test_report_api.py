@@ -109,7 +109,12 @@ def test_files_html_pdf_csv_parquet(w, clients):
 
 
 def test_rejected_requests(w, clients):
-    for path in ("/api/v1/reports/2026-13/", "/api/v1/reports/oct-2026/", "/api/v1/reports/1999-12/report.pdf"):
+    for path in (
+        "/api/v1/reports/2026-13/",
+        "/api/v1/reports/oct-2026/",
+        "/api/v1/reports/2026-1/",
+        "/api/v1/reports/1999-12/report.pdf",
+    ):
         response = clients["admin"].get(path)
         assert response.status_code == 404 and response["Content-Type"] == "application/problem+json", path
     future = clients["admin"].get("/api/v1/reports/2026-12/")
