@@ -262,3 +262,13 @@ def test_life_cycle_intensities_say_the_upstream_part_is_inside_scope_2(w):
     r = _org(w)
     assert r.disclosure.location_basis.label == "life-cycle"
     assert "Upstream of electricity (Scope 3.3):   included in Scope 2 (life-cycle factors)" in report_text(r)
+
+
+def test_an_empty_month_renders_in_every_form(w):
+    r = month_report(scope=principal_for(user=w.member), month=dt.date(2026, 8, 1), team_id=w.alpha.pk, today=TODAY)
+    assert r.totals.energy_j == 0.0 and r.jobs_count == 0 and r.top_jobs == ()
+    assert r.vs_previous.change.reason == NO_PREVIOUS_DATA and report_recommendations(r) == ()
+    text = report_text(r)
+    assert "No jobs." in text and "no energy recorded" in text
+    assert "No change the what-if engine can compute would save carbon this month." in text
+    assert report_pdf(r).startswith(b"%PDF-") and "not available" not in report_html(r, for_email=True)
