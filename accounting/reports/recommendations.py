@@ -170,7 +170,7 @@ def _start_window(runs: list[Job]) -> Recommendation | None:
                 )
             )
         except InputError:
-            return None  # no hourly series for the zone: nothing to choose a window from
+            continue  # no hourly series around this run: nothing to choose its window from
     if not windows:
         return None
     saving = sum(w.saving_co2e_g or 0.0 for w in windows)
@@ -181,7 +181,16 @@ def _start_window(runs: list[Job]) -> Recommendation | None:
         figure=f"saves about {_kg(saving)} a month",
         saving_co2e_g=saving,
         saving_energy_j=0.0,
-        assumptions=tuple(windows[0].assumptions) + _runs_note(runs),
+        assumptions=tuple(windows[0].assumptions)
+        + _runs_note(runs)
+        + (
+            (
+                f"{len(windows)} of the {len(runs)} runs have an hourly grid series to choose from; "
+                "the others are left out",
+            )
+            if len(windows) < len(runs)
+            else ()
+        ),
         job_id=job.pk,
     )
 

@@ -272,3 +272,40 @@ def test_an_empty_month_renders_in_every_form(w):
     assert "No jobs." in text and "no energy recorded" in text
     assert "No change the what-if engine can compute would save carbon this month." in text
     assert report_pdf(r).startswith(b"%PDF-") and "not available" not in report_html(r, for_email=True)
+
+
+def test_start_window_when_the_jobs_site_is_already_the_cleanest(w):
+    # Site B's grid made dirtier: Site A is the cleanest, so the job moves in time, not place,
+    # within a day, on Site A's zone hourly series (5-6 Oct: 500 g/kWh, 100 from 12:00 to 18:00).
+    m.GridZone.objects.filter(code="ZZ-HYDRO").update(annual_intensity_g_per_kwh=900.0)
+    zone = m.GridZone.objects.get(code="ZZ-COAL")
+    start = dt.datetime(2026, 10, 4, 23, tzinfo=dt.UTC)
+    m.HourlyIntensity.objects.bulk_create(
+        m.HourlyIntensity(
+            zone=zone,
+            hour=start + dt.timedelta(hours=h),
+            intensity_g_per_kwh=100.0 if 13 <= h < 19 else 500.0,
+            source="operator",
+        )
+        for h in range(40)
+    )
+    recs = report_recommendations(_alpha(w))
+    assert [x.kind for x in recs] == ["start_window", "power_cap", "consolidate_idle"]
+    window = recs[0]
+    first_run = m.JobFootprint.objects.get(job=w.pretrain)
+    # Only the 5 Oct run has a series around it (the 12 Oct rerun is left out, and said so).
+    assert window.saving_co2e_g == pytest.approx(first_run.energy_j / KWH * (500.0 - 100.0), rel=1e-9)
+    assert window.title.startswith("Start “llm-pretrain” at 12:00 UTC instead of 00:00 UTC")
+    assert "1 of the 2 runs have an hourly grid series to choose from; the others are left out" in window.assumptions
+
+
+def test_an_upgrade_that_would_not_pay_back_is_left_out(w):
+    from accounting.reports.recommendations import _upgrade
+
+    r = _alpha(w)
+    upgrade = _upgrade(r, w.site_a)
+    # The month's jobs on 4 + 2 H100s over 744 h (mostly idle) moved to B200s: more idle power.
+    assert upgrade.kind == "upgrade" and "6 NVIDIA H100 SXM5 80GB GPUs" in upgrade.title
+    assert "NVIDIA B200" in upgrade.title and upgrade.payback_years is None
+    assert upgrade.saving_co2e_g < 0
+    assert "upgrade" not in [x.kind for x in report_recommendations(r)]
