@@ -20,5 +20,6 @@ urlpatterns = [
     path("reports/", views.reports, name="reports"),
     path("reports/deliveries/", views.report_deliveries, name="report-deliveries"),
     path("reports/<int:year>-<int:month>/", views.report_month, name="report-month"),
+    path("reports/<int:year>-<int:month>/preview.html", views.report_preview, name="report-preview"),
     path("assets/plotly-<str:version>.min.js", views.plotly_js, name="plotly-js"),
 ]

@@ -15,6 +15,8 @@ from functools import cache
 from pathlib import Path
 
 import plotly
+from csp.constants import SELF
+from csp.decorators import csp_replace
 from django.contrib.auth.decorators import login_required
 from django.http import (
     FileResponse,
@@ -27,14 +29,18 @@ from django.http import (
 )
 from django.http.response import HttpResponseBase
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET
 
 from accounting.models import HardwareModel, Job
+from accounting.reports.render import report_html
 from accounting.selectors import dashboard as sel
 from accounting.selectors import fleet as fleet_sel
 from accounting.selectors.access import Principal, principal_for
 from accounting.selectors.report_deliveries import latest_delivery_ids, report_delivery_list, report_delivery_months
+from accounting.selectors.reports import month_report
 from dashboard import figures
 from dashboard.forms import (
     GROUP_BY_LABELS,
@@ -442,19 +448,51 @@ def reports(request: HttpRequest) -> HttpResponse:
     )
 
 
-@login_required
-def report_month(request: HttpRequest, year: int, month: int) -> HttpResponse:
-    if not (1 <= month <= 12 and 2000 <= year <= 2100):
-        raise Http404("No such month")
-    scope = _scope(request)
-    teams = sel.team_option_list(scope=scope)
+def _report_team(request: HttpRequest, teams: list) -> int | None:
+    """The ``team`` query parameter of a report page: one of the viewer's teams, else 404."""
     try:
         team_id = int(request.GET["team"]) if request.GET.get("team") else None
     except ValueError:
         team_id = None
     if team_id is not None and team_id not in {t["id"] for t in teams}:
         raise Http404("No such team")
-    data = sel.report_month_get(scope=scope, month=dt.date(year, month, 1), team_id=team_id)
+    return team_id
+
+
+def _report_month_date(year: int, month: int) -> dt.date:
+    if not (1 <= month <= 12 and 2000 <= year <= 2100):
+        raise Http404("No such month")
+    return dt.date(year, month, 1)
+
+
+@login_required
+def report_month(request: HttpRequest, year: int, month: int) -> HttpResponse:
+    first = _report_month_date(year, month)
+    scope = _scope(request)
+    teams = sel.team_option_list(scope=scope)
+    team_id = _report_team(request, teams)
+    data = sel.report_month_get(scope=scope, month=first, team_id=team_id, today=_today())
+    started = first <= _today()
+    files = []
+    preview_url = ""
+    if started:
+        # The files come from the API (a dashboard session is a read principal there): one
+        # implementation of each file, scoped by the same access rule.
+        slug = next((t["slug"] for t in teams if t["id"] == team_id), None)
+        query = f"?team={slug}" if slug else ""
+        label = f"{first:%Y-%m}"
+        files = [
+            (name, reverse(route, kwargs={"month": label}) + query, what)
+            for name, route, what in (
+                ("HTML", "api-report-html", "the report as a web page"),
+                ("PDF", "api-report-pdf", "the report to file or print"),
+                ("CSV", "api-report-jobs-csv", "the month's jobs"),
+                ("Parquet", "api-report-ledger-parquet", "the month's ledger by job and hour, for analysts"),
+            )
+        ]
+        preview_url = reverse("dashboard:report-preview", args=[year, month]) + (
+            f"?team={team_id}" if team_id is not None else ""
+        )
     return _render(
         request,
         "dashboard/report_month.html",
@@ -464,7 +502,9 @@ def report_month(request: HttpRequest, year: int, month: int) -> HttpResponse:
             "fig": figures.report_team_figure(teams=data["teams"]),
             "teams": teams,
             "team_id": team_id,
-            "month": dt.date(year, month, 1),
+            "month": first,
+            "files": files,
+            "preview_url": preview_url,
         },
     )
 
@@ -520,3 +560,19 @@ def report_deliveries(request: HttpRequest) -> HttpResponse:
             "ignored_params": ignored_params,
         },
     )
+
+
+@login_required
+@require_GET
+@xframe_options_sameorigin
+@csp_replace({"frame-ancestors": [SELF]})  # type: ignore[arg-type]  # typed for (request) views only
+def report_preview(request: HttpRequest, year: int, month: int) -> HttpResponse:
+    """The monthly report exactly as it is mailed (charts inline), framed by the month's page."""
+    first = _report_month_date(year, month)
+    if first > _today():
+        raise Http404("This month has not begun")
+    scope = _scope(request)
+    team_id = _report_team(request, sel.team_option_list(scope=scope))
+    report = month_report(scope=scope, month=first, team_id=team_id, today=_today())
+    page = reverse("dashboard:report-month", args=[year, month]) + (f"?team={team_id}" if team_id is not None else "")
+    return HttpResponse(report_html(report, for_email=False, dashboard_url=request.build_absolute_uri(page)))

@@ -5,6 +5,8 @@ by HTTP method as ``extend_schema_view`` takes them. The views (``accounting.api
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 
@@ -765,3 +767,65 @@ DISCLOSURE_SCHEMA = {
         tags=["market-based"],
     )
 }
+# --- monthly reports (accounting.api.reports_views) -------------------------------------------
+
+REPORT_MONTH_PARAM = OpenApiParameter(
+    "month", OpenApiTypes.STR, OpenApiParameter.PATH, description="The month, `YYYY-MM` (UTC)."
+)
+REPORT_NOT_FOUND = {(404, PROBLEM): _problem("Not a month (`YYYY-MM`, years 2000-2100).")}
+_REPORT_RULES = (
+    "Rules beyond the schema (400 naming the field): `team` a team the token sees; `month` not after the current "
+    "month (the current month is a partial report, `partial: true`). Without `team` the report covers everything "
+    "the token sees: for an organisation admin the roll-up with the fleet overhead and the declared policy."
+)
+REPORT_SCHEMA: dict[str, Any] = dict(
+    operation_id="report_month",
+    summary="A month's carbon report: figures, breakdowns, period statement and three recommendations",
+    description=(
+        "The figures of the monthly report (the e-mail, the PDF and the dashboard preview show the same): totals "
+        "from the ledger (`energy_j`, `co2e_operational_g`, `co2e_embodied_g`, `co2e_upstream_g`), the energy split "
+        "of the month's jobs, comparisons with the previous month and the same month last year (`change_pct` null "
+        "with a `reason` when there is no comparable data), budgets, breakdowns by team, workload family, accelerator "
+        "model and site, top jobs, the least efficient per functional unit, data quality shares, emission factors "
+        "used, the disclosure figures (`disclosure`: location- and market-based Scope 2, upstream, water) and "
+        "`recommendations` from the what-if engine, each with `saving_co2e_g` per month and its `assumptions`. "
+        "Content: docs/reports.md. " + _REPORT_RULES
+    ),
+    parameters=[REPORT_MONTH_PARAM, OpenApiParameter("team", OpenApiTypes.STR, description="A team slug.")],
+    responses={
+        200: OpenApiResponse(OpenApiTypes.OBJECT, description="The report's figures"),
+        **ERRORS,
+        **REPORT_NOT_FOUND,
+    },
+    tags=["reports"],
+)
+
+_REPORT_FILES = {
+    "html": ("text/html", "The report as HTML (charts inline as data URIs); `inline=1` to show it, not download it"),
+    "pdf": ("application/pdf", "The report as PDF (A4)"),
+    "csv": ("text/csv", "The month's jobs with the dashboard's job export columns (docs/exports.md)"),
+    "parquet": (
+        "application/vnd.apache.parquet",
+        "The month's ledger as job-hours (the exports' `job-hours` columns and units, docs/exports.md)",
+    ),
+}
+
+
+def report_file_schema(fmt: str) -> dict[str, Any]:
+    media, what = _REPORT_FILES[fmt]
+    return dict(
+        operation_id=f"report_month_{fmt}",
+        summary=f"A month's carbon report: {what.split(' (')[0].lower()}",
+        description=f"{what}. {_REPORT_RULES}",
+        parameters=[
+            REPORT_MONTH_PARAM,
+            OpenApiParameter("team", OpenApiTypes.STR, description="A team slug."),
+            *(
+                [OpenApiParameter("inline", OpenApiTypes.STR, enum=["1"], description="Show, not download.")]
+                if fmt == "html"
+                else []
+            ),
+        ],
+        responses={(200, media): OpenApiResponse(OpenApiTypes.BINARY, description=what), **ERRORS, **REPORT_NOT_FOUND},
+        tags=["reports"],
+    )

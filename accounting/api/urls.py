@@ -2,7 +2,7 @@
 
 from django.urls import include, path, re_path
 
-from accounting.api import exports_views, fleet_views, instruments_views, views
+from accounting.api import exports_views, fleet_views, instruments_views, reports_views, views
 from accounting.api.metrics import PrometheusMetricsView
 
 urlpatterns = [
@@ -37,6 +37,15 @@ urlpatterns = [
     path("zone-water/", instruments_views.ZoneWaterCollectionView.as_view(), name="api-zone-water"),
     path("site-wue/", instruments_views.SiteWueCollectionView.as_view(), name="api-site-wue"),
     path("disclosure/", instruments_views.DisclosureView.as_view(), name="api-disclosure"),
+    path("reports/<str:month>/", reports_views.ReportView.as_view(), name="api-report"),
+    path("reports/<str:month>/report.html", reports_views.ReportHtmlView.as_view(), name="api-report-html"),
+    path("reports/<str:month>/report.pdf", reports_views.ReportPdfView.as_view(), name="api-report-pdf"),
+    path("reports/<str:month>/jobs.csv", reports_views.ReportJobsCsvView.as_view(), name="api-report-jobs-csv"),
+    path(
+        "reports/<str:month>/ledger.parquet",
+        reports_views.ReportLedgerParquetView.as_view(),
+        name="api-report-ledger-parquet",
+    ),
     # Last: anything else under /api/v1/ is a problem-details 404 (e.g. /jobs/1.5/).
     re_path(r"^(?P<unmatched>[\s\S]*)$", views.api_not_found, name="api-not-found"),
 ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import io
+import weakref
 
 import matplotlib
 
@@ -41,8 +43,26 @@ def _bar(labels: list[str], values: list[float], *, title: str, unit: str) -> by
     return _png(fig)
 
 
+def _forget(key: int, _ref: object) -> None:
+    _CACHE.pop(key, None)
+
+
+_CACHE: dict[int, tuple[weakref.ref[MonthReport], dict[str, bytes]]] = {}
+
+
 def report_charts(report: MonthReport) -> dict[str, bytes]:
-    """PNG bytes by Content-ID: the energy split and carbon by workload family."""
+    """PNG bytes by Content-ID: the energy split and carbon by workload family. Drawn once per
+    report object (the mail's inline images and its PDF share them)."""
+    hit = _CACHE.get(id(report))
+    if hit is not None and hit[0]() is report:
+        return dict(hit[1])
+    charts = _draw(report)
+    key = id(report)
+    _CACHE[key] = (weakref.ref(report, functools.partial(_forget, key)), charts)
+    return dict(charts)
+
+
+def _draw(report: MonthReport) -> dict[str, bytes]:
     s = report.energy_split
     parts = [
         ("GPU active", s.gpu_active_j),

@@ -18,16 +18,36 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from django.db.models import Count, F, Q, Sum
+from django.db.models.fields.json import KeyTextTransform
 
 from accounting.domain.comparison import Comparison, compare, coverage, like_for_like_previous
-from accounting.models import CarbonBudget, Job, JobAllocation, JobFootprint, Team, TeamDay
+from accounting.domain.errors import InputError
+from accounting.models import (
+    CarbonBudget,
+    Job,
+    JobAllocation,
+    JobFootprint,
+    JobHour,
+    LedgerEntry,
+    Organization,
+    Team,
+    TeamDay,
+)
 from accounting.selectors.access import SESSION_SCOPE, Principal, jobs_visible, teams_visible
+from accounting.selectors.disclosure import Disclosure, disclosure_period
 from accounting.selectors.job_filters import JobFilters
 
 UTC = dt.UTC
 ORG_SCOPE_LABEL = "Whole organisation"
+TEAMS_SCOPE_LABEL = "All your teams"
 OVERHEAD_LABEL = "Fleet overhead (unallocated)"
 TOP_JOBS = 10
+LEAST_EFFICIENT = 5
+# A job-hour whose GPUs drew no more than this share above their idle baseline was held but not
+# used: the consolidation recommendation's "idle allocation".
+IDLE_ACTIVE_SHARE = 0.05
+_SINGULAR = {"queries": "query", "samples": "sample", "steps": "step", "images": "image", "requests": "request"}
+QUALITY_LABELS = ("measured", "integrated", "interpolated", "modelled")
 
 
 @dataclass(frozen=True)
@@ -70,6 +90,10 @@ class BreakdownRow:
     jobs: int
     energy_j: float
     co2e_g: float
+    # The fleet overhead this row receives under the organisation's declared policy (pro rata
+    # by energy); 0 when the policy keeps the overhead separate. Never inside energy_j / co2e_g.
+    overhead_energy_j: float = 0.0
+    overhead_co2e_g: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +121,20 @@ class JobLine:
     co2e_per_unit_g: float | None = None
     primary_unit: str = ""
 
+    @property
+    def unit_label(self) -> str:
+        """The unit the per-unit figure is shown in: 1k tokens (a gram per token is too small to
+        read), else one sample, query, step..."""
+        if self.primary_unit == "tokens":
+            return "1k tokens"
+        return _SINGULAR.get(self.primary_unit, self.primary_unit)
+
+    @property
+    def co2e_per_shown_unit_g(self) -> float | None:
+        if self.co2e_per_unit_g is None:
+            return None
+        return self.co2e_per_unit_g * (1000.0 if self.primary_unit == "tokens" else 1.0)
+
 
 @dataclass(frozen=True)
 class BudgetLine:
@@ -111,12 +149,40 @@ class BudgetLine:
 
 @dataclass(frozen=True)
 class Quality:
-    """Share of the month's jobs' GPU energy that was measured (the rest integrated,
-    interpolated or modelled), weighted by energy; and the carbon band."""
+    """Data quality of the month's ledger: ``measured_share`` is the share of the month's
+    jobs' GPU energy measured by the energy counter (JobFootprint); ``energy_shares`` splits
+    ALL the period's energy (ledger entries: GPU, host, facility) into measured / integrated /
+    interpolated / modelled: the measured part of each entry is measured, the rest takes the
+    entry's worst window quality. ``co2e_low_g``/``co2e_high_g``: the band of the period's
+    ledger entries (operational + embodied)."""
 
     measured_share: float | None
     co2e_low_g: float
     co2e_high_g: float
+    energy_shares: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class FactorUse:
+    """One intensity source the period's ledger used, with its version(s), basis and gases,
+    and the energy it was applied to."""
+
+    source: str
+    basis: str
+    gases: str
+    versions: tuple[str, ...]
+    energy_j: float
+    co2e_operational_g: float
+
+
+@dataclass(frozen=True)
+class IdleAllocations:
+    """Job-hours whose held GPUs did (almost) nothing: device-hours held and the GPU energy
+    they drew, by accelerator model key (for the consolidation recommendation)."""
+
+    device_h: float
+    gpu_energy_j: float
+    by_model: tuple[tuple[str, float], ...]  # (hardware model key, device-hours)
 
 
 @dataclass(frozen=True)
@@ -146,6 +212,13 @@ class MonthReport:
     idle_allocated_share: float | None  # GPU idle baseline / GPU energy of the month's jobs
     quality: Quality
     method_versions: tuple[str, ...]
+    overhead_policy: str = "separate"  # the organisation's declared policy ("separate" | "pro_rata")
+    # This team's share of the fleet overhead under a pro-rata policy (team report only).
+    overhead_share: Totals | None = None
+    factors: tuple[FactorUse, ...] = ()
+    embodied_versions: tuple[str, ...] = ()
+    idle_allocations: IdleAllocations | None = None
+    disclosure: Disclosure | None = None
 
     @property
     def month_end(self) -> dt.date:
@@ -215,6 +288,12 @@ def _change(
     )
 
 
+def _sees_whole_orgs(scope: Principal) -> bool:
+    """An organisation admin, an admin or scheduler token, a superuser: the roll-up with the
+    fleet-overhead account (the access rule's rows_q shows them the null-team rows)."""
+    return scope.is_admin or (scope.via_token and scope.scope in ("admin", "scheduler"))
+
+
 def _scope_label(scope: Principal, team_id: int | None) -> tuple[str, int | None]:
     if team_id is not None:
         team = teams_visible(principal=scope).filter(id=team_id).values("name", "org_id").first()
@@ -224,6 +303,8 @@ def _scope_label(scope: Principal, team_id: int | None) -> tuple[str, int | None
     org_id = scope.org_id
     if org_id is None and len(scope.admin_org_ids) == 1:
         (org_id,) = scope.admin_org_ids
+    if not _sees_whole_orgs(scope):
+        return TEAMS_SCOPE_LABEL, org_id
     return ORG_SCOPE_LABEL, org_id
 
 
@@ -233,13 +314,15 @@ def month_report(*, scope: Principal, month: dt.date, team_id: int | None, today
     fleet overhead). ``today`` (default: the UTC date) decides whether the month is partial."""
     today = today or dt.datetime.now(UTC).date()
     start = _month_start(month)
+    if start > today:
+        raise InputError("month", f"{start:%Y-%m} has not begun (today is {today.isoformat()})")
     full_end = _next_month(start)
     partial = today < full_end
     end = min(full_end, today + dt.timedelta(days=1)) if partial else full_end
     label, org_id = _scope_label(scope, team_id)
     cur_qs = _teamday(scope, team_id, start, end)
     totals = _totals(cur_qs)
-    overhead = _totals(cur_qs.filter(team__isnull=True)) if team_id is None else None
+    overhead = _totals(cur_qs.filter(team__isnull=True)) if team_id is None and _sees_whole_orgs(scope) else None
     vs_prev = _change(
         label="previous month",
         scope=scope,
@@ -259,12 +342,31 @@ def month_report(*, scope: Principal, month: dt.date, team_id: int | None, today
         prev_start=start.replace(year=start.year - 1),
     )
 
-    by_team = tuple(
-        BreakdownRow(label=r["team__name"] or OVERHEAD_LABEL, jobs=0, energy_j=r["e"], co2e_g=r["co2"])
-        for r in cur_qs.values("team__name")
+    policy = _overhead_policy(org_id)
+    team_rows = list(
+        cur_qs.values("team__name")
         .annotate(e=Sum("energy_j"), co2=Sum(F("co2e_operational_g") + F("co2e_embodied_g")))
         .order_by("-co2", "team__name")
     )
+    team_energy_j = sum(r["e"] for r in team_rows if r["team__name"] is not None)
+    by_team = tuple(
+        BreakdownRow(
+            label=r["team__name"] or OVERHEAD_LABEL,
+            jobs=0,
+            energy_j=r["e"],
+            co2e_g=r["co2"],
+            overhead_energy_j=_pro_rata(overhead.energy_j if overhead else 0.0, r["e"], team_energy_j)
+            if policy == "pro_rata" and r["team__name"] is not None
+            else 0.0,
+            overhead_co2e_g=_pro_rata(overhead.co2e_g if overhead else 0.0, r["e"], team_energy_j)
+            if policy == "pro_rata" and r["team__name"] is not None
+            else 0.0,
+        )
+        for r in team_rows
+    )
+    overhead_share = None
+    if team_id is not None and policy == "pro_rata" and org_id is not None:
+        overhead_share = _team_overhead_share(org_id=org_id, team_energy_j=totals.energy_j, start=start, end=end)
     by_site = tuple(
         SiteRow(
             site=r["site__name"],
@@ -292,8 +394,6 @@ def month_report(*, scope: Principal, month: dt.date, team_id: int | None, today
         idle=Sum("gpu_idle_energy_j"),
         host=Sum("host_energy_j"),
         fac=Sum("facility_energy_j"),
-        low=Sum("co2e_low_g"),
-        high=Sum("co2e_high_g"),
         meas=Sum(F("measured_fraction") * F("gpu_energy_j")),
         lost=Sum("energy_j", filter=Q(job__status__in=(Job.Status.FAILED, Job.Status.PREEMPTED))),
         lost_n=Count("job_id", filter=Q(job__status__in=(Job.Status.FAILED, Job.Status.PREEMPTED))),
@@ -340,13 +440,23 @@ def month_report(*, scope: Principal, month: dt.date, team_id: int | None, today
         for r in rows
     ]
     top = tuple(sorted(lines, key=lambda j: (-j.co2e_g, j.id))[:TOP_JOBS])
-    least = tuple(
-        sorted((j for j in lines if j.co2e_per_unit_g is not None), key=lambda j: (-(j.co2e_per_unit_g or 0.0), j.id))[
-            :5
-        ]
-    )
+    least = _least_efficient(lines)
     budgets = _budgets(scope=scope, team_id=team_id, start=start, end=end)
-    versions = tuple(sorted(v for v in fp.values_list("method_version", flat=True).distinct() if v))
+    entries = LedgerEntry.objects.filter(scope.rows_q(), hour__gte=_at(start), hour__lt=_at(end))
+    if team_id is not None:
+        entries = entries.filter(team_id=team_id)
+    shares, low_g, high_g = _energy_quality(entries)
+    versions = tuple(sorted(v for v in entries.values_list("method_version", flat=True).distinct() if v))
+    embodied_versions = tuple(
+        sorted(
+            v
+            for v in entries.filter(held_s__gt=0)
+            .annotate(v=KeyTextTransform("embodied", "factor_versions"))
+            .values_list("v", flat=True)
+            .distinct()
+            if v
+        )
+    )
     return MonthReport(
         org_id=org_id,
         team_id=team_id,
@@ -373,10 +483,132 @@ def month_report(*, scope: Principal, month: dt.date, team_id: int | None, today
         idle_allocated_share=(idle_j / gpu_j) if gpu_j > 0 else None,
         quality=Quality(
             measured_share=((agg["meas"] or 0.0) / gpu_j) if gpu_j > 0 else None,
-            co2e_low_g=agg["low"] or 0.0,
-            co2e_high_g=agg["high"] or 0.0,
+            co2e_low_g=low_g,
+            co2e_high_g=high_g,
+            energy_shares=shares,
         ),
         method_versions=versions,
+        overhead_policy=policy,
+        overhead_share=overhead_share,
+        factors=_factor_uses(entries),
+        embodied_versions=embodied_versions,
+        idle_allocations=_idle_allocations(jobs),
+        disclosure=disclosure_period(scope=scope, start=start, end=end, team_id=team_id) if end > start else None,
+    )
+
+
+def _pro_rata(amount: float, part: float, whole: float) -> float:
+    return amount * part / whole if whole > 0 else 0.0
+
+
+def _overhead_policy(org_id: int | None) -> str:
+    if org_id is None:
+        return "separate"
+    return Organization.objects.filter(pk=org_id).values_list("overhead_policy", flat=True).first() or "separate"
+
+
+def _team_overhead_share(*, org_id: int, team_energy_j: float, start: dt.date, end: dt.date) -> Totals:
+    """A team's pro-rata share of its organisation's fleet overhead: overhead x the team's
+    energy / the energy of all the organisation's teams (aggregates only: no other team's rows
+    or jobs are shown)."""
+    org_days = TeamDay.objects.filter(org_id=org_id, day__gte=start, day__lt=end)
+    overhead = _totals(org_days.filter(team__isnull=True))
+    teams_j = _totals(org_days.filter(team__isnull=False)).energy_j
+    return Totals(
+        energy_j=_pro_rata(overhead.energy_j, team_energy_j, teams_j),
+        gpu_idle_energy_j=_pro_rata(overhead.gpu_idle_energy_j, team_energy_j, teams_j),
+        co2e_operational_g=_pro_rata(overhead.co2e_operational_g, team_energy_j, teams_j),
+        co2e_embodied_g=_pro_rata(overhead.co2e_embodied_g, team_energy_j, teams_j),
+        co2e_upstream_g=_pro_rata(overhead.co2e_upstream_g, team_energy_j, teams_j),
+    )
+
+
+def _least_efficient(lines: list[JobLine]) -> tuple[JobLine, ...]:
+    """The jobs with the most carbon per functional unit, compared only with jobs of the same
+    unit (a gram per token and a gram per query are not comparable): the worst of each unit
+    first, then the rest, at most LEAST_EFFICIENT."""
+    by_unit: dict[str, list[JobLine]] = {}
+    for j in lines:
+        if j.co2e_per_unit_g is not None:
+            by_unit.setdefault(j.primary_unit, []).append(j)
+    ranked = [sorted(js, key=lambda j: (-(j.co2e_per_unit_g or 0.0), j.id)) for _, js in sorted(by_unit.items())]
+    out: list[JobLine] = []
+    depth = 0
+    while len(out) < LEAST_EFFICIENT and any(depth < len(r) for r in ranked):
+        out.extend(r[depth] for r in ranked if depth < len(r))
+        depth += 1
+    return tuple(out[:LEAST_EFFICIENT])
+
+
+def _energy_quality(entries) -> tuple[tuple[tuple[str, float], ...], float, float]:  # type: ignore[no-untyped-def]
+    """Shares of the entries' energy by data quality, and their carbon band."""
+    acc = dict.fromkeys(QUALITY_LABELS, 0.0)
+    low = high = 0.0
+    for quality, e, measured, lo, hi in (
+        entries.values("quality")
+        .annotate(e=Sum("energy_j"), m=Sum("measured_energy_j"), lo=Sum("co2e_low_g"), hi=Sum("co2e_high_g"))
+        .values_list("quality", "e", "m", "lo", "hi")
+    ):
+        acc["measured"] += measured
+        acc[quality if quality in acc else "modelled"] += e - measured
+        low += lo
+        high += hi
+    total = sum(acc.values())
+    if total <= 0:
+        return (), low, high
+    return tuple((q, acc[q] / total) for q in QUALITY_LABELS), low, high
+
+
+def _factor_uses(entries) -> tuple[FactorUse, ...]:  # type: ignore[no-untyped-def]
+    rows: dict[tuple[str, str, str], list[Any]] = {}
+    for source, basis, gases, version, e, op in (
+        entries.annotate(v=KeyTextTransform("intensity", "factor_versions"))
+        .values("intensity_source", "intensity_basis", "intensity_gases", "v")
+        .annotate(e=Sum("energy_j"), op=Sum("co2e_operational_g"))
+        .values_list("intensity_source", "intensity_basis", "intensity_gases", "v", "e", "op")
+    ):
+        row = rows.setdefault((source, basis, gases), [set(), 0.0, 0.0])
+        if version:
+            row[0].add(str(version))
+        row[1] += e
+        row[2] += op
+    return tuple(
+        FactorUse(
+            source=k[0],
+            basis=k[1] or "not recorded",
+            gases=k[2] or "not recorded",
+            versions=tuple(sorted(v[0], key=lambda x: (len(x), x))),
+            energy_j=v[1],
+            co2e_operational_g=v[2],
+        )
+        for k, v in sorted(rows.items(), key=lambda kv: (-kv[1][1], kv[0]))
+    )
+
+
+def _idle_allocations(jobs) -> IdleAllocations:  # type: ignore[no-untyped-def]
+    """Hours of the month's jobs in which their GPUs drew (almost) only the idle baseline."""
+    idle = JobHour.objects.filter(
+        job__in=jobs.values("id"),
+        gpu_energy_j__gt=0,
+        held_s__gt=0,
+        gpu_energy_j__lte=F("gpu_idle_energy_j") * (1.0 + IDLE_ACTIVE_SHARE),
+    )
+    held_by_job = dict(idle.values("job_id").annotate(h=Sum("held_s")).values_list("job_id", "h"))
+    agg = idle.aggregate(h=Sum("held_s"), e=Sum("gpu_energy_j"))
+    models: dict[str, float] = {}
+    for job_id, key in (
+        JobAllocation.objects.filter(job_id__in=list(held_by_job))
+        .values_list("job_id", "device__hardware_model__key")
+        .distinct()
+        .order_by("job_id", "device__hardware_model__key")
+    ):
+        if key and held_by_job[job_id] > 0:
+            models[key] = models.get(key, 0.0) + held_by_job[job_id] / 3600.0
+            held_by_job[job_id] = 0.0  # a job on several models counts once, on its first
+    return IdleAllocations(
+        device_h=(agg["h"] or 0.0) / 3600.0,
+        gpu_energy_j=agg["e"] or 0.0,
+        by_model=tuple(sorted(models.items(), key=lambda kv: (-kv[1], kv[0]))),
     )
 
 

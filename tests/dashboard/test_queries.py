@@ -32,7 +32,7 @@ PAGES = [
     ("/budgets/", 6),
     ("/methodology/", 12),
     ("/reports/", 4),
-    ("/reports/2026-03/", 9),
+    ("/reports/2026-03/", 10),  # + the previous period's days with data (comparison coverage)
 ]
 
 

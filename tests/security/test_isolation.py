@@ -493,6 +493,23 @@ def _dashboard_report_month(world: World, name: str) -> None:
         assert response.status_code == (200 if t in who.teams else 404), (name, t)
 
 
+def _dashboard_report_preview(world: World, name: str) -> None:
+    """The framed preview of the mailed report: the principal's jobs, never another's."""
+    who = PRINCIPALS[name]
+    path = f"/reports/{world.now:%Y-%m}/preview.html"
+    response = _get(world, name, path)
+    if who.kind != "session":
+        assert response.status_code == 302, name
+        return
+    assert response.status_code == 200
+    body = _no_leak(name, response, what=path)
+    assert all(MARK_JOB[j] in body for j in who.jobs), name
+    for t, team in world.teams.items():
+        response = _get(world, name, path, team=team.pk)
+        _no_leak(name, response, what=f"{path}?team={t}")
+        assert response.status_code == (200 if t in who.teams else 404), (name, t)
+
+
 # --- checks: the admin ---------------------------------------------------------------------
 
 
@@ -591,6 +608,7 @@ TENANT = {
     "dashboard:reports": _dashboard_page("/reports/"),
     "dashboard:report-month": _each_principal(_dashboard_report_month),
     "dashboard:report-deliveries": _dashboard_page("/reports/deliveries/"),
+    "dashboard:report-preview": _each_principal(_dashboard_report_preview),
 }
 XFAIL: dict[str, str] = {}  # name -> reason, for a leak whose fix is outside this test's owner
 
@@ -636,6 +654,43 @@ def _api_export(path: str):
     return _each_principal(check)
 
 
+def _api_report(suffix: str):
+    """A month's report (JSON and files) holds exactly the jobs its principal sees and never a
+    marker of anything else; ``team`` naming a team the principal does not see is refused. The
+    Parquet file is checked by its rows; the PDF is compressed (markers are not in its bytes): it
+    renders the same report as report.html, which is checked."""
+
+    def check(world: World, name: str) -> None:
+        path = f"/api/v1/reports/{world.now:%Y-%m}/{suffix}"
+        response = _get(world, name, path)
+        if not _api_reads(name):
+            assert response.status_code in _denied_statuses(name), (name, path)
+            return
+        assert response.status_code == 200, (name, path, response.status_code)
+        binary = suffix in ("report.pdf", "ledger.parquet")  # compressed: checked by their rows or twin
+        body = "" if binary else _no_leak(name, response, what=path)
+        wanted = {f"sched-{j}" for j in PRINCIPALS[name].jobs}
+        if suffix == "":
+            assert {j["scheduler_job_id"] for j in json.loads(body)["top_jobs"]} == wanted, (name, path)
+        elif suffix == "ledger.parquet":
+            assert {r["scheduler_job_id"] for r in _export_rows(response)} == wanted, (name, path)
+        elif suffix == "report.html":
+            assert all(MARK_JOB[j] in body for j in PRINCIPALS[name].jobs), (name, path)
+        for team in TEAMS:
+            narrowed = _get(world, name, path, team=f"team-{team}")
+            if team in PRINCIPALS[name].teams:
+                assert narrowed.status_code == 200, (name, path, team)
+                if not binary:
+                    _no_leak(name, narrowed, what=f"{path}?team=team-{team}")
+                elif suffix == "ledger.parquet":
+                    assert {r["team"] for r in _export_rows(narrowed)} <= {f"team-{team}"}
+            else:
+                assert narrowed.status_code == 400, (name, path, team, narrowed.status_code)
+                _no_leak(name, narrowed, what=f"{path}?team=team-{team}")
+
+    return _each_principal(check)
+
+
 def _api_fleet(path: str):
     """The fleet file: admin tokens only, their own organisation only; nothing changes for a
     document naming another organisation."""
@@ -663,6 +718,11 @@ TENANT.update(
         "api-export-job-hours-parquet": _api_export("/api/v1/exports/job-hours.parquet"),
         "api-export-jobs-csv": _api_export("/api/v1/exports/jobs.csv"),
         "api-export-jobs-parquet": _api_export("/api/v1/exports/jobs.parquet"),
+        "api-report": _api_report(""),
+        "api-report-html": _api_report("report.html"),
+        "api-report-pdf": _api_report("report.pdf"),
+        "api-report-jobs-csv": _api_report("jobs.csv"),
+        "api-report-ledger-parquet": _api_report("ledger.parquet"),
         "api-fleet-plan": _api_fleet("/api/v1/fleet/plan/"),
         "api-fleet-apply": _api_fleet("/api/v1/fleet/apply/"),
     }

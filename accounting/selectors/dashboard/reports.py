@@ -9,6 +9,7 @@ from typing import Any
 from django.db.models import Count, F, Sum
 from django.db.models.functions import TruncMonth
 
+from accounting.domain.comparison import compare, coverage, like_for_like_previous
 from accounting.domain.units import kg_from_g as _kg
 from accounting.domain.units import kwh_from_j as _kwh
 from accounting.models import CarbonBudget, Job, JobFootprint, TeamDay
@@ -17,7 +18,6 @@ from accounting.selectors.dashboard.common import (
     OVERHEAD_LABEL,
     Period,
     _jobs_scoped,
-    _pct_change,
     _teamday_qs,
 )
 
@@ -45,12 +45,28 @@ def _month_bounds(month: dt.date) -> Period:
     return Period(start=start, end=nxt)
 
 
-def report_month_get(*, scope: Principal, month: dt.date, team_id: int | None = None) -> dict[str, Any]:
+def report_month_get(
+    *, scope: Principal, month: dt.date, team_id: int | None = None, today: dt.date | None = None
+) -> dict[str, Any]:
     """Monthly per-team summary: TeamDay totals and change vs the previous month, JobFootprint
-    by family and the top jobs of jobs started in the month, and the month's budgets."""
+    by family and the top jobs of jobs started in the month, and the month's budgets. The change
+    follows accounting.domain.comparison, as the mailed report does: a month to date (``today``
+    inside it) against as many days at the start of the previous month, and no percentage when
+    that period is mostly empty."""
     period = _month_bounds(month)
-    prev = _month_bounds(period.start - dt.timedelta(days=1))
+    prev_full = _month_bounds(period.start - dt.timedelta(days=1))
+    cur_end = period.end
+    if today is not None and period.start <= today < period.end:
+        cur_end = today + dt.timedelta(days=1)
+    p_start, p_end = like_for_like_previous(period.start, cur_end, prev_full.start, prev_full.end)
+    prev = Period(start=p_start, end=p_end)
     by_team: dict[int | None, dict[str, Any]] = {}
+    prev_days: dict[int | None, set[dt.date]] = defaultdict(set)
+    for tid, day in (
+        _teamday_qs(scope=scope, period=prev, team_id=team_id).filter(energy_j__gt=0).values_list("team_id", "day")
+    ):
+        prev_days[tid].add(day)
+    prev_len = (p_end - p_start).days
     for p, key in ((period, "cur"), (prev, "prev")):
         for tid, name, e, idle, op, emb in (
             _teamday_qs(scope=scope, period=p, team_id=team_id)
@@ -75,7 +91,10 @@ def report_month_get(*, scope: Principal, month: dt.date, team_id: int | None = 
         if row["cur"] is None:
             continue
         prev_kg = row["prev"]["co2e_kg"] if row["prev"] else 0.0
-        row["co2e_change_pct"] = _pct_change(row["cur"]["co2e_kg"], prev_kg)
+        change = compare(
+            row["cur"]["co2e_kg"], prev_kg, previous_coverage=coverage(len(prev_days[row["team_id"]]), prev_len)
+        )
+        row["co2e_change_pct"], row["co2e_change_reason"] = change.change_pct, change.reason
         teams.append(row)
     teams.sort(key=lambda r: (r["team_id"] is None, -r["cur"]["co2e_kg"]))
     jobs = _jobs_scoped(scope=scope, team_id=team_id).filter(
@@ -132,5 +151,7 @@ def report_month_get(*, scope: Principal, month: dt.date, team_id: int | None = 
         "co2e_embodied_kg": sum(t["cur"]["co2e_embodied_kg"] for t in teams),
         "prev_co2e_kg": sum(t["prev"]["co2e_kg"] for t in teams if t["prev"]),
     }
-    totals["co2e_change_pct"] = _pct_change(totals["co2e_kg"], totals["prev_co2e_kg"])
+    all_days = set().union(*prev_days.values()) if prev_days else set()
+    change = compare(totals["co2e_kg"], totals["prev_co2e_kg"], previous_coverage=coverage(len(all_days), prev_len))
+    totals["co2e_change_pct"], totals["co2e_change_reason"] = change.change_pct, change.reason
     return {"period": period, "teams": teams, "top_jobs": top, "totals": totals}
