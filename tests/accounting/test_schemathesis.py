@@ -21,8 +21,9 @@ so that positive_data_acceptance holds the API to everything else:
 
 - references to rows that must exist: team slugs, cluster ids, device keys, zone codes (a
   fixed world, ``build_world``, plus the device catalog); an export's ``cursor`` is one the
-  export returned, its ``to`` after its ``from``; a fleet document names the token's organisation, unique slugs per level and
-  its tokens name objects of the same document (left out);
+  export returned and its ``to`` after its ``from``; a report's month one that has begun; a
+  fleet document names the token's organisation, unique slugs per level, and its tokens name
+  objects of the same document (left out);
 - token-dependent requirements: ``cluster`` is required with user and admin tokens;
 - cross-field rules: ``period_end`` after ``period_start``, a workload's ``split`` shares not
   all 0, ``deadline`` after
@@ -190,6 +191,10 @@ def in_context(case, *, scope: str, world: World) -> None:
                 windows=[window(seq=int(time.time() * 1000), start=start, gpus=[gpu_entry(uuid_="GPU-st-0000-0001")])],
             )
         return
+    if path.startswith("/api/v1/reports/"):  # a month that has begun; a team the token sees
+        case.path_parameters = {**(case.path_parameters or {}), "month": "2026-11"}
+        if query is not None and "team" in query:
+            query["team"] = world.team.slug
     if path.startswith("/api/v1/exports/") and query is not None:
         query.pop("cursor", None)  # a cursor is one this export returned (field description)
         start, end = _parse(query.get("from")), _parse(query.get("to"))
