@@ -348,6 +348,9 @@ def run_all(world: World, *, max_examples: int) -> tuple[int, list[str]]:
     checks = CHECKS.get_all()
     failures: list[str] = []
     schema = schemathesis.openapi.from_wsgi("/api/schema/", get_wsgi_application())
+    # No NUL in generated text: PostgreSQL text cannot hold it and every string field refuses it
+    # with a 400 naming the field (DRF's and the fleet file's own check, tested on their own).
+    schema.config.generation.update(allow_x00=False)
     operations = [result.ok() for result in schema.get_all_operations()]
     for scope in SCOPES:
         for operation in operations:
