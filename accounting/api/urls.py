@@ -3,7 +3,7 @@
 from django.urls import include, path, re_path
 
 from accounting.api import exports_views, fleet_views, views
-from accounting.api.metrics import PrometheusMetricsView
+from accounting.api.metrics import FormerPathMetricsView
 
 urlpatterns = [
     path("", include("accounting.api.whatif_urls")),
@@ -24,7 +24,7 @@ urlpatterns = [
     path("budgets/check/", views.BudgetCheckView.as_view(), name="api-budget-check"),
     path("budgets/<int:pk>/", views.BudgetDetailView.as_view(), name="api-budget"),
     path("advice/", views.AdviceView.as_view(), name="api-advice"),
-    path("metrics", PrometheusMetricsView.as_view(), name="api-metrics"),
+    path("metrics", FormerPathMetricsView.as_view(), name="api-metrics"),
     path("fleet/plan/", fleet_views.FleetPlanView.as_view(), name="api-fleet-plan"),
     path("fleet/apply/", fleet_views.FleetApplyView.as_view(), name="api-fleet-apply"),
     path("exports/job-hours.csv", exports_views.JobHoursCsvView.as_view(), name="api-export-job-hours-csv"),

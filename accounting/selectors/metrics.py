@@ -1,0 +1,276 @@
+"""What the Prometheus exposition (``/metrics``) reads: cumulative ledger totals from the
+roll-ups, scoped by the caller's principal, in a few aggregate queries per scrape.
+
+Sources, all maintained incrementally by ``services/rollup.py``:
+
+* team totals from ``TeamDay`` (a team's, or the fleet overhead's, energy and carbon per site
+  and day: the day rows of all time are the cheapest complete sum);
+* GPU totals per cluster and device model from ``DeviceHour`` (organisation admins only);
+* job totals from ``JobHour`` for jobs running now or ended within ``recent_s`` (the
+  cardinality bound: a finished job's series stop after that);
+* the ingest and attribution state for the data-quality board (organisation admins only).
+
+Units are the ledger's: joules, grams CO2e, seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+
+from django.db import connection
+from django.db.models import Count, F, Max, Q, Sum
+
+from accounting.models import DeviceHour, Host, Job, TeamDay
+from accounting.selectors.access import Principal
+from telemetry.models import TelemetryBatch
+
+UNKNOWN_MODEL = "unknown"
+# A job on devices of several models is labelled with their keys joined by this.
+MODEL_SEPARATOR = "+"
+
+
+@dataclass(frozen=True)
+class TeamTotals:
+    org: str
+    site: str
+    team: str  # "" for the fleet-overhead account (unallocated devices)
+    energy_j: float
+    gpu_idle_energy_j: float
+    co2e_operational_g: float
+    co2e_embodied_g: float
+
+
+@dataclass(frozen=True)
+class GpuTotals:
+    org: str
+    site: str
+    cluster: str
+    device_model: str
+    energy_j: float
+    idle_energy_j: float
+    allocated_s: float
+    observed_s: float
+    co2e_operational_g: float
+    co2e_embodied_g: float
+
+
+@dataclass(frozen=True)
+class JobTotals:
+    org: str
+    site: str
+    cluster: str
+    team: str
+    job_id: str  # the scheduler's id (unique within the cluster)
+    device_model: str
+    running: bool
+    energy_j: float
+    gpu_idle_energy_j: float
+    gpu_energy_j: float
+    measured_gpu_energy_j: float
+    co2e_operational_g: float
+    co2e_embodied_g: float
+    units: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HostSeen:
+    org: str
+    site: str
+    cluster: str
+    host: str
+    last_seen_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class IngestState:
+    last_received_at: dt.datetime | None
+    pending: int
+    claimed: int
+    failed: int
+    running_jobs: dict[str, int]  # per organisation slug
+    hosts: list[HostSeen]
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    teams: list[TeamTotals]
+    gpus: list[GpuTotals]
+    jobs: list[JobTotals]
+    ingest: IngestState | None  # None: the principal does not see whole organisations
+
+
+def _admin_orgs_q(principal: Principal, lookup: str) -> Q:
+    if principal.is_superuser:
+        return Q()
+    return Q(**{f"{lookup}__in": sorted(principal.admin_org_ids)})
+
+
+def team_totals(*, principal: Principal) -> list[TeamTotals]:
+    rows = (
+        TeamDay.objects.filter(principal.rows_q())
+        .values("org__slug", "site__slug", "team__slug")
+        .annotate(
+            energy=Sum("energy_j"),
+            idle=Sum("gpu_idle_energy_j"),
+            operational=Sum("co2e_operational_g"),
+            embodied=Sum("co2e_embodied_g"),
+        )
+        .order_by("org__slug", "site__slug", F("team__slug").asc(nulls_first=True))
+    )
+    return [
+        TeamTotals(
+            org=r["org__slug"],
+            site=r["site__slug"],
+            team=r["team__slug"] or "",
+            energy_j=r["energy"] or 0.0,
+            gpu_idle_energy_j=r["idle"] or 0.0,
+            co2e_operational_g=r["operational"] or 0.0,
+            co2e_embodied_g=r["embodied"] or 0.0,
+        )
+        for r in rows
+    ]
+
+
+def gpu_totals(*, principal: Principal) -> list[GpuTotals]:
+    if not principal.is_admin:
+        return []
+    site = "device__host__cluster__site"
+    rows = (
+        DeviceHour.objects.filter(_admin_orgs_q(principal, f"{site}__org_id"))
+        .values(
+            org=F(f"{site}__org__slug"),
+            site=F(f"{site}__slug"),
+            cluster=F("device__host__cluster__slug"),
+            model=F("device__hardware_model__key"),
+        )
+        .annotate(
+            energy=Sum("energy_j"),
+            idle=Sum("idle_energy_j"),
+            allocated=Sum("allocated_s"),
+            observed=Sum("observed_s"),
+            operational=Sum("co2e_operational_g"),
+            embodied=Sum("co2e_embodied_g"),
+        )
+        .order_by("org", "site", "cluster", "model")
+    )
+    return [
+        GpuTotals(
+            org=r["org"],
+            site=r["site"],
+            cluster=r["cluster"],
+            device_model=r["model"] or UNKNOWN_MODEL,
+            energy_j=r["energy"] or 0.0,
+            idle_energy_j=r["idle"] or 0.0,
+            allocated_s=r["allocated"] or 0.0,
+            observed_s=r["observed"] or 0.0,
+            co2e_operational_g=r["operational"] or 0.0,
+            co2e_embodied_g=r["embodied"] or 0.0,
+        )
+        for r in rows
+    ]
+
+
+# One query: the visible jobs running or recently ended, their device models (from their
+# allocations) and the sums of their hours.
+_JOBS_SQL = """
+SELECT o.slug, s.slug, c.slug, t.slug, j.scheduler_job_id, j.status = 'running', j.units,
+       (SELECT string_agg(DISTINCT hm.key, %s ORDER BY hm.key)
+          FROM accounting_joballocation a
+          JOIN accounting_device d ON d.id = a.device_id
+          JOIN accounting_hardwaremodel hm ON hm.id = d.hardware_model_id
+         WHERE a.job_id = j.id),
+       COALESCE(SUM(h.energy_j), 0), COALESCE(SUM(h.gpu_idle_energy_j), 0), COALESCE(SUM(h.gpu_energy_j), 0),
+       COALESCE(SUM(h.measured_gpu_energy_j), 0), COALESCE(SUM(h.co2e_operational_g), 0),
+       COALESCE(SUM(h.co2e_embodied_g), 0)
+FROM accounting_job j
+JOIN accounting_organization o ON o.id = j.org_id
+JOIN accounting_cluster c ON c.id = j.cluster_id
+JOIN accounting_site s ON s.id = c.site_id
+JOIN accounting_team t ON t.id = j.team_id
+LEFT JOIN accounting_jobhour h ON h.job_id = j.id
+WHERE (j.status = 'running' OR j.ended_at >= %s) AND {visible}
+GROUP BY j.id, o.slug, s.slug, c.slug, t.slug
+ORDER BY o.slug, s.slug, c.slug, j.scheduler_job_id
+"""
+
+
+def job_totals(*, principal: Principal, now: dt.datetime, recent_s: float) -> list[JobTotals]:
+    visible, params = principal.jobs_where_sql("j")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _JOBS_SQL.format(visible=visible), [MODEL_SEPARATOR, now - dt.timedelta(seconds=recent_s), *params]
+        )
+        rows = cursor.fetchall()
+    out = []
+    for org, site, cluster, team, job_id, running, units, models, *sums in rows:
+        energy, idle, gpu, measured, operational, embodied = (float(v) for v in sums)
+        if isinstance(units, str):  # Django leaves jsonb undecoded on a raw cursor
+            units = json.loads(units)
+        numeric_units = {
+            str(k): float(v)
+            for k, v in (units or {}).items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
+        }
+        out.append(
+            JobTotals(
+                org=org,
+                site=site,
+                cluster=cluster,
+                team=team,
+                job_id=job_id,
+                device_model=models or UNKNOWN_MODEL,
+                running=running,
+                energy_j=energy,
+                gpu_idle_energy_j=idle,
+                gpu_energy_j=gpu,
+                measured_gpu_energy_j=measured,
+                co2e_operational_g=operational,
+                co2e_embodied_g=embodied,
+                units=dict(sorted(numeric_units.items())),
+            )
+        )
+    return out
+
+
+def ingest_state(*, principal: Principal) -> IngestState | None:
+    if not principal.is_admin:
+        return None
+    batches = TelemetryBatch.objects.filter(_admin_orgs_q(principal, "host__cluster__site__org_id")).aggregate(
+        last_received=Max("received_at"),
+        pending=Count("pk", filter=Q(status=TelemetryBatch.Status.PENDING)),
+        claimed=Count("pk", filter=Q(status=TelemetryBatch.Status.CLAIMED)),
+        failed=Count("pk", filter=Q(status=TelemetryBatch.Status.FAILED)),
+    )
+    running = (
+        Job.objects.filter(_admin_orgs_q(principal, "org_id"), status=Job.Status.RUNNING)
+        .values(org_slug=F("org__slug"))
+        .annotate(n=Count("pk"))
+        .order_by("org_slug")
+    )
+    hosts = (
+        Host.objects.filter(_admin_orgs_q(principal, "cluster__site__org_id"), last_seen_at__isnull=False)
+        .values_list("cluster__site__org__slug", "cluster__site__slug", "cluster__slug", "hostname", "last_seen_at")
+        .order_by("cluster__site__org__slug", "cluster__site__slug", "cluster__slug", "hostname")
+    )
+    return IngestState(
+        last_received_at=batches["last_received"],
+        pending=batches["pending"],
+        claimed=batches["claimed"],
+        failed=batches["failed"],
+        running_jobs={r["org_slug"]: r["n"] for r in running},
+        hosts=[
+            HostSeen(org, site, cluster, host, seen) for org, site, cluster, host, seen in hosts if seen is not None
+        ],
+    )
+
+
+def metrics_snapshot(*, principal: Principal, now: dt.datetime, recent_s: float) -> MetricsSnapshot:
+    """Everything one scrape exposes, as the principal sees it."""
+    return MetricsSnapshot(
+        teams=team_totals(principal=principal),
+        gpus=gpu_totals(principal=principal),
+        jobs=job_totals(principal=principal, now=now, recent_s=recent_s),
+        ingest=ingest_state(principal=principal),
+    )
