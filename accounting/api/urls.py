@@ -2,7 +2,7 @@
 
 from django.urls import include, path, re_path
 
-from accounting.api import exports_views, fleet_views, views
+from accounting.api import exports_views, fleet_views, serving_views, views
 from accounting.api.metrics import FormerPathMetricsView
 
 urlpatterns = [
@@ -20,6 +20,12 @@ urlpatterns = [
         name="api-job-footprint-by-key",
     ),
     path("jobs/by-key/<str:scheduler_job_id>/units/", views.JobUnitsByKeyView.as_view(), name="api-job-units-by-key"),
+    path("jobs/<int:pk>/serving/", serving_views.ServingByIdView.as_view(), name="api-job-serving"),
+    path(
+        "jobs/by-key/<str:scheduler_job_id>/serving/",
+        serving_views.ServingByKeyView.as_view(),
+        name="api-job-serving-by-key",
+    ),
     path("budgets/", views.BudgetCollectionView.as_view(), name="api-budgets"),
     path("budgets/check/", views.BudgetCheckView.as_view(), name="api-budget-check"),
     path("budgets/<int:pk>/", views.BudgetDetailView.as_view(), name="api-budget"),

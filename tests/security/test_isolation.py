@@ -581,6 +581,14 @@ TENANT = {
     "api-job-footprint-by-key": _api_job_detail("footprint/", by_key=True),
     "api-job-units-by-key": _api_job_detail("units/", by_key=True, method="post", write=True),
     "whatif-project-job": _api_job_detail("project/", method="post"),
+    "api-job-serving": lambda w: (
+        _api_job_detail("serving/")(w),
+        _api_job_detail("serving/", method="post", write=True)(w),
+    ),
+    "api-job-serving-by-key": lambda w: (
+        _api_job_detail("serving/", by_key=True)(w),
+        _api_job_detail("serving/", by_key=True, method="post", write=True)(w),
+    ),
     "api-budgets": lambda w: (_each_principal(_api_budget_list)(w), _each_principal(_api_budget_set)(w)),
     "api-budget": _each_principal(_api_budget_detail),
     "api-budget-check": _each_principal(_api_budget_check),
