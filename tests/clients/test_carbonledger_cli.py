@@ -213,3 +213,95 @@ def test_the_console_scripts_point_at_the_cli():
     assert client["project"]["dependencies"] == []  # standard library only
     for name in client["tool"]["setuptools"]["py-modules"]:
         assert (ROOT / "clients" / "python" / f"{name}.py").is_file()
+
+
+# --- inference services -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def vllm_page():
+    """A vLLM metrics page served over HTTP, as the sidecar scrapes it."""
+    import http.server
+    import threading
+
+    body = (ROOT / "tests" / "domain" / "data" / "serving" / "vllm.txt").read_bytes()
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/metrics"
+    server.shutdown()
+    server.server_close()
+
+
+def test_serving_sidecar_pushes_the_servers_counters(live_server, vllm_page):
+    world = build_world()
+    job = f.JobFactory(
+        cluster=world.cluster_a, team=world.team, scheduler_job_id="svc-7", kind="inference", started_at=T0
+    )
+    argv = ["--url", live_server.url, "--token", world.secrets["sched_a"], "serving", "svc-7"]
+    code, out, err = _run([*argv, "--server", "vllm", "--metrics-url", vllm_page, "--every", "0", "--count", "1"])
+    assert (code, err) == (0, "")
+    row = m.ServingCounters.objects.get(job=job)
+    assert (row.server, row.requests_total, row.input_tokens_total, row.output_tokens_total) == (
+        "vllm",
+        2000.0,
+        2e6,
+        5e5,
+    )
+    assert out == (
+        f"carbonledger: vllm counters of svc-7 at {row.at:%Y-%m-%dT%H:%M:%SZ}: 2000 requests, "
+        "2000000.0 input tokens, 500000.0 output tokens\n"
+    )
+    # the inference server is down: reported, exit 1, nothing stored
+    code, out, err = _run(
+        [*argv, "--server", "vllm", "--metrics-url", "http://127.0.0.1:9/metrics", "--every", "0", "--count", "1"]
+    )
+    assert (code, out) == (1, "") and err.startswith("carbonledger: push failed:")
+    assert m.ServingCounters.objects.filter(job=job).count() == 1
+
+
+def test_job_summary_of_a_service_has_its_rates(live_server):
+    world = build_world()
+    job = f.JobFactory(
+        cluster=world.cluster_a, team=world.team, scheduler_job_id="svc-8", name="chat", kind="inference",
+        status="completed", started_at=T0, ended_at=T0 + dt.timedelta(hours=2),
+    )  # fmt: skip
+    for hour, energy in ((0, 20e6), (1, 16e6)):
+        m.JobHour.objects.create(
+            job=job, hour=T0 + dt.timedelta(hours=hour), energy_j=energy, gpu_energy_j=energy,
+            measured_gpu_energy_j=energy, co2e_operational_g=energy / 18e3, co2e_embodied_g=100.0,
+        )  # fmt: skip
+    job_footprint_finalize(job_id=job.pk)
+    for hour, requests, prompt, generation in ((0, 1000.0, 2e6, 5e5), (2, 2200.0, 3.6e6, 9.8e5)):
+        m.ServingCounters.objects.create(
+            job=job, at=T0 + dt.timedelta(hours=hour), server="vllm", requests_total=requests,
+            input_tokens_total=prompt, output_tokens_total=generation,
+        )  # fmt: skip
+    code, out, _ = _run(["--url", live_server.url, "--token", world.secrets["sched_a"], "job", "svc-8"])
+    assert code == 0
+    assert out == (
+        'CarbonLedger: job svc-8 "chat" (team recsys, cluster hpc-a, completed)\n'
+        "  Energy        10.000 kWh (GPU 10.000 kWh: active 10.000 kWh, idle 0.000 kWh; host 0.000 kWh; "
+        "facility 0.000 kWh)\n"
+        "  Carbon        2,200.0 g CO2e (operational 2,000.0 g, embodied 200.0 g; range 0.0 g to 0.0 g)\n"
+        "  Per unit      no functional units reported (tokens, samples, queries: see the client's UnitsReporter)\n"
+        "  Service       vllm: 2026-11-26T10:00:00Z to 2026-11-26T12:00:00Z, 2 readings\n"
+        "  Per request          3e+04 J, 1.833 g CO2e\n"
+        "  Per 1k input tokens  2.25e+04 J, 1.375 g CO2e\n"
+        "  Per 1k output tokens 7.5e+04 J, 4.583 g CO2e\n"
+        "  Per hour             1.8e+07 J, 1100 g CO2e\n"
+        "  Per day              4.32e+08 J, 2.64e+04 g CO2e\n"
+        f"  Data quality  100.0 % of GPU energy measured by the energy counter; final; method {METHOD_VERSION}\n"
+        f"  Dashboard     {live_server.url}/jobs/{job.pk}/\n"
+    )
