@@ -227,7 +227,7 @@ def vllm_page():
     body = (ROOT / "tests" / "domain" / "data" / "serving" / "vllm.txt").read_bytes()
 
     class Page(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - the stdlib's name
+        def do_GET(self):
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             self.end_headers()

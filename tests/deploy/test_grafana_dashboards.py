@@ -13,8 +13,15 @@ from pathlib import Path
 
 import yaml
 
-from accounting.api.metrics import metric_families
-from accounting.selectors.metrics import GpuTotals, HostSeen, IngestState, JobTotals, MetricsSnapshot, TeamTotals
+from accounting.selectors.metrics import (
+    GpuTotals,
+    HostSeen,
+    IngestState,
+    JobTotals,
+    MetricsSnapshot,
+    TeamTotals,
+    metric_families,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "docker" / "grafana"
