@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -239,6 +240,37 @@ class Prometheus:
         self.log.close()
 
 
+# Panels shown in docs/integrations.md, as Prometheus's own graph page renders their queries.
+SCREENSHOTS = {
+    "prometheus-energy-by-account.png": ("carbonledger-fleet", "Energy by account"),
+    "prometheus-job-energy-per-unit.png": ("carbonledger-job", "Energy per unit"),
+    "prometheus-gpu-energy-by-model.png": ("carbonledger-fleet", "GPU energy by device model"),
+}
+
+
+def _screenshots(prometheus: Prometheus, dashboards, where: Path) -> None:
+    """PNGs of Prometheus's table view of dashboard queries (CARBONLEDGER_SCREENSHOTS=DIR):
+    the images of docs/integrations.md, from this test's data. Needs Debian's chromium."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium is not installed: no screenshots")
+    where.mkdir(parents=True, exist_ok=True)
+    panels = {(d.uid, p.title): p for d in dashboards.DASHBOARDS for p in d.panels}
+    for name, key in SCREENSHOTS.items():
+        query = urllib.parse.urlencode(
+            {"g0.expr": _substitute(panels[key].expr), "g0.tab": "1", "g0.range_input": "5m"}
+        )
+        subprocess.run(
+            [
+                chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--window-size=1280,560",
+                "--virtual-time-budget=8000", f"--screenshot={where / name}",
+                f"http://127.0.0.1:{prometheus.port}/graph?{query}",
+            ],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+
+
 def _substitute(expr: str) -> str:
     return re.sub(r"\$(\w+)", lambda match: VARIABLES[match.group(1)], expr)
 
@@ -285,6 +317,8 @@ def test_every_dashboard_query_returns_the_ledger_values(redis_server, tmp_path)
                     assert got == pytest.approx(expected, rel=1e-12, abs=1e-12), (key, got)
                 checked.add(key)
         assert checked == set(EXPECTED) | set(BOUNDED)
+        if os.environ.get("CARBONLEDGER_SCREENSHOTS"):
+            _screenshots(prometheus, dashboards, Path(os.environ["CARBONLEDGER_SCREENSHOTS"]))
     finally:
         prometheus.stop()
         web.stop()
