@@ -22,11 +22,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 from django.db.models import Count, F, Max, Q, Sum
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from accounting.models import DeviceHour, Host, Job, TeamDay
+from accounting.models import Host, Job, TeamDay
 from accounting.selectors.access import Principal
 from telemetry.models import TelemetryBatch
 
@@ -149,42 +150,97 @@ def team_totals(*, principal: Principal) -> list[TeamTotals]:
     ]
 
 
-def gpu_totals(*, principal: Principal) -> list[GpuTotals]:
+# GPU totals by organisation, site, cluster and device model over [from, to): device-hours summed
+# per device first (one pass over the BRIN-indexed hours), then grouped by what labels them.
+_GPU_SQL = """
+SELECT o.slug, s.slug, c.slug, hm.key, SUM(t.energy), SUM(t.idle), SUM(t.allocated), SUM(t.observed),
+       SUM(t.operational), SUM(t.embodied)
+FROM (
+    SELECT h.device_id, SUM(h.energy_j) AS energy, SUM(h.idle_energy_j) AS idle, SUM(h.allocated_s) AS allocated,
+           SUM(h.observed_s) AS observed, SUM(h.co2e_operational_g) AS operational,
+           SUM(h.co2e_embodied_g) AS embodied
+    FROM accounting_devicehour h
+    WHERE h.hour >= %s AND h.hour < %s AND h.device_id IN (
+        SELECT d.id FROM accounting_device d
+        JOIN accounting_host ho ON ho.id = d.host_id
+        JOIN accounting_cluster cl ON cl.id = ho.cluster_id
+        JOIN accounting_site si ON si.id = cl.site_id
+        WHERE {orgs})
+    GROUP BY h.device_id
+) t
+JOIN accounting_device d ON d.id = t.device_id
+JOIN accounting_host ho ON ho.id = d.host_id
+JOIN accounting_cluster c ON c.id = ho.cluster_id
+JOIN accounting_site s ON s.id = c.site_id
+JOIN accounting_organization o ON o.id = s.org_id
+LEFT JOIN accounting_hardwaremodel hm ON hm.id = d.hardware_model_id
+GROUP BY o.slug, s.slug, c.slug, hm.key
+"""
+_GPU_KEY = tuple[str, str, str, str]
+_GPU_SUMS = 6
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# Device-hours before this many hours ago change only when a factor correction recomputes
+# them: their sums are cached (CARBONLEDGER_METRICS_HISTORY_CACHE_S), the rest read live.
+HISTORY_LAG_H = 48
+DEFAULT_HISTORY_CACHE_S = 600.0
+
+
+def _gpu_sums(*, principal: Principal, start: dt.datetime, end: dt.datetime) -> dict[_GPU_KEY, list[float]]:
+    if principal.is_superuser:
+        orgs, params = "TRUE", []
+    else:
+        orgs, params = "si.org_id = ANY(%s)", [sorted(principal.admin_org_ids)]
+    with connection.cursor() as cursor:
+        cursor.execute(_GPU_SQL.format(orgs=orgs), [start, end, *params])
+        return {
+            (org, site, cluster, model or UNKNOWN_MODEL): [float(v or 0.0) for v in sums]
+            for org, site, cluster, model, *sums in cursor.fetchall()
+        }
+
+
+def gpu_history_key(*, principal: Principal, now: dt.datetime) -> tuple[str, dt.datetime]:
+    """The cache key of the principal's cached GPU history at ``now``, and where that history ends."""
+    cutoff = (now - dt.timedelta(hours=HISTORY_LAG_H)).astimezone(dt.UTC)
+    cutoff = cutoff.replace(hour=0, minute=0, second=0, microsecond=0)
+    scope = "all" if principal.is_superuser else ",".join(str(o) for o in sorted(principal.admin_org_ids))
+    return f"carbonledger:metrics:gpu-history:{scope}:{cutoff:%Y%m%d}", cutoff
+
+
+def gpu_totals(*, principal: Principal, now: dt.datetime) -> list[GpuTotals]:
+    """All-time GPU totals: the device-hours older than ``HISTORY_LAG_H`` hours (to a whole day)
+    from the cache, shared by every web replica and refreshed every few minutes (a correction of
+    old hours shows after that), the recent ones from the table at every scrape."""
     if not principal.is_admin:
         return []
-    site = "device__host__cluster__site"
-    rows = (
-        DeviceHour.objects.filter(_admin_orgs_q(principal, f"{site}__org_id"))
-        .values(
-            org=F(f"{site}__org__slug"),
-            site=F(f"{site}__slug"),
-            cluster=F("device__host__cluster__slug"),
-            model=F("device__hardware_model__key"),
-        )
-        .annotate(
-            energy=Sum("energy_j"),
-            idle=Sum("idle_energy_j"),
-            allocated=Sum("allocated_s"),
-            observed=Sum("observed_s"),
-            operational=Sum("co2e_operational_g"),
-            embodied=Sum("co2e_embodied_g"),
-        )
-        .order_by("org", "site", "cluster", "model")
-    )
+    key, cutoff = gpu_history_key(principal=principal, now=now)
+    history = cache.get(key)
+    if history is None:
+        history = {"|".join(k): v for k, v in _gpu_sums(principal=principal, start=_EPOCH, end=cutoff).items()}
+        ttl = float(getattr(settings, "CARBONLEDGER_METRICS_HISTORY_CACHE_S", DEFAULT_HISTORY_CACHE_S))
+        cache.set(key, history, timeout=ttl)
+    totals: dict[_GPU_KEY, list[float]] = {
+        tuple(k.split("|", 3)): list(v)  # type: ignore[misc]
+        for k, v in history.items()
+    }
+    far_future = now + dt.timedelta(days=3650)
+    for k, sums in _gpu_sums(principal=principal, start=cutoff, end=far_future).items():
+        base = totals.setdefault(k, [0.0] * _GPU_SUMS)
+        for i, value in enumerate(sums):
+            base[i] += value
     return [
         GpuTotals(
-            org=r["org"],
-            site=r["site"],
-            cluster=r["cluster"],
-            device_model=r["model"] or UNKNOWN_MODEL,
-            energy_j=r["energy"] or 0.0,
-            idle_energy_j=r["idle"] or 0.0,
-            allocated_s=r["allocated"] or 0.0,
-            observed_s=r["observed"] or 0.0,
-            co2e_operational_g=r["operational"] or 0.0,
-            co2e_embodied_g=r["embodied"] or 0.0,
+            org=org,
+            site=site,
+            cluster=cluster,
+            device_model=model,
+            energy_j=sums[0],
+            idle_energy_j=sums[1],
+            allocated_s=sums[2],
+            observed_s=sums[3],
+            co2e_operational_g=sums[4],
+            co2e_embodied_g=sums[5],
         )
-        for r in rows
+        for (org, site, cluster, model), sums in sorted(totals.items())
     ]
 
 
@@ -286,7 +342,7 @@ def metrics_snapshot(*, principal: Principal, now: dt.datetime, recent_s: float)
     """Everything one scrape exposes, as the principal sees it."""
     return MetricsSnapshot(
         teams=team_totals(principal=principal),
-        gpus=gpu_totals(principal=principal),
+        gpus=gpu_totals(principal=principal, now=now),
         jobs=job_totals(principal=principal, now=now, recent_s=recent_s),
         ingest=ingest_state(principal=principal),
     )

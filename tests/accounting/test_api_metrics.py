@@ -257,3 +257,28 @@ def test_ended_jobs_leave_after_the_recent_window(ledger, settings):
     settings.CARBONLEDGER_METRICS_RECENT_JOB_S = 60
     text = ledger.client("admin").get(METRICS).content.decode()
     assert 'job_id="1002"' not in text and 'job_id="1001"' in text
+
+
+def test_gpu_history_is_cached_and_recent_hours_are_live(ledger, settings):
+    from django.core.cache import cache
+
+    from accounting.selectors.access import principal_for
+    from accounting.selectors.metrics import gpu_history_key
+
+    def h100_active(client) -> float:
+        samples = _samples(client.get(METRICS).content.decode())
+        labels = (("cluster", "hpc-a"), ("device_model", "h100-sxm5-80gb"), ("org", "acme"), ("site", "paris"))
+        return samples[("carbonledger_gpu_energy_joules_total", (*labels[:3], *labels[3:], ("state", "active")))]
+
+    client = ledger.client("admin")
+    assert h100_active(client) == 1350.0
+    gpu0 = m.Device.objects.get(host=ledger.host_a, index=0)
+    # an old hour written after the history was cached (a recompute): seen once the cache expires
+    m.DeviceHour.objects.create(device=gpu0, hour=HOUR - dt.timedelta(days=20), energy_j=1000.0)
+    # a recent hour: seen at the next scrape
+    recent = timezone.now().replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=1)
+    m.DeviceHour.objects.create(device=gpu0, hour=recent, energy_j=10.0, idle_energy_j=4.0)
+    assert h100_active(client) == 1350.0 + 6.0
+    admin = principal_for(token=m.ApiToken.objects.get(name="admin"))
+    cache.delete(gpu_history_key(principal=admin, now=timezone.now())[0])  # the cache expired
+    assert h100_active(client) == 1350.0 + 6.0 + 1000.0
