@@ -25,7 +25,10 @@ class ServingScrapeSerializer(s.StrictSerializer):
     metrics = serializers.CharField(
         max_length=MAX_SCRAPE_CHARS,
         trim_whitespace=False,
-        help_text="The server's metrics page as scraped (Prometheus text format).",
+        help_text=(
+            "The server's metrics page as scraped (Prometheus text format). It must hold the server's request "
+            "counter (and, with several models, `model` must name one): otherwise a 400 naming `metrics` or `model`."
+        ),
     )
     at = s.AwareDateTimeField(required=False, help_text="When it was scraped. Default: now.")
     model = serializers.CharField(

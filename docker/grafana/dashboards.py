@@ -148,7 +148,7 @@ DASHBOARDS = (
         uid="carbonledger-team",
         title="CarbonLedger / Team",
         description="A team's energy and carbon, its idle share and its running jobs.",
-        variables=(ORG, Variable("team", 'label_values(carbonledger_job_running{org=~"$org"}, team)', "Team")),
+        variables=(ORG, Variable("team", 'label_values(carbonledger_energy_joules_total{org=~"$org"}, team)', "Team")),
         panels=(
             Panel(
                 "Energy, all time",
