@@ -179,14 +179,17 @@ class ServingView(ApiView):
         return Response(ServiceReportSerializer(report_data(report)).data)
 
 
-ServingByIdView = extend_schema_view(
-    **{m: extend_schema(operation_id=f"job_serving_{m}", parameters=[schema.JOB_ID_PARAM]) for m in ("get", "post")}
-)(extend_schema_view(**_DOC)(type("ServingByIdView", (ServingView,), {})))
-ServingByKeyView = extend_schema_view(
-    **{
-        m: extend_schema(
-            operation_id=f"job_serving_by_key_{m}", parameters=[schema.SCHEDULER_JOB_ID_PARAM, schema.CLUSTER_PARAM]
-        )
-        for m in ("get", "post")
-    }
-)(extend_schema_view(**_DOC)(type("ServingByKeyView", (ServingView,), {})))
+def _operations(name: str, parameters: list) -> dict:
+    return {m: extend_schema(operation_id=f"{name}_{m}", parameters=parameters) for m in ("get", "post")}
+
+
+@extend_schema_view(**_operations("job_serving", [schema.JOB_ID_PARAM]))
+@extend_schema_view(**_DOC)
+class ServingByIdView(ServingView):
+    """The service by CarbonLedger job id."""
+
+
+@extend_schema_view(**_operations("job_serving_by_key", [schema.SCHEDULER_JOB_ID_PARAM, schema.CLUSTER_PARAM]))
+@extend_schema_view(**_DOC)
+class ServingByKeyView(ServingView):
+    """The service by the scheduler's job id (and the cluster, unless the token is a scheduler's)."""
