@@ -2,10 +2,13 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
+from accounting.api.metrics import PrometheusMetricsView
 from telemetry.api.health import healthz
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    # Prometheus scrapes the root path by default (docs/integrations.md); /api/v1/metrics is the same view.
+    path("metrics", PrometheusMetricsView.as_view(), name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/v1/ingest/", include("telemetry.api.urls")),

@@ -94,3 +94,26 @@ ensure_chromium() {
         log "chromium not found (apt-get install chromium); browser tests will be skipped"
     fi
 }
+
+# A real Prometheus for tests/integration/test_prometheus.py (it runs its own on a free port
+# with its own storage). apt starts and enables Debian's service: stop and disable it, so no
+# scraper is left running on :9090 after the install.
+ensure_prometheus() {
+    if command -v prometheus >/dev/null 2>&1; then return 0; fi
+    if command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
+        log "installing Debian's prometheus for the metrics integration test"
+        if (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                prometheus >/dev/null); then
+            if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+                systemctl disable --now prometheus >/dev/null 2>&1 || true
+            else
+                service prometheus stop >/dev/null 2>&1 || true
+                update-rc.d prometheus disable >/dev/null 2>&1 || true
+            fi
+        else
+            log "could not install prometheus; the Prometheus integration test will be skipped"
+        fi
+    else
+        log "prometheus not found (apt-get install prometheus); the Prometheus integration test will be skipped"
+    fi
+}

@@ -9,6 +9,7 @@ ensure_venv
 ensure_postgres
 ensure_redis
 ensure_chromium
+ensure_prometheus
 export DJANGO_DEBUG=true
 export DJANGO_SETTINGS_MODULE=config.settings_test
 

@@ -2,8 +2,8 @@
 
 from django.urls import include, path, re_path
 
-from accounting.api import exports_views, fleet_views, instruments_views, reports_views, views
-from accounting.api.metrics import PrometheusMetricsView
+from accounting.api import exports_views, fleet_views, instruments_views, reports_views, serving_views, views
+from accounting.api.metrics import FormerPathMetricsView
 
 urlpatterns = [
     path("", include("accounting.api.whatif_urls")),
@@ -20,11 +20,17 @@ urlpatterns = [
         name="api-job-footprint-by-key",
     ),
     path("jobs/by-key/<str:scheduler_job_id>/units/", views.JobUnitsByKeyView.as_view(), name="api-job-units-by-key"),
+    path("jobs/<int:pk>/serving/", serving_views.ServingByIdView.as_view(), name="api-job-serving"),
+    path(
+        "jobs/by-key/<str:scheduler_job_id>/serving/",
+        serving_views.ServingByKeyView.as_view(),
+        name="api-job-serving-by-key",
+    ),
     path("budgets/", views.BudgetCollectionView.as_view(), name="api-budgets"),
     path("budgets/check/", views.BudgetCheckView.as_view(), name="api-budget-check"),
     path("budgets/<int:pk>/", views.BudgetDetailView.as_view(), name="api-budget"),
     path("advice/", views.AdviceView.as_view(), name="api-advice"),
-    path("metrics", PrometheusMetricsView.as_view(), name="api-metrics"),
+    path("metrics", FormerPathMetricsView.as_view(), name="api-metrics"),
     path("fleet/plan/", fleet_views.FleetPlanView.as_view(), name="api-fleet-plan"),
     path("fleet/apply/", fleet_views.FleetApplyView.as_view(), name="api-fleet-apply"),
     path("exports/job-hours.csv", exports_views.JobHoursCsvView.as_view(), name="api-export-job-hours-csv"),

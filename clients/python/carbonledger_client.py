@@ -149,6 +149,39 @@ class CarbonLedgerClient:
         """GET /jobs/ (team, status, family, kind, user, cluster, started_after/before, limit, offset)."""
         return self.request("GET", "/api/v1/jobs/", query=filters)
 
+    # --- inference services --------------------------------------------------------------
+
+    def report_serving(
+        self,
+        *,
+        server: str,
+        metrics: str,
+        job_id: int | None = None,
+        scheduler_job_id: str | None = None,
+        at: str | None = None,
+        model: str | None = None,
+    ) -> dict:
+        """POST a scrape of the service's metrics page (server: vllm, tgi, trtllm or triton)."""
+        path, query = self._job_path(job_id, scheduler_job_id, "serving/")
+        body: dict[str, Any] = {"server": server, "metrics": metrics}
+        if at is not None:
+            body["at"] = at
+        if model is not None:
+            body["model"] = model
+        return self.request("POST", path, body=body, query=query)
+
+    def service_report(
+        self,
+        *,
+        job_id: int | None = None,
+        scheduler_job_id: str | None = None,
+        start: str | None = None,
+        end: str | None = None,
+    ) -> dict:
+        """GET the service's energy and carbon per request, per 1k tokens, per hour and per day."""
+        path, query = self._job_path(job_id, scheduler_job_id, "serving/")
+        return self.request("GET", path, query={**query, "start": start, "end": end})
+
     # --- planning ------------------------------------------------------------------------
 
     def advice(self, **fields: Any) -> dict:

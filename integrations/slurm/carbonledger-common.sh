@@ -70,3 +70,52 @@ cl_send() {
     -X "$method" -H "Authorization: Bearer $CARBONLEDGER_TOKEN" -H "Content-Type: application/json" \
     --data "$body" "$CARBONLEDGER_URL$path" 2>/dev/null || echo 000
 }
+
+# The job's output file: SLURM_JOB_STDOUT where slurmd sets it, else scontrol's StdOut=.
+cl_job_stdout() {
+  if [ -n "${SLURM_JOB_STDOUT:-}" ]; then printf '%s' "$SLURM_JOB_STDOUT"; return; fi
+  command -v "${CARBONLEDGER_SCONTROL:-scontrol}" >/dev/null 2>&1 || return 0
+  "${CARBONLEDGER_SCONTROL:-scontrol}" show job "$1" 2>/dev/null | tr ' ' '\n' | sed -n 's/^StdOut=//p' | head -1
+}
+
+# Is this node the job's first (the one that writes the summary)? Yes when the node list is unknown.
+cl_first_node() {
+  local list="${SLURM_JOB_NODELIST:-}" first
+  [ -n "$list" ] || return 0
+  if command -v "${CARBONLEDGER_SCONTROL:-scontrol}" >/dev/null 2>&1; then
+    first="$("${CARBONLEDGER_SCONTROL:-scontrol}" show hostnames "$list" 2>/dev/null | head -1)"
+  else
+    first="${list%%[,\[]*}"
+  fi
+  [ -z "$first" ] || [ "$first" = "${SLURMD_NODENAME:-$(hostname -s)}" ]
+}
+
+# Opt-in: append the job's summary (carbonledger job <id>) to its output file. The summary is
+# fetched here (the cluster's token never reaches a process of the user) and appended as the
+# job's user (root never writes into a path the user controls), to a regular file only.
+cl_job_summary() {
+  local job_id="$1" wanted out cli text
+  wanted="$(cl_comment_value summary)"
+  wanted="${wanted:-${CARBONLEDGER_JOB_SUMMARY:-false}}"
+  case "$wanted" in true|yes|1) ;; *) return 0;; esac
+  cl_first_node || return 0
+  out="$(cl_job_stdout "$job_id")"
+  if [ -z "$out" ] || [ ! -f "$out" ] || [ -L "$out" ]; then
+    cl_log "epilog: job $job_id has no regular output file to write the summary into"
+    return 0
+  fi
+  cli="${CARBONLEDGER_CLI:-carbonledger}"
+  # $cli unquoted on purpose: it may be "python3 /opt/carbonledger/carbonledger_cli.py".
+  # shellcheck disable=SC2086
+  if ! text="$(CARBONLEDGER_URL="$CARBONLEDGER_URL" CARBONLEDGER_TOKEN="$CARBONLEDGER_TOKEN" \
+      $cli --timeout "$CARBONLEDGER_TIMEOUT_S" job "$job_id" 2>/dev/null)"; then
+    cl_log "epilog: could not read the CarbonLedger summary of job $job_id"
+    return 0
+  fi
+  local -a as_user=()
+  if [ "$(id -u)" = 0 ] && [ -n "${SLURM_JOB_USER:-}" ]; then
+    as_user=(runuser -u "$SLURM_JOB_USER" --)
+  fi
+  printf '\n%s\n' "$text" | "${as_user[@]}" sh -c 'cat >> "$1"' sh "$out" \
+    || cl_log "epilog: could not append the CarbonLedger summary to $out"
+}

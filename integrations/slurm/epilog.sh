@@ -4,6 +4,11 @@
 # The exit state comes from SLURM_JOB_EXIT_CODE when Slurm provides it (0 -> completed, else
 # failed); run `manage.py import_sacct` for accounting-grade states (cancelled/preempted) of
 # jobs whose epilog did not run.
+# Opt-in job summary: with CARBONLEDGER_JOB_SUMMARY=true in slurm.env (or per job
+# --comment="carbonledger:summary=yes"; "summary=no" opts a job out), the first node of the job
+# appends `carbonledger job <id>` (energy, carbon, energy per unit, data quality, dashboard link)
+# to the job's output file, written as the job's user. Needs the `carbonledger` command (the
+# client: pip install ./packaging/client) or CARBONLEDGER_CLI naming it.
 . "$(dirname "$(readlink -f "$0")")/carbonledger-common.sh"
 
 job_id="${SLURM_JOB_ID:-}"
@@ -23,4 +28,5 @@ case "$status" in
   404) cl_log "epilog: job $job_id was never registered (prolog failed?)";;
   *) cl_log "epilog: end job $job_id failed (HTTP $status)";;
 esac
+[ "$status" = 200 ] && cl_job_summary "$job_id"
 exit 0

@@ -412,13 +412,24 @@ def _api_advice(world: World, name: str) -> None:
             assert response.status_code == 400 and response.json()["errors"][0]["field"] == "clusters"
 
 
-def _api_metrics(world: World, name: str) -> None:
-    response = _get(world, name, "/api/v1/metrics")
-    _no_leak(name, response, what="metrics")
-    if name == "admin token org1":
-        assert response.status_code == 200 and MARK_ORG[1][0] in _body(response)
-    else:
-        assert response.status_code in (401, 403, 404), (name, response.status_code)
+def _api_metrics(path: str):
+    """Admin and user tokens scrape what they see (a user token its teams' jobs, an admin token
+    its organisation's); sessions, schedulers, hosts and the anonymous are refused."""
+
+    def check(world: World, name: str) -> None:
+        import re
+
+        who = PRINCIPALS[name]
+        response = _get(world, name, path)
+        body = _no_leak(name, response, what=f"metrics {path}")
+        if who.kind == "token" and who.scope in ("admin", "user"):
+            assert response.status_code == 200, (name, response.status_code)
+            assert set(re.findall(r'job_id="sched-(\w+)"', body)) == who.jobs, (name, body)
+            assert set(re.findall(r'team="team-(\w)"', body)) <= who.teams, name
+        else:
+            assert response.status_code in _denied_statuses(name), (name, response.status_code)
+
+    return check
 
 
 def _ingest(world: World, name: str) -> None:
@@ -587,11 +598,20 @@ TENANT = {
     "api-job-footprint-by-key": _api_job_detail("footprint/", by_key=True),
     "api-job-units-by-key": _api_job_detail("units/", by_key=True, method="post", write=True),
     "whatif-project-job": _api_job_detail("project/", method="post"),
+    "api-job-serving": lambda w: (
+        _api_job_detail("serving/")(w),
+        _api_job_detail("serving/", method="post", write=True)(w),
+    ),
+    "api-job-serving-by-key": lambda w: (
+        _api_job_detail("serving/", by_key=True)(w),
+        _api_job_detail("serving/", by_key=True, method="post", write=True)(w),
+    ),
     "api-budgets": lambda w: (_each_principal(_api_budget_list)(w), _each_principal(_api_budget_set)(w)),
     "api-budget": _each_principal(_api_budget_detail),
     "api-budget-check": _each_principal(_api_budget_check),
     "api-advice": _each_principal(_api_advice),
-    "api-metrics": _each_principal(_api_metrics),
+    "api-metrics": _each_principal(_api_metrics("/api/v1/metrics")),
+    "metrics": _each_principal(_api_metrics("/metrics")),
     "ingest-batches": _each_principal(_ingest),
     "dashboard:overview": _dashboard_page("/"),
     "dashboard:sites": _dashboard_page("/sites/"),
