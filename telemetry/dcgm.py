@@ -354,12 +354,12 @@ def _pct(value: float | None) -> float | None:
 
 
 def _workload_processes(
-    now: _Entity, before: _Entity | None, *, util_of: Callable[[dict[str, float]], float | None], pod_uid: PodUid | None
+    now: _Entity, before: _Entity | None, *, alone_util: float, pod_uid: PodUid | None
 ) -> list[dict]:
     """One process entry (pid null) per job on a GPU or instance, in job-key order.
 
-    A workload's own utilisation (``util_of`` over its values) is used where the exporter wrote
-    per-workload values beside the device's sample, or where the workload is alone on the device;
+    A workload's own utilisation is used where the exporter wrote per-workload values beside the
+    device's sample; a workload alone on the device has the device's (``alone_util``);
     copies of the device's value shared by several workloads say nothing about each: null."""
     keyed: dict[str, list[float | None]] = {}
     own_values = GPU_UTIL in now.unlabelled and any(GPU_UTIL in v for v in now.workloads.values())
@@ -373,7 +373,7 @@ def _workload_processes(
             previous_values = before.workloads.get(workload, {}) if before is not None else {}
             util = _mean(previous_values.get(GPU_UTIL), values.get(GPU_UTIL))
         elif alone:
-            util = util_of(values)
+            util = alone_util
         keyed.setdefault(key, []).append(util)
     sums = {key: [u for u in utils if u is not None] for key, utils in keyed.items()}
     device_util = _mean(before.metrics.get(GPU_UTIL) if before is not None else None, now.metrics.get(GPU_UTIL))
@@ -459,9 +459,6 @@ def windows_from_scrapes(
             dram = _mean(before.metrics.get(DRAM_ACTIVE), now.metrics.get(DRAM_ACTIVE))
             mem_util = dram * 100.0 if dram is not None else 0.0
 
-        def single_util(values: dict[str, float], _sm: float | None = sm, _util: float = util) -> float:
-            return _sm * 100.0 if _sm is not None else _util
-
         gpu: dict = {
             "uuid": uuid,
             "index": now.index,
@@ -475,7 +472,9 @@ def windows_from_scrapes(
             "mem_used_mib": now.metrics.get(FB_USED, 0.0),
             "power_limit_w": now.metrics.get(POWER_LIMIT),
             "quality": quality,
-            "processes": _workload_processes(now, before, util_of=single_util, pod_uid=pod_uid),
+            "processes": _workload_processes(
+                now, before, alone_util=sm * 100.0 if sm is not None else util, pod_uid=pod_uid
+            ),
         }
         if now.instances:
             instances, processes = _mig_instances(now, before, pod_uid=pod_uid)
