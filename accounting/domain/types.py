@@ -45,7 +45,7 @@ class Component(StrEnum):
 class ProcessSample:
     """A GPU process seen by the agent during a window, mapped to a job key if known."""
 
-    pid: int
+    pid: int | None  # None: the source saw a workload, not a process (dcgm-exporter)
     sm_util_pct: float
     job_key: str | None = None  # e.g. "slurm:4242", "k8s:<pod-uid>", "env:<value>"
 
