@@ -44,11 +44,21 @@ def build_host_power(config: AgentConfig) -> HostPower:
 
 
 def load_nvml(config: AgentConfig) -> Any:
-    """The nvml module-like object for the configured backend."""
+    """The GPU library (module-like object) for the configured backend: pynvml, AMD SMI's
+    ``amdsmi``, or a simulator / trace standing in for pynvml."""
     if config.backend == "nvml":
         import pynvml
 
         return pynvml
+    if config.backend == "amdsmi":
+        try:
+            import amdsmi  # ROCm's AMD SMI bindings: optional, installed only on AMD hosts
+        except ImportError as exc:
+            raise ImportError(
+                "backend=amdsmi needs AMD SMI's Python bindings (ROCm's amdsmi package, e.g. pip install amdsmi "
+                f"matching the installed ROCm): {exc}"
+            ) from exc
+        return amdsmi
     from telemetry.agent.sim import SimProcTree
 
     tree = SimProcTree(config.proc_root) if config.proc_root != "/proc" else None
@@ -64,6 +74,15 @@ def load_nvml(config: AgentConfig) -> Any:
     from telemetry.agent.replay import ReplayNvml
 
     return ReplayNvml(config.replay_file, loop=config.replay_loop, proc_tree=tree)
+
+
+def make_reader(config: AgentConfig, library: Any, *, clock: Callable[[], float] = time.monotonic) -> Any:
+    """The device reader for the backend: AMD SMI's or NVML's (the simulator and replay speak NVML)."""
+    if config.backend == "amdsmi":
+        from telemetry.agent.amd import AmdSmiReader
+
+        return AmdSmiReader(library, clock=clock)
+    return NvmlReader(library, clock=clock)
 
 
 class Agent:
@@ -93,7 +112,7 @@ class Agent:
                 host_power = ReplayHostPower()
         # A real tick may wake a hair before the boundary; a recorded instant is exact.
         self._boundary_slack_s = 0.0 if self.replay is not None else 0.5 * config.tick_s
-        self.reader = NvmlReader(self.nvml, clock=sample_clock)
+        self.reader = make_reader(config, self.nvml, clock=sample_clock)
         self.jobs = JobMapper(config.proc_root)
         self.host_power = host_power if host_power is not None else build_host_power(config)
         self.spool = Spool(config.spool_dir, max_windows=config.spool_max_windows)

@@ -53,7 +53,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tick-s", type=float)
     p.add_argument("--window-s", type=float)
     p.add_argument("--spool-dir")
-    p.add_argument("--backend", choices=("nvml", "sim", "replay"))
+    p.add_argument("--backend", choices=("nvml", "amdsmi", "sim", "replay"))
     p.add_argument("--proc-root")
     p.add_argument("--powercap-root")
     p.add_argument("--replay-file")
@@ -128,8 +128,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     import json
 
-    from telemetry.agent.agent import build_host_power, load_nvml
-    from telemetry.agent.gpu import NvmlReader
+    from telemetry.agent.agent import build_host_power, load_nvml, make_reader
     from telemetry.agent.jobs import JobMapper
 
     config = load_config(args.config, overrides=_config_overrides(args))
@@ -137,7 +136,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     nvml = load_nvml(config)
     # A replay is read on the trace's clock: its second reading is the trace's next instant.
     replay = nvml if config.backend == "replay" else None
-    reader = NvmlReader(nvml) if replay is None else NvmlReader(nvml, clock=replay.trace_time)
+    reader = make_reader(config, nvml) if replay is None else make_reader(config, nvml, clock=replay.trace_time)
     try:
         reader.open()
     except Exception as exc:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-BACKENDS = ("nvml", "sim", "replay")
+BACKENDS = ("nvml", "amdsmi", "sim", "replay")
 MIN_TICK_S = 0.1  # NVML's energy counter updates about every 100 ms: faster ticks read the same value
 
 
