@@ -7,6 +7,7 @@ The same code runs on a GPU host (real pynvml) and in CI (``telemetry.agent.sim.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -23,6 +24,17 @@ logger = logging.getLogger("carbonledger.agent.gpu")
 
 _NO_PROCESSES: Mapping[int, float | None] = MappingProxyType({})
 
+# Grace Hopper (GH200) and Grace Blackwell (GB200, GB300) superchips: the module's energy counter
+# covers the GPU, the Grace CPU and their memory (HBM + LPDDR5X).
+_SUPERCHIP = re.compile(r"\bG[HB]\d{3}\b")
+GPU_ONLY = "gpu"
+MODULE = "gpu+cpu+memory"
+
+
+def energy_covers_for(name: str) -> str:
+    """What a device's energy counter covers, from its NVML name: ``gpu`` or ``gpu+cpu+memory``."""
+    return MODULE if _SUPERCHIP.search(name) else GPU_ONLY
+
 
 class MigSample(NamedTuple):
     uuid: str
@@ -35,6 +47,7 @@ class GpuSample:
     """One device's reading at one tick (read-only once built)."""
 
     __slots__ = (
+        "energy_covers",
         "energy_mj",
         "index",
         "mem_used_mib",
@@ -64,6 +77,8 @@ class GpuSample:
         # pid -> SM utilisation (%) from nvmlDeviceGetProcessUtilization, None where not reported.
         processes: Mapping[int, float | None] = _NO_PROCESSES,
         mig: tuple[MigSample, ...] = (),
+        # What energy_mj covers (``gpu``, or ``gpu+cpu+memory`` for a superchip module's counter).
+        energy_covers: str = GPU_ONLY,
     ) -> None:
         self.index = index
         self.uuid = uuid
@@ -77,6 +92,7 @@ class GpuSample:
         self.power_limit_w = power_limit_w
         self.processes = processes
         self.mig = mig
+        self.energy_covers = energy_covers
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
@@ -85,6 +101,7 @@ class GpuSample:
 
 class _Device:
     __slots__ = (
+        "energy_covers",
         "handle",
         "has_counter",
         "has_process_util",
@@ -108,6 +125,7 @@ class _Device:
         self.has_util = True
         self.last_proc_ts_us = 0
         self.mig_enabled = False
+        self.energy_covers = energy_covers_for(name)
 
 
 def _text(value: Any) -> str:
@@ -166,6 +184,7 @@ class NvmlReader:
                 name=device.name,
                 power_limit_w=limit_w,
                 energy_counter=device.has_counter,
+                energy_covers=device.energy_covers,
                 mig=device.mig_enabled,
             )
 
@@ -272,6 +291,9 @@ class NvmlReader:
             power_limit_w=device.power_limit_w,
             processes=processes,
             mig=mig,
+            # Only the counter is known to cover the module; power samples integrated instead
+            # are taken as the GPU's, and the host's CPU/DRAM stay reported (modelled or RAPL).
+            energy_covers=device.energy_covers if energy is not None else GPU_ONLY,
         )
 
     def sample(self) -> list[GpuSample]:

@@ -61,6 +61,8 @@ GPU_MODELS: dict[str, GpuModel] = {
     "H100": GpuModel("NVIDIA H100 80GB HBM3", 70.0, 700.0, 80),
     "H200": GpuModel("NVIDIA H200", 75.0, 700.0, 141),
     "L4": GpuModel("NVIDIA L4", 16.0, 72.0, 24),
+    # Grace Hopper superchip: figures of the whole module (GPU + Grace CPU + memory).
+    "GH200": GpuModel("NVIDIA GH200 480GB", 120.0, 1000.0, 96),
 }
 
 MIG_PROFILES = {"1g.10gb": 1, "2g.20gb": 2, "3g.40gb": 3, "4g.40gb": 4, "7g.80gb": 7}

@@ -50,6 +50,7 @@ class _GpuAcc:
 
     __slots__ = (
         "counter_mj",
+        "energy_covers",
         "energy_j",
         "index",
         "integrated",
@@ -88,6 +89,7 @@ class _GpuAcc:
         self.counter_mj: int | None = None
         self.procs: dict[int, _ProcAcc] = {}
         self.mig: dict[str, _MigAcc] = {}
+        self.energy_covers = "gpu"
 
 
 class WindowBuilder:
@@ -105,6 +107,7 @@ class WindowBuilder:
         self._host_quality = "modelled"
         self._wall_sum = 0.0
         self._wall_n = 0
+        self._host_in_modules = False
         self._warned_visible: set[tuple[int, str]] = set()
 
     @property
@@ -126,12 +129,19 @@ class WindowBuilder:
         first = self._start_wall is None
         if first:
             self._start_wall = wall_s
+        in_modules = False
         for sample in gpus:
             self._add_gpu(sample, jobs)
+            in_modules = in_modules or "cpu" in sample.energy_covers
         if host is not None and not first:
             # The first reading covers the time before the first tick: it belongs to no window.
-            self._host_cpu_j += host.cpu_energy_j
-            self._host_dram_j += host.dram_energy_j
+            if in_modules:
+                # Grace Hopper / Blackwell: the modules' counters already hold the CPU and its
+                # memory; adding the host's (modelled) CPU and DRAM would count them twice.
+                self._host_in_modules = True
+            else:
+                self._host_cpu_j += host.cpu_energy_j
+                self._host_dram_j += host.dram_energy_j
             self._host_util_sum += host.cpu_util_pct
             self._host_n += 1
             self._host_quality = host.quality
@@ -176,6 +186,7 @@ class WindowBuilder:
             acc.energy_j += max(0.0, energy_j)
         self._prev[s.uuid] = s
         acc.ticks += 1
+        acc.energy_covers = s.energy_covers
         if s.energy_mj is not None:
             acc.counter_mj = s.energy_mj
         if s.power_w is not None:
@@ -253,6 +264,8 @@ class WindowBuilder:
                 "quality": "integrated" if acc.integrated else "measured",
                 "processes": processes,
             }
+            if acc.energy_covers != "gpu":
+                gpu["energy_covers"] = acc.energy_covers
             if acc.mig:
                 gpu["mig_instances"] = [
                     {
@@ -273,12 +286,15 @@ class WindowBuilder:
                 "dram_energy_j": round(self._host_dram_j, 3),
                 "wall_energy_j": wall_j,
                 "cpu_util_pct": round(self._host_util_sum / self._host_n, 3) if self._host_n else 0.0,
-                "quality": self._host_quality,
+                "quality": "measured" if self._host_in_modules else self._host_quality,
             },
             "gpus": gpus,
         }
+        if self._host_in_modules:
+            window["host"]["cpu_dram_in_gpu_modules"] = True
         self._gpus = {}
         self._host_cpu_j = self._host_dram_j = self._host_util_sum = self._wall_sum = 0.0
         self._host_n = self._wall_n = 0
+        self._host_in_modules = False
         self._start_wall = end_wall_s
         return window
