@@ -278,7 +278,7 @@ class WindowBuilder:
                 ]
             gpus.append(gpu)
         wall_j = round(self._wall_sum / self._wall_n * duration, 3) if self._wall_n else None
-        window = {
+        window: dict[str, Any] = {
             "start": iso_utc(start),
             "end": iso_utc(end_wall_s),
             "host": {

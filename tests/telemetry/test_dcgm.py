@@ -183,7 +183,9 @@ def test_two_pods_on_two_mig_instances_of_one_gpu_are_kept_apart():
 def test_time_sliced_pods_get_their_own_utilisation_not_the_devices():
     first, second = _pair("dcgm_timeslice")
     resolver = {("research", "nb-1"): "uid-nb-1", ("research", "nb-2"): "uid-nb-2"}
-    window = windows_from_scrapes(previous=first, current=second, seq=1, pod_uid=lambda ns, pod: resolver.get((ns, pod)))
+    window = windows_from_scrapes(
+        previous=first, current=second, seq=1, pod_uid=lambda ns, pod: resolver.get((ns, pod))
+    )
     (entry,) = window["gpus"]
     assert (entry["energy_j"], entry["util_pct"], entry["mem_used_mib"]) == (4300.0, 75.0, 40100.0)
     assert "mig_instances" not in entry
@@ -196,7 +198,9 @@ def test_time_sliced_pods_get_their_own_utilisation_not_the_devices():
 def test_mps_pods_reading_zero_on_a_busy_gpu_get_no_utilisation():
     first, second = _pair("dcgm_mps")
     resolver = {("research", "nb-1"): "uid-nb-1", ("research", "nb-2"): "uid-nb-2"}
-    window = windows_from_scrapes(previous=first, current=second, seq=1, pod_uid=lambda ns, pod: resolver.get((ns, pod)))
+    window = windows_from_scrapes(
+        previous=first, current=second, seq=1, pod_uid=lambda ns, pod: resolver.get((ns, pod))
+    )
     (entry,) = window["gpus"]
     assert (entry["energy_j"], entry["util_pct"]) == (5000.0, 91.0)
     # The MPS server's pid is no pod's: null, so the server splits by allocation share.
