@@ -81,8 +81,10 @@ def make_reader(config: AgentConfig, library: Any, *, clock: Callable[[], float]
     if config.backend == "amdsmi":
         from telemetry.agent.amd import AmdSmiReader
 
-        return AmdSmiReader(library, clock=clock)
-    return NvmlReader(library, clock=clock)
+        return AmdSmiReader(library, clock=clock, read_policy=config.read_policy)
+    # A replay is an offline import of a trace recorded every tick (no per-call cost to save), and
+    # its last, partial window closes without a further reading: every tick is read in full.
+    return NvmlReader(library, clock=clock, read_policy="tick" if config.backend == "replay" else config.read_policy)
 
 
 class Agent:
@@ -142,7 +144,11 @@ class Agent:
     # -- one tick ----------------------------------------------------------------------------
     def tick(self) -> dict[str, Any] | None:
         """Sample once; returns the window closed by this tick, if any (already spooled)."""
-        samples = self.reader.sample()
+        # Whether this tick will close the window, judged before reading: the energy counter and
+        # per-process utilisation are read at boundaries only (read_policy "window").
+        before = self.wall_clock()
+        boundary = self._next_boundary is None or before + self._boundary_slack_s >= self._next_boundary
+        samples = self.reader.sample(boundary=boundary)
         wall = self.wall_clock()
         live: set[int] = set()
         for s in samples:
@@ -344,7 +350,7 @@ class Agent:
             # row (skewing the window's means), so the partial window just ends there.
             self.close_window(self.wall_clock())
             return
-        samples = self.reader.sample()
+        samples = self.reader.sample(boundary=True)
         wall = self.wall_clock()
         live = {pid for s in samples for pid in s.processes}
         jobs = {pid: self.jobs.resolve(pid) for pid in live}

@@ -79,9 +79,10 @@ class _AmdDevice:
 class AmdSmiReader:
     """Discovers AMD GPUs (or their compute partitions) once, then samples them each tick."""
 
-    def __init__(self, amdsmi: Any, *, clock=time.monotonic) -> None:
+    def __init__(self, amdsmi: Any, *, clock=time.monotonic, read_policy: str = "window") -> None:
         self.amdsmi = amdsmi
         self.clock = clock
+        self.read_policy = read_policy  # as NvmlReader's: counter and process list at boundaries
         self.devices: list[_AmdDevice] = []
         self.driver_version: str | None = None
         self._opened = False
@@ -199,19 +200,21 @@ class AmdSmiReader:
         device.last_mono_s = mono_s
         return out
 
-    def sample_device(self, device: _AmdDevice) -> GpuSample:
+    def sample_device(self, device: _AmdDevice, *, boundary: bool = True) -> GpuSample:
         amd = self.amdsmi
         h = device.handle
-        energy = self._energy_mj(device)
-        try:
-            info = amd.amdsmi_get_power_info(h)
-            power = _number(info.get("current_socket_power"))
-            if power is None:
-                power = _number(info.get("average_socket_power"))
-        except self._errors as exc:
-            if not self._not_supported(exc):
-                raise
-            power = None
+        every = boundary or self.read_policy == "tick"
+        energy = self._energy_mj(device) if every else None
+        power: float | None = None
+        if every or not device.has_counter:
+            try:
+                info = amd.amdsmi_get_power_info(h)
+                power = _number(info.get("current_socket_power"))
+                if power is None:
+                    power = _number(info.get("average_socket_power"))
+            except self._errors as exc:
+                if not self._not_supported(exc):
+                    raise
         util = mem_util = None
         try:
             activity = amd.amdsmi_get_gpu_activity(h)
@@ -237,14 +240,16 @@ class AmdSmiReader:
             mem_util_pct=mem_util,
             mem_used_mib=mem_used,
             power_limit_w=device.power_limit_w,
+            # The process list also maps jobs, so it is read every tick; its GFX engine times
+            # are cumulative, so the utilisation of each interval is exact at any read rate.
             processes=self._processes(device, mono_s),
         )
 
-    def sample(self) -> list[GpuSample]:
+    def sample(self, *, boundary: bool = True) -> list[GpuSample]:
         out = []
         for device in self.devices:
             try:
-                out.append(self.sample_device(device))
+                out.append(self.sample_device(device, boundary=boundary))
             except self._errors as exc:
                 # One sick device must not stop the others being measured.
                 kv(logger, logging.WARNING, "gpu_sample_failed", gpu=device.uuid, error=str(exc))

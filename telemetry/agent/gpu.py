@@ -57,6 +57,7 @@ class GpuSample:
         "name",
         "power_limit_w",
         "power_w",
+        "process_util_window",
         "processes",
         "util_pct",
         "uuid",
@@ -79,6 +80,9 @@ class GpuSample:
         mig: tuple[MigSample, ...] = (),
         # What energy_mj covers (``gpu``, or ``gpu+cpu+memory`` for a superchip module's counter).
         energy_covers: str = GPU_ONLY,
+        # True: ``processes`` holds each pid's mean SM utilisation over every NVML sample since the
+        # previous such read (a window's worth), not this tick's.
+        process_util_window: bool = False,
     ) -> None:
         self.index = index
         self.uuid = uuid
@@ -93,6 +97,7 @@ class GpuSample:
         self.processes = processes
         self.mig = mig
         self.energy_covers = energy_covers
+        self.process_util_window = process_util_window
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
@@ -133,11 +138,17 @@ def _text(value: Any) -> str:
 
 
 class NvmlReader:
-    """Discovers devices once, then samples them each tick."""
+    """Discovers devices once, then samples them each tick.
 
-    def __init__(self, nvml: Any, *, clock=time.monotonic) -> None:
+    ``read_policy`` "window" (the default): ``sample(boundary=False)`` between window boundaries
+    reads only what the window needs every tick (running processes for job mapping, utilisation,
+    memory, and power on devices without an energy counter); the energy counter, power of counter
+    devices and per-process utilisation are read at boundaries. "tick": everything every tick."""
+
+    def __init__(self, nvml: Any, *, clock=time.monotonic, read_policy: str = "window") -> None:
         self.nvml = nvml
         self.clock = clock
+        self.read_policy = read_policy
         self.devices: list[_Device] = []
         self.driver_version: str | None = None
         self._opened = False
@@ -174,6 +185,8 @@ class NvmlReader:
             except nvml.NVMLError_NotSupported:
                 device.has_counter = False
                 kv(logger, logging.WARNING, "energy_counter_unsupported", gpu=device.uuid, fallback="integrated")
+            if self.read_policy == "window":
+                self._process_util_mean(device)  # from now on: samples before the agent ran are not a window's
             self.devices.append(device)
             kv(
                 logger,
@@ -221,6 +234,25 @@ class NvmlReader:
             utils[pid] = max(utils.get(pid, 0.0), float(s.smUtil))
         return utils
 
+    def _process_util_mean(self, device: _Device) -> dict[int, float] | None:
+        """Each pid's mean SM utilisation over every sample since the previous read (None: the
+        device reports none); an empty dict: no process was scheduled since then."""
+        nvml = self.nvml
+        if not device.has_process_util:
+            return None
+        try:
+            samples = nvml.nvmlDeviceGetProcessUtilization(device.handle, device.last_proc_ts_us)
+        except nvml.NVMLError_NotFound:
+            return {}
+        except nvml.NVMLError_NotSupported:
+            device.has_process_util = False
+            return None
+        sums: dict[int, list[float]] = {}
+        for s in samples:
+            device.last_proc_ts_us = max(device.last_proc_ts_us, int(s.timeStamp))
+            sums.setdefault(int(s.pid), []).append(float(s.smUtil))
+        return {pid: sum(values) / len(values) for pid, values in sums.items()}
+
     def _mig(self, device: _Device) -> tuple[MigSample, ...]:
         nvml = self.nvml
         out = []
@@ -247,20 +279,25 @@ class NvmlReader:
             )
         return tuple(out)
 
-    def sample_device(self, device: _Device) -> GpuSample:
+    def sample_device(self, device: _Device, *, boundary: bool = True) -> GpuSample:
         nvml = self.nvml
         h = device.handle
+        every = boundary or self.read_policy == "tick"
         energy: int | None = None
-        if device.has_counter:
+        if device.has_counter and every:
             try:
                 energy = int(nvml.nvmlDeviceGetTotalEnergyConsumption(h))
             except nvml.NVMLError_NotSupported:
                 device.has_counter = False
                 kv(logger, logging.WARNING, "energy_counter_unsupported", gpu=device.uuid, fallback="integrated")
-        try:
-            power: float | None = nvml.nvmlDeviceGetPowerUsage(h) / 1000.0
-        except nvml.NVMLError_NotSupported:
-            power = None
+        power: float | None = None
+        if every or not device.has_counter:
+            # With a counter, power only at boundaries: max_power_w, and the trapezoid should the
+            # counter reset inside the window.
+            try:
+                power = nvml.nvmlDeviceGetPowerUsage(h) / 1000.0
+            except nvml.NVMLError_NotSupported:
+                power = None
         util = mem_util = None
         if device.has_util:
             try:
@@ -276,7 +313,16 @@ class NvmlReader:
         pids = self._processes(device, h)
         for m in mig:
             pids.extend(m.pids)
-        sm = self._process_util(device)
+        window_util = False
+        if self.read_policy == "tick":
+            sm: dict[int, float] = self._process_util(device)
+        elif boundary:
+            mean = self._process_util_mean(device)
+            window_util = mean is not None
+            sm = mean or {}
+            pids.extend(pid for pid in sm if pid not in pids)  # ran in the window, gone now
+        else:
+            sm = {}
         processes: dict[int, float | None] = {pid: sm.get(pid) for pid in pids}
         return GpuSample(
             index=device.index,
@@ -293,14 +339,16 @@ class NvmlReader:
             mig=mig,
             # Only the counter is known to cover the module; power samples integrated instead
             # are taken as the GPU's, and the host's CPU/DRAM stay reported (modelled or RAPL).
-            energy_covers=device.energy_covers if energy is not None else GPU_ONLY,
+            energy_covers=device.energy_covers if device.has_counter else GPU_ONLY,
+            process_util_window=window_util,
         )
 
-    def sample(self) -> list[GpuSample]:
+    def sample(self, *, boundary: bool = True) -> list[GpuSample]:
+        """One reading of every device; ``boundary`` False between window boundaries (see the class)."""
         out = []
         for device in self.devices:
             try:
-                out.append(self.sample_device(device))
+                out.append(self.sample_device(device, boundary=boundary))
             except self.nvml.NVMLError as exc:
                 # One sick device (GPU lost, ECC storm) must not stop the others being measured.
                 kv(logger, logging.WARNING, "gpu_sample_failed", gpu=device.uuid, error=str(exc))

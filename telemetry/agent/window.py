@@ -27,11 +27,12 @@ def iso_utc(ts: float) -> str:
 
 
 class _ProcAcc:
-    __slots__ = ("job_key", "sm_reported", "sm_sum")
+    __slots__ = ("job_key", "sm_reported", "sm_sum", "sm_window")
 
     def __init__(self) -> None:
         self.sm_sum = 0.0
         self.sm_reported = False
+        self.sm_window: float | None = None  # the window's mean from a boundary read
         self.job_key: str | None = None
 
 
@@ -68,6 +69,7 @@ class _GpuAcc:
         "util_n",
         "util_sum",
         "uuid",
+        "window_util",
     )
 
     def __init__(self, index: int, uuid: str, name: str) -> None:
@@ -90,6 +92,7 @@ class _GpuAcc:
         self.procs: dict[int, _ProcAcc] = {}
         self.mig: dict[str, _MigAcc] = {}
         self.energy_covers = "gpu"
+        self.window_util = False  # a boundary read gave the window's per-process utilisation
 
 
 class WindowBuilder:
@@ -97,7 +100,10 @@ class WindowBuilder:
     boundary tick closes one window and opens the next, so windows abut with no gap or overlap."""
 
     def __init__(self) -> None:
-        self._prev: dict[str, GpuSample] = {}
+        # Per GPU, the last sample that read the energy counter, and the last that read power:
+        # with the window read policy they are the boundaries, not every tick.
+        self._last_counter: dict[str, GpuSample] = {}
+        self._last_power: dict[str, GpuSample] = {}
         self._gpus: dict[str, _GpuAcc] = {}
         self._start_wall: float | None = None
         self._host_cpu_j = 0.0
@@ -154,14 +160,13 @@ class WindowBuilder:
         if acc is None:
             acc = self._gpus[s.uuid] = _GpuAcc(index=s.index, uuid=s.uuid, name=s.name)
         acc.power_limit_w = s.power_limit_w
-        prev = self._prev.get(s.uuid)
-        if prev is not None:
-            dt = s.mono_s - prev.mono_s
-            energy_j: float | None = None
-            if s.energy_mj is not None and prev.energy_mj is not None:
+        if s.energy_mj is not None:
+            last = self._last_counter.get(s.uuid)
+            if last is not None and last.energy_mj is not None:
+                dt = s.mono_s - last.mono_s
                 limit = s.power_limit_w or _FALLBACK_MAX_W
                 delta = nvml_counter_delta_mj(
-                    prev.energy_mj,
+                    last.energy_mj,
                     s.energy_mj,
                     max_delta_mj=limit * _PLAUSIBLE_FACTOR * (max(0.0, dt) + _COUNTER_SLACK_S) * 1000.0,
                 )
@@ -171,20 +176,29 @@ class WindowBuilder:
                         logging.WARNING,
                         "energy_counter_reset",
                         gpu=s.uuid,
-                        prev_mj=prev.energy_mj,
+                        prev_mj=last.energy_mj,
                         cur_mj=s.energy_mj,
                         fallback="integrated",
                     )
+                    acc.integrated = True
+                    energy_j = (
+                        (s.power_w + last.power_w) * 0.5 * dt
+                        if s.power_w is not None and last.power_w is not None
+                        else 0.0
+                    )
                 else:
                     energy_j = delta / 1000.0
-            if energy_j is None:
+                acc.energy_j += max(0.0, energy_j)
+            self._last_counter[s.uuid] = s
+        elif s.power_w is not None:
+            # No counter reading: power integrated from the previous power sample (a device
+            # without a counter, or one whose counter stopped answering since its last reading).
+            last = self._last_power.get(s.uuid)
+            if last is not None and last.power_w is not None:
                 acc.integrated = True
-                if s.power_w is not None and prev.power_w is not None:
-                    energy_j = (s.power_w + prev.power_w) * 0.5 * dt
-                else:
-                    energy_j = 0.0
-            acc.energy_j += max(0.0, energy_j)
-        self._prev[s.uuid] = s
+                acc.energy_j += max(0.0, (s.power_w + last.power_w) * 0.5 * (s.mono_s - last.mono_s))
+        if s.power_w is not None:
+            self._last_power[s.uuid] = s
         acc.ticks += 1
         acc.energy_covers = s.energy_covers
         if s.energy_mj is not None:
@@ -201,13 +215,18 @@ class WindowBuilder:
             acc.mem_util_n += 1
         if s.mem_used_mib is not None:
             acc.mem_max = s.mem_used_mib if acc.mem_max is None else max(acc.mem_max, s.mem_used_mib)
+        if s.process_util_window:
+            acc.window_util = True
         for pid, sm in s.processes.items():
             p = acc.procs.get(pid)
             if p is None:
                 p = acc.procs[pid] = _ProcAcc()
             if sm is not None:
-                p.sm_sum += sm
-                p.sm_reported = True
+                if s.process_util_window:
+                    p.sm_window = sm
+                else:
+                    p.sm_sum += sm
+                    p.sm_reported = True
             pj = jobs.get(pid)
             if pj is not None:
                 if pj.job_key is not None:
@@ -247,7 +266,11 @@ class WindowBuilder:
             processes = []
             for pid in sorted(acc.procs):
                 p = acc.procs[pid]
-                sm = round(p.sm_sum / acc.ticks, 3) if p.sm_reported else None
+                if acc.window_util:
+                    # One read covered the window: a pid without samples was not scheduled (0 %).
+                    sm: float | None = round(p.sm_window if p.sm_window is not None else 0.0, 3)
+                else:
+                    sm = round(p.sm_sum / acc.ticks, 3) if p.sm_reported else None
                 processes.append({"pid": pid, "sm_util_pct": sm, "job_key": p.job_key})
             gpu: dict[str, Any] = {
                 "uuid": acc.uuid,
