@@ -70,6 +70,10 @@ def load_nvml(config: AgentConfig) -> Any:
             hostname=config.hostname,
             seed=config.sim_seed,
             proc_tree=tree,
+            call_cost_s={
+                "nvmlDeviceGetTotalEnergyConsumption": config.sim_energy_call_ms / 1000.0,
+                "nvmlDeviceGetProcessUtilization": config.sim_process_util_call_ms / 1000.0,
+            },
         )
     from telemetry.agent.replay import ReplayNvml
 
@@ -217,7 +221,11 @@ class Agent:
             ],
             "host_power_source": getattr(self.host_power, "source", "unknown"),
             "last_seq": self.last_seq,
+            "read_policy": getattr(self.reader, "read_policy", None),
         }
+        calls = getattr(self.nvml, "calls", None)
+        if isinstance(calls, dict):
+            status["library_calls"] = dict(sorted(calls.items()))  # the simulator counts its calls
         path = os.path.join(self.config.spool_dir, "status.json")
         tmp = path + ".tmp"
         with open(tmp, "w") as fh:

@@ -62,6 +62,10 @@ class AgentConfig(NamedTuple):
     # Simulation / replay.
     sim_gpus: list[dict[str, Any]] = []  # one shared default: configs are never mutated
     sim_seed: int = 0
+    # Simulated CPU cost (ms) of one call, for benchmarks: 0 = free. A real H200 (driver 580):
+    # energy counter 2.8-4.3 ms, per-process utilisation 2.1-2.2 ms (docs/agent.md, "Overhead").
+    sim_energy_call_ms: float = 0.0
+    sim_process_util_call_ms: float = 0.0
     replay_file: str = ""
     replay_speed: float = 1.0  # trace seconds per real second; 0 = no pacing. Changes no value.
     replay_loop: bool = False

@@ -401,7 +401,13 @@ class FakeNvml:
         proc_tree: SimProcTree | None = None,
         init_error: int | None = None,
         pid_base: int = 20000,
+        call_cost_s: dict[str, float] | None = None,
     ) -> None:
+        # Simulated CPU cost per call (busy time in this thread), e.g. what a real driver's
+        # nvmlDeviceGetTotalEnergyConsumption costs, so benchmarks weigh read policies as on
+        # hardware; and a count of the calls each method received.
+        self._call_cost_s = {k: v for k, v in (call_cost_s or {}).items() if v > 0}
+        self.calls: dict[str, int] = {}
         self._clock = clock
         self._wall0 = wall_clock()
         self._mono0 = clock()
@@ -591,16 +597,27 @@ class FakeNvml:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return handle.gpu_instance_id
 
+    def _cost(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+        cost = self._call_cost_s.get(name)
+        if cost:
+            end = time.thread_time() + cost
+            while time.thread_time() < end:
+                pass
+
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
+        self._cost("nvmlDeviceGetTotalEnergyConsumption")
         dev = self._dev(handle)
         if not dev.energy_counter:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return int(dev.counter_mj)
 
     def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:
+        self._cost("nvmlDeviceGetPowerUsage")
         return round(self._dev(handle).power_w * 1000)
 
     def nvmlDeviceGetUtilizationRates(self, handle: Any) -> Any:
+        self._cost("nvmlDeviceGetUtilizationRates")
         dev = self._dev(handle)
         if dev.mig:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
@@ -608,6 +625,7 @@ class FakeNvml:
         return _Utilization(round(min(100.0, max(0.0, act.util_pct))), round(min(100.0, max(0.0, act.mem_util_pct))))
 
     def nvmlDeviceGetMemoryInfo(self, handle: Any, version: Any = None) -> Any:
+        self._cost("nvmlDeviceGetMemoryInfo")
         if isinstance(handle, SimMig):
             self._check()
             total = handle.parent.model.mem_gib * 2**30 * handle.slices // 8
@@ -619,6 +637,7 @@ class FakeNvml:
         return _Memory(total, total - used, used)  # fields: total, free, used
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[Any]:
+        self._cost("nvmlDeviceGetComputeRunningProcesses")
         if isinstance(handle, SimMig):
             self._check()
             procs = [p for p in handle.parent.processes if p.mig_uuid == handle.uuid]
@@ -636,6 +655,7 @@ class FakeNvml:
         ]
 
     def nvmlDeviceGetProcessUtilization(self, handle: Any, timeStamp: int) -> list[Any]:
+        self._cost("nvmlDeviceGetProcessUtilization")
         dev = self._dev(handle)
         now_us = int(self._wall(dev.t_mono) * 1e6)
         if not dev.processes or now_us <= timeStamp:
