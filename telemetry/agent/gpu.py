@@ -41,6 +41,10 @@ class MigSample(NamedTuple):
     gpu_instance_id: int | None
     mem_used_mib: float | None
     pids: tuple[int, ...]
+    slices: int | None = None  # the GPU instance's compute slices (nvmlDeviceGetAttributes)
+    # Graphics-engine activity 0..1 of the GPU instance since the previous boundary (NVML GPM,
+    # NVML_GPM_METRIC_GRAPHICS_UTIL; Hopper and newer); None between boundaries or unsupported.
+    activity: float | None = None
 
 
 class GpuSample:
@@ -107,6 +111,8 @@ class GpuSample:
 class _Device:
     __slots__ = (
         "energy_covers",
+        "gpm_prev",
+        "gpm_supported",
         "handle",
         "has_counter",
         "has_process_util",
@@ -131,6 +137,8 @@ class _Device:
         self.last_proc_ts_us = 0
         self.mig_enabled = False
         self.energy_covers = energy_covers_for(name)
+        self.gpm_supported = False
+        self.gpm_prev: dict[int, Any] = {}  # GPU instance id -> its GPM sample at the last boundary
 
 
 def _text(value: Any) -> str:
@@ -180,6 +188,11 @@ class NvmlReader:
                 device.mig_enabled = current == nvml.NVML_DEVICE_MIG_ENABLE
             except nvml.NVMLError:
                 device.mig_enabled = False  # NotSupported on pre-Ampere devices
+            if device.mig_enabled:
+                try:
+                    device.gpm_supported = bool(nvml.nvmlGpmQueryDeviceSupport(handle).isSupportedDevice)
+                except (nvml.NVMLError, AttributeError):
+                    device.gpm_supported = False  # A100 (no GPM), or an older driver/binding
             try:
                 nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
             except nvml.NVMLError_NotSupported:
@@ -203,6 +216,13 @@ class NvmlReader:
 
     def close(self) -> None:
         if self._opened:
+            for device in self.devices:
+                for sample in device.gpm_prev.values():
+                    try:
+                        self.nvml.nvmlGpmSampleFree(sample)
+                    except self.nvml.NVMLError:
+                        pass
+                device.gpm_prev = {}
             try:
                 self.nvml.nvmlShutdown()
             except self.nvml.NVMLError:
@@ -253,7 +273,38 @@ class NvmlReader:
             sums.setdefault(int(s.pid), []).append(float(s.smUtil))
         return {pid: sum(values) / len(values) for pid, values in sums.items()}
 
-    def _mig(self, device: _Device) -> tuple[MigSample, ...]:
+    def _instance_activity(self, device: _Device, gpu_instance_id: int) -> float | None:
+        """The GPU instance's graphics-engine activity (0..1) since the previous boundary, by NVML
+        GPM; None at the first boundary or where GPM cannot say."""
+        nvml = self.nvml
+        sample = nvml.nvmlGpmSampleAlloc()
+        try:
+            nvml.nvmlGpmMigSampleGet(device.handle, gpu_instance_id, sample)
+        except nvml.NVMLError:
+            nvml.nvmlGpmSampleFree(sample)
+            return None
+        previous = device.gpm_prev.get(gpu_instance_id)
+        device.gpm_prev[gpu_instance_id] = sample
+        if previous is None:
+            return None
+        try:
+            request = nvml.c_nvmlGpmMetricsGet_t()
+            request.version = nvml.NVML_GPM_METRICS_GET_VERSION
+            request.numMetrics = 1
+            request.sample1 = previous
+            request.sample2 = sample
+            request.metrics[0].metricId = nvml.NVML_GPM_METRIC_GRAPHICS_UTIL
+            nvml.nvmlGpmMetricsGet(request)
+            metric = request.metrics[0]
+            if metric.nvmlReturn != nvml.NVML_SUCCESS:
+                return None
+            return min(1.0, max(0.0, float(metric.value) / 100.0))  # percent -> ratio
+        except nvml.NVMLError:
+            return None
+        finally:
+            nvml.nvmlGpmSampleFree(previous)
+
+    def _mig(self, device: _Device, *, boundary: bool = False) -> tuple[MigSample, ...]:
         nvml = self.nvml
         out = []
         for i in range(nvml.nvmlDeviceGetMaxMigDeviceCount(device.handle)):
@@ -269,12 +320,21 @@ class NvmlReader:
                 mem: float | None = nvml.nvmlDeviceGetMemoryInfo(mh).used / 2**20
             except nvml.NVMLError:
                 mem = None
+            try:
+                slices: int | None = int(nvml.nvmlDeviceGetAttributes(mh).gpuInstanceSliceCount) or None
+            except nvml.NVMLError:
+                slices = None
+            activity = (
+                self._instance_activity(device, gi) if boundary and device.gpm_supported and gi is not None else None
+            )
             out.append(
                 MigSample(
                     uuid=_text(nvml.nvmlDeviceGetUUID(mh)),
                     gpu_instance_id=gi,
                     mem_used_mib=mem,
                     pids=tuple(self._processes(device, mh)),
+                    slices=slices,
+                    activity=activity,
                 )
             )
         return tuple(out)
@@ -309,7 +369,7 @@ class NvmlReader:
             mem_used: float | None = nvml.nvmlDeviceGetMemoryInfo(h).used / 2**20
         except nvml.NVMLError_NotSupported:
             mem_used = None
-        mig = self._mig(device) if device.mig_enabled else ()
+        mig = self._mig(device, boundary=boundary) if device.mig_enabled else ()
         pids = self._processes(device, h)
         for m in mig:
             pids.extend(m.pids)

@@ -296,6 +296,48 @@ class SimMig:
         self.job_key = job_key
 
 
+class _GpmSample:
+    """Stands for pynvml's c_nvmlGpmSample_t: what nvmlGpmMigSampleGet filled in."""
+
+    __slots__ = ("activity", "freed", "gpu_instance_id", "t_mono")
+
+    def __init__(self) -> None:
+        self.t_mono: float | None = None
+        self.activity = 0.0
+        self.gpu_instance_id: int | None = None
+        self.freed = False
+
+
+class _GpmMetric:
+    __slots__ = ("metricId", "nvmlReturn", "value")
+
+    def __init__(self) -> None:
+        self.metricId = 0
+        self.nvmlReturn = 0
+        self.value = 0.0
+
+
+class GpmMetricsGet:
+    """Stands for pynvml's c_nvmlGpmMetricsGet_t (fields as the real struct's)."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.numMetrics = 0
+        self.sample1: _GpmSample | None = None
+        self.sample2: _GpmSample | None = None
+        self.metrics = [_GpmMetric() for _ in range(8)]
+
+
+class _Attributes(NamedTuple):
+    gpuInstanceSliceCount: int
+    computeInstanceSliceCount: int
+    multiprocessorCount: int
+
+
+# GPU performance monitoring (GPM), and so per-MIG-instance activity, exists from Hopper on.
+_GPM_MODELS = ("H100", "H200", "GH200")
+
+
 class SimGpu:
     """A simulated device: its handle, and the state its readings come from."""
 
@@ -590,6 +632,51 @@ class FakeNvml:
         if index >= len(dev.mig):
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
         return dev.mig[index]
+
+    c_nvmlGpmMetricsGet_t = GpmMetricsGet
+
+    def nvmlDeviceGetAttributes(self, handle: Any) -> _Attributes:
+        self._check()
+        if not isinstance(handle, SimMig):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return _Attributes(handle.slices, handle.slices, 132 * handle.slices // 7)
+
+    def nvmlGpmQueryDeviceSupport(self, handle: Any) -> Any:
+        dev = self._dev(handle)
+        supported = dev.model in tuple(GPU_MODELS[k] for k in _GPM_MODELS)
+        return pynvml.nvmlFriendlyObject({"version": 1, "isSupportedDevice": int(supported)})
+
+    def nvmlGpmSampleAlloc(self) -> _GpmSample:
+        self._check()
+        return _GpmSample()
+
+    def nvmlGpmSampleFree(self, sample: _GpmSample) -> None:
+        sample.freed = True
+
+    def nvmlGpmMigSampleGet(self, handle: Any, gpuInstanceId: int, sample: _GpmSample) -> _GpmSample:
+        self._cost("nvmlGpmMigSampleGet")
+        dev = self._dev(handle)
+        instance = next((m for m in dev.mig if m.gpu_instance_id == gpuInstanceId), None)
+        if instance is None:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+        busy = bool(instance.job_key) and dev.workload.busy
+        sample.t_mono = dev.t_mono
+        sample.activity = min(1.0, max(0.0, dev.activity.util_pct / 100.0)) if busy else 0.0
+        sample.gpu_instance_id = gpuInstanceId
+        return sample
+
+    def nvmlGpmMetricsGet(self, request: GpmMetricsGet) -> GpmMetricsGet:
+        self._check()
+        first, second = request.sample1, request.sample2
+        if first is None or second is None or first.freed or second.freed or first.t_mono is None:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        for metric in request.metrics[: request.numMetrics]:
+            if metric.metricId == pynvml.NVML_GPM_METRIC_GRAPHICS_UTIL:
+                metric.value = (first.activity + second.activity) / 2.0 * 100.0  # percent
+                metric.nvmlReturn = pynvml.NVML_SUCCESS
+            else:
+                metric.nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED
+        return request
 
     def nvmlDeviceGetGpuInstanceId(self, handle: Any) -> int:
         self._check()

@@ -37,13 +37,15 @@ class _ProcAcc:
 
 
 class _MigAcc:
-    __slots__ = ("gpu_instance_id", "mem_max_mib", "pids", "uuid")
+    __slots__ = ("activity", "gpu_instance_id", "mem_max_mib", "pids", "slices", "uuid")
 
     def __init__(self, uuid: str, gpu_instance_id: int | None) -> None:
         self.uuid = uuid
         self.gpu_instance_id = gpu_instance_id
         self.mem_max_mib: float | None = None
         self.pids: set[int] = set()
+        self.slices: int | None = None
+        self.activity: float | None = None  # the boundary reading: the window's activity
 
 
 class _GpuAcc:
@@ -252,6 +254,10 @@ class WindowBuilder:
             if m.mem_used_mib is not None:
                 ma.mem_max_mib = m.mem_used_mib if ma.mem_max_mib is None else max(ma.mem_max_mib, m.mem_used_mib)
             ma.pids.update(m.pids)
+            if m.slices is not None:
+                ma.slices = m.slices
+            if m.activity is not None:
+                ma.activity = m.activity
 
     def close(self, *, end_wall_s: float) -> dict[str, Any] | None:
         """The finished window (without seq: the spool assigns it), or None if it is empty.
@@ -296,6 +302,8 @@ class WindowBuilder:
                         "gpu_instance_id": m.gpu_instance_id,
                         "mem_used_mib": None if m.mem_max_mib is None else round(m.mem_max_mib, 3),
                         "pids": sorted(m.pids),
+                        "slices": m.slices,
+                        "activity": None if m.activity is None else round(m.activity, 6),
                     }
                     for m in sorted(acc.mig.values(), key=lambda m: m.uuid)
                 ]
