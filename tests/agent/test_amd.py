@@ -107,3 +107,29 @@ def test_agent_backend_amdsmi_uses_the_amd_reader(tmp_path, clock):
     assert isinstance(make_reader(config, amd), AmdSmiReader)
     agent = Agent(config, nvml=amd, host_power=None, clock=clock, wall_clock=clock)
     assert isinstance(agent.reader, AmdSmiReader)
+
+
+def test_run_and_probe_without_amd_smi_exit_2_with_message(tmp_path, capsys):
+    from telemetry.agent.cli import main
+
+    try:
+        import amdsmi  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("AMD SMI's bindings are installed here")
+    for command in ("probe", "run"):
+        rc = main([command, "--backend", "amdsmi", "--spool-dir", str(tmp_path / command)])
+        assert rc == 2
+        assert "AMD SMI is not available (backend=amdsmi needs AMD SMI's Python bindings" in capsys.readouterr().err
+
+
+def test_an_amd_host_without_its_driver_exits_2_with_message(tmp_path, capsys, clock, monkeypatch):
+    from telemetry.agent import agent as agent_module
+    from telemetry.agent.cli import main
+
+    broken = FakeAmdSmi([MI300X], clock=clock, init_error=AMDSMI_STATUS_DRIVER_NOT_LOADED)
+    monkeypatch.setattr(agent_module, "load_nvml", lambda config: broken)
+    rc = main(["probe", "--backend", "amdsmi", "--spool-dir", str(tmp_path)])
+    assert rc == 2
+    assert "AMD SMI is not available (AMDSMI_STATUS_DRIVER_NOT_LOADED - Driver not loaded)" in capsys.readouterr().err
