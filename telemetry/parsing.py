@@ -528,4 +528,12 @@ def parse_batch(
             gpu_count += 1
             if gpu_count > max_windows:
                 raise BatchError(413, "windows", f"a batch may carry at most {max_windows} GPU windows")
+            if "cpu" in row.energy_covers:
+                host_row = batch.host_rows[-1]
+                if host_row.quality == "modelled" and host_row.cpu_energy_j + host_row.dram_energy_j > 0.0:
+                    raise _bad(
+                        f"{wpath}.host.cpu_energy_j",
+                        f"gpus[{g_index}] has a module energy counter covering the CPU and memory "
+                        f"({row.energy_covers}); a modelled CPU/DRAM figure on top would count them twice",
+                    )
     return batch

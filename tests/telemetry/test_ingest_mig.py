@@ -185,3 +185,19 @@ def test_dcgm_mig_scrape_through_ingest_is_split_by_measured_instance_activity(c
     assert active[2] == pytest.approx(active_j * 0.375 / 2.8125, rel=1e-12)
     assert math.fsum(s.energy_j for s in result.shares) == pytest.approx(3200.0, rel=1e-12)
     assert result.diagnostics == []
+
+
+def test_modelled_cpu_on_top_of_a_module_counter_is_refused(client, host_setup):
+    host, device, secret = host_setup
+    gh200 = gpu_entry(uuid_=device.uuid, name="NVIDIA GH200 480GB", energy_covers="gpu+cpu+memory")
+    doubled = window(seq=1, start=_start(), gpus=[gh200], cpu_energy_j=2500.0, dram_energy_j=400.0)
+    doubled["host"]["quality"] = "modelled"
+    response = post_batch(client, secret, batch(hostname=host.hostname, windows=[doubled]))
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "windows[0].host.cpu_energy_j"
+    assert stored_counts() == (0, 0, 0)
+    # What the agent sends for such a host: 0 J of host CPU/DRAM, the module counter holds them.
+    ok = window(seq=1, start=_start(), gpus=[gh200], cpu_energy_j=0.0, dram_energy_j=0.0)
+    ok["host"]["cpu_dram_in_gpu_modules"] = True
+    assert post_batch(client, secret, batch(hostname=host.hostname, windows=[ok])).status_code == 202
+    assert _stored()[0][1] == "gpu+cpu+memory"
