@@ -255,7 +255,7 @@ class NvmlReader:
         return utils
 
     def _process_util_mean(self, device: _Device) -> dict[int, float] | None:
-        """Each pid's mean SM utilisation over every sample since the previous read (None: the
+        """Each pid's SM utilisation over every sampling period since the previous read (None: the
         device reports none); an empty dict: no process was scheduled since then."""
         nvml = self.nvml
         if not device.has_process_util:
@@ -267,11 +267,18 @@ class NvmlReader:
         except nvml.NVMLError_NotSupported:
             device.has_process_util = False
             return None
-        sums: dict[int, list[float]] = {}
-        for s in samples:
-            device.last_proc_ts_us = max(device.last_proc_ts_us, int(s.timeStamp))
-            sums.setdefault(int(s.pid), []).append(float(s.smUtil))
-        return {pid: sum(values) / len(values) for pid, values in sums.items()}
+        sums: dict[int, float] = {}
+        stamps: set[int] = set()
+        for s in samples:  # each field read once: pynvml's structs read through Python-level code
+            stamp = int(s.timeStamp)
+            stamps.add(stamp)
+            device.last_proc_ts_us = max(device.last_proc_ts_us, stamp)
+            pid = int(s.pid)
+            sums[pid] = sums.get(pid, 0.0) + float(s.smUtil)
+        # Over the device's sampling periods in the read, not each pid's own: a process that ran
+        # in a quarter of them weighs a quarter of one that ran throughout at the same SM use.
+        periods = len(stamps) or 1
+        return {pid: min(100.0, total / periods) for pid, total in sums.items()}
 
     def _instance_activity(self, device: _Device, gpu_instance_id: int) -> float | None:
         """The GPU instance's graphics-engine activity (0..1) since the previous boundary, by NVML

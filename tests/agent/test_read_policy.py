@@ -99,3 +99,25 @@ def test_read_policy_is_validated():
     assert AgentConfig(read_policy="tick").validate().read_policy == "tick"
     with pytest.raises(ConfigError, match="read_policy"):
         AgentConfig(read_policy="sometimes").validate()
+
+
+def test_window_utilisation_weighs_each_process_by_the_periods_it_ran(clock):
+    import pynvml
+
+    nvml = FakeNvml([{"model": "H100", "workload": "llm_training", "job_key": "slurm:1"}], clock=clock)
+    reader = NvmlReader(nvml, clock=clock)
+    reader.open()
+
+    def sample(pid: int, stamp: int, sm: int):
+        s = pynvml.c_nvmlProcessUtilizationSample_t()
+        s.pid, s.timeStamp, s.smUtil = pid, stamp, sm
+        return s
+
+    # pid 1 at 50 % in all four sampling periods, pid 2 at 100 % in one of them.
+    samples = [sample(1, t, 50) for t in (10, 20, 30, 40)] + [sample(2, 20, 100)]
+    nvml.nvmlDeviceGetProcessUtilization = lambda handle, since: [s for s in samples if s.timeStamp > since]
+    device = reader.devices[0]
+    device.last_proc_ts_us = 0
+    assert reader._process_util_mean(device) == {1: 50.0, 2: 25.0}
+    assert device.last_proc_ts_us == 40
+    assert reader._process_util_mean(device) == {}  # nothing since: NVML's NotFound, or an empty list
