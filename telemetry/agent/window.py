@@ -97,6 +97,13 @@ class _GpuAcc:
         self.window_util = False  # a boundary read gave the window's per-process utilisation
 
 
+def _mig_util_pct(acc: _GpuAcc) -> float:
+    """A MIG GPU's utilisation: its instances' activity weighted by their slices (0 if unknown)."""
+    measured = [(m.activity, m.slices) for m in acc.mig.values() if m.activity is not None and m.slices]
+    slices = sum(s for _, s in measured)
+    return round(100.0 * sum(a * s for a, s in measured) / slices, 3) if slices else 0.0
+
+
 class WindowBuilder:
     """Energy of the interval between two ticks lands in the window holding the later tick; the
     boundary tick closes one window and opens the next, so windows abut with no gap or overlap."""
@@ -285,9 +292,12 @@ class WindowBuilder:
                 "energy_j": round(acc.energy_j, 3),
                 "counter_mj": acc.counter_mj,
                 "avg_power_w": round(acc.energy_j / duration, 3),
-                "max_power_w": None if acc.power_max is None else round(acc.power_max, 3),
-                "util_pct": round(acc.util_sum / acc.util_n, 3) if acc.util_n else None,
-                "mem_util_pct": round(acc.mem_util_sum / acc.mem_util_n, 3) if acc.mem_util_n else None,
+                # The ingest requires these figures: a window without a power sample (its boundary
+                # reading failed) has its mean as its maximum; a GPU that reports no utilisation
+                # (MIG mode) has its instances' activity weighted by slices, else 0.
+                "max_power_w": round(acc.power_max if acc.power_max is not None else acc.energy_j / duration, 3),
+                "util_pct": round(acc.util_sum / acc.util_n, 3) if acc.util_n else _mig_util_pct(acc),
+                "mem_util_pct": round(acc.mem_util_sum / acc.mem_util_n, 3) if acc.mem_util_n else 0.0,
                 "mem_used_mib": None if acc.mem_max is None else round(acc.mem_max, 3),
                 "power_limit_w": acc.power_limit_w,
                 "quality": "integrated" if acc.integrated else "measured",

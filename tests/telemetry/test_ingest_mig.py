@@ -201,3 +201,54 @@ def test_modelled_cpu_on_top_of_a_module_counter_is_refused(client, host_setup):
     ok["host"]["cpu_dram_in_gpu_modules"] = True
     assert post_batch(client, secret, batch(hostname=host.hostname, windows=[ok])).status_code == 202
     assert _stored()[0][1] == "gpu+cpu+memory"
+
+
+def test_an_agent_window_of_a_mig_gpu_is_accepted_and_keeps_its_instances(client, host_setup, tmp_path):
+    """The agent's own MIG window (simulated H100, GPM activity) goes through the real ingest."""
+    from telemetry.agent.gpu import NvmlReader
+    from telemetry.agent.sim import FakeNvml, SimProcTree
+    from telemetry.agent.window import WindowBuilder
+
+    host, device, secret = host_setup
+    now = [1000.0]
+    nvml = FakeNvml(
+        [
+            {
+                "model": "H100",
+                "uuid": device.uuid,
+                "workload": "llm_inference",
+                "mig": [{"profile": "3g.40gb", "job_key": "k8s:a"}, {"profile": "1g.10gb"}],
+            }
+        ],
+        clock=lambda: now[0],
+        proc_tree=SimProcTree(tmp_path),
+    )
+    reader = NvmlReader(nvml, clock=lambda: now[0])
+    reader.open()
+    builder = WindowBuilder()
+    start = _start()
+    t0 = start.timestamp()
+    builder.add_tick(wall_s=t0, gpus=reader.sample(boundary=True), host=None, jobs={})
+    for tick in range(1, 11):
+        now[0] += 1.0
+        builder.add_tick(wall_s=t0 + tick, gpus=reader.sample(boundary=tick == 10), host=None, jobs={})
+    wire = builder.close(end_wall_s=t0 + 10)
+    assert wire is not None
+    (gpu,) = wire["gpus"]
+    assert gpu["util_pct"] is not None and gpu["mem_util_pct"] == 0.0  # NVML gives neither under MIG
+    # Map the instance's process to its job, as the agent's job mapper would.
+    for process in gpu["processes"]:
+        process["job_key"] = "k8s:a"
+    response = post_batch(client, secret, batch(hostname=host.hostname, windows=[{"seq": 1, **wire}]))
+    assert response.status_code == 202, response.content
+    batch_pk = TelemetryBatch.objects.get().pk
+    (row,) = gpu_windows_for_batches(batch_pks=[batch_pk])[batch_pk]
+    busy, empty = sorted(row.window.mig_instances, key=lambda m: m.gpu_instance_id)
+    assert (busy.slices, busy.job_keys, empty.slices, empty.job_keys, empty.activity) == (
+        3,
+        frozenset({"k8s:a"}),
+        1,
+        frozenset(),
+        0.0,
+    )
+    assert busy.activity is not None and 0.0 < busy.activity <= 1.0
