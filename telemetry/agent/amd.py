@@ -27,13 +27,18 @@ import logging
 import time
 from typing import Any
 
-from telemetry.agent.gpu import GpuSample
+from telemetry.agent.gpu import GPU_ONLY, MODULE, GpuSample
 from telemetry.agent.log import kv
 
 logger = logging.getLogger("carbonledger.agent.amd")
 
 # amdsmi_wrapper.AMDSMI_STATUS_NOT_SUPPORTED (py-interface/amdsmi_wrapper.py).
 AMDSMI_STATUS_NOT_SUPPORTED = 2
+
+
+def amd_energy_covers(name: str) -> str:
+    """MI300A is an APU: its socket's accumulator holds the Zen 4 cores and the shared HBM too."""
+    return MODULE if "MI300A" in name.upper() else GPU_ONLY
 
 
 def _number(value: Any) -> float | None:
@@ -47,6 +52,7 @@ class _AmdDevice:
     __slots__ = (
         "asic_serial",
         "compute_partition",
+        "energy_covers",
         "handle",
         "has_counter",
         "has_process_list",
@@ -72,6 +78,7 @@ class _AmdDevice:
         self.compute_partition: str | None = None
         self.memory_partition: str | None = None
         self.asic_serial: str | None = None
+        self.energy_covers = amd_energy_covers(name)
         self.last_gfx_ns: dict[int, int] = {}
         self.last_mono_s: float | None = None
 
@@ -243,6 +250,7 @@ class AmdSmiReader:
             # The process list also maps jobs, so it is read every tick; its GFX engine times
             # are cumulative, so the utilisation of each interval is exact at any read rate.
             processes=self._processes(device, mono_s),
+            energy_covers=device.energy_covers if device.has_counter else GPU_ONLY,
         )
 
     def sample(self, *, boundary: bool = True) -> list[GpuSample]:

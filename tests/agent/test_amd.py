@@ -133,3 +133,11 @@ def test_an_amd_host_without_its_driver_exits_2_with_message(tmp_path, capsys, c
     rc = main(["probe", "--backend", "amdsmi", "--spool-dir", str(tmp_path)])
     assert rc == 2
     assert "AMD SMI is not available (AMDSMI_STATUS_DRIVER_NOT_LOADED - Driver not loaded)" in capsys.readouterr().err
+
+
+def test_an_mi300a_apu_counter_covers_its_cpu_and_memory(clock):
+    amd = FakeAmdSmi([{**MI300X, "name": "AMD Instinct MI300A"}, MI300X], clock=clock)
+    reader = AmdSmiReader(amd, clock=clock)
+    reader.open()
+    apu, gpu = reader.sample()
+    assert (apu.energy_covers, gpu.energy_covers) == ("gpu+cpu+memory", "gpu")
