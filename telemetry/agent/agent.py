@@ -336,6 +336,8 @@ class Agent:
             if self.sender is not None and self.config.shutdown_flush_s > 0:
                 flush_stop = threading.Event()
                 self.sender.drain(flush_stop, deadline=time.monotonic() + self.config.shutdown_flush_s, flush=True)
+            if self.sender is not None:
+                self.sender.close()
         self.reader.close()
         self.jobs.close()
         stats = self.spool.stats()

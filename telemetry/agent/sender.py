@@ -75,6 +75,9 @@ class Sender:
         # One HTTP/1.1 connection kept alive across batches (a TLS handshake costs more CPU than
         # the batch): opened on first use, dropped on any error and opened again on the next.
         self._conn: http.client.HTTPConnection | None = None
+        # The sender thread and a shutdown flush (if the thread outlives its join) never share
+        # the connection mid-request.
+        self._conn_lock = threading.Lock()
         self.connections_opened = 0
         self.wake = threading.Event()
         self.failures = 0
@@ -103,6 +106,10 @@ class Sender:
 
     def close(self) -> None:
         """Close the kept-alive connection (the sender stays usable: the next send opens one)."""
+        with self._conn_lock:
+            self._drop()
+
+    def _drop(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -111,20 +118,21 @@ class Sender:
         """(status, response body, Retry-After) over the kept-alive connection. A connection the
         server closed while idle fails on reuse: that request is made once more on a new one
         (safe: the batch_id makes a repeat a duplicate)."""
-        for fresh in (self._conn is None, True):
-            conn = self._connection()
-            try:
-                conn.request("POST", self._path, body=body, headers=headers)
-                resp = conn.getresponse()
-                raw = resp.read()
-            except (OSError, http.client.HTTPException):
-                self.close()
-                if fresh:
-                    raise
-                continue
-            if resp.will_close:
-                self.close()
-            return resp.status, raw, resp.getheader("Retry-After")
+        with self._conn_lock:
+            for fresh in (self._conn is None, True):
+                conn = self._connection()
+                try:
+                    conn.request("POST", self._path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    raw = resp.read()
+                except (OSError, http.client.HTTPException):
+                    self._drop()
+                    if fresh:
+                        raise
+                    continue
+                if resp.will_close:
+                    self._drop()
+                return resp.status, raw, resp.getheader("Retry-After")
         raise AssertionError("unreachable")
 
     def send_once(self, batch: Batch) -> Outcome:
