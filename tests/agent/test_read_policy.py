@@ -121,3 +121,68 @@ def test_window_utilisation_weighs_each_process_by_the_periods_it_ran(clock):
     assert reader._process_util_mean(device) == {1: 50.0, 2: 25.0}
     assert device.last_proc_ts_us == 40
     assert reader._process_util_mean(device) == {}  # nothing since: NVML's NotFound, or an empty list
+
+
+def _samples_for(policy: str, counters: list[int], powers: list[float], boundaries: set[int], *, counter: bool):
+    """GpuSamples a reader of ``policy`` would give at each tick (one per second)."""
+    from telemetry.agent.gpu import GpuSample
+
+    out = []
+    for i, (counter_mj, power_w) in enumerate(zip(counters, powers, strict=True)):
+        full = policy == "tick" or i in boundaries
+        out.append(
+            GpuSample(
+                index=0,
+                uuid="GPU-p",
+                name="NVIDIA H100 80GB HBM3",
+                mono_s=float(i),
+                power_w=power_w if (full or not counter) else None,
+                energy_mj=counter_mj if (full and counter) else None,
+                util_pct=50.0,
+                mem_util_pct=10.0,
+                mem_used_mib=1.0,
+                power_limit_w=700.0,
+            )
+        )
+    return out
+
+
+def test_window_energies_add_up_to_the_counter_whatever_the_policy_and_boundaries():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=150, deadline=None)
+    @given(
+        st.lists(st.integers(0, 700_000), min_size=2, max_size=40),  # mJ per 1 s tick (<= 700 W)
+        st.lists(st.floats(0.0, 700.0, allow_nan=False), min_size=40, max_size=40),
+        st.sets(st.integers(1, 39), max_size=10),
+    )
+    def check(steps, powers, cuts):
+        counters = [10**9]
+        for step in steps:
+            counters.append(counters[-1] + step)
+        n = len(counters)
+        powers = powers[:n]
+        # The ticks that close windows: the chosen cuts inside the run, and always the last one.
+        closes = sorted({c for c in cuts if c < n - 1} | {n - 1})
+        boundaries = {0, *closes}
+        totals = {}
+        for policy in ("window", "tick"):
+            for counter in (True, False):
+                builder = WindowBuilder()
+                energy = 0.0
+                samples = _samples_for(policy, counters, powers, boundaries, counter=counter)
+                for i, sample in enumerate(samples):
+                    builder.add_tick(wall_s=float(i), gpus=[sample], host=None, jobs={})
+                    if i in closes:
+                        window = builder.close(end_wall_s=float(i))
+                        energy += window["gpus"][0]["energy_j"]
+                totals[policy, counter] = energy
+        # With a counter: every joule of the counter's advance, once, in some window.
+        expected_j = (counters[-1] - counters[0]) / 1000.0
+        assert abs(totals["window", True] - expected_j) <= 1e-3 * len(closes)
+        assert abs(totals["tick", True] - expected_j) <= 1e-3 * len(closes)
+        # Without one: the same power samples every tick under both policies, the same trapezoids.
+        assert totals["window", False] == totals["tick", False]
+
+    check()
