@@ -252,3 +252,44 @@ def test_an_agent_window_of_a_mig_gpu_is_accepted_and_keeps_its_instances(client
         0.0,
     )
     assert busy.activity is not None and 0.0 < busy.activity <= 1.0
+
+
+def test_dcgm_mig_pods_get_their_instances_joules_in_the_ledger(client):
+    """The issue's case at ledger level: two pods on two MIG instances of one H100 (idle 70 W),
+    allocations of 3/7 and 1/7 of the GPU, 3,200 J in 10 s. Idle 700 J by slice fraction:
+    300 / 100 J, 300 J to the fleet. Active 2,500 J by activity x slices (2.4375 : 0.375)."""
+    from accounting.models import LedgerEntry
+    from accounting.services.attribution import batches_attribute
+    from tests.factories import JobAllocationFactory, JobFactory
+
+    host = HostFactory(hostname="gpu-node-02", gpu_slots=1)
+    device = DeviceFactory(host=host, index=0, uuid=MIG_GPU)
+    secret = token_create(org=host.cluster.site.org, name="agent", scope=ApiToken.Scope.HOST, host=host).secret
+    t0 = _start()
+    jobs = {}
+    for uid, fraction in ((UID_A, 3 / 7), (UID_B, 1 / 7)):
+        jobs[uid] = JobFactory(cluster=host.cluster, scheduler_job_id=uid, started_at=t0 - dt.timedelta(hours=1))
+        JobAllocationFactory(job=jobs[uid], device=device, fraction=fraction)
+    first = scrape_parse(text=(DATA / "dcgm_mig_t0.prom").read_text(), at=t0)
+    second = scrape_parse(text=(DATA / "dcgm_mig_t1.prom").read_text(), at=t0 + dt.timedelta(seconds=10))
+    wire = windows_from_scrapes(previous=first, current=second, seq=1)
+    wire["host"] = {"cpu_energy_j": 0.0, "dram_energy_j": 0.0, "cpu_util_pct": 0.0, "quality": "measured"}
+    payload = batch(hostname=host.hostname, windows=[wire])
+    assert post_batch(client, secret, payload).status_code == 202
+    pk = TelemetryBatch.objects.get().pk
+    assert batches_attribute(batch_pks=[pk], now=dt.datetime.now(dt.UTC)).attributed == [pk]
+
+    def energy(job, component: str) -> float:
+        rows = LedgerEntry.objects.filter(job=job, device=device, component=component)
+        return math.fsum(rows.values_list("energy_j", flat=True))
+
+    a, b = jobs[UID_A], jobs[UID_B]
+    assert energy(a, "gpu_idle") == pytest.approx(300.0, rel=1e-12)
+    assert energy(b, "gpu_idle") == pytest.approx(100.0, rel=1e-12)
+    assert energy(None, "gpu_idle") == pytest.approx(300.0, rel=1e-12)
+    assert energy(a, "gpu_active") == pytest.approx(2500.0 * 2.4375 / 2.8125, rel=1e-12)  # 2,166.67 J
+    assert energy(b, "gpu_active") == pytest.approx(2500.0 * 0.375 / 2.8125, rel=1e-12)  # 333.33 J
+    it_j = math.fsum(
+        LedgerEntry.objects.filter(device=device).exclude(component="facility").values_list("energy_j", flat=True)
+    )
+    assert it_j == pytest.approx(3200.0, rel=1e-12)
