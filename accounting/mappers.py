@@ -10,7 +10,15 @@ from django.db import connection
 from django.db.models import Q
 
 from accounting.domain.carbon import EmbodiedRate, embodied_rate_g_per_s
-from accounting.domain.types import Allocation, GpuWindowIn, HostWindowIn, PreviousWindow, ProcessSample, Quality
+from accounting.domain.types import (
+    Allocation,
+    GpuWindowIn,
+    HostWindowIn,
+    MigInstanceSample,
+    PreviousWindow,
+    ProcessSample,
+    Quality,
+)
 from accounting.models import Device, HardwareModel, Host, JobAllocation, Site
 from accounting.selectors.factors import (
     EmbodiedTerms,
@@ -152,6 +160,28 @@ def _stamp(cache: dict[int, dt.datetime], micros: int) -> dt.datetime:
     return value
 
 
+def _mig_samples(cache: dict[str, tuple[MigInstanceSample, ...]], text: str) -> tuple[MigInstanceSample, ...]:
+    """A stored MIG instance list (telemetry.parsing._mig_instances) as domain samples, memoised.
+
+    An instance without a known size cannot be weighed by activity x slices: it counts as one
+    slice with no activity, so the window is split by slice fraction and flagged."""
+    samples = []
+    for position, inst in enumerate(json.loads(text) or []):
+        slices = inst.get("slices")
+        gpu_instance_id = inst.get("gpu_instance_id")
+        samples.append(
+            MigInstanceSample(
+                gpu_instance_id=position if gpu_instance_id is None else gpu_instance_id,
+                compute_instance_id=inst.get("compute_instance_id"),
+                slices=slices or 1,
+                activity=inst.get("activity") if slices else None,
+                job_keys=frozenset(inst.get("job_keys") or ()),
+            )
+        )
+    value = cache[text] = tuple(samples)
+    return value
+
+
 def gpu_windows_for_batches(*, batch_pks: list[int]) -> dict[int, list[GpuWindowRow]]:
     """Each batch's GPU windows, read for many batches in one query (ordered by device, start)."""
     out: dict[int, list[GpuWindowRow]] = {pk: [] for pk in batch_pks}
@@ -160,7 +190,7 @@ def gpu_windows_for_batches(*, batch_pks: list[int]) -> dict[int, list[GpuWindow
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT batch_id, device_id, seq, {_US.format(col='start_at')}, {_US.format(col='end_at')}, energy_j, "
-            "avg_power_w, util_pct, quality, processes::text, counter_mj "
+            "avg_power_w, util_pct, quality, processes::text, counter_mj, mig_instances::text "
             "FROM telemetry_gpuwindow WHERE batch_id = ANY(%s) ORDER BY batch_id, device_id, start_at",
             [list(batch_pks)],
         )
@@ -168,6 +198,7 @@ def gpu_windows_for_batches(*, batch_pks: list[int]) -> dict[int, list[GpuWindow
     idle = _device_idle_power(sorted({r[1] for r in raw}))
     stamps: dict[int, dt.datetime] = {}
     procs_cache: dict[str, tuple[ProcessSample, ...]] = {}
+    mig_cache: dict[str, tuple[MigInstanceSample, ...]] = {"[]": ()}
     qualities = {q.value: q for q in Quality}
     for row in raw:
         (
@@ -182,6 +213,7 @@ def gpu_windows_for_batches(*, batch_pks: list[int]) -> dict[int, list[GpuWindow
             quality,
             processes,
             counter_mj,
+            mig_instances,
         ) = row
         samples = procs_cache.get(processes)
         if samples is None:
@@ -204,6 +236,11 @@ def gpu_windows_for_batches(*, batch_pks: list[int]) -> dict[int, list[GpuWindow
                     quality=qualities.get(quality) or Quality(quality),
                     idle_power_w=idle.get(device_id, DEFAULT_IDLE_POWER_W),
                     processes=samples,
+                    mig_instances=(
+                        mig_cache[mig_instances]
+                        if mig_instances in mig_cache
+                        else _mig_samples(mig_cache, mig_instances)
+                    ),
                 ),
                 counter_mj=counter_mj,
             )

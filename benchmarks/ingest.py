@@ -523,14 +523,18 @@ def _raw_copy(limit: int) -> dict:
     import psycopg
     from django.conf import settings
 
-    ddl = importlib.import_module("telemetry.migrations.0002_partitioned_windows").CREATE
+    ddl = (
+        importlib.import_module("telemetry.migrations.0002_partitioned_windows").CREATE
+        + importlib.import_module("telemetry.migrations.0005_gpuwindow_mig_instances_energy_covers").ADD
+    )
     db = settings.DATABASES["default"]
     dsn = f"host={db['HOST'] or '127.0.0.1'} port={db['PORT'] or 5432} user={db['USER']} dbname={db['NAME']}"
     from psycopg.types.json import Jsonb
 
     from telemetry.services import GPU_COPY_COLUMNS, copy_rows
 
-    cols = tuple(name for name, _ in GPU_COPY_COLUMNS)
+    # jsonb columns (processes, mig_instances) read as text and passed through as the ingest does.
+    cols = tuple(f"{name}::text" if pg_type == "jsonb" else name for name, pg_type in GPU_COPY_COLUMNS)
     with psycopg.connect(dsn) as conn:
         days = [
             r[0]
@@ -538,9 +542,7 @@ def _raw_copy(limit: int) -> dict:
                 "SELECT DISTINCT (start_at AT TIME ZONE 'UTC')::date FROM telemetry_gpuwindow"
             ).fetchall()
         ]
-        rows = conn.execute(
-            f"SELECT {', '.join(cols[:-1])}, processes::text FROM telemetry_gpuwindow LIMIT %s", [limit]
-        ).fetchall()
+        rows = conn.execute(f"SELECT {', '.join(cols)} FROM telemetry_gpuwindow LIMIT %s", [limit]).fetchall()
         conn.execute("DROP SCHEMA IF EXISTS bench_scratch CASCADE")
         conn.execute("CREATE SCHEMA bench_scratch")
         conn.execute("SET search_path TO bench_scratch")
@@ -553,8 +555,14 @@ def _raw_copy(limit: int) -> dict:
                     f"('{start.isoformat()}') TO ('{(start + dt.timedelta(days=1)).isoformat()}')"
                 )
         conn.commit()
-        # The processes column as the ingest sends it: JSON text already encoded, wrapped for jsonb.
-        rows = [(*row[:-1], Jsonb(row[-1], dumps=str)) for row in rows]
+        # The jsonb columns as the ingest sends them: JSON text already encoded, wrapped for jsonb.
+        rows = [
+            tuple(
+                Jsonb(value, dumps=str) if pg_type == "jsonb" else value
+                for value, (_, pg_type) in zip(row, GPU_COPY_COLUMNS, strict=True)
+            )
+            for row in rows
+        ]
         t0 = time.perf_counter()
         with conn.cursor() as cur:
             copy_rows(cursor=cur, table="telemetry_gpuwindow", columns=GPU_COPY_COLUMNS, rows=rows)

@@ -84,6 +84,11 @@ class GpuWindow(models.Model):
     power_limit_w = models.FloatField(null=True)
     quality = models.CharField(max_length=12)
     processes = models.JSONField(default=list)
+    # MIG instances as ingest normalised them (telemetry.parsing._mig_instances): per instance its
+    # GPU/compute instance ids, profile, slices, measured activity 0..1 (or null) and job keys.
+    mig_instances = models.JSONField(default=list)
+    # What the energy counter covers: "gpu", or a module's "gpu+cpu+memory" (Grace Hopper/Blackwell).
+    energy_covers = models.CharField(max_length=20, default="gpu")
 
     class Meta:
         managed = False

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import uuid
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 QUALITIES = frozenset({"measured", "integrated", "interpolated", "modelled"})
+# What a device's energy counter measures: the GPU board alone (the default), or a module
+# whose counter also covers its CPU and memory (Grace Hopper / Grace Blackwell: the host's
+# CPU and memory energy is then inside the GPU window and the host reports none of it).
+ENERGY_COVERS = frozenset({"gpu", "gpu+memory", "gpu+cpu+memory"})
 MAX_PROCESSES = 256
+MAX_MIG_INSTANCES = 64  # an H100/B200 has at most 7 GPU instances x 7 compute instances
+_MIG_SLICES = re.compile(r"(?:^|\.)(\d+)g\.")
 # Device.index is a PositiveIntegerField: a PostgreSQL integer, so 2^31-1 is the most it holds.
 MAX_DEVICE_INDEX = 2**31 - 1
 _MAX_INT = 2**63 - 1  # PostgreSQL bigint
@@ -73,6 +80,9 @@ class GpuRow:
     power_limit_w: float | None
     quality: str
     processes: list[dict[str, Any]]
+    # Normalised MIG instances (``_mig_instances``); empty for a GPU not in MIG mode.
+    mig_instances: list[dict[str, Any]] = field(default_factory=list)
+    energy_covers: str = "gpu"
 
 
 @dataclass
@@ -221,7 +231,8 @@ def _processes(value: Any, path: str) -> list[dict[str, Any]]:
     for index, raw in enumerate(value):
         ppath = f"{path}[{index}]"
         proc = _obj(raw, ppath)
-        pid = _int(proc, "pid", ppath)
+        # null: the source sees workloads, not processes (dcgm-exporter labels pods and jobs)
+        pid = _int(proc, "pid", ppath, optional=True)
         # null: the driver gave no per-process utilisation (attribution then splits by share)
         sm = _num(proc, "sm_util_pct", ppath, maximum=100.0, optional=True)
         job_key = proc.get("job_key")
@@ -229,6 +240,66 @@ def _processes(value: Any, path: str) -> list[dict[str, Any]]:
             raise _bad(f"{ppath}.job_key", "must be a string of at most 200 characters or null")
         out.append({"pid": pid, "sm_util_pct": sm, "job_key": job_key})
     return out
+
+
+def _mig_instances(value: Any, path: str, processes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The MIG instance list of a GPU window, normalised for storage and attribution.
+
+    Each instance: ``gpu_instance_id`` and ``compute_instance_id`` (ints or null), ``profile``,
+    ``slices`` (given, else from the profile, e.g. ``3g.40gb`` -> 3; null when neither),
+    ``activity`` (measured graphics-engine activity 0..1, null when unmeasured),
+    ``mem_used_mib``, and ``job_keys``: the keys given plus those of the window's processes whose
+    pid the instance lists (the agent sends pids, dcgm-exporter job keys)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _bad(path, "must be a list")
+    if len(value) > MAX_MIG_INSTANCES:
+        raise _bad(path, f"at most {MAX_MIG_INSTANCES} MIG instances per GPU window")
+    key_of_pid = {p["pid"]: p["job_key"] for p in processes if p["pid"] is not None and p["job_key"]}
+    out = []
+    for index, raw in enumerate(value):
+        ipath = f"{path}[{index}]"
+        inst = _obj(raw, ipath)
+        profile = _str(inst, "profile", ipath, max_len=40, optional=True)
+        slices = _int(inst, "slices", ipath, minimum=1, maximum=8, optional=True)
+        if slices is None and profile:
+            match = _MIG_SLICES.search(profile)
+            slices = int(match.group(1)) if match and 1 <= int(match.group(1)) <= 8 else None
+        pids = inst.get("pids")
+        if pids is not None and (
+            not isinstance(pids, list) or any(isinstance(p, bool) or not isinstance(p, int) for p in pids)
+        ):
+            raise _bad(f"{ipath}.pids", "must be a list of integers")
+        keys = inst.get("job_keys")
+        if keys is not None and (
+            not isinstance(keys, list) or any(not isinstance(k, str) or not k or len(k) > 200 for k in keys)
+        ):
+            raise _bad(f"{ipath}.job_keys", "must be a list of non-empty strings of at most 200 characters")
+        job_keys = set(keys or ())
+        job_keys.update(key_of_pid[pid] for pid in pids or () if pid in key_of_pid)
+        out.append(
+            {
+                "uuid": _str(inst, "uuid", ipath, max_len=100, optional=True) or None,
+                "gpu_instance_id": _int(inst, "gpu_instance_id", ipath, maximum=1024, optional=True),
+                "compute_instance_id": _int(inst, "compute_instance_id", ipath, maximum=1024, optional=True),
+                "profile": profile or None,
+                "slices": slices,
+                "activity": _num(inst, "activity", ipath, maximum=1.0, optional=True),
+                "mem_used_mib": _num(inst, "mem_used_mib", ipath, optional=True),
+                "job_keys": sorted(job_keys),
+            }
+        )
+    return out
+
+
+def _energy_covers(gpu: dict[str, Any], path: str) -> str:
+    value = gpu.get("energy_covers")
+    if value is None:
+        return "gpu"
+    if value not in ENERGY_COVERS:
+        raise _bad(f"{path}.energy_covers", f"must be one of {sorted(ENERGY_COVERS)}")
+    return str(value)
 
 
 _MAX_FLOAT = 1.7976931348623157e308
@@ -306,7 +377,7 @@ def _gpu_row_fast(
                 if type(proc) is not dict:
                     return None
                 pid = proc.get("pid")
-                if type(pid) is not int or not 0 <= pid <= _MAX_INT:
+                if pid is not None and (type(pid) is not int or not 0 <= pid <= _MAX_INT):
                     return None
                 sm = proc.get("sm_util_pct")
                 if sm is not None:
@@ -317,7 +388,12 @@ def _gpu_row_fast(
                 if job_key is not None and (type(job_key) is not str or len(job_key) > 200):
                     return None
                 processes.append({"pid": pid, "sm_util_pct": sm, "job_key": job_key})
-    except (TypeError, OverflowError):
+        raw_mig = gpu.get("mig_instances")
+        mig_instances = _mig_instances(raw_mig, "", processes) if raw_mig is not None else []
+        energy_covers = gpu.get("energy_covers", "gpu")
+        if energy_covers not in ENERGY_COVERS:
+            return None
+    except (TypeError, OverflowError, BatchError):
         return None
     seen.add(gpu_uuid)
     return GpuRow(
@@ -337,6 +413,8 @@ def _gpu_row_fast(
         power_limit_w,
         str(quality),
         processes,
+        mig_instances,
+        str(energy_covers),
     )
 
 
@@ -354,6 +432,7 @@ def _gpu_row_checked(
     # A GPU cannot draw more than 5 kW: an energy implying more is a unit error (mJ sent as J).
     if energy_j > 5000.0 * duration_s:
         raise _bad(f"{gpath}.energy_j", f"{energy_j:g} J in {duration_s:g} s implies over 5 kW; check units (J)")
+    processes = _processes(gpu.get("processes"), f"{gpath}.processes")
     return GpuRow(
         uuid=gpu_uuid,
         index=_int(gpu, "index", gpath, maximum=MAX_DEVICE_INDEX) or 0,
@@ -370,7 +449,9 @@ def _gpu_row_checked(
         mem_used_mib=_num(gpu, "mem_used_mib", gpath) or 0.0,
         power_limit_w=_num(gpu, "power_limit_w", gpath, optional=True, maximum=5000.0),
         quality=_quality(gpu, gpath),
-        processes=_processes(gpu.get("processes"), f"{gpath}.processes"),
+        processes=processes,
+        mig_instances=_mig_instances(gpu.get("mig_instances"), f"{gpath}.mig_instances", processes),
+        energy_covers=_energy_covers(gpu, gpath),
     )
 
 
@@ -447,4 +528,12 @@ def parse_batch(
             gpu_count += 1
             if gpu_count > max_windows:
                 raise BatchError(413, "windows", f"a batch may carry at most {max_windows} GPU windows")
+            if "cpu" in row.energy_covers:
+                host_row = batch.host_rows[-1]
+                if host_row.quality == "modelled" and host_row.cpu_energy_j + host_row.dram_energy_j > 0.0:
+                    raise _bad(
+                        f"{wpath}.host.cpu_energy_j",
+                        f"gpus[{g_index}] has a module energy counter covering the CPU and memory "
+                        f"({row.energy_covers}); a modelled CPU/DRAM figure on top would count them twice",
+                    )
     return batch

@@ -47,6 +47,8 @@ GPU_COPY_COLUMNS = (
     ("power_limit_w", "float8"),
     ("quality", "text"),
     ("processes", "jsonb"),
+    ("mig_instances", "jsonb"),
+    ("energy_covers", "text"),
 )
 HOST_COPY_COLUMNS = (
     ("batch_id", "int8"),
@@ -137,6 +139,9 @@ def _processes_jsonb(processes: list[dict], cache: dict[tuple, Jsonb]) -> Jsonb:
     if value is None:
         value = cache[key] = Jsonb(json.dumps(processes), dumps=str)
     return value
+
+
+_NO_MIG = Jsonb("[]", dumps=str)
 
 
 def copy_rows(*, cursor: psycopg.Cursor, table: str, columns: tuple[tuple[str, str], ...], rows: list[tuple]) -> None:
@@ -230,6 +235,8 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
                         r.power_limit_w,
                         r.quality,
                         _processes_jsonb(r.processes, processes_cache),
+                        _NO_MIG if not r.mig_instances else Jsonb(json.dumps(r.mig_instances), dumps=str),
+                        r.energy_covers,
                     )
                     for r in batch.gpu_rows
                 ],

@@ -45,9 +45,25 @@ class Component(StrEnum):
 class ProcessSample:
     """A GPU process seen by the agent during a window, mapped to a job key if known."""
 
-    pid: int
+    pid: int | None  # None: the source saw a workload, not a process (dcgm-exporter)
     sm_util_pct: float
     job_key: str | None = None  # e.g. "slurm:4242", "k8s:<pod-uid>", "env:<value>"
+
+
+@dataclass(frozen=True)
+class MigInstanceSample:
+    """A MIG instance of a GPU during a window: its size, its measured activity, who ran on it.
+
+    ``activity`` is the instance's graphics-engine activity (0..1, DCGM's
+    DCGM_FI_PROF_GR_ENGINE_ACTIVE per GPU instance, or NVML's per-instance utilisation / 100)
+    averaged over the window; None where nothing measured it. A ratio of the instance's own
+    engines, so an instance's share of the GPU's work is activity x slices."""
+
+    gpu_instance_id: int
+    slices: int  # compute slices of its profile (3g.40gb -> 3)
+    activity: float | None
+    job_keys: frozenset[str] = frozenset()
+    compute_instance_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +78,7 @@ class GpuWindowIn:
     quality: Quality
     idle_power_w: float  # catalog idle power of the device model (baseline for idle split)
     processes: tuple[ProcessSample, ...] = ()
+    mig_instances: tuple[MigInstanceSample, ...] = ()  # non-empty only for a GPU in MIG mode
 
 
 @dataclass(frozen=True)

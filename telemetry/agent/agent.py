@@ -44,11 +44,21 @@ def build_host_power(config: AgentConfig) -> HostPower:
 
 
 def load_nvml(config: AgentConfig) -> Any:
-    """The nvml module-like object for the configured backend."""
+    """The GPU library (module-like object) for the configured backend: pynvml, AMD SMI's
+    ``amdsmi``, or a simulator / trace standing in for pynvml."""
     if config.backend == "nvml":
         import pynvml
 
         return pynvml
+    if config.backend == "amdsmi":
+        try:
+            import amdsmi  # ROCm's AMD SMI bindings: optional, installed only on AMD hosts
+        except ImportError as exc:
+            raise ImportError(
+                "backend=amdsmi needs AMD SMI's Python bindings (ROCm's amdsmi package, e.g. pip install amdsmi "
+                f"matching the installed ROCm): {exc}"
+            ) from exc
+        return amdsmi
     from telemetry.agent.sim import SimProcTree
 
     tree = SimProcTree(config.proc_root) if config.proc_root != "/proc" else None
@@ -60,10 +70,25 @@ def load_nvml(config: AgentConfig) -> Any:
             hostname=config.hostname,
             seed=config.sim_seed,
             proc_tree=tree,
+            call_cost_s={
+                "nvmlDeviceGetTotalEnergyConsumption": config.sim_energy_call_ms / 1000.0,
+                "nvmlDeviceGetProcessUtilization": config.sim_process_util_call_ms / 1000.0,
+            },
         )
     from telemetry.agent.replay import ReplayNvml
 
     return ReplayNvml(config.replay_file, loop=config.replay_loop, proc_tree=tree)
+
+
+def make_reader(config: AgentConfig, library: Any, *, clock: Callable[[], float] = time.monotonic) -> Any:
+    """The device reader for the backend: AMD SMI's or NVML's (the simulator and replay speak NVML)."""
+    if config.backend == "amdsmi":
+        from telemetry.agent.amd import AmdSmiReader
+
+        return AmdSmiReader(library, clock=clock, read_policy=config.read_policy)
+    # A replay is an offline import of a trace recorded every tick (no per-call cost to save), and
+    # its last, partial window closes without a further reading: every tick is read in full.
+    return NvmlReader(library, clock=clock, read_policy="tick" if config.backend == "replay" else config.read_policy)
 
 
 class Agent:
@@ -93,7 +118,7 @@ class Agent:
                 host_power = ReplayHostPower()
         # A real tick may wake a hair before the boundary; a recorded instant is exact.
         self._boundary_slack_s = 0.0 if self.replay is not None else 0.5 * config.tick_s
-        self.reader = NvmlReader(self.nvml, clock=sample_clock)
+        self.reader = make_reader(config, self.nvml, clock=sample_clock)
         self.jobs = JobMapper(config.proc_root)
         self.host_power = host_power if host_power is not None else build_host_power(config)
         self.spool = Spool(config.spool_dir, max_windows=config.spool_max_windows)
@@ -123,7 +148,11 @@ class Agent:
     # -- one tick ----------------------------------------------------------------------------
     def tick(self) -> dict[str, Any] | None:
         """Sample once; returns the window closed by this tick, if any (already spooled)."""
-        samples = self.reader.sample()
+        # Whether this tick will close the window, judged before reading: the energy counter and
+        # per-process utilisation are read at boundaries only (read_policy "window").
+        before = self.wall_clock()
+        boundary = self._next_boundary is None or before + self._boundary_slack_s >= self._next_boundary
+        samples = self.reader.sample(boundary=boundary)
         wall = self.wall_clock()
         live: set[int] = set()
         for s in samples:
@@ -192,7 +221,11 @@ class Agent:
             ],
             "host_power_source": getattr(self.host_power, "source", "unknown"),
             "last_seq": self.last_seq,
+            "read_policy": getattr(self.reader, "read_policy", None),
         }
+        calls = getattr(self.nvml, "calls", None)
+        if isinstance(calls, dict):
+            status["library_calls"] = dict(sorted(calls.items()))  # the simulator counts its calls
         path = os.path.join(self.config.spool_dir, "status.json")
         tmp = path + ".tmp"
         with open(tmp, "w") as fh:
@@ -303,6 +336,8 @@ class Agent:
             if self.sender is not None and self.config.shutdown_flush_s > 0:
                 flush_stop = threading.Event()
                 self.sender.drain(flush_stop, deadline=time.monotonic() + self.config.shutdown_flush_s, flush=True)
+            if self.sender is not None:
+                self.sender.close()
         self.reader.close()
         self.jobs.close()
         stats = self.spool.stats()
@@ -325,7 +360,7 @@ class Agent:
             # row (skewing the window's means), so the partial window just ends there.
             self.close_window(self.wall_clock())
             return
-        samples = self.reader.sample()
+        samples = self.reader.sample(boundary=True)
         wall = self.wall_clock()
         live = {pid for s in samples for pid in s.processes}
         jobs = {pid: self.jobs.resolve(pid) for pid in live}

@@ -25,6 +25,14 @@ NVML_MISSING = (
     "container run with the NVIDIA runtime (--gpus all / runtimeClassName: nvidia). "
     "Use --backend sim to try the agent without a GPU."
 )
+AMDSMI_MISSING = (
+    "AMD SMI is not available ({error}). Install ROCm's amdgpu driver and AMD SMI's Python bindings "
+    "(the amdsmi package matching the installed ROCm) on this host. "
+    "Use --backend sim to try the agent without a GPU."
+)
+# AMD SMI status codes meaning "no library or driver here" (amdsmi_wrapper: FAIL_LOAD_MODULE,
+# FAIL_LOAD_SYMBOL, DRIVER_NOT_LOADED).
+_AMDSMI_MISSING_CODES = {4, 5, 34}
 
 
 def _config_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -53,7 +61,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tick-s", type=float)
     p.add_argument("--window-s", type=float)
     p.add_argument("--spool-dir")
-    p.add_argument("--backend", choices=("nvml", "sim", "replay"))
+    p.add_argument("--backend", choices=("nvml", "amdsmi", "sim", "replay"))
     p.add_argument("--proc-root")
     p.add_argument("--powercap-root")
     p.add_argument("--replay-file")
@@ -73,6 +81,17 @@ def _is_nvml_missing(exc: BaseException) -> bool:
     return isinstance(exc, pynvml.NVMLError_LibraryNotFound | pynvml.NVMLError_DriverNotLoaded)
 
 
+def _missing_library_message(exc: BaseException) -> str | None:
+    """The operator's message when ``exc`` says the GPU library or driver is absent, else None."""
+    if _is_nvml_missing(exc):
+        return NVML_MISSING.format(error=exc)
+    if isinstance(exc, ImportError) and "amdsmi" in str(exc):
+        return AMDSMI_MISSING.format(error=exc)
+    if type(exc).__name__ == "AmdSmiLibraryException" and getattr(exc, "err_code", None) in _AMDSMI_MISSING_CODES:
+        return AMDSMI_MISSING.format(error=getattr(exc, "err_info", exc))
+    return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from telemetry.agent.agent import Agent
 
@@ -80,7 +99,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(config.log_level)
     if not config.server_url:
         kv(logger, logging.WARNING, "no_server_url", hint="windows are spooled but not sent")
-    agent = Agent(config)
+    try:
+        agent = Agent(config)
+    except ImportError as exc:
+        message = _missing_library_message(exc)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 2
     # Start-up is over: what it imported and built (~24k objects: modules, classes, functions)
     # lives as long as the process. Moving it to the GC's permanent generation keeps later full
     # collections, and the interpreter's final ones at exit (~15 ms of CPU), from walking it again.
@@ -89,8 +115,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         agent.run(duration_s=args.duration)  # a replay stops at the end of its trace
     except Exception as exc:
-        if _is_nvml_missing(exc):
-            print(NVML_MISSING.format(error=exc), file=sys.stderr)
+        message = _missing_library_message(exc)
+        if message is not None:
+            print(message, file=sys.stderr)
             return 2
         raise
     return 0
@@ -128,21 +155,28 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     import json
 
-    from telemetry.agent.agent import build_host_power, load_nvml
-    from telemetry.agent.gpu import NvmlReader
+    from telemetry.agent.agent import build_host_power, load_nvml, make_reader
     from telemetry.agent.jobs import JobMapper
 
     config = load_config(args.config, overrides=_config_overrides(args))
     setup_logging("WARNING")
-    nvml = load_nvml(config)
+    try:
+        nvml = load_nvml(config)
+    except ImportError as exc:
+        message = _missing_library_message(exc)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 2
     # A replay is read on the trace's clock: its second reading is the trace's next instant.
     replay = nvml if config.backend == "replay" else None
-    reader = NvmlReader(nvml) if replay is None else NvmlReader(nvml, clock=replay.trace_time)
+    reader = make_reader(config, nvml) if replay is None else make_reader(config, nvml, clock=replay.trace_time)
     try:
         reader.open()
     except Exception as exc:
-        if _is_nvml_missing(exc):
-            print(NVML_MISSING.format(error=exc), file=sys.stderr)
+        message = _missing_library_message(exc)
+        if message is not None:
+            print(message, file=sys.stderr)
             return 2
         raise
     try:

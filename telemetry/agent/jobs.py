@@ -1,6 +1,7 @@
 """Process -> job mapping from /proc/<pid>/cgroup and /proc/<pid>/environ.
 
-Precedence: the scheduler's cgroup (cannot be changed by the job), then its environment
+Precedence: the scheduler's cgroup (cannot be changed by the job; Slurm's numeric-id layout or
+Slurm 26.05's SLUID layout), then its environment
 (SLURM_JOB_ID), then a Kubernetes pod cgroup, then an explicit CARBONLEDGER_JOB label for hosts
 without a scheduler. job_key: "slurm:<id>", "k8s:<pod-uid>", "env:<value>".
 """
@@ -17,8 +18,13 @@ from telemetry.agent.log import kv
 
 logger = logging.getLogger("carbonledger.agent.jobs")
 
+# A Slurm job identifier: the numeric job id, or Slurm 26.05's SLUID ("s" + 13 base32 characters),
+# from which 26.05 builds its cgroup v2 paths.
+_SLURM_JOB = r"(\d+|s[0-9A-Za-z]{13})"
 # cgroup v1 ".../slurm/uid_1000/job_4242/step_0", cgroup v2 "/system.slice/slurmstepd.scope/job_4242/..."
-_SLURM_CGROUP = re.compile(r"/(?:slurm[^/]*|slurmstepd\.scope)/(?:uid_\d+/)?job_(\d+)(?:/|$)")
+# and, from 26.05, ".../slurmstepd.scope/job_s0c3b5x7k2m9qd/...".
+_SLURM_CGROUP = re.compile(r"/(?:slurm[^/]*|slurmstepd\.scope)/(?:uid_\d+/)?job_" + _SLURM_JOB + r"(?:/|$)")
+_SLURM_ENV_JOB = re.compile(_SLURM_JOB)
 # cgroupfs driver ".../kubepods/burstable/pod<uid>/<container>"
 _K8S_CGROUPFS = re.compile(
     r"/kubepods(?:/[a-z-]+)?/pod([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(?:/|$)"
@@ -163,8 +169,11 @@ class JobMapper:
         job = job_from_cgroup(cgroup)
         if job is not None and job.startswith("slurm:"):
             return ProcessJob(pid, job, visible, "slurm_cgroup")
-        if env.get("SLURM_JOB_ID", "").strip().isdigit():
-            return ProcessJob(pid, f"slurm:{env['SLURM_JOB_ID'].strip()}", visible, "slurm_env")
+        # The environment only when no cgroup layout (numeric or SLUID) matched: a job can set its
+        # own environment, not its cgroup.
+        env_job = env.get("SLURM_JOB_ID", "").strip()
+        if _SLURM_ENV_JOB.fullmatch(env_job):
+            return ProcessJob(pid, f"slurm:{env_job}", visible, "slurm_env")
         if job is not None:
             return ProcessJob(pid, job, visible, "k8s_cgroup")
         label = env.get("CARBONLEDGER_JOB", "").strip()

@@ -61,6 +61,8 @@ GPU_MODELS: dict[str, GpuModel] = {
     "H100": GpuModel("NVIDIA H100 80GB HBM3", 70.0, 700.0, 80),
     "H200": GpuModel("NVIDIA H200", 75.0, 700.0, 141),
     "L4": GpuModel("NVIDIA L4", 16.0, 72.0, 24),
+    # Grace Hopper superchip: figures of the whole module (GPU + Grace CPU + memory).
+    "GH200": GpuModel("NVIDIA GH200 480GB", 120.0, 1000.0, 96),
 }
 
 MIG_PROFILES = {"1g.10gb": 1, "2g.20gb": 2, "3g.40gb": 3, "4g.40gb": 4, "7g.80gb": 7}
@@ -294,6 +296,48 @@ class SimMig:
         self.job_key = job_key
 
 
+class _GpmSample:
+    """Stands for pynvml's c_nvmlGpmSample_t: what nvmlGpmMigSampleGet filled in."""
+
+    __slots__ = ("activity", "freed", "gpu_instance_id", "t_mono")
+
+    def __init__(self) -> None:
+        self.t_mono: float | None = None
+        self.activity = 0.0
+        self.gpu_instance_id: int | None = None
+        self.freed = False
+
+
+class _GpmMetric:
+    __slots__ = ("metricId", "nvmlReturn", "value")
+
+    def __init__(self) -> None:
+        self.metricId = 0
+        self.nvmlReturn = 0
+        self.value = 0.0
+
+
+class GpmMetricsGet:
+    """Stands for pynvml's c_nvmlGpmMetricsGet_t (fields as the real struct's)."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.numMetrics = 0
+        self.sample1: _GpmSample | None = None
+        self.sample2: _GpmSample | None = None
+        self.metrics = [_GpmMetric() for _ in range(8)]
+
+
+class _Attributes(NamedTuple):
+    gpuInstanceSliceCount: int
+    computeInstanceSliceCount: int
+    multiprocessorCount: int
+
+
+# GPU performance monitoring (GPM), and so per-MIG-instance activity, exists from Hopper on.
+_GPM_MODELS = ("H100", "H200", "GH200")
+
+
 class SimGpu:
     """A simulated device: its handle, and the state its readings come from."""
 
@@ -399,7 +443,13 @@ class FakeNvml:
         proc_tree: SimProcTree | None = None,
         init_error: int | None = None,
         pid_base: int = 20000,
+        call_cost_s: dict[str, float] | None = None,
     ) -> None:
+        # Simulated CPU cost per call (busy time in this thread), e.g. what a real driver's
+        # nvmlDeviceGetTotalEnergyConsumption costs, so benchmarks weigh read policies as on
+        # hardware; and a count of the calls each method received.
+        self._call_cost_s = {k: v for k, v in (call_cost_s or {}).items() if v > 0}
+        self.calls: dict[str, int] = {}
         self._clock = clock
         self._wall0 = wall_clock()
         self._mono0 = clock()
@@ -583,22 +633,78 @@ class FakeNvml:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
         return dev.mig[index]
 
+    c_nvmlGpmMetricsGet_t = GpmMetricsGet
+
+    def nvmlDeviceGetAttributes(self, handle: Any) -> _Attributes:
+        self._check()
+        if not isinstance(handle, SimMig):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return _Attributes(handle.slices, handle.slices, 132 * handle.slices // 7)
+
+    def nvmlGpmQueryDeviceSupport(self, handle: Any) -> Any:
+        dev = self._dev(handle)
+        supported = dev.model in tuple(GPU_MODELS[k] for k in _GPM_MODELS)
+        return pynvml.nvmlFriendlyObject({"version": 1, "isSupportedDevice": int(supported)})
+
+    def nvmlGpmSampleAlloc(self) -> _GpmSample:
+        self._check()
+        return _GpmSample()
+
+    def nvmlGpmSampleFree(self, sample: _GpmSample) -> None:
+        sample.freed = True
+
+    def nvmlGpmMigSampleGet(self, handle: Any, gpuInstanceId: int, sample: _GpmSample) -> _GpmSample:
+        self._cost("nvmlGpmMigSampleGet")
+        dev = self._dev(handle)
+        instance = next((m for m in dev.mig if m.gpu_instance_id == gpuInstanceId), None)
+        if instance is None:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+        busy = bool(instance.job_key) and dev.workload.busy
+        sample.t_mono = dev.t_mono
+        sample.activity = min(1.0, max(0.0, dev.activity.util_pct / 100.0)) if busy else 0.0
+        sample.gpu_instance_id = gpuInstanceId
+        return sample
+
+    def nvmlGpmMetricsGet(self, request: GpmMetricsGet) -> GpmMetricsGet:
+        self._check()
+        first, second = request.sample1, request.sample2
+        if first is None or second is None or first.freed or second.freed or first.t_mono is None:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        for metric in request.metrics[: request.numMetrics]:
+            if metric.metricId == pynvml.NVML_GPM_METRIC_GRAPHICS_UTIL:
+                metric.value = (first.activity + second.activity) / 2.0 * 100.0  # percent
+                metric.nvmlReturn = pynvml.NVML_SUCCESS
+            else:
+                metric.nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED
+        return request
+
     def nvmlDeviceGetGpuInstanceId(self, handle: Any) -> int:
         self._check()
         if not isinstance(handle, SimMig):
             raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return handle.gpu_instance_id
 
+    def _cost(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+        cost = self._call_cost_s.get(name)
+        if cost:
+            end = time.thread_time() + cost
+            while time.thread_time() < end:
+                pass
+
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
+        self._cost("nvmlDeviceGetTotalEnergyConsumption")
         dev = self._dev(handle)
         if not dev.energy_counter:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return int(dev.counter_mj)
 
     def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:
+        self._cost("nvmlDeviceGetPowerUsage")
         return round(self._dev(handle).power_w * 1000)
 
     def nvmlDeviceGetUtilizationRates(self, handle: Any) -> Any:
+        self._cost("nvmlDeviceGetUtilizationRates")
         dev = self._dev(handle)
         if dev.mig:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
@@ -606,6 +712,7 @@ class FakeNvml:
         return _Utilization(round(min(100.0, max(0.0, act.util_pct))), round(min(100.0, max(0.0, act.mem_util_pct))))
 
     def nvmlDeviceGetMemoryInfo(self, handle: Any, version: Any = None) -> Any:
+        self._cost("nvmlDeviceGetMemoryInfo")
         if isinstance(handle, SimMig):
             self._check()
             total = handle.parent.model.mem_gib * 2**30 * handle.slices // 8
@@ -617,6 +724,7 @@ class FakeNvml:
         return _Memory(total, total - used, used)  # fields: total, free, used
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[Any]:
+        self._cost("nvmlDeviceGetComputeRunningProcesses")
         if isinstance(handle, SimMig):
             self._check()
             procs = [p for p in handle.parent.processes if p.mig_uuid == handle.uuid]
@@ -634,6 +742,7 @@ class FakeNvml:
         ]
 
     def nvmlDeviceGetProcessUtilization(self, handle: Any, timeStamp: int) -> list[Any]:
+        self._cost("nvmlDeviceGetProcessUtilization")
         dev = self._dev(handle)
         now_us = int(self._wall(dev.t_mono) * 1e6)
         if not dev.processes or now_us <= timeStamp:

@@ -1,5 +1,12 @@
 """Durable on-disk spool (sqlite3, WAL, synchronous=FULL).
 
+Writes per window, kept few (docs/agent.md, "Overhead"): storing a window is one durable
+transaction (its seq is cached in memory, and so is the spool's depth, so the eviction check
+reads nothing); forming a batch and counting the attempt to send it is one more (durable, since
+its batch_id must survive a crash before it is sent); the acknowledgement is written without its
+own fsync (WAL, synchronous=NORMAL for that transaction): lost on power failure it only makes the
+batch go again, and the server answers "duplicate".
+
 Windows are written here the moment they close; the sender groups the oldest pending windows
 into a batch with a fixed uuid4 batch_id (stored before the first send, so a retry after a crash
 or timeout re-sends the same id and the server answers "duplicate" instead of counting twice),
@@ -76,10 +83,12 @@ class Spool:
                 self._set_meta("next_seq", str(seed))
             if self._meta("dropped_windows") is None:
                 self._set_meta("dropped_windows", "0")
+            self._next_seq = int(self._meta("next_seq"))  # type: ignore[arg-type]
+            self._depth = self._depth_locked()
 
     # -- helpers -----------------------------------------------------------------------------
-    def _tx(self):
-        return _Tx(self._db, self._lock)
+    def _tx(self, *, durable: bool = True):
+        return _Tx(self._db, self._lock, durable=durable)
 
     def _meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -99,12 +108,17 @@ class Spool:
     # -- producer ----------------------------------------------------------------------------
     def add_window(self, window: dict[str, Any]) -> int:
         """Assign the next seq, store the window durably, evict the oldest past the bound."""
+        payload = json.dumps(window)
         with self._tx():
-            seq = int(self._meta("next_seq"))  # type: ignore[arg-type]
-            stored = {"seq": seq, **window}
-            self._db.execute("INSERT INTO windows(seq, payload) VALUES(?, ?)", (seq, json.dumps(stored)))
+            seq = self._next_seq
+            # {"seq": seq, **window} as JSON, without re-encoding the window under the lock.
+            stored = f'{{"seq": {seq}, {payload[1:]}' if payload != "{}" else f'{{"seq": {seq}}}'
+            self._db.execute("INSERT INTO windows(seq, payload) VALUES(?, ?)", (seq, stored))
             self._set_meta("next_seq", str(seq + 1))
-            self._evict_locked()
+            self._next_seq = seq + 1
+            self._depth += 1
+            if self._depth > self.max_windows:
+                self._evict_locked()
         return seq
 
     def _evict_locked(self) -> None:
@@ -128,6 +142,7 @@ class Spool:
             over -= n
             first = lo if first is None else min(first, lo)
             last = hi if last is None else max(last, hi)
+        self._depth = self._depth_locked()
         if dropped:
             total = int(self._meta("dropped_windows") or 0) + dropped
             self._set_meta("dropped_windows", str(total))
@@ -151,8 +166,11 @@ class Spool:
             pending = self._db.execute("SELECT count(*) FROM windows").fetchone()[0]
         return int(formed), int(pending)
 
-    def next_batch(self, max_windows: int) -> Batch | None:
-        """The oldest unsent batch; if none, form one from the oldest pending windows."""
+    def next_batch(self, max_windows: int, *, attempt: bool = False) -> Batch | None:
+        """The oldest unsent batch; if none, form one from the oldest pending windows.
+
+        ``attempt``: the caller is about to send it: its attempt is counted in the same
+        transaction (``Batch.attempts`` is the count before this one)."""
         with self._tx():
             row = self._db.execute(
                 "SELECT id, batch_id, first_seq, last_seq, windows, attempts FROM batches ORDER BY id LIMIT 1"
@@ -165,15 +183,15 @@ class Spool:
                     return None
                 windows_json = "[" + ",".join(r[1] for r in rows) + "]"
                 batch_id = random_uuid4()
-                self._db.execute(
-                    "INSERT INTO batches(batch_id, first_seq, last_seq, windows, n_windows, created_at)"
-                    " VALUES(?,?,?,?,?,?)",
-                    (batch_id, rows[0][0], rows[-1][0], windows_json, len(rows), time.time()),
+                cursor = self._db.execute(
+                    "INSERT INTO batches(batch_id, first_seq, last_seq, windows, n_windows, attempts, created_at)"
+                    " VALUES(?,?,?,?,?,?,?)",
+                    (batch_id, rows[0][0], rows[-1][0], windows_json, len(rows), 1 if attempt else 0, time.time()),
                 )
                 self._db.execute("DELETE FROM windows WHERE seq<=?", (rows[-1][0],))
-                row = self._db.execute(
-                    "SELECT id, batch_id, first_seq, last_seq, windows, attempts FROM batches ORDER BY id LIMIT 1"
-                ).fetchone()
+                row = (cursor.lastrowid, batch_id, rows[0][0], rows[-1][0], windows_json, 0)
+            elif attempt:
+                self._db.execute("UPDATE batches SET attempts=attempts+1 WHERE id=?", (row[0],))
         return Batch(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5])
 
     def record_attempt(self, batch: Batch) -> None:
@@ -181,14 +199,21 @@ class Spool:
             self._db.execute("UPDATE batches SET attempts=attempts+1 WHERE id=?", (batch.id,))
 
     def ack(self, batch: Batch, *, sent_at: float) -> None:
-        with self._tx():
-            self._db.execute("DELETE FROM batches WHERE id=?", (batch.id,))
-            self._set_meta("last_send_at", str(sent_at))
-            self._set_meta("last_sent_seq", str(batch.last_seq))
+        # No fsync of its own: the next durable commit (the next window) carries it to disk, and
+        # if power fails first the batch is sent again under its batch_id (server: "duplicate").
+        with self._tx(durable=False):
+            deleted = self._db.execute("DELETE FROM batches WHERE id=?", (batch.id,)).rowcount
+            self._db.execute(
+                "INSERT INTO meta(key, value) VALUES('last_send_at', ?), ('last_sent_seq', ?)"
+                " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (str(sent_at), str(batch.last_seq)),
+            )
+            self._depth -= len(batch.windows) if deleted else 0
 
     def dead_letter(self, batch: Batch, *, status: int, problem: str) -> None:
         with self._tx():
-            self._db.execute("DELETE FROM batches WHERE id=?", (batch.id,))
+            deleted = self._db.execute("DELETE FROM batches WHERE id=?", (batch.id,)).rowcount
+            self._depth -= len(batch.windows) if deleted else 0
             self._db.execute(
                 "INSERT OR REPLACE INTO dead_letter(batch_id, first_seq, last_seq, windows, status, problem, moved_at)"
                 " VALUES(?,?,?,?,?,?,?)",
@@ -239,16 +264,29 @@ class Spool:
 
 
 class _Tx:
-    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
+    """One transaction under the spool's lock; ``durable=False`` commits without an fsync."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock, *, durable: bool = True) -> None:
         self.db = db
         self.lock = lock
+        self.durable = durable
 
     def __enter__(self) -> None:
         self.lock.acquire()
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            if not self.durable:
+                self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.lock.release()
+            raise
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
         finally:
-            self.lock.release()
+            try:
+                if not self.durable:
+                    self.db.execute("PRAGMA synchronous=FULL")
+            finally:
+                self.lock.release()

@@ -27,22 +27,25 @@ def iso_utc(ts: float) -> str:
 
 
 class _ProcAcc:
-    __slots__ = ("job_key", "sm_reported", "sm_sum")
+    __slots__ = ("job_key", "sm_reported", "sm_sum", "sm_window")
 
     def __init__(self) -> None:
         self.sm_sum = 0.0
         self.sm_reported = False
+        self.sm_window: float | None = None  # the window's mean from a boundary read
         self.job_key: str | None = None
 
 
 class _MigAcc:
-    __slots__ = ("gpu_instance_id", "mem_max_mib", "pids", "uuid")
+    __slots__ = ("activity", "gpu_instance_id", "mem_max_mib", "pids", "slices", "uuid")
 
     def __init__(self, uuid: str, gpu_instance_id: int | None) -> None:
         self.uuid = uuid
         self.gpu_instance_id = gpu_instance_id
         self.mem_max_mib: float | None = None
         self.pids: set[int] = set()
+        self.slices: int | None = None
+        self.activity: float | None = None  # the boundary reading: the window's activity
 
 
 class _GpuAcc:
@@ -50,6 +53,7 @@ class _GpuAcc:
 
     __slots__ = (
         "counter_mj",
+        "energy_covers",
         "energy_j",
         "index",
         "integrated",
@@ -67,6 +71,7 @@ class _GpuAcc:
         "util_n",
         "util_sum",
         "uuid",
+        "window_util",
     )
 
     def __init__(self, index: int, uuid: str, name: str) -> None:
@@ -88,6 +93,15 @@ class _GpuAcc:
         self.counter_mj: int | None = None
         self.procs: dict[int, _ProcAcc] = {}
         self.mig: dict[str, _MigAcc] = {}
+        self.energy_covers = "gpu"
+        self.window_util = False  # a boundary read gave the window's per-process utilisation
+
+
+def _mig_util_pct(acc: _GpuAcc) -> float:
+    """A MIG GPU's utilisation: its instances' activity weighted by their slices (0 if unknown)."""
+    measured = [(m.activity, m.slices) for m in acc.mig.values() if m.activity is not None and m.slices]
+    slices = sum(s for _, s in measured)
+    return round(100.0 * sum(a * s for a, s in measured) / slices, 3) if slices else 0.0
 
 
 class WindowBuilder:
@@ -95,7 +109,10 @@ class WindowBuilder:
     boundary tick closes one window and opens the next, so windows abut with no gap or overlap."""
 
     def __init__(self) -> None:
-        self._prev: dict[str, GpuSample] = {}
+        # Per GPU, the last sample that read the energy counter, and the last that read power:
+        # with the window read policy they are the boundaries, not every tick.
+        self._last_counter: dict[str, GpuSample] = {}
+        self._last_power: dict[str, GpuSample] = {}
         self._gpus: dict[str, _GpuAcc] = {}
         self._start_wall: float | None = None
         self._host_cpu_j = 0.0
@@ -105,6 +122,7 @@ class WindowBuilder:
         self._host_quality = "modelled"
         self._wall_sum = 0.0
         self._wall_n = 0
+        self._host_in_modules = False
         self._warned_visible: set[tuple[int, str]] = set()
 
     @property
@@ -126,12 +144,19 @@ class WindowBuilder:
         first = self._start_wall is None
         if first:
             self._start_wall = wall_s
+        in_modules = False
         for sample in gpus:
             self._add_gpu(sample, jobs)
+            in_modules = in_modules or "cpu" in sample.energy_covers
         if host is not None and not first:
             # The first reading covers the time before the first tick: it belongs to no window.
-            self._host_cpu_j += host.cpu_energy_j
-            self._host_dram_j += host.dram_energy_j
+            if in_modules:
+                # Grace Hopper / Blackwell: the modules' counters already hold the CPU and its
+                # memory; adding the host's (modelled) CPU and DRAM would count them twice.
+                self._host_in_modules = True
+            else:
+                self._host_cpu_j += host.cpu_energy_j
+                self._host_dram_j += host.dram_energy_j
             self._host_util_sum += host.cpu_util_pct
             self._host_n += 1
             self._host_quality = host.quality
@@ -144,14 +169,13 @@ class WindowBuilder:
         if acc is None:
             acc = self._gpus[s.uuid] = _GpuAcc(index=s.index, uuid=s.uuid, name=s.name)
         acc.power_limit_w = s.power_limit_w
-        prev = self._prev.get(s.uuid)
-        if prev is not None:
-            dt = s.mono_s - prev.mono_s
-            energy_j: float | None = None
-            if s.energy_mj is not None and prev.energy_mj is not None:
+        if s.energy_mj is not None:
+            last = self._last_counter.get(s.uuid)
+            if last is not None and last.energy_mj is not None:
+                dt = s.mono_s - last.mono_s
                 limit = s.power_limit_w or _FALLBACK_MAX_W
                 delta = nvml_counter_delta_mj(
-                    prev.energy_mj,
+                    last.energy_mj,
                     s.energy_mj,
                     max_delta_mj=limit * _PLAUSIBLE_FACTOR * (max(0.0, dt) + _COUNTER_SLACK_S) * 1000.0,
                 )
@@ -161,21 +185,31 @@ class WindowBuilder:
                         logging.WARNING,
                         "energy_counter_reset",
                         gpu=s.uuid,
-                        prev_mj=prev.energy_mj,
+                        prev_mj=last.energy_mj,
                         cur_mj=s.energy_mj,
                         fallback="integrated",
                     )
+                    acc.integrated = True
+                    energy_j = (
+                        (s.power_w + last.power_w) * 0.5 * dt
+                        if s.power_w is not None and last.power_w is not None
+                        else 0.0
+                    )
                 else:
                     energy_j = delta / 1000.0
-            if energy_j is None:
+                acc.energy_j += max(0.0, energy_j)
+            self._last_counter[s.uuid] = s
+        elif s.power_w is not None:
+            # No counter reading: power integrated from the previous power sample (a device
+            # without a counter, or one whose counter stopped answering since its last reading).
+            last = self._last_power.get(s.uuid)
+            if last is not None and last.power_w is not None:
                 acc.integrated = True
-                if s.power_w is not None and prev.power_w is not None:
-                    energy_j = (s.power_w + prev.power_w) * 0.5 * dt
-                else:
-                    energy_j = 0.0
-            acc.energy_j += max(0.0, energy_j)
-        self._prev[s.uuid] = s
+                acc.energy_j += max(0.0, (s.power_w + last.power_w) * 0.5 * (s.mono_s - last.mono_s))
+        if s.power_w is not None:
+            self._last_power[s.uuid] = s
         acc.ticks += 1
+        acc.energy_covers = s.energy_covers
         if s.energy_mj is not None:
             acc.counter_mj = s.energy_mj
         if s.power_w is not None:
@@ -190,13 +224,18 @@ class WindowBuilder:
             acc.mem_util_n += 1
         if s.mem_used_mib is not None:
             acc.mem_max = s.mem_used_mib if acc.mem_max is None else max(acc.mem_max, s.mem_used_mib)
+        if s.process_util_window:
+            acc.window_util = True
         for pid, sm in s.processes.items():
             p = acc.procs.get(pid)
             if p is None:
                 p = acc.procs[pid] = _ProcAcc()
             if sm is not None:
-                p.sm_sum += sm
-                p.sm_reported = True
+                if s.process_util_window:
+                    p.sm_window = sm
+                else:
+                    p.sm_sum += sm
+                    p.sm_reported = True
             pj = jobs.get(pid)
             if pj is not None:
                 if pj.job_key is not None:
@@ -222,6 +261,10 @@ class WindowBuilder:
             if m.mem_used_mib is not None:
                 ma.mem_max_mib = m.mem_used_mib if ma.mem_max_mib is None else max(ma.mem_max_mib, m.mem_used_mib)
             ma.pids.update(m.pids)
+            if m.slices is not None:
+                ma.slices = m.slices
+            if m.activity is not None:
+                ma.activity = m.activity
 
     def close(self, *, end_wall_s: float) -> dict[str, Any] | None:
         """The finished window (without seq: the spool assigns it), or None if it is empty.
@@ -236,7 +279,11 @@ class WindowBuilder:
             processes = []
             for pid in sorted(acc.procs):
                 p = acc.procs[pid]
-                sm = round(p.sm_sum / acc.ticks, 3) if p.sm_reported else None
+                if acc.window_util:
+                    # One read covered the window: a pid without samples was not scheduled (0 %).
+                    sm: float | None = round(p.sm_window if p.sm_window is not None else 0.0, 3)
+                else:
+                    sm = round(p.sm_sum / acc.ticks, 3) if p.sm_reported else None
                 processes.append({"pid": pid, "sm_util_pct": sm, "job_key": p.job_key})
             gpu: dict[str, Any] = {
                 "uuid": acc.uuid,
@@ -245,14 +292,19 @@ class WindowBuilder:
                 "energy_j": round(acc.energy_j, 3),
                 "counter_mj": acc.counter_mj,
                 "avg_power_w": round(acc.energy_j / duration, 3),
-                "max_power_w": None if acc.power_max is None else round(acc.power_max, 3),
-                "util_pct": round(acc.util_sum / acc.util_n, 3) if acc.util_n else None,
-                "mem_util_pct": round(acc.mem_util_sum / acc.mem_util_n, 3) if acc.mem_util_n else None,
+                # The ingest requires these figures: a window without a power sample (its boundary
+                # reading failed) has its mean as its maximum; a GPU that reports no utilisation
+                # (MIG mode) has its instances' activity weighted by slices, else 0.
+                "max_power_w": round(acc.power_max if acc.power_max is not None else acc.energy_j / duration, 3),
+                "util_pct": round(acc.util_sum / acc.util_n, 3) if acc.util_n else _mig_util_pct(acc),
+                "mem_util_pct": round(acc.mem_util_sum / acc.mem_util_n, 3) if acc.mem_util_n else 0.0,
                 "mem_used_mib": None if acc.mem_max is None else round(acc.mem_max, 3),
                 "power_limit_w": acc.power_limit_w,
                 "quality": "integrated" if acc.integrated else "measured",
                 "processes": processes,
             }
+            if acc.energy_covers != "gpu":
+                gpu["energy_covers"] = acc.energy_covers
             if acc.mig:
                 gpu["mig_instances"] = [
                     {
@@ -260,12 +312,14 @@ class WindowBuilder:
                         "gpu_instance_id": m.gpu_instance_id,
                         "mem_used_mib": None if m.mem_max_mib is None else round(m.mem_max_mib, 3),
                         "pids": sorted(m.pids),
+                        "slices": m.slices,
+                        "activity": None if m.activity is None else round(m.activity, 6),
                     }
                     for m in sorted(acc.mig.values(), key=lambda m: m.uuid)
                 ]
             gpus.append(gpu)
         wall_j = round(self._wall_sum / self._wall_n * duration, 3) if self._wall_n else None
-        window = {
+        window: dict[str, Any] = {
             "start": iso_utc(start),
             "end": iso_utc(end_wall_s),
             "host": {
@@ -273,12 +327,15 @@ class WindowBuilder:
                 "dram_energy_j": round(self._host_dram_j, 3),
                 "wall_energy_j": wall_j,
                 "cpu_util_pct": round(self._host_util_sum / self._host_n, 3) if self._host_n else 0.0,
-                "quality": self._host_quality,
+                "quality": "measured" if self._host_in_modules else self._host_quality,
             },
             "gpus": gpus,
         }
+        if self._host_in_modules:
+            window["host"]["cpu_dram_in_gpu_modules"] = True
         self._gpus = {}
         self._host_cpu_j = self._host_dram_j = self._host_util_sum = self._wall_sum = 0.0
         self._host_n = self._wall_n = 0
+        self._host_in_modules = False
         self._start_wall = end_wall_s
         return window

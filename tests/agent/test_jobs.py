@@ -36,6 +36,49 @@ def test_cgroup_layouts():
     assert job_from_cgroup("0::/system.slice/slurmd.service\n") is None
 
 
+SLUID = "s0c3b5x7k2m9qd"
+
+
+def test_slurm_cgroup_v2_layouts_numeric_id_and_sluid():
+    numeric = "0::/system.slice/slurmstepd.scope/job_88123/step_0/user/task_0\n"
+    sluid = f"0::/system.slice/slurmstepd.scope/job_{SLUID}/step_0/user/task_0\n"
+    assert job_from_cgroup(numeric) == "slurm:88123"
+    assert job_from_cgroup(sluid) == f"slurm:{SLUID}"
+    assert job_from_cgroup(f"0::/system.slice/slurmstepd.scope/job_{SLUID}/step_batch\n") == f"slurm:{SLUID}"
+    assert job_from_cgroup(f"0::/system.slice/slurmstepd.scope/job_{SLUID}\n") == f"slurm:{SLUID}"
+    # Not a SLUID: wrong length, or no leading "s".
+    assert job_from_cgroup("0::/system.slice/slurmstepd.scope/job_s0c3b5x7k2m9q/step_0\n") is None
+    assert job_from_cgroup("0::/system.slice/slurmstepd.scope/job_x0c3b5x7k2m9qd/step_0\n") is None
+
+
+def test_mapper_both_slurm_layouts_before_the_environment(tmp_path):
+    """Fake /proc trees: each layout wins over the environment; the environment only when neither matches."""
+    proc(
+        tmp_path,
+        301,
+        cgroup="0::/system.slice/slurmstepd.scope/job_88123/step_0/user/task_0\n",
+        env={"SLURM_JOB_ID": "99999"},
+    )
+    proc(
+        tmp_path,
+        302,
+        cgroup=f"0::/system.slice/slurmstepd.scope/job_{SLUID}/step_0/user/task_0\n",
+        env={"SLURM_JOB_ID": "99999"},
+    )
+    proc(tmp_path, 303, cgroup="0::/user.slice/session-4.scope\n", env={"SLURM_JOB_ID": SLUID})
+    proc(tmp_path, 304, cgroup="0::/user.slice/session-4.scope\n", env={"SLURM_JOB_ID": "88124"})
+    proc(tmp_path, 305, cgroup="0::/user.slice/session-4.scope\n", env={"SLURM_JOB_ID": "job-7; rm"})
+    m = JobMapper(str(tmp_path))
+    got = {pid: (m.resolve(pid).job_key, m.resolve(pid).source) for pid in (301, 302, 303, 304, 305)}
+    assert got == {
+        301: ("slurm:88123", "slurm_cgroup"),
+        302: (f"slurm:{SLUID}", "slurm_cgroup"),
+        303: (f"slurm:{SLUID}", "slurm_env"),
+        304: ("slurm:88124", "slurm_env"),
+        305: (None, "none"),
+    }
+
+
 def test_mapper_precedence_and_sources(tmp_path):
     proc(
         tmp_path,

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 AGENT_PYPROJECT = ROOT / "packaging" / "agent" / "pyproject.toml"
 SERVER_PACKAGES = {"django", "djangorestframework", "drf-spectacular", "celery", "plotly", "codecarbon", "pandas"}
 # What a distribution name installs as a module: the agent's imports must come from these or stdlib.
-AGENT_DIST_MODULES = {"nvidia-ml-py": "pynvml", "psutil": "psutil"}
+AGENT_DIST_MODULES = {"nvidia-ml-py": "pynvml", "psutil": "psutil", "amdsmi": "amdsmi"}
 
 
 def _name(requirement: str) -> str:
@@ -37,7 +37,7 @@ def test_agent_distribution_depends_on_nvml_only_and_no_server_package():
     assert project["name"] == "carbonledger-agent"
     assert [_name(r) for r in project["dependencies"]] == ["nvidia-ml-py"]
     extras = {_name(r) for reqs in project.get("optional-dependencies", {}).values() for r in reqs}
-    assert extras == {"psutil"}
+    assert extras == {"psutil", "amdsmi"}
     assert not ({_name(r) for r in project["dependencies"]} | extras) & SERVER_PACKAGES
     # The same entry point as the whole project's, so docs and unit files name one script.
     server_scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
@@ -139,5 +139,5 @@ def test_built_wheel_holds_only_the_agent_and_requires_only_nvml(tmp_path):
     assert not {r for r in recorded if r.split("/")[0] in {"accounting", "dashboard", "config", "workers"}}
     assert {r for r in recorded if ".dist-info/" not in r} == set(code)
     requires = re.findall(r"^Requires-Dist: (.+)$", metadata, re.M)
-    assert requires == ["nvidia-ml-py>=12.570", 'psutil>=6; extra == "psutil"']
+    assert requires == ["nvidia-ml-py>=12.570", 'psutil>=6; extra == "psutil"', 'amdsmi>=6.4; extra == "amd"']
     assert "carbonledger-agent = telemetry.agent.cli:main" in entry_points

@@ -4,6 +4,10 @@
 # result. Do not edit or optimise it; it is the specification the fast paths must reproduce.
 # One amendment since (issue 19, quality per window): _Ledger also sums each share's energy
 # from MEASURED windows (``measured_energy_j``), the rule stated where it is applied.
+# A second (issue 15, MIG by measured activity): _active_weights splits a MIG GPU's active
+# energy by instance activity x slices, by slice fraction when any instance is unmeasured, and
+# _attribute_gpu_window then reports ``mig_activity_unavailable``; _check_gpu_window checks the
+# instances.
 
 """Attribution of measured energy to accounts: every joule lands on exactly one job or the fleet.
 
@@ -133,6 +137,7 @@ def _attribute_gpu_window(
     device = window.device_id
     quality = window.quality
     oversubscribed = False
+    mig_by_fraction = False
 
     for start, end in _pieces(window.start, window.end, _allocation_edges(relevant)):
         fraction_of_window = (end - start) / duration
@@ -161,6 +166,8 @@ def _attribute_gpu_window(
         unheld_fraction = max(0.0, 1.0 - held_fraction)
 
         active_weights = _active_weights(window, job_fraction, job_keys, held_fraction)
+        if window.mig_instances and any(i.activity is None for i in window.mig_instances):
+            mig_by_fraction = True
         for job_id in sorted(job_fraction):
             share_of_device = job_fraction[job_id] / normaliser
             # The holder reserved the device (or its slice), so it pays the idle baseline of
@@ -211,6 +218,19 @@ def _attribute_gpu_window(
                 device_id=device,
             )
         )
+    if mig_by_fraction:
+        diagnostics.append(
+            Diagnostic(
+                code="mig_activity_unavailable",
+                message=(
+                    f"MIG device {device}: no measured activity for every instance; active energy split by "
+                    "slice fraction"
+                ),
+                start=window.start,
+                end=window.end,
+                device_id=device,
+            )
+        )
 
 
 def _holders_by_job(holders: Sequence[Allocation]) -> tuple[dict[int, float], dict[int, frozenset[str]]]:
@@ -244,7 +264,22 @@ def _active_weights(
     by_fraction = {job_id: fraction / held_fraction for job_id, fraction in job_fraction.items()}
     matched: dict[int, list[float]] = {job_id: [] for job_id in job_fraction}
     unmatched: list[float] = []
-    for process in window.processes:
+    processes = window.processes
+    if window.mig_instances:
+        # MIG: each instance's work is its measured activity x its slices, to the holders whose
+        # keys ran on it; unmeasured instances: the whole active energy by slice fraction.
+        if any(instance.activity is None for instance in window.mig_instances):
+            return by_fraction
+        for instance in window.mig_instances:
+            work = instance.activity * instance.slices
+            owners = [job_id for job_id in sorted(job_keys) if job_keys[job_id] & instance.job_keys]
+            if owners:
+                for job_id in owners:
+                    matched[job_id].append(work / len(owners))
+            else:
+                unmatched.append(work)
+        processes = ()
+    for process in processes:
         owners = [
             job_id for job_id in sorted(job_keys) if process.job_key is not None and process.job_key in job_keys[job_id]
         ]
@@ -492,6 +527,12 @@ def _check_gpu_window(window: GpuWindowIn) -> None:
     _check_energy(f"{label} idle_power_w", window.idle_power_w)
     for process in window.processes:
         _check_energy(f"{label} pid {process.pid} sm_util_pct", process.sm_util_pct)
+    for instance in window.mig_instances:
+        name = f"{label} MIG instance {instance.gpu_instance_id}"
+        if isinstance(instance.slices, bool) or not isinstance(instance.slices, int) or instance.slices < 1:
+            raise ValueError(f"{name} slices must be an int >= 1, got {instance.slices!r}")
+        if instance.activity is not None and not (math.isfinite(instance.activity) and 0.0 <= instance.activity <= 1.0):
+            raise ValueError(f"{name} activity must be in [0, 1] or None, got {instance.activity!r}")
 
 
 def _check_host_window(window: HostWindowIn) -> None:

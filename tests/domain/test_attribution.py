@@ -13,6 +13,7 @@ from accounting.domain.types import (
     Component,
     GpuWindowIn,
     HostWindowIn,
+    MigInstanceSample,
     ProcessSample,
     Quality,
 )
@@ -39,6 +40,7 @@ def gpu(
     processes: tuple[ProcessSample, ...] = (),
     quality: Quality = Quality.MEASURED,
     seq: int = 1,
+    mig_instances: tuple[MigInstanceSample, ...] = (),
 ) -> GpuWindowIn:
     return GpuWindowIn(
         device_id=device_id,
@@ -51,6 +53,7 @@ def gpu(
         quality=quality,
         idle_power_w=idle_w,
         processes=processes,
+        mig_instances=mig_instances,
     )
 
 
@@ -213,6 +216,83 @@ def test_mig_slices_without_process_data_split_by_fraction_rest_idle_to_fleet():
             (FLEET, None, 0, ACTIVE, H10): (0.0, 15.0),
         },
     )
+
+
+def mig(gi: int, slices: int, activity: float | None, *keys: str) -> MigInstanceSample:
+    return MigInstanceSample(gpu_instance_id=gi, slices=slices, activity=activity, job_keys=frozenset(keys))
+
+
+def test_mig_active_energy_follows_measured_instance_activity_idle_by_slice_fraction():
+    # An A30 (4 slices): job 1 on a 2g instance (fraction 0.5, activity 0.75), job 2 on a 1g
+    # instance (0.25, activity 0.5), one 1g slice free. Work = activity x slices: 1.5 and 0.5.
+    window = gpu(mig_instances=(mig(1, 2, 0.75, "k8s:a"), mig(5, 1, 0.5, "k8s:b"), mig(6, 1, 0.0)))
+    allocations = [
+        alloc(1, fraction=0.5, job_keys=frozenset({"k8s:a"})),
+        alloc(2, fraction=0.25, job_keys=frozenset({"k8s:b"})),
+    ]
+    result = attribute(gpu_windows=[window], host_windows=[], allocations=allocations, host_gpu_slots=1)
+    # Active 14,400 J by 1.5 : 0.5 -> 10,800 / 3,600 (by slice fraction it would be 9,600 / 4,800).
+    # Idle 3,600 J by slice fraction: 1,800 / 900, the free slice's 900 to the fleet.
+    assert_table(
+        result,
+        {
+            (JOB, 1, 0, IDLE, H10): (1_800.0, 0.0),
+            (JOB, 1, 0, ACTIVE, H10): (10_800.0, 30.0),
+            (JOB, 2, 0, IDLE, H10): (900.0, 0.0),
+            (JOB, 2, 0, ACTIVE, H10): (3_600.0, 15.0),
+            (FLEET, None, 0, IDLE, H10): (900.0, 0.0),
+            (FLEET, None, 0, ACTIVE, H10): (0.0, 15.0),
+        },
+    )
+    assert result.diagnostics == []
+
+
+def test_mig_instance_without_measured_activity_splits_by_slice_fraction_and_is_flagged():
+    window = gpu(mig_instances=(mig(1, 2, 0.75, "k8s:a"), mig(5, 1, None, "k8s:b")))
+    allocations = [
+        alloc(1, fraction=0.5, job_keys=frozenset({"k8s:a"})),
+        alloc(2, fraction=0.25, job_keys=frozenset({"k8s:b"})),
+    ]
+    result = attribute(gpu_windows=[window], host_windows=[], allocations=allocations, host_gpu_slots=1)
+    assert_table(
+        result,
+        {
+            (JOB, 1, 0, IDLE, H10): (1_800.0, 0.0),
+            (JOB, 1, 0, ACTIVE, H10): (9_600.0, 30.0),
+            (JOB, 2, 0, IDLE, H10): (900.0, 0.0),
+            (JOB, 2, 0, ACTIVE, H10): (4_800.0, 15.0),
+            (FLEET, None, 0, IDLE, H10): (900.0, 0.0),
+            (FLEET, None, 0, ACTIVE, H10): (0.0, 15.0),
+        },
+    )
+    assert [(d.code, d.device_id, d.start, d.end) for d in result.diagnostics] == [
+        ("mig_activity_unavailable", 0, at(0), at(60))
+    ]
+
+
+def test_mig_instance_no_holder_ran_on_is_split_among_holders_by_fraction():
+    # A 3g instance at full activity whose pod holds no allocation (work 3.0) beside the two
+    # jobs' 1.5 and 0.5: its 3.0 goes 2:1 by fraction, so job 1 has 3.5 / 5 and job 2 1.5 / 5.
+    window = gpu(mig_instances=(mig(1, 2, 0.75, "k8s:a"), mig(5, 1, 0.5, "k8s:b"), mig(2, 3, 1.0, "k8s:z")))
+    allocations = [
+        alloc(1, fraction=0.5, job_keys=frozenset({"k8s:a"})),
+        alloc(2, fraction=0.25, job_keys=frozenset({"k8s:b"})),
+    ]
+    shares = {
+        (s.job_id, s.component): s.energy_j
+        for s in attribute(gpu_windows=[window], host_windows=[], allocations=allocations, host_gpu_slots=1).shares
+    }
+    assert shares[(1, ACTIVE)] == pytest.approx(14_400.0 * 3.5 / 5, rel=1e-15)
+    assert shares[(2, ACTIVE)] == pytest.approx(14_400.0 * 1.5 / 5, rel=1e-15)
+    assert shares[(1, ACTIVE)] + shares[(2, ACTIVE)] == pytest.approx(14_400.0, rel=1e-15)
+
+
+def test_mig_instance_checks_name_the_instance():
+    bad = gpu(mig_instances=(mig(3, 1, 1.5, "k8s:a"),))
+    with pytest.raises(ValueError, match="GPU window device 0 seq 1 MIG instance 3 activity must be in"):
+        attribute(gpu_windows=[bad], host_windows=[], allocations=[], host_gpu_slots=1)
+    with pytest.raises(ValueError, match="MIG instance 3 slices must be an int >= 1"):
+        attribute(gpu_windows=[gpu(mig_instances=(mig(3, 0, 0.5),))], host_windows=[], allocations=[], host_gpu_slots=1)
 
 
 def test_one_job_on_two_mig_slices_is_one_holder():

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from accounting.domain.attribution import attribute
-from accounting.domain.types import Allocation, GpuWindowIn, HostWindowIn, ProcessSample, Quality
+from accounting.domain.types import Allocation, GpuWindowIn, HostWindowIn, MigInstanceSample, ProcessSample, Quality
 from tests.domain import reference_attribution as reference
 
 KEYS = ("slurm:1", "slurm:2", "slurm:3", "k8s:a", "k8s:b")
@@ -47,6 +47,17 @@ process_tuples = st.lists(
     ),
     max_size=4,
 ).map(tuple)
+# MIG instances: measured (activity 0..1), or some unmeasured (None: split by slice fraction).
+mig_tuples = st.lists(
+    st.builds(
+        MigInstanceSample,
+        gpu_instance_id=st.integers(0, 14),
+        slices=st.sampled_from([1, 1, 2, 3, 4, 7]),
+        activity=st.one_of(st.floats(min_value=0.0, max_value=1.0, allow_nan=False), st.just(0.0), st.none()),
+        job_keys=st.frozensets(st.sampled_from(KEYS), max_size=2),
+    ),
+    max_size=3,
+).map(tuple)
 
 
 @st.composite
@@ -69,6 +80,7 @@ def scenarios(draw):
         stamps = [stamp.astimezone(draw(st.sampled_from([UTC, UTC, PLUS_2, BERLIN]))) for stamp in stamps]
     devices = list(range(draw(st.integers(1, 4))))
     shared_processes = [draw(process_tuples) for _ in range(3)]
+    shared_mig = [(), draw(mig_tuples)]
 
     gpu_windows = []
     for device in devices:
@@ -91,6 +103,7 @@ def scenarios(draw):
                     quality=draw(st.sampled_from([Quality.MEASURED] * 3 + list(Quality))),
                     idle_power_w=draw(st.sampled_from([60.0, 0.0, 400.0, 1e5]) | st.floats(0.0, 500.0)),
                     processes=processes,
+                    mig_instances=draw(st.one_of(st.sampled_from(shared_mig), mig_tuples, st.just(()))),
                 )
             )
 

@@ -19,6 +19,7 @@ from accounting.domain.types import (
     GpuWindowIn,
     HostWindowIn,
     IntensityPoint,
+    MigInstanceSample,
     ProcessSample,
     Quality,
 )
@@ -43,6 +44,18 @@ processes = st.lists(
     ),
     max_size=4,
 ).map(tuple)
+# A MIG GPU's instances in a window: measured activity, or (sometimes) an unmeasured one.
+mig_instances = st.lists(
+    st.builds(
+        MigInstanceSample,
+        gpu_instance_id=st.integers(0, 14),
+        slices=st.sampled_from([1, 2, 3, 4, 7]),
+        activity=st.one_of(st.floats(min_value=0.0, max_value=1.0, allow_nan=False), st.none()),
+        job_keys=st.frozensets(st.sampled_from(KEYS), max_size=2),
+    ),
+    min_size=1,
+    max_size=4,
+).map(tuple)
 
 
 @st.composite
@@ -54,6 +67,9 @@ def scenarios(draw):
         edges.append(edges[-1] + timedelta(seconds=length_s))
     span_s = int((edges[-1] - T0).total_seconds())
     devices = list(range(draw(st.integers(1, 4))))
+    # A mixed host: whole GPUs (any vendor: NVIDIA, AMD partitions as devices, a Grace Hopper
+    # module) beside MIG GPUs whose windows carry their instances.
+    mig_devices = {device for device in devices if draw(st.booleans())}
 
     gpu_windows = []
     for device in devices:
@@ -73,6 +89,7 @@ def scenarios(draw):
                     quality=draw(qualities),
                     idle_power_w=draw(st.floats(min_value=0.0, max_value=400.0, allow_nan=False)),
                     processes=draw(processes),
+                    mig_instances=draw(mig_instances) if device in mig_devices else (),
                 )
             )
 

@@ -37,6 +37,7 @@ def _check_gpu_windows(gpu_windows: Sequence[GpuWindowIn]) -> set[int]:
                 and 0.0 <= energy_j < _INF
                 and type(idle_power_w) is float
                 and 0.0 <= idle_power_w < _INF
+                and not window.mig_instances  # rare: the full check below reads them
             )
             if ok:
                 processes = window.processes
@@ -125,6 +126,12 @@ def _check_gpu_window(window: GpuWindowIn) -> None:
     _check_energy(f"{label} idle_power_w", window.idle_power_w)
     for process in window.processes:
         _check_energy(f"{label} pid {process.pid} sm_util_pct", process.sm_util_pct)
+    for instance in window.mig_instances:
+        name = f"{label} MIG instance {instance.gpu_instance_id}"
+        if isinstance(instance.slices, bool) or not isinstance(instance.slices, int) or instance.slices < 1:
+            raise ValueError(f"{name} slices must be an int >= 1, got {instance.slices!r}")
+        if instance.activity is not None and not (math.isfinite(instance.activity) and 0.0 <= instance.activity <= 1.0):
+            raise ValueError(f"{name} activity must be in [0, 1] or None, got {instance.activity!r}")
 
 
 def _check_host_window(window: HostWindowIn) -> None:

@@ -42,11 +42,21 @@ from accounting.domain.attribution.rules import (
     _host_components,
     _host_shares,
     _hour_of,
+    _mig_by_fraction,
+    _mig_measured,
     _overlaps,
     _oversubscribed,
     _WindowIndex,
 )
-from accounting.domain.types import QUALITY_RANK, Allocation, Diagnostic, GpuWindowIn, HostWindowIn, ProcessSample
+from accounting.domain.types import (
+    QUALITY_RANK,
+    Allocation,
+    Diagnostic,
+    GpuWindowIn,
+    HostWindowIn,
+    MigInstanceSample,
+    ProcessSample,
+)
 
 # The sinks of a GPU plan for one hour: [(idle entry, active entry)] of the fleet-overhead
 # account when nobody holds the device, else [(job_id, share of device, idle entry, active
@@ -130,10 +140,11 @@ def _attribute_gpu_windows(
             continue
 
         processes = window.processes
-        if processes is plan.last_processes:
+        mig_instances = window.mig_instances
+        if processes is plan.last_processes and mig_instances is plan.last_mig:
             weights = plan.last_weights
         else:
-            weights = plan.weights(processes)
+            weights = plan.weights(processes, mig_instances)
         for job_id, share_of_device, idle_entry, active_entry in sinks:
             energy_j = piece_idle_j * share_of_device
             if energy_j != 0.0:
@@ -165,6 +176,8 @@ def _attribute_gpu_windows(
                     active_entry[2] = rank
         if plan.oversubscribed:
             diagnostics.append(_oversubscribed(window))
+        if mig_instances and not _mig_measured(mig_instances):
+            diagnostics.append(_mig_by_fraction(window))
 
 
 class _GpuPlan:
@@ -181,6 +194,7 @@ class _GpuPlan:
         "job_fraction",
         "job_keys",
         "jobs",
+        "last_mig",
         "last_processes",
         "last_weights",
         "oversubscribed",
@@ -192,8 +206,9 @@ class _GpuPlan:
     def __init__(self, holders: Sequence[Allocation]) -> None:
         self.sinks: dict[datetime, _GpuSinks] = {}
         self.fleet_sinks: dict[datetime, tuple[Entry, Entry]] = {}
-        self._weights: dict[int, tuple[object, dict[int, float]]] = {}
-        self.last_processes: object = None  # the last tuple weighed, and its weights
+        self._weights: dict[tuple[int, int], tuple[object, object, dict[int, float]]] = {}
+        self.last_processes: object = None  # the last tuples weighed, and their weights
+        self.last_mig: object = None
         self.last_weights: dict[int, float] = {}
         if not holders:
             self.jobs: list[int] = []
@@ -231,16 +246,21 @@ class _GpuPlan:
             for job_id in self.jobs
         ]
 
-    def weights(self, processes: Sequence[ProcessSample]) -> dict[int, float]:
-        # Windows of a device usually share one processes tuple (the mapper memoises it): keyed
-        # by identity, the tuple kept alive in the cache so its id cannot be reused.
-        cached = self._weights.get(id(processes))
-        if cached is not None and cached[0] is processes:
-            weights = cached[1]
+    def weights(
+        self, processes: Sequence[ProcessSample], mig_instances: Sequence[MigInstanceSample]
+    ) -> dict[int, float]:
+        # Windows of a device usually share one processes tuple (the mapper memoises it, and its
+        # MIG instance tuple): keyed by identity, the tuples kept alive in the cache so their ids
+        # cannot be reused.
+        key = (id(processes), id(mig_instances))
+        cached = self._weights.get(key)
+        if cached is not None and cached[0] is processes and cached[1] is mig_instances:
+            weights = cached[2]
         else:
-            weights = _active_weights(processes, self.job_fraction, self.job_keys, self.held_fraction)
-            self._weights[id(processes)] = (processes, weights)
+            weights = _active_weights(processes, self.job_fraction, self.job_keys, self.held_fraction, mig_instances)
+            self._weights[key] = (processes, mig_instances, weights)
         self.last_processes = processes
+        self.last_mig = mig_instances
         self.last_weights = weights
         return weights
 

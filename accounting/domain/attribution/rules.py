@@ -25,7 +25,15 @@ from accounting.domain.attribution.ledger import (
     _JOB,
     _Ledger,
 )
-from accounting.domain.types import QUALITY_RANK, Allocation, Diagnostic, GpuWindowIn, HostWindowIn, ProcessSample
+from accounting.domain.types import (
+    QUALITY_RANK,
+    Allocation,
+    Diagnostic,
+    GpuWindowIn,
+    HostWindowIn,
+    MigInstanceSample,
+    ProcessSample,
+)
 
 _HOUR = timedelta(hours=1)
 
@@ -41,6 +49,24 @@ def _oversubscribed(window: GpuWindowIn) -> Diagnostic:
         end=window.end,
         device_id=window.device_id,
     )
+
+
+def _mig_by_fraction(window: GpuWindowIn) -> Diagnostic:
+    return Diagnostic(
+        code="mig_activity_unavailable",
+        message=(
+            f"MIG device {window.device_id}: no measured activity for every instance; active energy split by "
+            "slice fraction"
+        ),
+        start=window.start,
+        end=window.end,
+        device_id=window.device_id,
+    )
+
+
+def _mig_measured(instances: Sequence[MigInstanceSample]) -> bool:
+    """A MIG window is split by activity only when every instance's activity was measured."""
+    return all(instance.activity is not None for instance in instances)
 
 
 def _attribute_gpu_window(
@@ -59,6 +85,7 @@ def _attribute_gpu_window(
     device = window.device_id
     rank = QUALITY_RANK[window.quality]
     oversubscribed = False
+    by_fraction_flag = False
 
     for start, end in _pieces(window.start, window.end, _allocation_edges(relevant)):
         fraction_of_window = (end - start) / duration
@@ -84,7 +111,9 @@ def _attribute_gpu_window(
         normaliser = max(held_fraction, 1.0)
         unheld_fraction = max(0.0, 1.0 - held_fraction)
 
-        active_weights = _active_weights(window.processes, job_fraction, job_keys, held_fraction)
+        active_weights = _active_weights(window.processes, job_fraction, job_keys, held_fraction, window.mig_instances)
+        if window.mig_instances and not _mig_measured(window.mig_instances):
+            by_fraction_flag = True
         for job_id in sorted(job_fraction):
             share_of_device = job_fraction[job_id] / normaliser
             # The holder reserved the device (or its slice), so it pays the idle baseline of
@@ -107,6 +136,8 @@ def _attribute_gpu_window(
 
     if oversubscribed:
         diagnostics.append(_oversubscribed(window))
+    if by_fraction_flag:
+        diagnostics.append(_mig_by_fraction(window))
 
 
 def _holders_by_job(holders: Sequence[Allocation]) -> tuple[dict[int, float], dict[int, frozenset[str]]]:
@@ -127,8 +158,16 @@ def _active_weights(
     job_fraction: dict[int, float],
     job_keys: dict[int, frozenset[str]],
     held_fraction: float,
+    mig_instances: Sequence[MigInstanceSample] = (),
 ) -> dict[int, float]:
     """Each holder's share of the window's active energy; the shares sum to 1.
+
+    A GPU in MIG mode (``mig_instances``): active energy follows each instance's measured
+    activity x its slices (activity is a ratio of the instance's own engines, so a busy 3g
+    instance does three times the work of a busy 1g one), going to the holders whose job keys
+    ran on the instance; an instance no holder ran on is treated as an unmatched process below.
+    With any instance unmeasured the whole active energy is split by slice fraction (allocation
+    fraction), and the caller flags the window (``mig_activity_unavailable``).
 
     Active energy follows SM utilisation of the processes each job ran. Policy for processes
     that match no holder (key unknown, or the agent mapped them to a job that does not hold
@@ -140,6 +179,21 @@ def _active_weights(
     by_fraction = {job_id: fraction / held_fraction for job_id, fraction in job_fraction.items()}
     matched: dict[int, list[float]] = {job_id: [] for job_id in job_fraction}
     unmatched: list[float] = []
+    if mig_instances:
+        if not _mig_measured(mig_instances):
+            return by_fraction
+        for instance in mig_instances:
+            assert instance.activity is not None
+            work = instance.activity * instance.slices
+            owners = [job_id for job_id in sorted(job_keys) if job_keys[job_id] & instance.job_keys]
+            if owners:
+                # Several holders on one instance (keys shared, or two jobs in its compute
+                # instances) share its work equally, as processes claimed twice do below.
+                for job_id in owners:
+                    matched[job_id].append(work / len(owners))
+            else:
+                unmatched.append(work)
+        processes = ()
     for process in processes:
         owners = [
             job_id for job_id in sorted(job_keys) if process.job_key is not None and process.job_key in job_keys[job_id]
