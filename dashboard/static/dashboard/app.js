@@ -167,7 +167,7 @@
       ["Device", (b.device_count || "?") + " × " + (b.device_key || "?"), (p.device_count || "?") + " × " + (p.device_key || "?")],
       ["Runtime", hoursText(b.runtime_s), hoursText(p.runtime_s)],
       ["Average power per device", fmt(b.avg_power_w) + " W", fmt(p.avg_power_w) + " W"],
-      ["Energy (incl. facility)", energyText(b.total_energy_j), energyText(p.total_energy_j)],
+      ["Energy (GPU, host, facility)", energyText(b.total_energy_j), energyText(p.total_energy_j)],
       ["Operational carbon", massText(b.operational_co2e_g), massText(p.operational_co2e_g)],
       ["Embodied carbon", massText(b.embodied_co2e_g), massText(p.embodied_co2e_g)],
       ["Total carbon", massText(b.co2e_g), massText(p.co2e_g)],
@@ -180,10 +180,10 @@
     var summary = el("p", { "class": "whatif-summary" });
     var delta = (b.co2e_g && p.co2e_g !== undefined) ? (p.co2e_g - b.co2e_g) / b.co2e_g * 100 : null;
     summary.textContent = "Speed-up " + fmt(data.speedup, 2) + "× (" + (data.method || "model") + ")" +
-      (delta === null ? "" : "; carbon " + (delta <= 0 ? "−" : "+") + fmt(Math.abs(delta), 1) + " % vs measured") +
+      (delta === null ? "" : "; carbon " + (delta <= 0 ? "−" : "+") + fmt(Math.abs(delta), 1) + " % vs the ledger footprint") +
       (data.calibration_jobs ? "; calibrated on " + data.calibration_jobs + " jobs" : "");
     out.appendChild(summary);
-    out.appendChild(table(["", "Measured", "Projected"], rows));
+    out.appendChild(table(["", "Measured (ledger)", "Projected"], rows));
     out.appendChild(assumptionList(data.assumptions));
   }
   function renderWindow(out, data) {
