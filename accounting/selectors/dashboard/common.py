@@ -13,6 +13,7 @@ from typing import Any, TypedDict
 
 from django.db.models import QuerySet
 
+from accounting.domain.comparison import like_for_like_previous
 from accounting.models import GridZone, HardwareModel, Job, TeamDay
 from accounting.selectors.access import Principal, jobs_visible, principal_for, teams_visible
 
@@ -80,8 +81,27 @@ class Period:
     def previous(self) -> Period:
         return Period(start=self.start - dt.timedelta(days=self.days), end=self.start)
 
+    @property
+    def is_partial_month(self) -> bool:
+        """Starts on the 1st and ends before the month does (month to date)."""
+        return self.start.day == 1 and self.days > 0 and self.end < _next_month_start(self.start)
+
+    def comparison(self) -> Period:
+        """The period a change is measured against: for a partial month, the same number of
+        days at the start of the previous month (like for like); otherwise the equally long
+        period just before."""
+        if self.is_partial_month:
+            prev_start = (self.start - dt.timedelta(days=1)).replace(day=1)
+            start, end = like_for_like_previous(self.start, self.end, prev_start, self.start)
+            return Period(start=start, end=end)
+        return self.previous()
+
     def day_list(self) -> list[dt.date]:
         return [self.start + dt.timedelta(days=i) for i in range(self.days)]
+
+
+def _next_month_start(day: dt.date) -> dt.date:
+    return (day.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
 
 
 def _pct_change(current: float, previous: float) -> float | None:
