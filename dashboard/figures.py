@@ -207,7 +207,9 @@ def site_carbon_figure(*, sites: Sequence[Any]) -> str | None:
     if not rows:
         return None
     names = [s.name for s in rows]
-    fig = Figure(title="Carbon by site (kgCO2e) and effective intensity (gCO2e/kWh)", barmode="stack")
+    fig = Figure(
+        title="Carbon by site (kgCO2e) and carbon per IT kWh: grid intensity × PUE (gCO2e/kWh)", barmode="stack"
+    )
     fig.add(
         "bar",
         x=names,
@@ -227,12 +229,16 @@ def site_carbon_figure(*, sites: Sequence[Any]) -> str | None:
     fig.add(
         "scatter",
         x=names,
-        y=[s.effective_g_per_kwh for s in rows],
-        name="Effective intensity incl. PUE",
+        y=[s.effective_g_per_kwh * s.pue if s.effective_g_per_kwh is not None else None for s in rows],
+        name="Grid intensity × PUE (per IT kWh)",
         yaxis="y2",
         mode="markers",
         marker={"size": 12, "color": FRONT_COLOUR, "symbol": "diamond"},
-        hovertemplate="%{x}<br>%{y:,.0f} gCO2e per kWh drawn<extra></extra>",
+        customdata=[[s.effective_g_per_kwh, s.pue] for s in rows],
+        hovertemplate=(
+            "%{x}<br>%{y:,.0f} gCO2e per kWh of IT energy<br>"
+            "= %{customdata[0]:,.0f} g/kWh drawn × PUE %{customdata[1]:.2f}<extra></extra>"
+        ),
     )
     fig.axis("yaxis", "kgCO2e", rangemode="tozero")
     fig.axis("yaxis2", "gCO2e/kWh", overlaying="y", side="right", rangemode="tozero", showgrid=False)

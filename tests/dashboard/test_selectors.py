@@ -290,3 +290,9 @@ def test_month_to_date_page_says_partial(world, client, frozen_now):
     client.force_login(world.admin)
     html = client.get("/?period=mtd").content.decode()
     assert 'id="partial-badge"' in html and "(the same days of the previous month)" in html
+
+
+def test_overview_names_the_fleet_overhead_for_people(world, client, frozen_now):
+    client.force_login(world.admin)
+    html = client.get("/?period=7d").content.decode()
+    assert "team NULL" not in html and "energy of GPUs no job held (idle, powered on)" in html

@@ -1,0 +1,30 @@
+"""Figures as their readers see them: labels that say what is plotted, exact plotted values."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+from dashboard import figures
+
+
+def _site(name, kwh, op_kg, effective, pue):
+    return SimpleNamespace(
+        name=name,
+        energy_kwh=kwh,
+        co2e_operational_kg=op_kg,
+        co2e_embodied_kg=1.0,
+        effective_g_per_kwh=effective,
+        pue=pue,
+    )
+
+
+def test_site_carbon_marker_is_intensity_times_pue_and_says_so():
+    fig = json.loads(
+        figures.site_carbon_figure(sites=[_site("Warsaw", 100.0, 66.19, 661.9, 1.4), _site("Idle", 0.0, 0, None, 1.1)])
+    )
+    [marker] = [t for t in fig["data"] if t["type"] == "scatter"]
+    assert marker["name"] == "Grid intensity × PUE (per IT kWh)"
+    assert marker["x"] == ["Warsaw"] and marker["y"] == [661.9 * 1.4]
+    assert marker["customdata"] == [[661.9, 1.4]]
+    assert "intensity × PUE" in fig["layout"]["title"]["text"]
