@@ -342,10 +342,10 @@ def tradeoffs(request: HttpRequest) -> HttpResponse:
     form = TradeoffForm(request.GET or None, teams=sel.team_option_list(scope=scope), default_period="90d")
     period, team_id = form.resolved(today=_today())
     cd = valid_data(form)
-    family = cd.get("family") or Job.Family.LLM
-    kind = cd.get("kind") or Job.Kind.TRAINING
-    x_metric = cd.get("x") or "throughput"
-    colour = cd.get("colour") or "device"
+    family = cd.get("family") or TradeoffForm.DEFAULTS["family"]
+    kind = cd.get("kind") or TradeoffForm.DEFAULTS["kind"]
+    x_metric = cd.get("x") or TradeoffForm.DEFAULTS["x"]
+    colour = cd.get("colour") or TradeoffForm.DEFAULTS["colour"]
     data = sel.tradeoff_point_list(
         scope=scope, period=period, family=family, kind=kind, x_metric=x_metric, team_id=team_id
     )
