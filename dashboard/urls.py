@@ -11,6 +11,7 @@ urlpatterns = [
     path("jobs/", views.job_list, name="jobs"),
     path("jobs/export.csv", views.job_export, name="jobs-export"),
     path("jobs/<int:pk>/", views.job_detail, name="job-detail"),
+    path("jobs/<int:pk>/power.json", views.job_power, name="job-power"),
     path("live/", views.live, name="live"),
     path("live/data.json", views.live_data, name="live-data"),
     path("tradeoffs/", views.tradeoffs, name="tradeoffs"),

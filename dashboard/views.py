@@ -48,6 +48,7 @@ from dashboard.forms import (
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 PLOTLY_VERSION = plotly.__version__
 LIVE_REFRESH_S = 5
+JOB_LIVE_SPAN = dt.timedelta(minutes=30)  # the job page's live chart shows this much
 JOBS_PAGE_SIZE = 50
 
 
@@ -291,6 +292,20 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "carbon": figures.breakdown_figure(values=data["breakdown_co2e_kg"], title="Carbon breakdown", unit="kgCO2e"),
     }
     job: Job = data["job"]
+    now = timezone.now()
+    # A young running job has no whole hours yet: its trace is drawn from the raw windows.
+    power = None
+    if job.ended_at is None and (now - job.started_at).total_seconds() < sel.YOUNG_JOB_S:
+        power = sel.job_power_get(scope=scope, job_id=job.pk, now=now)
+        figs["trace"] = figures.job_window_figure(power=power) or figs["trace"]
+    if job.ended_at is None:
+        live = power or sel.job_power_get(scope=scope, job_id=job.pk, now=now, start=now - JOB_LIVE_SPAN)
+        figs["live"] = figures.power_series_figure(
+            t=live["total"]["t"] if live else [],
+            power_kw=live["total"]["power_kw"] if live else [],
+            title="Live GPU power of this job (kW, all its GPUs, per window)",
+        )
+        data["live_power"] = live
     deadline = job.started_at + dt.timedelta(hours=(data["duration_h"] or 1.0) + 24)
     return _render(
         request,
@@ -303,8 +318,42 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "options": sel.whatif_option_get(),
             "deadline": deadline,
             "project_url": f"/api/v1/jobs/{job.pk}/project/",
+            "raw_trace": power is not None,
+            "live_span_s": int(JOB_LIVE_SPAN.total_seconds()),
         },
     )
+
+
+def _iso_param(request: HttpRequest, name: str) -> dt.datetime | None:
+    """An aware ISO 8601 query parameter, or None when absent; ValueError naming it when bad."""
+    raw = request.GET.get(name)
+    if not raw:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(f"{name}: not an ISO 8601 date-time") from None
+    if value.tzinfo is None:
+        raise ValueError(f"{name}: give a time zone (e.g. Z or +00:00)")
+    return value
+
+
+@login_required
+@require_GET
+def job_power(request: HttpRequest, pk: int) -> JsonResponse:
+    """Raw windows of a job's GPUs in [start, end) (a zoom, or the live chart's last minutes),
+    its energy so far, current power and projected total."""
+    scope = _scope(request)
+    try:
+        start, end = _iso_param(request, "start"), _iso_param(request, "end")
+    except ValueError as exc:
+        return JsonResponse({"title": "Bad query parameter", "status": 400, "detail": str(exc)}, status=400)
+    data = sel.job_power_get(scope=scope, job_id=pk, now=timezone.now(), start=start, end=end)
+    if data is None:
+        raise Http404("No such job")
+    response = JsonResponse(data)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 # --- live ----------------------------------------------------------------------------------
@@ -313,13 +362,21 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def live(request: HttpRequest) -> HttpResponse:
     scope = _scope(request)
+    now = timezone.now()
+    fleet = sel.fleet_power_get(scope=scope, now=now)
     return _render(
         request,
         "dashboard/live.html",
         "live",
         {
-            "initial": sel.running_job_list(scope=scope, now=timezone.now()),
+            "initial": sel.running_job_list(scope=scope, now=now),
             "refresh_s": LIVE_REFRESH_S,
+            "fleet": fleet,
+            "fleet_fig": figures.power_series_figure(
+                t=fleet["t"],
+                power_kw=fleet["power_kw"],
+                title="GPU power of the fleet you see (kW, per minute, last hour)",
+            ),
         },
     )
 
@@ -328,7 +385,10 @@ def live(request: HttpRequest) -> HttpResponse:
 @require_GET
 def live_data(request: HttpRequest) -> JsonResponse:
     scope = _scope(request)
-    response = JsonResponse(sel.running_job_list(scope=scope, now=timezone.now()))
+    now = timezone.now()
+    response = JsonResponse(
+        {**sel.running_job_list(scope=scope, now=now), "fleet_power": sel.fleet_power_get(scope=scope, now=now)}
+    )
     response["Cache-Control"] = "no-store"
     return response
 
