@@ -29,3 +29,28 @@ def test_overview_period_select_shows_the_default_when_only_a_team_is_given(clie
     client.force_login(world.admin)
     html = client.get(f"/?team={world.t1.pk}").content.decode()
     assert _selected(html, "period") == ["30d"] and _selected(html, "group_by") == ["team"]
+
+
+def test_per_unit_figures_read_the_same_on_the_list_and_the_job_page(client, world, frozen_now):
+    client.force_login(world.member)
+    listing = client.get("/jobs/?sort=name").content.decode()
+    # alpha-train: 410 kg over 2e9 tokens = 0.000205 g per token = 0.205 g per 1k tokens, on both pages
+    assert re.search(r"0\.205\s*<span class=\"muted small\">g / 1k tokens</span>", listing)
+    detail = client.get(f"/jobs/{world.j1.pk}/").content.decode()
+    assert "per 1k tokens" in detail
+
+
+def test_a_unit_at_its_own_scale_reads_singular(world):
+    from accounting.selectors.dashboard.common import unit_rate
+
+    assert unit_rate(3.2, "steps") == (3.2, "step")
+    assert unit_rate(4.0, "queries") == (4.0, "query")
+    assert unit_rate(0.000205, "tokens") == (pytest.approx(0.205), "1k tokens")
+    m = world.j1
+    m.units = {"steps": 100.0}
+    m.primary_unit = "steps"
+    m.save()
+    from accounting.selectors import dashboard as sel
+
+    [eff] = sel.job_detail_get(scope=sel.viewer_scope_get(user=world.member), job_id=m.pk)["efficiency"]
+    assert eff.per_label == "step" and eff.co2e_g_per == pytest.approx(4100.0)

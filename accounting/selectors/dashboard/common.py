@@ -135,6 +135,22 @@ def _unit_scale(per_unit: float) -> tuple[float, str]:
     return 1e9, "1G "
 
 
+def unit_singular(unit: str) -> str:
+    """ "tokens" → "token", "queries" → "query": a unit read as "per <unit>"."""
+    if unit.endswith("ies") and len(unit) > 3:
+        return unit[:-3] + "y"
+    if unit.endswith("s") and not unit.endswith("ss"):
+        return unit[:-1]
+    return unit
+
+
+def unit_rate(per_unit: float, unit: str) -> tuple[float, str]:
+    """A per-unit figure on a readable multiple of the unit, the same on every page:
+    (0.000205, "tokens") → (0.205, "1k tokens"); (3.2, "steps") → (3.2, "step")."""
+    factor, label = _unit_scale(per_unit)
+    return per_unit * factor, f"{label}{unit}" if label else unit_singular(unit)
+
+
 def whatif_option_get() -> dict[str, Any]:
     """Choices for the what-if forms: accelerators and grid zones."""
     return {

@@ -10,9 +10,7 @@ from accounting.domain.units import kg_from_g as _kg
 from accounting.domain.units import kwh_from_j as _kwh
 from accounting.models import DeviceHour, JobAllocation, JobHour
 from accounting.selectors.access import Principal, jobs_visible
-from accounting.selectors.dashboard.common import (
-    _unit_scale,
-)
+from accounting.selectors.dashboard.common import _unit_scale, unit_singular
 
 
 def quality_label(measured_fraction: float | None) -> str:
@@ -106,7 +104,7 @@ def job_detail_get(*, scope: Principal, job_id: int) -> dict[str, Any] | None:
                 UnitEfficiencyRow(
                     unit=unit,
                     count=float(count),
-                    per_label=f"{label}{unit}",
+                    per_label=f"{label}{unit}" if label else unit_singular(unit),
                     energy_wh_per=fp.energy_j / 3600 / count * factor,
                     co2e_g_per=co2_per * factor,
                     is_primary=unit == job.primary_unit,
