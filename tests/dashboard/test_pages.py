@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import pytest
@@ -54,3 +55,26 @@ def test_a_unit_at_its_own_scale_reads_singular(world):
 
     [eff] = sel.job_detail_get(scope=sel.viewer_scope_get(user=world.member), job_id=m.pk)["efficiency"]
     assert eff.per_label == "step" and eff.co2e_g_per == pytest.approx(4100.0)
+
+
+def test_job_page_reads_metadata_and_intensity_as_people_do(client, world, frozen_now):
+    job = world.j1
+    job.model_meta = {"parameters": 1300000000.0, "context_tokens": 4096.0, "precision": "bf16", "avg_util": 0.9}
+    job.save()
+    client.force_login(world.member)
+    html = client.get(f"/jobs/{job.pk}/").content.decode()
+    assert "<dt>parameters</dt><dd>1.3 billion</dd>" in html and "1300000000" not in html
+    assert "<dt>context tokens</dt><dd>4,096</dd>" in html and "<dt>avg util</dt><dd>0.9</dd>" in html
+    # 400 kg over 1000 kWh drawn: the job's hours averaged 400 g/kWh (beside the zone's annual 400)
+    assert '<span id="job-avg-intensity">400</span>' in html
+
+
+def test_budget_period_shows_its_last_day_not_the_exclusive_end(client, world, frozen_now):
+    from accounting import models as m
+
+    m.CarbonBudget.objects.create(
+        team=world.t1, period_start=dt.date(2026, 3, 1), period_end=dt.date(2026, 4, 1), co2e_budget_g=1_000_000
+    )
+    client.force_login(world.member)
+    html = client.get("/budgets/").content.decode()
+    assert "1 Mar – 31 Mar 2026" in html and "1 Apr 2026" not in html

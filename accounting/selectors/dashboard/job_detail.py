@@ -122,6 +122,8 @@ def job_detail_get(*, scope: Principal, job_id: int) -> dict[str, Any] | None:
         "co2e_low_kg": _kg(fp.co2e_low_g) if fp else None,
         "co2e_high_kg": _kg(fp.co2e_high_g) if fp else None,
         "energy_kwh": _kwh(fp.energy_j) if fp else None,
+        # The intensity the ledger applied over the job's hours, weighted by its energy.
+        "avg_intensity_g_per_kwh": fp.co2e_operational_g / _kwh(fp.energy_j) if fp and fp.energy_j > 0 else None,
         "quality_label": quality_label(fp.measured_fraction if fp else None),
         "duration_h": (end - job.started_at).total_seconds() / 3600 if end else None,
         "allocations": [
