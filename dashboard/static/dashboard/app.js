@@ -68,11 +68,12 @@
     if (body && typeof body === "object") {
       var parts = [];
       if (body.title) { parts.push(body.title); }
-      if (body.detail && typeof body.detail === "string") { parts.push(body.detail); }
-      if (Array.isArray(body.errors)) {
+      // A validation problem's detail is its errors joined: show the errors, not both.
+      if (Array.isArray(body.errors) && body.errors.length) {
         body.errors.forEach(function (e) { parts.push((e.field ? e.field + ": " : "") + (e.message || "")); });
         return parts.join(" — ");
       }
+      if (body.detail && typeof body.detail === "string") { parts.push(body.detail); }
       var fields = body.invalid_params || body.fields;
       var source = fields && typeof fields === "object" ? fields : body;
       Object.keys(source).forEach(function (k) {
