@@ -21,4 +21,5 @@ urlpatterns = [
     path("reports/", views.reports, name="reports"),
     path("reports/<int:year>-<int:month>/", views.report_month, name="report-month"),
     path("assets/plotly-<str:version>.min.js", views.plotly_js, name="plotly-js"),
+    path("assets/redoc-<str:version>.standalone.js", views.redoc_js, name="redoc-js"),
 ]

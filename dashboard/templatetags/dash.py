@@ -117,3 +117,13 @@ def human(value) -> str:
 def label(key: str) -> str:
     """A metadata key as a label: "context_tokens" → "context tokens"."""
     return str(key).replace("_", " ")
+
+
+@register.simple_tag
+def redoc_js_url() -> str:
+    """The locally served ReDoc bundle (dashboard.views.redoc_js)."""
+    from django.urls import reverse
+
+    from dashboard.views import REDOC_VERSION
+
+    return reverse("dashboard:redoc-js", args=[REDOC_VERSION])

@@ -364,6 +364,11 @@
     });
     return out;
   }
+  // Plotly gives date-axis ranges as "YYYY-MM-DD HH:MM:SS.sss" in UTC, without a zone.
+  function plotlyDate(v) {
+    var text = String(v).replace(" ", "T");
+    return new Date(/[zZ]|[+-]\d\d:?\d\d$/.test(text) ? text : text + "Z");
+  }
   function bindZoom(box) {
     var fid = box.getAttribute("data-zoom-for"), node = plotFor(fid), src = document.getElementById(fid);
     if (!node || !src || !window.Plotly || box.getAttribute("data-resolution") === "window") { return; }
@@ -378,9 +383,10 @@
         }
         return;
       }
-      var a = ev["xaxis.range[0]"] || ev["xaxis2.range[0]"], b = ev["xaxis.range[1]"] || ev["xaxis2.range[1]"];
+      var r = ev["xaxis.range"] || ev["xaxis2.range"] || [];
+      var a = ev["xaxis.range[0]"] || ev["xaxis2.range[0]"] || r[0], b = ev["xaxis.range[1]"] || ev["xaxis2.range[1]"] || r[1];
       if (!a || !b) { return; }
-      var t0 = new Date(a.replace(" ", "T") + "Z"), t1 = new Date(b.replace(" ", "T") + "Z");
+      var t0 = plotlyDate(a), t1 = plotlyDate(b);
       if (isNaN(t0) || isNaN(t1) || t1 - t0 > RAW_MAX_MS) { return; }
       var url = box.getAttribute("data-zoom-url") + "?start=" + encodeURIComponent(t0.toISOString()) + "&end=" + encodeURIComponent(t1.toISOString());
       fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
