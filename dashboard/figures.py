@@ -286,6 +286,8 @@ def _subplot_title(text: str, x: float, y: float) -> dict[str, Any]:
 
 
 def model_util_power_figure(*, models: Sequence[Any]) -> str | None:
+    """Horizontal bars: model names read along one shared category axis on the left, whole
+    (rotated labels under two narrow subplots were clipped)."""
     rows = [m for m in models if m.avg_util_pct is not None]
     if not rows:
         return None
@@ -293,33 +295,36 @@ def model_util_power_figure(*, models: Sequence[Any]) -> str | None:
     fig = Figure(
         title="Utilisation and power per device model (%, W)",
         showlegend=False,
+        height=max(300, 150 + 44 * len(rows)),
         annotations=[
-            _subplot_title("Average utilisation (%)", 0.22, 1.0),
+            _subplot_title("Average utilisation (%)", 0.24, 1.0),
             _subplot_title("Average power (W per GPU)", 0.78, 1.0),
         ],
     )
     fig.add(
         "bar",
-        x=names,
-        y=[m.avg_util_pct for m in rows],
+        y=names,
+        x=[m.avg_util_pct for m in rows],
+        orientation="h",
         marker={"color": PALETTE[0]},
         xaxis="x",
         yaxis="y",
-        hovertemplate="%{x}<br>%{y:.1f} % utilisation<extra></extra>",
+        hovertemplate="%{y}<br>%{x:.1f} % utilisation<extra></extra>",
     )
     fig.add(
         "bar",
-        x=names,
-        y=[m.avg_power_w for m in rows],
+        y=names,
+        x=[m.avg_power_w for m in rows],
+        orientation="h",
         marker={"color": PALETTE[1]},
         xaxis="x2",
         yaxis="y2",
-        hovertemplate="%{x}<br>%{y:,.0f} W average<extra></extra>",
+        hovertemplate="%{y}<br>%{x:,.0f} W average<extra></extra>",
     )
-    fig.axis("xaxis", "", domain=[0, 0.44])
-    fig.axis("xaxis2", "", domain=[0.56, 1], anchor="y2")
-    fig.axis("yaxis", "%", range=[0, 100])
-    fig.axis("yaxis2", "W", anchor="x2", rangemode="tozero")
+    fig.axis("xaxis", "%", domain=[0, 0.46], range=[0, 100])
+    fig.axis("xaxis2", "W", domain=[0.56, 1], anchor="y2", rangemode="tozero")
+    fig.axis("yaxis", "", type="category", autorange="reversed")
+    fig.axis("yaxis2", "", type="category", anchor="x2", matches="y", showticklabels=False)
     return to_json(fig)
 
 

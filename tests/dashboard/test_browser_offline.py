@@ -156,6 +156,18 @@ def test_every_page_loads_from_this_machine_only(live_server, browser_page):  # 
                 " return [t.scrollWidth, w.clientWidth]; }"
             )
             assert fits[0] <= fits[1], f"jobs table {fits[0]} px in a {fits[1]} px card at 1440 px"
+        if path in ("/planner/", f"/jobs/{finished.pk}/"):
+            # Every select shows its chosen option whole: text + padding + the arrow (24 px) fit.
+            clipped = page.evaluate(
+                """() => [...document.querySelectorAll('.form-grid select')].filter(s => {
+                    const probe = document.createElement('span');
+                    probe.style.font = getComputedStyle(s).font; probe.style.position = 'absolute';
+                    probe.textContent = s.options[s.selectedIndex] ? s.options[s.selectedIndex].text : '';
+                    document.body.appendChild(probe); const w = probe.offsetWidth; probe.remove();
+                    const cs = getComputedStyle(s), pad = parseFloat(cs.paddingLeft) + parseFloat(cs.paddingRight);
+                    return w + pad + 24 > s.clientWidth; }).map(s => s.options[s.selectedIndex].text)"""
+            )
+            assert clipped == [], clipped
         if path == "/tradeoffs/":
             assert page.locator("#id_family").input_value() == "llm"
             assert "LLM" in page.locator("main, body").first.inner_text()

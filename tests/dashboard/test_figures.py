@@ -28,3 +28,17 @@ def test_site_carbon_marker_is_intensity_times_pue_and_says_so():
     assert marker["x"] == ["Warsaw"] and marker["y"] == [661.9 * 1.4]
     assert marker["customdata"] == [[661.9, 1.4]]
     assert "intensity × PUE" in fig["layout"]["title"]["text"]
+
+
+def test_device_model_names_read_whole_on_a_horizontal_axis():
+    models = [
+        SimpleNamespace(name="NVIDIA A100 SXM4 80GB", avg_util_pct=57.1, avg_power_w=256.0),
+        SimpleNamespace(name="AMD Instinct MI300X 192GB", avg_util_pct=41.0, avg_power_w=410.0),
+    ]
+    fig = json.loads(figures.model_util_power_figure(models=models))
+    util, power = fig["data"]
+    assert util["orientation"] == power["orientation"] == "h"
+    assert util["y"] == ["NVIDIA A100 SXM4 80GB", "AMD Instinct MI300X 192GB"] and util["x"] == [57.1, 41.0]
+    assert power["x"] == [256.0, 410.0]
+    assert fig["layout"]["yaxis"]["automargin"] is True and fig["layout"]["yaxis2"]["showticklabels"] is False
+    assert "tickangle" not in fig["layout"]["xaxis"]
