@@ -46,8 +46,8 @@ def _windows(device, start: dt.datetime, n: int, power_w: float, step_s: int) ->
             )
 
 
-def _shot(page, name: str) -> None:
-    page.screenshot(path=str(SHOTS / f"walk-{name}.png"), full_page=True)
+def _shot(page, name: str, *, full_page: bool = True) -> None:
+    page.screenshot(path=str(SHOTS / f"walk-{name}.png"), full_page=full_page)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -200,11 +200,11 @@ def test_every_page_loads_from_this_machine_only(live_server, browser_page):  # 
     page.goto(f"{base}/api/docs/")
     page.wait_for_selector(".swagger-ui .info .title", timeout=30_000)
     page.wait_for_load_state("networkidle")
-    _shot(page, "30-api-docs")
+    _shot(page, "30-api-docs", full_page=False)
     page.goto(f"{base}/api/redoc/")
     page.wait_for_selector("text=CarbonLedger API", timeout=30_000)
     page.wait_for_load_state("networkidle")
-    _shot(page, "31-api-redoc")
+    _shot(page, "31-api-redoc", full_page=False)
 
     assert outside == [], outside
     assert any(re.search(r"/assets/redoc-[^/]+\.standalone\.js$", u) for u in seen)

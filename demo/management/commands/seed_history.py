@@ -243,7 +243,7 @@ def _intensity_curve(
     weather = np.zeros(hours)
     eps = rng.normal(0, 0.035, hours)
     for i in range(1, hours):
-        weather[i] = 0.97 * weather[i - 1] + eps[i]
+        weather[i] = 0.9 * weather[i - 1] + eps[i]  # ~10 h memory: a week averages within a few % of the annual
     shape = np.clip(1 - zone.solar_dip * solar + zone.evening_peak * evening + weekend + weather, 0.25, None)
     return (annual_g_per_kwh * shape / shape.mean()).round(1)
 
