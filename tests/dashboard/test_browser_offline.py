@@ -188,6 +188,10 @@ def test_every_page_loads_from_this_machine_only(live_server, browser_page):  # 
             page.wait_for_function("() => document.getElementById('trace-note').textContent.startsWith('Raw windows')")
             points = page.evaluate("() => document.querySelector('[data-figure=fig-trace]').data[0].x.length")
             assert points == 40
+            titles = page.evaluate(
+                "() => document.querySelector('[data-figure=fig-trace]').layout.annotations.map(a => a.text)"
+            )
+            assert titles == ["<b>Power per GPU (W, per window)</b>", "<b>Utilisation per GPU (%, per window)</b>"]
             _shot(page, "06c-job-detail-zoomed")
         if path == "/live/":
             page.wait_for_function(

@@ -397,6 +397,7 @@
           layout.xaxis.range = [t0.toISOString(), t1.toISOString()]; layout.xaxis.autorange = false;
           layout.xaxis2.range = [t0.toISOString(), t1.toISOString()]; layout.xaxis2.autorange = false;
           layout.xaxis2.title = { text: "Window end (UTC)" };
+          (layout.annotations || []).forEach(function (a) { a.text = String(a.text).replace("hourly average", "per window"); });
           return window.Plotly.react(node, rawTraces(data), layout, PLOT_CONFIG).then(function () {
             busy = false;
             if (note) { note.textContent = "Raw windows " + data.start.slice(0, 19).replace("T", " ") + " – " + data.end.slice(0, 19).replace("T", " ") + " UTC" + (data.truncated ? " (capped)" : "") + "; double-click for hourly averages."; }
