@@ -529,6 +529,9 @@ def breakdown_figure(*, values: dict[str, float], title: str, unit: str) -> str 
 # --- trade-offs ----------------------------------------------------------------------------
 
 
+SVG_POINTS_MAX = 5000
+
+
 def tradeoff_figure(*, data: Any, colour_by: str) -> str | None:
     if not data.points:
         return None
@@ -546,9 +549,12 @@ def tradeoff_figure(*, data: Any, colour_by: str) -> str | None:
         "%{customdata[0]}<br>%{customdata[1]} · %{customdata[2]} · %{customdata[3]}<br>"
         f"{data.x_label}: %{{x:,.4g}}<br>%{{y:.4g}} {unit_y}<extra></extra>"
     )
+    # SVG markers up to a few thousand points: WebGL is absent in headless, remote-desktop and
+    # GPU-less browsers, where a "scattergl" trace draws only a "WebGL is not supported" notice.
+    trace_type = "scatter" if len(data.points) <= SVG_POINTS_MAX else "scattergl"
     for i, (name, pts) in enumerate(sorted(groups.items())):
         fig.add(
-            "scattergl",
+            trace_type,
             x=[p.x for p in pts],
             y=[p.co2e_g_per_unit * data.per_factor for p in pts],
             mode="markers",

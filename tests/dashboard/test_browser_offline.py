@@ -170,6 +170,8 @@ def test_every_page_loads_from_this_machine_only(live_server, browser_page):  # 
             assert clipped == [], clipped
         if path == "/tradeoffs/":
             assert page.locator("#id_family").input_value() == "llm"
+            assert "WebGL is not supported" not in page.locator("[data-figure=fig-tradeoff]").inner_text()
+            assert page.locator("[data-figure=fig-tradeoff] .scatterlayer .point").count() > 0
             assert "LLM" in page.locator("main, body").first.inner_text()
         if path == f"/jobs/{young.pk}/":
             assert page.locator("[data-zoom-for=fig-trace]").get_attribute("data-resolution") == "window"
