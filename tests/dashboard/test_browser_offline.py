@@ -83,13 +83,20 @@ def test_every_page_loads_from_this_machine_only(live_server, browser_page):  # 
     for d in devices:
         m.JobAllocation.objects.create(job=young, device=d, start=young.started_at)
         _windows(d, young.started_at, 50, 520.0, 30)
+    # Its ledger so far, consistent with the site: operational carbon at about the zone's factor.
+    gpu_j = 2 * 520.0 * 1500
+    energy_j = gpu_j * 1.2 * young.cluster.site.pue
+    op_g = energy_j / 3.6e6 * young.cluster.site.zone.annual_intensity_g_per_kwh * 1.03
     m.JobFootprint.objects.create(
         job=young,
-        energy_j=2 * 520.0 * 1500 * 1.6,
-        gpu_energy_j=2 * 520.0 * 1500,
-        host_energy_j=2 * 520.0 * 1500 * 0.2,
-        facility_energy_j=2 * 520.0 * 1500 * 0.4,
-        co2e_operational_g=200.0,
+        energy_j=energy_j,
+        gpu_energy_j=gpu_j,
+        host_energy_j=gpu_j * 0.2,
+        facility_energy_j=energy_j - gpu_j * 1.2,
+        co2e_operational_g=op_g,
+        co2e_embodied_g=8.0,
+        co2e_low_g=(op_g + 8.0) * 0.9,
+        co2e_high_g=(op_g + 8.0) * 1.1,
         device_hours=2 * 25 / 60,
         measured_fraction=1.0,
         last_window_end=now,

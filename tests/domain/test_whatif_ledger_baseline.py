@@ -141,6 +141,13 @@ def test_the_projection_changes_only_what_the_scenario_changes():
     assert p.embodied_co2e_g == pytest.approx(600.0 * dh / 40 + dh * 150_000 / (5 * 8760 * 0.8), rel=1e-12)
     assert r.co2e_change_g == pytest.approx(p.co2e_g - r.baseline.co2e_g, rel=1e-12)
     assert not any(n.startswith("IT energy is accelerator energy only") for n in r.assumptions)
+    # one statement each of the intensity and the PUE in use: the ledger's
+    assert [n for n in r.assumptions if "gCO2e/kWh" in n and "intensity" in n and not n.startswith("baseline")] == [
+        "grid intensity unchanged: the ledger's effective 450.0 gCO2e/kWh (same hours, same profile)"
+    ]
+    assert [n for n in r.assumptions if n.startswith(("PUE", "facility energy"))] == [
+        "PUE unchanged: the ledger's effective 1.500"
+    ]
 
 
 def test_another_zone_or_pue_changes_only_intensity_or_facility():

@@ -180,7 +180,10 @@ def rebase_on_ledger(
             host_embodied_co2e_g=host_emb_p,
         )
     )
-    kept = [n for n in projection.assumptions if not n.startswith("IT energy is accelerator energy only")]
+    # The engine's notes on what the ledger now supplies (accelerator-only IT energy, its PUE and
+    # intensity) are replaced by the notes above.
+    replaced = ("IT energy is accelerator energy only", "facility energy = (PUE − 1)", "grid intensity ")
+    kept = [n for n in projection.assumptions if not n.startswith(replaced)]
     return dataclasses.replace(
         projection,
         baseline=baseline,
