@@ -42,3 +42,20 @@ def test_device_model_names_read_whole_on_a_horizontal_axis():
     assert power["x"] == [256.0, 410.0]
     assert fig["layout"]["yaxis"]["automargin"] is True and fig["layout"]["yaxis2"]["showticklabels"] is False
     assert "tickangle" not in fig["layout"]["xaxis"]
+
+
+def test_a_one_hour_job_has_an_hour_wide_bar_and_hour_ticks():
+    import datetime as dt
+
+    h = dt.datetime(2026, 3, 20, 10, tzinfo=dt.UTC)
+    hours = {
+        "hour": [h],
+        "co2e_operational_kg": [0.4],
+        "co2e_embodied_kg": [0.01],
+        "intensity_g_per_kwh": [400.0],
+    }
+    fig = json.loads(figures.job_hours_figure(hours=hours))
+    op = fig["data"][0]
+    assert op["x"] == ["2026-03-20T10:30:00+00:00"] and op["width"] == 0.9 * 3_600_000 and op["y"] == [400.0]
+    x = fig["layout"]["xaxis"]
+    assert x["tickformat"] == "%d %b %H:%M" and x["range"] == ["2026-03-20T10:00:00+00:00", "2026-03-20T11:00:00+00:00"]
