@@ -11,7 +11,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _selected(html: str, name: str) -> list[str]:
-    select = re.search(rf'<select name="{name}"[^>]*>(.*?)</select>', html, re.S)
+    select = re.search(rf'<select[^>]* name="{name}"[^>]*>(.*?)</select>', html, re.S)
     assert select, name
     return re.findall(r'<option value="([^"]*)"[^>]*selected', select.group(1))
 
@@ -78,3 +78,10 @@ def test_budget_period_shows_its_last_day_not_the_exclusive_end(client, world, f
     client.force_login(world.member)
     html = client.get("/budgets/").content.decode()
     assert "1 Mar – 31 Mar 2026" in html and "1 Apr 2026" not in html
+
+
+def test_whatif_panel_starts_from_the_jobs_own_device(client, world, frozen_now):
+    client.force_login(world.member)
+    html = client.get(f"/jobs/{world.j1.pk}/").content.decode()
+    assert _selected(html, "target_key") == ["h100-sxm5-80gb"]
+    assert "NVIDIA H100 SXM5 80GB (this job's)</option>" in html

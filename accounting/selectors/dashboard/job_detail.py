@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +113,9 @@ def job_detail_get(*, scope: Principal, job_id: int) -> dict[str, Any] | None:
         efficiency.sort(key=lambda r: (not r.is_primary, r.unit))
     end = job.ended_at or (fp.last_window_end if fp else None)
     hw_ids = sorted({a.device.hardware_model_id for a in allocs if a.device.hardware_model_id})
+    # The what-if panel starts from the job's own device model: a cap or zone alone is then a
+    # projection of the job as it ran (the most-held model when the job mixed models).
+    held = Counter(a.device.hardware_model.key for a in allocs if a.device.hardware_model is not None)
     return {
         "job": job,
         "site": job.cluster.site,
@@ -141,6 +144,7 @@ def job_detail_get(*, scope: Principal, job_id: int) -> dict[str, Any] | None:
         ],
         "gpu_count": len({a.device_id for a in allocs}),
         "hardware_model_ids": hw_ids,
+        "device_key": held.most_common(1)[0][0] if held else None,
         "hours": {
             "hour": [h[0] for h in hours],
             "energy_kwh": [_kwh(h[1]) for h in hours],
