@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 # Figures are plain dicts in plotly.js's figure schema (data + layout). Building them through
@@ -207,7 +207,9 @@ def site_carbon_figure(*, sites: Sequence[Any]) -> str | None:
     if not rows:
         return None
     names = [s.name for s in rows]
-    fig = Figure(title="Carbon by site (kgCO2e) and effective intensity (gCO2e/kWh)", barmode="stack")
+    fig = Figure(
+        title="Carbon by site (kgCO2e) and carbon per IT kWh: grid intensity × PUE (gCO2e/kWh)", barmode="stack"
+    )
     fig.add(
         "bar",
         x=names,
@@ -227,12 +229,16 @@ def site_carbon_figure(*, sites: Sequence[Any]) -> str | None:
     fig.add(
         "scatter",
         x=names,
-        y=[s.effective_g_per_kwh for s in rows],
-        name="Effective intensity incl. PUE",
+        y=[s.effective_g_per_kwh * s.pue if s.effective_g_per_kwh is not None else None for s in rows],
+        name="Grid intensity × PUE (per IT kWh)",
         yaxis="y2",
         mode="markers",
         marker={"size": 12, "color": FRONT_COLOUR, "symbol": "diamond"},
-        hovertemplate="%{x}<br>%{y:,.0f} gCO2e per kWh drawn<extra></extra>",
+        customdata=[[s.effective_g_per_kwh, s.pue] for s in rows],
+        hovertemplate=(
+            "%{x}<br>%{y:,.0f} gCO2e per kWh of IT energy<br>"
+            "= %{customdata[0]:,.0f} g/kWh drawn × PUE %{customdata[1]:.2f}<extra></extra>"
+        ),
     )
     fig.axis("yaxis", "kgCO2e", rangemode="tozero")
     fig.axis("yaxis2", "gCO2e/kWh", overlaying="y", side="right", rangemode="tozero", showgrid=False)
@@ -280,6 +286,8 @@ def _subplot_title(text: str, x: float, y: float) -> dict[str, Any]:
 
 
 def model_util_power_figure(*, models: Sequence[Any]) -> str | None:
+    """Horizontal bars: model names read along one shared category axis on the left, whole
+    (rotated labels under two narrow subplots were clipped)."""
     rows = [m for m in models if m.avg_util_pct is not None]
     if not rows:
         return None
@@ -287,33 +295,36 @@ def model_util_power_figure(*, models: Sequence[Any]) -> str | None:
     fig = Figure(
         title="Utilisation and power per device model (%, W)",
         showlegend=False,
+        height=max(300, 150 + 44 * len(rows)),
         annotations=[
-            _subplot_title("Average utilisation (%)", 0.22, 1.0),
+            _subplot_title("Average utilisation (%)", 0.24, 1.0),
             _subplot_title("Average power (W per GPU)", 0.78, 1.0),
         ],
     )
     fig.add(
         "bar",
-        x=names,
-        y=[m.avg_util_pct for m in rows],
+        y=names,
+        x=[m.avg_util_pct for m in rows],
+        orientation="h",
         marker={"color": PALETTE[0]},
         xaxis="x",
         yaxis="y",
-        hovertemplate="%{x}<br>%{y:.1f} % utilisation<extra></extra>",
+        hovertemplate="%{y}<br>%{x:.1f} % utilisation<extra></extra>",
     )
     fig.add(
         "bar",
-        x=names,
-        y=[m.avg_power_w for m in rows],
+        y=names,
+        x=[m.avg_power_w for m in rows],
+        orientation="h",
         marker={"color": PALETTE[1]},
         xaxis="x2",
         yaxis="y2",
-        hovertemplate="%{x}<br>%{y:,.0f} W average<extra></extra>",
+        hovertemplate="%{y}<br>%{x:,.0f} W average<extra></extra>",
     )
-    fig.axis("xaxis", "", domain=[0, 0.44])
-    fig.axis("xaxis2", "", domain=[0.56, 1], anchor="y2")
-    fig.axis("yaxis", "%", range=[0, 100])
-    fig.axis("yaxis2", "W", anchor="x2", rangemode="tozero")
+    fig.axis("xaxis", "%", domain=[0, 0.46], range=[0, 100])
+    fig.axis("xaxis2", "W", domain=[0.56, 1], anchor="y2", rangemode="tozero")
+    fig.axis("yaxis", "", type="category", autorange="reversed")
+    fig.axis("yaxis2", "", type="category", anchor="x2", matches="y", showticklabels=False)
     return to_json(fig)
 
 
@@ -354,35 +365,42 @@ def embodied_figure(*, rows: Sequence[Any]) -> str | None:
 # --- job detail ----------------------------------------------------------------------------
 
 
-def job_trace_figure(*, traces: Sequence[dict[str, Any]]) -> str | None:
+def job_trace_figure(*, traces: Sequence[dict[str, Any]], raw: bool = False) -> str | None:
+    """Power and utilisation per GPU: hourly averages (DeviceHour), or with ``raw`` the agent's
+    windows (a young job, a zoom to window resolution), with time ticks to the second."""
     traces = [t for t in traces if t["hours"]]
     if not traces:
         return None
     many = len(traces) > 16
+    resolution = "per window" if raw else "hourly average"
+    x_format = "%d %b %H:%M:%S" if raw else "%d %b %H:00"
     fig = Figure(
-        title="Power and utilisation trace per GPU (W, %)",
+        title="Power and utilisation trace per GPU (W, %)" + (": raw windows" if raw else ""),
         height=540,
         showlegend=not many,
         hovermode="closest",
         annotations=[
-            _subplot_title("Power per GPU (W, hourly average)", 0.5, 1.0),
-            _subplot_title("Utilisation per GPU (%)", 0.5, 0.44),
+            _subplot_title(f"Power per GPU (W, {resolution})", 0.5, 1.0),
+            _subplot_title(f"Utilisation per GPU (%, {resolution})", 0.5, 0.44),
         ],
+        meta={"resolution": "window" if raw else "hour"},
     )
     width = 1.2 if many else 1.8
+    mode = "lines+markers" if raw and max(len(t["hours"]) for t in traces) <= 60 else "lines"
     for i, t in enumerate(traces):
         colour = colour_for(i)
+        model = f" ({t['model']})" if t.get("model") else ""
         fig.add(
             "scatter",
             x=t["hours"],
             y=[round(v, 1) for v in t["power_w"]],
             name=t["label"],
             legendgroup=t["label"],
-            mode="lines",
-            line={"width": width, "color": colour},
+            mode=mode,
+            line={"width": width, "color": colour, **({"shape": "hv"} if raw else {})},
             xaxis="x",
             yaxis="y",
-            hovertemplate=f"{t['label']} ({t['model']})<br>%{{x|%d %b %H:00}}<br>%{{y:,.0f}} W<extra></extra>",
+            hovertemplate=f"{t['label']}{model}<br>%{{x|{x_format}}}<br>%{{y:,.0f}} W<extra></extra>",
         )
         fig.add(
             "scatter",
@@ -391,16 +409,53 @@ def job_trace_figure(*, traces: Sequence[dict[str, Any]]) -> str | None:
             name=t["label"],
             legendgroup=t["label"],
             showlegend=False,
-            mode="lines",
-            line={"width": width, "color": colour},
+            mode=mode,
+            line={"width": width, "color": colour, **({"shape": "hv"} if raw else {})},
             xaxis="x2",
             yaxis="y2",
-            hovertemplate=f"{t['label']}<br>%{{x|%d %b %H:00}}<br>%{{y:.0f}} %<extra></extra>",
+            hovertemplate=f"{t['label']}<br>%{{x|{x_format}}}<br>%{{y:.0f}} %<extra></extra>",
         )
     fig.axis("xaxis", "", type="date", anchor="y", matches="x2", showticklabels=False)
-    fig.axis("xaxis2", "Hour (UTC)", type="date", anchor="y2")
+    fig.axis(
+        "xaxis2",
+        "Window end (UTC)" if raw else "Hour (UTC)",
+        type="date",
+        anchor="y2",
+        **({"tickformat": "%H:%M"} if raw else {}),
+    )
     fig.axis("yaxis", "W", domain=[0.56, 1], rangemode="tozero")
     fig.axis("yaxis2", "%", domain=[0, 0.44], range=[0, 100], anchor="x2")
+    return to_json(fig)
+
+
+def job_window_figure(*, power: Mapping[str, Any] | None) -> str | None:
+    """The trace figure from ``job_power_get``'s raw windows."""
+    if not power:
+        return None
+    traces = [
+        {"label": d["label"], "model": "", "hours": d["t"], "power_w": d["power_w"], "util_pct": d["util_pct"]}
+        for d in power["devices"]
+    ]
+    return job_trace_figure(traces=traces, raw=True)
+
+
+def power_series_figure(*, t: Sequence[str], power_kw: Sequence[float], title: str) -> str:
+    """A power-over-time line (the fleet's per minute, a job's per window) drawn empty until
+    data arrives; the page's script extends it with Plotly.react."""
+    fig = Figure(title=title, height=300, showlegend=False, hovermode="x unified")
+    fig.add(
+        "scatter",
+        x=list(t),
+        y=[round(v, 3) for v in power_kw],
+        name="Power",
+        mode="lines",
+        line={"width": 2, "color": PALETTE[0], "shape": "hv"},
+        fill="tozeroy",
+        fillcolor="rgba(0,114,178,0.12)",
+        hovertemplate="%{x|%H:%M:%S}<br>%{y:,.2f} kW<extra></extra>",
+    )
+    fig.axis("xaxis", "Time (UTC)", type="date", tickformat="%H:%M")
+    fig.axis("yaxis", "kW", rangemode="tozero")
     return to_json(fig)
 
 
@@ -408,9 +463,14 @@ def job_hours_figure(*, hours: dict[str, list]) -> str | None:
     if not hours["hour"]:
         return None
     fig = Figure(title="Carbon per hour (gCO2e) and grid intensity over the run (gCO2e/kWh)", barmode="stack")
+    # Bars centred on their hour and an hour wide (0.9 h drawn): with one or two hours plotly
+    # would otherwise size the bar to the whole axis and tick in milliseconds.
+    centres = [h + dt.timedelta(minutes=30) for h in hours["hour"]]
+    bar_ms = 0.9 * 3_600_000
     fig.add(
         "bar",
-        x=hours["hour"],
+        x=centres,
+        width=bar_ms,
         y=[round(v * 1000, 3) for v in hours["co2e_operational_kg"]],
         name="Operational",
         marker={"color": PALETTE[0]},
@@ -418,7 +478,8 @@ def job_hours_figure(*, hours: dict[str, list]) -> str | None:
     )
     fig.add(
         "bar",
-        x=hours["hour"],
+        x=centres,
+        width=bar_ms,
         y=[round(v * 1000, 3) for v in hours["co2e_embodied_kg"]],
         name="Embodied",
         marker={"color": PALETTE[1]},
@@ -426,7 +487,7 @@ def job_hours_figure(*, hours: dict[str, list]) -> str | None:
     )
     fig.add(
         "scatter",
-        x=hours["hour"],
+        x=centres,
         y=hours["intensity_g_per_kwh"],
         name="Grid intensity",
         yaxis="y2",
@@ -435,7 +496,8 @@ def job_hours_figure(*, hours: dict[str, list]) -> str | None:
         marker={"size": 4},
         hovertemplate="%{x|%d %b %H:00}<br>%{y:,.0f} gCO2e/kWh<extra></extra>",
     )
-    fig.axis("xaxis", "Hour (UTC)", type="date")
+    first, last = hours["hour"][0], hours["hour"][-1] + dt.timedelta(hours=1)
+    fig.axis("xaxis", "Hour (UTC)", type="date", tickformat="%d %b %H:%M", range=[first, last])
     fig.axis("yaxis", "gCO2e per hour", rangemode="tozero")
     fig.axis("yaxis2", "gCO2e/kWh", overlaying="y", side="right", rangemode="tozero", showgrid=False)
     return to_json(fig)
@@ -467,6 +529,9 @@ def breakdown_figure(*, values: dict[str, float], title: str, unit: str) -> str 
 # --- trade-offs ----------------------------------------------------------------------------
 
 
+SVG_POINTS_MAX = 5000
+
+
 def tradeoff_figure(*, data: Any, colour_by: str) -> str | None:
     if not data.points:
         return None
@@ -484,9 +549,12 @@ def tradeoff_figure(*, data: Any, colour_by: str) -> str | None:
         "%{customdata[0]}<br>%{customdata[1]} · %{customdata[2]} · %{customdata[3]}<br>"
         f"{data.x_label}: %{{x:,.4g}}<br>%{{y:.4g}} {unit_y}<extra></extra>"
     )
+    # SVG markers up to a few thousand points: WebGL is absent in headless, remote-desktop and
+    # GPU-less browsers, where a "scattergl" trace draws only a "WebGL is not supported" notice.
+    trace_type = "scatter" if len(data.points) <= SVG_POINTS_MAX else "scattergl"
     for i, (name, pts) in enumerate(sorted(groups.items())):
         fig.add(
-            "scattergl",
+            trace_type,
             x=[p.x for p in pts],
             y=[p.co2e_g_per_unit * data.per_factor for p in pts],
             mode="markers",

@@ -62,10 +62,22 @@ class PeriodTeamForm(forms.Form):
     end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), help_text="inclusive")
     team = forms.TypedChoiceField(coerce=int, required=False, empty_value=None)
 
-    def __init__(self, *args, teams: Sequence[Mapping[str, Any]], default_period: str = "30d", **kwargs):
-        super().__init__(*args, **kwargs)
+    # Select values the page uses when the request names none: a bound form is given them too, so
+    # the form always shows what the page shows (a select with no selected option would show its
+    # first choice while the page used another).
+    DEFAULTS: Mapping[str, str] = {}
+
+    def __init__(self, data=None, *args, teams: Sequence[Mapping[str, Any]], default_period: str = "30d", **kwargs):
+        defaults = {"period": default_period, **self.DEFAULTS}
+        if data is not None:
+            data = data.copy()
+            for name, value in defaults.items():
+                if not data.get(name):
+                    data[name] = value
+        super().__init__(data, *args, **kwargs)
         self.default_period = default_period
-        self.fields["period"].initial = default_period
+        for name, value in defaults.items():
+            self.fields[name].initial = value
         _choice_field(self, "team").choices = [("", "All teams")] + [(t["id"], t["name"]) for t in teams]
 
     def clean(self):
@@ -100,6 +112,7 @@ GROUP_BY_LABELS = {c: {"device_model": "Device model"}.get(c, c.title()) for c i
 
 
 class OverviewForm(PeriodTeamForm):
+    DEFAULTS = {"group_by": "team"}
     group_by = forms.ChoiceField(choices=list(GROUP_BY_LABELS.items()), required=False)
 
 
@@ -131,6 +144,7 @@ class JobFilterForm(forms.Form):
 
 
 class TradeoffForm(PeriodTeamForm):
+    DEFAULTS = {"family": Job.Family.LLM.value, "kind": Job.Kind.TRAINING.value, "x": "throughput", "colour": "device"}
     family = forms.ChoiceField(choices=[c for c in Job.Family.choices], required=False)
     kind = forms.ChoiceField(choices=Job.Kind.choices, required=False)
     x = forms.ChoiceField(

@@ -11,6 +11,7 @@ urlpatterns = [
     path("jobs/", views.job_list, name="jobs"),
     path("jobs/export.csv", views.job_export, name="jobs-export"),
     path("jobs/<int:pk>/", views.job_detail, name="job-detail"),
+    path("jobs/<int:pk>/power.json", views.job_power, name="job-power"),
     path("live/", views.live, name="live"),
     path("live/data.json", views.live_data, name="live-data"),
     path("tradeoffs/", views.tradeoffs, name="tradeoffs"),
@@ -22,4 +23,5 @@ urlpatterns = [
     path("reports/<int:year>-<int:month>/", views.report_month, name="report-month"),
     path("reports/<int:year>-<int:month>/preview.html", views.report_preview, name="report-preview"),
     path("assets/plotly-<str:version>.min.js", views.plotly_js, name="plotly-js"),
+    path("assets/redoc-<str:version>.standalone.js", views.redoc_js, name="redoc-js"),
 ]

@@ -11,9 +11,11 @@ import csv
 import datetime as dt
 import gzip
 import hashlib
+import importlib.metadata
 from functools import cache
 from pathlib import Path
 
+import drf_spectacular_sidecar
 import plotly
 from csp.constants import SELF
 from csp.decorators import csp_replace
@@ -29,6 +31,7 @@ from django.http import (
 )
 from django.http.response import HttpResponseBase
 from django.shortcuts import render
+from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.clickjacking import xframe_options_sameorigin
@@ -54,7 +57,16 @@ from dashboard.forms import (
 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 PLOTLY_VERSION = plotly.__version__
+# ReDoc from drf-spectacular-sidecar, with the one address it would load from the internet
+# (the "API docs by Redocly" logo, hard-coded in the bundle) pointed at a local image.
+REDOC_JS = (
+    Path(drf_spectacular_sidecar.__file__).parent / "static/drf_spectacular_sidecar/redoc/bundles/redoc.standalone.js"
+)
+REDOC_VERSION = importlib.metadata.version("drf-spectacular-sidecar")
+REDOC_REMOTE_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+REDOC_LOCAL_LOGO = "dashboard/docs-mark.svg"  # a static file
 LIVE_REFRESH_S = 5
+JOB_LIVE_SPAN = dt.timedelta(minutes=30)  # the job page's live chart shows this much
 JOBS_PAGE_SIZE = 50
 
 
@@ -107,6 +119,32 @@ def plotly_js(request: HttpRequest, version: str) -> HttpResponseBase:
         response["Content-Encoding"] = "gzip"
     else:
         response = FileResponse(PLOTLY_JS.open("rb"), content_type="text/javascript; charset=utf-8")
+    response["Cache-Control"] = "public, max-age=31536000, immutable"
+    response["ETag"] = etag
+    response["Vary"] = "Accept-Encoding"
+    return response
+
+
+@cache
+def _redoc_gzip() -> tuple[bytes, bytes, str]:
+    raw = REDOC_JS.read_bytes().replace(REDOC_REMOTE_LOGO, static(REDOC_LOCAL_LOGO).encode())
+    return raw, gzip.compress(raw, compresslevel=6, mtime=0), hashlib.sha256(raw).hexdigest()[:16]
+
+
+@require_GET
+def redoc_js(request: HttpRequest, version: str) -> HttpResponseBase:
+    """ReDoc's standalone bundle for /api/redoc/, served from this machine with its logo local."""
+    if version != REDOC_VERSION:
+        raise Http404("unknown ReDoc bundle version")
+    raw, body, digest = _redoc_gzip()
+    etag = f'"{digest}"'
+    if request.headers.get("If-None-Match") == etag:
+        response: HttpResponseBase = HttpResponseNotModified()
+    elif "gzip" in request.headers.get("Accept-Encoding", ""):
+        response = HttpResponse(body, content_type="text/javascript; charset=utf-8")
+        response["Content-Encoding"] = "gzip"
+    else:
+        response = HttpResponse(raw, content_type="text/javascript; charset=utf-8")
     response["Cache-Control"] = "public, max-age=31536000, immutable"
     response["ETag"] = etag
     response["Vary"] = "Accept-Encoding"
@@ -252,7 +290,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
     result = sel.job_list(scope=scope, filters=filters, sort=sort, page=page, page_size=JOBS_PAGE_SIZE)
     columns = [
         ("name", "Job"),
-        ("team", "Team"),
+        ("team", "Team · user"),
         ("status", "Status"),
         ("started", "Started (UTC)"),
         ("gpu_hours", "GPU-h"),
@@ -305,6 +343,20 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "carbon": figures.breakdown_figure(values=data["breakdown_co2e_kg"], title="Carbon breakdown", unit="kgCO2e"),
     }
     job: Job = data["job"]
+    now = timezone.now()
+    # A young running job has no whole hours yet: its trace is drawn from the raw windows.
+    power = None
+    if job.ended_at is None and (now - job.started_at).total_seconds() < sel.YOUNG_JOB_S:
+        power = sel.job_power_get(scope=scope, job_id=job.pk, now=now)
+        figs["trace"] = figures.job_window_figure(power=power) or figs["trace"]
+    if job.ended_at is None:
+        live = power or sel.job_power_get(scope=scope, job_id=job.pk, now=now, start=now - JOB_LIVE_SPAN)
+        figs["live"] = figures.power_series_figure(
+            t=live["total"]["t"] if live else [],
+            power_kw=live["total"]["power_kw"] if live else [],
+            title="Live GPU power of this job (kW, all its GPUs, per window)",
+        )
+        data["live_power"] = live
     deadline = job.started_at + dt.timedelta(hours=(data["duration_h"] or 1.0) + 24)
     return _render(
         request,
@@ -317,8 +369,42 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "options": sel.whatif_option_get(),
             "deadline": deadline,
             "project_url": f"/api/v1/jobs/{job.pk}/project/",
+            "raw_trace": power is not None,
+            "live_span_s": int(JOB_LIVE_SPAN.total_seconds()),
         },
     )
+
+
+def _iso_param(request: HttpRequest, name: str) -> dt.datetime | None:
+    """An aware ISO 8601 query parameter, or None when absent; ValueError naming it when bad."""
+    raw = request.GET.get(name)
+    if not raw:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(f"{name}: not an ISO 8601 date-time") from None
+    if value.tzinfo is None:
+        raise ValueError(f"{name}: give a time zone (e.g. Z or +00:00)")
+    return value
+
+
+@login_required
+@require_GET
+def job_power(request: HttpRequest, pk: int) -> JsonResponse:
+    """Raw windows of a job's GPUs in [start, end) (a zoom, or the live chart's last minutes),
+    its energy so far, current power and projected total."""
+    scope = _scope(request)
+    try:
+        start, end = _iso_param(request, "start"), _iso_param(request, "end")
+    except ValueError as exc:
+        return JsonResponse({"title": "Bad query parameter", "status": 400, "detail": str(exc)}, status=400)
+    data = sel.job_power_get(scope=scope, job_id=pk, now=timezone.now(), start=start, end=end)
+    if data is None:
+        raise Http404("No such job")
+    response = JsonResponse(data)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 # --- live ----------------------------------------------------------------------------------
@@ -327,13 +413,21 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def live(request: HttpRequest) -> HttpResponse:
     scope = _scope(request)
+    now = timezone.now()
+    fleet = sel.fleet_power_get(scope=scope, now=now)
     return _render(
         request,
         "dashboard/live.html",
         "live",
         {
-            "initial": sel.running_job_list(scope=scope, now=timezone.now()),
+            "initial": sel.running_job_list(scope=scope, now=now),
             "refresh_s": LIVE_REFRESH_S,
+            "fleet": fleet,
+            "fleet_fig": figures.power_series_figure(
+                t=fleet["t"],
+                power_kw=fleet["power_kw"],
+                title="GPU power of the fleet you see (kW, per minute, last hour)",
+            ),
         },
     )
 
@@ -342,7 +436,10 @@ def live(request: HttpRequest) -> HttpResponse:
 @require_GET
 def live_data(request: HttpRequest) -> JsonResponse:
     scope = _scope(request)
-    response = JsonResponse(sel.running_job_list(scope=scope, now=timezone.now()))
+    now = timezone.now()
+    response = JsonResponse(
+        {**sel.running_job_list(scope=scope, now=now), "fleet_power": sel.fleet_power_get(scope=scope, now=now)}
+    )
     response["Cache-Control"] = "no-store"
     return response
 
@@ -356,10 +453,10 @@ def tradeoffs(request: HttpRequest) -> HttpResponse:
     form = TradeoffForm(request.GET or None, teams=sel.team_option_list(scope=scope), default_period="90d")
     period, team_id = form.resolved(today=_today())
     cd = valid_data(form)
-    family = cd.get("family") or Job.Family.LLM
-    kind = cd.get("kind") or Job.Kind.TRAINING
-    x_metric = cd.get("x") or "throughput"
-    colour = cd.get("colour") or "device"
+    family = cd.get("family") or TradeoffForm.DEFAULTS["family"]
+    kind = cd.get("kind") or TradeoffForm.DEFAULTS["kind"]
+    x_metric = cd.get("x") or TradeoffForm.DEFAULTS["x"]
+    colour = cd.get("colour") or TradeoffForm.DEFAULTS["colour"]
     data = sel.tradeoff_point_list(
         scope=scope, period=period, family=family, kind=kind, x_metric=x_metric, team_id=team_id
     )

@@ -17,6 +17,7 @@ from accounting.domain.catalog import CATALOG, TFLOPS, DeviceSpec, device_from_f
 from accounting.domain.errors import InputError, StateError
 from accounting.domain.units import HOURS_PER_YEAR
 from accounting.domain.whatif import (
+    CapRun,
     CarbonContext,
     EmbodiedPolicy,
     EstimateResult,
@@ -24,6 +25,7 @@ from accounting.domain.whatif import (
     FleetWorkload,
     HardwareProjection,
     HostShare,
+    LedgerTotals,
     MeasuredJob,
     StartWindow,
     best_start_window,
@@ -31,6 +33,7 @@ from accounting.domain.whatif import (
     estimate_job,
     plan_fleet_upgrade,
     project_hardware,
+    rebase_on_ledger,
 )
 from accounting.domain.whatif import host as host_defaults
 from accounting.models import GridZone, HardwareModel, HourlyIntensity, IntensitySignal, Job
@@ -325,6 +328,56 @@ def whatif_measured_job(*, job: Job) -> MeasuredJob:
     )
 
 
+def whatif_ledger_totals(*, job: Job) -> LedgerTotals:
+    """The job's JobFootprint as the baseline of a projection (409 when nothing is measured)."""
+    try:
+        fp = job.footprint
+    except Job.footprint.RelatedObjectDoesNotExist:  # type: ignore[attr-defined]
+        fp = None
+    if fp is None or fp.gpu_energy_j <= 0:
+        raise StateError("The job has no measured GPU energy yet: nothing measured to project.")
+    return LedgerTotals(
+        gpu_energy_j=fp.gpu_energy_j,
+        host_energy_j=fp.host_energy_j,
+        facility_energy_j=fp.facility_energy_j,
+        energy_j=fp.energy_j,
+        operational_co2e_g=fp.co2e_operational_g,
+        embodied_co2e_g=fp.co2e_embodied_g,
+        co2e_low_g=fp.co2e_low_g,
+        co2e_high_g=fp.co2e_high_g,
+    )
+
+
+def whatif_cap_runs(*, job: Job, device_key: str, limit: int = 500) -> list[CapRun]:
+    """Runs of the same work (same organisation, job name and kind) on ``device_key`` that ended,
+    with their power cap (none = the device's limit): what the power-cap α is fitted from."""
+    if not job.name:
+        return []
+    spec = CATALOG.get(device_key)
+    rows = (
+        Job.objects.filter(
+            org_id=job.org_id,
+            name=job.name,
+            kind=job.kind,
+            status=Job.Status.COMPLETED,
+            ended_at__isnull=False,
+            allocations__device__hardware_model__key=device_key,
+        )
+        .distinct()
+        .order_by("-ended_at")
+        .values_list("power_cap_w", "started_at", "ended_at")[:limit]
+    )
+    runs = []
+    for cap_w, started_at, ended_at in rows:
+        cap = cap_w if cap_w is not None else (spec.max_power_w if spec else None)
+        if ended_at is None:
+            continue  # excluded by the query; narrows the nullable field
+        runtime_s = (ended_at - started_at).total_seconds()
+        if cap is not None and runtime_s > 0:
+            runs.append(CapRun(job_key=job.name, cap_w=float(cap), runtime_s=runtime_s))
+    return runs
+
+
 def whatif_project_job(
     *,
     job: Job,
@@ -336,23 +389,40 @@ def whatif_project_job(
     target_pue: float | None = None,
     specs: Mapping[str, DeviceSpec] | None = None,
 ) -> HardwareProjection:
-    site = job.cluster.site
-    carbon = whatif_carbon_context(pue=site.pue, intensity_g_per_kwh=None, zone_code=None, zone_obj=site.zone)
-    target_carbon = None
-    if target_zone_code or target_pue is not None:
-        target_carbon = whatif_carbon_context(
+    """The engine's projection of the measured job, rebased on its ledger footprint: the baseline
+    is what the ledger charged (GPU + host + facility energy, hourly intensities, embodied); the
+    projection changes only what the scenario changes (``rebase_on_ledger``)."""
+    measured = whatif_measured_job(job=job)
+    ledger = whatif_ledger_totals(job=job)
+    carbon = CarbonContext(
+        pue=ledger.pue,
+        intensity_g_per_kwh=ledger.intensity_g_per_kwh,
+        source=f"the ledger's effective intensity over the job's hours (site {job.cluster.site.name})",
+    ).checked()
+    target_intensity = None
+    if target_zone_code:
+        target_intensity = whatif_carbon_context(
             pue=target_pue,
-            intensity_g_per_kwh=None if target_zone_code else carbon.intensity_g_per_kwh,
+            intensity_g_per_kwh=None,
             zone_code=target_zone_code,
-            default_pue=site.pue,
+            default_pue=ledger.pue,
             field_prefix="target_",
         )
-    measured = whatif_measured_job(job=job)
+    target_carbon = None
+    if target_intensity is not None or target_pue is not None:
+        target_carbon = CarbonContext(
+            pue=target_pue if target_pue is not None else ledger.pue,
+            intensity_g_per_kwh=(
+                target_intensity.intensity_g_per_kwh if target_intensity else ledger.intensity_g_per_kwh
+            ),
+            intensity_high_g_per_kwh=target_intensity.intensity_high_g_per_kwh if target_intensity else None,
+            source=target_intensity.source if target_intensity else carbon.source,
+        ).checked()
     policies = {
         row.key: _policy_from_row(row)
         for row in HardwareModel.objects.filter(key__in={measured.device_key, target_key})
     }
-    return project_hardware(
+    projection = project_hardware(
         job=measured,
         target_key=target_key,
         carbon=carbon,
@@ -363,6 +433,15 @@ def whatif_project_job(
         target_embodied=policies.get(target_key),
         target_carbon=target_carbon,
         specs=specs if specs is not None else whatif_device_specs(),
+        cap_runs=whatif_cap_runs(job=job, device_key=target_key) if target_power_cap_w is not None else (),
+    )
+    return rebase_on_ledger(
+        projection=projection,
+        ledger=ledger,
+        source_embodied=policies.get(measured.device_key),
+        target_embodied=policies.get(target_key),
+        target_pue=target_pue,
+        target_intensity=target_intensity,
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django import template
 
 register = template.Library()
@@ -83,3 +85,45 @@ def mul(value, factor) -> float | None:
     if value is None:
         return None
     return float(value) * float(factor)
+
+
+@register.filter
+def day_before(value):
+    """The last day of a period given by its exclusive end date (a budget's ``period_end``)."""
+    if value is None:
+        return None
+    return value - dt.timedelta(days=1)
+
+
+_LARGE = ((1e12, "trillion"), (1e9, "billion"), (1e6, "million"))
+
+
+@register.filter
+def human(value) -> str:
+    """A metadata value as a person reads it: 1300000000.0 → "1.3 billion", 4096.0 → "4,096",
+    0.9 → "0.9"; text and other values unchanged."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    v = float(value)
+    for size, word in _LARGE:
+        if abs(v) >= size:
+            return f"{v / size:.4g} {word}"
+    if v.is_integer():
+        return f"{int(v):,}"
+    return f"{v:.4g}"
+
+
+@register.filter
+def label(key: str) -> str:
+    """A metadata key as a label: "context_tokens" → "context tokens"."""
+    return str(key).replace("_", " ")
+
+
+@register.simple_tag
+def redoc_js_url() -> str:
+    """The locally served ReDoc bundle (dashboard.views.redoc_js)."""
+    from django.urls import reverse
+
+    from dashboard.views import REDOC_VERSION
+
+    return reverse("dashboard:redoc-js", args=[REDOC_VERSION])

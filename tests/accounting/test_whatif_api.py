@@ -60,8 +60,20 @@ def world():
         JobAllocationFactory(
             job=job, device=DeviceFactory(host=host, hardware_model=a100), start=job.started_at, end=job.ended_at
         )
+    # The ledger: GPU 12 kWh, host 5.64 kWh (half a 1128 W host), facility (1.5 − 1) × IT, at hourly
+    # intensities averaging 450 gCO2e/kWh (the zone's annual factor is 400); embodied: 40 A100-hours + 600 g host.
     m.JobFootprint.objects.create(
-        job=job, gpu_energy_j=4 * 300.0 * 36000, energy_j=4 * 300.0 * 36000, device_hours=40.0, is_final=True
+        job=job,
+        gpu_energy_j=43.2e6,
+        host_energy_j=20.304e6,
+        facility_energy_j=31.752e6,
+        energy_j=95.256e6,
+        co2e_operational_g=11907.0,
+        co2e_embodied_g=40 * 100_000 / (5 * 8760 * 0.8) + 600.0,
+        co2e_low_g=11000.0,
+        co2e_high_g=13500.0,
+        device_hours=40.0,
+        is_final=True,
     )
     other_team = TeamFactory(org=org)
     return {
@@ -288,7 +300,11 @@ def test_project_job_for_team_member(world):
     assert body["baseline"]["runtime_s"] == 36000.0 and body["baseline"]["basis"] == "measured"
     assert body["projected"]["device_key"] == "h100-sxm5-80gb" and body["projected"]["basis"] == "modelled"
     assert body["speedup"] > 1.5 and body["method"] == "roofline"
-    assert body["baseline"]["intensity_g_per_kwh"] == 400.0 and body["baseline"]["pue"] == 1.5
+    # the baseline is the ledger footprint, not a re-model from the zone's annual factor
+    assert body["baseline"]["total_energy_j"] == 95.256e6 and body["baseline"]["operational_co2e_g"] == 11907.0
+    assert body["baseline"]["co2e_g"] == 11907.0 + 40 * 100_000 / (5 * 8760 * 0.8) + 600.0
+    assert body["baseline"]["intensity_g_per_kwh"] == pytest.approx(450.0, rel=1e-12)
+    assert body["baseline"]["pue"] == pytest.approx(1.5, rel=1e-12)
     assert m.JobFootprint.objects.get(job=job).gpu_energy_j == before  # read-only
 
 
@@ -616,3 +632,52 @@ def test_impossible_fleet_and_window_input_is_400(world):
     assert resp.status_code == 400 and set(errors_of(resp)) == {"duration_s"}
     resp = c.post("/api/v1/best-window/", {**WINDOW, "pue": 0.9}, format="json")
     assert resp.status_code == 400 and set(errors_of(resp)) == {"pue"}
+
+
+def test_projecting_onto_the_same_hardware_reproduces_the_ledger_footprint(world):
+    body = _project(world, target_key="a100-sxm4-80gb").json()
+    b, p = body["baseline"], body["projected"]
+    assert b["total_energy_j"] == 95.256e6 and b["host_energy_j"] == 20.304e6
+    for f in ("runtime_s", "total_energy_j", "operational_co2e_g", "embodied_co2e_g", "co2e_g"):
+        assert p[f] == pytest.approx(b[f], rel=1e-9), f
+    assert body["co2e_change_g"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_power_cap_slows_the_projected_job(world):
+    free = _project(world, target_key="a100-sxm4-80gb").json()["projected"]
+    capped = _project(world, target_key="a100-sxm4-80gb", target_power_cap_w=200).json()["projected"]
+    cs, ms = 0.9 * 0.70, 0.9 * 0.15
+    slow = cs * (200 / 300) ** -0.5 + ms * (200 / 300) ** -0.05 + (1 - cs - ms)
+    assert free["runtime_s"] == pytest.approx(36000.0, rel=1e-9)
+    assert capped["runtime_s"] == pytest.approx(36000.0 * slow, rel=1e-9)
+    assert capped["avg_power_w"] == pytest.approx(200.0, rel=1e-9)
+
+
+def test_the_cap_curve_is_fitted_from_the_same_jobs_run_under_caps(world):
+    job = world["job"]
+    job.name = "bert-large"
+    job.save()
+    a100 = m.HardwareModel.objects.get(key="a100-sxm4-80gb")
+    host = HostFactory(cluster=world["cluster"])
+    for cap, hours in ((None, 10.0), (200.0, 12.0)):
+        run = JobFactory(
+            cluster=world["cluster"],
+            team=world["team"],
+            name="bert-large",
+            kind=m.Job.Kind.TRAINING,
+            status=m.Job.Status.COMPLETED,
+            power_cap_w=cap,
+            started_at=dt.datetime(2026, 10, 1, tzinfo=UTC),
+            ended_at=dt.datetime(2026, 10, 1, tzinfo=UTC) + dt.timedelta(hours=hours),
+        )
+        JobAllocationFactory(
+            job=run, device=DeviceFactory(host=host, hardware_model=a100), start=run.started_at, end=run.ended_at
+        )
+    body = _project(world, target_key="a100-sxm4-80gb", target_power_cap_w=200).json()
+    import math
+
+    alpha = math.log((1.2 - (1 - 0.63)) / 0.63) / math.log(400 / 200)
+    cs, ms = 0.9 * 0.70, 0.9 * 0.15
+    slow = cs * (200 / 300) ** -alpha + ms * (200 / 300) ** -0.05 + (1 - cs - ms)
+    assert body["projected"]["runtime_s"] == pytest.approx(36000.0 * slow, rel=1e-9)
+    assert any("fitted from 1 jobs run under different caps" in n for n in body["assumptions"])

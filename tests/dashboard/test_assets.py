@@ -38,3 +38,26 @@ def test_pages_reference_local_plotly_and_no_cdn(client, world, frozen_now):
     assert f'src="{URL}"' in html
     for host in ("cdn.plot.ly", "cdnjs", "jsdelivr", "unpkg", "googleapis"):
         assert host not in html
+
+
+def test_redoc_bundle_is_served_locally_with_a_local_logo(client):
+    from dashboard.views import REDOC_JS, REDOC_VERSION
+
+    url = f"/assets/redoc-{REDOC_VERSION}.standalone.js"
+    body = gzip.decompress(client.get(url, HTTP_ACCEPT_ENCODING="gzip").content)
+    assert b"cdn.redoc.ly" in REDOC_JS.read_bytes() and b"cdn.redoc.ly" not in body
+    assert body.count(b"/static/dashboard/docs-mark.svg") == 1
+    assert len(body) == len(REDOC_JS.read_bytes()) - len(b"https://cdn.redoc.ly/redoc/logo-mini.svg") + len(
+        b"/static/dashboard/docs-mark.svg"
+    )
+    assert client.get("/assets/redoc-0.0.0.standalone.js").status_code == 404
+
+
+@pytest.mark.django_db
+def test_redoc_page_uses_the_local_bundle_and_no_web_fonts(client, world):
+    from dashboard.views import REDOC_VERSION
+
+    client.force_login(world.admin)
+    html = client.get("/api/redoc/").content.decode()
+    assert f'<script src="/assets/redoc-{REDOC_VERSION}.standalone.js"></script>' in html
+    assert "googleapis" not in html and "gstatic" not in html and "https://" not in html

@@ -125,7 +125,7 @@ def test_walk_every_page(live_server, browser_page):
     page.wait_for_url(re.compile(r".*sort=-co2e.*"))
     rows = page.locator("#jobs-table tbody tr")
     assert rows.count() > 0
-    assert all("llm · training" in t for t in page.locator("#jobs-table tbody tr td:nth-child(4)").all_inner_texts())
+    assert all("llm · training" in t for t in page.locator("#jobs-table tbody tr td.workload").all_inner_texts())
     _shot(page, "05-jobs-llm-by-co2e")
     with page.expect_download() as download:
         page.click("#export-csv")

@@ -25,8 +25,8 @@ PAGES = [
     ("/devices/?period=7d", 6),
     ("/jobs/", 8),
     ("/jobs/?sort=-co2e&device=h100-sxm5-80gb", 8),
-    ("/live/", 5),
-    ("/live/data.json", 5),
+    ("/live/", 6),  # + the fleet power (one query)
+    ("/live/data.json", 6),
     ("/tradeoffs/?period=7d", 6),
     ("/planner/", 8),
     ("/budgets/", 6),

@@ -232,3 +232,67 @@ def test_device_overview_idle_allocated_hours(world):
     # Julian year (8766 h) like the ledger and docs/method.md; this asserted the selector's old
     # 8760 h copy (issue 12 step 5: one amortisation rule, accounting.domain.embodied).
     assert emb.charge_g_per_h == pytest.approx(150_000 / (5 * 8766 * 0.8))
+
+
+def _teamday(world, day, kwh, co2e_kg):
+    m.TeamDay.objects.create(
+        org=world.org,
+        team=world.t1,
+        site=world.site,
+        day=day,
+        energy_j=kwh * KWH,
+        co2e_operational_g=co2e_kg * 1000,
+        co2e_embodied_g=0,
+    )
+
+
+def test_overview_change_withheld_when_the_previous_period_is_mostly_empty(world, client):
+    data = sel.overview_get(scope=sel.viewer_scope_get(user=world.admin), period=WEEK)
+    k = data.kpis
+    assert k.previous_period == sel.Period(start=dt.date(2026, 3, 7), end=dt.date(2026, 3, 14))
+    assert k.previous_coverage == pytest.approx(1 / 7)
+    assert (k.energy_change_pct, k.co2e_change_pct) == (None, None)
+    assert k.change_reason == "no comparable data (previous period mostly empty)"
+    client.force_login(world.admin)
+    html = client.get("/?period=custom&start=2026-03-14&end=2026-03-20").content.decode()
+    assert html.count("no comparable data (previous period mostly empty)") == 2
+    assert "% vs previous period" not in html
+
+
+def test_overview_change_reported_when_the_previous_period_is_covered(world):
+    # 3 more days of Alpha in the previous week: 4 of 7 days carry data.
+    for i, kwh in enumerate((100, 50, 50)):
+        _teamday(world, dt.date(2026, 3, 8 + i), kwh, kwh * 0.4)
+    k = sel.overview_get(scope=sel.viewer_scope_get(user=world.admin), period=WEEK).kpis
+    assert k.previous_coverage == pytest.approx(4 / 7)
+    # 1800 kWh now vs 800 + 200 = 1000 kWh before; 738 kg vs 328 + 80 = 408 kg
+    assert k.energy_change_pct == pytest.approx(80.0, rel=1e-12)
+    assert k.co2e_change_pct == pytest.approx((738 - 408) / 408 * 100, rel=1e-12)
+    assert k.change_reason is None and k.partial is False
+
+
+def test_month_to_date_is_partial_and_compared_like_for_like(world):
+    # 1–3 March (3 days so far) against 1–3 February, not the whole of February.
+    mtd = sel.Period(start=dt.date(2026, 3, 1), end=dt.date(2026, 3, 4))
+    assert mtd.is_partial_month and mtd.comparison() == sel.Period(start=dt.date(2026, 2, 1), end=dt.date(2026, 2, 4))
+    assert not sel.Period(start=dt.date(2026, 2, 1), end=dt.date(2026, 3, 1)).is_partial_month
+    for d, kwh in ((1, 10), (2, 10), (3, 10)):
+        _teamday(world, dt.date(2026, 3, d), kwh, 4)
+    for d, kwh in ((1, 20), (2, 20), (3, 20), (10, 500), (20, 500)):
+        _teamday(world, dt.date(2026, 2, d), kwh, 8)
+    k = sel.overview_get(scope=sel.viewer_scope_get(user=world.admin), period=mtd).kpis
+    assert k.partial is True and k.previous_coverage == 1.0
+    assert k.energy_change_pct == pytest.approx(-50.0, rel=1e-12)
+    assert k.co2e_change_pct == pytest.approx(-50.0, rel=1e-12)
+
+
+def test_month_to_date_page_says_partial(world, client, frozen_now):
+    client.force_login(world.admin)
+    html = client.get("/?period=mtd").content.decode()
+    assert 'id="partial-badge"' in html and "(the same days of the previous month)" in html
+
+
+def test_overview_names_the_fleet_overhead_for_people(world, client, frozen_now):
+    client.force_login(world.admin)
+    html = client.get("/?period=7d").content.decode()
+    assert "team NULL" not in html and "energy of GPUs no job held (idle, powered on)" in html

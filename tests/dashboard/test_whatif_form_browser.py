@@ -59,7 +59,9 @@ def test_a_1_w_cap_is_shown_beside_the_field_and_nothing_is_projected(live_serve
     assert note.inner_text() == "must be between 200 and 700 W for H100 SXM5 80GB (its enforceable power-limit range)"
     assert page.get_attribute("#whatif-project input[name=target_power_cap_w]", "aria-invalid") == "true"
     assert page.locator("#whatif-project-result table").count() == 0  # nothing projected
-    assert "target_power_cap_w" in page.locator("#whatif-project-result .alert.error").inner_text()
+    alert = page.locator("#whatif-project-result .alert.error").inner_text()
+    assert "target_power_cap_w" in alert
+    assert alert.count("must be between 200 and 700 W") == 1, alert  # the problem's detail and errors, once
 
     # A cap the device enforces clears the note and projects.
     page.fill("#whatif-project input[name=target_power_cap_w]", "350")

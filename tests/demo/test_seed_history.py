@@ -80,3 +80,21 @@ def test_seed_is_deterministic_and_consistent():
     call_command("seed_history", "--org", "seed-a", "--skip-if-seeded", *ARGS)
     again = _sums("seed-a")
     assert (again["jobs"], again["statuses"], again["dh"]["n"]) == (a["jobs"], a["statuses"], a["dh"]["n"])
+
+
+@pytest.mark.django_db
+def test_hourly_curves_are_seeded_around_the_loaded_annual_factor():
+    # Zones loaded beforehand (e.g. from codecarbon) keep their factor; the seeded hourly curve
+    # averages to it, not to the demo's own figure (PL 750, IN 700).
+    m.GridZone.objects.create(code="PL", name="Poland", annual_intensity_g_per_kwh=661.9, vintage="2023")
+    m.GridZone.objects.create(code="IN", name="India", annual_intensity_g_per_kwh=713.4, vintage="2023")
+    call_command("seed_history", "--org", "seed-z", *ARGS)
+    for code, annual in (("PL", 661.9), ("IN", 713.4), ("FR", 56.0)):
+        values = list(
+            m.HourlyIntensity.objects.filter(zone__code=code, signal=m.IntensitySignal.AVERAGE).values_list(
+                "intensity_g_per_kwh", flat=True
+            )
+        )
+        assert len(values) == 4 * 24
+        assert abs(sum(values) / len(values) - annual) <= 0.05  # the mean, to the 0.1 g rounding
+        assert max(values) > annual * 1.02 and min(values) < annual * 0.98  # still a daily shape

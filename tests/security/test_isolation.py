@@ -489,6 +489,17 @@ def _dashboard_job_detail(world: World, name: str) -> None:
         assert response.status_code == (200 if key in who.jobs else 404), (name, key)
 
 
+def _dashboard_job_power(world: World, name: str) -> None:
+    who = PRINCIPALS[name]
+    for key, job in world.jobs.items():
+        response = _get(world, name, f"/jobs/{job.pk}/power.json")
+        if who.kind != "session":
+            assert response.status_code == 302, name
+            continue
+        _no_leak(name, response, what=f"job power {key}")
+        assert response.status_code == (200 if key in who.jobs else 404), (name, key)
+
+
 def _dashboard_report_month(world: World, name: str) -> None:
     who = PRINCIPALS[name]
     path = f"/reports/{world.now:%Y-%m}/"
@@ -569,6 +580,7 @@ NO_TENANT_DATA = {
     "api-redoc": "/api/redoc/",
     "api-not-found": "/api/v1/jobs/1.5/",
     "dashboard:plotly-js": "/assets/plotly-0.0.0.min.js",
+    "dashboard:redoc-js": "/assets/redoc-0.0.0.standalone.js",
 }
 # What-if over the shared catalog and grid zones only (a job's projection is a job endpoint).
 SHARED_DATA_POST = {
@@ -619,6 +631,7 @@ TENANT = {
     "dashboard:jobs": _dashboard_page("/jobs/", exact_jobs=True),
     "dashboard:jobs-export": _dashboard_page("/jobs/export.csv", exact_jobs=True),
     "dashboard:job-detail": _each_principal(_dashboard_job_detail),
+    "dashboard:job-power": _each_principal(_dashboard_job_power),
     "dashboard:live": _dashboard_page("/live/"),
     "dashboard:live-data": _dashboard_page("/live/data.json", exact_jobs=True),
     "dashboard:tradeoffs": _dashboard_page("/tradeoffs/"),

@@ -29,6 +29,7 @@ from .families import (
 from .fleet import FleetPlan, FleetWorkload, plan_fleet_upgrade, workloads_from_jobs
 from .hardware import HardwareProjection, MemoryRequirement, inference_memory_gb, project_hardware, roofline_time_ratio
 from .host import DEFAULT_HOST, HostShare, default_host
+from .ledger_baseline import LedgerTotals, rebase_on_ledger
 from .parallel import ParallelScaling, ScalingPoint, compute_device_s_from_job, parallel_scaling
 from .place_time import (
     StartWindow,
@@ -60,6 +61,7 @@ __all__ = [
     "InferenceConfig",
     "InferenceResult",
     "JobPoint",
+    "LedgerTotals",
     "MeasuredJob",
     "MemoryRequirement",
     "MoeOffloadComparison",
@@ -89,6 +91,7 @@ __all__ = [
     "plan_fleet_upgrade",
     "power_cap_curve",
     "project_hardware",
+    "rebase_on_ledger",
     "recommender_inference",
     "roofline_time_ratio",
     "time_shift_bound_g",

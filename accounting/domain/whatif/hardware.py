@@ -8,7 +8,7 @@ part (1 − utilisation: input pipeline, host, I/O) does not change with the acc
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ from .common import (
     spec_for,
     utilisation_equivalent,
 )
+from .power_cap import CapRun, power_cap_curve
 
 USABLE_MEMORY_FRACTION = 0.90  # runtime, activations, fragmentation take the rest
 
@@ -196,7 +197,10 @@ def project_hardware(
     calibration: Calibration | None = None,
     specs: Mapping[str, DeviceSpec] | None = None,
     inter_node_gb_s: float = 50.0,
+    cap_runs: Sequence[CapRun] = (),
 ) -> HardwareProjection:
+    """A power cap below the projected draw slows the job along the power-cap energy–time curve
+    (``power_cap_curve``; α fitted from ``cap_runs`` where jobs ran under different caps)."""
     specs = CATALOG if specs is None else specs
     source = spec_for(job.device_key, specs, "device_key")
     target = spec_for(target_key, specs, "target_key")
@@ -250,8 +254,8 @@ def project_hardware(
     measured_power_w = job.gpu_energy_j / (job.runtime_s * job.device_count)
     src_top = job.power_cap_w or source.max_power_w
     u_eq = utilisation_equivalent(source, measured_power_w, src_top)
-    tgt_top = min(target.max_power_w, target_power_cap_w) if target_power_cap_w else target.max_power_w
-    tgt_power_w = power_at(target, u_eq, tgt_top)
+    tgt_power_w = power_at(target, u_eq)
+    u = 1.0 if job.avg_util is None else job.avg_util
 
     if calibration is not None:
         require(
@@ -267,6 +271,8 @@ def project_hardware(
         energy_t = job.gpu_energy_j * calibration.energy_ratio
         rel = calibration.rel_error
         split = None
+        fc, fm, _ = family_split(job.family, job.kind)
+        compute_share, memory_share = u * fc, u * fm
         notes.extend(calibration.assumptions)
         notes.append("runtime and energy from measured ratios, not the roofline model")
     else:
@@ -289,10 +295,37 @@ def project_hardware(
         energy_t = tgt_power_w * runtime_t * count
         rel = REL_ERROR_ROOFLINE
         split = ratio.split
+        k = job.device_count / count
+        compute_share = u * split[0] * ratio.compute_ratio * k / ratio.time_ratio
+        memory_share = u * split[1] * ratio.memory_ratio * k / ratio.time_ratio
         notes.append(
             f"target power = idle + (limit − idle) × {u_eq:.2f}, the source's utilisation-equivalent "
             f"(measured {measured_power_w:.0f} W between {source.idle_power_w:g} W idle and {src_top:g} W): "
             f"{tgt_power_w:.0f} W per {target.key}"
+        )
+    draw_w = energy_t / (runtime_t * count)
+    if target_power_cap_w is not None and target_power_cap_w < draw_w:
+        curve = power_cap_curve(
+            device_key=target.key,
+            device_count=count,
+            runtime_s=runtime_t,
+            avg_power_w=draw_w,
+            caps_w=[target_power_cap_w],
+            compute_share=min(1.0, compute_share),
+            memory_share=min(1.0 - min(1.0, compute_share), memory_share),
+            calibration_runs=cap_runs,
+            specs=specs,
+        )
+        point = curve.points[0]
+        notes.append(
+            f"power cap {target_power_cap_w:g} W below the projected draw {draw_w:.0f} W: "
+            f"the job slows × {point.slowdown:.3f} (compute share {compute_share:.2f} of runtime at "
+            f"(P/cap)^{curve.alpha:.3g}, {curve.alpha_source}; memory share {memory_share:.2f}) and draws the cap"
+        )
+        runtime_t, energy_t = point.runtime_s, point.energy_j
+    elif target_power_cap_w is not None:
+        notes.append(
+            f"power cap {target_power_cap_w:g} W at or above the projected draw {draw_w:.0f} W: it does not bind"
         )
     notes.append("IT energy is accelerator energy only: host CPU/DRAM not projected")
     baseline = build_footprint(

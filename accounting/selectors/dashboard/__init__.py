@@ -48,6 +48,7 @@ from accounting.selectors.dashboard.overview import (
     overview_disclosure_get,
     overview_get,
 )
+from accounting.selectors.dashboard.power import YOUNG_JOB_S, fleet_power_get, job_power_get
 from accounting.selectors.dashboard.reports import report_month_get, report_month_list
 from accounting.selectors.dashboard.tradeoffs import (
     LOWER_IS_BETTER_WORDS,
@@ -64,6 +65,7 @@ __all__ = [
     "OVERHEAD_LABEL",
     "SORT_FIELDS",
     "UTC",
+    "YOUNG_JOB_S",
     "BudgetRow",
     "FactorRow",
     "JobListFilters",
@@ -77,9 +79,11 @@ __all__ = [
     "TradeoffPoint",
     "Tradeoffs",
     "UnitEfficiencyRow",
+    "fleet_power_get",
     "job_detail_get",
     "job_export_rows",
     "job_list",
+    "job_power_get",
     "job_user_option_list",
     "methodology_factor_list",
     "overview_disclosure_get",

@@ -13,6 +13,7 @@ from typing import Any, TypedDict
 
 from django.db.models import QuerySet
 
+from accounting.domain.comparison import like_for_like_previous
 from accounting.models import GridZone, HardwareModel, Job, TeamDay
 from accounting.selectors.access import Principal, jobs_visible, principal_for, teams_visible
 
@@ -80,8 +81,27 @@ class Period:
     def previous(self) -> Period:
         return Period(start=self.start - dt.timedelta(days=self.days), end=self.start)
 
+    @property
+    def is_partial_month(self) -> bool:
+        """Starts on the 1st and ends before the month does (month to date)."""
+        return self.start.day == 1 and self.days > 0 and self.end < _next_month_start(self.start)
+
+    def comparison(self) -> Period:
+        """The period a change is measured against: for a partial month, the same number of
+        days at the start of the previous month (like for like); otherwise the equally long
+        period just before."""
+        if self.is_partial_month:
+            prev_start = (self.start - dt.timedelta(days=1)).replace(day=1)
+            start, end = like_for_like_previous(self.start, self.end, prev_start, self.start)
+            return Period(start=start, end=end)
+        return self.previous()
+
     def day_list(self) -> list[dt.date]:
         return [self.start + dt.timedelta(days=i) for i in range(self.days)]
+
+
+def _next_month_start(day: dt.date) -> dt.date:
+    return (day.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
 
 
 def _pct_change(current: float, previous: float) -> float | None:
@@ -113,6 +133,22 @@ def _unit_scale(per_unit: float) -> tuple[float, str]:
         if per_unit * factor >= 0.01:
             return factor, label
     return 1e9, "1G "
+
+
+def unit_singular(unit: str) -> str:
+    """ "tokens" → "token", "queries" → "query": a unit read as "per <unit>"."""
+    if unit.endswith("ies") and len(unit) > 3:
+        return unit[:-3] + "y"
+    if unit.endswith("s") and not unit.endswith("ss"):
+        return unit[:-1]
+    return unit
+
+
+def unit_rate(per_unit: float, unit: str) -> tuple[float, str]:
+    """A per-unit figure on a readable multiple of the unit, the same on every page:
+    (0.000205, "tokens") → (0.205, "1k tokens"); (3.2, "steps") → (3.2, "step")."""
+    factor, label = _unit_scale(per_unit)
+    return per_unit * factor, f"{label}{unit}" if label else unit_singular(unit)
 
 
 def whatif_option_get() -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,9 +10,7 @@ from accounting.domain.units import kg_from_g as _kg
 from accounting.domain.units import kwh_from_j as _kwh
 from accounting.models import DeviceHour, JobAllocation, JobHour
 from accounting.selectors.access import Principal, jobs_visible
-from accounting.selectors.dashboard.common import (
-    _unit_scale,
-)
+from accounting.selectors.dashboard.common import _unit_scale, unit_singular
 from accounting.selectors.disclosure import job_market_water
 
 
@@ -107,7 +105,7 @@ def job_detail_get(*, scope: Principal, job_id: int) -> dict[str, Any] | None:
                 UnitEfficiencyRow(
                     unit=unit,
                     count=float(count),
-                    per_label=f"{label}{unit}",
+                    per_label=f"{label}{unit}" if label else unit_singular(unit),
                     energy_wh_per=fp.energy_j / 3600 / count * factor,
                     co2e_g_per=co2_per * factor,
                     is_primary=unit == job.primary_unit,
@@ -116,6 +114,9 @@ def job_detail_get(*, scope: Principal, job_id: int) -> dict[str, Any] | None:
         efficiency.sort(key=lambda r: (not r.is_primary, r.unit))
     end = job.ended_at or (fp.last_window_end if fp else None)
     hw_ids = sorted({a.device.hardware_model_id for a in allocs if a.device.hardware_model_id})
+    # The what-if panel starts from the job's own device model: a cap or zone alone is then a
+    # projection of the job as it ran (the most-held model when the job mixed models).
+    held = Counter(a.device.hardware_model.key for a in allocs if a.device.hardware_model is not None)
     return {
         "job": job,
         "site": job.cluster.site,
@@ -127,6 +128,8 @@ def job_detail_get(*, scope: Principal, job_id: int) -> dict[str, Any] | None:
         "co2e_low_kg": _kg(fp.co2e_low_g) if fp else None,
         "co2e_high_kg": _kg(fp.co2e_high_g) if fp else None,
         "energy_kwh": _kwh(fp.energy_j) if fp else None,
+        # The intensity the ledger applied over the job's hours, weighted by its energy.
+        "avg_intensity_g_per_kwh": fp.co2e_operational_g / _kwh(fp.energy_j) if fp and fp.energy_j > 0 else None,
         "quality_label": quality_label(fp.measured_fraction if fp else None),
         "duration_h": (end - job.started_at).total_seconds() / 3600 if end else None,
         "allocations": [
@@ -144,6 +147,7 @@ def job_detail_get(*, scope: Principal, job_id: int) -> dict[str, Any] | None:
         ],
         "gpu_count": len({a.device_id for a in allocs}),
         "hardware_model_ids": hw_ids,
+        "device_key": held.most_common(1)[0][0] if held else None,
         "hours": {
             "hour": [h[0] for h in hours],
             "energy_kwh": [_kwh(h[1]) for h in hours],

@@ -12,6 +12,7 @@ from django.db import connection
 from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import Coalesce, TruncDate
 
+from accounting.domain.comparison import compare, coverage
 from accounting.domain.units import kg_from_g as _kg
 from accounting.domain.units import kwh_from_j as _kwh
 from accounting.models import Job, JobFootprint, JobHour
@@ -22,7 +23,6 @@ from accounting.selectors.dashboard.common import (
     UTC,
     Period,
     _jobs_scoped,
-    _pct_change,
     _teamday_qs,
 )
 from accounting.selectors.disclosure import Disclosure, disclosure_period
@@ -51,6 +51,12 @@ class OverviewKpis:
     prev_co2e_kg: float
     energy_change_pct: float | None
     co2e_change_pct: float | None
+    # Why there is no change figure ("no comparable data ..."), the period compared with, the
+    # share of its days that carry data, and whether the current period is a partial month.
+    change_reason: str | None = None
+    previous_period: Period | None = None
+    previous_coverage: float = 0.0
+    partial: bool = False
 
 
 @dataclass(frozen=True)
@@ -150,9 +156,13 @@ def overview_get(*, scope: Principal, period: Period, team_id: int | None = None
     else:
         series_rows = _jobhour_group_rows(scope=scope, period=period, team_id=team_id, group_by=group_by)
         series_rows += [(OVERHEAD_LABEL, day, e, op, emb) for _l, team, day, e, _i, op, emb in td_rows if team is None]
-    prev = _teamday_qs(scope=scope, period=period.previous(), team_id=team_id).aggregate(
-        e=Coalesce(Sum("energy_j"), 0.0), co2=Coalesce(Sum(F("co2e_operational_g") + F("co2e_embodied_g")), 0.0)
+    prev_period = period.comparison()
+    prev = _teamday_qs(scope=scope, period=prev_period, team_id=team_id).aggregate(
+        e=Coalesce(Sum("energy_j"), 0.0),
+        co2=Coalesce(Sum(F("co2e_operational_g") + F("co2e_embodied_g")), 0.0),
+        days=Count("day", distinct=True, filter=Q(energy_j__gt=0)),
     )
+    prev_coverage = coverage(prev["days"], prev_period.days)
     jobs = _jobs_scoped(scope=scope, team_id=team_id).filter(
         started_at__gte=period.start_at, started_at__lt=period.end_at
     )
@@ -206,6 +216,8 @@ def overview_get(*, scope: Principal, period: Period, team_id: int | None = None
         for r in top
     ]
     energy_kwh, co2_kg = _kwh(total_e), _kg(total_op + total_emb)
+    energy_cmp = compare(energy_kwh, _kwh(prev["e"]), previous_coverage=prev_coverage)
+    co2e_cmp = compare(co2_kg, _kg(prev["co2"]), previous_coverage=prev_coverage)
     fleet_visible = scope.is_admin and team_id is None
     kpis = OverviewKpis(
         energy_kwh=energy_kwh,
@@ -219,8 +231,12 @@ def overview_get(*, scope: Principal, period: Period, team_id: int | None = None
         lost_share=(lost_e / energy_kwh) if energy_kwh > 0 else None,
         prev_energy_kwh=_kwh(prev["e"]),
         prev_co2e_kg=_kg(prev["co2"]),
-        energy_change_pct=_pct_change(energy_kwh, _kwh(prev["e"])),
-        co2e_change_pct=_pct_change(co2_kg, _kg(prev["co2"])),
+        energy_change_pct=energy_cmp.change_pct,
+        co2e_change_pct=co2e_cmp.change_pct,
+        change_reason=energy_cmp.reason or co2e_cmp.reason,
+        previous_period=prev_period,
+        previous_coverage=prev_coverage,
+        partial=period.is_partial_month,
     )
     job_idle = idle_e - sum(r[4] for r in td_rows if r[1] is None)
     split = {

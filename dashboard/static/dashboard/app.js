@@ -68,11 +68,12 @@
     if (body && typeof body === "object") {
       var parts = [];
       if (body.title) { parts.push(body.title); }
-      if (body.detail && typeof body.detail === "string") { parts.push(body.detail); }
-      if (Array.isArray(body.errors)) {
+      // A validation problem's detail is its errors joined: show the errors, not both.
+      if (Array.isArray(body.errors) && body.errors.length) {
         body.errors.forEach(function (e) { parts.push((e.field ? e.field + ": " : "") + (e.message || "")); });
         return parts.join(" — ");
       }
+      if (body.detail && typeof body.detail === "string") { parts.push(body.detail); }
       var fields = body.invalid_params || body.fields;
       var source = fields && typeof fields === "object" ? fields : body;
       Object.keys(source).forEach(function (k) {
@@ -167,7 +168,7 @@
       ["Device", (b.device_count || "?") + " × " + (b.device_key || "?"), (p.device_count || "?") + " × " + (p.device_key || "?")],
       ["Runtime", hoursText(b.runtime_s), hoursText(p.runtime_s)],
       ["Average power per device", fmt(b.avg_power_w) + " W", fmt(p.avg_power_w) + " W"],
-      ["Energy (incl. facility)", energyText(b.total_energy_j), energyText(p.total_energy_j)],
+      ["Energy (GPU, host, facility)", energyText(b.total_energy_j), energyText(p.total_energy_j)],
       ["Operational carbon", massText(b.operational_co2e_g), massText(p.operational_co2e_g)],
       ["Embodied carbon", massText(b.embodied_co2e_g), massText(p.embodied_co2e_g)],
       ["Total carbon", massText(b.co2e_g), massText(p.co2e_g)],
@@ -180,10 +181,10 @@
     var summary = el("p", { "class": "whatif-summary" });
     var delta = (b.co2e_g && p.co2e_g !== undefined) ? (p.co2e_g - b.co2e_g) / b.co2e_g * 100 : null;
     summary.textContent = "Speed-up " + fmt(data.speedup, 2) + "× (" + (data.method || "model") + ")" +
-      (delta === null ? "" : "; carbon " + (delta <= 0 ? "−" : "+") + fmt(Math.abs(delta), 1) + " % vs measured") +
+      (delta === null ? "" : "; carbon " + (delta <= 0 ? "−" : "+") + fmt(Math.abs(delta), 1) + " % vs the ledger footprint") +
       (data.calibration_jobs ? "; calibrated on " + data.calibration_jobs + " jobs" : "");
     out.appendChild(summary);
-    out.appendChild(table(["", "Measured", "Projected"], rows));
+    out.appendChild(table(["", "Measured (ledger)", "Projected"], rows));
     out.appendChild(assumptionList(data.assumptions));
   }
   function renderWindow(out, data) {
@@ -304,6 +305,7 @@
               .forEach(function (v) { tr.appendChild(el("td", { "class": "num" }, v)); });
             body.appendChild(tr);
           });
+          if (data.fleet_power) { redrawPower("fig-fleet-power", data.fleet_power.t, data.fleet_power.power_kw); }
           if (stamp) { stamp.textContent = "Updated " + new Date().toLocaleTimeString("en-GB"); stamp.classList.remove("error"); }
         })
         .catch(function (err) { if (stamp) { stamp.textContent = "Refresh failed (" + err.message + "), retrying"; } });
@@ -312,8 +314,103 @@
     window.setInterval(tick, every);
   }
 
+  // --- live power (Live page's fleet chart, job page's live chart) -------------------------------
+  function plotFor(fid) { return document.querySelector('[data-figure="' + fid + '"]'); }
+  function redrawPower(fid, t, kw) {
+    var node = plotFor(fid);
+    if (!node || !window.Plotly || !node.data) { return; }
+    var trace = Object.assign({}, node.data[0], { x: t, y: kw });
+    window.Plotly.react(node, [trace], node.layout, PLOT_CONFIG);
+  }
+  function energyKwhText(kwh) {
+    if (kwh === null || kwh === undefined) { return "—"; }
+    return Math.abs(kwh) >= 1000 ? fmt(kwh / 1000) + " MWh" : fmt(kwh) + " kWh";
+  }
+  function startJobLive(node) {
+    var url = node.getAttribute("data-power-url");
+    var every = Number(node.getAttribute("data-refresh-s") || "5") * 1000;
+    var span = Number(node.getAttribute("data-span-s") || "1800") * 1000;
+    function text(id, value) { var n = document.getElementById(id); if (n) { n.textContent = value; } }
+    function tick() {
+      var start = new Date(Date.now() - span).toISOString();
+      fetch(url + "?start=" + encodeURIComponent(start), { credentials: "same-origin", headers: { "Accept": "application/json" } })
+        .then(function (r) { if (!r.ok) { throw new Error("HTTP " + r.status); } return r.json(); })
+        .then(function (data) {
+          redrawPower("fig-job-live", data.total.t, data.total.power_kw);
+          text("job-live-energy", energyKwhText(data.energy_so_far_kwh));
+          text("job-live-power", data.current_power_kw === null ? "—" : fmt(data.current_power_kw) + " kW");
+          text("job-live-projected", energyKwhText(data.projected_total_kwh));
+          text("job-live-note", data.projection_note || "");
+          text("job-live-updated", "Updated " + new Date().toLocaleTimeString("en-GB") +
+            (data.last_window_end ? "; latest window ended " + data.last_window_end.slice(11, 19) + " UTC" : ""));
+        })
+        .catch(function (err) { text("job-live-updated", "Refresh failed (" + err.message + "), retrying"); });
+    }
+    window.setInterval(tick, every);
+  }
+  // Zoom to window resolution: when the hourly trace is zoomed to RAW_MAX_MS or less, the raw
+  // windows of that range replace it; a reset (double-click) brings the hourly figure back.
+  var RAW_MAX_MS = 6 * 3600 * 1000;
+  function rawTraces(data) {
+    var out = [], palette = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"];
+    data.devices.forEach(function (d, i) {
+      var c = palette[i % palette.length];
+      out.push({ type: "scatter", mode: "lines", x: d.t, y: d.power_w, name: d.label, legendgroup: d.label,
+        line: { width: 1.6, color: c, shape: "hv" }, xaxis: "x", yaxis: "y",
+        hovertemplate: d.label + "<br>%{x|%d %b %H:%M:%S}<br>%{y:,.0f} W<extra></extra>" });
+      out.push({ type: "scatter", mode: "lines", x: d.t, y: d.util_pct, name: d.label, legendgroup: d.label, showlegend: false,
+        line: { width: 1.6, color: c, shape: "hv" }, xaxis: "x2", yaxis: "y2",
+        hovertemplate: d.label + "<br>%{x|%d %b %H:%M:%S}<br>%{y:.0f} %<extra></extra>" });
+    });
+    return out;
+  }
+  // Plotly gives date-axis ranges as "YYYY-MM-DD HH:MM:SS.sss" in UTC, without a zone.
+  function plotlyDate(v) {
+    var text = String(v).replace(" ", "T");
+    return new Date(/[zZ]|[+-]\d\d:?\d\d$/.test(text) ? text : text + "Z");
+  }
+  function bindZoom(box) {
+    var fid = box.getAttribute("data-zoom-for"), node = plotFor(fid), src = document.getElementById(fid);
+    if (!node || !src || !window.Plotly || box.getAttribute("data-resolution") === "window") { return; }
+    var original = JSON.parse(src.textContent), note = document.getElementById("trace-note"), busy = false;
+    node.on("plotly_relayout", function (ev) {
+      if (busy) { return; }
+      if (ev["xaxis.autorange"] || ev["xaxis2.autorange"]) {
+        if (box.getAttribute("data-resolution") === "window") {
+          busy = true; box.setAttribute("data-resolution", "hour");
+          window.Plotly.react(node, original.data, original.layout, PLOT_CONFIG).then(function () { busy = false; });
+          if (note) { note.textContent = "Hourly averages; drag across the chart to 6 hours or less to see the raw windows, double-click to reset."; }
+        }
+        return;
+      }
+      var r = ev["xaxis.range"] || ev["xaxis2.range"] || [];
+      var a = ev["xaxis.range[0]"] || ev["xaxis2.range[0]"] || r[0], b = ev["xaxis.range[1]"] || ev["xaxis2.range[1]"] || r[1];
+      if (!a || !b) { return; }
+      var t0 = plotlyDate(a), t1 = plotlyDate(b);
+      if (isNaN(t0) || isNaN(t1) || t1 - t0 > RAW_MAX_MS) { return; }
+      var url = box.getAttribute("data-zoom-url") + "?start=" + encodeURIComponent(t0.toISOString()) + "&end=" + encodeURIComponent(t1.toISOString());
+      fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+        .then(function (r) { if (!r.ok) { throw new Error("HTTP " + r.status); } return r.json(); })
+        .then(function (data) {
+          busy = true; box.setAttribute("data-resolution", "window");
+          var layout = JSON.parse(JSON.stringify(original.layout));
+          layout.xaxis.range = [t0.toISOString(), t1.toISOString()]; layout.xaxis.autorange = false;
+          layout.xaxis2.range = [t0.toISOString(), t1.toISOString()]; layout.xaxis2.autorange = false;
+          layout.xaxis2.title = { text: "Window end (UTC)" };
+          (layout.annotations || []).forEach(function (a) { a.text = String(a.text).replace("hourly average", "per window"); });
+          return window.Plotly.react(node, rawTraces(data), layout, PLOT_CONFIG).then(function () {
+            busy = false;
+            if (note) { note.textContent = "Raw windows " + data.start.slice(0, 19).replace("T", " ") + " – " + data.end.slice(0, 19).replace("T", " ") + " UTC" + (data.truncated ? " (capped)" : "") + "; double-click for hourly averages."; }
+          });
+        })
+        .catch(function (err) { busy = false; if (note) { note.textContent = "Could not load the raw windows (" + err.message + ")."; } });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     renderFigures(document);
+    document.querySelectorAll("[data-power-url]").forEach(startJobLive);
+    document.querySelectorAll("[data-zoom-url]").forEach(bindZoom);
     document.querySelectorAll("form[data-whatif=project]").forEach(function (f) { bindForm(f, formPayload, renderProjection); });
     document.querySelectorAll("form[data-whatif=window]").forEach(function (f) { bindForm(f, formPayload, renderWindow); });
     document.querySelectorAll("form[data-whatif=fleet]").forEach(function (f) { bindForm(f, plannerPayload, renderPlan); });

@@ -3,20 +3,28 @@
 It drives the same services the scheduler API calls (job_register / job_units_report /
 job_end), so the demo exercises the real paths: allocations change, ledger batches are
 re-attributed, footprints become final and new live ones appear.
+
+Only jobs on hosts that stream telemetry (a batch within ``--stale-s``) are churned: a job
+started on a seeded host, which no agent reports, would sit "running" at 0 kWh forever. Running
+jobs on such hosts (the seeded history's last jobs) are ended at their last ledger window. A
+replacement keeps its predecessor's base name with one ``#<scheduler id>`` suffix.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import random
+import re
 import signal
 import time
 
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from accounting.models import Job
+from accounting.models import Job, JobFootprint
 from accounting.services.allocations import AllocationSpec
 from accounting.services.jobs import job_end, job_register, job_units_report
+from telemetry.models import TelemetryBatch
 
 # Functional units per GPU-second by family/kind (orders of magnitude of public figures:
 # an 8B-parameter model trains at ~3k tokens/s per H100; a 7B chat model serves ~1.5k tokens/s).
@@ -29,6 +37,12 @@ UNITS_PER_GPU_S = {
     ("other", "training"): ("samples", 800.0),
 }
 EXIT_STATES = [Job.Status.COMPLETED] * 6 + [Job.Status.FAILED, Job.Status.PREEMPTED]
+_SUFFIX = re.compile(r"(#\d+)+$")
+
+
+def base_name(name: str) -> str:
+    """A job name without the ``#<id>`` suffixes replacements added: "bert#2001#2002" → "bert"."""
+    return _SUFFIX.sub("", name)
 
 
 class Command(BaseCommand):
@@ -40,6 +54,12 @@ class Command(BaseCommand):
         parser.add_argument("--org", default="acme")
         parser.add_argument("--seed", type=int, default=11)
         parser.add_argument("--iterations", type=int, default=0, help="stop after N ticks (0: run until signalled)")
+        parser.add_argument(
+            "--stale-s",
+            type=float,
+            default=600.0,
+            help="a host with no telemetry batch for this long is not live; its running jobs are ended",
+        )
 
     def handle(self, *args, **opts):
         rng = random.Random(opts["seed"])
@@ -54,18 +74,7 @@ class Command(BaseCommand):
         last_churn = time.monotonic()
         ticks = 0
         while not stopping:
-            now = timezone.now()
-            running = list(
-                Job.objects.filter(org__slug=opts["org"], status=Job.Status.RUNNING).prefetch_related("allocations")
-            )
-            for job in running:
-                unit, rate = UNITS_PER_GPU_S.get((job.family, job.kind), ("samples", 500.0))
-                gpus = sum(1 for a in job.allocations.all() if a.end is None)
-                elapsed_s = (now - job.started_at).total_seconds()
-                jitter = 0.9 + 0.2 * rng.random()
-                job_units_report(
-                    job=job, units={unit: round(rate * gpus * elapsed_s * jitter)}, mode="set", primary_unit=unit
-                )
+            running = self._tick(org=opts["org"], rng=rng, stale_s=opts["stale_s"])
             if running and time.monotonic() - last_churn >= opts["churn_s"]:
                 last_churn = time.monotonic()
                 self._replace(rng.choice(running), rng)
@@ -76,11 +85,45 @@ class Command(BaseCommand):
             while not stopping and time.monotonic() < deadline:
                 time.sleep(0.2)
 
+    def _tick(self, *, org: str, rng: random.Random, stale_s: float) -> list[Job]:
+        """Report units of the live jobs, end the stale ones; return the live ones."""
+        now = timezone.now()
+        live_hosts = set(
+            TelemetryBatch.objects.filter(
+                host__cluster__site__org__slug=org, received_at__gte=now - dt.timedelta(seconds=stale_s)
+            )
+            .values_list("host_id", flat=True)
+            .distinct()
+        )
+        live: list[Job] = []
+        for job in Job.objects.filter(org__slug=org, status=Job.Status.RUNNING).prefetch_related("allocations__device"):
+            held = [a for a in job.allocations.all() if a.end is None]
+            if any(a.device.host_id in live_hosts for a in held):
+                live.append(job)
+                unit, rate = UNITS_PER_GPU_S.get((job.family, job.kind), ("samples", 500.0))
+                elapsed_s = (now - job.started_at).total_seconds()
+                jitter = 0.9 + 0.2 * rng.random()
+                job_units_report(
+                    job=job, units={unit: round(rate * len(held) * elapsed_s * jitter)}, mode="set", primary_unit=unit
+                )
+            elif (now - job.started_at).total_seconds() > stale_s:
+                self._end_stale(job)
+        return live
+
+    def _end_stale(self, job: Job) -> None:
+        """End a running job no agent reports: at its last ledger window (its start if none)."""
+        last = JobFootprint.objects.filter(job=job).values_list("last_window_end", flat=True).first()
+        ended_at = max(last or job.started_at, job.started_at + dt.timedelta(seconds=1))
+        job_end(job=job, status=Job.Status.COMPLETED, ended_at=ended_at)
+        self.stdout.write(
+            f"job {job.scheduler_job_id} ended at {ended_at:%Y-%m-%d %H:%M} (no telemetry from its hosts)"
+        )
+
     def _replace(self, job: Job, rng: random.Random) -> None:
         held = [a for a in job.allocations.select_related("device__host") if a.end is None]
         state = rng.choice(EXIT_STATES)
         job_end(job=job, status=state)
-        base = job.name.split("#")[0]
+        base = base_name(job.name)
         new_id = str(int(Job.objects.filter(cluster=job.cluster).count()) + 2000)
         hosts: dict[str, list[int]] = {}
         for allocation in held:

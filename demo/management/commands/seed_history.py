@@ -228,8 +228,12 @@ def _bulk(model, rows: Iterable, *, total: int, desc: str, quiet: bool, ignore_c
     bar.close()
 
 
-def _intensity_curve(rng: np.random.Generator, zone: ZoneSpec, t0: dt.datetime, hours: int) -> np.ndarray:
-    """Synthetic hourly average intensity: solar dip, evening peak, weekly cycle, AR(1) weather."""
+def _intensity_curve(
+    rng: np.random.Generator, zone: ZoneSpec, t0: dt.datetime, hours: int, *, annual_g_per_kwh: float
+) -> np.ndarray:
+    """Synthetic hourly average intensity: solar dip, evening peak, weekly cycle, AR(1) weather,
+    scaled so that its mean over the seeded hours is the zone's loaded annual factor
+    (``annual_g_per_kwh``: the GridZone row, e.g. codecarbon's, not the demo's own figure)."""
     h = np.arange(hours, dtype=float)
     local = (t0.hour + h + zone.utc_offset_h) % 24
     solar = np.clip(np.cos((local - 13) / 24 * 2 * np.pi * 1.6), 0, None)  # daylight bump around 13:00
@@ -239,9 +243,9 @@ def _intensity_curve(rng: np.random.Generator, zone: ZoneSpec, t0: dt.datetime, 
     weather = np.zeros(hours)
     eps = rng.normal(0, 0.035, hours)
     for i in range(1, hours):
-        weather[i] = 0.97 * weather[i - 1] + eps[i]
-    curve = zone.annual_g_per_kwh * (1 - zone.solar_dip * solar + zone.evening_peak * evening + weekend + weather)
-    return np.clip(curve, zone.annual_g_per_kwh * 0.25, None).round(1)
+        weather[i] = 0.9 * weather[i - 1] + eps[i]  # ~10 h memory: a week averages within a few % of the annual
+    shape = np.clip(1 - zone.solar_dip * solar + zone.evening_peak * evening + weekend + weather, 0.25, None)
+    return (annual_g_per_kwh * shape / shape.mean()).round(1)
 
 
 class Command(BaseCommand):
@@ -466,7 +470,9 @@ class Seeder:
         self.site_intensity = np.zeros((len(SITES), self.hours))
         zone_curve = {}
         for z in ZONES:
-            curve = _intensity_curve(self.rng, z, self.t0, self.hours)
+            curve = _intensity_curve(
+                self.rng, z, self.t0, self.hours, annual_g_per_kwh=self.zone_rows[z.code].annual_intensity_g_per_kwh
+            )
             existing = m.HourlyIntensity.objects.filter(
                 zone=self.zone_rows[z.code],
                 signal=m.IntensitySignal.AVERAGE,

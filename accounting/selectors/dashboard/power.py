@@ -1,0 +1,188 @@
+"""Live power: the raw GPU windows of a job's devices (a young job's trace, a zoom to window
+resolution, the job page's live chart) and the fleet's power per minute (the Live page).
+
+These are the only dashboard reads of raw telemetry. They stay cheap: a bounded time range
+(``RAW_RANGE_MAX_S``) on the partitioned window table, filtered by device and ``start_at`` (the
+partition key), capped at ``MAX_WINDOWS`` rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from typing import Any
+
+from django.core.exceptions import EmptyResultSet
+from django.db import connection
+from django.db.models import Q, QuerySet
+
+from accounting.domain.units import J_PER_KWH, S_PER_H
+from accounting.models import Device, Job, JobAllocation
+from accounting.selectors.access import Principal, jobs_visible
+
+RAW_RANGE_MAX_S = 6 * S_PER_H  # raw windows are served for at most this span
+MAX_WINDOWS = 20_000
+YOUNG_JOB_S = 2 * S_PER_H  # under this age a running job's trace is drawn from raw windows
+FLEET_MINUTES = 60
+
+_WINDOWS_SQL = """
+    SELECT w.device_id, w.start_at, w.end_at, w.avg_power_w, w.util_pct
+    FROM telemetry_gpuwindow w
+    WHERE w.device_id = ANY(%s) AND w.start_at >= %s AND w.start_at < %s
+    ORDER BY w.device_id, w.start_at, w.seq
+    LIMIT %s
+"""
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def job_power_get(
+    *,
+    scope: Principal,
+    job_id: int,
+    now: dt.datetime,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+) -> dict[str, Any] | None:
+    """Raw windows of the job's devices while it held them, in ``[start, end)`` (default: its
+    whole run, at most the last ``RAW_RANGE_MAX_S``), with its energy so far, the current
+    power and the projected total at that rate. None when the job is not visible."""
+    job = jobs_visible(principal=scope).filter(id=job_id).select_related("footprint").first()
+    if job is None:
+        return None
+    fp = getattr(job, "footprint", None)
+    job_end = job.ended_at or now
+    hi = min(end or job_end, job_end)
+    lo = max(start or job.started_at, job.started_at)
+    truncated = False
+    if (hi - lo).total_seconds() > RAW_RANGE_MAX_S:
+        lo, truncated = hi - dt.timedelta(seconds=RAW_RANGE_MAX_S), True
+    held: dict[int, list[tuple[dt.datetime, dt.datetime]]] = defaultdict(list)
+    labels: dict[int, str] = {}
+    for a in (
+        JobAllocation.objects.filter(job_id=job.id)
+        .select_related("device__host")
+        .order_by("device__host__hostname", "device__index", "start")
+    ):
+        held[a.device_id].append((a.start, a.end or job_end))
+        labels[a.device_id] = f"{a.device.host.hostname} GPU{a.device.index}"
+    rows: list[tuple] = []
+    if held and hi > lo:
+        with connection.cursor() as cur:
+            cur.execute(_WINDOWS_SQL, [sorted(held), lo, hi, MAX_WINDOWS + 1])
+            rows = list(cur.fetchall())
+    if len(rows) > MAX_WINDOWS:
+        rows, truncated = rows[:MAX_WINDOWS], True
+    series: dict[int, dict[str, list]] = {d: {"t": [], "power_w": [], "util_pct": []} for d in labels}
+    latest: dict[int, tuple[dt.datetime, float]] = {}
+    for device_id, w_start, w_end, power_w, util_pct in rows:
+        mid = w_start + (w_end - w_start) / 2
+        if not any(a <= mid < b for a, b in held[device_id]):
+            continue  # the device, but while another job held it
+        s = series[device_id]
+        s["t"].append(w_end.isoformat())
+        s["power_w"].append(power_w)
+        s["util_pct"].append(util_pct)
+        if device_id not in latest or w_end > latest[device_id][0]:
+            latest[device_id] = (w_end, power_w)
+    total = _step_sum(series)
+    # The job's energy so far is the ledger's (GPU, host, facility); the current draw is the GPUs'
+    # latest windows scaled by the same total-to-GPU ratio.
+    energy_j = fp.energy_j if fp else 0.0
+    ratio = (fp.energy_j / fp.gpu_energy_j) if fp and fp.gpu_energy_j > 0 else 1.0
+    gpu_w = sum(p for _, p in latest.values()) if latest else None
+    current_kw = gpu_w * ratio / 1000 if gpu_w is not None and job.ended_at is None else None
+    projected_kwh: float | None = None
+    projection_note = ""
+    if job.ended_at is not None:
+        projected_kwh, projection_note = energy_j / J_PER_KWH, "finished: the ledger total"
+    elif current_kw is None:
+        projection_note = "no windows yet"
+    elif not job.requested_s:
+        projection_note = "no requested run time: no end to project to"
+    else:
+        remaining_s = max(0.0, job.requested_s - (now - job.started_at).total_seconds())
+        projected_kwh = energy_j / J_PER_KWH + current_kw * remaining_s / S_PER_H
+        projection_note = f"at {current_kw:.3g} kW for the {remaining_s / S_PER_H:.2f} h left of the requested run time"
+    return {
+        "job_id": job.id,
+        "generated_at": now.isoformat(),
+        "start": lo.isoformat(),
+        "end": hi.isoformat(),
+        "truncated": truncated,
+        "running": job.ended_at is None,
+        "devices": [{"label": labels[d], **series[d]} for d in labels],
+        "total": total,
+        "energy_so_far_kwh": energy_j / J_PER_KWH,
+        "gpu_power_w": gpu_w,
+        "current_power_kw": current_kw,
+        "projected_total_kwh": projected_kwh,
+        "projection_note": projection_note,
+        "last_window_end": _iso(max((t for t, _ in latest.values()), default=None)),
+    }
+
+
+def _step_sum(series: dict[int, dict[str, list]]) -> dict[str, list]:
+    """The job's GPU power over time: at each window end, the sum over its devices of each one's
+    latest window (a step function per device), from the time every device has reported."""
+    events = sorted((t, d, p) for d, s in series.items() for t, p in zip(s["t"], s["power_w"], strict=True))
+    reporting = {d for d, s in series.items() if s["t"]}
+    current: dict[int, float] = {}
+    out_t: list[str] = []
+    out_kw: list[float] = []
+    for i, (t, d, p) in enumerate(events):
+        current[d] = p
+        last_at_t = i + 1 == len(events) or events[i + 1][0] != t
+        if last_at_t and len(current) == len(reporting):
+            out_t.append(t)
+            out_kw.append(sum(current.values()) / 1000)
+    return {"t": out_t, "power_kw": out_kw}
+
+
+def _fleet_devices(scope: Principal) -> QuerySet[Device]:
+    """Admins see their organisations' GPUs; members the GPUs their teams' running jobs hold."""
+    if scope.is_superuser:
+        return Device.objects.all()
+    running = jobs_visible(principal=scope).filter(status=Job.Status.RUNNING).values("id")
+    held = Q(allocations__job_id__in=running, allocations__end__isnull=True)
+    if scope.admin_org_ids:
+        held |= Q(host__cluster__site__org_id__in=sorted(scope.admin_org_ids))
+    return Device.objects.filter(held)
+
+
+def fleet_power_get(*, scope: Principal, now: dt.datetime, minutes: int = FLEET_MINUTES) -> dict[str, Any]:
+    """GPU power of the visible fleet per whole minute of the last ``minutes`` (the minute in
+    progress is left out: its windows have not all arrived): per device, the mean power of its
+    windows starting in that minute, summed over the devices reporting. One query."""
+    end = now.replace(second=0, microsecond=0)
+    start = end - dt.timedelta(minutes=minutes)
+    try:
+        dev_sql, dev_params = _fleet_devices(scope).values("id").distinct().query.sql_with_params()
+    except EmptyResultSet:  # a viewer who sees nothing
+        return {"t": [], "power_kw": [], "devices_reporting": [], "devices": 0}
+    with connection.cursor() as cur:
+        cur.execute(
+            f"""
+            WITH fleet AS ({dev_sql}),
+            per_device AS (
+                SELECT date_trunc('minute', w.start_at) AS b, w.device_id, AVG(w.avg_power_w) AS p
+                FROM telemetry_gpuwindow w
+                WHERE w.device_id IN (SELECT id FROM fleet) AND w.start_at >= %s AND w.start_at < %s
+                GROUP BY 1, 2
+            )
+            SELECT NULL, NULL, (SELECT COUNT(*) FROM fleet)
+            UNION ALL
+            SELECT * FROM (SELECT b, SUM(p), COUNT(*) FROM per_device GROUP BY b ORDER BY b) m
+            """,
+            [*dev_params, start, end],
+        )
+        rows = cur.fetchall()
+    devices = rows[0][2]
+    buckets = rows[1:]
+    return {
+        "t": [b.isoformat() for b, _, _ in buckets],
+        "power_kw": [watts / 1000 for _, watts, _ in buckets],
+        "devices_reporting": [n for _, _, n in buckets],
+        "devices": devices,
+    }
