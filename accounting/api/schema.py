@@ -117,7 +117,7 @@ EXAMPLE_FOOTPRINT = {
     "status": "completed",
     "is_final": True,
     "has_ledger": True,
-    "method_version": "2026.11-1",
+    "method_version": "2026.12-1",
     "energy": {
         "total_j": 61200000.0,
         "total_kwh": 17.0,

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-METHOD_VERSION = "2026.11-1"
+# 2026.12-1: a MIG GPU's active energy follows each instance's measured activity x slices (was the
+# slice fraction alone); the slice fraction remains the rule, flagged, when any instance is unmeasured.
+METHOD_VERSION = "2026.12-1"
 # Units and the (Julian) year live in accounting.domain.units.
 
 
