@@ -177,3 +177,19 @@ def test_jobs_export(ledger):
     assert dict(zip(header, first, strict=True))["ended_at"] == ""
     refused, _ = _get(ledger["admin"], "/api/v1/exports/jobs.csv", to=T0.isoformat())
     assert refused.status_code == 400
+
+
+def test_docs_list_exactly_the_exported_columns():
+    """docs/exports.md is the analysts' schema: its tables name every column of each dataset, in
+    order, with its type and unit."""
+    from pathlib import Path
+
+    from accounting.selectors.exports import DATASETS
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "exports.md").read_text()
+    for name, columns in DATASETS.items():
+        section = text.split(f"## `{name}`", 1)[1].split("\n## ", 1)[0]
+        rows = [line.split("|")[1:4] for line in section.splitlines() if line.startswith("| `")]
+        assert [(c.strip().strip("`"), k.strip(), u.strip()) for c, k, u in rows] == [
+            (c.name, c.kind, c.unit or "—") for c in columns
+        ]
