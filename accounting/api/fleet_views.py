@@ -70,7 +70,9 @@ class _Site(serializers.Serializer):
     name = serializers.CharField(required=False, max_length=200)
     zone = serializers.CharField(max_length=64, help_text="A grid zone code that exists (manage.py load_factors).")
     pue = serializers.FloatField(min_value=1.0, max_value=5.0)
-    pue_source = serializers.CharField(required=False, max_length=300)
+    pue_source = serializers.CharField(
+        required=False, min_length=1, max_length=300, help_text="Where the PUE comes from (default: the fleet file)."
+    )
     wue_l_per_kwh = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=100)
     clusters = _Cluster(many=True, required=False)
 

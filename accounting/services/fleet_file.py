@@ -143,6 +143,7 @@ class _Checker:
         path: str,
         *,
         required: bool = False,
+        blank: bool = True,
         default: str = "",
         pattern: re.Pattern[str] | None = None,
         max_length: int = 200,
@@ -161,7 +162,7 @@ class _Checker:
         if "\x00" in value:  # PostgreSQL text cannot hold it: refused here, not a database error
             self.fail(where, "must not contain NUL characters")
             return default
-        if required and not value.strip():
+        if (required or not blank) and not value.strip():
             self.fail(where, "must not be empty")
         elif len(value) > max_length:
             self.fail(where, f"at most {max_length} characters")
@@ -305,7 +306,8 @@ def fleet_document_validate(document: Any) -> FleetSpec:
                 name=c.text(s, "name", path, default=slug),
                 zone=zone,
                 pue=pue,
-                pue_source=c.text(s, "pue_source", path, default=DEFAULT_PUE_SOURCE, max_length=300),
+                # Every factor has a source: left out, the fleet file is named; never blank.
+                pue_source=c.text(s, "pue_source", path, blank=False, default=DEFAULT_PUE_SOURCE, max_length=300),
                 wue_l_per_kwh=c.number(s, "wue_l_per_kwh", path, default=None, minimum=0, maximum=100),
                 clusters=tuple(clusters),
             )

@@ -366,3 +366,25 @@ def test_api_refuses_a_nul_character_by_its_path(zones):
             "tokens[0].user": "must not contain NUL characters",
         }
     assert (m.Team.objects.count(), m.AuditEvent.objects.count()) == before
+
+
+def test_a_blank_pue_source_is_refused_by_its_path(zones):
+    """Every factor has a source: a blank ``pue_source`` is a 400 naming it (a changed PUE with a
+    blank source reached the factor service and answered 500), and nothing is written."""
+    fleet_apply(spec=_spec(), actor="test")
+    org = m.Organization.objects.get(slug="acme")
+    admin = token_create(org=org, name="ci", scope="admin")
+    document = fleet_document_load(FLEET_YAML)
+    document["sites"][0]["pue"] = 1.4
+    document["sites"][0]["pue_source"] = " "
+    before = (m.FactorChange.objects.count(), m.AuditEvent.objects.count(), m.Site.objects.get(slug="paris").pue)
+    response = Client(HTTP_AUTHORIZATION=f"Bearer {admin.secret}").post(
+        "/api/v1/fleet/apply/", data=json.dumps(document), content_type="application/json"
+    )
+    assert response.status_code == 400, response.content
+    assert response.json()["errors"] == [{"field": "sites[0].pue_source", "message": "must not be empty"}]
+    assert (
+        m.FactorChange.objects.count(),
+        m.AuditEvent.objects.count(),
+        m.Site.objects.get(slug="paris").pue,
+    ) == before
