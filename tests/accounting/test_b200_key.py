@@ -101,3 +101,18 @@ def test_load_factors_after_the_migration_changes_nothing_on_the_renamed_row():
     assert (counts.created, counts.updated) == (0, 0)
     assert not m.HardwareModel.objects.filter(key=OLD).exists()
     assert m.HardwareModel.objects.get(key=NEW).memory_gb == 180.0
+
+
+def test_the_service_reads_the_inventory_row_of_the_new_key_for_an_old_key():
+    # The advice endpoint passes its hardware_model straight to whatif_estimate.
+    from accounting.services.whatif import whatif_embodied_for, whatif_estimate
+
+    HardwareModelFactory(key=NEW, name="NVIDIA B200", embodied_kg=300.0, embodied_low_kg=250.0, embodied_high_kg=350.0)
+    assert whatif_embodied_for(device_key=OLD) == whatif_embodied_for(device_key=NEW)
+    kwargs = {"device_count": 8, "pue": 1.2, "intensity_g_per_kwh": 300.0, "hours": 10.0, "avg_power_w": 800.0}
+    old, new = (whatif_estimate(device_key=key, **kwargs) for key in (OLD, NEW))
+    assert old == new
+    assert old.footprint.device_key == NEW
+    # embodied from the row: 80 device-hours x 300 kg / (5 y x 8766 h x 0.8), plus the host's share
+    gpu_g = 80 * 300_000 / (5 * 8766 * 0.8)
+    assert old.footprint.embodied_co2e_g - old.footprint.host_embodied_co2e_g == pytest.approx(gpu_g, rel=1e-12)
