@@ -3,20 +3,30 @@
 Factor models (grid zones, hardware models, sites, PUE series) save through
 accounting.services.factors, so every admin edit is versioned and audited like an API edit:
 the change form carries a required "reason", versions are read-only, and a FactorChange row
-records who changed what and why. Ledger and aggregate rows are computed: read-only here.
+records who changed what and why. Market-based Scope 2 and water factors (contractual
+instruments, residual mixes, grid water intensities, site WUE series) save through
+accounting.services.instruments the same way; an instrument, once recorded, is read-only here
+(it is withdrawn with a reason through the API). Ledger and aggregate rows are computed: read-only here.
 Edits of a budget, an organisation's overhead policy and a team's report recipient write an
 AuditEvent (``AuditedAdmin``); the audit log itself is read-only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
+from django.db import transaction
 
 from accounting import models as m
 from accounting.domain.embodied import validate_hardware_overrides
+from accounting.domain.errors import InputError
+from accounting.factors.csv_import import parse_utc
 from accounting.services import factors as factor_services
+from accounting.services import instruments as instrument_services
 from accounting.services.audit import audit_record
 
 REASON_HELP = "Why this change? Recorded with your user on the factor's audit trail (required)."
@@ -214,6 +224,20 @@ class SitePueInline(admin.TabularInline):
         return False
 
 
+class SiteWueInline(admin.TabularInline):
+    """The site's WUE series (edited on its own page, through site_wue_set)."""
+
+    model = m.SiteWue
+    extra = 0
+    fields = ("valid_from", "wue_l_per_kwh", "source", "version")
+    readonly_fields = fields
+    can_delete = False
+    ordering = ("-valid_from",)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 class SiteForm(ReasonModelForm):
     def clean_hardware_overrides(self):
         value = self.cleaned_data.get("hardware_overrides") or {}
@@ -232,7 +256,7 @@ class SiteAdmin(FactorAdmin):
     list_filter = ("org", "zone")
     search_fields = ("name", "slug")
     readonly_fields = ("pue_version",)
-    inlines = (SitePueInline,)
+    inlines = (SitePueInline, SiteWueInline)
 
     def factor_key(self, obj):
         return f"{obj.org_id}/{obj.slug}"
@@ -290,6 +314,264 @@ class SitePueAdmin(FactorAdmin):
         )
         saved = m.SitePue.objects.get(site=site, valid_from=obj.valid_from)
         obj.pk, obj.version = saved.pk, saved.version
+
+
+# --- market-based Scope 2 and water factors (accounting.services.instruments) ------------
+
+
+class _DryRun(Exception):
+    """Rolls back the savepoint of a validation run of a service call."""
+
+
+def _service_errors(form: forms.BaseForm, call: Callable[[], Any], aliases: dict[str, str]) -> None:
+    """Run ``call`` (a service write) in a savepoint that is always rolled back, so the service's
+    own rules validate the form and an ``InputError`` shows beside the field it names (``aliases``:
+    the service's name -> the form's), or on the form when the field is not on it. The real write
+    happens in ``save_model``."""
+    try:
+        with transaction.atomic():
+            call()
+            raise _DryRun
+    except _DryRun:
+        pass
+    except InputError as exc:
+        field = aliases.get(exc.field, exc.field)
+        form.add_error(field if field in form.fields else None, exc.message)
+
+
+class ServiceFactorAdmin(admin.ModelAdmin):
+    """Add and change go through one service call (``service_save``), which versions the row and
+    writes its FactorChange and AuditEvent; the form's validation runs the same call in a rolled-back
+    savepoint first. Deletion is off: history stays, and the audit trail says what applied when."""
+
+    form = ReasonModelForm
+    key_fields: tuple[str, ...] = ()  # identify a row: fixed once created
+    error_fields: dict[str, str] = {}  # the service's field name -> the form's, where they differ
+
+    def service_save(self, *, obj, data: dict, actor):
+        raise NotImplementedError(f"{type(self).__name__} must say which service saves it")
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_readonly_fields(self, request, obj=None):
+        return tuple(self.readonly_fields) + (self.key_fields if obj else ())
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        base = super().get_form(request, obj, change, **kwargs)
+        model_admin = self
+
+        class ServiceCheckedForm(base):  # type: ignore[valid-type,misc]
+            def clean(self):
+                cleaned = super().clean()
+                if not self.errors:
+                    _service_errors(
+                        self,
+                        lambda: model_admin.service_save(obj=self.instance, data=cleaned, actor=None),
+                        model_admin.error_fields,
+                    )
+                return cleaned
+
+        return ServiceCheckedForm
+
+    def save_model(self, request, obj, form, change):
+        saved = self.service_save(obj=obj, data=form.cleaned_data, actor=request.user)
+        obj.pk = saved.pk
+        if hasattr(saved, "version"):
+            obj.version = saved.version
+
+    def save_related(self, request, form, formsets, change):
+        # Related rows (an instrument's deliveries) are written by the service call.
+        return None
+
+    @staticmethod
+    def key(obj, data: dict, name: str):
+        """A key field: from the form when adding, from the row when changing (read-only)."""
+        return data[name] if name in data else getattr(obj, name)
+
+
+class InstrumentDeliveryInline(admin.TabularInline):
+    model = m.InstrumentDelivery
+    extra = 0
+    fields = ("hour", "mwh")
+    readonly_fields = fields
+    can_delete = False
+    ordering = ("hour",)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+def _parse_deliveries(text: str) -> dict:
+    """``hour,mwh`` per line (UTC hour start, ISO 8601) to {hour: MWh}; blank lines ignored."""
+    deliveries: dict = {}
+    for n, line in enumerate((text or "").splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 2:
+            raise ValidationError(f"line {n}: expected 'hour,mwh', got {line.strip()!r}")
+        try:
+            hour = parse_utc(parts[0])
+            mwh = float(parts[1])
+        except ValueError as exc:
+            raise ValidationError(f"line {n}: {exc}")
+        if hour in deliveries:
+            raise ValidationError(f"line {n}: {hour.isoformat()} is given twice")
+        deliveries[hour] = mwh
+    return deliveries
+
+
+class InstrumentForm(ReasonModelForm):
+    certificate_ids = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Certificate ids, one per line or comma-separated (each claimed once per organisation).",
+    )
+    hourly_deliveries = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 6, "cols": 60}),
+        help_text=(
+            "Hourly matching: one 'hour,mwh' per line (UTC hour start, e.g. 2026-01-01T13:00Z,0.5), "
+            "summing to the instrument's MWh. Empty: matched over its whole period (annual matching)."
+        ),
+    )
+
+    class Meta:
+        model = m.ContractualInstrument
+        fields = ("site", "kind", "period_start", "period_end", "mwh", "g_per_kwh", "registry", "source")
+
+    def clean_certificate_ids(self):
+        text = self.cleaned_data.get("certificate_ids") or ""
+        return [c.strip() for c in text.replace(",", "\n").splitlines() if c.strip()]
+
+    def clean_hourly_deliveries(self):
+        return _parse_deliveries(self.cleaned_data.get("hourly_deliveries") or "")
+
+
+@admin.register(m.ContractualInstrument)
+class ContractualInstrumentAdmin(ServiceFactorAdmin):
+    """Recorded through ``instrument_record`` (audited); read-only once recorded: an instrument
+    recorded in error is withdrawn with a reason (``DELETE /api/v1/instruments/<id>/?reason=``),
+    which keeps its facts in the audit trail."""
+
+    form = InstrumentForm
+    error_fields = {"deliveries": "hourly_deliveries"}
+    list_display = ("pk", "site", "kind", "period_start", "period_end", "mwh", "g_per_kwh", "registry", "source")
+    list_filter = ("kind", "org", "site")
+    search_fields = ("source", "registry")
+    date_hierarchy = "period_start"
+    list_select_related = ("site",)
+
+    def get_inlines(self, request, obj):
+        return (InstrumentDeliveryInline,) if obj else ()
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return super().get_fields(request, obj)
+        # The recorded instrument as stored (deliveries in the inline below).
+        return (*InstrumentForm.Meta.fields[:-1], "certificate_ids", "source", "org", "created_at")
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None and super().has_change_permission(request, obj)
+
+    def service_save(self, *, obj, data: dict, actor):
+        return instrument_services.instrument_record(
+            site=data["site"],
+            kind=data["kind"],
+            period_start=data["period_start"],
+            period_end=data["period_end"],
+            mwh=data["mwh"],
+            g_per_kwh=data["g_per_kwh"],
+            source=data["source"],
+            certificate_ids=data["certificate_ids"],
+            registry=data.get("registry") or "",
+            deliveries_mwh=data["hourly_deliveries"] or None,
+            reason=data["reason"],
+            actor=actor,
+        )
+
+
+@admin.register(m.ResidualMix)
+class ResidualMixAdmin(ServiceFactorAdmin):
+    list_display = ("zone", "year", "g_per_kwh", "gases", "source", "source_detail", "vintage", "version")
+    list_filter = ("year", "gases", "source")
+    search_fields = ("zone__code", "source_detail")
+    list_select_related = ("zone",)
+    fields = ("zone", "year", "g_per_kwh", "gases", "source", "source_detail", "vintage", "version", "reason")
+    readonly_fields = ("version",)
+    key_fields = ("zone", "year")
+
+    def service_save(self, *, obj, data: dict, actor):
+        return instrument_services.residual_mix_set(
+            zone=self.key(obj, data, "zone"),
+            year=self.key(obj, data, "year"),
+            g_per_kwh=data["g_per_kwh"],
+            gases=data["gases"],
+            source=data["source"],
+            source_detail=data["source_detail"],
+            vintage=data.get("vintage") or "",
+            reason=data["reason"],
+            actor=actor,
+        )
+
+
+@admin.register(m.ZoneWaterIntensity)
+class ZoneWaterIntensityAdmin(ServiceFactorAdmin):
+    list_display = ("zone", "l_per_kwh", "low_l_per_kwh", "high_l_per_kwh", "source", "vintage", "version")
+    list_filter = ("source",)
+    search_fields = ("zone__code", "source_detail")
+    list_select_related = ("zone",)
+    fields = (
+        "zone",
+        "l_per_kwh",
+        "low_l_per_kwh",
+        "high_l_per_kwh",
+        "source",
+        "source_detail",
+        "vintage",
+        "version",
+        "reason",
+    )
+    readonly_fields = ("version",)
+    key_fields = ("zone",)
+
+    def service_save(self, *, obj, data: dict, actor):
+        return instrument_services.zone_water_set(
+            zone=self.key(obj, data, "zone"),
+            l_per_kwh=data["l_per_kwh"],
+            low_l_per_kwh=data["low_l_per_kwh"],
+            high_l_per_kwh=data["high_l_per_kwh"],
+            source=data["source"],
+            source_detail=data["source_detail"],
+            vintage=data.get("vintage") or "",
+            reason=data["reason"],
+            actor=actor,
+        )
+
+
+@admin.register(m.SiteWue)
+class SiteWueAdmin(ServiceFactorAdmin):
+    list_display = ("site", "valid_from", "wue_l_per_kwh", "source", "version")
+    list_filter = ("site",)
+    date_hierarchy = "valid_from"
+    list_select_related = ("site",)
+    fields = ("site", "valid_from", "wue_l_per_kwh", "source", "version", "reason")
+    readonly_fields = ("version",)
+    key_fields = ("site", "valid_from")
+
+    def service_save(self, *, obj, data: dict, actor):
+        return instrument_services.site_wue_set(
+            site=self.key(obj, data, "site"),
+            valid_from=self.key(obj, data, "valid_from"),
+            wue_l_per_kwh=data["wue_l_per_kwh"],
+            source=data["source"],
+            reason=data["reason"],
+            actor=actor,
+        )
 
 
 @admin.register(m.HourlyIntensity)

@@ -11,7 +11,7 @@ from rest_framework import serializers
 
 from accounting.api.serializers import BoundedFloatField, BoundedIntegerField, StrictSerializer
 from accounting.domain import bounds
-from accounting.domain.catalog import PRECISIONS
+from accounting.domain.catalog import PRECISIONS, canonical_key
 from accounting.domain.embodied import DEFAULT_LIFETIME
 from accounting.domain.errors import InputError
 from accounting.domain.whatif.common import FAMILIES, KINDS
@@ -45,7 +45,11 @@ def _device_key_field(**kw):
 
 
 def _check_device(serializer: serializers.Serializer, value: str) -> str:
+    """The device's key as the engine knows it: an old catalog key (catalog.KEY_ALIASES, e.g.
+    b200-sxm-192gb) is accepted and read as its current key."""
     specs = serializer.context["specs"]
+    if value not in specs and canonical_key(value) in specs:
+        return canonical_key(value)
     if value not in specs:
         raise serializers.ValidationError(f"unknown device {value!r}; known: {', '.join(sorted(specs))}")
     return value

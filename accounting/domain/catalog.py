@@ -321,9 +321,9 @@ CATALOG: dict[str, DeviceSpec] = {
             },
         ),
         _spec(
-            # The key keeps "192gb" (stored HardwareModel rows and API clients use it); the part
-            # as HGX B200 ships it has 180 GB usable.
-            key="b200-sxm-192gb",
+            # Keyed by the 180 GB HGX B200 ships usable; the old key "b200-sxm-192gb" is an alias
+            # (KEY_ALIASES), and migration 0015_b200_key renamed stored rows.
+            key="b200-sxm-180gb",
             name="NVIDIA B200 SXM (HGX B200, 180 GB)",
             vendor="NVIDIA",
             match_names=("NVIDIA B200", "NVIDIA B200 192GB HBM3e", "NVIDIA B200 SXM 192GB"),
@@ -517,6 +517,27 @@ CATALOG: dict[str, DeviceSpec] = {
 }
 
 
+# Keys a catalog entry was known by before a rename -> its key now. Accepted wherever a key is
+# given (the estimator and what-if API, device-name lookup, a site's hardware_overrides) and read
+# as the current key; stored HardwareModel rows were renamed by a data migration.
+KEY_ALIASES: Mapping[str, str] = MappingProxyType(
+    {
+        # HGX B200 ships 180 GB usable per GPU (192 GB physical): accounting/migrations/0015_b200_key.py
+        "b200-sxm-192gb": "b200-sxm-180gb",
+    }
+)
+
+
+def canonical_key(key: str) -> str:
+    """The current catalog key for ``key`` (an old key's rename, else ``key`` unchanged)."""
+    return KEY_ALIASES.get(key, key)
+
+
+def key_aliases(key: str) -> tuple[str, ...]:
+    """The old keys that now read as ``key`` (none for most entries)."""
+    return tuple(sorted(old for old, new in KEY_ALIASES.items() if new == key))
+
+
 def _normalise(name: str) -> str:
     return re.sub(r"\s+", " ", name.strip().casefold())
 
@@ -526,6 +547,8 @@ for _spec_item in CATALOG.values():
     for _n in _spec_item.match_names:
         _BY_NAME[_normalise(_n)] = _spec_item.key
     _BY_NAME.setdefault(_normalise(_spec_item.key), _spec_item.key)
+for _old_key, _new_key in KEY_ALIASES.items():
+    _BY_NAME.setdefault(_normalise(_old_key), _new_key)
 _VENDOR_PREFIXES = ("nvidia ", "tesla ", "amd ")
 
 

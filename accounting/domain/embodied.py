@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TypedDict
 
-from accounting.domain.catalog import CATALOG, DeviceSpec
+from accounting.domain.catalog import CATALOG, DeviceSpec, key_aliases
 
 # Bump when any constant, source or EMBODIED figure below changes: HardwareModel rows loaded
 # from this module record it, and load_factors creates a FactorChange when it moves.
@@ -384,7 +384,7 @@ _BOM_OVERRIDES: Mapping[str, _BomOverride] = MappingProxyType(
         "h100-sxm5-80gb": {"memory_kind": "hbm", "memory_ics": 6},
         "h100-pcie-80gb": {"memory_kind": "hbm", "memory_ics": 6},
         "h200-sxm-141gb": {"memory_kind": "hbm", "memory_ics": 6},
-        "b200-sxm-192gb": {
+        "b200-sxm-180gb": {
             "memory_kind": "hbm",
             "memory_ics": 8,
             "dies": (Die(800.0, 4.0), Die(800.0, 4.0)),
@@ -479,7 +479,7 @@ _PUBLISHED: Mapping[str, tuple[float, str]] = MappingProxyType(
             "per 8-GPU baseboard; per-GPU share = 1,312 / 8 = 164 kg (includes 1/8 of NVSwitch, "
             "baseboard and thermals); low/high = ±20 % declared",
         ),
-        "b200-sxm-192gb": (
+        "b200-sxm-180gb": (
             HGX_B200_PCF_KG / 8,
             "NVIDIA HGX B200 Product Carbon Footprint summary (cradle-to-gate): 2,274 kgCO2e per 8-GPU "
             "board; per-GPU share = 284.25 kg; low/high = ±20 % declared",
@@ -695,7 +695,10 @@ def resolve_lifetime(
     a typo cannot silently fall back to the catalog."""
     lifetime, util = float(catalog_lifetime_years), float(catalog_expected_utilisation)
     parts = ["catalog"]
-    override = (site_overrides or {}).get(key)
+    overrides = site_overrides or {}
+    # An override written under a renamed catalog key (catalog.KEY_ALIASES) still applies; the
+    # current key wins when both are present.
+    override = next((overrides[k] for k in (key, *key_aliases(key)) if k in overrides), None)
     if override is not None:
         if not isinstance(override, Mapping):
             raise ValueError(f"site override for {key!r} must be an object, got {override!r}")

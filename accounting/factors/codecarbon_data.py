@@ -15,6 +15,10 @@ the live API land on the same GridZone:
   from nordic_emissions.json (gCO2eq/kWh, 2025)
 - Google Cloud regions: "gcp:europe-west1", from cloud/impact.csv (g/kWh; file starts with a BOM)
 
+The country rows of global_energy_mix.json also carry the year's generation by technology
+(TWh): ``load_codecarbon_generation_mixes`` reads it for the grid water intensity of each
+country zone (accounting.domain.water.mix_water_factor).
+
 Basis and gases differ by file and each zone says which (``ZoneFactor.basis``/``gases``):
 
 ========================= ========== ====== ===============================================
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -247,6 +252,60 @@ def _gcp(data: Path, version: str) -> list[ZoneFactor]:
                 )
             )
     return out
+
+
+# Generation columns (TWh) of global_energy_mix.json -> the technology keys of
+# accounting.domain.water.TECHNOLOGY_WATER. "other_renewable_TWh" includes biofuel, so its
+# "exc_biofuel" column is taken: the nine columns sum to total_TWh for every country.
+MIX_COLUMNS: Mapping[str, str] = {
+    "coal": "coal_TWh",
+    "gas": "gas_TWh",
+    "oil": "oil_TWh",
+    "nuclear": "nuclear_TWh",
+    "biofuel": "biofuel_TWh",
+    "hydro": "hydroelectricity_TWh",
+    "solar": "solar_TWh",
+    "wind": "wind_TWh",
+    "other_renewable": "other_renewable_exc_biofuel_TWh",
+}
+
+
+@dataclass(frozen=True)
+class ZoneMix:
+    """A country's annual generation by technology (TWh) from codecarbon's global mix (Our
+    World in Data, from Ember and the Energy Institute)."""
+
+    code: str  # ISO 3166-1 alpha-2, the country zone's code
+    generation_twh: Mapping[str, float]
+    source_detail: str
+    vintage: str  # the data year
+
+
+def load_codecarbon_generation_mixes(data_dir: Path | None = None) -> list[ZoneMix]:
+    """Every country of global_energy_mix.json whose nine generation columns are numbers with
+    some generation, keyed like the country zones (``_countries``)."""
+    data = data_dir or codecarbon_data_dir()
+    version = codecarbon_version()
+    mix = json.loads((data / "private_infra" / "global_energy_mix.json").read_text(encoding="utf-8"))
+    out = []
+    for alpha3, row in mix.items():
+        country = pycountry.countries.get(alpha_3=alpha3)
+        values = {tech: row.get(column) for tech, column in MIX_COLUMNS.items()}
+        if country is None or not all(isinstance(v, int | float) and v >= 0 for v in values.values()):
+            continue
+        generation = {tech: float(v) for tech, v in values.items() if v is not None}
+        if not sum(generation.values()) > 0:
+            continue
+        out.append(
+            ZoneMix(
+                code=country.alpha_2,
+                generation_twh=generation,
+                source_detail=f"codecarbon {version} data/private_infra/global_energy_mix.json [{alpha3}] "
+                f"generation {row.get('year', '')} (TWh by source)",
+                vintage=str(row.get("year", "")),
+            )
+        )
+    return sorted(out, key=lambda z: z.code)
 
 
 def load_codecarbon_zones(data_dir: Path | None = None) -> list[ZoneFactor]:

@@ -13,6 +13,10 @@ Formats
   version, unit). MOER values are marginal, in lbs/MWh unless a unit column or the caller says
   otherwise; 5-minute points are averaged into the hour that contains them.
 - PUE: site, valid_from, pue (+ optional source, wue_l_per_kwh).
+- Residual mixes: zone, year, g_per_kwh, gases (co2 | co2e), source_detail (+ optional vintage):
+  one row per zone and year, from a published residual-mix table (AIB European Residual Mixes,
+  Green-e). Rows still marked as the template's examples (source_detail starting "EXAMPLE") are
+  refused, so a copied template cannot load invented figures.
 """
 
 from __future__ import annotations
@@ -71,6 +75,17 @@ class PueRow:
     pue: float
     source: str
     wue_l_per_kwh: float | None = None
+
+
+@dataclass(frozen=True)
+class ResidualMixRow:
+    row: int
+    zone_code: str
+    year: int
+    g_per_kwh: float
+    gases: str
+    source_detail: str
+    vintage: str = ""
 
 
 @dataclass
@@ -244,4 +259,46 @@ def parse_pue(text_or_lines: str | Iterable[str], *, default_source: str = "oper
         seen[(site, valid_from)] = line_no
         source = (raw.get("source") or "").strip() or default_source
         result.rows.append(PueRow(line_no, site, valid_from, pue, source, wue))
+    return result
+
+
+RESIDUAL_MIX_EXAMPLE_MARK = "EXAMPLE"
+
+
+def parse_residual_mix(text_or_lines: str | Iterable[str]) -> ParseResult:
+    reader = _reader(text_or_lines)
+    _require(reader, ["zone", "year", "g_per_kwh", "gases", "source_detail"])
+    result = ParseResult()
+    seen: dict[tuple[str, int], int] = {}
+    for line_no, raw in enumerate(reader, start=2):
+        result.total += 1
+        try:
+            zone = (raw.get("zone") or "").strip()
+            if not zone:
+                raise ValueError("missing zone")
+            year_text = (raw.get("year") or "").strip()
+            if not year_text.isdigit() or not 1990 <= int(year_text) <= 2100:
+                raise ValueError(f"year is not a calendar year: {year_text!r}")
+            year = int(year_text)
+            g_per_kwh = _number(raw.get("g_per_kwh"), "g_per_kwh")
+            if g_per_kwh < 0:
+                raise ValueError(f"negative residual mix {g_per_kwh:g}")
+            if g_per_kwh > MAX_PLAUSIBLE_G_PER_KWH:
+                raise ValueError(f"residual mix {g_per_kwh:g} g/kWh above plausible maximum 2000 g/kWh (unit?)")
+            gases = (raw.get("gases") or "").strip().lower()
+            if gases not in ("co2", "co2e"):
+                raise ValueError(f"gases must be co2 or co2e, got {gases!r}")
+            detail = (raw.get("source_detail") or "").strip()
+            if not detail:
+                raise ValueError("missing source_detail (the dataset and its release)")
+            if detail.upper().startswith(RESIDUAL_MIX_EXAMPLE_MARK):
+                raise ValueError("template example row: put the published figure and its source_detail in")
+            if (zone, year) in seen:
+                raise ValueError(f"duplicate of row {seen[(zone, year)]} ({zone} {year})")
+        except ValueError as exc:
+            result.rejects.append(Reject(line_no, str(exc)))
+            continue
+        seen[(zone, year)] = line_no
+        vintage = (raw.get("vintage") or "").strip()
+        result.rows.append(ResidualMixRow(line_no, zone, year, g_per_kwh, gases, detail, vintage))
     return result

@@ -35,8 +35,10 @@ from accounting.models import (
     IntensitySignal,
     Site,
     SitePue,
+    SiteWue,
 )
 from accounting.services.audit import audit_record
+from accounting.services.instruments import site_wue_set
 
 logger = logging.getLogger(__name__)
 
@@ -586,14 +588,36 @@ class PueImportReport:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    # SiteWue series rows from the optional wue_l_per_kwh column
+    wue_created: int = 0
+    wue_updated: int = 0
+    wue_unchanged: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _wue_import_row(
+    *, site: Site, row: PueRow, wue_l_per_kwh: float, reason: str, user, report: PueImportReport
+) -> None:
+    """A row's WUE becomes a SiteWue series row from the row's valid_from (audited by
+    site_wue_set); the static ``Site.wue_l_per_kwh`` stays the value before the series' first row."""
+    existing = SiteWue.objects.filter(site=site, valid_from=row.valid_from).first()
+    saved = site_wue_set(
+        site=site, valid_from=row.valid_from, wue_l_per_kwh=wue_l_per_kwh, source=row.source, reason=reason, actor=user
+    )
+    if existing is None:
+        report.wue_created += 1
+    elif saved.version != existing.version:
+        report.wue_updated += 1
+    else:
+        report.wue_unchanged += 1
 
 
 def pue_import(
     *, rows: Sequence[PueRow], org=None, reason: str, user=None, progress: Callable | None = None
 ) -> PueImportReport:
     """SitePue rows from parsed CSV rows (site = site slug, within ``org`` when given).
-    Unknown sites are rejected per row; each good row goes through site_set_pue."""
+    Unknown sites are rejected per row; each good row goes through site_set_pue, and its WUE,
+    when given, through site_wue_set (a SiteWue row from the same valid_from)."""
     reason = _require_reason(reason)
     report = PueImportReport()
     sites_qs = Site.objects.all() if org is None else Site.objects.filter(org=org)
@@ -624,7 +648,9 @@ def pue_import(
             else:
                 report.created += 1
             if r.wue_l_per_kwh is not None:
-                site_update_factors(site=site, changes={"wue_l_per_kwh": r.wue_l_per_kwh}, reason=reason, user=user)
+                _wue_import_row(
+                    site=site, row=r, wue_l_per_kwh=r.wue_l_per_kwh, reason=reason, user=user, report=report
+                )
         if progress:
             progress(1)
     return report

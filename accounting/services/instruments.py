@@ -14,13 +14,17 @@ Input the rule cannot take raises ``InputError`` naming the field; a rejected ca
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import transaction
 from django.db.models import Q
 
 from accounting.domain.errors import InputError
+from accounting.domain.water import WATER_METHOD_VERSION, mix_water_factor
+from accounting.factors.codecarbon_data import ZoneMix
+from accounting.factors.csv_import import ResidualMixRow
 from accounting.models import (
     ApiToken,
     AuditEvent,
@@ -353,3 +357,107 @@ def site_wue_set(
         reason=reason,
     )
     return row
+
+
+# --- bulk loads: load_factors (grid water) and import_residual_mix -------------------------
+
+
+@dataclass
+class FactorLoadReport:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (file line, reason)
+
+
+def residual_mix_import(
+    *, rows: Iterable[ResidualMixRow], reason: str, actor=None, progress: Callable | None = None
+) -> FactorLoadReport:
+    """Residual mixes from parsed CSV rows, each through ``residual_mix_set`` (versioned and
+    audited; a row equal to the stored one changes nothing). A zone that does not exist is
+    rejected per row; source is ``published``."""
+    reason = _reason(reason)
+    report = FactorLoadReport()
+    rows = list(rows)
+    zones = GridZone.objects.in_bulk({r.zone_code for r in rows}, field_name="code")
+    for r in rows:
+        zone = zones.get(r.zone_code)
+        if zone is None:
+            report.rejected.append((r.row, f"unknown zone {r.zone_code!r}"))
+        else:
+            before = ResidualMix.objects.filter(zone=zone, year=r.year).values_list("version", flat=True).first()
+            saved = residual_mix_set(
+                zone=zone,
+                year=r.year,
+                g_per_kwh=r.g_per_kwh,
+                gases=r.gases,
+                source=FactorSource.PUBLISHED,
+                source_detail=r.source_detail,
+                vintage=r.vintage,
+                reason=reason,
+                actor=actor,
+            )
+            if before is None:
+                report.created += 1
+            elif saved.version != before:
+                report.updated += 1
+            else:
+                report.unchanged += 1
+        if progress:
+            progress(1)
+    return report
+
+
+def zone_water_load_codecarbon(*, mixes: Iterable[ZoneMix], progress: Callable | None = None) -> FactorLoadReport:
+    """Grid water intensity of every country zone from its generation mix (codecarbon's global
+    mix x Macknick et al. 2012 consumption factors, ``accounting.domain.water``), through
+    ``zone_water_set`` once created. Rows still on this data are refreshed (audited) when the mix
+    or the method moves; rows an operator entered (any other source) are left alone (counted
+    unchanged); mixes of zones not loaded are skipped."""
+    report = FactorLoadReport()
+    mixes = list(mixes)
+    zones = GridZone.objects.in_bulk({mix.code for mix in mixes}, field_name="code")
+    existing = {w.zone_id: w for w in ZoneWaterIntensity.objects.filter(zone__in=zones.values())}
+    for mix in mixes:
+        zone = zones.get(mix.code)
+        if zone is not None:
+            factor = mix_water_factor(generation_twh=mix.generation_twh)
+            detail = (
+                f"{mix.source_detail} x Macknick et al. 2012 (Environ. Res. Lett. 7 045802) consumption factors, "
+                f"tower cooling for thermal plants [water method {WATER_METHOD_VERSION}]"
+            )
+            row = existing.get(zone.pk)
+            values = (factor.l_per_kwh, factor.low_l_per_kwh, factor.high_l_per_kwh, detail[:500], mix.vintage[:40])
+            if row is not None and (
+                row.source != FactorSource.CODECARBON
+                or (row.l_per_kwh, row.low_l_per_kwh, row.high_l_per_kwh, row.source_detail, row.vintage) == values
+            ):
+                report.unchanged += 1
+            elif row is None:
+                # Shipped data is created like the shipped zones and hardware rows (version 1, no
+                # FactorChange); every later change of it is audited.
+                ZoneWaterIntensity.objects.create(
+                    zone=zone,
+                    l_per_kwh=factor.l_per_kwh,
+                    low_l_per_kwh=factor.low_l_per_kwh,
+                    high_l_per_kwh=factor.high_l_per_kwh,
+                    source=FactorSource.CODECARBON,
+                    source_detail=detail[:500],
+                    vintage=mix.vintage[:40],
+                )
+                report.created += 1
+            else:
+                zone_water_set(
+                    zone=zone,
+                    l_per_kwh=factor.l_per_kwh,
+                    low_l_per_kwh=factor.low_l_per_kwh,
+                    high_l_per_kwh=factor.high_l_per_kwh,
+                    source=FactorSource.CODECARBON,
+                    source_detail=detail,
+                    vintage=mix.vintage,
+                    reason="load_factors: codecarbon generation mix or water method changed",
+                )
+                report.updated += 1
+        if progress:
+            progress(1)
+    return report

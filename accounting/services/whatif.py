@@ -13,7 +13,7 @@ from enum import Enum
 from typing import Any
 
 from accounting.domain import embodied as emb
-from accounting.domain.catalog import CATALOG, TFLOPS, DeviceSpec, device_from_figures
+from accounting.domain.catalog import CATALOG, TFLOPS, DeviceSpec, canonical_key, device_from_figures
 from accounting.domain.errors import InputError, StateError
 from accounting.domain.units import HOURS_PER_YEAR
 from accounting.domain.whatif import (
@@ -79,7 +79,8 @@ def whatif_device_specs() -> Mapping[str, DeviceSpec]:
 
 
 def whatif_embodied_for(*, device_key: str) -> EmbodiedPolicy | None:
-    row = HardwareModel.objects.filter(key=device_key).first()
+    # An old catalog key (catalog.KEY_ALIASES) reads the row stored under its key now.
+    row = HardwareModel.objects.filter(key=canonical_key(device_key)).first()
     if row is None:
         return None
     return _policy_from_row(row)
@@ -254,6 +255,8 @@ def whatif_estimate(
     """A planned job as the ledger would charge it: the device from the catalog/inventory or
     described by its figures, the host share from ``whatif_host`` unless ``include_host`` is off."""
     carbon = whatif_carbon_context(pue=pue, intensity_g_per_kwh=intensity_g_per_kwh, zone_code=zone_code)
+    if device_key is not None:
+        device_key = canonical_key(device_key)  # an old catalog key is read as its key now
     spec = None
     if device is not None:
         spec = device["spec"] if "spec" in device else device_spec_from_args(device)

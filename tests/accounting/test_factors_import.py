@@ -10,9 +10,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from accounting.factors.csv_import import CsvFormatError, parse_electricitymaps, parse_watttime
-from accounting.models import FactorChange, HourlyIntensity, SitePue
+from accounting.models import AuditEvent, FactorChange, HourlyIntensity, SitePue, SiteWue
 from accounting.selectors.factors import intensity_at, intensity_lookup, pue_at, pue_lookup
-from tests.factories import GridZoneFactory, OrganizationFactory, SiteFactory
+from tests.factories import GridZoneFactory, OrganizationFactory, SiteFactory, UserFactory
 
 DATA = Path(__file__).parent / "data"
 H = timedelta(hours=1)
@@ -189,7 +189,9 @@ def test_import_pue_series_and_pue_lookup():
     with pytest.raises(SystemExit):
         call_command("import_pue", str(DATA / "pue_series.csv"), "--no-progress", stdout=out)
     lines = out.getvalue().splitlines()
-    assert lines[0] == "6 data rows read, 3 rejected; 3 created, 0 updated, 0 unchanged"
+    assert lines[0] == (
+        "6 data rows read, 3 rejected; 3 created, 0 updated, 0 unchanged; WUE series: 1 created, 0 updated, 0 unchanged"
+    )
     assert lines[1:] == [
         "row 4: PUE 0.95 below 1.0 (facility energy cannot be less than IT energy)",
         "row 5: unknown site 'nowhere'",
@@ -200,8 +202,12 @@ def test_import_pue_series_and_pue_lookup():
         (1.28, "BMS monthly report"),
         (1.25, "import_pue pue_series.csv"),
     ]
+    # The WUE column is a series row from the row's valid_from; the static value is untouched.
     site.refresh_from_db()
-    assert site.wue_l_per_kwh == 1.8
+    assert site.wue_l_per_kwh is None
+    assert list(SiteWue.objects.filter(site=site).values_list("valid_from", "wue_l_per_kwh", "source", "version")) == [
+        (datetime(2024, 4, 1, tzinfo=UTC), 1.8, "import_pue pue_series.csv", 1)
+    ]
     before = pue_at(site=site, at=datetime(2023, 12, 31, 23, tzinfo=UTC))
     assert (before.pue, before.valid_from) == (1.5, None)
     feb = pue_at(site=site, at=datetime(2024, 2, 1, tzinfo=UTC))
@@ -211,3 +217,91 @@ def test_import_pue_series_and_pue_lookup():
         got = [lookup(datetime(2024, m, 20, tzinfo=UTC)).pue for m in (1, 2, 3, 4)]
     assert got == [1.32, 1.28, 1.28, 1.25]
     assert len(ctx.captured_queries) == 2
+
+
+@pytest.mark.django_db
+def test_import_pue_wue_column_adds_and_revises_site_wue_series_rows_audited(tmp_path):
+    site = SiteFactory(slug="dc-paris", pue=1.5, wue_l_per_kwh=1.1)
+    SiteFactory(slug="dc-lyon", org=site.org, pue=1.4)
+    path = tmp_path / "bms.csv"
+    path.write_text(
+        "site,valid_from,pue,source,wue_l_per_kwh\n"
+        "dc-paris,2024-01-01T00:00:00Z,1.32,BMS Jan,1.6\n"
+        "dc-paris,2024-07-01T00:00:00Z,1.28,BMS Jul,2.4\n"
+        "dc-lyon,2024-01-01T00:00:00Z,1.35,BMS Jan,\n",
+        encoding="utf-8",
+    )
+    out = io.StringIO()
+    call_command("import_pue", str(path), "--no-progress", "--reason", "BMS 2024", stdout=out)
+    assert out.getvalue().splitlines() == [
+        "3 data rows read, 0 rejected; 3 created, 0 updated, 0 unchanged; WUE series: 2 created, 0 updated, 0 unchanged"
+    ]
+    rows = SiteWue.objects.order_by("site_id", "valid_from").values_list(
+        "site__slug", "valid_from", "wue_l_per_kwh", "source", "version"
+    )
+    assert list(rows) == [
+        ("dc-paris", datetime(2024, 1, 1, tzinfo=UTC), 1.6, "BMS Jan", 1),
+        ("dc-paris", datetime(2024, 7, 1, tzinfo=UTC), 2.4, "BMS Jul", 1),
+    ]
+    site.refresh_from_db()
+    assert site.wue_l_per_kwh == 1.1  # the static value, before the series' first row
+    events = AuditEvent.objects.filter(object_type="site_wue").order_by("pk")
+    assert [(e.action, e.object_id, e.org_id, e.reason, e.after) for e in events] == [
+        (
+            "factor.create",
+            "dc-paris@2024-01-01T00:00:00+00:00",
+            site.org_id,
+            "BMS 2024",
+            {"wue_l_per_kwh": 1.6, "source": "BMS Jan", "version": 1},
+        ),
+        (
+            "factor.create",
+            "dc-paris@2024-07-01T00:00:00+00:00",
+            site.org_id,
+            "BMS 2024",
+            {"wue_l_per_kwh": 2.4, "source": "BMS Jul", "version": 1},
+        ),
+    ]
+    assert FactorChange.objects.filter(factor_type="site_wue").count() == 2
+
+    # A corrected file: one WUE revised (before/after kept), one the same, PUE unchanged.
+    path.write_text(
+        "site,valid_from,pue,source,wue_l_per_kwh\n"
+        "dc-paris,2024-01-01T00:00:00Z,1.32,BMS Jan,1.6\n"
+        "dc-paris,2024-07-01T00:00:00Z,1.28,BMS Jul,2.1\n",
+        encoding="utf-8",
+    )
+    out = io.StringIO()
+    call_command("import_pue", str(path), "--no-progress", "--reason", "BMS July corrected", stdout=out)
+    assert out.getvalue().splitlines() == [
+        "2 data rows read, 0 rejected; 0 created, 0 updated, 2 unchanged; WUE series: 0 created, 1 updated, 1 unchanged"
+    ]
+    july = SiteWue.objects.get(site=site, valid_from=datetime(2024, 7, 1, tzinfo=UTC))
+    assert (july.wue_l_per_kwh, july.version) == (2.1, 2)
+    change = FactorChange.objects.filter(factor_type="site_wue").order_by("-pk").first()
+    assert (change.factor_key, change.reason, change.before, change.after, change.recompute_status) == (
+        "dc-paris@2024-07-01T00:00:00+00:00",
+        "BMS July corrected",
+        {"wue_l_per_kwh": 2.4, "version": 1},
+        {"wue_l_per_kwh": 2.1, "version": 2},
+        "none",
+    )
+
+
+@pytest.mark.django_db
+def test_import_pue_attributes_wue_rows_to_the_importing_user():
+    from accounting.factors.csv_import import parse_pue
+    from accounting.services.factors import pue_import
+
+    user = UserFactory(username="facilities")
+    site = SiteFactory(slug="dc-paris")
+    parsed = parse_pue("site,valid_from,pue,wue_l_per_kwh\ndc-paris,2024-01-01,1.3,0.9\n", default_source="bms.csv")
+    report = pue_import(rows=parsed.rows, reason="facilities upload", user=user)
+    assert (report.created, report.wue_created) == (1, 1)
+    event = AuditEvent.objects.get(object_type="site_wue")
+    assert (event.actor_user, event.object_id, event.after) == (
+        user,
+        "dc-paris@2024-01-01T00:00:00+00:00",
+        {"wue_l_per_kwh": 0.9, "source": "bms.csv", "version": 1},
+    )
+    assert (FactorChange.objects.get(factor_type="site_wue").changed_by, SiteWue.objects.get().site) == (user, site)

@@ -4,7 +4,15 @@ import dataclasses
 
 import pytest
 
-from accounting.domain.catalog import CATALOG, PRECISIONS, DeviceSpec, lookup_by_name
+from accounting.domain.catalog import (
+    CATALOG,
+    KEY_ALIASES,
+    PRECISIONS,
+    DeviceSpec,
+    canonical_key,
+    key_aliases,
+    lookup_by_name,
+)
 
 EXPECTED_KEYS = {
     "v100-sxm2-32gb",
@@ -13,7 +21,7 @@ EXPECTED_KEYS = {
     "h100-sxm5-80gb",
     "h100-pcie-80gb",
     "h200-sxm-141gb",
-    "b200-sxm-192gb",
+    "b200-sxm-180gb",
     "l4-24gb",
     "l40s-48gb",
     "t4-16gb",
@@ -97,13 +105,14 @@ def test_precision_fallback_to_next_wider_format():
         ("  nvidia   h100 pcie ", "h100-pcie-80gb"),
         ("NVIDIA A100-SXM4-40GB MIG 1g.5gb", "a100-sxm4-40gb"),
         ("NVIDIA H200", "h200-sxm-141gb"),
-        ("NVIDIA B200", "b200-sxm-192gb"),
+        ("NVIDIA B200", "b200-sxm-180gb"),
         ("NVIDIA L4", "l4-24gb"),
         ("NVIDIA L40S", "l40s-48gb"),
         ("Tesla T4", "t4-16gb"),
         ("AMD Instinct MI250X", "mi250x-128gb"),
         ("AMD Instinct MI300X", "mi300x-192gb"),
         ("h100-sxm5-80gb", "h100-sxm5-80gb"),
+        ("b200-sxm-192gb", "b200-sxm-180gb"),  # the old key, an alias
     ],
 )
 def test_lookup_by_name(reported, key):
@@ -114,3 +123,12 @@ def test_lookup_by_name(reported, key):
 @pytest.mark.parametrize("reported", ["", "   ", "NVIDIA H200 NVL", "NVIDIA GeForce RTX 4090", "NVIDIA H100"])
 def test_lookup_unknown_is_none_not_a_guess(reported):
     assert lookup_by_name(reported) is None
+
+
+def test_b200_old_key_is_an_alias_of_the_180gb_key():
+    assert dict(KEY_ALIASES) == {"b200-sxm-192gb": "b200-sxm-180gb"}
+    assert "b200-sxm-192gb" not in CATALOG
+    assert (canonical_key("b200-sxm-192gb"), canonical_key("h100-sxm5-80gb")) == ("b200-sxm-180gb", "h100-sxm5-80gb")
+    assert (key_aliases("b200-sxm-180gb"), key_aliases("h100-sxm5-80gb")) == (("b200-sxm-192gb",), ())
+    # every alias reads as a catalog entry, never as another alias
+    assert all(new in CATALOG and new not in KEY_ALIASES for new in KEY_ALIASES.values())

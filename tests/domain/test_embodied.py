@@ -71,7 +71,7 @@ def test_embodied_covers_every_catalog_key_with_ordered_ranges():
     h100 = emb.EMBODIED["h100-sxm5-80gb"]
     assert (h100.kind, h100.kg) == ("lca", 164.0)
     assert (h100.low_kg, h100.high_kg) == (pytest.approx(131.2, rel=1e-12), pytest.approx(196.8, rel=1e-12))
-    assert emb.EMBODIED["b200-sxm-192gb"].kg == 284.25
+    assert emb.EMBODIED["b200-sxm-180gb"].kg == 284.25
     assert emb.EMBODIED["a100-sxm4-80gb"].kind == "estimate"
     # More memory on the same die costs more.
     assert emb.EMBODIED["a100-sxm4-80gb"].kg > emb.EMBODIED["a100-sxm4-40gb"].kg

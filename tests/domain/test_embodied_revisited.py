@@ -90,7 +90,7 @@ def test_hbm_factor_checked_against_a_second_footprint():
     above it; (2) the whole model, HBM factor included, predicts the HGX B200 board that NVIDIA
     footprints separately (2,274 kg / 8 = 284.25 kg per GPU) at 312.83 kg: 10.06 % high."""
     assert emb.DELL_R740_DRAM_KG_PER_GB / emb.HBM_KG_PER_GB_FROM_PCF - 1 == pytest.approx(0.43298, abs=1e-5)
-    b = emb.accelerator_breakdown(emb.bom_for(CATALOG["b200-sxm-192gb"]))
+    b = emb.accelerator_breakdown(emb.bom_for(CATALOG["b200-sxm-180gb"]))
     # Two 800 mm² 4NP dies at the plain yield (no published full-die SM count), 180 GB HBM3E,
     # 10 packaged ICs, 1000 W board term.
     die = 8.0 * 2430.75 / ((1 + 8.0 * 0.10 / 3) ** -3) / 1000
@@ -100,13 +100,31 @@ def test_hbm_factor_checked_against_a_second_footprint():
     assert b.total_kg == pytest.approx(312.8344, abs=1e-4)
     assert b.total_kg / (emb.HGX_B200_PCF_KG / 8) - 1 == pytest.approx(0.10056, abs=1e-5)
     # The ledger keeps the published PCF for B200.
-    assert (emb.EMBODIED["b200-sxm-192gb"].kind, emb.EMBODIED["b200-sxm-192gb"].kg) == ("lca", 284.25)
+    assert (emb.EMBODIED["b200-sxm-180gb"].kind, emb.EMBODIED["b200-sxm-180gb"].kg) == ("lca", 284.25)
 
 
 def test_b200_memory_is_what_hgx_b200_ships():
-    b200 = CATALOG["b200-sxm-192gb"]
-    assert b200.memory_gb == 180.0
+    b200 = CATALOG["b200-sxm-180gb"]
+    assert (b200.key, b200.memory_gb) == ("b200-sxm-180gb", 180.0)
     assert "180 GB" in b200.sources["memory_gb"]
+
+
+def test_site_override_under_the_old_b200_key_still_applies():
+    old = {"b200-sxm-192gb": {"lifetime_years": 4.0}}
+    policy = emb.resolve_lifetime(
+        key="b200-sxm-180gb", catalog_lifetime_years=5.0, catalog_expected_utilisation=0.8, site_overrides=old
+    )
+    assert (policy.lifetime_years, policy.expected_utilisation, policy.source) == (
+        4.0,
+        0.8,
+        "catalog > site lifetime_years",
+    )
+    both = {**old, "b200-sxm-180gb": {"lifetime_years": 6.0}}
+    policy = emb.resolve_lifetime(
+        key="b200-sxm-180gb", catalog_lifetime_years=5.0, catalog_expected_utilisation=0.8, site_overrides=both
+    )
+    assert policy.lifetime_years == 6.0  # the current key wins
+    emb.validate_hardware_overrides(old)
 
 
 def test_one_hours_per_year_constant_everywhere():

@@ -172,7 +172,7 @@ def test_fleet_plan_no_saving_gives_no_payback():
     plan = plan_fleet_upgrade(
         old_key="h100-sxm5-80gb",
         old_count=8,
-        new_key="b200-sxm-192gb",
+        new_key="b200-sxm-180gb",
         new_count=16,
         workloads=w,
         carbon=C400,

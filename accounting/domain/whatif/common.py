@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from accounting.domain.catalog import CATALOG, PRECISION_BYTES, DeviceSpec
+from accounting.domain.catalog import CATALOG, PRECISION_BYTES, DeviceSpec, canonical_key
 from accounting.domain.embodied import DEFAULT_LIFETIME, embodied_charge_g_per_h
 from accounting.domain.energy import facility_energy_j
 from accounting.domain.errors import InputError
@@ -64,7 +64,7 @@ def fraction(value: float | None, field_name: str) -> float:
 
 def spec_for(key: str, specs: Mapping[str, DeviceSpec] | None, field_name: str = "device_key") -> DeviceSpec:
     table = CATALOG if specs is None else specs
-    spec = table.get(key)
+    spec = table.get(key) or table.get(canonical_key(key))  # an old key (catalog.KEY_ALIASES) reads as its rename
     if spec is None:
         raise InputError(field_name, f"unknown device {key!r}; known: {', '.join(sorted(table))}")
     return spec

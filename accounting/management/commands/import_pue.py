@@ -1,7 +1,9 @@
 """Import a site PUE time series: ``manage.py import_pue FILE [--org SLUG] [--reason TEXT]``.
 
 CSV columns: site (site slug), valid_from (ISO 8601, UTC), pue; optional source, wue_l_per_kwh.
-Each row becomes a SitePue row (history kept, versioned); bad rows are listed and skipped.
+Each row becomes a SitePue row (history kept, versioned); a row with a WUE also becomes a SiteWue
+row from the same valid_from (the site's WUE series; ``Site.wue_l_per_kwh`` stays the static
+value before its first row). Bad rows are listed and skipped.
 """
 
 from pathlib import Path
@@ -42,7 +44,8 @@ class Command(BaseCommand):
         rejects = sorted([(r.row, r.reason) for r in parsed.rejects] + report.rejected)
         self.stdout.write(
             f"{parsed.total} data rows read, {len(rejects)} rejected; "
-            f"{report.created} created, {report.updated} updated, {report.unchanged} unchanged"
+            f"{report.created} created, {report.updated} updated, {report.unchanged} unchanged; "
+            f"WUE series: {report.wue_created} created, {report.wue_updated} updated, {report.wue_unchanged} unchanged"
         )
         for row, reason_text in rejects:
             self.stdout.write(f"row {row}: {reason_text}")
