@@ -167,8 +167,12 @@ def batches_nudge(*, batch_pks: list[int], force: bool = False) -> None:
     if not marked:
         return  # a nudge is queued and not taken yet
     try:
-        # By the task's registered name: the accounting app never imports the workers.
-        current_app.send_task(ATTRIBUTE_TASK, args=[pk], retry=False)
+        # By the task's registered name: the accounting app never imports the workers. The time
+        # limits are the worker's own (its settings): where this process has the task registered,
+        # Celery would otherwise stamp this process's limits into the message, and the worker
+        # obeys the message's (a web or test process with the default 60 s hard limit made a
+        # worker configured for 4 s wait 60 s on a stuck attribution).
+        current_app.send_task(ATTRIBUTE_TASK, args=[pk], retry=False, time_limit=None, soft_time_limit=None)
     except Exception as exc:
         log.warning("nudge failed batch_pk=%d error=%s (sweeper will pick it up)", pk, exc)
         nudge_taken()
