@@ -190,7 +190,7 @@ def gpu_windows_for_batches(*, batch_pks: list[int]) -> dict[int, list[GpuWindow
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT batch_id, device_id, seq, {_US.format(col='start_at')}, {_US.format(col='end_at')}, energy_j, "
-            "avg_power_w, util_pct, quality, processes::text, counter_mj, mig_instances::text "
+            "avg_power_w, util_pct, quality, processes::text, counter_mj, mig_instances::text, energy_covers "
             "FROM telemetry_gpuwindow WHERE batch_id = ANY(%s) ORDER BY batch_id, device_id, start_at",
             [list(batch_pks)],
         )
@@ -214,6 +214,7 @@ def gpu_windows_for_batches(*, batch_pks: list[int]) -> dict[int, list[GpuWindow
             processes,
             counter_mj,
             mig_instances,
+            energy_covers,
         ) = row
         samples = procs_cache.get(processes)
         if samples is None:
@@ -241,6 +242,7 @@ def gpu_windows_for_batches(*, batch_pks: list[int]) -> dict[int, list[GpuWindow
                         if mig_instances in mig_cache
                         else _mig_samples(mig_cache, mig_instances)
                     ),
+                    energy_covers=energy_covers,
                 ),
                 counter_mj=counter_mj,
             )

@@ -611,6 +611,21 @@ class EnergyBreakdownSerializer(serializers.Serializer):
         return obj.energy_j / 3.6e6
 
 
+class EnergyCoversSerializer(serializers.Serializer):
+    gpu_j = serializers.FloatField(source="covers_gpu_energy_j", help_text="From readings of the GPU alone.")
+    gpu_memory_j = serializers.FloatField(
+        source="covers_gpu_memory_energy_j", help_text="From readings that cover the GPU and its memory."
+    )
+    gpu_cpu_memory_j = serializers.FloatField(
+        source="covers_gpu_cpu_memory_energy_j",
+        help_text="From superchip module counters (Grace Hopper / Grace Blackwell, MI300A) that also cover the CPU "
+        "and its memory: no host CPU/DRAM energy was added for them.",
+    )
+    unrecorded_j = serializers.FloatField(
+        source="covers_unrecorded_energy_j", help_text="From ledger entries written before coverage was recorded."
+    )
+
+
 class CarbonSerializer(serializers.Serializer):
     operational_g = serializers.FloatField(source="co2e_operational_g")
     embodied_g = serializers.FloatField(source="co2e_embodied_g")
@@ -674,6 +689,9 @@ class JobFootprintSerializer(serializers.Serializer):
     co2e = CarbonSerializer(source="*")
     device_hours = serializers.FloatField()
     measured_fraction = serializers.FloatField(help_text="Share of GPU energy from energy counters.")
+    energy_covers = EnergyCoversSerializer(
+        source="*", help_text="The job's GPU energy (`energy.gpu_j`) by what the device's readings covered."
+    )
     efficiency = UnitEfficiencySerializer(many=True)
     primary_unit = serializers.CharField(source="job.primary_unit")
     sci_g_per_unit = serializers.FloatField(allow_null=True, help_text="(operational + embodied) / primary unit.")
