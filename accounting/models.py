@@ -398,6 +398,10 @@ class Job(models.Model):
     quality_metric = models.CharField(max_length=60, blank=True)
     quality_value = models.FloatField(null=True, blank=True)
     power_cap_w = models.FloatField(null=True, blank=True)
+    # Slurm 26.05 SLUIDs of the job's runs ("s" + 13 base32 digits, as Slurm prints them), sent by
+    # the prolog (SLURM_JOB_SLUID): the agent reports "slurm:<SLUID>" for processes it finds in a
+    # SLUID-named cgroup, and they are this job's as much as "slurm:<scheduler_job_id>".
+    sluids = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

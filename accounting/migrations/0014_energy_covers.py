@@ -3,6 +3,8 @@
 # Job-hours and job footprints sum GPU energy by it (covers_*_energy_j). Rows written before this
 # are left "" / 0 (not recorded): attribution rewrites a batch's entries whole and the rollup
 # their sums, so a recompute fills them; nothing is guessed here.
+# Jobs keep the Slurm 26.05 SLUIDs the prolog sends (Job.sluids): the agent reports
+# "slurm:<SLUID>" for processes in SLUID-named cgroups, and the job answers to it.
 
 from django.db import migrations, models
 
@@ -13,6 +15,11 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.AddField(
+            model_name="job",
+            name="sluids",
+            field=models.JSONField(blank=True, default=list),
+        ),
         migrations.AddField(
             model_name="ledgerentry",
             name="energy_covers",

@@ -167,10 +167,13 @@ def allocations_observe(*, sightings: dict[tuple[int, int, str], set[tuple[int, 
     match = Q()
     for cluster_id, ident in wanted:
         match |= Q(cluster_id=cluster_id, scheduler_job_id=ident)
+        if ident[:1] == "s":  # a Slurm SLUID the prolog registered (Job.sluids)
+            match |= Q(cluster_id=cluster_id, sluids__contains=[ident])
     jobs = (
         Job.objects.filter(match)
         .exclude(allocations__source=JobAllocation.Source.SCHEDULER)
-        .only("pk", "cluster_id", "scheduler_job_id", "started_at", "ended_at")
+        .only("pk", "cluster_id", "scheduler_job_id", "sluids", "started_at", "ended_at")
+        .distinct()
     )
     mig_devices = sorted({d for devices in wanted.values() for d, instances in devices.items() if instances})
     names = {
@@ -181,7 +184,10 @@ def allocations_observe(*, sightings: dict[tuple[int, int, str], set[tuple[int, 
     }
     candidates = []
     for job in jobs:
-        devices = wanted[(job.cluster_id, job.scheduler_job_id)]
+        devices: dict[int, set[tuple[int, int]]] = {}
+        for ident in (job.scheduler_job_id, *job.sluids):
+            for device_id, instances in wanted.get((job.cluster_id, ident), {}).items():
+                devices.setdefault(device_id, set()).update(instances)
         if job.ended_at is not None and job.ended_at <= job.started_at:
             continue
         for device_id in sorted(devices):

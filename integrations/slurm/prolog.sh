@@ -20,6 +20,11 @@ body+=" \"user\": $(cl_json_str "${SLURM_JOB_USER:-}"), \"name\": $(cl_json_str 
 body+=" \"kind\": $(cl_json_str "$kind"), \"family\": $(cl_json_str "$family"),"
 body+=" \"started_at\": \"$started_at\", \"allocation\": $allocation}"
 [ -z "${SLURM_JOB_USER:-}" ] && body="${body/\"user\": \"\", /}"
+# Slurm 26.05 names the job's cgroup v2 directory with its SLUID (SLURM_JOB_SLUID, exported to the
+# prolog since 25.11), so the agent reports "slurm:<SLUID>" for its processes: send it, and the job
+# answers to both keys. Absent before 25.11 and with CgroupJobIdPaths=yes it changes nothing.
+sluid="${SLURM_JOB_SLUID:-}"
+[[ "$sluid" =~ ^[sS][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{13}$ ]] && body="${body%\}}, \"sluid\": \"$sluid\"}"
 
 status="$(cl_send POST /api/v1/jobs/ "$body")"
 case "$status" in
