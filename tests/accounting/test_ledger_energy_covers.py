@@ -116,3 +116,28 @@ def test_a_footprint_from_entries_written_before_coverage_was_recorded_says_so()
         "gpu_cpu_memory_j": 0.0,
         "unrecorded_j": 750.0,
     }
+
+
+def test_the_new_columns_keep_a_database_default_for_inserts_that_predate_them():
+    """Raw inserts written before migration 0014 (and the previous release's code during a
+    rolling deploy) name none of its columns: the database fills them."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT table_name, column_name, column_default FROM information_schema.columns "
+            "WHERE table_name IN ('accounting_ledgerentry', 'accounting_jobhour', 'accounting_jobfootprint', "
+            "'accounting_job') AND (column_name LIKE 'covers_%%' OR column_name IN ('energy_covers', 'sluids')) "
+            "ORDER BY table_name, column_name"
+        )
+        defaults = cursor.fetchall()
+    assert defaults == [
+        ("accounting_job", "sluids", "'[]'::jsonb"),
+        ("accounting_jobfootprint", "covers_gpu_cpu_memory_energy_j", "0.0"),
+        ("accounting_jobfootprint", "covers_gpu_energy_j", "0.0"),
+        ("accounting_jobfootprint", "covers_gpu_memory_energy_j", "0.0"),
+        ("accounting_jobhour", "covers_gpu_cpu_memory_energy_j", "0.0"),
+        ("accounting_jobhour", "covers_gpu_energy_j", "0.0"),
+        ("accounting_jobhour", "covers_gpu_memory_energy_j", "0.0"),
+        ("accounting_ledgerentry", "energy_covers", "''::character varying"),
+    ]
