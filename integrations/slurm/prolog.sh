@@ -23,8 +23,10 @@ body+=" \"started_at\": \"$started_at\", \"allocation\": $allocation}"
 # Slurm 26.05 names the job's cgroup v2 directory with its SLUID (SLURM_JOB_SLUID, exported to the
 # prolog since 25.11), so the agent reports "slurm:<SLUID>" for its processes: send it, and the job
 # answers to both keys. Absent before 25.11 and with CgroupJobIdPaths=yes it changes nothing.
+# The digits spelled out: a range such as A-H follows the locale's collation in bash.
 sluid="${SLURM_JOB_SLUID:-}"
-[[ "$sluid" =~ ^[sS][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{13}$ ]] && body="${body%\}}, \"sluid\": \"$sluid\"}"
+sluid_re='^[sS][0123456789ABCDEFGHJKMNPQRSTVWXYZabcdefghjkmnpqrstvwxyz]{13}$'
+[[ "$sluid" =~ $sluid_re ]] && body="${body%\}}, \"sluid\": \"$sluid\"}"
 
 status="$(cl_send POST /api/v1/jobs/ "$body")"
 case "$status" in
