@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.db import connection
@@ -46,16 +47,21 @@ def _device_idle_power(device_ids: list[int]) -> dict[int, float]:
     return {pk: (idle if idle is not None else DEFAULT_IDLE_POWER_W) for pk, idle in rows}
 
 
-def job_keys(*, scheduler_job_id: str) -> frozenset[str]:
-    """Keys the agent may report for a job's processes (see telemetry/agent job mapping)."""
-    return frozenset({f"slurm:{scheduler_job_id}", f"k8s:{scheduler_job_id}", f"env:{scheduler_job_id}"})
+def job_keys(*, scheduler_job_id: str, sluids: Iterable[str] = ()) -> frozenset[str]:
+    """Keys the agent may report for a job's processes (see telemetry/agent job mapping): by its
+    scheduler id, and by each Slurm SLUID the prolog registered (Slurm 26.05 cgroup paths)."""
+    keys = {f"slurm:{scheduler_job_id}", f"k8s:{scheduler_job_id}", f"env:{scheduler_job_id}"}
+    keys.update(f"slurm:{sluid}" for sluid in sluids)
+    return frozenset(keys)
 
 
 def allocations_for(*, device_ids: list[int], start: dt.datetime, end: dt.datetime) -> list[Allocation]:
     rows = (
         JobAllocation.objects.filter(device_id__in=device_ids, start__lt=end)
         .filter(Q(end__isnull=True) | Q(end__gt=start))
-        .values_list("job_id", "device_id", "start", "end", "fraction", "mig_instance", "job__scheduler_job_id")
+        .values_list(
+            "job_id", "device_id", "start", "end", "fraction", "mig_instance", "job__scheduler_job_id", "job__sluids"
+        )
     )
     return [
         Allocation(
@@ -64,10 +70,10 @@ def allocations_for(*, device_ids: list[int], start: dt.datetime, end: dt.dateti
             start=a_start,
             end=a_end,
             fraction=fraction,
-            job_keys=job_keys(scheduler_job_id=sched_id),
+            job_keys=job_keys(scheduler_job_id=sched_id, sluids=sluids or ()),
             mig_instance=mig,
         )
-        for job_id, device_id, a_start, a_end, fraction, mig, sched_id in rows
+        for job_id, device_id, a_start, a_end, fraction, mig, sched_id, sluids in rows
     ]
 
 
@@ -190,7 +196,7 @@ def gpu_windows_for_batches(*, batch_pks: list[int]) -> dict[int, list[GpuWindow
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT batch_id, device_id, seq, {_US.format(col='start_at')}, {_US.format(col='end_at')}, energy_j, "
-            "avg_power_w, util_pct, quality, processes::text, counter_mj, mig_instances::text "
+            "avg_power_w, util_pct, quality, processes::text, counter_mj, mig_instances::text, energy_covers "
             "FROM telemetry_gpuwindow WHERE batch_id = ANY(%s) ORDER BY batch_id, device_id, start_at",
             [list(batch_pks)],
         )
@@ -214,6 +220,7 @@ def gpu_windows_for_batches(*, batch_pks: list[int]) -> dict[int, list[GpuWindow
             processes,
             counter_mj,
             mig_instances,
+            energy_covers,
         ) = row
         samples = procs_cache.get(processes)
         if samples is None:
@@ -241,6 +248,7 @@ def gpu_windows_for_batches(*, batch_pks: list[int]) -> dict[int, list[GpuWindow
                         if mig_instances in mig_cache
                         else _mig_samples(mig_cache, mig_instances)
                     ),
+                    energy_covers=energy_covers,
                 ),
                 counter_mj=counter_mj,
             )

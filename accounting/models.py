@@ -398,6 +398,10 @@ class Job(models.Model):
     quality_metric = models.CharField(max_length=60, blank=True)
     quality_value = models.FloatField(null=True, blank=True)
     power_cap_w = models.FloatField(null=True, blank=True)
+    # Slurm 26.05 SLUIDs of the job's runs ("s" + 13 base32 digits, as Slurm prints them), sent by
+    # the prolog (SLURM_JOB_SLUID): the agent reports "slurm:<SLUID>" for processes it finds in a
+    # SLUID-named cgroup, and they are this job's as much as "slurm:<scheduler_job_id>".
+    sluids = models.JSONField(default=list, blank=True, db_default=[])
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -503,6 +507,11 @@ class LedgerEntry(models.Model):
     # Part of energy_j from windows of quality 'measured': the measured fraction sums this, so it
     # does not depend on how the agent batched its windows (issue 19).
     measured_energy_j = models.FloatField(default=0)
+    # GPU components: what the device's energy reading covered in the entry's hour ("gpu",
+    # "gpu+memory", "gpu+cpu+memory": a superchip module counter holds its CPU and memory, so no
+    # host CPU/DRAM entry adds them again); host and facility components, and rows computed
+    # before it was recorded: "".
+    energy_covers = models.CharField(max_length=20, blank=True, default="", db_default="")
     method_version = models.CharField(max_length=20)
     factor_versions = models.JSONField(default=dict)
     computed_at = models.DateTimeField(auto_now=True)
@@ -537,6 +546,13 @@ class JobFootprint(models.Model):
     co2e_upstream_g = models.FloatField(default=0)
     device_hours = models.FloatField(default=0)
     measured_fraction = models.FloatField(default=0)  # share of GPU energy that was measured
+    # GPU energy by what its readings covered (ledger entries' energy_covers): the GPU alone, the GPU
+    # and its memory, a superchip module with its CPU and memory. Entries from before that was
+    # recorded are in none of them (gpu_energy_j minus the three). A database default as well, so
+    # raw inserts that predate these columns (and code of the previous release) still work.
+    covers_gpu_energy_j = models.FloatField(default=0, db_default=0.0)
+    covers_gpu_memory_energy_j = models.FloatField(default=0, db_default=0.0)
+    covers_gpu_cpu_memory_energy_j = models.FloatField(default=0, db_default=0.0)
     is_final = models.BooleanField(default=False)
     method_version = models.CharField(max_length=20, blank=True)
     last_window_end = models.DateTimeField(null=True, blank=True)
@@ -653,6 +669,13 @@ class JobHour(models.Model):
     lifecycle_basis_energy_j = models.FloatField(default=0)
     co2_only_energy_j = models.FloatField(default=0)
     co2e_upstream_g = models.FloatField(default=0)
+    # GPU energy by what its readings covered (ledger entries' energy_covers): the GPU alone, the GPU
+    # and its memory, a superchip module with its CPU and memory. Entries from before that was
+    # recorded are in none of them (gpu_energy_j minus the three). A database default as well, so
+    # raw inserts that predate these columns (and code of the previous release) still work.
+    covers_gpu_energy_j = models.FloatField(default=0, db_default=0.0)
+    covers_gpu_memory_energy_j = models.FloatField(default=0, db_default=0.0)
+    covers_gpu_cpu_memory_energy_j = models.FloatField(default=0, db_default=0.0)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["job", "hour"], name="jobhour_uniq")]

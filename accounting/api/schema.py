@@ -130,6 +130,7 @@ EXAMPLE_FOOTPRINT = {
     "co2e": {"operational_g": 1020.0, "embodied_g": 61.5, "total_g": 1081.5, "low_g": 930.0, "high_g": 1260.0},
     "device_hours": 8.0,
     "measured_fraction": 1.0,
+    "energy_covers": {"gpu_j": 36000000.0, "gpu_memory_j": 0.0, "gpu_cpu_memory_j": 0.0, "unrecorded_j": 0.0},
     "efficiency": [{"unit": "samples", "count": 5.0e8, "energy_j_per_unit": 0.1224, "co2e_g_per_unit": 2.163e-06}],
     "primary_unit": "samples",
     "sci_g_per_unit": 2.163e-06,

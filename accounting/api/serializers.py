@@ -30,6 +30,8 @@ from accounting.services.allocations import PENDING_UUID_PREFIX, AllocationSpec
 EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
 SCHEDULER_JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:+@\-]{0,199}$"
+# Slurm's SLUID: "s" + 13 Crockford base32 digits (no I, L, O, U), either case (src/common/sluid.c).
+SLUID_PATTERN = r"^[sS][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{13}$"
 HOSTNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,252}$"
 UNIT_KEY_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
 # The what-if API uses the same value lists: one enum per concept in the OpenAPI schema.
@@ -406,6 +408,13 @@ class JobRegisterSerializer(StrictSerializer):
     power_cap_w = FiniteFloatField(required=False, min_value=1, max_value=10_000)
     model_meta = ModelMetaSerializer(required=False)
     allocation = AllocationItemSerializer(many=True, required=False, max_length=512)  # type: ignore[call-arg]
+    sluid = serializers.RegexField(
+        SLUID_PATTERN,
+        required=False,
+        help_text="Slurm 26.05+: the run's SLUID (the prolog's SLURM_JOB_SLUID). Slurm names the job's cgroup v2 "
+        "directory with it, so the agent reports `slurm:<SLUID>` for its processes; the job then answers to both "
+        "keys. Each run of a requeued job has its own: re-registering adds it.",
+    )
 
 
 class JobUpdateSerializer(StrictSerializer):
@@ -611,6 +620,21 @@ class EnergyBreakdownSerializer(serializers.Serializer):
         return obj.energy_j / 3.6e6
 
 
+class EnergyCoversSerializer(serializers.Serializer):
+    gpu_j = serializers.FloatField(source="covers_gpu_energy_j", help_text="From readings of the GPU alone.")
+    gpu_memory_j = serializers.FloatField(
+        source="covers_gpu_memory_energy_j", help_text="From readings that cover the GPU and its memory."
+    )
+    gpu_cpu_memory_j = serializers.FloatField(
+        source="covers_gpu_cpu_memory_energy_j",
+        help_text="From superchip module counters (Grace Hopper / Grace Blackwell, MI300A) that also cover the CPU "
+        "and its memory: no host CPU/DRAM energy was added for them.",
+    )
+    unrecorded_j = serializers.FloatField(
+        source="covers_unrecorded_energy_j", help_text="From ledger entries written before coverage was recorded."
+    )
+
+
 class CarbonSerializer(serializers.Serializer):
     operational_g = serializers.FloatField(source="co2e_operational_g")
     embodied_g = serializers.FloatField(source="co2e_embodied_g")
@@ -674,6 +698,9 @@ class JobFootprintSerializer(serializers.Serializer):
     co2e = CarbonSerializer(source="*")
     device_hours = serializers.FloatField()
     measured_fraction = serializers.FloatField(help_text="Share of GPU energy from energy counters.")
+    energy_covers = EnergyCoversSerializer(
+        source="*", help_text="The job's GPU energy (`energy.gpu_j`) by what the device's readings covered."
+    )
     efficiency = UnitEfficiencySerializer(many=True)
     primary_unit = serializers.CharField(source="job.primary_unit")
     sci_g_per_unit = serializers.FloatField(allow_null=True, help_text="(operational + embodied) / primary unit.")

@@ -83,6 +83,7 @@ class JobCollectionView(ApiView):
             model_meta=data.get("model_meta"),
             power_cap_w=data.get("power_cap_w"),
             allocation=[s.AllocationItemSerializer.to_spec(item) for item in data.get("allocation", [])],
+            sluid=data.get("sluid", ""),
         )
         if registration.created:  # a new job holds exactly the allocations just created
             return self.job_response(

@@ -153,6 +153,7 @@ def carbonize(
                 intensity_basis=point.basis,
                 intensity_gases=point.gases,
                 co2e_upstream_g=upstream_g(energy_kwh=energy_kwh, point=point),
+                energy_covers=share.energy_covers,
             )
         )
         group = facility.setdefault((share.account, share.job_id, share.hour), _FacilityGroup())

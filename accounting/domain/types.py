@@ -28,6 +28,12 @@ class Quality(StrEnum):
 # quality, carried beside it as ``measured_energy_j``).
 QUALITY_RANK = {Quality.MEASURED: 0, Quality.INTEGRATED: 1, Quality.INTERPOLATED: 2, Quality.MODELLED: 3}
 
+# What a GPU's energy reading covers (the agent's ``energy_covers``), narrowest first: the GPU
+# alone; the GPU and its memory; a superchip module's counter (Grace Hopper / Grace Blackwell,
+# MI300A) that also holds the CPU and its memory. A GPU ledger entry states the widest among its
+# device's windows in its hour (docs/method.md §2).
+COVERS_RANK = {"gpu": 0, "gpu+memory": 1, "gpu+cpu+memory": 2}
+
 
 class Account(StrEnum):
     JOB = "job"
@@ -81,6 +87,7 @@ class GpuWindowIn:
     idle_power_w: float  # catalog idle power of the device model (baseline for idle split)
     processes: tuple[ProcessSample, ...] = ()
     mig_instances: tuple[MigInstanceSample, ...] = ()  # non-empty only for a GPU in MIG mode
+    energy_covers: str = "gpu"  # what energy_j covers: a key of COVERS_RANK
 
 
 @dataclass(frozen=True)
@@ -122,6 +129,9 @@ class EnergyShare:
     # The part of energy_j that came from windows of quality MEASURED: per window, so a share's
     # measured energy does not depend on which other windows were attributed with it.
     measured_energy_j: float
+    # GPU components: what the device's energy reading covered in this hour (a key of
+    # COVERS_RANK, the widest among its windows); host components: "".
+    energy_covers: str = ""
 
 
 @dataclass(frozen=True)
@@ -166,6 +176,7 @@ class LedgerLine:
     intensity_gases: str = ""
     # Upstream (Scope 3 cat. 3) carbon: energy x (life-cycle - direct) where both are known.
     co2e_upstream_g: float | None = None
+    energy_covers: str = ""  # the share's (GPU components); "" for host and facility lines
 
 
 # --- gap filling (accounting/domain/energy.py) ---------------------------------------------

@@ -264,6 +264,11 @@ class JobFootprintView:
     measured_fraction: float
     last_window_end: dt.datetime | None
     updated_at: dt.datetime | None
+    # GPU energy by what its readings covered (docs/method.md §2): the GPU alone, with its memory,
+    # a superchip module with its CPU and memory.
+    covers_gpu_energy_j: float = 0.0
+    covers_gpu_memory_energy_j: float = 0.0
+    covers_gpu_cpu_memory_energy_j: float = 0.0
     efficiency: list[UnitEfficiency] = field(default_factory=list)
     sci_g_per_unit: float | None = None
     scope2: Any = None  # accounting.selectors.disclosure.JobMarketWater, on request
@@ -275,6 +280,12 @@ class JobFootprintView:
     @property
     def gpu_active_energy_j(self) -> float:
         return max(self.gpu_energy_j - self.gpu_idle_energy_j, 0.0)
+
+    @property
+    def covers_unrecorded_energy_j(self) -> float:
+        """GPU energy of ledger entries written before their coverage was recorded."""
+        recorded = self.covers_gpu_energy_j + self.covers_gpu_memory_energy_j + self.covers_gpu_cpu_memory_energy_j
+        return max(self.gpu_energy_j - recorded, 0.0)
 
 
 def job_footprint_get(*, job: Job) -> JobFootprintView:
@@ -297,6 +308,9 @@ def job_footprint_get(*, job: Job) -> JobFootprintView:
             "co2e_high_g",
             "device_hours",
             "measured_fraction",
+            "covers_gpu_energy_j",
+            "covers_gpu_memory_energy_j",
+            "covers_gpu_cpu_memory_energy_j",
         )
     }
     co2e_g = values["co2e_operational_g"] + values["co2e_embodied_g"]

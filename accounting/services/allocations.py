@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from django.db.models import Q
 
+from accounting.domain.attribution.mig import mig_gpu_slices, mig_slice_fraction
 from accounting.domain.errors import InputError
 from accounting.models import Cluster, Device, Host, Job, JobAllocation
 
@@ -141,45 +142,76 @@ def allocation_devices_resolve(
 OBSERVABLE_KEY_PREFIXES = frozenset({"slurm", "k8s", "env"})
 
 
-def allocations_observe(*, sightings: set[tuple[int, int, str]]) -> list[JobAllocation]:
+def allocations_observe(*, sightings: dict[tuple[int, int, str], set[tuple[int, int]]]) -> list[JobAllocation]:
     """Allocations for jobs registered without one, from where the agent saw their processes.
 
-    ``sightings`` are (device id, cluster id, process job key) not matched by any allocation.
-    A job of that cluster whose scheduler id is the key's (``k8s:<pod uid>`` -> ``<pod uid>``)
-    and that holds no scheduler allocation at all gets the device for its whole life
-    ([started_at, ended_at), fraction 1): Kubernetes' device plugin gives a pod its GPUs for
-    the pod's life, and the API server never says which (integrations/kubernetes). A job with a
-    scheduler allocation is never extended this way (the scheduler is the source of truth), and
-    a key naming no registered job stays unallocated (fleet overhead). Concurrent workers are
-    safe: one observed allocation per (job, device), inserts ignore conflicts. The caller
-    re-attributes the batches the new allocations cover."""
-    wanted: dict[tuple[int, str], set[int]] = {}
-    for device_id, cluster_id, key in sightings:
+    ``sightings`` are (device id, cluster id, process job key) not matched by any allocation,
+    each with the MIG instances (GPU instance id, slices) the key ran on. A job of that cluster
+    whose scheduler id is the key's (``k8s:<pod uid>`` -> ``<pod uid>``) and that holds no
+    scheduler allocation at all gets the device for its whole life ([started_at, ended_at)):
+    Kubernetes' device plugin gives a pod its GPUs (or MIG instances) for the pod's life, and the
+    API server never says which (integrations/kubernetes). The fraction is the slices of the
+    instances it was seen on over the GPU's slices (``mig_slice_fraction``: a 3g instance of an
+    H100 is 3/7), 1 where it was not seen on a MIG instance. A job with a scheduler allocation is
+    never extended this way (the scheduler is the source of truth), and a key naming no
+    registered job stays unallocated (fleet overhead). Concurrent workers are safe: one observed
+    allocation per (job, device), inserts ignore conflicts; the first sighting's fraction stays.
+    The caller re-attributes the batches the new allocations cover."""
+    wanted: dict[tuple[int, str], dict[int, set[tuple[int, int]]]] = {}
+    for (device_id, cluster_id, key), instances in sightings.items():
         prefix, sep, ident = key.partition(":")
         if sep and ident and prefix in OBSERVABLE_KEY_PREFIXES:
-            wanted.setdefault((cluster_id, ident), set()).add(device_id)
+            wanted.setdefault((cluster_id, ident), {}).setdefault(device_id, set()).update(instances)
     if not wanted:
         return []
     match = Q()
     for cluster_id, ident in wanted:
         match |= Q(cluster_id=cluster_id, scheduler_job_id=ident)
+        if ident[:1] == "s":  # a Slurm SLUID the prolog registered (Job.sluids)
+            match |= Q(cluster_id=cluster_id, sluids__contains=[ident])
     jobs = (
         Job.objects.filter(match)
         .exclude(allocations__source=JobAllocation.Source.SCHEDULER)
-        .only("pk", "cluster_id", "scheduler_job_id", "started_at", "ended_at")
+        .only("pk", "cluster_id", "scheduler_job_id", "sluids", "started_at", "ended_at")
+        .distinct()
     )
-    candidates = [
-        JobAllocation(
-            job_id=job.pk,
-            device_id=device_id,
-            start=job.started_at,
-            end=job.ended_at,
-            source=JobAllocation.Source.OBSERVED,
+    mig_devices = sorted({d for devices in wanted.values() for d, instances in devices.items() if instances})
+    names = {
+        pk: reported or model_name or ""
+        for pk, reported, model_name in Device.objects.filter(pk__in=mig_devices).values_list(
+            "pk", "reported_name", "hardware_model__name"
         )
-        for job in jobs
-        for device_id in sorted(wanted[(job.cluster_id, job.scheduler_job_id)])
-        if job.ended_at is None or job.ended_at > job.started_at
-    ]
+    }
+    candidates = []
+    for job in jobs:
+        devices: dict[int, set[tuple[int, int]]] = {}
+        for ident in (job.scheduler_job_id, *job.sluids):
+            for device_id, instances in wanted.get((job.cluster_id, ident), {}).items():
+                devices.setdefault(device_id, set()).update(instances)
+        if job.ended_at is not None and job.ended_at <= job.started_at:
+            continue
+        for device_id in sorted(devices):
+            instances = devices[device_id]
+            fraction, described = 1.0, ""
+            if instances:
+                name = names.get(device_id, "")
+                fraction = mig_slice_fraction(instances=instances, device_name=name)
+                described = "observed on MIG GI {} ({} of {} slices)".format(
+                    ", ".join(str(gi) for gi in sorted({gi for gi, _ in instances})),
+                    sum(slices for _, slices in sorted(set(instances))),
+                    mig_gpu_slices(device_name=name),
+                )
+            candidates.append(
+                JobAllocation(
+                    job_id=job.pk,
+                    device_id=device_id,
+                    start=job.started_at,
+                    end=job.ended_at,
+                    fraction=fraction,
+                    mig_instance=described,
+                    source=JobAllocation.Source.OBSERVED,
+                )
+            )
     if not candidates:
         return []
     existing = set(
@@ -192,9 +224,10 @@ def allocations_observe(*, sightings: set[tuple[int, int, str]]) -> list[JobAllo
     JobAllocation.objects.bulk_create(new, ignore_conflicts=True)
     for allocation in new:
         log.info(
-            "observed allocation job=%d device=%d from %s",
+            "observed allocation job=%d device=%d fraction=%r from %s",
             allocation.job_id,
             allocation.device_id,
+            allocation.fraction,
             allocation.start.isoformat(),
         )
     return new

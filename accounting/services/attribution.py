@@ -126,24 +126,31 @@ def batches_attribute(
 
 def _unmatched_sightings(
     *, items: list, gpu_by_batch: dict, allocations: list[Allocation]
-) -> set[tuple[int, int, str]]:
+) -> dict[tuple[int, int, str], set[tuple[int, int]]]:
     """(device, cluster, job key) of processes the agent reported that no allocation of that
-    device names: candidates for an observed allocation (``allocations_observe``)."""
+    device names: candidates for an observed allocation (``allocations_observe``), each with the
+    MIG instances (GPU instance id, slices) the key ran on (empty: not seen on a MIG instance)."""
     held = {(a.device_id, key) for a in allocations for key in a.job_keys}
-    out: set[tuple[int, int, str]] = set()
+    out: dict[tuple[int, int, str], set[tuple[int, int]]] = {}
     for batch, *_ in items:
         cluster_id = batch.host.cluster_id
-        last = None
+        last: tuple[object, object] | None = None
         for row in gpu_by_batch[batch.pk]:
             processes = row.window.processes
-            if not processes or processes is last:  # the mapper shares one tuple per distinct list
+            instances = row.window.mig_instances
+            if not processes and not instances:
                 continue
-            last = processes
+            if last is not None and processes is last[0] and instances is last[1]:
+                continue  # the mapper shares one tuple per distinct list
+            last = (processes, instances)
             device_id = row.window.device_id
-            for process in processes:
-                key = process.job_key
-                if key is not None and (device_id, key) not in held:
-                    out.add((device_id, cluster_id, key))
+            keys = {p.job_key for p in processes if p.job_key is not None}
+            keys.update(key for instance in instances for key in instance.job_keys)
+            for key in keys:
+                if (device_id, key) in held:
+                    continue
+                seen = out.setdefault((device_id, cluster_id, key), set())
+                seen.update((i.gpu_instance_id, i.slices) for i in instances if key in i.job_keys)
     return out
 
 
@@ -180,6 +187,7 @@ _LEDGER_COLUMNS = (
     "pue",
     "quality",
     "measured_energy_j",
+    "energy_covers",
     "method_version",
     "factor_versions",
     "computed_at",
@@ -323,6 +331,7 @@ def _attribute_many(
                             line.pue,
                             line.quality.value,
                             line.measured_energy_j,
+                            line.energy_covers,
                             METHOD_VERSION,
                             json.dumps(line.factor_versions),
                             computed_at,

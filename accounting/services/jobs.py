@@ -207,13 +207,20 @@ def job_register(
     model_meta: dict[str, Any] | None = None,
     power_cap_w: float | None = None,
     allocation: list[AllocationSpec] | None = None,
+    sluid: str = "",
 ) -> JobRegistration:
     """Register a job start, idempotent on (cluster, scheduler_job_id).
 
     Re-registering returns the existing job unchanged except that devices it does not hold
     yet are added: a multi-node Slurm job runs its prolog on every node, each naming its own
     GPUs, so the union is the job's allocation. An ended job is returned as it is.
+
+    ``sluid``: the Slurm 26.05 SLUID of this run (stored as Slurm prints it, ``s`` + upper
+    case); the job answers to ``slurm:<SLUID>`` as to ``slurm:<scheduler_job_id>``. A new one
+    on re-registration (a requeued run) is added, and the job's devices re-attributed from its
+    start: processes seen under it before were nobody's.
     """
+    sluid = f"s{sluid[1:].upper()}" if sluid else ""
     started = started_at or timezone.now()
     job = Job(
         org=org,
@@ -230,6 +237,7 @@ def job_register(
         model_meta=model_meta or {},
         power_cap_w=power_cap_w,
         status=Job.Status.RUNNING,
+        sluids=[sluid] if sluid else [],
     )
     items = _host_index_items(allocation) if allocation else None
     if items:
@@ -249,6 +257,11 @@ def job_register(
             .select_related("team", "cluster")
             .get(cluster=cluster, scheduler_job_id=scheduler_job_id)
         )
+        if sluid and sluid not in job.sluids:
+            job.sluids = [*job.sluids, sluid]
+            job.save(update_fields=["sluids", "updated_at"])
+            held_now = job.allocations.filter(end__isnull=True).values_list("device_id", flat=True)
+            _mark_dirty(device_ids=list(held_now), start=job.started_at)
     if job.status in ENDED_STATUSES or not allocation:
         return JobRegistration(job=job, created=created)
     devices = allocation_devices_resolve(cluster=cluster, allocation=allocation)

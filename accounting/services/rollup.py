@@ -111,13 +111,25 @@ _BASIS_SET = """
     lifecycle_basis_energy_j = EXCLUDED.lifecycle_basis_energy_j,
     co2_only_energy_j = EXCLUDED.co2_only_energy_j, co2e_upstream_g = EXCLUDED.co2e_upstream_g"""
 
+# GPU energy by what the device's readings covered (the entries' energy_covers; "" on entries from
+# before it was recorded counts in none).
+_COVERS_COLUMNS = "covers_gpu_energy_j, covers_gpu_memory_energy_j, covers_gpu_cpu_memory_energy_j"
+_COVERS_SUMS = """
+       COALESCE(SUM(e.energy_j) FILTER (WHERE e.energy_covers = 'gpu'), 0),
+       COALESCE(SUM(e.energy_j) FILTER (WHERE e.energy_covers = 'gpu+memory'), 0),
+       COALESCE(SUM(e.energy_j) FILTER (WHERE e.energy_covers = 'gpu+cpu+memory'), 0)"""
+_COVERS_SET = """
+    covers_gpu_energy_j = EXCLUDED.covers_gpu_energy_j,
+    covers_gpu_memory_energy_j = EXCLUDED.covers_gpu_memory_energy_j,
+    covers_gpu_cpu_memory_energy_j = EXCLUDED.covers_gpu_cpu_memory_energy_j"""
+
 # Facility lines have device NULL; GPU energy = active + idle; host = cpu + dram + unmeasured.
 _JOB_FOOTPRINT_SQL = f"""
 INSERT INTO accounting_jobfootprint AS f (
     job_id, energy_j, gpu_energy_j, gpu_idle_energy_j, host_energy_j, facility_energy_j,
     co2e_operational_g, co2e_embodied_g, co2e_low_g, co2e_high_g, device_hours, measured_fraction,
     is_final, method_version, last_window_end, updated_at,
-    direct_basis_energy_j, lifecycle_basis_energy_j, co2_only_energy_j, co2e_upstream_g)
+    direct_basis_energy_j, lifecycle_basis_energy_j, co2_only_energy_j, co2e_upstream_g, {_COVERS_COLUMNS})
 SELECT j.id,
     COALESCE(SUM(h.energy_j), 0), COALESCE(SUM(h.gpu_energy_j), 0), COALESCE(SUM(h.gpu_idle_energy_j), 0),
     COALESCE(SUM(h.host_energy_j), 0), COALESCE(SUM(h.facility_energy_j), 0),
@@ -127,7 +139,9 @@ SELECT j.id,
     COALESCE(COALESCE(SUM(h.measured_gpu_energy_j), 0) / NULLIF(SUM(h.gpu_energy_j), 0), 0),
     j.status NOT IN ('running', 'pending'), '{METHOD_VERSION}', MAX(h.last_window_end), now(),
     COALESCE(SUM(h.direct_basis_energy_j), 0), COALESCE(SUM(h.lifecycle_basis_energy_j), 0),
-    COALESCE(SUM(h.co2_only_energy_j), 0), COALESCE(SUM(h.co2e_upstream_g), 0)
+    COALESCE(SUM(h.co2_only_energy_j), 0), COALESCE(SUM(h.co2e_upstream_g), 0),
+    COALESCE(SUM(h.covers_gpu_energy_j), 0), COALESCE(SUM(h.covers_gpu_memory_energy_j), 0),
+    COALESCE(SUM(h.covers_gpu_cpu_memory_energy_j), 0)
 FROM accounting_job j LEFT JOIN accounting_jobhour h ON h.job_id = j.id
 WHERE j.id = ANY(%s)
 GROUP BY j.id
@@ -139,7 +153,7 @@ ON CONFLICT (job_id) DO UPDATE SET
     co2e_high_g = EXCLUDED.co2e_high_g, device_hours = EXCLUDED.device_hours,
     measured_fraction = COALESCE(EXCLUDED.measured_fraction, 0), is_final = EXCLUDED.is_final,
     method_version = EXCLUDED.method_version, last_window_end = EXCLUDED.last_window_end,
-    updated_at = EXCLUDED.updated_at,{_BASIS_SET}
+    updated_at = EXCLUDED.updated_at,{_BASIS_SET},{_COVERS_SET}
 """
 
 # Every sum of a job's footprint, per (job, hour), from that hour's ledger entries (facility
@@ -158,7 +172,7 @@ SELECT e.job_id, e.hour, SUM(e.energy_j),
        COALESCE(SUM(e.energy_j) FILTER (WHERE e.component = 'facility'), 0),
        SUM(e.co2e_low_g), SUM(e.co2e_high_g), SUM(e.held_s),
        COALESCE(SUM(e.measured_energy_j) FILTER (WHERE e.component IN ('gpu_active', 'gpu_idle')), 0),
-       MAX(b.last_end),{basis_sums}
+       MAX(b.last_end),{basis_sums},{covers_sums}
 FROM {keys} k
 JOIN accounting_ledgerentry e ON e.job_id = k.job_id AND e.hour = k.hour
 JOIN telemetry_telemetrybatch b ON b.id = e.batch_id
@@ -169,7 +183,8 @@ _JOB_HOUR_UPSERT = """
 INSERT INTO accounting_jobhour (job_id, hour, energy_j, gpu_energy_j, co2e_operational_g, co2e_embodied_g,
                                 intensity_g_per_kwh, gpu_idle_energy_j, host_energy_j, facility_energy_j,
                                 co2e_low_g, co2e_high_g, held_s, measured_gpu_energy_j, last_window_end,
-                                direct_basis_energy_j, lifecycle_basis_energy_j, co2_only_energy_j, co2e_upstream_g)
+                                direct_basis_energy_j, lifecycle_basis_energy_j, co2_only_energy_j, co2e_upstream_g,
+                                {covers_columns})
 {select}
 ON CONFLICT (job_id, hour) DO UPDATE SET
     energy_j = EXCLUDED.energy_j, gpu_energy_j = EXCLUDED.gpu_energy_j,
@@ -177,13 +192,17 @@ ON CONFLICT (job_id, hour) DO UPDATE SET
     intensity_g_per_kwh = EXCLUDED.intensity_g_per_kwh, gpu_idle_energy_j = EXCLUDED.gpu_idle_energy_j,
     host_energy_j = EXCLUDED.host_energy_j, facility_energy_j = EXCLUDED.facility_energy_j,
     co2e_low_g = EXCLUDED.co2e_low_g, co2e_high_g = EXCLUDED.co2e_high_g, held_s = EXCLUDED.held_s,
-    measured_gpu_energy_j = EXCLUDED.measured_gpu_energy_j, last_window_end = EXCLUDED.last_window_end,{basis_set}
+    measured_gpu_energy_j = EXCLUDED.measured_gpu_energy_j, last_window_end = EXCLUDED.last_window_end,{basis_set},
+    {covers_set}
 """
 
 _JOB_HOUR_SQL = _JOB_HOUR_UPSERT.format(
     basis_set=_BASIS_SET,
+    covers_columns=_COVERS_COLUMNS,
+    covers_set=_COVERS_SET.strip(),
     select=_JOB_HOUR_SELECT.format(
         basis_sums=_BASIS_SUMS,
+        covers_sums=_COVERS_SUMS,
         keys="""(
     SELECT e.job_id, e.hour FROM accounting_ledgerentry e
     JOIN _rollup_batches rb ON rb.id = e.batch_id WHERE e.job_id IS NOT NULL

@@ -20,6 +20,13 @@ body+=" \"user\": $(cl_json_str "${SLURM_JOB_USER:-}"), \"name\": $(cl_json_str 
 body+=" \"kind\": $(cl_json_str "$kind"), \"family\": $(cl_json_str "$family"),"
 body+=" \"started_at\": \"$started_at\", \"allocation\": $allocation}"
 [ -z "${SLURM_JOB_USER:-}" ] && body="${body/\"user\": \"\", /}"
+# Slurm 26.05 names the job's cgroup v2 directory with its SLUID (SLURM_JOB_SLUID, exported to the
+# prolog since 25.11), so the agent reports "slurm:<SLUID>" for its processes: send it, and the job
+# answers to both keys. Absent before 25.11 and with CgroupJobIdPaths=yes it changes nothing.
+# The digits spelled out: a range such as A-H follows the locale's collation in bash.
+sluid="${SLURM_JOB_SLUID:-}"
+sluid_re='^[sS][0123456789ABCDEFGHJKMNPQRSTVWXYZabcdefghjkmnpqrstvwxyz]{13}$'
+[[ "$sluid" =~ $sluid_re ]] && body="${body%\}}, \"sluid\": \"$sluid\"}"
 
 status="$(cl_send POST /api/v1/jobs/ "$body")"
 case "$status" in

@@ -3,7 +3,14 @@
 Precedence: the scheduler's cgroup (cannot be changed by the job; Slurm's numeric-id layout or
 Slurm 26.05's SLUID layout), then its environment
 (SLURM_JOB_ID), then a Kubernetes pod cgroup, then an explicit CARBONLEDGER_JOB label for hosts
-without a scheduler. job_key: "slurm:<id>", "k8s:<pod-uid>", "env:<value>".
+without a scheduler. job_key: "slurm:<id>" (numeric id or SLUID), "k8s:<pod-uid>", "env:<value>".
+
+Slurm 26.05 (cgroup/v2) names a job's cgroup directory with its SLUID, not "job_<id>":
+``/system.slice/slurmstepd.scope/sEKNKTV3WPV500/step_0/user/task_0`` (cgroup.conf
+``CgroupJobIdPaths=yes`` restores ``job_<id>``); with several slurmd per host the scope is
+``<node>_slurmstepd.scope``. A SLUID is "s" + 13 characters of Crockford's base32, printed upper
+case; the prolog sends the same SLUID (``SLURM_JOB_SLUID``) when it registers the job, so the
+server matches either key (integrations/slurm).
 """
 
 from __future__ import annotations
@@ -18,13 +25,23 @@ from telemetry.agent.log import kv
 
 logger = logging.getLogger("carbonledger.agent.jobs")
 
-# A Slurm job identifier: the numeric job id, or Slurm 26.05's SLUID ("s" + 13 base32 characters),
-# from which 26.05 builds its cgroup v2 paths.
-_SLURM_JOB = r"(\d+|s[0-9A-Za-z]{13})"
+# Slurm's SLUID: "s" + 13 Crockford base32 digits (no I, L, O, U); Slurm reads either case.
+_SLUID = r"[sS][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{13}"
 # cgroup v1 ".../slurm/uid_1000/job_4242/step_0", cgroup v2 "/system.slice/slurmstepd.scope/job_4242/..."
-# and, from 26.05, ".../slurmstepd.scope/job_s0c3b5x7k2m9qd/...".
-_SLURM_CGROUP = re.compile(r"/(?:slurm[^/]*|slurmstepd\.scope)/(?:uid_\d+/)?job_" + _SLURM_JOB + r"(?:/|$)")
-_SLURM_ENV_JOB = re.compile(_SLURM_JOB)
+# (before 26.05, or CgroupJobIdPaths=yes) and, from 26.05, ".../slurmstepd.scope/sEKNKTV3WPV500/...".
+_SLURM_CGROUP = re.compile(
+    r"/(?:slurm[^/]*|[^/]+_slurmstepd\.scope)/(?:uid_\d+/)?(?:job_(\d+)|(" + _SLUID + r"))(?:/|$)"
+)
+_SLURM_ENV_JOB = re.compile(r"\d+|" + _SLUID)
+
+
+def slurm_job_key(job: str) -> str:
+    """``slurm:<id>``; a SLUID in its printed form (lower-case "s", upper-case digits)."""
+    if job[:1] in "sS":
+        return f"slurm:s{job[1:].upper()}"
+    return f"slurm:{job}"
+
+
 # cgroupfs driver ".../kubepods/burstable/pod<uid>/<container>"
 _K8S_CGROUPFS = re.compile(
     r"/kubepods(?:/[a-z-]+)?/pod([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(?:/|$)"
@@ -40,7 +57,7 @@ def job_from_cgroup(text: str) -> str | None:
         path = line.split(":", 2)[-1]
         m = _SLURM_CGROUP.search(path)
         if m:
-            return f"slurm:{m.group(1)}"
+            return slurm_job_key(m.group(1) or m.group(2))
     for line in text.splitlines():
         path = line.split(":", 2)[-1]
         m = _K8S_CGROUPFS.search(path)
@@ -173,7 +190,7 @@ class JobMapper:
         # own environment, not its cgroup.
         env_job = env.get("SLURM_JOB_ID", "").strip()
         if _SLURM_ENV_JOB.fullmatch(env_job):
-            return ProcessJob(pid, f"slurm:{env_job}", visible, "slurm_env")
+            return ProcessJob(pid, slurm_job_key(env_job), visible, "slurm_env")
         if job is not None:
             return ProcessJob(pid, job, visible, "k8s_cgroup")
         label = env.get("CARBONLEDGER_JOB", "").strip()

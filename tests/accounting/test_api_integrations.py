@@ -73,6 +73,33 @@ def test_slurm_prolog_registers_each_node_and_epilog_ends(live_server, transacti
     assert not job.allocations.filter(end__isnull=True).exists()
 
 
+def test_slurm_prolog_sends_the_runs_sluid_and_a_requeued_run_adds_its_own(live_server, transactional_db):
+    """Slurm 26.05 names the job's cgroup v2 directory with its SLUID (SLURM_JOB_SLUID in the
+    prolog's environment since 25.11): the prolog sends it beside SLURM_JOB_ID."""
+    world = build_world()
+    base = {
+        "CARBONLEDGER_URL": live_server.url,
+        "CARBONLEDGER_TOKEN": world.secrets["sched_a"],
+        "SLURM_JOB_ID": "778",
+        "SLURM_JOB_ACCOUNT": "recsys",
+        "SLURMD_NODENAME": "gpu-node-01",
+        "SLURM_JOB_GPUS": "0",
+    }
+    for node in ("gpu-node-01", "gpu-node-02"):  # every node of the run sends the same SLUID
+        done = _slurm("prolog.sh", {**base, "SLURMD_NODENAME": node, "SLURM_JOB_SLUID": "sEKNKTV3WPV500"})
+        assert done.returncode == 0, done.stderr
+    job = m.Job.objects.get(scheduler_job_id="778")
+    assert job.sluids == ["sEKNKTV3WPV500"]
+    # Requeued: a new run, a new SLUID, the same job id; a malformed value is not sent.
+    assert _slurm("prolog.sh", {**base, "SLURM_JOB_SLUID": "s5K1KKYAYG5D00"}).returncode == 0
+    assert _slurm("prolog.sh", {**base, "SLURM_JOB_SLUID": "s5K1KKYAYG5D0U"}).returncode == 0
+    job.refresh_from_db()
+    assert job.sluids == ["sEKNKTV3WPV500", "s5K1KKYAYG5D00"]
+    # Before 25.11 (or on a site that sets nothing): registered by SLURM_JOB_ID alone.
+    assert _slurm("prolog.sh", {**base, "SLURM_JOB_ID": "779"}).returncode == 0
+    assert m.Job.objects.get(scheduler_job_id="779").sluids == []
+
+
 def test_slurm_prolog_never_fails_the_job(live_server, transactional_db):
     world = build_world()
     bad = _slurm(

@@ -228,3 +228,58 @@ def test_a_pod_in_another_cluster_with_the_same_uid_is_not_matched(client, pod_f
     batches_attribute(batch_pks=[pk], now=_now())
     assert list(JobAllocation.objects.values_list("job_id", flat=True)) == [pod.pk]
     assert not LedgerEntry.objects.filter(job=elsewhere).exists()
+
+
+def test_two_pods_seen_on_mig_instances_hold_their_slices_not_the_whole_gpu(client):
+    """Issue 15 follow-up: two pods registered without an allocation, seen by the agent on a
+    3g.40gb and a 1g.10gb instance of one H100 (7 slices, idle 70 W), 3,200 J in 10 s, both
+    instances at activity 0.5. Observed allocations of 3/7 and 1/7 (before: 1 and 1, which
+    oversubscribed the GPU and split its idle baseline 50/50). Idle 700 J: 300 / 100 J, 300 J to
+    the fleet (the 3 unheld slices). Active 2,500 J by activity x slices (1.5 : 0.5): 1,875 /
+    625 J. Host (1 slot, 1,000 + 200 J): 3/7, 1/7 and 3/7 to the fleet."""
+    host = HostFactory(gpu_slots=1)
+    gpu = DeviceFactory(host=host, index=0)
+    start = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=3)
+    uid_a, uid_b = "6f1c2b9e-aaaa-4d1a-9c0e-000000000001", "6f1c2b9e-bbbb-4d1a-9c0e-000000000002"
+    pods = {
+        uid: JobFactory(cluster=host.cluster, scheduler_job_id=uid, started_at=start - dt.timedelta(minutes=5))
+        for uid in (uid_a, uid_b)
+    }
+    secret = token_create(org=host.cluster.site.org, name="a", scope=ApiToken.Scope.HOST, host=host).secret
+    gpu_window = gpu_entry(
+        uuid_=gpu.uuid,
+        energy_j=3200.0,
+        processes=[
+            {"pid": 7, "sm_util_pct": None, "job_key": f"k8s:{uid_a}"},
+            {"pid": 8, "sm_util_pct": None, "job_key": f"k8s:{uid_b}"},
+        ],
+        # The agent's shape: instances with their pids; job keys come from the processes.
+        mig_instances=[
+            {"uuid": "MIG-a", "gpu_instance_id": 1, "profile": "3g.40gb", "activity": 0.5, "pids": [7]},
+            {"uuid": "MIG-b", "gpu_instance_id": 9, "profile": "1g.10gb", "activity": 0.5, "pids": [8]},
+        ],
+    )
+    pk = _post(client, secret, batch(hostname=host.hostname, windows=[window(seq=1, start=start, gpus=[gpu_window])]))
+    assert batches_attribute(batch_pks=[pk], now=_now()).attributed == [pk]
+
+    held = {
+        a.job_id: (a.device_id, a.fraction, a.source, a.mig_instance)
+        for a in JobAllocation.objects.filter(job__in=pods.values())
+    }
+    assert held == {
+        pods[uid_a].pk: (gpu.pk, 3 / 7, "observed", "observed on MIG GI 1 (3 of 7 slices)"),
+        pods[uid_b].pk: (gpu.pk, 1 / 7, "observed", "observed on MIG GI 9 (1 of 7 slices)"),
+    }
+    a, b = pods[uid_a], pods[uid_b]
+    assert _it_energy(job=a, component="gpu_idle") == pytest.approx(300.0, rel=1e-12)
+    assert _it_energy(job=b, component="gpu_idle") == pytest.approx(100.0, rel=1e-12)
+    assert _it_energy(account="fleet_overhead", component="gpu_idle") == pytest.approx(300.0, rel=1e-12)
+    assert _it_energy(job=a, component="gpu_active") == pytest.approx(1875.0, rel=1e-12)
+    assert _it_energy(job=b, component="gpu_active") == pytest.approx(625.0, rel=1e-12)
+    assert _it_energy(job=a, component="host_cpu") == pytest.approx(1000.0 * 3 / 7, rel=1e-12)
+    assert _it_energy(job=b, component="host_dram") == pytest.approx(200.0 / 7, rel=1e-12)
+    assert _it_energy(account="fleet_overhead", component="host_cpu") == pytest.approx(1000.0 * 3 / 7, rel=1e-12)
+    assert _it_energy() == pytest.approx(3200.0 + 1200.0, rel=1e-12)  # conservation
+    held_s = dict(LedgerEntry.objects.filter(component="gpu_active").values_list("job_id", "held_s"))
+    assert held_s == {a.pk: pytest.approx(30 / 7), b.pk: pytest.approx(10 / 7), None: pytest.approx(30 / 7)}
+    assert TelemetryBatch.objects.get(pk=pk).diagnostics == []  # no oversubscription any more

@@ -36,19 +36,32 @@ def test_cgroup_layouts():
     assert job_from_cgroup("0::/system.slice/slurmd.service\n") is None
 
 
-SLUID = "s0c3b5x7k2m9qd"
+# Slurm's own examples (doc/html/cgroup_v2.shtml, cgroup.conf(5), 26.05): the job's cgroup v2
+# directory is the SLUID itself, "s" + 13 Crockford base32 digits, printed upper case.
+SLUID = "sEKNKTV3WPV500"
 
 
 def test_slurm_cgroup_v2_layouts_numeric_id_and_sluid():
-    numeric = "0::/system.slice/slurmstepd.scope/job_88123/step_0/user/task_0\n"
-    sluid = f"0::/system.slice/slurmstepd.scope/job_{SLUID}/step_0/user/task_0\n"
+    numeric = "0::/system.slice/slurmstepd.scope/job_88123/step_0/user/task_0\n"  # < 26.05 or CgroupJobIdPaths=yes
+    sluid = f"0::/system.slice/slurmstepd.scope/{SLUID}/step_0/user/task_0\n"  # 26.05 default
     assert job_from_cgroup(numeric) == "slurm:88123"
     assert job_from_cgroup(sluid) == f"slurm:{SLUID}"
-    assert job_from_cgroup(f"0::/system.slice/slurmstepd.scope/job_{SLUID}/step_batch\n") == f"slurm:{SLUID}"
-    assert job_from_cgroup(f"0::/system.slice/slurmstepd.scope/job_{SLUID}\n") == f"slurm:{SLUID}"
-    # Not a SLUID: wrong length, or no leading "s".
-    assert job_from_cgroup("0::/system.slice/slurmstepd.scope/job_s0c3b5x7k2m9q/step_0\n") is None
-    assert job_from_cgroup("0::/system.slice/slurmstepd.scope/job_x0c3b5x7k2m9qd/step_0\n") is None
+    assert job_from_cgroup("0::/system.slice/slurmstepd.scope/s5K1KKYAYG5D00/step_0/\n") == "slurm:s5K1KKYAYG5D00"
+    assert job_from_cgroup(f"0::/system.slice/slurmstepd.scope/{SLUID}/step_batch\n") == f"slurm:{SLUID}"
+    assert job_from_cgroup(f"0::/system.slice/slurmstepd.scope/{SLUID}\n") == f"slurm:{SLUID}"
+    # Several slurmd on one host: the scope is "<node>_slurmstepd.scope".
+    multi = f"0::/system.slice/node1_slurmstepd.scope/{SLUID}/step_0/user/task_0\n"
+    assert job_from_cgroup(multi) == f"slurm:{SLUID}"
+    assert job_from_cgroup("0::/system.slice/node1_slurmstepd.scope/job_77/step_0\n") == "slurm:77"
+    # Slurm reads a SLUID in either case; the key is its printed form.
+    assert job_from_cgroup("0::/system.slice/slurmstepd.scope/seknktv3wpv500/step_0\n") == f"slurm:{SLUID}"
+    # Not a SLUID: wrong length, a letter base32 leaves out (U), no leading "s", "job_" + SLUID
+    # (no Slurm layout), and slurmstepd's waiting area.
+    assert job_from_cgroup("0::/system.slice/slurmstepd.scope/sEKNKTV3WPV50/step_0\n") is None
+    assert job_from_cgroup("0::/system.slice/slurmstepd.scope/sEKNKTV3WPVU00/step_0\n") is None
+    assert job_from_cgroup("0::/system.slice/slurmstepd.scope/xEKNKTV3WPV500/step_0\n") is None
+    assert job_from_cgroup(f"0::/system.slice/slurmstepd.scope/job_{SLUID}/step_0\n") is None
+    assert job_from_cgroup("0::/system.slice/slurmstepd.scope/system\n") is None
 
 
 def test_mapper_both_slurm_layouts_before_the_environment(tmp_path):
@@ -62,10 +75,16 @@ def test_mapper_both_slurm_layouts_before_the_environment(tmp_path):
     proc(
         tmp_path,
         302,
-        cgroup=f"0::/system.slice/slurmstepd.scope/job_{SLUID}/step_0/user/task_0\n",
-        env={"SLURM_JOB_ID": "99999"},
+        cgroup=f"0::/system.slice/slurmstepd.scope/{SLUID}/step_0/user/task_0\n",
+        env={"SLURM_JOB_ID": "99999", "SLURM_JOB_SLUID": SLUID},
     )
-    proc(tmp_path, 303, cgroup="0::/user.slice/session-4.scope\n", env={"SLURM_JOB_ID": SLUID})
+    # Outside the job's cgroup: SLURM_JOB_ID, the numeric id the prolog registers (with the SLUID).
+    proc(
+        tmp_path,
+        303,
+        cgroup="0::/user.slice/session-4.scope\n",
+        env={"SLURM_JOB_ID": "88125", "SLURM_JOB_SLUID": SLUID},
+    )
     proc(tmp_path, 304, cgroup="0::/user.slice/session-4.scope\n", env={"SLURM_JOB_ID": "88124"})
     proc(tmp_path, 305, cgroup="0::/user.slice/session-4.scope\n", env={"SLURM_JOB_ID": "job-7; rm"})
     m = JobMapper(str(tmp_path))
@@ -73,7 +92,7 @@ def test_mapper_both_slurm_layouts_before_the_environment(tmp_path):
     assert got == {
         301: ("slurm:88123", "slurm_cgroup"),
         302: (f"slurm:{SLUID}", "slurm_cgroup"),
-        303: (f"slurm:{SLUID}", "slurm_env"),
+        303: ("slurm:88125", "slurm_env"),
         304: ("slurm:88124", "slurm_env"),
         305: (None, "none"),
     }

@@ -85,3 +85,26 @@ def test_whatif_panel_starts_from_the_jobs_own_device(client, world, frozen_now)
     html = client.get(f"/jobs/{world.j1.pk}/").content.decode()
     assert _selected(html, "target_key") == ["h100-sxm5-80gb"]
     assert "NVIDIA H100 SXM5 80GB (this job's)</option>" in html
+
+
+def test_job_page_says_what_the_gpu_readings_covered(client, world, frozen_now):
+    """docs/method.md §2: a quarter of alpha-train's GPU energy from Grace Hopper module counters."""
+    fp = world.j1.footprint
+    fp.covers_gpu_energy_j = fp.gpu_energy_j * 0.75
+    fp.covers_gpu_cpu_memory_energy_j = fp.gpu_energy_j * 0.25
+    fp.save()
+    client.force_login(world.member)
+    html = client.get(f"/jobs/{world.j1.pk}/").content.decode()
+    assert (
+        '<div class="sub" id="counter-coverage">GPU readings cover: 75% the GPU alone, '
+        "25% GPU + CPU + memory (module counter; host CPU not added)</div>"
+    ) in html
+    fp.covers_gpu_energy_j = 0.0
+    fp.covers_gpu_cpu_memory_energy_j = fp.gpu_energy_j
+    fp.save()
+    html = client.get(f"/jobs/{world.j1.pk}/").content.decode()
+    assert "GPU readings cover GPU + CPU + memory (module counter; host CPU not added)</div>" in html
+    # A ledger from before coverage was recorded: nothing claimed.
+    fp.covers_gpu_cpu_memory_energy_j = 0.0
+    fp.save()
+    assert 'id="counter-coverage"' not in client.get(f"/jobs/{world.j1.pk}/").content.decode()

@@ -8,6 +8,9 @@
 # energy by instance activity x slices, by slice fraction when any instance is unmeasured, and
 # _attribute_gpu_window then reports ``mig_activity_unavailable``; _check_gpu_window checks the
 # instances.
+# A third (issue 15 follow-up, what a counter covers): a GPU share states the widest
+# ``energy_covers`` among its device's windows overlapping its hour (_counter_covers), host shares
+# ""; _check_gpu_window checks the value.
 
 """Attribution of measured energy to accounts: every joule lands on exactly one job or the fleet.
 
@@ -30,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from accounting.domain.types import (
+    COVERS_RANK,
     QUALITY_RANK,
     Account,
     Allocation,
@@ -116,7 +120,20 @@ def attribute(
             d.message,
         )
     )
-    return Attribution(shares=ledger.shares(), diagnostics=diagnostics)
+    return Attribution(shares=ledger.shares(_counter_covers(gpu_windows)), diagnostics=diagnostics)
+
+
+def _counter_covers(gpu_windows: Sequence[GpuWindowIn]) -> dict[tuple[int, datetime], str]:
+    """Per (device, UTC hour): the widest energy_covers among the device's windows overlapping the hour."""
+    covers: dict[tuple[int, datetime], str] = {}
+    for window in gpu_windows:
+        hour = _hour_of(window.start)
+        while hour < window.end:
+            key = (window.device_id, hour)
+            if key not in covers or COVERS_RANK[window.energy_covers] > COVERS_RANK[covers[key]]:
+                covers[key] = window.energy_covers
+            hour += _HOUR
+    return covers
 
 
 # --- GPU windows ------------------------------------------------------------------------------
@@ -469,7 +486,7 @@ class _Ledger:
         if quality is Quality.MEASURED:
             self._measured.setdefault(key, []).append(energy_j)
 
-    def shares(self) -> list[EnergyShare]:
+    def shares(self, covers: dict[tuple[int, datetime], str]) -> list[EnergyShare]:
         return [
             EnergyShare(
                 account=key[0],
@@ -481,6 +498,7 @@ class _Ledger:
                 held_s=math.fsum(self._held[key]),
                 quality=_QUALITY_BY_RANK[self._worst[key]],
                 measured_energy_j=math.fsum(self._measured.get(key, [])),
+                energy_covers="" if key[2] is None else covers[(key[2], key[4])],
             )
             for key in sorted(self._energy, key=_sort_key)
         ]
@@ -527,6 +545,8 @@ def _check_gpu_window(window: GpuWindowIn) -> None:
     _check_energy(f"{label} idle_power_w", window.idle_power_w)
     for process in window.processes:
         _check_energy(f"{label} pid {process.pid} sm_util_pct", process.sm_util_pct)
+    if not isinstance(window.energy_covers, str) or window.energy_covers not in COVERS_RANK:
+        raise ValueError(f"{label} energy_covers must be one of {sorted(COVERS_RANK)}, got {window.energy_covers!r}")
     for instance in window.mig_instances:
         name = f"{label} MIG instance {instance.gpu_instance_id}"
         if isinstance(instance.slices, bool) or not isinstance(instance.slices, int) or instance.slices < 1:

@@ -104,6 +104,7 @@ def scenarios(draw):
                     idle_power_w=draw(st.sampled_from([60.0, 0.0, 400.0, 1e5]) | st.floats(0.0, 500.0)),
                     processes=processes,
                     mig_instances=draw(st.one_of(st.sampled_from(shared_mig), mig_tuples, st.just(()))),
+                    energy_covers=draw(st.sampled_from(["gpu", "gpu", "gpu+memory", "gpu+cpu+memory"])),
                 )
             )
 
@@ -262,6 +263,8 @@ NAIVE = datetime(2026, 3, 2, 10, 0, 30)
         {"gpu_windows": [_window(energy_j=10**400)]},
         {"gpu_windows": [_window(processes=(ProcessSample(7, float("nan")),))]},
         {"gpu_windows": [_window(processes=(ProcessSample(7, -1.0),))], "host_windows": [_host(cpu_energy_j=-1.0)]},
+        {"gpu_windows": [_window(), _window(energy_covers="gpu+cpu")]},
+        {"gpu_windows": [_window(energy_covers=["gpu"])]},
         {"host_windows": [_host(end=datetime(2026, 3, 2, 9, 59, tzinfo=UTC))]},
         {"host_windows": [_host(wall_energy_j=float("nan"))]},
         {"host_windows": [_host(start=NAIVE)], "allocations": [_allocation(fraction=2.0)]},

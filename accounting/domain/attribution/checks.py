@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
-from accounting.domain.types import Allocation, GpuWindowIn, HostWindowIn
+from accounting.domain.types import COVERS_RANK, Allocation, GpuWindowIn, HostWindowIn
 
 _INF = math.inf
 
@@ -38,6 +38,7 @@ def _check_gpu_windows(gpu_windows: Sequence[GpuWindowIn]) -> set[int]:
                 and type(idle_power_w) is float
                 and 0.0 <= idle_power_w < _INF
                 and not window.mig_instances  # rare: the full check below reads them
+                and window.energy_covers in COVERS_RANK
             )
             if ok:
                 processes = window.processes
@@ -126,6 +127,8 @@ def _check_gpu_window(window: GpuWindowIn) -> None:
     _check_energy(f"{label} idle_power_w", window.idle_power_w)
     for process in window.processes:
         _check_energy(f"{label} pid {process.pid} sm_util_pct", process.sm_util_pct)
+    if not isinstance(window.energy_covers, str) or window.energy_covers not in COVERS_RANK:
+        raise ValueError(f"{label} energy_covers must be one of {sorted(COVERS_RANK)}, got {window.energy_covers!r}")
     for instance in window.mig_instances:
         name = f"{label} MIG instance {instance.gpu_instance_id}"
         if isinstance(instance.slices, bool) or not isinstance(instance.slices, int) or instance.slices < 1:

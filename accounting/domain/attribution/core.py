@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 
 from accounting.domain.attribution.checks import (
     _check_allocations,
@@ -18,8 +19,10 @@ from accounting.domain.attribution.checks import (
 )
 from accounting.domain.attribution.fast import _attribute_gpu_windows, _attribute_host_windows, _HourCache
 from accounting.domain.attribution.ledger import _Ledger
-from accounting.domain.attribution.rules import _WindowIndex
-from accounting.domain.types import Allocation, Diagnostic, EnergyShare, GpuWindowIn, HostWindowIn
+from accounting.domain.attribution.rules import _hour_of, _WindowIndex
+from accounting.domain.types import COVERS_RANK, Allocation, Diagnostic, EnergyShare, GpuWindowIn, HostWindowIn
+
+_HOUR = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -89,4 +92,31 @@ def attribute(
             d.message,
         )
     )
-    return Attribution(shares=ledger.shares(), diagnostics=diagnostics)
+    return Attribution(shares=ledger.shares(_counter_covers(gpu_windows, hours)), diagnostics=diagnostics)
+
+
+def _counter_covers(gpu_windows: Sequence[GpuWindowIn], hours: _HourCache) -> dict[tuple[int, datetime], str]:
+    """Policy: what a GPU share's energy covers is a property of its device's reading in its hour,
+    the widest ``energy_covers`` among the device's windows that overlap the hour (a superchip
+    module counter that fell back to GPU power for a while still held the CPU the rest of the
+    hour; the host path added no CPU for those windows)."""
+    covers: dict[tuple[int, datetime], str] = {}
+    for window in gpu_windows:
+        value = window.energy_covers
+        start = window.start
+        if type(start.tzinfo) is timezone:
+            hour, hour_end = hours.of(start)
+        else:
+            hour = _hour_of(start)
+            hour_end = hour + _HOUR
+        device = window.device_id
+        while True:
+            key = (device, hour)
+            known = covers.get(key)
+            if known is None or (known != value and COVERS_RANK[value] > COVERS_RANK[known]):
+                covers[key] = value
+            if not hour_end < window.end:
+                break
+            hour = hour_end
+            hour_end = hour + _HOUR
+    return covers

@@ -83,7 +83,8 @@ class _Ledger:
         if rank > entry[2]:
             entry[2] = rank
 
-    def shares(self) -> list[EnergyShare]:
+    def shares(self, covers: dict[tuple[int, datetime], str]) -> list[EnergyShare]:
+        """The shares; a GPU share (one with a device) states ``covers[(device, hour)]``."""
         entries = self._entries
         shares = []
         # Every contribution appended a held-seconds value: a non-empty list marks a used entry.
@@ -101,6 +102,7 @@ class _Ledger:
                     held_s=math.fsum(held),
                     quality=_QUALITY_BY_RANK[rank],
                     measured_energy_j=measured_j,
+                    energy_covers="" if key[2] is None else covers[(key[2], key[4])],
                 )
             )
         return shares

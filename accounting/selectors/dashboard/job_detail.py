@@ -24,6 +24,32 @@ def quality_label(measured_fraction: float | None) -> str:
     return "Modelled"
 
 
+_COVERS_WORDS = (
+    ("covers_gpu_energy_j", "the GPU alone"),
+    ("covers_gpu_memory_energy_j", "GPU + memory"),
+    ("covers_gpu_cpu_memory_energy_j", "GPU + CPU + memory (module counter; host CPU not added)"),
+)
+
+
+def counter_coverage_label(footprint: Any) -> str:
+    """What the job's GPU readings covered, by share of its GPU energy (docs/method.md §2):
+    "GPU readings cover the GPU alone", or each coverage with its share where they differ; "" with
+    no ledger or none recorded."""
+    if footprint is None or footprint.gpu_energy_j <= 0:
+        return ""
+    parts = [(getattr(footprint, name), words) for name, words in _COVERS_WORDS]
+    recorded = [(energy_j, words) for energy_j, words in parts if energy_j > 0]
+    unrecorded_j = footprint.gpu_energy_j - sum(energy_j for energy_j, _ in parts)
+    if not recorded:  # a ledger written before coverage was recorded
+        return ""
+    if unrecorded_j > 1e-9 * footprint.gpu_energy_j:
+        recorded.append((unrecorded_j, "not recorded"))
+    if len(recorded) == 1:
+        return f"GPU readings cover {recorded[0][1]}"
+    shares = ", ".join(f"{energy_j / footprint.gpu_energy_j:.0%} {words}" for energy_j, words in recorded)
+    return f"GPU readings cover: {shares}"
+
+
 @dataclass(frozen=True)
 class UnitEfficiencyRow:
     unit: str
@@ -131,6 +157,7 @@ def job_detail_get(*, scope: Principal, job_id: int) -> dict[str, Any] | None:
         # The intensity the ledger applied over the job's hours, weighted by its energy.
         "avg_intensity_g_per_kwh": fp.co2e_operational_g / _kwh(fp.energy_j) if fp and fp.energy_j > 0 else None,
         "quality_label": quality_label(fp.measured_fraction if fp else None),
+        "coverage_label": counter_coverage_label(fp),
         "duration_h": (end - job.started_at).total_seconds() / 3600 if end else None,
         "allocations": [
             {
