@@ -115,6 +115,9 @@ def test_whole_life_rates_and_hourly_points(world, service):
     ]  # fmt: skip
     assert [r.energy_wh for r in rates.rows] == exact([22500.0 / 3600, 20000.0 / 3600, 25.0, 5000.0, 120000.0])
     assert [r.co2e_g for r in rates.rows] == exact([3400.0 / 2400, 3400.0 / 2700, 3400.0 / 600, 3400.0 / 3, 27200.0])
+    assert [(r.energy_unit, r.co2e_unit) for r in rates.rows] == [("Wh", "gCO2e")] * 3 + [("kWh", "kgCO2e")] * 2
+    assert [r.energy for r in rates.rows] == exact([22500.0 / 3600, 20000.0 / 3600, 25.0, 5.0, 120.0])
+    assert [r.co2e for r in rates.rows] == exact([3400.0 / 2400, 3400.0 / 2700, 3400.0 / 600, 3400.0 / 3000, 27.2])
     assert rates.basis_label == "operational, Scope 2 location-based (direct intensity), + embodied"
     h = rates.hours
     assert h.hour == HOURS
@@ -177,7 +180,7 @@ def test_hours_without_ledger_or_units_have_no_rate(world, service):
     assert h.co2e_g_per_request == exact([1.3, None, None])
 
 
-def test_triton_service_has_per_request_rates_only(world):
+def test_triton_service_has_per_request_rates_only(client, world, frozen_now):
     job = seed_service(world, sched="svc-triton", server="triton")
     rates = sel.service_rates_get(scope=_member(world), job_id=job.pk, period="life", now=NOW)
     assert [(r.key, r.co2e_g) for r in rates.rows] == [
@@ -187,6 +190,11 @@ def test_triton_service_has_per_request_rates_only(world):
     assert rates.hours.co2e_g_per_1k_input_tokens == [None, None, None]
     fig = json.loads(figures.service_rates_figure(hours=rates.hours, basis_label=rates.basis_label))
     assert [(t["name"], t["yaxis"]) for t in fig["data"]] == [("per request", "y"), ("per request", "y2")]
+    client.force_login(world.member)
+    html = client.get(f"/jobs/{job.pk}/?service_period=life").content.decode()
+    assert _row(html, "per_request") == ["per request", "6.25 Wh", "1.417 gCO2e"]
+    assert _row(html, "per_1k_input_tokens") == ["per 1k input tokens", "—", "—"]
+    assert re.search(r'id="service-input-tokens">—<', html)
 
 
 def test_no_card_without_counters_a_young_service_or_an_invisible_job(world, service):
@@ -232,11 +240,11 @@ def _row(html: str, key: str) -> list[str]:
 def test_job_page_shows_the_card_for_the_chosen_period(client, world, service, frozen_now):
     client.force_login(world.member)
     html = client.get(f"/jobs/{service.pk}/?service_period=life").content.decode()
-    assert _row(html, "per_request") == ["per request", "6.25", "1.417"]
-    assert _row(html, "per_1k_input_tokens") == ["per 1k input tokens", "5.556", "1.259"]
-    assert _row(html, "per_1k_output_tokens") == ["per 1k output tokens", "25", "5.667"]
-    assert _row(html, "per_hour") == ["per hour", "5000", "1133"]
-    assert _row(html, "per_day") == ["per day", "1.2e+05", "2.72e+04"]
+    assert _row(html, "per_request") == ["per request", "6.25 Wh", "1.417 gCO2e"]
+    assert _row(html, "per_1k_input_tokens") == ["per 1k input tokens", "5.556 Wh", "1.259 gCO2e"]
+    assert _row(html, "per_1k_output_tokens") == ["per 1k output tokens", "25 Wh", "5.667 gCO2e"]
+    assert _row(html, "per_hour") == ["per hour", "5 kWh", "1.133 kgCO2e"]
+    assert _row(html, "per_day") == ["per day", "120 kWh", "27.2 kgCO2e"]
     assert re.search(r'id="service-requests">2,400<', html)
     assert re.search(r'id="service-input-tokens">2,700,000<', html)
     assert re.search(r'id="service-footprint">15.0 kWh · 3.40 kgCO2e<', html)
@@ -254,7 +262,7 @@ def test_job_page_shows_the_card_for_the_chosen_period(client, world, service, f
     for query in ("", "?service_period=1y"):
         page = client.get(f"/jobs/{service.pk}/{query}").content.decode()
         assert re.search(r'<a class="btn" href="\?service_period=7d#service" aria-current="true">', page)
-        assert _row(page, "per_request") == ["per request", "6.25", "1.417"]
+        assert _row(page, "per_request") == ["per request", "6.25 Wh", "1.417 gCO2e"]
 
 
 def test_job_page_of_a_training_job_or_a_young_service(client, world, service, frozen_now, monkeypatch):

@@ -43,6 +43,11 @@ class ServiceRateRow:
     label: str
     energy_wh: float | None
     co2e_g: float | None
+    # As shown: Wh and gCO2e per unit, kWh and kgCO2e per hour and per day.
+    energy: float | None
+    energy_unit: str
+    co2e: float | None
+    co2e_unit: str
 
 
 @dataclass(frozen=True)
@@ -157,15 +162,21 @@ def _rows(report: ServiceReport) -> list[ServiceRateRow]:
         ("per_hour", "per hour", eff.per_hour),
         ("per_day", "per day", eff.per_day),
     )
-    return [
-        ServiceRateRow(
-            key,
-            label,
-            None if rate is None else rate.energy_j / J_PER_WH,
-            None if rate is None else rate.co2e_g,
-        )
-        for key, label, rate in rates
-    ]
+    rows = []
+    for key, label, rate in rates:
+        energy_wh = None if rate is None else rate.energy_j / J_PER_WH
+        co2e_g = None if rate is None else rate.co2e_g
+        if key in ("per_hour", "per_day"):
+            shown = (
+                None if rate is None else kwh_from_j(rate.energy_j),
+                "kWh",
+                None if rate is None else kg_from_g(rate.co2e_g),
+                "kgCO2e",
+            )
+        else:
+            shown = (energy_wh, "Wh", co2e_g, "gCO2e")
+        rows.append(ServiceRateRow(key, label, energy_wh, co2e_g, *shown))
+    return rows
 
 
 def _empty_hours() -> ServiceHours:
