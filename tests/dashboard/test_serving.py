@@ -26,8 +26,8 @@ import pytest
 
 from accounting import models as m
 from accounting.selectors import dashboard as sel
-from accounting.selectors.dashboard.serving import _hourly_counts, service_period_bounds
-from accounting.selectors.serving import service_report
+from accounting.selectors.dashboard.serving import service_period_bounds
+from accounting.selectors.serving import HourCounts, service_hour_counts, service_report
 from dashboard import figures
 from tests import factories as f
 from tests.dashboard.conftest import NOW
@@ -146,13 +146,13 @@ def test_the_card_reads_what_the_api_reads(world, service):
 def test_an_hour_counts_from_the_last_reading_at_or_before_it(world, service):
     """A period starting at 10:00 takes the 10:00 reading as its baseline (the restart at 10:30
     then counts 200 from 0); the hours add up to the period's totals."""
-    counts = _hourly_counts(job=service, start=HOURS[1], end=NOW)
-    assert counts == {HOURS[1]: (800.0, 8e5, 2e5), HOURS[2]: (600.0, 9e5, 1.5e5)}
+    counts = service_hour_counts(job=service, start=HOURS[1], end=NOW)
+    assert counts == {HOURS[1]: HourCounts(800.0, 8e5, 2e5), HOURS[2]: HourCounts(600.0, 9e5, 1.5e5)}
     report = service_report(job=service, start=HOURS[1], end=NOW, now=NOW)
     assert (report.efficiency.requests, report.efficiency.input_tokens) == (1400.0, 1.7e6)
-    # between two readings (10:15–11:15 widens to 10:00–12:00) and past the last reading
-    assert _hourly_counts(job=service, start=HOURS[2], end=NOW + dt.timedelta(hours=2)) == {
-        HOURS[2]: (600.0, 9e5, 1.5e5)
+    # the hours after the last reading (12:00) have nothing closing them: no count
+    assert service_hour_counts(job=service, start=HOURS[2], end=NOW + dt.timedelta(hours=2)) == {
+        HOURS[2]: HourCounts(600.0, 9e5, 1.5e5)
     }
 
 

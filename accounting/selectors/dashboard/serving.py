@@ -2,10 +2,10 @@
 input and output tokens, per hour and per day over a chosen period (``accounting.selectors.
 serving.service_report``, the API's figures), and the same rates hour by hour for its chart.
 
-An hour's rate divides the hour's ledger row (``JobHour``) by what the server counted in it:
-the increase of its counters from the last reading at or before the hour's start to the last at
-or before its end, a drop counted as a restart from 0 (as the period's totals count it, so the
-hours' units add up to the period's). An hour without a ledger row, or in which the server
+An hour's rate divides the hour's ledger row (``JobHour``) by what the server counted in it
+(``accounting.selectors.serving.service_hour_counts``: the increase of its counters from the
+last reading at or before the hour's start to the last at or before its end, a drop counted as
+a restart from 0; the period's units are the sum of its hours'). An hour without a ledger row, or in which the server
 counted no unit, has no rate (a gap in the chart, not a zero or an infinity).
 """
 
@@ -14,14 +14,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from django.db import connection
-
 from accounting.domain.carbon import basis_mix
 from accounting.domain.serving import TOKENS_PER_UNIT
 from accounting.domain.units import S_PER_H, kg_from_g, kwh_from_j
 from accounting.models import Job, JobHour, ServingCounters
 from accounting.selectors.access import Principal, jobs_visible
-from accounting.selectors.serving import ServiceReport, service_report
+from accounting.selectors.serving import ServiceReport, service_report_by_hour
 
 HOUR = dt.timedelta(hours=1)
 J_PER_WH = S_PER_H  # 1 Wh = 1 W x 3600 s
@@ -103,50 +101,6 @@ def service_period_bounds(*, job: Job, period: str, now: dt.datetime) -> tuple[d
     return start, end
 
 
-# Per hour [h, h + 1 h): the increase of each counter over the readings in (h, h + 1 h], each
-# reading's step taken from the reading before it (the period's baseline included), a drop
-# being a restart from 0. A token counter the server lacks stays NULL.
-_HOURLY_SQL = """
-SELECT date_trunc('hour', r.at - interval '1 microsecond', 'UTC') AS hour,
-       sum(CASE WHEN r.requests_total >= r.prev_requests THEN r.requests_total - r.prev_requests
-                ELSE r.requests_total END),
-       sum(CASE WHEN r.input_tokens_total >= r.prev_input THEN r.input_tokens_total - r.prev_input
-                ELSE r.input_tokens_total END),
-       sum(CASE WHEN r.output_tokens_total >= r.prev_output THEN r.output_tokens_total - r.prev_output
-                ELSE r.output_tokens_total END)
-FROM (
-    SELECT at, requests_total, input_tokens_total, output_tokens_total,
-           lag(requests_total) OVER w AS prev_requests,
-           lag(input_tokens_total) OVER w AS prev_input,
-           lag(output_tokens_total) OVER w AS prev_output
-    FROM {table}
-    WHERE job_id = %s AND at <= %s
-      AND at >= coalesce((SELECT max(at) FROM {table} WHERE job_id = %s AND at <= %s), %s)
-    WINDOW w AS (ORDER BY at)
-) r
-WHERE r.prev_requests IS NOT NULL
-GROUP BY 1
-ORDER BY 1
-"""
-
-
-def _hourly_counts(
-    *, job: Job, start: dt.datetime, end: dt.datetime
-) -> dict[dt.datetime, tuple[float, float | None, float | None]]:
-    table = connection.ops.quote_name(ServingCounters._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(_HOURLY_SQL.format(table=table), [job.pk, end, job.pk, start, start])
-        rows = cursor.fetchall()
-    return {
-        hour.astimezone(dt.UTC): (
-            float(requests),
-            None if inputs is None else float(inputs),
-            None if outputs is None else float(outputs),
-        )
-        for hour, requests, inputs, outputs in rows
-    }
-
-
 def _per(value: float | None, count: float | None, scale: float) -> float | None:
     if value is None or count is None or count <= 0:
         return None
@@ -196,7 +150,7 @@ def service_rates_get(*, scope: Principal, job_id: int, period: str, now: dt.dat
     label = SERVICE_PERIODS[period][0]
     if end <= start:  # a service younger than its first whole hour
         return ServiceRates(period, label, periods, None, [], "", _empty_hours())
-    report = service_report(job=job, start=start, end=end, now=now)
+    report, counts = service_report_by_hour(job=job, start=start, end=end, now=now)
     ledger = {
         hour.astimezone(dt.UTC): (energy, operational + embodied, direct, lifecycle, co2_only)
         for hour, energy, operational, embodied, direct, lifecycle, co2_only in JobHour.objects.filter(
@@ -211,7 +165,6 @@ def service_rates_get(*, scope: Principal, job_id: int, period: str, now: dt.dat
             "co2_only_energy_j",
         )
     }
-    counts = _hourly_counts(job=job, start=start, end=end)
     mix = basis_mix(
         energy_j=sum(v[0] for v in ledger.values()),
         direct_energy_j=sum(v[2] for v in ledger.values()),
@@ -226,7 +179,8 @@ def service_rates_get(*, scope: Principal, job_id: int, period: str, now: dt.dat
     hours = sorted(set(ledger) | set(counts))
     series: dict[str, list] = {name: [] for name in ServiceHours.__dataclass_fields__}
     for hour in hours:
-        requests, inputs, outputs = counts.get(hour, (None, None, None))
+        count = counts.get(hour)
+        requests, inputs, outputs = (count.requests, count.input_tokens, count.output_tokens) if count else (None,) * 3
         energy_j, co2e_g = ledger[hour][:2] if hour in ledger else (None, None)
         energy_wh = None if energy_j is None else energy_j / J_PER_WH
         series["hour"].append(hour)
