@@ -344,8 +344,12 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     }
     job: Job = data["job"]
     now = timezone.now()
-    service = sel.service_rates_get(
-        scope=scope, job_id=job.pk, period=request.GET.get("service_period", sel.DEFAULT_SERVICE_PERIOD), now=now
+    service = (
+        sel.service_rates_get(
+            scope=scope, job_id=job.pk, period=request.GET.get("service_period", sel.DEFAULT_SERVICE_PERIOD), now=now
+        )
+        if job.has_serving_counters  # type: ignore[attr-defined]  # annotated by job_detail_get
+        else None
     )
     if service is not None:
         figs["service"] = figures.service_rates_figure(hours=service.hours, basis_label=service.basis_label)

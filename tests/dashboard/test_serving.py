@@ -273,3 +273,19 @@ def test_job_page_of_a_training_job_or_a_young_service(client, world, service, f
     monkeypatch.setattr(timezone, "now", lambda: START + dt.timedelta(minutes=50))
     html = client.get(f"/jobs/{service.pk}/").content.decode()
     assert "The service has not run a whole hour yet" in html and 'id="service-rates"' not in html
+
+
+def test_the_card_costs_five_queries_and_other_jobs_none(client, world, service, frozen_now):
+    """The visible service with counters, the period's ledger sums, its readings, its hourly
+    counts and its ledger hours; an inference job without counters asks nothing more."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client.force_login(world.member)
+    with CaptureQueriesContext(connection) as serving:
+        client.get(f"/jobs/{service.pk}/")
+    m.ServingCounters.objects.filter(job=service).delete()
+    with CaptureQueriesContext(connection) as bare:
+        assert 'id="service"' not in client.get(f"/jobs/{service.pk}/").content.decode()
+    card = [q["sql"] for q in serving.captured_queries if "servingcounters" in q["sql"].lower()]
+    assert len(serving.captured_queries) - len(bare.captured_queries) == 5, card

@@ -14,6 +14,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from django.db.models import Exists, OuterRef
+
 from accounting.domain.carbon import basis_mix
 from accounting.domain.serving import TOKENS_PER_UNIT
 from accounting.domain.units import S_PER_H, kg_from_g, kwh_from_j
@@ -140,8 +142,12 @@ def _empty_hours() -> ServiceHours:
 def service_rates_get(*, scope: Principal, job_id: int, period: str, now: dt.datetime) -> ServiceRates | None:
     """The service card of a job the viewer sees that has serving counters (else None), over
     ``period`` (a key of ``SERVICE_PERIODS``; an unknown key reads as the default)."""
-    job = jobs_visible(principal=scope).filter(id=job_id).first()
-    if job is None or not ServingCounters.objects.filter(job=job).exists():
+    job = (
+        jobs_visible(principal=scope)
+        .filter(Exists(ServingCounters.objects.filter(job=OuterRef("pk"))), id=job_id)
+        .first()
+    )
+    if job is None:
         return None
     if period not in SERVICE_PERIODS:
         period = DEFAULT_SERVICE_PERIOD
