@@ -526,6 +526,77 @@ def breakdown_figure(*, values: dict[str, float], title: str, unit: str) -> str 
     return to_json(fig)
 
 
+# (key suffix in ServiceHours, legend name, count field for the hover, unit of that count)
+_SERVICE_UNITS = (
+    ("request", "per request", "requests", "requests"),
+    ("1k_input_tokens", "per 1k input tokens", "input_tokens", "input tokens"),
+    ("1k_output_tokens", "per 1k output tokens", "output_tokens", "output tokens"),
+)
+
+
+def _rounded(values: Sequence[float | None], digits: int = 6) -> list[float | None]:
+    return [None if v is None else round(v, digits) for v in values]
+
+
+def service_rates_figure(*, hours: Any, basis_label: str) -> str | None:
+    """An inference service's energy and carbon per request, per 1k input and per 1k output
+    tokens, one point per hour (gaps where the hour has no ledger row or served nothing):
+    carbon above, energy below, one colour per unit in both."""
+    if not any(v is not None for v in hours.co2e_g_per_request):
+        return None
+    centres = [h + dt.timedelta(minutes=30) for h in hours.hour]
+    fig = Figure(
+        title="Energy and carbon per request and per 1k tokens, hour by hour",
+        height=560,
+        hovermode="x unified",
+        annotations=[
+            _subplot_title(f"Carbon per unit (gCO2e; {basis_label})", 0.5, 1.0),
+            _subplot_title("Energy per unit (Wh; GPU, host and facility)", 0.5, 0.44),
+        ],
+    )
+    mode = "lines+markers" if len(centres) <= 72 else "lines"
+    for i, (suffix, name, count_field, count_unit) in enumerate(_SERVICE_UNITS):
+        co2e = getattr(hours, f"co2e_g_per_{suffix}")
+        if not any(v is not None for v in co2e):
+            continue  # the server has no such counter (Triton: no tokens)
+        colour = PALETTE[i]
+        counts = getattr(hours, count_field)
+        common = {
+            "x": centres,
+            "mode": mode,
+            "legendgroup": suffix,
+            "connectgaps": False,
+            "customdata": [None if c is None else round(c) for c in counts],
+            "line": {"width": 2, "color": colour},
+            "marker": {"size": 5, "color": colour},
+        }
+        fig.add(
+            "scatter",
+            y=_rounded(co2e),
+            name=name,
+            xaxis="x",
+            yaxis="y",
+            hovertemplate=f"{name}: %{{y:,.4g}} gCO2e (%{{customdata:,}} {count_unit})<extra></extra>",
+            **common,
+        )
+        fig.add(
+            "scatter",
+            y=_rounded(getattr(hours, f"energy_wh_per_{suffix}")),
+            name=name,
+            showlegend=False,
+            xaxis="x2",
+            yaxis="y2",
+            hovertemplate=f"{name}: %{{y:,.4g}} Wh<extra></extra>",
+            **common,
+        )
+    first, last = hours.hour[0], hours.hour[-1] + dt.timedelta(hours=1)
+    fig.axis("xaxis", "", type="date", anchor="y", matches="x2", showticklabels=False, range=[first, last])
+    fig.axis("xaxis2", "Hour (UTC)", type="date", anchor="y2", tickformat="%d %b %H:%M", range=[first, last])
+    fig.axis("yaxis", "gCO2e per unit", domain=[0.56, 1], rangemode="tozero")
+    fig.axis("yaxis2", "Wh per unit", domain=[0, 0.44], rangemode="tozero", anchor="x2")
+    return to_json(fig)
+
+
 # --- trade-offs ----------------------------------------------------------------------------
 
 

@@ -344,6 +344,15 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     }
     job: Job = data["job"]
     now = timezone.now()
+    service = (
+        sel.service_rates_get(
+            scope=scope, job_id=job.pk, period=request.GET.get("service_period", sel.DEFAULT_SERVICE_PERIOD), now=now
+        )
+        if job.has_serving_counters  # type: ignore[attr-defined]  # annotated by job_detail_get
+        else None
+    )
+    if service is not None:
+        figs["service"] = figures.service_rates_figure(hours=service.hours, basis_label=service.basis_label)
     # A young running job has no whole hours yet: its trace is drawn from the raw windows.
     power = None
     if job.ended_at is None and (now - job.started_at).total_seconds() < sel.YOUNG_JOB_S:
@@ -365,6 +374,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
         {
             "d": data,
             "job": job,
+            "service": service,
             "figs": figs,
             "options": sel.whatif_option_get(),
             "deadline": deadline,

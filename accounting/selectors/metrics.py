@@ -7,7 +7,8 @@ Sources, all maintained incrementally by ``services/rollup.py``:
   and day: the day rows of all time are the cheapest complete sum);
 * GPU totals per cluster and device model from ``DeviceHour`` (organisation admins only);
 * job totals from ``JobHour`` for jobs running now or ended within ``recent_s`` (the
-  cardinality bound: a finished job's series stop after that);
+  cardinality bound: a finished job's series stop after that), and for an inference service
+  its server's last counter reading (``ServingCounters``: requests, input and output tokens);
 * the ingest and attribution state for the data-quality board (organisation admins only).
 
 Units are the ledger's: joules, grams CO2e, seconds.
@@ -84,6 +85,20 @@ class JobTotals:
     co2e_operational_g: float
     co2e_embodied_g: float
     units: dict[str, float] = field(default_factory=dict)
+    # An inference service's server counters as last scraped (None: no scrape recorded).
+    served: ServedTotals | None = None
+
+
+@dataclass(frozen=True)
+class ServedTotals:
+    """The last reading of a service's server counters (accounting.models.ServingCounters):
+    the server's own totals, which restart from 0 when it restarts (a counter reset to
+    Prometheus's rate() and increase(), the same rule as accounting.domain.serving)."""
+
+    server: str
+    requests_total: float
+    input_tokens_total: float | None
+    output_tokens_total: float | None
 
 
 @dataclass(frozen=True)
@@ -245,7 +260,7 @@ def gpu_totals(*, principal: Principal, now: dt.datetime) -> list[GpuTotals]:
 
 
 # One query: the visible jobs running or recently ended, their device models (from their
-# allocations) and the sums of their hours.
+# allocations), the sums of their hours and, for a service, its server's last counter reading.
 _JOBS_SQL = """
 SELECT o.slug, s.slug, c.slug, t.slug, j.scheduler_job_id, j.status = 'running', j.units,
        (SELECT string_agg(DISTINCT hm.key, %s ORDER BY hm.key)
@@ -255,15 +270,21 @@ SELECT o.slug, s.slug, c.slug, t.slug, j.scheduler_job_id, j.status = 'running',
          WHERE a.job_id = j.id),
        COALESCE(SUM(h.energy_j), 0), COALESCE(SUM(h.gpu_idle_energy_j), 0), COALESCE(SUM(h.gpu_energy_j), 0),
        COALESCE(SUM(h.measured_gpu_energy_j), 0), COALESCE(SUM(h.co2e_operational_g), 0),
-       COALESCE(SUM(h.co2e_embodied_g), 0)
+       COALESCE(SUM(h.co2e_embodied_g), 0),
+       sc.server, sc.requests_total, sc.input_tokens_total, sc.output_tokens_total
 FROM accounting_job j
 JOIN accounting_organization o ON o.id = j.org_id
 JOIN accounting_cluster c ON c.id = j.cluster_id
 JOIN accounting_site s ON s.id = c.site_id
 JOIN accounting_team t ON t.id = j.team_id
+LEFT JOIN LATERAL (
+    SELECT server, requests_total, input_tokens_total, output_tokens_total
+    FROM accounting_servingcounters WHERE job_id = j.id AND j.kind = 'inference' ORDER BY at DESC LIMIT 1
+) sc ON true
 LEFT JOIN accounting_jobhour h ON h.job_id = j.id
 WHERE (j.status = 'running' OR j.ended_at >= %s) AND {visible}
-GROUP BY j.id, o.slug, s.slug, c.slug, t.slug
+GROUP BY j.id, o.slug, s.slug, c.slug, t.slug, sc.server, sc.requests_total, sc.input_tokens_total,
+         sc.output_tokens_total
 ORDER BY o.slug, s.slug, c.slug, j.scheduler_job_id
 """
 
@@ -276,8 +297,18 @@ def job_totals(*, principal: Principal, now: dt.datetime, recent_s: float) -> li
         )
         rows = cursor.fetchall()
     out = []
-    for org, site, cluster, team, job_id, running, units, models, *sums in rows:
+    for org, site, cluster, team, job_id, running, units, models, *sums, server, requests, inputs, outputs in rows:
         energy, idle, gpu, measured, operational, embodied = (float(v) for v in sums)
+        served = (
+            None
+            if server is None
+            else ServedTotals(
+                server,
+                float(requests),
+                None if inputs is None else float(inputs),
+                None if outputs is None else float(outputs),
+            )
+        )
         if isinstance(units, str):  # Django leaves jsonb undecoded on a raw cursor
             units = json.loads(units)
         numeric_units = {
@@ -301,6 +332,7 @@ def job_totals(*, principal: Principal, now: dt.datetime, recent_s: float) -> li
                 co2e_operational_g=operational,
                 co2e_embodied_g=embodied,
                 units=dict(sorted(numeric_units.items())),
+                served=served,
             )
         )
     return out
@@ -425,6 +457,18 @@ def metric_families(snapshot: MetricsSnapshot, *, now_ts: float) -> Iterator[Met
         "Functional units a job reported (tokens, samples, queries, requests)",
         labels=[*JOB_LABELS, "unit"],
     )
+    served_requests = CounterMetricFamily(
+        "carbonledger_job_served_requests",
+        "Requests an inference service's server counted (its own counter as last scraped; it restarts from 0 "
+        "with the server)",
+        labels=[*JOB_LABELS, "server"],
+    )
+    served_tokens = CounterMetricFamily(
+        "carbonledger_job_served_tokens",
+        "Tokens an inference service's server counted, direction input (prompt) or output (generated); its own "
+        "counters as last scraped, restarting from 0 with the server",
+        labels=[*JOB_LABELS, "server", "direction"],
+    )
     job_running = GaugeMetricFamily(
         "carbonledger_job_running", "1 while the job runs, 0 once it ended", labels=JOB_LABELS
     )
@@ -438,8 +482,13 @@ def metric_families(snapshot: MetricsSnapshot, *, now_ts: float) -> Iterator[Met
         job_gpu.add_metric([*base, "estimated"], j.gpu_energy_j - j.measured_gpu_energy_j)
         for unit, value in j.units.items():
             job_units.add_metric([*base, unit], value)
+        if j.served is not None:
+            served_requests.add_metric([*base, j.served.server], j.served.requests_total)
+            for direction, tokens in (("input", j.served.input_tokens_total), ("output", j.served.output_tokens_total)):
+                if tokens is not None:  # Triton counts no tokens
+                    served_tokens.add_metric([*base, j.served.server, direction], tokens)
         job_running.add_metric(base, 1.0 if j.running else 0.0)
-    yield from (job_energy, job_carbon, job_gpu, job_units, job_running)
+    yield from (job_energy, job_carbon, job_gpu, job_units, served_requests, served_tokens, job_running)
 
     ingest = snapshot.ingest
     if ingest is None:

@@ -2,7 +2,8 @@
 (JobFootprint, JobHour, DeviceHour, TeamDay) and the fleet/factor tables, never raw telemetry:
 
 * ``common``: team options, periods, the scoped TeamDay and Job querysets, the what-if choices;
-* ``overview``, ``jobs`` (list and CSV export), ``job_detail``, ``live``, ``tradeoffs``,
+* ``overview``, ``jobs`` (list and CSV export), ``job_detail`` (and ``serving``, its card for
+  an inference service), ``live``, ``tradeoffs``,
   ``budgets``, ``methodology``, ``reports``; the sites and devices pages read
   ``accounting.selectors.fleet``.
 
@@ -50,6 +51,14 @@ from accounting.selectors.dashboard.overview import (
 )
 from accounting.selectors.dashboard.power import YOUNG_JOB_S, fleet_power_get, job_power_get
 from accounting.selectors.dashboard.reports import report_month_get, report_month_list
+from accounting.selectors.dashboard.serving import (
+    DEFAULT_SERVICE_PERIOD,
+    SERVICE_PERIODS,
+    ServiceHours,
+    ServiceRateRow,
+    ServiceRates,
+    service_rates_get,
+)
 from accounting.selectors.dashboard.tradeoffs import (
     LOWER_IS_BETTER_WORDS,
     TradeoffPoint,
@@ -58,11 +67,13 @@ from accounting.selectors.dashboard.tradeoffs import (
 )
 
 __all__ = [
+    "DEFAULT_SERVICE_PERIOD",
     "EXPORT_COLUMNS",
     "GROUP_BY_CHOICES",
     "LOST_STATUSES",
     "LOWER_IS_BETTER_WORDS",
     "OVERHEAD_LABEL",
+    "SERVICE_PERIODS",
     "SORT_FIELDS",
     "UTC",
     "YOUNG_JOB_S",
@@ -75,6 +86,9 @@ __all__ = [
     "OverviewKpis",
     "Period",
     "SeriesGroup",
+    "ServiceHours",
+    "ServiceRateRow",
+    "ServiceRates",
     "TeamOption",
     "TradeoffPoint",
     "Tradeoffs",
@@ -93,6 +107,7 @@ __all__ = [
     "report_month_get",
     "report_month_list",
     "running_job_list",
+    "service_rates_get",
     "team_budget_list",
     "team_option_list",
     "tradeoff_point_list",

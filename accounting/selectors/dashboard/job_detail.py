@@ -6,9 +6,11 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from django.db.models import Exists, OuterRef
+
 from accounting.domain.units import kg_from_g as _kg
 from accounting.domain.units import kwh_from_j as _kwh
-from accounting.models import DeviceHour, JobAllocation, JobHour
+from accounting.models import DeviceHour, JobAllocation, JobHour, ServingCounters
 from accounting.selectors.access import Principal, jobs_visible
 from accounting.selectors.dashboard.common import _unit_scale, unit_singular
 from accounting.selectors.disclosure import job_market_water
@@ -66,6 +68,8 @@ def job_detail_get(*, scope: Principal, job_id: int) -> dict[str, Any] | None:
         jobs_visible(principal=scope)
         .filter(id=job_id)
         .select_related("team", "org", "cluster__site__zone", "footprint")
+        # an inference service with counters gets the serving card (selectors/dashboard/serving.py)
+        .annotate(has_serving_counters=Exists(ServingCounters.objects.filter(job=OuterRef("pk"))))
         .first()
     )
     if job is None:
