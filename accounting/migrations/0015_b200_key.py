@@ -47,7 +47,7 @@ def backward(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("accounting", "0013_basis"),
+        ("accounting", "0014_energy_covers"),
     ]
 
     operations = [
