@@ -221,12 +221,24 @@ def report_scopes_list(*, org_id: int) -> list[int | None]:
 # --- the ledger ----------------------------------------------------------------------------
 
 
-def report_delivery_list(*, scope: Principal, month: dt.date | None = None, limit: int = 500) -> list[ReportDelivery]:
+def report_delivery_list(
+    *,
+    scope: Principal,
+    month: dt.date | None = None,
+    team_id: int | None = None,
+    status: str | None = None,
+    limit: int = 500,
+) -> list[ReportDelivery]:
     """Deliveries ``scope`` may see (an admin: the organisation's, the roll-up's included; a
-    member: their teams'), newest month first, then team, recipient and revision."""
+    member: their teams'), newest month first, then team, recipient and revision; ``team_id``
+    and ``status`` narrow them."""
     qs = ReportDelivery.objects.filter(scope.rows_q()).select_related("team", "org")
     if month is not None:
         qs = qs.filter(month=month_first(month))
+    if team_id is not None:
+        qs = qs.filter(team_id=team_id)
+    if status is not None:
+        qs = qs.filter(status=status)
     return list(qs.order_by("-month", "org_id", "team__name", "recipient", "revision")[:limit])
 
 
