@@ -7,6 +7,12 @@ server started here, as the ``reports.deliver`` task does: the report built from
 rendered once (text, HTML, PNG charts, CSV, PDF), one message per recipient. Prints the time
 per report (build / render / send split) and in total. Target: the whole month under 60 s.
 
+Before and after, in the same run: first ``--paired`` reports (default 30) are rendered in this
+process both the previous way (commit 3f7f63d: charts saved with ``bbox_inches="tight"``, which
+draws each figure twice, and a font setup per PDF) and the current way, alternating which goes
+first, so both see the same load; ``--before-phase`` also sends the whole month the previous way
+before sending it again the current way (two full runs: their wall times depend on the load).
+
     createdb -h 127.0.0.1 -U postgres cl_reports_bench
     export DATABASE_URL=postgres://postgres@127.0.0.1:5432/cl_reports_bench DJANGO_DEBUG=true
     .venv/bin/python manage.py migrate
@@ -45,6 +51,7 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.db import connections, transaction  # noqa: E402
 
 from accounting import models as m  # noqa: E402
+from accounting.selectors.report_deliveries import report_scopes_list  # noqa: E402
 from accounting.services import report_delivery as svc  # noqa: E402
 
 UTC = dt.UTC
@@ -168,12 +175,13 @@ def seed(*, slug: str, teams: int, jobs_per_team: int, members: int, month: dt.d
     return org
 
 
-def _as_before() -> None:
+def _as_before(before: bool = True) -> None:
     """Put back, in this process, how a report was rendered before the rendering was made
     cheaper (commit 3f7f63d): each chart saved with ``bbox_inches="tight"`` (matplotlib draws the
     figure twice: once to measure it, once to save it) and a new WeasyPrint font configuration
     for every PDF. Everything else (the report, the context, one render per report, SMTP) is the
-    code under test, so the two phases differ by exactly those two things."""
+    code under test, so before and after differ by exactly those two things. ``before`` False
+    restores the current rendering."""
     import io
 
     import matplotlib.pyplot as plt
@@ -187,16 +195,52 @@ def _as_before() -> None:
         plt.close(fig)
         return buf.getvalue()
 
-    charts._png = png_tight
-    render._font_config = FontConfiguration
+    charts._png = png_tight if before else _CURRENT["png"]
+    render._font_config = FontConfiguration if before else _CURRENT["font_config"]
+
+
+def _current_rendering() -> dict:
+    from accounting.reports import charts, render
+
+    return {"png": charts._png, "font_config": render._font_config}
+
+
+_CURRENT: dict = {}
+
+
+def _paired(*, org_id: int, month: dt.date, now: dt.datetime, scopes: list, n: int) -> None:
+    """Render the parts of ``n`` reports (no sending) the previous way and the current way, in
+    this one process, alternating which goes first: both measured under the same load. Prints
+    the CPU and wall time of each."""
+    from accounting.reports.message import report_parts_build
+
+    times: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    report_parts_build(
+        report=svc.report_build(org_id=org_id, team_id=scopes[0], month=month, now=now), dashboard_url=""
+    )
+    for i, scope in enumerate(scopes[:n]):
+        for before in (True, False) if i % 2 == 0 else (False, True):
+            _as_before(before)
+            report = svc.report_build(org_id=org_id, team_id=scope, month=month, now=now)  # a fresh object: no caches
+            wall, cpu = time.perf_counter(), time.process_time()
+            report_parts_build(report=report, dashboard_url="")
+            times[before].append((time.process_time() - cpu, time.perf_counter() - wall))
+    _as_before(False)
+    print(f"--- render only (text, HTML, charts, CSV, PDF), {len(times[True])} reports, one process, alternating:")
+    for before, label in ((True, "before"), (False, "after ")):
+        cpu = [c for c, _ in times[before]]
+        wall = [w for _, w in times[before]]
+        print(f"{label}: CPU per report {_stat(cpu)}; wall p50 {statistics.median(wall):.3f} s")
+    b = statistics.mean(c for c, _ in times[True])
+    a = statistics.mean(c for c, _ in times[False])
+    print(f"render CPU per report: {b:.3f} s -> {a:.3f} s ({(1 - a / b) * 100:.0f} % less)")
 
 
 def _deliver_chunk(job: tuple) -> list[tuple]:
     """In a worker process: deliver each report of the chunk; (scope, seconds, build, render,
     sent, CPU seconds of this process)."""
     org_id, month, now, scopes, before = job
-    if before:
-        _as_before()
+    _as_before(before)
     phases: dict[str, float] = defaultdict(float)
 
     def timed(name, fn):
@@ -282,9 +326,15 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workers", type=int, default=2, help="processes sending reports (Celery concurrency)")
     parser.add_argument(
-        "--no-before",
+        "--paired",
+        type=int,
+        default=30,
+        help="reports rendered both ways in one process, alternating, before sending (0: none)",
+    )
+    parser.add_argument(
+        "--before-phase",
         action="store_true",
-        help="skip the 'before' phase (the month sent first with the previous rendering, for comparison)",
+        help="also send the whole month with the previous rendering first (a second full run, for comparison)",
     )
     args = parser.parse_args()
     month = dt.date.fromisoformat(f"{args.month}-01")
@@ -315,10 +365,14 @@ def main() -> int:
     import matplotlib.pyplot  # noqa: F401
     import weasyprint  # noqa: F401
 
+    _CURRENT.update(_current_rendering())
+
     phases = []
     try:
         run = functools.partial(_phase, org_id=org.id, month=month, now=now, args=args, handler=handler)
-        if not args.no_before:
+        if args.paired:
+            _paired(org_id=org.id, month=month, now=now, scopes=report_scopes_list(org_id=org.id), n=args.paired)
+        if args.before_phase:
             phases.append(
                 run(label="before (charts saved with bbox_inches='tight', a font setup per PDF)", before=True)
             )
