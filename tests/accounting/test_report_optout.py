@@ -120,6 +120,11 @@ def test_the_link_asks_then_unsubscribes_once_without_login(world):
         "ben@acme.test",
     }
 
+    # The deliveries page says so on the row.
+    staff = Client()
+    staff.force_login(m.Membership.objects.get(user__username="root").user)
+    assert "Unsubscribed with this message's link" in staff.get("/reports/deliveries/").content.decode()
+
     # The link works once: used again (POST or GET) it is refused and changes nothing.
     after = _state()
     again = client.post(_path(url), {"List-Unsubscribe": "One-Click"})
