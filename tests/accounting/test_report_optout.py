@@ -213,6 +213,7 @@ def test_a_signed_in_user_opts_out_and_in_per_team_on_the_reports_page(world, cl
     root = m.Membership.objects.get(user__username="root").user
     client.force_login(ana)
     body = client.get("/reports/").content.decode()
+    assert "<title>Reports · CarbonLedger</title>" in body and body.count('id="subscriptions"') == 1
     assert "Alpha (Acme AI)" in body and "organisation roll-up" not in body and "Beta" not in body
     response = client.post("/reports/subscriptions/", {"org": world.org.id, "team": world.alpha.id, "subscribe": "no"})
     assert response.status_code == 302 and response["Location"] == "/reports/#subscriptions"
