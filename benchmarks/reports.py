@@ -228,9 +228,9 @@ def _paired(*, org_id: int, month: dt.date, now: dt.datetime, scopes: list, n: i
     _as_before(False)
     print(f"--- render only (text, HTML, charts, CSV, PDF), {len(times[True])} reports, one process, alternating:")
     for before, label in ((True, "before"), (False, "after ")):
-        cpu = [c for c, _ in times[before]]
-        wall = [w for _, w in times[before]]
-        print(f"{label}: CPU per report {_stat(cpu)}; wall p50 {statistics.median(wall):.3f} s")
+        cpus = [c for c, _ in times[before]]
+        walls = [w for _, w in times[before]]
+        print(f"{label}: CPU per report {_stat(cpus)}; wall p50 {statistics.median(walls):.3f} s")
     b = statistics.mean(c for c, _ in times[True])
     a = statistics.mean(c for c, _ in times[False])
     print(f"render CPU per report: {b:.3f} s -> {a:.3f} s ({(1 - a / b) * 100:.0f} % less)")
