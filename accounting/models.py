@@ -968,6 +968,34 @@ class ReportOptOut(models.Model):
         constraints = [models.UniqueConstraint(fields=["user", "org"], name="report_opt_out_uniq")]
 
 
+class ReportScopeOptOut(models.Model):
+    """An address that does not want one report any more: a team's (or, team null, the
+    organisation roll-up's). Set by the recipient through the unsubscribe link of a report
+    e-mail (no login) or by a signed-in user on the reports page; ``email`` is lower-cased."""
+
+    class Via(models.TextChoices):
+        LINK = "link", "Unsubscribe link in the e-mail"
+        PAGE = "page", "Reports page (signed in)"
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="report_scope_opt_outs")
+    team = models.ForeignKey(
+        Team, on_delete=models.CASCADE, null=True, blank=True, related_name="report_scope_opt_outs"
+    )
+    email = models.EmailField()
+    via = models.CharField(max_length=4, choices=Via.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["org", "team", "email"], name="report_scope_opt_out_uniq", nulls_distinct=False
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.email} out of {self.team or 'organisation roll-up'}"
+
+
 class BouncedAddress(models.Model):
     """An address a mail server refused for good (5xx on RCPT TO): no report is sent to it
     until an admin deletes the flag. ``email`` is stored lower-cased."""
@@ -1010,7 +1038,7 @@ class ReportDelivery(models.Model):
         RETRY = "retry", "Temporary failure, will retry"
         SENT = "sent", "Sent"
         FAILED = "failed", "Failed for good"
-        SKIPPED = "skipped", "Not sent: the address bounces"
+        SKIPPED = "skipped", "Not sent: the address bounces or unsubscribed"
         UNCERTAIN = "uncertain", "Interrupted while sending: outcome unknown"
 
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="report_deliveries")
@@ -1033,6 +1061,8 @@ class ReportDelivery(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # The recipient used this message's unsubscribe link (each link works once).
+    unsubscribed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -7,6 +7,12 @@ server started here, as the ``reports.deliver`` task does: the report built from
 rendered once (text, HTML, PNG charts, CSV, PDF), one message per recipient. Prints the time
 per report (build / render / send split) and in total. Target: the whole month under 60 s.
 
+Before and after, in the same run: first ``--paired`` reports (default 30) are rendered in this
+process both the previous way (commit 3f7f63d: charts saved with ``bbox_inches="tight"``, which
+draws each figure twice, and a font setup per PDF) and the current way, alternating which goes
+first, so both see the same load; ``--before-phase`` also sends the whole month the previous way
+before sending it again the current way (two full runs: their wall times depend on the load).
+
     createdb -h 127.0.0.1 -U postgres cl_reports_bench
     export DATABASE_URL=postgres://postgres@127.0.0.1:5432/cl_reports_bench DJANGO_DEBUG=true
     .venv/bin/python manage.py migrate
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import multiprocessing
 import os
 import random
@@ -44,6 +51,7 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.db import connections, transaction  # noqa: E402
 
 from accounting import models as m  # noqa: E402
+from accounting.selectors.report_deliveries import report_scopes_list  # noqa: E402
 from accounting.services import report_delivery as svc  # noqa: E402
 
 UTC = dt.UTC
@@ -167,10 +175,72 @@ def seed(*, slug: str, teams: int, jobs_per_team: int, members: int, month: dt.d
     return org
 
 
+def _as_before(before: bool = True) -> None:
+    """Put back, in this process, how a report was rendered before the rendering was made
+    cheaper (commit 3f7f63d): each chart saved with ``bbox_inches="tight"`` (matplotlib draws the
+    figure twice: once to measure it, once to save it) and a new WeasyPrint font configuration
+    for every PDF. Everything else (the report, the context, one render per report, SMTP) is the
+    code under test, so before and after differ by exactly those two things. ``before`` False
+    restores the current rendering."""
+    import io
+
+    import matplotlib.pyplot as plt
+    from weasyprint.text.fonts import FontConfiguration
+
+    from accounting.reports import charts, render
+
+    def png_tight(fig) -> bytes:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=charts.DPI, bbox_inches="tight")
+        plt.close(fig)
+        return buf.getvalue()
+
+    charts._png = png_tight if before else _CURRENT["png"]
+    render._font_config = FontConfiguration if before else _CURRENT["font_config"]
+
+
+def _current_rendering() -> dict:
+    from accounting.reports import charts, render
+
+    return {"png": charts._png, "font_config": render._font_config}
+
+
+_CURRENT: dict = {}
+
+
+def _paired(*, org_id: int, month: dt.date, now: dt.datetime, scopes: list, n: int) -> None:
+    """Render the parts of ``n`` reports (no sending) the previous way and the current way, in
+    this one process, alternating which goes first: both measured under the same load. Prints
+    the CPU and wall time of each."""
+    from accounting.reports.message import report_parts_build
+
+    times: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    report_parts_build(
+        report=svc.report_build(org_id=org_id, team_id=scopes[0], month=month, now=now), dashboard_url=""
+    )
+    for i, scope in enumerate(scopes[:n]):
+        for before in (True, False) if i % 2 == 0 else (False, True):
+            _as_before(before)
+            report = svc.report_build(org_id=org_id, team_id=scope, month=month, now=now)  # a fresh object: no caches
+            wall, cpu = time.perf_counter(), time.process_time()
+            report_parts_build(report=report, dashboard_url="")
+            times[before].append((time.process_time() - cpu, time.perf_counter() - wall))
+    _as_before(False)
+    print(f"--- render only (text, HTML, charts, CSV, PDF), {len(times[True])} reports, one process, alternating:")
+    for before, label in ((True, "before"), (False, "after ")):
+        cpus = [c for c, _ in times[before]]
+        walls = [w for _, w in times[before]]
+        print(f"{label}: CPU per report {_stat(cpus)}; wall p50 {statistics.median(walls):.3f} s")
+    b = statistics.mean(c for c, _ in times[True])
+    a = statistics.mean(c for c, _ in times[False])
+    print(f"render CPU per report: {b:.3f} s -> {a:.3f} s ({(1 - a / b) * 100:.0f} % less)")
+
+
 def _deliver_chunk(job: tuple) -> list[tuple]:
     """In a worker process: deliver each report of the chunk; (scope, seconds, build, render,
     sent, CPU seconds of this process)."""
-    org_id, month, now, scopes = job
+    org_id, month, now, scopes, before = job
+    _as_before(before)
     phases: dict[str, float] = defaultdict(float)
 
     def timed(name, fn):
@@ -199,6 +269,53 @@ def _deliver_chunk(job: tuple) -> list[tuple]:
     return out
 
 
+def _stat(values: list[float]) -> str:
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    mean, p50 = statistics.mean(values), statistics.median(values)
+    return f"mean {mean:.3f} s, p50 {p50:.3f} s, p95 {p95:.3f} s, max {ordered[-1]:.3f} s"
+
+
+def _phase(*, label: str, before: bool, org_id: int, month: dt.date, now: dt.datetime, args, handler) -> dict:
+    """Plan the month (its delivery rows) and send every report with ``args.workers`` forked
+    processes; print the figures of the phase. Returns them."""
+    received0, bytes0 = handler.messages, handler.bytes
+    start = time.perf_counter()
+    scopes = svc.report_month_plan(org_id=org_id, month=month, now=now)
+    plan_s = time.perf_counter() - start
+    # As beat fans out one reports.deliver per report over the worker processes: --workers
+    # processes (forked here, each its own database connection) share the reports.
+    connections.close_all()
+    chunks = [scopes[i :: args.workers] for i in range(args.workers)]
+    with multiprocessing.get_context("fork").Pool(args.workers) as pool:
+        jobs = [(org_id, month, now, c, before) for c in chunks]
+        results = [r for part in pool.map(_deliver_chunk, jobs) for r in part]
+    total = time.perf_counter() - start
+    load = os.getloadavg()
+    per_report = [r[1] for r in results]
+    splits = [(r[2], r[3], r[1] - r[2] - r[3]) for r in results]
+    sent = sum(r[4] for r in results)
+    received = handler.messages - received0
+    report_cpu = [r[5] for r in results]
+    print(f"--- {label}")
+    print(f"reports: {len(scopes)} ({args.teams} teams + the roll-up), sent {sent}, received {received}")
+    print(f"message size: {(handler.bytes - bytes0) / max(received, 1) / 1024:.0f} KiB on average")
+    print(f"plan (month closed check + delivery rows): {plan_s:.2f} s")
+    print(f"per report ({args.workers} worker processes): {_stat(per_report)}")
+    means = [statistics.mean(s[i] for s in splits) for i in range(3)]
+    print(f"  build {means[0]:.3f} s, render (text, HTML, charts, CSV, PDF) {means[1]:.3f} s, send {means[2]:.3f} s")
+    print(f"CPU per report (the sending process; PostgreSQL's share not included): {_stat(report_cpu)}")
+    print(f"total (plan + every report built and sent): {total:.1f} s; {total / 60.0:.2f} x the 60 s target")
+    print(
+        f"CPU of all reports {sum(report_cpu):.1f} s over {args.workers} processes: "
+        f"{sum(report_cpu) / args.workers:.1f} s of wall time on {args.workers} idle cores"
+    )
+    print(
+        f"load average at the end of the phase: {load[0]:.2f} (1 min), {load[1]:.2f} (5 min) on {os.cpu_count()} CPUs"
+    )
+    return {"scopes": scopes, "sent": sent, "received": received, "total": total, "cpu": sum(report_cpu)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--org", default="bench-reports")
@@ -208,6 +325,17 @@ def main() -> int:
     parser.add_argument("--month", default="2026-11")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workers", type=int, default=2, help="processes sending reports (Celery concurrency)")
+    parser.add_argument(
+        "--paired",
+        type=int,
+        default=30,
+        help="reports rendered both ways in one process, alternating, before sending (0: none)",
+    )
+    parser.add_argument(
+        "--before-phase",
+        action="store_true",
+        help="also send the whole month with the previous rendering first (a second full run, for comparison)",
+    )
     args = parser.parse_args()
     month = dt.date.fromisoformat(f"{args.month}-01")
     now = dt.datetime.combine(month + dt.timedelta(days=32), dt.time(6), tzinfo=UTC).replace(day=2)
@@ -232,20 +360,27 @@ def main() -> int:
     settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
     settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
 
+    # Imported once here, before the worker processes fork (as a warm Celery worker has them):
+    # the phases compare rendering, not the first import of WeasyPrint in each process.
+    import matplotlib.pyplot  # noqa: F401
+    import weasyprint  # noqa: F401
+
+    _CURRENT.update(_current_rendering())
+
+    phases = []
     try:
-        start = time.perf_counter()
-        scopes = svc.report_month_plan(org_id=org.id, month=month, now=now)
-        plan_s = time.perf_counter() - start
-        # As beat fans out one reports.deliver per report over the worker processes: --workers
-        # processes (forked here, each its own database connection) share the reports.
-        connections.close_all()
-        chunks = [scopes[i :: args.workers] for i in range(args.workers)]
-        with multiprocessing.get_context("fork").Pool(args.workers) as pool:
-            results = [r for part in pool.map(_deliver_chunk, [(org.id, month, now, c) for c in chunks]) for r in part]
-        total = time.perf_counter() - start
-        per_report = [r[1] for r in results]
-        splits = [(r[2], r[3], r[1] - r[2] - r[3]) for r in results]
-        sent = sum(r[4] for r in results)
+        run = functools.partial(_phase, org_id=org.id, month=month, now=now, args=args, handler=handler)
+        if args.paired:
+            _paired(org_id=org.id, month=month, now=now, scopes=report_scopes_list(org_id=org.id), n=args.paired)
+        if args.before_phase:
+            phases.append(
+                run(label="before (charts saved with bbox_inches='tight', a font setup per PDF)", before=True)
+            )
+            # The same month again from scratch: the ledger's rows and run of the first phase go.
+            m.ReportDelivery.objects.filter(org=org, month=month).delete()
+            m.ReportRun.objects.filter(org=org, month=month).delete()
+        phases.append(run(label="after (one drawing pass per chart, one font setup per process)", before=False))
+        scopes = phases[-1]["scopes"]
         # A second run sends nothing (the delivery ledger).
         again = time.perf_counter()
         resent = sum(svc.report_scope_deliver(org_id=org.id, team_id=s, month=month, now=now).sent for s in scopes)
@@ -253,29 +388,15 @@ def main() -> int:
     finally:
         controller.stop()
 
-    def stat(values: list[float]) -> str:
-        ordered = sorted(values)
-        p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-        mean, p50 = statistics.mean(values), statistics.median(values)
-        return f"mean {mean:.3f} s, p50 {p50:.3f} s, p95 {p95:.3f} s, max {ordered[-1]:.3f} s"
-
-    print(f"reports: {len(scopes)} ({args.teams} teams + the roll-up), sent {sent}, received {handler.messages}")
-    print(f"message size: {handler.bytes / max(handler.messages, 1) / 1024:.0f} KiB on average")
-    print(f"plan (month closed check + delivery rows): {plan_s:.2f} s")
-    print(f"per report ({args.workers} worker processes): {stat(per_report)}")
-    means = [statistics.mean(s[i] for s in splits) for i in range(3)]
-    print(f"  build {means[0]:.3f} s, render (text, HTML, charts, CSV, PDF) {means[1]:.3f} s, send {means[2]:.3f} s")
-    report_cpu = [r[5] for r in results]
-    print(f"CPU per report (the sending process; PostgreSQL's share not included): {stat(report_cpu)}")
-    print(f"total (plan + every report built and sent): {total:.1f} s; {total / 60.0:.2f} x the 60 s target")
-    print(
-        f"CPU of all reports {sum(report_cpu):.1f} s over {args.workers} processes: "
-        f"{sum(report_cpu) / args.workers:.1f} s of wall time on {args.workers} idle cores"
-    )
-    load = os.getloadavg()
-    print(f"load average during the run: {load[0]:.2f} (1 min), {load[1]:.2f} (5 min) on {os.cpu_count()} CPUs")
+    if len(phases) == 2:
+        b, a = phases
+        print(
+            f"before -> after: total {b['total']:.1f} s -> {a['total']:.1f} s, "
+            f"CPU of all reports {b['cpu']:.1f} s -> {a['cpu']:.1f} s ({(1 - a['cpu'] / b['cpu']) * 100:.0f} % less)"
+        )
     print(f"second run: {resent} sent in {again_s:.2f} s")
-    return 0 if handler.messages == sent and resent == 0 else 1
+    ok = all(p["received"] == p["sent"] for p in phases) and resent == 0
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -30,20 +30,32 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.http.response import HttpResponseBase
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.clickjacking import xframe_options_sameorigin
-from django.views.decorators.http import require_GET
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounting.models import HardwareModel, Job
+from accounting.domain.errors import InputError, StateError
+from accounting.models import HardwareModel, Job, ReportScopeOptOut
 from accounting.reports.render import report_html
 from accounting.selectors import dashboard as sel
 from accounting.selectors import fleet as fleet_sel
 from accounting.selectors.access import Principal, principal_for
-from accounting.selectors.report_deliveries import latest_delivery_ids, report_delivery_list, report_delivery_months
+from accounting.selectors.report_deliveries import (
+    latest_delivery_ids,
+    report_delivery_list,
+    report_delivery_months,
+    report_subscription_list,
+)
 from accounting.selectors.reports import month_report
+from accounting.services.report_delivery import (
+    report_scope_opt_out_set,
+    report_unsubscribe,
+    report_unsubscribe_delivery_get,
+)
 from dashboard import figures
 from dashboard.forms import (
     GROUP_BY_LABELS,
@@ -548,10 +560,73 @@ def methodology(request: HttpRequest) -> HttpResponse:
 # --- reports -------------------------------------------------------------------------------
 
 
+def _user_id(request: HttpRequest) -> int:
+    return int(request.user.pk or 0)  # behind login_required: a signed-in user
+
+
 @login_required
 def reports(request: HttpRequest) -> HttpResponse:
     return _render(
-        request, "dashboard/reports.html", "reports", {"months": sel.report_month_list(scope=_scope(request))}
+        request,
+        "dashboard/reports.html",
+        "reports",
+        {
+            "months": sel.report_month_list(scope=_scope(request)),
+            "subscriptions": report_subscription_list(user_id=_user_id(request)),
+            "email": getattr(request.user, "email", ""),
+        },
+    )
+
+
+@login_required
+@require_POST
+def report_subscription(request: HttpRequest) -> HttpResponse:
+    """A signed-in user subscribes to (or unsubscribes from) one report they receive by
+    membership: ``org``, ``team`` (empty: the roll-up), ``subscribe`` "yes"/"no"."""
+    try:
+        org_id = int(request.POST["org"])
+        team_id = int(request.POST["team"]) if request.POST.get("team") else None
+    except (KeyError, ValueError) as exc:
+        raise Http404("No such report") from exc
+    wanted = request.POST.get("subscribe")
+    if wanted not in ("yes", "no"):
+        return HttpResponse("subscribe must be yes or no", status=400, content_type="text/plain")
+    mine = {(s.org_id, s.team_id) for s in report_subscription_list(user_id=_user_id(request))}
+    if (org_id, team_id) not in mine:
+        raise Http404("No such report")
+    report_scope_opt_out_set(
+        org_id=org_id,
+        team_id=team_id,
+        email=getattr(request.user, "email", ""),
+        opted_out=wanted == "no",
+        via=ReportScopeOptOut.Via.PAGE,
+        actor=request.user,
+    )
+    return redirect(reverse("dashboard:reports") + "#subscriptions")
+
+
+# RFC 8058: a mail client's one-click unsubscribe POSTs without cookies or a CSRF token; the
+# signed token in the URL is the credential (it names one delivery, one address, one report).
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def report_unsubscribe_page(request: HttpRequest, token: str) -> HttpResponse:
+    """The unsubscribe link of a report e-mail, no login: GET asks to confirm (link checkers
+    and previews change nothing), POST unsubscribes. A forged, altered or expired link is
+    refused (400), a used one too (410); neither changes anything."""
+    try:
+        if request.method == "POST":
+            row = report_unsubscribe(token=token, now=timezone.now())
+        else:
+            row = report_unsubscribe_delivery_get(token=token)
+    except InputError as exc:
+        return render(request, "dashboard/report_unsubscribe.html", {"error": exc.message}, status=400)
+    except StateError as exc:
+        return render(request, "dashboard/report_unsubscribe.html", {"error": str(exc)}, status=410)
+    scope_label = row.team.name if row.team is not None else f"{row.org.name} (organisation roll-up)"
+    return render(
+        request,
+        "dashboard/report_unsubscribe.html",
+        {"done": request.method == "POST", "recipient": row.recipient, "scope_label": scope_label},
     )
 
 

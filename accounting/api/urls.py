@@ -44,6 +44,7 @@ urlpatterns = [
     path("site-wue/", instruments_views.SiteWueCollectionView.as_view(), name="api-site-wue"),
     path("disclosure/", instruments_views.DisclosureView.as_view(), name="api-disclosure"),
     path("reports/<str:month>/", reports_views.ReportView.as_view(), name="api-report"),
+    path("reports/<str:month>/deliveries/", reports_views.ReportDeliveriesView.as_view(), name="api-report-deliveries"),
     path("reports/<str:month>/report.html", reports_views.ReportHtmlView.as_view(), name="api-report-html"),
     path("reports/<str:month>/report.pdf", reports_views.ReportPdfView.as_view(), name="api-report-pdf"),
     path("reports/<str:month>/jobs.csv", reports_views.ReportJobsCsvView.as_view(), name="api-report-jobs-csv"),

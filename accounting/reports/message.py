@@ -13,13 +13,18 @@ The charts sit in a multipart/related beside the HTML only (RFC 2387): a client 
 plain text never lists them, and one that shows the HTML resolves ``cid:`` from its siblings.
 
 Rendering (charts, PDF) is the expensive part and is the same for every recipient of one
-report, so it is done once (``report_parts_build``) and each recipient's message is assembled
-from the parts (``report_message_build``).
+report, so it is done once (``report_parts_build``: the template context and the charts once,
+the PDF from those same PNGs) and each recipient's message is assembled from the parts
+(``report_message_build``). The one thing a recipient's message has of its own, the
+unsubscribe link, is put into the text and HTML rendered once (a slot replaced per recipient)
+and into the ``List-Unsubscribe`` header (RFC 2369) with ``List-Unsubscribe-Post`` (RFC 8058
+one-click); the PDF is an attachment to file and carries no link.
 """
 
 from __future__ import annotations
 
 import csv
+import html
 import io
 from dataclasses import dataclass
 from email.mime.image import MIMEImage
@@ -29,7 +34,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.core.mail.message import SafeMIMEMultipart
 
 from accounting.reports.charts import report_charts
-from accounting.reports.render import report_html, report_pdf, report_text
+from accounting.reports.render import report_context, report_html, report_pdf, report_text
 from accounting.selectors.reports import MonthReport, month_jobs_csv_rows
 
 
@@ -63,9 +68,15 @@ class ReportMessage(EmailMultiAlternatives):
         return alternative
 
 
+# Stands for the recipient's unsubscribe URL in the text and HTML rendered once per report
+# (nothing a template or an escaper changes; never left in a message).
+UNSUBSCRIBE_SLOT = "carbonledger-unsubscribe-slot-4f1c9e"
+
+
 @dataclass(frozen=True)
 class ReportParts:
-    """Everything of one report's e-mail but its recipient and Message-ID."""
+    """Everything of one report's e-mail but its recipient, Message-ID and unsubscribe link
+    (``UNSUBSCRIBE_SLOT`` in ``text`` and ``html``)."""
 
     subject: str
     text: str
@@ -100,33 +111,50 @@ def report_parts_build(*, report: MonthReport, dashboard_url: str, subject_note:
     """Render ``report`` once: text, HTML (charts by ``cid:``), the PNG charts, CSV and PDF.
     ``dashboard_url`` is the absolute address of the month's page; ``subject_note`` is added to
     the subject in brackets ("revised")."""
+    context = report_context(report, dashboard_url=dashboard_url)  # the what-if recommendations: once
+    charts = report_charts(report)  # drawn once: the inline images and the PDF's
     return ReportParts(
         subject=report_subject(report, note=subject_note),
-        text=report_text(report, dashboard_url=dashboard_url),
-        html=report_html(report, for_email=True, dashboard_url=dashboard_url),
-        images=tuple(report_charts(report).items()),
+        text=report_text(report, unsubscribe_url=UNSUBSCRIBE_SLOT, context=context),
+        html=report_html(report, for_email=True, unsubscribe_url=UNSUBSCRIBE_SLOT, context=context),
+        images=tuple(charts.items()),
         csv_name=report_filename(report, "csv"),
         csv_bytes=report_jobs_csv(report),
         pdf_name=report_filename(report, "pdf"),
-        pdf_bytes=report_pdf(report, dashboard_url=dashboard_url),
+        pdf_bytes=report_pdf(report, charts=charts, context=context),
     )
 
 
 def report_message_build(
-    *, parts: ReportParts, to: list[str], message_id: str = "", from_email: str | None = None
+    *,
+    parts: ReportParts,
+    to: list[str],
+    unsubscribe_url: str,
+    message_id: str = "",
+    from_email: str | None = None,
 ) -> ReportMessage:
     """The e-mail of ``parts`` to ``to``; ``message_id`` (``<...@...>``) is set when given, so
-    the delivery ledger can record it before the message leaves."""
+    the delivery ledger can record it before the message leaves. ``unsubscribe_url`` (absolute,
+    https in production) is the recipient's own link: in the text, the HTML and the
+    ``List-Unsubscribe`` / ``List-Unsubscribe-Post`` headers."""
+    headers = {
+        # RFC 3834: a machine's monthly mail; vacation responders and the like do not answer it.
+        "Auto-Submitted": "auto-generated",
+        # RFC 2369 and RFC 8058: a mail client's "unsubscribe" button POSTs
+        # "List-Unsubscribe=One-Click" to the link, without cookies or a confirmation page.
+        "List-Unsubscribe": f"<{unsubscribe_url}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        **({"Message-ID": message_id} if message_id else {}),
+    }
     msg = ReportMessage(
         related_images=list(parts.images),
         subject=parts.subject,
-        body=parts.text,
+        body=parts.text.replace(UNSUBSCRIBE_SLOT, unsubscribe_url),
         from_email=from_email or settings.DEFAULT_FROM_EMAIL,
         to=to,
-        # RFC 3834: a machine's monthly mail; vacation responders and the like do not answer it.
-        headers={"Auto-Submitted": "auto-generated", **({"Message-ID": message_id} if message_id else {})},
+        headers=headers,
     )
-    msg.attach_alternative(parts.html, "text/html")
+    msg.attach_alternative(parts.html.replace(UNSUBSCRIBE_SLOT, html.escape(unsubscribe_url)), "text/html")
     msg.attach(parts.csv_name, parts.csv_bytes, "text/csv")
     msg.attach(parts.pdf_name, parts.pdf_bytes, "application/pdf")
     return msg

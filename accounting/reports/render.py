@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
+import functools
 import math
 from dataclasses import asdict
 from typing import Any
@@ -82,7 +83,9 @@ def _disclosure_figures(report: MonthReport) -> dict[str, Any] | None:
     }
 
 
-def _context(report: MonthReport, *, dashboard_url: str = "", images: dict[str, str] | None = None) -> dict[str, Any]:
+def report_context(report: MonthReport, *, dashboard_url: str = "") -> dict[str, Any]:
+    """The templates' context of ``report`` (figures, tables, the recommendations from the
+    what-if engine): computed once per report and shared by its text, HTML and PDF."""
     t = report.totals
     kwh = kwh_from_j
     kg = kg_from_g
@@ -118,8 +121,6 @@ def _context(report: MonthReport, *, dashboard_url: str = "", images: dict[str, 
         # Quality shares, factors and the band come from the period's ledger entries; a period
         # known only from aggregates (imported history) has none: the report says so.
         "entries_missing": not report.quality.energy_shares and t.energy_j > 0,
-        "img_energy": (images or {}).get(CID_ENERGY),
-        "img_family": (images or {}).get(CID_FAMILY),
         "families": [_row(f) for f in report.by_family],
         "devices": [_row(f) for f in report.by_device_model],
         "teams": [_row(f) for f in report.by_team],
@@ -191,24 +192,65 @@ def report_json(report: MonthReport, *, dashboard_url: str = "") -> dict[str, An
     return data
 
 
-def report_html(report: MonthReport, *, for_email: bool, dashboard_url: str = "") -> str:
+def _data_uris(charts: dict[str, bytes]) -> dict[str, str]:
+    return {cid: "data:image/png;base64," + base64.b64encode(png).decode() for cid, png in charts.items()}
+
+
+def report_html(
+    report: MonthReport,
+    *,
+    for_email: bool,
+    dashboard_url: str = "",
+    unsubscribe_url: str = "",
+    charts: dict[str, bytes] | None = None,
+    context: dict[str, Any] | None = None,
+) -> str:
     """The report as HTML. For e-mail, charts are ``cid:`` references to inline parts; for a
-    page or the PDF they are embedded as data URIs."""
+    page or the PDF they are embedded as data URIs (``charts``: PNGs already drawn, else drawn
+    here). ``context``: ``report_context`` already computed for this report."""
     if for_email:
         images = {cid: f"cid:{cid}" for cid in (CID_ENERGY, CID_FAMILY)}
     else:
-        images = {
-            cid: "data:image/png;base64," + base64.b64encode(png).decode() for cid, png in report_charts(report).items()
-        }
-    return render_to_string("reports/month.html", _context(report, dashboard_url=dashboard_url, images=images))
+        images = _data_uris(charts if charts is not None else report_charts(report))
+    ctx = context if context is not None else report_context(report, dashboard_url=dashboard_url)
+    return render_to_string(
+        "reports/month.html",
+        {
+            **ctx,
+            "img_energy": images.get(CID_ENERGY),
+            "img_family": images.get(CID_FAMILY),
+            "unsubscribe_url": unsubscribe_url if for_email else "",
+        },
+    )
 
 
-def report_text(report: MonthReport, *, dashboard_url: str = "") -> str:
-    return render_to_string("reports/month.txt", _context(report, dashboard_url=dashboard_url))
+def report_text(
+    report: MonthReport, *, dashboard_url: str = "", unsubscribe_url: str = "", context: dict[str, Any] | None = None
+) -> str:
+    ctx = context if context is not None else report_context(report, dashboard_url=dashboard_url)
+    return render_to_string("reports/month.txt", {**ctx, "unsubscribe_url": unsubscribe_url})
 
 
-def report_pdf(report: MonthReport, *, dashboard_url: str = "") -> bytes:
+def report_pdf(
+    report: MonthReport,
+    *,
+    dashboard_url: str = "",
+    charts: dict[str, bytes] | None = None,
+    context: dict[str, Any] | None = None,
+) -> bytes:
+    """The report as PDF (WeasyPrint), from the page HTML; ``charts`` and ``context`` as in
+    ``report_html`` (the e-mail passes those it already has: nothing is drawn twice)."""
     from weasyprint import HTML  # heavy import: only when a PDF is asked for
 
-    pdf = HTML(string=report_html(report, for_email=False, dashboard_url=dashboard_url)).write_pdf()
+    html = report_html(report, for_email=False, dashboard_url=dashboard_url, charts=charts, context=context)
+    pdf = HTML(string=html).write_pdf(font_config=_font_config())
     return bytes(pdf or b"")
+
+
+@functools.cache
+def _font_config() -> Any:
+    """One WeasyPrint font configuration per process, shared by every PDF it renders (the
+    fonts a report uses are the same each time; setting them up is ~10 % of a PDF's CPU)."""
+    from weasyprint.text.fonts import FontConfiguration
+
+    return FontConfiguration()

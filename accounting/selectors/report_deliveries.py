@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db.models import Q
 
 from accounting.models import (
@@ -20,6 +21,7 @@ from accounting.models import (
     ReportOptOut,
     ReportRecipient,
     ReportSchedule,
+    ReportScopeOptOut,
     Team,
 )
 from accounting.selectors.access import Principal
@@ -129,9 +131,10 @@ class Recipient:
 def report_recipients_list(*, org_id: int, team_id: int | None) -> list[Recipient]:
     """Who receives the report of a team (its members and the team's addresses), or with
     ``team_id`` None the organisation roll-up (its admins and the roll-up's extra addresses).
-    Users who opted out, inactive users and users without an address are left out; an address
-    flagged as bouncing is listed with ``bounced`` (the ledger records it as skipped). One entry
-    per address, in address order."""
+    Users who opted out of the organisation's e-mails, addresses that unsubscribed from this
+    report (ReportScopeOptOut), inactive users and users without an address are left out; an
+    address flagged as bouncing is listed with ``bounced`` (the ledger records it as skipped).
+    One entry per address, in address order."""
     opted_out = ReportOptOut.objects.filter(org_id=org_id).values("user_id")
     members = Membership.objects.filter(org_id=org_id, user__is_active=True).exclude(user__email="")
     members = members.exclude(user_id__in=opted_out)
@@ -151,8 +154,63 @@ def report_recipients_list(*, org_id: int, team_id: int | None) -> list[Recipien
     extras = ReportRecipient.objects.filter(scope_q(team_id), org_id=org_id).order_by("email")
     for email, note in extras.values_list("email", "note"):
         found.setdefault(email.strip().lower(), f"extra ({note})" if note else "extra")
+    for email in scope_opted_out_set(org_id=org_id, team_id=team_id):
+        found.pop(email, None)
     bounced = set(BouncedAddress.objects.filter(email__in=list(found)).values_list("email", flat=True))
     return [Recipient(email=e, source=found[e], bounced=e in bounced) for e in sorted(found)]
+
+
+def scope_opted_out_set(*, org_id: int, team_id: int | None) -> set[str]:
+    """Addresses (lower-cased) that unsubscribed from one report: a team's, or the roll-up's."""
+    rows = ReportScopeOptOut.objects.filter(scope_q(team_id), org_id=org_id)
+    return {e.strip().lower() for e in rows.values_list("email", flat=True)}
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One report a signed-in user receives (or would), and whether they unsubscribed from it."""
+
+    org_id: int
+    team_id: int | None  # None: the organisation roll-up
+    label: str
+    opted_out: bool  # unsubscribed from this report (link or page)
+    org_opted_out: bool  # out of all the organisation's reports (admin -> Report opt-outs)
+
+
+def report_subscription_list(*, user_id: int) -> list[Subscription]:
+    """The reports a user is a recipient of by membership: each of their teams' reports, and
+    the organisation roll-up for an organisation admin; with their unsubscribe state (by their
+    address, lower-cased). A user without an address receives nothing: empty."""
+    email = (get_user_model().objects.filter(pk=user_id).values_list("email", flat=True).first() or "").strip().lower()
+    if not email:
+        return []
+    memberships = (
+        Membership.objects.filter(user_id=user_id)
+        .select_related("org", "team")
+        .order_by("org__name", "team__name", "role")
+    )
+    out_of = {
+        (org_id, team_id)
+        for org_id, team_id in ReportScopeOptOut.objects.filter(email=email).values_list("org_id", "team_id")
+    }
+    org_out = set(ReportOptOut.objects.filter(user_id=user_id).values_list("org_id", flat=True))
+    found: dict[tuple[int, int | None], Subscription] = {}
+    for ms in memberships:
+        if ms.team is not None:
+            key: tuple[int, int | None] = (ms.org_id, ms.team.pk)
+            label = f"{ms.team.name} ({ms.org.name})"
+        elif ms.role == Membership.Role.ADMIN:
+            key = (ms.org_id, None)
+            label = f"{ms.org.name}: organisation roll-up"
+        else:
+            continue
+        found.setdefault(
+            key,
+            Subscription(
+                org_id=key[0], team_id=key[1], label=label, opted_out=key in out_of, org_opted_out=key[0] in org_out
+            ),
+        )
+    return list(found.values())
 
 
 def report_scopes_list(*, org_id: int) -> list[int | None]:
@@ -163,12 +221,24 @@ def report_scopes_list(*, org_id: int) -> list[int | None]:
 # --- the ledger ----------------------------------------------------------------------------
 
 
-def report_delivery_list(*, scope: Principal, month: dt.date | None = None, limit: int = 500) -> list[ReportDelivery]:
+def report_delivery_list(
+    *,
+    scope: Principal,
+    month: dt.date | None = None,
+    team_id: int | None = None,
+    status: str | None = None,
+    limit: int = 500,
+) -> list[ReportDelivery]:
     """Deliveries ``scope`` may see (an admin: the organisation's, the roll-up's included; a
-    member: their teams'), newest month first, then team, recipient and revision."""
+    member: their teams'), newest month first, then team, recipient and revision; ``team_id``
+    and ``status`` narrow them."""
     qs = ReportDelivery.objects.filter(scope.rows_q()).select_related("team", "org")
     if month is not None:
         qs = qs.filter(month=month_first(month))
+    if team_id is not None:
+        qs = qs.filter(team_id=team_id)
+    if status is not None:
+        qs = qs.filter(status=status)
     return list(qs.order_by("-month", "org_id", "team__name", "recipient", "revision")[:limit])
 
 

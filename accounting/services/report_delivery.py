@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core import signing
 from django.core.exceptions import ValidationError
 from django.core.mail import get_connection
 from django.core.mail.message import make_msgid
@@ -46,6 +47,7 @@ from accounting.models import (
     ReportOptOut,
     ReportRecipient,
     ReportRun,
+    ReportScopeOptOut,
     Team,
     TeamDay,
 )
@@ -60,6 +62,7 @@ from accounting.selectors.report_deliveries import (
     report_recipients_list,
     report_scopes_list,
     report_time_zone,
+    scope_opted_out_set,
     scope_q,
 )
 from accounting.selectors.reports import MonthReport, month_report, month_report_fingerprint
@@ -70,6 +73,10 @@ log = logging.getLogger(__name__)
 Status = ReportDelivery.Status
 RETRY_BACKOFF_MAX_S = 3600.0
 REVISED_REASON = "revised after sending: the month's figures changed"
+# An unsubscribe link (signed with SECRET_KEY, this salt) is honoured this long after sending:
+# a year and a month, so last year's same-month report still unsubscribes.
+UNSUBSCRIBE_SALT = "carbonledger.reports.unsubscribe"
+UNSUBSCRIBE_MAX_AGE_S = 400 * 86400
 
 
 # --- planning ------------------------------------------------------------------------------
@@ -209,9 +216,17 @@ def _claim(*, org_id: int, team_id: int | None, month: dt.date, now: dt.datetime
             .order_by("recipient", "revision")
         )
         bounced = {b.email: b for b in BouncedAddress.objects.filter(email__in=[r.recipient for r in rows])}
+        unsubscribed = scope_opted_out_set(org_id=org_id, team_id=team_id)
         claimed, skipped = [], 0
         for row in rows:
             flag = bounced.get(row.recipient)
+            if row.recipient in unsubscribed:
+                skipped += 1
+                if row.status != Status.SKIPPED:
+                    row.status = Status.SKIPPED
+                    row.last_error = "unsubscribed from this report"
+                    row.save(update_fields=["status", "last_error"])
+                continue
             if flag is not None:
                 skipped += 1
                 if row.status != Status.SKIPPED:
@@ -312,6 +327,7 @@ def report_scope_deliver(
                     parts=dataclasses.replace(parts, subject=_subject_note_subject(parts, row)),
                     to=[row.recipient],
                     message_id=row.message_id,
+                    unsubscribe_url=report_unsubscribe_url(delivery=row),
                 )
                 row.attempts += 1
                 connection.send_messages([msg])
@@ -414,6 +430,8 @@ def report_delivery_resend(
             f"{recipient} is flagged as bouncing since {flag.flagged_at:%Y-%m-%d} ({flag.error}); "
             "remove the flag (admin) first"
         )
+    if recipient in scope_opted_out_set(org_id=org_id, team_id=team_id):
+        raise StateError(f"{recipient} unsubscribed from this report; only they can subscribe again")
     label = actor_label(actor)
     with transaction.atomic():
         row = ReportDelivery.objects.create(
@@ -592,6 +610,103 @@ def report_opt_out_set(*, user_id: int, org_id: int, opted_out: bool, actor: obj
             after={"opted_out": opted_out},
         )
     return True
+
+
+def _scope_opt_outs(*, org_id: int, team_id: int | None) -> list[str]:
+    return sorted(scope_opted_out_set(org_id=org_id, team_id=team_id))
+
+
+def report_scope_opt_out_set(
+    *, org_id: int, team_id: int | None, email: str, opted_out: bool, via: str, actor: object
+) -> bool:
+    """An address's choice to (not) receive one report: a team's, or (``team_id`` None) the
+    organisation roll-up's; ``via`` ReportScopeOptOut.Via. Audited like every change of a
+    report's recipients (``recipient.change`` on "report_recipients", the scope's unsubscribed
+    addresses before and after). Returns whether it changed anything."""
+    email = email.strip().lower()
+    if via not in ReportScopeOptOut.Via.values:
+        raise InputError("via", f"{via!r} is not one of {', '.join(ReportScopeOptOut.Via.values)}")
+    if not email:
+        raise InputError("email", "an address is needed to unsubscribe")
+    if team_id is not None and not Team.objects.filter(id=team_id, org_id=org_id).exists():
+        raise InputError("team", f"team {team_id} is not in organisation {org_id}")
+    with transaction.atomic():
+        existing = ReportScopeOptOut.objects.select_for_update().filter(scope_q(team_id), org_id=org_id, email=email)
+        if existing.exists() == opted_out:
+            return False
+        before = _scope_opt_outs(org_id=org_id, team_id=team_id)
+        if opted_out:
+            ReportScopeOptOut.objects.create(org_id=org_id, team_id=team_id, email=email, via=via)
+        else:
+            existing.delete()
+        audit_record(
+            action=AuditEvent.Action.RECIPIENT_CHANGE,
+            object_type="report_recipients",
+            object_id=_recipients_object_id(org_id=org_id, team_id=team_id),
+            org=org_id,
+            actor=actor,
+            before={"unsubscribed": before},
+            after={"unsubscribed": _scope_opt_outs(org_id=org_id, team_id=team_id)},
+            reason=f"{'unsubscribed' if opted_out else 'subscribed again'} {email} ({via})",
+        )
+    return True
+
+
+# --- unsubscribe links (RFC 8058 one-click; no login: the signed token is the credential) ---
+
+
+def report_unsubscribe_token(*, delivery: ReportDelivery) -> str:
+    """The signed, timestamped token of one delivery's unsubscribe link: it names the delivery
+    row (so it unsubscribes that row's recipient from that report, team or roll-up, and nothing
+    else, once). Only the row's id is in it, not the address: URLs end up in logs."""
+    return signing.dumps({"d": delivery.pk}, salt=UNSUBSCRIBE_SALT)
+
+
+def report_unsubscribe_url(*, delivery: ReportDelivery) -> str:
+    path = reverse("dashboard:report-unsubscribe", args=[report_unsubscribe_token(delivery=delivery)])
+    return f"{settings.REPORTS_DASHBOARD_URL}{path}"
+
+
+def report_unsubscribe_delivery_get(*, token: str) -> ReportDelivery:
+    """The delivery an unsubscribe token names. Refused (InputError) when the signature does not
+    verify (forged, altered), the link is older than UNSUBSCRIBE_MAX_AGE_S, or the delivery is
+    gone; (StateError) when this link was already used."""
+    try:
+        data = signing.loads(token, salt=UNSUBSCRIBE_SALT, max_age=UNSUBSCRIBE_MAX_AGE_S)
+    except signing.SignatureExpired as exc:
+        raise InputError("token", "this unsubscribe link has expired; sign in to change your reports") from exc
+    except signing.BadSignature as exc:
+        raise InputError("token", "this unsubscribe link is not valid") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("d"), int):
+        raise InputError("token", "this unsubscribe link is not valid")
+    row = ReportDelivery.objects.select_related("org", "team").filter(pk=data["d"]).first()
+    if row is None:
+        raise InputError("token", "this unsubscribe link is not valid")
+    if row.unsubscribed_at is not None:
+        raise StateError(f"this link was already used on {row.unsubscribed_at:%Y-%m-%d %H:%M} UTC")
+    return row
+
+
+def report_unsubscribe(*, token: str, now: dt.datetime) -> ReportDelivery:
+    """Use an unsubscribe link: its recipient no longer receives that report (the team's, or
+    the roll-up), through ``report_scope_opt_out_set`` (audited, actor "unsubscribe link"). The
+    link works once; a refused link changes nothing."""
+    with transaction.atomic():
+        row = report_unsubscribe_delivery_get(token=token)
+        locked = ReportDelivery.objects.select_for_update().get(pk=row.pk)
+        if locked.unsubscribed_at is not None:
+            raise StateError(f"this link was already used on {locked.unsubscribed_at:%Y-%m-%d %H:%M} UTC")
+        report_scope_opt_out_set(
+            org_id=row.org_id,
+            team_id=row.team_id,
+            email=row.recipient,
+            opted_out=True,
+            via=ReportScopeOptOut.Via.LINK,
+            actor=f"unsubscribe link ({row.recipient})",
+        )
+        ReportDelivery.objects.filter(pk=row.pk).update(unsubscribed_at=now)
+        row.unsubscribed_at = now
+    return row
 
 
 def bounced_address_clear(*, email: str, actor: object) -> None:

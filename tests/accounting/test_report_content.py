@@ -312,3 +312,29 @@ def test_an_upgrade_that_would_not_pay_back_is_left_out(w):
     assert "NVIDIA B200" in upgrade.title and upgrade.payback_years is None
     assert upgrade.saving_co2e_g < 0
     assert "upgrade" not in [x.kind for x in report_recommendations(r)]
+
+
+def test_a_reports_parts_draw_each_chart_once_and_the_pdf_uses_those_pngs(w, monkeypatch):
+    """Rendering the e-mail's parts draws each chart in one matplotlib pass (no measuring
+    pass for a tight bounding box) and the PDF embeds the very PNGs of the inline parts."""
+    import matplotlib.figure
+
+    from accounting.reports import message as msg_mod
+    from accounting.reports import render as render_mod
+
+    draws = []
+    real_draw = matplotlib.figure.Figure.draw
+    monkeypatch.setattr(
+        matplotlib.figure.Figure, "draw", lambda fig, renderer: draws.append(fig) or real_draw(fig, renderer)
+    )
+    pdf_charts = []
+    real_pdf = render_mod.report_pdf
+    monkeypatch.setattr(
+        msg_mod, "report_pdf", lambda report, **kw: pdf_charts.append(kw["charts"]) or real_pdf(report, **kw)
+    )
+    r = _alpha(w)
+    parts = msg_mod.report_parts_build(report=r, dashboard_url="https://x.example/m")
+    assert len(draws) == 2  # two charts, one pass each
+    assert pdf_charts == [dict(parts.images)]
+    assert parts.pdf_bytes.startswith(b"%PDF-")
+    assert msg_mod.UNSUBSCRIBE_SLOT in parts.html and msg_mod.UNSUBSCRIBE_SLOT in parts.text

@@ -9,8 +9,11 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 
 import pytest
+from django.conf import settings as django_settings
+from django.core import signing
 
 from accounting import models as m
 from accounting.selectors.dashboard.jobs import EXPORT_COLUMNS
@@ -84,6 +87,13 @@ def test_the_report_arrives_as_multipart_alternative_with_inline_charts_csv_and_
     assert got.mail_from == "carbonledger@localhost"
     assert msg["Message-ID"] == _row("ana@acme.test").message_id
     assert msg["Auto-Submitted"] == "auto-generated"
+    # RFC 2369 / RFC 8058 as received: ana's own one-click unsubscribe link.
+    unsubscribe = msg["List-Unsubscribe"].strip()  # folded onto its own line: the URL is long
+    base = f"<{django_settings.REPORTS_DASHBOARD_URL}/reports/unsubscribe/"
+    assert re.fullmatch(re.escape(base) + r"[\w:-]+/>", unsubscribe), unsubscribe
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    token = unsubscribe.removeprefix(base).removesuffix("/>")
+    assert signing.loads(token, salt=svc.UNSUBSCRIBE_SALT) == {"d": _row("ana@acme.test").pk}
     alternative, attachment_csv, attachment_pdf = msg.iter_parts()
     text, related = alternative.iter_parts()
     html, *images = related.iter_parts()

@@ -902,6 +902,103 @@ TENANT.update(
 )
 
 
+# --- report deliveries and report e-mail subscriptions (issue 14 follow-up) -----------------
+
+DELIVERY_SEES = {  # the delivery rows (by recipient) each principal may list
+    "session A": {"deliv-a@x.test"},
+    "token A": {"deliv-a@x.test"},
+    "session B": {"deliv-b@x.test"},
+    "token B": {"deliv-b@x.test"},
+    "session org2": {"deliv-c@x.test"},
+    "token org2": {"deliv-c@x.test"},
+    "admin token org1": {"deliv-a@x.test", "deliv-b@x.test", "deliv-org1@x.test"},
+}
+
+
+def _deliveries_seed(world: World) -> dt.date:
+    month = world.now.date().replace(day=1)
+    for t, team in world.teams.items():
+        m.ReportDelivery.objects.get_or_create(org=team.org, team=team, month=month, recipient=f"deliv-{t}@x.test")
+    for key, org in world.orgs.items():
+        m.ReportDelivery.objects.get_or_create(org=org, team=None, month=month, recipient=f"deliv-org{key}@x.test")
+    return month
+
+
+def _api_report_deliveries(world: World, name: str) -> None:
+    """The month's delivery ledger: user and admin tokens (and sessions) only, each its own
+    rows (an admin token its organisation's, roll-up included; a member its team's); ``team``
+    naming a team the principal does not see is refused."""
+    month = _deliveries_seed(world)
+    path = f"/api/v1/reports/{month:%Y-%m}/deliveries/"
+    response = _get(world, name, path)
+    _no_leak(name, response, what=path)
+    if not _api_reads(name, scopes=("user", "admin")):
+        assert response.status_code in _denied_statuses(name), (name, response.status_code)
+        return
+    assert response.status_code == 200, (name, response.content)
+    assert {r["recipient"] for r in response.json()["results"]} == DELIVERY_SEES[name], name
+    for team in TEAMS:
+        narrowed = _get(world, name, path, team=f"team-{team}")
+        _no_leak(name, narrowed, what=f"{path}?team=team-{team}")
+        if team in PRINCIPALS[name].teams:
+            assert narrowed.status_code == 200, (name, team)
+            assert {r["recipient"] for r in narrowed.json()["results"]} == {f"deliv-{team}@x.test"}
+        else:
+            assert narrowed.status_code == 400, (name, team, narrowed.status_code)
+
+
+def _dashboard_report_subscription(world: World, name: str) -> None:
+    """A signed-in user opts in or out of their own teams' reports only; any other team (of
+    their organisation or another) is 404 and changes nothing; no session: the login page."""
+    for team_key, team in world.teams.items():
+        before = list(m.ReportScopeOptOut.objects.values_list("team_id", "email"))
+        response = world.clients[name].post(
+            "/reports/subscriptions/", {"org": team.org_id, "team": team.pk, "subscribe": "no"}
+        )
+        _no_leak(name, response, what=f"subscription team {team_key}")
+        who = PRINCIPALS[name]
+        if who.kind != "session":
+            assert response.status_code == 302 and "/accounts/login/" in response["Location"], (name, team_key)
+        elif team_key in who.teams:
+            assert response.status_code == 302, (name, team_key)
+            world.clients[name].post(
+                "/reports/subscriptions/", {"org": team.org_id, "team": team.pk, "subscribe": "yes"}
+            )
+        else:
+            assert response.status_code == 404, (name, team_key, response.status_code)
+        assert list(m.ReportScopeOptOut.objects.values_list("team_id", "email")) == before, (name, team_key)
+
+
+def _dashboard_report_unsubscribe(world: World, name: str) -> None:
+    """The e-mail's unsubscribe link needs no login: the signed token is the credential. A
+    token that does not verify answers 400 to everyone and changes nothing; a valid one shows
+    its own recipient and report only, whoever holds it."""
+    from accounting.services.report_delivery import report_unsubscribe_token
+
+    _deliveries_seed(world)
+    row = m.ReportDelivery.objects.get(recipient="deliv-a@x.test")
+    good = report_unsubscribe_token(delivery=row)
+    forged = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
+    for token in (forged, "not-a-token"):
+        for method in ("get", "post"):
+            response = getattr(world.clients[name], method)(f"/reports/unsubscribe/{token}/")
+            _no_leak(name, response, what=f"unsubscribe {method}")
+            assert response.status_code == 400, (name, method, response.status_code)
+    body = world.clients[name].get(f"/reports/unsubscribe/{good}/").content.decode()
+    assert "deliv-a@x.test" in body and MARK_TEAM["a"] in body
+    assert not any(mark in body for mark in (MARK_TEAM["b"], MARK_TEAM["c"], *MARK_ORG[2], *MARK_JOB.values()))
+    assert not m.ReportScopeOptOut.objects.exists()
+
+
+TENANT.update(
+    {
+        "api-report-deliveries": _each_principal(_api_report_deliveries),
+        "dashboard:report-subscription": _each_principal(_dashboard_report_subscription),
+        "dashboard:report-unsubscribe": _each_principal(_dashboard_report_unsubscribe),
+    }
+)
+
+
 def _walk(resolver: URLResolver, prefix: str = "", namespace: str = ""):
     for pattern in resolver.url_patterns:
         if isinstance(pattern, URLResolver):
