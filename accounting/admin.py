@@ -878,3 +878,14 @@ class ReportDeliveryAdmin(ReadOnlyAdmin):
     search_fields = ("recipient", "message_id")
     list_select_related = ("org", "team")
     ordering = ("-month", "team_id", "recipient", "revision")
+
+
+@admin.register(m.ReportScopeOptOut)
+class ReportScopeOptOutAdmin(ReadOnlyAdmin):
+    """Who unsubscribed from which report, read-only: recipients change it themselves (the link in
+    the e-mail, the reports page), through the audited ``report_scope_opt_out_set``."""
+
+    list_display = ("email", "org", "team", "via", "created_at")
+    list_filter = ("via", "org")
+    search_fields = ("email",)
+    list_select_related = ("org", "team")
