@@ -31,7 +31,10 @@ PAGES = [
     ("/planner/", 8),
     ("/budgets/", 6),
     ("/methodology/", 12),
-    ("/reports/", 4),
+    (
+        "/reports/",
+        8,
+    ),  # + the user's report subscriptions: address, memberships, opt-outs by link/page and by organisation
     ("/reports/2026-03/", 10),  # + the previous period's days with data (comparison coverage)
 ]
 
