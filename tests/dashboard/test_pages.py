@@ -108,3 +108,17 @@ def test_job_page_says_what_the_gpu_readings_covered(client, world, frozen_now):
     fp.covers_gpu_cpu_memory_energy_j = 0.0
     fp.save()
     assert 'id="counter-coverage"' not in client.get(f"/jobs/{world.j1.pk}/").content.decode()
+
+
+def test_overview_statement_says_what_part_of_the_period_it_covers(client, world, frozen_now):
+    """The statement card is built from the ledger's hourly records; days known only as daily
+    totals (this world's TeamDay rows, like seeded or imported history) are not in it. Beside
+    cards that count them, it says how much of the period's energy it covers instead of showing
+    a much smaller Scope 2 figure without a word."""
+    client.force_login(world.admin)
+    resp = client.get("/")
+    html = resp.content.decode()
+    statement, kpis = resp.context["disclosure"], resp.context["data"].kpis
+    assert statement.energy_kwh < kpis.energy_kwh * 0.99
+    note = re.search(r'<div class="alert info small" id="period-coverage">(.*?)</div>', html, re.S)
+    assert note and "built from the ledger's hourly records" in note.group(1)
