@@ -55,6 +55,17 @@ def _check_device(serializer: serializers.Serializer, value: str) -> str:
     return value
 
 
+def _check_embodied_band(attrs) -> None:
+    """Embodied low <= central <= high; a low or high figure only with its central one."""
+    kg = attrs.get("embodied_kg")
+    if kg is None and ("embodied_low_kg" in attrs or "embodied_high_kg" in attrs):
+        raise serializers.ValidationError({"embodied_kg": "give embodied_kg with its low/high"})
+    if kg is not None and attrs.get("embodied_low_kg", kg) > kg:
+        raise serializers.ValidationError({"embodied_low_kg": "must be <= embodied_kg"})
+    if kg is not None and attrs.get("embodied_high_kg", kg) < kg:
+        raise serializers.ValidationError({"embodied_high_kg": "must be >= embodied_kg"})
+
+
 class EmbodiedSerializer(StrictSerializer):
     embodied_kg = FiniteFloat(min_value=0)
     embodied_low_kg = FiniteFloat(min_value=0, required=False)
@@ -71,11 +82,7 @@ class EmbodiedSerializer(StrictSerializer):
     )
 
     def validate(self, attrs):
-        kg = attrs["embodied_kg"]
-        if attrs.get("embodied_low_kg", kg) > kg:
-            raise serializers.ValidationError({"embodied_low_kg": "must be <= embodied_kg"})
-        if attrs.get("embodied_high_kg", kg) < kg:
-            raise serializers.ValidationError({"embodied_high_kg": "must be >= embodied_kg"})
+        _check_embodied_band(attrs)
         return attrs
 
 
@@ -107,13 +114,7 @@ class DeviceFiguresSerializer(StrictSerializer):
         except ValueError as exc:
             name, _, message = str(exc).partition(": ")
             raise serializers.ValidationError({name if name in self.fields else "peak_tflops": message}) from exc
-        kg = attrs.get("embodied_kg")
-        if kg is None and ("embodied_low_kg" in attrs or "embodied_high_kg" in attrs):
-            raise serializers.ValidationError({"embodied_kg": "give embodied_kg with its low/high"})
-        if kg is not None and attrs.get("embodied_low_kg", kg) > kg:
-            raise serializers.ValidationError({"embodied_low_kg": "must be <= embodied_kg"})
-        if kg is not None and attrs.get("embodied_high_kg", kg) < kg:
-            raise serializers.ValidationError({"embodied_high_kg": "must be >= embodied_kg"})
+        _check_embodied_band(attrs)
         return attrs
 
 
@@ -133,13 +134,7 @@ class HostSerializer(StrictSerializer):
     expected_utilisation = FiniteFloat(min_value=0.01, max_value=1, required=False)
 
     def validate(self, attrs):
-        kg = attrs.get("embodied_kg")
-        if kg is None and ("embodied_low_kg" in attrs or "embodied_high_kg" in attrs):
-            raise serializers.ValidationError({"embodied_kg": "give embodied_kg with its low/high"})
-        if kg is not None and attrs.get("embodied_low_kg", kg) > kg:
-            raise serializers.ValidationError({"embodied_low_kg": "must be <= embodied_kg"})
-        if kg is not None and attrs.get("embodied_high_kg", kg) < kg:
-            raise serializers.ValidationError({"embodied_high_kg": "must be >= embodied_kg"})
+        _check_embodied_band(attrs)
         return attrs
 
 
