@@ -12,6 +12,7 @@ import datetime as dt
 import gzip
 import hashlib
 import importlib.metadata
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -123,14 +124,27 @@ def plotly_js(request: HttpRequest, version: str) -> HttpResponseBase:
     if version != PLOTLY_VERSION:
         raise Http404("unknown plotly.js version")
     body, digest = _plotly_gzip()
+    return _immutable_js(
+        request,
+        gzipped=body,
+        digest=digest,
+        plain=lambda: FileResponse(PLOTLY_JS.open("rb"), content_type="text/javascript; charset=utf-8"),
+    )
+
+
+def _immutable_js(
+    request: HttpRequest, *, gzipped: bytes, digest: str, plain: Callable[[], HttpResponseBase]
+) -> HttpResponseBase:
+    """A versioned script served from this machine: 304 on a matching ETag, gzip when accepted,
+    else ``plain()``; cached for a year (the URL changes with the version)."""
     etag = f'"{digest}"'
     if request.headers.get("If-None-Match") == etag:
         response: HttpResponseBase = HttpResponseNotModified()
     elif "gzip" in request.headers.get("Accept-Encoding", ""):
-        response = HttpResponse(body, content_type="text/javascript; charset=utf-8")
+        response = HttpResponse(gzipped, content_type="text/javascript; charset=utf-8")
         response["Content-Encoding"] = "gzip"
     else:
-        response = FileResponse(PLOTLY_JS.open("rb"), content_type="text/javascript; charset=utf-8")
+        response = plain()
     response["Cache-Control"] = "public, max-age=31536000, immutable"
     response["ETag"] = etag
     response["Vary"] = "Accept-Encoding"
@@ -149,18 +163,12 @@ def redoc_js(request: HttpRequest, version: str) -> HttpResponseBase:
     if version != REDOC_VERSION:
         raise Http404("unknown ReDoc bundle version")
     raw, body, digest = _redoc_gzip()
-    etag = f'"{digest}"'
-    if request.headers.get("If-None-Match") == etag:
-        response: HttpResponseBase = HttpResponseNotModified()
-    elif "gzip" in request.headers.get("Accept-Encoding", ""):
-        response = HttpResponse(body, content_type="text/javascript; charset=utf-8")
-        response["Content-Encoding"] = "gzip"
-    else:
-        response = HttpResponse(raw, content_type="text/javascript; charset=utf-8")
-    response["Cache-Control"] = "public, max-age=31536000, immutable"
-    response["ETag"] = etag
-    response["Vary"] = "Accept-Encoding"
-    return response
+    return _immutable_js(
+        request,
+        gzipped=body,
+        digest=digest,
+        plain=lambda: HttpResponse(raw, content_type="text/javascript; charset=utf-8"),
+    )
 
 
 # --- overview ------------------------------------------------------------------------------
