@@ -199,7 +199,11 @@ def _audited(*, action: str, object_type: str, object_id: str, org_id: int | Non
     )
 
 
-def _factor_set(*, model, lookup: dict, values: dict, object_type: str, object_id: str, reason: str, actor):
+def _factor_set(
+    *, model, lookup: dict, values: dict, object_type: str, object_id: str, reason: str, actor, org_id=None
+):
+    """Create the row of ``lookup`` or revise it (version + 1) when a value changed, audited
+    either way; ``org_id``: the organisation the factor belongs to (a site's), none for a zone's."""
     reason = _reason(reason)
     row = model.objects.select_for_update().filter(**lookup).first()
     if row is None:
@@ -208,7 +212,7 @@ def _factor_set(*, model, lookup: dict, values: dict, object_type: str, object_i
             action=AuditEvent.Action.FACTOR_CREATE,
             object_type=object_type,
             object_id=object_id,
-            org_id=None,
+            org_id=org_id,
             actor=actor,
             before=None,
             after={**values, "version": row.version},
@@ -226,7 +230,7 @@ def _factor_set(*, model, lookup: dict, values: dict, object_type: str, object_i
         action=AuditEvent.Action.FACTOR_UPDATE,
         object_type=object_type,
         object_id=object_id,
-        org_id=None,
+        org_id=org_id,
         actor=actor,
         before={**before, "version": row.version - 1},
         after={**{f: values[f] for f in before}, "version": row.version},
@@ -324,39 +328,16 @@ def site_wue_set(
     if not (source or "").strip():
         raise InputError("source", "name where the WUE comes from (meter, utility bill, operator estimate)")
     values = {"wue_l_per_kwh": wue, "source": source.strip()[:300]}
-    key = f"{site.slug}@{valid_from.isoformat()}"
-    row = SiteWue.objects.select_for_update().filter(site=site, valid_from=valid_from).first()
-    if row is None:
-        row = SiteWue.objects.create(site=site, valid_from=valid_from, **values)
-        _audited(
-            action=AuditEvent.Action.FACTOR_CREATE,
-            object_type="site_wue",
-            object_id=key,
-            org_id=site.org_id,
-            actor=actor,
-            before=None,
-            after={**values, "version": row.version},
-            reason=reason,
-        )
-        return row
-    before = {f: getattr(row, f) for f in values if getattr(row, f) != values[f]}
-    if not before:
-        return row
-    for f, v in values.items():
-        setattr(row, f, v)
-    row.version += 1
-    row.save()
-    _audited(
-        action=AuditEvent.Action.FACTOR_UPDATE,
+    return _factor_set(
+        model=SiteWue,
+        lookup={"site": site, "valid_from": valid_from},
+        values=values,
         object_type="site_wue",
-        object_id=key,
-        org_id=site.org_id,
-        actor=actor,
-        before={**before, "version": row.version - 1},
-        after={**{f: values[f] for f in before}, "version": row.version},
+        object_id=f"{site.slug}@{valid_from.isoformat()}",
         reason=reason,
+        actor=actor,
+        org_id=site.org_id,
     )
-    return row
 
 
 # --- bulk loads: load_factors (grid water) and import_residual_mix -------------------------
