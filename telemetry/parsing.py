@@ -15,6 +15,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from telemetry.series import GpuSeries, series_from_rows
+
 QUALITIES = frozenset({"measured", "integrated", "interpolated", "modelled"})
 # What a device's energy counter measures: the GPU board alone (the default), or a module
 # whose counter also covers its CPU and memory (Grace Hopper / Grace Blackwell: the host's
@@ -105,6 +107,15 @@ class ParsedBatch:
     sent_at: dt.datetime | None
     gpu_rows: list[GpuRow] = field(default_factory=list)
     host_rows: list[HostRow] = field(default_factory=list)
+    # The GPU windows as one columnar series per device (``telemetry.series``): set by a columnar
+    # parser, else grouped from ``gpu_rows`` on first use.
+    series: list[GpuSeries] | None = None
+
+    @property
+    def gpu_series(self) -> list[GpuSeries]:
+        if self.series is None:
+            self.series = series_from_rows(self.gpu_rows)
+        return self.series
 
     @property
     def first_start(self) -> dt.datetime:
