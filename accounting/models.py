@@ -8,6 +8,7 @@ version and the factor versions it used so an auditor can re-derive it.
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 from django.db.models import Q
@@ -470,43 +471,78 @@ class EnergyComponent(models.TextChoices):
     FACILITY = "facility", "Facility overhead (PUE)"
 
 
-class LedgerEntry(models.Model):
-    """Energy and carbon attributed to one account for one device (or host) and hour, from one batch.
+class ExactSumField(models.FloatField):
+    """A float in Python, an exact decimal accumulator in PostgreSQL (``numeric``).
 
-    Rebuilt whole per batch inside one transaction (delete + insert), so attributing a batch
-    twice yields identical rows. Conservation: for every batch, the entries' IT energy sums
-    to the batch's measured device + host energy.
+    Ledger entries are merged as batches arrive: each (re-)attribution adds its lines and
+    subtracts the ones it replaces. In ``numeric`` every such sum is exact and independent of the
+    order batches arrive in (each float enters as its 15-significant-digit decimal, the same value
+    whenever it is added or taken away), so re-attributing a batch restores the entry bit for bit
+    where float addition would drift. Reads (ORM values, aggregates) come back as floats."""
+
+    def db_type(self, connection) -> str:
+        return "numeric"
+
+    def from_db_value(self, value, expression, connection):
+        return None if value is None else float(value)
+
+
+class LedgerEntry(models.Model):
+    """Energy and carbon attributed to one account for one device (or host) and component in one
+    hour: one row per (account, job, host, device, component, hour), however the agent batched its
+    windows (issue 18).
+
+    Batches are merged in as they are attributed: the sums (``ExactSumField``) add the batch's lines
+    and subtract the lines its previous attribution contributed (kept in ``BatchAttribution``), so
+    attributing a batch twice changes nothing and the order batches arrive in does not matter. The
+    ``lines_*`` counters say how many batch lines of each quality the entry holds (exact integers):
+    ``quality`` is the worst of them, and an entry whose counters fall to zero is deleted.
+    Factors (intensity, PUE, their sources and versions) are the hour's: every line of an hour has
+    the same. Conservation: for every batch, its lines' IT energy sums to the batch's measured
+    device + host energy (``BatchAttribution``); the entries are the sums of those lines.
     """
 
-    batch = models.ForeignKey("telemetry.TelemetryBatch", on_delete=models.CASCADE, related_name="ledger_entries")
     account = models.CharField(max_length=20, choices=LedgerAccount.choices)
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, null=True, blank=True, related_name="ledger_entries")
-    org = models.ForeignKey(Organization, on_delete=models.CASCADE)
+    # Foreign keys whose single-column index a composite index below already leads with are not
+    # indexed again (issue 18: four of the table's twelve indexes were redundant).
+    job = models.ForeignKey(
+        Job, on_delete=models.CASCADE, null=True, blank=True, related_name="ledger_entries", db_index=False
+    )
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, db_index=False)
     team = models.ForeignKey(Team, on_delete=models.CASCADE, null=True, blank=True)
     site = models.ForeignKey(Site, on_delete=models.CASCADE)
     host = models.ForeignKey(Host, on_delete=models.CASCADE)
-    device = models.ForeignKey(Device, on_delete=models.CASCADE, null=True, blank=True)
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, null=True, blank=True, db_index=False)
     component = models.CharField(max_length=20, choices=EnergyComponent.choices)
     hour = models.DateTimeField()
-    energy_j = models.FloatField()
-    held_s = models.FloatField(default=0)  # device-seconds held (for embodied)
-    co2e_operational_g = models.FloatField()
-    co2e_operational_marginal_g = models.FloatField(null=True, blank=True)
-    co2e_embodied_g = models.FloatField(default=0)
-    co2e_low_g = models.FloatField()
-    co2e_high_g = models.FloatField()
+    energy_j = ExactSumField()
+    held_s = ExactSumField(default=0)  # device-seconds held (for embodied)
+    co2e_operational_g = ExactSumField()
+    co2e_operational_marginal_g = ExactSumField(null=True, blank=True)
+    co2e_embodied_g = ExactSumField(default=0)
+    co2e_low_g = ExactSumField()
+    co2e_high_g = ExactSumField()
     intensity_g_per_kwh = models.FloatField()
     intensity_source = models.CharField(max_length=80)
     # Basis and gases of intensity_g_per_kwh ("" on rows computed before they were recorded);
     # co2e_upstream_g = energy x (life-cycle - direct) where both are known, else null.
     intensity_basis = models.CharField(max_length=10, blank=True, default="")
     intensity_gases = models.CharField(max_length=5, blank=True, default="")
-    co2e_upstream_g = models.FloatField(null=True, blank=True)
+    co2e_upstream_g = ExactSumField(null=True, blank=True)
     pue = models.FloatField()
-    quality = models.CharField(max_length=12)  # worst quality among the entry's windows (a label)
+    quality = models.CharField(max_length=12)  # worst quality among the entry's lines (a label)
     # Part of energy_j from windows of quality 'measured': the measured fraction sums this, so it
     # does not depend on how the agent batched its windows (issue 19).
-    measured_energy_j = models.FloatField(default=0)
+    measured_energy_j = ExactSumField(default=0)
+    # How many batch lines of each quality the entry holds (see the class docstring). Signed: the
+    # merge proposes a key's net change as a row, and PostgreSQL checks a row before it finds the
+    # conflict that turns it into an update; an entry's counters are never below zero.
+    lines_measured = models.IntegerField(default=0)
+    lines_integrated = models.IntegerField(default=0)
+    lines_interpolated = models.IntegerField(default=0)
+    lines_modelled = models.IntegerField(default=0)
+    # End of the latest batch merged in (the job footprint's freshness).
+    last_window_end = models.DateTimeField(null=True, blank=True)
     # GPU components: what the device's energy reading covered in the entry's hour ("gpu",
     # "gpu+memory", "gpu+cpu+memory": a superchip module counter holds its CPU and memory, so no
     # host CPU/DRAM entry adds them again); host and facility components, and rows computed
@@ -517,12 +553,53 @@ class LedgerEntry(models.Model):
     computed_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "job", "host", "device", "component", "hour"],
+                name="ledger_entry_key_uniq",
+                nulls_distinct=False,
+            )
+        ]
         indexes = [
             models.Index(fields=["job", "hour"]),
             models.Index(fields=["org", "hour"]),
-            models.Index(fields=["batch"]),
             models.Index(fields=["device", "hour"]),
         ]
+
+
+class BatchAttribution(models.Model):
+    """Accounting's own record of one telemetry batch's attribution: the ledger lines it merged
+    into ``LedgerEntry``, as parallel arrays (one row per batch, however many lines).
+
+    A re-attribution (an allocation changed, a factor was corrected) subtracts these lines from
+    the entries and adds the new ones; the rollup reads the keys it touched from here. Kept while
+    the batch is (its raw windows are what a re-attribution starts from)."""
+
+    batch = models.OneToOneField(
+        "telemetry.TelemetryBatch", on_delete=models.CASCADE, primary_key=True, related_name="attribution"
+    )
+    org_id = models.BigIntegerField()
+    site_id = models.BigIntegerField()
+    host_id = models.BigIntegerField()
+    last_end = models.DateTimeField()
+    attributed_at = models.DateTimeField()
+    method_version = models.CharField(max_length=20)
+    accounts = ArrayField(models.CharField(max_length=20))
+    job_ids = ArrayField(models.BigIntegerField(null=True))
+    team_ids = ArrayField(models.BigIntegerField(null=True))
+    device_ids = ArrayField(models.BigIntegerField(null=True))
+    components = ArrayField(models.CharField(max_length=20))
+    hours = ArrayField(models.DateTimeField())
+    energy_j = ArrayField(models.FloatField())
+    held_s = ArrayField(models.FloatField())
+    co2e_operational_g = ArrayField(models.FloatField())
+    co2e_operational_marginal_g = ArrayField(models.FloatField(null=True))
+    co2e_embodied_g = ArrayField(models.FloatField())
+    co2e_low_g = ArrayField(models.FloatField())
+    co2e_high_g = ArrayField(models.FloatField())
+    co2e_upstream_g = ArrayField(models.FloatField(null=True))
+    measured_energy_j = ArrayField(models.FloatField())
+    qualities = ArrayField(models.CharField(max_length=12))
 
 
 class JobFootprint(models.Model):

@@ -161,17 +161,11 @@ def _group_by_period(allocations: list) -> dict[tuple[dt.datetime, dt.datetime |
     return out
 
 
-_LEDGER_COLUMNS = (
-    "batch_id",
-    "account",
-    "job_id",
-    "org_id",
-    "team_id",
-    "site_id",
-    "host_id",
-    "device_id",
-    "component",
-    "hour",
+# Columns of the temporary table the ledger merge reads: the batch lines being added (sign +1,
+# every column) and the lines of the batches' previous attribution being taken away (sign -1,
+# keys and sums only). See ``_merge_lines``.
+_LINE_KEY = ("account", "job_id", "org_id", "team_id", "site_id", "host_id", "device_id", "component", "hour")
+_LINE_SUMS = (
     "energy_j",
     "held_s",
     "co2e_operational_g",
@@ -179,18 +173,31 @@ _LEDGER_COLUMNS = (
     "co2e_embodied_g",
     "co2e_low_g",
     "co2e_high_g",
-    "intensity_g_per_kwh",
-    "intensity_source",
-    "intensity_basis",
-    "intensity_gases",
     "co2e_upstream_g",
-    "pue",
-    "quality",
     "measured_energy_j",
-    "energy_covers",
-    "method_version",
-    "factor_versions",
-    "computed_at",
+)
+_LINE_COLUMNS = (
+    ("batch_id", "bigint"),
+    ("sign", "integer"),
+    ("account", "text"),
+    ("job_id", "bigint"),
+    ("org_id", "bigint"),
+    ("team_id", "bigint"),
+    ("site_id", "bigint"),
+    ("host_id", "bigint"),
+    ("device_id", "bigint"),
+    ("component", "text"),
+    ("hour", "timestamptz"),
+    *((name, "float8") for name in _LINE_SUMS),
+    ("quality", "text"),
+    ("intensity_g_per_kwh", "float8"),
+    ("intensity_source", "text"),
+    ("intensity_basis", "text"),
+    ("intensity_gases", "text"),
+    ("pue", "float8"),
+    ("energy_covers", "text"),
+    ("factor_versions", "jsonb"),
+    ("last_end", "timestamptz"),
 )
 
 
@@ -289,17 +296,15 @@ def _attribute_many(
 
     job_ids = {ln.job_id for lines, _, _ in lines_by_batch.values() for ln in lines if ln.job_id}
     job_team = dict(Job.objects.filter(pk__in=job_ids).values_list("pk", "team_id"))
-    computed_at = dt.datetime.now(dt.UTC)
     touched: dict[int, set[tuple[int | None, int | None]]] = {}
     updates = []
     with connection.cursor() as cursor:
         cursor.execute(
-            "DELETE FROM accounting_ledgerentry WHERE batch_id = ANY(%s) "
-            "RETURNING job_id, device_id, hour, org_id, team_id, site_id",
-            [pks],
+            f"CREATE TEMP TABLE IF NOT EXISTS _ledger_lines ({', '.join(f'{n} {t}' for n, t in _LINE_COLUMNS)}) "
+            "ON COMMIT DELETE ROWS"
         )
-        replaced: set[ReplacedKey] = set(cursor.fetchall())
-        with cursor.cursor.copy(f"COPY accounting_ledgerentry ({', '.join(_LEDGER_COLUMNS)}) FROM STDIN") as copy:
+        cursor.execute("TRUNCATE _ledger_lines")
+        with cursor.cursor.copy(f"COPY _ledger_lines ({', '.join(n for n, _ in _LINE_COLUMNS)}) FROM STDIN") as copy:
             for batch in batches:
                 site = batch.host.cluster.site
                 lines, gaps, diagnostics = lines_by_batch[batch.pk]
@@ -307,6 +312,7 @@ def _attribute_many(
                     copy.write_row(
                         (
                             batch.pk,
+                            1,
                             line.account.value,
                             line.job_id,
                             site.org_id,
@@ -323,18 +329,17 @@ def _attribute_many(
                             line.co2e_embodied_g,
                             line.co2e_low_g,
                             line.co2e_high_g,
+                            line.co2e_upstream_g,
+                            line.measured_energy_j,
+                            line.quality.value,
                             line.intensity_g_per_kwh,
                             line.intensity_source,
                             line.intensity_basis,
                             line.intensity_gases,
-                            line.co2e_upstream_g,
                             line.pue,
-                            line.quality.value,
-                            line.measured_energy_j,
                             line.energy_covers,
-                            METHOD_VERSION,
                             json.dumps(line.factor_versions),
-                            computed_at,
+                            batch.last_end,
                         )
                     )
                 touched[batch.pk] = {(line.job_id, line.device_id) for line in lines}
@@ -357,9 +362,132 @@ def _attribute_many(
                         batch.pk,
                     )
                 )
+        replaced = _merge_lines(cursor=cursor, batch_pks=pks)
         cursor.cursor.executemany(
             "UPDATE telemetry_telemetrybatch SET gaps = %s::jsonb, diagnostics = %s::jsonb, attempts = %s, error = '' "
             "WHERE id = %s",
             updates,
         )
     return touched, replaced
+
+
+# The previous attribution's lines of the batches being attributed, taken away (sign -1).
+_OLD_LINES_SQL = f"""
+INSERT INTO _ledger_lines (batch_id, sign, {", ".join(_LINE_KEY)}, {", ".join(_LINE_SUMS)}, quality)
+SELECT r.batch_id, -1, u.account, u.job_id, r.org_id, u.team_id, r.site_id, r.host_id, u.device_id, u.component,
+       u.hour, {", ".join(f"u.{name}" for name in _LINE_SUMS)}, u.quality
+FROM accounting_batchattribution r
+CROSS JOIN LATERAL unnest(r.accounts, r.job_ids, r.team_ids, r.device_ids, r.components, r.hours,
+                          {", ".join(f"r.{name}" for name in _LINE_SUMS)}, r.qualities)
+     AS u(account, job_id, team_id, device_id, component, hour, {", ".join(_LINE_SUMS)}, quality)
+WHERE r.batch_id = ANY(%s)
+"""
+
+# Nullable sums (marginal, upstream) stay NULL while no line knows them.
+_NULLABLE_SUMS = ("co2e_operational_marginal_g", "co2e_upstream_g")
+
+
+def _merged_sum(name: str) -> str:
+    if name in _NULLABLE_SUMS:
+        return (
+            f"{name} = CASE WHEN e.{name} IS NULL AND EXCLUDED.{name} IS NULL THEN NULL "
+            f"ELSE COALESCE(e.{name}, 0) + COALESCE(EXCLUDED.{name}, 0) END"
+        )
+    return f"{name} = e.{name} + EXCLUDED.{name}"
+
+
+_QUALITY_COUNTS = ("measured", "integrated", "interpolated", "modelled")
+# The factors of an entry are its hour's; a key that only lost lines keeps the ones it has
+# (method_version '' marks "no line added").
+_HOUR_FACTORS = (
+    "intensity_g_per_kwh",
+    "intensity_source",
+    "intensity_basis",
+    "intensity_gases",
+    "pue",
+    "energy_covers",
+    "method_version",
+    "factor_versions",
+)
+_NEW = "FILTER (WHERE l.sign = 1)"
+# The worst quality of a key's lines (the quality of a new entry; a merged one recounts).
+_WORST_NEW = (
+    "CASE "
+    + " ".join(
+        f"WHEN COUNT(*) FILTER (WHERE l.sign = 1 AND l.quality = '{q}') > 0 THEN '{q}'"
+        for q in reversed(_QUALITY_COUNTS[1:])
+    )
+    + " ELSE 'measured' END"
+)
+
+_FACTORS_SET = ", ".join(
+    f"{name} = CASE WHEN EXCLUDED.method_version = '' THEN e.{name} ELSE EXCLUDED.{name} END" for name in _HOUR_FACTORS
+)
+
+# One row per ledger key: the exact (numeric) sum of the lines added minus those taken away, added
+# to the entry. Rows in key order, so two workers merging overlapping keys lock them in the same
+# order (no deadlock); each waits for the other's row and adds to what it committed.
+_MERGE_SQL = f"""
+INSERT INTO accounting_ledgerentry AS e (
+    {", ".join(_LINE_KEY)}, {", ".join(_LINE_SUMS)}, {", ".join(f"lines_{q}" for q in _QUALITY_COUNTS)},
+    quality, {", ".join(_HOUR_FACTORS)}, last_window_end, computed_at)
+SELECT {", ".join(f"l.{k}" for k in _LINE_KEY)},
+       {", ".join(f"SUM(l.sign * l.{name}::numeric)" for name in _LINE_SUMS)},
+       {", ".join(f"COALESCE(SUM(l.sign) FILTER (WHERE l.quality = '{q}'), 0)" for q in _QUALITY_COUNTS)},
+       {_WORST_NEW},
+       COALESCE((array_agg(l.intensity_g_per_kwh ORDER BY l.batch_id DESC) {_NEW})[1], 0),
+       COALESCE((array_agg(l.intensity_source ORDER BY l.batch_id DESC) {_NEW})[1], ''),
+       COALESCE((array_agg(l.intensity_basis ORDER BY l.batch_id DESC) {_NEW})[1], ''),
+       COALESCE((array_agg(l.intensity_gases ORDER BY l.batch_id DESC) {_NEW})[1], ''),
+       COALESCE((array_agg(l.pue ORDER BY l.batch_id DESC) {_NEW})[1], 1),
+       COALESCE((array_agg(l.energy_covers ORDER BY l.batch_id DESC) {_NEW})[1], ''),
+       CASE WHEN COUNT(*) {_NEW} > 0 THEN %(method)s ELSE '' END,
+       COALESCE((array_agg(l.factor_versions ORDER BY l.batch_id DESC) {_NEW})[1], '{{}}'::jsonb),
+       MAX(l.last_end) {_NEW},
+       clock_timestamp()
+FROM _ledger_lines l
+GROUP BY {", ".join(f"l.{k}" for k in _LINE_KEY)}
+ORDER BY l.account, l.job_id NULLS FIRST, l.host_id, l.device_id NULLS FIRST, l.component, l.hour
+ON CONFLICT (account, job_id, host_id, device_id, component, hour) DO UPDATE SET
+    {", ".join(_merged_sum(name) for name in _LINE_SUMS)},
+    {", ".join(f"lines_{q} = e.lines_{q} + EXCLUDED.lines_{q}" for q in _QUALITY_COUNTS)},
+    quality = CASE WHEN e.lines_modelled + EXCLUDED.lines_modelled > 0 THEN 'modelled'
+                   WHEN e.lines_interpolated + EXCLUDED.lines_interpolated > 0 THEN 'interpolated'
+                   WHEN e.lines_integrated + EXCLUDED.lines_integrated > 0 THEN 'integrated'
+                   ELSE 'measured' END,
+    {_FACTORS_SET},
+    last_window_end = GREATEST(e.last_window_end, EXCLUDED.last_window_end),
+    computed_at = EXCLUDED.computed_at
+RETURNING e.id, {" + ".join(f"e.lines_{q}" for q in _QUALITY_COUNTS)}
+"""
+
+# The new record of each batch (its lines, in the order they were written).
+_RECORD_SQL = f"""
+INSERT INTO accounting_batchattribution (
+    batch_id, org_id, site_id, host_id, last_end, attributed_at, method_version,
+    accounts, job_ids, team_ids, device_ids, components, hours, {", ".join(_LINE_SUMS)}, qualities)
+SELECT l.batch_id, MIN(l.org_id), MIN(l.site_id), MIN(l.host_id), MAX(l.last_end), clock_timestamp(), %(method)s,
+       array_agg(l.account ORDER BY l.ctid), array_agg(l.job_id ORDER BY l.ctid), array_agg(l.team_id ORDER BY l.ctid),
+       array_agg(l.device_id ORDER BY l.ctid), array_agg(l.component ORDER BY l.ctid),
+       array_agg(l.hour ORDER BY l.ctid), {", ".join(f"array_agg(l.{name} ORDER BY l.ctid)" for name in _LINE_SUMS)},
+       array_agg(l.quality ORDER BY l.ctid)
+FROM _ledger_lines l WHERE l.sign = 1
+GROUP BY l.batch_id
+"""
+
+
+def _merge_lines(*, cursor, batch_pks: list[int]) -> set[ReplacedKey]:
+    """Merge the new lines in ``_ledger_lines`` into the ledger in place of the batches' previous
+    ones, and replace their records. Returns the aggregate keys of the lines taken away."""
+    cursor.execute(_OLD_LINES_SQL, [batch_pks])
+    cursor.execute(
+        "SELECT DISTINCT job_id, device_id, hour, org_id, team_id, site_id FROM _ledger_lines WHERE sign = -1"
+    )
+    replaced: set[ReplacedKey] = set(cursor.fetchall())
+    cursor.execute(_MERGE_SQL, {"method": METHOD_VERSION})
+    emptied = [pk for pk, lines in cursor.fetchall() if lines == 0]
+    if emptied:
+        cursor.execute("DELETE FROM accounting_ledgerentry WHERE id = ANY(%s)", [emptied])
+    cursor.execute("DELETE FROM accounting_batchattribution WHERE batch_id = ANY(%s)", [batch_pks])
+    cursor.execute(_RECORD_SQL, {"method": METHOD_VERSION})
+    return replaced

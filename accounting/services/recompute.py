@@ -16,7 +16,15 @@ from collections.abc import Callable
 from django.db import transaction
 from django.db.models import Q, QuerySet
 
-from accounting.models import Device, FactorChange, FootprintRevision, Host, JobFootprint, LedgerEntry, Site
+from accounting.models import (
+    BatchAttribution,
+    Device,
+    FactorChange,
+    FootprintRevision,
+    Host,
+    JobFootprint,
+    Site,
+)
 from accounting.services.attribution import batches_attribute
 from telemetry.models import TelemetryBatch
 
@@ -65,7 +73,12 @@ def ledger_recompute(
     pks = list(batches.order_by("pk").values_list("pk", flat=True))
     if not pks:
         return 0
-    job_ids = set(LedgerEntry.objects.filter(batch_id__in=pks, job__isnull=False).values_list("job_id", flat=True))
+    job_ids = {
+        job_id
+        for ids in BatchAttribution.objects.filter(batch_id__in=pks).values_list("job_ids", flat=True)
+        for job_id in ids
+        if job_id is not None
+    }
     with transaction.atomic():
         FootprintRevision.objects.bulk_create(
             [

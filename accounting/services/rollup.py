@@ -156,6 +156,11 @@ ON CONFLICT (job_id) DO UPDATE SET
     updated_at = EXCLUDED.updated_at,{_BASIS_SET},{_COVERS_SET}
 """
 
+# The lines of the rollup's batches, from their attribution records (``BatchAttribution``): the
+# keys this rollup must bring up to date (the ledger itself is keyed per hour, not per batch).
+_BATCH_LINES = """accounting_batchattribution b JOIN _rollup_batches rb ON rb.id = b.batch_id
+    CROSS JOIN LATERAL unnest(b.job_ids, b.team_ids, b.device_ids, b.hours) AS u(job_id, team_id, device_id, hour)"""
+
 # Every sum of a job's footprint, per (job, hour), from that hour's ledger entries (facility
 # lines have device NULL; GPU energy = active + idle; host = cpu + dram + unmeasured; measured GPU
 # energy = the entries' measured_energy_j, from their measured windows; the energy of entries
@@ -172,10 +177,9 @@ SELECT e.job_id, e.hour, SUM(e.energy_j),
        COALESCE(SUM(e.energy_j) FILTER (WHERE e.component = 'facility'), 0),
        SUM(e.co2e_low_g), SUM(e.co2e_high_g), SUM(e.held_s),
        COALESCE(SUM(e.measured_energy_j) FILTER (WHERE e.component IN ('gpu_active', 'gpu_idle')), 0),
-       MAX(b.last_end),{basis_sums},{covers_sums}
+       MAX(e.last_window_end),{basis_sums},{covers_sums}
 FROM {keys} k
 JOIN accounting_ledgerentry e ON e.job_id = k.job_id AND e.hour = k.hour
-JOIN telemetry_telemetrybatch b ON b.id = e.batch_id
 GROUP BY e.job_id, e.hour
 """
 
@@ -203,18 +207,16 @@ _JOB_HOUR_SQL = _JOB_HOUR_UPSERT.format(
     select=_JOB_HOUR_SELECT.format(
         basis_sums=_BASIS_SUMS,
         covers_sums=_COVERS_SUMS,
-        keys="""(
-    SELECT e.job_id, e.hour FROM accounting_ledgerentry e
-    JOIN _rollup_batches rb ON rb.id = e.batch_id WHERE e.job_id IS NOT NULL
+        keys=f"""(
+    SELECT u.job_id, u.hour FROM {_BATCH_LINES} WHERE u.job_id IS NOT NULL
     UNION SELECT r.job_id, r.hour FROM _rollup_replaced r WHERE r.job_id IS NOT NULL
 )""",
     ),
 )
 
-_DEVICE_HOUR_SQL = """
+_DEVICE_HOUR_SQL = f"""
 WITH keys AS (
-    SELECT e.device_id, e.hour FROM accounting_ledgerentry e
-    JOIN _rollup_batches rb ON rb.id = e.batch_id WHERE e.device_id IS NOT NULL
+    SELECT u.device_id, u.hour FROM {_BATCH_LINES} WHERE u.device_id IS NOT NULL
     UNION SELECT r.device_id, r.hour FROM _rollup_replaced r WHERE r.device_id IS NOT NULL
 ), ledger AS (
     SELECT k.device_id, k.hour,
@@ -266,9 +268,8 @@ ON CONFLICT (org_id, team_id, site_id, hour) DO UPDATE SET
 """
 
 # (org, team, site, hour) keys the rollup's batches touch, now or before their re-attribution.
-_TEAM_HOUR_KEYS = """(
-    SELECT e.org_id, e.team_id, e.site_id, e.hour FROM accounting_ledgerentry e
-    JOIN _rollup_batches rb ON rb.id = e.batch_id
+_TEAM_HOUR_KEYS = f"""(
+    SELECT b.org_id, u.team_id, b.site_id, u.hour FROM {_BATCH_LINES}
     UNION SELECT r.org_id, r.team_id, r.site_id, r.hour FROM _rollup_replaced r
 )"""
 
