@@ -600,6 +600,21 @@ class BatchAttribution(models.Model):
     co2e_upstream_g = ArrayField(models.FloatField(null=True))
     measured_energy_j = ArrayField(models.FloatField())
     qualities = ArrayField(models.CharField(max_length=12))
+    # The batch's raw GPU windows per (device, hour of their start): seconds observed, utilisation
+    # x seconds (% s) and energy (J), for the device-hours' average utilisation and power. Added to
+    # the device-hours once (``DeviceHourSource``): raw windows do not change on re-attribution.
+    raw_device_ids = ArrayField(models.BigIntegerField(), default=list)
+    raw_hours = ArrayField(models.DateTimeField(), default=list)
+    raw_window_s = ArrayField(models.FloatField(), default=list)
+    raw_util_pct_s = ArrayField(models.FloatField(), default=list)
+    raw_energy_j = ArrayField(models.FloatField(), default=list)
+
+
+class DeviceHourSource(models.Model):
+    """A batch whose raw-window statistics (``BatchAttribution.raw_*``) the device-hours hold:
+    written by the rollup that adds them, under its lock, so they are added exactly once."""
+
+    batch = models.OneToOneField("telemetry.TelemetryBatch", on_delete=models.CASCADE, primary_key=True)
 
 
 class JobFootprint(models.Model):
@@ -712,6 +727,11 @@ class DeviceHour(models.Model):
     avg_power_w = models.FloatField(default=0)
     co2e_operational_g = models.FloatField(default=0)
     co2e_embodied_g = models.FloatField(default=0)
+    # Sums over the hour's raw windows (exact, added once per batch): seconds observed, utilisation
+    # x seconds, energy; avg_util_pct and avg_power_w are their ratios.
+    window_s = ExactSumField(default=0, db_default=0)
+    util_pct_s = ExactSumField(default=0, db_default=0)
+    window_energy_j = ExactSumField(default=0, db_default=0)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["device", "hour"], name="devicehour_uniq")]

@@ -364,6 +364,11 @@ def _attribute_many(
                 )
         replaced = _merge_lines(cursor=cursor, batch_pks=pks)
         cursor.cursor.executemany(
+            "UPDATE accounting_batchattribution SET raw_device_ids = %s, raw_hours = %s, raw_window_s = %s, "
+            "raw_util_pct_s = %s, raw_energy_j = %s WHERE batch_id = %s",
+            [(*_raw_window_sums(gpu_by_batch[batch.pk]), batch.pk) for batch in batches],
+        )
+        cursor.cursor.executemany(
             "UPDATE telemetry_telemetrybatch SET gaps = %s::jsonb, diagnostics = %s::jsonb, attempts = %s, error = '' "
             "WHERE id = %s",
             updates,
@@ -465,15 +470,40 @@ RETURNING e.id, {" + ".join(f"e.lines_{q}" for q in _QUALITY_COUNTS)}
 _RECORD_SQL = f"""
 INSERT INTO accounting_batchattribution (
     batch_id, org_id, site_id, host_id, last_end, attributed_at, method_version,
-    accounts, job_ids, team_ids, device_ids, components, hours, {", ".join(_LINE_SUMS)}, qualities)
+    accounts, job_ids, team_ids, device_ids, components, hours, {", ".join(_LINE_SUMS)}, qualities,
+    raw_device_ids, raw_hours, raw_window_s, raw_util_pct_s, raw_energy_j)
 SELECT l.batch_id, MIN(l.org_id), MIN(l.site_id), MIN(l.host_id), MAX(l.last_end), clock_timestamp(), %(method)s,
        array_agg(l.account ORDER BY l.ctid), array_agg(l.job_id ORDER BY l.ctid), array_agg(l.team_id ORDER BY l.ctid),
        array_agg(l.device_id ORDER BY l.ctid), array_agg(l.component ORDER BY l.ctid),
        array_agg(l.hour ORDER BY l.ctid), {", ".join(f"array_agg(l.{name} ORDER BY l.ctid)" for name in _LINE_SUMS)},
-       array_agg(l.quality ORDER BY l.ctid)
+       array_agg(l.quality ORDER BY l.ctid), '{{}}', '{{}}', '{{}}', '{{}}', '{{}}'
 FROM _ledger_lines l WHERE l.sign = 1
 GROUP BY l.batch_id
 """
+
+
+def _raw_window_sums(rows: list) -> tuple[list[int], list[dt.datetime], list[float], list[float], list[float]]:
+    """A batch's raw GPU windows summed per (device, hour of the window's start): seconds observed,
+    utilisation x seconds and energy, as the record's parallel arrays."""
+    sums: dict[tuple[int, dt.datetime], list[float]] = {}
+    for row in rows:
+        w = row.window
+        duration_s = (w.end - w.start).total_seconds()
+        key = (w.device_id, w.start.replace(minute=0, second=0, microsecond=0))
+        acc = sums.get(key)
+        if acc is None:
+            acc = sums[key] = [0.0, 0.0, 0.0]
+        acc[0] += duration_s
+        acc[1] += w.util_pct * duration_s
+        acc[2] += w.energy_j
+    keys = sorted(sums)
+    return (
+        [device_id for device_id, _ in keys],
+        [hour for _, hour in keys],
+        [sums[k][0] for k in keys],
+        [sums[k][1] for k in keys],
+        [sums[k][2] for k in keys],
+    )
 
 
 def _merge_lines(*, cursor, batch_pks: list[int]) -> set[ReplacedKey]:

@@ -59,6 +59,7 @@ def aggregates_rollup(
         if replaced:
             cursor.execute(_REPLACED_JOB_HOUR_CLEANUP_SQL)
         cursor.execute(_JOB_FOOTPRINT_SQL, [job_ids])
+        cursor.execute(_DEVICE_HOUR_RAW_SQL)
         cursor.execute(_DEVICE_HOUR_SQL)
         cursor.execute(_TEAM_HOUR_SQL)
         if replaced:
@@ -214,6 +215,30 @@ _JOB_HOUR_SQL = _JOB_HOUR_UPSERT.format(
     ),
 )
 
+# The raw-window sums of the rollup's batches not yet counted (``DeviceHourSource`` says which are),
+# added to their device-hours exactly once: raw windows do not change when a batch is re-attributed.
+_DEVICE_HOUR_RAW_SQL = """
+WITH fresh AS (
+    INSERT INTO accounting_devicehoursource (batch_id)
+    SELECT b.batch_id FROM accounting_batchattribution b JOIN _rollup_batches rb ON rb.id = b.batch_id
+    ON CONFLICT DO NOTHING RETURNING batch_id
+), raw AS (
+    SELECT u.device_id, u.hour, SUM(u.s::numeric) AS s, SUM(u.us::numeric) AS us, SUM(u.e::numeric) AS e
+    FROM accounting_batchattribution b JOIN fresh f ON f.batch_id = b.batch_id
+    CROSS JOIN LATERAL unnest(b.raw_device_ids, b.raw_hours, b.raw_window_s, b.raw_util_pct_s, b.raw_energy_j)
+         AS u(device_id, hour, s, us, e)
+    GROUP BY u.device_id, u.hour
+)
+INSERT INTO accounting_devicehour AS d (device_id, hour, energy_j, idle_energy_j, allocated_s, observed_s,
+                                        avg_util_pct, avg_power_w, co2e_operational_g, co2e_embodied_g,
+                                        window_s, util_pct_s, window_energy_j)
+SELECT device_id, hour, 0, 0, 0, 0, 0, 0, 0, 0, s, us, e FROM raw ORDER BY device_id, hour
+ON CONFLICT (device_id, hour) DO UPDATE SET
+    window_s = d.window_s + EXCLUDED.window_s, util_pct_s = d.util_pct_s + EXCLUDED.util_pct_s,
+    window_energy_j = d.window_energy_j + EXCLUDED.window_energy_j
+"""
+
+# Device-hours from their (few) ledger entries; utilisation and power from the raw sums above.
 _DEVICE_HOUR_SQL = f"""
 WITH keys AS (
     SELECT u.device_id, u.hour FROM {_BATCH_LINES} WHERE u.device_id IS NOT NULL
@@ -228,23 +253,17 @@ WITH keys AS (
            COALESCE(SUM(e.co2e_embodied_g), 0) AS co2e_embodied_g
     FROM keys k JOIN accounting_ledgerentry e ON e.device_id = k.device_id AND e.hour = k.hour
     GROUP BY k.device_id, k.hour
-), raw AS (
-    SELECT l.device_id, l.hour,
-           SUM(w.util_pct * EXTRACT(EPOCH FROM (w.end_at - w.start_at)))
-               / NULLIF(SUM(EXTRACT(EPOCH FROM (w.end_at - w.start_at))), 0) AS avg_util_pct,
-           SUM(w.energy_j) / NULLIF(SUM(EXTRACT(EPOCH FROM (w.end_at - w.start_at))), 0) AS avg_power_w
-    FROM ledger l JOIN telemetry_gpuwindow w
-      ON w.device_id = l.device_id AND w.start_at >= l.hour AND w.start_at < l.hour + interval '1 hour'
-    GROUP BY l.device_id, l.hour
 )
-INSERT INTO accounting_devicehour (device_id, hour, energy_j, idle_energy_j, allocated_s, observed_s,
-                                   avg_util_pct, avg_power_w, co2e_operational_g, co2e_embodied_g)
-SELECT l.device_id, l.hour, l.energy_j, l.idle_energy_j, l.allocated_s, l.observed_s,
-       COALESCE(r.avg_util_pct, 0), COALESCE(r.avg_power_w, 0), l.co2e_operational_g, l.co2e_embodied_g
-FROM ledger l LEFT JOIN raw r ON r.device_id = l.device_id AND r.hour = l.hour
+INSERT INTO accounting_devicehour AS d (device_id, hour, energy_j, idle_energy_j, allocated_s, observed_s,
+                                        avg_util_pct, avg_power_w, co2e_operational_g, co2e_embodied_g)
+SELECT l.device_id, l.hour, l.energy_j, l.idle_energy_j, l.allocated_s, l.observed_s, 0, 0,
+       l.co2e_operational_g, l.co2e_embodied_g
+FROM ledger l ORDER BY l.device_id, l.hour
 ON CONFLICT (device_id, hour) DO UPDATE SET
     energy_j = EXCLUDED.energy_j, idle_energy_j = EXCLUDED.idle_energy_j, allocated_s = EXCLUDED.allocated_s,
-    observed_s = EXCLUDED.observed_s, avg_util_pct = EXCLUDED.avg_util_pct, avg_power_w = EXCLUDED.avg_power_w,
+    observed_s = EXCLUDED.observed_s,
+    avg_util_pct = COALESCE(d.util_pct_s / NULLIF(d.window_s, 0), 0),
+    avg_power_w = COALESCE(d.window_energy_j / NULLIF(d.window_s, 0), 0),
     co2e_operational_g = EXCLUDED.co2e_operational_g, co2e_embodied_g = EXCLUDED.co2e_embodied_g
 """
 

@@ -10,7 +10,7 @@ import math
 import pytest
 from django.db.models import Sum
 
-from accounting.models import BatchAttribution, JobFootprint, JobHour, LedgerEntry
+from accounting.models import BatchAttribution, DeviceHour, DeviceHourSource, JobFootprint, JobHour, LedgerEntry
 from accounting.services.attribution import batches_attribute
 from accounting.services.work_queue import ledger_mark_dirty
 from telemetry.models import TelemetryBatch
@@ -128,6 +128,11 @@ def test_reattribution_takes_away_exactly_what_it_added(client, fleet):  # noqa:
     batches_attribute(batch_pks=list(reversed(pks)), now=dt.datetime.now(dt.UTC))
     assert _ledger() == before
     assert JobHour.objects.values_list("energy_j", "gpu_energy_j").get(job=job) == before_hour
+    # Raw windows are counted once in the device-hour however often their batches were attributed.
+    device_hour = DeviceHour.objects.get(device=gpu1)
+    assert (device_hour.window_s, device_hour.window_energy_j) == (120.0, 36_000.0)
+    assert device_hour.avg_power_w == 300.0
+    assert DeviceHourSource.objects.count() == 3
 
 
 def test_the_ledger_does_not_grow_with_batches(client, fleet):  # noqa: F811
