@@ -573,7 +573,8 @@ class BatchAttribution(models.Model):
 
     A re-attribution (an allocation changed, a factor was corrected) subtracts these lines from
     the entries and adds the new ones; the rollup reads the keys it touched from here. Kept while
-    the batch is (its raw windows are what a re-attribution starts from)."""
+    its raw windows are (they are what a re-attribution starts from): past the raw retention
+    ``batch_records_prune`` deletes it, and the batch is never attributed again."""
 
     batch = models.OneToOneField(
         "telemetry.TelemetryBatch", on_delete=models.CASCADE, primary_key=True, related_name="attribution"
@@ -608,6 +609,10 @@ class BatchAttribution(models.Model):
     raw_window_s = ArrayField(models.FloatField(), default=list)
     raw_util_pct_s = ArrayField(models.FloatField(), default=list)
     raw_energy_j = ArrayField(models.FloatField(), default=list)
+
+    class Meta:
+        # Records arrive in time order and go once their raw windows are dropped (retention).
+        indexes = [BrinIndex(fields=["last_end"], name="batchattribution_end_brin")]
 
 
 class DeviceHourSource(models.Model):

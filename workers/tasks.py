@@ -98,14 +98,19 @@ def sweep_pending() -> int:
 
 @shared_task(name="telemetry.maintain_partitions", acks_late=True, **_TASK_LIMITS)
 def maintain_partitions() -> list[str]:
-    """Create tomorrow's partitions ahead of time; drop raw partitions past retention."""
+    """Create tomorrow's partitions ahead of time; drop raw partitions past retention, and the
+    attribution records of the batches they held (those batches can no longer be re-attributed)."""
     import datetime as dt
 
+    from accounting.services.attribution import batch_records_prune
     from telemetry.partitions import drop_expired_partitions, ensure_partitions
 
     today = timezone.now().date()
     ensure_partitions(days=[today, today + dt.timedelta(days=1)])
-    return drop_expired_partitions(today=today, retention_days=settings.TELEMETRY_RETENTION_DAYS)
+    dropped = drop_expired_partitions(today=today, retention_days=settings.TELEMETRY_RETENTION_DAYS)
+    cutoff = dt.datetime.combine(today - dt.timedelta(days=settings.TELEMETRY_RETENTION_DAYS), dt.time(), dt.UTC)
+    batch_records_prune(before=cutoff)
+    return dropped
 
 
 @shared_task(name="ledger.recompute_factor_changes", acks_late=True, **_RECOMPUTE_LIMITS)

@@ -3,6 +3,7 @@
 
 import accounting.models
 import django.contrib.postgres.fields
+import django.contrib.postgres.indexes
 import django.db.models.deletion
 from django.db import migrations, models
 
@@ -88,5 +89,9 @@ class Migration(migrations.Migration):
         migrations.RunSQL(
             "INSERT INTO accounting_devicehoursource (batch_id) SELECT batch_id FROM accounting_batchattribution",
             migrations.RunSQL.noop,
+        ),
+        migrations.AddIndex(
+            model_name="batchattribution",
+            index=django.contrib.postgres.indexes.BrinIndex(fields=["last_end"], name="batchattribution_end_brin"),
         ),
     ]

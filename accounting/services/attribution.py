@@ -223,6 +223,21 @@ def _attribute_many(
         )
     gpu_by_batch = gpu_windows_for_batches(batch_pks=pks)
     host_by_batch = host_windows_for_batches(batch_pks=pks)
+    # A batch whose raw windows retention has dropped cannot be attributed again: what it merged
+    # into the ledger stays as it is (re-attributing it from nothing would take its energy away).
+    expired = [
+        b
+        for b in batches
+        if len(host_by_batch[b.pk]) < b.host_window_count or len(gpu_by_batch[b.pk]) < b.gpu_window_count
+    ]
+    if expired:
+        log.warning(
+            "not re-attributed: raw windows past retention batch_pks=%s (their ledger lines are kept)",
+            [b.pk for b in expired],
+        )
+        gone = {b.pk for b in expired}
+        batches = [b for b in batches if b.pk not in gone]
+        pks = [b.pk for b in batches]
     devices_by_batch = {b.pk: sorted({row.window.device_id for row in gpu_by_batch[b.pk]}) for b in batches}
     previous_by_batch = previous_windows_for_many(
         requests=[(b.pk, devices_by_batch[b.pk], b.first_start) for b in batches]
@@ -373,6 +388,8 @@ def _attribute_many(
             "WHERE id = %s",
             updates,
         )
+    for batch in expired:
+        touched[batch.pk] = set()
     return touched, replaced
 
 
@@ -521,3 +538,20 @@ def _merge_lines(*, cursor, batch_pks: list[int]) -> set[ReplacedKey]:
     cursor.execute("DELETE FROM accounting_batchattribution WHERE batch_id = ANY(%s)", [batch_pks])
     cursor.execute(_RECORD_SQL, {"method": METHOD_VERSION})
     return replaced
+
+
+def batch_records_prune(*, before: dt.datetime) -> int:
+    """Delete the attribution records of batches that ended before ``before`` (the raw-window
+    retention cut-off): with their windows gone they can never be attributed again, and the
+    ledger entries they merged into stay. Returns how many were deleted."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM accounting_devicehoursource s USING accounting_batchattribution r "
+            "WHERE s.batch_id = r.batch_id AND r.last_end < %s",
+            [before],
+        )
+        cursor.execute("DELETE FROM accounting_batchattribution WHERE last_end < %s", [before])
+        deleted = cursor.rowcount
+    if deleted:
+        log.info("retention deleted=%d batch attribution records before=%s", deleted, before.isoformat())
+    return deleted

@@ -11,9 +11,10 @@ import pytest
 from django.db.models import Sum
 
 from accounting.models import BatchAttribution, DeviceHour, DeviceHourSource, JobFootprint, JobHour, LedgerEntry
-from accounting.services.attribution import batches_attribute
+from accounting.services.attribution import batch_records_prune, batches_attribute
 from accounting.services.work_queue import ledger_mark_dirty
 from telemetry.models import TelemetryBatch
+from telemetry.partitions import drop_expired_partitions
 from tests.accounting.test_ledger_slice import fleet  # noqa: F401 - fixture reuse
 from tests.factories import JobAllocationFactory
 from tests.telemetry.helpers import batch, gpu_entry, post_batch, window
@@ -142,3 +143,23 @@ def test_the_ledger_does_not_grow_with_batches(client, fleet):  # noqa: F811
     # Two accounts (the job, fleet overhead) x (GPU active, GPU idle, host CPU, host DRAM, facility).
     assert LedgerEntry.objects.count() == 10
     assert BatchAttribution.objects.count() == 30
+
+
+def test_a_batch_past_retention_keeps_its_lines_and_its_record_goes(client, fleet, caplog):  # noqa: F811
+    """Raw windows dropped by retention: a later re-attribution (a factor change, an allocation
+    moved) must not take the batch's energy out of the ledger; past retention its record is pruned."""
+    host, gpu0, gpu1, job, start, secret = fleet
+    pks = _post_all(client, host, secret, _windows(gpu0, gpu1, start, n=3), (3,))
+    before = _ledger()
+    drop_expired_partitions(today=start.date() + dt.timedelta(days=40), retention_days=30)
+    TelemetryBatch.objects.filter(pk__in=pks).update(status="pending")
+    outcome = batches_attribute(batch_pks=pks, now=dt.datetime.now(dt.UTC))
+    assert outcome.attributed == pks
+    assert _ledger() == before
+    assert TelemetryBatch.objects.get(pk=pks[0]).status == "done"
+    assert "past retention" in caplog.text
+    assert batch_records_prune(before=start) == 0
+    assert batch_records_prune(before=start + dt.timedelta(hours=1)) == 1
+    assert not BatchAttribution.objects.exists() and not DeviceHourSource.objects.exists()
+    assert _ledger() == before
+    assert JobFootprint.objects.get(job=job).gpu_energy_j == pytest.approx(18_000.0, rel=1e-12)
