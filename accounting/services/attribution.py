@@ -1,8 +1,9 @@
 """Attribution: turn stored telemetry batches into ledger entries through the pure domain.
 
-Attribution of a batch is idempotent: its ledger entries are deleted and rebuilt in one
-transaction from the raw windows, allocations and factors, so a batch attributed twice (retry,
-duplicate message, recompute) yields identical rows. The claim is the work queue's
+Attribution of a batch is idempotent: its lines are computed from the raw windows, allocations and
+factors and merged into the hourly ledger in one transaction, in place of the lines its previous
+attribution merged (its ``BatchAttribution`` record), with exact sums: a batch attributed twice
+(retry, duplicate message, recompute) leaves identical rows (docs/method.md §4). The claim is the work queue's
 (``work_queue``), the aggregates the rollup's (``rollup``).
 """
 
@@ -204,9 +205,9 @@ _LINE_COLUMNS = (
 def _attribute_many(
     *, batches: list[TelemetryBatch]
 ) -> tuple[dict[int, set[tuple[int | None, int | None]]], set[ReplacedKey]]:
-    """Rebuild the ledger entries of these batches (caller holds a transaction): per batch, fill
-    gaps, attribute and carbonize in the pure domain; inputs are read once for all batches and
-    the entries are written with one COPY. Returns touched (job, device) per batch pk, and the
+    """Re-attribute these batches (caller holds a transaction): per batch, fill gaps, attribute and
+    carbonize in the pure domain; inputs are read once for all batches, the lines written with one
+    COPY and merged into the ledger (``_merge_lines``). Returns touched (job, device) per batch pk, and the
     aggregate keys of the entries it replaced (a job may have lost every entry of a batch: its
     aggregates must still be rebuilt, see ``aggregates_rollup``)."""
     if not batches:
@@ -215,8 +216,9 @@ def _attribute_many(
     # One attribution of a batch at a time: a batch put back to pending while a worker attributes
     # it (a job ended, an allocation moved) can be claimed by another worker at once. Without the
     # lock both deleted the entries they could see and both inserted theirs: the batch counted
-    # twice. With it the second waits, then deletes the first one's committed entries (each
-    # statement sees what committed before it). Rows in id order, as every batch-row writer.
+    # twice. With it the second waits, then takes away the lines of the first one's committed
+    # record (each statement sees what committed before it). Rows in id order, as every
+    # batch-row writer.
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT id FROM telemetry_telemetrybatch WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE", [pks]
