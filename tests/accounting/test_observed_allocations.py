@@ -52,7 +52,7 @@ def _now() -> dt.datetime:
 
 def _entries():
     return list(
-        LedgerEntry.objects.order_by("account", "job_id", "device_id", "component", "hour", "batch_id").values_list(
+        LedgerEntry.objects.order_by("account", "job_id", "host_id", "device_id", "component", "hour").values_list(
             "account", "job_id", "device_id", "component", "hour", "energy_j", "co2e_operational_g"
         )
     )
