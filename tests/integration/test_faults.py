@@ -126,8 +126,8 @@ def _undisturbed_job_j(n_batches: int) -> float:
 
 # --- 1. a worker SIGKILLed mid-attribution, and one stuck past its hard time limit ------------
 def test_worker_killed_mid_attribution_is_rescued_within_the_claim_timeout(client, processes, tmp_path):
-    """The worker dies inside the attribution transaction (waiting to delete the batches' old
-    entries), holding the claims of every batch. The claims are re-taken once stale: not before
+    """The worker dies inside the attribution transaction (waiting to merge the batches' lines into
+    the ledger), holding the claims of every batch. The claims are re-taken once stale: not before
     CLAIM_S after they were taken, and everything is done within HARD_S + margin + one sweep +
     slack of the kill (with the old fixed 120 s timeout: > 120 s)."""
     host, devices, job, start, secret = _fleet(n_gpus=2)
@@ -136,7 +136,7 @@ def test_worker_killed_mid_attribution_is_rescued_within_the_claim_timeout(clien
         sent_j = _post_batches(client, host, devices, start, secret, n_batches=n_batches)
         victim = processes.worker("faults-attr-victim", env=FAST)
         wait_for(
-            lambda: _waiting_on_lock("DELETE FROM accounting_ledgerentry"),
+            lambda: _waiting_on_lock("INSERT INTO accounting_ledgerentry"),
             timeout_s=60,
             interval_s=0.05,
             what="the worker to block inside the attribution",
@@ -173,7 +173,7 @@ def test_a_worker_stuck_past_its_hard_time_limit_is_killed_before_its_claim_is_t
         processes.worker("faults-stuck", env=FAST)
         processes.beat(tmp_path)
         wait_for(
-            lambda: _waiting_on_lock("DELETE FROM accounting_ledgerentry"),
+            lambda: _waiting_on_lock("INSERT INTO accounting_ledgerentry"),
             timeout_s=60,
             interval_s=0.05,
             what="the worker to block inside the attribution",
@@ -536,10 +536,10 @@ def test_postgres_restarted_ingest_answers_503_then_everything_is_attributed(pro
         posted += [post(expect=202) for _ in range(5)]
         wait_for(done, timeout_s=60, interval_s=0.2, what="everything attributed after the restart")
         drained_s = time.monotonic() - restarted
-        (it_j,) = pg.query("SELECT sum(energy_j) FROM accounting_ledgerentry WHERE component <> 'facility'")[0]
+        (it_j,) = pg.query("SELECT sum(energy_j)::float8 FROM accounting_ledgerentry WHERE component <> 'facility'")[0]
         (footprint_j, ledger_j) = pg.query(
             "SELECT (SELECT sum(energy_j) FROM accounting_jobfootprint), "
-            "(SELECT sum(energy_j) FROM accounting_ledgerentry WHERE job_id IS NOT NULL)"
+            "(SELECT sum(energy_j)::float8 FROM accounting_ledgerentry WHERE job_id IS NOT NULL)"
         )[0]
         (windows, distinct) = pg.query("SELECT count(*), count(DISTINCT seq) FROM telemetry_hostwindow")[0]
     finally:
