@@ -1,6 +1,7 @@
 """Ingest: store a validated agent batch durably (one transaction), then nudge attribution.
 
-Durable first: the batch row and its raw windows are committed before the HTTP response.
+Durable first: the batch row and its raw windows (GPU windows as one row of arrays per device,
+``telemetry.models.GpuSeries``; host windows one row each) are committed before the HTTP response.
 The Celery message sent on commit is only a nudge; the sweeper finds pending batches whose
 message was lost.
 """
@@ -8,10 +9,14 @@ message was lost.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import logging
+import math
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import psycopg
 from django.db import connection, transaction
 from django.db.models import OuterRef, Subquery
@@ -24,28 +29,33 @@ from accounting.services.work_queue import batches_nudge
 from telemetry.models import TelemetryBatch
 from telemetry.parsing import BatchError, ParsedBatch
 from telemetry.partitions import ensure_partitions
+from telemetry.series import EPOCH, GpuSeries, from_us
 
 log = logging.getLogger(__name__)
 
-# (column, PostgreSQL type) of the raw-window tables, in COPY order. Binary COPY: psycopg's C
-# dumpers write floats, integers and timestamps as PostgreSQL's own binary values, which is about
-# half the client CPU of text COPY and spares the server from parsing text (docs/performance.md).
-GPU_COPY_COLUMNS = (
+# (column, PostgreSQL type) of the raw tables, in COPY order. Binary COPY: psycopg's C dumpers
+# write floats, integers and timestamps as PostgreSQL's own binary values, which is about half the
+# client CPU of text COPY and spares the server from parsing text (docs/performance.md). GPU windows
+# go in as one row per (batch, device, UTC day) holding arrays (``telemetry.models.GpuSeries``).
+GPU_SERIES_COPY_COLUMNS = (
     ("batch_id", "int8"),
     ("host_id", "int8"),
     ("device_id", "int8"),
-    ("seq", "int8"),
-    ("start_at", "timestamptz"),
-    ("end_at", "timestamptz"),
-    ("energy_j", "float8"),
-    ("counter_mj", "int8"),
-    ("avg_power_w", "float8"),
-    ("max_power_w", "float8"),
-    ("util_pct", "float8"),
-    ("mem_util_pct", "float8"),
-    ("mem_used_mib", "float8"),
-    ("power_limit_w", "float8"),
-    ("quality", "text"),
+    ("first_start_at", "timestamptz"),
+    ("last_end_at", "timestamptz"),
+    ("window_count", "int4"),
+    ("seq", "int8[]"),
+    ("start_us", "int8[]"),
+    ("end_us", "int8[]"),
+    ("energy_j", "float8[]"),
+    ("counter_mj", "int8[]"),
+    ("avg_power_w", "float8[]"),
+    ("max_power_w", "float8[]"),
+    ("util_pct", "float8[]"),
+    ("mem_util_pct", "float8[]"),
+    ("mem_used_mib", "float8[]"),
+    ("power_limit_w", "float8[]"),
+    ("quality", "text[]"),
     ("processes", "jsonb"),
     ("mig_instances", "jsonb"),
     ("energy_covers", "text"),
@@ -96,8 +106,8 @@ def _resolve_devices(*, host: Host, batch: ParsedBatch) -> dict[str, int]:
     A device the scheduler named before the agent saw it exists as ``pending:<host id>:<index>``;
     it takes the real UUID here so its allocations keep pointing at it."""
     seen: dict[str, tuple[int, str]] = {}
-    for row in batch.gpu_rows:
-        seen.setdefault(row.uuid, (row.index, row.name))
+    for series in batch.gpu_series:
+        seen.setdefault(series.uuid, (series.index, series.name))
     # One query: ids of the known devices, and whether any of them belongs to another host.
     rows = list(Device.objects.filter(uuid__in=list(seen)).values_list("uuid", "id", "host_id"))
     for uuid, _, host_id in rows:
@@ -130,18 +140,105 @@ def _resolve_devices(*, host: Host, batch: ParsedBatch) -> dict[str, int]:
     return known
 
 
-def _processes_jsonb(processes: list[dict], cache: dict[tuple, Jsonb]) -> Jsonb:
-    """A window's process list as a jsonb COPY value, memoised: a GPU reports the same processes
-    window after window, and the parser always builds {pid, sm_util_pct, job_key} dicts. The
-    JSON text is encoded once per distinct list (``dumps=str`` then passes it through)."""
-    key = tuple((p["pid"], p["sm_util_pct"], p["job_key"]) for p in processes)
-    value = cache.get(key)
-    if value is None:
-        value = cache[key] = Jsonb(json.dumps(processes), dumps=str)
-    return value
+US_PER_DAY = 86_400 * 1_000_000
 
 
-_NO_MIG = Jsonb("[]", dumps=str)
+def _runs(values: tuple[list[dict[str, Any]], ...]) -> list[tuple[int, str]]:
+    """Run-length form of per-window lists: (first window index, JSON text) at each change, the
+    first run at 0. Runs are found by object identity in numpy (a parser hands consecutive windows
+    one shared list), then runs of equal content merged; only runs are encoded, never windows."""
+    n = len(values)
+    ids = np.fromiter(map(id, values), dtype=np.uint64, count=n)
+    starts = [0, *(np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist()]
+    runs: list[tuple[int, str]] = []
+    for start in starts:
+        text = json.dumps(values[start])
+        if not runs or runs[-1][1] != text:
+            runs.append((start, text))
+    return runs
+
+
+def _runs_jsonb(runs: list[tuple[int, str]], a: int, b: int) -> Jsonb:
+    """The runs covering windows [a, b) as the stored jsonb ``[[index - a, list], ...]``; a leading
+    run of ``[]`` is implied, so a GPU that never reports any stores ``[]``."""
+    kept: list[str] = []
+    for position, (start, text) in enumerate(runs):
+        end = runs[position + 1][0] if position + 1 < len(runs) else b
+        if start >= b or end <= a:
+            continue
+        first = max(start, a) - a
+        if first == 0 and text == "[]":
+            continue
+        kept.append(f"[{first},{text}]")
+    return _EMPTY if not kept else Jsonb("[" + ",".join(kept) + "]", dumps=str)
+
+
+_EMPTY = Jsonb("[]", dumps=str)
+
+
+def _with_nulls(values: np.ndarray, present: np.ndarray) -> list | None:
+    """An array column with NULL elements where ``present`` is false; NULL when none is present."""
+    if present.all():
+        return values.tolist()
+    if not present.any():
+        return None
+    out = values.astype(object)
+    out[~present] = None
+    return out.tolist()
+
+
+def gpu_series_rows(*, batch_pk: int, host_id: int, series: list[GpuSeries], device_ids: dict[str, int]) -> list[tuple]:
+    """COPY rows (``GPU_SERIES_COPY_COLUMNS``) of a batch's GPU series: one per device and UTC day.
+
+    A series whose windows start on two days is split at midnight (by window start, the partition
+    key's day), so each row lands in its day's partition and retention stays exact."""
+    rows = []
+    for s in series:
+        n = len(s)
+        if n == 0:
+            continue
+        day = s.start_us // US_PER_DAY
+        cuts = [0, *(np.flatnonzero(day[1:] != day[:-1]) + 1).tolist(), n]
+        process_runs = _runs(s.processes)
+        mig_runs = _runs(s.mig_instances)
+        limit_present = ~np.isnan(s.power_limit_w)
+        for a, b in itertools.pairwise(cuts):
+            start_us = s.start_us[a:b]
+            end_us = s.end_us[a:b]
+            rows.append(
+                (
+                    batch_pk,
+                    host_id,
+                    device_ids[s.uuid],
+                    from_us(int(start_us.min())),
+                    from_us(int(end_us.max())),
+                    b - a,
+                    s.seq[a:b].tolist(),
+                    start_us.tolist(),
+                    end_us.tolist(),
+                    s.energy_j[a:b].tolist(),
+                    _with_nulls(s.counter_mj[a:b], s.has_counter[a:b]),
+                    s.avg_power_w[a:b].tolist(),
+                    s.max_power_w[a:b].tolist(),
+                    s.util_pct[a:b].tolist(),
+                    s.mem_util_pct[a:b].tolist(),
+                    s.mem_used_mib[a:b].tolist(),
+                    _with_nulls(s.power_limit_w[a:b], limit_present[a:b]),
+                    list(s.quality[a:b]),
+                    _runs_jsonb(process_runs, a, b),
+                    _runs_jsonb(mig_runs, a, b),
+                    s.energy_covers,
+                )
+            )
+    return rows
+
+
+def series_days(series: list[GpuSeries]) -> set[dt.date]:
+    """The UTC days the series' windows start on (their partitions)."""
+    if not series:
+        return set()
+    days = np.unique(np.concatenate([s.start_us // US_PER_DAY for s in series]))
+    return {EPOCH.date() + dt.timedelta(days=int(d)) for d in days.tolist()}
 
 
 def copy_rows(*, cursor: psycopg.Cursor, table: str, columns: tuple[tuple[str, str], ...], rows: list[tuple]) -> None:
@@ -160,6 +257,8 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
     when the batch conflicts with what the host already sent."""
     if token.host_id is None:
         raise BatchError(403, "Authorization", "only host tokens may post telemetry")
+    series = batch.gpu_series
+    gpu_window_count = sum(len(s) for s in series)
     with transaction.atomic():
         # One writer per host at a time: seq/overlap checks below must see the last batch. The
         # duplicate check rides on the same query (one round trip on the hot path).
@@ -175,7 +274,7 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
         if batch.hostname != host.hostname:
             raise BatchError(403, "hostname", f"this token posts only for host {host.hostname!r}")
         if host.existing_batch_pk is not None:
-            return IngestResult(host.existing_batch_pk, str(batch.batch_id), len(batch.gpu_rows), True)
+            return IngestResult(host.existing_batch_pk, str(batch.batch_id), gpu_window_count, True)
         if host.last_seq is not None and batch.first_seq <= host.last_seq:
             raise BatchError(
                 409,
@@ -189,9 +288,8 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
                 f"overlaps telemetry already ingested for this host (up to {host.last_seen_at.isoformat()})",
             )
         device_ids = _resolve_devices(host=host, batch=batch)
-        days = {row.start.date() for row in batch.host_rows}
-        ensure_partitions(days=days)
-        gpu_energy_j = sum(row.energy_j for row in batch.gpu_rows)
+        ensure_partitions(days={row.start.date() for row in batch.host_rows} | series_days(series))
+        gpu_energy_j = math.fsum(s.energy_total_j for s in series)
         host_energy_j = sum(row.cpu_energy_j + row.dram_energy_j for row in batch.host_rows)
         clock_offset_s = (batch.sent_at - now).total_seconds() if batch.sent_at is not None else None
         record = TelemetryBatch.objects.create(
@@ -205,41 +303,18 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
             last_end=batch.last_end,
             first_seq=batch.first_seq,
             last_seq=batch.last_seq,
-            gpu_window_count=len(batch.gpu_rows),
+            gpu_window_count=gpu_window_count,
             host_window_count=len(batch.host_rows),
             gpu_energy_j=gpu_energy_j,
             host_energy_j=host_energy_j,
         )
-        processes_cache: dict[tuple, Jsonb] = {}
         with connection.cursor() as cursor:
             raw = cursor.cursor  # psycopg 3 cursor under Django's wrapper
             copy_rows(
                 cursor=raw,
-                table="telemetry_gpuwindow",
-                columns=GPU_COPY_COLUMNS,
-                rows=[
-                    (
-                        record.id,
-                        host.id,
-                        device_ids[r.uuid],
-                        r.seq,
-                        r.start,
-                        r.end,
-                        r.energy_j,
-                        r.counter_mj,
-                        r.avg_power_w,
-                        r.max_power_w,
-                        r.util_pct,
-                        r.mem_util_pct,
-                        r.mem_used_mib,
-                        r.power_limit_w,
-                        r.quality,
-                        _processes_jsonb(r.processes, processes_cache),
-                        _NO_MIG if not r.mig_instances else Jsonb(json.dumps(r.mig_instances), dumps=str),
-                        r.energy_covers,
-                    )
-                    for r in batch.gpu_rows
-                ],
+                table="telemetry_gpuseries",
+                columns=GPU_SERIES_COPY_COLUMNS,
+                rows=gpu_series_rows(batch_pk=record.id, host_id=host.id, series=series, device_ids=device_ids),
             )
             copy_rows(
                 cursor=raw,
@@ -277,6 +352,6 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
         host.hostname,
         batch.batch_id,
         len(batch.host_rows),
-        len(batch.gpu_rows),
+        gpu_window_count,
     )
-    return IngestResult(record_pk, str(batch.batch_id), len(batch.gpu_rows), False)
+    return IngestResult(record_pk, str(batch.batch_id), gpu_window_count, False)
