@@ -321,7 +321,9 @@ def previous_windows_for_many(
     keys, devices, befores, day_starts = [], [], [], []
     for key, device_ids, before in requests:
         # The series holding windows that start from before - 1 day start on or after that day's midnight.
-        day_start = (before - dt.timedelta(days=1)).astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        day_start = (
+            (before - dt.timedelta(days=1)).astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        )
         for device_id in device_ids:
             keys.append(key)
             devices.append(device_id)
@@ -334,7 +336,8 @@ def previous_windows_for_many(
             "SELECT r.k, r.d, p.end_us, p.avg_power_w, p.counter_mj, p.util_pct "
             "FROM (SELECT k, d, b, day_start, "
             f"  {_US.format(col='b')} AS b_us, {_US.format(col=_DAY_BEFORE_B)} AS lo_us "
-            "  FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::timestamptz[]) AS u(k, d, b, day_start)) r "
+            "  FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::timestamptz[])"
+            "  AS u(k, d, b, day_start)) r "
             "CROSS JOIN LATERAL (SELECT w.end_us, w.avg_power_w, w.counter_mj, w.util_pct "
             "  FROM (SELECT s.* FROM telemetry_gpuseries s WHERE s.device_id = r.d AND s.first_start_at < r.b "
             "        AND s.first_start_at >= r.day_start ORDER BY s.first_start_at DESC LIMIT 2) s "
