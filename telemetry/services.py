@@ -9,10 +9,10 @@ message was lost.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import json
 import logging
 import math
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,10 @@ log = logging.getLogger(__name__)
 # (column, PostgreSQL type) of the raw tables, in COPY order. Binary COPY: psycopg's C dumpers
 # write floats, integers and timestamps as PostgreSQL's own binary values, which is about half the
 # client CPU of text COPY and spares the server from parsing text (docs/performance.md). GPU windows
-# go in as one row per (batch, device, UTC day) holding arrays (``telemetry.models.GpuSeries``).
+# go in as one row per (batch, device, UTC day) holding arrays (``telemetry.models.GpuSeries``);
+# the arrays are built in PostgreSQL's binary array format by numpy (``_pg_array``) and handed to
+# COPY as raw field bytes ("bytea" here: binary COPY sends a field's bytes as they are, and the
+# column's own receive function, array_recv, reads them), never one Python object per element.
 GPU_SERIES_COPY_COLUMNS = (
     ("batch_id", "int8"),
     ("host_id", "int8"),
@@ -44,18 +47,18 @@ GPU_SERIES_COPY_COLUMNS = (
     ("first_start_at", "timestamptz"),
     ("last_end_at", "timestamptz"),
     ("window_count", "int4"),
-    ("seq", "int8[]"),
-    ("start_us", "int8[]"),
-    ("end_us", "int8[]"),
-    ("energy_j", "float8[]"),
-    ("counter_mj", "int8[]"),
-    ("avg_power_w", "float8[]"),
-    ("max_power_w", "float8[]"),
-    ("util_pct", "float8[]"),
-    ("mem_util_pct", "float8[]"),
-    ("mem_used_mib", "float8[]"),
-    ("power_limit_w", "float8[]"),
-    ("quality", "text[]"),
+    ("seq", "bytea"),  # int8[]
+    ("start_us", "bytea"),  # int8[]
+    ("end_us", "bytea"),  # int8[]
+    ("energy_j", "bytea"),  # float8[]
+    ("counter_mj", "bytea"),  # int8[], NULL elements
+    ("avg_power_w", "bytea"),  # float8[]
+    ("max_power_w", "bytea"),  # float8[]
+    ("util_pct", "bytea"),  # float8[]
+    ("mem_util_pct", "bytea"),  # float8[]
+    ("mem_used_mib", "bytea"),  # float8[]
+    ("power_limit_w", "bytea"),  # float8[], NULL elements
+    ("quality", "bytea"),  # text[]
     ("processes", "jsonb"),
     ("mig_instances", "jsonb"),
     ("energy_covers", "text"),
@@ -143,16 +146,24 @@ def _resolve_devices(*, host: Host, batch: ParsedBatch) -> dict[str, int]:
 US_PER_DAY = 86_400 * 1_000_000
 
 
-def _runs(values: tuple[list[dict[str, Any]], ...]) -> list[tuple[int, str]]:
+def _runs(values: tuple[list[dict[str, Any]], ...], texts: dict[int, str]) -> list[tuple[int, str]]:
     """Run-length form of per-window lists: (first window index, JSON text) at each change, the
-    first run at 0. Runs are found by object identity in numpy (a parser hands consecutive windows
-    one shared list), then runs of equal content merged; only runs are encoded, never windows."""
+    first run at 0. Runs are found by object identity (a parser hands consecutive windows one
+    shared list: one C-level count, else numpy over the ids), then runs of equal content merged;
+    only runs are encoded (``texts``: JSON text by list id, for the batch), never windows."""
     n = len(values)
-    ids = np.fromiter(map(id, values), dtype=np.uint64, count=n)
-    starts = [0, *(np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist()]
+    first = values[0]
+    if values.count(first) == n:  # identity first: C speed for a shared list
+        starts = [0]
+    else:
+        ids = np.fromiter(map(id, values), dtype=np.uint64, count=n)
+        starts = [0, *(np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist()]
     runs: list[tuple[int, str]] = []
     for start in starts:
-        text = json.dumps(values[start])
+        value = values[start]
+        text = texts.get(id(value))
+        if text is None:
+            text = texts[id(value)] = json.dumps(value)
         if not runs or runs[-1][1] != text:
             runs.append((start, text))
     return runs
@@ -161,6 +172,8 @@ def _runs(values: tuple[list[dict[str, Any]], ...]) -> list[tuple[int, str]]:
 def _runs_jsonb(runs: list[tuple[int, str]], a: int, b: int) -> Jsonb:
     """The runs covering windows [a, b) as the stored jsonb ``[[index - a, list], ...]``; a leading
     run of ``[]`` is implied, so a GPU that never reports any stores ``[]``."""
+    if len(runs) == 1 and runs[0][1] == "[]":
+        return _EMPTY
     kept: list[str] = []
     for position, (start, text) in enumerate(runs):
         end = runs[position + 1][0] if position + 1 < len(runs) else b
@@ -176,60 +189,122 @@ def _runs_jsonb(runs: list[tuple[int, str]], a: int, b: int) -> Jsonb:
 _EMPTY = Jsonb("[]", dumps=str)
 
 
-def _with_nulls(values: np.ndarray, present: np.ndarray) -> list | None:
-    """An array column with NULL elements where ``present`` is false; NULL when none is present."""
-    if present.all():
-        return values.tolist()
-    if not present.any():
-        return None
-    out = values.astype(object)
-    out[~present] = None
-    return out.tolist()
+# PostgreSQL's binary array format (array_send/array_recv): ndim, has-nulls flag, element type
+# oid, then per dimension its length and lower bound; then per element its byte length (-1: NULL)
+# and its big-endian value.
+_ARRAY_HEAD = struct.Struct(">iiIii")
+_INT8_OID, _FLOAT8_OID, _TEXT_OID = 20, 701, 25
+_ELEMENTS = np.dtype([("size", ">i4"), ("value", ">i8")])  # an 8-byte value as its raw bits
+# The series columns never NULL, in COPY order, with their element type.
+_DENSE = (
+    ("seq", _INT8_OID),
+    ("start_us", _INT8_OID),
+    ("end_us", _INT8_OID),
+    ("energy_j", _FLOAT8_OID),
+    ("avg_power_w", _FLOAT8_OID),
+    ("max_power_w", _FLOAT8_OID),
+    ("util_pct", _FLOAT8_OID),
+    ("mem_util_pct", _FLOAT8_OID),
+    ("mem_used_mib", _FLOAT8_OID),
+)
+
+
+def _pg_text_array(values: tuple[str, ...]) -> bytes:
+    """A one-dimensional text[] value in binary form. Each distinct string is encoded once (a
+    series has one quality, or a few)."""
+    n = len(values)
+    head = _ARRAY_HEAD.pack(1, 0, _TEXT_OID, n, 1)
+    first = values[0]
+    if values.count(first) == n:
+        raw = first.encode()
+        return head + (struct.pack(">i", len(raw)) + raw) * n
+    encoded = {value: struct.pack(">i", len(raw)) + raw for value in set(values) for raw in [value.encode()]}
+    return head + b"".join(map(encoded.__getitem__, values))
 
 
 def gpu_series_rows(*, batch_pk: int, host_id: int, series: list[GpuSeries], device_ids: dict[str, int]) -> list[tuple]:
     """COPY rows (``GPU_SERIES_COPY_COLUMNS``) of a batch's GPU series: one per device and UTC day.
 
     A series whose windows start on two days is split at midnight (by window start, the partition
-    key's day), so each row lands in its day's partition and retention stays exact."""
+    key's day), so each row lands in its day's partition and retention stays exact. All series of
+    the batch are laid out at once, by numpy, in PostgreSQL's binary array form (one matrix of
+    elements per column); each row's arrays are then byte slices of it, so the Python work is per
+    row (device and day), never per window."""
+    live = [s for s in series if len(s)]
+    if not live:
+        return []
+    bounds = np.cumsum([0, *(len(s) for s in live)])
+    total = int(bounds[-1])
+    start_all = np.concatenate([s.start_us for s in live])
+    end_all = np.concatenate([s.end_us for s in live])
+    # Rows: cut at each series' start and wherever the UTC day of a window's start changes.
+    day = start_all // US_PER_DAY
+    cuts = np.union1d(bounds, np.flatnonzero(day[1:] != day[:-1]) + 1)
+    lo, hi = cuts[:-1], cuts[1:]
+    owner = (np.searchsorted(bounds, lo, side="right") - 1).tolist()
+    first_start_us = np.minimum.reduceat(start_all, lo).tolist()
+    last_end_us = np.maximum.reduceat(end_all, lo).tolist()
+    body = np.empty((len(_DENSE) + 2, total), dtype=_ELEMENTS)
+    body["size"] = 8
+    for k, (name, _) in enumerate(_DENSE):
+        body["value"][k] = np.concatenate([getattr(s, name) for s in live]).view(np.int64)
+    # The two columns with NULL elements: a NULL element is its size (-1) alone.
+    counter_present = np.concatenate([s.has_counter for s in live])
+    limit_all = np.concatenate([s.power_limit_w for s in live])
+    limit_present = ~np.isnan(limit_all)
+    body["value"][-2] = np.concatenate([s.counter_mj for s in live])
+    body["value"][-1] = limit_all.view(np.int64)
+    body["size"][-2][~counter_present] = -1
+    body["size"][-1][~limit_present] = -1
+    counters_before = np.concatenate([[0], np.cumsum(counter_present)]).tolist()
+    limits_before = np.concatenate([[0], np.cumsum(limit_present)]).tolist()
+    heads: dict[tuple[int, int, int], bytes] = {}
+
+    def array(k: int, oid: int, g0: int, g1: int, present_count: int | None = None) -> bytes | None:
+        n = g1 - g0
+        if present_count == 0:
+            return None
+        nulls = int(present_count is not None and present_count < n)
+        head = heads.get((oid, n, nulls))
+        if head is None:
+            head = heads[oid, n, nulls] = _ARRAY_HEAD.pack(1, nulls, oid, n, 1)
+        elements = body[k, g0:g1]
+        if not nulls:
+            return head + elements.tobytes()
+        keep = np.ones((n, 12), dtype=bool)
+        keep[elements["size"] < 0, 4:] = False
+        return head + elements.view(np.uint8).reshape(n, 12)[keep].tobytes()
+
+    texts: dict[int, str] = {}
+    runs: dict[int, tuple[list[tuple[int, str]], list[tuple[int, str]]]] = {}
     rows = []
-    for s in series:
-        n = len(s)
-        if n == 0:
-            continue
-        day = s.start_us // US_PER_DAY
-        cuts = [0, *(np.flatnonzero(day[1:] != day[:-1]) + 1).tolist(), n]
-        process_runs = _runs(s.processes)
-        mig_runs = _runs(s.mig_instances)
-        limit_present = ~np.isnan(s.power_limit_w)
-        for a, b in itertools.pairwise(cuts):
-            start_us = s.start_us[a:b]
-            end_us = s.end_us[a:b]
-            rows.append(
-                (
-                    batch_pk,
-                    host_id,
-                    device_ids[s.uuid],
-                    from_us(int(start_us.min())),
-                    from_us(int(end_us.max())),
-                    b - a,
-                    s.seq[a:b].tolist(),
-                    start_us.tolist(),
-                    end_us.tolist(),
-                    s.energy_j[a:b].tolist(),
-                    _with_nulls(s.counter_mj[a:b], s.has_counter[a:b]),
-                    s.avg_power_w[a:b].tolist(),
-                    s.max_power_w[a:b].tolist(),
-                    s.util_pct[a:b].tolist(),
-                    s.mem_util_pct[a:b].tolist(),
-                    s.mem_used_mib[a:b].tolist(),
-                    _with_nulls(s.power_limit_w[a:b], limit_present[a:b]),
-                    list(s.quality[a:b]),
-                    _runs_jsonb(process_runs, a, b),
-                    _runs_jsonb(mig_runs, a, b),
-                    s.energy_covers,
-                )
+    for g0, g1, position, first_us, last_us in zip(
+        lo.tolist(), hi.tolist(), owner, first_start_us, last_end_us, strict=True
+    ):
+        s = live[position]
+        offset = int(bounds[position])
+        a, b = g0 - offset, g1 - offset
+        if position not in runs:
+            runs[position] = (_runs(s.processes, texts), _runs(s.mig_instances, texts))
+        process_runs, mig_runs = runs[position]
+        rows.append(
+            (
+                batch_pk,
+                host_id,
+                device_ids[s.uuid],
+                from_us(first_us),
+                from_us(last_us),
+                g1 - g0,
+                *(array(k, oid, g0, g1) for k, (_, oid) in enumerate(_DENSE[:4])),
+                array(len(_DENSE), _INT8_OID, g0, g1, counters_before[g1] - counters_before[g0]),
+                *(array(k, oid, g0, g1) for k, (_, oid) in enumerate(_DENSE) if k >= 4),
+                array(len(_DENSE) + 1, _FLOAT8_OID, g0, g1, limits_before[g1] - limits_before[g0]),
+                _pg_text_array(s.quality[a:b]),
+                _runs_jsonb(process_runs, a, b),
+                _runs_jsonb(mig_runs, a, b),
+                s.energy_covers,
             )
+        )
     return rows
 
 
