@@ -228,7 +228,7 @@ def gpu_windows_for_batches(*, batch_pks: list[int]) -> dict[int, list[GpuWindow
         energies_j,
         powers_w,
         utils_pct,
-        quality_codes,
+        quality_names,
         processes_runs,
         counters_mj,
         mig_runs,
@@ -250,7 +250,7 @@ def gpu_windows_for_batches(*, batch_pks: list[int]) -> dict[int, list[GpuWindow
                     for p in json.loads(processes) or []
                 )
             mig_instances = mig_at[i]
-            quality = quality_codes[i]
+            quality = quality_names[i]
             target.append(
                 GpuWindowRow(
                     window=GpuWindowIn(
