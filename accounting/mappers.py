@@ -188,16 +188,28 @@ def _mig_samples(cache: dict[str, tuple[MigInstanceSample, ...]], text: str) -> 
     return value
 
 
+def _runs_at(runs: list[list], n: int) -> list[str]:
+    """A stored run-length list (``telemetry.models.GpuSeries.processes``) as one JSON text per
+    window (runs are few; each distinct text is decoded once by the caller's cache)."""
+    out = ["[]"] * n
+    for position, (first, value) in enumerate(runs):
+        end = runs[position + 1][0] if position + 1 < len(runs) else n
+        text = json.dumps(value)
+        out[first:end] = [text] * (end - first)
+    return out
+
+
 def gpu_windows_for_batches(*, batch_pks: list[int]) -> dict[int, list[GpuWindowRow]]:
-    """Each batch's GPU windows, read for many batches in one query (ordered by device, start)."""
+    """Each batch's GPU windows, read for many batches in one query of their series (ordered by
+    device, start)."""
     out: dict[int, list[GpuWindowRow]] = {pk: [] for pk in batch_pks}
     if not batch_pks:
         return out
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT batch_id, device_id, seq, {_US.format(col='start_at')}, {_US.format(col='end_at')}, energy_j, "
-            "avg_power_w, util_pct, quality, processes::text, counter_mj, mig_instances::text, energy_covers "
-            "FROM telemetry_gpuwindow WHERE batch_id = ANY(%s) ORDER BY batch_id, device_id, start_at",
+            "SELECT batch_id, device_id, window_count, seq, start_us, end_us, energy_j, avg_power_w, util_pct, "
+            "quality, processes::text, counter_mj, mig_instances::text, energy_covers "
+            "FROM telemetry_gpuseries WHERE batch_id = ANY(%s) ORDER BY batch_id, device_id, first_start_at",
             [list(batch_pks)],
         )
         raw = cursor.fetchall()
@@ -206,53 +218,62 @@ def gpu_windows_for_batches(*, batch_pks: list[int]) -> dict[int, list[GpuWindow
     procs_cache: dict[str, tuple[ProcessSample, ...]] = {}
     mig_cache: dict[str, tuple[MigInstanceSample, ...]] = {"[]": ()}
     qualities = {q.value: q for q in Quality}
-    for row in raw:
-        (
-            batch_id,
-            device_id,
-            seq,
-            start_us,
-            end_us,
-            energy_j,
-            avg_power_w,
-            util_pct,
-            quality,
-            processes,
-            counter_mj,
-            mig_instances,
-            energy_covers,
-        ) = row
-        samples = procs_cache.get(processes)
-        if samples is None:
-            samples = procs_cache[processes] = tuple(
-                # Unknown per-process utilisation counts as 0: with no usable samples the domain splits
-                # active energy by allocation share instead.
-                ProcessSample(pid=p["pid"], sm_util_pct=p["sm_util_pct"] or 0.0, job_key=p.get("job_key"))
-                for p in json.loads(processes) or []
-            )
-        out[batch_id].append(
-            GpuWindowRow(
-                window=GpuWindowIn(
-                    device_id=device_id,
-                    seq=seq,
-                    start=_stamp(stamps, start_us),
-                    end=_stamp(stamps, end_us),
-                    energy_j=energy_j,
-                    avg_power_w=avg_power_w,
-                    util_pct=util_pct,
-                    quality=qualities.get(quality) or Quality(quality),
-                    idle_power_w=idle.get(device_id, DEFAULT_IDLE_POWER_W),
-                    processes=samples,
-                    mig_instances=(
-                        mig_cache[mig_instances]
-                        if mig_instances in mig_cache
-                        else _mig_samples(mig_cache, mig_instances)
+    for (
+        batch_id,
+        device_id,
+        n,
+        seqs,
+        starts_us,
+        ends_us,
+        energies_j,
+        powers_w,
+        utils_pct,
+        quality_names,
+        processes_runs,
+        counters_mj,
+        mig_runs,
+        energy_covers,
+    ) in raw:
+        idle_power_w = idle.get(device_id, DEFAULT_IDLE_POWER_W)
+        processes_at = ["[]"] * n if processes_runs == "[]" else _runs_at(json.loads(processes_runs), n)
+        mig_at = ["[]"] * n if mig_runs == "[]" else _runs_at(json.loads(mig_runs), n)
+        counters = counters_mj if counters_mj is not None else [None] * n
+        target = out[batch_id]
+        for i in range(n):
+            processes = processes_at[i]
+            samples = procs_cache.get(processes)
+            if samples is None:
+                samples = procs_cache[processes] = tuple(
+                    # Unknown per-process utilisation counts as 0: with no usable samples the domain
+                    # splits active energy by allocation share instead.
+                    ProcessSample(pid=p["pid"], sm_util_pct=p["sm_util_pct"] or 0.0, job_key=p.get("job_key"))
+                    for p in json.loads(processes) or []
+                )
+            mig_instances = mig_at[i]
+            quality = quality_names[i]
+            target.append(
+                GpuWindowRow(
+                    window=GpuWindowIn(
+                        device_id=device_id,
+                        seq=seqs[i],
+                        start=_stamp(stamps, starts_us[i]),
+                        end=_stamp(stamps, ends_us[i]),
+                        energy_j=energies_j[i],
+                        avg_power_w=powers_w[i],
+                        util_pct=utils_pct[i],
+                        quality=qualities.get(quality) or Quality(quality),
+                        idle_power_w=idle_power_w,
+                        processes=samples,
+                        mig_instances=(
+                            mig_cache[mig_instances]
+                            if mig_instances in mig_cache
+                            else _mig_samples(mig_cache, mig_instances)
+                        ),
+                        energy_covers=energy_covers,
                     ),
-                    energy_covers=energy_covers,
-                ),
-                counter_mj=counter_mj,
+                    counter_mj=counters[i],
+                )
             )
-        )
     return out
 
 
@@ -283,32 +304,54 @@ def host_windows_for_batches(*, batch_pks: list[int]) -> dict[int, list[HostWind
     return out
 
 
+_DAY_BEFORE_B = "(b - interval '1 day')"
+
+
 def previous_windows_for_many(
     *, requests: list[tuple[int, list[int], dt.datetime]]
 ) -> dict[int, dict[int, PreviousWindow]]:
     """Each device's last stored window ending at or before ``before``, for many (key, device_ids,
     before) requests in one query (looked up within a day: partition pruning keeps it cheap, and an
-    older neighbour is a long gap anyway)."""
+    older neighbour is a long gap anyway).
+
+    A device's series never overlap in time (ingest refuses a batch starting before the host's
+    last window ends), so the window sought lies in one of its two latest series starting before
+    ``before``: only those are unnested."""
     out: dict[int, dict[int, PreviousWindow]] = {key: {} for key, _, _ in requests}
-    keys, devices, befores = [], [], []
+    keys, devices, befores, day_starts = [], [], [], []
     for key, device_ids, before in requests:
+        # The series holding windows that start from before - 1 day start on or after that day's midnight.
+        day_start = (
+            (before - dt.timedelta(days=1)).astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        )
         for device_id in device_ids:
             keys.append(key)
             devices.append(device_id)
             befores.append(before)
+            day_starts.append(day_start)
     if not keys:
         return out
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT r.k, r.d, p.end_at, p.avg_power_w, p.counter_mj, p.util_pct "
-            "FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[]) AS r(k, d, b) "
-            "CROSS JOIN LATERAL (SELECT w.end_at, w.avg_power_w, w.counter_mj, w.util_pct FROM telemetry_gpuwindow w "
-            "  WHERE w.device_id = r.d AND w.start_at < r.b AND w.start_at >= r.b - interval '1 day' "
-            "  AND w.end_at <= r.b ORDER BY w.start_at DESC LIMIT 1) p",
-            [keys, devices, befores],
+            "SELECT r.k, r.d, p.end_us, p.avg_power_w, p.counter_mj, p.util_pct "
+            "FROM (SELECT k, d, b, day_start, "
+            f"  {_US.format(col='b')} AS b_us, {_US.format(col=_DAY_BEFORE_B)} AS lo_us "
+            "  FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::timestamptz[])"
+            "  AS u(k, d, b, day_start)) r "
+            "CROSS JOIN LATERAL (SELECT w.end_us, w.avg_power_w, w.counter_mj, w.util_pct "
+            "  FROM (SELECT s.* FROM telemetry_gpuseries s WHERE s.device_id = r.d AND s.first_start_at < r.b "
+            "        AND s.first_start_at >= r.day_start ORDER BY s.first_start_at DESC LIMIT 2) s "
+            "  CROSS JOIN LATERAL unnest(s.start_us, s.end_us, s.avg_power_w, s.counter_mj, s.util_pct) "
+            "    AS w(start_us, end_us, avg_power_w, counter_mj, util_pct) "
+            "  WHERE w.start_us < r.b_us AND w.start_us >= r.lo_us AND w.end_us <= r.b_us "
+            "  ORDER BY w.start_us DESC LIMIT 1) p",
+            [keys, devices, befores, day_starts],
         )
-        for key, device_id, end, power, counter, util in cursor.fetchall():
-            out[key][device_id] = PreviousWindow(end=end, avg_power_w=power, counter_mj=counter, util_pct=util)
+        stamps: dict[int, dt.datetime] = {}
+        for key, device_id, end_us, power, counter, util in cursor.fetchall():
+            out[key][device_id] = PreviousWindow(
+                end=_stamp(stamps, end_us), avg_power_w=power, counter_mj=counter, util_pct=util
+            )
     return out
 
 

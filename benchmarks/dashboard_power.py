@@ -6,10 +6,11 @@
     .venv/bin/python benchmarks/dashboard_power.py        # refuses a database that has its org
     dropdb -h 127.0.0.1 -U postgres cl_dash_power
 
-Creates 64 GPUs on 8 hosts streaming 10 s windows for the last 6 hours (138,240 raw windows)
-and an 8-GPU job holding 8 of them for those 6 hours, then times (median and max of 15 after a
-warm-up) ``job_power_get`` over the whole run and over the last 30 minutes (the job page's live
-chart) and ``fleet_power_get`` over the last hour (the Live page), as a superuser.
+Creates 64 GPUs on 8 hosts streaming 10 s windows for the last 6 hours (138,240 raw windows, stored
+as ingest stores them: one series row per device and 5-minute batch of 30 windows) and an 8-GPU job
+holding 8 of them for those 6 hours, then times (median and max of 15 after a warm-up)
+``job_power_get`` over the whole run and over the last 30 minutes (the job page's live chart) and
+``fleet_power_get`` over the last hour (the Live page), as a superuser.
 """
 
 from __future__ import annotations
@@ -70,17 +71,28 @@ def main() -> None:
     m.JobFootprint.objects.create(job=job, energy_j=1e9, gpu_energy_j=7e8)
     ensure_partitions(days={start.date(), now.date()})
     with connection.cursor() as cur:
+        # As ingest stores them: one series row per device and 5-minute batch (30 windows), each
+        # batch's series in one UTC day (a batch crossing midnight is split there).
         cur.execute(
             """
-            INSERT INTO telemetry_gpuwindow (batch_id, host_id, device_id, seq, start_at, end_at, energy_j,
-                avg_power_w, max_power_w, util_pct, mem_util_pct, mem_used_mib, quality)
-            SELECT 1, d.host_id, d.id, s, %s + s * interval '10 seconds', %s + (s + 1) * interval '10 seconds',
-                   4000, 400 + (s %% 50), 500, 80, 0, 0, 'measured'
-            FROM accounting_device d CROSS JOIN generate_series(0, 2159) s WHERE d.id = ANY(%s)
+            INSERT INTO telemetry_gpuseries (batch_id, host_id, device_id, first_start_at, last_end_at, window_count,
+                seq, start_us, end_us, energy_j, avg_power_w, max_power_w, util_pct, mem_util_pct, mem_used_mib,
+                quality)
+            SELECT w.b + 1, w.host_id, w.id, min(w.start_at), max(w.start_at) + interval '10 seconds', count(*),
+                   array_agg(w.s ORDER BY w.s),
+                   array_agg((EXTRACT(EPOCH FROM w.start_at) * 1000000)::bigint ORDER BY w.s),
+                   array_agg((EXTRACT(EPOCH FROM w.start_at) * 1000000)::bigint + 10000000 ORDER BY w.s),
+                   array_agg(4000::float8 ORDER BY w.s), array_agg((400 + (w.s %% 50))::float8 ORDER BY w.s),
+                   array_agg(500::float8 ORDER BY w.s), array_agg(80::float8 ORDER BY w.s),
+                   array_agg(0::float8 ORDER BY w.s), array_agg(0::float8 ORDER BY w.s),
+                   array_agg('measured'::text ORDER BY w.s)
+            FROM (SELECT d.host_id, d.id, s, s / 30 AS b, %s::timestamptz + s * interval '10 seconds' AS start_at
+                  FROM accounting_device d CROSS JOIN generate_series(0, 2159) s WHERE d.id = ANY(%s)) w
+            GROUP BY w.b, w.host_id, w.id, (w.start_at AT TIME ZONE 'UTC')::date
             """,
-            [start, start, [d.pk for d in devices]],
+            [start, [d.pk for d in devices]],
         )
-        cur.execute("ANALYZE telemetry_gpuwindow")
+        cur.execute("ANALYZE telemetry_gpuseries")
     scope = sel.viewer_scope_get(user=f.UserFactory(username="bench-power-root", is_superuser=True, is_staff=True))
     cases = [
         ("job_power_get, whole run (8 GPUs x 6 h)", lambda: sel.job_power_get(scope=scope, job_id=job.pk, now=now)),

@@ -5,10 +5,10 @@ hosts while real Celery workers attribute them, all on 127.0.0.1, and reports in
 
   * phase 1 (max load, ``--seconds``): GPU-windows/s accepted over HTTP, and GPU-windows/s
     attributed end to end (from the first POST until every batch is ``done``);
-  * raw COPY: the same GPU-window rows (read back from phase 1) written with psycopg
-    binary COPY (the ingest's own ``copy_rows``) on one connection into an identical
-    partitioned table in a scratch schema (same DDL, indexes and partitions), and the ratio
-    ingest / raw COPY;
+  * raw COPY: the same GPU windows (read back from phase 1) written as one row each with
+    psycopg binary COPY (the ingest's own ``copy_rows``) on one connection into a per-window
+    partitioned table in a scratch schema (the layout before the columnar store: same columns,
+    key, index and daily partitions), and the ratio ingest / raw COPY;
   * phase 2 (paced at half the measured end-to-end rate, ``--fresh-seconds``): freshness =
     time from the client receiving 202 to the batch being marked done by the rollup that
     rewrote the job's live footprint (``TelemetryBatch.attributed_at``), p50 / p99 / max.
@@ -27,7 +27,6 @@ import argparse
 import datetime as dt
 import gzip
 import http.client
-import importlib
 import json
 import math
 import multiprocessing
@@ -517,55 +516,89 @@ def _wait_drained(timeout_s: float) -> float | None:
 # --- raw COPY ----------------------------------------------------------------------------
 
 
+# The reference: the same GPU windows as one row each, in the per-window partitioned table the raw
+# store used before it became columnar (migrations 0002 + 0005: same columns, key, index), made here.
+_RAW_ROWS_DDL = """
+CREATE TABLE telemetry_gpuwindow (
+    batch_id bigint NOT NULL, host_id bigint NOT NULL, device_id bigint NOT NULL, seq bigint NOT NULL,
+    start_at timestamptz NOT NULL, end_at timestamptz NOT NULL,
+    energy_j double precision NOT NULL CHECK (energy_j >= 0), counter_mj bigint,
+    avg_power_w double precision NOT NULL, max_power_w double precision NOT NULL,
+    util_pct double precision NOT NULL, mem_util_pct double precision NOT NULL,
+    mem_used_mib double precision NOT NULL, power_limit_w double precision, quality varchar(12) NOT NULL,
+    processes jsonb NOT NULL DEFAULT '[]', mig_instances jsonb NOT NULL DEFAULT '[]',
+    energy_covers varchar(20) NOT NULL DEFAULT 'gpu',
+    PRIMARY KEY (device_id, start_at, seq), CHECK (end_at > start_at)
+) PARTITION BY RANGE (start_at);
+CREATE INDEX telemetry_gpuwindow_batch ON telemetry_gpuwindow (batch_id);
+"""
+_RAW_ROWS_COLUMNS = (
+    ("batch_id", "int8"),
+    ("host_id", "int8"),
+    ("device_id", "int8"),
+    ("seq", "int8"),
+    ("start_at", "timestamptz"),
+    ("end_at", "timestamptz"),
+    ("energy_j", "float8"),
+    ("counter_mj", "int8"),
+    ("avg_power_w", "float8"),
+    ("max_power_w", "float8"),
+    ("util_pct", "float8"),
+    ("mem_util_pct", "float8"),
+    ("mem_used_mib", "float8"),
+    ("power_limit_w", "float8"),
+    ("quality", "text"),
+    ("processes", "jsonb"),
+    ("mig_instances", "jsonb"),
+    ("energy_covers", "text"),
+)
+
+
 def _raw_copy(limit: int) -> dict:
-    """COPY GPU-window rows (read back from phase 1) into an identical partitioned table in a
+    """COPY GPU-window rows (phase 1's windows, read back one row each through the
+    ``telemetry_gpuwindow`` view) into a per-window partitioned table (``_RAW_ROWS_DDL``) in a
     scratch schema, one connection, with the ingest's own binary COPY (``telemetry.services.copy_rows``)."""
     import psycopg
     from django.conf import settings
 
-    ddl = (
-        importlib.import_module("telemetry.migrations.0002_partitioned_windows").CREATE
-        + importlib.import_module("telemetry.migrations.0005_gpuwindow_mig_instances_energy_covers").ADD
-    )
     db = settings.DATABASES["default"]
     dsn = f"host={db['HOST'] or '127.0.0.1'} port={db['PORT'] or 5432} user={db['USER']} dbname={db['NAME']}"
     from psycopg.types.json import Jsonb
 
-    from telemetry.services import GPU_COPY_COLUMNS, copy_rows
+    from telemetry.services import copy_rows
 
     # jsonb columns (processes, mig_instances) read as text and passed through as the ingest does.
-    cols = tuple(f"{name}::text" if pg_type == "jsonb" else name for name, pg_type in GPU_COPY_COLUMNS)
+    cols = tuple(f"{name}::text" if pg_type == "jsonb" else name for name, pg_type in _RAW_ROWS_COLUMNS)
     with psycopg.connect(dsn) as conn:
         days = [
             r[0]
             for r in conn.execute(
-                "SELECT DISTINCT (start_at AT TIME ZONE 'UTC')::date FROM telemetry_gpuwindow"
+                "SELECT DISTINCT (first_start_at AT TIME ZONE 'UTC')::date FROM telemetry_gpuseries"
             ).fetchall()
         ]
         rows = conn.execute(f"SELECT {', '.join(cols)} FROM telemetry_gpuwindow LIMIT %s", [limit]).fetchall()
         conn.execute("DROP SCHEMA IF EXISTS bench_scratch CASCADE")
         conn.execute("CREATE SCHEMA bench_scratch")
         conn.execute("SET search_path TO bench_scratch")
-        conn.execute(ddl)
+        conn.execute(_RAW_ROWS_DDL)
         for day in days:
             start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-            for parent in ("telemetry_gpuwindow", "telemetry_hostwindow"):
-                conn.execute(
-                    f"CREATE TABLE {parent}_p{day:%Y%m%d} PARTITION OF {parent} FOR VALUES FROM "
-                    f"('{start.isoformat()}') TO ('{(start + dt.timedelta(days=1)).isoformat()}')"
-                )
+            conn.execute(
+                f"CREATE TABLE telemetry_gpuwindow_p{day:%Y%m%d} PARTITION OF telemetry_gpuwindow FOR VALUES FROM "
+                f"('{start.isoformat()}') TO ('{(start + dt.timedelta(days=1)).isoformat()}')"
+            )
         conn.commit()
         # The jsonb columns as the ingest sends them: JSON text already encoded, wrapped for jsonb.
         rows = [
             tuple(
                 Jsonb(value, dumps=str) if pg_type == "jsonb" else value
-                for value, (_, pg_type) in zip(row, GPU_COPY_COLUMNS, strict=True)
+                for value, (_, pg_type) in zip(row, _RAW_ROWS_COLUMNS, strict=True)
             )
             for row in rows
         ]
         t0 = time.perf_counter()
         with conn.cursor() as cur:
-            copy_rows(cursor=cur, table="telemetry_gpuwindow", columns=GPU_COPY_COLUMNS, rows=rows)
+            copy_rows(cursor=cur, table="telemetry_gpuwindow", columns=_RAW_ROWS_COLUMNS, rows=rows)
         conn.commit()
         elapsed = time.perf_counter() - t0
         conn.execute("DROP SCHEMA bench_scratch CASCADE")

@@ -1,12 +1,14 @@
 """Telemetry storage: received batches (the durable unit of work) and raw windows.
 
-Raw windows live in natively partitioned PostgreSQL tables (daily range partitions on
-``start_at``, created by migration 0002 and ``telemetry.partitions``); they are dropped after
-the retention period, while the ledger and its aggregates are kept indefinitely.
+Raw windows live in natively partitioned PostgreSQL tables (daily range partitions, created by
+migrations 0002/0006 and ``telemetry.partitions``); they are dropped after the retention period,
+while the ledger and its aggregates are kept indefinitely. GPU windows are stored columnar, one
+row per (batch, device, day) holding arrays (``GpuSeries``); host windows one row per window.
 """
 
 from __future__ import annotations
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 
@@ -63,9 +65,54 @@ class TelemetryBatch(models.Model):
         return self.clock_offset_s is not None and abs(self.clock_offset_s) > self.CLOCK_SKEW_FLAG_S
 
 
+class GpuSeries(models.Model):
+    """Raw GPU windows, columnar: one row per (batch, device, UTC day) holding that device's windows
+    of the batch as equal-length arrays in seq order (partitioned by ``first_start_at``; raw SQL
+    migration 0006).
+
+    A batch whose windows start on two UTC days is split at midnight into one row per day (by each
+    window's start, as the per-window table was partitioned), so a partition holds exactly one day
+    and retention drops whole days. Times are integer microseconds since the Unix epoch (exact);
+    energy in J, ``counter_mj`` NVML's raw counter (mJ; NULL elements where a window had none, the
+    whole array NULL when none had one), power in W (``power_limit_w`` likewise NULL where not
+    reported), utilisation in %. ``processes`` and ``mig_instances`` are run-length encoded:
+    ``[[first window index (0-based), list], ...]``, a window taking the last run starting at or
+    before it, ``[]`` before the first run (windows of a GPU repeat the same list)."""
+
+    pk = models.CompositePrimaryKey("device_id", "first_start_at", "batch_id")
+    batch_id = models.BigIntegerField()
+    host_id = models.BigIntegerField()
+    device_id = models.BigIntegerField()
+    first_start_at = models.DateTimeField()
+    last_end_at = models.DateTimeField()
+    window_count = models.IntegerField()
+    seq = ArrayField(models.BigIntegerField())
+    start_us = ArrayField(models.BigIntegerField())
+    end_us = ArrayField(models.BigIntegerField())
+    energy_j = ArrayField(models.FloatField())
+    counter_mj = ArrayField(models.BigIntegerField(null=True), null=True)
+    avg_power_w = ArrayField(models.FloatField())
+    max_power_w = ArrayField(models.FloatField())
+    util_pct = ArrayField(models.FloatField())
+    mem_util_pct = ArrayField(models.FloatField())
+    mem_used_mib = ArrayField(models.FloatField())
+    power_limit_w = ArrayField(models.FloatField(null=True), null=True)
+    quality = ArrayField(models.TextField())
+    processes = models.JSONField(default=list)
+    mig_instances = models.JSONField(default=list)
+    # What the energy counter covers: "gpu", or a module's "gpu+cpu+memory" (Grace Hopper/Blackwell).
+    energy_covers = models.CharField(max_length=20, default="gpu")
+
+    class Meta:
+        managed = False
+        db_table = "telemetry_gpuseries"
+
+
 class GpuWindow(models.Model):
-    """Raw per-GPU window [start_at, end_at) as the agent measured it: energy in J (``counter_mj`` is
-    NVML's raw counter, mJ), power in W, utilisation in % (partitioned table; raw SQL migrations)."""
+    """Raw per-GPU window [start_at, end_at), one row per window: a read-only VIEW unnesting
+    ``GpuSeries`` (migration 0006), kept with the columns of the per-window table it replaced for
+    readers not yet moved to the arrays. Energy in J (``counter_mj`` is NVML's raw counter, mJ),
+    power in W, utilisation in %. Not prunable by day: readers of ranges use ``GpuSeries``."""
 
     pk = models.CompositePrimaryKey("device_id", "start_at", "seq")
     batch_id = models.BigIntegerField()
@@ -84,10 +131,7 @@ class GpuWindow(models.Model):
     power_limit_w = models.FloatField(null=True)
     quality = models.CharField(max_length=12)
     processes = models.JSONField(default=list)
-    # MIG instances as ingest normalised them (telemetry.parsing._mig_instances): per instance its
-    # GPU/compute instance ids, profile, slices, measured activity 0..1 (or null) and job keys.
     mig_instances = models.JSONField(default=list)
-    # What the energy counter covers: "gpu", or a module's "gpu+cpu+memory" (Grace Hopper/Blackwell).
     energy_covers = models.CharField(max_length=20, default="gpu")
 
     class Meta:

@@ -1,4 +1,6 @@
-"""Daily range partitions of the raw window tables: created on demand, dropped after retention."""
+"""Daily range partitions of the raw tables (GPU series on ``first_start_at``, host windows on
+``start_at``): created on demand, dropped after retention. A GPU series never spans two days (ingest
+splits it at UTC midnight), so dropping a day's partition drops exactly that day's windows."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ from django.db import connection, transaction
 
 log = logging.getLogger(__name__)
 
-PARENTS = ("telemetry_gpuwindow", "telemetry_hostwindow")
-_NAME = re.compile(r"^(telemetry_(?:gpu|host)window)_p(\d{8})$")
+PARENTS = ("telemetry_gpuseries", "telemetry_hostwindow")
+_NAME = re.compile(r"^(telemetry_(?:gpuseries|hostwindow))_p(\d{8})$")
 # Partitions known to exist in this process (creation is idempotent; this only saves a query).
 _known: set[str] = set()
 

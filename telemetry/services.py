@@ -1,6 +1,7 @@
 """Ingest: store a validated agent batch durably (one transaction), then nudge attribution.
 
-Durable first: the batch row and its raw windows are committed before the HTTP response.
+Durable first: the batch row and its raw windows (GPU windows as one row of arrays per device,
+``telemetry.models.GpuSeries``; host windows one row each) are committed before the HTTP response.
 The Celery message sent on commit is only a nudge; the sweeper finds pending batches whose
 message was lost.
 """
@@ -10,8 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
+import struct
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import psycopg
 from django.db import connection, transaction
 from django.db.models import OuterRef, Subquery
@@ -24,28 +29,36 @@ from accounting.services.work_queue import batches_nudge
 from telemetry.models import TelemetryBatch
 from telemetry.parsing import BatchError, ParsedBatch
 from telemetry.partitions import ensure_partitions
+from telemetry.series import EPOCH, GpuSeries, from_us
 
 log = logging.getLogger(__name__)
 
-# (column, PostgreSQL type) of the raw-window tables, in COPY order. Binary COPY: psycopg's C
-# dumpers write floats, integers and timestamps as PostgreSQL's own binary values, which is about
-# half the client CPU of text COPY and spares the server from parsing text (docs/performance.md).
-GPU_COPY_COLUMNS = (
+# (column, PostgreSQL type) of the raw tables, in COPY order. Binary COPY: psycopg's C dumpers
+# write floats, integers and timestamps as PostgreSQL's own binary values, which is about half the
+# client CPU of text COPY and spares the server from parsing text (docs/performance.md). GPU windows
+# go in as one row per (batch, device, UTC day) holding arrays (``telemetry.models.GpuSeries``);
+# the arrays are built in PostgreSQL's binary array format by numpy (``_pg_array``) and handed to
+# COPY as raw field bytes ("bytea" here: binary COPY sends a field's bytes as they are, and the
+# column's own receive function, array_recv, reads them), never one Python object per element.
+GPU_SERIES_COPY_COLUMNS = (
     ("batch_id", "int8"),
     ("host_id", "int8"),
     ("device_id", "int8"),
-    ("seq", "int8"),
-    ("start_at", "timestamptz"),
-    ("end_at", "timestamptz"),
-    ("energy_j", "float8"),
-    ("counter_mj", "int8"),
-    ("avg_power_w", "float8"),
-    ("max_power_w", "float8"),
-    ("util_pct", "float8"),
-    ("mem_util_pct", "float8"),
-    ("mem_used_mib", "float8"),
-    ("power_limit_w", "float8"),
-    ("quality", "text"),
+    ("first_start_at", "timestamptz"),
+    ("last_end_at", "timestamptz"),
+    ("window_count", "int4"),
+    ("seq", "bytea"),  # int8[]
+    ("start_us", "bytea"),  # int8[]
+    ("end_us", "bytea"),  # int8[]
+    ("energy_j", "bytea"),  # float8[]
+    ("counter_mj", "bytea"),  # int8[], NULL elements
+    ("avg_power_w", "bytea"),  # float8[]
+    ("max_power_w", "bytea"),  # float8[]
+    ("util_pct", "bytea"),  # float8[]
+    ("mem_util_pct", "bytea"),  # float8[]
+    ("mem_used_mib", "bytea"),  # float8[]
+    ("power_limit_w", "bytea"),  # float8[], NULL elements
+    ("quality", "bytea"),  # text[]
     ("processes", "jsonb"),
     ("mig_instances", "jsonb"),
     ("energy_covers", "text"),
@@ -96,8 +109,8 @@ def _resolve_devices(*, host: Host, batch: ParsedBatch) -> dict[str, int]:
     A device the scheduler named before the agent saw it exists as ``pending:<host id>:<index>``;
     it takes the real UUID here so its allocations keep pointing at it."""
     seen: dict[str, tuple[int, str]] = {}
-    for row in batch.gpu_rows:
-        seen.setdefault(row.uuid, (row.index, row.name))
+    for series in batch.gpu_series:
+        seen.setdefault(series.uuid, (series.index, series.name))
     # One query: ids of the known devices, and whether any of them belongs to another host.
     rows = list(Device.objects.filter(uuid__in=list(seen)).values_list("uuid", "id", "host_id"))
     for uuid, _, host_id in rows:
@@ -130,18 +143,177 @@ def _resolve_devices(*, host: Host, batch: ParsedBatch) -> dict[str, int]:
     return known
 
 
-def _processes_jsonb(processes: list[dict], cache: dict[tuple, Jsonb]) -> Jsonb:
-    """A window's process list as a jsonb COPY value, memoised: a GPU reports the same processes
-    window after window, and the parser always builds {pid, sm_util_pct, job_key} dicts. The
-    JSON text is encoded once per distinct list (``dumps=str`` then passes it through)."""
-    key = tuple((p["pid"], p["sm_util_pct"], p["job_key"]) for p in processes)
-    value = cache.get(key)
-    if value is None:
-        value = cache[key] = Jsonb(json.dumps(processes), dumps=str)
-    return value
+US_PER_DAY = 86_400 * 1_000_000
 
 
-_NO_MIG = Jsonb("[]", dumps=str)
+def _runs(values: tuple[list[dict[str, Any]], ...], texts: dict[int, str]) -> list[tuple[int, str]]:
+    """Run-length form of per-window lists: (first window index, JSON text) at each change, the
+    first run at 0. Runs are found by object identity (a parser hands consecutive windows one
+    shared list: one C-level count, else numpy over the ids), then runs of equal content merged;
+    only runs are encoded (``texts``: JSON text by list id, for the batch), never windows."""
+    n = len(values)
+    first = values[0]
+    if values.count(first) == n:  # identity first: C speed for a shared list
+        starts = [0]
+    else:
+        ids = np.fromiter(map(id, values), dtype=np.uint64, count=n)
+        starts = [0, *(np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist()]
+    runs: list[tuple[int, str]] = []
+    for start in starts:
+        value = values[start]
+        text = texts.get(id(value))
+        if text is None:
+            text = texts[id(value)] = json.dumps(value)
+        if not runs or runs[-1][1] != text:
+            runs.append((start, text))
+    return runs
+
+
+def _runs_jsonb(runs: list[tuple[int, str]], a: int, b: int) -> Jsonb:
+    """The runs covering windows [a, b) as the stored jsonb ``[[index - a, list], ...]``; a leading
+    run of ``[]`` is implied, so a GPU that never reports any stores ``[]``."""
+    if len(runs) == 1 and runs[0][1] == "[]":
+        return _EMPTY
+    kept: list[str] = []
+    for position, (start, text) in enumerate(runs):
+        end = runs[position + 1][0] if position + 1 < len(runs) else b
+        if start >= b or end <= a:
+            continue
+        first = max(start, a) - a
+        if first == 0 and text == "[]":
+            continue
+        kept.append(f"[{first},{text}]")
+    return _EMPTY if not kept else Jsonb("[" + ",".join(kept) + "]", dumps=str)
+
+
+_EMPTY = Jsonb("[]", dumps=str)
+
+
+# PostgreSQL's binary array format (array_send/array_recv): ndim, has-nulls flag, element type
+# oid, then per dimension its length and lower bound; then per element its byte length (-1: NULL)
+# and its big-endian value.
+_ARRAY_HEAD = struct.Struct(">iiIii")
+_INT8_OID, _FLOAT8_OID, _TEXT_OID = 20, 701, 25
+_ELEMENTS = np.dtype([("size", ">i4"), ("value", ">i8")])  # an 8-byte value as its raw bits
+# The series columns never NULL, in COPY order, with their element type.
+_DENSE = (
+    ("seq", _INT8_OID),
+    ("start_us", _INT8_OID),
+    ("end_us", _INT8_OID),
+    ("energy_j", _FLOAT8_OID),
+    ("avg_power_w", _FLOAT8_OID),
+    ("max_power_w", _FLOAT8_OID),
+    ("util_pct", _FLOAT8_OID),
+    ("mem_util_pct", _FLOAT8_OID),
+    ("mem_used_mib", _FLOAT8_OID),
+)
+
+
+def _pg_text_array(values: tuple[str, ...]) -> bytes:
+    """A one-dimensional text[] value in binary form. Each distinct string is encoded once (a
+    series has one quality, or a few)."""
+    n = len(values)
+    head = _ARRAY_HEAD.pack(1, 0, _TEXT_OID, n, 1)
+    first = values[0]
+    if values.count(first) == n:
+        raw = first.encode()
+        return head + (struct.pack(">i", len(raw)) + raw) * n
+    encoded = {value: struct.pack(">i", len(raw)) + raw for value in set(values) for raw in [value.encode()]}
+    return head + b"".join(map(encoded.__getitem__, values))
+
+
+def gpu_series_rows(*, batch_pk: int, host_id: int, series: list[GpuSeries], device_ids: dict[str, int]) -> list[tuple]:
+    """COPY rows (``GPU_SERIES_COPY_COLUMNS``) of a batch's GPU series: one per device and UTC day.
+
+    A series whose windows start on two days is split at midnight (by window start, the partition
+    key's day), so each row lands in its day's partition and retention stays exact. All series of
+    the batch are laid out at once, by numpy, in PostgreSQL's binary array form (one matrix of
+    elements per column); each row's arrays are then byte slices of it, so the Python work is per
+    row (device and day), never per window."""
+    live = [s for s in series if len(s)]
+    if not live:
+        return []
+    bounds = np.cumsum([0, *(len(s) for s in live)])
+    total = int(bounds[-1])
+    start_all = np.concatenate([s.start_us for s in live])
+    end_all = np.concatenate([s.end_us for s in live])
+    # Rows: cut at each series' start and wherever the UTC day of a window's start changes.
+    day = start_all // US_PER_DAY
+    cuts = np.union1d(bounds, np.flatnonzero(day[1:] != day[:-1]) + 1)
+    lo, hi = cuts[:-1], cuts[1:]
+    owner = (np.searchsorted(bounds, lo, side="right") - 1).tolist()
+    first_start_us = np.minimum.reduceat(start_all, lo).tolist()
+    last_end_us = np.maximum.reduceat(end_all, lo).tolist()
+    body = np.empty((len(_DENSE) + 2, total), dtype=_ELEMENTS)
+    body["size"] = 8
+    for k, (name, _) in enumerate(_DENSE):
+        body["value"][k] = np.concatenate([getattr(s, name) for s in live]).view(np.int64)
+    # The two columns with NULL elements: a NULL element is its size (-1) alone.
+    counter_present = np.concatenate([s.has_counter for s in live])
+    limit_all = np.concatenate([s.power_limit_w for s in live])
+    limit_present = ~np.isnan(limit_all)
+    body["value"][-2] = np.concatenate([s.counter_mj for s in live])
+    body["value"][-1] = limit_all.view(np.int64)
+    body["size"][-2][~counter_present] = -1
+    body["size"][-1][~limit_present] = -1
+    counters_before = np.concatenate([[0], np.cumsum(counter_present)]).tolist()
+    limits_before = np.concatenate([[0], np.cumsum(limit_present)]).tolist()
+    heads: dict[tuple[int, int, int], bytes] = {}
+
+    def array(k: int, oid: int, g0: int, g1: int, present_count: int | None = None) -> bytes | None:
+        n = g1 - g0
+        if present_count == 0:
+            return None
+        nulls = int(present_count is not None and present_count < n)
+        head = heads.get((oid, n, nulls))
+        if head is None:
+            head = heads[oid, n, nulls] = _ARRAY_HEAD.pack(1, nulls, oid, n, 1)
+        elements = body[k, g0:g1]
+        if not nulls:
+            return head + elements.tobytes()
+        keep = np.ones((n, 12), dtype=bool)
+        keep[elements["size"] < 0, 4:] = False
+        return head + elements.view(np.uint8).reshape(n, 12)[keep].tobytes()
+
+    texts: dict[int, str] = {}
+    runs: dict[int, tuple[list[tuple[int, str]], list[tuple[int, str]]]] = {}
+    rows = []
+    for g0, g1, position, first_us, last_us in zip(
+        lo.tolist(), hi.tolist(), owner, first_start_us, last_end_us, strict=True
+    ):
+        s = live[position]
+        offset = int(bounds[position])
+        a, b = g0 - offset, g1 - offset
+        if position not in runs:
+            runs[position] = (_runs(s.processes, texts), _runs(s.mig_instances, texts))
+        process_runs, mig_runs = runs[position]
+        rows.append(
+            (
+                batch_pk,
+                host_id,
+                device_ids[s.uuid],
+                from_us(first_us),
+                from_us(last_us),
+                g1 - g0,
+                *(array(k, oid, g0, g1) for k, (_, oid) in enumerate(_DENSE[:4])),
+                array(len(_DENSE), _INT8_OID, g0, g1, counters_before[g1] - counters_before[g0]),
+                *(array(k, oid, g0, g1) for k, (_, oid) in enumerate(_DENSE) if k >= 4),
+                array(len(_DENSE) + 1, _FLOAT8_OID, g0, g1, limits_before[g1] - limits_before[g0]),
+                _pg_text_array(s.quality[a:b]),
+                _runs_jsonb(process_runs, a, b),
+                _runs_jsonb(mig_runs, a, b),
+                s.energy_covers,
+            )
+        )
+    return rows
+
+
+def series_days(series: list[GpuSeries]) -> set[dt.date]:
+    """The UTC days the series' windows start on (their partitions)."""
+    if not series:
+        return set()
+    days = np.unique(np.concatenate([s.start_us // US_PER_DAY for s in series]))
+    return {EPOCH.date() + dt.timedelta(days=int(d)) for d in days.tolist()}
 
 
 def copy_rows(*, cursor: psycopg.Cursor, table: str, columns: tuple[tuple[str, str], ...], rows: list[tuple]) -> None:
@@ -160,6 +332,8 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
     when the batch conflicts with what the host already sent."""
     if token.host_id is None:
         raise BatchError(403, "Authorization", "only host tokens may post telemetry")
+    series = batch.gpu_series
+    gpu_window_count = sum(len(s) for s in series)
     with transaction.atomic():
         # One writer per host at a time: seq/overlap checks below must see the last batch. The
         # duplicate check rides on the same query (one round trip on the hot path).
@@ -175,7 +349,7 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
         if batch.hostname != host.hostname:
             raise BatchError(403, "hostname", f"this token posts only for host {host.hostname!r}")
         if host.existing_batch_pk is not None:
-            return IngestResult(host.existing_batch_pk, str(batch.batch_id), len(batch.gpu_rows), True)
+            return IngestResult(host.existing_batch_pk, str(batch.batch_id), gpu_window_count, True)
         if host.last_seq is not None and batch.first_seq <= host.last_seq:
             raise BatchError(
                 409,
@@ -189,9 +363,8 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
                 f"overlaps telemetry already ingested for this host (up to {host.last_seen_at.isoformat()})",
             )
         device_ids = _resolve_devices(host=host, batch=batch)
-        days = {row.start.date() for row in batch.host_rows}
-        ensure_partitions(days=days)
-        gpu_energy_j = sum(row.energy_j for row in batch.gpu_rows)
+        ensure_partitions(days={row.start.date() for row in batch.host_rows} | series_days(series))
+        gpu_energy_j = math.fsum(s.energy_total_j for s in series)
         host_energy_j = sum(row.cpu_energy_j + row.dram_energy_j for row in batch.host_rows)
         clock_offset_s = (batch.sent_at - now).total_seconds() if batch.sent_at is not None else None
         record = TelemetryBatch.objects.create(
@@ -205,41 +378,18 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
             last_end=batch.last_end,
             first_seq=batch.first_seq,
             last_seq=batch.last_seq,
-            gpu_window_count=len(batch.gpu_rows),
+            gpu_window_count=gpu_window_count,
             host_window_count=len(batch.host_rows),
             gpu_energy_j=gpu_energy_j,
             host_energy_j=host_energy_j,
         )
-        processes_cache: dict[tuple, Jsonb] = {}
         with connection.cursor() as cursor:
             raw = cursor.cursor  # psycopg 3 cursor under Django's wrapper
             copy_rows(
                 cursor=raw,
-                table="telemetry_gpuwindow",
-                columns=GPU_COPY_COLUMNS,
-                rows=[
-                    (
-                        record.id,
-                        host.id,
-                        device_ids[r.uuid],
-                        r.seq,
-                        r.start,
-                        r.end,
-                        r.energy_j,
-                        r.counter_mj,
-                        r.avg_power_w,
-                        r.max_power_w,
-                        r.util_pct,
-                        r.mem_util_pct,
-                        r.mem_used_mib,
-                        r.power_limit_w,
-                        r.quality,
-                        _processes_jsonb(r.processes, processes_cache),
-                        _NO_MIG if not r.mig_instances else Jsonb(json.dumps(r.mig_instances), dumps=str),
-                        r.energy_covers,
-                    )
-                    for r in batch.gpu_rows
-                ],
+                table="telemetry_gpuseries",
+                columns=GPU_SERIES_COPY_COLUMNS,
+                rows=gpu_series_rows(batch_pk=record.id, host_id=host.id, series=series, device_ids=device_ids),
             )
             copy_rows(
                 cursor=raw,
@@ -277,6 +427,6 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
         host.hostname,
         batch.batch_id,
         len(batch.host_rows),
-        len(batch.gpu_rows),
+        gpu_window_count,
     )
-    return IngestResult(record_pk, str(batch.batch_id), len(batch.gpu_rows), False)
+    return IngestResult(record_pk, str(batch.batch_id), gpu_window_count, False)

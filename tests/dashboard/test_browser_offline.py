@@ -10,18 +10,18 @@ the Live page's fleet power chart. Screenshots go to artifacts/screenshots/walk-
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 from urllib.parse import urlsplit
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 from django.utils import timezone
 
 from accounting import models as m
-from telemetry.partitions import ensure_partitions
 from tests import factories as f
 from tests.dashboard.test_browser import CHROMIUM, SHOTS, _wait_figures, browser_page  # noqa: F401 - the fixture
+from tests.telemetry.helpers import store_gpu_windows
 
 pytestmark = [
     pytest.mark.browser,
@@ -30,20 +30,20 @@ pytestmark = [
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
 
+_BATCH_IDS = itertools.count(1)
+
+
 def _windows(device, start: dt.datetime, n: int, power_w: float, step_s: int) -> None:
     step = dt.timedelta(seconds=step_s)
-    ensure_partitions(days={(start + step * i).date() for i in range(n + 1)})
-    with connection.cursor() as cur:
-        for i in range(n):
-            s = start + step * i
-            p = power_w * (0.85 + 0.15 * ((i % 7) / 6))  # a visible, deterministic ripple
-            cur.execute(
-                "INSERT INTO telemetry_gpuwindow (batch_id, host_id, device_id, seq, start_at, end_at, energy_j,"
-                " avg_power_w, max_power_w, util_pct, mem_util_pct, mem_used_mib, quality)"
-                " VALUES (1, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0, 0, 'measured')"
-                " ON CONFLICT DO NOTHING",
-                [device.host_id, device.pk, i, s, s + step, p * step_s, p, p, 80.0 + i % 15],
-            )
+    store_gpu_windows(
+        device=device,
+        windows=[
+            # a visible, deterministic ripple
+            (i, start + step * i, start + step * (i + 1), p * step_s, p, 80.0 + i % 15)
+            for i, p in ((i, power_w * (0.85 + 0.15 * ((i % 7) / 6))) for i in range(n))
+        ],
+        batch_id=next(_BATCH_IDS),
+    )
 
 
 def _shot(page, name: str, *, full_page: bool = True) -> None:

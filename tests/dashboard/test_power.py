@@ -9,11 +9,10 @@ import json
 import re
 
 import pytest
-from django.db import connection
 
 from accounting import models as m
 from accounting.selectors import dashboard as sel
-from telemetry.partitions import ensure_partitions
+from tests.telemetry.helpers import store_gpu_windows
 
 from .conftest import KWH, NOW
 
@@ -22,16 +21,13 @@ MIN = dt.timedelta(minutes=1)
 
 
 def _windows(device, start: dt.datetime, n: int, power_w: float, util: float = 90.0, step=MIN) -> None:
-    ensure_partitions(days={start.date(), (start + step * n).date()})
-    with connection.cursor() as cur:
-        for i in range(n):
-            s = start + step * i
-            cur.execute(
-                "INSERT INTO telemetry_gpuwindow (batch_id, host_id, device_id, seq, start_at, end_at, energy_j,"
-                " avg_power_w, max_power_w, util_pct, mem_util_pct, mem_used_mib, quality)"
-                " VALUES (1, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0, 0, 'measured')",
-                [device.host_id, device.pk, i, s, s + step, power_w * step.total_seconds(), power_w, power_w, util],
-            )
+    store_gpu_windows(
+        device=device,
+        windows=[
+            (i, start + step * i, start + step * (i + 1), power_w * step.total_seconds(), power_w, util)
+            for i in range(n)
+        ],
+    )
 
 
 @pytest.fixture

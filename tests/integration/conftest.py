@@ -219,7 +219,7 @@ def _truncate_raw_windows(request):
     yield
     if "transactional_db" in request.fixturenames or "processes" in request.fixturenames:
         with connection.cursor() as cursor:
-            cursor.execute("TRUNCATE telemetry_gpuwindow, telemetry_hostwindow")
+            cursor.execute("TRUNCATE telemetry_gpuseries, telemetry_hostwindow")
 
 
 class WebServer:

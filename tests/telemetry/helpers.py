@@ -98,6 +98,62 @@ def stored_counts() -> tuple[int, int, int]:
     from telemetry.models import TelemetryBatch
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT (SELECT count(*) FROM telemetry_gpuwindow), (SELECT count(*) FROM telemetry_hostwindow)")
+        cursor.execute(
+            "SELECT (SELECT COALESCE(SUM(window_count), 0) FROM telemetry_gpuseries),"
+            " (SELECT count(*) FROM telemetry_hostwindow)"
+        )
         gpu, host = cursor.fetchone()
     return TelemetryBatch.objects.count(), gpu, host
+
+
+def store_gpu_windows(
+    *,
+    device,
+    windows: list[tuple[int, dt.datetime, dt.datetime, float, float, float]],
+    batch_id: int = 1,
+    quality: str = "measured",
+) -> None:
+    """Store raw GPU windows of one device as ingest does (``telemetry_gpuseries``, its partitions
+    created): ``windows`` are (seq, start, end, energy_j, avg_power_w, util_pct), in seq order;
+    max power = avg, no memory figures, counter, power limit or processes."""
+    import numpy as np
+    from django.db import connection
+
+    from telemetry.partitions import ensure_partitions
+    from telemetry.series import GpuSeries, to_us
+    from telemetry.services import GPU_SERIES_COPY_COLUMNS, copy_rows, gpu_series_rows, series_days
+
+    n = len(windows)
+    power_w = np.array([w[4] for w in windows], dtype=np.float64)
+    no_list: list = []
+    series = GpuSeries(
+        uuid=device.uuid,
+        index=device.index,
+        name="",
+        energy_covers="gpu",
+        seq=np.array([w[0] for w in windows], dtype=np.int64),
+        start_us=np.array([to_us(w[1]) for w in windows], dtype=np.int64),
+        end_us=np.array([to_us(w[2]) for w in windows], dtype=np.int64),
+        energy_j=np.array([w[3] for w in windows], dtype=np.float64),
+        counter_mj=np.zeros(n, dtype=np.int64),
+        has_counter=np.zeros(n, dtype=bool),
+        avg_power_w=power_w,
+        max_power_w=power_w.copy(),
+        util_pct=np.array([w[5] for w in windows], dtype=np.float64),
+        mem_util_pct=np.zeros(n),
+        mem_used_mib=np.zeros(n),
+        power_limit_w=np.full(n, np.nan),
+        quality=(quality,) * n,
+        processes=(no_list,) * n,
+        mig_instances=(no_list,) * n,
+    )
+    ensure_partitions(days=series_days([series]))
+    with connection.cursor() as cursor:
+        copy_rows(
+            cursor=cursor.cursor,
+            table="telemetry_gpuseries",
+            columns=GPU_SERIES_COPY_COLUMNS,
+            rows=gpu_series_rows(
+                batch_pk=batch_id, host_id=device.host_id, series=[series], device_ids={device.uuid: device.pk}
+            ),
+        )

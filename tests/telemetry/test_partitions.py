@@ -18,12 +18,12 @@ def test_partitions_are_created_once_and_expired_days_dropped():
     ensure_partitions(days=days)  # idempotent
     names = [name for name, _ in list_partitions()]
     for day in days:
-        assert f"telemetry_gpuwindow_p{day:%Y%m%d}" in names
+        assert f"telemetry_gpuseries_p{day:%Y%m%d}" in names
         assert f"telemetry_hostwindow_p{day:%Y%m%d}" in names
     dropped = drop_expired_partitions(today=dt.date(2026, 11, 26), retention_days=35)
     assert sorted(dropped) == [
-        "telemetry_gpuwindow_p20260901",
-        "telemetry_gpuwindow_p20260902",
+        "telemetry_gpuseries_p20260901",
+        "telemetry_gpuseries_p20260902",
         "telemetry_hostwindow_p20260901",
         "telemetry_hostwindow_p20260902",
     ]

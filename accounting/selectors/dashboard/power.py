@@ -2,8 +2,9 @@
 resolution, the job page's live chart) and the fleet's power per minute (the Live page).
 
 These are the only dashboard reads of raw telemetry. They stay cheap: a bounded time range
-(``RAW_RANGE_MAX_S``) on the partitioned window table, filtered by device and ``start_at`` (the
-partition key), capped at ``MAX_WINDOWS`` rows."""
+(``RAW_RANGE_MAX_S``) on the partitioned GPU series (one row of arrays per batch, device and day),
+filtered by device and ``first_start_at`` (the partition key) before the arrays are unnested,
+capped at ``MAX_WINDOWS`` windows."""
 
 from __future__ import annotations
 
@@ -18,19 +19,31 @@ from django.db.models import Q, QuerySet
 from accounting.domain.units import J_PER_KWH, S_PER_H
 from accounting.models import Device, Job, JobAllocation
 from accounting.selectors.access import Principal, jobs_visible
+from telemetry.series import from_us, to_us
 
 RAW_RANGE_MAX_S = 6 * S_PER_H  # raw windows are served for at most this span
 MAX_WINDOWS = 20_000
 YOUNG_JOB_S = 2 * S_PER_H  # under this age a running job's trace is drawn from raw windows
 FLEET_MINUTES = 60
 
+# The job's windows from its devices' series: series are filtered on the partition key
+# (``first_start_at`` from the UTC midnight of the range's start: a series holds one day's
+# windows, so none starting earlier can hold a window in range), then unnested.
 _WINDOWS_SQL = """
-    SELECT w.device_id, w.start_at, w.end_at, w.avg_power_w, w.util_pct
-    FROM telemetry_gpuwindow w
-    WHERE w.device_id = ANY(%s) AND w.start_at >= %s AND w.start_at < %s
-    ORDER BY w.device_id, w.start_at, w.seq
-    LIMIT %s
+    SELECT s.device_id, w.start_us, w.end_us, w.avg_power_w, w.util_pct
+    FROM telemetry_gpuseries s
+    CROSS JOIN LATERAL unnest(s.seq, s.start_us, s.end_us, s.avg_power_w, s.util_pct)
+        AS w(seq, start_us, end_us, avg_power_w, util_pct)
+    WHERE s.device_id = ANY(%(devices)s) AND s.first_start_at >= %(day_start)s AND s.first_start_at < %(hi)s
+      AND s.last_end_at > %(lo)s AND w.start_us >= %(lo_us)s AND w.start_us < %(hi_us)s
+    ORDER BY s.device_id, w.start_us, w.seq
+    LIMIT %(limit)s
 """
+
+
+def _day_start(value: dt.datetime) -> dt.datetime:
+    """The UTC midnight starting ``value``'s day (the lower bound of the series that can hold it)."""
+    return value.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -70,22 +83,35 @@ def job_power_get(
     rows: list[tuple] = []
     if held and hi > lo:
         with connection.cursor() as cur:
-            cur.execute(_WINDOWS_SQL, [sorted(held), lo, hi, MAX_WINDOWS + 1])
+            cur.execute(
+                _WINDOWS_SQL,
+                {
+                    "devices": sorted(held),
+                    "day_start": _day_start(lo),
+                    "lo": lo,
+                    "hi": hi,
+                    "lo_us": to_us(lo),
+                    "hi_us": to_us(hi),
+                    "limit": MAX_WINDOWS + 1,
+                },
+            )
             rows = list(cur.fetchall())
     if len(rows) > MAX_WINDOWS:
         rows, truncated = rows[:MAX_WINDOWS], True
+    held_us = {d: [(to_us(a), to_us(b)) for a, b in spans] for d, spans in held.items()}
     series: dict[int, dict[str, list]] = {d: {"t": [], "power_w": [], "util_pct": []} for d in labels}
-    latest: dict[int, tuple[dt.datetime, float]] = {}
-    for device_id, w_start, w_end, power_w, util_pct in rows:
-        mid = w_start + (w_end - w_start) / 2
-        if not any(a <= mid < b for a, b in held[device_id]):
+    latest: dict[int, tuple[int, float]] = {}
+    for device_id, start_us, end_us, power_w, util_pct in rows:
+        # Midpoint in whole microseconds, as timedelta halves them (rounding half to even).
+        mid_us = start_us + round((end_us - start_us) / 2)
+        if not any(a <= mid_us < b for a, b in held_us[device_id]):
             continue  # the device, but while another job held it
         s = series[device_id]
-        s["t"].append(w_end.isoformat())
+        s["t"].append(from_us(end_us).isoformat())
         s["power_w"].append(power_w)
         s["util_pct"].append(util_pct)
-        if device_id not in latest or w_end > latest[device_id][0]:
-            latest[device_id] = (w_end, power_w)
+        if device_id not in latest or end_us > latest[device_id][0]:
+            latest[device_id] = (end_us, power_w)
     total = _step_sum(series)
     # The job's energy so far is the ledger's (GPU, host, facility); the current draw is the GPUs'
     # latest windows scaled by the same total-to-GPU ratio.
@@ -119,7 +145,7 @@ def job_power_get(
         "current_power_kw": current_kw,
         "projected_total_kwh": projected_kwh,
         "projection_note": projection_note,
-        "last_window_end": _iso(max((t for t, _ in latest.values()), default=None)),
+        "last_window_end": _iso(from_us(max(t for t, _ in latest.values())) if latest else None),
     }
 
 
@@ -166,16 +192,19 @@ def fleet_power_get(*, scope: Principal, now: dt.datetime, minutes: int = FLEET_
             f"""
             WITH fleet AS ({dev_sql}),
             per_device AS (
-                SELECT date_trunc('minute', w.start_at) AS b, w.device_id, AVG(w.avg_power_w) AS p
-                FROM telemetry_gpuwindow w
-                WHERE w.device_id IN (SELECT id FROM fleet) AND w.start_at >= %s AND w.start_at < %s
+                SELECT 'epoch'::timestamptz + (w.start_us / 60000000) * interval '1 minute' AS b, s.device_id,
+                       AVG(w.avg_power_w) AS p
+                FROM telemetry_gpuseries s
+                CROSS JOIN LATERAL unnest(s.start_us, s.avg_power_w) AS w(start_us, avg_power_w)
+                WHERE s.device_id IN (SELECT id FROM fleet) AND s.first_start_at >= %s AND s.first_start_at < %s
+                  AND s.last_end_at > %s AND w.start_us >= %s AND w.start_us < %s
                 GROUP BY 1, 2
             )
             SELECT NULL, NULL, (SELECT COUNT(*) FROM fleet)
             UNION ALL
             SELECT * FROM (SELECT b, SUM(p), COUNT(*) FROM per_device GROUP BY b ORDER BY b) m
             """,
-            [*dev_params, start, end],
+            [*dev_params, _day_start(start), end, start, to_us(start), to_us(end)],
         )
         rows = cur.fetchall()
     devices = rows[0][2]
