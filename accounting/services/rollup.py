@@ -54,6 +54,10 @@ def aggregates_rollup(
                 "%s::bigint[], %s::bigint[], %s::bigint[])",
                 [list(column) for column in columns],
             )
+        # Statistics for the planner: unanalysed, a temporary table is assumed to hold ~2,000 rows,
+        # and the rollup's joins became sequential scans of the ledger and of the batch records,
+        # a cost that grew with history (benchmarks/ingest.py --history-days: 11-13 s a statement).
+        cursor.execute("ANALYZE _rollup_batches, _rollup_replaced")
         # Job-hours first (with those left without entries removed): footprints sum them.
         cursor.execute(_JOB_HOUR_SQL)
         if replaced:
