@@ -7,8 +7,8 @@ ANALYZE), what a database holds after a fleet of ``gpus`` GPUs (8 per host) ran 
   * jobs: per host and day two jobs of one day (GPUs 0-3 and 4-6; GPU 7 idle, fleet overhead),
     completed except the last day's, still running; one allocation per job and GPU;
   * telemetry batches of ``batch_windows`` 10 s windows, all attributed (``done``);
-  * ledger entries in today's shape (``_LEDGER_LINES``: one row per batch x account x device x
-    component x hour; one facility row per batch x account x job);
+  * ledger entries in today's shape (``_LEDGER_LINES``: one row per batch x account x job x device x
+    component x hour; host and facility lines per account and job, without a device: 25 per batch);
   * aggregates: job-hours, job footprints, device-hours, team-hours, team-days;
   * raw windows (GPU and host) for the last ``raw_hours`` only: older raw partitions are dropped
     after the retention period, and only the last windows are read by attribution.
@@ -81,27 +81,30 @@ def _slot_of(gpu: int) -> int | None:
 
 
 def _ledger_lines() -> list[tuple[int | None, int | None, str, str, float, float]]:
-    """Today's ledger shape for one batch of one host in one hour: (gpu index or None, job slot
-    or None for fleet overhead, account, component, mean power W over the batch, held share).
-    GPU lines per device: active (above the idle baseline), idle baseline, and the device's 1/8
-    of host CPU and DRAM; one facility line per account and job ((PUE - 1) x its IT energy)."""
+    """Today's ledger shape for one batch of one host in one hour, as attribution writes it for
+    the ingest benchmark's ideal shape (checked against its database: 25 rows per batch and hour):
+    (gpu index or None, job slot or None for fleet overhead, account, component, mean power W over
+    the batch, held share). Per GPU: active (above the idle baseline) and idle baseline lines; per
+    account and job (no device): host CPU and DRAM (its GPUs' share of the host, slots / 8) and
+    facility ((PUE - 1) x its IT energy)."""
     lines: list[tuple[int | None, int | None, str, str, float, float]] = []
     it_w: dict[int | None, float] = {}
+    gpus_of: dict[int | None, int] = {}
     for gpu in range(GPUS_PER_HOST):
         slot = _slot_of(gpu)
         account = "job" if slot is not None else "fleet_overhead"
         active_w = (BUSY_POWER_W if slot is not None else IDLE_POWER_W) - IDLE_BASELINE_W
-        for component, power_w, held in (
-            ("gpu_active", active_w, 1.0),
-            ("gpu_idle", IDLE_BASELINE_W, 0.0),
-            ("host_cpu", HOST_CPU_W / GPUS_PER_HOST, 0.0),
-            ("host_dram", HOST_DRAM_W / GPUS_PER_HOST, 0.0),
-        ):
+        for component, power_w, held in (("gpu_active", active_w, 1.0), ("gpu_idle", IDLE_BASELINE_W, 0.0)):
             lines.append((gpu, slot, account, component, power_w, held))
             it_w[slot] = it_w.get(slot, 0.0) + power_w
-    for slot, power_w in it_w.items():
+        gpus_of[slot] = gpus_of.get(slot, 0) + 1
+    for slot, n_gpus in gpus_of.items():
         account = "job" if slot is not None else "fleet_overhead"
-        lines.append((None, slot, account, "facility", (PUE - 1) * power_w, 0.0))
+        for component, host_w in (("host_cpu", HOST_CPU_W), ("host_dram", HOST_DRAM_W)):
+            power_w = host_w * n_gpus / GPUS_PER_HOST
+            lines.append((None, slot, account, component, power_w, 0.0))
+            it_w[slot] += power_w
+        lines.append((None, slot, account, "facility", (PUE - 1) * it_w[slot], 0.0))
     return lines
 
 

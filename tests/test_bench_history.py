@@ -20,14 +20,14 @@ def test_seed_history_writes_exact_rows_per_table():
 
     assert seed.start == dt.datetime(2026, 3, 8, 12, tzinfo=dt.UTC)
     assert seed.end == dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)
-    assert LEDGER_ROWS_PER_HOST_BATCH == 35  # 8 GPUs x 4 components + 3 facility lines (2 jobs, fleet)
+    assert LEDGER_ROWS_PER_HOST_BATCH == 25  # 8 GPUs x 2 + (2 jobs + fleet) x (host CPU, DRAM, facility)
     assert seed.rows == {
         "accounting_host": 2,
         "accounting_device": 16,
         "accounting_job": 8,  # 2 hosts x 2 days x 2 jobs
         "accounting_joballocation": 28,  # 2 hosts x 2 days x 7 held GPUs
         "telemetry_telemetrybatch": 1152,  # 2 hosts x 48 h x 12 batches of 5 min
-        "accounting_ledgerentry": 1152 * 35,
+        "accounting_ledgerentry": 1152 * 25,
         "accounting_jobhour": 8 * 24,
         "accounting_jobfootprint": 8,
         "accounting_devicehour": 16 * 48,
@@ -38,7 +38,7 @@ def test_seed_history_writes_exact_rows_per_table():
     }
     assert set(seed.seconds) >= {"hosts", "batches", "ledger", "jobhour", "gpuwindow", "analyze"}
     sizes = table_sizes(connection)
-    assert sizes["accounting_ledgerentry"]["rows_estimate"] == 1152 * 35
+    assert sizes["accounting_ledgerentry"]["rows_estimate"] == 1152 * 25
     assert sizes["telemetry_gpuwindow"]["bytes"] > 0
 
 
@@ -57,6 +57,12 @@ def test_seeded_ledger_conserves_each_batch_and_running_jobs_are_the_last_days()
         statuses = cursor.fetchall()
         cursor.execute('SELECT count(*) FROM accounting_joballocation WHERE "end" IS NULL')
         open_allocations = cursor.fetchone()[0]
+        # One batch's lines, as attribution wrote them for the ingest benchmark's ideal shape.
+        cursor.execute(
+            "SELECT account, component, device_id IS NULL, count(*) FROM accounting_ledgerentry "
+            "WHERE batch_id = (SELECT min(batch_id) FROM accounting_ledgerentry) GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        )
+        one_batch = cursor.fetchall()
         cursor.execute("SELECT DISTINCT host_id, batch_id IS NOT NULL FROM telemetry_gpuwindow")
         window_hosts = cursor.fetchall()
     assert len(sums) == 1152
@@ -65,6 +71,18 @@ def test_seeded_ledger_conserves_each_batch_and_running_jobs_are_the_last_days()
     assert statuses == [("completed", 4, 4), ("running", 4, 0)]
     assert open_allocations == 14
     assert len(window_hosts) == 2
+    assert one_batch == [
+        ("fleet_overhead", "facility", True, 1),
+        ("fleet_overhead", "gpu_active", False, 1),
+        ("fleet_overhead", "gpu_idle", False, 1),
+        ("fleet_overhead", "host_cpu", True, 1),
+        ("fleet_overhead", "host_dram", True, 1),
+        ("job", "facility", True, 2),
+        ("job", "gpu_active", False, 7),
+        ("job", "gpu_idle", False, 7),
+        ("job", "host_cpu", True, 2),
+        ("job", "host_dram", True, 2),
+    ]
 
 
 def test_seed_history_refuses_a_fleet_not_in_whole_hosts():
