@@ -13,6 +13,13 @@ hosts while real Celery workers attribute them, all on 127.0.0.1, and reports in
     time from the client receiving 202 to the batch being marked done by the rollup that
     rewrote the job's live footprint (``TelemetryBatch.attributed_at``), p50 / p99 / max.
 
+Options for issue 18 (``benchmarks/ingest_shapes.py`` runs them in pairs, side by side):
+``--history-days/--history-gpus`` seed a fleet's history first (``benchmarks.history``);
+``--shape realistic`` adds job churn through the jobs API, a shared and a MIG GPU, an hour of
+prefill and the agent's default 1-window POSTs; every run prints WAL bytes per GPU window
+(``pg_current_wal_lsn`` around phase 1 and around the raw COPY; server-wide, so also net of
+the idle background rate measured for 5 s before) and CPU per GPU window per process.
+
 It creates its own database (``--db``, dropped and recreated each run) and its own private
 redis-server on a free port, and kills every process it started on exit (also on Ctrl-C).
 Results: a table on stdout and ``var/bench/ingest.json``.
