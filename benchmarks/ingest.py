@@ -13,6 +13,13 @@ hosts while real Celery workers attribute them, all on 127.0.0.1, and reports in
     time from the client receiving 202 to the batch being marked done by the rollup that
     rewrote the job's live footprint (``TelemetryBatch.attributed_at``), p50 / p99 / max.
 
+Options for issue 18 (``benchmarks/ingest_shapes.py`` runs them in pairs, side by side):
+``--history-days/--history-gpus`` seed a fleet's history first (``benchmarks.history``);
+``--shape realistic`` adds job churn through the jobs API, a shared and a MIG GPU, an hour of
+prefill and the agent's default 1-window POSTs; every run prints WAL bytes per GPU window
+(``pg_current_wal_lsn`` around phase 1 and around the raw COPY; server-wide, so also net of
+the idle background rate measured for 5 s before) and CPU per GPU window per process.
+
 It creates its own database (``--db``, dropped and recreated each run) and its own private
 redis-server on a free port, and kills every process it started on exit (also on Ctrl-C).
 Results: a table on stdout and ``var/bench/ingest.json``.
@@ -187,6 +194,12 @@ class CpuMeter:
         out["bench"] = me.user + me.system
         return out
 
+    def read_by_process(self) -> dict[str, float]:
+        """CPU seconds per process ("role:pid") since the meter started."""
+        self._sample()
+        with self._lock:
+            return {f"{role}:{pid}": cpu_s - self._base[pid] for pid, (role, cpu_s) in self._last.items()}
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
@@ -213,10 +226,30 @@ class HostSeed:
     hostname: str
     secret: str
     uuids: list[str]
-    job_keys: list[str | None]  # per GPU index
+    job_keys: list[list[str]]  # per GPU index: the jobs running on it (two on a shared GPU)
+    mig_gpu: int | None = None  # the GPU in MIG mode (its two jobs on a 3g and a 4g instance)
+    churn: tuple[int, str, str] | None = None  # (window seq, ending job key, next job key) on GPUs 0-3
 
 
-def _seed(n_hosts: int, start: dt.datetime) -> tuple[list[HostSeed], list[int]]:
+@dataclass
+class Seeded:
+    hosts: list[HostSeed]
+    job_ids: list[int]
+    scheduler_secret: str
+    team_slugs: list[str]
+
+
+CHURN_GPUS = (0, 1, 2, 3)
+CHURN_EVERY_N_HOSTS = 4  # realistic shape: one host in four ends a job and starts another mid-run
+SHARED_GPU = 7  # realistic shape: two jobs on one GPU (half each)
+MIG_GPU = 6  # realistic shape: a 3g and a 4g MIG instance, one job each
+
+
+def _seed(n_hosts: int, start: dt.datetime, *, shape: str = "ideal", churn_seqs: list[int] | None = None) -> Seeded:
+    """The bench fleet. Ideal shape: two jobs per host (GPUs 0-3 and 4-6), GPU 7 idle. Realistic
+    shape: a job on GPUs 0-3, one on GPUs 4-5, two on MIG instances of GPU 6 (3/7 and 4/7), two
+    sharing GPU 7 (1/2 each); one host in ``CHURN_EVERY_N_HOSTS`` ends its GPUs 0-3 job at
+    ``churn_seqs[i]`` and the next job starts there (through the jobs API, during phase 1)."""
     from accounting.models import ApiToken as Tok
     from accounting.models import (
         Cluster,
@@ -230,7 +263,7 @@ def _seed(n_hosts: int, start: dt.datetime) -> tuple[list[HostSeed], list[int]]:
         Site,
         Team,
     )
-    from accounting.tokens import token_digest
+    from accounting.tokens import token_create, token_digest
 
     org = Organization.objects.create(name="Bench", slug="bench")
     teams = [Team.objects.create(org=org, name=f"Team {i}", slug=f"team-{i}") for i in range(4)]
@@ -273,43 +306,53 @@ def _seed(n_hosts: int, start: dt.datetime) -> tuple[list[HostSeed], list[int]]:
             for g in range(GPUS_PER_HOST)
         ]
     )
-    # Two jobs per host: GPUs 0-3 and 4-6; GPU 7 idle (fleet overhead). Most GPUs held.
+    # Per host: (name, kind, GPUs, fraction of each GPU, MIG instance); scheduler ids 100000 + 8 x host + k.
+    if shape == "ideal":
+        layout = [("train", "training", (0, 1, 2, 3), 1.0, ""), ("serve", "inference", (4, 5, 6), 1.0, "")]
+    else:
+        layout = [
+            ("train", "training", CHURN_GPUS, 1.0, ""),
+            ("serve", "inference", (4, 5), 1.0, ""),
+            ("mig3g", "inference", (MIG_GPU,), 3 / 7, "3g.40gb"),
+            ("mig4g", "inference", (MIG_GPU,), 4 / 7, "4g.40gb"),
+            ("shareA", "inference", (SHARED_GPU,), 0.5, ""),
+            ("shareB", "inference", (SHARED_GPU,), 0.5, ""),
+        ]
     jobs, allocs, seeds, tokens = [], [], [], []
     job_started = start - dt.timedelta(hours=1)
     for hi in range(len(hosts)):
-        a = Job(
-            org=org,
-            cluster=cluster,
-            scheduler_job_id=str(100000 + 2 * hi),
-            name=f"train-{hi}",
-            team=teams[hi % 4],
-            kind="training",
-            family="llm",
-            status="running",
-            started_at=job_started,
-        )
-        b = Job(
-            org=org,
-            cluster=cluster,
-            scheduler_job_id=str(100001 + 2 * hi),
-            name=f"serve-{hi}",
-            team=teams[(hi + 1) % 4],
-            kind="inference",
-            family="llm",
-            status="running",
-            started_at=job_started,
-        )
-        jobs += [a, b]
+        for k, (name, kind, _, _, _) in enumerate(layout):
+            jobs.append(
+                Job(
+                    org=org,
+                    cluster=cluster,
+                    scheduler_job_id=str(100000 + 8 * hi + k),
+                    name=f"{name}-{hi}",
+                    team=teams[(hi + k) % 4],
+                    kind=kind,
+                    family="llm",
+                    status="running",
+                    started_at=job_started,
+                )
+            )
     Job.objects.bulk_create(jobs)
+    churning = 0
     for hi, host in enumerate(hosts):
         devs = devices[hi * GPUS_PER_HOST : (hi + 1) * GPUS_PER_HOST]
-        a, b = jobs[2 * hi], jobs[2 * hi + 1]
-        keys: list[str | None] = []
-        for g, dev in enumerate(devs):
-            job = a if g < 4 else b if g < 7 else None
-            if job is not None:
-                allocs.append(JobAllocation(job=job, device=dev, start=job_started))
-            keys.append(f"slurm:{job.scheduler_job_id}" if job else None)
+        keys: list[list[str]] = [[] for _ in range(GPUS_PER_HOST)]
+        for k, (_, _, gpus, fraction, mig) in enumerate(layout):
+            job = jobs[hi * len(layout) + k]
+            for g in gpus:
+                allocs.append(
+                    JobAllocation(
+                        job=job,
+                        device=devs[g],
+                        start=job_started,
+                        fraction=fraction,
+                        mig_instance=f"MIG-{hi}-{mig}" if mig else "",
+                    )
+                )
+                keys[g].append(f"slurm:{job.scheduler_job_id}")
         secret = "clk_" + secrets.token_urlsafe(32)
         tokens.append(
             Tok(
@@ -321,10 +364,17 @@ def _seed(n_hosts: int, start: dt.datetime) -> tuple[list[HostSeed], list[int]]:
                 host=host,
             )
         )
-        seeds.append(HostSeed(host.hostname, secret, [d.uuid for d in devs], keys))
+        seed = HostSeed(host.hostname, secret, [d.uuid for d in devs], keys)
+        if shape != "ideal":
+            seed.mig_gpu = MIG_GPU
+            if churn_seqs and hi % CHURN_EVERY_N_HOSTS == 0 and churning < len(churn_seqs):
+                seed.churn = (churn_seqs[churning], keys[0][0], f"slurm:{900000 + hi}")
+                churning += 1
+        seeds.append(seed)
     JobAllocation.objects.bulk_create(allocs)
     Tok.objects.bulk_create(tokens)
-    return seeds, [j.pk for j in jobs]
+    scheduler = token_create(org=org, name="bench scheduler", scope="scheduler", cluster=cluster)
+    return Seeded(seeds, [j.pk for j in jobs], scheduler.secret, [t.slug for t in teams])
 
 
 # --- payloads ----------------------------------------------------------------------------
@@ -334,12 +384,20 @@ def _iso(moment: dt.datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _gpu_keys(seed: HostSeed, g: int, seq: int) -> list[str]:
+    keys = seed.job_keys[g]
+    if seed.churn and g in CHURN_GPUS and seq >= seed.churn[0]:
+        return [seed.churn[2] if k == seed.churn[1] else k for k in keys]
+    return keys
+
+
 def _build_host_batches(args) -> list[tuple[str, int, bytes]]:
-    """All batches of one host, in seq order: (batch_id, gpu windows, gzip body)."""
-    hostname, uuids, job_keys, start_ts, n_batches, wpb, host_index = args
+    """Batches of one host, in seq order from ``first_seq``: (batch_id, gpu windows, gzip body)."""
+    seed, start_ts, first_seq, n_batches, wpb, host_index, batch_no = args
+    hostname, uuids = seed.hostname, seed.uuids
     out = []
-    seq = 1
-    counters = [10_000_000_000 + 1_000_000 * g for g in range(len(uuids))]
+    seq = first_seq
+    counters = [10_000_000_000 + 1_000_000 * g + (first_seq - 1) * 6_000_000 for g in range(len(uuids))]
     static = [
         {
             "uuid": u,
@@ -349,9 +407,8 @@ def _build_host_batches(args) -> list[tuple[str, int, bytes]]:
             "mem_used_mib": 70000.0,
             "power_limit_w": 700.0,
             "quality": "measured",
-            "processes": ([{"pid": 4000 + g, "sm_util_pct": 90.0, "job_key": k}] if k else []),
         }
-        for g, (u, k) in enumerate(zip(uuids, job_keys, strict=True))
+        for g, u in enumerate(uuids)
     ]
     for _ in range(n_batches):
         windows = []
@@ -359,18 +416,35 @@ def _build_host_batches(args) -> list[tuple[str, int, bytes]]:
             w_start = dt.datetime.fromtimestamp(start_ts + (seq - 1) * WINDOW_S, dt.UTC)
             gpus = []
             for g, base in enumerate(static):
-                busy = job_keys[g] is not None
+                keys = _gpu_keys(seed, g, seq)
+                busy = bool(keys)
                 power = (520.0 + 7 * g + (seq % 13)) if busy else 72.0
                 energy = power * WINDOW_S
                 counters[g] += int(energy * 1000)
                 entry = dict(base)
                 entry.update(
+                    processes=[
+                        {"pid": 4000 + g + 100 * i, "sm_util_pct": 90.0 / len(keys), "job_key": k}
+                        for i, k in enumerate(keys)
+                    ],
                     energy_j=energy,
                     counter_mj=counters[g],
                     avg_power_w=power,
                     max_power_w=power + 30.0,
                     util_pct=93.0 if busy else 0.0,
                 )
+                if g == seed.mig_gpu:
+                    entry["mig_instances"] = [
+                        {
+                            "uuid": f"MIG-{host_index}-{i}",
+                            "gpu_instance_id": i + 1,
+                            "compute_instance_id": 0,
+                            "profile": profile,
+                            "mem_used_mib": 20000.0,
+                            "pids": [4000 + g + 100 * i],
+                        }
+                        for i, profile in enumerate(("3g.40gb", "4g.40gb")[: len(keys)])
+                    ]
                 gpus.append(entry)
             windows.append(
                 {
@@ -388,7 +462,8 @@ def _build_host_batches(args) -> list[tuple[str, int, bytes]]:
                 }
             )
             seq += 1
-        batch_id = str(uuid.UUID(int=(host_index << 64) | len(out) + 1, version=4))
+        batch_no += 1
+        batch_id = str(uuid.UUID(int=(host_index << 64) | batch_no, version=4))
         body = {
             "batch_id": batch_id,
             "hostname": hostname,
@@ -499,7 +574,9 @@ def _pending_count() -> int:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM telemetry_telemetrybatch WHERE status <> 'done'")
+        # Every status but done, spelled out: with a month of done batches in the table (--history-days)
+        # "status <> 'done'" scans them all at every poll, and the poll's CPU counts as PostgreSQL's.
+        cursor.execute("SELECT count(*) FROM telemetry_telemetrybatch WHERE status IN ('pending', 'claimed', 'failed')")
         return cursor.fetchone()[0]
 
 
@@ -620,7 +697,28 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", default="carbonledger_bench")
     parser.add_argument("--hosts", type=int, default=128)
-    parser.add_argument("--windows-per-batch", type=int, default=30, help="10 s windows per POST (agent max: 30)")
+    parser.add_argument(
+        "--windows-per-batch",
+        type=int,
+        default=None,
+        help="10 s windows per POST (agent max: 30); default 30, or 1 (the agent's default batching) with "
+        "--shape realistic",
+    )
+    parser.add_argument(
+        "--shape",
+        choices=("ideal", "realistic"),
+        default="ideal",
+        help="ideal: 2 fixed jobs per host, one GPU idle. realistic: job churn through the jobs API during "
+        "phase 1, two jobs sharing a GPU, a MIG GPU, the hour before the run ingested first (prefill, 30-window "
+        "batches, not measured) and the agent's default batching (1 window per POST)",
+    )
+    parser.add_argument(
+        "--history-days", type=int, default=0, help="seed this many days of history first (benchmarks.history)"
+    )
+    parser.add_argument("--history-gpus", type=int, default=10_000, help="GPUs of the history fleet")
+    parser.add_argument(
+        "--history-raw-hours", type=int, default=24, help="hours of raw windows in the history (the newest)"
+    )
     parser.add_argument("--seconds", type=float, default=30.0, help="phase 1 (flat out) duration")
     parser.add_argument("--fresh-seconds", type=float, default=20.0, help="phase 2 (paced) duration")
     parser.add_argument(
@@ -686,9 +784,134 @@ def database_prepare(*, db: str, env: dict[str, str]) -> None:
     subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
 
 
+def _wal_lsn() -> str:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_current_wal_lsn()::text")
+        return cursor.fetchone()[0]
+
+
+def _wal_bytes(lsn_a: str, lsn_b: str) -> int:
+    """WAL written between two LSNs: by the whole PostgreSQL server (every database on it)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)::bigint", [lsn_b, lsn_a])
+        return int(cursor.fetchone()[0])
+
+
+def _seed_history(args) -> dict | None:
+    if not args.history_days:
+        return None
+    from django.db import connection
+
+    from benchmarks.history import seed_history, table_sizes
+
+    print(
+        f"seeding {args.history_days} days of history for {args.history_gpus} GPUs "
+        f"(raw windows: last {args.history_raw_hours} h)",
+        flush=True,
+    )
+    t0 = time.monotonic()
+    seeded = seed_history(
+        connection,
+        days=args.history_days,
+        gpus=args.history_gpus,
+        now=dt.datetime.now(dt.UTC),
+        raw_hours=args.history_raw_hours,
+    )
+    seconds = round(time.monotonic() - t0, 1)
+    sizes = table_sizes(connection)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_database_size(current_database())")
+        db_bytes = cursor.fetchone()[0]
+    connection.close()
+    out = {
+        "days": args.history_days,
+        "gpus": args.history_gpus,
+        "raw_hours": args.history_raw_hours,
+        "seed_s": seconds,
+        "seed_s_by_step": seeded.seconds,
+        "rows": seeded.rows,
+        "table_bytes": {k: v["bytes"] for k, v in sizes.items()},
+        "database_bytes": db_bytes,
+    }
+    print(json.dumps(out, indent=1), flush=True)
+    return out
+
+
+@dataclass
+class Churn:
+    """Realistic shape: at phase-1 wall times, end a host's GPUs 0-3 job at its churn window and
+    register the next one there, through the scheduler API (as the Slurm integration does)."""
+
+    port: int
+    secret: str
+    start_ts: float
+    hosts: list[HostSeed]
+    teams: list[str]
+    done: list[tuple[int, int]] = field(default_factory=list)  # (end status, register status)
+
+    def _call(self, path: str, body: dict) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            conn.request(
+                "POST",
+                path,
+                body=json.dumps(body).encode(),
+                headers={
+                    "Authorization": f"Bearer {self.secret}",
+                    "Content-Type": "application/json",
+                    "Host": "127.0.0.1",
+                },
+            )
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status
+        finally:
+            conn.close()
+
+    def run(self, seconds: float) -> threading.Thread:
+        events = [h for h in self.hosts if h.churn]
+
+        def worker() -> None:
+            t0 = time.monotonic()
+            for i, host in enumerate(events):
+                assert host.churn is not None
+                pause = t0 + (i + 1) * seconds / (len(events) + 1) - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                seq, old_key, new_key = host.churn
+                at = _iso(dt.datetime.fromtimestamp(self.start_ts + (seq - 1) * WINDOW_S, dt.UTC))
+                ended = self._call(
+                    f"/api/v1/jobs/by-key/{old_key.split(':', 1)[1]}/end/", {"exit_state": "completed", "ended_at": at}
+                )
+                registered = self._call(
+                    "/api/v1/jobs/",
+                    {
+                        "scheduler_job_id": new_key.split(":", 1)[1],
+                        "team": self.teams[i % len(self.teams)],
+                        "name": f"train-next-{host.hostname}",
+                        "kind": "training",
+                        "family": "llm",
+                        "started_at": at,
+                        "allocation": [{"host": host.hostname, "gpus": list(CHURN_GPUS)}],
+                    },
+                )
+                self.done.append((ended, registered))
+
+        thread = threading.Thread(target=worker, name="churn", daemon=True)
+        thread.start()
+        return thread
+
+
 def _run(args, procs: Procs) -> int:
     global _DB_NAME
     _DB_NAME = args.db
+    realistic = args.shape == "realistic"
+    if args.windows_per_batch is None:
+        args.windows_per_batch = 1 if realistic else 30
     web_port, redis_port = _free_port(), _free_port()
     env = stack_env(db=args.db, redis_url=f"redis://127.0.0.1:{redis_port}/0")
     database_prepare(db=args.db, env=env)
@@ -698,26 +921,44 @@ def _run(args, procs: Procs) -> int:
     django.setup()
     from django.db import connection
 
+    history = _seed_history(args)
     per_host_windows_p1 = args.max_rate * args.seconds / GPUS_PER_HOST / args.hosts
     per_host_windows_p2 = 0.5 * args.max_rate * args.fresh_seconds / GPUS_PER_HOST / args.hosts
     n_batches = max(2, math.ceil((per_host_windows_p1 + per_host_windows_p2) / args.windows_per_batch) + 1)
-    span_s = n_batches * args.windows_per_batch * WINDOW_S
+    # Realistic: the hour before the run (360 windows per host) is ingested first, in 30-window batches.
+    prefill_windows = 360 if realistic else 0
+    span_s = (prefill_windows + n_batches * args.windows_per_batch) * WINDOW_S
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     start = now - dt.timedelta(seconds=span_s + 600)
-    seeds, job_ids = _seed(args.hosts, start)
+    if realistic:
+        # Start the prefill at half past an hour: the run's first windows share their hour with the
+        # prefill's last 30 minutes (the job-hour rollups re-sum a half-full hour from the start).
+        hour = start.replace(minute=0, second=0)
+        start = hour - dt.timedelta(minutes=30) if start.minute < 30 else hour + dt.timedelta(minutes=30)
+    churn_seqs = None
+    if realistic:
+        # Churn points spread over the first half of phase 1's expected windows.
+        n_churn = math.ceil(args.hosts / CHURN_EVERY_N_HOSTS)
+        reach = max(2.0, 0.5 * per_host_windows_p1)
+        churn_seqs = [prefill_windows + 1 + math.ceil((i + 1) * reach / (n_churn + 1)) for i in range(n_churn)]
+    seeded = _seed(args.hosts, start, shape=args.shape, churn_seqs=churn_seqs)
+    seeds, job_ids = seeded.hosts, seeded.job_ids
     connection.close()
     print(
-        f"seeded {args.hosts} hosts x {GPUS_PER_HOST} GPUs, {len(job_ids)} jobs; building "
-        f"{n_batches} batches/host x {args.windows_per_batch * GPUS_PER_HOST} GPU windows",
+        f"seeded {args.hosts} hosts x {GPUS_PER_HOST} GPUs, {len(job_ids)} jobs ({args.shape} shape); building "
+        f"{n_batches} batches/host x {args.windows_per_batch * GPUS_PER_HOST} GPU windows"
+        + (f" after {prefill_windows // 30} prefill batches/host of 30 windows" if prefill_windows else ""),
         flush=True,
     )
     t_build = time.monotonic()
     work = [
-        (s.hostname, s.uuids, s.job_keys, start.timestamp(), n_batches, args.windows_per_batch, i)
+        (s, start.timestamp(), prefill_windows + 1, n_batches, args.windows_per_batch, i, prefill_windows // 30)
         for i, s in enumerate(seeds)
     ]
+    prefill_work = [(s, start.timestamp(), 1, prefill_windows // 30, 30, i, 0) for i, s in enumerate(seeds)]
     with multiprocessing.get_context("fork").Pool(os.cpu_count() or 2) as pool:
         built = pool.map(_build_host_batches, work, chunksize=4)
+        prefill = pool.map(_build_host_batches, prefill_work, chunksize=4) if prefill_windows else None
     queues = [HostQueue(seed, batches) for seed, batches in zip(seeds, built, strict=True)]
     gz_bytes = sum(len(b[2]) for q in queues for b in q.batches)
     print(f"built in {time.monotonic() - t_build:.1f}s ({gz_bytes / 1e6:.1f} MB gzip)", flush=True)
@@ -775,6 +1016,20 @@ def _run(args, procs: Procs) -> int:
         env,
     )
     _wait(lambda: _port_open(web_port), timeout_s=60, what="gunicorn")
+    if prefill is not None:
+        # Realistic: the hour before the run, through the real ingest (not measured).
+        t_prefill = time.monotonic()
+        prefill_queues = [HostQueue(seed, batches) for seed, batches in zip(seeds, prefill, strict=True)]
+        sent0 = _drive(web_port, prefill_queues, args.clients, 3600.0, None)
+        if sent0.errors:
+            raise RuntimeError(f"prefill POSTs failed: {sent0.errors[:3]}")
+        if _wait_drained(args.drain_timeout) is None:
+            raise RuntimeError("prefill batches were not attributed in time (see var/bench/worker.log)")
+        print(
+            f"prefill: {sum(a[1] for a in sent0.acks):,} GPU windows (the hour before the run) ingested and "
+            f"attributed in {time.monotonic() - t_prefill:.1f}s",
+            flush=True,
+        )
     # Warm-up: one batch per host (host/device lookups, partitions, imports in every worker).
     for queue in queues:
         _, _, body = queue.batches[0]
@@ -782,9 +1037,18 @@ def _run(args, procs: Procs) -> int:
         if status not in (200, 202):
             raise RuntimeError(f"warm-up POST failed: {status} {payload[:300]!r}")
         queue.next = 1
-    if _wait_drained(120) is None:
-        raise RuntimeError("warm-up batches were not attributed within 120 s (see var/bench/worker.log)")
+    t_warm = time.monotonic()
+    if _wait_drained(args.drain_timeout) is None:
+        raise RuntimeError(
+            f"warm-up batches were not attributed within {args.drain_timeout:g} s (see var/bench/worker.log)"
+        )
+    warm_up_s = round(time.monotonic() - t_warm, 1)
+    print(f"warm-up: one batch per host attributed in {warm_up_s}s", flush=True)
     time.sleep(1.0)
+    # WAL the rest of the server writes meanwhile (other databases: the machine is shared): 5 s idle.
+    lsn_idle, t_idle = _wal_lsn(), time.monotonic()
+    time.sleep(5.0)
+    background_wal_bytes_per_s = _wal_bytes(lsn_idle, _wal_lsn()) / (time.monotonic() - t_idle)
 
     # Phase 1: flat out.
     print(
@@ -792,15 +1056,22 @@ def _run(args, procs: Procs) -> int:
         f"{args.celery_workers} celery worker processes)",
         flush=True,
     )
+    churn = Churn(web_port, seeded.scheduler_secret, start.timestamp(), seeds, seeded.team_slugs)
     meter = CpuMeter(procs)
     cpu_a = meter.read()
+    lsn_a = _wal_lsn()
     t0_wall, t0 = time.time(), time.monotonic()
+    churn_thread = churn.run(args.seconds) if realistic else None
     sent = _drive(web_port, queues, args.clients, args.seconds, None)
     t_sent = time.monotonic()
+    if churn_thread is not None:
+        churn_thread.join(timeout=120)
     cpu_b = meter.read()
     done_wall = _wait_drained(args.drain_timeout)
     t_done = time.monotonic()
     cpu_c = meter.read()
+    by_process = meter.read_by_process()
+    lsn_b = _wal_lsn()
     meter.stop()
     windows_p1 = sum(a[1] for a in sent.acks)
     last_ack = max((a[3] for a in sent.acks), default=t0_wall)
@@ -809,6 +1080,8 @@ def _run(args, procs: Procs) -> int:
     ingest_rate = windows_p1 / ingest_s if ingest_s > 0 else 0.0
     e2e_rate = windows_p1 / e2e_s if e2e_s else None
     lat = [a[3] - a[2] for a in sent.acks]
+    wal_p1 = _wal_bytes(lsn_a, lsn_b)
+    wal_p1_net = max(0.0, wal_p1 - background_wal_bytes_per_s * (t_done - t0))
     phase1 = {
         "batches": len(sent.acks),
         "gpu_windows": windows_p1,
@@ -820,9 +1093,16 @@ def _run(args, procs: Procs) -> int:
         "attributed_gpu_windows_per_s": round(e2e_rate) if e2e_rate else None,
         "post_latency_p50_ms": round(1000 * _pct(lat, 0.5), 1) if lat else None,
         "post_latency_p99_ms": round(1000 * _pct(lat, 0.99), 1) if lat else None,
+        "warm_up_s": warm_up_s,
         "cores_while_sending": _cpu_delta(cpu_a, cpu_b, t_sent - t0),
         "cores_while_draining": _cpu_delta(cpu_b, cpu_c, max(t_done - t_sent, 1e-3)),
+        "wal_bytes": wal_p1,
+        "background_wal_bytes_per_s": round(background_wal_bytes_per_s),
+        "wal_bytes_per_gpu_window": round(wal_p1 / windows_p1, 1) if windows_p1 else None,
+        "wal_bytes_per_gpu_window_net_of_background": round(wal_p1_net / windows_p1, 1) if windows_p1 else None,
     }
+    if realistic:
+        phase1["churn_api_statuses"] = churn.done
     # Contention-independent view: CPU time our stack spent per GPU window (send + drain), and the
     # rate that would give if web, workers, Redis and PostgreSQL had both cores to themselves.
     spent = {k: cpu_c.get(k, 0.0) - cpu_a.get(k, 0.0) for k in cpu_c if k != "bench"}
@@ -831,13 +1111,28 @@ def _run(args, procs: Procs) -> int:
         total_us = sum(phase1["cpu_us_per_gpu_window"].values())
         phase1["cpu_us_per_gpu_window_total"] = round(total_us, 1)
         phase1["projected_gpu_windows_per_s_on_2_free_cores"] = round(2e6 / total_us) if total_us else None
+        # Per web and worker process (the gunicorn and Celery masters included): the cost per window
+        # spreads over processes, it does not grow with their number.
+        phase1["cpu_us_per_gpu_window_by_process"] = {
+            k: round(1e6 * v / windows_p1, 1)
+            for k, v in sorted(by_process.items())
+            if k.split(":")[0] in ("web", "worker") and v > 0.05
+        }
     print(json.dumps(phase1, indent=1), flush=True)
     if done_wall is None:
         print(f"attribution did not catch up within {args.drain_timeout:g}s", file=sys.stderr)
 
     # Raw COPY of the same rows (machine otherwise idle: workers drained).
     print(f"raw COPY of {min(args.copy_rows, windows_p1)} of those rows into a scratch schema", flush=True)
+    lsn_copy = _wal_lsn()
+    t_copy = time.monotonic()
     raw = _raw_copy(min(args.copy_rows, max(windows_p1, 1)))
+    copy_wal = _wal_bytes(lsn_copy, _wal_lsn())
+    copy_wal_net = max(0.0, copy_wal - background_wal_bytes_per_s * (time.monotonic() - t_copy))
+    # The scratch schema's DDL and drop are in it too (a few kB).
+    raw["wal_bytes"] = copy_wal
+    raw["wal_bytes_per_row"] = round(copy_wal / raw["rows"], 1) if raw["rows"] else None
+    raw["wal_bytes_per_row_net_of_background"] = round(copy_wal_net / raw["rows"], 1) if raw["rows"] else None
     connection.close()
     print(json.dumps(raw), flush=True)
 
@@ -876,6 +1171,8 @@ def _run(args, procs: Procs) -> int:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "args": vars(args),
+        "shape": args.shape,
+        "history": history,
         "gpu_windows_per_batch": args.windows_per_batch * GPUS_PER_HOST,
         "phase1": phase1,
         "raw_copy": raw,
@@ -892,6 +1189,9 @@ def _run(args, procs: Procs) -> int:
         print(f"  {label:<44} {value!s:>14}  {target}")
 
     print("\nCarbonLedger ingest benchmark", result["date"])
+    row("shape", args.shape)
+    if history:
+        row("history (days x GPUs)", f"{history['days']} x {history['gpus']}")
     row("GPU windows per POST", result["gpu_windows_per_batch"])
     row("ingested (HTTP 202) GPU-windows/s", f"{ingest_rate:,.0f}", "target >= 50,000")
     row("attributed end to end GPU-windows/s", f"{e2e_rate:,.0f}" if e2e_rate else "n/a", "target >= 50,000")
@@ -901,6 +1201,8 @@ def _run(args, procs: Procs) -> int:
     row("CPU us per GPU window (web+workers+pg+redis)", phase1.get("cpu_us_per_gpu_window_total"))
     projected = phase1.get("projected_gpu_windows_per_s_on_2_free_cores") or 0
     row("=> GPU-windows/s if the stack had 2 free cores", f"{projected:,}")
+    row("WAL bytes per GPU window (net)", phase1["wal_bytes_per_gpu_window_net_of_background"])
+    row("WAL bytes per row, raw COPY (net)", raw["wal_bytes_per_row_net_of_background"])
     row("freshness p50 s (paced at half)", phase2["freshness_p50_s"])
     row("freshness p99 s (paced at half)", phase2["freshness_p99_s"], "target < 5")
     print(f"\nresults: {out}")
