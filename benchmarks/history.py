@@ -7,14 +7,16 @@ ANALYZE), what a database holds after a fleet of ``gpus`` GPUs (8 per host) ran 
   * jobs: per host and day two jobs of one day (GPUs 0-3 and 4-6; GPU 7 idle, fleet overhead),
     completed except the last day's, still running; one allocation per job and GPU;
   * telemetry batches of ``batch_windows`` 10 s windows, all attributed (``done``);
-  * ledger entries in today's shape (``_LEDGER_LINES``: one row per batch x account x job x device x
-    component x hour; host and facility lines per account and job, without a device: 25 per batch);
+  * ledger entries in the hourly shape (issue 18; ``_LEDGER_LINES``: one row per account x job x host
+    x device x component x hour, whatever the batching; host and facility lines per account and job,
+    without a device: 25 per host and hour), and the attribution records (``BatchAttribution``) of
+    the batches whose raw windows are still kept;
   * aggregates: job-hours, job footprints, device-hours, team-hours, team-days;
   * raw windows (GPU and host) for the last ``raw_hours`` only: older raw partitions are dropped
     after the retention period, and only the last windows are read by attribution.
 
-Every piece of knowledge of the ledger's shape is in ``_LEDGER_LINES`` and ``_LEDGER_SQL``: when
-the ledger becomes one row per (account, job, device, component, hour), change those two.
+Every piece of knowledge of the ledger's shape is in ``_LEDGER_LINES``, ``_LEDGER_SQL`` and
+``_RECORDS_SQL``.
 
 The ledger's secondary indexes are dropped before its insert and built after it. FK triggers are
 skipped while seeding (``session_replication_role = replica``, superuser only):
@@ -54,7 +56,8 @@ TABLES = (
     "accounting_devicehour",
     "accounting_teamhour",
     "accounting_teamday",
-    "telemetry_gpuwindow",
+    "accounting_batchattribution",
+    "telemetry_gpuseries",
     "telemetry_hostwindow",
 )
 
@@ -111,29 +114,64 @@ def _ledger_lines() -> list[tuple[int | None, int | None, str, str, float, float
 _LEDGER_LINES = _ledger_lines()
 LEDGER_ROWS_PER_HOST_BATCH = len(_LEDGER_LINES)
 
-# One row per batch x line (today's shape). The facility line has no device; fleet lines no job.
+# One entry per host-hour x line (the hourly ledger): the sums of the hour's batches, one line each.
 _LEDGER_SQL = """
 INSERT INTO accounting_ledgerentry (
-    batch_id, account, job_id, org_id, team_id, site_id, host_id, device_id, component, hour, energy_j, held_s,
+    account, job_id, org_id, team_id, site_id, host_id, device_id, component, hour, energy_j, held_s,
     co2e_operational_g, co2e_operational_marginal_g, co2e_embodied_g, co2e_low_g, co2e_high_g,
     intensity_g_per_kwh, intensity_source, intensity_basis, intensity_gases, co2e_upstream_g, pue, quality,
-    measured_energy_j, energy_covers, method_version, factor_versions, computed_at)
-SELECT b.id, l.account, j.job_id, %(org)s, j.team_id, %(site)s, b.host_id, d.id, l.component,
-       date_trunc('hour', b.first_start), l.power_w * %(batch_s)s, l.held * %(batch_s)s,
-       l.power_w * %(batch_s)s / 3.6e6 * %(intensity)s, NULL,
-       l.held * %(batch_s)s * %(embodied_g_per_s)s,
-       0.9 * l.power_w * %(batch_s)s / 3.6e6 * %(intensity)s, 1.1 * l.power_w * %(batch_s)s / 3.6e6 * %(intensity)s,
+    measured_energy_j, lines_measured, lines_integrated, lines_interpolated, lines_modelled, last_window_end,
+    energy_covers, method_version, factor_versions, computed_at)
+SELECT l.account, j.job_id, %(org)s, j.team_id, %(site)s, b.host_id, d.id, l.component,
+       b.hour, l.power_w * b.span_s, l.held * b.span_s,
+       l.power_w * b.span_s / 3.6e6 * %(intensity)s, NULL,
+       l.held * b.span_s * %(embodied_g_per_s)s,
+       0.9 * l.power_w * b.span_s / 3.6e6 * %(intensity)s, 1.1 * l.power_w * b.span_s / 3.6e6 * %(intensity)s,
        %(intensity)s, 'annual:HIST', 'lifecycle', 'co2e', NULL, %(pue)s, 'measured',
-       l.power_w * %(batch_s)s, CASE WHEN l.gpu IS NULL THEN '' ELSE 'gpu' END, %(method)s,
-       '{"method": 1}'::jsonb, b.attributed_at
-FROM telemetry_telemetrybatch b
-JOIN _hist_hosts h ON h.host_id = b.host_id
+       l.power_w * b.span_s, b.n, 0, 0, 0, b.last_end, CASE WHEN l.gpu IS NULL THEN '' ELSE 'gpu' END, %(method)s,
+       '{"method": 1}'::jsonb, b.last_end
+FROM (SELECT bb.host_id, date_trunc('hour', bb.first_start) AS hour, count(*) AS n, max(bb.last_end) AS last_end,
+             SUM(EXTRACT(EPOCH FROM bb.last_end - bb.first_start)) AS span_s
+      FROM telemetry_telemetrybatch bb JOIN _hist_hosts h ON h.host_id = bb.host_id
+      GROUP BY bb.host_id, date_trunc('hour', bb.first_start)) b
 CROSS JOIN (SELECT * FROM unnest(%(l_gpu)s::int[], %(l_slot)s::int[], %(l_account)s::text[],
                                  %(l_component)s::text[], %(l_power)s::float8[], %(l_held)s::float8[])
             AS t(gpu, slot, account, component, power_w, held)) l
 LEFT JOIN _hist_devices d ON d.host_id = b.host_id AND d.idx = l.gpu
 LEFT JOIN _hist_jobs j ON j.host_id = b.host_id AND j.slot = l.slot
+     AND j.day = floor(extract(epoch FROM b.hour - %(start)s) / 86400)::int
+"""
+
+# The attribution records of the batches whose raw windows are kept (a record lives as long as
+# its raw windows): the batch's lines as arrays; their raw sums count as already in the
+# device-hours (``accounting_devicehoursource``).
+_RECORDS_SQL = """
+INSERT INTO accounting_batchattribution (
+    batch_id, org_id, site_id, host_id, last_end, attributed_at, method_version, accounts, job_ids, team_ids,
+    device_ids, components, hours, energy_j, held_s, co2e_operational_g, co2e_operational_marginal_g,
+    co2e_embodied_g, co2e_low_g, co2e_high_g, co2e_upstream_g, measured_energy_j, qualities,
+    raw_device_ids, raw_hours, raw_window_s, raw_util_pct_s, raw_energy_j)
+SELECT b.id, %(org)s, %(site)s, b.host_id, b.last_end, b.attributed_at, %(method)s,
+       array_agg(l.account ORDER BY l.ord), array_agg(j.job_id ORDER BY l.ord), array_agg(j.team_id ORDER BY l.ord),
+       array_agg(d.id ORDER BY l.ord), array_agg(l.component ORDER BY l.ord),
+       array_agg(date_trunc('hour', b.first_start) ORDER BY l.ord),
+       array_agg(l.power_w * %(batch_s)s ORDER BY l.ord), array_agg(l.held * %(batch_s)s ORDER BY l.ord),
+       array_agg(l.power_w * %(batch_s)s / 3.6e6 * %(intensity)s ORDER BY l.ord),
+       array_agg(NULL::float8 ORDER BY l.ord), array_agg(l.held * %(batch_s)s * %(embodied_g_per_s)s ORDER BY l.ord),
+       array_agg(0.9 * l.power_w * %(batch_s)s / 3.6e6 * %(intensity)s ORDER BY l.ord),
+       array_agg(1.1 * l.power_w * %(batch_s)s / 3.6e6 * %(intensity)s ORDER BY l.ord),
+       array_agg(NULL::float8 ORDER BY l.ord), array_agg(l.power_w * %(batch_s)s ORDER BY l.ord),
+       array_agg('measured'::text ORDER BY l.ord), '{}', '{}', '{}', '{}', '{}'
+FROM telemetry_telemetrybatch b
+JOIN _hist_hosts h ON h.host_id = b.host_id
+CROSS JOIN (SELECT * FROM unnest(%(l_gpu)s::int[], %(l_slot)s::int[], %(l_account)s::text[],
+                                 %(l_component)s::text[], %(l_power)s::float8[], %(l_held)s::float8[])
+                          WITH ORDINALITY AS t(gpu, slot, account, component, power_w, held, ord)) l
+LEFT JOIN _hist_devices d ON d.host_id = b.host_id AND d.idx = l.gpu
+LEFT JOIN _hist_jobs j ON j.host_id = b.host_id AND j.slot = l.slot
      AND j.day = floor(extract(epoch FROM b.first_start - %(start)s) / 86400)::int
+WHERE b.first_start >= %(raw_start)s
+GROUP BY b.id
 """
 
 
@@ -208,7 +246,8 @@ def seed_history(
             ("accounting_devicehour", "device_id IN (SELECT id FROM _hist_devices)"),
             ("accounting_teamhour", "org_id = %(org)s"),
             ("accounting_teamday", "org_id = %(org)s"),
-            ("telemetry_gpuwindow", "host_id IN (SELECT host_id FROM _hist_hosts)"),
+            ("accounting_batchattribution", "org_id = %(org)s"),
+            ("telemetry_gpuseries", "host_id IN (SELECT host_id FROM _hist_hosts)"),
             ("telemetry_hostwindow", "host_id IN (SELECT host_id FROM _hist_hosts)"),
         ):
             _exec(cursor, f"SELECT count(*) FROM {table} WHERE {where}", p)
@@ -368,6 +407,20 @@ def _seed_telemetry(cursor, p: dict[str, Any], step) -> None:
     )
     for _, definition in indexes:
         step("ledger_indexes", definition)
+    line_params = {
+        "l_gpu": [line[0] for line in lines],
+        "l_slot": [line[1] for line in lines],
+        "l_account": [line[2] for line in lines],
+        "l_component": [line[3] for line in lines],
+        "l_power": [float(line[4]) for line in lines],
+        "l_held": [float(line[5]) for line in lines],
+    }
+    step("records", _RECORDS_SQL, line_params)
+    step(
+        "records_sources",
+        "INSERT INTO accounting_devicehoursource (batch_id) SELECT b.id FROM telemetry_telemetrybatch b "
+        "JOIN _hist_hosts h ON h.host_id = b.host_id WHERE b.first_start >= %(raw_start)s",
+    )
 
 
 def _seed_aggregates(cursor, p: dict[str, Any], step) -> None:
@@ -471,7 +524,7 @@ def _seed_raw(cursor, p: dict[str, Any], step, *, raw_hours: int) -> None:
     day = p["raw_start"].date()
     while day < p["end"].date() or (day == p["end"].date() and p["end"].time() != dt.time()):
         start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-        for parent in ("telemetry_gpuwindow", "telemetry_hostwindow"):
+        for parent in ("telemetry_gpuseries", "telemetry_hostwindow"):
             _exec(
                 cursor,
                 f"CREATE TABLE IF NOT EXISTS {parent}_p{day:%Y%m%d} PARTITION OF {parent} "
@@ -487,14 +540,21 @@ def _seed_raw(cursor, p: dict[str, Any], step, *, raw_hours: int) -> None:
     )
     recent = " WHERE b.first_start >= %(raw_start)s"
     step(
-        "gpuwindow",
-        "INSERT INTO telemetry_gpuwindow (batch_id, host_id, device_id, seq, start_at, end_at, energy_j, "
-        "counter_mj, avg_power_w, max_power_w, util_pct, mem_util_pct, mem_used_mib, power_limit_w, quality, "
-        "processes, mig_instances, energy_covers) "
-        "SELECT b.id, b.host_id, d.id, n, w.s, w.s + interval '10 s', p.w * 10, "
-        "10000000000 + n * (p.w * 10000)::bigint, p.w, p.w + 30, CASE WHEN p.busy THEN 93 ELSE 0 END, 55, 70000, "
-        "700, 'measured', CASE WHEN p.busy THEN jsonb_build_array(jsonb_build_object('pid', 4000 + d.idx, "
-        "'sm_util_pct', 90.0, 'job_key', 'slurm:' || j.scheduler_job_id)) ELSE '[]'::jsonb END, '[]', 'gpu' "
+        "gpuseries",
+        "INSERT INTO telemetry_gpuseries (batch_id, host_id, device_id, first_start_at, last_end_at, window_count, "
+        "seq, start_us, end_us, energy_j, counter_mj, avg_power_w, max_power_w, util_pct, mem_util_pct, "
+        "mem_used_mib, power_limit_w, quality, processes, mig_instances, energy_covers) "
+        "SELECT b.id, b.host_id, d.id, b.first_start, b.last_end, count(*), array_agg(n ORDER BY n), "
+        "array_agg((extract(epoch FROM w.s) * 1000000)::bigint ORDER BY n), "
+        "array_agg((extract(epoch FROM w.s) * 1000000)::bigint + 10000000 ORDER BY n), "
+        "array_agg(p.w * 10 ORDER BY n), array_agg(10000000000 + n * (p.w * 10000)::bigint ORDER BY n), "
+        "array_agg(p.w ORDER BY n), array_agg(p.w + 30 ORDER BY n), "
+        "array_agg(CASE WHEN p.busy THEN 93.0 ELSE 0.0 END ORDER BY n), array_agg(55.0::float8 ORDER BY n), "
+        "array_agg(70000.0::float8 ORDER BY n), array_agg(700.0::float8 ORDER BY n), "
+        "array_agg('measured'::text ORDER BY n), "
+        "CASE WHEN bool_or(p.busy) THEN jsonb_build_array(jsonb_build_array(0, jsonb_build_array("
+        "jsonb_build_object('pid', 4000 + d.idx, 'sm_util_pct', 90.0, 'job_key', 'slurm:' || "
+        "min(j.scheduler_job_id))))) ELSE '[]'::jsonb END, '[]', 'gpu' "
         + windows
         + " JOIN _hist_devices d ON d.host_id = b.host_id "
         "JOIN unnest(%(slot_of_gpu)s::int[]) WITH ORDINALITY AS m(slot, pos) ON m.pos - 1 = d.idx "
@@ -502,7 +562,9 @@ def _seed_raw(cursor, p: dict[str, Any], step, *, raw_hours: int) -> None:
         "AND hj.day = floor(extract(epoch FROM b.first_start - %(start)s) / 86400)::int "
         "LEFT JOIN accounting_job j ON j.id = hj.job_id "
         "CROSS JOIN LATERAL (SELECT m.slot IS NOT NULL AS busy, "
-        "CASE WHEN m.slot IS NOT NULL THEN %(busy_w)s ELSE %(idle_gpu_w)s END AS w) p" + recent,
+        "CASE WHEN m.slot IS NOT NULL THEN %(busy_w)s ELSE %(idle_gpu_w)s END AS w) p"
+        + recent
+        + " GROUP BY b.id, b.host_id, d.id, d.idx, b.first_start, b.last_end",
         {
             "slot_of_gpu": [_slot_of(g) for g in range(GPUS_PER_HOST)],
             "busy_w": BUSY_POWER_W,
