@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's code, not an installed copy
 
 import ingest as base  # the ingest benchmark's process, seeding and payload helpers
 
@@ -36,9 +37,8 @@ LAYERS = (
     ("  request_started/finished signals (connection checks)", "django/db/__init__.py", "close_old_connections"),
     ("  middleware + view (BaseHandler.get_response)", "django/core/handlers/base.py", "get_response"),
     ("    URL resolving", "django/urls/resolvers.py", "resolve"),
-    ("    SessionMiddleware.process_response", "django/contrib/sessions/middleware.py", "process_response"),
+    ("    SessionMiddleware.process_request", "django/contrib/sessions/middleware.py", "process_request"),
     ("    CsrfViewMiddleware.process_view", "django/middleware/csrf.py", "process_view"),
-    ("    SessionLifetimeMiddleware", "config/security.py", "__call__"),
     ("    CSPMiddleware.process_response", "csp/middleware.py", "process_response"),
     ("    AxesMiddleware", "axes/middleware.py", "__call__"),
     ("    view: APIView.dispatch", "rest_framework/views.py", "dispatch"),
@@ -49,12 +49,14 @@ LAYERS = (
     ("      body: JSON", "telemetry/api/views.py", "_loads"),
     ("      parse_batch", "telemetry/parsing.py", "parse_batch"),
     ("      batch_ingest (service, commit included)", "telemetry/services.py", "batch_ingest"),
-    ("        host lock + duplicate check (one query)", "django/db/models/query.py", "get"),
-    ("        device resolution", "telemetry/services.py", "_resolve_devices"),
+    ("        host lock + duplicate check (one query, before: ORM)", "django/db/models/query.py", "get"),
+    ("        host lock + duplicate check + device ids (one query)", "telemetry/services.py", "_host_lock"),
+    ("        device resolution (before; now only for new devices)", "telemetry/services.py", "_resolve_devices"),
     ("        ensure_partitions (cached)", "telemetry/partitions.py", "ensure_partitions"),
-    ("        batch row INSERT", "django/db/models/query.py", "create"),
+    ("        batch row INSERT (before: ORM)", "django/db/models/query.py", "create"),
+    ("        batch row INSERT + host UPDATE (one statement)", "telemetry/services.py", "_batch_insert_and_host_advance"),
     ("        COPY of GPU and host windows", "telemetry/services.py", "copy_rows"),
-    ("        host UPDATE", "django/db/models/query.py", "update"),
+    ("        host UPDATE (before: ORM)", "django/db/models/query.py", "update"),
     ("        commit (Atomic.__exit__)", "django/db/transaction.py", "__exit__"),
     ("        nudge (Redis SET NX, send_task)", "accounting/services/work_queue.py", "batches_nudge"),
     ("      finalize_response (+ expiry headers)", "rest_framework/views.py", "finalize_response"),
@@ -182,7 +184,8 @@ def _run(args, procs: base.Procs) -> int:
     with CaptureQueriesContext(connection) as ctx:
         post(i)
         i += 1
-    sqls = [" ".join(q["sql"].split()) for q in ctx.captured_queries]
+    # execute_wrapper sees no BEGIN/COMMIT (Django issues them on the connection, not a cursor).
+    sqls = [" ".join(q["sql"].split()) for q in ctx.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")]
     walls = [0.0] * len(sqls)
 
     def timed(execute, sql, params, many, context):
@@ -200,7 +203,8 @@ def _run(args, procs: base.Procs) -> int:
         with connection.execute_wrapper(timed):
             post(i)
         i += 1
-    print(f"\nSQL of one POST: {len(sqls)} statements through Django (COPY goes around it), wall ms, mean of {rounds}")
+    print(f"\nSQL of one POST: {len(ctx.captured_queries)} statements through Django, BEGIN and COMMIT included")
+    print(f"\nstatements other than BEGIN/COMMIT (COPY goes around it), wall ms, mean of {rounds}")
     for sql, wall in zip(sqls, walls, strict=True):
         print(f"  {1000 * wall / rounds:6.3f}  {sql[:140]}")
 
@@ -214,6 +218,7 @@ def _run(args, procs: base.Procs) -> int:
     stats = pstats.Stats(profiler)
     table = stats.stats  # type: ignore[attr-defined]
     print(f"\ncProfile (CPU time) of {n} POSTs: cumulative CPU ms per POST (profiled, inflated; calls per POST)")
+    found: dict[tuple[str, str], float] = {}
     for label, suffix, name in LAYERS:
         cum = calls = 0.0
         for (filename, _line, func), (_cc, nc, _tt, ct, _callers) in table.items():
@@ -221,6 +226,17 @@ def _run(args, procs: base.Procs) -> int:
                 cum += ct
                 calls += nc
         print(f"  {1000 * cum / n:7.3f}  {calls / n:5.2f}  {label}")
+        found[name, suffix] = cum
+    middleware = (
+        found["get_response", "django/core/handlers/base.py"]
+        - found["dispatch", "rest_framework/views.py"]
+        - found["resolve", "django/urls/resolvers.py"]
+    )
+    print(f"  {1000 * middleware / n:7.3f}        middleware in all (get_response - dispatch - URL resolving)")
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_callees("batch_ingest")
+    print("\nbatch_ingest's callees (CPU s over all POSTs):")
+    print("\n".join(line for line in out.getvalue().splitlines() if line.strip())[-3000:])
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
     print("\nTop 25 by own time:")

@@ -50,6 +50,9 @@ def attribute_batch(self, batch_pk: int) -> dict:
     from accounting.services.work_queue import batches_nudge, batches_release, nudge_taken
 
     nudge_taken()  # batches stored from now on send a nudge of their own
+    # A store may have skipped its nudge up to ATTRIBUTION_NUDGE_REUSE_S after this task took the
+    # mark (work_queue, "Coalesced nudges"): the task claims once more no earlier than that.
+    last_claim_not_before = time.monotonic() + settings.ATTRIBUTION_NUDGE_REUSE_S
     deadline = time.monotonic() + settings.ATTRIBUTION_SOFT_TIME_LIMIT_S / 2
     totals = {"attributed": 0, "skipped": 0, "failed": 0, "rounds": 0}
     wanted = [batch_pk]
@@ -57,6 +60,7 @@ def attribute_batch(self, batch_pk: int) -> dict:
     try:
         while True:
             extra = ATTRIBUTE_EXTRA_BATCHES + 1 - len(wanted)
+            claim_started = time.monotonic()
             outcome = batches_attribute(batch_pks=wanted, now=now, extra=extra, interrupts=(SoftTimeLimitExceeded,))
             others = set(outcome.attributed) | set(outcome.failed)
             totals["attributed"] += len(outcome.attributed)
@@ -64,7 +68,13 @@ def attribute_batch(self, batch_pk: int) -> dict:
             totals["failed"] += len(outcome.failed)
             totals["rounds"] += 1
             if len(others - set(wanted)) < extra:
-                break  # the round found fewer pending batches than it could take: none is left
+                # The round found fewer pending batches than it could take: none is left, unless
+                # a store skipped its nudge since the round's claim.
+                if claim_started >= last_claim_not_before:
+                    break
+                time.sleep(max(0.0, last_claim_not_before - time.monotonic()))
+                wanted, now = [], timezone.now()
+                continue
             if time.monotonic() >= deadline:
                 batches_nudge(batch_pks=[batch_pk])  # more may be pending: another task goes on
                 break
