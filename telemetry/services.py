@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import uuid
 from dataclasses import dataclass
 
 import psycopg
@@ -202,12 +203,16 @@ def _host_lock(*, host_id: int, batch: ParsedBatch) -> tuple[LockedHost, int | N
 
 
 _batch_insert_sql: dict[str, tuple[str, tuple]] = {}
+# Values psycopg adapts as they are, exactly as the field would prepare them (exact types: a
+# TextChoices member is a str *and* an Enum, which psycopg would write by name).
+_PLAIN_TYPES = frozenset({int, float, str, bool, dt.datetime, uuid.UUID, type(None)})
 
 
 def _batch_insert_and_host_advance(*, record: TelemetryBatch, last_seq: int, last_seen_at: dt.datetime) -> None:
     """INSERT the batch row and move the host's last seq and last window end on, in one
-    statement (sets ``record.id``). The columns are the model's own (built once per process),
-    each value prepared by its field as ``Model.save`` would."""
+    statement (sets ``record.id``). The columns are the model's own (built once per process);
+    a value of a plain type goes to psycopg as it is, any other is prepared by its field as
+    ``Model.save`` would (a field's own preparation costs ~10 us each, ~20 fields per POST)."""
     cached = _batch_insert_sql.get(connection.alias)
     if cached is None:
         fields = tuple(f for f in TelemetryBatch._meta.concrete_fields if not f.primary_key)
@@ -222,7 +227,13 @@ def _batch_insert_and_host_advance(*, record: TelemetryBatch, last_seq: int, las
         """
         cached = _batch_insert_sql[connection.alias] = (sql, fields)
     sql, fields = cached
-    params = [f.get_db_prep_save(f.pre_save(record, True), connection) for f in fields]
+    params = []
+    for field in fields:
+        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+            value = field.pre_save(record, True)
+        else:
+            value = getattr(record, field.attname)
+        params.append(value if type(value) in _PLAIN_TYPES else field.get_db_prep_save(value, connection))
     params += [last_seq, last_seen_at, record.host_id]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

@@ -105,6 +105,13 @@ def test_one_post_of_known_devices_takes_five_statements(client, agent, monkeypa
         "pending",
     )
     assert (host.last_seq, host.last_seen_at) == (2, record.last_end)
+    # The one-statement INSERT stores what Model.save would: defaults by value (a TextChoices
+    # member as its value, not its name), JSON lists as JSON.
+    assert (record.gaps, record.diagnostics, record.attempts, record.error, record.claimed_at) == ([], [], 0, "", None)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT status, jsonb_typeof(gaps) FROM telemetry_telemetrybatch WHERE id = %s", [record.pk])
+        assert cursor.fetchone() == ("pending", "array")
+    assert (record.agent_version, record.gpu_energy_j, record.host_energy_j) == ("test", 8 * 6000.0, 1200.0)
     with connection.cursor() as cursor:
         cursor.execute("SELECT device_id FROM telemetry_gpuwindow WHERE batch_id = %s ORDER BY device_id", [record.pk])
         assert [row[0] for row in cursor.fetchall()] == sorted(d.pk for d in devices)
