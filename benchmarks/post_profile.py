@@ -54,7 +54,11 @@ LAYERS = (
     ("        device resolution (before; now only for new devices)", "telemetry/services.py", "_resolve_devices"),
     ("        ensure_partitions (cached)", "telemetry/partitions.py", "ensure_partitions"),
     ("        batch row INSERT (before: ORM)", "django/db/models/query.py", "create"),
-    ("        batch row INSERT + host UPDATE (one statement)", "telemetry/services.py", "_batch_insert_and_host_advance"),
+    (
+        "        batch row INSERT + host UPDATE (one statement)",
+        "telemetry/services.py",
+        "_batch_insert_and_host_advance",
+    ),
     ("        COPY of GPU and host windows", "telemetry/services.py", "copy_rows"),
     ("        host UPDATE (before: ORM)", "django/db/models/query.py", "update"),
     ("        commit (Atomic.__exit__)", "django/db/transaction.py", "__exit__"),

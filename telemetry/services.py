@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import uuid
 from dataclasses import dataclass
+from uuid import UUID
 
 import psycopg
 from django.db import connection, transaction
@@ -155,7 +155,6 @@ def copy_rows(*, cursor: psycopg.Cursor, table: str, columns: tuple[tuple[str, s
             copy.write_row(row)
 
 
-
 @dataclass(frozen=True)
 class LockedHost:
     """What ingest reads of the host row it locks."""
@@ -205,7 +204,7 @@ def _host_lock(*, host_id: int, batch: ParsedBatch) -> tuple[LockedHost, int | N
 _batch_insert_sql: dict[str, tuple[str, tuple]] = {}
 # Values psycopg adapts as they are, exactly as the field would prepare them (exact types: a
 # TextChoices member is a str *and* an Enum, which psycopg would write by name).
-_PLAIN_TYPES = frozenset({int, float, str, bool, dt.datetime, uuid.UUID, type(None)})
+_PLAIN_TYPES = frozenset({int, float, str, bool, dt.datetime, UUID, type(None)})
 
 
 def _batch_insert_and_host_advance(*, record: TelemetryBatch, last_seq: int, last_seen_at: dt.datetime) -> None:

@@ -101,7 +101,7 @@ def test_the_skip_never_outlives_the_marks_remaining_lifetime(nudges):
 
 
 def test_no_skip_once_the_mark_was_seen_gone_and_force_always_asks(nudges):
-    clock, broker, sent = nudges
+    _clock, broker, sent = nudges
     batches_nudge(batch_pks=[1])
     broker.delete(NUDGE_MARK_KEY)  # a task took it
     nudge_taken_calls = len(broker.calls)
@@ -110,7 +110,7 @@ def test_no_skip_once_the_mark_was_seen_gone_and_force_always_asks(nudges):
 
 
 def test_taking_the_mark_and_a_failed_send_forget_the_mark(nudges, monkeypatch):
-    clock, broker, sent = nudges
+    _clock, broker, sent = nudges
     batches_nudge(batch_pks=[1])
     nudge_taken()  # in this process (e.g. a task in the web process)
     batches_nudge(batch_pks=[2])

@@ -79,7 +79,9 @@ def test_the_lean_path_is_the_ingest_endpoint():
     assert not any("session" in m or "csrf" in m or "auth" in m or "axes" in m for m in LEAN_MIDDLEWARE)
 
 
-def test_one_post_of_known_devices_takes_five_statements(client, agent, monkeypatch, django_capture_on_commit_callbacks):
+def test_one_post_of_known_devices_takes_five_statements(
+    client, agent, monkeypatch, django_capture_on_commit_callbacks
+):
     host, devices, secret = agent
     # The first POST of a day in a process also creates (or finds) the day's partitions, and
     # remembers them once committed (this test's transaction never commits: run the callbacks).
@@ -124,7 +126,11 @@ def test_a_resent_batch_takes_four_statements_and_changes_nothing(client, agent)
     with CaptureQueriesContext(connection) as ctx:
         again = _post(client, secret, body)
     assert (first.status_code, again.status_code) == (202, 200)
-    assert again.json() == {"batch_id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "accepted_windows": 8, "duplicate": True}
+    assert again.json() == {
+        "batch_id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+        "accepted_windows": 8,
+        "duplicate": True,
+    }
     assert len(ctx.captured_queries) == 4, _sql(ctx)  # token; SAVEPOINT; lock + duplicate; RELEASE
     assert TelemetryBatch.objects.count() == 1
 
