@@ -45,7 +45,9 @@ def attribute_batch(self, batch_pk: int) -> dict:
     """Attribute ``batch_pk`` and whatever else is pending, round after round of at most
     1 + ATTRIBUTE_EXTRA_BATCHES claims, until a round finds less than that (the queue is empty)
     or half the soft time limit has passed; then, if work may be left, nudge again. At most one
-    nudge waits in the broker (work_queue.batches_nudge), so this task drains the queue."""
+    nudge waits in the broker (work_queue.batches_nudge), so this task drains the queue. The last
+    round starts no earlier than ATTRIBUTION_NUDGE_REUSE_S after the task took the mark (it
+    sleeps the rest when the queue empties sooner): stores that skipped their nudge meanwhile."""
     from accounting.services.attribution import batches_attribute
     from accounting.services.work_queue import batches_nudge, batches_release, nudge_taken
 
