@@ -182,3 +182,12 @@ def test_ingest_responses_carry_the_same_security_headers_as_through_the_full_mi
     for name in SECURITY_HEADERS:
         assert lean_response[name] == full_response[name], name
     assert lean_response["Content-Type"] == full_response["Content-Type"]
+
+
+def test_the_ingest_endpoint_answers_json_whatever_the_accept_header(client, agent):
+    host, devices, secret = agent
+    ok = _post(client, secret, _body(host, [d.uuid for d in devices], seq=1), HTTP_ACCEPT="text/html")
+    assert (ok.status_code, ok["Content-Type"]) == (202, "application/json")
+    refused = _post(client, "clk_not-a-token", _body(host, [d.uuid for d in devices], seq=2), HTTP_ACCEPT="text/xml")
+    assert (refused.status_code, refused["Content-Type"]) == (401, "application/problem+json")
+    assert refused.json()["status"] == 401
