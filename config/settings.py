@@ -319,6 +319,15 @@ if ATTRIBUTION_CLAIM_TIMEOUT_S < ATTRIBUTION_TIME_LIMIT_S + CLAIM_MARGIN_MIN_S:
         f"CARBONLEDGER_ATTRIBUTION_TIME_LIMIT_S={ATTRIBUTION_TIME_LIMIT_S:g} by at least {CLAIM_MARGIN_MIN_S:g} s: "
         "a shorter claim could be taken from a worker that is still attributing"
     )
+# A process that found the attribution nudge's mark set in the broker skips the next stores'
+# nudges for this long; the task that takes the mark claims once more at least this long after
+# (accounting/services/work_queue.py, "Coalesced nudges"). 0 turns both off.
+ATTRIBUTION_NUDGE_REUSE_S = env_float("CARBONLEDGER_NUDGE_REUSE_S", 0.25, minimum=0.0)
+if ATTRIBUTION_NUDGE_REUSE_S >= min(5.0, ATTRIBUTION_SOFT_TIME_LIMIT_S / 4):
+    raise ImproperEnv(
+        f"CARBONLEDGER_NUDGE_REUSE_S={ATTRIBUTION_NUDGE_REUSE_S:g} must be below 5 s and a quarter of "
+        "the attribution soft time limit: the nudge's mark lives 10 s and the task waits this long"
+    )
 
 
 # --- cache (DRF throttles) -----------------------------------------------------------------

@@ -45,11 +45,16 @@ def attribute_batch(self, batch_pk: int) -> dict:
     """Attribute ``batch_pk`` and whatever else is pending, round after round of at most
     1 + ATTRIBUTE_EXTRA_BATCHES claims, until a round finds less than that (the queue is empty)
     or half the soft time limit has passed; then, if work may be left, nudge again. At most one
-    nudge waits in the broker (work_queue.batches_nudge), so this task drains the queue."""
+    nudge waits in the broker (work_queue.batches_nudge), so this task drains the queue. The last
+    round starts no earlier than ATTRIBUTION_NUDGE_REUSE_S after the task took the mark (it
+    sleeps the rest when the queue empties sooner): stores that skipped their nudge meanwhile."""
     from accounting.services.attribution import batches_attribute
     from accounting.services.work_queue import batches_nudge, batches_release, nudge_taken
 
     nudge_taken()  # batches stored from now on send a nudge of their own
+    # A store may have skipped its nudge up to ATTRIBUTION_NUDGE_REUSE_S after this task took the
+    # mark (work_queue, "Coalesced nudges"): the task claims once more no earlier than that.
+    last_claim_not_before = time.monotonic() + settings.ATTRIBUTION_NUDGE_REUSE_S
     deadline = time.monotonic() + settings.ATTRIBUTION_SOFT_TIME_LIMIT_S / 2
     totals = {"attributed": 0, "skipped": 0, "failed": 0, "rounds": 0}
     wanted = [batch_pk]
@@ -57,6 +62,7 @@ def attribute_batch(self, batch_pk: int) -> dict:
     try:
         while True:
             extra = ATTRIBUTE_EXTRA_BATCHES + 1 - len(wanted)
+            claim_started = time.monotonic()
             outcome = batches_attribute(batch_pks=wanted, now=now, extra=extra, interrupts=(SoftTimeLimitExceeded,))
             others = set(outcome.attributed) | set(outcome.failed)
             totals["attributed"] += len(outcome.attributed)
@@ -64,7 +70,13 @@ def attribute_batch(self, batch_pk: int) -> dict:
             totals["failed"] += len(outcome.failed)
             totals["rounds"] += 1
             if len(others - set(wanted)) < extra:
-                break  # the round found fewer pending batches than it could take: none is left
+                # The round found fewer pending batches than it could take: none is left, unless
+                # a store skipped its nudge since the round's claim.
+                if claim_started >= last_claim_not_before:
+                    break
+                time.sleep(max(0.0, last_claim_not_before - time.monotonic()))
+                wanted, now = [], timezone.now()
+                continue
             if time.monotonic() >= deadline:
                 batches_nudge(batch_pks=[batch_pk])  # more may be pending: another task goes on
                 break

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -134,12 +135,27 @@ NUDGE_MARK_KEY = "carbonledger:attribution-nudge-queued"
 NUDGE_MARK_TTL_S = 10
 _mark_clients: dict[str, Any] = {}
 
+# Coalesced nudges. At the agent's default (a small POST per host every 10 s) the Redis round
+# trip of the mark was a tenth of a POST's web CPU, and nearly always found the mark set. So a
+# process that finds the mark set (or sets it) at time t (taken *before* asking) skips the
+# nudges of the stores it commits until t + ATTRIBUTION_NUDGE_REUSE_S (never past the mark's
+# remaining lifetime, read in the same round trip). Why no batch waits for the sweeper because
+# of it: a skipped store committed before t + R, and the mark existed at t, so the task that took
+# the mark off (nudge_taken) did so after t; that task claims once more at least R after it took
+# the mark (workers/tasks.py), i.e. after the skipped store committed, and sees it. A mark that
+# no task takes (its message lost) is what made stores wait for the sweeper before, too.
+_mark_seen_until_s: dict[str, float] = {}  # per broker URL: time.monotonic() until which to skip
+
+
+def _broker_url() -> str:
+    return current_app.conf.broker_url or settings.CELERY_BROKER_URL
+
 
 def _mark_client() -> Any:
     """A Redis client on the broker (one per URL and process), with the broker's short timeouts."""
     import redis
 
-    url = current_app.conf.broker_url or settings.CELERY_BROKER_URL
+    url = _broker_url()
     client = _mark_clients.get(url)
     if client is None:
         options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
@@ -154,16 +170,25 @@ def batches_nudge(*, batch_pks: list[int], force: bool = False) -> None:
     (its task will claim these too). ``force``: send one regardless (the sweeper: its message
     may replace one that was lost).
 
-    Only a nudge: if the broker is down, give up at once (the sweeper finds pending batches);
-    never fail the caller's request."""
+    Skipped without asking Redis within ATTRIBUTION_NUDGE_REUSE_S of seeing the mark set
+    ("Coalesced nudges" above). Only a nudge: if the broker is down, give up at once (the
+    sweeper finds pending batches); never fail the caller's request."""
     if getattr(settings, "CARBONLEDGER_SKIP_NUDGE", False) or not batch_pks:
         return
     pk = batch_pks[0]
+    url, asked_at_s = _broker_url(), time.monotonic()
+    if not force and asked_at_s < _mark_seen_until_s.get(url, 0.0):
+        return  # this process saw the mark set less than ATTRIBUTION_NUDGE_REUSE_S ago
     try:
-        marked = _mark_client().set(NUDGE_MARK_KEY, pk, nx=not force, ex=NUDGE_MARK_TTL_S)
+        with _mark_client().pipeline(transaction=False) as pipe:
+            pipe.set(NUDGE_MARK_KEY, pk, nx=not force, ex=NUDGE_MARK_TTL_S)
+            pipe.pttl(NUDGE_MARK_KEY)
+            marked, mark_left_ms = pipe.execute()
     except Exception as exc:  # the broker's Redis is down or hung: the sweeper finds the batches
         log.warning("nudge failed batch_pk=%d error=%s (sweeper will pick it up)", pk, exc)
         return
+    if mark_left_ms > 0:  # the mark exists (-2: taken off meanwhile; -1 cannot happen: it has a TTL)
+        _mark_seen_until_s[url] = asked_at_s + min(settings.ATTRIBUTION_NUDGE_REUSE_S, mark_left_ms / 1000)
     if not marked:
         return  # a nudge is queued and not taken yet
     try:
@@ -175,12 +200,14 @@ def batches_nudge(*, batch_pks: list[int], force: bool = False) -> None:
         current_app.send_task(ATTRIBUTE_TASK, args=[pk], retry=False, time_limit=None, soft_time_limit=None)
     except Exception as exc:
         log.warning("nudge failed batch_pk=%d error=%s (sweeper will pick it up)", pk, exc)
+        _mark_seen_until_s.pop(url, None)
         nudge_taken()
 
 
 def nudge_taken() -> None:
     """Called by the attribution task before it claims: a batch stored from now on is not
     covered by this task's claims, so the next store sends a nudge again."""
+    _mark_seen_until_s.pop(_broker_url(), None)
     try:
         _mark_client().delete(NUDGE_MARK_KEY)
     except Exception as exc:  # the mark expires by itself

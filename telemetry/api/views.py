@@ -9,7 +9,9 @@ from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import BasePermission
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -70,6 +72,17 @@ class IsHostToken(BasePermission):
         return token is not None and token.scope == ApiToken.Scope.HOST
 
 
+class JsonAlways(BaseContentNegotiation):
+    """The agents' endpoint answers JSON (problem details included) whatever the Accept header
+    says: no browsable API, and no negotiation on each of the many small POSTs of a fleet."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
 class IngestAckSerializer(serializers.Serializer):
     batch_id = serializers.UUIDField()
     accepted_windows = serializers.IntegerField()
@@ -80,6 +93,10 @@ class BatchIngestView(APIView):
     authentication_classes = [ApiTokenAuthentication]
     permission_classes = [IsHostToken]
     parser_classes: list = []  # the body is read raw: it may be gzip
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = JsonAlways
+    # No throttle: a host token posts only its own host's batches, which the seq and overlap
+    # checks keep to one stream (the cost of a POST: docs/performance.md).
     throttle_classes: list = []
 
     def finalize_response(self, request, response, *args, **kwargs):

@@ -25,6 +25,7 @@ def sent(monkeypatch, settings):
         current_app.amqp, "send_task_message", lambda producer, name, message, **kw: messages.append((name, message))
     )
     monkeypatch.setattr("accounting.services.work_queue._mark_client", lambda: _AlwaysMarks())
+    monkeypatch.setattr("accounting.services.work_queue._mark_seen_until_s", {})
     return messages
 
 
@@ -32,8 +33,31 @@ class _AlwaysMarks:
     def set(self, *args, **kwargs) -> bool:
         return True
 
+    def pipeline(self, **kwargs) -> _Pipeline:
+        return _Pipeline()
+
     def delete(self, *args) -> int:
         return 1
+
+
+class _Pipeline:
+    """SET NX always sets; PTTL says 10 s left."""
+
+    def __enter__(self) -> _Pipeline:
+        self.replies: list = []
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def set(self, *args, **kwargs) -> None:
+        self.replies.append(True)
+
+    def pttl(self, key) -> None:
+        self.replies.append(10_000)
+
+    def execute(self) -> list:
+        return self.replies
 
 
 def test_the_nudge_carries_no_time_limit_even_where_the_task_is_registered(sent):
