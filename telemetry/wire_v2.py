@@ -10,10 +10,10 @@ window (host rows stay one ``HostRow`` per window).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
 import numpy as np
 
 from telemetry.parsing import (
@@ -58,7 +58,8 @@ class _Segments:
 
     def __init__(self, lengths: list[int]) -> None:
         self.offsets = np.concatenate(([0], np.cumsum(lengths, dtype=np.int64)))
-        self.bounds = self.offsets[1:-1].tolist()
+        bounds = self.offsets.tolist()
+        self.slices = [slice(lo, hi) for lo, hi in itertools.pairwise(bounds)]
 
     def path(self, key: str) -> Path:
         """Element i of the concatenation as ``gpus[j].key[k]``."""
@@ -70,7 +71,7 @@ class _Segments:
         return name
 
     def split(self, array: np.ndarray) -> list[np.ndarray]:
-        return np.split(array, self.bounds)
+        return [array[part] for part in self.slices]
 
 
 def _column(obj: dict[str, Any], key: str, path: str, length: int, what: str) -> list[Any]:
@@ -530,8 +531,8 @@ def parse_batch_v2(
     limits = segments.split(np.where(limit_null, np.nan, power_limit_w))
     series = []
     for j, device in enumerate(devices):
-        lo, hi = int(segments.offsets[j]), int(segments.offsets[j + 1])
-        device_processes = processes[lo:hi]
+        part = segments.slices[j]
+        device_processes = processes[part]
         series.append(
             GpuSeries(
                 uuid=device.uuid,
@@ -550,7 +551,7 @@ def parse_batch_v2(
                 mem_util_pct=split["mem_util_pct"][j],
                 mem_used_mib=split["mem_used_mib"][j],
                 power_limit_w=limits[j],
-                quality=tuple(quality[lo:hi]),
+                quality=tuple(quality[part]),
                 processes=tuple(device_processes),
                 mig_instances=_mig_per_window(
                     device.entry.get("mig_instances"), f"{device.path}.mig_instances", device.length, device_processes
@@ -570,14 +571,3 @@ def parse_any(
         raise _bad("format", "must be 1 (or absent) or 2")
     parse = parse_batch_v2 if fmt == FORMAT else parse_batch
     return parse(data=data, now=now, clock_skew_s=clock_skew_s, retention_days=retention_days, max_windows=max_windows)
-
-
-def loads_msgpack(raw: bytes) -> Any:
-    """A MessagePack body (v2 only): maps with string keys, no extension types."""
-    try:
-        data = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_ext_len=0)
-    except ValueError as exc:  # FormatError, ExtraData, StackError, UnicodeDecodeError
-        raise BatchError(400, "body", f"not valid MessagePack: {exc}") from exc
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise _bad("format", "a MessagePack body must be a format 2 batch")
-    return data

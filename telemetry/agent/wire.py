@@ -167,3 +167,56 @@ def columns_v2(windows: list[dict[str, Any]]) -> dict[str, Any] | None:
         "host": host_columns,
         "gpus": gpu_entries,
     }
+
+
+def us_to_iso(micros: int) -> str:
+    """Integer microseconds since the epoch as the agent writes times (milliseconds, ``Z``)."""
+    value = _EPOCH + timedelta(microseconds=micros)
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def windows_v1(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The v1 windows a well-formed v2 body carries, times as the agent writes them (for tools and
+    loopback test servers; ``columns_v2`` inverted for windows the agent built)."""
+    columns, host = doc["windows"], doc["host"]
+    n = len(columns["seq"])
+    windows: list[dict[str, Any]] = []
+    for i in range(n):
+        window_host = {key: host[key][i] if host.get(key) is not None else None for key in HOST_COLUMNS}
+        windows.append(
+            {
+                "seq": columns["seq"][i],
+                "start": us_to_iso(columns["start_us"][i]),
+                "end": us_to_iso(columns["end_us"][i]),
+                "host": window_host,
+                "gpus": [],
+            }
+        )
+    for gpu in doc["gpus"]:
+        positions = gpu.get("window_index") or list(range(n))
+        processes: list[list[dict[str, Any]]] = [[] for _ in positions]
+        table = gpu.get("processes")
+        if table:
+            for row, position in enumerate(table["window"]):
+                processes[position].append(
+                    {
+                        key: table[key][row] if table.get(key) is not None else None
+                        for key in ("pid", "sm_util_pct", "job_key")
+                    }
+                )
+        mig: list[Any] = []
+        for count, instances in gpu.get("mig_instances") or []:
+            mig.extend([instances] * count)
+        for k, position in enumerate(positions):
+            entry: dict[str, Any] = {"uuid": gpu["uuid"], "index": gpu["index"]}
+            if "name" in gpu:
+                entry["name"] = gpu["name"]
+            for key in GPU_COLUMNS:
+                entry[key] = gpu[key][k] if gpu.get(key) is not None else None
+            entry["processes"] = processes[k]
+            if "energy_covers" in gpu:
+                entry["energy_covers"] = gpu["energy_covers"]
+            if mig:
+                entry["mig_instances"] = mig[k]
+            windows[position]["gpus"].append(entry)
+    return windows
