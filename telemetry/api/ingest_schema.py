@@ -30,10 +30,7 @@ def _pct(**kwargs) -> serializers.FloatField:
     return serializers.FloatField(min_value=0.0, max_value=100.0, help_text="Percent, 0-100.", **kwargs)
 
 
-def _optional(field: serializers.Field) -> serializers.Field:
-    field.required = False
-    field.allow_null = True
-    return field
+_OPT = {"required": False, "allow_null": True}  # an optional member that may be null
 
 
 class _Header(serializers.Serializer):
@@ -49,45 +46,45 @@ class _Header(serializers.Serializer):
 
 
 class ProcessV1(serializers.Serializer):
-    pid = _optional(serializers.IntegerField(min_value=0, max_value=_MAX_INT))
-    sm_util_pct = _optional(_pct())
-    job_key = _optional(serializers.CharField(max_length=200, allow_blank=True, trim_whitespace=False))
+    pid = serializers.IntegerField(min_value=0, max_value=_MAX_INT, **_OPT)
+    sm_util_pct = _pct(**_OPT)
+    job_key = serializers.CharField(max_length=200, allow_blank=True, trim_whitespace=False, **_OPT)
 
 
 class MigInstance(serializers.Serializer):
-    uuid = _optional(serializers.CharField(max_length=100))
-    gpu_instance_id = _optional(serializers.IntegerField(min_value=0, max_value=1024))
-    compute_instance_id = _optional(serializers.IntegerField(min_value=0, max_value=1024))
-    profile = _optional(serializers.CharField(max_length=40, help_text="e.g. 3g.40gb"))
-    slices = _optional(serializers.IntegerField(min_value=1, max_value=8, help_text="Else from the profile."))
-    activity = _optional(serializers.FloatField(min_value=0.0, max_value=1.0))
-    mem_used_mib = _optional(serializers.FloatField(min_value=0.0))
-    pids = _optional(serializers.ListField(child=serializers.IntegerField()))
-    job_keys = _optional(serializers.ListField(child=serializers.CharField(min_length=1, max_length=200)))
+    uuid = serializers.CharField(max_length=100, **_OPT)
+    gpu_instance_id = serializers.IntegerField(min_value=0, max_value=1024, **_OPT)
+    compute_instance_id = serializers.IntegerField(min_value=0, max_value=1024, **_OPT)
+    profile = serializers.CharField(max_length=40, help_text="e.g. 3g.40gb", **_OPT)
+    slices = serializers.IntegerField(min_value=1, max_value=8, help_text="Else from the profile.", **_OPT)
+    activity = serializers.FloatField(min_value=0.0, max_value=1.0, **_OPT)
+    mem_used_mib = serializers.FloatField(min_value=0.0, **_OPT)
+    pids = serializers.ListField(child=serializers.IntegerField(), **_OPT)
+    job_keys = serializers.ListField(child=serializers.CharField(min_length=1, max_length=200), **_OPT)
 
 
 class GpuWindowV1(serializers.Serializer):
     uuid = serializers.CharField(max_length=100, help_text="Once per window.")
     index = serializers.IntegerField(min_value=0, max_value=MAX_DEVICE_INDEX)
-    name = _optional(serializers.CharField(max_length=200))
+    name = serializers.CharField(max_length=200, **_OPT)
     energy_j = _energy()
-    counter_mj = _optional(serializers.IntegerField(min_value=0, max_value=_MAX_INT))
+    counter_mj = serializers.IntegerField(min_value=0, max_value=_MAX_INT, **_OPT)
     avg_power_w = _power()
     max_power_w = _power()
     util_pct = _pct()
     mem_util_pct = _pct()
     mem_used_mib = serializers.FloatField(min_value=0.0)
-    power_limit_w = _optional(_power())
+    power_limit_w = _power(**_OPT)
     quality = serializers.ChoiceField(choices=_QUALITIES)
-    energy_covers = _optional(serializers.ChoiceField(choices=_COVERS))
-    processes = _optional(serializers.ListField(child=ProcessV1(), max_length=MAX_PROCESSES))
-    mig_instances = _optional(serializers.ListField(child=MigInstance(), max_length=MAX_MIG_INSTANCES))
+    energy_covers = serializers.ChoiceField(choices=_COVERS, **_OPT)
+    processes = serializers.ListField(child=ProcessV1(), max_length=MAX_PROCESSES, **_OPT)
+    mig_instances = serializers.ListField(child=MigInstance(), max_length=MAX_MIG_INSTANCES, **_OPT)
 
 
 class HostWindowV1(serializers.Serializer):
     cpu_energy_j = _energy()
     dram_energy_j = _energy()
-    wall_energy_j = _optional(_energy())
+    wall_energy_j = _energy(**_OPT)
     cpu_util_pct = _pct()
     quality = serializers.ChoiceField(choices=_QUALITIES)
     cpu_dram_in_gpu_modules = serializers.BooleanField(required=False, help_text="Informational.")
@@ -122,7 +119,7 @@ class WindowColumnsV2(serializers.Serializer):
 class HostColumnsV2(serializers.Serializer):
     cpu_energy_j = _column(_energy())
     dram_energy_j = _column(_energy())
-    wall_energy_j = _optional(_column(_energy(allow_null=True)))
+    wall_energy_j = _column(_energy(allow_null=True), **_OPT)
     cpu_util_pct = _column(_pct())
     quality = _column(serializers.ChoiceField(choices=_QUALITIES))
 
@@ -132,44 +129,40 @@ class ProcessColumnsV2(serializers.Serializer):
         child=serializers.IntegerField(min_value=0, max_value=_MAX_INT),
         help_text="One row per process and window: the window's position among the GPU's windows, non-decreasing.",
     )
-    pid = _optional(
-        serializers.ListField(child=serializers.IntegerField(min_value=0, max_value=_MAX_INT, allow_null=True))
+    pid = serializers.ListField(
+        child=serializers.IntegerField(min_value=0, max_value=_MAX_INT, allow_null=True), **_OPT
     )
-    sm_util_pct = _optional(serializers.ListField(child=_pct(allow_null=True)))
-    job_key = _optional(
-        serializers.ListField(
-            child=serializers.CharField(max_length=200, allow_blank=True, allow_null=True, trim_whitespace=False)
-        )
+    sm_util_pct = serializers.ListField(child=_pct(allow_null=True), **_OPT)
+    job_key = serializers.ListField(
+        child=serializers.CharField(max_length=200, allow_blank=True, allow_null=True, trim_whitespace=False), **_OPT
     )
 
 
 class GpuColumnsV2(serializers.Serializer):
     uuid = serializers.CharField(max_length=100, help_text="Once per batch.")
     index = serializers.IntegerField(min_value=0, max_value=MAX_DEVICE_INDEX)
-    name = _optional(serializers.CharField(max_length=200))
-    energy_covers = _optional(serializers.ChoiceField(choices=_COVERS))
-    window_index = _optional(
-        serializers.ListField(
-            child=serializers.IntegerField(min_value=0, max_value=_MAX_INT),
-            min_length=1,
-            help_text="The batch windows this GPU has data for (strictly increasing); absent: all of them.",
-        )
+    name = serializers.CharField(max_length=200, **_OPT)
+    energy_covers = serializers.ChoiceField(choices=_COVERS, **_OPT)
+    window_index = serializers.ListField(
+        child=serializers.IntegerField(min_value=0, max_value=_MAX_INT),
+        min_length=1,
+        help_text="The batch windows this GPU has data for (strictly increasing); absent: all of them.",
+        **_OPT,
     )
     energy_j = _column(_energy())
-    counter_mj = _optional(_column(serializers.IntegerField(min_value=0, max_value=_MAX_INT, allow_null=True)))
+    counter_mj = _column(serializers.IntegerField(min_value=0, max_value=_MAX_INT, allow_null=True), **_OPT)
     avg_power_w = _column(_power())
     max_power_w = _column(_power())
     util_pct = _column(_pct())
     mem_util_pct = _column(_pct())
     mem_used_mib = _column(serializers.FloatField(min_value=0.0))
-    power_limit_w = _optional(_column(_power(allow_null=True)))
+    power_limit_w = _column(_power(allow_null=True), **_OPT)
     quality = _column(serializers.ChoiceField(choices=_QUALITIES))
-    processes = _optional(ProcessColumnsV2())
-    mig_instances = _optional(
-        serializers.ListField(
-            child=serializers.ListField(child=serializers.JSONField(), min_length=2, max_length=2),
-            help_text="Runs [count, [MIG instance, ...]] (count >= 1) covering the GPU's windows in order.",
-        )
+    processes = ProcessColumnsV2(**_OPT)
+    mig_instances = serializers.ListField(
+        child=serializers.ListField(child=serializers.JSONField(), min_length=2, max_length=2),
+        help_text="Runs [count, [MIG instance, ...]] (count >= 1) covering the GPU's windows in order.",
+        **_OPT,
     )
 
 
