@@ -1,7 +1,8 @@
 """Wire formats v1 and v2 side by side (not a test): server CPU to decode and validate a batch, and
 its size on the wire (issue 18; docs/wire-format.md, "Format 2").
 
-Batches shaped like the agent's (``telemetry.agent.window``): one host, 8 GPUs, consecutive 10 s
+8 GPU windows is one POST per window of an 8-GPU host (the agent's default batching). Batches
+shaped like the agent's (``telemetry.agent.window``): one host, 8 GPUs, consecutive 10 s
 windows with millisecond ISO times in v1, energies and powers rounded to 3 decimals, a raw NVML
 counter, one process per busy GPU (its utilisation varying per window), GPU 7 idle. The v2 body
 is what the agent sends (``telemetry.agent.wire.columns_v2`` over the same windows). Every body is
@@ -11,7 +12,7 @@ msgpack for MessagePack), validate and build the parsed batch. For v1 a second f
 grouping its rows into series (``ParsedBatch.gpu_series``, what the columnar store reads), which
 v2's parser returns directly. Agent-side figures: building and gzipping the body in plain Python.
 
-    .venv/bin/python benchmarks/wire_formats.py            # 240 and 1,920 GPU windows per batch
+    .venv/bin/python benchmarks/wire_formats.py            # 8, 240 and 1,920 GPU windows per batch
     .venv/bin/python benchmarks/wire_formats.py --rounds 9
 
 Reported: the best (minimum) round of CPU time (``time.process_time``) per GPU window in µs, the
@@ -223,7 +224,7 @@ def run(gpu_windows: int, rounds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--gpu-windows", type=int, nargs="+", default=[240, 1920])
+    parser.add_argument("--gpu-windows", type=int, nargs="+", default=[8, 240, 1920])
     args = parser.parse_args()
     for gpu_windows in args.gpu_windows:
         run(gpu_windows, args.rounds)

@@ -423,8 +423,8 @@ def _processes(devices: list[_Device], offsets: np.ndarray, total: int) -> list[
     sm, sm_null = _floats(raw_sm, named["sm_util_pct"], maximum=100.0, nullable=True)
     job_key = _job_keys(raw_key, named["job_key"])
     assert pid_null is not None and sm_null is not None
-    rows = zip(position.tolist(), _nullable_list(pid, pid_null), _nullable_list(sm, sm_null), job_key, strict=True)
-    for w, p, u, k in rows:
+    samples = zip(position.tolist(), _nullable_list(pid, pid_null), _nullable_list(sm, sm_null), job_key, strict=True)
+    for w, p, u, k in samples:
         per_window[w].append({"pid": p, "sm_util_pct": u, "job_key": k})
     return per_window
 

@@ -8,6 +8,8 @@ are in the descriptions.
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.utils import PolymorphicProxySerializer
 from rest_framework import serializers
 
@@ -30,7 +32,7 @@ def _pct(**kwargs) -> serializers.FloatField:
     return serializers.FloatField(min_value=0.0, max_value=100.0, help_text="Percent, 0-100.", **kwargs)
 
 
-_OPT = {"required": False, "allow_null": True}  # an optional member that may be null
+_OPT: dict[str, Any] = {"required": False, "allow_null": True}  # an optional member that may be null
 
 
 class _Header(serializers.Serializer):
