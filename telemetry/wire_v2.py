@@ -42,6 +42,7 @@ MAX_GPU_POWER_W = 5000.0
 _FLOAT_TYPES = frozenset({float, int})
 _INT_TYPES = frozenset({int})
 _KEY_TYPES = frozenset({str, type(None)})
+_SHORT = 64  # columns up to this long are checked with Python's builtins (numpy's per-call cost)
 _QUALITY_ERROR = f"must be one of {sorted(QUALITIES)}"
 
 
@@ -122,26 +123,37 @@ def _floats(
     a null reads 0.0 in the values)."""
     nulls: np.ndarray | None = None
     arr: np.ndarray | None = None
-    if set(map(type, values)) <= _FLOAT_TYPES:
+    plain = set(map(type, values)) <= _FLOAT_TYPES
+    if plain:
         try:
             arr = np.array(values, dtype=np.float64)
         except OverflowError:
             arr = None
     if arr is None:
+        plain = False
         arr, nulls = _floats_checked(values, name, nullable=nullable)
     elif nullable:
         nulls = np.zeros(len(values), dtype=bool)
     if arr.shape[0]:
-        # min/max carry NaN through, and infinity is above every bound: one pass each.
         upper = _MAX_FLOAT if maximum is None else maximum
-        if not (arr.min() >= 0.0 and arr.max() <= upper):
+        if plain and len(values) <= _SHORT:
+            # A short column: the builtins cost less than numpy's calls. The sum is finite only
+            # if every element is (or it overflowed: then the numpy check below decides).
+            total = sum(values)
+            valid = total - total == 0.0 and min(values) >= 0.0 and max(values) <= upper
+        else:
+            # min/max carry NaN through, and infinity is above every bound: one pass each.
+            valid = bool(arr.min() >= 0.0 and arr.max() <= upper)
+        if not valid:
             finite = np.isfinite(arr)
             if not finite.all():
                 raise _bad(name(_first(~finite)), "must be finite (no NaN or infinity)")
             below = arr < 0.0
             if below.any():
                 raise _bad(name(_first(below)), "must be >= 0")
-            raise _bad(name(_first(arr > upper)), f"must be <= {upper:g}")
+            above = arr > upper
+            if above.any():
+                raise _bad(name(_first(above)), f"must be <= {upper:g}")
     return arr, nulls
 
 
@@ -174,7 +186,13 @@ def _ints(
             arr[i] = value
     elif nullable:
         nulls = np.zeros(len(values), dtype=bool)
-    if arr.shape[0] and not (arr.min() >= 0 and arr.max() <= maximum):
+    if not arr.shape[0]:
+        return arr, nulls
+    if nulls is None and len(values) <= _SHORT:
+        valid = min(values) >= 0 and max(values) <= maximum  # short: the builtins cost less
+    else:
+        valid = bool(arr.min() >= 0 and arr.max() <= maximum)
+    if not valid:
         raise _bad(name(_first((arr < 0) | (arr > maximum))), f"must be between 0 and {bound}")
     return arr, nulls
 

@@ -54,7 +54,7 @@ class AgentConfig(NamedTuple):
     redfish_password: str = ""
     # Delivery.
     max_batch_windows: int = 30
-    batch_interval_s: float = 0.0  # hold closed windows up to this long to send them together
+    batch_interval_s: float = 60.0  # hold closed windows up to this long to send them together
     spool_max_windows: int = 100_000
     http_timeout_s: float = 10.0
     backoff_base_s: float = 1.0
