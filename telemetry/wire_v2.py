@@ -165,12 +165,14 @@ def _ints(
     bound = "2^63-1" if maximum == _MAX_INT else str(maximum)
     arr: np.ndarray | None = None
     nulls: np.ndarray | None = None
-    if set(map(type, values)) <= _INT_TYPES:
+    plain = set(map(type, values)) <= _INT_TYPES
+    if plain:
         try:
             arr = np.array(values, dtype=np.int64)
         except OverflowError:
             arr = None
     if arr is None:
+        plain = False
         arr = np.zeros(len(values), dtype=np.int64)
         nulls = np.zeros(len(values), dtype=bool)
         for i, value in enumerate(values):
@@ -188,7 +190,7 @@ def _ints(
         nulls = np.zeros(len(values), dtype=bool)
     if not arr.shape[0]:
         return arr, nulls
-    if nulls is None and len(values) <= _SHORT:
+    if plain and len(values) <= _SHORT:
         valid = min(values) >= 0 and max(values) <= maximum  # short: the builtins cost less
     else:
         valid = bool(arr.min() >= 0 and arr.max() <= maximum)
