@@ -168,7 +168,10 @@ def _num(
         raise _bad(f"{path}.{key}", "is required")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _bad(f"{path}.{key}", "must be a number")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond the float range (JSON has no limit)
+        number = math.inf
     if not math.isfinite(number):
         raise _bad(f"{path}.{key}", "must be finite (no NaN or infinity)")
     if minimum is not None and number < minimum:

@@ -842,3 +842,16 @@ def test_the_openapi_schema_describes_both_formats(client):
         "mem_used_mib",
         "quality",
     }
+
+
+def test_v1_refuses_an_integer_beyond_the_float_range_naming_the_field():
+    payload = batch(
+        hostname="h", windows=[window(seq=1, start=T0, gpus=[gpu_entry(uuid_=GPU_A, mem_used_mib=10**400)])]
+    )
+    with pytest.raises(BatchError) as err:
+        parse_batch(data=payload, now=NOW, **LIMITS)
+    assert (err.value.status, err.value.field, err.value.message) == (
+        400,
+        "windows[0].gpus[0].mem_used_mib",
+        "must be finite (no NaN or infinity)",
+    )
