@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from telemetry.series import GpuSeries, series_from_rows
+from telemetry.series import GpuSeries, rows_from_series, series_from_rows
 
 QUALITIES = frozenset({"measured", "integrated", "interpolated", "modelled"})
 # What a device's energy counter measures: the GPU board alone (the default), or a module
@@ -105,11 +105,19 @@ class ParsedBatch:
     hostname: str
     agent_version: str
     sent_at: dt.datetime | None
-    gpu_rows: list[GpuRow] = field(default_factory=list)
     host_rows: list[HostRow] = field(default_factory=list)
-    # The GPU windows as one columnar series per device (``telemetry.series``): set by a columnar
-    # parser, else grouped from ``gpu_rows`` on first use.
+    # The GPU windows as one columnar series per device (``telemetry.series``): set by the v2
+    # parser (``telemetry.wire_v2``), else grouped from the v1 rows on first use.
     series: list[GpuSeries] | None = None
+    # The v1 parser's rows; for a v2 batch derived from ``series`` on first use of ``gpu_rows``.
+    rows: list[GpuRow] | None = field(default=None, repr=False)
+
+    @property
+    def gpu_rows(self) -> list[GpuRow]:
+        """One row per GPU window (window-major), for code that still reads rows."""
+        if self.rows is None:
+            self.rows = rows_from_series(self.series) if self.series is not None else []
+        return self.rows
 
     @property
     def gpu_series(self) -> list[GpuSeries]:
@@ -160,7 +168,10 @@ def _num(
         raise _bad(f"{path}.{key}", "is required")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _bad(f"{path}.{key}", "must be a number")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond the float range (JSON has no limit)
+        number = math.inf
     if not math.isfinite(number):
         raise _bad(f"{path}.{key}", "must be finite (no NaN or infinity)")
     if minimum is not None and number < minimum:
@@ -466,11 +477,8 @@ def _gpu_row_checked(
     )
 
 
-def parse_batch(
-    *, data: Any, now: dt.datetime, clock_skew_s: float, retention_days: int, max_windows: int
-) -> ParsedBatch:
-    """Validate a decoded batch; raise BatchError naming the first offending field."""
-    root = _obj(data, "body")
+def parse_header(root: dict[str, Any]) -> tuple[uuid.UUID, str, str, dt.datetime | None]:
+    """(batch_id, hostname, agent_version, sent_at): the members v1 and v2 share."""
     raw_id = root.get("batch_id")
     try:
         batch_id = uuid.UUID(str(raw_id)) if isinstance(raw_id, str) else None
@@ -481,12 +489,24 @@ def parse_batch(
     hostname = _str(root, "hostname", "body", max_len=253)
     agent_version = _str(root, "agent_version", "body", max_len=40, optional=True)
     sent_at = _time(root, "sent_at", "body", optional=True)
+    return batch_id, hostname, agent_version, sent_at
+
+
+def parse_batch(
+    *, data: Any, now: dt.datetime, clock_skew_s: float, retention_days: int, max_windows: int
+) -> ParsedBatch:
+    """Validate a decoded batch; raise BatchError naming the first offending field."""
+    root = _obj(data, "body")
+    fmt = root.get("format")
+    if fmt is not None and fmt != 1:
+        raise _bad("format", "must be 1 (or absent) for this parser")
+    batch_id, hostname, agent_version, sent_at = parse_header(root)
     windows = root.get("windows")
     if not isinstance(windows, list) or not windows:
         raise _bad("windows", "must be a non-empty list")
     latest_allowed = now + dt.timedelta(seconds=clock_skew_s)
     oldest_allowed = now - dt.timedelta(days=retention_days)
-    batch = ParsedBatch(batch_id=batch_id, hostname=hostname, agent_version=agent_version, sent_at=sent_at)
+    batch = ParsedBatch(batch_id=batch_id, hostname=hostname, agent_version=agent_version, sent_at=sent_at, rows=[])
     gpu_count = 0
     prev_seq: int | None = None
     prev_end: dt.datetime | None = None

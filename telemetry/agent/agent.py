@@ -138,6 +138,7 @@ class Agent:
                 backoff_base_s=config.backoff_base_s,
                 backoff_max_s=config.backoff_max_s,
                 ca_file=config.ca_file,
+                wire_format=config.wire_format,
             )
         self.stop_event = threading.Event()
         self.windows_closed = 0

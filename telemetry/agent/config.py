@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from telemetry.agent.wire import WIRE_FORMATS
+
 BACKENDS = ("nvml", "amdsmi", "sim", "replay")
 # "window": energy counters and per-process utilisation read at window boundaries only (the
 # counter delta is exact at any interval; NVML returns every process sample since a timestamp),
@@ -52,12 +54,13 @@ class AgentConfig(NamedTuple):
     redfish_password: str = ""
     # Delivery.
     max_batch_windows: int = 30
-    batch_interval_s: float = 0.0  # hold closed windows up to this long to send them together
+    batch_interval_s: float = 60.0  # hold closed windows up to this long to send them together
     spool_max_windows: int = 100_000
     http_timeout_s: float = 10.0
     backoff_base_s: float = 1.0
     backoff_max_s: float = 300.0
     ca_file: str = ""
+    wire_format: str = "v2"  # "v2": columnar (docs/wire-format.md, "Format 2"); "v1": one object per window
     shutdown_flush_s: float = 5.0
     # Simulation / replay.
     sim_gpus: list[dict[str, Any]] = []  # one shared default: configs are never mutated
@@ -86,6 +89,8 @@ class AgentConfig(NamedTuple):
             raise ConfigError("max_batch_windows: must be >= 1")
         if not 0 <= self.batch_interval_s <= 3600:
             raise ConfigError(f"batch_interval_s: must be between 0 and 3600, got {self.batch_interval_s}")
+        if self.wire_format not in WIRE_FORMATS:
+            raise ConfigError(f"wire_format: must be one of {', '.join(WIRE_FORMATS)}, got {self.wire_format!r}")
         if self.spool_max_windows < 1:
             raise ConfigError("spool_max_windows: must be >= 1")
         if self.backend == "replay" and not self.replay_file:

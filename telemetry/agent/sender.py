@@ -12,12 +12,13 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from telemetry.agent import __version__
 from telemetry.agent.log import kv
 from telemetry.agent.spool import Batch, Spool
 from telemetry.agent.window import iso_utc
+from telemetry.agent.wire import FORMAT, WIRE_FORMATS, columns_v2
 
 logger = logging.getLogger("carbonledger.agent.sender")
 
@@ -50,6 +51,7 @@ class Sender:
         backoff_base_s: float = 1.0,
         backoff_max_s: float = 300.0,
         ca_file: str = "",
+        wire_format: str = "v2",
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -62,6 +64,11 @@ class Sender:
         self.token = token
         self.hostname = hostname
         self.max_batch_windows = max_batch_windows
+        if wire_format not in WIRE_FORMATS:
+            raise ValueError(f"wire_format: must be one of {', '.join(WIRE_FORMATS)}, got {wire_format!r}")
+        # v2 (columnar, docs/wire-format.md "Format 2") unless configured to v1; a batch v2 cannot
+        # carry exactly goes as v1 whatever the setting (telemetry.agent.wire).
+        self.wire_format = wire_format
         # Hold closed windows up to this long to send them together (0: send each as it closes).
         # The server's cost is mostly per request: see docs/agent.md, "Batching".
         self.batch_interval_s = batch_interval_s
@@ -84,13 +91,18 @@ class Sender:
         self.sent_batches = 0
 
     def body(self, batch: Batch, *, sent_at: float) -> bytes:
-        doc = {
+        doc: dict[str, Any] = {
             "batch_id": batch.batch_id,
             "hostname": self.hostname,
             "agent_version": __version__,
             "sent_at": iso_utc(sent_at),
-            "windows": batch.windows,
         }
+        columns = columns_v2(batch.windows) if self.wire_format == "v2" else None
+        if columns is None:
+            doc["windows"] = batch.windows
+        else:
+            doc["format"] = FORMAT
+            doc.update(columns)
         return gzip.compress(json.dumps(doc, separators=(",", ":"), allow_nan=False).encode(), compresslevel=6)
 
     def _connection(self) -> http.client.HTTPConnection:

@@ -7,7 +7,7 @@ import json
 import orjson
 from django.conf import settings
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import BasePermission
@@ -19,8 +19,10 @@ from accounting.api.auth import ApiTokenAuthentication, authenticated_token, req
 from accounting.api.errors import problem_response
 from accounting.api.serializers import ProblemSerializer
 from accounting.models import ApiToken
-from telemetry.parsing import BatchError, decompress, parse_batch
+from telemetry.api.ingest_schema import INGEST_BATCH
+from telemetry.parsing import BatchError, decompress
 from telemetry.services import batch_ingest
+from telemetry.wire_v2 import parse_any
 
 _READ_CHUNK_BYTES = 64 * 1024
 PROBLEM = "application/problem+json"
@@ -107,18 +109,10 @@ class BatchIngestView(APIView):
 
     @extend_schema(
         summary="Post a batch of telemetry windows (agent)",
-        description="See docs/wire-format.md. Body may be gzip (Content-Encoding: gzip). A re-sent batch_id is "
-        "acknowledged with duplicate=true and changes nothing.",
-        request={
-            "application/json": inline_serializer(
-                "IngestBatch",
-                fields={
-                    "batch_id": serializers.UUIDField(),
-                    "hostname": serializers.CharField(),
-                    "windows": serializers.ListField(child=serializers.DictField()),
-                },
-            )
-        },
+        description='See docs/wire-format.md. Wire format v1 (one object per window) or v2 (`"format": 2`: '
+        "columns, one set per batch and one per GPU). Body may be gzip (Content-Encoding: gzip). A re-sent batch_id "
+        "is acknowledged with duplicate=true and changes nothing.",
+        request={"application/json": INGEST_BATCH},
         responses={
             202: IngestAckSerializer,
             200: OpenApiResponse(IngestAckSerializer, description="Duplicate batch: already stored"),
@@ -155,7 +149,7 @@ class BatchIngestView(APIView):
             )
             data = _loads(raw)
             now = timezone.now()
-            batch = parse_batch(
+            batch = parse_any(
                 data=data,
                 now=now,
                 clock_skew_s=settings.INGEST_CLOCK_SKEW_S,

@@ -9,6 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from telemetry.agent.wire import FORMAT, windows_v1
+
 
 class ManualClock:
     def __init__(self, start: float = 1000.0) -> None:
@@ -29,7 +31,8 @@ def clock() -> ManualClock:
 class IngestServer:
     """A loopback stand-in for POST /api/v1/ingest/batches following docs/wire-format.md:
     202 for a new batch, 200 duplicate for a known batch_id, 409 when seqs do not advance.
-    ``script`` (a list of status codes) forces responses for the next requests."""
+    ``script`` (a list of status codes) forces responses for the next requests. A v2 body is
+    recorded as sent (``raw``) and, in ``body``, with its v1 ``windows`` (``windows_v1``)."""
 
     def __init__(self, port: int = 0, *, share: IngestServer | None = None) -> None:
         # hostname -> windows in acceptance order; shared with a previous instance to model
@@ -47,9 +50,12 @@ class IngestServer:
 
             def do_POST(self):
                 raw = self.rfile.read(int(self.headers["Content-Length"]))
-                body = json.loads(gzip.decompress(raw) if self.headers.get("Content-Encoding") == "gzip" else raw)
+                sent = json.loads(gzip.decompress(raw) if self.headers.get("Content-Encoding") == "gzip" else raw)
+                body = {**sent, "windows": windows_v1(sent)} if sent.get("format") == FORMAT else sent
                 with outer.lock:
-                    outer.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+                    outer.requests.append(
+                        {"path": self.path, "auth": self.headers.get("Authorization"), "body": body, "raw": sent}
+                    )
                     forced = outer.script.pop(0) if outer.script else None
                     if forced == "accept_then_503":  # committed, but the response is lost
                         outer.batch_ids.add(body["batch_id"])

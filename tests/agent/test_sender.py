@@ -206,3 +206,39 @@ def test_a_batch_formed_before_a_failure_is_retried_without_waiting_for_the_inte
     assert [w["seq"] for w in ingest_server.accepted["node-a"]] == [1, 2]
     assert spool.stats()["depth_windows"] == 0
     spool.close()
+
+
+def test_batches_go_as_wire_format_2_by_default_and_as_v1_when_configured(tmp_path, ingest_server):
+    spool, sender = make(tmp_path / "v2", ingest_server.url)
+    for i in range(2):
+        spool.add_window(window(i))
+    assert sender.drain(threading.Event()) is True
+    raw = ingest_server.requests[-1]["raw"]
+    assert raw["format"] == 2 and "windows" in raw and raw["gpus"] == []
+    assert raw["windows"] == {"seq": [1, 2], "start_us": [1767225600000000, 1767225601000000],
+                              "end_us": [1767225601000000, 1767225602000000]}  # fmt: skip
+    assert raw["host"] == {
+        "cpu_energy_j": [1.0, 1.0],
+        "dram_energy_j": [0.5, 0.5],
+        "cpu_util_pct": [3.0, 3.0],
+        "quality": ["modelled", "modelled"],
+    }  # wall_energy_j null in every window: omitted
+    spool.close()
+    spool, sender = make(tmp_path / "v1", ingest_server.url, wire_format="v1")
+    spool.add_window(window(5))
+    assert sender.drain(threading.Event()) is True
+    raw = ingest_server.requests[-1]["raw"]
+    assert "format" not in raw and [w["seq"] for w in raw["windows"]] == [1]
+    spool.close()
+    with pytest.raises(ValueError, match="wire_format: must be one of v2, v1, got 'v3'"):
+        make(tmp_path / "v3", ingest_server.url, wire_format="v3")
+
+
+def test_the_wire_format_and_batching_defaults_and_their_validation():
+    from telemetry.agent.config import ConfigError, load_config
+
+    config = load_config(env={})
+    assert (config.wire_format, config.batch_interval_s, config.max_batch_windows) == ("v2", 60.0, 30)
+    assert load_config(env={"CARBONLEDGER_WIRE_FORMAT": "v1"}).wire_format == "v1"
+    with pytest.raises(ConfigError, match="wire_format: must be one of v2, v1, got 'msgpack'"):
+        load_config(env={"CARBONLEDGER_WIRE_FORMAT": "msgpack"})

@@ -80,6 +80,16 @@ def batch(*, hostname: str, windows: list[dict], batch_id: str | None = None) ->
     }
 
 
+def to_v2(payload: dict) -> dict:
+    """The same batch in wire format v2, as the agent builds it (telemetry.agent.wire)."""
+    from telemetry.agent.wire import FORMAT, columns_v2
+
+    columns = columns_v2(payload["windows"])
+    assert columns is not None, "these windows cannot be carried exactly in v2"
+    header = {key: value for key, value in payload.items() if key != "windows"}
+    return {**header, "format": FORMAT, **columns}
+
+
 def post_batch(client, secret: str, payload: dict):
     """POST a batch gzip-compressed with a host token, as the agent does."""
     return client.post(
