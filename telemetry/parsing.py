@@ -78,7 +78,7 @@ class GpuRow:
     max_power_w: float
     util_pct: float
     mem_util_pct: float
-    mem_used_mib: float
+    mem_used_mib: float | None  # None: the agent could not read the GPU's memory in the window
     power_limit_w: float | None
     quality: str
     processes: list[dict[str, Any]]
@@ -360,7 +360,9 @@ def _gpu_row_fast(
         avg_power_w = _fnum(gpu.get("avg_power_w"), 5000.0)
         util_pct = _fnum(gpu.get("util_pct"), 100.0)
         mem_util_pct = _fnum(gpu.get("mem_util_pct"), 100.0)
-        mem_used_mib = _fnum(gpu.get("mem_used_mib"), _MAX_FLOAT)
+        mem_used_mib = gpu.get("mem_used_mib")
+        if mem_used_mib is not None:
+            mem_used_mib = _fnum(mem_used_mib, _MAX_FLOAT)
         if (
             energy_j is _BAIL
             or max_power_w is _BAIL
@@ -431,7 +433,7 @@ def _gpu_row_fast(
         max_power_w,
         util_pct or 0.0,
         mem_util_pct or 0.0,
-        mem_used_mib or 0.0,
+        mem_used_mib,
         power_limit_w,
         str(quality),
         processes,
@@ -468,7 +470,7 @@ def _gpu_row_checked(
         max_power_w=max_power_w,
         util_pct=_num(gpu, "util_pct", gpath, maximum=100.0) or 0.0,
         mem_util_pct=_num(gpu, "mem_util_pct", gpath, maximum=100.0) or 0.0,
-        mem_used_mib=_num(gpu, "mem_used_mib", gpath) or 0.0,
+        mem_used_mib=_num(gpu, "mem_used_mib", gpath, optional=True),
         power_limit_w=_num(gpu, "power_limit_w", gpath, optional=True, maximum=5000.0),
         quality=_quality(gpu, gpath),
         processes=processes,

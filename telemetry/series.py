@@ -55,7 +55,7 @@ class GpuSeries:
     max_power_w: np.ndarray  # float64
     util_pct: np.ndarray  # float64
     mem_util_pct: np.ndarray  # float64
-    mem_used_mib: np.ndarray  # float64
+    mem_used_mib: np.ndarray  # float64, NaN = not reported
     power_limit_w: np.ndarray  # float64, NaN = not reported
     quality: tuple[str, ...]
     processes: tuple[list[dict[str, Any]], ...]
@@ -93,7 +93,9 @@ def series_from_rows(rows: list[GpuRow]) -> list[GpuSeries]:
                 max_power_w=np.array([r.max_power_w for r in device_rows], dtype=np.float64),
                 util_pct=np.array([r.util_pct for r in device_rows], dtype=np.float64),
                 mem_util_pct=np.array([r.mem_util_pct for r in device_rows], dtype=np.float64),
-                mem_used_mib=np.array([r.mem_used_mib for r in device_rows], dtype=np.float64),
+                mem_used_mib=np.array(
+                    [np.nan if r.mem_used_mib is None else r.mem_used_mib for r in device_rows], dtype=np.float64
+                ),
                 power_limit_w=np.array(
                     [np.nan if r.power_limit_w is None else r.power_limit_w for r in device_rows], dtype=np.float64
                 ),
@@ -114,6 +116,7 @@ def rows_from_series(series: list[GpuSeries]) -> list[GpuRow]:
     for position, s in enumerate(series):
         for i in range(len(s)):
             limit = float(s.power_limit_w[i])
+            mem_used = float(s.mem_used_mib[i])
             rows.append(
                 (
                     int(s.seq[i]),
@@ -131,7 +134,7 @@ def rows_from_series(series: list[GpuSeries]) -> list[GpuRow]:
                         max_power_w=float(s.max_power_w[i]),
                         util_pct=float(s.util_pct[i]),
                         mem_util_pct=float(s.mem_util_pct[i]),
-                        mem_used_mib=float(s.mem_used_mib[i]),
+                        mem_used_mib=None if np.isnan(mem_used) else mem_used,
                         power_limit_w=None if np.isnan(limit) else limit,
                         quality=s.quality[i],
                         processes=s.processes[i],

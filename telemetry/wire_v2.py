@@ -463,7 +463,6 @@ _GPU_FLOATS = (
     ("max_power_w", MAX_GPU_POWER_W),
     ("util_pct", 100.0),
     ("mem_util_pct", 100.0),
-    ("mem_used_mib", None),
 )
 
 
@@ -511,6 +510,12 @@ def parse_batch_v2(
         maximum=MAX_GPU_POWER_W,
         nullable=True,
     )
+    # Memory in use: null where the agent could not read it (stored as NaN, "not reported").
+    mem_used_mib, mem_null = _floats(
+        _concat(devices, "mem_used_mib", optional=True), segments.path("mem_used_mib"), nullable=True
+    )
+    assert mem_null is not None
+    floats["mem_used_mib"] = np.where(mem_null, np.nan, mem_used_mib)
     quality = _qualities(_concat(devices, "quality"), segments.path("quality"))
     assert counter_null is not None and limit_null is not None
     # Each GPU window's batch window.

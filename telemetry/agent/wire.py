@@ -30,7 +30,7 @@ GPU_COLUMNS = (
     "quality",
 )
 # Columns sent only when some window has a value (omitted: null in every window).
-OPTIONAL_COLUMNS = frozenset({"wall_energy_j", "counter_mj", "power_limit_w"})
+OPTIONAL_COLUMNS = frozenset({"wall_energy_j", "counter_mj", "power_limit_w", "mem_used_mib"})
 _DEVICE_FIELDS = ("index", "name", "energy_covers")
 
 
