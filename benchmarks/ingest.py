@@ -701,8 +701,8 @@ def main() -> int:
         "--windows-per-batch",
         type=int,
         default=None,
-        help="10 s windows per POST (agent max: 30); default 30, or 1 (the agent's default batching) with "
-        "--shape realistic",
+        help="10 s windows per POST (agent max: 30); default 30, or 6 (the agent's default batching, 60 s) "
+        "with --shape realistic",
     )
     parser.add_argument(
         "--shape",
@@ -710,7 +710,7 @@ def main() -> int:
         default="ideal",
         help="ideal: 2 fixed jobs per host, one GPU idle. realistic: job churn through the jobs API during "
         "phase 1, two jobs sharing a GPU, a MIG GPU, the hour before the run ingested first (prefill, 30-window "
-        "batches, not measured) and the agent's default batching (1 window per POST)",
+        "batches, not measured) and the agent's default batching (6 windows per POST)",
     )
     parser.add_argument(
         "--history-days", type=int, default=0, help="seed this many days of history first (benchmarks.history)"
@@ -911,7 +911,8 @@ def _run(args, procs: Procs) -> int:
     _DB_NAME = args.db
     realistic = args.shape == "realistic"
     if args.windows_per_batch is None:
-        args.windows_per_batch = 1 if realistic else 30
+        # The agent's default batching: batch_interval_s 60 s of 10 s windows (telemetry/agent/config.py).
+        args.windows_per_batch = 6 if realistic else 30
     web_port, redis_port = _free_port(), _free_port()
     env = stack_env(db=args.db, redis_url=f"redis://127.0.0.1:{redis_port}/0")
     database_prepare(db=args.db, env=env)

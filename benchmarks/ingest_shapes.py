@@ -9,7 +9,7 @@ the same run:
           history (target: CPU us per GPU window within 10 %).
   shape   ideal shape (2 fixed jobs per host, 30-window POSTs) vs ``--shape realistic`` (job
           churn through the jobs API, a shared GPU, a MIG GPU, the hour before the run ingested
-          first, the agent's default batching of 1 window per POST), 128 hosts = 1,024 GPUs.
+          first, the agent's default batching of 6 windows per POST), 128 hosts = 1,024 GPUs.
   scale   1 web process + 1 worker vs 2 + 2 on the same box: CPU per GPU window per process.
 
 Any other option is passed to both runs (``--seconds 20``, ``--hosts 64``, ...). Results:

@@ -62,6 +62,7 @@ from tests.accounting.test_api_support import World, build_world, register_body
 from tests.telemetry.helpers import batch, gpu_entry, iso, window
 
 MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "8"))
+SERVING_METRICS = 'vllm:request_success_total{engine="0",finished_reason="stop",model_name="m"} 1600.0\n'
 SCOPES = {"admin": "admin", "scheduler": "sched_a", "user": "alice", "host": "host_a"}
 DEVICE = "h100-sxm5-80gb"  # catalog keys: accounting.domain.catalog
 OLD_DEVICE = "a100-sxm4-80gb"
@@ -210,6 +211,16 @@ def in_context(case, *, scope: str, world: World) -> None:
             query["team"] = world.team.slug
     if body is None:
         return
+    if path.endswith("/serving/") and method == "POST":
+        # An inference job's server, its metrics page as the description states (the world's
+        # inference job; a training job's or a page without the request counter is a stated 400).
+        case.path_parameters = {
+            **(case.path_parameters or {}),
+            **({"id": world.serving_job_pk} if "{id}" in path else {"scheduler_job_id": "2"}),
+        }
+        body.update(server="vllm-0", metrics=SERVING_METRICS)
+        for key in ("at", "model"):
+            body.pop(key, None)
     if path == "/api/v1/instruments/" and method == "POST":
         _fix_instrument(body)
     if path == "/api/v1/site-wue/":
@@ -372,6 +383,10 @@ def test_api_conforms_to_its_schema_with_every_check_and_scope():
     world = build_world()
     # Real rows for generated ids and keys to hit now and then.
     world.client("sched_a").post("/api/v1/jobs/", register_body(scheduler_job_id="1"), format="json")
+    serving = world.client("sched_a").post(
+        "/api/v1/jobs/", register_body(scheduler_job_id="2", kind="inference", name="llm-serve"), format="json"
+    )
+    world.serving_job_pk = serving.json()["id"]
     started = time.monotonic()
     with keep_test_connection():
         operations, failures = run_all(world, max_examples=MAX_EXAMPLES)

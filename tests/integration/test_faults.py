@@ -246,6 +246,9 @@ def test_beat_restarted_while_batches_are_pending_still_sweeps_them_once(client,
     sent_j = _post_batches(client, host, devices, start, secret, n_batches=4)
     wait_for(_all_done, timeout_s=60, what="beat's sweeper to attribute the first batches")
     processes.kill9(beat)  # SIGKILL: its schedule file is left as it was, mid-write or not
+    # The sweep's task claims once more ATTRIBUTION_NUDGE_REUSE_S after it took the mark (a store
+    # that skipped its nudge meanwhile is its): let it finish before storing what only a sweep finds.
+    time.sleep(2 * settings.ATTRIBUTION_NUDGE_REUSE_S + 1.0)
     sent_j += _post_batches(client, host, devices, start, secret, n_batches=4, first_seq=25)
     time.sleep(7.0)  # older than the sweeper's 5 s grace: a live beat would have had them swept
     assert _statuses() == {"done": 4, "pending": 4}
