@@ -55,6 +55,7 @@ VAR = ROOT / "var" / "bench"
 PY = sys.executable
 GPUS_PER_HOST = 8
 _DB_NAME = "carbonledger_bench"  # set from --db
+WIRE = "v2"  # set from --wire
 WINDOW_S = 10
 
 
@@ -471,6 +472,12 @@ def _build_host_batches(args) -> list[tuple[str, int, bytes]]:
             "sent_at": _iso(dt.datetime.fromtimestamp(start_ts + (seq - 1) * WINDOW_S, dt.UTC)),
             "windows": windows,
         }
+        if WIRE == "v2":  # as the agent sends it (telemetry.agent.wire)
+            from telemetry.agent.wire import FORMAT, columns_v2
+
+            columns = columns_v2(body.pop("windows"))
+            assert columns is not None
+            body.update(format=FORMAT, **columns)
         raw = json.dumps(body, separators=(",", ":")).encode()
         out.append((batch_id, wpb * len(uuids), gzip.compress(raw, compresslevel=5)))
     return out
@@ -705,6 +712,9 @@ def main() -> int:
         "with --shape realistic",
     )
     parser.add_argument(
+        "--wire", choices=("v1", "v2"), default="v2", help="wire format of the bodies (the agent sends v2)"
+    )
+    parser.add_argument(
         "--shape",
         choices=("ideal", "realistic"),
         default="ideal",
@@ -907,8 +917,9 @@ class Churn:
 
 
 def _run(args, procs: Procs) -> int:
-    global _DB_NAME
+    global _DB_NAME, WIRE
     _DB_NAME = args.db
+    WIRE = args.wire
     realistic = args.shape == "realistic"
     if args.windows_per_batch is None:
         # The agent's default batching: batch_interval_s 60 s of 10 s windows (telemetry/agent/config.py).
@@ -1173,6 +1184,7 @@ def _run(args, procs: Procs) -> int:
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "args": vars(args),
         "shape": args.shape,
+        "wire": args.wire,
         "history": history,
         "gpu_windows_per_batch": args.windows_per_batch * GPUS_PER_HOST,
         "phase1": phase1,

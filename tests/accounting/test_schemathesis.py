@@ -218,9 +218,8 @@ def in_context(case, *, scope: str, world: World) -> None:
             **(case.path_parameters or {}),
             **({"id": world.serving_job_pk} if "{id}" in path else {"scheduler_job_id": "2"}),
         }
-        body.update(server="vllm-0", metrics=SERVING_METRICS)
-        for key in ("at", "model"):
-            body.pop(key, None)
+        body.clear()
+        body.update(server="vllm", metrics=SERVING_METRICS)
     if path == "/api/v1/instruments/" and method == "POST":
         _fix_instrument(body)
     if path == "/api/v1/site-wue/":
