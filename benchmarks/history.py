@@ -393,20 +393,6 @@ def _seed_telemetry(cursor, p: dict[str, Any], step) -> None:
     indexes = cursor.fetchall()
     for name, _ in indexes:
         _exec(cursor, f'DROP INDEX "{name}"')
-    step(
-        "ledger",
-        _LEDGER_SQL,
-        {
-            "l_gpu": [line[0] for line in lines],
-            "l_slot": [line[1] for line in lines],
-            "l_account": [line[2] for line in lines],
-            "l_component": [line[3] for line in lines],
-            "l_power": [float(line[4]) for line in lines],
-            "l_held": [float(line[5]) for line in lines],
-        },
-    )
-    for _, definition in indexes:
-        step("ledger_indexes", definition)
     line_params = {
         "l_gpu": [line[0] for line in lines],
         "l_slot": [line[1] for line in lines],
@@ -415,6 +401,9 @@ def _seed_telemetry(cursor, p: dict[str, Any], step) -> None:
         "l_power": [float(line[4]) for line in lines],
         "l_held": [float(line[5]) for line in lines],
     }
+    step("ledger", _LEDGER_SQL, line_params)
+    for _, definition in indexes:
+        step("ledger_indexes", definition)
     step("records", _RECORDS_SQL, line_params)
     step(
         "records_sources",
