@@ -616,7 +616,7 @@ CREATE TABLE telemetry_gpuwindow (
 ) PARTITION BY RANGE (start_at);
 CREATE INDEX telemetry_gpuwindow_batch ON telemetry_gpuwindow (batch_id);
 """
-_RAW_ROWS_COLUMNS = (
+RAW_ROWS_COLUMNS = (
     ("batch_id", "int8"),
     ("host_id", "int8"),
     ("device_id", "int8"),
@@ -652,7 +652,7 @@ def _raw_copy(limit: int) -> dict:
     from telemetry.services import copy_rows
 
     # jsonb columns (processes, mig_instances) read as text and passed through as the ingest does.
-    cols = tuple(f"{name}::text" if pg_type == "jsonb" else name for name, pg_type in _RAW_ROWS_COLUMNS)
+    cols = tuple(f"{name}::text" if pg_type == "jsonb" else name for name, pg_type in RAW_ROWS_COLUMNS)
     with psycopg.connect(dsn) as conn:
         days = [
             r[0]
@@ -676,13 +676,13 @@ def _raw_copy(limit: int) -> dict:
         rows = [
             tuple(
                 Jsonb(value, dumps=str) if pg_type == "jsonb" else value
-                for value, (_, pg_type) in zip(row, _RAW_ROWS_COLUMNS, strict=True)
+                for value, (_, pg_type) in zip(row, RAW_ROWS_COLUMNS, strict=True)
             )
             for row in rows
         ]
         t0 = time.perf_counter()
         with conn.cursor() as cur:
-            copy_rows(cursor=cur, table="telemetry_gpuwindow", columns=_RAW_ROWS_COLUMNS, rows=rows)
+            copy_rows(cursor=cur, table="telemetry_gpuwindow", columns=RAW_ROWS_COLUMNS, rows=rows)
         conn.commit()
         elapsed = time.perf_counter() - t0
         conn.execute("DROP SCHEMA bench_scratch CASCADE")

@@ -112,30 +112,12 @@ def _time_writes(conn: psycopg.Connection, *, n_batches: int, windows_per_gpu: i
 
     from psycopg.types.json import Jsonb
 
+    from benchmarks.ingest import RAW_ROWS_COLUMNS
     from telemetry.parsing import GpuRow
     from telemetry.series import series_from_rows
     from telemetry.services import GPU_SERIES_COPY_COLUMNS, copy_rows, gpu_series_rows
 
-    old_columns = (
-        ("batch_id", "int8"),
-        ("host_id", "int8"),
-        ("device_id", "int8"),
-        ("seq", "int8"),
-        ("start_at", "timestamptz"),
-        ("end_at", "timestamptz"),
-        ("energy_j", "float8"),
-        ("counter_mj", "int8"),
-        ("avg_power_w", "float8"),
-        ("max_power_w", "float8"),
-        ("util_pct", "float8"),
-        ("mem_util_pct", "float8"),
-        ("mem_used_mib", "float8"),
-        ("power_limit_w", "float8"),
-        ("quality", "text"),
-        ("processes", "jsonb"),
-        ("mig_instances", "jsonb"),
-        ("energy_covers", "text"),
-    )
+    old_columns = RAW_ROWS_COLUMNS  # the per-window table's columns, as the ingest benchmark copies them
     names = ", ".join(name for name, _ in old_columns if name not in ("processes", "mig_instances"))
     conn.execute("CREATE TABLE gpuwindow_copy (LIKE telemetry_gpuwindow INCLUDING ALL)")
     conn.execute("TRUNCATE telemetry_gpuseries")
