@@ -136,11 +136,9 @@ def _run(args, procs: base.Procs) -> int:
     per_host = 3 * args.posts // args.hosts + 4  # warm-up, timed, profiled, query capture
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     start = now - dt.timedelta(seconds=per_host * args.windows_per_batch * base.WINDOW_S + 600)
-    seeds, _ = base._seed(args.hosts, start)
+    seeds = base._seed(args.hosts, start).hosts
     queues = [
-        base._build_host_batches(
-            (s.hostname, s.uuids, s.job_keys, start.timestamp(), per_host, args.windows_per_batch, i)
-        )
+        base._build_host_batches((s, start.timestamp(), 1, per_host, args.windows_per_batch, i, 0))
         for i, s in enumerate(seeds)
     ]
     connection.close()

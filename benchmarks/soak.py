@@ -171,10 +171,10 @@ def _run(args, procs: base.Procs) -> int:
     span_s = n_batches * args.windows_per_batch * base.WINDOW_S
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     start = now - dt.timedelta(seconds=span_s + 600)
-    seeds, _ = base._seed(args.hosts, start)
+    seeds = base._seed(args.hosts, start).hosts
     connection.close()
     work = [
-        (s.hostname, s.uuids, s.job_keys, start.timestamp(), n_batches, args.windows_per_batch, i)
+        (s, start.timestamp(), 1, n_batches, args.windows_per_batch, i, 0)
         for i, s in enumerate(seeds)
     ]
     print(f"building {n_batches} batches/host x {args.hosts} hosts", flush=True)

@@ -1,0 +1,168 @@
+"""The worker's cost of attributing stored batches, layer by layer (a benchmark, not a test).
+
+Stores ``--rounds`` x 25 batches of ``--windows-per-batch`` windows per 8-GPU host through the
+production WSGI application in this process (as ``benchmarks/post_profile.py`` does, on a
+scratch database ``--db``, recreated, and a private redis-server with no worker), then attributes
+them the way the Celery task does (``batches_attribute`` with rounds of 1 + 24 claims), and prints:
+
+  * CPU per GPU window, unprofiled: this process (the worker side) and the PostgreSQL backend
+    serving it, over the first half of the rounds;
+  * a cProfile of the other half: cumulative CPU per GPU window of each layer (profiled times are
+    inflated by the profiler; read them as shares), and the top functions by own time.
+
+    .venv/bin/python benchmarks/attribution_profile.py --windows-per-batch 30 --rounds 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's code, not an installed copy
+
+import ingest as base  # the ingest benchmark's process, seeding and payload helpers
+import post_profile  # its in-process WSGI request
+
+CLAIMS_PER_ROUND = 25  # workers.tasks: 1 + ATTRIBUTE_EXTRA_BATCHES
+
+# (label, file suffix, function name) of the layers reported from the profile.
+LAYERS = (
+    ("batches_attribute, whole round", "accounting/services/attribution.py", "batches_attribute"),
+    ("  claim (work queue)", "accounting/services/work_queue.py", "batches_claim"),
+    ("  _attribute_many (read, attribute, merge)", "accounting/services/attribution.py", "_attribute_many"),
+    ("    read GPU series (mapper)", "accounting/mappers.py", "gpu_windows_for_batches"),
+    ("    read host windows (mapper)", "accounting/mappers.py", "host_windows_for_batches"),
+    ("    previous windows (mapper)", "accounting/mappers.py", "previous_windows_for_many"),
+    ("    allocations (mapper)", "accounting/mappers.py", "allocations_for"),
+    ("    embodied rates (mapper)", "accounting/mappers.py", "embodied_rates_for"),
+    ("    gap filling (domain)", "accounting/domain/energy.py", "fill_gaps"),
+    ("    attribute (domain)", "accounting/domain/attribution/core.py", "attribute"),
+    ("      GPU windows", "accounting/domain/attribution/fast.py", "_attribute_gpu_windows"),
+    ("      host windows", "accounting/domain/attribution/fast.py", "_attribute_host_windows"),
+    ("      shares (exact sums)", "accounting/domain/attribution/ledger.py", "shares"),
+    ("    carbonize (domain)", "accounting/domain/carbon.py", "carbonize"),
+    ("    merge into the hourly ledger", "accounting/services/attribution.py", "_merge_lines"),
+    ("  rollup (aggregates)", "accounting/services/rollup.py", "aggregates_rollup"),
+)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", default="carbonledger_attribution_profile")
+    parser.add_argument("--hosts", type=int, default=25)
+    parser.add_argument("--rounds", type=int, default=8, help="rounds of 25 claims (half timed, half profiled)")
+    parser.add_argument("--windows-per-batch", type=int, default=30, help="windows per GPU per batch")
+    args = parser.parse_args()
+    procs = base.Procs()
+    try:
+        return _run(args, procs)
+    finally:
+        procs.stop_all()
+
+
+def _run(args, procs: base.Procs) -> int:
+    import datetime as dt
+
+    redis_port = base._free_port()
+    env = base.stack_env(db=args.db, redis_url=f"redis://127.0.0.1:{redis_port}/0")
+    procs.start(
+        "redis-profile",
+        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        env,
+    )
+    base.database_prepare(db=args.db, env=env)
+    import django
+
+    django.setup()
+    import logging
+
+    logging.getLogger("telemetry.services").setLevel(logging.ERROR)
+    from django.db import connection
+    from django.utils import timezone
+
+    from accounting.services.attribution import batches_attribute
+    from telemetry.models import TelemetryBatch
+
+    n_batches = (args.rounds + 1) * CLAIMS_PER_ROUND  # one warm-up round
+    per_host = -(-n_batches // args.hosts)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    start = now - dt.timedelta(seconds=per_host * args.windows_per_batch * base.WINDOW_S + 600)
+    seeds = base._seed(args.hosts, start).hosts
+    queues = [
+        base._build_host_batches((s, start.timestamp(), 1, per_host, args.windows_per_batch, i, 0))
+        for i, s in enumerate(seeds)
+    ]
+    connection.close()
+    from config.wsgi import application
+
+    print(f"storing {per_host * len(seeds)} batches of {8 * args.windows_per_batch} GPU windows ...", flush=True)
+    for round_ in range(per_host):
+        for h, seed in enumerate(seeds):
+            _, _, body = queues[h][round_]
+            status: list[str] = []
+            environ = post_profile._environ(body, seed.secret)
+            result = application(environ, lambda s, headers, exc=None: status.append(s))
+            b"".join(result)
+            result.close()
+            if not status[0].startswith("202"):
+                raise RuntimeError(f"POST: {status[0]}")
+    pks = list(
+        TelemetryBatch.objects.filter(status=TelemetryBatch.Status.PENDING).order_by("pk").values_list("pk", flat=True)
+    )
+    with connection.cursor() as c:
+        c.execute("SELECT pg_backend_pid()")
+        (backend,) = c.fetchone()
+
+    def one_round() -> int:
+        outcome = batches_attribute(batch_pks=[pks.pop(0)], now=timezone.now(), extra=CLAIMS_PER_ROUND - 1)
+        if outcome.failed:
+            raise RuntimeError(f"failed batches: {outcome.failed}")
+        taken = set(outcome.attributed)
+        pks[:] = [pk for pk in pks if pk not in taken]
+        return len(outcome.attributed)
+
+    one_round()  # warm-up: imports, caches
+    gpu_windows_per_batch = 8 * args.windows_per_batch
+    timed_rounds = args.rounds // 2
+    web0, pg0, t0 = time.process_time(), post_profile._proc_cpu_s(backend), time.perf_counter()
+    batches = sum(one_round() for _ in range(timed_rounds))
+    web1, pg1, t1 = time.process_time(), post_profile._proc_cpu_s(backend), time.perf_counter()
+    windows = batches * gpu_windows_per_batch
+    print(f"\n{batches} batches of {gpu_windows_per_batch} GPU windows in {timed_rounds} rounds, unprofiled:")
+    print(f"  worker (this process)  {1e6 * (web1 - web0) / windows:8.2f} us CPU per GPU window")
+    print(
+        f"  PostgreSQL backend     {1e6 * (pg1 - pg0) / windows:8.2f} us CPU per GPU window "
+        f"(clock ticks of 10 ms: +-{1e6 * 0.01 / windows:.2f})"
+    )
+    print(f"  wall                   {1e6 * (t1 - t0) / windows:8.2f} us per GPU window")
+
+    profiler = cProfile.Profile(time.process_time)
+    profiler.enable()
+    batches = sum(one_round() for _ in range(args.rounds - timed_rounds))
+    profiler.disable()
+    windows = batches * gpu_windows_per_batch
+    table = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    print(f"\ncProfile (CPU) of {batches} batches: cumulative us per GPU window (profiled, inflated)")
+    for label, suffix, name in LAYERS:
+        cum = sum(
+            ct
+            for (filename, _line, func), (_cc, _nc, _tt, ct, _callers) in table.items()
+            if func == name and filename.endswith(suffix)
+        )
+        print(f"  {1e6 * cum / windows:8.2f}  {label}")
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(30)
+    print("\nTop 30 by own time:")
+    print("\n".join(line for line in out.getvalue().splitlines()[6:44] if line.strip()))
+    connection.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
