@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db import connection
+import numpy as np
 from django.db.models import Q
 
+from accounting.domain.attribution.columnar import GpuColumns, from_us
 from accounting.domain.carbon import EmbodiedRate, embodied_rate_g_per_s
 from accounting.domain.types import (
+    QUALITY_RANK,
     Allocation,
     GpuWindowIn,
     HostWindowIn,
@@ -27,6 +30,7 @@ from accounting.selectors.factors import (
     embodied_for_host,
     host_component_models,
 )
+from telemetry import readers
 
 # Without a catalog entry the idle baseline is unknown; 0 W puts all energy in "active", which
 # overstates nothing (total energy is unchanged) and is visible as a device with no model.
@@ -150,19 +154,32 @@ def embodied_rates_for(*, device_ids: list[int], site: Site) -> dict[int, Embodi
 
 
 # --- many batches at once (the attribution hot path) ----------------------------------------
-# One query per kind of row for all batches a worker claimed, instead of one per batch.
-# Timestamps are read as integer epoch microseconds (exact) and turned into datetimes through a
-# small cache: a window's start/end repeat for every GPU of the host, and Django's Python-level
-# timestamptz loader is the single largest cost of reading raw windows otherwise.
+# One query per kind of row for all batches a worker claimed (telemetry.readers), instead of one
+# per batch. GPU windows stay arrays (``GpuColumns``): no Python object per window unless a
+# device's windows need gap filling (``DeviceSeries.rows``).
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_US = "(EXTRACT(EPOCH FROM {col}) * 1000000)::bigint"
+_QUALITY_RANK_BY_NAME = {quality.value: rank for quality, rank in QUALITY_RANK.items()}
+
+
+@dataclass(frozen=True, eq=False)
+class DeviceSeries:
+    """One device's windows of one batch (all its stored series, in order) and their NVML counters."""
+
+    columns: GpuColumns
+    counter_mj: list[int | None]
+
+    def rows(self) -> list[GpuWindowRow]:
+        """The windows one by one, with their counters (the form gap filling takes)."""
+        return [
+            GpuWindowRow(window=window, counter_mj=counter)
+            for window, counter in zip(self.columns.windows(), self.counter_mj, strict=True)
+        ]
 
 
 def _stamp(cache: dict[int, dt.datetime], micros: int) -> dt.datetime:
     value = cache.get(micros)
     if value is None:
-        value = cache[micros] = _EPOCH + dt.timedelta(microseconds=micros)
+        value = cache[micros] = from_us(micros)
     return value
 
 
@@ -188,170 +205,141 @@ def _mig_samples(cache: dict[str, tuple[MigInstanceSample, ...]], text: str) -> 
     return value
 
 
-def _runs_at(runs: list[list], n: int) -> list[str]:
-    """A stored run-length list (``telemetry.models.GpuSeries.processes``) as one JSON text per
-    window (runs are few; each distinct text is decoded once by the caller's cache)."""
-    out = ["[]"] * n
-    for position, (first, value) in enumerate(runs):
-        end = runs[position + 1][0] if position + 1 < len(runs) else n
-        text = json.dumps(value)
-        out[first:end] = [text] * (end - first)
-    return out
+def _process_samples(cache: dict[str, tuple[ProcessSample, ...]], text: str) -> tuple[ProcessSample, ...]:
+    """A stored process list as domain samples, memoised. Unknown per-process utilisation counts
+    as 0: with no usable samples the domain splits active energy by allocation share instead."""
+    value = cache[text] = tuple(
+        ProcessSample(pid=p["pid"], sm_util_pct=p["sm_util_pct"] or 0.0, job_key=p.get("job_key"))
+        for p in json.loads(text) or []
+    )
+    return value
 
 
-def gpu_windows_for_batches(*, batch_pks: list[int]) -> dict[int, list[GpuWindowRow]]:
-    """Each batch's GPU windows, read for many batches in one query of their series (ordered by
-    device, start)."""
-    out: dict[int, list[GpuWindowRow]] = {pk: [] for pk in batch_pks}
-    if not batch_pks:
+def _run_starts(text: str, offset: int) -> list[tuple[int, str]]:
+    """A stored run-length list (``GpuSeries.processes``) as (first window index + offset, the
+    run's value as JSON text)."""
+    if text == "[]":
+        return [(offset, "[]")]
+    runs = [(offset + first, json.dumps(value)) for first, value in json.loads(text)]
+    if runs[0][0] > offset:  # windows before the first run reported nothing
+        runs.insert(0, (offset, "[]"))
+    return runs
+
+
+class _Samples:
+    """Caches of decoded process and MIG instance lists: one tuple per distinct list, shared by
+    every window and batch that reported it (the domain caches its weights by identity)."""
+
+    def __init__(self) -> None:
+        self.processes: dict[str, tuple[ProcessSample, ...]] = {"[]": ()}
+        self.mig: dict[str, tuple[MigInstanceSample, ...]] = {"[]": ()}
+
+    def runs(
+        self, processes_runs: list[tuple[int, str]], mig_runs: list[tuple[int, str]]
+    ) -> tuple[tuple[int, tuple[ProcessSample, ...], tuple[MigInstanceSample, ...]], ...]:
+        """Merge the processes' and the MIG instances' runs into runs of both."""
+        firsts = sorted({first for first, _ in processes_runs} | {first for first, _ in mig_runs})
+        out: list[tuple[int, tuple[ProcessSample, ...], tuple[MigInstanceSample, ...]]] = []
+        p = m = 0
+        for first in firsts:
+            while p + 1 < len(processes_runs) and processes_runs[p + 1][0] <= first:
+                p += 1
+            while m + 1 < len(mig_runs) and mig_runs[m + 1][0] <= first:
+                m += 1
+            p_text, m_text = processes_runs[p][1], mig_runs[m][1]
+            processes = self.processes.get(p_text)
+            if processes is None:
+                processes = _process_samples(self.processes, p_text)
+            mig = self.mig.get(m_text)
+            if mig is None:
+                mig = _mig_samples(self.mig, m_text)
+            if out and out[-1][1] is processes and out[-1][2] is mig:
+                continue  # the same lists again (two day-series of one batch): one run
+            out.append((first, processes, mig))
+        return tuple(out)
+
+
+def gpu_series_for_batches(*, batch_pks: list[int]) -> dict[int, list[DeviceSeries]]:
+    """Each batch's GPU windows, one ``DeviceSeries`` per device (ordered by device id), read for
+    many batches in one query of their stored series."""
+    out: dict[int, list[DeviceSeries]] = {pk: [] for pk in batch_pks}
+    stored = readers.gpu_series_for_batches(batch_pks=batch_pks)
+    if not stored:
         return out
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT batch_id, device_id, window_count, seq, start_us, end_us, energy_j, avg_power_w, util_pct, "
-            "quality, processes::text, counter_mj, mig_instances::text, energy_covers "
-            "FROM telemetry_gpuseries WHERE batch_id = ANY(%s) ORDER BY batch_id, device_id, first_start_at",
-            [list(batch_pks)],
-        )
-        raw = cursor.fetchall()
-    idle = _device_idle_power(sorted({r[1] for r in raw}))
-    stamps: dict[int, dt.datetime] = {}
-    procs_cache: dict[str, tuple[ProcessSample, ...]] = {}
-    mig_cache: dict[str, tuple[MigInstanceSample, ...]] = {"[]": ()}
-    qualities = {q.value: q for q in Quality}
-    for (
-        batch_id,
-        device_id,
-        n,
-        seqs,
-        starts_us,
-        ends_us,
-        energies_j,
-        powers_w,
-        utils_pct,
-        quality_names,
-        processes_runs,
-        counters_mj,
-        mig_runs,
-        energy_covers,
-    ) in raw:
-        idle_power_w = idle.get(device_id, DEFAULT_IDLE_POWER_W)
-        processes_at = ["[]"] * n if processes_runs == "[]" else _runs_at(json.loads(processes_runs), n)
-        mig_at = ["[]"] * n if mig_runs == "[]" else _runs_at(json.loads(mig_runs), n)
-        counters = counters_mj if counters_mj is not None else [None] * n
-        target = out[batch_id]
-        for i in range(n):
-            processes = processes_at[i]
-            samples = procs_cache.get(processes)
-            if samples is None:
-                samples = procs_cache[processes] = tuple(
-                    # Unknown per-process utilisation counts as 0: with no usable samples the domain
-                    # splits active energy by allocation share instead.
-                    ProcessSample(pid=p["pid"], sm_util_pct=p["sm_util_pct"] or 0.0, job_key=p.get("job_key"))
-                    for p in json.loads(processes) or []
-                )
-            mig_instances = mig_at[i]
-            quality = quality_names[i]
-            target.append(
-                GpuWindowRow(
-                    window=GpuWindowIn(
-                        device_id=device_id,
-                        seq=seqs[i],
-                        start=_stamp(stamps, starts_us[i]),
-                        end=_stamp(stamps, ends_us[i]),
-                        energy_j=energies_j[i],
-                        avg_power_w=powers_w[i],
-                        util_pct=utils_pct[i],
-                        quality=qualities.get(quality) or Quality(quality),
-                        idle_power_w=idle_power_w,
-                        processes=samples,
-                        mig_instances=(
-                            mig_cache[mig_instances]
-                            if mig_instances in mig_cache
-                            else _mig_samples(mig_cache, mig_instances)
-                        ),
-                        energy_covers=energy_covers,
-                    ),
-                    counter_mj=counters[i],
-                )
+    idle = _device_idle_power(sorted({s.device_id for s in stored}))
+    samples = _Samples()
+    for (batch_id, device_id), group in itertools.groupby(stored, key=lambda s: (s.batch_id, s.device_id)):
+        parts = list(group)
+        processes_runs: list[tuple[int, str]] = []
+        mig_runs: list[tuple[int, str]] = []
+        counters: list[int | None] = []
+        offset = 0
+        for part in parts:
+            processes_runs += _run_starts(part.processes_runs, offset)
+            mig_runs += _run_starts(part.mig_runs, offset)
+            counters += part.counter_mj if part.counter_mj is not None else [None] * len(part)
+            offset += len(part)
+        quality = [q for part in parts for q in part.quality]
+        first_quality = quality[0]
+        if quality.count(first_quality) == len(quality):
+            ranks = np.full(len(quality), _QUALITY_RANK_BY_NAME[first_quality], dtype=np.int8)
+        else:
+            ranks = np.array([_QUALITY_RANK_BY_NAME[q] for q in quality], dtype=np.int8)
+
+        def joined(name: str, parts: list = parts) -> np.ndarray:
+            arrays = [getattr(part, name) for part in parts]
+            return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+        out[batch_id].append(
+            DeviceSeries(
+                columns=GpuColumns(
+                    device_id=device_id,
+                    seq=joined("seq"),
+                    start_us=joined("start_us"),
+                    end_us=joined("end_us"),
+                    energy_j=joined("energy_j"),
+                    avg_power_w=joined("avg_power_w"),
+                    util_pct=joined("util_pct"),
+                    quality_rank=ranks,
+                    idle_power_w=idle.get(device_id, DEFAULT_IDLE_POWER_W),
+                    runs=samples.runs(processes_runs, mig_runs),
+                    energy_covers=parts[0].energy_covers,
+                ),
+                counter_mj=counters,
             )
+        )
     return out
 
 
 def host_windows_for_batches(*, batch_pks: list[int]) -> dict[int, list[HostWindowIn]]:
     out: dict[int, list[HostWindowIn]] = {pk: [] for pk in batch_pks}
-    if not batch_pks:
-        return out
     stamps: dict[int, dt.datetime] = {}
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT batch_id, seq, {_US.format(col='start_at')}, {_US.format(col='end_at')}, cpu_energy_j, "
-            "dram_energy_j, wall_energy_j, quality "
-            "FROM telemetry_hostwindow WHERE batch_id = ANY(%s) ORDER BY batch_id, start_at",
-            [list(batch_pks)],
-        )
-        for batch_id, seq, start_us, end_us, cpu, dram, wall, quality in cursor.fetchall():
-            out[batch_id].append(
-                HostWindowIn(
-                    seq=seq,
-                    start=_stamp(stamps, start_us),
-                    end=_stamp(stamps, end_us),
-                    cpu_energy_j=cpu,
-                    dram_energy_j=dram,
-                    wall_energy_j=wall,
-                    quality=Quality(quality),
-                )
+    for w in readers.host_windows_for_batches(batch_pks=batch_pks):
+        out[w.batch_id].append(
+            HostWindowIn(
+                seq=w.seq,
+                start=_stamp(stamps, w.start_us),
+                end=_stamp(stamps, w.end_us),
+                cpu_energy_j=w.cpu_energy_j,
+                dram_energy_j=w.dram_energy_j,
+                wall_energy_j=w.wall_energy_j,
+                quality=Quality(w.quality),
             )
+        )
     return out
-
-
-_DAY_BEFORE_B = "(b - interval '1 day')"
 
 
 def previous_windows_for_many(
     *, requests: list[tuple[int, list[int], dt.datetime]]
 ) -> dict[int, dict[int, PreviousWindow]]:
     """Each device's last stored window ending at or before ``before``, for many (key, device_ids,
-    before) requests in one query (looked up within a day: partition pruning keeps it cheap, and an
-    older neighbour is a long gap anyway).
-
-    A device's series never overlap in time (ingest refuses a batch starting before the host's
-    last window ends), so the window sought lies in one of its two latest series starting before
-    ``before``: only those are unnested."""
+    before) requests in one query (telemetry.readers.previous_windows_for_many)."""
     out: dict[int, dict[int, PreviousWindow]] = {key: {} for key, _, _ in requests}
-    keys, devices, befores, day_starts = [], [], [], []
-    for key, device_ids, before in requests:
-        # The series holding windows that start from before - 1 day start on or after that day's midnight.
-        day_start = (
-            (before - dt.timedelta(days=1)).astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    stamps: dict[int, dt.datetime] = {}
+    for p in readers.previous_windows_for_many(requests=requests):
+        out[p.key][p.device_id] = PreviousWindow(
+            end=_stamp(stamps, p.end_us), avg_power_w=p.avg_power_w, counter_mj=p.counter_mj, util_pct=p.util_pct
         )
-        for device_id in device_ids:
-            keys.append(key)
-            devices.append(device_id)
-            befores.append(before)
-            day_starts.append(day_start)
-    if not keys:
-        return out
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT r.k, r.d, p.end_us, p.avg_power_w, p.counter_mj, p.util_pct "
-            "FROM (SELECT k, d, b, day_start, "
-            f"  {_US.format(col='b')} AS b_us, {_US.format(col=_DAY_BEFORE_B)} AS lo_us "
-            "  FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::timestamptz[])"
-            "  AS u(k, d, b, day_start)) r "
-            "CROSS JOIN LATERAL (SELECT w.end_us, w.avg_power_w, w.counter_mj, w.util_pct "
-            "  FROM (SELECT s.* FROM telemetry_gpuseries s WHERE s.device_id = r.d AND s.first_start_at < r.b "
-            "        AND s.first_start_at >= r.day_start ORDER BY s.first_start_at DESC LIMIT 2) s "
-            "  CROSS JOIN LATERAL unnest(s.start_us, s.end_us, s.avg_power_w, s.counter_mj, s.util_pct) "
-            "    AS w(start_us, end_us, avg_power_w, counter_mj, util_pct) "
-            "  WHERE w.start_us < r.b_us AND w.start_us >= r.lo_us AND w.end_us <= r.b_us "
-            "  ORDER BY w.start_us DESC LIMIT 1) p",
-            [keys, devices, befores, day_starts],
-        )
-        stamps: dict[int, dt.datetime] = {}
-        for key, device_id, end_us, power, counter, util in cursor.fetchall():
-            out[key][device_id] = PreviousWindow(
-                end=_stamp(stamps, end_us), avg_power_w=power, counter_mj=counter, util_pct=util
-            )
     return out
 
 

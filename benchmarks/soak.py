@@ -173,10 +173,7 @@ def _run(args, procs: base.Procs) -> int:
     start = now - dt.timedelta(seconds=span_s + 600)
     seeds = base._seed(args.hosts, start).hosts
     connection.close()
-    work = [
-        (s, start.timestamp(), 1, n_batches, args.windows_per_batch, i, 0)
-        for i, s in enumerate(seeds)
-    ]
+    work = [(s, start.timestamp(), 1, n_batches, args.windows_per_batch, i, 0) for i, s in enumerate(seeds)]
     print(f"building {n_batches} batches/host x {args.hosts} hosts", flush=True)
     # The builders keep the default SIGTERM (this process's handler would print a traceback per
     # builder when the pool ends them).

@@ -16,17 +16,19 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
+import numpy as np
 from django.db import connection, transaction
 
-from accounting.domain.attribution import attribute
+from accounting.domain.attribution.columnar import GpuColumns, attribute_columns, from_us, to_us
 from accounting.domain.carbon import carbonize
 from accounting.domain.energy import fill_gaps
 from accounting.domain.types import METHOD_VERSION, Allocation, GpuWindowIn
 from accounting.mappers import (
+    DeviceSeries,
     allocations_for,
     allocations_within,
     embodied_rates_for,
-    gpu_windows_for_batches,
+    gpu_series_for_batches,
     host_windows_for_batches,
     previous_windows_for_many,
 )
@@ -40,6 +42,7 @@ from telemetry.models import TelemetryBatch
 log = logging.getLogger(__name__)
 
 MAX_INTERPOLATE_S = 60.0  # a gap longer than a minute is reported, not invented
+_HOUR_US = 3_600_000_000
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,7 @@ def batches_attribute(
 
 
 def _unmatched_sightings(
-    *, items: list, gpu_by_batch: dict, allocations: list[Allocation]
+    *, items: list, series_by_batch: dict[int, list[DeviceSeries]], allocations: list[Allocation]
 ) -> dict[tuple[int, int, str], set[tuple[int, int]]]:
     """(device, cluster, job key) of processes the agent reported that no allocation of that
     device names: candidates for an observed allocation (``allocations_observe``), each with the
@@ -135,24 +138,28 @@ def _unmatched_sightings(
     out: dict[tuple[int, int, str], set[tuple[int, int]]] = {}
     for batch, *_ in items:
         cluster_id = batch.host.cluster_id
-        last: tuple[object, object] | None = None
-        for row in gpu_by_batch[batch.pk]:
-            processes = row.window.processes
-            instances = row.window.mig_instances
-            if not processes and not instances:
-                continue
-            if last is not None and processes is last[0] and instances is last[1]:
-                continue  # the mapper shares one tuple per distinct list
-            last = (processes, instances)
-            device_id = row.window.device_id
-            keys = {p.job_key for p in processes if p.job_key is not None}
-            keys.update(key for instance in instances for key in instance.job_keys)
-            for key in keys:
-                if (device_id, key) in held:
+        for device_series in series_by_batch[batch.pk]:
+            device_id = device_series.columns.device_id
+            for _, processes, instances in device_series.columns.runs:
+                if not processes and not instances:
                     continue
-                seen = out.setdefault((device_id, cluster_id, key), set())
-                seen.update((i.gpu_instance_id, i.slices) for i in instances if key in i.job_keys)
+                keys = {p.job_key for p in processes if p.job_key is not None}
+                keys.update(key for instance in instances for key in instance.job_keys)
+                for key in keys:
+                    if (device_id, key) in held:
+                        continue
+                    seen = out.setdefault((device_id, cluster_id, key), set())
+                    seen.update((i.gpu_instance_id, i.slices) for i in instances if key in i.job_keys)
     return out
+
+
+def _no_gap(columns: GpuColumns, previous_end: dt.datetime | None) -> bool:
+    """Whether ``fill_gaps`` would return these windows unchanged: in start order, none starting
+    after its predecessor (or the device's previous window) ended."""
+    start_us = columns.start_us
+    if previous_end is not None and int(start_us[0]) > to_us(previous_end):
+        return False
+    return bool(np.all(start_us[1:] <= columns.end_us[:-1])) and bool(np.all(start_us[1:] >= start_us[:-1]))
 
 
 def _group_by_period(allocations: list) -> dict[tuple[dt.datetime, dt.datetime | None], list[int]]:
@@ -223,14 +230,15 @@ def _attribute_many(
         cursor.execute(
             "SELECT id FROM telemetry_telemetrybatch WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE", [pks]
         )
-    gpu_by_batch = gpu_windows_for_batches(batch_pks=pks)
+    series_by_batch = gpu_series_for_batches(batch_pks=pks)
     host_by_batch = host_windows_for_batches(batch_pks=pks)
     # A batch whose raw windows retention has dropped cannot be attributed again: what it merged
     # into the ledger stays as it is (re-attributing it from nothing would take its energy away).
     expired = [
         b
         for b in batches
-        if len(host_by_batch[b.pk]) < b.host_window_count or len(gpu_by_batch[b.pk]) < b.gpu_window_count
+        if len(host_by_batch[b.pk]) < b.host_window_count
+        or sum(len(s.columns) for s in series_by_batch[b.pk]) < b.gpu_window_count
     ]
     if expired:
         log.warning(
@@ -240,33 +248,37 @@ def _attribute_many(
         gone = {b.pk for b in expired}
         batches = [b for b in batches if b.pk not in gone]
         pks = [b.pk for b in batches]
-    devices_by_batch = {b.pk: sorted({row.window.device_id for row in gpu_by_batch[b.pk]}) for b in batches}
+    devices_by_batch = {b.pk: [s.columns.device_id for s in series_by_batch[b.pk]] for b in batches}
     previous_by_batch = previous_windows_for_many(
         requests=[(b.pk, devices_by_batch[b.pk], b.first_start) for b in batches]
     )
 
-    # Gap filling per batch and device (pure domain), then each batch's time range.
+    # Gap filling per batch and device (pure domain): a device whose windows follow each other
+    # (and its previous window) without a hole stays columnar; the others are filled window by
+    # window. Then each batch's time range.
     prepared = []
     for batch in batches:
-        by_device: dict[int, list[GpuWindowIn]] = defaultdict(list)
-        counters: dict[int, dict[int, int | None]] = defaultdict(dict)
-        for row in gpu_by_batch[batch.pk]:
-            by_device[row.window.device_id].append(row.window)
-            counters[row.window.device_id][row.window.seq] = row.counter_mj
         previous = previous_by_batch[batch.pk]
+        columnar: list[GpuColumns] = []
         filled: list[GpuWindowIn] = []
         gaps = []
-        for device_id in devices_by_batch[batch.pk]:
+        for device_series in series_by_batch[batch.pk]:
+            columns = device_series.columns
+            before = previous.get(columns.device_id)
+            if _no_gap(columns, None if before is None else before.end):
+                columnar.append(columns)
+                continue
+            rows = device_series.rows()
             result = fill_gaps(
-                windows=by_device[device_id],
-                previous=previous.get(device_id),
-                counters=counters[device_id],
+                windows=[row.window for row in rows],
+                previous=before,
+                counters={row.window.seq: row.counter_mj for row in rows},
                 max_interpolate_s=MAX_INTERPOLATE_S,
             )
             filled.extend(result.windows)
             gaps.extend(result.gaps)
         window_start = min([batch.first_start] + [w.start for w in filled])
-        prepared.append((batch, filled, gaps, window_start))
+        prepared.append((batch, columnar, filled, gaps, window_start))
 
     # Factors, allocations and embodied rates: one load per site over the union of the ranges
     # (lookups are per instant, so a wider preload answers every batch exactly as its own would).
@@ -276,13 +288,13 @@ def _attribute_many(
     lines_by_batch = {}
     for items in by_site.values():
         site = items[0][0].host.cluster.site
-        start = min(item[3] for item in items)
+        start = min(item[4] for item in items)
         end = max(item[0].last_end for item in items)
         site_devices = sorted({d for item in items for d in devices_by_batch[item[0].pk]})
         lookups = factor_lookups_for_site(site=site, start=start, end=end)
         rates = embodied_rates_for(device_ids=site_devices, site=site)
         site_allocations = allocations_for(device_ids=site_devices, start=start, end=end)
-        unmatched = _unmatched_sightings(items=items, gpu_by_batch=gpu_by_batch, allocations=site_allocations)
+        unmatched = _unmatched_sightings(items=items, series_by_batch=series_by_batch, allocations=site_allocations)
         if unmatched:
             observed = allocations_observe(sightings=unmatched)
             if observed:
@@ -291,12 +303,13 @@ def _attribute_many(
                 for (start_at, end_at), device_ids_of in _group_by_period(observed).items():
                     ledger_mark_dirty(device_ids=device_ids_of, start=start_at, end=end_at, exclude_batch_pks=pks)
                 site_allocations = allocations_for(device_ids=site_devices, start=start, end=end)
-        for batch, filled, gaps, window_start in items:
+        for batch, columnar, filled, gaps, window_start in items:
             device_ids = devices_by_batch[batch.pk]
             allocations = allocations_within(
                 site_allocations, device_ids=set(device_ids), start=window_start, end=batch.last_end
             )
-            attribution = attribute(
+            attribution = attribute_columns(
+                gpu_columns=columnar,
                 gpu_windows=filled,
                 host_windows=host_by_batch[batch.pk],
                 allocations=allocations,
@@ -383,7 +396,7 @@ def _attribute_many(
         cursor.cursor.executemany(
             "UPDATE accounting_batchattribution SET raw_device_ids = %s, raw_hours = %s, raw_window_s = %s, "
             "raw_util_pct_s = %s, raw_energy_j = %s WHERE batch_id = %s",
-            [(*_raw_window_sums(gpu_by_batch[batch.pk]), batch.pk) for batch in batches],
+            [(*_raw_window_sums(series_by_batch[batch.pk]), batch.pk) for batch in batches],
         )
         cursor.cursor.executemany(
             "UPDATE telemetry_telemetrybatch SET gaps = %s::jsonb, diagnostics = %s::jsonb, attempts = %s, error = '' "
@@ -501,28 +514,28 @@ GROUP BY l.batch_id
 """
 
 
-def _raw_window_sums(rows: list) -> tuple[list[int], list[dt.datetime], list[float], list[float], list[float]]:
+def _raw_window_sums(
+    series: list[DeviceSeries],
+) -> tuple[list[int], list[dt.datetime], list[float], list[float], list[float]]:
     """A batch's raw GPU windows summed per (device, hour of the window's start): seconds observed,
-    utilisation x seconds and energy, as the record's parallel arrays."""
-    sums: dict[tuple[int, dt.datetime], list[float]] = {}
-    for row in rows:
-        w = row.window
-        duration_s = (w.end - w.start).total_seconds()
-        key = (w.device_id, w.start.replace(minute=0, second=0, microsecond=0))
-        acc = sums.get(key)
-        if acc is None:
-            acc = sums[key] = [0.0, 0.0, 0.0]
-        acc[0] += duration_s
-        acc[1] += w.util_pct * duration_s
-        acc[2] += w.energy_j
-    keys = sorted(sums)
-    return (
-        [device_id for device_id, _ in keys],
-        [hour for _, hour in keys],
-        [sums[k][0] for k in keys],
-        [sums[k][1] for k in keys],
-        [sums[k][2] for k in keys],
-    )
+    utilisation x seconds and energy, as the record's parallel arrays (sorted by device, hour).
+    Each sum adds the windows in order from 0.0 (``np.bincount`` accumulates in index order)."""
+    device_ids: list[int] = []
+    hours: list[dt.datetime] = []
+    window_s: list[float] = []
+    util_pct_s: list[float] = []
+    energy_j: list[float] = []
+    for device_series in sorted(series, key=lambda s: s.columns.device_id):
+        columns = device_series.columns
+        duration_s = (columns.end_us - columns.start_us) / 1e6
+        hour_us, index = np.unique(columns.start_us - columns.start_us % _HOUR_US, return_inverse=True)
+        n = len(hour_us)
+        device_ids += [columns.device_id] * n
+        hours += [from_us(h) for h in hour_us.tolist()]
+        window_s += np.bincount(index, weights=duration_s, minlength=n).tolist()
+        util_pct_s += np.bincount(index, weights=columns.util_pct * duration_s, minlength=n).tolist()
+        energy_j += np.bincount(index, weights=columns.energy_j, minlength=n).tolist()
+    return device_ids, hours, window_s, util_pct_s, energy_j
 
 
 def _merge_lines(*, cursor, batch_pks: list[int]) -> set[ReplacedKey]:

@@ -13,7 +13,7 @@ from django.db import connection
 
 from accounting.domain.attribution import attribute
 from accounting.domain.types import Allocation, Component, MigInstanceSample
-from accounting.mappers import gpu_windows_for_batches
+from accounting.mappers import gpu_series_for_batches
 from accounting.models import ApiToken
 from accounting.tokens import token_create
 from telemetry.dcgm import scrape_parse, windows_from_scrapes
@@ -160,7 +160,8 @@ def test_dcgm_mig_scrape_through_ingest_is_split_by_measured_instance_activity(c
     wire["host"] = {"cpu_energy_j": 0.0, "dram_energy_j": 0.0, "cpu_util_pct": 0.0, "quality": "measured"}
     assert post_batch(client, secret, batch(hostname=host.hostname, windows=[wire])).status_code == 202
 
-    (row,) = gpu_windows_for_batches(batch_pks=[TelemetryBatch.objects.get().pk])[TelemetryBatch.objects.get().pk]
+    (series,) = gpu_series_for_batches(batch_pks=[TelemetryBatch.objects.get().pk])[TelemetryBatch.objects.get().pk]
+    (row,) = series.rows()
     assert row.window.mig_instances == (
         MigInstanceSample(gpu_instance_id=1, slices=3, activity=0.8125, job_keys=frozenset({f"k8s:{UID_A}"})),
         MigInstanceSample(gpu_instance_id=9, slices=1, activity=0.375, job_keys=frozenset({f"k8s:{UID_B}"})),
@@ -242,7 +243,8 @@ def test_an_agent_window_of_a_mig_gpu_is_accepted_and_keeps_its_instances(client
     response = post_batch(client, secret, batch(hostname=host.hostname, windows=[{"seq": 1, **wire}]))
     assert response.status_code == 202, response.content
     batch_pk = TelemetryBatch.objects.get().pk
-    (row,) = gpu_windows_for_batches(batch_pks=[batch_pk])[batch_pk]
+    (series,) = gpu_series_for_batches(batch_pks=[batch_pk])[batch_pk]
+    (row,) = series.rows()
     busy, empty = sorted(row.window.mig_instances, key=lambda m: m.gpu_instance_id)
     assert (busy.slices, busy.job_keys, empty.slices, empty.job_keys, empty.activity) == (
         3,

@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 
 from accounting.domain.types import GpuWindowIn, MigInstanceSample, PreviousWindow, ProcessSample, Quality
-from accounting.mappers import GpuWindowRow, gpu_windows_for_batches, previous_windows_for_many
+from accounting.mappers import GpuWindowRow, gpu_series_for_batches, previous_windows_for_many
 from accounting.models import ApiToken
 from accounting.tokens import token_create
 from telemetry.models import TelemetryBatch
@@ -164,7 +164,7 @@ def test_a_batch_is_stored_as_one_row_of_arrays_per_device(client, agent):
         ]
 
     # Attribution reads back the same domain windows.
-    windows = gpu_windows_for_batches(batch_pks=[stored.pk])[stored.pk]
+    windows = [row for s in gpu_series_for_batches(batch_pks=[stored.pk])[stored.pk] for row in s.rows()]
     proc = (ProcessSample(pid=41, sm_util_pct=62.5, job_key="slurm:77"),)
     mig = (
         MigInstanceSample(
@@ -254,7 +254,7 @@ def test_a_batch_crossing_midnight_is_split_into_each_days_partition_and_retenti
     ]
     # Attribution reads the batch's four windows from both rows, in order.
     stored = TelemetryBatch.objects.get()
-    assert [w.window.seq for w in gpu_windows_for_batches(batch_pks=[stored.pk])[stored.pk]] == [1, 2, 3, 4]
+    assert [w.window.seq for w in [row for s in gpu_series_for_batches(batch_pks=[stored.pk])[stored.pk] for row in s.rows()]] == [1, 2, 3, 4]
 
     # Retention keeps days from ``today - retention``: the day before midnight goes, with exactly its windows.
     dropped = drop_expired_partitions(today=midnight.date() + dt.timedelta(days=1), retention_days=1)

@@ -59,29 +59,50 @@ def attribute(
             allocations_by_device.setdefault(allocation.device_id, []).append(allocation)
 
     _attribute_gpu_windows(gpu_windows, allocations_by_device, ledger, diagnostics, hours)
-
     if host_windows:
-        # More GPUs reporting than the inventory says the host has: divide by what is really
-        # there, so no job is charged more than the whole host, and say so.
-        slots = max(host_gpu_slots, len(host_devices))
-        if slots > host_gpu_slots:
-            diagnostics.append(
-                Diagnostic(
-                    code="host_slots_exceeded",
-                    message=(
-                        f"{len(host_devices)} GPUs reported windows but the host has {host_gpu_slots} GPU slots; "
-                        f"host energy shared over {slots} slots"
-                    ),
-                    start=min(w.start for w in host_windows),
-                    end=max(w.end for w in host_windows),
-                )
-            )
-        host_allocations = [a for device_allocations in allocations_by_device.values() for a in device_allocations]
-        # The index serves only the wall-energy balance: not built when no host window has one.
-        needs_index = any(w.wall_energy_j is not None for w in host_windows)
-        gpu_index = _WindowIndex(gpu_windows if needs_index else ())
-        _attribute_host_windows(host_windows, gpu_index, host_allocations, slots, ledger, diagnostics, hours)
+        _attribute_host_side(
+            host_windows, gpu_windows, host_devices, host_gpu_slots, allocations_by_device, ledger, diagnostics, hours
+        )
+    return Attribution(
+        shares=ledger.shares(_counter_covers(gpu_windows, hours)), diagnostics=_sorted_diagnostics(diagnostics)
+    )
 
+
+def _attribute_host_side(
+    host_windows: Sequence[HostWindowIn],
+    gpu_windows: Sequence[GpuWindowIn],
+    host_devices: set[int],
+    host_gpu_slots: int,
+    allocations_by_device: dict[int, list[Allocation]],
+    ledger: _Ledger,
+    diagnostics: list[Diagnostic],
+    hours: _HourCache,
+) -> None:
+    """The host windows: shared by the GPU slots each job holds (``gpu_windows`` serve only the
+    wall-energy balance of host windows that have a wall reading)."""
+    # More GPUs reporting than the inventory says the host has: divide by what is really
+    # there, so no job is charged more than the whole host, and say so.
+    slots = max(host_gpu_slots, len(host_devices))
+    if slots > host_gpu_slots:
+        diagnostics.append(
+            Diagnostic(
+                code="host_slots_exceeded",
+                message=(
+                    f"{len(host_devices)} GPUs reported windows but the host has {host_gpu_slots} GPU slots; "
+                    f"host energy shared over {slots} slots"
+                ),
+                start=min(w.start for w in host_windows),
+                end=max(w.end for w in host_windows),
+            )
+        )
+    host_allocations = [a for device_allocations in allocations_by_device.values() for a in device_allocations]
+    # The index serves only the wall-energy balance: not built when no host window has one.
+    needs_index = any(w.wall_energy_j is not None for w in host_windows)
+    gpu_index = _WindowIndex(gpu_windows if needs_index else ())
+    _attribute_host_windows(host_windows, gpu_index, host_allocations, slots, ledger, diagnostics, hours)
+
+
+def _sorted_diagnostics(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
     diagnostics.sort(
         key=lambda d: (
             d.start,
@@ -92,7 +113,7 @@ def attribute(
             d.message,
         )
     )
-    return Attribution(shares=ledger.shares(_counter_covers(gpu_windows, hours)), diagnostics=diagnostics)
+    return diagnostics
 
 
 def _counter_covers(gpu_windows: Sequence[GpuWindowIn], hours: _HourCache) -> dict[tuple[int, datetime], str]:

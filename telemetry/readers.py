@@ -1,0 +1,187 @@
+"""Stored telemetry as its consumers read it: the raw-store reads attribution needs (issue 12).
+
+Telemetry owns its tables; accounting reads the GPU series, host windows and previous windows
+through these functions (accounting.mappers turns them into domain types), never with SQL of
+its own. Reads are for many batches at once: one query per kind of row for all batches a worker
+claimed. Arrays come back as numpy arrays (the columnar store's own form, issue 18) and times
+as integer microseconds since the epoch (exact; no datetime per window).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+from django.db import connection
+
+from telemetry.series import from_us, to_us
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class StoredSeries:
+    """One stored series row (one batch's windows of one GPU in one UTC day), in seq order.
+
+    ``processes_runs`` / ``mig_runs``: the stored run-length lists (``[[first index, list],
+    ...]``, ``GpuSeries.processes``) as their JSON text; ``counter_mj`` None when no window of
+    the series had a counter, else one value (or None) per window."""
+
+    batch_id: int
+    device_id: int
+    seq: np.ndarray  # int64
+    start_us: np.ndarray  # int64
+    end_us: np.ndarray  # int64
+    energy_j: np.ndarray  # float64
+    avg_power_w: np.ndarray  # float64
+    util_pct: np.ndarray  # float64
+    quality: list[str]
+    processes_runs: str
+    mig_runs: str
+    counter_mj: list[int | None] | None
+    energy_covers: str
+
+    def __len__(self) -> int:
+        return int(self.seq.shape[0])
+
+
+def gpu_series_for_batches(*, batch_pks: list[int]) -> list[StoredSeries]:
+    """The GPU series of these batches, ordered by batch, device and first window."""
+    if not batch_pks:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT batch_id, device_id, seq, start_us, end_us, energy_j, avg_power_w, util_pct, quality, "
+            "processes::text, mig_instances::text, counter_mj, energy_covers "
+            "FROM telemetry_gpuseries WHERE batch_id = ANY(%s) ORDER BY batch_id, device_id, first_start_at",
+            [list(batch_pks)],
+        )
+        rows = cursor.fetchall()
+    return [
+        StoredSeries(
+            batch_id=batch_id,
+            device_id=device_id,
+            seq=np.array(seq, dtype=np.int64),
+            start_us=np.array(start_us, dtype=np.int64),
+            end_us=np.array(end_us, dtype=np.int64),
+            energy_j=np.array(energy_j, dtype=np.float64),
+            avg_power_w=np.array(avg_power_w, dtype=np.float64),
+            util_pct=np.array(util_pct, dtype=np.float64),
+            quality=quality,
+            processes_runs=processes,
+            mig_runs=mig,
+            counter_mj=counter_mj,
+            energy_covers=energy_covers,
+        )
+        for (
+            batch_id,
+            device_id,
+            seq,
+            start_us,
+            end_us,
+            energy_j,
+            avg_power_w,
+            util_pct,
+            quality,
+            processes,
+            mig,
+            counter_mj,
+            energy_covers,
+        ) in rows
+    ]
+
+
+_US = "(EXTRACT(EPOCH FROM {col}) * 1000000)::bigint"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredHostWindow:
+    batch_id: int
+    seq: int
+    start_us: int
+    end_us: int
+    cpu_energy_j: float
+    dram_energy_j: float
+    wall_energy_j: float | None
+    quality: str
+
+
+def host_windows_for_batches(*, batch_pks: list[int]) -> list[StoredHostWindow]:
+    """The host windows of these batches, ordered by batch and start."""
+    if not batch_pks:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT batch_id, seq, {_US.format(col='start_at')}, {_US.format(col='end_at')}, cpu_energy_j, "
+            "dram_energy_j, wall_energy_j, quality "
+            "FROM telemetry_hostwindow WHERE batch_id = ANY(%s) ORDER BY batch_id, start_at",
+            [list(batch_pks)],
+        )
+        return [
+            StoredHostWindow(
+                batch_id=batch_id,
+                seq=seq,
+                start_us=start_us,
+                end_us=end_us,
+                cpu_energy_j=cpu,
+                dram_energy_j=dram,
+                wall_energy_j=wall,
+                quality=quality,
+            )
+            for batch_id, seq, start_us, end_us, cpu, dram, wall, quality in cursor.fetchall()
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPreviousWindow:
+    key: int
+    device_id: int
+    end_us: int
+    avg_power_w: float
+    counter_mj: int | None
+    util_pct: float
+
+
+_DAY_BEFORE_B = "(b - interval '1 day')"
+
+
+def previous_windows_for_many(*, requests: list[tuple[int, list[int], dt.datetime]]) -> list[StoredPreviousWindow]:
+    """Each device's last stored window ending at or before ``before``, for many (key, device_ids,
+    before) requests in one query (looked up within a day: partition pruning keeps it cheap, and an
+    older neighbour is a long gap anyway).
+
+    A device's series never overlap in time (ingest refuses a batch starting before the host's
+    last window ends), so the window sought lies in one of its two latest series starting before
+    ``before``: only those are unnested."""
+    keys, devices, befores, day_starts = [], [], [], []
+    for key, device_ids, before in requests:
+        # The series holding windows that start from before - 1 day start on or after that day's midnight.
+        day_start = from_us(to_us(before - dt.timedelta(days=1)) // 86_400_000_000 * 86_400_000_000)
+        for device_id in device_ids:
+            keys.append(key)
+            devices.append(device_id)
+            befores.append(before)
+            day_starts.append(day_start)
+    if not keys:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT r.k, r.d, p.end_us, p.avg_power_w, p.counter_mj, p.util_pct "
+            "FROM (SELECT k, d, b, day_start, "
+            f"  {_US.format(col='b')} AS b_us, {_US.format(col=_DAY_BEFORE_B)} AS lo_us "
+            "  FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::timestamptz[])"
+            "  AS u(k, d, b, day_start)) r "
+            "CROSS JOIN LATERAL (SELECT w.end_us, w.avg_power_w, w.counter_mj, w.util_pct "
+            "  FROM (SELECT s.* FROM telemetry_gpuseries s WHERE s.device_id = r.d AND s.first_start_at < r.b "
+            "        AND s.first_start_at >= r.day_start ORDER BY s.first_start_at DESC LIMIT 2) s "
+            "  CROSS JOIN LATERAL unnest(s.start_us, s.end_us, s.avg_power_w, s.counter_mj, s.util_pct) "
+            "    AS w(start_us, end_us, avg_power_w, counter_mj, util_pct) "
+            "  WHERE w.start_us < r.b_us AND w.start_us >= r.lo_us AND w.end_us <= r.b_us "
+            "  ORDER BY w.start_us DESC LIMIT 1) p",
+            [keys, devices, befores, day_starts],
+        )
+        return [
+            StoredPreviousWindow(
+                key=key, device_id=device_id, end_us=end_us, avg_power_w=power, counter_mj=counter, util_pct=util
+            )
+            for key, device_id, end_us, power, counter, util in cursor.fetchall()
+        ]
