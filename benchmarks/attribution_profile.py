@@ -36,14 +36,15 @@ LAYERS = (
     ("batches_attribute, whole round", "accounting/services/attribution.py", "batches_attribute"),
     ("  claim (work queue)", "accounting/services/work_queue.py", "batches_claim"),
     ("  _attribute_many (read, attribute, merge)", "accounting/services/attribution.py", "_attribute_many"),
-    ("    read GPU series (mapper)", "accounting/mappers.py", "gpu_windows_for_batches"),
+    ("    read GPU series (mapper)", "accounting/mappers.py", "gpu_series_for_batches"),
     ("    read host windows (mapper)", "accounting/mappers.py", "host_windows_for_batches"),
     ("    previous windows (mapper)", "accounting/mappers.py", "previous_windows_for_many"),
     ("    allocations (mapper)", "accounting/mappers.py", "allocations_for"),
     ("    embodied rates (mapper)", "accounting/mappers.py", "embodied_rates_for"),
     ("    gap filling (domain)", "accounting/domain/energy.py", "fill_gaps"),
-    ("    attribute (domain)", "accounting/domain/attribution/core.py", "attribute"),
-    ("      GPU windows", "accounting/domain/attribution/fast.py", "_attribute_gpu_windows"),
+    ("    attribute (domain, columnar)", "accounting/domain/attribution/columnar.py", "attribute_columns"),
+    ("      GPU windows as arrays", "accounting/domain/attribution/columnar.py", "_attribute_columns"),
+    ("      GPU windows one by one", "accounting/domain/attribution/fast.py", "_attribute_gpu_windows"),
     ("      host windows", "accounting/domain/attribution/fast.py", "_attribute_host_windows"),
     ("      shares (exact sums)", "accounting/domain/attribution/ledger.py", "shares"),
     ("    carbonize (domain)", "accounting/domain/carbon.py", "carbonize"),
@@ -89,7 +90,7 @@ def _run(args, procs: base.Procs) -> int:
     from accounting.services.attribution import batches_attribute
     from telemetry.models import TelemetryBatch
 
-    n_batches = (args.rounds + 1) * CLAIMS_PER_ROUND  # one warm-up round
+    n_batches = (args.rounds + 2) * CLAIMS_PER_ROUND  # a warm-up round and the SQL round
     per_host = -(-n_batches // args.hosts)
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     start = now - dt.timedelta(seconds=per_host * args.windows_per_batch * base.WINDOW_S + 600)
@@ -142,6 +143,24 @@ def _run(args, procs: base.Procs) -> int:
     )
     print(f"  wall                   {1e6 * (t1 - t0) / windows:8.2f} us per GPU window")
 
+    # The SQL of the rounds: each statement's wall time seen by the client (PostgreSQL's share).
+    walls: dict[str, list[float]] = {}
+
+    def timed(execute, sql, params, many, context):
+        t = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            text = " ".join(sql.split())[:110]
+            walls.setdefault(text, []).append(time.perf_counter() - t)
+
+    with connection.execute_wrapper(timed):
+        batches = one_round()
+    windows = batches * gpu_windows_per_batch
+    print(f"\nSQL of one round ({batches} batches; COPY not included), wall us per GPU window, by total:")
+    for text, times in sorted(walls.items(), key=lambda item: -sum(item[1]))[:15]:
+        print(f"  {1e6 * sum(times) / windows:7.2f}  x{len(times):<3d} {text}")
+
     profiler = cProfile.Profile(time.process_time)
     profiler.enable()
     batches = sum(one_round() for _ in range(args.rounds - timed_rounds))
@@ -156,6 +175,11 @@ def _run(args, procs: base.Procs) -> int:
             if func == name and filename.endswith(suffix)
         )
         print(f"  {1e6 * cum / windows:8.2f}  {label}")
+    for name in ("embodied_rates_for", "carbonize", "_attribute_many"):
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_callees(name)
+        print(f"\n{name}'s callees (CPU s over all rounds):")
+        print("\n".join(line for line in out.getvalue().splitlines() if line.strip())[-2500:])
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(30)
     print("\nTop 30 by own time:")

@@ -164,6 +164,45 @@ def previous_windows_for_many(*, requests: list[tuple[int, list[int], dt.datetim
     if not keys:
         return []
     with connection.cursor() as cursor:
+        # Almost always the window sought is the last one of the device's latest series starting
+        # before ``before`` (the previous batch's): read that element alone. Where it is not (it
+        # ends after ``before``, or starts before the day looked up), the general query below
+        # unnests the two latest series.
+        cursor.execute(
+            "SELECT r.k, r.d, s.end_us[s.n], s.avg_power_w[s.n], s.counter_mj[s.n], s.util_pct[s.n], "
+            "  s.start_us[s.n] >= r.lo_us AND s.end_us[s.n] <= r.b_us "
+            f"FROM (SELECT k, d, b, day_start, {_US.format(col='b')} AS b_us, {_US.format(col=_DAY_BEFORE_B)} AS lo_us "
+            "  FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::timestamptz[])"
+            "  AS u(k, d, b, day_start)) r "
+            "CROSS JOIN LATERAL (SELECT s.start_us, s.end_us, s.avg_power_w, s.counter_mj, s.util_pct, "
+            "  cardinality(s.start_us) AS n FROM telemetry_gpuseries s WHERE s.device_id = r.d "
+            "  AND s.first_start_at < r.b AND s.first_start_at >= r.day_start "
+            "  ORDER BY s.first_start_at DESC LIMIT 1) s",
+            [keys, devices, befores, day_starts],
+        )
+        found = []
+        general = set()
+        for key, device_id, end_us, power, counter, util, is_it in cursor.fetchall():
+            if is_it:
+                found.append(
+                    StoredPreviousWindow(
+                        key=key,
+                        device_id=device_id,
+                        end_us=end_us,
+                        avg_power_w=power,
+                        counter_mj=counter,
+                        util_pct=util,
+                    )
+                )
+            else:
+                general.add((key, device_id))
+        if not general:
+            return found
+        picked = [i for i, pair in enumerate(zip(keys, devices, strict=True)) if pair in general]
+        keys = [keys[i] for i in picked]
+        devices = [devices[i] for i in picked]
+        befores = [befores[i] for i in picked]
+        day_starts = [day_starts[i] for i in picked]
         cursor.execute(
             "SELECT r.k, r.d, p.end_us, p.avg_power_w, p.counter_mj, p.util_pct "
             "FROM (SELECT k, d, b, day_start, "
@@ -179,7 +218,7 @@ def previous_windows_for_many(*, requests: list[tuple[int, list[int], dt.datetim
             "  ORDER BY w.start_us DESC LIMIT 1) p",
             [keys, devices, befores, day_starts],
         )
-        return [
+        return found + [
             StoredPreviousWindow(
                 key=key, device_id=device_id, end_us=end_us, avg_power_w=power, counter_mj=counter, util_pct=util
             )
