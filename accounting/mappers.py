@@ -8,7 +8,6 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import numpy as np
 from django.db.models import Q
 
 from accounting.domain.attribution.columnar import GpuColumns, from_us
@@ -282,13 +281,13 @@ def gpu_series_for_batches(*, batch_pks: list[int]) -> dict[int, list[DeviceSeri
         quality = [q for part in parts for q in part.quality]
         first_quality = quality[0]
         if quality.count(first_quality) == len(quality):
-            ranks = np.full(len(quality), _QUALITY_RANK_BY_NAME[first_quality], dtype=np.int8)
+            ranks = [_QUALITY_RANK_BY_NAME[first_quality]] * len(quality)
         else:
-            ranks = np.array([_QUALITY_RANK_BY_NAME[q] for q in quality], dtype=np.int8)
+            ranks = [_QUALITY_RANK_BY_NAME[q] for q in quality]
 
-        def joined(name: str, parts: list = parts) -> np.ndarray:
-            arrays = [getattr(part, name) for part in parts]
-            return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+        def joined(name: str, parts: list = parts) -> list:
+            lists = [getattr(part, name) for part in parts]
+            return lists[0] if len(lists) == 1 else [x for values in lists for x in values]
 
         out[batch_id].append(
             DeviceSeries(

@@ -3,8 +3,8 @@
 Telemetry owns its tables; accounting reads the GPU series, host windows and previous windows
 through these functions (accounting.mappers turns them into domain types), never with SQL of
 its own. Reads are for many batches at once: one query per kind of row for all batches a worker
-claimed. Arrays come back as numpy arrays (the columnar store's own form, issue 18) and times
-as integer microseconds since the epoch (exact; no datetime per window).
+claimed. Arrays come back as the driver's lists (the columnar store's own form, issue 18) and
+times as integer microseconds since the epoch (exact; no datetime per window).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-import numpy as np
 from django.db import connection
 
 from telemetry.series import from_us, to_us
@@ -28,12 +27,12 @@ class StoredSeries:
 
     batch_id: int
     device_id: int
-    seq: np.ndarray  # int64
-    start_us: np.ndarray  # int64
-    end_us: np.ndarray  # int64
-    energy_j: np.ndarray  # float64
-    avg_power_w: np.ndarray  # float64
-    util_pct: np.ndarray  # float64
+    seq: list[int]
+    start_us: list[int]
+    end_us: list[int]
+    energy_j: list[float]
+    avg_power_w: list[float]
+    util_pct: list[float]
     quality: list[str]
     processes_runs: str
     mig_runs: str
@@ -41,7 +40,7 @@ class StoredSeries:
     energy_covers: str
 
     def __len__(self) -> int:
-        return int(self.seq.shape[0])
+        return len(self.seq)
 
 
 def gpu_series_for_batches(*, batch_pks: list[int]) -> list[StoredSeries]:
@@ -60,12 +59,12 @@ def gpu_series_for_batches(*, batch_pks: list[int]) -> list[StoredSeries]:
         StoredSeries(
             batch_id=batch_id,
             device_id=device_id,
-            seq=np.array(seq, dtype=np.int64),
-            start_us=np.array(start_us, dtype=np.int64),
-            end_us=np.array(end_us, dtype=np.int64),
-            energy_j=np.array(energy_j, dtype=np.float64),
-            avg_power_w=np.array(avg_power_w, dtype=np.float64),
-            util_pct=np.array(util_pct, dtype=np.float64),
+            seq=seq,
+            start_us=start_us,
+            end_us=end_us,
+            energy_j=energy_j,
+            avg_power_w=avg_power_w,
+            util_pct=util_pct,
             quality=quality,
             processes_runs=processes,
             mig_runs=mig,

@@ -12,11 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import operator
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
-import numpy as np
 from django.db import connection, transaction
 
 from accounting.domain.attribution.columnar import GpuColumns, attribute_columns, from_us, to_us
@@ -157,9 +157,9 @@ def _no_gap(columns: GpuColumns, previous_end: dt.datetime | None) -> bool:
     """Whether ``fill_gaps`` would return these windows unchanged: in start order, none starting
     after its predecessor (or the device's previous window) ended."""
     start_us = columns.start_us
-    if previous_end is not None and int(start_us[0]) > to_us(previous_end):
+    if previous_end is not None and start_us[0] > to_us(previous_end):
         return False
-    return bool(np.all(start_us[1:] <= columns.end_us[:-1])) and bool(np.all(start_us[1:] >= start_us[:-1]))
+    return all(map(operator.le, start_us[1:], columns.end_us)) and all(map(operator.le, start_us, start_us[1:]))
 
 
 def _group_by_period(allocations: list) -> dict[tuple[dt.datetime, dt.datetime | None], list[int]]:
@@ -519,23 +519,30 @@ def _raw_window_sums(
 ) -> tuple[list[int], list[dt.datetime], list[float], list[float], list[float]]:
     """A batch's raw GPU windows summed per (device, hour of the window's start): seconds observed,
     utilisation x seconds and energy, as the record's parallel arrays (sorted by device, hour).
-    Each sum adds the windows in order from 0.0 (``np.bincount`` accumulates in index order)."""
-    device_ids: list[int] = []
-    hours: list[dt.datetime] = []
-    window_s: list[float] = []
-    util_pct_s: list[float] = []
-    energy_j: list[float] = []
-    for device_series in sorted(series, key=lambda s: s.columns.device_id):
+    Each sum adds its windows in order, from 0.0."""
+    sums: dict[tuple[int, int], list[float]] = {}
+    for device_series in series:
         columns = device_series.columns
-        duration_s = (columns.end_us - columns.start_us) / 1e6
-        hour_us, index = np.unique(columns.start_us - columns.start_us % _HOUR_US, return_inverse=True)
-        n = len(hour_us)
-        device_ids += [columns.device_id] * n
-        hours += [from_us(h) for h in hour_us.tolist()]
-        window_s += np.bincount(index, weights=duration_s, minlength=n).tolist()
-        util_pct_s += np.bincount(index, weights=columns.util_pct * duration_s, minlength=n).tolist()
-        energy_j += np.bincount(index, weights=columns.energy_j, minlength=n).tolist()
-    return device_ids, hours, window_s, util_pct_s, energy_j
+        device_id = columns.device_id
+        for start, end, util, energy in zip(
+            columns.start_us, columns.end_us, columns.util_pct, columns.energy_j, strict=True
+        ):
+            duration_s = (end - start) / 1e6
+            key = (device_id, start - start % _HOUR_US)
+            acc = sums.get(key)
+            if acc is None:
+                acc = sums[key] = [0.0, 0.0, 0.0]
+            acc[0] += duration_s
+            acc[1] += util * duration_s
+            acc[2] += energy
+    keys = sorted(sums)
+    return (
+        [device_id for device_id, _ in keys],
+        [from_us(hour) for _, hour in keys],
+        [sums[k][0] for k in keys],
+        [sums[k][1] for k in keys],
+        [sums[k][2] for k in keys],
+    )
 
 
 def _merge_lines(*, cursor, batch_pks: list[int]) -> set[ReplacedKey]:
