@@ -226,9 +226,31 @@ def _find(raw: str, now: dt.datetime | None) -> ApiToken | None:
     token = None if row is None else ApiToken.from_db(connection.alias, attnames, row)
     if token is None or not hmac.compare_digest(token.digest, digest):
         return None
-    if token.expires_at is not None and token.expires_at <= (now or timezone.now()):
+    now = now or timezone.now()
+    if token.expires_at is not None and token.expires_at <= now:
         raise TokenExpired(token.expires_at)
+    _mark_used(token, now)
     return token
+
+
+# How fresh ``last_used_at`` is kept: written at most once per this long per token, so an agent
+# posting every 10 s costs one extra statement every few minutes, not one per request.
+LAST_USED_RESOLUTION = dt.timedelta(minutes=5)
+
+
+def _mark_used(token: ApiToken, now: dt.datetime) -> None:
+    """Record that the token was used (``tokens list`` and the admin show it; an operator finds
+    tokens nobody uses any more before they rotate or revoke them). The condition is checked
+    again in SQL, so concurrent requests with one token write it once."""
+    if token.last_used_at is not None and token.last_used_at > now - LAST_USED_RESOLUTION:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {ApiToken._meta.db_table} SET last_used_at = %s "
+            "WHERE id = %s AND (last_used_at IS NULL OR last_used_at <= %s)",
+            [now, token.pk, now - LAST_USED_RESOLUTION],
+        )
+    token.last_used_at = now
 
 
 def token_authenticate(*, raw: str, now: dt.datetime | None = None) -> ApiToken | None:

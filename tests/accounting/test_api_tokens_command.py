@@ -11,7 +11,9 @@ from django.core.management import CommandError, call_command
 from accounting.models import ApiToken, AuditEvent, Host
 from accounting.tokens import (
     DEFAULT_LIFETIME,
+    LAST_USED_RESOLUTION,
     TokenExpired,
+    _mark_used,
     token_authenticate,
     token_create,
     token_digest,
@@ -188,10 +190,32 @@ def test_a_token_from_before_expiry_never_expires_until_rotated(fleet):
 def test_lookup_is_still_one_query(fleet, django_assert_num_queries):
     org, _cluster = fleet
     issued = _admin_token(org)
-    with django_assert_num_queries(1):
+    with django_assert_num_queries(2):  # the first use also records last_used_at
         assert token_lookup(raw=issued.secret, now=T0) is not None
+    with django_assert_num_queries(1):  # within LAST_USED_RESOLUTION: the lookup alone
+        assert token_lookup(raw=issued.secret, now=T0 + LAST_USED_RESOLUTION - US) is not None
     with django_assert_num_queries(1), pytest.raises(TokenExpired):
         token_authenticate(raw=issued.secret, now=T0 + dt.timedelta(days=30))
+
+
+def test_last_used_is_recorded_at_most_once_per_resolution_and_listed(fleet):
+    org, _cluster = fleet
+    issued = _admin_token(org)
+    assert ApiToken.objects.get(pk=issued.token.pk).last_used_at is None
+    assert "never" in run("list", "--all")
+    token_lookup(raw=issued.secret, now=T0)
+    assert ApiToken.objects.get(pk=issued.token.pk).last_used_at == T0
+    token_lookup(raw=issued.secret, now=T0 + dt.timedelta(minutes=4, seconds=59))  # too soon: kept
+    assert ApiToken.objects.get(pk=issued.token.pk).last_used_at == T0
+    later = T0 + dt.timedelta(minutes=5)
+    token_lookup(raw=issued.secret, now=later)
+    assert ApiToken.objects.get(pk=issued.token.pk).last_used_at == later
+    assert f"{later:%Y-%m-%dT%H:%M:%SZ}" in run("list", "--all")
+    # A stale copy of the token (another request read it before the write) does not write again.
+    stale = ApiToken.objects.get(pk=issued.token.pk)
+    stale.last_used_at = T0
+    _mark_used(stale, later + dt.timedelta(seconds=1))
+    assert ApiToken.objects.get(pk=issued.token.pk).last_used_at == later
 
 
 def test_api_answers_401_problem_details_for_an_expired_token(fleet, client):
