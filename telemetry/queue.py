@@ -197,9 +197,7 @@ def batch_record_failure(*, batch_pk: int, attempts: int, error: str) -> str:
     return status
 
 
-def batches_sweep_candidates(
-    *, pending_before: dt.datetime, stale_before: dt.datetime, limit: int = 1
-) -> list[int]:
+def batches_sweep_candidates(*, pending_before: dt.datetime, stale_before: dt.datetime, limit: int = 1) -> list[int]:
     """Batches pending since before ``pending_before`` or claimed before ``stale_before``,
     oldest received first, at most ``limit``."""
     return list(

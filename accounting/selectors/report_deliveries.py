@@ -103,7 +103,9 @@ def month_closed_check(*, org_id: int, month: dt.date, now: dt.datetime) -> Mont
     reasons = []
     if now < end:
         reasons.append(f"the month ends {end:%Y-%m-%d %H:%M} UTC")
-    batches = batches_count(host_ids=Host.objects.filter(cluster__site__org_id=org_id).values("pk"), since=start, until=end)
+    batches = batches_count(
+        host_ids=Host.objects.filter(cluster__site__org_id=org_id).values("pk"), since=start, until=end
+    )
     if batches.open:
         reasons.append(f"{batches.open} telemetry batch(es) of the month not yet attributed")
     recomputes = (

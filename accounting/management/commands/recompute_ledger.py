@@ -66,7 +66,9 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(f"rebuilt {done} batches for {pending.count()} factor changes"))
             return
         with tqdm(total=len(batches), unit="batch", desc="recompute") as bar:
-            done = ledger_recompute(batch_pks=batches, reason=reason, now=now, factor_change=change, progress=bar.update)
+            done = ledger_recompute(
+                batch_pks=batches, reason=reason, now=now, factor_change=change, progress=bar.update
+            )
         if change is not None:
             FactorChange.objects.filter(pk=change.pk).update(recompute_status="done")
         self.stdout.write(self.style.SUCCESS(f"rebuilt {done} batches"))

@@ -26,6 +26,7 @@ MAX_WINDOWS = 20_000
 YOUNG_JOB_S = 2 * S_PER_H  # under this age a running job's trace is drawn from raw windows
 FLEET_MINUTES = 60
 
+
 def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
@@ -150,7 +151,9 @@ def fleet_power_get(*, scope: Principal, now: dt.datetime, minutes: int = FLEET_
     windows starting in that minute, summed over the devices reporting. One query."""
     end = now.replace(second=0, microsecond=0)
     start = end - dt.timedelta(minutes=minutes)
-    devices, buckets = fleet_power_per_minute(devices=_fleet_devices(scope).values("id").distinct(), start=start, end=end)
+    devices, buckets = fleet_power_per_minute(
+        devices=_fleet_devices(scope).values("id").distinct(), start=start, end=end
+    )
     return {
         "t": [b.isoformat() for b, _, _ in buckets],
         "power_kw": [watts / 1000 for _, watts, _ in buckets],
