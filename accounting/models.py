@@ -622,6 +622,24 @@ class DeviceHourSource(models.Model):
     batch = models.OneToOneField("telemetry.TelemetryBatch", on_delete=models.CASCADE, primary_key=True)
 
 
+class BatchFindings(models.Model):
+    """What the latest attribution of one telemetry batch found and reported rather than hid: the
+    gaps in its GPU windows and how each was resolved (counter / interpolated / unfilled, with the
+    energy filled in), and the attribution's diagnostics (e.g. wall power below the component sum).
+
+    Accounting's own result, so it is kept here rather than on telemetry's batch row. A row only
+    for a batch with something to report (none: no gaps and no diagnostics); unlike the
+    ``BatchAttribution`` record it is not pruned with the raw windows, so a batch's findings stay
+    as long as the batch does."""
+
+    batch = models.OneToOneField(
+        "telemetry.TelemetryBatch", on_delete=models.CASCADE, primary_key=True, related_name="findings"
+    )
+    # [{"device_id", "start", "end" (ISO 8601), "duration_s", "resolution", "energy_j"}, ...]
+    gaps = models.JSONField(default=list, blank=True)
+    diagnostics = models.JSONField(default=list, blank=True)
+
+
 class JobFootprint(models.Model):
     """Cached per-job totals, rebuilt from ledger entries (live while running, final at end)."""
 

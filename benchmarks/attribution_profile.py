@@ -108,7 +108,7 @@ def _run(args, procs: base.Procs) -> int:
             _, _, body = queues[h][round_]
             status: list[str] = []
             environ = post_profile._environ(body, seed.secret)
-            result = application(environ, lambda s, headers, exc=None: status.append(s))
+            result = application(environ, lambda s, headers, exc=None, status=status: status.append(s))
             b"".join(result)
             result.close()
             if not status[0].startswith("202"):

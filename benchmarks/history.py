@@ -374,10 +374,10 @@ def _seed_telemetry(cursor, p: dict[str, Any], step) -> None:
         "batches",
         "INSERT INTO telemetry_telemetrybatch (host_id, batch_id, received_at, sent_at, clock_offset_s, "
         "agent_version, first_start, last_end, first_seq, last_seq, gpu_window_count, host_window_count, "
-        "gpu_energy_j, host_energy_j, status, claimed_at, attempts, attributed_at, error, gaps, diagnostics) "
+        "gpu_energy_j, host_energy_j, status, claimed_at, attempts, attributed_at, error) "
         "SELECT hh.host_id, md5(hh.h || ':' || k)::uuid, t.e + interval '1 s', t.e, -1.0, 'history', "
         "t.s, t.e, k * %(bw)s + 1, (k + 1) * %(bw)s, %(bw)s * %(gpus_per_host)s, %(bw)s, %(gpu_j)s, "
-        "%(host_j)s, 'done', t.e + interval '1 s', 1, t.e + interval '2 s', '', '[]', '[]' "
+        "%(host_j)s, 'done', t.e + interval '1 s', 1, t.e + interval '2 s', '' "
         "FROM _hist_hosts hh CROSS JOIN generate_series(0, %(nb)s - 1) k "
         "CROSS JOIN LATERAL (SELECT %(start)s + k * %(batch_s)s * interval '1 s' AS s, "
         "%(start)s + (k + 1) * %(batch_s)s * interval '1 s' AS e) t ORDER BY k, hh.h",

@@ -44,10 +44,6 @@ class TelemetryBatch(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     attributed_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
-    # Gaps found and how they were resolved (counter / interpolated / unfilled), and other
-    # attribution diagnostics (e.g. wall power below the component sum): reported, never hidden.
-    gaps = models.JSONField(default=list, blank=True)
-    diagnostics = models.JSONField(default=list, blank=True)
 
     # Beyond this the host's clock is flagged as skewed (NTP keeps a host within milliseconds; a
     # request spends well below a second in transit and queues; the margin keeps a busy server quiet).

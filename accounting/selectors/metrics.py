@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import Count, F, Max, Q, Sum
+from django.db.models import Count, F, Q, Sum
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from accounting.models import Host, Job, TeamDay
 from accounting.selectors.access import Principal
-from telemetry.models import TelemetryBatch
+from telemetry.queue import batches_count
 
 TEAM_LABELS = ["org", "site", "team", "account"]
 GPU_LABELS = ["org", "site", "cluster", "device_model"]
@@ -341,11 +341,10 @@ def job_totals(*, principal: Principal, now: dt.datetime, recent_s: float) -> li
 def ingest_state(*, principal: Principal) -> IngestState | None:
     if not principal.is_admin:
         return None
-    batches = TelemetryBatch.objects.filter(_admin_orgs_q(principal, "host__cluster__site__org_id")).aggregate(
-        last_received=Max("received_at"),
-        pending=Count("pk", filter=Q(status=TelemetryBatch.Status.PENDING)),
-        claimed=Count("pk", filter=Q(status=TelemetryBatch.Status.CLAIMED)),
-        failed=Count("pk", filter=Q(status=TelemetryBatch.Status.FAILED)),
+    batches = batches_count(
+        host_ids=None
+        if principal.is_superuser
+        else Host.objects.filter(_admin_orgs_q(principal, "cluster__site__org_id")).values("pk")
     )
     running = (
         Job.objects.filter(_admin_orgs_q(principal, "org_id"), status=Job.Status.RUNNING)
@@ -359,10 +358,10 @@ def ingest_state(*, principal: Principal) -> IngestState | None:
         .order_by("cluster__site__org__slug", "cluster__site__slug", "cluster__slug", "hostname")
     )
     return IngestState(
-        last_received_at=batches["last_received"],
-        pending=batches["pending"],
-        claimed=batches["claimed"],
-        failed=batches["failed"],
+        last_received_at=batches.last_received_at,
+        pending=batches.pending,
+        claimed=batches.claimed,
+        failed=batches.failed,
         running_jobs={r["org_slug"]: r["n"] for r in running},
         hosts=[
             HostSeen(org, site, cluster, host, seen) for org, site, cluster, host, seen in hosts if seen is not None

@@ -16,6 +16,7 @@ from django.db.models import Q
 from accounting.models import (
     BouncedAddress,
     FactorChange,
+    Host,
     Membership,
     ReportDelivery,
     ReportOptOut,
@@ -25,7 +26,7 @@ from accounting.models import (
     Team,
 )
 from accounting.selectors.access import Principal
-from telemetry.models import TelemetryBatch
+from telemetry.queue import batches_count
 
 UTC = dt.UTC
 
@@ -102,10 +103,11 @@ def month_closed_check(*, org_id: int, month: dt.date, now: dt.datetime) -> Mont
     reasons = []
     if now < end:
         reasons.append(f"the month ends {end:%Y-%m-%d %H:%M} UTC")
-    batches = TelemetryBatch.objects.filter(host__cluster__site__org_id=org_id, first_start__lt=end, last_end__gt=start)
-    open_batches = batches.filter(status__in=(TelemetryBatch.Status.PENDING, TelemetryBatch.Status.CLAIMED)).count()
-    if open_batches:
-        reasons.append(f"{open_batches} telemetry batch(es) of the month not yet attributed")
+    batches = batches_count(
+        host_ids=Host.objects.filter(cluster__site__org_id=org_id).values("pk"), since=start, until=end
+    )
+    if batches.open:
+        reasons.append(f"{batches.open} telemetry batch(es) of the month not yet attributed")
     recomputes = (
         FactorChange.objects.filter(recompute_status__in=("pending", "running"))
         .filter(Q(affects_from__isnull=True) | Q(affects_from__lt=end))
@@ -114,8 +116,7 @@ def month_closed_check(*, org_id: int, month: dt.date, now: dt.datetime) -> Mont
     )
     if recomputes:
         reasons.append(f"{recomputes} factor change(s) affecting the month wait for their recompute")
-    failed = batches.filter(status=TelemetryBatch.Status.FAILED).count()
-    return MonthClosed(closed=not reasons, reasons=tuple(reasons), failed_batches=failed)
+    return MonthClosed(closed=not reasons, reasons=tuple(reasons), failed_batches=batches.failed)
 
 
 # --- recipients ----------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from accounting.services.allocations import allocations_observe
 from accounting.services.rollup import ReplacedKey, aggregates_rollup
 from accounting.services.work_queue import batches_claim, ledger_mark_dirty
 from telemetry.models import TelemetryBatch
+from telemetry.queue import batch_record_failure, batches_get, batches_lock, batches_record_attempts
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +88,7 @@ def batches_attribute(
     failed: list[int] = []
     jobs: set[int] = set()
     replaced: set[ReplacedKey] = set()
-    batches = list(
-        TelemetryBatch.objects.select_related("host__cluster__site__zone").filter(pk__in=claimed).order_by("pk")
-    )
+    batches = batches_get(batch_pks=claimed, select_related=("host__cluster__site__zone",))
     try:
         with transaction.atomic():
             touched_by_batch, replaced = _attribute_many(batches=batches)
@@ -114,9 +113,7 @@ def batches_attribute(
                 raise
             except Exception as exc:
                 log.exception("attribution failed batch_pk=%d", pk)
-                attempts = batch.attempts + 1
-                status = TelemetryBatch.Status.FAILED if attempts >= 5 else TelemetryBatch.Status.PENDING
-                TelemetryBatch.objects.filter(pk=pk).update(status=status, attempts=attempts, error=repr(exc)[:2000])
+                batch_record_failure(batch_pk=pk, attempts=batch.attempts + 1, error=repr(exc))
                 failed.append(pk)
                 continue
             jobs.update(job_id for job_id, _ in touched if job_id is not None)
@@ -226,10 +223,7 @@ def _attribute_many(
     # twice. With it the second waits, then takes away the lines of the first one's committed
     # record (each statement sees what committed before it). Rows in id order, as every
     # batch-row writer.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT id FROM telemetry_telemetrybatch WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE", [pks]
-        )
+    batches_lock(batch_pks=pks)
     series_by_batch = gpu_series_for_batches(batch_pks=pks)
     host_by_batch = host_windows_for_batches(batch_pks=pks)
     # A batch whose raw windows retention has dropped cannot be attributed again: what it merged
@@ -398,11 +392,8 @@ def _attribute_many(
             "raw_util_pct_s = %s, raw_energy_j = %s WHERE batch_id = %s",
             [(*_raw_window_sums(series_by_batch[batch.pk]), batch.pk) for batch in batches],
         )
-        cursor.cursor.executemany(
-            "UPDATE telemetry_telemetrybatch SET gaps = %s::jsonb, diagnostics = %s::jsonb, attempts = %s, error = '' "
-            "WHERE id = %s",
-            updates,
-        )
+        _findings_store(cursor=cursor, updates=updates)
+    batches_record_attempts(attempts_by_pk={pk: attempts for _, _, attempts, pk in updates})
     for batch in expired:
         touched[batch.pk] = set()
     return touched, replaced
@@ -577,3 +568,20 @@ def batch_records_prune(*, before: dt.datetime) -> int:
     if deleted:
         log.info("retention deleted=%d batch attribution records before=%s", deleted, before.isoformat())
     return deleted
+
+
+def _findings_store(*, cursor, updates: list[tuple[str, str, int, int]]) -> None:
+    """Keep each attributed batch's gaps and diagnostics (``BatchFindings``; ``updates``: gaps
+    JSON, diagnostics JSON, attempt count, batch pk). A row only where there is something to
+    report: a batch without any loses the row of an earlier attribution, which exists only for a
+    batch attributed before (an attempt count above 1), so a first attribution costs no statement."""
+    found = [(pk, gaps, diagnostics) for gaps, diagnostics, _, pk in updates if gaps != "[]" or diagnostics != "[]"]
+    if found:
+        cursor.cursor.executemany(
+            "INSERT INTO accounting_batchfindings (batch_id, gaps, diagnostics) VALUES (%s, %s::jsonb, %s::jsonb) "
+            "ON CONFLICT (batch_id) DO UPDATE SET gaps = EXCLUDED.gaps, diagnostics = EXCLUDED.diagnostics",
+            found,
+        )
+    cleared = [pk for gaps, diagnostics, attempts, pk in updates if gaps == diagnostics == "[]" and attempts > 1]
+    if cleared:
+        cursor.execute("DELETE FROM accounting_batchfindings WHERE batch_id = ANY(%s)", [cleared])

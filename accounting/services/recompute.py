@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 
 from accounting.models import (
     BatchAttribution,
@@ -26,7 +26,7 @@ from accounting.models import (
     Site,
 )
 from accounting.services.attribution import batches_attribute
-from telemetry.models import TelemetryBatch
+from telemetry.queue import batch_pks_overlapping, batches_reopen_unclaimed
 
 log = logging.getLogger(__name__)
 
@@ -47,30 +47,28 @@ def _hosts_for_change(change: FactorChange) -> QuerySet[Host] | None:
     return None
 
 
-def batches_for_change(*, change: FactorChange) -> QuerySet[TelemetryBatch]:
-    batches = TelemetryBatch.objects.all()
+def batches_for_change(*, change: FactorChange) -> list[int]:
+    """Ids of the batches whose ledger lines used the changed factor over its period, in id order."""
     hosts = _hosts_for_change(change)
-    if hosts is not None:
-        batches = batches.filter(host__in=hosts)
-    if change.affects_from is not None:
-        batches = batches.filter(last_end__gt=change.affects_from)
-    if change.affects_to is not None:
-        batches = batches.filter(first_start__lt=change.affects_to)
-    return batches
+    return batch_pks_overlapping(
+        host_ids=hosts.values("pk") if hosts is not None else None,
+        since=change.affects_from,
+        until=change.affects_to,
+    )
 
 
 def ledger_recompute(
     *,
-    batches: QuerySet[TelemetryBatch],
+    batch_pks: list[int],
     reason: str,
     now: dt.datetime,
     factor_change: FactorChange | None = None,
     chunk: int = 50,
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Re-attribute ``batches``; returns how many were rebuilt. Jobs' previous totals are kept
-    as FootprintRevision rows (once per recompute, before the first batch changes)."""
-    pks = list(batches.order_by("pk").values_list("pk", flat=True))
+    """Re-attribute the batches ``batch_pks``; returns how many were rebuilt. Jobs' previous
+    totals are kept as FootprintRevision rows (once per recompute, before the first batch changes)."""
+    pks = sorted(batch_pks)
     if not pks:
         return 0
     job_ids = {
@@ -94,9 +92,7 @@ def ledger_recompute(
                 for fp in JobFootprint.objects.filter(job_id__in=job_ids)
             ]
         )
-        TelemetryBatch.objects.filter(pk__in=pks).exclude(status=TelemetryBatch.Status.CLAIMED).update(
-            status=TelemetryBatch.Status.PENDING, claimed_at=None
-        )
+        batches_reopen_unclaimed(batch_pks=pks)
     done = 0
     for start in range(0, len(pks), chunk):
         part = pks[start : start + chunk]
@@ -118,7 +114,7 @@ def factor_changes_recompute(*, now: dt.datetime, progress: Callable[[int], None
         if not claimed:
             continue
         total += ledger_recompute(
-            batches=batches_for_change(change=change),
+            batch_pks=batches_for_change(change=change),
             reason=change.reason,
             now=now,
             factor_change=change,
@@ -128,10 +124,8 @@ def factor_changes_recompute(*, now: dt.datetime, progress: Callable[[int], None
     return total
 
 
-def site_batches(*, site: Site, since: dt.datetime | None, until: dt.datetime | None) -> QuerySet[TelemetryBatch]:
-    q = Q(host__cluster__site=site)
-    if since is not None:
-        q &= Q(last_end__gt=since)
-    if until is not None:
-        q &= Q(first_start__lt=until)
-    return TelemetryBatch.objects.filter(q)
+def site_batches(*, site: Site, since: dt.datetime | None, until: dt.datetime | None) -> list[int]:
+    """Ids of the site's batches overlapping [``since``, ``until``) (None: unbounded), in id order."""
+    return batch_pks_overlapping(
+        host_ids=Host.objects.filter(cluster__site=site).values("pk"), since=since, until=until
+    )

@@ -13,7 +13,8 @@ from django.db import connection, transaction
 
 from accounting.domain.types import METHOD_VERSION
 from accounting.services.transactions import retry_on_conflict
-from accounting.services.work_queue import batches_nudge, batches_update_in_lock_order
+from accounting.services.work_queue import batches_nudge
+from telemetry.queue import batches_mark_done, batches_pending
 
 ROLLUP_LOCK_KEY = 7_214_001  # pg advisory lock id for aggregate rollups
 
@@ -73,23 +74,12 @@ def aggregates_rollup(
             for statement in _REPLACED_CLEANUP_SQL:
                 cursor.execute(statement)
         # Done: only this claim's batches; one put back to pending meanwhile stays pending.
-        done = set(
-            batches_update_in_lock_order(
-                where="id = ANY(%(batches)s) AND status = 'claimed' "
-                "AND (%(claimed_at)s::timestamptz IS NULL OR claimed_at = %(claimed_at)s::timestamptz)",
-                assign="status = 'done', attributed_at = clock_timestamp()",
-                params={"batches": batch_pks, "claimed_at": claimed_at},
-            )
-        )
+        done = set(batches_mark_done(batch_pks=batch_pks, claimed_at=claimed_at))
         if len(done) < len(set(batch_pks)):
             # Put back to pending while this attribution held their rows (a job ended, an
             # allocation moved): a claim running meanwhile skipped them (SKIP LOCKED), and the
             # nudge of that change may have gone to it. Nudge again once these locks are gone.
-            cursor.execute(
-                "SELECT id FROM telemetry_telemetrybatch WHERE id = ANY(%s) AND status = 'pending' ORDER BY id",
-                [sorted(set(batch_pks) - done)],
-            )
-            again = [pk for (pk,) in cursor.fetchall()]
+            again = batches_pending(batch_pks=sorted(set(batch_pks) - done))
             if again:
                 transaction.on_commit(lambda: batches_nudge(batch_pks=again))
 

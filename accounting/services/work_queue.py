@@ -1,12 +1,16 @@
 """The attribution work queue: which stored batches wait to be attributed, who holds them.
 
-Work unit: a ``TelemetryBatch``. States: pending -> claimed -> done. A claim older than
-``ATTRIBUTION_CLAIM_TIMEOUT_S`` is taken to be abandoned (worker killed) and may be claimed
-again; the sweeper re-nudges pending work. The claim timeout exceeds the attribution task's
-hard time limit (checked by the settings): the prefork pool kills a task at that limit, so a
-claim that old belongs to no live worker (docs/reliability.md, "Faults survived"). The Celery
-message is only a nudge, sent by the task's registered name. Every writer of batch rows locks them in id order
-(docs/reliability.md, "Lock order").
+Work unit: a ``TelemetryBatch``. States: pending -> claimed -> done. The queue's state lives on
+telemetry's batch rows and is read and written through ``telemetry.queue`` (its SQL and the one
+lock order of batch rows are there); this module holds accounting's side: the policies (claim
+timeout, sweep delay), marking batches dirty when allocations change, and the nudges.
+
+A claim older than ``ATTRIBUTION_CLAIM_TIMEOUT_S`` is taken to be abandoned (worker killed) and
+may be claimed again; the sweeper re-nudges pending work. The claim timeout exceeds the
+attribution task's hard time limit (checked by the settings): the prefork pool kills a task at
+that limit, so a claim that old belongs to no live worker (docs/reliability.md, "Faults
+survived"). The Celery message is only a nudge, sent by the task's registered name. Every writer
+of batch rows locks them in id order (docs/reliability.md, "Lock order").
 """
 
 from __future__ import annotations
@@ -19,11 +23,10 @@ from typing import Any
 
 from celery import current_app
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Q
+from django.db import transaction
 
 from accounting.models import Device
-from telemetry.models import TelemetryBatch
+from telemetry import queue
 
 log = logging.getLogger(__name__)
 
@@ -32,63 +35,14 @@ ATTRIBUTE_TASK = "ledger.attribute_batch"  # workers/tasks.py registers it under
 
 def batches_claim(*, batch_pks: Iterable[int], now: dt.datetime, extra: int = 0) -> list[int]:
     """Claim the given batches (and up to ``extra`` other pending ones) for attribution."""
-    stale_before = now - dt.timedelta(seconds=settings.ATTRIBUTION_CLAIM_TIMEOUT_S)
-    claimable = Q(status=TelemetryBatch.Status.PENDING) | Q(
-        status=TelemetryBatch.Status.CLAIMED, claimed_at__lt=stale_before
-    )
-    with transaction.atomic():
-        wanted = list(
-            TelemetryBatch.objects.select_for_update(skip_locked=True)
-            .filter(claimable, pk__in=list(batch_pks))
-            .values_list("pk", flat=True)
-        )
-        if extra > 0:
-            wanted += list(
-                TelemetryBatch.objects.select_for_update(skip_locked=True)
-                .filter(claimable)
-                .exclude(pk__in=wanted)
-                .order_by("received_at")
-                .values_list("pk", flat=True)[:extra]
-            )
-        if wanted:
-            TelemetryBatch.objects.filter(pk__in=wanted).update(status=TelemetryBatch.Status.CLAIMED, claimed_at=now)
-    return sorted(wanted)
-
-
-def batches_update_in_lock_order(*, where: str, assign: str, params: dict[str, Any]) -> list[int]:
-    """``UPDATE`` the batch rows matching ``where`` (SQL over the batch table's columns) with
-    ``assign`` after locking them in id order: the one lock order of batch rows, which every
-    writer of several batches follows (two writers locking overlapping sets in scan order can
-    deadlock; docs/reliability.md, "Lock order"). Returns the ids updated.
-
-    The lock re-evaluates ``where`` on a row another transaction changed meanwhile (READ
-    COMMITTED), so only rows that still match are locked and updated."""
-    table = TelemetryBatch._meta.db_table
-    sql = f"""
-        WITH locked AS (SELECT id FROM {table} WHERE {where} ORDER BY id FOR NO KEY UPDATE)
-        UPDATE {table} b SET {assign} FROM locked WHERE b.id = locked.id RETURNING b.id
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return [pk for (pk,) in cursor.fetchall()]
+    return queue.batches_claim(batch_pks=batch_pks, now=now, stale_before=_stale_before(now), extra=extra)
 
 
 def batches_release(*, claimed_at: dt.datetime) -> int:
     """Give back the claims taken at ``claimed_at`` (a task out of time gives up): they are
     pending again, so the sweeper re-nudges them without waiting for the claim timeout. Only
     batches still under that claim."""
-    with transaction.atomic():
-        return len(
-            batches_update_in_lock_order(
-                where="status = %(claimed)s AND claimed_at = %(claimed_at)s",
-                assign="status = %(pending)s, claimed_at = NULL",
-                params={
-                    "claimed": TelemetryBatch.Status.CLAIMED.value,
-                    "pending": TelemetryBatch.Status.PENDING.value,
-                    "claimed_at": claimed_at,
-                },
-            )
-        )
+    return queue.batches_release(claimed_at=claimed_at)
 
 
 def ledger_mark_dirty(
@@ -101,21 +55,14 @@ def ledger_mark_dirty(
     nudge is sent on commit; attribution rebuilds their entries, so nothing is counted twice."""
     if not device_ids:
         return 0
-    # One statement (no separate host and batch reads): batches already pending are left as
-    # they are; the ids of those put back to pending come back for the nudge.
-    pks = batches_update_in_lock_order(
-        where=f"""host_id IN (SELECT DISTINCT host_id FROM {Device._meta.db_table} WHERE id = ANY(%(devices)s))
-              AND last_end > %(start)s AND status <> %(pending)s
-              {"AND first_start < %(end)s" if end is not None else ""}
-              AND NOT (id = ANY(%(exclude)s))""",
-        assign="status = %(pending)s, claimed_at = NULL",
-        params={
-            "pending": TelemetryBatch.Status.PENDING.value,
-            "devices": list(device_ids),
-            "start": start,
-            "end": end,
-            "exclude": list(exclude_batch_pks or []),
-        },
+    # One statement (no separate host and batch reads: the devices' hosts are its subquery);
+    # batches already pending are left as they are; the ids of those put back to pending come
+    # back for the nudge.
+    pks = queue.batches_reopen(
+        host_ids=Device.objects.filter(pk__in=list(device_ids)).values("host_id").distinct(),
+        start=start,
+        end=end,
+        exclude_batch_pks=list(exclude_batch_pks or []),
     )
     if not pks:
         return 0
@@ -218,14 +165,11 @@ def batches_sweep(*, now: dt.datetime, limit: int = 1) -> list[int]:
     """Find stored work whose nudge was lost (or whose worker died) and return it for re-nudging,
     oldest first. One is enough (the default): the task it nudges claims every pending and stale
     batch, round after round, so fetching more ids would only cost the query."""
-    stale_before = now - dt.timedelta(seconds=settings.ATTRIBUTION_CLAIM_TIMEOUT_S)
     # Pending batches older than a few seconds: a live nudge would normally have taken them.
     pending_before = now - dt.timedelta(seconds=5)
-    return list(
-        TelemetryBatch.objects.filter(
-            Q(status=TelemetryBatch.Status.PENDING, received_at__lt=pending_before)
-            | Q(status=TelemetryBatch.Status.CLAIMED, claimed_at__lt=stale_before)
-        )
-        .order_by("received_at")
-        .values_list("pk", flat=True)[:limit]
-    )
+    return queue.batches_sweep_candidates(pending_before=pending_before, stale_before=_stale_before(now), limit=limit)
+
+
+def _stale_before(now: dt.datetime) -> dt.datetime:
+    """Claims taken before this instant are abandoned (``ATTRIBUTION_CLAIM_TIMEOUT_S``)."""
+    return now - dt.timedelta(seconds=settings.ATTRIBUTION_CLAIM_TIMEOUT_S)

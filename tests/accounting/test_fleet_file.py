@@ -346,6 +346,32 @@ def test_doctor_passes_once_the_first_batch_is_attributed(zones, live_server, tr
     )
 
 
+def test_doctor_names_the_last_error_of_a_batch_that_failed_for_good(zones):
+    import datetime as dt
+
+    from telemetry.models import TelemetryBatch
+    from telemetry.queue import MAX_ATTEMPTS, batch_record_failure
+    from tests.telemetry.helpers import batch, gpu_entry, post_batch, window
+
+    result = fleet_apply(spec=_spec(), actor="test")
+    secret = next(s.secret for s in result.secrets if s.scope == "host")
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=5)
+    for seq, error in ((1, "ValueError('first')"), (2, "ValueError('second')")):
+        window_start = start + dt.timedelta(seconds=10 * seq)
+        payload = batch(
+            hostname="gpu-node-01", windows=[window(seq=seq, start=window_start, gpus=[gpu_entry(uuid_="GPU-doc-0")])]
+        )
+        assert post_batch(Client(), secret, payload).status_code == 202
+        pk = TelemetryBatch.objects.get(batch_id=payload["batch_id"]).pk
+        assert batch_record_failure(batch_pk=pk, attempts=MAX_ATTEMPTS, error=error) == "failed"
+    out = io.StringIO()
+    with pytest.raises(SystemExit):
+        call_command("fleet", "doctor", "--token", secret, stdout=out)
+    lines = out.getvalue().splitlines()
+    assert lines[2].startswith("PASS  batches: 2 received, the last ")
+    assert lines[3] == "FAIL  attribution: 2 failed; last error: ValueError('second')"
+
+
 def test_api_refuses_a_nul_character_by_its_path(zones):
     """PostgreSQL text cannot hold NUL: a document carrying one is a 400 naming the field (it was a
     500 from the database when a token's user was looked up), and nothing is written."""

@@ -11,7 +11,9 @@ from django.db.migrations.executor import MigrationExecutor
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-BEFORE = [("accounting", "0016_reports_optout")]
+# Telemetry as it was then too (its batch rows still held the attribution's findings, which
+# telemetry/0007 moved to accounting: going back to 0016 unapplies that).
+BEFORE = [("accounting", "0016_reports_optout"), ("telemetry", "0006_gpuseries")]
 AFTER = [("accounting", "0019_hourly_ledger_key")]
 HOUR = dt.datetime(2026, 11, 3, 14, tzinfo=dt.UTC)
 
@@ -32,8 +34,7 @@ def test_per_batch_rows_become_hourly_entries_and_batch_records():
         device = DeviceFactory(host=host, index=0)
         job = JobFactory(cluster=host.cluster)
         site = host.cluster.site
-        from telemetry.models import TelemetryBatch as Batch  # its table is not touched by these migrations
-
+        Batch = apps.get_model("telemetry", "TelemetryBatch")
         Entry = apps.get_model("accounting", "LedgerEntry")
         batches = []
         for n in range(3):

@@ -17,6 +17,7 @@ import pytest
 from django.db.models import Sum
 
 from accounting.models import ApiToken, DeviceHour, JobFootprint, JobHour, LedgerEntry, TeamDay
+from accounting.selectors.batch_findings import batch_findings_get
 from accounting.services.attribution import batches_attribute
 from accounting.services.work_queue import ledger_mark_dirty
 from accounting.tokens import token_create
@@ -185,7 +186,7 @@ def test_gap_between_batches_is_interpolated_and_reported(client, fleet):
     post_batch(client, secret, second)
     pks = list(TelemetryBatch.objects.order_by("first_seq").values_list("pk", flat=True))
     batches_attribute(batch_pks=pks, now=_now())
-    later = TelemetryBatch.objects.get(pk=pks[1])
+    later = batch_findings_get(batch_pk=pks[1])
     assert later.gaps == [
         {
             "device_id": gpu0.pk,

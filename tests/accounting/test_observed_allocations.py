@@ -15,6 +15,7 @@ import pytest
 from django.db.models import Sum
 
 from accounting.models import ApiToken, JobAllocation, JobFootprint, LedgerEntry
+from accounting.selectors.batch_findings import batch_findings_get
 from accounting.services.attribution import batches_attribute
 from accounting.tokens import token_create
 from telemetry.models import TelemetryBatch
@@ -282,4 +283,4 @@ def test_two_pods_seen_on_mig_instances_hold_their_slices_not_the_whole_gpu(clie
     assert _it_energy() == pytest.approx(3200.0 + 1200.0, rel=1e-12)  # conservation
     held_s = dict(LedgerEntry.objects.filter(component="gpu_active").values_list("job_id", "held_s"))
     assert held_s == {a.pk: pytest.approx(30 / 7), b.pk: pytest.approx(10 / 7), None: pytest.approx(30 / 7)}
-    assert TelemetryBatch.objects.get(pk=pk).diagnostics == []  # no oversubscription any more
+    assert batch_findings_get(batch_pk=pk).diagnostics == []  # no oversubscription any more

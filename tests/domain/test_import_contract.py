@@ -3,11 +3,18 @@
 import-linter reports a contract "KEPT" also when it checks nothing (a misspelt module, indirect
 imports ignored), so the second test copies the code, adds one forbidden import per contract and
 expects every contract to be reported broken.
+
+What an import contract cannot see, SQL text, is checked by scanning the source: accounting and
+the dashboard name none of telemetry's tables (they call ``telemetry.queue`` and
+``telemetry.traces``), nor reach its models' managers.
 """
 
+import ast
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,6 +26,7 @@ CONTRACTS = (
     "Accounting is layered: api | management > services > mappers > selectors >",
     "The apps never import the workers",
     "The agent imports nothing of accounting, dashboard, workers, config, telemetry's",
+    "Accounting and the dashboard use only telemetry's published modules (queue, traces,",
     "Production apps never import the demo app",
 )
 # One forbidden import per contract (each would be a real mistake): the module, its import.
@@ -30,6 +38,9 @@ VIOLATIONS = {
     # A selector (a read) calling a service (a write): the layers upside down.
     "accounting/selectors/_violation.py": "import accounting.services.jobs\n",
     "dashboard/_violation.py": "import workers.tasks\n",
+    # A service maintaining telemetry's partitions itself (the workers' job) instead of going
+    # through a published module (telemetry.partitions imports only Django: no other contract).
+    "accounting/services/_violation_telemetry.py": "import telemetry.partitions\n",
     # A service reaching for the demo data generator (it imports only accounting.models and
     # the domain, so no other contract is touched).
     "accounting/services/_violation_demo.py": "import demo.management.commands.seed_history\n",
@@ -58,3 +69,103 @@ def test_every_import_contract_fails_on_a_forbidden_import(tmp_path):
     assert result.returncode != 0
     assert f"Contracts: 0 kept, {len(CONTRACTS)} broken." in result.stdout, result.stdout
     assert all(name in " ".join(result.stdout.split()) for name in CONTRACTS)
+
+
+# --- accounting and the dashboard through telemetry's published modules ----------------------
+
+PUBLISHED = {"telemetry.queue", "telemetry.traces", "telemetry.readers", "telemetry.series", "telemetry.models"}
+# A table of telemetry's (its models' tables, the raw series' daily partitions, the window view).
+TELEMETRY_TABLE = re.compile(r"\btelemetry_[a-z]\w*")
+
+
+def _consumer_sources() -> list[Path]:
+    return sorted(
+        path
+        for package in ("accounting", "dashboard")
+        for path in (ROOT / package).rglob("*.py")
+        if "migrations" not in path.relative_to(ROOT).parts
+    )
+
+
+def _strings(tree: ast.AST) -> list[tuple[int, str]]:
+    """Every string constant of the module but its docstrings (prose, not SQL), with its line;
+    f-strings give their literal parts."""
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    ]
+
+
+def test_the_telemetry_contract_forbids_every_telemetry_module_but_the_published_ones():
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    contract = [c for c in contracts if c.get("source_modules") == ["accounting", "dashboard"]]
+    assert len(contract) == 1
+    modules = {
+        f"telemetry.{p.stem}"
+        for p in (ROOT / "telemetry").iterdir()
+        if p.name not in {"__init__.py", "__pycache__"} and (p.suffix == ".py" or (p / "__init__.py").exists())
+    }
+    assert {"telemetry.queue", "telemetry.traces", "telemetry.services", "telemetry.agent"} <= modules
+    assert set(contract[0]["forbidden_modules"]) == modules - PUBLISHED
+
+
+def test_accounting_and_the_dashboard_name_no_telemetry_table_in_sql():
+    found: dict[str, list[str]] = {}
+    for path in _consumer_sources():
+        for line, text in _strings(ast.parse(path.read_text())):
+            for table in TELEMETRY_TABLE.findall(text):
+                found.setdefault(str(path.relative_to(ROOT)), []).append(f"{line}: {table}")
+    assert found == {}
+
+
+def _telemetry_models() -> set[str]:
+    tree = ast.parse((ROOT / "telemetry" / "models.py").read_text())
+    return {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+
+
+def _manager_uses(tree: ast.AST, models: set[str]) -> list[tuple[int, str]]:
+    """``Model.objects`` (or the model's ``_meta``, its table name) for these model names."""
+    return [
+        (node.lineno, f"{node.value.id}.{node.attr}")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr in {"objects", "_meta", "_default_manager", "_base_manager"}
+        and isinstance(node.value, ast.Name)
+        and node.value.id in models
+    ]
+
+
+def test_accounting_and_the_dashboard_use_no_telemetry_model_manager():
+    models = _telemetry_models()
+    assert {"TelemetryBatch", "GpuSeries", "HostWindow"} <= models
+    found = [
+        f"{path.relative_to(ROOT)}:{line}: {use}"
+        for path in _consumer_sources()
+        for line, use in _manager_uses(ast.parse(path.read_text()), models)
+    ]
+    assert found == []
+
+
+def test_the_scans_find_a_telemetry_table_in_sql_and_a_manager():
+    """The scans above can fail: the statements they are meant to catch are caught, prose is not."""
+    tree = ast.parse(
+        '''"""Docstrings may name telemetry_telemetrybatch."""
+def f(cursor, pks):
+    """Nor is this one SQL: telemetry_gpuseries."""
+    cursor.execute(f"SELECT id FROM telemetry_telemetrybatch WHERE id = ANY(%s) {''}", [pks])
+    table = GpuSeries._meta.db_table
+    return TelemetryBatch.objects.filter(pk__in=pks), table
+'''
+    )
+    tables = [(line, t) for line, text in _strings(tree) for t in TELEMETRY_TABLE.findall(text)]
+    assert tables == [(4, "telemetry_telemetrybatch")]
+    assert sorted(_manager_uses(tree, _telemetry_models())) == [(5, "GpuSeries._meta"), (6, "TelemetryBatch.objects")]

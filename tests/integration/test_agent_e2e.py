@@ -15,6 +15,7 @@ from django.db import connection
 from django.db.models import Sum
 
 from accounting.models import ApiToken, JobFootprint, LedgerEntry
+from accounting.selectors.batch_findings import batch_findings_get
 from accounting.services.attribution import batches_attribute
 from accounting.tokens import token_create
 from telemetry.agent.agent import Agent
@@ -95,7 +96,7 @@ def test_agent_outage_loses_nothing_and_duplicates_nothing(web_server, tmp_path)
     batches_attribute(batch_pks=pks, now=dt.datetime.now(dt.UTC))
 
     ledger_it_j = LedgerEntry.objects.exclude(component="facility").aggregate(e=Sum("energy_j"))["e"]
-    gap_j = sum(g["energy_j"] or 0.0 for b in TelemetryBatch.objects.all() for g in b.gaps)
+    gap_j = sum(g["energy_j"] or 0.0 for pk in pks for g in batch_findings_get(batch_pk=pk).gaps)
     unmeasured_j = LedgerEntry.objects.filter(component="host_unmeasured").aggregate(e=Sum("energy_j"))["e"] or 0.0
     assert stored_gpu_j > 0
     # Contiguous windows leave no gaps to fill, so the ledger holds exactly what was measured

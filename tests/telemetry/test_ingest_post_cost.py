@@ -108,11 +108,11 @@ def test_one_post_of_known_devices_takes_five_statements(
     )
     assert (host.last_seq, host.last_seen_at) == (2, record.last_end)
     # The one-statement INSERT stores what Model.save would: defaults by value (a TextChoices
-    # member as its value, not its name), JSON lists as JSON.
-    assert (record.gaps, record.diagnostics, record.attempts, record.error, record.claimed_at) == ([], [], 0, "", None)
+    # member as its value, not its name). The attribution's findings are accounting's (none yet).
+    assert (record.attempts, record.error, record.claimed_at, record.attributed_at) == (0, "", None, None)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT status, jsonb_typeof(gaps) FROM telemetry_telemetrybatch WHERE id = %s", [record.pk])
-        assert cursor.fetchone() == ("pending", "array")
+        cursor.execute("SELECT status FROM telemetry_telemetrybatch WHERE id = %s", [record.pk])
+        assert cursor.fetchone() == ("pending",)
     assert (record.agent_version, record.gpu_energy_j, record.host_energy_j) == ("test", 8 * 6000.0, 1200.0)
     with connection.cursor() as cursor:
         cursor.execute("SELECT device_id FROM telemetry_gpuwindow WHERE batch_id = %s ORDER BY device_id", [record.pk])

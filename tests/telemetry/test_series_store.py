@@ -254,7 +254,10 @@ def test_a_batch_crossing_midnight_is_split_into_each_days_partition_and_retenti
     ]
     # Attribution reads the batch's four windows from both rows, in order.
     stored = TelemetryBatch.objects.get()
-    assert [w.window.seq for w in [row for s in gpu_series_for_batches(batch_pks=[stored.pk])[stored.pk] for row in s.rows()]] == [1, 2, 3, 4]
+    assert [
+        w.window.seq
+        for w in [row for s in gpu_series_for_batches(batch_pks=[stored.pk])[stored.pk] for row in s.rows()]
+    ] == [1, 2, 3, 4]
 
     # Retention keeps days from ``today - retention``: the day before midnight goes, with exactly its windows.
     dropped = drop_expired_partitions(today=midnight.date() + dt.timedelta(days=1), retention_days=1)

@@ -37,7 +37,7 @@ from accounting.services.fleet_file import (
     fleet_plan,
 )
 from accounting.tokens import TokenExpired, token_authenticate
-from telemetry.models import TelemetryBatch
+from telemetry.queue import batch_last_error, batches_count
 
 ACTOR = "manage.py fleet"
 
@@ -131,23 +131,17 @@ class Command(BaseCommand):
             failed |= self._reach(url.rstrip("/"), raw.strip(), timeout)
         else:
             self.stdout.write("SKIP  reach: pass --url to check the server from here")
-        batches = TelemetryBatch.objects.filter(host=host)
-        stats = batches.aggregate(n=Count("id"), last=Max("received_at"))
-        if not stats["n"]:
+        counts = batches_count(host_ids=[host.pk])
+        if counts.last_received_at is None:  # none received
             hint = "is the agent running? journalctl -u carbonledger-agent"
             return self._line(False, "batches", f"none received from {host.hostname} yet ({hint})")
-        ago = (timezone.now() - stats["last"]).total_seconds()
-        failed |= self._line(True, "batches", f"{stats['n']} received, the last {ago:.0f} s ago")
-        by_status = dict(batches.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
-        bad = batches.filter(status=TelemetryBatch.Status.FAILED).order_by("-received_at").first()
-        if bad is not None:
-            failed |= self._line(
-                False, "attribution", f"{by_status.get('failed', 0)} failed; last error: {bad.error[:200]}"
-            )
-        elif by_status.get("done", 0):
-            failed |= self._line(
-                True, "attribution", f"{by_status['done']} attributed, {stats['n'] - by_status['done']} waiting"
-            )
+        ago = (timezone.now() - counts.last_received_at).total_seconds()
+        failed |= self._line(True, "batches", f"{counts.total} received, the last {ago:.0f} s ago")
+        if counts.failed:
+            error = batch_last_error(host_ids=[host.pk]) or ""
+            failed |= self._line(False, "attribution", f"{counts.failed} failed; last error: {error[:200]}")
+        elif counts.done:
+            failed |= self._line(True, "attribution", f"{counts.done} attributed, {counts.total - counts.done} waiting")
         else:
             failed |= self._line(False, "attribution", "none attributed yet (are the Celery worker and beat running?)")
         entries = LedgerEntry.objects.filter(host=host).aggregate(n=Count("id"), e=Max("hour"))

@@ -15,7 +15,7 @@ from accounting.services.recompute import (
     ledger_recompute,
     site_batches,
 )
-from telemetry.models import TelemetryBatch
+from telemetry.queue import batch_pks_overlapping
 
 
 def _when(value: str | None) -> dt.datetime | None:
@@ -57,16 +57,18 @@ class Command(BaseCommand):
             batches = site_batches(site=site, since=_when(opts["since"]), until=_when(opts["until"]))
             change, reason = None, opts["reason"]
         elif opts["all"]:
-            batches, change, reason = TelemetryBatch.objects.all(), None, opts["reason"]
+            batches, change, reason = batch_pks_overlapping(), None, opts["reason"]
         else:
             pending = FactorChange.objects.filter(recompute_status="pending")
-            total = sum(batches_for_change(change=c).count() for c in pending)
+            total = sum(len(batches_for_change(change=c)) for c in pending)
             with tqdm(total=total, unit="batch", desc="recompute") as bar:
                 done = factor_changes_recompute(now=now, progress=bar.update)
             self.stdout.write(self.style.SUCCESS(f"rebuilt {done} batches for {pending.count()} factor changes"))
             return
-        with tqdm(total=batches.count(), unit="batch", desc="recompute") as bar:
-            done = ledger_recompute(batches=batches, reason=reason, now=now, factor_change=change, progress=bar.update)
+        with tqdm(total=len(batches), unit="batch", desc="recompute") as bar:
+            done = ledger_recompute(
+                batch_pks=batches, reason=reason, now=now, factor_change=change, progress=bar.update
+            )
         if change is not None:
             FactorChange.objects.filter(pk=change.pk).update(recompute_status="done")
         self.stdout.write(self.style.SUCCESS(f"rebuilt {done} batches"))

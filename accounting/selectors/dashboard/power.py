@@ -1,10 +1,11 @@
 """Live power: the raw GPU windows of a job's devices (a young job's trace, a zoom to window
 resolution, the job page's live chart) and the fleet's power per minute (the Live page).
 
-These are the only dashboard reads of raw telemetry. They stay cheap: a bounded time range
-(``RAW_RANGE_MAX_S``) on the partitioned GPU series (one row of arrays per batch, device and day),
-filtered by device and ``first_start_at`` (the partition key) before the arrays are unnested,
-capped at ``MAX_WINDOWS`` windows."""
+These are the only dashboard reads of raw telemetry, through ``telemetry.traces`` (the SQL over
+the series is telemetry's). They stay cheap: a bounded time range (``RAW_RANGE_MAX_S``) on the
+partitioned GPU series (one row of arrays per batch, device and day), filtered by device and
+``first_start_at`` (the partition key) before the arrays are unnested, capped at ``MAX_WINDOWS``
+windows."""
 
 from __future__ import annotations
 
@@ -12,38 +13,18 @@ import datetime as dt
 from collections import defaultdict
 from typing import Any
 
-from django.core.exceptions import EmptyResultSet
-from django.db import connection
 from django.db.models import Q, QuerySet
 
 from accounting.domain.units import J_PER_KWH, S_PER_H
 from accounting.models import Device, Job, JobAllocation
 from accounting.selectors.access import Principal, jobs_visible
 from telemetry.series import from_us, to_us
+from telemetry.traces import device_windows, fleet_power_per_minute
 
 RAW_RANGE_MAX_S = 6 * S_PER_H  # raw windows are served for at most this span
 MAX_WINDOWS = 20_000
 YOUNG_JOB_S = 2 * S_PER_H  # under this age a running job's trace is drawn from raw windows
 FLEET_MINUTES = 60
-
-# The job's windows from its devices' series: series are filtered on the partition key
-# (``first_start_at`` from the UTC midnight of the range's start: a series holds one day's
-# windows, so none starting earlier can hold a window in range), then unnested.
-_WINDOWS_SQL = """
-    SELECT s.device_id, w.start_us, w.end_us, w.avg_power_w, w.util_pct
-    FROM telemetry_gpuseries s
-    CROSS JOIN LATERAL unnest(s.seq, s.start_us, s.end_us, s.avg_power_w, s.util_pct)
-        AS w(seq, start_us, end_us, avg_power_w, util_pct)
-    WHERE s.device_id = ANY(%(devices)s) AND s.first_start_at >= %(day_start)s AND s.first_start_at < %(hi)s
-      AND s.last_end_at > %(lo)s AND w.start_us >= %(lo_us)s AND w.start_us < %(hi_us)s
-    ORDER BY s.device_id, w.start_us, w.seq
-    LIMIT %(limit)s
-"""
-
-
-def _day_start(value: dt.datetime) -> dt.datetime:
-    """The UTC midnight starting ``value``'s day (the lower bound of the series that can hold it)."""
-    return value.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -80,22 +61,9 @@ def job_power_get(
     ):
         held[a.device_id].append((a.start, a.end or job_end))
         labels[a.device_id] = f"{a.device.host.hostname} GPU{a.device.index}"
-    rows: list[tuple] = []
+    rows: list[tuple[int, int, int, float, float]] = []
     if held and hi > lo:
-        with connection.cursor() as cur:
-            cur.execute(
-                _WINDOWS_SQL,
-                {
-                    "devices": sorted(held),
-                    "day_start": _day_start(lo),
-                    "lo": lo,
-                    "hi": hi,
-                    "lo_us": to_us(lo),
-                    "hi_us": to_us(hi),
-                    "limit": MAX_WINDOWS + 1,
-                },
-            )
-            rows = list(cur.fetchall())
+        rows = device_windows(device_ids=sorted(held), start=lo, end=hi, limit=MAX_WINDOWS + 1)
     if len(rows) > MAX_WINDOWS:
         rows, truncated = rows[:MAX_WINDOWS], True
     held_us = {d: [(to_us(a), to_us(b)) for a, b in spans] for d, spans in held.items()}
@@ -183,32 +151,9 @@ def fleet_power_get(*, scope: Principal, now: dt.datetime, minutes: int = FLEET_
     windows starting in that minute, summed over the devices reporting. One query."""
     end = now.replace(second=0, microsecond=0)
     start = end - dt.timedelta(minutes=minutes)
-    try:
-        dev_sql, dev_params = _fleet_devices(scope).values("id").distinct().query.sql_with_params()
-    except EmptyResultSet:  # a viewer who sees nothing
-        return {"t": [], "power_kw": [], "devices_reporting": [], "devices": 0}
-    with connection.cursor() as cur:
-        cur.execute(
-            f"""
-            WITH fleet AS ({dev_sql}),
-            per_device AS (
-                SELECT 'epoch'::timestamptz + (w.start_us / 60000000) * interval '1 minute' AS b, s.device_id,
-                       AVG(w.avg_power_w) AS p
-                FROM telemetry_gpuseries s
-                CROSS JOIN LATERAL unnest(s.start_us, s.avg_power_w) AS w(start_us, avg_power_w)
-                WHERE s.device_id IN (SELECT id FROM fleet) AND s.first_start_at >= %s AND s.first_start_at < %s
-                  AND s.last_end_at > %s AND w.start_us >= %s AND w.start_us < %s
-                GROUP BY 1, 2
-            )
-            SELECT NULL, NULL, (SELECT COUNT(*) FROM fleet)
-            UNION ALL
-            SELECT * FROM (SELECT b, SUM(p), COUNT(*) FROM per_device GROUP BY b ORDER BY b) m
-            """,
-            [*dev_params, _day_start(start), end, start, to_us(start), to_us(end)],
-        )
-        rows = cur.fetchall()
-    devices = rows[0][2]
-    buckets = rows[1:]
+    devices, buckets = fleet_power_per_minute(
+        devices=_fleet_devices(scope).values("id").distinct(), start=start, end=end
+    )
     return {
         "t": [b.isoformat() for b, _, _ in buckets],
         "power_kw": [watts / 1000 for _, watts, _ in buckets],
