@@ -2,9 +2,15 @@
 
 Compares ``accounting.domain.attribution.attribute`` with the frozen pre-optimisation copy in
 ``tests/domain/reference_attribution.py`` on synthetic batches shaped like the agent's: one
-host, 8 GPUs, consecutive 10 s windows (one host window per tick, with wall energy), one
-process per busy GPU, allocations covering the whole batch. Both implementations run in the
-same process, interleaved round by round, and every result is checked to be identical.
+host, 8 GPUs, consecutive 10 s windows (one host window per tick, with wall energy unless
+``--no-wall``), one process per busy GPU, allocations covering the whole batch. Both
+implementations run in the same process, interleaved round by round, and every result is
+checked to be identical.
+
+``--columnar`` also times ``attribute_columns`` on the same windows as ``GpuColumns`` (the
+columnar raw store's form, as the worker now reads it) and, for comparison, building the
+per-window ``GpuWindowIn`` objects from those columns (what the worker did before attributing
+them one by one).
 
     .venv/bin/python benchmarks/attribution_micro.py            # default: 7 rounds
     .venv/bin/python benchmarks/attribution_micro.py --rounds 15 --carbonize
@@ -26,8 +32,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from accounting.domain import attribution as new
+from accounting.domain.attribution.columnar import GpuColumns, attribute_columns, to_us
 from accounting.domain.carbon import EmbodiedRate, carbonize
 from accounting.domain.types import (
+    QUALITY_RANK,
     Allocation,
     GpuWindowIn,
     HostWindowIn,
@@ -107,6 +115,35 @@ def _batch(n_windows: int, *, shared: bool):
     }
 
 
+def _columns(gpu_windows: list[GpuWindowIn]) -> list[GpuColumns]:
+    """The windows as one ``GpuColumns`` per device (runs: consecutive windows sharing a process tuple)."""
+    by_device: dict[int, list[GpuWindowIn]] = {}
+    for window in gpu_windows:
+        by_device.setdefault(window.device_id, []).append(window)
+    out = []
+    for device, windows in by_device.items():
+        runs = []
+        for i, w in enumerate(windows):
+            if not runs or runs[-1][1] is not w.processes or runs[-1][2] is not w.mig_instances:
+                runs.append((i, w.processes, w.mig_instances))
+        out.append(
+            GpuColumns(
+                device_id=device,
+                seq=[w.seq for w in windows],
+                start_us=[to_us(w.start) for w in windows],
+                end_us=[to_us(w.end) for w in windows],
+                energy_j=[w.energy_j for w in windows],
+                avg_power_w=[w.avg_power_w for w in windows],
+                util_pct=[w.util_pct for w in windows],
+                quality_rank=[QUALITY_RANK[w.quality] for w in windows],
+                idle_power_w=windows[0].idle_power_w,
+                runs=tuple(runs),
+                energy_covers=windows[0].energy_covers,
+            )
+        )
+    return out
+
+
 def _time(fn, kwargs, repeat: int) -> float:
     gc.collect()
     start = time.perf_counter()
@@ -136,14 +173,22 @@ def main() -> None:
         help="GPU windows attributed per implementation per round (sets the repeat count)",
     )
     parser.add_argument("--carbonize", action="store_true", help="also time carbonize() of the new shares")
+    parser.add_argument("--columnar", action="store_true", help="also time attribute_columns() (see above)")
+    parser.add_argument("--no-wall", action="store_true", help="host windows without wall energy")
     args = parser.parse_args()
 
+    sizes = (6, 30, 120) if args.columnar else (30, 120)
     cases = [
-        ("exclusive, 8 GPUs x 30 windows", _batch(30, shared=False)),
-        ("exclusive, 8 GPUs x 120 windows", _batch(120, shared=False)),
-        ("shared, 8 GPUs x 30 windows", _batch(30, shared=True)),
-        ("shared, 8 GPUs x 120 windows", _batch(120, shared=True)),
+        (f"{kind}, 8 GPUs x {n} windows", _batch(n, shared=kind == "shared"))
+        for kind in ("exclusive", "shared")
+        for n in sizes
     ]
+    if args.no_wall:
+        for _, kwargs in cases:
+            kwargs["host_windows"] = [
+                HostWindowIn(w.seq, w.start, w.end, w.cpu_energy_j, w.dram_energy_j, w.quality)
+                for w in kwargs["host_windows"]
+            ]
     print(f"python {sys.version.split()[0]}, {args.rounds} rounds, best (median) µs per GPU window")
     print(f"{'case':34} {'reference':>18} {'new':>18} {'speed-up':>16}")
     for name, kwargs in cases:
@@ -162,6 +207,23 @@ def main() -> None:
             f"{name:34} {r_best:8.2f} ({r_med:6.2f}) {n_best:8.2f} ({n_med:6.2f}) "
             f"{r_best / n_best:6.1f}x ({r_med / n_med:4.1f}x)"
         )
+        if args.columnar:
+            columnar = {**kwargs, "gpu_columns": _columns(kwargs["gpu_windows"])}
+            del columnar["gpu_windows"]
+            result = attribute_columns(**columnar)
+            if (result.shares, result.diagnostics) != (got.shares, got.diagnostics):
+                raise SystemExit(f"{name}: attribute_columns() differs from attribute()")
+            columns = columnar["gpu_columns"]
+            c_us = [_time(attribute_columns, columnar, repeat) / n * 1e6 for _ in range(args.rounds)]
+            b_us = [
+                _time(lambda columns=columns: [w for c in columns for w in c.windows()], {}, repeat) / n * 1e6
+                for _ in range(args.rounds)
+            ]
+            print(
+                f"{'  columnar: attribute_columns()':34} {min(c_us):8.2f} ({statistics.median(c_us):6.2f})"
+                f"   per window: attribute() + building the windows {n_best + min(b_us):.2f}"
+                f" ({n_med + statistics.median(b_us):.2f})"
+            )
         if args.carbonize:
             shares = got.shares
             c_us = min(

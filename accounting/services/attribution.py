@@ -386,11 +386,10 @@ def _attribute_many(
                         batch.pk,
                     )
                 )
-        replaced = _merge_lines(cursor=cursor, batch_pks=pks)
-        cursor.cursor.executemany(
-            "UPDATE accounting_batchattribution SET raw_device_ids = %s, raw_hours = %s, raw_window_s = %s, "
-            "raw_util_pct_s = %s, raw_energy_j = %s WHERE batch_id = %s",
-            [(*_raw_window_sums(series_by_batch[batch.pk]), batch.pk) for batch in batches],
+        replaced = _merge_lines(
+            cursor=cursor,
+            batch_pks=pks,
+            raw_sums={batch.pk: _raw_window_sums(series_by_batch[batch.pk]) for batch in batches},
         )
         _findings_store(cursor=cursor, updates=updates)
     batches_record_attempts(attempts_by_pk={pk: attempts for _, _, attempts, pk in updates})
@@ -489,20 +488,51 @@ ON CONFLICT (account, job_id, host_id, device_id, component, hour) DO UPDATE SET
 RETURNING e.id, {" + ".join(f"e.lines_{q}" for q in _QUALITY_COUNTS)}
 """
 
-# The new record of each batch (its lines, in the order they were written).
+# The new record of each batch (its lines, in the order they were written) with its raw window
+# sums (``_raw_window_sums``), which come per batch as array literals (``_record_raw_params``):
+# one statement writes each record once.
+_RAW_COLUMNS = (
+    ("raw_device_ids", "bigint[]"),
+    ("raw_hours", "timestamptz[]"),
+    ("raw_window_s", "float8[]"),
+    ("raw_util_pct_s", "float8[]"),
+    ("raw_energy_j", "float8[]"),
+)
 _RECORD_SQL = f"""
 INSERT INTO accounting_batchattribution (
     batch_id, org_id, site_id, host_id, last_end, attributed_at, method_version,
     accounts, job_ids, team_ids, device_ids, components, hours, {", ".join(_LINE_SUMS)}, qualities,
-    raw_device_ids, raw_hours, raw_window_s, raw_util_pct_s, raw_energy_j)
-SELECT l.batch_id, MIN(l.org_id), MIN(l.site_id), MIN(l.host_id), MAX(l.last_end), clock_timestamp(), %(method)s,
-       array_agg(l.account ORDER BY l.ctid), array_agg(l.job_id ORDER BY l.ctid), array_agg(l.team_id ORDER BY l.ctid),
-       array_agg(l.device_id ORDER BY l.ctid), array_agg(l.component ORDER BY l.ctid),
-       array_agg(l.hour ORDER BY l.ctid), {", ".join(f"array_agg(l.{name} ORDER BY l.ctid)" for name in _LINE_SUMS)},
-       array_agg(l.quality ORDER BY l.ctid), '{{}}', '{{}}', '{{}}', '{{}}', '{{}}'
-FROM _ledger_lines l WHERE l.sign = 1
-GROUP BY l.batch_id
+    {", ".join(name for name, _ in _RAW_COLUMNS)})
+SELECT g.*, {", ".join(f"COALESCE(r.{name}::{kind}, '{{}}')" for name, kind in _RAW_COLUMNS)}
+FROM (
+    SELECT l.batch_id, MIN(l.org_id), MIN(l.site_id), MIN(l.host_id), MAX(l.last_end), clock_timestamp(),
+           %(method)s, array_agg(l.account ORDER BY l.ctid), array_agg(l.job_id ORDER BY l.ctid),
+           array_agg(l.team_id ORDER BY l.ctid), array_agg(l.device_id ORDER BY l.ctid),
+           array_agg(l.component ORDER BY l.ctid), array_agg(l.hour ORDER BY l.ctid),
+           {", ".join(f"array_agg(l.{name} ORDER BY l.ctid)" for name in _LINE_SUMS)},
+           array_agg(l.quality ORDER BY l.ctid)
+    FROM _ledger_lines l WHERE l.sign = 1
+    GROUP BY l.batch_id
+) g
+LEFT JOIN unnest(%(raw_batch_ids)s::bigint[], {", ".join(f"%({name})s::text[]" for name, _ in _RAW_COLUMNS)})
+    AS r(batch_id, {", ".join(name for name, _ in _RAW_COLUMNS)}) ON r.batch_id = g.batch_id
 """
+
+
+def _array_literal(values: list, item) -> str:
+    """A PostgreSQL array literal (floats by ``repr``: the shortest text that reads back as the
+    same double)."""
+    return "{" + ",".join(map(item, values)) + "}"
+
+
+def _record_raw_params(raw_sums: dict[int, tuple]) -> dict[str, list]:
+    """The batches' raw window sums as ``_RECORD_SQL``'s parameters: per column, one array
+    literal per batch."""
+    params: dict[str, list] = {"raw_batch_ids": list(raw_sums)}
+    items = (str, lambda hour: f'"{hour.isoformat()}"', repr, repr, repr)
+    for index, ((name, _), item) in enumerate(zip(_RAW_COLUMNS, items, strict=True)):
+        params[name] = [_array_literal(sums[index], item) for sums in raw_sums.values()]
+    return params
 
 
 def _raw_window_sums(
@@ -536,9 +566,10 @@ def _raw_window_sums(
     )
 
 
-def _merge_lines(*, cursor, batch_pks: list[int]) -> set[ReplacedKey]:
+def _merge_lines(*, cursor, batch_pks: list[int], raw_sums: dict[int, tuple]) -> set[ReplacedKey]:
     """Merge the new lines in ``_ledger_lines`` into the ledger in place of the batches' previous
-    ones, and replace their records. Returns the aggregate keys of the lines taken away."""
+    ones, and replace their records (with each batch's raw window sums, ``raw_sums``). Returns
+    the aggregate keys of the lines taken away."""
     cursor.execute(_OLD_LINES_SQL, [batch_pks])
     cursor.execute(
         "SELECT DISTINCT job_id, device_id, hour, org_id, team_id, site_id FROM _ledger_lines WHERE sign = -1"
@@ -549,7 +580,7 @@ def _merge_lines(*, cursor, batch_pks: list[int]) -> set[ReplacedKey]:
     if emptied:
         cursor.execute("DELETE FROM accounting_ledgerentry WHERE id = ANY(%s)", [emptied])
     cursor.execute("DELETE FROM accounting_batchattribution WHERE batch_id = ANY(%s)", [batch_pks])
-    cursor.execute(_RECORD_SQL, {"method": METHOD_VERSION})
+    cursor.execute(_RECORD_SQL, {"method": METHOD_VERSION, **_record_raw_params(raw_sums)})
     return replaced
 
 

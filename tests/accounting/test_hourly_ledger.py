@@ -101,6 +101,16 @@ def test_one_entry_per_key_however_the_windows_were_batched(client, fleet, sizes
     assert math.fsum(e for r in records for e in r.energy_j) == pytest.approx(
         math.fsum(row[5] for row in entries), rel=1e-15
     )
+    # Each record holds its batch's raw window sums per (device, hour), written with the record.
+    hour = start.replace(minute=0, second=0, microsecond=0)
+    raw = {}
+    for r in records:
+        assert r.raw_device_ids == sorted(r.raw_device_ids) and set(r.raw_hours) == {hour}
+        for device_id, window_s, energy_j in zip(r.raw_device_ids, r.raw_window_s, r.raw_energy_j, strict=True):
+            total = raw.setdefault(device_id, [0.0, 0.0])
+            total[0] += window_s
+            total[1] += energy_j
+    assert raw == {gpu0.pk: [120.0, 72_000.0], gpu1.pk: [120.0, 36_000.0]}
     # Conservation: IT energy = measured GPU + host energy of every batch.
     it = LedgerEntry.objects.exclude(component="facility").aggregate(e=Sum("energy_j"))["e"]
     batches = TelemetryBatch.objects.aggregate(g=Sum("gpu_energy_j"), h=Sum("host_energy_j"))

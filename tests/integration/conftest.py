@@ -213,15 +213,6 @@ def processes(redis_server, transactional_db, settings) -> Iterator[Processes]:
     procs.stop_all()
 
 
-@pytest.fixture(autouse=True)
-def _truncate_raw_windows(request):
-    """Django's flush skips unmanaged tables: clear the partitioned raw windows ourselves."""
-    yield
-    if "transactional_db" in request.fixturenames or "processes" in request.fixturenames:
-        with connection.cursor() as cursor:
-            cursor.execute("TRUNCATE telemetry_gpuseries, telemetry_hostwindow")
-
-
 class WebServer:
     """gunicorn serving config.wsgi against the test database, stoppable mid-test (an outage)."""
 
