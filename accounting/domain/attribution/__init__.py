@@ -17,10 +17,15 @@ The package, along the seams of the former single module:
   slots, the wall-energy balance, and the time helpers;
 * ``fast``: the fast path for single-piece windows, which computes each contribution by the
   same expression as ``rules`` (tests/domain/test_attribution_fastpath.py proves it equal);
+* ``columnar``: ``attribute_columns()``, the same over a device's windows as columns (the
+  columnar raw store's form, what the worker reads): runs of single-piece windows are attributed
+  a run at a time, the rest handed to ``fast``/``rules`` (tests/domain/test_attribution_columnar.py
+  proves it equal to ``attribute()``, bit for bit);
 * ``ledger``: the accumulation of contributions per share key, summed exactly rounded;
 * ``checks``: validation of the input (the first error raised is always the same).
 """
 
+from accounting.domain.attribution.columnar import GpuColumns, attribute_columns
 from accounting.domain.attribution.core import Attribution, attribute
 
-__all__ = ["Attribution", "attribute"]
+__all__ = ["Attribution", "GpuColumns", "attribute", "attribute_columns"]
