@@ -27,7 +27,7 @@ from accounting.models import ApiToken, Device, HardwareModel, Host
 from accounting.services.allocations import pending_device_uuid
 from accounting.services.work_queue import batches_nudge
 from telemetry.models import TelemetryBatch
-from telemetry.parsing import BatchError, ParsedBatch
+from telemetry.parsing import BatchError, HostRow, ParsedBatch
 from telemetry.partitions import ensure_partitions
 from telemetry.series import EPOCH, GpuSeries, from_us
 
@@ -63,7 +63,9 @@ GPU_SERIES_COPY_COLUMNS = (
     ("mig_instances", "jsonb"),
     ("energy_covers", "text"),
 )
-HOST_COPY_COLUMNS = (
+# Host windows (one row each) go in with the batch row's INSERT, one array per column
+# (``_batch_insert_and_host_advance``).
+HOST_WINDOW_COLUMNS = (
     ("batch_id", "int8"),
     ("host_id", "int8"),
     ("seq", "int8"),
@@ -379,21 +381,34 @@ _batch_insert_sql: dict[str, tuple[str, tuple]] = {}
 _PLAIN_TYPES = frozenset({int, float, str, bool, dt.datetime, UUID, type(None)})
 
 
-def _batch_insert_and_host_advance(*, record: TelemetryBatch, last_seq: int, last_seen_at: dt.datetime) -> None:
-    """INSERT the batch row and move the host's last seq and last window end on, in one
-    statement (sets ``record.id``). The columns are the model's own (built once per process);
-    a value of a plain type goes to psycopg as it is, any other is prepared by its field as
-    ``Model.save`` would (a field's own preparation costs ~10 us each, ~20 fields per POST)."""
+def _batch_insert_and_host_advance(
+    *, record: TelemetryBatch, last_seq: int, last_seen_at: dt.datetime, host_rows: list[HostRow]
+) -> None:
+    """INSERT the batch row, move the host's last seq and last window end on, and INSERT the
+    batch's host windows, in one statement (sets ``record.id``). The columns are the model's own
+    (built once per process); a value of a plain type goes to psycopg as it is, any other is
+    prepared by its field as ``Model.save`` would (a field's own preparation costs ~10 us each,
+    ~20 fields per POST).
+
+    The host windows ride on this statement as one array per column (``unnest``) rather than a
+    COPY of their own: a COPY is two round trips (the statement, then the data), each of which
+    costs the web process ~0.1 ms of CPU and PostgreSQL a statement of its own, while a batch
+    holds one host window per 10 s window (1 at the agent's steady state, 6 at its default
+    batching): docs/performance.md, "Issue 18: the web side of one POST"."""
     cached = _batch_insert_sql.get(connection.alias)
     if cached is None:
         fields = tuple(f for f in TelemetryBatch._meta.concrete_fields if not f.primary_key)
         qn = connection.ops.quote_name
         columns = ", ".join(qn(f.column) for f in fields)
         placeholders = ", ".join(["%s"] * len(fields))
+        window_columns = ", ".join(name for name, _ in HOST_WINDOW_COLUMNS)
+        arrays = ", ".join(f"%s::{pg_type}[]" for _, pg_type in HOST_WINDOW_COLUMNS[2:])
         sql = f"""
             WITH batch AS (INSERT INTO {qn(TelemetryBatch._meta.db_table)} ({columns}) VALUES ({placeholders})
                            RETURNING id),
-                 host AS (UPDATE {qn(Host._meta.db_table)} SET last_seq = %s, last_seen_at = %s WHERE id = %s)
+                 host AS (UPDATE {qn(Host._meta.db_table)} SET last_seq = %s, last_seen_at = %s WHERE id = %s),
+                 host_windows AS (INSERT INTO telemetry_hostwindow ({window_columns})
+                                  SELECT batch.id, %s, w.* FROM batch, unnest({arrays}) AS w)
             SELECT id FROM batch
         """
         cached = _batch_insert_sql[connection.alias] = (sql, fields)
@@ -405,7 +420,17 @@ def _batch_insert_and_host_advance(*, record: TelemetryBatch, last_seq: int, las
         else:
             value = getattr(record, field.attname)
         params.append(value if type(value) in _PLAIN_TYPES else field.get_db_prep_save(value, connection))
-    params += [last_seq, last_seen_at, record.host_id]
+    params += [last_seq, last_seen_at, record.host_id, record.host_id]
+    params += [
+        [r.seq for r in host_rows],
+        [r.start for r in host_rows],
+        [r.end for r in host_rows],
+        [r.cpu_energy_j for r in host_rows],
+        [r.dram_energy_j for r in host_rows],
+        [r.wall_energy_j for r in host_rows],
+        [r.cpu_util_pct for r in host_rows],
+        [r.quality for r in host_rows],
+    ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         (record.id,) = cursor.fetchone()
@@ -461,34 +486,15 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
             gpu_energy_j=gpu_energy_j,
             host_energy_j=host_energy_j,
         )
-        _batch_insert_and_host_advance(record=record, last_seq=batch.last_seq, last_seen_at=batch.last_end)
+        _batch_insert_and_host_advance(
+            record=record, last_seq=batch.last_seq, last_seen_at=batch.last_end, host_rows=batch.host_rows
+        )
         with connection.cursor() as cursor:
-            raw = cursor.cursor  # psycopg 3 cursor under Django's wrapper
             copy_rows(
-                cursor=raw,
+                cursor=cursor.cursor,  # the psycopg 3 cursor under Django's wrapper
                 table="telemetry_gpuseries",
                 columns=GPU_SERIES_COPY_COLUMNS,
                 rows=gpu_series_rows(batch_pk=record.id, host_id=host.id, series=series, device_ids=device_ids),
-            )
-            copy_rows(
-                cursor=raw,
-                table="telemetry_hostwindow",
-                columns=HOST_COPY_COLUMNS,
-                rows=[
-                    (
-                        record.id,
-                        host.id,
-                        r.seq,
-                        r.start,
-                        r.end,
-                        r.cpu_energy_j,
-                        r.dram_energy_j,
-                        r.wall_energy_j,
-                        r.cpu_util_pct,
-                        r.quality,
-                    )
-                    for r in batch.host_rows
-                ],
             )
         record_pk = record.id
         transaction.on_commit(lambda: batches_nudge(batch_pks=[record_pk]))
