@@ -224,14 +224,26 @@ def _pg_text_array(values: tuple[str, ...]) -> bytes:
     return head + b"".join(map(encoded.__getitem__, values))
 
 
+# The array columns of a series row in COPY order: (row of the element matrix, element type oid,
+# whether the column has NULL elements); the matrix holds ``_DENSE`` then counter_mj, power_limit_w.
+_ARRAY_COLUMNS = (
+    *((k, oid, False) for k, (_, oid) in enumerate(_DENSE[:4])),
+    (len(_DENSE), _INT8_OID, True),  # counter_mj
+    *((k, oid, False) for k, (_, oid) in enumerate(_DENSE) if k >= 4),
+    (len(_DENSE) + 1, _FLOAT8_OID, True),  # power_limit_w
+)
+_ELEMENT_BYTES = _ELEMENTS.itemsize
+
+
 def gpu_series_rows(*, batch_pk: int, host_id: int, series: list[GpuSeries], device_ids: dict[str, int]) -> list[tuple]:
     """COPY rows (``GPU_SERIES_COPY_COLUMNS``) of a batch's GPU series: one per device and UTC day.
 
     A series whose windows start on two days is split at midnight (by window start, the partition
     key's day), so each row lands in its day's partition and retention stays exact. All series of
     the batch are laid out at once, by numpy, in PostgreSQL's binary array form (one matrix of
-    elements per column); each row's arrays are then byte slices of it, so the Python work is per
-    row (device and day), never per window."""
+    elements per column, turned into bytes once per column); each row's arrays are then byte
+    slices of it, so the Python work is per row (device and day), never per window, and a row
+    costs no numpy call unless one of its arrays has NULL elements."""
     live = [s for s in series if len(s)]
     if not live:
         return []
@@ -241,50 +253,62 @@ def gpu_series_rows(*, batch_pk: int, host_id: int, series: list[GpuSeries], dev
     end_all = np.concatenate([s.end_us for s in live])
     # Rows: cut at each series' start and wherever the UTC day of a window's start changes.
     day = start_all // US_PER_DAY
-    cuts = np.union1d(bounds, np.flatnonzero(day[1:] != day[:-1]) + 1)
-    lo, hi = cuts[:-1], cuts[1:]
-    owner = (np.searchsorted(bounds, lo, side="right") - 1).tolist()
+    if day.min() == day.max():  # the usual batch: every window starts on one day
+        lo, hi = bounds[:-1], bounds[1:]
+        owner = list(range(len(live)))
+    else:
+        cuts = np.union1d(bounds, np.flatnonzero(day[1:] != day[:-1]) + 1)
+        lo, hi = cuts[:-1], cuts[1:]
+        owner = (np.searchsorted(bounds, lo, side="right") - 1).tolist()
     first_start_us = np.minimum.reduceat(start_all, lo).tolist()
     last_end_us = np.maximum.reduceat(end_all, lo).tolist()
     body = np.empty((len(_DENSE) + 2, total), dtype=_ELEMENTS)
     body["size"] = 8
+    values = body["value"]
     for k, (name, _) in enumerate(_DENSE):
-        body["value"][k] = np.concatenate([getattr(s, name) for s in live]).view(np.int64)
+        values[k] = np.concatenate([getattr(s, name) for s in live]).view(np.int64)
     # The two columns with NULL elements: a NULL element is its size (-1) alone.
     counter_present = np.concatenate([s.has_counter for s in live])
     limit_all = np.concatenate([s.power_limit_w for s in live])
     limit_present = ~np.isnan(limit_all)
-    body["value"][-2] = np.concatenate([s.counter_mj for s in live])
-    body["value"][-1] = limit_all.view(np.int64)
+    values[-2] = np.concatenate([s.counter_mj for s in live])
+    values[-1] = limit_all.view(np.int64)
     body["size"][-2][~counter_present] = -1
     body["size"][-1][~limit_present] = -1
-    counters_before = np.concatenate([[0], np.cumsum(counter_present)]).tolist()
-    limits_before = np.concatenate([[0], np.cumsum(limit_present)]).tolist()
+    present_before = {
+        len(_DENSE): np.concatenate([[0], np.cumsum(counter_present)]).tolist(),
+        len(_DENSE) + 1: np.concatenate([[0], np.cumsum(limit_present)]).tolist(),
+    }
+    columns = [row.tobytes() for row in body]  # each column's elements, laid out once
     heads: dict[tuple[int, int, int], bytes] = {}
 
-    def array(k: int, oid: int, g0: int, g1: int, present_count: int | None = None) -> bytes | None:
+    def array(k: int, oid: int, nullable: bool, g0: int, g1: int) -> bytes | None:
         n = g1 - g0
-        if present_count == 0:
-            return None
-        nulls = int(present_count is not None and present_count < n)
+        nulls = 0
+        if nullable:
+            present = present_before[k][g1] - present_before[k][g0]
+            if present == 0:
+                return None
+            nulls = int(present < n)
         head = heads.get((oid, n, nulls))
         if head is None:
             head = heads[oid, n, nulls] = _ARRAY_HEAD.pack(1, nulls, oid, n, 1)
-        elements = body[k, g0:g1]
         if not nulls:
-            return head + elements.tobytes()
-        keep = np.ones((n, 12), dtype=bool)
+            return head + columns[k][_ELEMENT_BYTES * g0 : _ELEMENT_BYTES * g1]
+        elements = body[k, g0:g1]
+        keep = np.ones((n, _ELEMENT_BYTES), dtype=bool)
         keep[elements["size"] < 0, 4:] = False
-        return head + elements.view(np.uint8).reshape(n, 12)[keep].tobytes()
+        return head + elements.view(np.uint8).reshape(n, _ELEMENT_BYTES)[keep].tobytes()
 
     texts: dict[int, str] = {}
     runs: dict[int, tuple[list[tuple[int, str]], list[tuple[int, str]]]] = {}
+    offsets = bounds.tolist()
     rows = []
     for g0, g1, position, first_us, last_us in zip(
         lo.tolist(), hi.tolist(), owner, first_start_us, last_end_us, strict=True
     ):
         s = live[position]
-        offset = int(bounds[position])
+        offset = offsets[position]
         a, b = g0 - offset, g1 - offset
         if position not in runs:
             runs[position] = (_runs(s.processes, texts), _runs(s.mig_instances, texts))
@@ -297,10 +321,7 @@ def gpu_series_rows(*, batch_pk: int, host_id: int, series: list[GpuSeries], dev
                 from_us(first_us),
                 from_us(last_us),
                 g1 - g0,
-                *(array(k, oid, g0, g1) for k, (_, oid) in enumerate(_DENSE[:4])),
-                array(len(_DENSE), _INT8_OID, g0, g1, counters_before[g1] - counters_before[g0]),
-                *(array(k, oid, g0, g1) for k, (_, oid) in enumerate(_DENSE) if k >= 4),
-                array(len(_DENSE) + 1, _FLOAT8_OID, g0, g1, limits_before[g1] - limits_before[g0]),
+                *[array(k, oid, nullable, g0, g1) for k, oid, nullable in _ARRAY_COLUMNS],
                 _pg_text_array(s.quality[a:b]),
                 _runs_jsonb(process_runs, a, b),
                 _runs_jsonb(mig_runs, a, b),
