@@ -41,7 +41,9 @@ import pstats
 import re
 import shutil
 import signal
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -298,6 +300,16 @@ def main() -> int:
         help="write gunicorn's access log (to var/bench/post_profile_access.log), as scripts/run.sh does",
     )
     parser.add_argument("--rounds", type=int, default=10, help="blocks of in-process and HTTP POSTs (--gunicorn)")
+    parser.add_argument("--clients", type=int, default=1, help="concurrent HTTP clients, one thread each (--gunicorn)")
+    parser.add_argument(
+        "--baseline",
+        help="another checkout (e.g. an export of the base commit): its gunicorn is measured in the same rounds",
+    )
+    parser.add_argument(
+        "--baseline-config",
+        default="none",
+        help="the baseline's gunicorn config file ('none': gunicorn's defaults, as before config/gunicorn.conf.py)",
+    )
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile phase")
     args = parser.parse_args()
     procs = base.Procs()
@@ -453,19 +465,16 @@ def _gunicorn_argv(args, port: int, *, config: str | None, workers: int, profile
     return argv
 
 
-def _backends(db: str) -> list[int]:
-    """PostgreSQL backends connected to ``db`` other than this process's (i.e. the web's)."""
+def _backends(db: str, label: str) -> list[int]:
+    """The PostgreSQL backends of one measured gunicorn (``application_name``)."""
     from django.db import connection
 
     with connection.cursor() as c:
         c.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
-            "AND backend_type = 'client backend'",
-            [db],
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
+            [db, f"post_profile_{label}"],
         )
-        pids = [row[0] for row in c.fetchall()]
-    connection.close()
-    return pids
+        return [row[0] for row in c.fetchall()]
 
 
 def _start_gunicorn(args, procs: base.Procs, env: dict[str, str], *, config: str | None, workers: int, extra=None):
@@ -484,90 +493,118 @@ def _stop(procs: base.Procs, proc) -> None:
     procs.procs = [(name, p) for name, p in procs.procs if p is not proc]
 
 
+class _Server:
+    """One gunicorn under measurement: its workers' CPU (per thread), its PostgreSQL backends'
+    (found by ``application_name``, set through libpq's ``PGAPPNAME``), wall time."""
+
+    def __init__(self, label: str, proc, port: int, command: str) -> None:
+        self.label, self.proc, self.port, self.command = label, proc, port, command
+        self.workers = _children(proc.pid)
+        self.cpu = dict.fromkeys(("worker", "main", "arbiter", "pg", "redis", "wall", "user", "sys"), 0.0)
+        self.closed = 0
+        self.posts = 0
+
+    def block(self, clients: list[tuple[_Http, _Batches]], count: int, redis_pid: int, db: str) -> None:
+        """``count`` POSTs shared by the clients (one thread each), measured."""
+        backends0 = {pid: _sched_s(pid) for pid in _backends(db, self.label)}
+        w0 = {pid: {tid: _sched_s(pid, tid) for tid in _tids(pid)} for pid in self.workers}
+        us0 = [_user_sys_s(pid) for pid in self.workers]
+        closed0 = sum(client.closed_by_server for client, _ in clients)
+        ar0, r0, t0 = _sched_s(self.proc.pid), _sched_s(redis_pid), time.perf_counter()
+        shares = [count // len(clients) + (1 if k < count % len(clients) else 0) for k in range(len(clients))]
+        if len(clients) == 1:
+            for _ in range(count):
+                clients[0][0].post(clients[0][1])
+        else:
+            errors: list[BaseException] = []
+
+            def run(client: _Http, batches: _Batches, share: int) -> None:
+                try:
+                    for _ in range(share):
+                        client.post(batches)
+                except BaseException as exc:  # re-raised below, in the main thread
+                    errors.append(exc)
+
+            threads = [
+                threading.Thread(target=run, args=(client, batches, share))
+                for (client, batches), share in zip(clients, shares, strict=True)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            if errors:
+                raise errors[0]
+        ar1, r1, t1 = _sched_s(self.proc.pid), _sched_s(redis_pid), time.perf_counter()
+        for pid in self.workers:
+            for tid in _tids(pid):
+                delta = _sched_s(pid, tid) - w0[pid].get(tid, 0.0)
+                self.cpu["worker"] += delta
+                if tid == pid:
+                    self.cpu["main"] += delta
+        for a, b in zip(us0, [_user_sys_s(pid) for pid in self.workers], strict=True):
+            self.cpu["user"] += b[0] - a[0]
+            self.cpu["sys"] += b[1] - a[1]
+        # A backend that appeared meanwhile counts from its start.
+        self.cpu["pg"] += sum(_sched_s(pid) - backends0.get(pid, 0.0) for pid in _backends(db, self.label))
+        self.cpu["arbiter"] += ar1 - ar0
+        self.cpu["redis"] += r1 - r0
+        self.cpu["wall"] += t1 - t0
+        self.closed += sum(client.closed_by_server for client, _ in clients) - closed0
+        self.posts += count
+
+
 def _run_gunicorn(args, procs: base.Procs) -> int:
-    """The same POSTs in process and over HTTP to gunicorn, interleaved in ``--rounds`` blocks
-    (so both see the same load from the rest of the machine), then a profile of the worker."""
+    """The same POSTs in process and over HTTP to gunicorn (and to a baseline checkout's gunicorn
+    with ``--baseline``), interleaved in ``--rounds`` blocks so that all see the same load from the
+    rest of the machine; then a profile of one worker."""
     n = args.posts
     warm = 2 * args.hosts
-    per_host = (3 * warm + (2 if args.no_profile else 3) * n) // args.hosts + 4
+    targets = 2 + bool(args.baseline)
+    per_host = (targets * (warm + n) + (0 if args.no_profile else warm + n)) // args.hosts + 4
     env, seeds, queues, redis_pid = _prepare(args, procs, per_host)
     config = None if args.gunicorn_config == "none" else args.gunicorn_config
-    batches = _Batches(seeds, queues)
+    # Each client thread posts for its own hosts (one host's batches must arrive in seq order).
+    clients = max(1, args.clients)
+    batch_sets = [
+        _Batches([seeds[h] for h in range(k, len(seeds), clients)], [queues[h] for h in range(k, len(seeds), clients)])
+        for k in range(clients)
+    ]
 
-    proc, port = _start_gunicorn(args, procs, env, config=config, workers=args.web_workers)
-    client = _Http(port)
+    servers = [_start_server(args, procs, env, "gunicorn", base.ROOT, config)]
+    if args.baseline:
+        baseline = Path(args.baseline).resolve()
+        baseline_config = None if args.baseline_config == "none" else args.baseline_config
+        servers.append(_start_server(args, procs, env, "baseline", baseline, baseline_config))
+    connections = {server.label: [(_Http(server.port), b) for b in batch_sets] for server in servers}
     app = _InProcess()
-    for _ in range(warm):  # warm-up: imports, caches, partitions, every host once (in every worker)
-        client.post(batches)
-        app.post(batches)
-    workers = _children(proc.pid)
-    backends = _backends(args.db)
+    for _ in range(warm // clients):  # warm-up: imports, caches, partitions, every host (in every worker)
+        for server in servers:
+            for client, batches in connections[server.label]:
+                client.post(batches)
+        app.post(batch_sets[0])
     own_backend = app.backend()
-    closed0 = client.closed_by_server
-    cpu = dict.fromkeys(
-        ("app", "app_pg", "app_redis", "app_wall", "worker", "main", "arbiter", "pg", "redis", "wall"), 0.0
-    )
-    user_sys0 = [_user_sys_s(pid) for pid in workers]
+    cpu = dict.fromkeys(("app", "app_pg", "app_redis", "app_wall"), 0.0)
     rounds = max(1, args.rounds)
     for r in range(rounds):
         block = n // rounds + (1 if r < n % rounds else 0)
         a0, pg0, r0, t0 = app.cpu_s, _sched_s(own_backend), _sched_s(redis_pid), time.perf_counter()
-        for _ in range(block):
-            app.post(batches)
+        for k in range(block):
+            app.post(batch_sets[k % clients])
         a1, pg1, r1, t1 = app.cpu_s, _sched_s(own_backend), _sched_s(redis_pid), time.perf_counter()
         cpu["app"] += a1 - a0
         cpu["app_pg"] += pg1 - pg0
         cpu["app_redis"] += r1 - r0
         cpu["app_wall"] += t1 - t0
-        w0 = {pid: {tid: _sched_s(pid, tid) for tid in _tids(pid)} for pid in workers}
-        ar0, pg0, r0, t0 = _sched_s(proc.pid), sum(map(_sched_s, backends)), _sched_s(redis_pid), time.perf_counter()
-        for _ in range(block):
-            client.post(batches)
-        ar1, pg1, r1, t1 = _sched_s(proc.pid), sum(map(_sched_s, backends)), _sched_s(redis_pid), time.perf_counter()
-        for pid in workers:
-            for tid in _tids(pid):
-                delta = _sched_s(pid, tid) - w0[pid].get(tid, 0.0)
-                cpu["worker"] += delta
-                if tid == pid:
-                    cpu["main"] += delta
-        cpu["arbiter"] += ar1 - ar0
-        cpu["pg"] += pg1 - pg0
-        cpu["redis"] += r1 - r0
-        cpu["wall"] += t1 - t0
-    user_sys1 = [_user_sys_s(pid) for pid in workers]
-    if _children(proc.pid) != workers or sorted(_backends(args.db)) != sorted(backends):
-        print("warning: gunicorn workers or PostgreSQL backends changed during the run", file=sys.stderr)
-    user_s = sum(b[0] - a[0] for a, b in zip(user_sys0, user_sys1, strict=True))
-    sys_s = sum(b[1] - a[1] for a, b in zip(user_sys0, user_sys1, strict=True))
-    closed = client.closed_by_server - closed0
-    gpu_windows = 8 * args.windows_per_batch
-    command = " ".join(_gunicorn_argv(args, port, config=config, workers=args.web_workers)[2:])
-
-    def ms(seconds: float) -> str:
-        return f"{1000 * seconds / n:8.3f}"
-
-    print(
-        f"\n{n} POSTs of {gpu_windows} GPU windows each way, in process and over HTTP, interleaved in {rounds} rounds"
-    )
-    print(f"  {command}")
-    print(
-        f"  responses that closed the connection: {closed} of {n} ({'no keep-alive' if closed == n else 'keep-alive'})"
-    )
-    print("CPU ms per POST, unprofiled (schedstat)   in process   gunicorn")
-    print(f"  web                                     {ms(cpu['app'])}   {ms(cpu['worker'] + cpu['arbiter'])}")
-    print(f"    worker processes ({len(workers)})                              {ms(cpu['worker'])}")
-    print(f"      user / system (10 ms ticks)                     {ms(user_s)} / {1000 * sys_s / n:.3f}")
-    if args.gunicorn == "gthread":
-        print(f"      main threads (poll, accept, keep-alive)         {ms(cpu['main'])}")
-        print(f"      request threads                                 {ms(cpu['worker'] - cpu['main'])}")
-    print(f"    arbiter                                           {ms(cpu['arbiter'])}")
-    print(f"  PostgreSQL backend(s)                   {ms(cpu['app_pg'])}   {ms(cpu['pg'])}")
-    print(f"  redis-server                            {ms(cpu['app_redis'])}   {ms(cpu['redis'])}")
-    print(f"  wall per POST                           {ms(cpu['app_wall'])}   {ms(cpu['wall'])}")
-    web_us = 1e6 * (cpu["worker"] + cpu["arbiter"]) / n / gpu_windows
-    print(f"  web per GPU window (us)                 {1e6 * cpu['app'] / n / gpu_windows:8.1f}   {web_us:8.1f}")
-    client.conn.close()
-    _stop(procs, proc)
+        for server in servers if r % 2 == 0 else servers[::-1]:
+            server.block(connections[server.label], block, redis_pid, args.db)
+    for server in servers:
+        for client, _ in connections[server.label]:
+            client.conn.close()
+        if _children(server.proc.pid) != server.workers:
+            print(f"warning: {server.label}'s workers changed during the run", file=sys.stderr)
+        _stop(procs, server.proc)
+    _print_http(args, n, rounds, clients, cpu, servers)
     if args.no_profile:
         return 0
 
@@ -580,10 +617,10 @@ def _run_gunicorn(args, procs: base.Procs) -> int:
     proc, port = _start_gunicorn(args, procs, env, config=config, workers=1, extra=extra)
     client = _Http(port)
     for _ in range(warm):
-        client.post(batches)
-    client.post(batches, {"X-Bench-Profile": "start"})
+        client.post(batch_sets[0])
+    client.post(batch_sets[0], {"X-Bench-Profile": "start"})
     for _ in range(n - 1):
-        client.post(batches)
+        client.post(batch_sets[0])
     client.conn.close()
     _stop(procs, proc)
     files = sorted(out_dir.glob("*.prof"))
@@ -593,6 +630,69 @@ def _run_gunicorn(args, procs: base.Procs) -> int:
     print(f"\nProfile of one gunicorn {args.gunicorn} worker, every thread (per-thread CPU clock)")
     _print_profile(stats, n, GUNICORN_LAYERS + LAYERS)
     return 0
+
+
+def _start_server(args, procs: base.Procs, env: dict[str, str], label: str, root: Path, config: str | None) -> _Server:
+    """gunicorn from the checkout at ``root`` (its own code: cwd and PYTHONPATH), measured."""
+    port = base._free_port()
+    argv = _gunicorn_argv(args, port, config=config, workers=args.web_workers)
+    server_env = {**env, "PYTHONPATH": str(root), "PGAPPNAME": f"post_profile_{label}"}
+    log = open(base.VAR / f"{label}-{args.gunicorn}.log", "w")
+    proc = subprocess.Popen(
+        argv, cwd=root, env=server_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    procs.procs.append((label, proc))
+    base._wait(lambda: base._port_open(port), timeout_s=60, what=f"gunicorn ({label})")
+    base._wait(lambda: len(_children(proc.pid)) >= args.web_workers, timeout_s=60, what="gunicorn workers")
+    return _Server(label, proc, port, f"(in {root}) " + " ".join(argv[2:]))
+
+
+def _print_http(args, n: int, rounds: int, clients: int, cpu: dict[str, float], servers: list[_Server]) -> None:
+    gpu_windows = 8 * args.windows_per_batch
+
+    def ms(seconds: float) -> str:
+        return f"{1000 * seconds / n:10.3f}"
+
+    print(
+        f"\n{n} POSTs of {gpu_windows} GPU windows to each target, interleaved in {rounds} rounds; {clients} client(s)"
+    )
+    for server in servers:
+        kept = "no keep-alive" if server.closed == n else "keep-alive"
+        print(
+            f"  {server.label}: {server.command}\n    {server.closed} of {n} responses closed the connection ({kept})"
+        )
+    print(
+        "CPU ms per POST, unprofiled (schedstat)"
+        + "".join(f"{label:>11}" for label in ["in process"] + [s.label for s in servers])
+    )
+    rows = [
+        ("web", cpu["app"], [s.cpu["worker"] + s.cpu["arbiter"] for s in servers]),
+        ("  gunicorn workers", None, [s.cpu["worker"] for s in servers]),
+        ("    user (10 ms ticks)", None, [s.cpu["user"] for s in servers]),
+        ("    system (10 ms ticks)", None, [s.cpu["sys"] for s in servers]),
+    ]
+    if args.gunicorn == "gthread":
+        rows += [
+            ("    main threads (poll, keep-alive)", None, [s.cpu["main"] for s in servers]),
+            ("    request threads", None, [s.cpu["worker"] - s.cpu["main"] for s in servers]),
+        ]
+    rows += [
+        ("  gunicorn arbiter", None, [s.cpu["arbiter"] for s in servers]),
+        ("PostgreSQL backend(s)", cpu["app_pg"], [s.cpu["pg"] for s in servers]),
+        ("redis-server", cpu["app_redis"], [s.cpu["redis"] for s in servers]),
+        (
+            "web + PostgreSQL + redis",
+            cpu["app"] + cpu["app_pg"] + cpu["app_redis"],
+            [s.cpu["worker"] + s.cpu["arbiter"] + s.cpu["pg"] + s.cpu["redis"] for s in servers],
+        ),
+        ("wall per POST (all clients)", cpu["app_wall"], [s.cpu["wall"] for s in servers]),
+    ]
+    for label, own, others in rows:
+        print(f"  {label:37s}" + (ms(own) if own is not None else " " * 10) + "".join(ms(v) for v in others))
+    print(
+        f"  {'web per GPU window (us)':37s}{1e6 * cpu['app'] / n / gpu_windows:10.1f}"
+        + "".join(f"{1e6 * (s.cpu['worker'] + s.cpu['arbiter']) / n / gpu_windows:10.1f}" for s in servers)
+    )
 
 
 if __name__ == "__main__":
