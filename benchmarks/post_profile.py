@@ -249,9 +249,10 @@ class _InProcess:
 class _Http:
     """POSTs over one keep-alive HTTP connection; http.client reconnects after a server closes."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, new_connection: bool = False) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         self.closed_by_server = 0
+        self.new_connection = new_connection  # close after each response, as benchmarks/ingest.py does
 
     def post(self, batches: _Batches, headers: dict[str, str] | None = None) -> None:
         secret, body = batches.next()
@@ -271,6 +272,8 @@ class _Http:
         payload = resp.read()
         if resp.will_close:
             self.closed_by_server += 1
+        elif self.new_connection:
+            self.conn.close()
         if resp.status != 202:
             raise RuntimeError(f"POST {batches.i}: {resp.status} {payload[:300]!r}")
 
@@ -301,6 +304,12 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=10, help="blocks of in-process and HTTP POSTs (--gunicorn)")
     parser.add_argument("--clients", type=int, default=1, help="concurrent HTTP clients, one thread each (--gunicorn)")
+    parser.add_argument(
+        "--new-connection",
+        action="store_true",
+        help="a new TCP connection per POST (as benchmarks/ingest.py; an agent whose batches are further "
+        "apart than the server's keep-alive timeout)",
+    )
     parser.add_argument(
         "--baseline",
         help="another checkout (e.g. an export of the base commit): its gunicorn is measured in the same rounds",
@@ -576,7 +585,10 @@ def _run_gunicorn(args, procs: base.Procs) -> int:
         baseline = Path(args.baseline).resolve()
         baseline_config = None if args.baseline_config == "none" else args.baseline_config
         servers.append(_start_server(args, procs, env, "baseline", baseline, baseline_config))
-    connections = {server.label: [(_Http(server.port), b) for b in batch_sets] for server in servers}
+    connections = {
+        server.label: [(_Http(server.port, new_connection=args.new_connection), b) for b in batch_sets]
+        for server in servers
+    }
     app = _InProcess()
     for _ in range(warm // clients):  # warm-up: imports, caches, partitions, every host (in every worker)
         for server in servers:
@@ -657,7 +669,7 @@ def _print_http(args, n: int, rounds: int, clients: int, cpu: dict[str, float], 
         f"\n{n} POSTs of {gpu_windows} GPU windows to each target, interleaved in {rounds} rounds; {clients} client(s)"
     )
     for server in servers:
-        kept = "no keep-alive" if server.closed == n else "keep-alive"
+        kept = "no keep-alive" if server.closed == n or args.new_connection else "keep-alive"
         print(
             f"  {server.label}: {server.command}\n    {server.closed} of {n} responses closed the connection ({kept})"
         )
