@@ -8,6 +8,7 @@ message was lost.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -18,6 +19,7 @@ from typing import Any
 from uuid import UUID
 
 import numpy as np
+import orjson
 import psycopg
 from django.db import connection, transaction
 from psycopg.types.json import Jsonb
@@ -63,7 +65,7 @@ GPU_SERIES_COPY_COLUMNS = (
     ("mig_instances", "jsonb"),
     ("energy_covers", "text"),
 )
-# Host windows (one row each) go in with the batch row's INSERT, one array per column
+# Host windows (one row each) go in with the batch row's INSERT, as JSON
 # (``_batch_insert_and_host_advance``).
 HOST_WINDOW_COLUMNS = (
     ("batch_id", "int8"),
@@ -411,11 +413,14 @@ def _batch_insert_and_host_advance(
     prepared by its field as ``Model.save`` would (a field's own preparation costs ~10 us each,
     ~20 fields per POST).
 
-    The host windows ride on this statement as one array per column (``unnest``) rather than a
-    COPY of their own: a COPY is two round trips (the statement, then the data), each of which
-    costs the web process ~0.1 ms of CPU and PostgreSQL a statement of its own, while a batch
-    holds one host window per 10 s window (1 at the agent's steady state, 6 at its default
-    batching): docs/performance.md, "Issue 18: the web side of one POST"."""
+    The host windows ride on this statement as one JSON array (orjson writes the ``HostRow``
+    dataclasses in C; ``json_to_recordset`` reads each field with its column type's own input
+    function, so floats and times arrive exactly) rather than a COPY of their own: a COPY is two
+    round trips (the statement, then the data), each of which costs the web process ~0.1 ms of
+    CPU and PostgreSQL a statement, while a batch holds one host window per 10 s window (1 at the
+    agent's steady state, 6 at its default batching, 30 at its catch-up). One SQL array per
+    column would cost more than the COPY beyond a few windows: the client quotes each element in
+    Python. docs/performance.md, "Issue 18: the web side of one POST"."""
     cached = _batch_insert_sql.get(connection.alias)
     if cached is None:
         fields = tuple(f for f in TelemetryBatch._meta.concrete_fields if not f.primary_key)
@@ -423,13 +428,17 @@ def _batch_insert_and_host_advance(
         columns = ", ".join(qn(f.column) for f in fields)
         placeholders = ", ".join(["%s"] * len(fields))
         window_columns = ", ".join(name for name, _ in HOST_WINDOW_COLUMNS)
-        arrays = ", ".join(f"%s::{pg_type}[]" for _, pg_type in HOST_WINDOW_COLUMNS[2:])
+        # The JSON objects' keys are HostRow's fields, in the table's column order.
+        record_type = ", ".join(
+            f'"{f.name}" {pg_type}'
+            for f, (_, pg_type) in zip(dataclasses.fields(HostRow), HOST_WINDOW_COLUMNS[2:], strict=True)
+        )
         sql = f"""
             WITH batch AS (INSERT INTO {qn(TelemetryBatch._meta.db_table)} ({columns}) VALUES ({placeholders})
                            RETURNING id),
                  host AS (UPDATE {qn(Host._meta.db_table)} SET last_seq = %s, last_seen_at = %s WHERE id = %s),
                  host_windows AS (INSERT INTO telemetry_hostwindow ({window_columns})
-                                  SELECT batch.id, %s, w.* FROM batch, unnest({arrays}) AS w)
+                                  SELECT batch.id, %s, w.* FROM batch, json_to_recordset(%s::json) AS w({record_type}))
             SELECT id FROM batch
         """
         cached = _batch_insert_sql[connection.alias] = (sql, fields)
@@ -442,16 +451,7 @@ def _batch_insert_and_host_advance(
             value = getattr(record, field.attname)
         params.append(value if type(value) in _PLAIN_TYPES else field.get_db_prep_save(value, connection))
     params += [last_seq, last_seen_at, record.host_id, record.host_id]
-    params += [
-        [r.seq for r in host_rows],
-        [r.start for r in host_rows],
-        [r.end for r in host_rows],
-        [r.cpu_energy_j for r in host_rows],
-        [r.dram_energy_j for r in host_rows],
-        [r.wall_energy_j for r in host_rows],
-        [r.cpu_util_pct for r in host_rows],
-        [r.quality for r in host_rows],
-    ]
+    params.append(orjson.dumps(host_rows).decode())
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         (record.id,) = cursor.fetchone()
