@@ -11,8 +11,9 @@ kernel resets it; either way the socket of an idle connection turns readable. An
 connection, by contrast, has nothing to read. So the check first asks the kernel, without
 waiting, whether the socket has anything pending; only if it has (or the connection is not idle
 and healthy by psycopg's account) is the ``SELECT 1`` run, and the connection closed if that
-fails, exactly as Django does. A silently dead network path (no FIN, no reset) is caught by
-neither check until TCP gives up, so nothing is lost there.
+fails, exactly as Django does. After an error Django asks again: a connection the error broke
+is broken by psycopg's account and gets the full check too. A silently dead network path (no
+FIN, no reset) is caught by neither check until TCP gives up, so nothing is lost there.
 """
 
 from __future__ import annotations
@@ -24,23 +25,18 @@ from psycopg.pq import TransactionStatus
 
 
 class DatabaseWrapper(PostgresDatabaseWrapper):
-    def close_if_health_check_failed(self) -> None:
-        if (
-            self.connection is not None
-            and self.health_check_enabled
-            and not self.health_check_done
-            and not self.pool
-            and self._quiet()
-        ):
-            self.health_check_done = True
-            return
-        super().close_if_health_check_failed()
+    def is_usable(self) -> bool:
+        """Django asks this before the first query of a request (``CONN_HEALTH_CHECKS``) and
+        after an error; a quiet connection answers without a round trip."""
+        return self._quiet() or super().is_usable()
 
     def _quiet(self) -> bool:
         """The connection is open, idle and healthy by psycopg's account, and its socket has
         nothing to read (no message from the server, no end of stream)."""
         connection = self.connection
-        if connection.closed or connection.broken or connection.info.transaction_status != TransactionStatus.IDLE:
+        if connection is None or connection.closed or connection.broken:
+            return False
+        if connection.info.transaction_status != TransactionStatus.IDLE:
             return False
         try:
             poller = select.poll()

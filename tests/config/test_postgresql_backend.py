@@ -8,6 +8,7 @@ import time
 
 import pytest
 from django.db import connection, connections
+from django.db.backends.postgresql.base import DatabaseWrapper as PostgresDatabaseWrapper
 
 pytestmark = pytest.mark.django_db
 
@@ -24,16 +25,16 @@ def persistent():
     wrapper.close()
 
 
-def _full_checks(wrapper, monkeypatch) -> list[bool]:
-    """Record each ``SELECT 1`` check (Django's ``is_usable``) and its answer."""
+def _full_checks(monkeypatch) -> list[bool]:
+    """Record each ``SELECT 1`` check (Django's own ``is_usable``) and its answer."""
     answers: list[bool] = []
-    full_check = wrapper.is_usable
+    full_check = PostgresDatabaseWrapper.is_usable
 
-    def spy() -> bool:
-        answers.append(full_check())
+    def spy(self) -> bool:
+        answers.append(full_check(self))
         return answers[-1]
 
-    monkeypatch.setattr(wrapper, "is_usable", spy)
+    monkeypatch.setattr(PostgresDatabaseWrapper, "is_usable", spy)
     return answers
 
 
@@ -53,15 +54,16 @@ def _wait_until_readable(wrapper) -> None:
 
 
 def test_a_quiet_connection_is_reused_without_a_round_trip(persistent, monkeypatch):
-    answers = _full_checks(persistent, monkeypatch)
+    answers = _full_checks(monkeypatch)
     first = _request(persistent)
     assert [_request(persistent) for _ in range(3)] == [first] * 3
     assert answers == []
     assert persistent.health_check_done is True
+    assert persistent.settings_dict["ENGINE"] == "config.postgresql"
 
 
 def test_a_connection_the_server_ended_is_checked_closed_and_replaced(persistent, monkeypatch):
-    answers = _full_checks(persistent, monkeypatch)
+    answers = _full_checks(monkeypatch)
     first = _request(persistent)
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_terminate_backend(%s)", [first])
@@ -75,7 +77,7 @@ def test_a_connection_the_server_ended_is_checked_closed_and_replaced(persistent
 
 
 def test_a_live_connection_with_a_message_pending_passes_the_full_check(persistent, monkeypatch):
-    answers = _full_checks(persistent, monkeypatch)
+    answers = _full_checks(monkeypatch)
     with persistent.cursor() as cursor:
         cursor.execute("LISTEN config_postgresql_test")
     first = _request(persistent)
@@ -90,3 +92,9 @@ def test_a_live_connection_with_a_message_pending_passes_the_full_check(persiste
     _wait_until_readable(persistent)
     assert _request(persistent) == first
     assert answers == [True]
+
+
+def test_a_closed_wrapper_is_not_usable(persistent):
+    persistent.close()
+    assert persistent.connection is None
+    assert persistent.is_usable() is False
