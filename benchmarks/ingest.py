@@ -990,7 +990,7 @@ def _run(args, procs: Procs) -> int:
             "gunicorn",
             "config.wsgi:application",
             "-c",
-            "config/gunicorn.conf.py",  # the product's gunicorn settings (gthread workers since issue 18's web pass)
+            "config/gunicorn.conf.py",  # the product's gunicorn settings (sync workers, as before)
             "-b",
             f"127.0.0.1:{web_port}",
             "-w",

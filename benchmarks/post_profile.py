@@ -315,6 +315,11 @@ def main() -> int:
         help="another checkout (e.g. an export of the base commit): its gunicorn is measured in the same rounds",
     )
     parser.add_argument(
+        "--baseline-worker-class",
+        choices=("sync", "gthread"),
+        help="the baseline's worker class (default: --gunicorn's); with --baseline . it compares the two classes",
+    )
+    parser.add_argument(
         "--baseline-config",
         default="none",
         help="the baseline's gunicorn config file ('none': gunicorn's defaults, as before config/gunicorn.conf.py)",
@@ -456,7 +461,9 @@ def _print_profile(stats: pstats.Stats, n: int, layers: tuple[tuple[str, str | t
 # --- under gunicorn ------------------------------------------------------------------------
 
 
-def _gunicorn_argv(args, port: int, *, config: str | None, workers: int, profile: bool = False) -> list[str]:
+def _gunicorn_argv(
+    args, port: int, *, config: str | None, workers: int, profile: bool = False, worker_class: str | None = None
+) -> list[str]:
     argv = [base.PY, "-m", "gunicorn", "config.wsgi:application", "-b", f"127.0.0.1:{port}", "-w", str(workers)]
     if profile:
         argv += ["-c", str(PROFILE_CONFIG)]  # which loads ``config`` (POST_PROFILE_CONFIG) and adds its hooks
@@ -465,7 +472,7 @@ def _gunicorn_argv(args, port: int, *, config: str | None, workers: int, profile
     if not config:
         # gunicorn's defaults, as benchmarks/ingest.py and scripts/run.sh ran it before the config file.
         argv += ["--timeout", "120", "--log-level", "warning"]
-    if args.gunicorn == "sync":
+    if (worker_class or args.gunicorn) == "sync":
         argv += ["--worker-class", "sync", "--threads", "1"]
     else:
         argv += ["--worker-class", "gthread", "--threads", str(args.threads)]
@@ -584,7 +591,9 @@ def _run_gunicorn(args, procs: base.Procs) -> int:
     if args.baseline:
         baseline = Path(args.baseline).resolve()
         baseline_config = None if args.baseline_config == "none" else args.baseline_config
-        servers.append(_start_server(args, procs, env, "baseline", baseline, baseline_config))
+        servers.append(
+            _start_server(args, procs, env, "baseline", baseline, baseline_config, args.baseline_worker_class)
+        )
     connections = {
         server.label: [(_Http(server.port, new_connection=args.new_connection), b) for b in batch_sets]
         for server in servers
@@ -644,10 +653,18 @@ def _run_gunicorn(args, procs: base.Procs) -> int:
     return 0
 
 
-def _start_server(args, procs: base.Procs, env: dict[str, str], label: str, root: Path, config: str | None) -> _Server:
+def _start_server(
+    args,
+    procs: base.Procs,
+    env: dict[str, str],
+    label: str,
+    root: Path,
+    config: str | None,
+    worker_class: str | None = None,
+) -> _Server:
     """gunicorn from the checkout at ``root`` (its own code: cwd and PYTHONPATH), measured."""
     port = base._free_port()
-    argv = _gunicorn_argv(args, port, config=config, workers=args.web_workers)
+    argv = _gunicorn_argv(args, port, config=config, workers=args.web_workers, worker_class=worker_class)
     server_env = {**env, "PYTHONPATH": str(root), "PGAPPNAME": f"post_profile_{label}"}
     log = open(base.VAR / f"{label}-{args.gunicorn}.log", "w")
     proc = subprocess.Popen(

@@ -9,20 +9,14 @@ side of one POST").
 import os
 
 wsgi_app = "config.wsgi:application"
-# Threaded workers: an ingest POST waits on its commit (the WAL flush) and on PostgreSQL, and a
-# thread serves another request meanwhile. With 4 concurrent clients on 2 workers they used less
-# CPU per POST than sync workers (3.45 vs 3.59 ms) at 1.6x the POSTs per second; alone, the same.
-worker_class = "gthread"
-threads = 4
-# The agent keeps one connection open across its batches (telemetry/agent/sender.py), which it
-# sends every 10 s (one window) to 60 s (its default batching). A kept-alive connection costs an
-# idle gthread worker nothing but a file descriptor, while a new one per POST costs the web a
-# TCP accept and teardown (~0.2 ms of CPU per POST measured; a TLS handshake where gunicorn
-# terminates TLS) and the agent a failed first attempt on the connection the server closed. So
-# idle connections are kept past the agent's default interval and past the usual 60 s idle
-# timeout of load balancers, which then close first. Beyond ``worker_connections`` (1000 per
-# worker) kept-alive connections, responses close theirs.
-keepalive = 75
+# Sync workers (one request at a time per process, the connection closed after each response).
+# Measured against threaded workers (gthread, 4 threads, connections kept alive) in the same run
+# on an otherwise idle machine: 2.55 vs 2.80 ms of web CPU per ingest POST with one client, 2.72
+# vs 2.97 with four clients on two workers, and more POSTs per second too: a gthread worker
+# hands every request from its polling thread to a pool thread and back, and its threads
+# contend for the GIL. Keep-alive, which only threads offer, saved less than that hand-off
+# costs. Concurrency comes from the number of workers (the command line's ``--workers``).
+worker_class = "sync"
 timeout = 60
 # Access lines as gunicorn writes them, built from their own fields (config/gunicorn_logging.py).
 logger_class = "config.gunicorn_logging.Logger"
