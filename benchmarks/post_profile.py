@@ -2,30 +2,32 @@
 
 Two modes, both on a scratch database (``--db``, recreated) and a private redis-server, POSTing
 the agent's steady-state batch (one 10 s window of an 8-GPU host, gzip; ``--windows-per-batch``
-for bigger ones) round-robin over ``--hosts`` hosts:
+for bigger ones) round-robin over ``--hosts`` hosts, each with a current ``sent_at``:
 
 * in process (default): the production WSGI application (``config.wsgi``, production settings,
   ``DEBUG=false``) is called directly, as gunicorn calls it, without the HTTP server;
-* ``--gunicorn sync|gthread``: gunicorn serves it (the benchmark's sync workers or the threaded
-  workers scripts/run.sh and the container run, see ``--gunicorn-config``) and this process
-  POSTs over one keep-alive HTTP connection (``http.client``; a sync worker closes it after
-  each response, and the client reconnects).
+* ``--gunicorn sync|gthread``: gunicorn serves it (``config/gunicorn.conf.py``, or gunicorn's
+  defaults with ``--gunicorn-config none``; the worker class given here) and this process POSTs
+  over HTTP (``http.client``: one kept-alive connection per client, which a sync worker closes
+  after each response; ``--new-connection`` for one per POST; ``--clients`` threads). Blocks of
+  the same POSTs go in turn to the application in process, to that gunicorn and, with
+  ``--baseline DIR``, to a gunicorn running another checkout (e.g. an export of the base commit),
+  so that every column of the table sees the same load from the rest of the machine.
 
 Each prints:
 
-  * CPU per POST, unprofiled, over ``--posts`` POSTs: the web side (in process: this process,
-    WSGI call to response; under gunicorn: the arbiter and its workers, from ``/proc``, and per
-    worker thread: the main loop vs the request threads), the PostgreSQL backends serving it and
-    redis-server;
+  * CPU per POST, unprofiled, over ``--posts`` POSTs per target: the web side (in process: the
+    WSGI calls; under gunicorn: the arbiter and its workers, per worker thread, from
+    ``/proc/<pid>/task/<tid>/schedstat``), the PostgreSQL backends serving it and redis-server;
   * in process: the SQL of one POST, with each statement's wall time seen by the client;
   * a cProfile (CPU clock) of ``--posts`` POSTs: cumulative time per call of each layer (profiled
     times are inflated by the profiler; read them as shares). Under gunicorn, every thread of
-    the one worker is profiled (``benchmarks/gunicorn_profile.conf.py``), HTTP handling included;
+    one worker is profiled (``benchmarks/gunicorn_profile.conf.py``), HTTP handling included;
   * the worker side is measured by ``benchmarks/ingest.py`` (claims per round are printed there).
 
     .venv/bin/python benchmarks/post_profile.py --posts 400
-    .venv/bin/python benchmarks/post_profile.py --posts 400 --gunicorn sync
-    .venv/bin/python benchmarks/post_profile.py --posts 400 --gunicorn gthread
+    .venv/bin/python benchmarks/post_profile.py --posts 800 --gunicorn sync --baseline /tmp/base
+    .venv/bin/python benchmarks/post_profile.py --posts 800 --gunicorn gthread --threads 4 --access-log
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ LAYERS = (
         "_batch_insert_and_host_advance",
     ),
     ("        GPU series rows (binary arrays)", "telemetry/services.py", "gpu_series_rows"),
-    ("        COPY of GPU series and host windows", "telemetry/services.py", "copy_rows"),
+    ("        COPY of the GPU series (host windows: in the INSERT)", "telemetry/services.py", "copy_rows"),
     ("        commit (Atomic.__exit__)", "django/db/transaction.py", "__exit__"),
     ("        nudge (Redis SET NX, send_task)", "accounting/services/work_queue.py", "batches_nudge"),
     ("      finalize_response (+ expiry headers)", "rest_framework/views.py", "finalize_response"),
