@@ -18,6 +18,7 @@ from django.core.handlers.base import BaseHandler
 from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
+from django.urls import ResolverMatch, URLResolver, get_resolver
 
 # Exact paths (PATH_INFO), not prefixes: a new endpoint does not lose its middleware by accident.
 LEAN_PATHS = frozenset({"/api/v1/ingest/batches"})
@@ -67,16 +68,34 @@ def _excluded(setting: str) -> tuple[str, ...]:
 
 class _LeanChain(BaseHandler):
     """A handler whose middleware chain is ``LEAN_MIDDLEWARE``: Django builds a chain from
-    ``settings.MIDDLEWARE``, so the setting is swapped while this one is built (once, at start)."""
+    ``settings.MIDDLEWARE``, so the setting is swapped while this one is built (once, at start).
+
+    The lean paths are exact and take no arguments, so each one's URL match is resolved once per
+    URLconf and reused (Django walks the URLconf's patterns, three levels of includes, on every
+    request: ~0.08 ms of the ingest POST)."""
 
     def __init__(self) -> None:
         super().__init__()
+        self._matches: dict[str, tuple[URLResolver, ResolverMatch]] = {}
         saved = settings.MIDDLEWARE
         settings.MIDDLEWARE = LEAN_MIDDLEWARE
         try:
             self.load_middleware()
         finally:
             settings.MIDDLEWARE = saved
+
+    def resolve_request(self, request: HttpRequest) -> ResolverMatch:
+        if hasattr(request, "urlconf"):  # a middleware chose a URLconf for this request
+            return super().resolve_request(request)
+        resolver = get_resolver()  # a new one whenever ROOT_URLCONF changes
+        cached = self._matches.get(request.path_info)
+        if cached is not None and cached[0] is resolver:
+            match = cached[1]
+        else:
+            match = resolver.resolve(request.path_info)
+            self._matches[request.path_info] = (resolver, match)
+        request.resolver_match = match
+        return match
 
 
 class LeanPathsMixin:

@@ -102,6 +102,8 @@ ASGI_APPLICATION = "config.asgi.application"
 
 DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/carbonledger")
 DATABASES = {"default": parse_database_url(DATABASE_URL)}
+# Django's backend with a health check that costs no round trip on a quiet connection (config/postgresql/).
+DATABASES["default"]["ENGINE"] = "config.postgresql"
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
 # A persistent connection outlives a PostgreSQL restart: check it before each request reuses it.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True

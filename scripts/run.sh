@@ -56,8 +56,8 @@ start() {  # start NAME CMD...: each in its own process group, output to var/NAM
 
 mkdir -p var/mail/cur var/mail/new var/mail/tmp  # a Maildir (aiosmtpd does not create its subfolders)
 start smtp-sink .venv/bin/python -m aiosmtpd -n -l "127.0.0.1:$SMTP_PORT" -c aiosmtpd.handlers.Mailbox var/mail
-start web .venv/bin/gunicorn config.wsgi:application --bind "127.0.0.1:$PORT" --workers 2 --threads 4 \
-    --access-logfile - --timeout 60
+start web .venv/bin/gunicorn config.wsgi:application -c config/gunicorn.conf.py --bind "127.0.0.1:$PORT" \
+    --workers 3 --access-logfile -
 start worker .venv/bin/celery -A config worker -c 2 -l INFO --without-gossip --without-mingle
 start beat .venv/bin/celery -A config beat -s var/celerybeat-schedule -l INFO
 for _ in $(seq 1 60); do curl -fs "http://127.0.0.1:$PORT/accounts/login/" >/dev/null && break; sleep 0.5; done

@@ -8,6 +8,7 @@ message was lost.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -18,16 +19,18 @@ from typing import Any
 from uuid import UUID
 
 import numpy as np
+import orjson
 import psycopg
 from django.db import connection, transaction
 from psycopg.types.json import Jsonb
+from psycopg.types.string import BytesBinaryDumper
 
 from accounting.domain.catalog import lookup_by_name
 from accounting.models import ApiToken, Device, HardwareModel, Host
 from accounting.services.allocations import pending_device_uuid
 from accounting.services.work_queue import batches_nudge
 from telemetry.models import TelemetryBatch
-from telemetry.parsing import BatchError, ParsedBatch
+from telemetry.parsing import BatchError, HostRow, ParsedBatch
 from telemetry.partitions import ensure_partitions
 from telemetry.series import EPOCH, GpuSeries, from_us
 
@@ -63,7 +66,9 @@ GPU_SERIES_COPY_COLUMNS = (
     ("mig_instances", "jsonb"),
     ("energy_covers", "text"),
 )
-HOST_COPY_COLUMNS = (
+# Host windows (one row each) go in with the batch row's INSERT, as JSON
+# (``_batch_insert_and_host_advance``).
+HOST_WINDOW_COLUMNS = (
     ("batch_id", "int8"),
     ("host_id", "int8"),
     ("seq", "int8"),
@@ -222,14 +227,26 @@ def _pg_text_array(values: tuple[str, ...]) -> bytes:
     return head + b"".join(map(encoded.__getitem__, values))
 
 
+# The array columns of a series row in COPY order: (row of the element matrix, element type oid,
+# whether the column has NULL elements); the matrix holds ``_DENSE`` then counter_mj, power_limit_w.
+_ARRAY_COLUMNS = (
+    *((k, oid, False) for k, (_, oid) in enumerate(_DENSE[:4])),
+    (len(_DENSE), _INT8_OID, True),  # counter_mj
+    *((k, oid, False) for k, (_, oid) in enumerate(_DENSE) if k >= 4),
+    (len(_DENSE) + 1, _FLOAT8_OID, True),  # power_limit_w
+)
+_ELEMENT_BYTES = _ELEMENTS.itemsize
+
+
 def gpu_series_rows(*, batch_pk: int, host_id: int, series: list[GpuSeries], device_ids: dict[str, int]) -> list[tuple]:
     """COPY rows (``GPU_SERIES_COPY_COLUMNS``) of a batch's GPU series: one per device and UTC day.
 
     A series whose windows start on two days is split at midnight (by window start, the partition
     key's day), so each row lands in its day's partition and retention stays exact. All series of
     the batch are laid out at once, by numpy, in PostgreSQL's binary array form (one matrix of
-    elements per column); each row's arrays are then byte slices of it, so the Python work is per
-    row (device and day), never per window."""
+    elements per column, turned into bytes once per column); each row's arrays are then byte
+    slices of it, so the Python work is per row (device and day), never per window, and a row
+    costs no numpy call unless one of its arrays has NULL elements."""
     live = [s for s in series if len(s)]
     if not live:
         return []
@@ -239,50 +256,62 @@ def gpu_series_rows(*, batch_pk: int, host_id: int, series: list[GpuSeries], dev
     end_all = np.concatenate([s.end_us for s in live])
     # Rows: cut at each series' start and wherever the UTC day of a window's start changes.
     day = start_all // US_PER_DAY
-    cuts = np.union1d(bounds, np.flatnonzero(day[1:] != day[:-1]) + 1)
-    lo, hi = cuts[:-1], cuts[1:]
-    owner = (np.searchsorted(bounds, lo, side="right") - 1).tolist()
+    if day.min() == day.max():  # the usual batch: every window starts on one day
+        lo, hi = bounds[:-1], bounds[1:]
+        owner = list(range(len(live)))
+    else:
+        cuts = np.union1d(bounds, np.flatnonzero(day[1:] != day[:-1]) + 1)
+        lo, hi = cuts[:-1], cuts[1:]
+        owner = (np.searchsorted(bounds, lo, side="right") - 1).tolist()
     first_start_us = np.minimum.reduceat(start_all, lo).tolist()
     last_end_us = np.maximum.reduceat(end_all, lo).tolist()
     body = np.empty((len(_DENSE) + 2, total), dtype=_ELEMENTS)
     body["size"] = 8
+    values = body["value"]
     for k, (name, _) in enumerate(_DENSE):
-        body["value"][k] = np.concatenate([getattr(s, name) for s in live]).view(np.int64)
+        values[k] = np.concatenate([getattr(s, name) for s in live]).view(np.int64)
     # The two columns with NULL elements: a NULL element is its size (-1) alone.
     counter_present = np.concatenate([s.has_counter for s in live])
     limit_all = np.concatenate([s.power_limit_w for s in live])
     limit_present = ~np.isnan(limit_all)
-    body["value"][-2] = np.concatenate([s.counter_mj for s in live])
-    body["value"][-1] = limit_all.view(np.int64)
+    values[-2] = np.concatenate([s.counter_mj for s in live])
+    values[-1] = limit_all.view(np.int64)
     body["size"][-2][~counter_present] = -1
     body["size"][-1][~limit_present] = -1
-    counters_before = np.concatenate([[0], np.cumsum(counter_present)]).tolist()
-    limits_before = np.concatenate([[0], np.cumsum(limit_present)]).tolist()
+    present_before = {
+        len(_DENSE): np.concatenate([[0], np.cumsum(counter_present)]).tolist(),
+        len(_DENSE) + 1: np.concatenate([[0], np.cumsum(limit_present)]).tolist(),
+    }
+    columns = [row.tobytes() for row in body]  # each column's elements, laid out once
     heads: dict[tuple[int, int, int], bytes] = {}
 
-    def array(k: int, oid: int, g0: int, g1: int, present_count: int | None = None) -> bytes | None:
+    def array(k: int, oid: int, nullable: bool, g0: int, g1: int) -> bytes | None:
         n = g1 - g0
-        if present_count == 0:
-            return None
-        nulls = int(present_count is not None and present_count < n)
+        nulls = 0
+        if nullable:
+            present = present_before[k][g1] - present_before[k][g0]
+            if present == 0:
+                return None
+            nulls = int(present < n)
         head = heads.get((oid, n, nulls))
         if head is None:
             head = heads[oid, n, nulls] = _ARRAY_HEAD.pack(1, nulls, oid, n, 1)
-        elements = body[k, g0:g1]
         if not nulls:
-            return head + elements.tobytes()
-        keep = np.ones((n, 12), dtype=bool)
+            return head + columns[k][_ELEMENT_BYTES * g0 : _ELEMENT_BYTES * g1]
+        elements = body[k, g0:g1]
+        keep = np.ones((n, _ELEMENT_BYTES), dtype=bool)
         keep[elements["size"] < 0, 4:] = False
-        return head + elements.view(np.uint8).reshape(n, 12)[keep].tobytes()
+        return head + elements.view(np.uint8).reshape(n, _ELEMENT_BYTES)[keep].tobytes()
 
     texts: dict[int, str] = {}
     runs: dict[int, tuple[list[tuple[int, str]], list[tuple[int, str]]]] = {}
+    offsets = bounds.tolist()
     rows = []
     for g0, g1, position, first_us, last_us in zip(
         lo.tolist(), hi.tolist(), owner, first_start_us, last_end_us, strict=True
     ):
         s = live[position]
-        offset = int(bounds[position])
+        offset = offsets[position]
         a, b = g0 - offset, g1 - offset
         if position not in runs:
             runs[position] = (_runs(s.processes, texts), _runs(s.mig_instances, texts))
@@ -295,10 +324,7 @@ def gpu_series_rows(*, batch_pk: int, host_id: int, series: list[GpuSeries], dev
                 from_us(first_us),
                 from_us(last_us),
                 g1 - g0,
-                *(array(k, oid, g0, g1) for k, (_, oid) in enumerate(_DENSE[:4])),
-                array(len(_DENSE), _INT8_OID, g0, g1, counters_before[g1] - counters_before[g0]),
-                *(array(k, oid, g0, g1) for k, (_, oid) in enumerate(_DENSE) if k >= 4),
-                array(len(_DENSE) + 1, _FLOAT8_OID, g0, g1, limits_before[g1] - limits_before[g0]),
+                *[array(k, oid, nullable, g0, g1) for k, oid, nullable in _ARRAY_COLUMNS],
                 _pg_text_array(s.quality[a:b]),
                 _runs_jsonb(process_runs, a, b),
                 _runs_jsonb(mig_runs, a, b),
@@ -321,6 +347,11 @@ def copy_rows(*, cursor: psycopg.Cursor, table: str, columns: tuple[tuple[str, s
     if not rows:
         return
     names = ", ".join(name for name, _ in columns)
+    if any(pg_type == "bytea" for _, pg_type in columns):
+        # psycopg's default binary dumper for bytes is a Python subclass (it also takes
+        # ``psycopg.Binary`` wrappers) called once per value; its C base class writes bytes the
+        # same, with no Python call: ~20 us less per COPY of a batch's series rows.
+        cursor.adapters.register_dumper(bytes, BytesBinaryDumper)
     with cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types([pg_type for _, pg_type in columns])
         for row in rows:
@@ -379,21 +410,41 @@ _batch_insert_sql: dict[str, tuple[str, tuple]] = {}
 _PLAIN_TYPES = frozenset({int, float, str, bool, dt.datetime, UUID, type(None)})
 
 
-def _batch_insert_and_host_advance(*, record: TelemetryBatch, last_seq: int, last_seen_at: dt.datetime) -> None:
-    """INSERT the batch row and move the host's last seq and last window end on, in one
-    statement (sets ``record.id``). The columns are the model's own (built once per process);
-    a value of a plain type goes to psycopg as it is, any other is prepared by its field as
-    ``Model.save`` would (a field's own preparation costs ~10 us each, ~20 fields per POST)."""
+def _batch_insert_and_host_advance(
+    *, record: TelemetryBatch, last_seq: int, last_seen_at: dt.datetime, host_rows: list[HostRow]
+) -> None:
+    """INSERT the batch row, move the host's last seq and last window end on, and INSERT the
+    batch's host windows, in one statement (sets ``record.id``). The columns are the model's own
+    (built once per process); a value of a plain type goes to psycopg as it is, any other is
+    prepared by its field as ``Model.save`` would (a field's own preparation costs ~10 us each,
+    ~20 fields per POST).
+
+    The host windows ride on this statement as one JSON array (orjson writes the ``HostRow``
+    dataclasses in C; ``json_to_recordset`` reads each field with its column type's own input
+    function, so floats and times arrive exactly) rather than a COPY of their own: a COPY is two
+    round trips (the statement, then the data), each of which costs the web process ~0.1 ms of
+    CPU and PostgreSQL a statement, while a batch holds one host window per 10 s window (1 at the
+    agent's steady state, 6 at its default batching, 30 at its catch-up). One SQL array per
+    column would cost more than the COPY beyond a few windows: the client quotes each element in
+    Python. docs/performance.md, "Issue 18: the web side of one POST"."""
     cached = _batch_insert_sql.get(connection.alias)
     if cached is None:
         fields = tuple(f for f in TelemetryBatch._meta.concrete_fields if not f.primary_key)
         qn = connection.ops.quote_name
         columns = ", ".join(qn(f.column) for f in fields)
         placeholders = ", ".join(["%s"] * len(fields))
+        window_columns = ", ".join(name for name, _ in HOST_WINDOW_COLUMNS)
+        # The JSON objects' keys are HostRow's fields, in the table's column order.
+        record_type = ", ".join(
+            f'"{f.name}" {pg_type}'
+            for f, (_, pg_type) in zip(dataclasses.fields(HostRow), HOST_WINDOW_COLUMNS[2:], strict=True)
+        )
         sql = f"""
             WITH batch AS (INSERT INTO {qn(TelemetryBatch._meta.db_table)} ({columns}) VALUES ({placeholders})
                            RETURNING id),
-                 host AS (UPDATE {qn(Host._meta.db_table)} SET last_seq = %s, last_seen_at = %s WHERE id = %s)
+                 host AS (UPDATE {qn(Host._meta.db_table)} SET last_seq = %s, last_seen_at = %s WHERE id = %s),
+                 host_windows AS (INSERT INTO telemetry_hostwindow ({window_columns})
+                                  SELECT batch.id, %s, w.* FROM batch, json_to_recordset(%s::json) AS w({record_type}))
             SELECT id FROM batch
         """
         cached = _batch_insert_sql[connection.alias] = (sql, fields)
@@ -405,7 +456,8 @@ def _batch_insert_and_host_advance(*, record: TelemetryBatch, last_seq: int, las
         else:
             value = getattr(record, field.attname)
         params.append(value if type(value) in _PLAIN_TYPES else field.get_db_prep_save(value, connection))
-    params += [last_seq, last_seen_at, record.host_id]
+    params += [last_seq, last_seen_at, record.host_id, record.host_id]
+    params.append(orjson.dumps(host_rows).decode())
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         (record.id,) = cursor.fetchone()
@@ -461,34 +513,15 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
             gpu_energy_j=gpu_energy_j,
             host_energy_j=host_energy_j,
         )
-        _batch_insert_and_host_advance(record=record, last_seq=batch.last_seq, last_seen_at=batch.last_end)
+        _batch_insert_and_host_advance(
+            record=record, last_seq=batch.last_seq, last_seen_at=batch.last_end, host_rows=batch.host_rows
+        )
         with connection.cursor() as cursor:
-            raw = cursor.cursor  # psycopg 3 cursor under Django's wrapper
             copy_rows(
-                cursor=raw,
+                cursor=cursor.cursor,  # the psycopg 3 cursor under Django's wrapper
                 table="telemetry_gpuseries",
                 columns=GPU_SERIES_COPY_COLUMNS,
                 rows=gpu_series_rows(batch_pk=record.id, host_id=host.id, series=series, device_ids=device_ids),
-            )
-            copy_rows(
-                cursor=raw,
-                table="telemetry_hostwindow",
-                columns=HOST_COPY_COLUMNS,
-                rows=[
-                    (
-                        record.id,
-                        host.id,
-                        r.seq,
-                        r.start,
-                        r.end,
-                        r.cpu_energy_j,
-                        r.dram_energy_j,
-                        r.wall_energy_j,
-                        r.cpu_util_pct,
-                        r.quality,
-                    )
-                    for r in batch.host_rows
-                ],
             )
         record_pk = record.id
         transaction.on_commit(lambda: batches_nudge(batch_pks=[record_pk]))

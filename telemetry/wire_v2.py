@@ -58,8 +58,8 @@ class _Segments:
     """Where each GPU's elements lie in a column concatenated over the batch's GPUs."""
 
     def __init__(self, lengths: list[int]) -> None:
-        self.offsets = np.concatenate(([0], np.cumsum(lengths, dtype=np.int64)))
-        bounds = self.offsets.tolist()
+        bounds = [0, *itertools.accumulate(lengths)]
+        self.offsets = np.array(bounds, dtype=np.int64)
         self.slices = [slice(lo, hi) for lo, hi in itertools.pairwise(bounds)]
 
     def path(self, key: str) -> Path:
@@ -387,9 +387,15 @@ class _Device:
 
 
 def _concat(devices: list[_Device], key: str, *, optional: bool = False) -> list[Any]:
+    """The devices' columns ``key`` end to end. A list of the right length is taken as it is;
+    anything else goes through ``_Device.column`` (a null optional column, or the error)."""
     out: list[Any] = []
     for device in devices:
-        out.extend(device.column(key, optional=optional))
+        value = device.entry.get(key)
+        if type(value) is list and len(value) == device.length:
+            out += value
+        else:
+            out += device.column(key, optional=optional)
     return out
 
 
