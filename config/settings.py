@@ -387,6 +387,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "accounting.api.schema.close_fleet_document",
+        "accounting.api.schema.require_polymorphic_bodies",
     ],
     "ENUM_NAME_OVERRIDES": {
         "PrecisionEnum": "accounting.domain.catalog.PRECISIONS",

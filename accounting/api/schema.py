@@ -636,6 +636,34 @@ WHATIF_BEST_WINDOW_SCHEMA = {
 CLOSED_COMPONENTS = ("FleetDocument", "_Org", "_Team", "_Site", "_Cluster", "_Host", "_Token")
 
 
+def require_polymorphic_bodies(result, generator, request, public):  # type: ignore[no-untyped-def]
+    """drf-spectacular post-processing hook: a request body that is one of several shapes (a
+    ``PolymorphicProxySerializer``: the ingest batch, wire format v1 or v2) is ``required`` when
+    every shape has required members. drf-spectacular marks a serializer's body required only
+    from its own ``required`` list, which a ``oneOf`` does not have; without it, a request with no
+    body at all read as valid to clients and to schema-driven tests, and is a 400."""
+    schemas = result.get("components", {}).get("schemas", {})
+
+    def resolved(schema: dict) -> dict:
+        name = schema.get("$ref", "").rsplit("/", 1)[-1]
+        return schemas.get(name, {}) if name else schema
+
+    def shape_requires(ref: dict) -> bool:
+        return bool(resolved(ref).get("required"))
+
+    for path in result.get("paths", {}).values():
+        for operation in path.values():
+            body = operation.get("requestBody") if isinstance(operation, dict) else None
+            if not body or body.get("required"):
+                continue
+            contents = [resolved(media.get("schema", {})) for media in body.get("content", {}).values()]
+            if contents and all(
+                schema.get("oneOf") and all(shape_requires(ref) for ref in schema["oneOf"]) for schema in contents
+            ):
+                body["required"] = True
+    return result
+
+
 def close_fleet_document(result, generator, request, public):  # type: ignore[no-untyped-def]
     """drf-spectacular post-processing hook: ``additionalProperties: false`` on the fleet
     document's components."""

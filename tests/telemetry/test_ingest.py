@@ -235,6 +235,18 @@ def test_nan_and_infinity_are_rejected(client, host_setup):
     assert _counts() == (0, 0, 0)
 
 
+@pytest.mark.parametrize("gzip_it", [False, True])
+def test_a_post_without_a_body_is_a_400_naming_the_body(client, host_setup, gzip_it):
+    """The schema marks the body required; a POST with none (or an empty gzip stream) is refused."""
+    _host, _device, secret = host_setup
+    response = _post(client, secret, None, gzip_it=gzip_it, raw=b"")
+    assert response.status_code == 400
+    assert response.json()["errors"] == [
+        {"field": "body", "message": "not valid JSON: Expecting value: line 1 column 1 (char 0)"}
+    ]
+    assert _counts() == (0, 0, 0)
+
+
 def test_future_and_too_old_windows_are_rejected(client, host_setup):
     host, device, secret = host_setup
     future = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)

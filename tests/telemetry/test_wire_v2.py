@@ -844,7 +844,10 @@ def test_a_batch_spooled_by_an_older_agent_that_v2_cannot_carry_goes_as_v1():
 @pytest.mark.django_db
 def test_the_openapi_schema_describes_both_formats(client):
     schema = client.get("/api/schema/?format=json").json()
-    body = schema["paths"]["/api/v1/ingest/batches"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    request_body = schema["paths"]["/api/v1/ingest/batches"]["post"]["requestBody"]
+    # Either shape has required members: the body is required (a POST without one is a 400).
+    assert request_body["required"] is True
+    body = request_body["content"]["application/json"]["schema"]
     one_of = schema["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]["oneOf"]
     names = [ref["$ref"].rsplit("/", 1)[1] for ref in one_of]
     assert names == ["IngestBatchV1", "IngestBatchV2"]
