@@ -59,6 +59,8 @@ def main() -> int:
     parser.add_argument("--hosts", type=int, default=25)
     parser.add_argument("--rounds", type=int, default=8, help="rounds of 25 claims (half timed, half profiled)")
     parser.add_argument("--windows-per-batch", type=int, default=30, help="windows per GPU per batch")
+    parser.add_argument("--history-days", type=int, default=0, help="seed this much history first (benchmarks.history)")
+    parser.add_argument("--history-gpus", type=int, default=1024, help="GPUs of the history fleet")
     args = parser.parse_args()
     procs = base.Procs()
     try:
@@ -90,6 +92,12 @@ def _run(args, procs: base.Procs) -> int:
     from accounting.services.attribution import batches_attribute
     from telemetry.models import TelemetryBatch
 
+    if args.history_days:
+        from benchmarks.history import seed_history
+
+        t0 = time.monotonic()
+        seed_history(connection, days=args.history_days, gpus=args.history_gpus, now=dt.datetime.now(dt.UTC))
+        print(f"seeded {args.history_days} d x {args.history_gpus} GPUs of history in {time.monotonic() - t0:.0f} s")
     n_batches = (args.rounds + 2) * CLAIMS_PER_ROUND  # a warm-up round and the SQL round
     per_host = -(-n_batches // args.hosts)
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)

@@ -13,7 +13,12 @@ from django.db import connection, transaction
 
 log = logging.getLogger(__name__)
 
-PARENTS = ("telemetry_gpuseries", "telemetry_hostwindow")
+# In the raw tables' lock order (docs/reliability.md, "Lock order"): the host windows' table,
+# then the GPU series'. Creating or dropping a partition locks its parent exclusively, so it must
+# take the parents in the order ingest writes them (the batch INSERT carries the host windows,
+# the COPY of GPU series follows) and attribution reads them; the other order deadlocked a POST
+# with a concurrent partition creation.
+PARENTS = ("telemetry_hostwindow", "telemetry_gpuseries")
 _NAME = re.compile(r"^(telemetry_(?:gpuseries|hostwindow))_p(\d{8})$")
 # Partitions known to exist in this process (creation is idempotent; this only saves a query).
 _known: set[str] = set()
@@ -25,8 +30,9 @@ def partition_name(parent: str, day: dt.date) -> str:
 
 def ensure_partitions(*, days: set[dt.date] | list[dt.date]) -> None:
     with connection.cursor() as cursor:
-        for day in sorted(set(days)):
-            for parent in PARENTS:
+        # Parent by parent (the lock order), each parent's days in order.
+        for parent in PARENTS:
+            for day in sorted(set(days)):
                 name = partition_name(parent, day)
                 if name in _known:
                     continue
@@ -41,6 +47,11 @@ def ensure_partitions(*, days: set[dt.date] | list[dt.date]) -> None:
                 )
                 # Remember only once committed: a rolled-back transaction takes the partition with it.
                 transaction.on_commit(functools.partial(_known.add, name))
+
+
+def _parent_rank(name: str) -> int:
+    """A partition's parent's place in ``PARENTS`` (the lock order)."""
+    return next(rank for rank, parent in enumerate(PARENTS) if name.startswith(parent + "_p"))
 
 
 def list_partitions() -> list[tuple[str, dt.date]]:
@@ -65,7 +76,7 @@ def drop_expired_partitions(*, today: dt.date, retention_days: int) -> list[str]
     cutoff = today - dt.timedelta(days=retention_days)
     dropped = []
     with connection.cursor() as cursor:
-        for name, day in list_partitions():
+        for name, day in sorted(list_partitions(), key=lambda item: (_parent_rank(item[0]), item[1])):
             if day < cutoff:
                 cursor.execute(f"DROP TABLE IF EXISTS {name}")
                 _known.discard(name)

@@ -224,8 +224,10 @@ def _attribute_many(
     # record (each statement sees what committed before it). Rows in id order, as every
     # batch-row writer.
     batches_lock(batch_pks=pks)
-    series_by_batch = gpu_series_for_batches(batch_pks=pks)
+    # The raw tables in their lock order (docs/reliability.md, "Lock order"): host windows, then
+    # GPU series (a partition being created locks its parent exclusively, in that order).
     host_by_batch = host_windows_for_batches(batch_pks=pks)
+    series_by_batch = gpu_series_for_batches(batch_pks=pks)
     # A batch whose raw windows retention has dropped cannot be attributed again: what it merged
     # into the ledger stays as it is (re-attributing it from nothing would take its energy away).
     expired = [

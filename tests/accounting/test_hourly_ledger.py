@@ -173,3 +173,25 @@ def test_a_batch_past_retention_keeps_its_lines_and_its_record_goes(client, flee
     assert not BatchAttribution.objects.exists() and not DeviceHourSource.objects.exists()
     assert _ledger() == before
     assert JobFootprint.objects.get(job=job).gpu_energy_j == pytest.approx(18_000.0, rel=1e-12)
+
+
+def test_attribution_reads_the_raw_tables_in_their_lock_order(client, fleet):  # noqa: F811
+    """docs/reliability.md "Lock order": host windows before GPU series (a partition being created
+    locks the parents exclusively in that order; reading them the other way round in one
+    transaction could deadlock against it)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    host, gpu0, gpu1, _job, start, secret = fleet
+    response = post_batch(client, secret, batch(hostname=host.hostname, windows=_windows(gpu0, gpu1, start, n=3)))
+    assert response.status_code == 202
+    with CaptureQueriesContext(connection) as ctx:
+        batches_attribute(batch_pks=[TelemetryBatch.objects.get().pk], now=dt.datetime.now(dt.UTC))
+    raw = [
+        table
+        for q in ctx.captured_queries
+        for table in ("telemetry_hostwindow", "telemetry_gpuseries")
+        if f"FROM {table}" in q["sql"]
+    ]
+    assert raw[0] == "telemetry_hostwindow" and "telemetry_gpuseries" in raw
+    assert raw.index("telemetry_gpuseries") > raw.index("telemetry_hostwindow")
