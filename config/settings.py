@@ -108,6 +108,13 @@ DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, mini
 # A persistent connection outlives a PostgreSQL restart: check it before each request reuses it.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"]["TEST"] = {"NAME": env_str("DATABASE_TEST_NAME", "test_carbonledger")}
+# No JIT compilation: our statements are short, and PostgreSQL compiles any whose *estimated* cost
+# passes jit_above_cost. A rollup statement estimated high over a month of history spent 231 ms
+# compiling for 1.7 ms of execution (benchmarks/attribution_profile.py --history-days 30).
+DATABASES["default"].setdefault("OPTIONS", {})
+DATABASES["default"]["OPTIONS"]["options"] = " ".join(
+    filter(None, [DATABASES["default"]["OPTIONS"].get("options", ""), "-c jit=off"])
+)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
