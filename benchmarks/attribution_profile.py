@@ -70,19 +70,10 @@ def main() -> int:
 
 
 def _run(args, procs: base.Procs) -> int:
+    n_batches = (args.rounds + 2) * CLAIMS_PER_ROUND  # a warm-up round and the SQL round
+    per_host = -(-n_batches // args.hosts)
+    _env, seeds, queues, _redis_pid = post_profile._prepare(args, procs, per_host)
     import datetime as dt
-
-    redis_port = base._free_port()
-    env = base.stack_env(db=args.db, redis_url=f"redis://127.0.0.1:{redis_port}/0")
-    procs.start(
-        "redis-profile",
-        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        env,
-    )
-    base.database_prepare(db=args.db, env=env)
-    import django
-
-    django.setup()
     import logging
 
     logging.getLogger("telemetry.services").setLevel(logging.ERROR)
@@ -98,35 +89,15 @@ def _run(args, procs: base.Procs) -> int:
         t0 = time.monotonic()
         seed_history(connection, days=args.history_days, gpus=args.history_gpus, now=dt.datetime.now(dt.UTC))
         print(f"seeded {args.history_days} d x {args.history_gpus} GPUs of history in {time.monotonic() - t0:.0f} s")
-    n_batches = (args.rounds + 2) * CLAIMS_PER_ROUND  # a warm-up round and the SQL round
-    per_host = -(-n_batches // args.hosts)
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    start = now - dt.timedelta(seconds=per_host * args.windows_per_batch * base.WINDOW_S + 600)
-    seeds = base._seed(args.hosts, start).hosts
-    queues = [
-        base._build_host_batches((s, start.timestamp(), 1, per_host, args.windows_per_batch, i, 0))
-        for i, s in enumerate(seeds)
-    ]
-    connection.close()
-    from config.wsgi import application
-
     print(f"storing {per_host * len(seeds)} batches of {8 * args.windows_per_batch} GPU windows ...", flush=True)
-    for round_ in range(per_host):
-        for h, seed in enumerate(seeds):
-            _, _, body = queues[h][round_]
-            status: list[str] = []
-            environ = post_profile._environ(body, seed.secret)
-            result = application(environ, lambda s, headers, exc=None, status=status: status.append(s))
-            b"".join(result)
-            result.close()
-            if not status[0].startswith("202"):
-                raise RuntimeError(f"POST: {status[0]}")
+    batches = post_profile._Batches(seeds, queues)
+    app = post_profile._InProcess()
+    for _ in range(per_host * len(seeds)):
+        app.post(batches)
     pks = list(
         TelemetryBatch.objects.filter(status=TelemetryBatch.Status.PENDING).order_by("pk").values_list("pk", flat=True)
     )
-    with connection.cursor() as c:
-        c.execute("SELECT pg_backend_pid()")
-        (backend,) = c.fetchone()
+    backend = app.backend()
 
     def one_round() -> int:
         outcome = batches_attribute(batch_pks=[pks.pop(0)], now=timezone.now(), extra=CLAIMS_PER_ROUND - 1)

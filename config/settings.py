@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from csp.constants import NONCE, NONE, SELF
@@ -111,10 +111,9 @@ DATABASES["default"]["TEST"] = {"NAME": env_str("DATABASE_TEST_NAME", "test_carb
 # No JIT compilation: our statements are short, and PostgreSQL compiles any whose *estimated* cost
 # passes jit_above_cost. A rollup statement estimated high over a month of history spent 231 ms
 # compiling for 1.7 ms of execution (benchmarks/attribution_profile.py --history-days 30).
-DATABASES["default"].setdefault("OPTIONS", {})
-DATABASES["default"]["OPTIONS"]["options"] = " ".join(
-    filter(None, [DATABASES["default"]["OPTIONS"].get("options", ""), "-c jit=off"])
-)
+_db_options: dict[str, Any] = dict(cast(dict[str, Any], DATABASES["default"].get("OPTIONS") or {}))
+_db_options["options"] = " ".join(filter(None, [_db_options.get("options", ""), "-c jit=off"]))
+DATABASES["default"]["OPTIONS"] = _db_options
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

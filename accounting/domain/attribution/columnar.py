@@ -26,15 +26,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from accounting.domain.attribution.checks import (
-    _check_allocations,
-    _check_gpu_windows,
-    _check_host_windows,
-    _check_slots,
-)
 from accounting.domain.attribution.core import (
     Attribution,
     _attribute_host_side,
+    _checked,
     _counter_covers,
     _sorted_diagnostics,
     attribute,
@@ -141,19 +136,16 @@ def attribute_columns(
     the columns' single-piece windows attributed a run at a time."""
     if not all(_columns_ok(columns) for columns in gpu_columns):
         return _reference(gpu_columns, gpu_windows, host_windows, allocations, host_gpu_slots)
-    _check_slots(host_gpu_slots)
-    host_devices = _check_gpu_windows(gpu_windows)
-    host_devices.update(columns.device_id for columns in gpu_columns if len(columns))
-    _check_host_windows(host_windows)
-    _check_allocations(allocations)
-
+    host_devices, allocations_by_device = _checked(
+        gpu_windows,
+        {columns.device_id for columns in gpu_columns if len(columns)},
+        host_windows,
+        allocations,
+        host_gpu_slots,
+    )
     ledger = _Ledger()
     diagnostics: list[Diagnostic] = []
     hours = _HourCache()
-    allocations_by_device: dict[int, list[Allocation]] = {}
-    for allocation in allocations:
-        if allocation.device_id in host_devices:
-            allocations_by_device.setdefault(allocation.device_id, []).append(allocation)
 
     # Windows of the columns that are not single pieces take the per-window paths, with the rest.
     others = list(gpu_windows)

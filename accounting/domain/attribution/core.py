@@ -44,20 +44,10 @@ def attribute(
     the host's GPUs, and allocations of any other device are ignored. ``host_gpu_slots`` is the
     host's GPU count from the inventory, the denominator of each job's share of host energy.
     """
-    _check_slots(host_gpu_slots)
-    host_devices = _check_gpu_windows(gpu_windows)
-    _check_host_windows(host_windows)
-    _check_allocations(allocations)
-
+    host_devices, allocations_by_device = _checked(gpu_windows, set(), host_windows, allocations, host_gpu_slots)
     ledger = _Ledger()
     diagnostics: list[Diagnostic] = []
     hours = _HourCache()
-
-    allocations_by_device: dict[int, list[Allocation]] = {}
-    for allocation in allocations:
-        if allocation.device_id in host_devices:
-            allocations_by_device.setdefault(allocation.device_id, []).append(allocation)
-
     _attribute_gpu_windows(gpu_windows, allocations_by_device, ledger, diagnostics, hours)
     if host_windows:
         _attribute_host_side(
@@ -66,6 +56,27 @@ def attribute(
     return Attribution(
         shares=ledger.shares(_counter_covers(gpu_windows, hours)), diagnostics=_sorted_diagnostics(diagnostics)
     )
+
+
+def _checked(
+    gpu_windows: Sequence[GpuWindowIn],
+    other_devices: set[int],
+    host_windows: Sequence[HostWindowIn],
+    allocations: Sequence[Allocation],
+    host_gpu_slots: int,
+) -> tuple[set[int], dict[int, list[Allocation]]]:
+    """Check the input (``checks``); return the host's devices (those of ``gpu_windows`` and
+    ``other_devices``) and their allocations by device (allocations of any other device are
+    ignored)."""
+    _check_slots(host_gpu_slots)
+    host_devices = _check_gpu_windows(gpu_windows) | other_devices
+    _check_host_windows(host_windows)
+    _check_allocations(allocations)
+    allocations_by_device: dict[int, list[Allocation]] = {}
+    for allocation in allocations:
+        if allocation.device_id in host_devices:
+            allocations_by_device.setdefault(allocation.device_id, []).append(allocation)
+    return host_devices, allocations_by_device
 
 
 def _attribute_host_side(
