@@ -208,7 +208,7 @@ def _process_samples(cache: dict[str, tuple[ProcessSample, ...]], text: str) -> 
     """A stored process list as domain samples, memoised. Unknown per-process utilisation counts
     as 0: with no usable samples the domain splits active energy by allocation share instead."""
     value = cache[text] = tuple(
-        ProcessSample(pid=p["pid"], sm_util_pct=p["sm_util_pct"] or 0.0, job_key=p.get("job_key"))
+        ProcessSample(pid=p["pid"], sm_util_pct=float(p["sm_util_pct"] or 0.0), job_key=p.get("job_key"))
         for p in json.loads(text) or []
     )
     return value

@@ -261,7 +261,7 @@ def test_a_batch_crossing_midnight_is_split_into_each_days_partition_and_retenti
 
     # Retention keeps days from ``today - retention``: the day before midnight goes, with exactly its windows.
     dropped = drop_expired_partitions(today=midnight.date() + dt.timedelta(days=1), retention_days=1)
-    assert dropped == [f"telemetry_gpuseries_p{before}", f"telemetry_hostwindow_p{before}"]
+    assert dropped == [f"telemetry_hostwindow_p{before}", f"telemetry_gpuseries_p{before}"]  # the lock order
     with connection.cursor() as cursor:
         cursor.execute("SELECT seq, energy_j FROM telemetry_gpuwindow ORDER BY seq")
         assert cursor.fetchall() == [(3, 3000.0), (4, 4000.0)]
