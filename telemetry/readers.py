@@ -141,6 +141,13 @@ class StoredPreviousWindow:
 
 
 _DAY_BEFORE_B = "(b - interval '1 day')"
+# The (key, device, before, day start) requests as rows ``r``, with ``before`` and one day before it
+# in microseconds: what both previous-window queries look up from.
+_REQUESTS = (
+    f"(SELECT k, d, b, day_start, {_US.format(col='b')} AS b_us, {_US.format(col=_DAY_BEFORE_B)} AS lo_us "
+    "  FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::timestamptz[])"
+    "  AS u(k, d, b, day_start)) r"
+)
 
 
 def previous_windows_for_many(*, requests: list[tuple[int, list[int], dt.datetime]]) -> list[StoredPreviousWindow]:
@@ -170,31 +177,16 @@ def previous_windows_for_many(*, requests: list[tuple[int, list[int], dt.datetim
         cursor.execute(
             "SELECT r.k, r.d, s.end_us[s.n], s.avg_power_w[s.n], s.counter_mj[s.n], s.util_pct[s.n], "
             "  s.start_us[s.n] >= r.lo_us AND s.end_us[s.n] <= r.b_us "
-            f"FROM (SELECT k, d, b, day_start, {_US.format(col='b')} AS b_us, {_US.format(col=_DAY_BEFORE_B)} AS lo_us "
-            "  FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::timestamptz[])"
-            "  AS u(k, d, b, day_start)) r "
+            f"FROM {_REQUESTS} "
             "CROSS JOIN LATERAL (SELECT s.start_us, s.end_us, s.avg_power_w, s.counter_mj, s.util_pct, "
             "  cardinality(s.start_us) AS n FROM telemetry_gpuseries s WHERE s.device_id = r.d "
             "  AND s.first_start_at < r.b AND s.first_start_at >= r.day_start "
             "  ORDER BY s.first_start_at DESC LIMIT 1) s",
             [keys, devices, befores, day_starts],
         )
-        found = []
-        general = set()
-        for key, device_id, end_us, power, counter, util, is_it in cursor.fetchall():
-            if is_it:
-                found.append(
-                    StoredPreviousWindow(
-                        key=key,
-                        device_id=device_id,
-                        end_us=end_us,
-                        avg_power_w=power,
-                        counter_mj=counter,
-                        util_pct=util,
-                    )
-                )
-            else:
-                general.add((key, device_id))
+        rows = cursor.fetchall()
+        found = [_previous(row) for *row, is_it in rows if is_it]
+        general = {(key, device_id) for key, device_id, *_, is_it in rows if not is_it}
         if not general:
             return found
         picked = [i for i, pair in enumerate(zip(keys, devices, strict=True)) if pair in general]
@@ -204,10 +196,7 @@ def previous_windows_for_many(*, requests: list[tuple[int, list[int], dt.datetim
         day_starts = [day_starts[i] for i in picked]
         cursor.execute(
             "SELECT r.k, r.d, p.end_us, p.avg_power_w, p.counter_mj, p.util_pct "
-            "FROM (SELECT k, d, b, day_start, "
-            f"  {_US.format(col='b')} AS b_us, {_US.format(col=_DAY_BEFORE_B)} AS lo_us "
-            "  FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::timestamptz[])"
-            "  AS u(k, d, b, day_start)) r "
+            f"FROM {_REQUESTS} "
             "CROSS JOIN LATERAL (SELECT w.end_us, w.avg_power_w, w.counter_mj, w.util_pct "
             "  FROM (SELECT s.* FROM telemetry_gpuseries s WHERE s.device_id = r.d AND s.first_start_at < r.b "
             "        AND s.first_start_at >= r.day_start ORDER BY s.first_start_at DESC LIMIT 2) s "
@@ -217,9 +206,11 @@ def previous_windows_for_many(*, requests: list[tuple[int, list[int], dt.datetim
             "  ORDER BY w.start_us DESC LIMIT 1) p",
             [keys, devices, befores, day_starts],
         )
-        return found + [
-            StoredPreviousWindow(
-                key=key, device_id=device_id, end_us=end_us, avg_power_w=power, counter_mj=counter, util_pct=util
-            )
-            for key, device_id, end_us, power, counter, util in cursor.fetchall()
-        ]
+        return found + [_previous(row) for row in cursor.fetchall()]
+
+
+def _previous(row) -> StoredPreviousWindow:
+    key, device_id, end_us, power, counter, util = row
+    return StoredPreviousWindow(
+        key=key, device_id=device_id, end_us=end_us, avg_power_w=power, counter_mj=counter, util_pct=util
+    )
