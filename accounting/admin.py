@@ -672,8 +672,20 @@ class ClusterAdmin(admin.ModelAdmin):
 class HostAdmin(admin.ModelAdmin):
     list_display = ("hostname", "cluster", "cpu_model", "dram_gb", "ssd_gb", "gpu_slots", "last_seen_at")
     list_filter = ("cluster",)
+    list_select_related = ("cluster", "stream")
     search_fields = ("hostname",)
     readonly_fields = ("last_seen_at", "last_seq")
+
+    # What telemetry has stored of the host's stream (telemetry.models.HostStream), shown read-only.
+    @admin.display(description="last seen", ordering="stream__last_seen_at")
+    def last_seen_at(self, host: m.Host):
+        stream = getattr(host, "stream", None)
+        return stream.last_seen_at if stream is not None else None
+
+    @admin.display(description="last seq")
+    def last_seq(self, host: m.Host):
+        stream = getattr(host, "stream", None)
+        return stream.last_seq if stream is not None else None
 
 
 @admin.register(m.Device)

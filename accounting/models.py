@@ -316,7 +316,8 @@ class Cluster(models.Model):
 
 class Host(models.Model):
     """A server running the agent. ``gpu_slots`` is the denominator of each job's share of host
-    energy; ``last_seq`` / ``last_seen_at`` are the last ingested batch's seq and window end."""
+    energy. What telemetry has stored of its stream (the last batch's seq and window end) is
+    telemetry's: ``host.stream`` (``telemetry.models.HostStream``)."""
 
     cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="hosts")
     hostname = models.CharField(max_length=253)
@@ -325,8 +326,6 @@ class Host(models.Model):
     dram_gb = models.FloatField(default=0)
     ssd_gb = models.FloatField(default=0)
     gpu_slots = models.PositiveIntegerField(default=8)
-    last_seen_at = models.DateTimeField(null=True, blank=True)
-    last_seq = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["cluster", "hostname"], name="host_cluster_name_uniq")]

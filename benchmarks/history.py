@@ -307,9 +307,9 @@ def _seed_fleet(cursor, p: dict[str, Any], step) -> None:
     )
     step(
         "hosts",
-        "INSERT INTO accounting_host (cluster_id, hostname, cpu_model, dram_gb, ssd_gb, gpu_slots, last_seen_at, "
-        "last_seq) SELECT %(cluster)s, 'hist-gpu-' || lpad(h::text, 6, '0'), '', 1024, 8000, %(gpus_per_host)s, "
-        "%(end)s, %(nb)s * %(bw)s FROM generate_series(0, %(hosts)s - 1) h",
+        "INSERT INTO accounting_host (cluster_id, hostname, cpu_model, dram_gb, ssd_gb, gpu_slots) "
+        "SELECT %(cluster)s, 'hist-gpu-' || lpad(h::text, 6, '0'), '', 1024, 8000, %(gpus_per_host)s "
+        "FROM generate_series(0, %(hosts)s - 1) h",
     )
     _exec(
         cursor,
@@ -318,6 +318,12 @@ def _seed_fleet(cursor, p: dict[str, Any], step) -> None:
         p,
     )
     _exec(cursor, "ANALYZE _hist_hosts")
+    _exec(
+        cursor,
+        "INSERT INTO telemetry_hoststream (host_id, last_seen_at, last_seq) "
+        "SELECT host_id, %(end)s, %(nb)s * %(bw)s FROM _hist_hosts",
+        p,
+    )
     step(
         "devices",
         "INSERT INTO accounting_device (host_id, uuid, index, reported_name, hardware_model_id, first_seen_at) "

@@ -12,6 +12,21 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 
+class HostStream(models.Model):
+    """What telemetry has stored of one host's stream: the seq and window end of its last stored
+    batch, which the next batch's seq and overlap checks compare against. One row per host that
+    has posted, created by its first batch; every batch of the host locks it for its transaction
+    (one writer per host at a time). Telemetry's own row, beside accounting's ``Host`` (the
+    inventory), so ingest writes no accounting table."""
+
+    host = models.OneToOneField("accounting.Host", on_delete=models.CASCADE, primary_key=True, related_name="stream")
+    last_seq = models.BigIntegerField(null=True, blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"stream of host {self.host_id} (last seq {self.last_seq})"
+
+
 class TelemetryBatch(models.Model):
     """One agent batch, committed before the HTTP response; the unit of attribution work. Its energy
     totals (J) and seq/time range summarise the windows it carried."""

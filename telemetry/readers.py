@@ -214,3 +214,15 @@ def _previous(row) -> StoredPreviousWindow:
     return StoredPreviousWindow(
         key=key, device_id=device_id, end_us=end_us, avg_power_w=power, counter_mj=counter, util_pct=util
     )
+
+
+
+def hosts_seen_since(*, host_ids: list[int], since: dt.datetime) -> set[int]:
+    """The hosts among ``host_ids`` whose last stored window ended at ``since`` or later (their
+    agents are alive): one row per host (``telemetry_hoststream``), whatever the history."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT host_id FROM telemetry_hoststream WHERE host_id = ANY(%s) AND last_seen_at >= %s",
+            [host_ids, since],
+        )
+        return {host_id for (host_id,) in cursor.fetchall()}

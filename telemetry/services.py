@@ -25,11 +25,10 @@ from django.db import connection, transaction
 from psycopg.types.json import Jsonb
 from psycopg.types.string import BytesBinaryDumper
 
-from accounting.domain.catalog import lookup_by_name
-from accounting.models import ApiToken, Device, HardwareModel, Host
-from accounting.services.allocations import pending_device_uuid
+from accounting.models import ApiToken
+from accounting.services.inventory import IngestInventory, ReportedGpu, devices_register, ingest_inventory
 from accounting.services.work_queue import batches_nudge
-from telemetry.models import TelemetryBatch
+from telemetry.models import HostStream, TelemetryBatch
 from telemetry.parsing import BatchError, HostRow, ParsedBatch
 from telemetry.partitions import ensure_partitions
 from telemetry.series import EPOCH, GpuSeries, from_us
@@ -88,64 +87,6 @@ class IngestResult:
     batch_id: str
     accepted_windows: int
     duplicate: bool
-
-
-def _hardware_for(name: str) -> HardwareModel | None:
-    """The catalog model for an NVML device name, or None: never a guess.
-
-    The domain catalog normalises vendor spellings (``lookup_by_name``); models an operator
-    added in the admin match by an exact (case-insensitive) entry of their ``match_names``.
-    A device left unmatched is charged no embodied carbon and is flagged on the devices page."""
-    if not name:
-        return None
-    spec = lookup_by_name(name)
-    if spec is not None:
-        return HardwareModel.objects.filter(key=spec.key).first()
-    wanted = name.strip().casefold()
-    for hw in HardwareModel.objects.filter(kind=HardwareModel.Kind.GPU).only("id", "key", "match_names"):
-        if any(pattern.strip().casefold() == wanted for pattern in hw.match_names or []):
-            return hw
-    return None
-
-
-def _resolve_devices(*, host: Host, batch: ParsedBatch) -> dict[str, int]:
-    """Map the batch's GPU UUIDs to device ids, registering unknown devices of this host.
-
-    A device the scheduler named before the agent saw it exists as ``pending:<host id>:<index>``;
-    it takes the real UUID here so its allocations keep pointing at it."""
-    seen: dict[str, tuple[int, str]] = {}
-    for series in batch.gpu_series:
-        seen.setdefault(series.uuid, (series.index, series.name))
-    # One query: ids of the known devices, and whether any of them belongs to another host.
-    rows = list(Device.objects.filter(uuid__in=list(seen)).values_list("uuid", "id", "host_id"))
-    for uuid, _, host_id in rows:
-        if host_id != host.pk:
-            raise BatchError(403, "windows.gpus.uuid", f"device {uuid} belongs to another host")
-    known = {uuid: device_id for uuid, device_id, _ in rows}
-    for uuid, (index, name) in seen.items():
-        if uuid in known:
-            continue
-        placeholder = Device.objects.filter(host=host, uuid=pending_device_uuid(host_id=host.pk, index=index)).first()
-        hardware = _hardware_for(name)
-        if placeholder is not None:
-            placeholder.uuid = uuid
-            placeholder.reported_name = name
-            placeholder.hardware_model = placeholder.hardware_model or hardware
-            placeholder.save(update_fields=["uuid", "reported_name", "hardware_model"])
-            known[uuid] = placeholder.id
-        else:
-            device = Device.objects.create(
-                host=host, uuid=uuid, index=index, reported_name=name, hardware_model=hardware
-            )
-            known[uuid] = device.id
-            log.info(
-                "device registered host=%s uuid=%s index=%d model=%s",
-                host.hostname,
-                uuid,
-                index,
-                hardware.key if hardware else "unknown",
-            )
-    return known
 
 
 US_PER_DAY = 86_400 * 1_000_000
@@ -358,50 +299,39 @@ def copy_rows(*, cursor: psycopg.Cursor, table: str, columns: tuple[tuple[str, s
             copy.write_row(row)
 
 
-@dataclass(frozen=True)
-class LockedHost:
-    """What ingest reads of the host row it locks."""
-
-    id: int
-    hostname: str
-    last_seq: int | None
-    last_seen_at: dt.datetime | None
-
-
-_HOST_LOCK_SQL = f"""
-    SELECT h.hostname, h.last_seq, h.last_seen_at,
-           (SELECT b.id FROM {TelemetryBatch._meta.db_table} b WHERE b.host_id = h.id AND b.batch_id = %s LIMIT 1),
-           d.uuids, d.ids, d.host_ids
-    FROM {Host._meta.db_table} h
-    CROSS JOIN LATERAL (
-        SELECT array_agg(uuid), array_agg(id), array_agg(host_id) FROM {Device._meta.db_table} WHERE uuid = ANY(%s)
-    ) d (uuids, ids, host_ids)
-    WHERE h.id = %s
-    FOR UPDATE OF h
+_STREAM_LOCK_SQL = f"""
+    SELECT s.last_seq, s.last_seen_at,
+           (SELECT b.id FROM {TelemetryBatch._meta.db_table} b WHERE b.host_id = s.host_id AND b.batch_id = %s LIMIT 1)
+    FROM {HostStream._meta.db_table} s
+    WHERE s.host_id = %s
+    FOR UPDATE OF s
 """
+_STREAM_CREATE_SQL = f"INSERT INTO {HostStream._meta.db_table} (host_id) VALUES (%s) ON CONFLICT DO NOTHING"
 
 
-def _host_lock(*, host_id: int, batch: ParsedBatch) -> tuple[LockedHost, int | None, dict[str, int] | None]:
-    """Lock the token's host row (one writer per host at a time: the seq/overlap checks must see
-    the last batch) and, in the same round trip, read the id of a stored batch with this
-    batch_id (a re-send) and the ids of the batch's devices.
+def _stream_lock(*, host_id: int, batch_id: UUID) -> tuple[int | None, dt.datetime | None, int | None]:
+    """Lock the host's stream row (one writer per host at a time: the seq and overlap checks must
+    see the last batch) and, in the same round trip, read the id of a stored batch with this
+    batch_id (a re-send). Returns (last seq, last window end, the duplicate's id or None).
 
-    Returns the host, the duplicate's id or None, and {uuid: device id} when every device of the
-    batch is already this host's, else None: then ``_resolve_devices`` registers the new ones
-    after the lock, reading the devices again under it (a scheduler's placeholder created by a
-    transaction that held the lock until just now is invisible to this statement's snapshot)."""
-    uuids = [series.uuid for series in batch.gpu_series]
+    A host's first batch creates the row (a concurrent first batch of the same host waits on the
+    insert and then finds it)."""
     with connection.cursor() as cursor:
-        cursor.execute(_HOST_LOCK_SQL, [batch.batch_id, uuids, host_id])
+        cursor.execute(_STREAM_LOCK_SQL, [batch_id, host_id])
         row = cursor.fetchone()
-    if row is None:
-        raise Host.DoesNotExist(f"host {host_id} of the token does not exist")
-    hostname, last_seq, last_seen_at, existing_pk, found_uuids, found_ids, found_hosts = row
-    host = LockedHost(host_id, hostname, last_seq, last_seen_at)
-    devices: dict[str, int] | None = None
-    if len(found_uuids or ()) == len(uuids) and all(h == host_id for h in found_hosts or ()):
-        devices = dict(zip(found_uuids or (), found_ids or (), strict=True))
-    return host, existing_pk, devices
+        if row is None:
+            cursor.execute(_STREAM_CREATE_SQL, [host_id])
+            cursor.execute(_STREAM_LOCK_SQL, [batch_id, host_id])
+            row = cursor.fetchone()
+    return row
+
+
+def _reported_gpus(batch: ParsedBatch) -> list[ReportedGpu]:
+    return [ReportedGpu(s.uuid, s.index, s.name) for s in batch.gpu_series]
+
+
+def _foreign_device(uuids: tuple[str, ...]) -> BatchError:
+    return BatchError(403, "windows.gpus.uuid", f"device {uuids[0]} belongs to another host")
 
 
 _batch_insert_sql: dict[str, tuple[str, tuple]] = {}
@@ -413,7 +343,7 @@ _PLAIN_TYPES = frozenset({int, float, str, bool, dt.datetime, UUID, type(None)})
 def _batch_insert_and_host_advance(
     *, record: TelemetryBatch, last_seq: int, last_seen_at: dt.datetime, host_rows: list[HostRow]
 ) -> None:
-    """INSERT the batch row, move the host's last seq and last window end on, and INSERT the
+    """INSERT the batch row, move the host stream's last seq and last window end on, and INSERT the
     batch's host windows, in one statement (sets ``record.id``). The columns are the model's own
     (built once per process); a value of a plain type goes to psycopg as it is, any other is
     prepared by its field as ``Model.save`` would (a field's own preparation costs ~10 us each,
@@ -442,7 +372,8 @@ def _batch_insert_and_host_advance(
         sql = f"""
             WITH batch AS (INSERT INTO {qn(TelemetryBatch._meta.db_table)} ({columns}) VALUES ({placeholders})
                            RETURNING id),
-                 host AS (UPDATE {qn(Host._meta.db_table)} SET last_seq = %s, last_seen_at = %s WHERE id = %s),
+                 stream AS (UPDATE {qn(HostStream._meta.db_table)} SET last_seq = %s, last_seen_at = %s
+                            WHERE host_id = %s),
                  host_windows AS (INSERT INTO telemetry_hostwindow ({window_columns})
                                   SELECT batch.id, %s, w.* FROM batch, json_to_recordset(%s::json) AS w({record_type}))
             SELECT id FROM batch
@@ -472,33 +403,44 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
         raise BatchError(403, "Authorization", "only host tokens may post telemetry")
     series = batch.gpu_series
     gpu_window_count = sum(len(s) for s in series)
+    host_id = token.host_id
+    # The host's name and the batch's known devices: accounting's inventory, read before the lock
+    # (a known device's id never changes); new devices are registered under it, below.
+    inventory: IngestInventory = ingest_inventory(host_id=host_id, uuids=[s.uuid for s in series])
+    hostname = inventory.hostname
+    if hostname is None:  # deleted while the token was being checked (a token goes with its host)
+        raise BatchError(403, "Authorization", "the token's host no longer exists")
+    if batch.hostname != hostname:
+        raise BatchError(403, "hostname", f"this token posts only for host {hostname!r}")
     with transaction.atomic():
-        host, existing_batch_pk, known_devices = _host_lock(host_id=token.host_id, batch=batch)
-        if batch.hostname != host.hostname:
-            raise BatchError(403, "hostname", f"this token posts only for host {host.hostname!r}")
+        last_seq, last_seen_at, existing_batch_pk = _stream_lock(host_id=host_id, batch_id=batch.batch_id)
         if existing_batch_pk is not None:
             return IngestResult(existing_batch_pk, str(batch.batch_id), gpu_window_count, True)
-        if host.last_seq is not None and batch.first_seq <= host.last_seq:
+        if last_seq is not None and batch.first_seq <= last_seq:
             raise BatchError(
                 409,
                 "windows[0].seq",
-                f"seq {batch.first_seq} already ingested for this host (last seq {host.last_seq})",
+                f"seq {batch.first_seq} already ingested for this host (last seq {last_seq})",
             )
-        if host.last_seen_at is not None and batch.first_start < host.last_seen_at:
+        if last_seen_at is not None and batch.first_start < last_seen_at:
             raise BatchError(
                 409,
                 "windows[0].start",
-                f"overlaps telemetry already ingested for this host (up to {host.last_seen_at.isoformat()})",
+                f"overlaps telemetry already ingested for this host (up to {last_seen_at.isoformat()})",
             )
-        device_ids = known_devices
-        if device_ids is None:  # a device to register (or one of another host): under the lock
-            device_ids = _resolve_devices(host=Host.objects.get(pk=host.id), batch=batch)
+        if inventory.foreign:
+            raise _foreign_device(inventory.foreign)
+        device_ids = inventory.device_ids
+        if not inventory.complete(s.uuid for s in series):  # a device to register: under the host's lock
+            device_ids, foreign = devices_register(host_id=host_id, hostname=hostname, gpus=_reported_gpus(batch))
+            if foreign:
+                raise _foreign_device(foreign)
         ensure_partitions(days={row.start.date() for row in batch.host_rows} | series_days(series))
         gpu_energy_j = math.fsum(s.energy_total_j for s in series)
         host_energy_j = sum(row.cpu_energy_j + row.dram_energy_j for row in batch.host_rows)
         clock_offset_s = (batch.sent_at - now).total_seconds() if batch.sent_at is not None else None
         record = TelemetryBatch(
-            host_id=host.id,
+            host_id=host_id,
             batch_id=batch.batch_id,
             received_at=now,
             sent_at=batch.sent_at,
@@ -521,21 +463,21 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
                 cursor=cursor.cursor,  # the psycopg 3 cursor under Django's wrapper
                 table="telemetry_gpuseries",
                 columns=GPU_SERIES_COPY_COLUMNS,
-                rows=gpu_series_rows(batch_pk=record.id, host_id=host.id, series=series, device_ids=device_ids),
+                rows=gpu_series_rows(batch_pk=record.id, host_id=host_id, series=series, device_ids=device_ids),
             )
         record_pk = record.id
         transaction.on_commit(lambda: batches_nudge(batch_pks=[record_pk]))
     if record.clock_skew_flagged:
         log.warning(
             "clock skew host=%s batch=%s offset_s=%.3f (sent_at - received_at; flagged beyond %g s)",
-            host.hostname,
+            hostname,
             batch.batch_id,
             clock_offset_s,
             TelemetryBatch.CLOCK_SKEW_FLAG_S,
         )
     log.info(
         "ingest host=%s batch=%s windows=%d gpu_windows=%d",
-        host.hostname,
+        hostname,
         batch.batch_id,
         len(batch.host_rows),
         gpu_window_count,

@@ -353,8 +353,10 @@ def ingest_state(*, principal: Principal) -> IngestState | None:
         .order_by("org_slug")
     )
     hosts = (
-        Host.objects.filter(_admin_orgs_q(principal, "cluster__site__org_id"), last_seen_at__isnull=False)
-        .values_list("cluster__site__org__slug", "cluster__site__slug", "cluster__slug", "hostname", "last_seen_at")
+        Host.objects.filter(_admin_orgs_q(principal, "cluster__site__org_id"), stream__last_seen_at__isnull=False)
+        .values_list(
+            "cluster__site__org__slug", "cluster__site__slug", "cluster__slug", "hostname", "stream__last_seen_at"
+        )
         .order_by("cluster__site__org__slug", "cluster__site__slug", "cluster__slug", "hostname")
     )
     return IngestState(

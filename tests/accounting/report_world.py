@@ -27,7 +27,7 @@ from accounting import models as m
 from accounting.services.attribution import batches_attribute
 from accounting.services.factors import hardware_load_catalog
 from accounting.tokens import token_create
-from telemetry.models import TelemetryBatch
+from telemetry.models import HostStream, TelemetryBatch
 from telemetry.parsing import parse_batch
 from telemetry.services import batch_ingest
 from tests import factories as f
@@ -87,7 +87,7 @@ def _ingest(host, secret_token, start: dt.datetime, hours: int, power_w) -> list
     gpus = list(host.devices.order_by("index"))
     windows = [
         window(
-            seq=(host.last_seq or 0) + h + 1,
+            seq=(HostStream.objects.filter(host=host).values_list("last_seq", flat=True).first() or 0) + h + 1,
             start=start + dt.timedelta(hours=h),
             duration_s=3600.0,
             cpu_energy_j=CPU_W * 3600,

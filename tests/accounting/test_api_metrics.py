@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
 from accounting import models as m
-from telemetry.models import TelemetryBatch
+from telemetry.models import HostStream, TelemetryBatch
 from tests import factories as f
 from tests.accounting.test_api_support import world  # noqa: F401
 
@@ -102,8 +102,9 @@ def ledger(world):
             co2e_embodied_g=1.5,
         )  # fmt: skip
     m.JobHour.objects.create(job=recent, hour=HOUR, energy_j=40.0, gpu_energy_j=40.0, co2e_operational_g=0.4)
-    world.host_a.last_seen_at = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
-    world.host_a.save()
+    HostStream.objects.create(
+        host=world.host_a, last_seq=1, last_seen_at=dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
+    )
     _batch(world.host_a, "pending", now - dt.timedelta(seconds=30))
     _batch(world.host_a, "pending", now - dt.timedelta(seconds=60))
     _batch(world.host_a, "failed", now - dt.timedelta(seconds=90))

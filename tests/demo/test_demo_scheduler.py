@@ -12,13 +12,15 @@ from django.utils import timezone
 
 from accounting import models as m
 from demo.management.commands.demo_scheduler import base_name
-from telemetry.models import TelemetryBatch
+from telemetry.models import HostStream, TelemetryBatch
 from tests import factories as f
 
 pytestmark = pytest.mark.django_db
 
 
 def _batch(host, received_at):
+    """A stored batch, as ingest leaves it: the batch row and the host's stream moved on."""
+    HostStream.objects.update_or_create(host=host, defaults={"last_seq": 1, "last_seen_at": received_at})
     TelemetryBatch.objects.create(
         host=host,
         batch_id=uuid.uuid4(),

@@ -5,8 +5,10 @@ imports ignored), so the second test copies the code, adds one forbidden import 
 expects every contract to be reported broken.
 
 What an import contract cannot see, SQL text, is checked by scanning the source: accounting and
-the dashboard name none of telemetry's tables (they call ``telemetry.queue`` and
-``telemetry.traces``), nor reach its models' managers.
+the dashboard name none of telemetry's tables (they call ``telemetry.queue``,
+``telemetry.traces`` and ``telemetry.readers``), nor reach its models' managers; and telemetry
+names none of accounting's tables, nor reaches its models' managers (ingest asks
+``accounting.services.inventory``).
 """
 
 import ast
@@ -27,6 +29,7 @@ CONTRACTS = (
     "The apps never import the workers",
     "The agent imports nothing of accounting, dashboard, workers, config, telemetry's",
     "Accounting and the dashboard use only telemetry's published modules (queue, traces,",
+    "Telemetry uses only accounting's published modules (API auth and problems, inventory,",
     "Production apps never import the demo app",
 )
 # One forbidden import per contract (each would be a real mistake): the module, its import.
@@ -41,6 +44,9 @@ VIOLATIONS = {
     # A service maintaining telemetry's partitions itself (the workers' job) instead of going
     # through a published module (telemetry.partitions imports only Django: no other contract).
     "accounting/services/_violation_telemetry.py": "import telemetry.partitions\n",
+    # Ingest looking up allocations itself instead of asking the inventory (accounting.selectors
+    # imports no workers nor demo: no other contract is touched).
+    "telemetry/_violation.py": "import accounting.selectors.jobs\n",
     # A service reaching for the demo data generator (it imports only accounting.models and
     # the domain, so no other contract is touched).
     "accounting/services/_violation_demo.py": "import demo.management.commands.seed_history\n",
@@ -78,13 +84,19 @@ PUBLISHED = {"telemetry.queue", "telemetry.traces", "telemetry.readers", "teleme
 TELEMETRY_TABLE = re.compile(r"\btelemetry_[a-z]\w*")
 
 
-def _consumer_sources() -> list[Path]:
+def _sources(*packages: str) -> list[Path]:
+    """The packages' modules but their migrations (frozen history that moves data between apps)
+    and the host agent (which has no database but its own SQLite spool)."""
     return sorted(
         path
-        for package in ("accounting", "dashboard")
+        for package in packages
         for path in (ROOT / package).rglob("*.py")
-        if "migrations" not in path.relative_to(ROOT).parts
+        if not {"migrations", "agent"} & set(path.relative_to(ROOT).parts)
     )
+
+
+def _consumer_sources() -> list[Path]:
+    return _sources("accounting", "dashboard")
 
 
 def _strings(tree: ast.AST) -> list[tuple[int, str]]:
@@ -127,9 +139,13 @@ def test_accounting_and_the_dashboard_name_no_telemetry_table_in_sql():
     assert found == {}
 
 
-def _telemetry_models() -> set[str]:
-    tree = ast.parse((ROOT / "telemetry" / "models.py").read_text())
+def _models(app: str) -> set[str]:
+    tree = ast.parse((ROOT / app / "models.py").read_text())
     return {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+
+
+def _telemetry_models() -> set[str]:
+    return _models("telemetry")
 
 
 def _manager_uses(tree: ast.AST, models: set[str]) -> list[tuple[int, str]]:
@@ -169,3 +185,60 @@ def f(cursor, pks):
     tables = [(line, t) for line, text in _strings(tree) for t in TELEMETRY_TABLE.findall(text)]
     assert tables == [(4, "telemetry_telemetrybatch")]
     assert sorted(_manager_uses(tree, _telemetry_models())) == [(5, "GpuSeries._meta"), (6, "TelemetryBatch.objects")]
+
+
+# --- telemetry through accounting's published modules ---------------------------------------
+
+PUBLISHED_BY_ACCOUNTING = {
+    "accounting.api.auth",
+    "accounting.api.errors",
+    "accounting.api.serializers",
+    "accounting.models",
+    "accounting.services.inventory",
+    "accounting.services.work_queue",
+}
+ACCOUNTING_TABLE = re.compile(r"\baccounting_[a-z]\w*")
+
+
+def test_the_accounting_contract_forbids_all_of_accounting_but_the_published_modules():
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    contract = [c for c in contracts if c.get("source_modules") == ["telemetry"]]
+    assert len(contract) == 1
+    assert contract[0]["forbidden_modules"] == ["accounting"]
+    assert contract[0]["allow_indirect_imports"] is True
+    allowed = {rule.removeprefix("telemetry.** -> ") for rule in contract[0]["ignore_imports"]}
+    assert allowed == PUBLISHED_BY_ACCOUNTING
+    for module in allowed:  # each exception names a real module
+        assert (ROOT / (module.replace(".", "/") + ".py")).exists(), module
+
+
+def test_telemetry_names_no_accounting_table_in_sql():
+    found: dict[str, list[str]] = {}
+    for path in _sources("telemetry"):
+        for line, text in _strings(ast.parse(path.read_text())):
+            for table in ACCOUNTING_TABLE.findall(text):
+                found.setdefault(str(path.relative_to(ROOT)), []).append(f"{line}: {table}")
+    assert found == {}
+
+
+def test_telemetry_uses_no_accounting_model_manager():
+    models = _models("accounting")
+    assert {"Host", "Device", "HardwareModel", "ApiToken"} <= models
+    found = [
+        f"{path.relative_to(ROOT)}:{line}: {use}"
+        for path in _sources("telemetry")
+        for line, use in _manager_uses(ast.parse(path.read_text()), models)
+    ]
+    assert found == []
+
+
+def test_the_scans_find_an_accounting_table_in_sql_and_a_manager():
+    tree = ast.parse(
+        """def f(cursor, host_id):
+    cursor.execute("SELECT hostname FROM accounting_host WHERE id = %s", [host_id])
+    return Device.objects.filter(host_id=host_id), Host._meta.db_table
+"""
+    )
+    tables = [(line, t) for line, text in _strings(tree) for t in ACCOUNTING_TABLE.findall(text)]
+    assert tables == [(2, "accounting_host")]
+    assert sorted(_manager_uses(tree, _models("accounting"))) == [(3, "Device.objects"), (3, "Host._meta")]

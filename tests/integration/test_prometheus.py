@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from accounting import models as m
 from accounting.tokens import token_create
-from telemetry.models import TelemetryBatch
+from telemetry.models import HostStream, TelemetryBatch
 from tests import factories as f
 from tests.accounting.test_api_support import build_world
 from tests.integration.conftest import ROOT, Processes, WebServer, _free_port, wait_for
@@ -97,8 +97,9 @@ def _ledger() -> str:
             co2e_embodied_g=5.0,
         )  # fmt: skip
     m.JobHour.objects.create(job=ended, hour=HOUR, energy_j=0.36 * MJ, gpu_energy_j=0.36 * MJ, co2e_operational_g=30.0)
-    world.host_a.last_seen_at = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
-    world.host_a.save()
+    HostStream.objects.create(
+        host=world.host_a, last_seq=1, last_seen_at=dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
+    )
     for status in ("pending", "failed", "done"):
         TelemetryBatch.objects.create(
             host=world.host_a, batch_id=uuid.uuid4(), received_at=now - dt.timedelta(seconds=120),

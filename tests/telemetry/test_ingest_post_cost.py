@@ -79,7 +79,7 @@ def test_the_lean_path_is_the_ingest_endpoint():
     assert not any("session" in m or "csrf" in m or "auth" in m or "axes" in m for m in LEAN_MIDDLEWARE)
 
 
-def test_one_post_of_known_devices_takes_five_statements(
+def test_one_post_of_known_devices_takes_six_statements(
     client, agent, monkeypatch, django_capture_on_commit_callbacks
 ):
     host, devices, secret = agent
@@ -91,14 +91,17 @@ def test_one_post_of_known_devices_takes_five_statements(
     with CaptureQueriesContext(connection) as ctx:
         response = _post(client, secret, _body(host, [d.uuid for d in devices], seq=2))
     assert response.status_code == 202, response.content
-    # token; SAVEPOINT (the test's transaction; BEGIN in production); host lock + duplicate check
-    # + device ids; batch INSERT + host UPDATE; RELEASE (COMMIT). The COPYs go around Django.
-    assert len(ctx.captured_queries) == 5, _sql(ctx)
+    # token; hostname + device ids (accounting's inventory); SAVEPOINT (the test's transaction;
+    # BEGIN in production); host stream lock + duplicate check; batch INSERT + stream UPDATE;
+    # RELEASE (COMMIT). The COPYs go around Django.
+    assert len(ctx.captured_queries) == 6, _sql(ctx)
     sqls = [q["sql"] for q in ctx.captured_queries]
-    assert "accounting_apitoken" in sqls[0] and "FOR UPDATE OF h" in sqls[2] and "WITH batch AS" in sqls[3]
+    assert "accounting_apitoken" in sqls[0] and "accounting_device" in sqls[1]
+    assert "FOR UPDATE OF s" in sqls[3] and "WITH batch AS" in sqls[4]
+    # Each app's statements name only its own tables (docs/architecture.md, "Who owns which table").
+    assert "telemetry_" not in sqls[1] and "accounting_" not in sqls[3] + sqls[4]
     assert not any("UPDATE" in s and "apitoken" in s for s in sqls)  # no per-request token write
     record = TelemetryBatch.objects.get(batch_id=response.json()["batch_id"])
-    host.refresh_from_db()
     assert (record.host_id, record.first_seq, record.gpu_window_count, record.host_window_count, record.status) == (
         host.pk,
         2,
@@ -106,7 +109,7 @@ def test_one_post_of_known_devices_takes_five_statements(
         1,
         "pending",
     )
-    assert (host.last_seq, host.last_seen_at) == (2, record.last_end)
+    assert (host.stream.last_seq, host.stream.last_seen_at) == (2, record.last_end)
     # The one-statement INSERT stores what Model.save would: defaults by value (a TextChoices
     # member as its value, not its name). The attribution's findings are accounting's (none yet).
     assert (record.attempts, record.error, record.claimed_at, record.attributed_at) == (0, "", None, None)
@@ -119,7 +122,7 @@ def test_one_post_of_known_devices_takes_five_statements(
         assert [row[0] for row in cursor.fetchall()] == sorted(d.pk for d in devices)
 
 
-def test_a_resent_batch_takes_four_statements_and_changes_nothing(client, agent):
+def test_a_resent_batch_takes_five_statements_and_changes_nothing(client, agent):
     host, devices, secret = agent
     body = _body(host, [d.uuid for d in devices], seq=1, batch_id="1b4e28ba-2fa1-11d2-883f-0016d3cca427")
     first = _post(client, secret, body)
@@ -131,7 +134,8 @@ def test_a_resent_batch_takes_four_statements_and_changes_nothing(client, agent)
         "accepted_windows": 8,
         "duplicate": True,
     }
-    assert len(ctx.captured_queries) == 4, _sql(ctx)  # token; SAVEPOINT; lock + duplicate; RELEASE
+    # token; inventory; SAVEPOINT; stream lock + duplicate; RELEASE
+    assert len(ctx.captured_queries) == 5, _sql(ctx)
     assert TelemetryBatch.objects.count() == 1
 
 

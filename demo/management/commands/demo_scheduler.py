@@ -21,10 +21,10 @@ import time
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from accounting.models import Job, JobFootprint
+from accounting.models import Host, Job, JobFootprint
 from accounting.services.allocations import AllocationSpec
 from accounting.services.jobs import job_end, job_register, job_units_report
-from telemetry.models import TelemetryBatch
+from telemetry.readers import hosts_seen_since
 
 # Functional units per GPU-second by family/kind (orders of magnitude of public figures:
 # an 8B-parameter model trains at ~3k tokens/s per H100; a 7B chat model serves ~1.5k tokens/s).
@@ -88,12 +88,9 @@ class Command(BaseCommand):
     def _tick(self, *, org: str, rng: random.Random, stale_s: float) -> list[Job]:
         """Report units of the live jobs, end the stale ones; return the live ones."""
         now = timezone.now()
-        live_hosts = set(
-            TelemetryBatch.objects.filter(
-                host__cluster__site__org__slug=org, received_at__gte=now - dt.timedelta(seconds=stale_s)
-            )
-            .values_list("host_id", flat=True)
-            .distinct()
+        live_hosts = hosts_seen_since(
+            host_ids=list(Host.objects.filter(cluster__site__org__slug=org).values_list("pk", flat=True)),
+            since=now - dt.timedelta(seconds=stale_s),
         )
         live: list[Job] = []
         for job in Job.objects.filter(org__slug=org, status=Job.Status.RUNNING).prefetch_related("allocations__device"):
