@@ -41,7 +41,7 @@ from telemetry.agent.config import AgentConfig
 from telemetry.agent.sender import Sender
 from telemetry.agent.sim import FakeNvml, SimHostPower, SimProcTree
 from telemetry.agent.spool import Spool
-from telemetry.models import TelemetryBatch
+from telemetry.models import HostStream, TelemetryBatch
 from tests.factories import DeviceFactory, HostFactory
 from tests.integration.conftest import ROOT, VAR, WebServer, _free_port, wait_for
 from tests.integration.test_agent_e2e import MeasuringAgent
@@ -277,11 +277,13 @@ def test_web_killed_mid_request_the_agent_retries_and_the_batch_is_stored_once(w
     first = spool.next_batch(30)
     assert first is not None
     outcome: list = []
-    with _holding("SELECT 1 FROM accounting_host WHERE id = %s FOR UPDATE", params=(host.pk,)):
+    # The request waits on the host's stream row, the lock ingest holds for its transaction.
+    HostStream.objects.create(host=host)
+    with _holding("SELECT 1 FROM telemetry_hoststream WHERE host_id = %s FOR UPDATE", params=(host.pk,)):
         posting = threading.Thread(target=lambda: outcome.append(sender.send_once(first)))
         posting.start()
         wait_for(
-            lambda: _waiting_on_lock("accounting_host"),
+            lambda: _waiting_on_lock("telemetry_hoststream"),
             timeout_s=30,
             interval_s=0.05,
             what="the ingest request to reach the database",
