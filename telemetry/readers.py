@@ -216,7 +216,6 @@ def _previous(row) -> StoredPreviousWindow:
     )
 
 
-
 def hosts_seen_since(*, host_ids: list[int], since: dt.datetime) -> set[int]:
     """The hosts among ``host_ids`` whose last stored window ended at ``since`` or later (their
     agents are alive): one row per host (``telemetry_hoststream``), whatever the history."""

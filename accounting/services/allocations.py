@@ -59,9 +59,9 @@ def _placeholders_resolve(*, wanted: set[tuple[Host, int]]) -> dict[tuple[int, i
     Under the hosts' row locks, the lock ingest takes (to its commit) to register a GPU it reports
     for the first time (``accounting.services.inventory.devices_register``): an agent's first
     batch either committed before (its real device is found here and held) or waits and then
-    binds the placeholder created here to its NVML uuid. Without the lock a registration could read "no device at index 0" while that
-    batch was creating one, and hold a placeholder nobody ever reports on: the job ended at 0 J
-    and its energy went to fleet overhead."""
+    binds the placeholder created here to its NVML uuid. Without the lock a registration could
+    read "no device at index 0" while that batch was creating one, and hold a placeholder nobody
+    ever reports on: the job ended at 0 J and its energy went to fleet overhead."""
     host_ids = sorted({host.pk for host, _ in wanted})
     # Locked in id order (as every writer of several hosts does), then read again: the device
     # lookup before ran without the locks.

@@ -79,9 +79,7 @@ def test_the_lean_path_is_the_ingest_endpoint():
     assert not any("session" in m or "csrf" in m or "auth" in m or "axes" in m for m in LEAN_MIDDLEWARE)
 
 
-def test_one_post_of_known_devices_takes_six_statements(
-    client, agent, monkeypatch, django_capture_on_commit_callbacks
-):
+def test_one_post_of_known_devices_takes_six_statements(client, agent, monkeypatch, django_capture_on_commit_callbacks):
     host, devices, secret = agent
     # The first POST of a day in a process also creates (or finds) the day's partitions, and
     # remembers them once committed (this test's transaction never commits: run the callbacks).
