@@ -6,8 +6,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
+
+from tests.migration_helpers import columns_present, migrate_to, migrate_to_latest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,24 +32,8 @@ DIAGNOSTIC = {
 }
 
 
-def _migrate(targets):
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    return executor.loader.project_state(targets).apps
-
-
-def _columns() -> list[str]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'telemetry_telemetrybatch' "
-            "AND column_name IN ('gaps', 'diagnostics') ORDER BY column_name"
-        )
-        return [row[0] for row in cursor.fetchall()]
-
-
 def test_findings_move_to_accounting_and_back():
-    apps = _migrate(BEFORE)
+    apps = migrate_to(BEFORE)
     try:
         from tests.factories import HostFactory
 
@@ -80,7 +64,7 @@ def test_findings_move_to_accounting_and_back():
         with_both = stored(2, gaps=[GAP, GAP], diagnostics=[DIAGNOSTIC])
         clean = stored(3)
 
-        apps = _migrate(AFTER)
+        apps = migrate_to(AFTER)
         Findings = apps.get_model("accounting", "BatchFindings")
         moved = {f.batch_id: (f.gaps, f.diagnostics) for f in Findings.objects.all()}
         assert moved == {
@@ -88,10 +72,10 @@ def test_findings_move_to_accounting_and_back():
             with_diagnostic: ([], [DIAGNOSTIC]),
             with_both: ([GAP, GAP], [DIAGNOSTIC]),
         }
-        assert _columns() == []
+        assert columns_present("telemetry_telemetrybatch", ("gaps", "diagnostics")) == []
         assert apps.get_model("telemetry", "TelemetryBatch").objects.count() == 4
 
-        apps = _migrate(BEFORE)
+        apps = migrate_to(BEFORE)
         back = {b.pk: (b.gaps, b.diagnostics) for b in apps.get_model("telemetry", "TelemetryBatch").objects.all()}
         assert back == {
             with_gap: ([GAP], []),
@@ -99,8 +83,7 @@ def test_findings_move_to_accounting_and_back():
             with_both: ([GAP, GAP], [DIAGNOSTIC]),
             clean: ([], []),
         }
-        assert _columns() == ["diagnostics", "gaps"]
+        assert columns_present("telemetry_telemetrybatch", ("gaps", "diagnostics")) == ["diagnostics", "gaps"]
     finally:
         # Back to the latest schema for the tests that follow.
-        executor = MigrationExecutor(connection)
-        _migrate(executor.loader.graph.leaf_nodes())
+        migrate_to_latest()

@@ -7,7 +7,8 @@ import datetime as dt
 
 import pytest
 from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
+
+from tests.migration_helpers import migrate_to, migrate_to_latest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -18,15 +19,8 @@ AFTER = [("accounting", "0019_hourly_ledger_key")]
 HOUR = dt.datetime(2026, 11, 3, 14, tzinfo=dt.UTC)
 
 
-def _migrate(targets):
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    return executor.loader.project_state(targets).apps
-
-
 def test_per_batch_rows_become_hourly_entries_and_batch_records():
-    apps = _migrate(BEFORE)
+    apps = migrate_to(BEFORE)
     try:
         from tests.factories import DeviceFactory, HostFactory, JobFactory
 
@@ -108,7 +102,7 @@ def test_per_batch_rows_become_hourly_entries_and_batch_records():
             **common,
         )
 
-        apps = _migrate(AFTER)
+        apps = migrate_to(AFTER)
         Entry = apps.get_model("accounting", "LedgerEntry")
         Record = apps.get_model("accounting", "BatchAttribution")
         rows = {(e.account, e.component): e for e in Entry.objects.all()}
@@ -135,8 +129,7 @@ def test_per_batch_rows_become_hourly_entries_and_batch_records():
         assert (last.org_id, last.site_id, last.host_id) == (site.org_id, site.pk, host.pk)
     finally:
         # Back to the latest schema for the tests that follow (not just 0019).
-        executor = MigrationExecutor(connection)
-        _migrate(executor.loader.graph.leaf_nodes())
+        migrate_to_latest()
         from accounting.models import LedgerEntry
 
         LedgerEntry.objects.all().delete()

@@ -7,8 +7,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
+
+from tests.migration_helpers import columns_present, migrate_to, migrate_to_latest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -17,24 +17,8 @@ AFTER = [("accounting", "0023_host_stream_to_telemetry")]
 SEEN = dt.datetime(2026, 11, 3, 14, 0, 10, 250000, tzinfo=dt.UTC)
 
 
-def _migrate(targets):
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    return executor.loader.project_state(targets).apps
-
-
-def _host_columns() -> list[str]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'accounting_host' "
-            "AND column_name IN ('last_seq', 'last_seen_at') ORDER BY column_name"
-        )
-        return [row[0] for row in cursor.fetchall()]
-
-
 def test_stream_state_moves_to_telemetry_and_back():
-    apps = _migrate(BEFORE)
+    apps = migrate_to(BEFORE)
     try:
         from tests.factories import ClusterFactory
 
@@ -43,17 +27,16 @@ def test_stream_state_moves_to_telemetry_and_back():
         posted = Host.objects.create(cluster_id=cluster.pk, hostname="posted", last_seq=41, last_seen_at=SEEN)
         silent = Host.objects.create(cluster_id=cluster.pk, hostname="silent")
 
-        apps = _migrate(AFTER)
+        apps = migrate_to(AFTER)
         streams = {
             s.host_id: (s.last_seq, s.last_seen_at) for s in apps.get_model("telemetry", "HostStream").objects.all()
         }
         assert streams == {posted.pk: (41, SEEN)}  # a host that never posted has no stream row
-        assert _host_columns() == []
+        assert columns_present("accounting_host", ("last_seq", "last_seen_at")) == []
 
-        apps = _migrate(BEFORE)
+        apps = migrate_to(BEFORE)
         back = {h.pk: (h.last_seq, h.last_seen_at) for h in apps.get_model("accounting", "Host").objects.all()}
         assert back == {posted.pk: (41, SEEN), silent.pk: (None, None)}
-        assert _host_columns() == ["last_seen_at", "last_seq"]
+        assert columns_present("accounting_host", ("last_seq", "last_seen_at")) == ["last_seen_at", "last_seq"]
     finally:
-        executor = MigrationExecutor(connection)
-        _migrate(executor.loader.graph.leaf_nodes())
+        migrate_to_latest()
