@@ -469,7 +469,9 @@ def _build_host_batches(args) -> list[tuple[str, int, bytes]]:
             "batch_id": batch_id,
             "hostname": hostname,
             "agent_version": "bench",
-            "sent_at": _iso(dt.datetime.fromtimestamp(start_ts + (seq - 1) * WINDOW_S, dt.UTC)),
+            # No sent_at: the bodies are built (and gzipped) before the run, so any send time
+            # written now would be minutes off when posted, and every POST would log a clock-skew
+            # warning that a host with a synced clock never causes. Without it the offset is NULL.
             "windows": windows,
         }
         if WIRE == "v2":  # as the agent sends it (telemetry.agent.wire)
