@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 from django.db.models import Q
 
-from accounting.domain.attribution.columnar import GpuColumns, from_us
+from accounting.domain.attribution.columnar import GpuColumns
 from accounting.domain.carbon import EmbodiedRate, embodied_rate_g_per_s
+from accounting.domain.timebase import from_us
 from accounting.domain.types import (
     QUALITY_RANK,
     Allocation,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from django.db import connection
 
-from telemetry.series import from_us, to_us
+from accounting.domain.timebase import from_us, to_us
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -12,16 +12,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import operator
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 from django.db import connection, transaction
 
-from accounting.domain.attribution.columnar import GpuColumns, attribute_columns, from_us, to_us
+from accounting.domain.attribution.columnar import GpuColumns, attribute_columns
 from accounting.domain.carbon import carbonize
-from accounting.domain.energy import fill_gaps
+from accounting.domain.energy import fill_gaps, gapless
+from accounting.domain.timebase import from_us, to_us
 from accounting.domain.types import METHOD_VERSION, Allocation, GpuWindowIn
 from accounting.mappers import (
     DeviceSeries,
@@ -150,15 +150,6 @@ def _unmatched_sightings(
     return out
 
 
-def _no_gap(columns: GpuColumns, previous_end: dt.datetime | None) -> bool:
-    """Whether ``fill_gaps`` would return these windows unchanged: in start order, none starting
-    after its predecessor (or the device's previous window) ended."""
-    start_us = columns.start_us
-    if previous_end is not None and start_us[0] > to_us(previous_end):
-        return False
-    return all(map(operator.le, start_us[1:], columns.end_us)) and all(map(operator.le, start_us, start_us[1:]))
-
-
 def _group_by_period(allocations: list) -> dict[tuple[dt.datetime, dt.datetime | None], list[int]]:
     out: dict[tuple[dt.datetime, dt.datetime | None], list[int]] = defaultdict(list)
     for allocation in allocations:
@@ -261,7 +252,11 @@ def _attribute_many(
         for device_series in series_by_batch[batch.pk]:
             columns = device_series.columns
             before = previous.get(columns.device_id)
-            if _no_gap(columns, None if before is None else before.end):
+            if gapless(
+                starts=columns.start_us,
+                ends=columns.end_us,
+                previous_end=None if before is None else to_us(before.end),
+            ):
                 columnar.append(columns)
                 continue
             rows = device_series.rows()
