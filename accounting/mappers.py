@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -23,12 +24,13 @@ from accounting.domain.types import (
     ProcessSample,
     Quality,
 )
-from accounting.models import Device, HardwareModel, Host, JobAllocation, Site
+from accounting.models import Device, HardwareModel, JobAllocation, Site
 from accounting.selectors.factors import (
+    EMBODIED_FIELDS,
     EmbodiedTerms,
+    component_quantities,
+    embodied_for_components,
     embodied_for_hardware,
-    embodied_for_host,
-    host_component_models,
 )
 from telemetry import readers
 
@@ -91,66 +93,97 @@ def embodied_rates_for(*, device_ids: list[int], site: Site) -> dict[int, Embodi
     """Embodied g per held device-second: the device's own amortisation plus its slot share of
     the host's components (CPU, DRAM, SSD, chassis), each with its own lifetime policy.
 
-    Hot path of attribution (hundreds of devices per call): devices are read as plain values and
-    their hardware models and hosts once each, and the terms are computed once per distinct
-    (model, site, lifetime override), instead of one joined model instance per device."""
+    Hot path of attribution (hundreds of devices per call, once per site and claim): two
+    queries of plain values (the devices with their hosts' component figures, then the catalog
+    rows they name), and each rate computed once per distinct (model, lifetime override, host
+    figures, site): the devices of a fleet of like servers share a handful of rates."""
     devices = list(
-        Device.objects.filter(pk__in=device_ids).values_list("pk", "hardware_model_id", "lifetime_years", "host_id")
+        Device.objects.filter(pk__in=device_ids).values_list(
+            "pk",
+            "hardware_model_id",
+            "lifetime_years",
+            "host__cluster__site_id",
+            "host__gpu_slots",
+            "host__cpu_model",
+            "host__dram_gb",
+            "host__ssd_gb",
+        )
     )
-    hardware = HardwareModel.objects.in_bulk({hw_id for _, hw_id, _, _ in devices if hw_id is not None})
-    hosts = Host.objects.select_related("cluster__site").in_bulk({host_id for *_, host_id in devices})
-    components = host_component_models(hosts.values())
-    host_rates: dict[int, tuple[float, float, float, int]] = {}
+    quantities: dict[tuple[str, float, float], dict[str, float]] = {}
+    for _, hw_id, _, _, _, cpu_model, dram_gb, ssd_gb in devices:
+        if hw_id is not None and (cpu_model, dram_gb, ssd_gb) not in quantities:
+            quantities[(cpu_model, dram_gb, ssd_gb)] = component_quantities(
+                cpu_model=cpu_model, dram_gb=dram_gb, ssd_gb=ssd_gb
+            )
+    hardware_ids = {hw_id for _, hw_id, *_ in devices if hw_id is not None}
+    if not hardware_ids:
+        return dict.fromkeys((device_id for device_id, *_ in devices), ZERO_RATE)
+    component_keys = {key for q in quantities.values() for key in q}
+    catalog = list(
+        HardwareModel.objects.filter(Q(pk__in=hardware_ids) | Q(key__in=component_keys)).only(*EMBODIED_FIELDS)
+    )
+    hardware = {row.pk: row for row in catalog}
+    components = {row.key: row for row in catalog if row.key in component_keys}
+    sites = {site.pk: site}
+    other_sites = {site_id for _, hw_id, _, site_id, *_ in devices if hw_id is not None} - {site.pk}
+    if other_sites:  # a device whose host moved to another site's cluster: that site's overrides
+        sites.update(Site.objects.only("hardware_overrides").in_bulk(other_sites))
+    host_rates: dict[tuple, tuple[float, float, float, int]] = {}
     device_terms: dict[tuple[int, int, float | None], EmbodiedTerms] = {}
+    shared: dict[tuple, EmbodiedRate] = {}
     rates: dict[int, EmbodiedRate] = {}
-    for device_id, hw_id, lifetime_years, host_id in devices:
+    for device_id, hw_id, lifetime_years, site_id, gpu_slots, cpu_model, dram_gb, ssd_gb in devices:
         if hw_id is None:
             rates[device_id] = ZERO_RATE
             continue
-        host = hosts[host_id]
-        host_site = host.cluster.site
-        key = (hw_id, host_site.pk, lifetime_years)
-        terms = device_terms.get(key)
-        if terms is None:
-            terms = device_terms[key] = embodied_for_hardware(
-                hardware=hardware[hw_id], site=host_site, device_lifetime_years=lifetime_years
+        host_key = (site_id, gpu_slots, cpu_model, dram_gb, ssd_gb)
+        rate_key = (hw_id, lifetime_years, host_key)
+        rate = shared.get(rate_key)
+        if rate is None:
+            host_site = sites[site_id]
+            terms_key = (hw_id, site_id, lifetime_years)
+            terms = device_terms.get(terms_key)
+            if terms is None:
+                terms = device_terms[terms_key] = embodied_for_hardware(
+                    hardware=hardware[hw_id], site=host_site, device_lifetime_years=lifetime_years
+                )
+            host_rate = host_rates.get(host_key)
+            if host_rate is None:
+                parts = embodied_for_components(
+                    quantities=quantities[(cpu_model, dram_gb, ssd_gb)], site=host_site, components=components
+                )
+                host_rate = host_rates[host_key] = _host_rate(parts, slots=max(gpu_slots, 1))
+            host_c, host_l, host_h, host_version = host_rate
+            policy = {"lifetime_years": terms.lifetime_years, "expected_utilisation": terms.expected_utilisation}
+            rate = shared[rate_key] = EmbodiedRate(
+                central_g_per_s=_rate_g_per_s(terms.embodied_kg, **policy) + host_c,
+                low_g_per_s=_rate_g_per_s(terms.low_kg, **policy) + host_l,
+                high_g_per_s=_rate_g_per_s(terms.high_kg, **policy) + host_h,
+                version=max(terms.version, host_version),
             )
-        if host_id not in host_rates:
-            slots = max(host.gpu_slots, 1)
-            parts = embodied_for_host(host=host, components=components)
-            host_rates[host_id] = (
-                sum(
-                    _rate_g_per_s(
-                        t.embodied_kg, lifetime_years=t.lifetime_years, expected_utilisation=t.expected_utilisation
-                    )
-                    for t in parts
-                )
-                / slots,
-                sum(
-                    _rate_g_per_s(
-                        t.low_kg, lifetime_years=t.lifetime_years, expected_utilisation=t.expected_utilisation
-                    )
-                    for t in parts
-                )
-                / slots,
-                sum(
-                    _rate_g_per_s(
-                        t.high_kg, lifetime_years=t.lifetime_years, expected_utilisation=t.expected_utilisation
-                    )
-                    for t in parts
-                )
-                / slots,
-                max((t.version for t in parts), default=0),
-            )
-        host_c, host_l, host_h, host_version = host_rates[host_id]
-        policy = {"lifetime_years": terms.lifetime_years, "expected_utilisation": terms.expected_utilisation}
-        rates[device_id] = EmbodiedRate(
-            central_g_per_s=_rate_g_per_s(terms.embodied_kg, **policy) + host_c,
-            low_g_per_s=_rate_g_per_s(terms.low_kg, **policy) + host_l,
-            high_g_per_s=_rate_g_per_s(terms.high_kg, **policy) + host_h,
-            version=max(terms.version, host_version),
-        )
+        rates[device_id] = rate
     return rates
+
+
+def _host_rate(parts: list[EmbodiedTerms], *, slots: int) -> tuple[float, float, float, int]:
+    """A device's slot share of its host's components: central, low and high g per second,
+    and the newest catalog version among them."""
+
+    def per_slot(kg_of) -> float:
+        return (
+            sum(
+                _rate_g_per_s(kg_of(t), lifetime_years=t.lifetime_years, expected_utilisation=t.expected_utilisation)
+                for t in parts
+            )
+            / slots
+        )
+
+    return (
+        per_slot(operator.attrgetter("embodied_kg")),
+        per_slot(operator.attrgetter("low_kg")),
+        per_slot(operator.attrgetter("high_kg")),
+        max((t.version for t in parts), default=0),
+    )
 
 
 # --- many batches at once (the attribution hot path) ----------------------------------------

@@ -231,12 +231,32 @@ def host_cpu_profile(cpu_model: str) -> str:
 
 def host_component_quantities(host: Host) -> dict[str, float]:
     """HardwareModel key -> quantity of each embodied component of a GPU server."""
+    return component_quantities(cpu_model=host.cpu_model, dram_gb=host.dram_gb, ssd_gb=host.ssd_gb)
+
+
+def component_quantities(*, cpu_model: str, dram_gb: float, ssd_gb: float) -> dict[str, float]:
+    """``host_component_quantities`` from a host's values (a row read without the model)."""
     return {
-        f"cpu-{host_cpu_profile(host.cpu_model)}": float(HOST_CPU_SOCKETS),
-        "dram-per-gb": float(host.dram_gb),
-        "ssd-per-gb": float(host.ssd_gb),
+        f"cpu-{host_cpu_profile(cpu_model)}": float(HOST_CPU_SOCKETS),
+        "dram-per-gb": float(dram_gb),
+        "ssd-per-gb": float(ssd_gb),
         "chassis-gpu-server": 1.0,
     }
+
+
+# The HardwareModel fields an embodied figure reads (``embodied_for_hardware``): readers of many
+# rows load only these (the catalog's JSON fields are not decoded).
+EMBODIED_FIELDS = (
+    "key",
+    "embodied_kg",
+    "embodied_low_kg",
+    "embodied_high_kg",
+    "embodied_kind",
+    "embodied_source",
+    "version",
+    "lifetime_years",
+    "expected_utilisation",
+)
 
 
 def host_component_models(hosts: Iterable[Host]) -> dict[str, HardwareModel]:
@@ -249,11 +269,19 @@ def embodied_for_host(*, host: Host, components: dict[str, HardwareModel] | None
     """Host components (CPUs, DRAM, SSD, chassis) from the loaded HardwareModel rows, so
     operator edits and versions apply. Components whose row is missing are left out.
     ``components`` (from ``host_component_models``) saves the query when many hosts are read."""
-    site = host.cluster.site
-    keys = host_component_quantities(host)
     rows = components if components is not None else host_component_models([host])
+    return embodied_for_components(quantities=host_component_quantities(host), site=host.cluster.site, components=rows)
+
+
+def embodied_for_components(
+    *, quantities: dict[str, float], site: Site, components: dict[str, HardwareModel]
+) -> list[EmbodiedTerms]:
+    """``embodied_for_host`` from a host's component quantities (``component_quantities``) and
+    its site."""
     return [
-        embodied_for_hardware(hardware=rows[k], site=site, quantity=q) for k, q in keys.items() if k in rows and q > 0
+        embodied_for_hardware(hardware=components[k], site=site, quantity=q)
+        for k, q in quantities.items()
+        if k in components and q > 0
     ]
 
 
