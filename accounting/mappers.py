@@ -24,7 +24,8 @@ from accounting.domain.types import (
     ProcessSample,
     Quality,
 )
-from accounting.models import Device, HardwareModel, JobAllocation, Site
+from accounting.models import HardwareModel, Site
+from accounting.selectors.attribution_inputs import allocation_rows, device_rows
 from accounting.selectors.factors import (
     EMBODIED_FIELDS,
     EmbodiedTerms,
@@ -49,8 +50,10 @@ class GpuWindowRow:
 
 
 def _device_idle_power(device_ids: list[int]) -> dict[int, float]:
-    rows = Device.objects.filter(pk__in=device_ids).values_list("pk", "hardware_model__idle_power_w")
-    return {pk: (idle if idle is not None else DEFAULT_IDLE_POWER_W) for pk, idle in rows}
+    return {
+        row.device_id: (row.idle_power_w if row.idle_power_w is not None else DEFAULT_IDLE_POWER_W)
+        for row in device_rows(device_ids=device_ids)
+    }
 
 
 def job_keys(*, scheduler_job_id: str, sluids: Iterable[str] = ()) -> frozenset[str]:
@@ -62,25 +65,26 @@ def job_keys(*, scheduler_job_id: str, sluids: Iterable[str] = ()) -> frozenset[
 
 
 def allocations_for(*, device_ids: list[int], start: dt.datetime, end: dt.datetime) -> list[Allocation]:
-    rows = (
-        JobAllocation.objects.filter(device_id__in=device_ids, start__lt=end)
-        .filter(Q(end__isnull=True) | Q(end__gt=start))
-        .values_list(
-            "job_id", "device_id", "start", "end", "fraction", "mig_instance", "job__scheduler_job_id", "job__sluids"
+    keys: dict[tuple[str, str], frozenset[str]] = {}  # one key set per job
+    out = []
+    for row in allocation_rows(device_ids=device_ids, start=start, end=end):
+        job = (row.scheduler_job_id, row.sluids_json)
+        found = keys.get(job)
+        if found is None:
+            sluids = json.loads(row.sluids_json) or ()
+            found = keys[job] = job_keys(scheduler_job_id=row.scheduler_job_id, sluids=sluids)
+        out.append(
+            Allocation(
+                job_id=row.job_id,
+                device_id=row.device_id,
+                start=row.start,
+                end=row.end,
+                fraction=row.fraction,
+                job_keys=found,
+                mig_instance=row.mig_instance,
+            )
         )
-    )
-    return [
-        Allocation(
-            job_id=job_id,
-            device_id=device_id,
-            start=a_start,
-            end=a_end,
-            fraction=fraction,
-            job_keys=job_keys(scheduler_job_id=sched_id, sluids=sluids or ()),
-            mig_instance=mig,
-        )
-        for job_id, device_id, a_start, a_end, fraction, mig, sched_id, sluids in rows
-    ]
+    return out
 
 
 def _rate_g_per_s(kg: float, *, lifetime_years: float, expected_utilisation: float) -> float:
@@ -97,62 +101,52 @@ def embodied_rates_for(*, device_ids: list[int], site: Site) -> dict[int, Embodi
     queries of plain values (the devices with their hosts' component figures, then the catalog
     rows they name), and each rate computed once per distinct (model, lifetime override, host
     figures, site): the devices of a fleet of like servers share a handful of rates."""
-    devices = list(
-        Device.objects.filter(pk__in=device_ids).values_list(
-            "pk",
-            "hardware_model_id",
-            "lifetime_years",
-            "host__cluster__site_id",
-            "host__gpu_slots",
-            "host__cpu_model",
-            "host__dram_gb",
-            "host__ssd_gb",
-        )
-    )
+    rows = device_rows(device_ids=device_ids)
+    rates = {row.device_id: ZERO_RATE for row in rows}  # no catalog model: none charged
+    devices = [row for row in rows if row.hardware_model_id is not None]
+    if not devices:
+        return rates
     quantities: dict[tuple[str, float, float], dict[str, float]] = {}
-    for _, hw_id, _, _, _, cpu_model, dram_gb, ssd_gb in devices:
-        if hw_id is not None and (cpu_model, dram_gb, ssd_gb) not in quantities:
-            quantities[(cpu_model, dram_gb, ssd_gb)] = component_quantities(
-                cpu_model=cpu_model, dram_gb=dram_gb, ssd_gb=ssd_gb
-            )
-    hardware_ids = {hw_id for _, hw_id, *_ in devices if hw_id is not None}
-    if not hardware_ids:
-        return dict.fromkeys((device_id for device_id, *_ in devices), ZERO_RATE)
+    for row in devices:
+        figures = (row.cpu_model, row.dram_gb, row.ssd_gb)
+        if figures not in quantities:
+            quantities[figures] = component_quantities(cpu_model=row.cpu_model, dram_gb=row.dram_gb, ssd_gb=row.ssd_gb)
     component_keys = {key for q in quantities.values() for key in q}
     catalog = list(
-        HardwareModel.objects.filter(Q(pk__in=hardware_ids) | Q(key__in=component_keys)).only(*EMBODIED_FIELDS)
+        HardwareModel.objects.filter(
+            Q(pk__in={row.hardware_model_id for row in devices}) | Q(key__in=component_keys)
+        ).only(*EMBODIED_FIELDS)
     )
-    hardware = {row.pk: row for row in catalog}
-    components = {row.key: row for row in catalog if row.key in component_keys}
+    hardware = {model.pk: model for model in catalog}
+    components = {model.key: model for model in catalog if model.key in component_keys}
     sites = {site.pk: site}
-    other_sites = {site_id for _, hw_id, _, site_id, *_ in devices if hw_id is not None} - {site.pk}
+    other_sites = {row.site_id for row in devices} - {site.pk}
     if other_sites:  # a device whose host moved to another site's cluster: that site's overrides
         sites.update(Site.objects.only("hardware_overrides").in_bulk(other_sites))
     host_rates: dict[tuple, tuple[float, float, float, int]] = {}
     device_terms: dict[tuple[int, int, float | None], EmbodiedTerms] = {}
     shared: dict[tuple, EmbodiedRate] = {}
-    rates: dict[int, EmbodiedRate] = {}
-    for device_id, hw_id, lifetime_years, site_id, gpu_slots, cpu_model, dram_gb, ssd_gb in devices:
-        if hw_id is None:
-            rates[device_id] = ZERO_RATE
-            continue
-        host_key = (site_id, gpu_slots, cpu_model, dram_gb, ssd_gb)
-        rate_key = (hw_id, lifetime_years, host_key)
+    for row in devices:
+        hw_id = row.hardware_model_id
+        host_key = (row.site_id, row.gpu_slots, row.cpu_model, row.dram_gb, row.ssd_gb)
+        rate_key = (hw_id, row.lifetime_years, host_key)
         rate = shared.get(rate_key)
         if rate is None:
-            host_site = sites[site_id]
-            terms_key = (hw_id, site_id, lifetime_years)
+            host_site = sites[row.site_id]
+            terms_key = (hw_id, row.site_id, row.lifetime_years)
             terms = device_terms.get(terms_key)
             if terms is None:
                 terms = device_terms[terms_key] = embodied_for_hardware(
-                    hardware=hardware[hw_id], site=host_site, device_lifetime_years=lifetime_years
+                    hardware=hardware[hw_id], site=host_site, device_lifetime_years=row.lifetime_years
                 )
             host_rate = host_rates.get(host_key)
             if host_rate is None:
                 parts = embodied_for_components(
-                    quantities=quantities[(cpu_model, dram_gb, ssd_gb)], site=host_site, components=components
+                    quantities=quantities[(row.cpu_model, row.dram_gb, row.ssd_gb)],
+                    site=host_site,
+                    components=components,
                 )
-                host_rate = host_rates[host_key] = _host_rate(parts, slots=max(gpu_slots, 1))
+                host_rate = host_rates[host_key] = _host_rate(parts, slots=max(row.gpu_slots, 1))
             host_c, host_l, host_h, host_version = host_rate
             policy = {"lifetime_years": terms.lifetime_years, "expected_utilisation": terms.expected_utilisation}
             rate = shared[rate_key] = EmbodiedRate(
@@ -161,7 +155,7 @@ def embodied_rates_for(*, device_ids: list[int], site: Site) -> dict[int, Embodi
                 high_g_per_s=_rate_g_per_s(terms.high_kg, **policy) + host_h,
                 version=max(terms.version, host_version),
             )
-        rates[device_id] = rate
+        rates[row.device_id] = rate
     return rates
 
 

@@ -325,21 +325,30 @@ def _attribute_many(
             "ON COMMIT DELETE ROWS"
         )
         cursor.execute("TRUNCATE _ledger_lines")
+        # Lines share a few distinct factor version maps (one per hour and rate): each is written
+        # as JSON once.
+        versions_json: dict[tuple, str] = {}
         with cursor.cursor.copy(f"COPY _ledger_lines ({', '.join(n for n, _ in _LINE_COLUMNS)}) FROM STDIN") as copy:
             for batch in batches:
                 site = batch.host.cluster.site
-                lines, gaps, diagnostics = lines_by_batch[batch.pk]
+                batch_pk, host_id, last_end = batch.pk, batch.host_id, batch.last_end
+                org_id, site_pk = site.org_id, site.pk
+                lines, gaps, diagnostics = lines_by_batch[batch_pk]
                 for line in lines:
+                    versions_key = tuple(line.factor_versions.items())
+                    versions = versions_json.get(versions_key)
+                    if versions is None:
+                        versions = versions_json[versions_key] = json.dumps(line.factor_versions)
                     copy.write_row(
                         (
-                            batch.pk,
+                            batch_pk,
                             1,
                             line.account.value,
                             line.job_id,
-                            site.org_id,
+                            org_id,
                             job_team.get(line.job_id) if line.job_id else None,
-                            site.pk,
-                            batch.host_id,
+                            site_pk,
+                            host_id,
                             line.device_id,
                             line.component.value,
                             line.hour,
@@ -359,11 +368,11 @@ def _attribute_many(
                             line.intensity_gases,
                             line.pue,
                             line.energy_covers,
-                            json.dumps(line.factor_versions),
-                            batch.last_end,
+                            versions,
+                            last_end,
                         )
                     )
-                touched[batch.pk] = {(line.job_id, line.device_id) for line in lines}
+                touched[batch_pk] = {(line.job_id, line.device_id) for line in lines}
                 gaps_json = [
                     {
                         "device_id": g.device_id,
@@ -377,10 +386,10 @@ def _attribute_many(
                 ]
                 updates.append(
                     (
-                        json.dumps(gaps_json),
-                        json.dumps([_jsonable(asdict(d)) for d in diagnostics]),
+                        json.dumps(gaps_json) if gaps_json else "[]",
+                        json.dumps([_jsonable(asdict(d)) for d in diagnostics]) if diagnostics else "[]",
                         batch.attempts + 1,
-                        batch.pk,
+                        batch_pk,
                     )
                 )
         replaced = _merge_lines(
