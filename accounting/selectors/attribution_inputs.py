@@ -2,16 +2,23 @@
 
 Hot path: the worker reads these once per claim of up to 25 batches (hundreds of devices). The
 ORM spends about 0.7 ms of CPU building each of these queries (a ``pk__in`` of hundreds of ids
-prepares every id) against 0.25 ms for the statement itself; rows come back as plain tuples for
+prepares every id) against 0.1 ms for the statement itself, with the ids sent as one array
+literal (``_ids``; the driver would adapt a list id by id); rows come back as plain tuples for
 the mappers (``accounting.mappers``) to turn into domain values.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from django.db import connection
+
+
+def _ids(ids: Iterable[int]) -> str:
+    """Ids as a PostgreSQL array literal (``int`` first: an id is never text)."""
+    return "{" + ",".join(map(str, map(int, ids))) + "}"
 
 
 class DeviceRow(NamedTuple):
@@ -35,7 +42,7 @@ FROM accounting_device d
 JOIN accounting_host h ON h.id = d.host_id
 JOIN accounting_cluster c ON c.id = h.cluster_id
 LEFT JOIN accounting_hardwaremodel m ON m.id = d.hardware_model_id
-WHERE d.id = ANY(%s)
+WHERE d.id = ANY(%s::bigint[])
 """
 
 
@@ -44,7 +51,7 @@ def device_rows(*, device_ids: list[int]) -> list[DeviceRow]:
     if not device_ids:
         return []
     with connection.cursor() as cursor:
-        cursor.execute(_DEVICES_SQL, [list(device_ids)])
+        cursor.execute(_DEVICES_SQL, [_ids(device_ids)])
         return [DeviceRow(*row) for row in cursor.fetchall()]
 
 
@@ -63,7 +70,7 @@ _ALLOCATIONS_SQL = """
 SELECT a.job_id, a.device_id, a.start, a."end", a.fraction, a.mig_instance, j.scheduler_job_id, j.sluids::text
 FROM accounting_joballocation a
 JOIN accounting_job j ON j.id = a.job_id
-WHERE a.device_id = ANY(%s) AND a.start < %s AND (a."end" IS NULL OR a."end" > %s)
+WHERE a.device_id = ANY(%s::bigint[]) AND a.start < %s AND (a."end" IS NULL OR a."end" > %s)
 """
 
 
@@ -72,5 +79,5 @@ def allocation_rows(*, device_ids: list[int], start: dt.datetime, end: dt.dateti
     if not device_ids:
         return []
     with connection.cursor() as cursor:
-        cursor.execute(_ALLOCATIONS_SQL, [list(device_ids), end, start])
+        cursor.execute(_ALLOCATIONS_SQL, [_ids(device_ids), end, start])
         return [AllocationRow(*row) for row in cursor.fetchall()]

@@ -25,6 +25,7 @@ from accounting.domain.timebase import from_us, to_us
 from accounting.domain.types import METHOD_VERSION, Allocation, GpuWindowIn
 from accounting.mappers import (
     DeviceSeries,
+    allocations_by_device,
     allocations_for,
     allocations_within,
     embodied_rates_for,
@@ -294,10 +295,11 @@ def _attribute_many(
                 for (start_at, end_at), device_ids_of in _group_by_period(observed).items():
                     ledger_mark_dirty(device_ids=device_ids_of, start=start_at, end=end_at, exclude_batch_pks=pks)
                 site_allocations = allocations_for(device_ids=site_devices, start=start, end=end)
+        site_allocations_by_device = allocations_by_device(site_allocations)
         for batch, columnar, filled, gaps, window_start in items:
             device_ids = devices_by_batch[batch.pk]
             allocations = allocations_within(
-                site_allocations, device_ids=set(device_ids), start=window_start, end=batch.last_end
+                site_allocations_by_device, device_ids=device_ids, start=window_start, end=batch.last_end
             )
             attribution = attribute_columns(
                 gpu_columns=columnar,
