@@ -182,10 +182,14 @@ def batches_record_attempts(*, attempts_by_pk: Mapping[int, int]) -> None:
     one's attempt count and clear its error."""
     if not attempts_by_pk:
         return
+    # One statement for all (the rows are already locked by ``batches_lock``, in id order).
+    pks = ",".join(str(int(pk)) for pk in attempts_by_pk)
+    attempts = ",".join(str(int(n)) for n in attempts_by_pk.values())
     with connection.cursor() as cursor:
-        cursor.cursor.executemany(
-            f"UPDATE {_TABLE} SET attempts = %s, error = '' WHERE id = %s",
-            [(attempts, pk) for pk, attempts in attempts_by_pk.items()],
+        cursor.execute(
+            f"UPDATE {_TABLE} t SET attempts = u.attempts, error = '' "
+            "FROM unnest(%s::bigint[], %s::integer[]) AS u(id, attempts) WHERE t.id = u.id",
+            ["{" + pks + "}", "{" + attempts + "}"],
         )
 
 

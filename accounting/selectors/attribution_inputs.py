@@ -81,3 +81,13 @@ def allocation_rows(*, device_ids: list[int], start: dt.datetime, end: dt.dateti
     with connection.cursor() as cursor:
         cursor.execute(_ALLOCATIONS_SQL, [_ids(device_ids), end, start])
         return [AllocationRow(*row) for row in cursor.fetchall()]
+
+
+def job_teams(*, job_ids: Iterable[int]) -> dict[int, int]:
+    """Each job's team, for the jobs that exist."""
+    ids = _ids(job_ids)
+    if ids == "{}":
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id, team_id FROM accounting_job WHERE id = ANY(%s::bigint[])", [ids])
+        return dict(cursor.fetchall())

@@ -33,7 +33,7 @@ from accounting.mappers import (
     host_windows_for_batches,
     previous_windows_for_many,
 )
-from accounting.models import Job
+from accounting.selectors.attribution_inputs import job_teams
 from accounting.selectors.factor_lookup import factor_lookups_for_site
 from accounting.services.allocations import allocations_observe
 from accounting.services.rollup import ReplacedKey, aggregates_rollup
@@ -318,7 +318,7 @@ def _attribute_many(
             lines_by_batch[batch.pk] = (lines, gaps, attribution.diagnostics)
 
     job_ids = {ln.job_id for lines, _, _ in lines_by_batch.values() for ln in lines if ln.job_id}
-    job_team = dict(Job.objects.filter(pk__in=job_ids).values_list("pk", "team_id"))
+    job_team = job_teams(job_ids=job_ids)
     touched: dict[int, set[tuple[int | None, int | None]]] = {}
     updates = []
     with connection.cursor() as cursor:
