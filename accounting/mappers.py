@@ -103,31 +103,31 @@ def embodied_rates_for(*, device_ids: list[int], site: Site) -> dict[int, Embodi
     figures, site): the devices of a fleet of like servers share a handful of rates."""
     rows = device_rows(device_ids=device_ids)
     rates = {row.device_id: ZERO_RATE for row in rows}  # no catalog model: none charged
-    devices = [row for row in rows if row.hardware_model_id is not None]
+    # (model, row) of the devices with a catalog model
+    devices = [(row.hardware_model_id, row) for row in rows if row.hardware_model_id is not None]
     if not devices:
         return rates
     quantities: dict[tuple[str, float, float], dict[str, float]] = {}
-    for row in devices:
+    for _, row in devices:
         figures = (row.cpu_model, row.dram_gb, row.ssd_gb)
         if figures not in quantities:
             quantities[figures] = component_quantities(cpu_model=row.cpu_model, dram_gb=row.dram_gb, ssd_gb=row.ssd_gb)
     component_keys = {key for q in quantities.values() for key in q}
     catalog = list(
-        HardwareModel.objects.filter(
-            Q(pk__in={row.hardware_model_id for row in devices}) | Q(key__in=component_keys)
-        ).only(*EMBODIED_FIELDS)
+        HardwareModel.objects.filter(Q(pk__in={hw_id for hw_id, _ in devices}) | Q(key__in=component_keys)).only(
+            *EMBODIED_FIELDS
+        )
     )
     hardware = {model.pk: model for model in catalog}
     components = {model.key: model for model in catalog if model.key in component_keys}
     sites = {site.pk: site}
-    other_sites = {row.site_id for row in devices} - {site.pk}
+    other_sites = {row.site_id for _, row in devices} - {site.pk}
     if other_sites:  # a device whose host moved to another site's cluster: that site's overrides
         sites.update(Site.objects.only("hardware_overrides").in_bulk(other_sites))
     host_rates: dict[tuple, tuple[float, float, float, int]] = {}
     device_terms: dict[tuple[int, int, float | None], EmbodiedTerms] = {}
     shared: dict[tuple, EmbodiedRate] = {}
-    for row in devices:
-        hw_id = row.hardware_model_id
+    for hw_id, row in devices:
         host_key = (row.site_id, row.gpu_slots, row.cpu_model, row.dram_gb, row.ssd_gb)
         rate_key = (hw_id, row.lifetime_years, host_key)
         rate = shared.get(rate_key)
