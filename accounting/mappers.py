@@ -313,24 +313,29 @@ def gpu_series_for_batches(*, batch_pks: list[int]) -> dict[int, list[DeviceSeri
         else:
             ranks = [_QUALITY_RANK_BY_NAME[q] for q in quality]
 
-        def joined(name: str, parts: list = parts) -> list:
-            lists = [getattr(part, name) for part in parts]
-            return lists[0] if len(lists) == 1 else [x for values in lists for x in values]
-
+        first = parts[0]
+        if len(parts) == 1:  # the usual case: the stored arrays as they are
+            seq, start_us, end_us = first.seq, first.start_us, first.end_us
+            energy_j, avg_power_w, util_pct = first.energy_j, first.avg_power_w, first.util_pct
+        else:  # a batch across midnight: one series per day, joined
+            seq, start_us, end_us, energy_j, avg_power_w, util_pct = (
+                [x for part in parts for x in getattr(part, name)]
+                for name in ("seq", "start_us", "end_us", "energy_j", "avg_power_w", "util_pct")
+            )
         out[batch_id].append(
             DeviceSeries(
                 columns=GpuColumns(
                     device_id=device_id,
-                    seq=joined("seq"),
-                    start_us=joined("start_us"),
-                    end_us=joined("end_us"),
-                    energy_j=joined("energy_j"),
-                    avg_power_w=joined("avg_power_w"),
-                    util_pct=joined("util_pct"),
+                    seq=seq,
+                    start_us=start_us,
+                    end_us=end_us,
+                    energy_j=energy_j,
+                    avg_power_w=avg_power_w,
+                    util_pct=util_pct,
                     quality_rank=ranks,
                     idle_power_w=idle.get(device_id, DEFAULT_IDLE_POWER_W),
                     runs=samples.runs(processes_runs, mig_runs),
-                    energy_covers=parts[0].energy_covers,
+                    energy_covers=first.energy_covers,
                 ),
                 counter_mj=counters,
             )
