@@ -5,13 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.db.models import Q
 
-from accounting.domain.attribution.columnar import GpuColumns, from_us
+from accounting.domain.attribution.columnar import GpuColumns
 from accounting.domain.carbon import EmbodiedRate, embodied_rate_g_per_s
+from accounting.domain.timebase import from_us
 from accounting.domain.types import (
     QUALITY_RANK,
     Allocation,
@@ -22,12 +24,14 @@ from accounting.domain.types import (
     ProcessSample,
     Quality,
 )
-from accounting.models import Device, HardwareModel, Host, JobAllocation, Site
+from accounting.models import HardwareModel, Site
+from accounting.selectors.attribution_inputs import allocation_rows, device_rows
 from accounting.selectors.factors import (
+    EMBODIED_FIELDS,
     EmbodiedTerms,
+    component_quantities,
+    embodied_for_components,
     embodied_for_hardware,
-    embodied_for_host,
-    host_component_models,
 )
 from telemetry import readers
 
@@ -46,8 +50,10 @@ class GpuWindowRow:
 
 
 def _device_idle_power(device_ids: list[int]) -> dict[int, float]:
-    rows = Device.objects.filter(pk__in=device_ids).values_list("pk", "hardware_model__idle_power_w")
-    return {pk: (idle if idle is not None else DEFAULT_IDLE_POWER_W) for pk, idle in rows}
+    return {
+        row.device_id: (row.idle_power_w if row.idle_power_w is not None else DEFAULT_IDLE_POWER_W)
+        for row in device_rows(device_ids=device_ids)
+    }
 
 
 def job_keys(*, scheduler_job_id: str, sluids: Iterable[str] = ()) -> frozenset[str]:
@@ -59,25 +65,26 @@ def job_keys(*, scheduler_job_id: str, sluids: Iterable[str] = ()) -> frozenset[
 
 
 def allocations_for(*, device_ids: list[int], start: dt.datetime, end: dt.datetime) -> list[Allocation]:
-    rows = (
-        JobAllocation.objects.filter(device_id__in=device_ids, start__lt=end)
-        .filter(Q(end__isnull=True) | Q(end__gt=start))
-        .values_list(
-            "job_id", "device_id", "start", "end", "fraction", "mig_instance", "job__scheduler_job_id", "job__sluids"
+    keys: dict[tuple[str, str], frozenset[str]] = {}  # one key set per job
+    out = []
+    for row in allocation_rows(device_ids=device_ids, start=start, end=end):
+        job = (row.scheduler_job_id, row.sluids_json)
+        found = keys.get(job)
+        if found is None:
+            sluids = json.loads(row.sluids_json) or ()
+            found = keys[job] = job_keys(scheduler_job_id=row.scheduler_job_id, sluids=sluids)
+        out.append(
+            Allocation(
+                job_id=row.job_id,
+                device_id=row.device_id,
+                start=row.start,
+                end=row.end,
+                fraction=row.fraction,
+                job_keys=found,
+                mig_instance=row.mig_instance,
+            )
         )
-    )
-    return [
-        Allocation(
-            job_id=job_id,
-            device_id=device_id,
-            start=a_start,
-            end=a_end,
-            fraction=fraction,
-            job_keys=job_keys(scheduler_job_id=sched_id, sluids=sluids or ()),
-            mig_instance=mig,
-        )
-        for job_id, device_id, a_start, a_end, fraction, mig, sched_id, sluids in rows
-    ]
+    return out
 
 
 def _rate_g_per_s(kg: float, *, lifetime_years: float, expected_utilisation: float) -> float:
@@ -90,66 +97,87 @@ def embodied_rates_for(*, device_ids: list[int], site: Site) -> dict[int, Embodi
     """Embodied g per held device-second: the device's own amortisation plus its slot share of
     the host's components (CPU, DRAM, SSD, chassis), each with its own lifetime policy.
 
-    Hot path of attribution (hundreds of devices per call): devices are read as plain values and
-    their hardware models and hosts once each, and the terms are computed once per distinct
-    (model, site, lifetime override), instead of one joined model instance per device."""
-    devices = list(
-        Device.objects.filter(pk__in=device_ids).values_list("pk", "hardware_model_id", "lifetime_years", "host_id")
-    )
-    hardware = HardwareModel.objects.in_bulk({hw_id for _, hw_id, _, _ in devices if hw_id is not None})
-    hosts = Host.objects.select_related("cluster__site").in_bulk({host_id for *_, host_id in devices})
-    components = host_component_models(hosts.values())
-    host_rates: dict[int, tuple[float, float, float, int]] = {}
-    device_terms: dict[tuple[int, int, float | None], EmbodiedTerms] = {}
-    rates: dict[int, EmbodiedRate] = {}
-    for device_id, hw_id, lifetime_years, host_id in devices:
-        if hw_id is None:
-            rates[device_id] = ZERO_RATE
-            continue
-        host = hosts[host_id]
-        host_site = host.cluster.site
-        key = (hw_id, host_site.pk, lifetime_years)
-        terms = device_terms.get(key)
-        if terms is None:
-            terms = device_terms[key] = embodied_for_hardware(
-                hardware=hardware[hw_id], site=host_site, device_lifetime_years=lifetime_years
-            )
-        if host_id not in host_rates:
-            slots = max(host.gpu_slots, 1)
-            parts = embodied_for_host(host=host, components=components)
-            host_rates[host_id] = (
-                sum(
-                    _rate_g_per_s(
-                        t.embodied_kg, lifetime_years=t.lifetime_years, expected_utilisation=t.expected_utilisation
-                    )
-                    for t in parts
-                )
-                / slots,
-                sum(
-                    _rate_g_per_s(
-                        t.low_kg, lifetime_years=t.lifetime_years, expected_utilisation=t.expected_utilisation
-                    )
-                    for t in parts
-                )
-                / slots,
-                sum(
-                    _rate_g_per_s(
-                        t.high_kg, lifetime_years=t.lifetime_years, expected_utilisation=t.expected_utilisation
-                    )
-                    for t in parts
-                )
-                / slots,
-                max((t.version for t in parts), default=0),
-            )
-        host_c, host_l, host_h, host_version = host_rates[host_id]
-        policy = {"lifetime_years": terms.lifetime_years, "expected_utilisation": terms.expected_utilisation}
-        rates[device_id] = EmbodiedRate(
-            central_g_per_s=_rate_g_per_s(terms.embodied_kg, **policy) + host_c,
-            low_g_per_s=_rate_g_per_s(terms.low_kg, **policy) + host_l,
-            high_g_per_s=_rate_g_per_s(terms.high_kg, **policy) + host_h,
-            version=max(terms.version, host_version),
+    Hot path of attribution (hundreds of devices per call, once per site and claim): two
+    queries of plain values (the devices with their hosts' component figures, then the catalog
+    rows they name), and each rate computed once per distinct (model, lifetime override, host
+    figures, site): the devices of a fleet of like servers share a handful of rates."""
+    rows = device_rows(device_ids=device_ids)
+    rates = {row.device_id: ZERO_RATE for row in rows}  # no catalog model: none charged
+    # (model, row) of the devices with a catalog model
+    devices = [(row.hardware_model_id, row) for row in rows if row.hardware_model_id is not None]
+    if not devices:
+        return rates
+    quantities: dict[tuple[str, float, float], dict[str, float]] = {}
+    for _, row in devices:
+        figures = (row.cpu_model, row.dram_gb, row.ssd_gb)
+        if figures not in quantities:
+            quantities[figures] = component_quantities(cpu_model=row.cpu_model, dram_gb=row.dram_gb, ssd_gb=row.ssd_gb)
+    component_keys = {key for q in quantities.values() for key in q}
+    catalog = list(
+        HardwareModel.objects.filter(Q(pk__in={hw_id for hw_id, _ in devices}) | Q(key__in=component_keys)).only(
+            *EMBODIED_FIELDS
         )
+    )
+    hardware = {model.pk: model for model in catalog}
+    components = {model.key: model for model in catalog if model.key in component_keys}
+    sites = {site.pk: site}
+    other_sites = {row.site_id for _, row in devices} - {site.pk}
+    if other_sites:  # a device whose host moved to another site's cluster: that site's overrides
+        sites.update(Site.objects.only("hardware_overrides").in_bulk(other_sites))
+    host_rates: dict[tuple, tuple[float, float, float, int]] = {}
+    device_terms: dict[tuple[int, int, float | None], EmbodiedTerms] = {}
+    shared: dict[tuple, EmbodiedRate] = {}
+    for hw_id, row in devices:
+        host_key = (row.site_id, row.gpu_slots, row.cpu_model, row.dram_gb, row.ssd_gb)
+        rate_key = (hw_id, row.lifetime_years, host_key)
+        rate = shared.get(rate_key)
+        if rate is None:
+            host_site = sites[row.site_id]
+            terms_key = (hw_id, row.site_id, row.lifetime_years)
+            terms = device_terms.get(terms_key)
+            if terms is None:
+                terms = device_terms[terms_key] = embodied_for_hardware(
+                    hardware=hardware[hw_id], site=host_site, device_lifetime_years=row.lifetime_years
+                )
+            host_rate = host_rates.get(host_key)
+            if host_rate is None:
+                parts = embodied_for_components(
+                    quantities=quantities[(row.cpu_model, row.dram_gb, row.ssd_gb)],
+                    site=host_site,
+                    components=components,
+                )
+                host_rate = host_rates[host_key] = _host_rate(parts, slots=max(row.gpu_slots, 1))
+            host_c, host_l, host_h, host_version = host_rate
+            policy = {"lifetime_years": terms.lifetime_years, "expected_utilisation": terms.expected_utilisation}
+            rate = shared[rate_key] = EmbodiedRate(
+                central_g_per_s=_rate_g_per_s(terms.embodied_kg, **policy) + host_c,
+                low_g_per_s=_rate_g_per_s(terms.low_kg, **policy) + host_l,
+                high_g_per_s=_rate_g_per_s(terms.high_kg, **policy) + host_h,
+                version=max(terms.version, host_version),
+            )
+        rates[row.device_id] = rate
     return rates
+
+
+def _host_rate(parts: list[EmbodiedTerms], *, slots: int) -> tuple[float, float, float, int]:
+    """A device's slot share of its host's components: central, low and high g per second,
+    and the newest catalog version among them."""
+
+    def per_slot(kg_of) -> float:
+        return (
+            sum(
+                _rate_g_per_s(kg_of(t), lifetime_years=t.lifetime_years, expected_utilisation=t.expected_utilisation)
+                for t in parts
+            )
+            / slots
+        )
+
+    return (
+        per_slot(operator.attrgetter("embodied_kg")),
+        per_slot(operator.attrgetter("low_kg")),
+        per_slot(operator.attrgetter("high_kg")),
+        max((t.version for t in parts), default=0),
+    )
 
 
 # --- many batches at once (the attribution hot path) ----------------------------------------
@@ -285,24 +313,29 @@ def gpu_series_for_batches(*, batch_pks: list[int]) -> dict[int, list[DeviceSeri
         else:
             ranks = [_QUALITY_RANK_BY_NAME[q] for q in quality]
 
-        def joined(name: str, parts: list = parts) -> list:
-            lists = [getattr(part, name) for part in parts]
-            return lists[0] if len(lists) == 1 else [x for values in lists for x in values]
-
+        first = parts[0]
+        if len(parts) == 1:  # the usual case: the stored arrays as they are
+            seq, start_us, end_us = first.seq, first.start_us, first.end_us
+            energy_j, avg_power_w, util_pct = first.energy_j, first.avg_power_w, first.util_pct
+        else:  # a batch across midnight: one series per day, joined
+            seq, start_us, end_us, energy_j, avg_power_w, util_pct = (
+                [x for part in parts for x in getattr(part, name)]
+                for name in ("seq", "start_us", "end_us", "energy_j", "avg_power_w", "util_pct")
+            )
         out[batch_id].append(
             DeviceSeries(
                 columns=GpuColumns(
                     device_id=device_id,
-                    seq=joined("seq"),
-                    start_us=joined("start_us"),
-                    end_us=joined("end_us"),
-                    energy_j=joined("energy_j"),
-                    avg_power_w=joined("avg_power_w"),
-                    util_pct=joined("util_pct"),
+                    seq=seq,
+                    start_us=start_us,
+                    end_us=end_us,
+                    energy_j=energy_j,
+                    avg_power_w=avg_power_w,
+                    util_pct=util_pct,
                     quality_rank=ranks,
                     idle_power_w=idle.get(device_id, DEFAULT_IDLE_POWER_W),
                     runs=samples.runs(processes_runs, mig_runs),
-                    energy_covers=parts[0].energy_covers,
+                    energy_covers=first.energy_covers,
                 ),
                 counter_mj=counters,
             )
@@ -342,7 +375,29 @@ def previous_windows_for_many(
     return out
 
 
+def allocations_by_device(allocations: list[Allocation]) -> dict[int, list[tuple[int, Allocation]]]:
+    """Allocations grouped by device, each with its position in ``allocations`` (for
+    ``allocations_within``)."""
+    out: dict[int, list[tuple[int, Allocation]]] = {}
+    for position, allocation in enumerate(allocations):
+        out.setdefault(allocation.device_id, []).append((position, allocation))
+    return out
+
+
 def allocations_within(
-    allocations: list[Allocation], *, device_ids: set[int], start: dt.datetime, end: dt.datetime
+    by_device: dict[int, list[tuple[int, Allocation]]],
+    *,
+    device_ids: Iterable[int],
+    start: dt.datetime,
+    end: dt.datetime,
 ) -> list[Allocation]:
-    return [a for a in allocations if a.device_id in device_ids and a.start < end and (a.end is None or a.end > start)]
+    """The allocations of these devices that overlap [start, end), in the order of the list
+    ``by_device`` was made from (``allocations_by_device``): a batch looks at its own devices'
+    allocations only, not at every allocation of its site."""
+    found = sorted(
+        (position, allocation)
+        for device_id in set(device_ids)
+        for position, allocation in by_device.get(device_id, ())
+        if allocation.start < end and (allocation.end is None or allocation.end > start)
+    )
+    return [allocation for _, allocation in found]

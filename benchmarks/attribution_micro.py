@@ -32,8 +32,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from accounting.domain import attribution as new
-from accounting.domain.attribution.columnar import GpuColumns, attribute_columns, to_us
+from accounting.domain.attribution.columnar import GpuColumns, attribute_columns
 from accounting.domain.carbon import EmbodiedRate, carbonize
+from accounting.domain.timebase import to_us
 from accounting.domain.types import (
     QUALITY_RANK,
     Allocation,

@@ -10,6 +10,9 @@ them the way the Celery task does (``batches_attribute`` with rounds of 1 + 24 c
   * a cProfile of the other half: cumulative CPU per GPU window of each layer (profiled times are
     inflated by the profiler; read them as shares), and the top functions by own time.
 
+  * with ``--layers``, the timed rounds' CPU by layer, unprofiled (each layer's function wrapped
+    with a CPU timer: a few hundred calls per round, no profiler's inflation).
+
     .venv/bin/python benchmarks/attribution_profile.py --windows-per-batch 30 --rounds 8
 """
 
@@ -21,6 +24,7 @@ import io
 import pstats
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -53,6 +57,58 @@ LAYERS = (
 )
 
 
+# Functions of accounting.services.attribution (looked up as module globals when called) timed by
+# --layers, in the order printed (the round itself is the worker's figure above).
+TIMED_LAYERS = (
+    "batches_claim",
+    "batches_get",
+    "_attribute_many",
+    "batches_lock",
+    "host_windows_for_batches",
+    "gpu_series_for_batches",
+    "previous_windows_for_many",
+    "factor_lookups_for_site",
+    "embodied_rates_for",
+    "allocations_for",
+    "_unmatched_sightings",
+    "attribute_columns",
+    "carbonize",
+    "job_teams",
+    "_raw_window_sums",
+    "_merge_lines",
+    "batches_record_attempts",
+    "aggregates_rollup",
+)
+
+
+def _timed_layers(module, names: tuple[str, ...]) -> tuple[dict[str, list[float]], Callable[[], None]]:
+    """Wrap ``module``'s functions ``names`` (those it has) with CPU timers; returns the totals
+    (seconds, calls) by name and a function that puts the originals back."""
+    totals: dict[str, list[float]] = {}
+    originals = {name: getattr(module, name) for name in names if hasattr(module, name)}
+
+    def wrapped(name, function):
+        def timed(*args, **kwargs):
+            t = time.process_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                total = totals.setdefault(name, [0.0, 0])
+                total[0] += time.process_time() - t
+                total[1] += 1
+
+        return timed
+
+    for name, function in originals.items():
+        setattr(module, name, wrapped(name, function))
+
+    def restore() -> None:
+        for name, function in originals.items():
+            setattr(module, name, function)
+
+    return totals, restore
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", default="carbonledger_attribution_profile")
@@ -61,6 +117,7 @@ def main() -> int:
     parser.add_argument("--windows-per-batch", type=int, default=30, help="windows per GPU per batch")
     parser.add_argument("--history-days", type=int, default=0, help="seed this much history first (benchmarks.history)")
     parser.add_argument("--history-gpus", type=int, default=1024, help="GPUs of the history fleet")
+    parser.add_argument("--layers", action="store_true", help="time the timed rounds' layers (CPU per batch)")
     args = parser.parse_args()
     procs = base.Procs()
     try:
@@ -110,9 +167,15 @@ def _run(args, procs: base.Procs) -> int:
     one_round()  # warm-up: imports, caches
     gpu_windows_per_batch = 8 * args.windows_per_batch
     timed_rounds = args.rounds // 2
+    if args.layers:
+        import accounting.services.attribution as attribution_module
+
+        layers, restore = _timed_layers(attribution_module, TIMED_LAYERS)
     web0, pg0, t0 = time.process_time(), post_profile._proc_cpu_s(backend), time.perf_counter()
     batches = sum(one_round() for _ in range(timed_rounds))
     web1, pg1, t1 = time.process_time(), post_profile._proc_cpu_s(backend), time.perf_counter()
+    if args.layers:
+        restore()
     windows = batches * gpu_windows_per_batch
     print(f"\n{batches} batches of {gpu_windows_per_batch} GPU windows in {timed_rounds} rounds, unprofiled:")
     print(f"  worker (this process)  {1e6 * (web1 - web0) / windows:8.2f} us CPU per GPU window")
@@ -121,6 +184,12 @@ def _run(args, procs: base.Procs) -> int:
         f"(clock ticks of 10 ms: +-{1e6 * 0.01 / windows:.2f})"
     )
     print(f"  wall                   {1e6 * (t1 - t0) / windows:8.2f} us per GPU window")
+    if args.layers:
+        print("\nCPU by layer over those rounds (unprofiled, us per batch; nested layers count in their callers):")
+        for name in TIMED_LAYERS:
+            if name in layers:
+                seconds, calls = layers[name]
+                print(f"  {1e6 * seconds / batches:8.1f}  x{calls:<4d} {name}")
 
     # The SQL of the rounds: each statement's wall time seen by the client (PostgreSQL's share).
     walls: dict[str, list[float]] = {}

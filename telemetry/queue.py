@@ -52,24 +52,36 @@ def batches_claim(
     """Claim the given batches (and up to ``extra`` other claimable ones, oldest received first)
     with ``claimed_at = now``. Claimable: pending, or claimed before ``stale_before``. Rows another
     transaction holds are skipped (``SKIP LOCKED``), not waited for. Returns the claimed ids sorted."""
-    claimable = Q(status=_PENDING) | Q(status=_CLAIMED, claimed_at__lt=stale_before)
-    with transaction.atomic():
-        wanted = list(
-            TelemetryBatch.objects.select_for_update(skip_locked=True)
-            .filter(claimable, pk__in=list(batch_pks))
-            .values_list("pk", flat=True)
+    # One statement: the batches asked for, then up to ``extra`` others (never one asked for:
+    # those not locked by the first part are locked elsewhere or not claimable), each skipping
+    # rows another transaction holds; then the claim of them all.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM_SQL,
+            {
+                "asked": "{" + ",".join(str(int(pk)) for pk in batch_pks) + "}",
+                "extra": max(extra, 0),
+                "pending": _PENDING,
+                "claimed": _CLAIMED,
+                "stale_before": stale_before,
+                "now": now,
+            },
         )
-        if extra > 0:
-            wanted += list(
-                TelemetryBatch.objects.select_for_update(skip_locked=True)
-                .filter(claimable)
-                .exclude(pk__in=wanted)
-                .order_by("received_at")
-                .values_list("pk", flat=True)[:extra]
-            )
-        if wanted:
-            TelemetryBatch.objects.filter(pk__in=wanted).update(status=_CLAIMED, claimed_at=now)
-    return sorted(wanted)
+        return sorted(pk for (pk,) in cursor.fetchall())
+
+
+_CLAIMABLE = "(status = %(pending)s OR (status = %(claimed)s AND claimed_at < %(stale_before)s))"
+_CLAIM_SQL = f"""
+WITH asked AS (
+    SELECT id FROM {_TABLE} WHERE id = ANY(%(asked)s::bigint[]) AND {_CLAIMABLE} FOR UPDATE SKIP LOCKED
+), more AS (
+    SELECT id FROM {_TABLE} WHERE {_CLAIMABLE} AND NOT id = ANY(%(asked)s::bigint[])
+    ORDER BY received_at LIMIT %(extra)s FOR UPDATE SKIP LOCKED
+)
+UPDATE {_TABLE} b SET status = %(claimed)s, claimed_at = %(now)s
+FROM (SELECT id FROM asked UNION ALL SELECT id FROM more) wanted WHERE b.id = wanted.id
+RETURNING b.id
+"""
 
 
 def batches_update_in_lock_order(*, where: str, assign: str, params: Sequence[Any]) -> list[int]:
@@ -182,10 +194,14 @@ def batches_record_attempts(*, attempts_by_pk: Mapping[int, int]) -> None:
     one's attempt count and clear its error."""
     if not attempts_by_pk:
         return
+    # One statement for all (the rows are already locked by ``batches_lock``, in id order).
+    pks = ",".join(str(int(pk)) for pk in attempts_by_pk)
+    attempts = ",".join(str(int(n)) for n in attempts_by_pk.values())
     with connection.cursor() as cursor:
-        cursor.cursor.executemany(
-            f"UPDATE {_TABLE} SET attempts = %s, error = '' WHERE id = %s",
-            [(attempts, pk) for pk, attempts in attempts_by_pk.items()],
+        cursor.execute(
+            f"UPDATE {_TABLE} t SET attempts = u.attempts, error = '' "
+            "FROM unnest(%s::bigint[], %s::integer[]) AS u(id, attempts) WHERE t.id = u.id",
+            ["{" + pks + "}", "{" + attempts + "}"],
         )
 
 

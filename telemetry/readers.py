@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from django.db import connection
 
-from telemetry.series import from_us, to_us
+from accounting.domain.timebase import from_us, to_us
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -140,14 +140,27 @@ class StoredPreviousWindow:
     util_pct: float
 
 
-_DAY_BEFORE_B = "(b - interval '1 day')"
-# The (key, device, before, day start) requests as rows ``r``, with ``before`` and one day before it
-# in microseconds: what both previous-window queries look up from.
+_DAY_BEFORE_B = "(q.b - interval '1 day')"
+# The requests as rows ``r`` (key, device, before, day start), with ``before`` and one day before
+# it in microseconds: what both previous-window queries look up from. Devices come as (request
+# index, device) and the requests' instants once per request (index, key, before, day start):
+# each parameter an array literal (text), which the driver sends as it is where it would adapt a
+# list element by element (about 6 us per timestamp: 1 ms for a claim's 200 devices).
 _REQUESTS = (
-    f"(SELECT k, d, b, day_start, {_US.format(col='b')} AS b_us, {_US.format(col=_DAY_BEFORE_B)} AS lo_us "
-    "  FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::timestamptz[])"
-    "  AS u(k, d, b, day_start)) r"
+    f"(SELECT q.k, u.d, q.b, q.day_start, {_US.format(col='q.b')} AS b_us, {_US.format(col=_DAY_BEFORE_B)} AS lo_us"
+    "  FROM unnest(%s::int[], %s::bigint[]) AS u(i, d)"
+    "  JOIN unnest(%s::int[], %s::bigint[], %s::timestamptz[], %s::timestamptz[]) AS q(i, k, b, day_start)"
+    "  ON q.i = u.i) r"
 )
+
+
+def _array_text(values: list, item=str) -> str:
+    """A PostgreSQL array literal of ``values`` (``item``: each value's text)."""
+    return "{" + ",".join(map(item, values)) + "}"
+
+
+def _timestamp_text(value: dt.datetime) -> str:
+    return f'"{value.isoformat()}"'
 
 
 def previous_windows_for_many(*, requests: list[tuple[int, list[int], dt.datetime]]) -> list[StoredPreviousWindow]:
@@ -158,17 +171,24 @@ def previous_windows_for_many(*, requests: list[tuple[int, list[int], dt.datetim
     A device's series never overlap in time (ingest refuses a batch starting before the host's
     last window ends), so the window sought lies in one of its two latest series starting before
     ``before``: only those are unnested."""
-    keys, devices, befores, day_starts = [], [], [], []
-    for key, device_ids, before in requests:
+    keys, befores, day_starts = [], [], []
+    indexes: list[int] = []  # per device: its request's index
+    devices: list[int] = []
+    for index, (key, device_ids, before) in enumerate(requests):
+        keys.append(key)
+        befores.append(before)
         # The series holding windows that start from before - 1 day start on or after that day's midnight.
-        day_start = from_us(to_us(before - dt.timedelta(days=1)) // 86_400_000_000 * 86_400_000_000)
-        for device_id in device_ids:
-            keys.append(key)
-            devices.append(device_id)
-            befores.append(before)
-            day_starts.append(day_start)
-    if not keys:
+        day_starts.append(from_us(to_us(before - dt.timedelta(days=1)) // 86_400_000_000 * 86_400_000_000))
+        indexes += [index] * len(device_ids)
+        devices += device_ids
+    if not devices:
         return []
+    per_request = [
+        _array_text(list(range(len(requests)))),
+        _array_text(keys),
+        _array_text(befores, _timestamp_text),
+        _array_text(day_starts, _timestamp_text),
+    ]
     with connection.cursor() as cursor:
         # Almost always the window sought is the last one of the device's latest series starting
         # before ``before`` (the previous batch's): read that element alone. Where it is not (it
@@ -182,18 +202,18 @@ def previous_windows_for_many(*, requests: list[tuple[int, list[int], dt.datetim
             "  cardinality(s.start_us) AS n FROM telemetry_gpuseries s WHERE s.device_id = r.d "
             "  AND s.first_start_at < r.b AND s.first_start_at >= r.day_start "
             "  ORDER BY s.first_start_at DESC LIMIT 1) s",
-            [keys, devices, befores, day_starts],
+            [_array_text(indexes), _array_text(devices), *per_request],
         )
         rows = cursor.fetchall()
         found = [_previous(row) for *row, is_it in rows if is_it]
         general = {(key, device_id) for key, device_id, *_, is_it in rows if not is_it}
         if not general:
             return found
-        picked = [i for i, pair in enumerate(zip(keys, devices, strict=True)) if pair in general]
-        keys = [keys[i] for i in picked]
-        devices = [devices[i] for i in picked]
-        befores = [befores[i] for i in picked]
-        day_starts = [day_starts[i] for i in picked]
+        picked = [
+            i
+            for i, (index, device) in enumerate(zip(indexes, devices, strict=True))
+            if (keys[index], device) in general
+        ]
         cursor.execute(
             "SELECT r.k, r.d, p.end_us, p.avg_power_w, p.counter_mj, p.util_pct "
             f"FROM {_REQUESTS} "
@@ -204,7 +224,7 @@ def previous_windows_for_many(*, requests: list[tuple[int, list[int], dt.datetim
             "    AS w(start_us, end_us, avg_power_w, counter_mj, util_pct) "
             "  WHERE w.start_us < r.b_us AND w.start_us >= r.lo_us AND w.end_us <= r.b_us "
             "  ORDER BY w.start_us DESC LIMIT 1) p",
-            [keys, devices, befores, day_starts],
+            [_array_text([indexes[i] for i in picked]), _array_text([devices[i] for i in picked]), *per_request],
         )
         return found + [_previous(row) for row in cursor.fetchall()]
 

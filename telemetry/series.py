@@ -10,26 +10,17 @@ Times are integer microseconds since the Unix epoch (UTC): exact, and what Postg
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+# The time base lives in the pure domain; EPOCH is re-exported for telemetry.services.
+from accounting.domain.timebase import EPOCH as EPOCH
+from accounting.domain.timebase import from_us, to_us
+
 if TYPE_CHECKING:
     from telemetry.parsing import GpuRow
-
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-def to_us(value: dt.datetime) -> int:
-    """An aware datetime as integer microseconds since the epoch (exact)."""
-    delta = value - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def from_us(micros: int) -> dt.datetime:
-    return EPOCH + dt.timedelta(microseconds=int(micros))
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -17,8 +17,8 @@ from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import QuerySet
 
+from accounting.domain.timebase import to_us
 from telemetry.models import GpuSeries
-from telemetry.series import to_us
 
 _SERIES = GpuSeries._meta.db_table
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from accounting.domain.timebase import from_us, to_us
 from telemetry.parsing import (
     _MAX_FLOAT,
     _MAX_INT,
@@ -34,7 +35,7 @@ from telemetry.parsing import (
     parse_batch,
     parse_header,
 )
-from telemetry.series import GpuSeries, from_us, to_us
+from telemetry.series import GpuSeries
 
 FORMAT = 2
 MAX_WINDOW_US = 3600 * 1_000_000

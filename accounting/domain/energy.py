@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TypeVar
 
 from accounting.domain.types import (
     SYNTHETIC_SEQ,
@@ -78,6 +80,25 @@ def trapezoid_j(samples: Sequence[tuple[float, float]]) -> float:
     return math.fsum(total)
 
 
+# The gap rule: a window that starts at or before its predecessor's end (touching, or
+# overlapping: clock skew, a re-sent window) leaves no gap; one that starts after it does.
+_NO_GAP_BETWEEN = operator.le  # (right start, left end)
+
+_Instant = TypeVar("_Instant", int, datetime)
+
+
+def gapless(*, starts: Sequence[_Instant], ends: Sequence[_Instant], previous_end: _Instant | None = None) -> bool:
+    """Whether ``fill_gaps`` returns one device's windows unchanged: in start order, none
+    starting after its predecessor (or, for the first, the device's previous window,
+    ``previous_end``) ended. Instants as datetimes, or as integer microseconds (the columnar
+    form) in all three arguments."""
+    if not starts:
+        return True
+    if previous_end is not None and not _NO_GAP_BETWEEN(starts[0], previous_end):
+        return False
+    return all(map(_NO_GAP_BETWEEN, starts[1:], ends)) and all(map(operator.le, starts, starts[1:]))
+
+
 @dataclass(frozen=True)
 class GapFillResult:
     windows: list[GpuWindowIn]  # the input windows plus synthesized ones, sorted by start
@@ -119,6 +140,12 @@ def fill_gaps(
             raise ValueError(f"fill_gaps takes one device's windows; got devices {device_id} and {after.device_id}")
         if after.start < before.start:
             raise ValueError(f"windows must be sorted by start: seq {after.seq} starts before seq {before.seq}")
+    if gapless(
+        starts=[w.start for w in windows],
+        ends=[w.end for w in windows],
+        previous_end=None if previous is None else previous.end,
+    ):
+        return GapFillResult(windows=list(windows), gaps=[])
 
     out: list[GpuWindowIn] = []
     gaps: list[Gap] = []
@@ -164,7 +191,7 @@ def _fill_one(
     out: list[GpuWindowIn],
     gaps: list[Gap],
 ) -> None:
-    if right.start <= left_end:
+    if _NO_GAP_BETWEEN(right.start, left_end):
         return
     gap_s = (right.start - left_end).total_seconds()
     energy_j: float | None = None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from accounting.domain.types import IntensityPoint
 from accounting.models import IntensitySignal, Site
-from accounting.selectors.factors import IntensityValue, intensity_lookup, pue_lookup
+from accounting.selectors.factors import IntensityValue, intensity_lookups, pue_lookup
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,10 @@ def _label(value: IntensityValue) -> str:
 
 def factor_lookups_for_site(*, site: Site, start: dt.datetime, end: dt.datetime) -> FactorLookups:
     zone = site.zone
-    average = intensity_lookup(zone=zone, start=start, end=end, signal=IntensitySignal.AVERAGE)
-    marginal = intensity_lookup(zone=zone, start=start, end=end, signal=IntensitySignal.MARGINAL)
+    signals = intensity_lookups(
+        zone=zone, start=start, end=end, signals=(IntensitySignal.AVERAGE, IntensitySignal.MARGINAL)
+    )
+    average, marginal = signals[IntensitySignal.AVERAGE], signals[IntensitySignal.MARGINAL]
     pue = pue_lookup(site=site, start=start, end=end)
 
     def intensity_at(moment: dt.datetime) -> IntensityPoint:

@@ -1,7 +1,7 @@
 """Factor reads for the ledger and the methodology page.
 
 Single lookups (``intensity_at``, ``pue_at``) and batch lookups (``intensity_lookup``,
-``pue_lookup``) that preload a time range in one query each and return a callable, so a ledger
+``intensity_lookups``, ``pue_lookup``) that preload a time range in one query each and return a callable, so a ledger
 run over thousands of windows issues a constant number of queries. Every value comes with its
 version and source so ledger rows can record what they used.
 """
@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.db import connection
 from django.db.models import Count, Max, Min, Q
 
 from accounting.domain import embodied as emb
@@ -84,16 +85,48 @@ def intensity_lookup(
     Marginal lookups return None where neither hourly nor annual marginal data exists."""
     rows = HourlyIntensity.objects.filter(
         zone=zone, signal=signal, is_forecast=False, hour__gte=_floor_hour(start), hour__lt=end
-    ).values_list(
-        "hour", "intensity_g_per_kwh", "version", "source", "is_fallback", "basis", "gases", "lifecycle_g_per_kwh"
-    )
+    ).values_list(*_HOURLY_FIELDS)
+    return _hourly_lookup(rows, _annual(zone, signal))
+
+
+def intensity_lookups(
+    *, zone: GridZone, start: datetime, end: datetime, signals: Iterable[str]
+) -> dict[str, Callable[[datetime], IntensityValue | None]]:
+    """``intensity_lookup`` for several signals (keyed by signal), all read with one statement
+    (plain SQL: attribution reads these once per claim of batches)."""
+    names = [str(signal) for signal in signals]  # a signal's value (a TextChoices member's name is not)
+    by_signal: dict[str, list[tuple]] = {name: [] for name in names}
+    with connection.cursor() as cursor:
+        cursor.execute(_HOURLY_SQL, [zone.pk, names, _floor_hour(start), end])
+        for signal, *row in cursor.fetchall():
+            by_signal[signal].append(row)
+    return {name: _hourly_lookup(rows, _annual(zone, name)) for name, rows in by_signal.items()}
+
+
+_HOURLY_FIELDS = (
+    "hour",
+    "intensity_g_per_kwh",
+    "version",
+    "source",
+    "is_fallback",
+    "basis",
+    "gases",
+    "lifecycle_g_per_kwh",
+)
+_HOURLY_SQL = f"""
+SELECT signal, {", ".join(_HOURLY_FIELDS)}
+FROM accounting_hourlyintensity
+WHERE zone_id = %s AND signal = ANY(%s) AND NOT is_forecast AND hour >= %s AND hour < %s
+"""
+
+
+def _hourly_lookup(rows: Iterable, annual: IntensityValue | None) -> Callable[[datetime], IntensityValue | None]:
     series = {
         h: IntensityValue(
             v, ver, src, is_hourly=True, is_fallback=fb, vintage=str(h.year), basis=b, gases=g, lifecycle_g_per_kwh=lca
         )
         for h, v, ver, src, fb, b, g, lca in rows
     }
-    annual = _annual(zone, signal)
 
     def lookup(at: datetime) -> IntensityValue | None:
         return series.get(_floor_hour(at), annual)
@@ -106,24 +139,34 @@ def intensity_at(*, zone: GridZone, hour: datetime, signal: str = IntensitySigna
     return intensity_lookup(zone=zone, start=h, end=h + HOUR, signal=signal)(h)
 
 
+# The newest row at or before the range's start, then every row inside it (valid_from is unique
+# per site: sorted by it, the rows are in time order).
+_PUE_SQL = """
+(SELECT valid_from, pue, version, source FROM accounting_sitepue
+ WHERE site_id = %(site)s AND valid_from <= %(start)s ORDER BY valid_from DESC LIMIT 1)
+UNION ALL
+(SELECT valid_from, pue, version, source FROM accounting_sitepue
+ WHERE site_id = %(site)s AND valid_from > %(start)s AND valid_from < %(end)s)
+"""
+
+
 def pue_lookup(*, site: Site, start: datetime, end: datetime) -> Callable[[datetime], PueValue]:
     """Preload the PUE series that can apply in [start, end): the newest row at or before
-    ``start`` plus every row inside the range (two small queries); bisect per lookup."""
+    ``start`` plus every row inside the range (one statement); bisect per lookup."""
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError("datetimes must be timezone-aware (UTC)")
-    base = SitePue.objects.filter(site=site, valid_from__lte=start).order_by("-valid_from").first()
-    rows = list(SitePue.objects.filter(site=site, valid_from__gt=start, valid_from__lt=end).order_by("valid_from"))
-    if base is not None:
-        rows.insert(0, base)
-    starts = [r.valid_from for r in rows]
+    with connection.cursor() as cursor:
+        cursor.execute(_PUE_SQL, {"site": site.pk, "start": start, "end": end})
+        rows = sorted(cursor.fetchall())
+    starts = [valid_from for valid_from, *_ in rows]
     static = PueValue(site.pue, site.pue_version, site.pue_source, None)
 
     def lookup(at: datetime) -> PueValue:
         i = bisect.bisect_right(starts, at) - 1
         if i < 0:
             return static
-        r = rows[i]
-        return PueValue(r.pue, r.version, r.source, r.valid_from)
+        valid_from, pue, version, source = rows[i]
+        return PueValue(pue, version, source, valid_from)
 
     return lookup
 
@@ -231,12 +274,32 @@ def host_cpu_profile(cpu_model: str) -> str:
 
 def host_component_quantities(host: Host) -> dict[str, float]:
     """HardwareModel key -> quantity of each embodied component of a GPU server."""
+    return component_quantities(cpu_model=host.cpu_model, dram_gb=host.dram_gb, ssd_gb=host.ssd_gb)
+
+
+def component_quantities(*, cpu_model: str, dram_gb: float, ssd_gb: float) -> dict[str, float]:
+    """``host_component_quantities`` from a host's values (a row read without the model)."""
     return {
-        f"cpu-{host_cpu_profile(host.cpu_model)}": float(HOST_CPU_SOCKETS),
-        "dram-per-gb": float(host.dram_gb),
-        "ssd-per-gb": float(host.ssd_gb),
+        f"cpu-{host_cpu_profile(cpu_model)}": float(HOST_CPU_SOCKETS),
+        "dram-per-gb": float(dram_gb),
+        "ssd-per-gb": float(ssd_gb),
         "chassis-gpu-server": 1.0,
     }
+
+
+# The HardwareModel fields an embodied figure reads (``embodied_for_hardware``): readers of many
+# rows load only these (the catalog's JSON fields are not decoded).
+EMBODIED_FIELDS = (
+    "key",
+    "embodied_kg",
+    "embodied_low_kg",
+    "embodied_high_kg",
+    "embodied_kind",
+    "embodied_source",
+    "version",
+    "lifetime_years",
+    "expected_utilisation",
+)
 
 
 def host_component_models(hosts: Iterable[Host]) -> dict[str, HardwareModel]:
@@ -249,11 +312,19 @@ def embodied_for_host(*, host: Host, components: dict[str, HardwareModel] | None
     """Host components (CPUs, DRAM, SSD, chassis) from the loaded HardwareModel rows, so
     operator edits and versions apply. Components whose row is missing are left out.
     ``components`` (from ``host_component_models``) saves the query when many hosts are read."""
-    site = host.cluster.site
-    keys = host_component_quantities(host)
     rows = components if components is not None else host_component_models([host])
+    return embodied_for_components(quantities=host_component_quantities(host), site=host.cluster.site, components=rows)
+
+
+def embodied_for_components(
+    *, quantities: dict[str, float], site: Site, components: dict[str, HardwareModel]
+) -> list[EmbodiedTerms]:
+    """``embodied_for_host`` from a host's component quantities (``component_quantities``) and
+    its site."""
     return [
-        embodied_for_hardware(hardware=rows[k], site=site, quantity=q) for k, q in keys.items() if k in rows and q > 0
+        embodied_for_hardware(hardware=components[k], site=site, quantity=q)
+        for k, q in quantities.items()
+        if k in components and q > 0
     ]
 
 

@@ -12,19 +12,20 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import operator
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 from django.db import connection, transaction
 
-from accounting.domain.attribution.columnar import GpuColumns, attribute_columns, from_us, to_us
+from accounting.domain.attribution.columnar import GpuColumns, attribute_columns
 from accounting.domain.carbon import carbonize
-from accounting.domain.energy import fill_gaps
+from accounting.domain.energy import fill_gaps, gapless
+from accounting.domain.timebase import from_us, to_us
 from accounting.domain.types import METHOD_VERSION, Allocation, GpuWindowIn
 from accounting.mappers import (
     DeviceSeries,
+    allocations_by_device,
     allocations_for,
     allocations_within,
     embodied_rates_for,
@@ -32,7 +33,7 @@ from accounting.mappers import (
     host_windows_for_batches,
     previous_windows_for_many,
 )
-from accounting.models import Job
+from accounting.selectors.attribution_inputs import job_teams
 from accounting.selectors.factor_lookup import factor_lookups_for_site
 from accounting.services.allocations import allocations_observe
 from accounting.services.rollup import ReplacedKey, aggregates_rollup
@@ -150,15 +151,6 @@ def _unmatched_sightings(
     return out
 
 
-def _no_gap(columns: GpuColumns, previous_end: dt.datetime | None) -> bool:
-    """Whether ``fill_gaps`` would return these windows unchanged: in start order, none starting
-    after its predecessor (or the device's previous window) ended."""
-    start_us = columns.start_us
-    if previous_end is not None and start_us[0] > to_us(previous_end):
-        return False
-    return all(map(operator.le, start_us[1:], columns.end_us)) and all(map(operator.le, start_us, start_us[1:]))
-
-
 def _group_by_period(allocations: list) -> dict[tuple[dt.datetime, dt.datetime | None], list[int]]:
     out: dict[tuple[dt.datetime, dt.datetime | None], list[int]] = defaultdict(list)
     for allocation in allocations:
@@ -261,7 +253,11 @@ def _attribute_many(
         for device_series in series_by_batch[batch.pk]:
             columns = device_series.columns
             before = previous.get(columns.device_id)
-            if _no_gap(columns, None if before is None else before.end):
+            if gapless(
+                starts=columns.start_us,
+                ends=columns.end_us,
+                previous_end=None if before is None else to_us(before.end),
+            ):
                 columnar.append(columns)
                 continue
             rows = device_series.rows()
@@ -299,10 +295,11 @@ def _attribute_many(
                 for (start_at, end_at), device_ids_of in _group_by_period(observed).items():
                     ledger_mark_dirty(device_ids=device_ids_of, start=start_at, end=end_at, exclude_batch_pks=pks)
                 site_allocations = allocations_for(device_ids=site_devices, start=start, end=end)
+        site_allocations_by_device = allocations_by_device(site_allocations)
         for batch, columnar, filled, gaps, window_start in items:
             device_ids = devices_by_batch[batch.pk]
             allocations = allocations_within(
-                site_allocations, device_ids=set(device_ids), start=window_start, end=batch.last_end
+                site_allocations_by_device, device_ids=device_ids, start=window_start, end=batch.last_end
             )
             attribution = attribute_columns(
                 gpu_columns=columnar,
@@ -321,7 +318,7 @@ def _attribute_many(
             lines_by_batch[batch.pk] = (lines, gaps, attribution.diagnostics)
 
     job_ids = {ln.job_id for lines, _, _ in lines_by_batch.values() for ln in lines if ln.job_id}
-    job_team = dict(Job.objects.filter(pk__in=job_ids).values_list("pk", "team_id"))
+    job_team = job_teams(job_ids=job_ids)
     touched: dict[int, set[tuple[int | None, int | None]]] = {}
     updates = []
     with connection.cursor() as cursor:
@@ -330,21 +327,30 @@ def _attribute_many(
             "ON COMMIT DELETE ROWS"
         )
         cursor.execute("TRUNCATE _ledger_lines")
+        # Lines share a few distinct factor version maps (one per hour and rate): each is written
+        # as JSON once.
+        versions_json: dict[tuple, str] = {}
         with cursor.cursor.copy(f"COPY _ledger_lines ({', '.join(n for n, _ in _LINE_COLUMNS)}) FROM STDIN") as copy:
             for batch in batches:
                 site = batch.host.cluster.site
-                lines, gaps, diagnostics = lines_by_batch[batch.pk]
+                batch_pk, host_id, last_end = batch.pk, batch.host_id, batch.last_end
+                org_id, site_pk = site.org_id, site.pk
+                lines, gaps, diagnostics = lines_by_batch[batch_pk]
                 for line in lines:
+                    versions_key = tuple(line.factor_versions.items())
+                    versions = versions_json.get(versions_key)
+                    if versions is None:
+                        versions = versions_json[versions_key] = json.dumps(line.factor_versions)
                     copy.write_row(
                         (
-                            batch.pk,
+                            batch_pk,
                             1,
                             line.account.value,
                             line.job_id,
-                            site.org_id,
+                            org_id,
                             job_team.get(line.job_id) if line.job_id else None,
-                            site.pk,
-                            batch.host_id,
+                            site_pk,
+                            host_id,
                             line.device_id,
                             line.component.value,
                             line.hour,
@@ -364,11 +370,11 @@ def _attribute_many(
                             line.intensity_gases,
                             line.pue,
                             line.energy_covers,
-                            json.dumps(line.factor_versions),
-                            batch.last_end,
+                            versions,
+                            last_end,
                         )
                     )
-                touched[batch.pk] = {(line.job_id, line.device_id) for line in lines}
+                touched[batch_pk] = {(line.job_id, line.device_id) for line in lines}
                 gaps_json = [
                     {
                         "device_id": g.device_id,
@@ -382,10 +388,10 @@ def _attribute_many(
                 ]
                 updates.append(
                     (
-                        json.dumps(gaps_json),
-                        json.dumps([_jsonable(asdict(d)) for d in diagnostics]),
+                        json.dumps(gaps_json) if gaps_json else "[]",
+                        json.dumps([_jsonable(asdict(d)) for d in diagnostics]) if diagnostics else "[]",
                         batch.attempts + 1,
-                        batch.pk,
+                        batch_pk,
                     )
                 )
         replaced = _merge_lines(

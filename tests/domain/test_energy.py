@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from accounting.domain.energy import GapFillResult, counter_delta_j, fill_gaps, trapezoid_j
+from accounting.domain.energy import GapFillResult, counter_delta_j, fill_gaps, gapless, trapezoid_j
+from accounting.domain.timebase import to_us
 from accounting.domain.types import (
     SYNTHETIC_SEQ,
     Gap,
@@ -223,6 +224,42 @@ def test_previous_window_contiguous_is_no_gap():
     previous = PreviousWindow(end=at(0), avg_power_w=100.0)
     w1 = window(5, 0, 10, power_w=300)
     assert fill_gaps(windows=[w1], previous=previous, counters={}) == GapFillResult(windows=[w1], gaps=[])
+
+
+@pytest.mark.parametrize(
+    ("spans_s", "previous_end_s", "expected"),
+    [
+        ([], None, True),
+        ([], 5, True),
+        ([(0, 10)], None, True),
+        ([(0, 10), (10, 20)], None, True),  # touching
+        ([(0, 10), (8, 18)], None, True),  # overlapping
+        ([(0, 10), (10, 20)], 0, True),  # follows the previous window
+        ([(0, 10), (10, 20)], 3, True),  # starts inside the previous window
+        ([(0, 10), (11, 20)], None, False),  # a second's gap
+        ([(0, 10), (10, 20)], -1, False),  # a gap after the previous window
+        ([(0, 10), (20, 30), (5, 15)], None, False),  # out of start order
+    ],
+)
+def test_gapless_is_fill_gaps_finding_nothing(spans_s, previous_end_s, expected):
+    """One gap rule: ``gapless`` is true exactly where ``fill_gaps`` returns the windows unchanged,
+    and gives the same answer on instants as integer microseconds (the columnar form)."""
+    windows = [window(i + 1, start, end, power_w=100) for i, (start, end) in enumerate(spans_s)]
+    previous_end = None if previous_end_s is None else at(previous_end_s)
+    starts, ends = [w.start for w in windows], [w.end for w in windows]
+    assert gapless(starts=starts, ends=ends, previous_end=previous_end) is expected
+    assert (
+        gapless(
+            starts=[to_us(s) for s in starts],
+            ends=[to_us(e) for e in ends],
+            previous_end=None if previous_end is None else to_us(previous_end),
+        )
+        is expected
+    )
+    if windows == sorted(windows, key=lambda w: w.start):
+        previous = None if previous_end is None else PreviousWindow(end=previous_end, avg_power_w=100.0)
+        result = fill_gaps(windows=windows, previous=previous, counters={})
+        assert (result == GapFillResult(windows=windows, gaps=[])) is expected
 
 
 def test_overlapping_windows_are_not_gaps():

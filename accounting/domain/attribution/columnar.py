@@ -24,7 +24,7 @@ import math
 import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from accounting.domain.attribution.core import (
     Attribution,
@@ -37,6 +37,7 @@ from accounting.domain.attribution.core import (
 from accounting.domain.attribution.fast import _attribute_gpu_windows, _GpuPlan, _HourCache, _Segments
 from accounting.domain.attribution.ledger import _ENERGY_SLOT, Entry, _Ledger
 from accounting.domain.attribution.rules import _mig_by_fraction, _mig_measured, _oversubscribed
+from accounting.domain.timebase import from_us, to_us
 from accounting.domain.types import (
     COVERS_RANK,
     QUALITY_RANK,
@@ -49,7 +50,6 @@ from accounting.domain.types import (
     Quality,
 )
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HOUR_US = 3_600_000_000
 _QUALITY_BY_RANK = {rank: quality for quality, rank in QUALITY_RANK.items()}
 _MEASURED_RANK = QUALITY_RANK[Quality.MEASURED]
@@ -58,17 +58,6 @@ _RANKS = range(len(QUALITY_RANK))
 _INF = float("inf")
 
 Run = tuple[int, tuple[ProcessSample, ...], tuple[MigInstanceSample, ...]]
-
-
-def from_us(micros: int) -> datetime:
-    """Integer microseconds since the Unix epoch as an aware UTC datetime (exact)."""
-    return EPOCH + timedelta(microseconds=micros)
-
-
-def to_us(moment: datetime) -> int:
-    """An aware datetime as integer microseconds since the Unix epoch (exact)."""
-    delta = moment - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 @dataclass(frozen=True, eq=False)

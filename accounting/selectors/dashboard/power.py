@@ -15,10 +15,10 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
+from accounting.domain.timebase import from_us, to_us
 from accounting.domain.units import J_PER_KWH, S_PER_H
 from accounting.models import Device, Job, JobAllocation
 from accounting.selectors.access import Principal, jobs_visible
-from telemetry.series import from_us, to_us
 from telemetry.traces import device_windows, fleet_power_per_minute
 
 RAW_RANGE_MAX_S = 6 * S_PER_H  # raw windows are served for at most this span
