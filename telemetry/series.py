@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-# The time base lives in the pure domain; EPOCH is re-exported for telemetry.services.
-from accounting.domain.timebase import EPOCH as EPOCH
 from accounting.domain.timebase import from_us, to_us
 
 if TYPE_CHECKING:

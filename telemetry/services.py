@@ -25,13 +25,14 @@ from django.db import connection, transaction
 from psycopg.types.json import Jsonb
 from psycopg.types.string import BytesBinaryDumper
 
+from accounting.domain.timebase import EPOCH, from_us
 from accounting.models import ApiToken
 from accounting.services.inventory import IngestInventory, ReportedGpu, devices_register, ingest_inventory
 from accounting.services.work_queue import batches_nudge
 from telemetry.models import HostStream, TelemetryBatch
 from telemetry.parsing import BatchError, HostRow, ParsedBatch
 from telemetry.partitions import ensure_partitions
-from telemetry.series import EPOCH, GpuSeries, from_us
+from telemetry.series import GpuSeries
 
 log = logging.getLogger(__name__)
 

@@ -193,6 +193,7 @@ PUBLISHED_BY_ACCOUNTING = {
     "accounting.api.auth",
     "accounting.api.errors",
     "accounting.api.serializers",
+    "accounting.domain.timebase",
     "accounting.models",
     "accounting.services.inventory",
     "accounting.services.work_queue",

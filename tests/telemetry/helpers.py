@@ -129,8 +129,9 @@ def store_gpu_windows(
     import numpy as np
     from django.db import connection
 
+    from accounting.domain.timebase import to_us
     from telemetry.partitions import ensure_partitions
-    from telemetry.series import GpuSeries, to_us
+    from telemetry.series import GpuSeries
     from telemetry.services import GPU_SERIES_COPY_COLUMNS, copy_rows, gpu_series_rows, series_days
 
     n = len(windows)

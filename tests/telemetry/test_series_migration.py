@@ -11,8 +11,8 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
+from accounting.domain.timebase import to_us
 from telemetry import partitions
-from telemetry.series import to_us
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,13 +10,13 @@ import json
 import pytest
 from django.db import connection
 
+from accounting.domain.timebase import to_us
 from accounting.domain.types import GpuWindowIn, MigInstanceSample, PreviousWindow, ProcessSample, Quality
 from accounting.mappers import GpuWindowRow, gpu_series_for_batches, previous_windows_for_many
 from accounting.models import ApiToken
 from accounting.tokens import token_create
 from telemetry.models import TelemetryBatch
 from telemetry.partitions import drop_expired_partitions
-from telemetry.series import to_us
 from tests.factories import DeviceFactory, HardwareModelFactory, HostFactory
 from tests.telemetry.helpers import batch, gpu_entry, post_batch, window
 

@@ -16,13 +16,14 @@ from django.db import connection, transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from accounting.domain.timebase import to_us
 from accounting.models import ApiToken
 from accounting.tokens import token_create
 from telemetry.agent.spool import Batch
 from telemetry.agent.wire import columns_v2, iso_to_us, windows_v1
 from telemetry.models import TelemetryBatch
 from telemetry.parsing import BatchError, GpuRow, parse_batch
-from telemetry.series import GpuSeries, to_us
+from telemetry.series import GpuSeries
 from telemetry.wire_v2 import parse_any, parse_batch_v2
 from tests.factories import DeviceFactory, HostFactory, JobAllocationFactory, JobFactory
 from tests.telemetry.helpers import INGEST_URL, batch, gpu_entry, post_batch, stored_counts, to_v2, window
