@@ -7,6 +7,8 @@ version and the factor versions it used so an auditor can re-derive it.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import BrinIndex
@@ -825,8 +827,20 @@ class ServingCounters(models.Model):
 # --- API tokens ----------------------------------------------------------------------------
 
 
+class TokenHost(NamedTuple):
+    """A host token's host as ingest needs it, read with the token by the API's lookup
+    (``accounting.tokens``): its name and the ids of all its devices by uuid."""
+
+    hostname: str
+    device_ids: dict[str, int]
+
+
 class ApiToken(models.Model):
     """High-entropy bearer token stored as a SHA-256 digest (never the secret itself)."""
+
+    # Not a field: set by the API's token lookup for a host token (``accounting.tokens``), so
+    # that ingest reads its host's name and devices without a statement of its own.
+    token_host: TokenHost | None = None
 
     class Scope(models.TextChoices):
         HOST = "host", "Host (ingest for one host)"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from django.db import connection, transaction
 from django.utils import timezone
 
-from accounting.models import ApiToken, AuditEvent, Cluster, Host, Organization
+from accounting.models import ApiToken, AuditEvent, Cluster, Device, Host, Organization, TokenHost
 from accounting.services.audit import audit_record
 
 TOKEN_PREFIX = "clk_"  # noqa: S105 - a public marker on every token, not a secret
@@ -198,13 +198,23 @@ _token_selects: dict[str, tuple[str, list[str]]] = {}
 
 
 def _token_select() -> tuple[str, list[str]]:
-    """The token lookup's SQL and the attribute names of its columns (built once per process)."""
+    """The token lookup's SQL and the attribute names of its token columns (built once per
+    process). For a host token the same statement reads its host's name and devices (an agent's
+    token: ingest then needs no statement of its own for them); for any other token those columns
+    are NULL at the cost of two index probes on NULL."""
     cached = _token_selects.get(connection.alias)
     if cached is None:
         fields = ApiToken._meta.concrete_fields
-        columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+        qn = connection.ops.quote_name
+        columns = ", ".join(f"t.{qn(f.column)}" for f in fields)
         cached = _token_selects[connection.alias] = (
-            f"SELECT {columns} FROM {ApiToken._meta.db_table} WHERE digest = %s AND revoked_at IS NULL LIMIT 1",
+            f"""SELECT {columns}, h.hostname, d.uuids, d.ids
+                FROM {ApiToken._meta.db_table} t
+                LEFT JOIN {Host._meta.db_table} h ON h.id = t.host_id
+                LEFT JOIN LATERAL (
+                    SELECT array_agg(uuid), array_agg(id) FROM {Device._meta.db_table} WHERE host_id = t.host_id
+                ) d (uuids, ids) ON true
+                WHERE t.digest = %s AND t.revoked_at IS NULL LIMIT 1""",
             [f.attname for f in fields],
         )
     return cached
@@ -223,9 +233,14 @@ def _find(raw: str, now: dt.datetime | None) -> ApiToken | None:
     with connection.cursor() as cursor:
         cursor.execute(sql, [digest])
         row = cursor.fetchone()
-    token = None if row is None else ApiToken.from_db(connection.alias, attnames, row)
-    if token is None or not hmac.compare_digest(token.digest, digest):
+    if row is None:
         return None
+    token = ApiToken.from_db(connection.alias, attnames, row[: len(attnames)])
+    if not hmac.compare_digest(token.digest, digest):
+        return None
+    hostname, uuids, ids = row[len(attnames) :]
+    if hostname is not None:
+        token.token_host = TokenHost(hostname, dict(zip(uuids or (), ids or (), strict=True)))
     now = now or timezone.now()
     if token.expires_at is not None and token.expires_at <= now:
         raise TokenExpired(token.expires_at)

@@ -405,9 +405,10 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
     series = batch.gpu_series
     gpu_window_count = sum(len(s) for s in series)
     host_id = token.host_id
-    # The host's name and the batch's known devices: accounting's inventory, read before the lock
-    # (a known device's id never changes); new devices are registered under it, below.
-    inventory: IngestInventory = ingest_inventory(host_id=host_id, uuids=[s.uuid for s in series])
+    # The host's name and the batch's known devices: accounting's inventory (read with the token,
+    # or one query), before the lock (a known device's id never changes); new devices are
+    # registered under it, below.
+    inventory: IngestInventory = ingest_inventory(token=token, uuids=[s.uuid for s in series])
     hostname = inventory.hostname
     if hostname is None:  # deleted while the token was being checked (a token goes with its host)
         raise BatchError(403, "Authorization", "the token's host no longer exists")

@@ -1,8 +1,9 @@
 """Instants as integer microseconds since the Unix epoch (UTC): the one time base of the
 columnar windows, the raw store and the attribution arrays.
 
-Exact both ways (PostgreSQL keeps microseconds too). Pure: stdlib only. ``telemetry.series``
-re-exports these for the ingest side (telemetry may import the domain; never the reverse).
+Exact both ways (PostgreSQL keeps microseconds too). Pure: stdlib only. Accounting publishes
+this module to telemetry (its parsers, raw store and readers use the same base); the domain never
+imports telemetry.
 """
 
 from __future__ import annotations

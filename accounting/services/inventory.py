@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from django.db import connection
 
 from accounting.domain.catalog import lookup_by_name
-from accounting.models import Device, HardwareModel, Host
+from accounting.models import ApiToken, Device, HardwareModel, Host, TokenHost
 from accounting.services.allocations import pending_device_uuid
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,9 @@ class IngestInventory:
     """What ingest needs to know of a host before storing its batch.
 
     ``hostname`` is None when the host does not exist. ``device_ids`` maps the uuids that are
-    already this host's devices to their ids; ``foreign`` lists uuids registered to another host
-    (the batch is refused); the others are new (``devices_register``)."""
+    already this host's devices to their ids; ``foreign`` lists uuids known to be another host's
+    (the batch is refused); the others are new or another host's, which ``devices_register``
+    tells apart under the host's lock."""
 
     hostname: str | None
     device_ids: dict[str, int]
@@ -57,10 +58,20 @@ _INVENTORY_SQL = f"""
 """
 
 
-def ingest_inventory(*, host_id: int, uuids: list[str]) -> IngestInventory:
-    """The host's name and the batch's known devices, in one round trip and without a lock: a
-    device id never changes once its uuid is known, so a batch whose devices are all known needs
-    nothing more. New ones are registered by ``devices_register``, under the host's lock."""
+def ingest_inventory(*, token: ApiToken, uuids: list[str]) -> IngestInventory:
+    """The token's host's name and the batch's known devices, without a lock: a device id never
+    changes once its uuid is known, so a batch whose devices are all known needs nothing more.
+    New ones are registered by ``devices_register``, under the host's lock.
+
+    A token from the API's lookup (``accounting.tokens``) carries its host's name and devices,
+    read in the lookup's statement: no query here. Otherwise one query, which also tells a device
+    of another host from a new one."""
+    host_id = token.host_id
+    assert host_id is not None, "a host token"
+    loaded: TokenHost | None = getattr(token, "token_host", None)
+    if loaded is not None:
+        hosts = loaded.device_ids
+        return IngestInventory(loaded.hostname, {u: hosts[u] for u in uuids if u in hosts}, ())
     with connection.cursor() as cursor:
         cursor.execute(_INVENTORY_SQL, [host_id, uuids])
         hostname, found_uuids, found_ids, found_hosts = cursor.fetchone()

@@ -79,7 +79,9 @@ def test_the_lean_path_is_the_ingest_endpoint():
     assert not any("session" in m or "csrf" in m or "auth" in m or "axes" in m for m in LEAN_MIDDLEWARE)
 
 
-def test_one_post_of_known_devices_takes_six_statements(client, agent, monkeypatch, django_capture_on_commit_callbacks):
+def test_one_post_of_known_devices_takes_five_statements(
+    client, agent, monkeypatch, django_capture_on_commit_callbacks
+):
     host, devices, secret = agent
     # The first POST of a day in a process also creates (or finds) the day's partitions, and
     # remembers them once committed (this test's transaction never commits: run the callbacks).
@@ -89,15 +91,15 @@ def test_one_post_of_known_devices_takes_six_statements(client, agent, monkeypat
     with CaptureQueriesContext(connection) as ctx:
         response = _post(client, secret, _body(host, [d.uuid for d in devices], seq=2))
     assert response.status_code == 202, response.content
-    # token; hostname + device ids (accounting's inventory); SAVEPOINT (the test's transaction;
-    # BEGIN in production); host stream lock + duplicate check; batch INSERT + stream UPDATE;
-    # RELEASE (COMMIT). The COPYs go around Django.
-    assert len(ctx.captured_queries) == 6, _sql(ctx)
+    # token with its host's name and devices (accounting's statement); SAVEPOINT (the test's
+    # transaction; BEGIN in production); host stream lock + duplicate check; batch INSERT +
+    # stream UPDATE + host windows; RELEASE (COMMIT). The COPY goes around Django.
+    assert len(ctx.captured_queries) == 5, _sql(ctx)
     sqls = [q["sql"] for q in ctx.captured_queries]
-    assert "accounting_apitoken" in sqls[0] and "accounting_device" in sqls[1]
-    assert "FOR UPDATE OF s" in sqls[3] and "WITH batch AS" in sqls[4]
+    assert "accounting_apitoken" in sqls[0] and "accounting_device" in sqls[0]
+    assert "FOR UPDATE OF s" in sqls[2] and "WITH batch AS" in sqls[3]
     # Each app's statements name only its own tables (docs/architecture.md, "Who owns which table").
-    assert "telemetry_" not in sqls[1] and "accounting_" not in sqls[3] + sqls[4]
+    assert "telemetry_" not in sqls[0] and "accounting_" not in sqls[2] + sqls[3]
     assert not any("UPDATE" in s and "apitoken" in s for s in sqls)  # no per-request token write
     record = TelemetryBatch.objects.get(batch_id=response.json()["batch_id"])
     assert (record.host_id, record.first_seq, record.gpu_window_count, record.host_window_count, record.status) == (
@@ -120,7 +122,7 @@ def test_one_post_of_known_devices_takes_six_statements(client, agent, monkeypat
         assert [row[0] for row in cursor.fetchall()] == sorted(d.pk for d in devices)
 
 
-def test_a_resent_batch_takes_five_statements_and_changes_nothing(client, agent):
+def test_a_resent_batch_takes_four_statements_and_changes_nothing(client, agent):
     host, devices, secret = agent
     body = _body(host, [d.uuid for d in devices], seq=1, batch_id="1b4e28ba-2fa1-11d2-883f-0016d3cca427")
     first = _post(client, secret, body)
@@ -132,8 +134,8 @@ def test_a_resent_batch_takes_five_statements_and_changes_nothing(client, agent)
         "accepted_windows": 8,
         "duplicate": True,
     }
-    # token; inventory; SAVEPOINT; stream lock + duplicate; RELEASE
-    assert len(ctx.captured_queries) == 5, _sql(ctx)
+    # token (with its host's inventory); SAVEPOINT; stream lock + duplicate; RELEASE
+    assert len(ctx.captured_queries) == 4, _sql(ctx)
     assert TelemetryBatch.objects.count() == 1
 
 
