@@ -21,13 +21,19 @@ from uuid import UUID
 import numpy as np
 import orjson
 import psycopg
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from psycopg.types.json import Jsonb
 from psycopg.types.string import BytesBinaryDumper
 
 from accounting.domain.timebase import EPOCH, from_us
 from accounting.models import ApiToken
-from accounting.services.inventory import IngestInventory, ReportedGpu, devices_register, ingest_inventory
+from accounting.services.inventory import (
+    IngestInventory,
+    ReportedGpu,
+    devices_register,
+    host_exists,
+    ingest_inventory,
+)
 from accounting.services.work_queue import batches_nudge
 from telemetry.models import HostStream, TelemetryBatch
 from telemetry.parsing import BatchError, HostRow, ParsedBatch
@@ -327,6 +333,10 @@ def _stream_lock(*, host_id: int, batch_id: UUID) -> tuple[int | None, dt.dateti
     return row
 
 
+def _host_gone() -> BatchError:
+    return BatchError(403, "Authorization", "the token's host no longer exists")
+
+
 def _reported_gpus(batch: ParsedBatch) -> list[ReportedGpu]:
     return [ReportedGpu(s.uuid, s.index, s.name) for s in batch.gpu_series]
 
@@ -411,64 +421,71 @@ def batch_ingest(*, token: ApiToken, batch: ParsedBatch, now: dt.datetime) -> In
     inventory: IngestInventory = ingest_inventory(token=token, uuids=[s.uuid for s in series])
     hostname = inventory.hostname
     if hostname is None:  # deleted while the token was being checked (a token goes with its host)
-        raise BatchError(403, "Authorization", "the token's host no longer exists")
+        raise _host_gone()
     if batch.hostname != hostname:
         raise BatchError(403, "hostname", f"this token posts only for host {hostname!r}")
-    with transaction.atomic():
-        last_seq, last_seen_at, existing_batch_pk = _stream_lock(host_id=host_id, batch_id=batch.batch_id)
-        if existing_batch_pk is not None:
-            return IngestResult(existing_batch_pk, str(batch.batch_id), gpu_window_count, True)
-        if last_seq is not None and batch.first_seq <= last_seq:
-            raise BatchError(
-                409,
-                "windows[0].seq",
-                f"seq {batch.first_seq} already ingested for this host (last seq {last_seq})",
+    try:
+        with transaction.atomic():
+            last_seq, last_seen_at, existing_batch_pk = _stream_lock(host_id=host_id, batch_id=batch.batch_id)
+            if existing_batch_pk is not None:
+                return IngestResult(existing_batch_pk, str(batch.batch_id), gpu_window_count, True)
+            if last_seq is not None and batch.first_seq <= last_seq:
+                raise BatchError(
+                    409,
+                    "windows[0].seq",
+                    f"seq {batch.first_seq} already ingested for this host (last seq {last_seq})",
+                )
+            if last_seen_at is not None and batch.first_start < last_seen_at:
+                raise BatchError(
+                    409,
+                    "windows[0].start",
+                    f"overlaps telemetry already ingested for this host (up to {last_seen_at.isoformat()})",
+                )
+            if inventory.foreign:
+                raise _foreign_device(inventory.foreign)
+            device_ids = inventory.device_ids
+            if not inventory.complete(s.uuid for s in series):  # a device to register: under the host's lock
+                device_ids, foreign = devices_register(host_id=host_id, hostname=hostname, gpus=_reported_gpus(batch))
+                if foreign:
+                    raise _foreign_device(foreign)
+            ensure_partitions(days={row.start.date() for row in batch.host_rows} | series_days(series))
+            gpu_energy_j = math.fsum(s.energy_total_j for s in series)
+            host_energy_j = sum(row.cpu_energy_j + row.dram_energy_j for row in batch.host_rows)
+            clock_offset_s = (batch.sent_at - now).total_seconds() if batch.sent_at is not None else None
+            record = TelemetryBatch(
+                host_id=host_id,
+                batch_id=batch.batch_id,
+                received_at=now,
+                sent_at=batch.sent_at,
+                clock_offset_s=clock_offset_s,
+                agent_version=batch.agent_version,
+                first_start=batch.first_start,
+                last_end=batch.last_end,
+                first_seq=batch.first_seq,
+                last_seq=batch.last_seq,
+                gpu_window_count=gpu_window_count,
+                host_window_count=len(batch.host_rows),
+                gpu_energy_j=gpu_energy_j,
+                host_energy_j=host_energy_j,
             )
-        if last_seen_at is not None and batch.first_start < last_seen_at:
-            raise BatchError(
-                409,
-                "windows[0].start",
-                f"overlaps telemetry already ingested for this host (up to {last_seen_at.isoformat()})",
+            _batch_insert_and_host_advance(
+                record=record, last_seq=batch.last_seq, last_seen_at=batch.last_end, host_rows=batch.host_rows
             )
-        if inventory.foreign:
-            raise _foreign_device(inventory.foreign)
-        device_ids = inventory.device_ids
-        if not inventory.complete(s.uuid for s in series):  # a device to register: under the host's lock
-            device_ids, foreign = devices_register(host_id=host_id, hostname=hostname, gpus=_reported_gpus(batch))
-            if foreign:
-                raise _foreign_device(foreign)
-        ensure_partitions(days={row.start.date() for row in batch.host_rows} | series_days(series))
-        gpu_energy_j = math.fsum(s.energy_total_j for s in series)
-        host_energy_j = sum(row.cpu_energy_j + row.dram_energy_j for row in batch.host_rows)
-        clock_offset_s = (batch.sent_at - now).total_seconds() if batch.sent_at is not None else None
-        record = TelemetryBatch(
-            host_id=host_id,
-            batch_id=batch.batch_id,
-            received_at=now,
-            sent_at=batch.sent_at,
-            clock_offset_s=clock_offset_s,
-            agent_version=batch.agent_version,
-            first_start=batch.first_start,
-            last_end=batch.last_end,
-            first_seq=batch.first_seq,
-            last_seq=batch.last_seq,
-            gpu_window_count=gpu_window_count,
-            host_window_count=len(batch.host_rows),
-            gpu_energy_j=gpu_energy_j,
-            host_energy_j=host_energy_j,
-        )
-        _batch_insert_and_host_advance(
-            record=record, last_seq=batch.last_seq, last_seen_at=batch.last_end, host_rows=batch.host_rows
-        )
-        with connection.cursor() as cursor:
-            copy_rows(
-                cursor=cursor.cursor,  # the psycopg 3 cursor under Django's wrapper
-                table="telemetry_gpuseries",
-                columns=GPU_SERIES_COPY_COLUMNS,
-                rows=gpu_series_rows(batch_pk=record.id, host_id=host_id, series=series, device_ids=device_ids),
-            )
-        record_pk = record.id
-        transaction.on_commit(lambda: batches_nudge(batch_pks=[record_pk]))
+            with connection.cursor() as cursor:
+                copy_rows(
+                    cursor=cursor.cursor,  # the psycopg 3 cursor under Django's wrapper
+                    table="telemetry_gpuseries",
+                    columns=GPU_SERIES_COPY_COLUMNS,
+                    rows=gpu_series_rows(batch_pk=record.id, host_id=host_id, series=series, device_ids=device_ids),
+                )
+            record_pk = record.id
+            transaction.on_commit(lambda: batches_nudge(batch_pks=[record_pk]))
+    except IntegrityError:
+        # The foreign keys to the host are checked at COMMIT (Django declares them deferrable):
+        # a host deleted after its token was read (the token goes with it) fails them there.
+        if not host_exists(host_id=host_id):
+            raise _host_gone() from None
+        raise
     if record.clock_skew_flagged:
         log.warning(
             "clock skew host=%s batch=%s offset_s=%.3f (sent_at - received_at; flagged beyond %g s)",

@@ -85,6 +85,11 @@ def ingest_inventory(*, token: ApiToken, uuids: list[str]) -> IngestInventory:
     return IngestInventory(hostname, device_ids, tuple(foreign))
 
 
+def host_exists(*, host_id: int) -> bool:
+    """Whether the host is still there (ingest asks when its batch failed a foreign key)."""
+    return Host.objects.filter(pk=host_id).exists()
+
+
 def _hardware_for(name: str) -> HardwareModel | None:
     """The catalog model for an NVML device name, or None: never a guess.
 

@@ -12,8 +12,10 @@ from django.db import connection
 
 from accounting.models import ApiToken, Device
 from accounting.services.allocations import pending_device_uuid
-from accounting.tokens import token_create
+from accounting.tokens import token_create, token_lookup
 from telemetry.models import HostStream, TelemetryBatch
+from telemetry.parsing import BatchError, parse_batch
+from telemetry.services import batch_ingest
 from tests.factories import DeviceFactory, HostFactory
 from tests.telemetry.helpers import batch, gpu_entry, window
 
@@ -326,6 +328,26 @@ def test_a_device_of_another_host_cannot_be_posted(client, host_setup):
     response = _post(client, secret, payload)
     assert response.status_code == 403
     assert _counts() == (0, 0, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_host_deleted_after_its_token_was_read_is_refused_and_nothing_is_stored(host_setup):
+    """The token lookup read the host (name and devices); the host is deleted before the batch's
+    transaction, whose foreign keys then fail at COMMIT: a 403, not a 500, and nothing stored."""
+    host, device, secret = host_setup
+    token = token_lookup(raw=secret)
+    assert token is not None and token.token_host is not None
+    payload = batch(
+        hostname=host.hostname, windows=[window(seq=1, start=_start(), gpus=[gpu_entry(uuid_=device.uuid)])]
+    )
+    now = _start() + dt.timedelta(minutes=1)
+    parsed = parse_batch(data=payload, now=now, clock_skew_s=300.0, retention_days=30, max_windows=100)
+    host.delete()
+    with pytest.raises(BatchError) as refused:
+        batch_ingest(token=token, batch=parsed, now=now)
+    assert (refused.value.status, refused.value.field) == (403, "Authorization")
+    assert _counts() == (0, 0, 0)
+    assert not HostStream.objects.exists()
 
 
 def test_invalid_json_and_encoding(client, host_setup):
